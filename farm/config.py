@@ -1,0 +1,239 @@
+"""Targets and settings: built-in defaults, then targets.toml, then FARM_* variables, then flags.
+
+Every key is checked: an unknown one is an error that names the nearest valid key, so a typo never turns into a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.errors import ConfigError
+
+PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+IMAGE_KINDS = ("cpu", "gpu")
+VARIANTS = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
+RUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
+BOOTSTRAP = "bootstrap"
+
+_TARGET_KEYS = (
+    "platform", "image", "base", "runtime", "packages", "providers", "candidates", "cpu_features",
+    "cpu_excludes", "emulate_cpu", "gpus", "on_request",
+)
+# Only keys that make sense for every target may be defaulted.
+_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image")
+_TOP_KEYS = ("defaults", "targets")
+_RUNTIME_RE = re.compile(r"^(?P<package>[A-Za-z0-9_.-]+)==(?P<version>[0-9][0-9A-Za-z.+-]*)$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def nearest(word: str, choices: Iterable[str]) -> str:
+    """A "did you mean" clause for an error message, or a list of the choices when nothing is close."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "valid: " + ", ".join(options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """One hardware target: where it runs, which runtime it uses and which int8 variants it tries."""
+
+    name: str
+    platform: str
+    image: str = "cpu"
+    base: str = BOOTSTRAP
+    runtime_package: str = "onnxruntime"
+    runtime_version: str = "1.31.1"
+    packages: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    candidates: tuple[str, ...] = VARIANTS
+    cpu_features: tuple[str, ...] = ()
+    cpu_excludes: tuple[str, ...] = ()
+    emulate_cpu: str | None = None
+    gpus: int = 0
+    on_request: bool = False
+
+    @property
+    def arch(self) -> str:
+        return PLATFORM_ARCH[self.platform]
+
+    @property
+    def runtime(self) -> str:
+        return f"{self.runtime_package}=={self.runtime_version}"
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """Top-level pip requirements for the image; pip resolves the rest for the target's platform."""
+        if self.image == "gpu":
+            # onnxruntime-gpu loads CUDA and cuDNN from NVIDIA's wheels, so the image needs no CUDA base.
+            return (f"{self.runtime_package}[cuda,cudnn]=={self.runtime_version}", *self.packages)
+        return (self.runtime, *self.packages)
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any], *, source: str) -> Target:
+        where = f"{source}: [targets.{name}]"
+        if not _NAME_RE.match(name):
+            raise ConfigError(
+                f"{where}: the target name '{name}' is not valid",
+                fix="use lower-case letters, digits, '.', '_' and '-'",
+            )
+        for key in table:
+            if key not in _TARGET_KEYS:
+                raise ConfigError(f"{where}: unknown key '{key}'", fix=nearest(key, _TARGET_KEYS))
+        platform = _string(table, "platform", where, required=True) or ""
+        if platform not in PLATFORM_ARCH:
+            raise ConfigError(
+                f"{where}: unknown platform '{platform}'",
+                fix=f"{nearest(platform, PLATFORM_ARCH)} (farm runs linux/amd64 and linux/arm64)",
+            )
+        image = _string(table, "image", where) or "cpu"
+        if image not in IMAGE_KINDS:
+            raise ConfigError(f"{where}: unknown image kind '{image}'", fix=nearest(image, IMAGE_KINDS))
+        package, version = _runtime(_string(table, "runtime", where, required=True), where)
+        candidates = _strings(table, "candidates", where)
+        for variant in candidates:
+            if variant not in VARIANTS:
+                raise ConfigError(f"{where}: unknown variant '{variant}' in candidates", fix=nearest(variant, VARIANTS))
+        providers = _strings(table, "providers", where) or ("CPUExecutionProvider",)
+        gpus = table.get("gpus", 0)
+        if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
+            raise ConfigError(f"{where}: gpus must be a whole number of at least 0, not {gpus!r}")
+        if image == "gpu" and gpus == 0:
+            raise ConfigError(f"{where}: a gpu image needs gpus = 1 or more")
+        on_request = table.get("on_request", False)
+        if not isinstance(on_request, bool):
+            raise ConfigError(f"{where}: on_request must be true or false, not {on_request!r}")
+        return cls(
+            name=name,
+            platform=platform,
+            image=image,
+            base=_string(table, "base", where) or BOOTSTRAP,
+            runtime_package=package,
+            runtime_version=version,
+            packages=_strings(table, "packages", where),
+            providers=providers,
+            candidates=candidates,
+            cpu_features=_strings(table, "cpu_features", where),
+            cpu_excludes=_strings(table, "cpu_excludes", where),
+            emulate_cpu=_string(table, "emulate_cpu", where),
+            gpus=gpus,
+            on_request=on_request,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The targets of one targets.toml, after FARM_* overrides, and where they came from."""
+
+    source: Path
+    targets: tuple[Target, ...]
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "farm")
+
+    def target(self, name: str) -> Target:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise ConfigError(
+            f"no target named '{name}' in {self.source}", fix=nearest(name, (t.name for t in self.targets))
+        )
+
+    def select(self, names: Iterable[str]) -> tuple[Target, ...]:
+        """The named targets in the order given, or every target when none is named."""
+        chosen = list(dict.fromkeys(names))
+        return tuple(self.target(n) for n in chosen) if chosen else self.targets
+
+
+def default_targets_file() -> Path:
+    """./targets.toml when there is one, else the file shipped with farm."""
+    local = Path("targets.toml")
+    if local.is_file():
+        return local
+    return Path(__file__).with_name("targets.toml")
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read targets.toml. ``env`` is passed in (not read from os.environ) so tests can give their own."""
+    env = os.environ if env is None else env
+    path = path or (Path(env["FARM_TARGETS"]) if env.get("FARM_TARGETS") else default_targets_file())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such targets file", fix="pass --targets FILE or set FARM_TARGETS to an existing file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid TOML ({exc})", fix="fix the syntax at that line") from None
+    source = str(path)
+    for key in document:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{source}: unknown table '[{key}]'", fix=nearest(key, _TOP_KEYS))
+    defaults = document.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: [defaults] must be a table")
+    for key in defaults:
+        if key not in _DEFAULT_KEYS:
+            raise ConfigError(f"{source}: [defaults]: unknown key '{key}'", fix=nearest(key, _DEFAULT_KEYS))
+    tables = document.get("targets", {})
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{source}: has no [targets.<name>] tables", fix="add at least one target")
+    overrides = _env_overrides(env)
+    targets = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: targets.{name} must be a table")
+        merged = {**defaults, **table, **overrides}
+        targets.append(Target.from_table(name, merged, source=source))
+    cache = Path(env["FARM_CACHE_DIR"]) if env.get("FARM_CACHE_DIR") else Path.home() / ".cache" / "farm"
+    return Config(source=path, targets=tuple(targets), cache_dir=cache)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """FARM_BASE overrides every target's base, e.g. to try a registry base without editing the file."""
+    overrides: dict[str, Any] = {}
+    if env.get("FARM_BASE"):
+        overrides["base"] = env["FARM_BASE"]
+    return overrides
+
+
+def _runtime(spec: str | None, where: str) -> tuple[str, str]:
+    match = _RUNTIME_RE.match(spec or "")
+    if not match:
+        raise ConfigError(
+            f"{where}: runtime '{spec}' is not a pinned requirement",
+            fix="write it as 'onnxruntime==1.31.1' or 'onnxruntime-gpu==1.31.1'",
+        )
+    package = match["package"]
+    if package not in RUNTIME_PACKAGES:
+        raise ConfigError(f"{where}: unknown runtime package '{package}'", fix=nearest(package, RUNTIME_PACKAGES))
+    return package, match["version"]
+
+
+def _string(table: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: missing key '{key}'", fix=f"add {key} = \"...\"")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of strings, not {value!r}")
+    return tuple(value)

@@ -1,0 +1,369 @@
+"""The only module that talks to Docker, through the Docker SDK (never the docker CLI).
+
+Every container it creates carries the label ``farm.run`` and is removed when its run ends, whether it ended
+normally, failed, timed out or was interrupted with Ctrl-C. ``keep=True`` leaves it for debugging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+
+from farm.errors import BuildFailed, EnvironmentProblem
+
+RUN_LABEL = "farm.run"
+LOG_TAIL_LINES = 40
+
+LineSink = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineInfo:
+    version: str
+    api_version: str
+    arch: str
+    runtimes: tuple[str, ...]
+    docker_root: str
+
+    @property
+    def gpu_runtime(self) -> bool:
+        return "nvidia" in self.runtimes
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    architecture: str
+    size_bytes: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One hardened, networkless container run."""
+
+    image: str
+    command: Sequence[str]
+    entrypoint: Sequence[str] | None = None
+    mounts: Sequence[Mount] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+    memory: str = "4g"
+    pids_limit: int = 512
+    cpuset: str | None = None
+    gpus: int = 0
+    timeout_s: float = 1800.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    keep: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    exit_code: int
+    log_tail: str
+    oom_killed: bool
+    timed_out: bool
+    duration_s: float
+
+    @property
+    def failure(self) -> str | None:
+        """Why the container failed, in words, or None when it exited 0."""
+        if self.timed_out:
+            return f"timed out after {self.duration_s:.0f} s and was stopped"
+        if self.oom_killed:
+            return f"ran out of memory (exit {self.exit_code}): the container hit its memory limit"
+        if self.exit_code == 0:
+            return None
+        if self.exit_code > 128:
+            number = self.exit_code - 128
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            if number == signal.SIGKILL:
+                return f"was killed ({name}, exit {self.exit_code}) from outside"
+            return f"crashed with {name} (exit {self.exit_code})"
+        return f"exited with status {self.exit_code}"
+
+
+class Engine:
+    """A Docker engine. The client is passed in so tests and other engines (remote hosts) can supply their own."""
+
+    def __init__(self, client: Any, *, host: str) -> None:
+        self.client = client
+        self.host = host
+
+    @classmethod
+    def connect(cls, env: Mapping[str, str] | None = None) -> Engine:
+        env = dict(os.environ if env is None else env)
+        host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        try:
+            client = docker.from_env(environment=env, timeout=120)
+            client.ping()
+        except Exception as exc:  # the SDK raises several unrelated types for "nothing there"
+            raise EnvironmentProblem(
+                f"cannot reach a Docker engine at {host} ({_first_line(exc)})",
+                fix="start the Docker daemon, or set DOCKER_HOST to a reachable engine",
+            ) from None
+        return cls(client, host=host)
+
+    def info(self) -> EngineInfo:
+        info = self.client.info()
+        version = self.client.version()
+        return EngineInfo(
+            version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            arch=str(info.get("Architecture", "?")),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            docker_root=str(info.get("DockerRootDir", "/var/lib/docker")),
+        )
+
+    # --- images -------------------------------------------------------------------------------------------
+
+    def image(self, ref: str) -> ImageInfo | None:
+        try:
+            attrs = self.client.api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            tags=tuple(attrs.get("RepoTags") or ()),
+            architecture=str(attrs.get("Architecture", "")),
+            size_bytes=int(attrs.get("Size", 0)),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        )
+
+    def images_labelled(self, label: str) -> list[ImageInfo]:
+        found = []
+        for image in self.client.api.images(filters={"label": label}):
+            info = self.image(image["Id"])
+            if info is not None:
+                found.append(info)
+        return found
+
+    def load(self, archive: Path) -> None:
+        """``docker load`` a docker-archive tarball; this is how a bootstrapped base gets its architecture."""
+        with archive.open("rb") as stream:
+            for chunk in self.client.api.load_image(stream):
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise BuildFailed(f"docker load of {archive} failed because {chunk['error']}")
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        self.client.api.tag(image_id, repository, tag)
+
+    def pull(self, ref: str, platform: str) -> None:
+        try:
+            self.client.api.pull(ref, platform=platform)
+        except docker.errors.APIError as exc:
+            raise BuildFailed(
+                f"pulling the registry base {ref} for {platform} failed because {_first_line(exc)}",
+                fix="check the registry is reachable, or use base = \"bootstrap\" to build the base from Debian",
+            ) from None
+
+    def build(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        platform: str,
+        labels: Mapping[str, str],
+        buildargs: Mapping[str, str],
+        on_line: LineSink | None = None,
+    ) -> ImageInfo:
+        """Build from a tar context with networking off: everything the image needs is in the context."""
+        tail: list[str] = []
+        with context.open("rb") as stream:
+            chunks = self.client.api.build(
+                fileobj=stream,
+                custom_context=True,
+                tag=tag,
+                platform=platform,
+                labels=dict(labels),
+                buildargs=dict(buildargs),
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in chunks:
+                if "error" in chunk:
+                    detail = str(chunk["error"]).strip()
+                    raise BuildFailed(
+                        f"building {tag} failed because {detail}",
+                        fix="see the build log above; run with --debug for the full log",
+                    ) from None
+                text = str(chunk.get("stream", "")).rstrip()
+                if text:
+                    tail = [*tail, text][-LOG_TAIL_LINES:]
+                    if on_line:
+                        on_line(text)
+        info = self.image(tag)
+        if info is None:
+            raise BuildFailed(f"building {tag} finished but the engine has no such image; last log: {tail[-1:]}")
+        return info
+
+    def remove_image(self, ref: str) -> None:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.api.remove_image(ref, force=True)
+
+    # --- containers -----------------------------------------------------------------------------------------
+
+    def run(self, spec: RunSpec, *, on_line: LineSink | None = None) -> RunResult:
+        """Run one container to completion and remove it, even on Ctrl-C."""
+        with self._container(spec) as container:
+            started = time.monotonic()
+            container.start()
+            reader = _LogReader(container, on_line)
+            reader.start()
+            timed_out = False
+            status: dict[str, Any] = {}
+            while True:
+                try:
+                    status = container.wait(timeout=1)
+                    break
+                except Exception:  # the SDK's read timeout: poll again, so Ctrl-C is seen within a second
+                    if time.monotonic() - started > spec.timeout_s:
+                        timed_out = True
+                        container.kill()
+                        status = container.wait(timeout=30)
+                        break
+            duration = time.monotonic() - started
+            reader.join(timeout=5)
+            state = container.client.api.inspect_container(container.id)["State"]
+            return RunResult(
+                exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
+                log_tail=reader.tail() or _logs_tail(container),
+                oom_killed=bool(state.get("OOMKilled")),
+                timed_out=timed_out,
+                duration_s=duration,
+            )
+
+    @contextmanager
+    def _container(self, spec: RunSpec) -> Iterator[Any]:
+        user = "65534:65534" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        device_requests = (
+            [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
+        )
+        container = self.client.containers.create(
+            spec.image,
+            command=list(spec.command),
+            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+            environment=dict(spec.environment),
+            mounts=[
+                docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                for m in spec.mounts
+            ],
+            platform=spec.platform,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=1g"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            user=user,
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,
+            pids_limit=spec.pids_limit,
+            cpuset_cpus=spec.cpuset,
+            device_requests=device_requests,
+            labels={RUN_LABEL: "1", **spec.labels},
+            detach=True,
+        )
+        try:
+            yield container
+        finally:
+            if not spec.keep:
+                _remove(container)
+
+    def remove_run_containers(self) -> int:
+        """Remove every container farm left behind (e.g. after a kill -9 of the controller)."""
+        count = 0
+        for container in self.client.containers.list(all=True, filters={"label": RUN_LABEL}):
+            _remove(container)
+            count += 1
+        return count
+
+    def run_containers(self) -> list[str]:
+        return [c.id for c in self.client.containers.list(all=True, filters={"label": RUN_LABEL})]
+
+
+class _LogReader(threading.Thread):
+    """Streams a container's output line by line to a sink, and keeps the tail for failure reports."""
+
+    def __init__(self, container: Any, sink: LineSink | None) -> None:
+        super().__init__(daemon=True)
+        self._container = container
+        self._sink = sink
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        pending = b""
+        try:
+            for chunk in self._container.logs(stream=True, follow=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    self._add(raw.decode("utf-8", "replace"))
+            if pending:
+                self._add(pending.decode("utf-8", "replace"))
+        except Exception:  # the container went away under us; the tail we have is what there is
+            return
+
+    def _add(self, line: str) -> None:
+        with self._lock:
+            self._lines = [*self._lines, line][-LOG_TAIL_LINES:]
+        if self._sink:
+            self._sink(line)
+
+    def tail(self) -> str:
+        with self._lock:
+            return "\n".join(self._lines)
+
+
+def _logs_tail(container: Any) -> str:
+    try:
+        return bytes(container.logs(tail=LOG_TAIL_LINES)).decode("utf-8", "replace")
+    except Exception:
+        return ""
+
+
+def _remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        # "removal already in progress" is fine: it is going away either way.
+        if "in progress" not in str(exc):
+            raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
