@@ -1,0 +1,41 @@
+"""Bad input gets one line that names the file and the fix, a non-zero exit, and never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def farm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "farm", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+
+
+def assert_one_clean_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_misspelt_key(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.toml"
+    bad.write_text('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\ncpu_feature = ["avx2"]\n')
+    assert_one_clean_line(farm("targets", "--targets", str(bad)), 2, str(bad), "cpu_feature", "cpu_features")
+
+
+def test_unknown_platform(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.toml"
+    bad.write_text('[targets.a]\nplatform = "linux/riscv64"\nruntime = "onnxruntime==1.31.1"\n')
+    assert_one_clean_line(farm("build", "--targets", str(bad)), 2, str(bad), "linux/riscv64", "linux/amd64")
+
+
+def test_unreachable_engine() -> None:
+    result = farm("targets", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert_one_clean_line(result, 3, "unix:///nonexistent/docker.sock", "DOCKER_HOST")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farm.config import load_config
+from farm.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_targets_file_has_the_four_contract_targets() -> None:
+    config = load_config(ROOT / "targets.toml", env={})
+    names = [t.name for t in config.targets]
+    assert names == ["x86-avx2", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+    gpu = config.target("gpu-s8s8")
+    assert gpu.candidates == ("s8s8-qdq",) and gpu.gpus == 1 and gpu.on_request
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    assert config.target("x86-avx2").emulate_cpu == "Haswell"
+    assert config.target("arm64").arch == "aarch64"
+
+
+def test_defaults_apply_and_a_target_may_pin_its_own_runtime(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+[defaults]
+runtime = "onnxruntime==1.31.1"
+[targets.a]
+platform = "linux/amd64"
+[targets.b]
+platform = "linux/arm64"
+runtime = "onnxruntime==1.30.0"
+"""), env={})
+    assert config.target("a").runtime_version == "1.31.1"
+    assert config.target("b").runtime_version == "1.30.0"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[targets.a]\nplatfrom = "linux/amd64"\nruntime = "onnxruntime==1.31.1"', "did you mean 'platform'?"),
+        ('[targets.a]\nplatform = "linux/amd46"\nruntime = "onnxruntime==1.31.1"', "did you mean 'linux/amd64'?"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntim==1.31.1"', "did you mean 'onnxruntime'?"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime"', "not a pinned requirement"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\ncandidates = ["u8s8"]',
+         "unknown variant 'u8s8'"),
+        ('[default]\nbase = "x"\n[targets.a]\nplatform = "linux/amd64"', "did you mean 'defaults'?"),
+        ('[targets.a\nplatform = "linux/amd64"', "is not valid TOML"),
+    ],
+)
+def test_bad_targets_files_name_the_key_and_the_nearest_valid_name(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, toml), env={})
+    message = str(caught.value)
+    assert expected in message
+    assert str(tmp_path / "targets.toml") in message
+    assert "\n" not in message
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"')
+    config = load_config(env={"FARM_TARGETS": str(path), "FARM_BASE": "python:3.11-slim-bookworm",
+                              "FARM_CACHE_DIR": str(tmp_path / "c")})
+    assert config.target("a").base == "python:3.11-slim-bookworm"
+    assert config.cache_dir == tmp_path / "c"
+
+
+def test_unknown_target_name_suggests_the_nearest() -> None:
+    config = load_config(ROOT / "targets.toml", env={})
+    with pytest.raises(ConfigError, match="did you mean 'arm64'"):
+        config.select(["arm46"])

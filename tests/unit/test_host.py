@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from farm.config import load_config
+from farm.host import Binfmt, HostInfo, Qemu, place, read_binfmt
+from tests.conftest import ROOT
+
+TARGETS = load_config(ROOT / "targets.toml", env={})
+QEMU10 = {"x86_64": Qemu(path="/usr/bin/qemu-x86_64", version=(10, 0, 2)),
+          "aarch64": Qemu(path="/usr/bin/qemu-aarch64", version=(10, 0, 2))}
+ARM_BINFMT = {"qemu-aarch64": Binfmt(name="qemu-aarch64", enabled=True,
+                                     interpreter="/usr/libexec/qemu-binfmt/aarch64-binfmt-P", flags="POF")}
+VNNI_CPU = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
+
+
+def host(**kw: object) -> HostInfo:
+    base: dict[str, object] = {"arch": "x86_64", "cpu_flags": VNNI_CPU, "qemu": QEMU10, "binfmt": ARM_BINFMT,
+                               "binfmt_mounted": True}
+    base.update(kw)
+    return HostInfo(**base)  # type: ignore[arg-type]
+
+
+def modes(h: HostInfo) -> dict[str, str]:
+    return {t.name: place(t, h).mode for t in TARGETS.targets}
+
+
+def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> None:
+    assert modes(host()) == {"x86-avx2": "emulated", "x86-avx512-vnni": "native", "arm64": "emulated",
+                             "gpu-s8s8": "unavailable"}
+    placement = place(TARGETS.target("x86-avx2"), host())
+    assert placement.qemu is not None and placement.cpu_model == "Haswell"
+    assert "avx512f" in (placement.reason or "")
+
+
+def test_an_avx2_only_host_runs_avx2_natively_and_cannot_emulate_avx512() -> None:
+    h = host(cpu_flags=frozenset({"avx2", "fma"}))
+    assert place(TARGETS.target("x86-avx2"), h).mode == "native"
+    vnni = place(TARGETS.target("x86-avx512-vnni"), h)
+    assert vnni.mode == "unavailable"
+    assert "QEMU cannot emulate AVX-512" in (vnni.reason or "")
+
+
+def test_gpu_needs_the_nvidia_runtime() -> None:
+    assert "NVIDIA" in (place(TARGETS.target("gpu-s8s8"), host()).reason or "")
+    assert place(TARGETS.target("gpu-s8s8"), host(gpu_runtime=True)).mode == "native"
+
+
+def test_arm64_needs_binfmt_with_the_f_flag_and_a_recent_qemu() -> None:
+    arm = TARGETS.target("arm64")
+    assert "not registered" in (place(arm, host(binfmt={})).reason or "")
+    no_f = {"qemu-aarch64": Binfmt(name="qemu-aarch64", enabled=True, interpreter="/x", flags="PO")}
+    assert "without the F flag" in (place(arm, host(binfmt=no_f)).reason or "")
+    old = {**QEMU10, "aarch64": Qemu(path="/usr/bin/qemu-aarch64-static", version=(7, 2))}
+    assert "QEMU 7.2 crashes onnxruntime" in (place(arm, host(qemu=old)).reason or "")
+
+
+def test_avx2_without_qemu_is_unavailable_with_the_fix() -> None:
+    placement = place(TARGETS.target("x86-avx2"), host(qemu={}))
+    assert placement.mode == "unavailable"
+    assert "farm doctor --fix" in (placement.reason or "")
+
+
+def test_read_binfmt_parses_the_kernel_entries(tmp_path: Path) -> None:
+    (tmp_path / "register").write_text("")
+    (tmp_path / "qemu-aarch64").write_text(
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f45\n")
+    entries = read_binfmt(tmp_path)
+    assert entries["qemu-aarch64"].works_in_containers
