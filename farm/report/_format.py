@@ -1,0 +1,114 @@
+"""Number and text formatting shared by the renderers, so every format shows the same figures the same way."""
+
+from __future__ import annotations
+
+import re
+
+from farm.report.model import Outcome, Report, TargetResult, Variant
+
+NONE = "—"
+EMULATED_MARK = "*"
+EMULATED_NOTE = "emulated under QEMU: not comparable with native timings or across targets"
+SYNTHETIC_WARNING = (
+    "the inputs were synthetic (random data generated from the model's declared inputs), so the accuracy "
+    "figures say little about real inputs; pass --data with real samples"
+)
+OUTCOME_LABEL: dict[Outcome, str] = {
+    "ok": "ok",
+    "out-of-tolerance": "out-tol",
+    "failed": "failed",
+    "skipped": "skipped",
+}
+# XML 1.0 forbids these outright, and a container log tail is full of them (ANSI colours, carriage returns).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def clean(text: str) -> str:
+    """Text safe to put in XML or HTML: ANSI escapes and control characters removed, line ends unified."""
+    text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", text)
+
+
+def one_line(text: str) -> str:
+    return " ".join(clean(text).split())
+
+
+def ratio(value: float | None, digits: int = 3) -> str:
+    return NONE if value is None else f"{value:.{digits}f}"
+
+
+def cosine(variant: Variant) -> str:
+    return NONE if variant.accuracy is None else f"{variant.accuracy.cosine:.4f}"
+
+
+def top1(variant: Variant) -> str:
+    return NONE if variant.accuracy is None else ratio(variant.accuracy.top1_agreement)
+
+
+def accuracy(variant: Variant) -> str:
+    return NONE if variant.accuracy is None else ratio(variant.accuracy.accuracy)
+
+
+def milliseconds(value: float) -> str:
+    # Three significant figures or so: latency noise makes more digits meaningless.
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1000:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
+    if variant.latency_ms is None:
+        return NONE
+    text = milliseconds(variant.latency_ms.p50)
+    return text + EMULATED_MARK if mark_emulated and variant.timing == "emulated" else text
+
+
+def size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return NONE
+    value = float(size_bytes)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def target_heading(target: TargetResult) -> str:
+    """``x86-avx2 (emulated, Haswell, linux/amd64)``."""
+    details = [target.mode, *([target.cpu_model] if target.cpu_model else []), target.platform]
+    return f"{target.name} ({', '.join(details)})"
+
+
+def target_summary(target: TargetResult) -> str:
+    """One sentence a reader acts on: what to ship on this target, or why there is nothing to ship."""
+    if target.status == "skipped":
+        return f"skipped: {target.reason or 'no reason given'}"
+    if target.status == "failed":
+        code = "" if target.exit_code is None else f" (exit code {target.exit_code})"
+        return f"failed{code}: {target.reason or 'no reason given'}"
+    if target.recommended is None:
+        because = f": {target.recommendation_reason}" if target.recommendation_reason else ""
+        return f"no recommendation{because}"
+    because = f": {target.recommendation_reason}" if target.recommendation_reason else ""
+    return f"recommend {target.recommended}{because}"
+
+
+def variant_names(report: Report) -> list[str]:
+    """Every variant name in the report, in the order the targets first list them."""
+    names: dict[str, None] = {}
+    for target in report.targets:
+        for variant in target.variants:
+            names.setdefault(variant.name)
+    return list(names)
+
+
+def has_emulated_timing(report: Report) -> bool:
+    return any(v.timing == "emulated" and v.latency_ms for t in report.targets for v in t.variants)
+
+
+def tolerance_text(report: Report) -> str:
+    return f"cosine ≥ {report.tolerance.cosine}, top-1 agreement ≥ {report.tolerance.top1_agreement}"

@@ -1,0 +1,117 @@
+"""JUnit XML, so CI systems show the matrix as tests: one suite per target, one case per variant.
+
+A variant that failed or drifted out of tolerance is a ``<failure>``; one that did not run is ``<skipped>``. A target
+that did not run gets a single case named ``target``: ``<skipped>`` when it could not run here, ``<error>`` with the
+log tail when it broke off.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from farm.report import _format as fmt
+from farm.report.model import Report, TargetResult, Tolerance, Variant
+
+TARGET_CASE = "target"
+_COUNTED = {"failures": "failure", "errors": "error", "skipped": "skipped"}
+
+
+def render_junit(report: Report) -> str:
+    root = ET.Element("testsuites", name=f"farm {fmt.clean(report.model.path)}")
+    suites = [_suite(report, target) for target in report.targets]
+    for key in ("tests", "failures", "errors", "skipped"):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
+    root.extend(suites)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _suite(report: Report, target: TargetResult) -> ET.Element:
+    suite = ET.Element("testsuite", name=fmt.clean(target.name), timestamp=fmt.clean(report.created))
+    if target.duration_s is not None:
+        suite.set("time", f"{target.duration_s:.3f}")
+    suite.append(_properties(target))
+    classname = f"farm.{fmt.clean(target.name)}"
+    cases = [_variant_case(v, classname, report.tolerance) for v in target.variants]
+    if target.status != "ok":
+        cases.append(_target_case(target, classname))
+    suite.extend(cases)
+    suite.set("tests", str(len(cases)))
+    for key, tag in _COUNTED.items():
+        suite.set(key, str(sum(1 for case in cases if case.find(tag) is not None)))
+    return suite
+
+
+def _properties(target: TargetResult) -> ET.Element:
+    properties = ET.Element("properties")
+    values = {
+        "platform": target.platform,
+        "mode": target.mode,
+        "cpu_model": target.cpu_model,
+        "onnxruntime": None if target.runtime is None else target.runtime.onnxruntime,
+        "providers": None if target.runtime is None else ",".join(target.runtime.providers),
+        "image": target.image,
+        "recommended": target.recommended,
+        "recommendation_reason": target.recommendation_reason,
+    }
+    for name, value in values.items():
+        if value is not None:
+            ET.SubElement(properties, "property", name=name, value=fmt.one_line(value))
+    return properties
+
+
+def _variant_case(variant: Variant, classname: str, tolerance: Tolerance) -> ET.Element:
+    case = ET.Element("testcase", classname=classname, name=fmt.clean(variant.name))
+    if variant.status == "failed":
+        _child(case, "failure", "failed", variant.error or "the variant failed without an error message")
+    elif variant.status == "skipped":
+        ET.SubElement(case, "skipped", message=fmt.one_line(variant.error or "skipped"))
+    elif variant.outcome == "out-of-tolerance":
+        _child(case, "failure", "out-of-tolerance", _drift(variant, tolerance))
+    out = _metrics(variant)
+    if out:
+        ET.SubElement(case, "system-out").text = out
+    return case
+
+
+def _target_case(target: TargetResult, classname: str) -> ET.Element:
+    case = ET.Element("testcase", classname=classname, name=TARGET_CASE)
+    reason = target.reason or "no reason given"
+    if target.status == "skipped":
+        ET.SubElement(case, "skipped", message=fmt.one_line(reason))
+    else:
+        code = "" if target.exit_code is None else f" (exit code {target.exit_code})"
+        element = _child(case, "error", "target-failed", f"the target failed{code}: {reason}")
+        element.text = fmt.clean(target.log_tail or reason)
+    return case
+
+
+def _child(case: ET.Element, tag: str, kind: str, message: str) -> ET.Element:
+    element = ET.SubElement(case, tag, message=fmt.one_line(message), type=kind)
+    element.text = fmt.clean(message)
+    return element
+
+
+def _drift(variant: Variant, tolerance: Tolerance) -> str:
+    accuracy = variant.accuracy
+    if accuracy is None:
+        return "outside tolerance"
+    problems = []
+    if accuracy.cosine < tolerance.cosine:
+        problems.append(f"cosine {accuracy.cosine:.4f} < {tolerance.cosine}")
+    if accuracy.top1_agreement is not None and accuracy.top1_agreement < tolerance.top1_agreement:
+        problems.append(f"top-1 agreement {accuracy.top1_agreement:.4f} < {tolerance.top1_agreement}")
+    return "outside tolerance: " + ("; ".join(problems) or "as judged by the job")
+
+
+def _metrics(variant: Variant) -> str:
+    parts = []
+    if variant.accuracy is not None:
+        parts.append(f"cosine={variant.accuracy.cosine} max_abs={variant.accuracy.max_abs} "
+                     f"top1_agreement={variant.accuracy.top1_agreement} accuracy={variant.accuracy.accuracy}")
+    if variant.latency_ms is not None:
+        latency = variant.latency_ms
+        parts.append(f"latency_ms p50={latency.p50} p90={latency.p90} p99={latency.p99} ({variant.timing})")
+    if variant.size_bytes is not None:
+        parts.append(f"size_bytes={variant.size_bytes}")
+    return "\n".join(parts)

@@ -1,0 +1,125 @@
+"""GitHub-flavoured Markdown: an overview, then one table per target with its recommendation.
+
+Meant for a pull-request comment or a CI job summary. Every piece of text from the report is escaped, because reasons
+and errors come from tools and may hold ``|``, ``<`` or backticks that would break a table or inject markup.
+"""
+
+from __future__ import annotations
+
+import re
+
+from farm.report import _format as fmt
+from farm.report.model import Report, TargetResult, Variant
+
+_PUNCTUATION = re.compile(r"([\\`*_\[\]|#~])")
+_VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "p90 ms", "p99 ms", "size")
+_NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "p90 ms", "p99 ms", "size"}
+
+
+def render_markdown(report: Report) -> str:
+    blocks = [f"# farm report: {_code(report.model.path)}"]
+    if report.data.synthetic:
+        blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(fmt.SYNTHETIC_WARNING)}.")
+    blocks += [_about(report), _overview(report)]
+    blocks += [_target_section(report, target) for target in report.targets]
+    if fmt.has_emulated_timing(report):
+        blocks.append(f"\\* {_text(fmt.EMULATED_NOTE)}.")
+    if report.warnings:
+        blocks.append("## Warnings\n\n" + "\n".join(f"- {_text(w)}" for w in report.warnings))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _about(report: Report) -> str:
+    model, data = report.model, report.data
+    opsets = ", ".join(f"{domain} {version}" for domain, version in model.opsets.items())
+    labels = "with labels" if data.labels else "no labels"
+    return (
+        f"Model sha256 {_code(model.sha256[:12])} · IR {model.ir_version} · opsets {_text(opsets)} · "
+        f"farm {_text(report.farm_version)} · {_text(report.created)}  \n"
+        f"Data: {data.samples} samples from {_text(data.source)}, {labels} · "
+        f"Tolerance: {_text(fmt.tolerance_text(report))}"
+    )
+
+
+def _overview(report: Report) -> str:
+    rows = [
+        [_code(t.name), _text(t.mode), _text(t.platform), _status(t), _code(t.recommended) if t.recommended else ""]
+        for t in report.targets
+    ]
+    return "## Summary\n\n" + _table(("target", "mode", "platform", "status", "recommended"), rows)
+
+
+def _target_section(report: Report, target: TargetResult) -> str:
+    parts = [f"## {_text(fmt.target_heading(target))}"]
+    if target.status == "ok" and target.recommended:
+        because = f": {_text(target.recommendation_reason)}" if target.recommendation_reason else ""
+        parts.append(f"**Recommended: {_code(target.recommended)}**{because}")
+    else:
+        parts.append(f"**{_text(fmt.target_summary(target))}**")
+    if target.variants:
+        rows = [_variant_row(v, target.recommended) for v in target.variants]
+        parts.append(_table(_VARIANT_HEADERS, rows))
+    if target.runtime:
+        providers = ", ".join(target.runtime.providers)
+        parts.append(f"onnxruntime {_text(target.runtime.onnxruntime)} ({_text(providers)})")
+    if target.warnings:
+        parts.append("\n".join(f"- ⚠ {_text(w)}" for w in target.warnings))
+    if target.log_tail:
+        parts.append(f"<details><summary>log tail</summary>\n\n{_fenced(target.log_tail)}\n\n</details>")
+    return "\n\n".join(parts)
+
+
+def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
+    name = _code(variant.name) + (" ◀ **recommended**" if variant.name == recommended else "")
+    status = fmt.OUTCOME_LABEL[variant.outcome]
+    if variant.error:
+        status += f": {_text(variant.error)}"
+    latency = variant.latency_ms
+    mark = "\\*" if variant.timing == "emulated" else ""
+    times = ["", "", ""] if latency is None else [
+        fmt.milliseconds(value) + mark for value in (latency.p50, latency.p90, latency.p99)
+    ]
+    max_abs = "" if variant.accuracy is None else f"{variant.accuracy.max_abs:.3g}"
+    cells = [fmt.cosine(variant), max_abs, fmt.top1(variant), fmt.accuracy(variant)]
+    return [name, status, *(_blank(c) for c in cells), *times, _blank(fmt.size(variant.size_bytes))]
+
+
+def _status(target: TargetResult) -> str:
+    if target.status == "ok":
+        return "ok"
+    return f"{target.status}: {_text(target.reason or 'no reason given')}"
+
+
+def _table(headers: tuple[str, ...], rows: list[list[str]]) -> str:
+    rule = ["---:" if h in _NUMERIC else "---" for h in headers]
+    lines = [_row(list(headers)), _row(rule), *(_row(r) for r in rows)]
+    return "\n".join(lines)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _blank(cell: str) -> str:
+    return "" if cell == fmt.NONE else cell
+
+
+def _text(text: str) -> str:
+    """Free text for a paragraph or a table cell: one line, markup characters escaped."""
+    text = fmt.one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _PUNCTUATION.sub(r"\\\1", text)
+
+
+def _code(text: str) -> str:
+    # A code span needs a fence longer than any run of backticks inside it, and padding when the text starts or
+    # ends with one (GitHub strips a single space each side). A pipe still ends a table cell inside a code span.
+    text = fmt.one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _fenced(text: str) -> str:
+    text = fmt.clean(text).rstrip("\n")
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}text\n{text}\n{fence}"

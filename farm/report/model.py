@@ -1,0 +1,346 @@
+"""The report as typed, immutable values (``farm.report/1``, docs/contracts.md section 2).
+
+``from_dict`` trusts its input to follow the schema (call ``farm.report.schema.validate`` first on anything read
+from disk); ``to_dict`` gives back exactly the dict it was built from, keys in the contract's order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from farm.report.schema import SCHEMA_ID, InvalidReport, validate
+
+Mode = Literal["native", "emulated", "unavailable"]
+Status = Literal["ok", "failed", "skipped"]
+Timing = Literal["measured", "emulated", "none"]
+DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
+# What a reader wants to know of a variant: ran fine, ran but drifted from fp32, or did not run.
+Outcome = Literal["ok", "out-of-tolerance", "failed", "skipped"]
+Dim = int | str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TensorSummary:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        shape = data["shape"]
+        return cls(name=data["name"], dtype=data["dtype"], shape=None if shape is None else tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSummary:
+    path: str
+    sha256: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    inputs: tuple[TensorSummary, ...]
+    outputs: tuple[TensorSummary, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            path=data["path"],
+            sha256=data["sha256"],
+            ir_version=data["ir_version"],
+            opsets=dict(data["opsets"]),
+            inputs=tuple(TensorSummary.from_dict(t) for t in data["inputs"]),
+            outputs=tuple(TensorSummary.from_dict(t) for t in data["outputs"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "ir_version": self.ir_version,
+            "opsets": dict(self.opsets),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataSummary:
+    source: DataSource
+    samples: int
+    synthetic: bool
+    labels: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(source=data["source"], samples=data["samples"], synthetic=data["synthetic"], labels=data["labels"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "samples": self.samples, "synthetic": self.synthetic, "labels": self.labels}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tolerance:
+    cosine: float
+    top1_agreement: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(cosine=data["cosine"], top1_agreement=data["top1_agreement"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cosine": self.cosine, "top1_agreement": self.top1_agreement}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Runtime:
+    onnxruntime: str
+    providers: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(onnxruntime=data["onnxruntime"], providers=tuple(data["providers"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"onnxruntime": self.onnxruntime, "providers": list(self.providers)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Latency:
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p50": self.p50, "p90": self.p90, "p99": self.p99}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Accuracy:
+    cosine: float
+    max_abs: float
+    top1_agreement: float | None
+    accuracy: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            cosine=data["cosine"],
+            max_abs=data["max_abs"],
+            top1_agreement=data["top1_agreement"],
+            accuracy=data["accuracy"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cosine": self.cosine,
+            "max_abs": self.max_abs,
+            "top1_agreement": self.top1_agreement,
+            "accuracy": self.accuracy,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Variant:
+    name: str
+    status: Status
+    error: str | None = None
+    size_bytes: int | None = None
+    latency_ms: Latency | None = None
+    timing: Timing = "none"
+    accuracy: Accuracy | None = None
+    within_tolerance: bool | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.status == "ok" and self.within_tolerance is False:
+            return "out-of-tolerance"
+        return self.status
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        latency, accuracy = data["latency_ms"], data["accuracy"]
+        return cls(
+            name=data["name"],
+            status=data["status"],
+            error=data["error"],
+            size_bytes=data["size_bytes"],
+            latency_ms=None if latency is None else Latency.from_dict(latency),
+            timing=data["timing"],
+            accuracy=None if accuracy is None else Accuracy.from_dict(accuracy),
+            within_tolerance=data["within_tolerance"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+            "size_bytes": self.size_bytes,
+            "latency_ms": None if self.latency_ms is None else self.latency_ms.to_dict(),
+            "timing": self.timing,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "within_tolerance": self.within_tolerance,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetResult:
+    name: str
+    platform: str
+    mode: Mode
+    status: Status
+    cpu_model: str | None = None
+    reason: str | None = None
+    runtime: Runtime | None = None
+    variants: tuple[Variant, ...] = ()
+    recommended: str | None = None
+    recommendation_reason: str | None = None
+    warnings: tuple[str, ...] = ()
+    exit_code: int | None = None
+    log_tail: str | None = None
+    duration_s: float | None = None
+    image: str | None = None
+
+    @classmethod
+    def skipped(
+        cls, name: str, platform: str, reason: str, *, mode: Mode = "unavailable", cpu_model: str | None = None
+    ) -> Self:
+        """A target that did not run: this host cannot run it (no GPU, no QEMU), or it was not asked for."""
+        return cls(name=name, platform=platform, mode=mode, status="skipped", cpu_model=cpu_model, reason=reason)
+
+    @classmethod
+    def failed(
+        cls,
+        name: str,
+        platform: str,
+        mode: Mode,
+        reason: str,
+        exit_code: int | None,
+        log_tail: str | None,
+        *,
+        variants: tuple[Variant, ...] = (),
+        cpu_model: str | None = None,
+        runtime: Runtime | None = None,
+        warnings: tuple[str, ...] = (),
+        duration_s: float | None = None,
+        image: str | None = None,
+    ) -> Self:
+        """A target whose run broke off; ``variants`` keeps what its result.json held before it did."""
+        return cls(
+            name=name,
+            platform=platform,
+            mode=mode,
+            status="failed",
+            reason=reason,
+            exit_code=exit_code,
+            log_tail=log_tail,
+            variants=variants,
+            cpu_model=cpu_model,
+            runtime=runtime,
+            warnings=warnings,
+            duration_s=duration_s,
+            image=image,
+        )
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        runtime = data["runtime"]
+        return cls(
+            name=data["name"],
+            platform=data["platform"],
+            mode=data["mode"],
+            cpu_model=data["cpu_model"],
+            status=data["status"],
+            reason=data["reason"],
+            runtime=None if runtime is None else Runtime.from_dict(runtime),
+            variants=tuple(Variant.from_dict(v) for v in data["variants"]),
+            recommended=data["recommended"],
+            recommendation_reason=data["recommendation_reason"],
+            warnings=tuple(data["warnings"]),
+            exit_code=data["exit_code"],
+            log_tail=data["log_tail"],
+            duration_s=data["duration_s"],
+            image=data["image"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "mode": self.mode,
+            "cpu_model": self.cpu_model,
+            "status": self.status,
+            "reason": self.reason,
+            "runtime": None if self.runtime is None else self.runtime.to_dict(),
+            "variants": [v.to_dict() for v in self.variants],
+            "recommended": self.recommended,
+            "recommendation_reason": self.recommendation_reason,
+            "warnings": list(self.warnings),
+            "exit_code": self.exit_code,
+            "log_tail": self.log_tail,
+            "duration_s": self.duration_s,
+            "image": self.image,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    farm_version: str
+    created: str
+    model: ModelSummary
+    data: DataSummary
+    tolerance: Tolerance
+    targets: tuple[TargetResult, ...]
+    warnings: tuple[str, ...] = ()
+    schema: str = field(default=SCHEMA_ID)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            schema=data["schema"],
+            farm_version=data["farm_version"],
+            created=data["created"],
+            model=ModelSummary.from_dict(data["model"]),
+            data=DataSummary.from_dict(data["data"]),
+            tolerance=Tolerance.from_dict(data["tolerance"]),
+            warnings=tuple(data["warnings"]),
+            targets=tuple(TargetResult.from_dict(t) for t in data["targets"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """Parse and validate a report read from a file; raises InvalidReport (a BadInput) when it is not one."""
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidReport("$", f"not JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        validate(document)
+        return cls.from_dict(document)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "farm_version": self.farm_version,
+            "created": self.created,
+            "model": self.model.to_dict(),
+            "data": self.data.to_dict(),
+            "tolerance": self.tolerance.to_dict(),
+            "warnings": list(self.warnings),
+            "targets": [t.to_dict() for t in self.targets],
+        }
+
+    def to_json(self) -> str:
+        # Key order is the contract's, which reads better than sorted; the trailing newline makes it a proper file.
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"

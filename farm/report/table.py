@@ -1,0 +1,149 @@
+"""The terminal view: one row per (target, variant), at most 100 columns wide.
+
+The mode sits under the target's name rather than in a column of its own, and errors and reasons wrap inside the
+variant column, because a 100-column budget has no room for either as a column.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from tabulate import tabulate
+
+from farm.report import _format as fmt
+from farm.report.model import Report, TargetResult, Variant
+
+WIDTH = 100
+RECOMMENDED_MARK = " ◀"
+_HEADERS = ("target", "variant", "status", "cosine", "top1", "acc", "p50 ms", "size")
+_ALIGN = ("left", "left", "left", "right", "right", "right", "right", "right")
+_GAP = 2  # tabulate's "plain" format puts two spaces between columns
+_TARGET_MAX = 20
+_VARIANT_MIN = 24
+_ERROR_LINES = 3
+_REASON_LINES = 4
+
+Row = list[str]
+
+
+def render_table(report: Report) -> str:
+    target_width = min(_TARGET_MAX, max([len("(unavailable)"), *(len(t.name) for t in report.targets)]))
+    # The metric columns are as wide as their widest figure; the variant column takes what is left.
+    # A target's own row says "FAILED" or "skipped" in the status column, hence the extra row.
+    metrics = [["skipped"], *(_metric_cells(v) for t in report.targets for v in t.variants)]
+    fixed = sum(
+        max([len(header), *(len(cells[i]) for cells in metrics if i < len(cells))])
+        for i, header in enumerate(_HEADERS[2:])
+    )
+    room = WIDTH - target_width - fixed - _GAP * (len(_HEADERS) - 1)
+    longest = max([_VARIANT_MIN, *(len(n) + len(RECOMMENDED_MARK) for n in fmt.variant_names(report))])
+    variant_width = min(room, longest)
+
+    rows: list[Row] = []
+    for index, target in enumerate(report.targets):
+        if index:
+            rows.append([""] * len(_HEADERS))
+        rows.extend(_target_rows(target, target_width, variant_width))
+    table = _tabulate(rows)
+
+    lines = [*_preamble(report), "", *table.splitlines(), "", *_legend(report), "", *_closing(report)]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _tabulate(rows: list[Row]) -> str:
+    # The rule under the headers is drawn here, because tabulate's own header handling pads every column by two
+    # more characters, which the 100-column budget cannot spare.
+    widths = [max(len(line) for cell in column for line in cell.splitlines() or [""]) for column in
+              zip(_HEADERS, *rows, strict=True)]
+    rule = ["-" * width for width in widths]
+    return tabulate([list(_HEADERS), rule, *rows], tablefmt="plain", disable_numparse=True, colalign=_ALIGN)
+
+
+def _target_rows(target: TargetResult, target_width: int, variant_width: int) -> list[Row]:
+    rows = [_variant_row(v, target.recommended, variant_width) for v in target.variants]
+    if target.status != "ok" or not rows:
+        rows.append(_target_note_row(target, variant_width))
+    name = _truncate(target.name, target_width)
+    mode = f"({target.mode})"
+    if len(rows) == 1 or "\n" in rows[0][1]:
+        rows[0][0] = f"{name}\n{mode}"
+    else:
+        rows[0][0], rows[1][0] = name, mode
+    return rows
+
+
+def _variant_row(variant: Variant, recommended: str | None, width: int) -> Row:
+    mark = RECOMMENDED_MARK if variant.name == recommended else ""
+    label = _truncate(variant.name, width - len(mark)) + mark
+    if variant.status != "ok" and variant.error:
+        label += "\n" + _wrap(variant.error, width, _ERROR_LINES, indent="  ")
+    return ["", label, *_metric_cells(variant)]
+
+
+def _metric_cells(variant: Variant) -> Row:
+    return [
+        fmt.OUTCOME_LABEL[variant.outcome],
+        fmt.cosine(variant),
+        fmt.top1(variant),
+        fmt.accuracy(variant),
+        fmt.p50(variant),
+        fmt.size(variant.size_bytes),
+    ]
+
+
+def _target_note_row(target: TargetResult, width: int) -> Row:
+    if target.status == "failed":
+        code = "" if target.exit_code is None else f"exit {target.exit_code}: "
+        note = f"target failed, {code}{target.reason or 'no reason given'}"
+    elif target.status == "skipped":
+        note = target.reason or "no reason given"
+    else:
+        note = target.reason or "no variant results"
+    status = "FAILED" if target.status == "failed" else target.status
+    return ["", _wrap(note, width, _REASON_LINES), status, "", "", "", "", ""]
+
+
+def _preamble(report: Report) -> list[str]:
+    lines: list[str] = []
+    if report.data.synthetic:
+        banner = "!" * WIDTH
+        lines += [banner, *textwrap.wrap(f"!! WARNING: {fmt.SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),
+                  banner, ""]
+    model = report.model
+    data = report.data
+    labels = "with labels" if data.labels else "no labels"
+    lines += textwrap.wrap(f"farm report for {model.path} (sha256 {model.sha256[:12]}, IR {model.ir_version})", WIDTH)
+    lines += textwrap.wrap(f"data: {data.samples} samples from {data.source}, {labels}; "
+                           f"tolerance: {fmt.tolerance_text(report)}", WIDTH)
+    return lines
+
+
+def _legend(report: Report) -> list[str]:
+    lines = []
+    if fmt.has_emulated_timing(report):
+        lines.append(f"{fmt.EMULATED_MARK} {fmt.EMULATED_NOTE}")
+    lines.append(f"{RECOMMENDED_MARK.strip()} recommended · out-tol: ran, but outside tolerance "
+                 f"({fmt.tolerance_text(report)})")
+    return [wrapped for line in lines for wrapped in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+
+
+def _closing(report: Report) -> list[str]:
+    lines = ["Recommendations:"]
+    for target in report.targets:
+        lines += textwrap.wrap(f"{target.name}: {fmt.one_line(fmt.target_summary(target))}", WIDTH,
+                               initial_indent="  ", subsequent_indent="      ")
+    warnings = [*report.warnings, *(f"{t.name}: {w}" for t in report.targets for w in t.warnings)]
+    if warnings:
+        lines.append("Warnings:")
+        for warning in warnings:
+            lines += textwrap.wrap(fmt.one_line(warning), WIDTH, initial_indent="  - ", subsequent_indent="    ")
+    return lines
+
+
+def _wrap(text: str, width: int, max_lines: int, indent: str = "") -> str:
+    return "\n".join(textwrap.wrap(fmt.one_line(text), width, initial_indent=indent, subsequent_indent=indent,
+                                   max_lines=max_lines, placeholder=" …", break_long_words=True))
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

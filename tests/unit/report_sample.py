@@ -1,0 +1,172 @@
+"""A realistic farm.report/1 document for tests: four targets that between them hit every status.
+
+The figures echo what was measured on a small paddle-exported CNN (docs: /work/shared/FINDINGS.md): under QEMU's
+Haswell model U8S8 and S8S8 drift out of tolerance, U8U8 and the x64quantprecision mitigation do not, and natively
+no int8 variant beats fp32. Every call returns a fresh dict, so a test may mutate it.
+
+Expected counts, for tests that check them (JUnit): 22 test cases, 4 failures (2 out of tolerance and 1 failed
+variant on x86-avx2, 1 failed variant on x86-avx512-vnni), 1 error (arm64), 2 skipped (a variant on x86-avx2 and the
+whole gpu-s8s8 target).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHA256 = "3f1a9c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf0246a"
+CONVINTEGER_ERROR = (
+    "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for ConvInteger(10) node with "
+    "name 'conv1_quant'"
+)
+ARM64_LOG_TAIL = (
+    "2026-11-25 10:03:12 farm.job evaluate: fp32 done (3 variants to go)\n"
+    "2026-11-25 10:05:40 farm.job evaluate: optimized done\n"
+    "2026-11-25 10:07:02 farm.job evaluate: s8s8-qdq done\n"
+    "2026-11-25 10:07:03 farm.job evaluate: u8s8-qdq starting\n"
+    "qemu: uncaught target signal 11 (Segmentation fault) - core dumped\n"
+)
+GPU_REASON = "needs an NVIDIA GPU and container runtime"
+EXPECTED_JUNIT = {"tests": 22, "failures": 4, "errors": 1, "skipped": 2}
+
+
+def variant(
+    name: str,
+    *,
+    cosine: float | None = None,
+    p50: float | None = None,
+    timing: str = "measured",
+    top1: float | None = None,
+    acc: float | None = None,
+    size: int | None = 1_204_512,
+    tolerance: float = 0.99,
+    status: str = "ok",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A variant entry; metrics that are not given are absent, as for a variant that did not run."""
+    ran = status == "ok"
+    within = None if cosine is None else cosine >= tolerance and (top1 is None or top1 >= tolerance)
+    return {
+        "name": name,
+        "status": status,
+        "error": error,
+        "size_bytes": size if ran or status == "failed" else None,
+        "latency_ms": None if p50 is None else {"p50": p50, "p90": round(p50 * 1.08, 3), "p99": round(p50 * 1.3, 3)},
+        "timing": timing if p50 is not None else "none",
+        "accuracy": None if cosine is None else {
+            "cosine": cosine, "max_abs": round((1 - cosine) * 40, 4), "top1_agreement": top1, "accuracy": acc,
+        },
+        "within_tolerance": within if ran else None,
+    }
+
+
+def _x86_avx2() -> dict[str, Any]:
+    emu = {"timing": "emulated"}
+    int8 = 318_976
+    return {
+        "name": "x86-avx2", "platform": "linux/amd64", "mode": "emulated", "cpu_model": "Haswell",
+        "status": "ok", "reason": None,
+        "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
+        "variants": [
+            variant("fp32", cosine=1.0, p50=3841.7, top1=1.0, acc=0.9722, **emu),
+            variant("optimized", cosine=1.0, p50=3702.2, top1=1.0, acc=0.9722, **emu),
+            variant("s8s8-qdq", cosine=0.980, p50=2011.9, top1=0.9611, acc=0.9389, size=int8, **emu),
+            variant("u8s8-qdq", cosine=0.966, p50=1987.3, top1=0.9417, acc=0.9167, size=int8, **emu),
+            variant("u8s8-qdq-rr", cosine=0.9971, p50=1990.0, top1=0.9944, acc=0.9694, size=int8, **emu),
+            variant("u8u8-qdq", cosine=0.9994, p50=2104.5, top1=1.0, acc=0.9722, size=int8, **emu),
+            variant("u8s8-dynamic", status="failed", error=CONVINTEGER_ERROR, size=int8),
+            variant("u8s8-qdq+x64quantprecision", cosine=0.9995, p50=2230.8, top1=1.0, acc=0.9722, size=int8, **emu),
+            variant("u8s8-qdq-rr+x64quantprecision", cosine=0.9993, p50=2241.1, top1=1.0, acc=0.9722, size=int8,
+                    **emu),
+            variant("u8s8-dynamic+x64quantprecision", status="skipped",
+                    error="u8s8-dynamic did not load, so its mitigation cannot run either"),
+        ],
+        "recommended": "u8s8-qdq+x64quantprecision",
+        "recommendation_reason": (
+            "timings under QEMU are not comparable, so the choice rests on accuracy and the ISA: without VNNI, "
+            "U8S8 and S8S8 kernels use VPMADDUBSW and may saturate (u8s8-qdq fell to cosine 0.966), and "
+            "session.x64quantprecision=1 restores U8S8 to the highest cosine of the int8 variants"
+        ),
+        "warnings": ["timing.iterations reduced from 100 to 5 under emulation"],
+        "exit_code": 0, "log_tail": None, "duration_s": 1312.4, "image": "farm/x86-avx2:4be1c0ffee12",
+    }
+
+
+def _x86_avx512_vnni() -> dict[str, Any]:
+    int8 = 318_976
+    return {
+        "name": "x86-avx512-vnni", "platform": "linux/amd64", "mode": "native", "cpu_model": None,
+        "status": "ok", "reason": None,
+        "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
+        "variants": [
+            variant("fp32", cosine=1.0, p50=1.92, top1=1.0, acc=0.9722),
+            variant("optimized", cosine=1.0, p50=1.71, top1=1.0, acc=0.9722),
+            variant("s8s8-qdq", cosine=0.9966, p50=3.12, top1=0.9972, acc=0.9694, size=int8),
+            variant("u8s8-qdq", cosine=0.9982, p50=2.91, top1=1.0, acc=0.9722, size=int8),
+            variant("u8s8-qdq-rr", cosine=0.9978, p50=2.95, top1=0.9972, acc=0.9722, size=int8),
+            variant("u8u8-qdq", cosine=0.9994, p50=3.84, top1=1.0, acc=0.9722, size=int8),
+            variant("u8s8-dynamic", status="failed", error=CONVINTEGER_ERROR, size=int8),
+        ],
+        "recommended": "optimized",
+        "recommendation_reason": (
+            "no int8 variant beats it: the fastest within tolerance, u8s8-qdq at 2.91 ms, is 1.7 times slower than "
+            "optimized at 1.71 ms, so int8 does not pay for this model on this target"
+        ),
+        "warnings": [],
+        "exit_code": 0, "log_tail": None, "duration_s": 48.2, "image": "farm/x86-avx512-vnni:9d2e1a7b3c40",
+    }
+
+
+def _arm64() -> dict[str, Any]:
+    emu = {"timing": "emulated"}
+    return {
+        "name": "arm64", "platform": "linux/arm64", "mode": "emulated", "cpu_model": "cortex-a72",
+        "status": "failed",
+        "reason": "the job container was killed by SIGSEGV while evaluating u8s8-qdq; results so far are kept",
+        "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
+        "variants": [
+            variant("fp32", cosine=1.0, p50=912.4, top1=1.0, acc=0.9722, **emu),
+            variant("optimized", cosine=1.0, p50=870.9, top1=1.0, acc=0.9722, **emu),
+            variant("s8s8-qdq", cosine=0.9968, p50=455.0, top1=0.9972, acc=0.9694, size=318_976, **emu),
+        ],
+        "recommended": None, "recommendation_reason": None,
+        "warnings": [],
+        "exit_code": 139, "log_tail": ARM64_LOG_TAIL, "duration_s": 431.0, "image": "farm/arm64:77aa01d2e9f3",
+    }
+
+
+def _gpu_s8s8() -> dict[str, Any]:
+    return {
+        "name": "gpu-s8s8", "platform": "linux/amd64", "mode": "unavailable", "cpu_model": None,
+        "status": "skipped", "reason": GPU_REASON, "runtime": None, "variants": [],
+        "recommended": None, "recommendation_reason": None, "warnings": [],
+        "exit_code": None, "log_tail": None, "duration_s": None, "image": None,
+    }
+
+
+def sample_report_dict(*, synthetic: bool = False) -> dict[str, Any]:
+    report = {
+        "schema": "farm.report/1",
+        "farm_version": "0.1.0",
+        "created": "2026-11-25T10:00:00Z",
+        "model": {
+            "path": "models/paddle-cnn.onnx", "sha256": SHA256, "ir_version": 8, "opsets": {"ai.onnx": 17},
+            "inputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 1, 28, 28]}],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}],
+        },
+        "data": {
+            "source": "synthetic" if synthetic else "bundled", "samples": 360, "synthetic": synthetic,
+            "labels": not synthetic,
+        },
+        "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
+        "warnings": [
+            "quant_pre_process: symbolic shape inference failed (AssertionError in _infer_Concat); retried with "
+            "skip_symbolic_shape=True"
+        ],
+        "targets": [_x86_avx2(), _x86_avx512_vnni(), _arm64(), _gpu_s8s8()],
+    }
+    if synthetic:
+        for target in report["targets"]:
+            for entry in target["variants"]:
+                if entry["accuracy"] is not None:
+                    entry["accuracy"]["accuracy"] = None
+    return report

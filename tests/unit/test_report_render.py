@@ -1,0 +1,234 @@
+"""Each renderer shows what a reader needs, and nothing from the report can break its format."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from farm.errors import BadInput
+from farm.report import FORMATS, Report, render
+from farm.report.table import WIDTH
+from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
+
+SCRIPT = "<script>alert('x')</script>"
+
+
+def _report(**changes: Any) -> Report:
+    return Report.from_dict(sample_report_dict(**changes))
+
+
+def _hostile_report() -> Report:
+    """Reasons, errors and log tails as a tool could write them: markup, pipes, backticks, control characters."""
+    document = sample_report_dict()
+    document["targets"][3]["reason"] = f"{SCRIPT} | `x` & more"
+    document["targets"][0]["variants"][6]["error"] = f"ConvInteger {SCRIPT} | bad"
+    document["targets"][2]["log_tail"] = "\x1b[31mSegmentation fault\x1b[0m\x00\x07 </pre> ```\r\nend\n"
+    document["warnings"].append(SCRIPT)
+    return Report.from_dict(document)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_renders_text_ending_in_one_newline(fmt: str) -> None:
+    text = render(_report(), fmt)
+    assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sparse_results_render_too(fmt: str) -> None:
+    document = sample_report_dict()
+    document["targets"][1]["variants"] = []  # ok, yet nothing to show
+    bare = document["targets"][0]["variants"][0]
+    bare.update(latency_ms=None, accuracy=None, size_bytes=None, within_tolerance=None, timing="none")
+    document["targets"][2].update(reason=None, exit_code=None, log_tail=None, variants=[])
+    document["targets"][3]["reason"] = None
+    text = render(Report.from_dict(document), fmt)
+    assert "x86-avx512-vnni" in text
+
+
+def test_unknown_format_is_bad_input_naming_the_valid_ones() -> None:
+    with pytest.raises(BadInput) as caught:
+        render(_report(), "pdf")
+    message = str(caught.value)
+    assert "'pdf'" in message
+    assert all(fmt in message for fmt in ("table", "json", "markdown", "html", "junit"))
+
+
+def test_json_is_the_report_itself() -> None:
+    document = sample_report_dict()
+    assert json.loads(render(Report.from_dict(document), "json")) == document
+
+
+# --- table -------------------------------------------------------------------------------------------------------
+
+
+def test_table_fits_in_100_columns_with_long_reasons_and_names() -> None:
+    document = sample_report_dict(synthetic=True)
+    long_reason = "the host has no NVIDIA container runtime registered with the Docker engine " * 5
+    document["targets"][3]["reason"] = long_reason
+    document["targets"][2]["reason"] = "killed " + "x" * 150  # one unbreakable word
+    document["targets"][0]["recommendation_reason"] = long_reason
+    document["targets"][1]["warnings"] = [long_reason]
+    document["targets"][1]["name"] = "x86-avx512-vnni-sapphire-rapids-long-name"
+    document["targets"][0]["variants"][6]["error"] = long_reason
+    text = render(Report.from_dict(document), "table")
+    widest = max(text.splitlines(), key=len)
+    assert len(widest) <= WIDTH, widest
+
+
+def test_table_rows_marks_and_notes() -> None:
+    text = render(_report(), "table")
+    lines = text.splitlines()
+    assert any(re.search(r"u8s8-qdq\+x64quantprecision ◀\s+ok\s+0\.9995", line) for line in lines)
+    assert any(re.search(r"optimized ◀\s+ok", line) for line in lines)
+    assert "3842*" in text  # emulated timing, marked
+    assert "1.71" in text and "1.71*" not in text  # native timing, unmarked
+    assert "* emulated under QEMU: not comparable" in text
+    assert any(line.startswith("gpu-s8s8") and GPU_REASON.split(" and")[0] in line for line in lines)
+    assert any("FAILED" in line for line in lines)
+    assert "exit 139" in text
+    assert "out-tol" in text
+    assert "  x86-avx2: recommend u8s8-qdq+x64quantprecision: timings under QEMU" in text
+    assert "  gpu-s8s8: skipped: needs an NVIDIA GPU" in text
+    assert "WARNING" not in text
+
+
+def test_table_warns_prominently_about_synthetic_inputs() -> None:
+    lines = render(_report(synthetic=True), "table").splitlines()
+    assert lines[0] == "!" * WIDTH
+    assert lines[1].startswith("!! WARNING: the inputs were synthetic")
+
+
+def test_table_of_an_empty_report() -> None:
+    document = sample_report_dict()
+    document["targets"] = []
+    assert "Recommendations:" in render(Report.from_dict(document), "table")
+
+
+# --- markdown ----------------------------------------------------------------------------------------------------
+
+
+def test_markdown_has_a_table_per_target_and_the_recommendations() -> None:
+    text = render(_report(), "markdown")
+    assert text.startswith("# farm report: `models/paddle-cnn.onnx`\n")
+    for heading in ("## x86-avx2 (emulated, Haswell, linux/amd64)", "## x86-avx512-vnni (native, linux/amd64)",
+                    "## arm64 (emulated, cortex-a72, linux/arm64)", "## gpu-s8s8 (unavailable, linux/amd64)"):
+        assert heading in text
+    assert text.count("| variant | status |") == 3  # the skipped target has no variants to tabulate
+    assert "**Recommended: `u8s8-qdq+x64quantprecision`**" in text
+    assert "**Recommended: `optimized`**" in text
+    assert "**skipped: needs an NVIDIA GPU and container runtime**" in text
+    assert "3842\\*" in text
+    assert "Segmentation fault" in text and "<details>" in text
+    assert "[!WARNING]" not in text
+    assert "[!WARNING]" in render(_report(synthetic=True), "markdown")
+
+
+def test_markdown_rows_keep_their_column_count_whatever_the_text() -> None:
+    text = render(_hostile_report(), "markdown")
+    assert SCRIPT not in text
+    for table in re.findall(r"(?:^\|.*\|$\n?)+", text, flags=re.M):
+        rows = table.strip().splitlines()
+        counts = {len(re.findall(r"(?<!\\)\|", row)) for row in rows}
+        assert len(counts) == 1, rows
+
+
+# --- html --------------------------------------------------------------------------------------------------------
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.urls += [value or "" for name, value in attrs if name in ("src", "href")]
+
+
+def test_html_is_self_contained_with_matrix_and_charts() -> None:
+    text = render(_report(), "html")
+    parser = _Collector()
+    parser.feed(text)
+    assert "script" not in parser.tags
+    assert parser.urls == []  # no external stylesheet, script, image or font
+    assert parser.tags.count("svg") == 4  # latency for the 3 targets that ran, and one cosine chart
+    assert 'class="matrix"' in text
+    for cell in ('class="ok rec"', 'class="out-of-tolerance"', 'class="failed"', 'class="skipped note"'):
+        assert cell in text
+    assert "url(#latency-0-hatch)" in text  # emulated bars are hatched
+    assert "not comparable" in text
+    assert "tolerance 0.99" in text
+    assert GPU_REASON in text
+    assert ARM64_LOG_TAIL.splitlines()[-1] in text
+
+
+def test_html_charts_are_well_formed_svg() -> None:
+    text = render(_report(), "html")
+    for svg in re.findall(r"<svg.*?</svg>", text, flags=re.S):
+        ET.fromstring(svg)
+
+
+def test_html_escapes_every_text_from_the_report() -> None:
+    text = render(_hostile_report(), "html")
+    assert SCRIPT not in text
+    assert "&lt;script&gt;" in text
+    assert "\x1b" not in text and "\x00" not in text
+    assert "</pre> ```" not in text
+    assert "script" not in _tags(text)
+
+
+def test_html_warns_about_synthetic_inputs() -> None:
+    assert 'class="banner"' not in render(_report(), "html")
+    assert 'class="banner"' in render(_report(synthetic=True), "html")
+
+
+def _tags(text: str) -> list[str]:
+    parser = _Collector()
+    parser.feed(text)
+    return parser.tags
+
+
+# --- junit -------------------------------------------------------------------------------------------------------
+
+
+def test_junit_counts_failures_errors_and_skips() -> None:
+    root = ET.fromstring(render(_report(), "junit"))
+    assert root.tag == "testsuites"
+    assert {key: int(root.get(key, "-1")) for key in EXPECTED_JUNIT} == EXPECTED_JUNIT
+    assert len(root.findall(".//testcase")) == EXPECTED_JUNIT["tests"]
+    assert len(root.findall(".//failure")) == EXPECTED_JUNIT["failures"]
+    assert len(root.findall(".//error")) == EXPECTED_JUNIT["errors"]
+    assert len(root.findall(".//skipped")) == EXPECTED_JUNIT["skipped"]
+    assert [suite.get("name") for suite in root.findall("testsuite")] == [
+        "x86-avx2", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+
+
+def test_junit_cases_carry_the_reasons() -> None:
+    root = ET.fromstring(render(_report(), "junit"))
+    avx2 = root.find("testsuite[@name='x86-avx2']")
+    assert avx2 is not None
+    drift = avx2.find("testcase[@name='u8s8-qdq']/failure")
+    assert drift is not None and drift.get("type") == "out-of-tolerance"
+    assert "cosine 0.9660 < 0.99" in (drift.get("message") or "")
+    crash = root.find("testsuite[@name='arm64']/testcase[@name='target']/error")
+    assert crash is not None and "exit code 139" in (crash.get("message") or "")
+    assert crash.text is not None and "Segmentation fault" in crash.text
+    skipped = root.find("testsuite[@name='gpu-s8s8']/testcase[@name='target']/skipped")
+    assert skipped is not None and skipped.get("message") == GPU_REASON
+    properties = {p.get("name"): p.get("value") for p in avx2.iter("property")}
+    assert properties["recommended"] == "u8s8-qdq+x64quantprecision"
+
+
+def test_junit_stays_parseable_with_control_characters_and_markup() -> None:
+    root = ET.fromstring(render(_hostile_report(), "junit"))
+    crash = root.find(".//testcase[@name='target']/error")
+    assert crash is not None and crash.text is not None
+    assert "Segmentation fault" in crash.text and "\x1b" not in crash.text
+    skipped = root.find("testsuite[@name='gpu-s8s8']/testcase/skipped")
+    assert skipped is not None and SCRIPT in (skipped.get("message") or "")
