@@ -1,0 +1,352 @@
+"""What the controller knows of a model before any container runs: read with onnx only, never onnxruntime.
+
+Every problem with the file itself (missing, not ONNX, cut short, external data gone) is found here, on the host,
+so that it is reported once as a ModelError rather than once per target as a failed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import onnx
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
+
+from farm.errors import ModelError
+
+Dim = int | str | None
+
+_EXPORT_HINT = "pass a .onnx file exported by torch.onnx.export or onnx.save"
+# numpy's names where numpy has the type, so a report reads "float32" and not "FLOAT".
+_DTYPE_NAMES: dict[int, str] = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.DOUBLE: "float64",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.BFLOAT16: "bfloat16",
+    TensorProto.INT8: "int8",
+    TensorProto.INT16: "int16",
+    TensorProto.INT32: "int32",
+    TensorProto.INT64: "int64",
+    TensorProto.UINT8: "uint8",
+    TensorProto.UINT16: "uint16",
+    TensorProto.UINT32: "uint32",
+    TensorProto.UINT64: "uint64",
+    TensorProto.BOOL: "bool",
+    TensorProto.STRING: "string",
+    TensorProto.COMPLEX64: "complex64",
+    TensorProto.COMPLEX128: "complex128",
+}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TensorInfo:
+    """A graph input or output. ``shape`` is None when even the rank is unknown."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None
+
+    @property
+    def dynamic_dims(self) -> tuple[int, ...]:
+        """Indexes of the dimensions that are not a fixed size."""
+        if self.shape is None:
+            return ()
+        return tuple(i for i, dim in enumerate(self.shape) if not isinstance(dim, int))
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and not self.dynamic_dims
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        shape = data["shape"]
+        return cls(name=data["name"], dtype=data["dtype"], shape=None if shape is None else tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelInfo:
+    """The facts about one model file. ``summary()`` is the report's "model" block; ``to_dict`` holds everything."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    ir_version: int
+    opsets: Mapping[str, int]
+    op_types: frozenset[str]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    external_data: tuple[str, ...] = ()
+
+    @property
+    def uses_external_data(self) -> bool:
+        return bool(self.external_data)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    def input(self, name: str) -> TensorInfo:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)
+
+    def summary(self) -> dict[str, Any]:
+        """The report's "model" block."""
+        return self.report_summary()
+
+    def report_summary(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The report's "model" block, naming the model as the user gave it (``path``) when that differs."""
+        return {
+            "path": self.path if path is None else str(path),
+            "sha256": self.sha256,
+            "ir_version": self.ir_version,
+            "opsets": dict(self.opsets),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            path=data["path"],
+            sha256=data["sha256"],
+            size_bytes=data["size_bytes"],
+            ir_version=data["ir_version"],
+            opsets=dict(data["opsets"]),
+            op_types=frozenset(data["op_types"]),
+            inputs=tuple(TensorInfo.from_dict(t) for t in data["inputs"]),
+            outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
+            external_data=tuple(data.get("external_data", ())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "size_bytes": self.size_bytes,
+            "op_types": sorted(self.op_types),
+            "external_data": list(self.external_data),
+        }
+
+
+def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
+    """Read and check ``path``; raise ModelError with a one-line fix for anything that would fail later."""
+    model_path = Path(path)
+    if not model_path.exists():
+        raise ModelError(f"{model_path} does not exist", fix="pass the path of an existing .onnx file")
+    if not model_path.is_file():
+        raise ModelError(f"{model_path} is not a file", fix=_EXPORT_HINT)
+    model = _parse(model_path)
+    external = _check_external_data(model, model_path)
+    _check(model_path, model)
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    return ModelInfo(
+        path=str(model_path),
+        sha256=file_sha256(model_path),
+        size_bytes=model_path.stat().st_size,
+        ir_version=model.ir_version,
+        opsets={_domain_name(o.domain): o.version for o in model.opset_import},
+        op_types=frozenset(_op_name(node) for node in _all_nodes(model)),
+        inputs=tuple(_tensor_info(v.name, v.type) for v in graph.input if v.name not in initializers),
+        outputs=tuple(_tensor_info(v.name, v.type) for v in graph.output),
+        external_data=external,
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _parse(path: Path) -> ModelProto:
+    name = path.name
+    try:
+        # External tensors are checked for presence below; loading them would read gigabytes for nothing.
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError as exc:
+        raise ModelError(f"{name} cannot be read ({_one_line(exc)})", fix="check the file's permissions") from exc
+    except Exception as exc:  # protobuf's DecodeError and onnx's own parse errors share no narrower base
+        if _looks_like_onnx(path):
+            raise ModelError(
+                f"{name} is truncated or corrupt (protobuf parse failed: {_one_line(exc)})",
+                fix="copy or export the model again and check that the whole file arrived",
+            ) from exc
+        raise ModelError(
+            f"{name} is not an ONNX model (protobuf parse failed: {_one_line(exc)})", fix=_EXPORT_HINT
+        ) from exc
+    if not model.HasField("graph") and model.ir_version == 0:
+        # Arbitrary bytes sometimes parse as a message made only of unknown fields.
+        raise ModelError(f"{name} is not an ONNX model (it has no graph and no IR version)", fix=_EXPORT_HINT)
+    missing = [
+        part
+        for part, absent in (
+            ("the IR version", model.ir_version == 0),
+            ("the graph", not model.HasField("graph")),
+            ("the graph's outputs", model.HasField("graph") and not model.graph.output),
+            ("the opset imports", not model.opset_import),
+        )
+        if absent
+    ]
+    if missing:
+        # Fields are serialized in field-number order, so a file cut between fields parses as a shorter model.
+        raise ModelError(
+            f"{name} is truncated or incomplete (it lacks {', '.join(missing)})",
+            fix="copy or export the model again and check that the whole file arrived",
+        )
+    return model
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """A serialized ModelProto starts with field 1 (ir_version, varint) or, rarely, another known field."""
+    with path.open("rb") as stream:
+        head = stream.read(1)
+    # Tags of ModelProto fields 1 to 8 and 14/20 (ir_version, producer_*, domain, model_version, doc_string,
+    # graph, opset_import, metadata_props, training_info/functions).
+    return bool(head) and head[0] in {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2}
+
+
+def _check(path: Path, model: ModelProto) -> None:
+    try:
+        # The path form streams big models and resolves external data relative to the model's folder.
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(
+            f"{path.name} fails the ONNX checker: {_one_line(exc)}",
+            fix="re-export the model, or run onnx.checker.check_model on it to see the full error",
+        ) from exc
+    except Exception as exc:  # the C++ checker raises plain RuntimeError/ValueError/DecodeError alike
+        raise ModelError(
+            f"{path.name} could not be checked ({_one_line(exc)})",
+            fix="re-export the model, or run onnx.checker.check_model on it to see the full error",
+        ) from exc
+
+
+def external_locations(model: ModelProto) -> tuple[str, ...]:
+    """The files, relative to the model's folder, that hold its external tensors."""
+    return tuple(sorted(_external_extents(model)))
+
+
+def _external_extents(model: ModelProto) -> dict[str, int]:
+    """Each external data file and the byte offset its last tensor ends at."""
+    extents: dict[str, int] = {}
+    for tensor in _all_tensors(model):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        end = int(info.get("offset", "0") or 0) + int(info.get("length", "0") or 0)
+        extents[location] = max(extents.get(location, 0), end)
+    return extents
+
+
+def _check_external_data(model: ModelProto, path: Path) -> tuple[str, ...]:
+    base = path.parent
+    locations = _external_extents(model)
+    for location, end in sorted(locations.items()):
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(base.resolve()):
+            raise ModelError(
+                f"{path.name} names external data '{location}', which is not a file beside it",
+                fix="save the model with onnx.save(..., save_as_external_data=True) and a relative location",
+            )
+        if not target.is_file() or not os.access(target, os.R_OK):
+            raise ModelError(
+                f"{path.name} stores weights in external data '{location}', which is missing or unreadable "
+                f"in {base}",
+                fix=f"put {location} next to {path.name}",
+            )
+        if target.stat().st_size < end:
+            raise ModelError(
+                f"{path.name} expects external data '{location}' to hold at least {end} bytes but it has "
+                f"{target.stat().st_size}",
+                fix=f"copy {location} again from where the model was exported",
+            )
+    return tuple(sorted(locations))
+
+
+def _all_graphs(graph: GraphProto) -> Iterator[GraphProto]:
+    yield graph
+    for node in graph.node:
+        for graph_attr in _subgraphs(node):
+            yield from _all_graphs(graph_attr)
+
+
+def _subgraphs(node: NodeProto) -> Iterator[GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def _all_nodes(model: ModelProto) -> Iterator[NodeProto]:
+    for graph in _all_graphs(model.graph):
+        yield from graph.node
+    for function in model.functions:
+        for node in function.node:
+            yield node
+            for sub in _subgraphs(node):
+                for graph in _all_graphs(sub):
+                    yield from graph.node
+
+
+def _all_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    for graph in _all_graphs(model.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.TENSORS:
+                    yield from attr.tensors
+
+
+def _domain_name(domain: str) -> str:
+    return "ai.onnx" if domain in _DEFAULT_DOMAINS else domain
+
+
+def _op_name(node: NodeProto) -> str:
+    """Plain for the default domain, ``domain:Op`` for others (``com.microsoft:FusedConv``)."""
+    if node.domain in _DEFAULT_DOMAINS:
+        return node.op_type
+    return f"{node.domain}:{node.op_type}"
+
+
+def _tensor_info(name: str, value_type: TypeProto) -> TensorInfo:
+    kind = value_type.WhichOneof("value")
+    if kind != "tensor_type":
+        # Sequences, maps and optionals: named for the report; data preparation refuses them.
+        return TensorInfo(name=name, dtype=str(kind or "unknown").removesuffix("_type"), shape=None)
+    tensor = value_type.tensor_type
+    dtype = _DTYPE_NAMES.get(tensor.elem_type) or TensorProto.DataType.Name(tensor.elem_type).lower()
+    if not tensor.HasField("shape"):
+        return TensorInfo(name=name, dtype=dtype, shape=None)
+    shape: list[Dim] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            shape.append(dim.dim_value)
+        elif dim.HasField("dim_param") and dim.dim_param:
+            shape.append(dim.dim_param)
+        else:
+            shape.append(None)
+    return TensorInfo(name=name, dtype=dtype, shape=tuple(shape))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

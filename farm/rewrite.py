@@ -1,0 +1,160 @@
+"""Graph rewriting with onnxoptimizer, once on the host, shared by every target.
+
+It runs here and not in the job because onnxoptimizer ships no aarch64 wheels. The rewritten model keeps the input's
+IR version and opset imports: the host's onnx may be newer than a target's onnxruntime, and a model stamped with the
+host's IR (14 for onnx 1.23) would be refused there (ORT 1.31 reads IR 13 at most).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxoptimizer
+
+from farm.inspect import external_locations, file_sha256
+
+# Bump when the way a model is rewritten changes, so cached results are made again.
+RECIPE = "1"
+_META = "rewrite.json"
+# A protobuf message cannot exceed 2 GiB; above this the rewritten weights go to a file beside the model.
+_INLINE_LIMIT = 1 << 30
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RewriteResult:
+    """``rewritten`` is False when onnxoptimizer failed and ``path`` is an unchanged copy (``warning`` says why)."""
+
+    path: Path
+    rewritten: bool
+    cached: bool
+    warning: str | None
+    passes: tuple[str, ...]
+    nodes_before: int
+    nodes_after: int
+    # Files written besides ``path`` that must travel with it (external data), relative to its folder.
+    extra_files: tuple[str, ...] = ()
+
+
+def default_passes() -> tuple[str, ...]:
+    return tuple(onnxoptimizer.get_fuse_and_elimination_passes())
+
+
+def rewrite_model(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    passes: tuple[str, ...] | None = None,
+) -> RewriteResult:
+    """Rewrite ``src`` into ``dst``; never raises for an optimizer failure, which only costs the rewrite."""
+    source, target = Path(src), Path(dst)
+    chosen = passes if passes is not None else default_passes()
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="farm-rewrite-") as scratch:
+            entry = Path(scratch)
+            meta = _rewrite_into(source, entry, chosen)
+            return _deliver(entry, meta, target, cached=False)
+    entry = Path(cache_dir) / _cache_key(source, chosen)
+    if (entry / _META).is_file():
+        return _deliver(entry, json.loads((entry / _META).read_text()), target, cached=True)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a sibling and rename, so an interrupted run never leaves a half-written cache entry.
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        meta = _rewrite_into(source, staging, chosen)
+        try:
+            staging.rename(entry)
+        except OSError:
+            # Another farm run made the same entry meanwhile; theirs is as good as ours.
+            shutil.rmtree(staging, ignore_errors=True)
+        return _deliver(entry, meta, target, cached=False)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[str, Any]:
+    """Write ``model.onnx`` (and any external data) into ``folder`` and the metadata ``rewrite.json``."""
+    original = onnx.load(str(source), load_external_data=True)
+    before = len(original.graph.node)
+    warning = None
+    try:
+        optimized = onnxoptimizer.optimize(original, list(passes))
+        # onnxoptimizer may restamp the model with the host's IR version or opsets; targets need the original's.
+        optimized.ir_version = original.ir_version
+        del optimized.opset_import[:]
+        optimized.opset_import.extend(original.opset_import)
+        extra = _save(optimized, folder / "model.onnx")
+        onnx.checker.check_model(str(folder / "model.onnx"))
+        written = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        if written.ir_version != original.ir_version:
+            raise ValueError(f"wrote IR {written.ir_version}, not the input's IR {original.ir_version}")
+        after = len(written.graph.node)
+        rewritten = True
+    except Exception as exc:  # onnxoptimizer and the checker raise anything from RuntimeError to IndexError
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        warning = (
+            f"graph rewriting with onnxoptimizer {onnxoptimizer.__version__} failed "
+            f"({' '.join(str(exc).split())[:300] or type(exc).__name__}); 'optimized' uses the model unchanged"
+        )
+        extra = _save(original, folder / "model.onnx")
+        after = before
+        rewritten = False
+    meta = {
+        "rewritten": rewritten,
+        "warning": warning,
+        "passes": list(passes),
+        "nodes_before": before,
+        "nodes_after": after,
+        "extra_files": extra,
+    }
+    (folder / _META).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _save(model: onnx.ModelProto, path: Path) -> list[str]:
+    if model.ByteSize() < _INLINE_LIMIT:
+        onnx.save(model, str(path))
+        return []
+    location = "model.onnx.data"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location)
+    return [location]
+
+
+def _deliver(entry: Path, meta: dict[str, Any], target: Path, *, cached: bool) -> RewriteResult:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(entry / "model.onnx", target)
+    extra = tuple(meta["extra_files"])
+    for name in extra:
+        # The model names its external data by this relative path, so it must keep that name beside the copy.
+        shutil.copyfile(entry / name, target.parent / name)
+    return RewriteResult(
+        path=target,
+        rewritten=bool(meta["rewritten"]),
+        cached=cached,
+        warning=meta["warning"],
+        passes=tuple(meta["passes"]),
+        nodes_before=int(meta["nodes_before"]),
+        nodes_after=int(meta["nodes_after"]),
+        extra_files=extra,
+    )
+
+
+def _cache_key(source: Path, passes: tuple[str, ...]) -> str:
+    """The model's bytes (external data too), the passes and the optimizer version decide the result."""
+    digest = hashlib.sha256()
+    digest.update(file_sha256(source).encode())
+    for location in external_locations(onnx.load(str(source), load_external_data=False)):
+        digest.update(location.encode())
+        digest.update(file_sha256(source.parent / location).encode())
+    digest.update(json.dumps([RECIPE, onnxoptimizer.__version__, onnx.__version__, list(passes)]).encode())
+    return digest.hexdigest()

@@ -1,0 +1,209 @@
+"""Small, real ONNX models (and matching data) for tests, written with ``onnx.helper``.
+
+Every builder writes opset 17 with an explicit IR version (``IR_VERSION``): onnx >= 1.23 would otherwise write IR 14,
+which onnxruntime 1.31 refuses ("Unsupported model IR version: 14, max supported IR version: 13").
+
+The public surface is stable; other test modules import it:
+
+- ``ModelData``: what a builder returns: the model path, the inputs as one array per input name (axis 0 = sample,
+  ``array[i]`` is exactly one feed) and int64 labels of shape ``(N,)``. ``save(dir)`` writes ``inputs.npz`` and
+  ``labels.npy`` next to each other.
+- ``make_mlp_classifier``: a two-layer MLP, input ``x`` of shape ``[1, in_features]``, output ``logits``.
+- ``make_saturating_classifier``: a one-layer classifier whose U8S8/S8S8 int8 kernels saturate on x86 without VNNI
+  (VPMADDUBSW), and whose U8U8 kernels do not.
+- ``make_scalar_input_classifier``: an MLP with a second, 0-d input ``temperature``.
+- ``make_unloadable_model``: an MLP stamped with an IR version no runtime reads.
+- ``write_job_spec``: a ``farm.spec/1`` (docs/contracts.md section 1) for a ``ModelData`` saved in the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+IR_VERSION = 8  # the IR that opset 17 came with; onnxruntime 1.31 reads up to 13
+OPSET = 17
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelData:
+    path: Path
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+
+    def save(self, directory: Path) -> tuple[Path, Path]:
+        """Write ``inputs.npz`` and ``labels.npy`` into ``directory``; returns both paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        inputs_path, labels_path = directory / "inputs.npz", directory / "labels.npy"
+        np.savez(inputs_path, **self.inputs)
+        np.save(labels_path, self.labels)
+        return inputs_path, labels_path
+
+
+def _save(graph: onnx.GraphProto, path: Path, *, ir_version: int = IR_VERSION, check: bool = True) -> Path:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=ir_version, producer_name="farm-tests"
+    )
+    if check:
+        onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _mlp_graph(in_features: int, hidden: int, classes: int, seed: int) -> tuple[onnx.GraphProto, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((in_features, hidden)) / np.sqrt(in_features)).astype(np.float32)
+    b1 = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
+    w2 = (rng.standard_normal((hidden, classes)) / np.sqrt(hidden)).astype(np.float32)
+    b2 = (0.1 * rng.standard_normal(classes)).astype(np.float32)
+    weights = [w1, b1, w2, b2]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+            helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
+            helper.make_node("Relu", ["h1"], ["h"], name="relu"),
+            helper.make_node("MatMul", ["h", "w2"], ["l0"], name="fc2"),
+            helper.make_node("Add", ["l0", "b2"], ["logits"], name="fc2_bias"),
+        ],
+        "mlp_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in zip(weights, ["w1", "b1", "w2", "b2"], strict=True)],
+    )
+    return graph, weights
+
+
+def _mlp_forward(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    w1, b1, w2, b2 = weights
+    return np.asarray(np.maximum(x @ w1 + b1, 0.0) @ w2 + b2)
+
+
+def make_mlp_classifier(
+    path: Path, in_features: int = 64, hidden: int = 32, classes: int = 10, seed: int = 0, *, samples: int = 32
+) -> ModelData:
+    """MatMul-Add-Relu-MatMul-Add; ``labels`` are the fp32 argmax, so fp32 accuracy is 1.0.
+
+    The inputs are the ``samples`` draws (of 8 times as many) with the widest fp32 top-2 margin, so int8 rounding
+    (a cosine near 0.9999) does not flip a top-1 and every int8 variant lands within the default tolerance.
+    """
+    graph, weights = _mlp_graph(in_features, hidden, classes, seed)
+    _save(graph, path)
+    pool = np.random.default_rng(seed + 1).standard_normal((8 * samples, 1, in_features)).astype(np.float32)
+    logits = np.stack([_mlp_forward(pool[i], weights)[0] for i in range(len(pool))])
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0]) / np.linalg.norm(logits, axis=1)
+    x = pool[np.sort(np.argsort(margin)[-samples:])]
+    labels = np.array([int(np.argmax(_mlp_forward(x[i], weights))) for i in range(samples)], dtype=np.int64)
+    return ModelData(path=path, inputs={"x": x}, labels=labels)
+
+
+def make_unloadable_model(path: Path, ir_version: int = 99) -> ModelData:
+    """The MLP with an IR version no runtime supports; onnxruntime refuses it at load time."""
+    graph, _ = _mlp_graph(64, 32, 10, 0)
+    _save(graph, path, ir_version=ir_version, check=False)
+    x = np.zeros((4, 1, 64), dtype=np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(4, dtype=np.int64))
+
+
+def make_scalar_input_classifier(path: Path, *, samples: int = 16, seed: int = 0) -> ModelData:
+    """The MLP whose logits are divided by a 0-d float input ``temperature`` (stored as shape ``(N,)``)."""
+    graph, weights = _mlp_graph(16, 8, 4, seed)
+    graph.node[-1].output[0] = "raw"
+    graph.node.append(helper.make_node("Div", ["raw", "temperature"], ["logits"], name="scale"))
+    graph.input.append(helper.make_tensor_value_info("temperature", TensorProto.FLOAT, []))
+    _save(graph, path)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((samples, 1, 16)).astype(np.float32)
+    temperature = rng.uniform(0.5, 2.0, samples).astype(np.float32)
+    labels = np.array([int(np.argmax(_mlp_forward(x[i], weights))) for i in range(samples)], dtype=np.int64)
+    return ModelData(path=path, inputs={"x": x, "temperature": temperature}, labels=labels)
+
+
+# The saturating classifier. K is cut into GROUPS segments. Class j < GROUPS ("dense") weighs every element of
+# segment j by 1.0; class GROUPS + j ("sparse") weighs every other element of segment j by 1.0 and gets SPARSE_BIAS.
+# A sample of class c has x near 1.0 on segment c and near 0.3 elsewhere. Quantized (activation scale 1/255, weight
+# scale 1/127), a dense pair on the hot segment is 2 * ~250 * 127 ~ 63000, which VPMADDUBSW clamps to 32767: the
+# dense logit roughly halves (~125 -> ~65) and drops below its sparse twin (~62 + 20), whose pairs hold one zero and
+# never saturate. So on AVX2 the argmax moves for every sample and the logit vector bends (cosine ~0.95), while VNNI
+# (VPDPBUSD, 32-bit sums) and U8U8 kernels (16-bit operands, VPMADDWD) stay exact up to rounding.
+SATURATION_K = 512
+SATURATION_GROUPS = 4
+SPARSE_BIAS = 20.0
+
+
+def make_saturating_classifier(path: Path, *, samples: int = 16, seed: int = 0) -> ModelData:
+    """Input ``x`` ``[1, 512]`` in ``[0, 1]``, output ``logits`` ``[1, 8]``; labels are the dense class (0..3)."""
+    k, groups = SATURATION_K, SATURATION_GROUPS
+    seg = k // groups
+    w = np.zeros((k, 2 * groups), dtype=np.float32)
+    for j in range(groups):
+        w[j * seg : (j + 1) * seg, j] = 1.0
+        w[j * seg : (j + 1) * seg : 2, groups + j] = 1.0
+    bias = np.concatenate([np.zeros(groups), np.full(groups, SPARSE_BIAS)]).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
+            helper.make_node("Add", ["mm", "b"], ["logits"], name="fc_bias"),
+        ],
+        "saturating_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2 * groups])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    _save(graph, path)
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples, dtype=np.int64) % groups
+    x = rng.uniform(0.25, 0.35, (samples, 1, k)).astype(np.float32)
+    for i, c in enumerate(labels):
+        x[i, 0, c * seg : (c + 1) * seg] = rng.uniform(0.95, 1.0, seg)
+    return ModelData(path=path, inputs={"x": x}, labels=labels)
+
+
+CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
+
+
+def write_job_spec(directory: Path, *, stage: str = "evaluate", name: str = "spec.json", **overrides: Any) -> Path:
+    """Write a spec into ``directory`` for ``model.onnx``, ``inputs.npz``, ``labels.npy`` and ``artifacts/`` there.
+
+    The default target is a native x86-avx2 without VNNI (so the x64quantprecision mitigations apply) with every
+    candidate, few timing runs and the contract's default tolerance. ``overrides`` replace top-level keys; a dict
+    given for ``target`` is merged into the default target.
+    """
+    target = {
+        "name": "x86-avx2",
+        "platform": "linux/amd64",
+        "arch": "x86_64",
+        "mode": "native",
+        "cpu_model": None,
+        "providers": ["CPUExecutionProvider"],
+        "x86_vnni": False,
+    }
+    target.update(overrides.pop("target", {}))
+    spec = {
+        "schema": "farm.spec/1",
+        "stage": stage,
+        "target": target,
+        "model": "model.onnx",
+        "rewritten": None,
+        "inputs": "inputs.npz",
+        "labels": "labels.npy",
+        "artifacts": "artifacts",
+        "candidates": list(CANDIDATES),
+        "calibration": {"method": "minmax", "samples": 64},
+        "optimization_level": "all",
+        "threads": 1,
+        "timing": {"warmup": 1, "iterations": 5},
+        "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
+        "mitigations": ["x64quantprecision"],
+    }
+    spec.update(overrides)
+    path = directory / name
+    path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,128 @@
+"""farm.rewrite: onnxoptimizer on the host, keeping the input's IR and opsets, cached, never fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxoptimizer
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from farm.inspect import inspect_model
+from farm.rewrite import default_passes, rewrite_model
+
+
+def redundant_model(*, ir_version: int = 8, opset: int = 13) -> onnx.ModelProto:
+    """An Identity and a pair of Transposes that the default passes remove or fuse, around a MatMul + Add."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["x1"]),
+            helper.make_node("Transpose", ["x1"], ["t1"], perm=[1, 0]),
+            helper.make_node("Transpose", ["t1"], ["t2"], perm=[1, 0]),
+            helper.make_node("MatMul", ["t2", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["y"]),
+        ],
+        "redundant",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run(None, {"x": x})[0]
+    return result
+
+
+def test_rewrite_keeps_ir_and_opsets_and_outputs(tmp_path: Path) -> None:
+    assert onnx.IR_VERSION > 8  # the host's onnx would stamp a newer IR
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(ir_version=8, opset=13), str(src))
+    result = rewrite_model(src, tmp_path / "out" / "rewritten.onnx")
+    assert result.rewritten and result.warning is None and not result.cached
+    assert result.passes == default_passes() == tuple(onnxoptimizer.get_fuse_and_elimination_passes())
+    assert result.nodes_before == 5 and result.nodes_after < 5
+    written = onnx.load(str(result.path))
+    assert written.ir_version == 8
+    assert [(o.domain, o.version) for o in written.opset_import] == [("", 13)]
+    onnx.checker.check_model(written)
+    assert "Identity" not in inspect_model(result.path).op_types
+    assert [n.op_type for n in written.graph.node].count("Transpose") == 1
+    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(result.path, x), run(src, x), rtol=1e-5, atol=1e-6)
+
+
+def test_rewrite_is_cached_by_content(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(), str(src))
+    cache = tmp_path / "cache"
+    first = rewrite_model(src, tmp_path / "a.onnx", cache_dir=cache)
+    second = rewrite_model(src, tmp_path / "b.onnx", cache_dir=cache)
+    assert not first.cached and second.cached
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert second.nodes_after == first.nodes_after
+    assert len(list(cache.iterdir())) == 1
+    onnx.save(redundant_model(opset=17), str(src))
+    third = rewrite_model(src, tmp_path / "c.onnx", cache_dir=cache)
+    assert not third.cached
+    assert onnx.load(str(third.path)).opset_import[0].version == 17
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_optimizer_failure_falls_back_to_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(model: onnx.ModelProto, passes: list[str]) -> onnx.ModelProto:
+        raise RuntimeError("pass exploded\nwith detail")
+
+    monkeypatch.setattr(onnxoptimizer, "optimize", broken)
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(), str(src))
+    cache = tmp_path / "cache"
+    result = rewrite_model(src, tmp_path / "rewritten.onnx", cache_dir=cache)
+    assert not result.rewritten
+    assert result.warning is not None
+    assert "onnxoptimizer" in result.warning and "pass exploded with detail" in result.warning
+    assert "\n" not in result.warning
+    assert result.nodes_after == result.nodes_before == 5
+    assert onnx.load(str(result.path)) == onnx.load(str(src))
+    again = rewrite_model(src, tmp_path / "again.onnx", cache_dir=cache)
+    assert again.cached and again.warning == result.warning
+
+
+def test_optimizer_output_that_fails_the_checker_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dangling(model: onnx.ModelProto, passes: list[str]) -> onnx.ModelProto:
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        broken.graph.node[0].input[0] = "nowhere"
+        return broken
+
+    monkeypatch.setattr(onnxoptimizer, "optimize", dangling)
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(), str(src))
+    result = rewrite_model(src, tmp_path / "rewritten.onnx")
+    assert not result.rewritten and result.warning is not None
+    assert onnx.load(str(result.path)) == onnx.load(str(src))
+
+
+def test_external_data_model(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(), str(src), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    cache = tmp_path / "cache"
+    result = rewrite_model(src, tmp_path / "out" / "rewritten.onnx", cache_dir=cache)
+    assert result.rewritten
+    x = np.ones((1, 8), np.float32)
+    np.testing.assert_allclose(run(result.path, x), run(src, x), rtol=1e-5, atol=1e-6)
+    # The weights are part of the cache key, not just the .onnx file that points at them.
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(bytes(len(weights.read_bytes())))
+    assert not rewrite_model(src, tmp_path / "out" / "zeros.onnx", cache_dir=cache).cached
