@@ -1,0 +1,46 @@
+"""``python -m farm.job SPEC.json OUTDIR``.
+
+Exit status: 0 when the stage ran to its end and wrote its file (prepare.json or result.json; failures of the
+target or of single variants are inside it), 2 when the arguments or the spec are unusable (nothing is written),
+1 on an unexpected crash (traceback on stderr; the file holds what was done before it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from farm.job.spec import Spec, SpecError
+
+USAGE = "usage: python -m farm.job SPEC.json OUTDIR"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s farm.job %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    try:
+        spec = Spec.from_file(Path(args[0]))
+    except SpecError as exc:
+        print(f"farm.job: bad spec: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args[1])
+    out.mkdir(parents=True, exist_ok=True)
+    # Imported late: evaluate never needs onnxruntime.quantization, whose import is slow under QEMU.
+    if spec.stage == "prepare":
+        from farm.job.prepare import run_prepare
+
+        run_prepare(spec, out)
+    else:
+        from farm.job.evaluate import run_evaluate
+
+        run_evaluate(spec, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""What the job writes: one ``targets[]`` entry of ``farm.report/1`` (docs/contracts.md section 2), kept atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from farm.job.metrics import Accuracy, Latency
+
+Status = Literal["ok", "failed", "skipped"]
+TimingLabel = Literal["measured", "emulated", "none"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VariantResult:
+    name: str
+    status: Status
+    error: str | None = None
+    size_bytes: int | None = None
+    latency_ms: Latency | None = None
+    timing: TimingLabel = "none"
+    accuracy: Accuracy | None = None
+    within_tolerance: bool | None = None
+
+    @property
+    def passes(self) -> bool:
+        return self.status == "ok" and self.within_tolerance is True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+            "size_bytes": self.size_bytes,
+            "latency_ms": None if self.latency_ms is None else self.latency_ms.to_dict(),
+            "timing": self.timing,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "within_tolerance": self.within_tolerance,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Runtime:
+    onnxruntime: str
+    providers: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"onnxruntime": self.onnxruntime, "providers": list(self.providers)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetResult:
+    name: str
+    platform: str
+    mode: Literal["native", "emulated"]
+    cpu_model: str | None
+    status: Status
+    reason: str | None
+    runtime: Runtime | None
+    variants: tuple[VariantResult, ...] = ()
+    recommended: str | None = None
+    recommendation_reason: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "mode": self.mode,
+            "cpu_model": self.cpu_model,
+            "status": self.status,
+            "reason": self.reason,
+            "runtime": None if self.runtime is None else self.runtime.to_dict(),
+            "variants": [v.to_dict() for v in self.variants],
+            "recommended": self.recommended,
+            "recommendation_reason": self.recommendation_reason,
+            "warnings": list(self.warnings),
+            # The controller knows these; the job cannot.
+            "exit_code": None,
+            "log_tail": None,
+            "duration_s": None,
+            "image": None,
+        }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temp file beside ``path`` and rename it, so a crash leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            # allow_nan=False: NaN is not JSON, and a reader should fail here rather than far away.
+            json.dump(data, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def error_text(exc: BaseException) -> str:
+    """The exception's own words (verbatim, as ORT and the quantizer wrote them), or its type when it has none."""
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,59 @@
+"""Every InferenceSession the job opens, so that all variants run under the same options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from farm.job.spec import Level, Target
+
+LEVELS: Mapping[Level, Any] = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ProviderFallback(RuntimeError):
+    """ORT quietly dropped the accelerator the target asked for; figures from the CPU would be mislabelled."""
+
+
+def open_session(
+    model: Path,
+    *,
+    target: Target,
+    threads: int,
+    config: Mapping[str, str] | None = None,
+    level: Level = "all",
+    optimized_model: Path | None = None,
+) -> Any:
+    """An ``ort.InferenceSession`` on ``target.providers``; raises ``ProviderFallback`` if the accelerator is lost.
+
+    ``config`` holds session config entries (e.g. ``session.x64quantprecision``). With ``optimized_model`` ORT saves
+    the graph after optimization at ``level`` there.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # One inter-op thread and sequential execution keep latency about the kernels, not the scheduler.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = LEVELS[level]
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(model), sess_options=options, providers=list(target.providers))
+    used = list(session.get_providers())
+    if target.wants_accelerator and target.providers[0] not in used:
+        raise ProviderFallback(
+            f"fell back to CPU: {target.providers[0]} was requested but the session uses {', '.join(used)} "
+            f"(available here: {', '.join(ort.get_available_providers())})"
+        )
+    return session
+
+
+def providers_used(session: Any) -> list[str]:
+    return [str(p) for p in session.get_providers()]

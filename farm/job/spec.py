@@ -1,0 +1,210 @@
+"""The job's input, ``farm.spec/1`` (docs/contracts.md section 1), parsed and checked before any work starts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self, cast
+
+SCHEMA = "farm.spec/1"
+STAGES = ("prepare", "evaluate")
+MODES = ("native", "emulated")
+ARCHES = ("x86_64", "aarch64")
+LEVELS = ("basic", "extended", "all")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Kept here rather than imported from quantize.py so that parsing a spec never loads onnxruntime.quantization.
+KNOWN_CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
+KNOWN_MITIGATIONS = ("x64quantprecision",)
+
+Stage = Literal["prepare", "evaluate"]
+Mode = Literal["native", "emulated"]
+Level = Literal["basic", "extended", "all"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+
+
+class SpecError(ValueError):
+    """The spec cannot be used; the message names the key and what was expected."""
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise SpecError(f"{where}{key} is missing")
+    value = data[key]
+    # bool is an int subclass, and "threads": true is a mistake, not one thread.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise SpecError(f"{where}{key} must be {_kind_name(kind)}, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join("null" if k is type(None) else k.__name__ for k in _as_tuple(kind))
+
+
+def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...], where: str) -> str:
+    value = cast(str, _get(data, key, str, where))
+    if value not in choices:
+        raise SpecError(f"{where}{key} is {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _positive(data: Mapping[str, Any], key: str, where: str, *, minimum: int = 1) -> int:
+    value = cast(int, _get(data, key, int, where))
+    if value < minimum:
+        raise SpecError(f"{where}{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _fraction(data: Mapping[str, Any], key: str, where: str, *, low: float) -> float:
+    value = float(_get(data, key, (int, float), where))
+    if not low <= value <= 1.0:
+        raise SpecError(f"{where}{key} must lie in [{low:g}, 1], not {value}")
+    return value
+
+
+def _names(data: Mapping[str, Any], key: str, known: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
+    values = _get(data, key, list, where)
+    if not all(isinstance(v, str) for v in values):
+        raise SpecError(f"{where}{key} must be a list of strings, not {values!r}")
+    if known is not None:
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise SpecError(f"{where}{key} holds unknown names {unknown}; known: {', '.join(known)}")
+    if len(set(values)) != len(values):
+        raise SpecError(f"{where}{key} names an entry twice: {values!r}")
+    return tuple(values)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    name: str
+    platform: str
+    arch: str
+    mode: Mode
+    cpu_model: str | None
+    providers: tuple[str, ...]
+    x86_vnni: bool | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        w = "target."
+        providers = _names(data, "providers", None, w)
+        if not providers:
+            raise SpecError("target.providers is empty; name at least CPUExecutionProvider")
+        return cls(
+            name=_get(data, "name", str, w),
+            platform=_get(data, "platform", str, w),
+            arch=_choice(data, "arch", ARCHES, w),
+            mode=cast(Mode, _choice(data, "mode", MODES, w)),
+            cpu_model=_get(data, "cpu_model", (str, type(None)), w),
+            providers=providers,
+            x86_vnni=_get(data, "x86_vnni", (bool, type(None)), w),
+        )
+
+    @property
+    def emulated(self) -> bool:
+        return self.mode == "emulated"
+
+    @property
+    def wants_accelerator(self) -> bool:
+        """The first requested provider is not the CPU one: losing it silently would void every figure."""
+        return self.providers[0] != "CPUExecutionProvider"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Calibration:
+    method: CalibrationMethod
+    samples: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Timing:
+    warmup: int
+    iterations: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tolerance:
+    cosine: float
+    top1_agreement: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Spec:
+    """Paths are absolute: the spec names them relative to the directory that holds spec.json."""
+
+    stage: Stage
+    target: Target
+    model: Path
+    rewritten: Path | None
+    inputs: Path
+    labels: Path | None
+    artifacts: Path | None
+    candidates: tuple[str, ...]
+    calibration: Calibration
+    optimization_level: Level
+    threads: int
+    timing: Timing
+    tolerance: Tolerance
+    mitigations: tuple[str, ...]
+
+    @property
+    def source_model(self) -> Path:
+        """What optimization and quantization start from: the controller's rewrite when there is one."""
+        return self.rewritten or self.model
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path) -> Self:
+        if not isinstance(data, Mapping):
+            raise SpecError(f"the spec must be a JSON object, not {type(data).__name__}")
+        if data.get("schema") != SCHEMA:
+            raise SpecError(f"schema is {data.get('schema')!r}; this job reads {SCHEMA!r}")
+
+        def path(key: str, *, optional: bool = False) -> Path | None:
+            value = _get(data, key, (str, type(None)) if optional else str, "")
+            return None if value is None else (base / value).resolve()
+
+        def section(key: str) -> Mapping[str, Any]:
+            return cast(Mapping[str, Any], _get(data, key, dict, ""))
+
+        calibration, timing, tolerance = section("calibration"), section("timing"), section("tolerance")
+        return cls(
+            stage=cast(Stage, _choice(data, "stage", STAGES, "")),
+            target=Target.from_dict(section("target")),
+            model=cast(Path, path("model")),
+            rewritten=path("rewritten", optional=True),
+            inputs=cast(Path, path("inputs")),
+            labels=path("labels", optional=True),
+            artifacts=path("artifacts", optional=True),
+            candidates=_names(data, "candidates", KNOWN_CANDIDATES, ""),
+            calibration=Calibration(
+                method=cast(CalibrationMethod, _choice(calibration, "method", CALIBRATION_METHODS, "calibration.")),
+                samples=_positive(calibration, "samples", "calibration."),
+            ),
+            optimization_level=cast(Level, _choice(data, "optimization_level", LEVELS, "")),
+            threads=_positive(data, "threads", ""),
+            timing=Timing(
+                warmup=_positive(timing, "warmup", "timing.", minimum=0),
+                iterations=_positive(timing, "iterations", "timing.", minimum=0),
+            ),
+            tolerance=Tolerance(
+                cosine=_fraction(tolerance, "cosine", "tolerance.", low=-1.0),
+                top1_agreement=_fraction(tolerance, "top1_agreement", "tolerance.", low=0.0),
+            ),
+            mitigations=_names(data, "mitigations", KNOWN_MITIGATIONS, ""),
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> Self:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{path} is not JSON: {exc}") from exc
+        return cls.from_dict(data, base=path.parent)

@@ -1,0 +1,81 @@
+"""farm.job.spec: a spec is checked whole before any work starts, and every error names its key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farm.job.spec import Spec, SpecError
+from tests.modelgen import write_job_spec
+
+
+def spec_dict(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return dict(json.loads(write_job_spec(tmp_path, **overrides).read_text()))
+
+
+def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None:
+    spec = Spec.from_file(write_job_spec(tmp_path, stage="prepare", rewritten="rewritten.onnx", labels=None))
+    assert spec.stage == "prepare"
+    assert spec.model == (tmp_path / "model.onnx").resolve()
+    assert spec.source_model == (tmp_path / "rewritten.onnx").resolve()
+    assert spec.labels is None
+    assert spec.artifacts == (tmp_path / "artifacts").resolve()
+    assert spec.target.x86_vnni is False and not spec.target.emulated and not spec.target.wants_accelerator
+    assert spec.candidates[0] == "s8s8-qdq"
+    assert spec.calibration.method == "minmax" and spec.timing.iterations == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema": "farm.spec/2"}, "schema is 'farm.spec/2'"),
+        ({"stage": "deploy"}, "stage is 'deploy'; expected one of prepare, evaluate"),
+        ({"model": None}, "model must be str, not NoneType"),
+        ({"threads": 0}, "threads must be at least 1"),
+        ({"threads": True}, "threads must be int, not bool"),
+        ({"candidates": ["u8s8-qdq", "s4s4"]}, "candidates holds unknown names ['s4s4']"),
+        ({"candidates": ["u8s8-qdq", "u8s8-qdq"]}, "candidates names an entry twice"),
+        ({"mitigations": ["magic"]}, "mitigations holds unknown names ['magic']"),
+        ({"optimization_level": "max"}, "optimization_level is 'max'"),
+        ({"calibration": {"method": "kl", "samples": 8}}, "calibration.method is 'kl'"),
+        ({"calibration": {"method": "minmax"}}, "calibration.samples is missing"),
+        ({"timing": {"warmup": -1, "iterations": 5}}, "timing.warmup must be at least 0"),
+        ({"tolerance": {"cosine": 1.5, "top1_agreement": 0.99}}, "tolerance.cosine must lie in [-1, 1]"),
+        ({"tolerance": {"cosine": 0.9, "top1_agreement": -0.1}}, "tolerance.top1_agreement must lie in [0, 1]"),
+        ({"target": {"arch": "riscv64"}}, "target.arch is 'riscv64'"),
+        ({"target": {"mode": "unavailable"}}, "target.mode is 'unavailable'"),
+        ({"target": {"providers": []}}, "target.providers is empty"),
+        ({"target": {"x86_vnni": "no"}}, "target.x86_vnni must be bool or null"),
+    ],
+)
+def test_bad_spec_names_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    data = spec_dict(tmp_path)
+    for key, value in change.items():
+        if key == "target":
+            data["target"].update(value)
+        else:
+            data[key] = value
+    with pytest.raises(SpecError) as info:
+        Spec.from_dict(data, base=tmp_path)
+    assert message in str(info.value)
+
+
+def test_missing_key(tmp_path: Path) -> None:
+    data = spec_dict(tmp_path)
+    del data["tolerance"]
+    with pytest.raises(SpecError, match="tolerance is missing"):
+        Spec.from_dict(data, base=tmp_path)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read"):
+        Spec.from_file(tmp_path / "absent.json")
+    (tmp_path / "spec.json").write_text("{not json")
+    with pytest.raises(SpecError, match="is not JSON"):
+        Spec.from_file(tmp_path / "spec.json")
+    (tmp_path / "spec.json").write_text("[]")
+    with pytest.raises(SpecError, match="must be a JSON object"):
+        Spec.from_file(tmp_path / "spec.json")
