@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from tabulate import tabulate
 
-from farm import __version__, doctor, fleet
-from farm.errors import FarmError, Interrupted
+from farm import __version__, doctor, fleet, progress
+from farm.errors import BadInput, FarmError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -99,6 +99,60 @@ def build(
     rows += [[name, "-", "-", f"skipped: {why}", "-"] for name, why in results.skipped]
     typer.echo(tabulate(rows, headers=["target", "image", "size", "", "seconds"],
                         maxcolwidths=[None, None, None, 50, None]))
+
+
+@app.command()
+def matrix(
+    model: Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")] = None,
+    target: TargetOpt = None,
+    data: Annotated[Path | None, typer.Option(
+        help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")] = None,
+    labels: Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="use the first N samples")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="also write the report JSON to FILE")] = None,
+    fmt: Annotated[str, typer.Option("--format", envvar="FARM_FORMAT",
+                                     help="stdout: table|json|markdown|html|junit [env: FARM_FORMAT]")] = "table",
+    out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go "
+                                      "[env: FARM_OUT]")] = Path("farm-report"),
+    min_cosine: Annotated[float, typer.Option(envvar="FARM_MIN_COSINE", help="tolerance: cosine to fp32 "
+                                              "[env: FARM_MIN_COSINE]")] = 0.99,
+    min_top1: Annotated[float, typer.Option(envvar="FARM_MIN_TOP1", help="tolerance: top-1 agreement with fp32 "
+                                            "[env: FARM_MIN_TOP1]")] = 0.99,
+    calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
+    opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
+    threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
+                                         "[env: FARM_THREADS]")] = 1,
+    iterations: Annotated[int | None, typer.Option(min=1, help="timed runs per variant (default 200; 10 "
+                                                   "under QEMU)")] = None,
+    timeout: Annotated[float, typer.Option(envvar="FARM_TIMEOUT", help="seconds per container "
+                                           "[env: FARM_TIMEOUT]")] = 1800.0,
+    keep: Annotated[bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging "
+                                       "[env: FARM_KEEP]")] = False,
+    targets_file: TargetsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
+    from farm.matrix import MatrixOptions, exit_code, run_matrix, write_reports
+    from farm.report import FORMATS
+
+    if fmt not in FORMATS:
+        raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
+    for name, value, valid in (("--calibration", calibration, ("minmax", "entropy", "percentile")),
+                               ("--opt-level", opt_level, ("basic", "extended", "all"))):
+        if value not in valid:
+            raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
+    options = MatrixOptions(
+        model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
+        calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
+        cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
+    )
+    fleet_ = fleet.Fleet.open(targets_file)
+    with progress.reporter(quiet) as report:
+        result = run_matrix(fleet_, options, report)
+    text = write_reports(result, out, json_file=json_file, fmt=fmt)
+    sys.stdout.write(text)
+    raise typer.Exit(exit_code(result))
 
 
 def main() -> None:

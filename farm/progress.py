@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from rich.console import Console
@@ -21,7 +21,7 @@ class Step(Protocol):
 
 
 class Reporter(Protocol):
-    def step(self, label: str) -> Iterator[Step]: ...  # used as a context manager
+    def step(self, label: str) -> AbstractContextManager[Step]: ...
 
     def note(self, text: str) -> None: ...
 

@@ -1,0 +1,355 @@
+"""`farm matrix`: optimize, quantize and evaluate the model inside every selected target, into one report.
+
+The plan: inspect the model and its data on the host, rewrite the graph once (onnxoptimizer), make the int8
+artifacts once in a native container (``prepare``), then evaluate in every target, native ones first. Each target's
+result is written as soon as it arrives, and one target's failure never loses another's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import farm
+from farm import images, runner
+from farm.config import Target
+from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
+from farm.engine import Mount
+from farm.errors import FarmError
+from farm.fleet import Fleet
+from farm.host import Placement
+from farm.inspect import ModelInfo, inspect_model
+from farm.models import default_model
+from farm.progress import Reporter, Step
+from farm.report import Report, render
+from farm.report.schema import validate
+from farm.rewrite import rewrite_model
+
+IN = "/farm/in"
+OUT = "/farm/out"
+NATIVE_ITERATIONS = 200
+EMULATED_ITERATIONS = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatrixOptions:
+    model: Path | None = None
+    targets: Sequence[str] = ()
+    data: Path | None = None
+    labels: Path | None = None
+    shapes: Sequence[str] = ()
+    samples: int | None = None
+    calibration: str = "minmax"
+    optimization_level: str = "all"
+    threads: int = 1
+    iterations: int | None = None
+    cosine: float = 0.99
+    top1_agreement: float = 0.99
+    timeout_s: float = 1800.0
+    memory: str = "4g"
+    keep_containers: bool = False
+    out_dir: Path = Path("farm-report")
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """The state of one matrix run: its work directory and the report as it grows."""
+
+    work: Path
+    report: dict[str, Any]
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_matrix(fleet: Fleet, options: MatrixOptions, reporter: Reporter) -> dict[str, Any]:
+    selected = fleet.config.select(options.targets)
+    model_path, data_path, labels_path, source = _inputs(options)
+    info = inspect_model(model_path)
+    data = prepare_data(info, data=data_path, labels=labels_path, samples=options.samples, source=source,
+                        shapes=parse_shape_overrides(options.shapes, model=info))
+    work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    inputs = work / "in"
+    inputs.mkdir(parents=True)
+    run = _Run(work=work, report=_report_head(info, model_path, data, options))
+    try:
+        _stage_inputs(inputs, model_path, data, fleet, run)
+        for target in selected:
+            placement = fleet.placements[target.name]
+            run.targets[target.name] = _target_head(target, placement)
+            if not placement.runnable:
+                _finish(run, target.name, status="skipped", reason=placement.reason)
+        _write(run, options)
+        runnable = [t for t in selected if fleet.placements[t.name].runnable]
+        tags = _build(fleet, runnable, run, reporter)
+        ready = [t for t in runnable if t.name in tags]
+        _prepare(fleet, ready, tags, inputs, run, options, reporter)
+        # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU.
+        for target in sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native"):
+            _evaluate(fleet, target, tags[target.name], inputs, run, options, reporter)
+            _write(run, options)
+    finally:
+        if not options.keep_containers:
+            shutil.rmtree(work, ignore_errors=True)
+    _write(run, options)
+    return run.report
+
+
+def _inputs(options: MatrixOptions) -> tuple[Path, Path | None, Path | None, DataSource | None]:
+    """The model, data and labels to use, and the data's source when it is farm's own (else it is inferred)."""
+    if options.model is not None:
+        return options.model, options.data, options.labels, None
+    bundled = default_model()
+    if options.data is not None:
+        return bundled.model, options.data, options.labels, None
+    return bundled.model, bundled.data, options.labels or bundled.labels, "bundled"
+
+
+def _report_head(info: ModelInfo, path: Path, data: PreparedData, options: MatrixOptions) -> dict[str, Any]:
+    warnings = list(data.warnings)
+    summary = data.summary()
+    return {
+        "schema": "farm.report/1",
+        "farm_version": farm.__version__,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": info.report_summary(path),
+        "data": summary,
+        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
+        "warnings": warnings,
+        "targets": [],
+    }
+
+
+def _stage_inputs(inputs: Path, model: Path, data: PreparedData, fleet: Fleet, run: _Run) -> None:
+    shutil.copyfile(model, inputs / "model.onnx")
+    rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
+    if rewritten.warning:
+        run.report["warnings"].append(rewritten.warning)
+    data.write(inputs)
+    _open_up(inputs)
+
+
+def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
+    return {
+        "name": target.name, "platform": target.platform, "mode": placement.mode, "cpu_model": placement.cpu_model,
+        "status": "failed", "reason": None, "runtime": None, "variants": [], "recommended": None,
+        "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
+        "image": None,
+    }
+
+
+def _finish(run: _Run, name: str, **fields: Any) -> None:
+    run.targets[name].update(fields)
+
+
+def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporter) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for target in targets:
+        try:
+            with reporter.step(f"image {target.name}") as step:
+                built = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
+                                            on_stage=step.stage)
+            tags[target.name] = built.tag
+            _finish(run, target.name, image=built.tag)
+        except FarmError as exc:
+            if exc.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
+                raise
+            _finish(run, target.name, status="failed", reason=f"image build failed: {exc}")
+    return tags
+
+
+def _prepare(
+    fleet: Fleet, ready: Sequence[Target], tags: dict[str, str], inputs: Path, run: _Run, options: MatrixOptions,
+    reporter: Reporter,
+) -> None:
+    """Make the int8 artifacts once, natively, so emulated targets do no calibration of their own."""
+    candidates = list(dict.fromkeys(v for t in ready for v in t.candidates))
+    native = next((t for t in ready if fleet.placements[t.name].mode == "native"), None)
+    if not candidates:
+        return
+    if native is None:
+        native = _native_helper(fleet, tags, reporter)
+    if native is None:
+        run.report["warnings"].append(
+            "no native target could make the int8 artifacts, so quantized variants were not evaluated")
+        return
+    spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, artifacts=False,
+                 labels=(inputs / "labels.npy").is_file())
+    (inputs / "spec-prepare.json").write_text(json.dumps(spec, indent=2))
+    out = _out_dir(run, "prepare")
+    with reporter.step(f"prepare int8 artifacts in {native.name}") as step:
+        step.stage("quantize")
+        result = fleet.engine.run(
+            runner.run_spec(native, fleet.placements[native.name], tags[native.name],
+                            ["-m", "farm.job", f"{IN}/spec-prepare.json", OUT], mounts=_mounts(inputs, out),
+                            timeout_s=options.timeout_s, memory=options.memory, keep=options.keep_containers),
+            on_line=step.line,
+        )
+    prepared = _read_json(out / "prepare.json")
+    run.report["warnings"].extend(prepared.get("warnings", []))
+    if result.failure:
+        run.report["warnings"].append(f"making the int8 artifacts in {native.name} {result.failure}: "
+                                      + _last_line(result.log_tail))
+    if (out / "artifacts").is_dir():
+        shutil.move(str(out / "artifacts"), str(inputs / "artifacts"))
+        _open_up(inputs)
+
+
+def _native_helper(fleet: Fleet, tags: dict[str, str], reporter: Reporter) -> Target | None:
+    """A native target that was not selected can still make the artifacts for the selected ones."""
+    for target in fleet.config.targets:
+        if fleet.placements[target.name].mode == "native" and target.image == "cpu":
+            with reporter.step(f"image {target.name} (for the int8 artifacts)") as step:
+                tags[target.name] = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
+                                                        on_stage=step.stage).tag
+            return target
+    return None
+
+
+def _evaluate(
+    fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter
+) -> None:
+    placement = fleet.placements[target.name]
+    spec = _spec(target, placement, "evaluate", list(target.candidates), options,
+                 artifacts=(inputs / "artifacts").is_dir(), labels=(inputs / "labels.npy").is_file())
+    spec_name = f"spec-{target.name}.json"
+    (inputs / spec_name).write_text(json.dumps(spec, indent=2))
+    _open_up(inputs)
+    out = _out_dir(run, target.name)
+    label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
+    with reporter.step(label) as step:
+        step.stage("evaluate")
+        result = fleet.engine.run(
+            runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{spec_name}", OUT],
+                            mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
+                            keep=options.keep_containers),
+            on_line=_stage_lines(step),
+        )
+    written = _read_json(out / "result.json")
+    entry = run.targets[target.name]
+    for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings"):
+        if key in written:
+            entry[key] = written[key]
+    entry["exit_code"] = result.exit_code
+    entry["duration_s"] = round(result.duration_s, 2)
+    if result.failure:
+        # The partial variants the job wrote before it died stay in the report.
+        entry["status"] = "failed"
+        entry["reason"] = f"container {result.failure}"
+        entry["log_tail"] = result.log_tail
+    elif not written:
+        entry["status"] = "failed"
+        entry["reason"] = "the job exited 0 but wrote no result.json"
+        entry["log_tail"] = result.log_tail
+
+
+def _stage_lines(step: Step) -> Callable[[str], None]:
+    """The job announces its stages with lines that start with 'farm:'; everything else is detail."""
+
+    def sink(line: str) -> None:
+        if line.startswith("farm:"):
+            step.stage(line[5:].strip())
+        else:
+            step.line(line)
+
+    return sink
+
+
+def _spec(
+    target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
+    artifacts: bool, labels: bool,
+) -> dict[str, Any]:
+    emulated = placement.mode == "emulated"
+    iterations = options.iterations or (EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
+    x86_vnni: bool | None = None
+    if target.arch == "x86_64":
+        tier = set(target.cpu_features)
+        x86_vnni = bool(tier & {"avx512_vnni", "avx_vnni"}) or (
+            placement.mode == "native" and not target.cpu_features)
+    return {
+        "schema": "farm.spec/1",
+        "stage": stage,
+        "target": {
+            "name": target.name, "platform": target.platform, "arch": target.arch, "mode": placement.mode,
+            "cpu_model": placement.cpu_model, "providers": list(target.providers), "x86_vnni": x86_vnni,
+        },
+        "model": "model.onnx",
+        "rewritten": "rewritten.onnx",
+        "inputs": "inputs.npz",
+        "labels": "labels.npy" if labels else None,
+        "artifacts": "artifacts" if artifacts else None,
+        "candidates": candidates,
+        "calibration": {"method": options.calibration, "samples": 64},
+        "optimization_level": options.optimization_level,
+        "threads": options.threads,
+        "timing": {"warmup": 2 if emulated else 10, "iterations": max(1, min(iterations, 100_000))},
+        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
+        "mitigations": ["x64quantprecision"] if x86_vnni is False else [],
+    }
+
+
+def _mounts(inputs: Path, out: Path) -> list[Mount]:
+    return [Mount(source=inputs, target=IN, read_only=True), Mount(source=out, target=OUT, read_only=False)]
+
+
+def _out_dir(run: _Run, name: str) -> Path:
+    out = run.work / f"out-{name}"
+    out.mkdir()
+    # The container runs as an unprivileged user that must be able to write here.
+    out.chmod(0o777)
+    return out
+
+
+def _open_up(directory: Path) -> None:
+    """Make the input tree readable by the container's unprivileged user."""
+    for root, dirs, files in os.walk(directory):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _write(run: _Run, options: MatrixOptions) -> None:
+    """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
+    run.report["targets"] = list(run.targets.values())
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    partial = options.out_dir / ".report.json.tmp"
+    partial.write_text(json.dumps(run.report, indent=2))
+    os.replace(partial, options.out_dir / "report.json")
+
+
+def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
+    """Write every format into ``out_dir`` (and JSON to ``json_file``); return the one asked for on stdout."""
+    parsed = Report.from_dict(report)
+    validate(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, kind in (("report.json", "json"), ("report.md", "markdown"), ("report.html", "html"),
+                       ("junit.xml", "junit")):
+        (out_dir / name).write_text(render(parsed, kind))
+    if json_file is not None:
+        json_file.write_text(render(parsed, "json"))
+    return render(parsed, fmt)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    return 5 if any(t["status"] == "failed" for t in report["targets"]) else 0
+
