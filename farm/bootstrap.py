@@ -42,11 +42,21 @@ def mirror() -> str:
     return os.environ.get("FARM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
+# mmdebstrap asks arch-test whether this host can run a foreign architecture's binaries, and refuses without it;
+# Debian only recommends arch-test, so an install with --no-install-recommends lacks it.
+PACKAGES_NEEDED = ("mmdebstrap", "arch-test")
+
+
 def bootstrapper() -> str | None:
     for tool in ("mmdebstrap", "debootstrap"):
         if shutil.which(tool):
             return tool
     return None
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages `farm doctor --fix` installs so that bases of every architecture can be bootstrapped."""
+    return [name for name in PACKAGES_NEEDED if shutil.which(name) is None]
 
 
 def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
@@ -58,6 +68,12 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
             fix="run `farm doctor --fix` as root, or `apt-get install mmdebstrap`",
         )
     debian_arch = DOCKER_ARCH[arch]
+    if tool == "mmdebstrap" and arch != os.uname().machine and shutil.which("arch-test") is None:
+        raise EnvironmentProblem(
+            f"bootstrapping the {debian_arch} base failed because mmdebstrap needs arch-test for a foreign "
+            "architecture and it is not installed",
+            fix="run `farm doctor --fix` as root, or `apt-get install arch-test`",
+        )
     if tool == "mmdebstrap":
         command = [
             "mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", f"--architectures={debian_arch}",

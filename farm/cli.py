@@ -133,7 +133,7 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
-    from farm.matrix import MatrixOptions, exit_code, run_matrix, write_reports
+    from farm.matrix import MatrixOptions, exit_code, load_inputs, run_matrix, write_reports
     from farm.report import FORMATS
 
     if fmt not in FORMATS:
@@ -147,9 +147,12 @@ def matrix(
         calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
         cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
     )
+    # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
+    given = load_inputs(options)
     fleet_ = fleet.Fleet.open(targets_file)
+    fleet_.config.select(options.targets)
     with progress.reporter(quiet) as report:
-        result = run_matrix(fleet_, options, report)
+        result = run_matrix(fleet_, given, options, report)
     text = write_reports(result, out, json_file=json_file, fmt=fmt)
     sys.stdout.write(text)
     raise typer.Exit(exit_code(result))
@@ -157,10 +160,15 @@ def matrix(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of exiting with it, and typer
+        # turns Ctrl-C into a returned 130 after the command's context managers have removed its containers.
+        code = app(standalone_mode=False)
+        if code == Interrupted.exit_code:
+            _fail(Interrupted("interrupted; every container farm started was removed"))
+        sys.exit(code if isinstance(code, int) else 0)
     except FarmError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # pressed outside a command, e.g. while typer parses the arguments
         _fail(Interrupted("interrupted; every container farm started was removed"))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

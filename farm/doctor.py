@@ -54,14 +54,21 @@ def diagnose(env: dict[str, str] | None = None) -> list[Check]:
         else Check(name="gpu", level="warn", detail="no NVIDIA container runtime: gpu targets are unavailable",
                    fix="on a GPU host, install the NVIDIA Container Toolkit and restart Docker")
     )
-    tool = bootstrap.bootstrapper()
-    checks.append(
-        Check(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
-        if tool
-        else Check(name="bootstrap", level="warn", detail="neither mmdebstrap nor debootstrap is installed, so "
-                   "base images can only come from a registry", fix="run `farm doctor --fix` as root")
-    )
+    checks.append(_bootstrap())
     return checks
+
+
+def _bootstrap() -> Check:
+    tool = bootstrap.bootstrapper()
+    if tool is None:
+        return Check(name="bootstrap", level="warn", detail="neither mmdebstrap nor debootstrap is installed, so "
+                     "base images can only come from a registry", fix="run `farm doctor --fix` as root")
+    missing = bootstrap.missing_packages()
+    if tool == "mmdebstrap" and missing:
+        return Check(name="bootstrap", level="warn",
+                     detail=f"mmdebstrap is installed but not {', '.join(missing)}, so foreign-architecture bases "
+                     "cannot be bootstrapped", fix="run `farm doctor --fix` as root")
+    return Check(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
 
 
 def _disk(root: Path) -> Check:
@@ -131,7 +138,7 @@ def fix() -> list[str]:
     host = probe_host()
     wanted = {host.arch, *FOREIGN.get(host.arch, ())}
     need_qemu = any(host.qemu.get(a) is None or not host.qemu[a].recent for a in wanted)
-    need_bootstrap = bootstrap.bootstrapper() is None
+    need_bootstrap = bool(bootstrap.missing_packages())
     if need_qemu or need_bootstrap:
         changes.extend(_apt_install(need_qemu=need_qemu, need_bootstrap=need_bootstrap))
     changes.extend(_register_binfmt(FOREIGN.get(host.arch, ())))
@@ -146,8 +153,9 @@ def _apt_install(*, need_qemu: bool, need_bootstrap: bool) -> list[str]:
         changes.append(f"added the bookworm-backports suite to apt in {BACKPORTS_LIST}")
     _sh(["apt-get", "update", "-qq"], env)
     if need_bootstrap:
-        _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"], env)
-        changes.append("installed mmdebstrap from Debian")
+        missing = bootstrap.missing_packages()
+        _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env)
+        changes.append(f"installed {', '.join(missing)} from Debian")
     if need_qemu:
         _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-t", "bookworm-backports",
              "qemu-user-static"], env)

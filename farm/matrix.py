@@ -11,14 +11,14 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import farm
-from farm import images, runner
+from farm import crosscheck, images, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount
@@ -64,21 +64,39 @@ class _Run:
 
     work: Path
     report: dict[str, Any]
+    expected_outputs: Mapping[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each target's fp32 outputs as the report folder holds them, for the cross-target check.
+    fp32_outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def run_matrix(fleet: Fleet, options: MatrixOptions, reporter: Reporter) -> dict[str, Any]:
-    selected = fleet.config.select(options.targets)
+@dataclass(frozen=True, kw_only=True, eq=False)
+class MatrixInputs:
+    """The model and its data, read and checked on the host before any engine is involved."""
+
+    model: Path
+    info: ModelInfo
+    data: PreparedData
+
+
+def load_inputs(options: MatrixOptions) -> MatrixInputs:
+    """Every problem with the model, --data, --labels or --shape surfaces here, as one BadInput naming the file."""
     model_path, data_path, labels_path, source = _inputs(options)
     info = inspect_model(model_path)
     data = prepare_data(info, data=data_path, labels=labels_path, samples=options.samples, source=source,
                         shapes=parse_shape_overrides(options.shapes, model=info))
+    return MatrixInputs(model=model_path, info=info, data=data)
+
+
+def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> dict[str, Any]:
+    selected = fleet.config.select(options.targets)
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
     inputs.mkdir(parents=True)
-    run = _Run(work=work, report=_report_head(info, model_path, data, options))
+    run = _Run(work=work, report=_report_head(given.info, given.model, given.data, options),
+               expected_outputs=given.data.expected_outputs)
     try:
-        _stage_inputs(inputs, model_path, data, fleet, run)
+        _stage_inputs(inputs, given.model, given.data, fleet, run)
         for target in selected:
             placement = fleet.placements[target.name]
             run.targets[target.name] = _target_head(target, placement)
@@ -89,10 +107,13 @@ def run_matrix(fleet: Fleet, options: MatrixOptions, reporter: Reporter) -> dict
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
         _prepare(fleet, ready, tags, inputs, run, options, reporter)
-        # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU.
-        for target in sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native"):
+        # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
+        # and the first of them is the reference the other targets' fp32 outputs are compared with.
+        ordered = sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native")
+        for target in ordered:
             _evaluate(fleet, target, tags[target.name], inputs, run, options, reporter)
             _write(run, options)
+        _compare_targets(run, [t.name for t in ordered])
     finally:
         if not options.keep_containers:
             shutil.rmtree(work, ignore_errors=True)
@@ -137,7 +158,9 @@ def _stage_inputs(inputs: Path, model: Path, data: PreparedData, fleet: Fleet, r
 def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
     return {
         "name": target.name, "platform": target.platform, "mode": placement.mode, "cpu_model": placement.cpu_model,
-        "status": "failed", "reason": None, "runtime": None, "variants": [], "recommended": None,
+        # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
+        "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
+        "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
         "image": None,
     }
@@ -230,6 +253,8 @@ def _evaluate(
                             keep=options.keep_containers),
             on_line=_stage_lines(step),
         )
+        if result.failure:
+            step.stage(f"container {result.failure}")
     written = _read_json(out / "result.json")
     entry = run.targets[target.name]
     for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings"):
@@ -246,6 +271,41 @@ def _evaluate(
         entry["status"] = "failed"
         entry["reason"] = "the job exited 0 but wrote no result.json"
         entry["log_tail"] = result.log_tail
+    _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
+
+
+def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> None:
+    """Copy the target's fp32 outputs into the report folder and check them against the data's expected outputs."""
+    if not written.is_file():
+        return
+    kept = out_dir / "outputs" / f"{name}.fp32.npz"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(written, kept)
+    run.fp32_outputs[name] = kept
+    outputs = crosscheck.load_outputs(kept)
+    if run.expected_outputs is None or outputs is None:
+        return
+    problem = crosscheck.disagreement(outputs, run.expected_outputs)
+    if problem:
+        run.targets[name]["warnings"].append(
+            f"fp32 disagrees with the expected outputs shipped with --data (rtol {crosscheck.RTOL:g}, "
+            f"atol {crosscheck.ATOL:g}): {problem}")
+
+
+def _compare_targets(run: _Run, order: Sequence[str]) -> None:
+    """Two targets whose fp32 outputs disagree is a finding: one of them runs the model wrongly."""
+    present = [name for name in order if name in run.fp32_outputs]
+    if len(present) < 2:
+        return
+    reference = present[0]
+    want = crosscheck.load_outputs(run.fp32_outputs[reference])
+    for name in present[1:]:
+        got = crosscheck.load_outputs(run.fp32_outputs[name])
+        if want is None or got is None:
+            continue
+        problem = crosscheck.disagreement(got, want, atol=crosscheck.CROSS_ATOL)
+        if problem:
+            run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
 
 
 def _stage_lines(step: Step) -> Callable[[str], None]:

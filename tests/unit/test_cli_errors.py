@@ -39,3 +39,10 @@ def test_unknown_platform(tmp_path: Path) -> None:
 def test_unreachable_engine() -> None:
     result = farm("targets", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert_one_clean_line(result, 3, "unix:///nonexistent/docker.sock", "DOCKER_HOST")
+
+
+def test_a_failing_check_is_the_exit_status_of_doctor() -> None:
+    # A command that ends with typer.Exit(N) must exit N: without standalone mode click returns the code instead.
+    result = farm("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 3, result.stdout
+    assert "cannot reach a Docker engine" in result.stdout

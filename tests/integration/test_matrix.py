@@ -1,0 +1,178 @@
+"""Issue 3 on the real engine: `farm matrix` end to end, as a user runs it (the CLI in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from farm.engine import RUN_LABEL, Engine
+from farm.fleet import BuildResults, Fleet
+from farm.job.recommend import saturation_safe
+from farm.models import default_model
+from farm.report.schema import validate
+from tests.conftest import ROOT
+from tests.integration.conftest import runnable
+from tests.modelgen import make_saturating_classifier
+
+pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+
+
+def farm_matrix(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
+        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+    )
+
+
+def start_matrix(*args: str, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+
+
+def read_report(out: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    return report
+
+
+def target(report: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in report["targets"] if t["name"] == name)
+    return found
+
+
+def variant(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in entry["variants"] if v["name"] == name)
+    return found
+
+
+def native_target(fleet: Fleet) -> str:
+    return next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
+
+
+@pytest.fixture(scope="module")
+def default_run(built: BuildResults, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """`farm matrix` with no argument, once for the module: the README's first command."""
+    out = tmp_path_factory.mktemp("default")
+    result = farm_matrix(out=out)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    yield out, result.stdout
+
+
+def test_default_matrix_covers_every_target_with_labelled_accuracy(
+    fleet: Fleet, default_run: tuple[Path, str]
+) -> None:
+    out, table = default_run
+    report = read_report(out)
+    validate(report)
+    assert report["data"] == {"source": "bundled", "samples": 360, "synthetic": False, "labels": True}
+    assert [t["name"] for t in report["targets"]] == ["x86-avx2", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+    for entry in report["targets"]:
+        placement = fleet.placements[entry["name"]]
+        assert entry["mode"] == placement.mode
+        if not placement.runnable:
+            assert (entry["status"], entry["reason"]) == ("skipped", placement.reason)
+            continue
+        assert entry["status"] == "ok", entry
+        fp32 = variant(entry, "fp32")
+        # The bundled classifier's held-out accuracy, measured with onnxruntime on the host: 349/360.
+        assert fp32["accuracy"]["accuracy"] == pytest.approx(349 / 360, abs=1e-9)
+        assert fp32["timing"] == ("emulated" if placement.mode == "emulated" else "measured")
+        assert entry["recommended"] and entry["recommendation_reason"]
+        assert {v["name"] for v in entry["variants"]} >= {"fp32", "optimized", "s8s8-qdq", "u8u8-qdq"}
+    assert target(report, "arm64")["mode"] == "emulated"
+    assert target(report, "arm64")["runtime"]["onnxruntime"] == "1.31.1"
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "emulated" in table
+    for name in ("report.md", "report.html", "junit.xml"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_native_fp32_matches_onnxruntime_on_the_host(fleet: Fleet, default_run: tuple[Path, str]) -> None:
+    out, _ = default_run
+    bundled = default_model()
+    with np.load(out / "outputs" / f"{native_target(fleet)}.fp32.npz") as npz:
+        in_target = npz["logits"]
+    session = ort.InferenceSession(str(bundled.model), providers=["CPUExecutionProvider"])
+    with np.load(bundled.data) as data:
+        on_host = np.stack([session.run(None, {"pixels": sample})[0] for sample in data["pixels"]])
+    assert in_target.shape == on_host.shape
+    assert float(np.max(np.abs(in_target - on_host))) <= 1e-5
+
+
+def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    model = make_saturating_classifier(tmp_path / "model.onnx", samples=32)
+    np.savez(tmp_path / "data.npz", **model.inputs)
+    assert model.labels is not None
+    np.save(tmp_path / "labels.npy", model.labels)
+    # The other side of the comparison: VNNI where this CPU has it, else arm64, whose int8 kernels do not saturate.
+    other = "x86-avx512-vnni" if runnable(fleet, "x86-avx512-vnni") else "arm64"
+    result = farm_matrix(str(tmp_path / "model.onnx"), "--data", str(tmp_path / "data.npz"), "--labels",
+                         str(tmp_path / "labels.npy"), "--target", "x86-avx2", "--target", other,
+                         "--iterations", "20", out=tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    report = read_report(tmp_path / "out")
+    avx2, contrast = target(report, "x86-avx2"), target(report, other)
+    assert variant(avx2, "u8s8-qdq")["within_tolerance"] is False, variant(avx2, "u8s8-qdq")
+    assert variant(contrast, "u8s8-qdq")["within_tolerance"] is True, variant(contrast, "u8s8-qdq")
+    assert variant(avx2, "u8s8-qdq")["accuracy"]["cosine"] < variant(contrast, "u8s8-qdq")["accuracy"]["cosine"]
+    # The mitigation runs the same model again, only on the non-VNNI tier.
+    assert variant(avx2, "u8s8-qdq+x64quantprecision")["within_tolerance"] is True
+    assert not any(v["name"].endswith("+x64quantprecision") for v in contrast["variants"])
+    assert saturation_safe(avx2["recommended"]) or avx2["recommended"] in ("fp32", "optimized"), avx2
+    assert avx2["recommended"] not in ("u8s8-qdq", "u8s8-dynamic", "s8s8-qdq"), avx2
+
+
+def _wait_for_container(engine: Engine, label: str, process: subprocess.Popen[str], timeout: float = 900) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for container in engine.client.containers.list(filters={"label": label, "status": "running"}):
+            return str(container.id)
+        if process.poll() is not None:
+            pytest.fail(f"farm ended before a container labelled {label} ran: {process.communicate()}")
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"no container labelled {label} ran within {timeout:.0f} s")
+
+
+def test_a_target_killed_from_outside_fails_alone(engine: Engine, built: BuildResults, tmp_path: Path) -> None:
+    process = start_matrix("--target", "x86-avx2", "--target", "arm64", out=tmp_path)
+    # arm64 is emulated, so it is evaluated last, after x86-avx2 has its results.
+    container = _wait_for_container(engine, "farm.target=arm64", process)
+    engine.client.containers.get(container).kill()
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 5, stderr
+    assert "Traceback" not in stderr
+    report = read_report(tmp_path)
+    validate(report)
+    arm = target(report, "arm64")
+    assert arm["status"] == "failed"
+    assert "killed" in arm["reason"] and arm["exit_code"] == 137, arm
+    assert target(report, "x86-avx2")["status"] == "ok"
+    assert "arm64" in stdout and "FAILED" in stdout
+    assert not engine.run_containers()
+
+
+def test_ctrl_c_leaves_no_container_behind(engine: Engine, built: BuildResults, tmp_path: Path) -> None:
+    process = start_matrix("--target", "arm64", out=tmp_path)
+    _wait_for_container(engine, RUN_LABEL, process)
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not engine.run_containers()
