@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from farm import images, progress
 from farm.config import Config, Target, load_config
 from farm.engine import Engine
+from farm.errors import BuildFailed, FarmError
 from farm.host import HostInfo, Placement, binfmt_for, place, probe_host
 
 
@@ -68,6 +70,15 @@ def describe(targets_file: Path | None) -> list[TargetRow]:
     return rows
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildOutcome:
+    """One target's image, or why it could not be made."""
+
+    target: str
+    image: images.BuiltImage | None = None
+    error: FarmError | None = None
+
+
 def build(targets_file: Path | None, names: Sequence[str], *, quiet: bool) -> BuildResults:
     fleet = Fleet.open(targets_file)
     return build_images(fleet, fleet.config.select(names), explicit=bool(names), quiet=quiet)
@@ -76,20 +87,58 @@ def build(targets_file: Path | None, names: Sequence[str], *, quiet: bool) -> Bu
 def build_images(fleet: Fleet, targets: Sequence[Target], *, explicit: bool, quiet: bool) -> BuildResults:
     """Named targets are built whenever this host can build them; by default only the ones it can run."""
     results = BuildResults()
-    with progress.reporter(quiet) as report:
-        for target in targets:
-            placement = fleet.placements[target.name]
-            if not explicit and not placement.runnable:
-                results.skipped.append((target.name, placement.reason or "unavailable"))
-                continue
-            if not explicit and target.on_request:
-                results.skipped.append((target.name, f"built only on request: farm build --target {target.name}"))
-                continue
-            why_not = fleet.buildable(target)
-            if why_not:
-                results.skipped.append((target.name, why_not))
-                continue
-            with report.step(f"image {target.name}") as step:
-                results.built.append(images.ensure_image(
-                    fleet.engine, fleet.config, target, on_line=step.line, on_stage=step.stage))
+    wanted = []
+    for target in targets:
+        placement = fleet.placements[target.name]
+        if not explicit and not placement.runnable:
+            results.skipped.append((target.name, placement.reason or "unavailable"))
+        elif not explicit and target.on_request:
+            results.skipped.append((target.name, f"built only on request: farm build --target {target.name}"))
+        elif why_not := fleet.buildable(target):
+            results.skipped.append((target.name, why_not))
+        else:
+            wanted.append(target)
+    with progress.reporter(quiet) as reporter:
+        outcomes = ensure_images(fleet, wanted, reporter)
+    for outcome in outcomes.values():
+        if outcome.error is not None:
+            # Every other target's image is built before the first failure is raised.
+            raise outcome.error
+        assert outcome.image is not None
+        results.built.append(outcome.image)
     return results
+
+
+def ensure_images(fleet: Fleet, targets: Sequence[Target], reporter: progress.Reporter) -> dict[str, BuildOutcome]:
+    """Each target's image, built or reused, in the order given; a failure is kept with its target.
+
+    One thread per platform: a foreign platform's build runs under QEMU on one core while the native one downloads and
+    builds on another. Targets of one platform share a base (and often a wheelhouse), so they are built in turn. The
+    threads are daemons, so Ctrl-C never waits for a build to end; the engine drops a build whose client went away.
+    """
+    groups: dict[str, list[Target]] = {}
+    for target in targets:
+        groups.setdefault(target.platform, []).append(target)
+    outcomes: dict[str, BuildOutcome] = {}
+
+    def build_group(group: Sequence[Target]) -> None:
+        for target in group:
+            try:
+                with reporter.step(f"image {target.name}") as step:
+                    built = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
+                                                on_stage=step.stage)
+                outcomes[target.name] = BuildOutcome(target=target.name, image=built)
+            except FarmError as exc:
+                outcomes[target.name] = BuildOutcome(target=target.name, error=exc)
+            except Exception as exc:  # a bug or an SDK error: reported for this target, not lost in a thread
+                outcomes[target.name] = BuildOutcome(target=target.name, error=BuildFailed(
+                    f"building the image of {target.name} failed because {type(exc).__name__}: {exc}"))
+
+    threads = [threading.Thread(target=build_group, args=(group,), daemon=True) for group in groups.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        # join with a timeout, so that the main thread sees Ctrl-C while it waits.
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    return {t.name: outcomes[t.name] for t in targets}

@@ -38,6 +38,16 @@ class BuiltImage:
     built_now: bool
     seconds: float
 
+# The images install their wheels with pip run from its own wheel, into a venv made without ensurepip: under QEMU,
+# ensurepip alone took 40 s of a foreign-platform build.
+INSTALLER = "pip==25.3"
+
+
+def wheel_requirements(target: Target) -> tuple[str, ...]:
+    """What the target's wheelhouse is downloaded for: the target's packages and the installer."""
+    return (*target.requirements, INSTALLER)
+
+
 def dockerfile_path(target: Target) -> Path:
     """images/ in a source checkout, else the copy installed with the package."""
     for directory in (PACKAGE_DIR.parent / "images", PACKAGE_DIR / "images"):
@@ -75,7 +85,7 @@ def image_tag(target: Target, wheelhouse: Wheelhouse) -> str:
 
 def current_tag(config: Config, target: Target) -> str | None:
     """The tag a build would produce now, or None while the wheelhouse has not been downloaded."""
-    wheelhouse = cached_wheelhouse(config.cache_dir, target.platform, target.requirements)
+    wheelhouse = cached_wheelhouse(config.cache_dir, target.platform, wheel_requirements(target))
     return image_tag(target, wheelhouse) if wheelhouse else None
 
 def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
@@ -111,7 +121,7 @@ def ensure_image(
     started = time.monotonic()
     on_stage("wheels")
     wheelhouse = ensure_wheelhouse(
-        config.cache_dir, target.platform, target.requirements, on_line=on_line,
+        config.cache_dir, target.platform, wheel_requirements(target), on_line=on_line,
         source=f"{config.source}: [targets.{target.name}]",
     )
     tag = image_tag(target, wheelhouse)
@@ -136,7 +146,8 @@ def ensure_image(
                 "farm.runtime": target.runtime,
                 "farm.version": farm.__version__,
             },
-            buildargs={"BASE": base},
+            # QEMU's default "max" core is the slowest to emulate; the target's own core runs a foreign build.
+            buildargs={"BASE": base, "QEMU_CPU": target.emulate_cpu or ""},
             on_line=on_line,
         )
     return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True,

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import farm
-from farm import crosscheck, images, runner
+from farm import crosscheck, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount
-from farm.errors import FarmError
-from farm.fleet import Fleet
+from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import ModelInfo, inspect_model
 from farm.models import default_model
@@ -172,17 +171,14 @@ def _finish(run: _Run, name: str, **fields: Any) -> None:
 
 def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporter) -> dict[str, str]:
     tags: dict[str, str] = {}
-    for target in targets:
-        try:
-            with reporter.step(f"image {target.name}") as step:
-                built = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
-                                            on_stage=step.stage)
-            tags[target.name] = built.tag
-            _finish(run, target.name, image=built.tag)
-        except FarmError as exc:
-            if exc.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
-                raise
-            _finish(run, target.name, status="failed", reason=f"image build failed: {exc}")
+    for name, outcome in ensure_images(fleet, targets, reporter).items():
+        if outcome.image is not None:
+            tags[name] = outcome.image.tag
+            _finish(run, name, image=outcome.image.tag)
+        elif outcome.error is not None:
+            if outcome.error.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
+                raise outcome.error
+            _finish(run, name, status="failed", reason=f"image build failed: {outcome.error}")
     return tags
 
 
@@ -227,9 +223,11 @@ def _native_helper(fleet: Fleet, tags: dict[str, str], reporter: Reporter) -> Ta
     """A native target that was not selected can still make the artifacts for the selected ones."""
     for target in fleet.config.targets:
         if fleet.placements[target.name].mode == "native" and target.image == "cpu":
-            with reporter.step(f"image {target.name} (for the int8 artifacts)") as step:
-                tags[target.name] = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
-                                                        on_stage=step.stage).tag
+            outcome = ensure_images(fleet, [target], reporter)[target.name]
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.image is not None
+            tags[target.name] = outcome.image.tag
             return target
     return None
 
