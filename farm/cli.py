@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -115,17 +116,17 @@ def matrix(
                                      help="stdout: table|json|markdown|html|junit [env: FARM_FORMAT]")] = "table",
     out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go "
                                       "[env: FARM_OUT]")] = Path("farm-report"),
-    min_cosine: Annotated[float, typer.Option(envvar="FARM_MIN_COSINE", help="tolerance: cosine to fp32 "
-                                              "[env: FARM_MIN_COSINE]")] = 0.99,
-    min_top1: Annotated[float, typer.Option(envvar="FARM_MIN_TOP1", help="tolerance: top-1 agreement with fp32 "
-                                            "[env: FARM_MIN_TOP1]")] = 0.99,
+    min_cosine: Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
+                                              help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")] = 0.99,
+    min_top1: Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
+                                            help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")] = 0.99,
     calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
     opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
     threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
                                          "[env: FARM_THREADS]")] = 1,
     iterations: Annotated[int | None, typer.Option(min=1, help="timed runs per variant (default 200; 10 "
                                                    "under QEMU)")] = None,
-    timeout: Annotated[float, typer.Option(envvar="FARM_TIMEOUT", help="seconds per container "
+    timeout: Annotated[float, typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container "
                                            "[env: FARM_TIMEOUT]")] = 1800.0,
     keep: Annotated[bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging "
                                        "[env: FARM_KEEP]")] = False,
@@ -133,7 +134,7 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
-    from farm.matrix import MatrixOptions, exit_code, load_inputs, run_matrix, write_reports
+    from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
     from farm.report import FORMATS
 
     if fmt not in FORMATS:
@@ -153,12 +154,18 @@ def matrix(
     fleet_.config.select(options.targets)
     with progress.reporter(quiet) as report:
         result = run_matrix(fleet_, given, options, report)
-    text = write_reports(result, out, json_file=json_file, fmt=fmt)
+    text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
     sys.stdout.write(text)
-    raise typer.Exit(exit_code(result))
+    raise typer.Exit(result.exit_code)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # `timeout`, a cancelled CI job and `docker stop` send SIGTERM: clean up exactly as for Ctrl-C.
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting with it, and typer
         # turns Ctrl-C into a returned 130 after the command's context managers have removed its containers.

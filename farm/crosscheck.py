@@ -27,7 +27,7 @@ def load_outputs(path: Path) -> dict[str, Array] | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError):
+    except Exception:  # empty, truncated or not a zip (EOFError, BadZipFile, ValueError): there is nothing to check
         return None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
+import requests
 
 from farm.errors import BuildFailed, EnvironmentProblem
 
@@ -84,10 +85,14 @@ class RunResult:
     oom_killed: bool
     timed_out: bool
     duration_s: float
+    # Set when the engine refused to start the container, or it vanished while it ran (removed from outside).
+    engine_error: str | None = None
 
     @property
     def failure(self) -> str | None:
         """Why the container failed, in words, or None when it exited 0."""
+        if self.engine_error:
+            return self.engine_error
         if self.timed_out:
             return f"timed out after {self.duration_s:.0f} s and was stopped"
         if self.oom_killed:
@@ -235,10 +240,32 @@ class Engine:
     # --- containers -----------------------------------------------------------------------------------------
 
     def run(self, spec: RunSpec, *, on_line: LineSink | None = None) -> RunResult:
-        """Run one container to completion and remove it, even on Ctrl-C."""
-        with self._container(spec) as container:
-            started = time.monotonic()
-            container.start()
+        """Run one container to completion and remove it, even on Ctrl-C.
+
+        What goes wrong with this container (it cannot start, it is removed from outside) is its result; losing the
+        engine itself is an EnvironmentProblem, since no other container can run either.
+        """
+        try:
+            return self._run(spec, on_line)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EnvironmentProblem(
+                f"running a container of {spec.image} failed because the Docker engine at {self.host} stopped "
+                f"answering ({_first_line(exc)})",
+                fix="check that the Docker daemon is running (`farm doctor`) and run farm again",
+            ) from None
+
+    def _run(self, spec: RunSpec, on_line: LineSink | None) -> RunResult:
+        with contextlib.ExitStack() as stack:
+            try:
+                container = stack.enter_context(self._container(spec))
+                started = time.monotonic()
+                container.start()
+            except docker.errors.APIError as exc:
+                # A missing image, or the NVIDIA runtime's "driver/library version mismatch": this target's
+                # failure alone.
+                return RunResult(exit_code=-1, log_tail=str(exc.explanation or exc), oom_killed=False,
+                                 timed_out=False, duration_s=0.0,
+                                 engine_error=f"could not be started: {_first_line(exc)}")
             reader = _LogReader(container, on_line)
             reader.start()
             timed_out = False
@@ -247,15 +274,26 @@ class Engine:
                 try:
                     status = container.wait(timeout=1)
                     break
-                except Exception:  # the SDK's read timeout: poll again, so Ctrl-C is seen within a second
+                except docker.errors.NotFound:
+                    return RunResult(exit_code=-1, log_tail=reader.tail(), oom_killed=False, timed_out=False,
+                                     duration_s=time.monotonic() - started,
+                                     engine_error="was removed from outside while it ran")
+                except requests.exceptions.RequestException as exc:
+                    # wait(timeout=1) ends with a read timeout while the container still runs: poll again, so
+                    # Ctrl-C is seen within a second. Any other request error means the engine is gone.
+                    if not _is_read_timeout(exc):
+                        raise
                     if time.monotonic() - started > spec.timeout_s:
                         timed_out = True
-                        container.kill()
+                        _kill(container)
                         status = container.wait(timeout=30)
                         break
             duration = time.monotonic() - started
             reader.join(timeout=5)
-            state = container.client.api.inspect_container(container.id)["State"]
+            try:
+                state = container.client.api.inspect_container(container.id)["State"]
+            except docker.errors.NotFound:
+                state = {}  # removed from outside (`docker rm -f`) right after it ended: its status says enough
             return RunResult(
                 exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
                 log_tail=reader.tail() or _logs_tail(container),
@@ -353,6 +391,20 @@ def _logs_tail(container: Any) -> str:
         return ""
 
 
+def _is_read_timeout(exc: BaseException) -> bool:
+    # Over a unix socket the SDK reports a read timeout as a ConnectionError that says so.
+    return isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in str(exc).lower()
+
+
+def _kill(container: Any) -> None:
+    try:
+        container.kill()
+    except docker.errors.APIError as exc:
+        # 404 or 409: it ended, or was removed, between the last poll and the kill; either way it is not running.
+        if exc.status_code not in (404, 409):
+            raise
+
+
 def _remove(container: Any) -> None:
     try:
         container.remove(force=True)
@@ -362,6 +414,9 @@ def _remove(container: Any) -> None:
         # "removal already in progress" is fine: it is going away either way.
         if "in progress" not in str(exc):
             raise
+    except requests.exceptions.ConnectionError:
+        # The engine is gone; the error that got us here is the one to report, and the container went with it.
+        pass
 
 
 def _first_line(exc: BaseException) -> str:

@@ -181,6 +181,13 @@ def place(target: Target, host: HostInfo) -> Placement:
 
 
 def _place_foreign(target: Target, host: HostInfo) -> Placement:
+    avx512 = [f for f in target.cpu_features if f.startswith("avx512")]
+    if avx512:
+        # Without this an x86 tier that needs AVX-512 would run under QEMU's AVX2 and be reported as itself.
+        return Placement(
+            mode="unavailable",
+            reason=f"needs {', '.join(avx512)}; this is an {host.arch} host and QEMU cannot emulate AVX-512",
+        )
     qemu = host.qemu.get(target.arch)
     if qemu is not None and qemu.version and not qemu.recent:
         return Placement(

@@ -21,19 +21,22 @@ import farm
 from farm import crosscheck, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
-from farm.engine import Mount
+from farm.engine import Mount, RunResult
+from farm.errors import BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import ModelInfo, inspect_model
 from farm.models import default_model
 from farm.progress import Reporter, Step
 from farm.report import Report, render
-from farm.report.schema import validate
+from farm.report.schema import InvalidReport, validate
 from farm.rewrite import rewrite_model
 
 IN = "/farm/in"
 OUT = "/farm/out"
 NATIVE_ITERATIONS = 200
+# With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 EMULATED_ITERATIONS = 10
 
 
@@ -67,6 +70,8 @@ class _Run:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Each target's fp32 outputs as the report folder holds them, for the cross-target check.
     fp32_outputs: dict[str, Path] = field(default_factory=dict)
+    # The exit code each failed target calls for (docs/contracts.md section 3).
+    failure_codes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -87,7 +92,14 @@ def load_inputs(options: MatrixOptions) -> MatrixInputs:
     return MatrixInputs(model=model_path, info=info, data=data)
 
 
-def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class MatrixResult:
+    report: dict[str, Any]
+    exit_code: int
+
+
+def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> MatrixResult:
+    named = set(options.targets)
     selected = fleet.config.select(options.targets)
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
@@ -96,13 +108,18 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
                expected_outputs=given.data.expected_outputs)
     try:
         _stage_inputs(inputs, given.model, given.data, fleet, run)
+        runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
             run.targets[target.name] = _target_head(target, placement)
             if not placement.runnable:
                 _finish(run, target.name, status="skipped", reason=placement.reason)
+            elif target.on_request and target.name not in named:
+                _finish(run, target.name, status="skipped",
+                        reason=f"runs only on request, its image being large: farm matrix --target {target.name}")
+            else:
+                runnable.append(target)
         _write(run, options)
-        runnable = [t for t in selected if fleet.placements[t.name].runnable]
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
         _prepare(fleet, ready, tags, inputs, run, options, reporter)
@@ -114,10 +131,20 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
             _write(run, options)
         _compare_targets(run, [t.name for t in ordered])
     finally:
+        # Also on Ctrl-C or a lost engine: report.json then holds every result that arrived.
+        _write(run, options)
         if not options.keep_containers:
             shutil.rmtree(work, ignore_errors=True)
-    _write(run, options)
-    return run.report
+    return MatrixResult(report=run.report, exit_code=_exit_code(run))
+
+
+def _exit_code(run: _Run) -> int:
+    """The contract's precedence: a host problem (3) over a failed build (4) over a failed target (5)."""
+    codes = set(run.failure_codes.values())
+    for code in (EnvironmentProblem.exit_code, BuildFailed.exit_code, TargetFailed.exit_code):
+        if code in codes:
+            return code
+    return 0
 
 
 def _inputs(options: MatrixOptions) -> tuple[Path, Path | None, Path | None, DataSource | None]:
@@ -179,6 +206,7 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
             if outcome.error.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
                 raise outcome.error
             _finish(run, name, status="failed", reason=f"image build failed: {outcome.error}")
+            run.failure_codes[name] = outcome.error.exit_code
     return tags
 
 
@@ -192,13 +220,13 @@ def _prepare(
     if not candidates:
         return
     if native is None:
-        native = _native_helper(fleet, tags, reporter)
+        native = _native_helper(fleet, tags, reporter, run.report["warnings"])
     if native is None:
         run.report["warnings"].append(
             "no native target could make the int8 artifacts, so quantized variants were not evaluated")
         return
     spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, artifacts=False,
-                 labels=(inputs / "labels.npy").is_file())
+                 labels=(inputs / "labels.npy").is_file(), host_flags=fleet.host.cpu_flags)
     (inputs / "spec-prepare.json").write_text(json.dumps(spec, indent=2))
     out = _out_dir(run, "prepare")
     with reporter.step(f"prepare int8 artifacts in {native.name}") as step:
@@ -219,16 +247,17 @@ def _prepare(
         _open_up(inputs)
 
 
-def _native_helper(fleet: Fleet, tags: dict[str, str], reporter: Reporter) -> Target | None:
+def _native_helper(fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str]) -> Target | None:
     """A native target that was not selected can still make the artifacts for the selected ones."""
     for target in fleet.config.targets:
-        if fleet.placements[target.name].mode == "native" and target.image == "cpu":
-            outcome = ensure_images(fleet, [target], reporter)[target.name]
-            if outcome.error is not None:
-                raise outcome.error
-            assert outcome.image is not None
+        if fleet.placements[target.name].mode != "native" or target.image != "cpu":
+            continue
+        outcome = ensure_images(fleet, [target], reporter)[target.name]
+        if outcome.image is not None:
             tags[target.name] = outcome.image.tag
             return target
+        # The artifacts can come from another native target; without any, only fp32 and optimized run.
+        warnings.append(f"{target.name} could not make the int8 artifacts: {outcome.error}")
     return None
 
 
@@ -237,27 +266,43 @@ def _evaluate(
 ) -> None:
     placement = fleet.placements[target.name]
     spec = _spec(target, placement, "evaluate", list(target.candidates), options,
-                 artifacts=(inputs / "artifacts").is_dir(), labels=(inputs / "labels.npy").is_file())
+                 artifacts=(inputs / "artifacts").is_dir(), labels=(inputs / "labels.npy").is_file(),
+                 host_flags=fleet.host.cpu_flags)
     spec_name = f"spec-{target.name}.json"
     (inputs / spec_name).write_text(json.dumps(spec, indent=2))
     _open_up(inputs)
-    out = _out_dir(run, target.name)
+    out = _out_dir(run, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
-    with reporter.step(label) as step:
-        step.stage("evaluate")
-        result = fleet.engine.run(
-            runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{spec_name}", OUT],
-                            mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
-                            keep=options.keep_containers),
-            on_line=_stage_lines(step),
-        )
-        if result.failure:
-            step.stage(f"container {result.failure}")
+    result: RunResult | None = None
+    try:
+        with reporter.step(label) as step:
+            step.stage("evaluate")
+            result = fleet.engine.run(
+                runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{spec_name}", OUT],
+                                mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
+                                keep=options.keep_containers),
+                on_line=_stage_lines(step),
+            )
+            if result.failure:
+                step.stage(f"container {result.failure}")
+    finally:
+        # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
+        _collect(run, target.name, out, result)
+    _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
+
+
+def _collect(run: _Run, name: str, out: Path, result: RunResult | None) -> None:
+    """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
     written = _read_json(out / "result.json")
-    entry = run.targets[target.name]
+    entry = run.targets[name]
     for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings"):
         if key in written:
             entry[key] = written[key]
+    if result is None:
+        entry["status"] = "failed"
+        entry["reason"] = "farm was stopped while this target ran; its variants are those it finished"
+        run.failure_codes[name] = TargetFailed.exit_code
+        return
     entry["exit_code"] = result.exit_code
     entry["duration_s"] = round(result.duration_s, 2)
     if result.failure:
@@ -269,7 +314,8 @@ def _evaluate(
         entry["status"] = "failed"
         entry["reason"] = "the job exited 0 but wrote no result.json"
         entry["log_tail"] = result.log_tail
-    _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
+    if entry["status"] == "failed":
+        run.failure_codes[name] = TargetFailed.exit_code
 
 
 def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> None:
@@ -320,15 +366,15 @@ def _stage_lines(step: Step) -> Callable[[str], None]:
 
 def _spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
-    artifacts: bool, labels: bool,
+    artifacts: bool, labels: bool, host_flags: frozenset[str],
 ) -> dict[str, Any]:
     emulated = placement.mode == "emulated"
     iterations = options.iterations or (EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
     x86_vnni: bool | None = None
     if target.arch == "x86_64":
-        tier = set(target.cpu_features)
-        x86_vnni = bool(tier & {"avx512_vnni", "avx_vnni"}) or (
-            placement.mode == "native" and not target.cpu_features)
+        # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.
+        tier = set(target.cpu_features) if target.cpu_features or placement.mode != "native" else set(host_flags)
+        x86_vnni = bool(tier & VNNI_FLAGS)
     return {
         "schema": "farm.spec/1",
         "stage": stage,
@@ -397,8 +443,13 @@ def _write(run: _Run, options: MatrixOptions) -> None:
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
     """Write every format into ``out_dir`` (and JSON to ``json_file``); return the one asked for on stdout."""
+    try:
+        validate(report)
+    except InvalidReport as exc:
+        # The report is farm's own making, so this is farm's bug, not the user's input; report.json is kept.
+        raise FarmError(f"farm wrote a report that does not follow farm.report/1 ({exc.path}: {exc.problem})",
+                        fix=f"this is a bug in farm: report it with {out_dir / 'report.json'}") from None
     parsed = Report.from_dict(report)
-    validate(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, kind in (("report.json", "json"), ("report.md", "markdown"), ("report.html", "html"),
                        ("junit.xml", "junit")):
@@ -406,8 +457,3 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
     if json_file is not None:
         json_file.write_text(render(parsed, "json"))
     return render(parsed, fmt)
-
-
-def exit_code(report: dict[str, Any]) -> int:
-    return 5 if any(t["status"] == "failed" for t in report["targets"]) else 0
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -145,9 +146,13 @@ class _Evaluation:
                 self.warn(f"outputs/fp32.npz lacks {name!r}: its shape differs between samples {sorted(shapes)}")
                 continue
             arrays[name] = np.stack([o[index] for o in self.reference])
-        (self.out / "outputs").mkdir(parents=True, exist_ok=True)
+        folder = self.out / "outputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written beside and renamed, so a job killed mid-write never leaves a truncated file for the controller.
+        partial = folder / ".fp32.partial.npz"
         # cast: numpy's stub types **kwds as if one of them could be its own allow_pickle flag.
-        np.savez(self.out / "outputs" / "fp32.npz", **cast(dict[str, Any], arrays))
+        np.savez(partial, **cast(dict[str, Any], arrays))
+        os.replace(partial, folder / "fp32.npz")
 
     def _optimized(self) -> None:
         spec = self.spec

@@ -92,6 +92,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; the controller may read it as another user (rootless or remapped engines).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             # allow_nan=False: NaN is not JSON, and a reader should fail here rather than far away.
             json.dump(data, handle, indent=2, allow_nan=False)

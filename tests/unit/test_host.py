@@ -67,3 +67,14 @@ def test_read_binfmt_parses_the_kernel_entries(tmp_path: Path) -> None:
         "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f45\n")
     entries = read_binfmt(tmp_path)
     assert entries["qemu-aarch64"].works_in_containers
+
+
+def test_an_arm64_host_never_passes_avx2_off_as_the_vnni_tier() -> None:
+    amd64_binfmt = {"qemu-x86_64": Binfmt(name="qemu-x86_64", enabled=True,
+                                          interpreter="/usr/libexec/qemu-binfmt/x86_64-binfmt-P", flags="POF")}
+    arm_host = host(arch="aarch64", cpu_flags=frozenset({"asimd", "asimddp"}), binfmt=amd64_binfmt)
+    vnni = place(TARGETS.target("x86-avx512-vnni"), arm_host)
+    assert vnni.mode == "unavailable"
+    assert "QEMU cannot emulate AVX-512" in (vnni.reason or "")
+    assert place(TARGETS.target("x86-avx2"), arm_host).mode == "emulated"
+    assert place(TARGETS.target("arm64"), arm_host).mode == "native"
