@@ -15,11 +15,11 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from farm.errors import BuildFailed, EnvironmentProblem
+from farm.files import LineSink, file_sha256
 
 SUITE = "bookworm"
 # No ca-certificates: farm's containers have no network, and under QEMU its configure step is among the slowest.
@@ -29,8 +29,6 @@ RECIPE = "2"
 DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
 _ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
-
-LineSink = Callable[[str], None]
 
 
 def base_tag(arch: str) -> str:
@@ -95,7 +93,7 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
 
 def docker_archive(rootfs_tar: Path, *, arch: str, tag: str, out: Path) -> None:
     """Wrap a root file system tarball as a one-layer image that says its architecture."""
-    layer_digest = _sha256(rootfs_tar)
+    layer_digest = file_sha256(rootfs_tar)
     config = {
         "architecture": DOCKER_ARCH[arch],
         "os": "linux",
@@ -123,14 +121,6 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     archive.addfile(info, io.BytesIO(data))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stream(command: list[str], on_line: LineSink) -> None:

@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +23,10 @@ import docker.types
 import requests
 
 from farm.errors import BuildFailed, EnvironmentProblem
+from farm.files import LineSink
 
 RUN_LABEL = "farm.run"
 LOG_TAIL_LINES = 40
-
-LineSink = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)

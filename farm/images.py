@@ -13,7 +13,6 @@ import json
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +21,13 @@ from farm import bootstrap
 from farm.config import BOOTSTRAP, Config, Target
 from farm.engine import Engine
 from farm.errors import BuildFailed
+from farm.files import LineSink
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
 
 PACKAGE_DIR = Path(farm.__file__).parent
 LABEL_TARGET = "farm.target"
 LABEL_HASH = "farm.hash"
 
-LineSink = Callable[[str], None]
 
 @dataclass(frozen=True, kw_only=True)
 class BuiltImage:
@@ -56,6 +55,7 @@ def dockerfile_path(target: Target) -> Path:
             return path
     raise BuildFailed(f"no Dockerfile for image kind '{target.image}' (looked for images/{target.image}.Dockerfile)")
 
+
 def job_files() -> list[tuple[str, bytes]]:
     """What of farm goes into the image: the import-free package marker and the job, nothing of the controller."""
     files = [("farm/__init__.py", (PACKAGE_DIR / "__init__.py").read_bytes())]
@@ -63,8 +63,10 @@ def job_files() -> list[tuple[str, bytes]]:
         files.append((f"farm/{path.relative_to(PACKAGE_DIR).as_posix()}", path.read_bytes()))
     return files
 
+
 def base_ref(target: Target) -> str:
     return bootstrap.base_tag(target.arch) if target.base == BOOTSTRAP else target.base
+
 
 def content_hash(target: Target, wheelhouse: Wheelhouse) -> str:
     job = hashlib.sha256()
@@ -80,13 +82,16 @@ def content_hash(target: Target, wheelhouse: Wheelhouse) -> str:
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
+
 def image_tag(target: Target, wheelhouse: Wheelhouse) -> str:
     return f"farm/{target.name}:{content_hash(target, wheelhouse)}"
+
 
 def current_tag(config: Config, target: Target) -> str | None:
     """The tag a build would produce now, or None while the wheelhouse has not been downloaded."""
     wheelhouse = cached_wheelhouse(config.cache_dir, target.platform, wheel_requirements(target))
     return image_tag(target, wheelhouse) if wheelhouse else None
+
 
 def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
     """The base image for the target's platform, bootstrapped from Debian or pulled from a registry."""
@@ -113,6 +118,7 @@ def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
             fix="remove it with `docker rmi` and run `farm build` again",
         )
     return ref
+
 
 def ensure_image(
     engine: Engine, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink
@@ -152,6 +158,7 @@ def ensure_image(
         )
     return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True,
                       seconds=time.monotonic() - started)
+
 
 def write_context(path: Path, target: Target, wheelhouse: Wheelhouse) -> None:
     with tarfile.open(path, "w") as tar:

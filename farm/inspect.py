@@ -6,7 +6,6 @@ so that it is reported once as a ModelError rather than once per target as a fai
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import onnx
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
 
 from farm.errors import ModelError
+from farm.files import file_sha256
 
 Dim = int | str | None
 
@@ -160,14 +160,6 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
         outputs=tuple(_tensor_info(v.name, v.type) for v in graph.output),
         external_data=external,
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _parse(path: Path) -> ModelProto:

@@ -19,7 +19,8 @@ from typing import Any
 import onnx
 import onnxoptimizer
 
-from farm.inspect import external_locations, file_sha256
+from farm.files import file_sha256
+from farm.inspect import external_locations
 
 # Bump when the way a model is rewritten changes, so cached results are made again.
 RECIPE = "1"

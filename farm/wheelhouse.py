@@ -15,19 +15,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm.config import PLATFORM_ARCH
 from farm.errors import BuildFailed, ConfigError
+from farm.files import LineSink, file_sha256
 
 PYTHON_VERSION = "3.11"
 # bookworm has glibc 2.36, so every manylinux tag up to 2_36 installs there.
 _MANYLINUX = [f"manylinux_2_{minor}" for minor in range(36, 16, -1)]
-_PIP_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 _MANIFEST = "manifest.json"
-
-LineSink = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +91,7 @@ def ensure_wheelhouse(
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=".download-") as scratch:
         _download(Path(scratch), platform, requirements, on_line=on_line, source=source)
         wheels = tuple(
-            Wheel(file=p.name, sha256=_sha256(p)) for p in sorted(Path(scratch).glob("*.whl"))
+            Wheel(file=p.name, sha256=file_sha256(p)) for p in sorted(Path(scratch).glob("*.whl"))
         )
         manifest = {"platform": platform, "requirements": list(requirements), "python": PYTHON_VERSION,
                     "wheels": [{"file": w.file, "sha256": w.sha256} for w in wheels]}
@@ -108,7 +107,7 @@ def ensure_wheelhouse(
 
 
 def pip_download_command(platform: str, requirements: Sequence[str], dest: Path) -> list[str]:
-    arch = _PIP_ARCH[platform]
+    arch = PLATFORM_ARCH[platform]
     platforms = [f"{tag}_{arch}" for tag in _MANYLINUX] + [f"manylinux2014_{arch}"]
     return [
         sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--progress-bar=off",
@@ -150,11 +149,3 @@ def _download(dest: Path, platform: str, requirements: Sequence[str], *, on_line
         f"downloading wheels for {platform} failed (pip exit {code}): {last}",
         fix="check that the package index is reachable (pip config, proxy) and retry",
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
