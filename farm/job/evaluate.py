@@ -17,7 +17,7 @@ import onnxruntime as ort
 from farm.job.data import DataError, Dataset
 from farm.job.metrics import Accuracy, Latency, compare
 from farm.job.optimize import optimize
-from farm.job.recommend import MITIGATION_SUFFIX, recommend
+from farm.job.recommend import MITIGATION_SUFFIX, recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import open_session, providers_used
 from farm.job.spec import Spec
@@ -109,8 +109,9 @@ class _Evaluation:
         emulated = spec.target.emulated
         risk = spec.target.arch == "x86_64" and spec.target.x86_vnni is False
         recommended, why = recommend(self.result.variants, emulated=emulated, saturation_risk=risk)
+        findings = tuple(saturation_findings(self.result.variants))
         self.finished = True
-        self.save(recommended=recommended, recommendation_reason=why)
+        self.save(recommended=recommended, recommendation_reason=why, warnings=(*self.result.warnings, *findings))
         return self.result
 
     def _fp32(self, dataset: Dataset) -> bool:

@@ -44,14 +44,50 @@ def recommend(
         return _on_accuracy(int8, saturation_risk, "no timings were taken")
     best = min(timed, key=_p50)
     base = min(bases, key=_p50)
+    safe = [v for v in timed if saturation_safe(v.name)] if saturation_risk else timed
     if _p50(best) < _p50(base):
         against = ", ".join(f"{v.name} {_ms(_p50(v))} ms" for v in bases)
-        return best.name, f"{best.name}: fastest within tolerance (p50 {_ms(_p50(best))} ms vs {against})"
+        reason = f"{best.name}: fastest within tolerance (p50 {_ms(_p50(best))} ms vs {against})"
+        if saturation_risk and not saturation_safe(best.name):
+            # It passed on these samples; inputs with larger activations may still saturate its kernels.
+            alternative = min(safe, key=_p50) if safe else None
+            reason += f"; {SATURATION_NOTE}" + (
+                f": {alternative.name} is within tolerance at p50 {_ms(_p50(alternative))} ms"
+                if alternative else ", and none of them is within tolerance here")
+        return best.name, reason
     speedup = _p50(base) / _p50(best) if _p50(best) > 0 else 0.0
-    return base.name, (
+    reason = (
         f"int8 did not pay: every int8 variant is slower than {base.name} "
         f"(best {speedup:.1f}x: {best.name} p50 {_ms(_p50(best))} ms vs {_ms(_p50(base))} ms)"
     )
+    if safe:
+        # int8 is also chosen for size; say which variant to ship then.
+        fastest_int8 = min(safe, key=_p50)
+        reason += (f"; if int8 is needed here (e.g. for size), {fastest_int8.name} is the fastest within tolerance"
+                   + (" that cannot saturate" if saturation_risk else ""))
+    return base.name, reason
+
+
+def saturation_findings(variants: Sequence[VariantResult]) -> list[str]:
+    """Variants that fall out of tolerance while their +x64quantprecision twin, the same model file, stays in.
+
+    The twin differs only in the kernels' intermediate precision, so the loss is the kernels' (VPMADDUBSW saturating
+    on x86 without VNNI), not quantization's: the one finding that a laptop with VNNI never shows.
+    """
+    by_name = {v.name: v for v in variants}
+    findings = []
+    for variant in variants:
+        twin = by_name.get(variant.name + MITIGATION_SUFFIX)
+        if twin is None or variant.status != "ok" or variant.passes or not twin.passes:
+            continue
+        assert variant.accuracy is not None and twin.accuracy is not None
+        findings.append(
+            f"{variant.name} saturates on this tier: cosine {variant.accuracy.cosine:.4f}, against "
+            f"{twin.accuracy.cosine:.4f} for the same model with session.x64quantprecision=1, so its int8 kernels "
+            f"(VPMADDUBSW without VNNI) lose the accuracy, not quantization; ship {twin.name} (the session option), "
+            "u8u8-qdq or u8s8-qdq-rr on this tier"
+        )
+    return findings
 
 
 def _on_accuracy(int8: Sequence[VariantResult], saturation_risk: bool, why: str) -> tuple[str, str]:

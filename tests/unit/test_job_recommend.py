@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from farm.job.metrics import Accuracy, Latency
-from farm.job.recommend import recommend
+from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import VariantResult
 
 
@@ -94,3 +94,31 @@ def test_native_without_timings_falls_back_to_accuracy() -> None:
     name, why = recommend(variants, emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq"
     assert why is not None and why.startswith("no timings were taken")
+
+
+def test_int8_that_does_not_pay_still_names_the_int8_to_ship_for_size() -> None:
+    variants = [*BASE, ok("u8s8-qdq", 0.25), ok("u8u8-qdq", 0.30), ok("s8s8-qdq", 0.40, within=False)]
+    _, why = recommend(variants, emulated=False, saturation_risk=False)
+    assert why is not None and why.endswith("; if int8 is needed here (e.g. for size), u8s8-qdq is the fastest "
+                                            "within tolerance")
+    _, risky = recommend(variants, emulated=False, saturation_risk=True)
+    assert risky is not None and risky.endswith("u8u8-qdq is the fastest within tolerance that cannot saturate")
+
+
+def test_a_fast_variant_that_may_saturate_comes_with_a_safe_alternative() -> None:
+    variants = [*BASE, ok("u8s8-qdq", 0.10), ok("u8u8-qdq", 0.12)]
+    name, why = recommend(variants, emulated=False, saturation_risk=True)
+    assert name == "u8s8-qdq"
+    assert why is not None and why.endswith(": u8u8-qdq is within tolerance at p50 0.12 ms")
+
+
+def test_saturation_is_told_apart_from_quantization_by_the_mitigation_twin() -> None:
+    variants = [
+        *BASE,
+        ok("u8s8-qdq", 0.1, 0.9537, within=False), ok("u8s8-qdq+x64quantprecision", 0.1, 1.0),
+        # Out of tolerance with its twin too: quantization itself lost the accuracy, not the kernels.
+        ok("u8s8-dynamic", 0.1, 0.90, within=False), ok("u8s8-dynamic+x64quantprecision", 0.1, 0.91, within=False),
+    ]
+    findings = saturation_findings(variants)
+    assert len(findings) == 1
+    assert findings[0].startswith("u8s8-qdq saturates on this tier: cosine 0.9537, against 1.0000 for the same model")
