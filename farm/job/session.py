@@ -21,6 +21,22 @@ class ProviderFallback(RuntimeError):
     """ORT quietly dropped the accelerator the target asked for; figures from the CPU would be mislabelled."""
 
 
+_cuda_preloaded = False
+
+
+def preload_cuda(providers: tuple[str, ...]) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels before the first CUDA session, once per process.
+
+    The GPU image gets them from PyPI (onnxruntime-gpu[cuda,cudnn]) rather than from a CUDA base image, and the
+    loader's search path does not include site-packages: onnxruntime documents preload_dlls() for exactly this case.
+    """
+    global _cuda_preloaded
+    if _cuda_preloaded or "CUDAExecutionProvider" not in providers or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_preloaded = True
+    ort.preload_dlls()
+
+
 def open_session(
     model: Path,
     *,
@@ -45,6 +61,7 @@ def open_session(
         options.optimized_model_filepath = str(optimized_model)
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
+    preload_cuda(target.providers)
     session = ort.InferenceSession(str(model), sess_options=options, providers=list(target.providers))
     used = list(session.get_providers())
     if target.wants_accelerator and target.providers[0] not in used:

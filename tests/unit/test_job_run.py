@@ -266,3 +266,16 @@ def test_the_job_ships_alone(tmp_path: Path) -> None:
     modules = json.loads(done.stdout)
     assert "farm.job.evaluate" in modules and "farm.job.quantize" in modules
     assert all(m in ("farm", "farm.job") or m.startswith("farm.job.") for m in modules), modules
+
+
+def test_cuda_libraries_from_the_nvidia_wheels_are_preloaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from farm.job import session
+
+    calls: list[None] = []
+    monkeypatch.setattr(session, "_cuda_preloaded", False)
+    monkeypatch.setattr(session.ort, "preload_dlls", lambda: calls.append(None), raising=False)
+    session.preload_cuda(("CPUExecutionProvider",))
+    assert calls == []
+    session.preload_cuda(("CUDAExecutionProvider", "CPUExecutionProvider"))
+    session.preload_cuda(("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert calls == [None]
