@@ -67,7 +67,7 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
             fix="run `farm doctor --fix` as root, or `apt-get install mmdebstrap`",
         )
     debian_arch = DOCKER_ARCH[arch]
-    if tool == "mmdebstrap" and arch != os.uname().machine and shutil.which("arch-test") is None:
+    if tool == "mmdebstrap" and arch != os.uname().machine and "arch-test" in missing_packages():
         raise EnvironmentProblem(
             f"bootstrapping the {debian_arch} base failed because mmdebstrap needs arch-test for a foreign "
             "architecture and it is not installed",

@@ -151,7 +151,6 @@ def matrix(
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
     fleet_ = fleet.Fleet.open(targets_file)
-    fleet_.config.select(options.targets)
     with progress.reporter(quiet) as report:
         result = run_matrix(fleet_, given, options, report)
     text = write_reports(result.report, out, json_file=json_file, fmt=fmt)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import onnx
 from onnx import numpy_helper
 
-from farm.errors import DataError
+from farm.errors import DataError, one_line
 from farm.inspect import Dim, ModelInfo, TensorInfo
 
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
@@ -234,7 +234,7 @@ def load_npz(
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(
-            f"--data {path.name} is not a readable .npz archive ({_one_line(exc)})",
+            f"--data {path.name} is not a readable .npz archive ({one_line(exc, 200)})",
             fix="save the inputs with np.savez(PATH, NAME=array, ...), one array per model input name",
         ) from exc
     if isinstance(loaded, np.ndarray):
@@ -247,7 +247,7 @@ def load_npz(
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(
-            f"--data {path.name} has an array that cannot be read ({_one_line(exc)})",
+            f"--data {path.name} has an array that cannot be read ({one_line(exc, 200)})",
             fix="save plain numeric arrays with np.savez (object arrays are refused)",
         ) from exc
     warnings: list[str] = []
@@ -333,7 +333,7 @@ def load_labels(path: str | os.PathLike[str]) -> Array:
     try:
         loaded = np.load(label_path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"--labels {name} is not a readable .npy array ({_one_line(exc)})", fix=fix) from exc
+        raise DataError(f"--labels {name} is not a readable .npy array ({one_line(exc, 200)})", fix=fix) from exc
     if not isinstance(loaded, np.ndarray):
         loaded.close()
         raise DataError(f"--labels {name} is an .npz archive, not a single .npy array", fix=fix)
@@ -482,7 +482,7 @@ def _read_tensors(set_dir: Path, kind: str) -> list[onnx.TensorProto]:
             tensor.ParseFromString(pb.read_bytes())
         except Exception as exc:  # protobuf's DecodeError has no typed stub to name
             raise DataError(
-                f"{set_dir.name}/{pb.name} is not a serialized TensorProto ({_one_line(exc)})",
+                f"{set_dir.name}/{pb.name} is not a serialized TensorProto ({one_line(exc, 200)})",
                 fix="write each file with onnx.numpy_helper.from_array(array, name).SerializeToString()",
             ) from exc
         tensors.append(tensor)
@@ -517,7 +517,7 @@ def _match(
             result[name] = numpy_helper.to_array(tensor)
         except Exception as exc:  # onnx raises assorted errors for tensors it cannot convert
             raise DataError(
-                f"{where}: the {kind} for '{name}' cannot be read as an array ({_one_line(exc)})",
+                f"{where}: the {kind} for '{name}' cannot be read as an array ({one_line(exc, 200)})",
                 fix="write it with onnx.numpy_helper.from_array",
             ) from exc
     return result
@@ -605,11 +605,6 @@ def _fmt(shape: Iterable[Dim]) -> str:
 
 def _names(names: Iterable[str]) -> str:
     return ", ".join(sorted(names) if not isinstance(names, (list, tuple)) else names)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 __all__ = [

@@ -87,6 +87,12 @@ class RunResult:
     # Set when the engine refused to start the container, or it vanished while it ran (removed from outside).
     engine_error: str | None = None
 
+    @classmethod
+    def engine_failure(cls, why: str, *, log_tail: str = "", duration_s: float = 0.0) -> RunResult:
+        """A run that ended without an exit status of its own: it could not start, or it was removed."""
+        return cls(exit_code=-1, log_tail=log_tail, oom_killed=False, timed_out=False, duration_s=duration_s,
+                   engine_error=why)
+
     @property
     def failure(self) -> str | None:
         """Why the container failed, in words, or None when it exited 0."""
@@ -262,9 +268,8 @@ class Engine:
             except docker.errors.APIError as exc:
                 # A missing image, or the NVIDIA runtime's "driver/library version mismatch": this target's
                 # failure alone.
-                return RunResult(exit_code=-1, log_tail=str(exc.explanation or exc), oom_killed=False,
-                                 timed_out=False, duration_s=0.0,
-                                 engine_error=f"could not be started: {_first_line(exc)}")
+                return RunResult.engine_failure(f"could not be started: {_first_line(exc)}",
+                                                log_tail=str(exc.explanation or exc))
             reader = _LogReader(container, on_line)
             reader.start()
             timed_out = False
@@ -274,9 +279,8 @@ class Engine:
                     status = container.wait(timeout=1)
                     break
                 except docker.errors.NotFound:
-                    return RunResult(exit_code=-1, log_tail=reader.tail(), oom_killed=False, timed_out=False,
-                                     duration_s=time.monotonic() - started,
-                                     engine_error="was removed from outside while it ran")
+                    return RunResult.engine_failure("was removed from outside while it ran", log_tail=reader.tail(),
+                                                    duration_s=time.monotonic() - started)
                 except requests.exceptions.RequestException as exc:
                     # wait(timeout=1) ends with a read timeout while the container still runs: poll again, so
                     # Ctrl-C is seen within a second. Any other request error means the engine is gone.

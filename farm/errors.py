@@ -7,6 +7,12 @@ A message is one line in the shape "X failed because Y; Z", where Z says how to 
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's words on one line, cut at ``limit`` characters, for the cause part of a message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class FarmError(Exception):
     """Base class. ``fix`` is the advice appended after the cause."""
 

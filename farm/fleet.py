@@ -74,7 +74,6 @@ def describe(targets_file: Path | None) -> list[TargetRow]:
 class BuildOutcome:
     """One target's image, or why it could not be made."""
 
-    target: str
     image: images.BuiltImage | None = None
     error: FarmError | None = None
 
@@ -127,11 +126,11 @@ def ensure_images(fleet: Fleet, targets: Sequence[Target], reporter: progress.Re
                 with reporter.step(f"image {target.name}") as step:
                     built = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
                                                 on_stage=step.stage)
-                outcomes[target.name] = BuildOutcome(target=target.name, image=built)
+                outcomes[target.name] = BuildOutcome(image=built)
             except FarmError as exc:
-                outcomes[target.name] = BuildOutcome(target=target.name, error=exc)
+                outcomes[target.name] = BuildOutcome(error=exc)
             except Exception as exc:  # a bug or an SDK error: reported for this target, not lost in a thread
-                outcomes[target.name] = BuildOutcome(target=target.name, error=BuildFailed(
+                outcomes[target.name] = BuildOutcome(error=BuildFailed(
                     f"building the image of {target.name} failed because {type(exc).__name__}: {exc}"))
 
     threads = [threading.Thread(target=build_group, args=(group,), daemon=True) for group in groups.values()]

@@ -15,7 +15,7 @@ from typing import Any, Self
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
 
-from farm.errors import ModelError
+from farm.errors import ModelError, one_line
 from farm.files import file_sha256
 
 Dim = int | str | None
@@ -168,15 +168,15 @@ def _parse(path: Path) -> ModelProto:
         # External tensors are checked for presence below; loading them would read gigabytes for nothing.
         model = onnx.load(str(path), load_external_data=False)
     except OSError as exc:
-        raise ModelError(f"{name} cannot be read ({_one_line(exc)})", fix="check the file's permissions") from exc
+        raise ModelError(f"{name} cannot be read ({one_line(exc)})", fix="check the file's permissions") from exc
     except Exception as exc:  # protobuf's DecodeError and onnx's own parse errors share no narrower base
         if _looks_like_onnx(path):
             raise ModelError(
-                f"{name} is truncated or corrupt (protobuf parse failed: {_one_line(exc)})",
+                f"{name} is truncated or corrupt (protobuf parse failed: {one_line(exc)})",
                 fix="copy or export the model again and check that the whole file arrived",
             ) from exc
         raise ModelError(
-            f"{name} is not an ONNX model (protobuf parse failed: {_one_line(exc)})", fix=_EXPORT_HINT
+            f"{name} is not an ONNX model (protobuf parse failed: {one_line(exc)})", fix=_EXPORT_HINT
         ) from exc
     if not model.HasField("graph") and model.ir_version == 0:
         # Arbitrary bytes sometimes parse as a message made only of unknown fields.
@@ -215,12 +215,12 @@ def _check(path: Path, model: ModelProto) -> None:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise ModelError(
-            f"{path.name} fails the ONNX checker: {_one_line(exc)}",
+            f"{path.name} fails the ONNX checker: {one_line(exc)}",
             fix="re-export the model, or run onnx.checker.check_model on it to see the full error",
         ) from exc
     except Exception as exc:  # the C++ checker raises plain RuntimeError/ValueError/DecodeError alike
         raise ModelError(
-            f"{path.name} could not be checked ({_one_line(exc)})",
+            f"{path.name} could not be checked ({one_line(exc)})",
             fix="re-export the model, or run onnx.checker.check_model on it to see the full error",
         ) from exc
 
@@ -337,8 +337,3 @@ def _tensor_info(name: str, value_type: TypeProto) -> TensorInfo:
         else:
             shape.append(None)
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

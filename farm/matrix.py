@@ -26,6 +26,7 @@ from farm.errors import BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import ModelInfo, inspect_model
+from farm.job.result import write_json_atomic
 from farm.models import default_model
 from farm.progress import Reporter, Step
 from farm.report import Report, render
@@ -68,8 +69,8 @@ class _Run:
     report: dict[str, Any]
     expected_outputs: Mapping[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Each target's fp32 outputs as the report folder holds them, for the cross-target check.
-    fp32_outputs: dict[str, Path] = field(default_factory=dict)
+    # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
+    fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # The exit code each failed target calls for (docs/contracts.md section 3).
     failure_codes: dict[str, int] = field(default_factory=dict)
 
@@ -225,18 +226,12 @@ def _prepare(
         run.report["warnings"].append(
             "no native target could make the int8 artifacts, so quantized variants were not evaluated")
         return
-    spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, artifacts=False,
-                 labels=(inputs / "labels.npy").is_file(), host_flags=fleet.host.cpu_flags)
-    (inputs / "spec-prepare.json").write_text(json.dumps(spec, indent=2))
+    spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, inputs=inputs,
+                 host_flags=fleet.host.cpu_flags)
     out = _out_dir(run, "prepare")
     with reporter.step(f"prepare int8 artifacts in {native.name}") as step:
         step.stage("quantize")
-        result = fleet.engine.run(
-            runner.run_spec(native, fleet.placements[native.name], tags[native.name],
-                            ["-m", "farm.job", f"{IN}/spec-prepare.json", OUT], mounts=_mounts(inputs, out),
-                            timeout_s=options.timeout_s, memory=options.memory, keep=options.keep_containers),
-            on_line=step.line,
-        )
+        result = _run_job(fleet, native, tags[native.name], spec, inputs, out, options, step.line)
     prepared = _read_json(out / "prepare.json")
     run.report["warnings"].extend(prepared.get("warnings", []))
     if result.failure:
@@ -265,30 +260,38 @@ def _evaluate(
     fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter
 ) -> None:
     placement = fleet.placements[target.name]
-    spec = _spec(target, placement, "evaluate", list(target.candidates), options,
-                 artifacts=(inputs / "artifacts").is_dir(), labels=(inputs / "labels.npy").is_file(),
+    spec = _spec(target, placement, "evaluate", list(target.candidates), options, inputs=inputs,
                  host_flags=fleet.host.cpu_flags)
-    spec_name = f"spec-{target.name}.json"
-    (inputs / spec_name).write_text(json.dumps(spec, indent=2))
-    _open_up(inputs)
     out = _out_dir(run, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
     try:
         with reporter.step(label) as step:
             step.stage("evaluate")
-            result = fleet.engine.run(
-                runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{spec_name}", OUT],
-                                mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
-                                keep=options.keep_containers),
-                on_line=_stage_lines(step),
-            )
+            result = _run_job(fleet, target, tag, spec, inputs, out, options, _stage_lines(step))
             if result.failure:
                 step.stage(f"container {result.failure}")
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
+
+
+def _run_job(
+    fleet: Fleet, target: Target, tag: str, spec: dict[str, Any], inputs: Path, out: Path, options: MatrixOptions,
+    on_line: Callable[[str], None],
+) -> RunResult:
+    """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
+    name = f"spec-{spec['stage']}-{spec['target']['name']}.json"
+    path = inputs / name
+    path.write_text(json.dumps(spec, indent=2))
+    path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
+    return fleet.engine.run(
+        runner.run_spec(target, fleet.placements[target.name], tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
+                        mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
+                        keep=options.keep_containers),
+        on_line=on_line,
+    )
 
 
 def _collect(run: _Run, name: str, out: Path, result: RunResult | None) -> None:
@@ -325,9 +328,11 @@ def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> No
     kept = out_dir / "outputs" / f"{name}.fp32.npz"
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(written, kept)
-    run.fp32_outputs[name] = kept
     outputs = crosscheck.load_outputs(kept)
-    if run.expected_outputs is None or outputs is None:
+    if outputs is None:
+        return
+    run.fp32_outputs[name] = outputs
+    if run.expected_outputs is None:
         return
     problem = crosscheck.disagreement(outputs, run.expected_outputs)
     if problem:
@@ -342,12 +347,9 @@ def _compare_targets(run: _Run, order: Sequence[str]) -> None:
     if len(present) < 2:
         return
     reference = present[0]
-    want = crosscheck.load_outputs(run.fp32_outputs[reference])
     for name in present[1:]:
-        got = crosscheck.load_outputs(run.fp32_outputs[name])
-        if want is None or got is None:
-            continue
-        problem = crosscheck.disagreement(got, want, atol=crosscheck.CROSS_ATOL)
+        problem = crosscheck.disagreement(run.fp32_outputs[name], run.fp32_outputs[reference],
+                                          atol=crosscheck.CROSS_ATOL)
         if problem:
             run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
 
@@ -366,8 +368,9 @@ def _stage_lines(step: Step) -> Callable[[str], None]:
 
 def _spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
-    artifacts: bool, labels: bool, host_flags: frozenset[str],
+    inputs: Path, host_flags: frozenset[str],
 ) -> dict[str, Any]:
+    """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
     iterations = options.iterations or (EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
     x86_vnni: bool | None = None
@@ -385,8 +388,8 @@ def _spec(
         "model": "model.onnx",
         "rewritten": "rewritten.onnx",
         "inputs": "inputs.npz",
-        "labels": "labels.npy" if labels else None,
-        "artifacts": "artifacts" if artifacts else None,
+        "labels": "labels.npy" if (inputs / "labels.npy").is_file() else None,
+        "artifacts": "artifacts" if (inputs / "artifacts").is_dir() else None,
         "candidates": candidates,
         "calibration": {"method": options.calibration, "samples": 64},
         "optimization_level": options.optimization_level,
@@ -435,10 +438,7 @@ def _last_line(text: str) -> str:
 def _write(run: _Run, options: MatrixOptions) -> None:
     """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
     run.report["targets"] = list(run.targets.values())
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    partial = options.out_dir / ".report.json.tmp"
-    partial.write_text(json.dumps(run.report, indent=2))
-    os.replace(partial, options.out_dir / "report.json")
+    write_json_atomic(options.out_dir / "report.json", run.report)
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:

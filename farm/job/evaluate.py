@@ -31,8 +31,7 @@ def mitigations_for(spec: Spec, variant: str) -> list[tuple[str, dict[str, str]]
     target = spec.target
     if (
         "x64quantprecision" in spec.mitigations
-        and target.arch == "x86_64"
-        and target.x86_vnni is False
+        and target.saturation_risk
         and variant.startswith("u8s8-")
     ):
         return [(variant + MITIGATION_SUFFIX, X64_QUANT_PRECISION)]
@@ -107,8 +106,8 @@ class _Evaluation:
         for name in spec.candidates:
             self._candidate(name)
         emulated = spec.target.emulated
-        risk = spec.target.arch == "x86_64" and spec.target.x86_vnni is False
-        recommended, why = recommend(self.result.variants, emulated=emulated, saturation_risk=risk)
+        recommended, why = recommend(self.result.variants, emulated=emulated,
+                                     saturation_risk=spec.target.saturation_risk)
         findings = tuple(saturation_findings(self.result.variants))
         self.finished = True
         self.save(recommended=recommended, recommendation_reason=why, warnings=(*self.result.warnings, *findings))

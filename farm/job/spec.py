@@ -111,6 +111,11 @@ class Target:
         return self.mode == "emulated"
 
     @property
+    def saturation_risk(self) -> bool:
+        """x86 without VNNI: MLAS's u8s8 and s8s8 kernels use VPMADDUBSW, whose int16 pair sums can saturate."""
+        return self.arch == "x86_64" and self.x86_vnni is False
+
+    @property
     def wants_accelerator(self) -> bool:
         """The first requested provider is not the CPU one: losing it silently would void every figure."""
         return self.providers[0] != "CPUExecutionProvider"

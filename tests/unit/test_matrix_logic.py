@@ -27,7 +27,7 @@ def test_exit_code_prefers_host_problems_then_builds_then_targets() -> None:
 
 
 def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> dict[str, object]:
-    return _spec(target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), artifacts=True, labels=False,
+    return _spec(target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), inputs=Path("/nonexistent"),
                  host_flags=host_flags)
 
 
