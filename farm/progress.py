@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -74,12 +75,22 @@ class RichReporter:
         self._progress.console.print(text)
 
 
+_say_lock = threading.Lock()
+
+
+def _say(line: str) -> None:
+    # Images build in several threads: one write per whole line, so their lines never run into each other.
+    with _say_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 class _QuietStep:
     def __init__(self, label: str) -> None:
         self._label = label
 
     def stage(self, text: str) -> None:
-        print(f"{self._label}: {text}", file=sys.stderr, flush=True)
+        _say(f"{self._label}: {text}")
 
     def line(self, text: str) -> None:
         pass
@@ -100,12 +111,12 @@ class QuietReporter:
         try:
             yield _QuietStep(label)
         except BaseException:
-            print(f"{label}: failed after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+            _say(f"{label}: failed after {time.monotonic() - started:.1f} s")
             raise
-        print(f"{label}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        _say(f"{label}: done in {time.monotonic() - started:.1f} s")
 
     def note(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        _say(text)
 
 
 def reporter(quiet: bool) -> RichReporter | QuietReporter:
