@@ -111,6 +111,10 @@ def matrix(
     labels: Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
     samples: Annotated[int | None, typer.Option(min=1, help="use the first N samples")] = None,
+    output: Annotated[list[str] | None, typer.Option(
+        "--output", help="only this output makes the verdict (repeatable); default: every float output")] = None,
+    metric: Annotated[str | None, typer.Option(
+        help="your own verdict: FILE.py:FUNCTION(fp32_outputs, outputs, labels) -> {'passed': bool, ...}")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write the report JSON to FILE")] = None,
     fmt: Annotated[str, typer.Option("--format", envvar="FARM_FORMAT",
                                      help="stdout: table|json|markdown|html|junit [env: FARM_FORMAT]")] = "table",
@@ -147,6 +151,7 @@ def matrix(
         model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
         calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
         cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
+        outputs=output or [], metric=metric,
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)

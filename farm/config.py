@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import ConfigError
+from farm.job.variants import CANDIDATES, DEFAULT_CANDIDATES
 
 PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 IMAGE_KINDS = ("cpu", "gpu")
-VARIANTS = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
 RUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
 BOOTSTRAP = "bootstrap"
 
@@ -55,7 +55,7 @@ class Target:
     runtime_version: str = "1.31.1"
     packages: tuple[str, ...] = ()
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    candidates: tuple[str, ...] = VARIANTS
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     cpu_features: tuple[str, ...] = ()
     cpu_excludes: tuple[str, ...] = ()
     emulate_cpu: str | None = None
@@ -101,8 +101,9 @@ class Target:
         package, version = _runtime(_string(table, "runtime", where, required=True), where)
         candidates = _strings(table, "candidates", where)
         for variant in candidates:
-            if variant not in VARIANTS:
-                raise ConfigError(f"{where}: unknown variant '{variant}' in candidates", fix=nearest(variant, VARIANTS))
+            if variant not in CANDIDATES:
+                raise ConfigError(f"{where}: unknown variant '{variant}' in candidates",
+                                  fix=nearest(variant, CANDIDATES))
         providers = _strings(table, "providers", where) or ("CPUExecutionProvider",)
         gpus = table.get("gpus", 0)
         if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:

@@ -349,8 +349,15 @@ def load_labels(path: str | os.PathLike[str]) -> Array:
 def synthesize(
     model: ModelInfo, *, samples: int, shapes: Mapping[str, Shape] | None = None, seed: int = 0
 ) -> dict[str, Array]:
-    """Deterministic random inputs: floats standard normal, integers in [0, 10), booleans fair."""
-    shapes = shapes or {}
+    """Deterministic random inputs: floats standard normal, integers in [0, 10), booleans fair.
+
+    A dynamic batch axis (axis 0 of an input of rank 2 or more) is filled with 1, since every feed is one sample;
+    any other dynamic dimension needs ``--shape``.
+    """
+    shapes = dict(shapes or {})
+    for tensor in model.inputs:
+        if tensor.name not in shapes and _batch_only_dynamic(tensor) and tensor.shape is not None:
+            shapes[tensor.name] = (1, *(d for d in tensor.shape[1:] if isinstance(d, int)))
     unresolved = [t for t in model.inputs if t.name not in shapes and not t.is_static]
     if unresolved:
         problems = "; ".join(f"'{t.name}' {_dynamic_text(t)}" for t in unresolved)
@@ -380,6 +387,11 @@ def synthesize(
                 fix="pass --data FILE.npz with real values for it",
             )
     return inputs
+
+
+def _batch_only_dynamic(tensor: TensorInfo) -> bool:
+    """Only axis 0 is dynamic, on an input of rank 2 or more: the batch, which one sample per feed fixes at 1."""
+    return tensor.shape is not None and len(tensor.shape) >= 2 and tensor.dynamic_dims == (0,)
 
 
 def _to_contract(

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import onnx
-from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
+from onnx import ModelProto, NodeProto, TensorProto, TypeProto
 
 from farm.errors import ModelError, one_line
 from farm.files import file_sha256
+from farm.job.graph import all_graphs, all_nodes, count_nodes
 
 Dim = int | str | None
 
@@ -84,6 +85,9 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     external_data: tuple[str, ...] = ()
+    # Conv, MatMul, Gemm, LSTM, ... (farm.job.graph.QUANTIZABLE_OPS), counted inside If/Loop/Scan bodies too.
+    quantizable_nodes: int = 0
+    quantizable_in_subgraphs: int = 0
 
     @property
     def uses_external_data(self) -> bool:
@@ -126,6 +130,8 @@ class ModelInfo:
             inputs=tuple(TensorInfo.from_dict(t) for t in data["inputs"]),
             outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
             external_data=tuple(data.get("external_data", ())),
+            quantizable_nodes=data.get("quantizable_nodes", 0),
+            quantizable_in_subgraphs=data.get("quantizable_in_subgraphs", 0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +140,8 @@ class ModelInfo:
             "size_bytes": self.size_bytes,
             "op_types": sorted(self.op_types),
             "external_data": list(self.external_data),
+            "quantizable_nodes": self.quantizable_nodes,
+            "quantizable_in_subgraphs": self.quantizable_in_subgraphs,
         }
 
 
@@ -148,6 +156,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     external = _check_external_data(model, model_path)
     _check(model_path, model)
     graph = model.graph
+    nodes = count_nodes(model)
     initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     return ModelInfo(
         path=str(model_path),
@@ -155,7 +164,9 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
         size_bytes=model_path.stat().st_size,
         ir_version=model.ir_version,
         opsets={_domain_name(o.domain): o.version for o in model.opset_import},
-        op_types=frozenset(_op_name(node) for node in _all_nodes(model)),
+        op_types=frozenset(_op_name(node) for node in all_nodes(model)),
+        quantizable_nodes=nodes.quantizable,
+        quantizable_in_subgraphs=nodes.quantizable_in_subgraphs,
         inputs=tuple(_tensor_info(v.name, v.type) for v in graph.input if v.name not in initializers),
         outputs=tuple(_tensor_info(v.name, v.type) for v in graph.output),
         external_data=external,
@@ -268,34 +279,8 @@ def _check_external_data(model: ModelProto, path: Path) -> tuple[str, ...]:
     return tuple(sorted(locations))
 
 
-def _all_graphs(graph: GraphProto) -> Iterator[GraphProto]:
-    yield graph
-    for node in graph.node:
-        for graph_attr in _subgraphs(node):
-            yield from _all_graphs(graph_attr)
-
-
-def _subgraphs(node: NodeProto) -> Iterator[GraphProto]:
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
-def _all_nodes(model: ModelProto) -> Iterator[NodeProto]:
-    for graph in _all_graphs(model.graph):
-        yield from graph.node
-    for function in model.functions:
-        for node in function.node:
-            yield node
-            for sub in _subgraphs(node):
-                for graph in _all_graphs(sub):
-                    yield from graph.node
-
-
 def _all_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    for graph in _all_graphs(model.graph):
+    for graph, _ in all_graphs(model.graph):
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values
@@ -330,7 +315,9 @@ def _tensor_info(name: str, value_type: TypeProto) -> TensorInfo:
         return TensorInfo(name=name, dtype=dtype, shape=None)
     shape: list[Dim] = []
     for dim in tensor.shape.dim:
-        if dim.HasField("dim_value"):
+        # Exporters write dim_value -1 (paddle2onnx) or 0 for a dynamic axis; onnxruntime reads any non-positive
+        # size as dynamic, and so does farm.
+        if dim.HasField("dim_value") and dim.dim_value > 0:
             shape.append(dim.dim_value)
         elif dim.HasField("dim_param") and dim.dim_param:
             shape.append(dim.dim_param)

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +27,19 @@ from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import ModelInfo, inspect_model
 from farm.job.result import write_json_atomic
+from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Reporter, Step
 from farm.report import Report, render
 from farm.report.schema import InvalidReport, validate
 from farm.rewrite import rewrite_model
+from farm.usermetric import MetricFile, check_metric, check_outputs
 
 IN = "/farm/in"
 OUT = "/farm/out"
+METRIC_DIR = "metric"
+# Timed runs are split into this many rounds; their spread is the noise a speed claim must beat.
+TIMING_ROUNDS = 5
 NATIVE_ITERATIONS = 200
 # With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
@@ -55,6 +60,10 @@ class MatrixOptions:
     iterations: int | None = None
     cosine: float = 0.99
     top1_agreement: float = 0.99
+    # The outputs that make the verdict (--output); empty: every float output.
+    outputs: Sequence[str] = ()
+    # --metric FILE.py:FUNCTION, the user's own verdict.
+    metric: str | None = None
     timeout_s: float = 1800.0
     memory: str = "4g"
     keep_containers: bool = False
@@ -67,6 +76,7 @@ class _Run:
 
     work: Path
     report: dict[str, Any]
+    given: MatrixInputs
     expected_outputs: Mapping[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
@@ -82,15 +92,19 @@ class MatrixInputs:
     model: Path
     info: ModelInfo
     data: PreparedData
+    metric: MetricFile | None = None
 
 
 def load_inputs(options: MatrixOptions) -> MatrixInputs:
-    """Every problem with the model, --data, --labels or --shape surfaces here, as one BadInput naming the file."""
+    """Every problem with the model, --data, --labels, --shape, --output or --metric surfaces here, as one BadInput
+    naming the file or flag."""
     model_path, data_path, labels_path, source = _inputs(options)
     info = inspect_model(model_path)
+    check_outputs(options.outputs, info)
+    metric = None if options.metric is None else check_metric(options.metric)
     data = prepare_data(info, data=data_path, labels=labels_path, samples=options.samples, source=source,
                         shapes=parse_shape_overrides(options.shapes, model=info))
-    return MatrixInputs(model=model_path, info=info, data=data)
+    return MatrixInputs(model=model_path, info=info, data=data, metric=metric)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,10 +119,10 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
     inputs.mkdir(parents=True)
-    run = _Run(work=work, report=_report_head(given.info, given.model, given.data, options),
+    run = _Run(work=work, report=_report_head(given, options), given=given,
                expected_outputs=given.data.expected_outputs)
     try:
-        _stage_inputs(inputs, given.model, given.data, fleet, run)
+        _stage_inputs(inputs, given, fleet, run)
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
@@ -136,12 +150,12 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         _write(run, options)
         if not options.keep_containers:
             shutil.rmtree(work, ignore_errors=True)
-    return MatrixResult(report=run.report, exit_code=_exit_code(run))
+    return MatrixResult(report=run.report, exit_code=_exit_code(run.failure_codes.values()))
 
 
-def _exit_code(run: _Run) -> int:
+def _exit_code(failure_codes: Iterable[int]) -> int:
     """The contract's precedence: a host problem (3) over a failed build (4) over a failed target (5)."""
-    codes = set(run.failure_codes.values())
+    codes = set(failure_codes)
     for code in (EnvironmentProblem.exit_code, BuildFailed.exit_code, TargetFailed.exit_code):
         if code in codes:
             return code
@@ -158,7 +172,8 @@ def _inputs(options: MatrixOptions) -> tuple[Path, Path | None, Path | None, Dat
     return bundled.model, bundled.data, options.labels or bundled.labels, "bundled"
 
 
-def _report_head(info: ModelInfo, path: Path, data: PreparedData, options: MatrixOptions) -> dict[str, Any]:
+def _report_head(given: MatrixInputs, options: MatrixOptions) -> dict[str, Any]:
+    info, path, data = given.info, given.model, given.data
     warnings = list(data.warnings)
     summary = data.summary()
     return {
@@ -167,19 +182,45 @@ def _report_head(info: ModelInfo, path: Path, data: PreparedData, options: Matri
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": info.report_summary(path),
         "data": summary,
-        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
+        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement,
+                      "outputs": list(options.outputs) or None,
+                      "metric": None if given.metric is None else given.metric.label},
         "warnings": warnings,
         "targets": [],
     }
 
 
-def _stage_inputs(inputs: Path, model: Path, data: PreparedData, fleet: Fleet, run: _Run) -> None:
-    shutil.copyfile(model, inputs / "model.onnx")
+def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) -> None:
+    model = given.model
+    _link_or_copy(model, inputs / "model.onnx")
+    # The model names its external data relative to its own folder; inspect has checked none escapes it.
+    for location in given.info.external_data:
+        staged = inputs / location
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(model.parent / location, staged)
     rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
     if rewritten.warning:
         run.report["warnings"].append(rewritten.warning)
-    data.write(inputs)
+    if given.metric is not None:
+        (inputs / METRIC_DIR).mkdir()
+        shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
+    given.data.write(inputs)
     _open_up(inputs)
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """A hard link where the file is already readable by all (weights may be gigabytes), else a copy.
+
+    A link shares the user's inode, so only a file that needs no permission change may be linked: the container's
+    unprivileged user must read it, and farm never changes the mode of the user's own files.
+    """
+    try:
+        if source.stat().st_mode & 0o444 == 0o444:
+            os.link(source, destination)
+            return
+    except OSError:
+        pass  # another file system, or links not allowed: copy instead
+    shutil.copyfile(source, destination)
 
 
 def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
@@ -216,7 +257,7 @@ def _prepare(
     reporter: Reporter,
 ) -> None:
     """Make the int8 artifacts once, natively, so emulated targets do no calibration of their own."""
-    candidates = list(dict.fromkeys(v for t in ready for v in t.candidates))
+    candidates = list(dict.fromkeys(v for t in ready for v in _candidates(t, run.given.info)))
     native = next((t for t in ready if fleet.placements[t.name].mode == "native"), None)
     if not candidates:
         return
@@ -227,7 +268,7 @@ def _prepare(
             "no native target could make the int8 artifacts, so quantized variants were not evaluated")
         return
     spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, inputs=inputs,
-                 host_flags=fleet.host.cpu_flags)
+                 host_flags=fleet.host.cpu_flags, metric=run.given.metric)
     out = _out_dir(run, "prepare")
     with reporter.step(f"prepare int8 artifacts in {native.name}") as step:
         step.stage("quantize")
@@ -260,8 +301,8 @@ def _evaluate(
     fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter
 ) -> None:
     placement = fleet.placements[target.name]
-    spec = _spec(target, placement, "evaluate", list(target.candidates), options, inputs=inputs,
-                 host_flags=fleet.host.cpu_flags)
+    spec = _spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
+                 host_flags=fleet.host.cpu_flags, metric=run.given.metric)
     out = _out_dir(run, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
@@ -366,9 +407,17 @@ def _stage_lines(step: Step) -> Callable[[str], None]:
     return sink
 
 
+def _candidates(target: Target, info: ModelInfo) -> list[str]:
+    """The target's candidates, plus dynamic quantization inside subgraphs where the model keeps compute there."""
+    candidates = list(target.candidates)
+    if info.quantizable_in_subgraphs and "u8s8-dynamic" in candidates and SUBGRAPH_VARIANT not in candidates:
+        candidates.insert(candidates.index("u8s8-dynamic") + 1, SUBGRAPH_VARIANT)
+    return candidates
+
+
 def _spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
-    inputs: Path, host_flags: frozenset[str],
+    inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None,
 ) -> dict[str, Any]:
     """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
@@ -394,9 +443,13 @@ def _spec(
         "calibration": {"method": options.calibration, "samples": 64},
         "optimization_level": options.optimization_level,
         "threads": options.threads,
-        "timing": {"warmup": 2 if emulated else 10, "iterations": max(1, min(iterations, 100_000))},
+        "timing": {"warmup": 2 if emulated else 10, "iterations": max(1, min(iterations, 100_000)),
+                   "rounds": TIMING_ROUNDS},
         "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
         "mitigations": ["x64quantprecision"] if x86_vnni is False else [],
+        "outputs": list(options.outputs) or None,
+        "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}",
+                                               "function": metric.function},
     }
 
 
@@ -413,11 +466,14 @@ def _out_dir(run: _Run, name: str) -> Path:
 
 
 def _open_up(directory: Path) -> None:
-    """Make the input tree readable by the container's unprivileged user."""
+    """Make the input tree readable by the container's unprivileged user (adding read bits, never removing any)."""
     for root, dirs, files in os.walk(directory):
         os.chmod(root, 0o755)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
+            path = os.path.join(root, name)
+            mode = os.stat(path).st_mode & 0o7777
+            if mode & 0o444 != 0o444:
+                os.chmod(path, mode | 0o444)
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)
 

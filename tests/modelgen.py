@@ -166,6 +166,7 @@ def make_saturating_classifier(path: Path, *, samples: int = 16, seed: int = 0) 
     return ModelData(path=path, inputs={"x": x}, labels=labels)
 
 
+# The per-tensor candidates: the unit tests' default, and quick to quantize.
 CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
 
 
@@ -199,11 +200,145 @@ def write_job_spec(directory: Path, *, stage: str = "evaluate", name: str = "spe
         "calibration": {"method": "minmax", "samples": 64},
         "optimization_level": "all",
         "threads": 1,
-        "timing": {"warmup": 1, "iterations": 5},
+        "timing": {"warmup": 1, "iterations": 5, "rounds": 5},
         "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
         "mitigations": ["x64quantprecision"],
+        "outputs": None,
+        "metric": None,
     }
     spec.update(overrides)
     path = directory / name
     path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return path
+
+
+def make_dynamic_batch_cnn(path: Path, *, samples: int = 8, seed: int = 0, opset: int = 11) -> ModelData:
+    """A small CNN as paddle2onnx writes it: batch axis ``dim_value: -1``, opset 11 (IR 6), Conv-Relu-Conv-Pool.
+
+    Input ``x`` ``[-1, 3, 16, 16]``, output ``y`` ``[-1, 4]``; inputs are one batch per sample (``[N, 1, 3, 16, 16]``).
+    Per-channel quantization of this model needs its opset raised to 13 first.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {
+        "w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+        "b1": rng.standard_normal(8).astype(np.float32) * 0.1,
+        "w2": rng.standard_normal((4, 8, 3, 3)).astype(np.float32) * 0.3,
+    }
+    # Very different ranges per output channel: what per-channel weight scales are for.
+    weights["w2"] *= np.array([1.0, 0.1, 3.0, 0.5], dtype=np.float32)[:, None, None, None]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+            helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+            helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="pool"),
+            helper.make_node("Flatten", ["p"], ["y"], name="flatten"),
+        ],
+        "dynamic_batch_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])],
+        initializer=[numpy_helper.from_array(a, n) for n, a in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=6,
+                              producer_name="farm-tests")
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, 16, 16)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def _conv_matmul_branch(name: str, seed: int) -> onnx.GraphProto:
+    rng = np.random.default_rng(seed)
+    initializers = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, f"{name}_w"),
+        numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 5)).astype(np.float32) * 0.1, f"{name}_m"),
+        numpy_helper.from_array(np.array([1, -1], dtype=np.int64), f"{name}_shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", f"{name}_w"], [f"{name}_c"], name=f"{name}_conv"),
+        helper.make_node("Relu", [f"{name}_c"], [f"{name}_r"], name=f"{name}_relu"),
+        helper.make_node("Reshape", [f"{name}_r", f"{name}_shape"], [f"{name}_f"], name=f"{name}_flatten"),
+        helper.make_node("MatMul", [f"{name}_f", f"{name}_m"], [f"{name}_y"], name=f"{name}_matmul"),
+    ]
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)],
+                             initializer=initializers)
+
+
+def make_if_branch_model(path: Path, *, samples: int = 8, seed: int = 0) -> ModelData:
+    """Compute inside If branches, as a voice-activity detector exports: the branch is chosen by an int64 scalar
+    input ``sr`` (16000 or not), and each branch holds a Conv and a MatMul.
+
+    Inputs ``x`` ``[-1, 3, 8, 8]`` and ``sr`` ``[]`` (int64, stored as shape ``(N,)``); output ``y`` ``[-1, 5]``.
+    quantize_static leaves both branches alone.
+    """
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, dtype=np.int64))),
+            helper.make_node("Equal", ["sr", "rate"], ["is_16k"], name="is_16k"),
+            helper.make_node("If", ["is_16k"], ["y"], name="by_rate",
+                             then_branch=_conv_matmul_branch("then", seed + 1),
+                             else_branch=_conv_matmul_branch("else", seed + 2)),
+        ],
+        "if_branch_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, 8]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 5])],
+    )
+    _save(graph, path)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, 8, 8)).astype(np.float32)
+    sr = np.full(samples, 16000, dtype=np.int64)
+    return ModelData(path=path, inputs={"x": x, "sr": sr}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def make_external_data_model(path: Path, *, location: str = "weights.bin", samples: int = 16) -> ModelData:
+    """The MLP classifier saved with every weight in the external file ``location`` beside the model."""
+    data = make_mlp_classifier(path, samples=samples)
+    model = onnx.load(str(path))
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+              size_threshold=0)
+    return data
+
+
+def relocate_external_data(path: Path, location: str) -> None:
+    """Point every external tensor of ``path`` at ``location`` (e.g. one that escapes the model's folder)."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(path))
+
+
+# The sequence model: T positions of D features, C classes.
+SEQ_T, SEQ_D, SEQ_C = 6, 16, 5
+
+
+def make_sequence_and_state_model(path: Path, *, samples: int = 12, seed: int = 0) -> ModelData:
+    """Two outputs, as a recognizer with a recurrent state: ``probs`` ``[1, T, C]`` (a softmax per position) and
+    ``state`` ``[1, T, D]`` (Tanh of the input, no quantizable node on its path).
+
+    ``probs`` comes from a MatMul whose weights hold one outlier a hundred times the rest, so per-tensor int8
+    rounds most weights to a few levels and ``probs`` drifts, while ``state`` stays as it was: int8 shifts only
+    one output.
+    """
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((SEQ_D, SEQ_C)) * 0.05).astype(np.float32)
+    w[0, 0] = 5.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["logits"], name="classifier"),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax"),
+            helper.make_node("Tanh", ["x"], ["state"], name="state"),
+        ],
+        "sequence_and_state",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ_T, SEQ_D])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, SEQ_T, SEQ_C]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, SEQ_T, SEQ_D])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    _save(graph, path)
+    x = rng.standard_normal((samples, 1, SEQ_T, SEQ_D)).astype(np.float32)
+    x[:, :, :, 0] *= 0.05  # the outlier weight's feature stays small, so every class has a say
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
+from farm.job import usermetric
 from farm.job.data import DataError, Dataset
-from farm.job.metrics import Accuracy, Latency, compare
+from farm.job.graph import NodeCount
+from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_counted
 from farm.job.optimize import optimize
-from farm.job.recommend import MITIGATION_SUFFIX, recommend, saturation_findings
+from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import open_session, providers_used
 from farm.job.spec import Spec
+from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT
 
 X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
+# Sessions are kept open for the alternating timing phase up to this much model on disk; beyond it (a large
+# model times many variants), the rest are timed one after another, as soon as their accuracy is known.
+KEEP_SESSIONS_BYTES = 1 << 30
+TIMED_ALONE = (
+    "some variants were timed one after another rather than in alternating rounds (the models are too large to "
+    "keep open together), so a slow stretch of the host may fall on some of them only"
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Timed:
+    name: str
+    session: Any
 log = logging.getLogger("farm.job")
 
 
@@ -55,10 +73,21 @@ class _Evaluation:
         self.reference: list[list[np.ndarray]] = []
         self.feeds: list[dict[str, np.ndarray]] = []
         self.labels: np.ndarray | None = None
+        # The model's output names, in session order, and those that make a variant's verdict.
+        self.names: list[str] = []
+        self.counted: tuple[str, ...] = ()
+        # The user's --metric, loaded once; a load failure is kept and becomes every variant's error.
+        self.metric: usermetric.UserMetric | usermetric.UserMetricError | None = None
+        self.reference_by_name: dict[str, Any] = {}
+        self.prepared: dict[str, Any] = _read_prepared(spec.artifacts)
         # Until the run ends, the file says it did not finish and names the variant under way: if the runtime
         # dies (QEMU segfaults happen), that is the truth the controller finds.
         self.finished = False
         self.pending: str | None = None
+        self.timing_underway = False
+        # Sessions kept open for the timing phase, which alternates their rounds (see _time).
+        self.kept: list[_Timed] = []
+        self.kept_bytes = 0
 
     def save(self, **changes: Any) -> None:
         self.result = replace(self.result, **changes)
@@ -70,6 +99,8 @@ class _Evaluation:
                 stopped = VariantResult(name=self.pending, status="failed", error=error)
                 written = replace(written, variants=(*written.variants, stopped))
                 reason += f", while running {self.pending}"
+            elif self.timing_underway:
+                reason += ", while timing the variants (their accuracy figures are complete)"
             written = replace(written, status="failed", reason=written.reason or reason)
         write_json_atomic(self.out / "result.json", written.to_dict())
 
@@ -100,11 +131,17 @@ class _Evaluation:
             self.fail(str(exc))
             return self.result
         self.labels = dataset.labels
+        if spec.metric is not None:
+            try:
+                self.metric = usermetric.load(spec.metric.file, spec.metric.function)
+            except usermetric.UserMetricError as exc:
+                self.metric = exc
         if not self._fp32(dataset):
             return self.result
         self._optimized()
         for name in spec.candidates:
             self._candidate(name)
+        self._time()
         emulated = spec.target.emulated
         recommended, why = recommend(self.result.variants, emulated=emulated,
                                      saturation_risk=spec.target.saturation_risk)
@@ -115,28 +152,42 @@ class _Evaluation:
 
     def _fp32(self, dataset: Dataset) -> bool:
         spec = self.spec
-        self.begin("fp32")
+        self.begin(FP32)
         try:
             session = open_session(spec.model, target=spec.target, threads=spec.threads)
         except Exception as exc:  # the reason is ORT's own message, verbatim
-            self.add(VariantResult(name="fp32", status="failed", error=error_text(exc), size_bytes=_size(spec.model)))
-            self.fail(error_text(exc))
-            return False
+            return self._fp32_failed(exc)
         self.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
         try:
             names = [i.name for i in session.get_inputs()]
             self.feeds = [dataset.feed(i, names) for i in range(dataset.samples)]
             self.reference = _run_all(session, self.feeds)
         except Exception as exc:
-            self.add(VariantResult(name="fp32", status="failed", error=error_text(exc), size_bytes=_size(spec.model)))
-            self.fail(error_text(exc))
+            return self._fp32_failed(exc)
+        self.names = [o.name for o in session.get_outputs()]
+        unknown = [n for n in spec.outputs or () if n not in self.names]
+        if unknown:
+            self.fail(f"--output names {', '.join(unknown)}, which the model does not output "
+                      f"(its outputs: {', '.join(self.names)})")
             return False
-        self._save_reference([o.name for o in session.get_outputs()])
-        fp32 = self._measure("fp32", spec.model, session, self.reference)
+        self.counted = spec.outputs or default_counted(self.names, self.reference)
+        self._save_reference(self.names)
+        if spec.metric is not None:
+            self.reference_by_name = usermetric.by_name(self.names, self.reference)
+        fp32 = self._measure(FP32, spec.model, session, self.reference)
         self.add(fp32)
-        if fp32.error is not None:
-            self.fail(fp32.error)
-        return fp32.status == "ok"
+        # A failed fp32 that still has figures is one whose --metric raised: its verdict is lost, but the reference
+        # outputs are right, so the other variants are still measured against them.
+        if fp32.status != "ok" and fp32.accuracy is None:
+            self.fail(fp32.error or "fp32 failed")
+            return False
+        return True
+
+    def _fp32_failed(self, exc: Exception) -> bool:
+        error = error_text(exc)
+        self.add(VariantResult(name=FP32, status="failed", error=error, size_bytes=model_size(self.spec.model)))
+        self.fail(error)
+        return False
 
     def _save_reference(self, names: Sequence[str]) -> None:
         arrays: dict[str, np.ndarray] = {}
@@ -156,7 +207,7 @@ class _Evaluation:
 
     def _optimized(self) -> None:
         spec = self.spec
-        self.begin("optimized")
+        self.begin(OPTIMIZED)
         try:
             path = optimize(
                 spec.source_model,
@@ -166,88 +217,200 @@ class _Evaluation:
                 threads=spec.threads,
             )
         except Exception as exc:
-            self.add(VariantResult(name="optimized", status="failed", error=error_text(exc)))
+            self.add(VariantResult(name=OPTIMIZED, status="failed", error=error_text(exc)))
             return
-        self.add(self._variant("optimized", path))
+        self.add(self._variant(OPTIMIZED, path))
 
     def _candidate(self, name: str) -> None:
         artifact = None if self.spec.artifacts is None else self.spec.artifacts / f"{name}.onnx"
         variants = [(name, {}), *mitigations_for(self.spec, name)]
+        quantization = self._quantization(name)
         if artifact is None or not artifact.is_file():
             why = self._missing_artifact(name, artifact)
             for variant, _ in variants:
-                self.add(VariantResult(name=variant, status="failed", error=why))
+                self.add(VariantResult(name=variant, status="failed", error=why, quantization=quantization))
+            return
+        unquantized = self._not_quantized(quantization)
+        if unquantized is not None:
+            # An fp32 model under an int8 name: running it would only measure noise and invite a false pick.
+            for variant, _ in variants:
+                self.add(VariantResult(name=variant, status="skipped", error=unquantized,
+                                       size_bytes=model_size(artifact), quantization=quantization))
             return
         for variant, config in variants:
             self.begin(variant)
-            self.add(self._variant(variant, artifact, config))
+            self.add(replace(self._variant(variant, artifact, config), quantization=quantization))
+
+    def _quantization(self, name: str) -> dict[str, Any] | None:
+        record = self.prepared.get("variants", {}).get(name, {})
+        quantization = record.get("quantization") if isinstance(record, dict) else None
+        return quantization if isinstance(quantization, dict) else None
+
+    def _not_quantized(self, quantization: dict[str, Any] | None) -> str | None:
+        if quantization is None or not isinstance(quantization.get("nodes"), dict):
+            return None
+        count = NodeCount.from_dict(quantization["nodes"])
+        reason = count.not_quantized()
+        if reason and count.quantizable_in_subgraphs and SUBGRAPH_VARIANT in self.spec.candidates:
+            reason += f"; {SUBGRAPH_VARIANT} quantizes inside them"
+        return reason
 
     def _missing_artifact(self, name: str, artifact: Path | None) -> str:
         if artifact is None:
             return "no artifacts directory was given, so there is no quantized model to run"
-        try:
-            prepared = json.loads((artifact.parent / "prepare.json").read_text(encoding="utf-8"))
-            error = prepared["variants"][name]["error"]
-        except (OSError, ValueError, KeyError, TypeError):
-            error = None
+        record = self.prepared.get("variants", {}).get(name)
+        error = record.get("error") if isinstance(record, dict) else None
         if error:
             return f"quantization failed in prepare: {error}"
         return f"artifacts/{artifact.name} is missing (prepare did not make it)"
 
     def _variant(self, name: str, path: Path, config: dict[str, str] | None = None) -> VariantResult:
         spec = self.spec
-        level = spec.optimization_level if name == "optimized" else "all"
+        level = spec.optimization_level if name == OPTIMIZED else "all"
         try:
             session = open_session(path, target=spec.target, threads=spec.threads, config=config, level=level)
             outputs = _run_all(session, self.feeds)
         except Exception as exc:  # one variant's failure must not end the others
-            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=_size(path))
+            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
         return self._measure(name, path, session, outputs)
 
     def _measure(self, name: str, path: Path, session: Any, outputs: list[list[np.ndarray]]) -> VariantResult:
+        """Accuracy now; latency in the timing phase, for which the session is kept (or timed now, see _keep)."""
         spec = self.spec
+        size = model_size(path)
         try:
-            accuracy: Accuracy = compare(self.reference, outputs, self.labels)
-            latency = _latency(session, self.feeds, warmup=spec.timing.warmup, iterations=spec.timing.iterations)
+            accuracy: Accuracy = compare(self.reference, outputs, self.labels, names=self.names,
+                                         counted=self.counted)
         except Exception as exc:
-            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=_size(path))
-        timing: TimingLabel = "none" if latency is None else "emulated" if spec.target.emulated else "measured"
+            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=size)
+        latency = self._keep(name, session, size)
+        if self.metric is not None:
+            try:
+                accuracy = replace(accuracy, metric=self._score(outputs))
+            except usermetric.UserMetricError as exc:
+                # The variant ran and its figures stand; only its verdict is missing, so it cannot be chosen.
+                return VariantResult(name=name, status="failed", error=str(exc), size_bytes=size,
+                                     latency_ms=latency, timing=self._timing_label(latency), accuracy=accuracy)
         return VariantResult(
             name=name,
             status="ok",
-            size_bytes=_size(path),
+            size_bytes=size,
             latency_ms=latency,
-            timing=timing,
+            timing=self._timing_label(latency),
             accuracy=accuracy,
             within_tolerance=accuracy.within(
                 cosine=spec.tolerance.cosine, top1_agreement=spec.tolerance.top1_agreement
             ),
         )
 
+    def _timing_label(self, latency: Latency | None) -> TimingLabel:
+        return "none" if latency is None else "emulated" if self.spec.target.emulated else "measured"
+
+    def _keep(self, name: str, session: Any, size: int | None) -> Latency | None:
+        """Keep the session for the alternating timing phase, or, past the memory budget, time it right away."""
+        timing = self.spec.timing
+        if timing.iterations == 0:
+            return None
+        if self.kept_bytes + (size or 0) <= KEEP_SESSIONS_BYTES:
+            self.kept.append(_Timed(name=name, session=session))
+            self.kept_bytes += size or 0
+            return None
+        if TIMED_ALONE not in self.result.warnings:
+            self.warn(TIMED_ALONE)
+        return _latency([session], self.feeds, warmup=timing.warmup, iterations=timing.iterations,
+                        rounds=timing.rounds)[0]
+
+    def _time(self) -> None:
+        """Time every kept session, alternating their rounds, and put each latency into its variant's result.
+
+        Round i of every variant runs in the same stretch of time, so a slow stretch (a noisy neighbour, a clock
+        change) lands on all of them alike, and comparing round by round cancels it.
+        """
+        if not self.kept:
+            return
+        log.info("evaluate: timing %d variants in alternating rounds", len(self.kept))
+        self.timing_underway = True
+        self.save()
+        timing = self.spec.timing
+        latencies = _latency([k.session for k in self.kept], self.feeds, warmup=timing.warmup,
+                             iterations=timing.iterations, rounds=timing.rounds)
+        by_name = {k.name: latency for k, latency in zip(self.kept, latencies, strict=True)}
+        self.kept = []
+        self.timing_underway = False
+        variants = tuple(
+            replace(v, latency_ms=by_name[v.name], timing=self._timing_label(by_name[v.name]))
+            if v.name in by_name else v
+            for v in self.result.variants
+        )
+        self.save(variants=variants)
+
+    def _score(self, outputs: list[list[np.ndarray]]) -> MetricScore:
+        metric, ref = self.metric, self.spec.metric
+        assert metric is not None and ref is not None
+        if isinstance(metric, usermetric.UserMetricError):
+            raise metric
+        return usermetric.score(metric, ref.function, self.reference_by_name,
+                                usermetric.by_name(self.names, outputs), self.labels)
+
 
 def _run_all(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     return [[np.asarray(o) for o in session.run(None, feed)] for feed in feeds]
 
 
-def _latency(session: Any, feeds: Sequence[dict[str, np.ndarray]], *, warmup: int, iterations: int) -> Latency | None:
-    if iterations == 0:
-        return None
-    for i in range(warmup):
-        session.run(None, feeds[i % len(feeds)])
-    seconds = []
-    for i in range(iterations):
-        feed = feeds[i % len(feeds)]
-        start = time.perf_counter()
-        session.run(None, feed)
-        seconds.append(time.perf_counter() - start)
-    return Latency.from_seconds(seconds)
+def _latency(
+    sessions: Sequence[Any], feeds: Sequence[dict[str, np.ndarray]], *, warmup: int, iterations: int, rounds: int
+) -> list[Latency]:
+    """Each session's ``iterations`` single-sample runs after ``warmup``, in ``rounds`` rounds that alternate
+    between the sessions: round 1 of each, then round 2 of each, and so on."""
+    count = max(1, min(rounds, iterations))
+    per_round = [iterations // count + (1 if r < iterations % count else 0) for r in range(count)]
+    for session in sessions:
+        for i in range(warmup):
+            session.run(None, feeds[i % len(feeds)])
+    timed: list[list[list[float]]] = [[[] for _ in range(count)] for _ in sessions]
+    for r, runs in enumerate(per_round):
+        for s, session in enumerate(sessions):
+            for i in range(runs):
+                feed = feeds[i % len(feeds)]
+                start = time.perf_counter()
+                session.run(None, feed)
+                timed[s][r].append(time.perf_counter() - start)
+    interleaved = len(sessions) > 1
+    return [Latency.from_rounds(rounds_, interleaved=interleaved) for rounds_ in timed]
 
 
-def _size(path: Path) -> int | None:
+def model_size(path: Path) -> int | None:
+    """The model file plus the external data files it names: what has to ship."""
     try:
-        return path.stat().st_size
+        size = path.stat().st_size
     except OSError:
         return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # an unreadable model still has a file size
+        return size
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    for location in locations:
+        with contextlib.suppress(OSError):
+            size += (path.parent / location).stat().st_size
+    return size
+
+
+def _read_prepared(artifacts: Path | None) -> dict[str, Any]:
+    """prepare.json as it travels with the artifacts: how each variant was made, or why it was not."""
+    if artifacts is None:
+        return {}
+    try:
+        prepared = json.loads((artifacts / "prepare.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return prepared if isinstance(prepared, dict) else {}
 
 
 def run_evaluate(spec: Spec, out: Path) -> TargetResult:

@@ -1,15 +1,20 @@
-"""Accuracy against fp32 and latency percentiles, exactly as docs/contracts.md section 2 defines them."""
+"""Accuracy against fp32, per output, and latency in rounds, exactly as docs/contracts.md section 2 defines them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 # One entry per sample; each entry holds that sample's outputs in the session's output order.
 Outputs = Sequence[Sequence[np.ndarray]]
+# How an output is classifier-like along its last axis: one decision per sample, one per position (an [N, T, C]
+# sequence, a per-pixel map), or not at all.
+Top1Kind = Literal["sample", "position"]
+# Rows of a softmax sum to 1; float32 rounding over thousands of classes stays well inside this.
+_DISTRIBUTION_ATOL = 1e-3
 
 
 class MetricsError(ValueError):
@@ -17,11 +22,69 @@ class MetricsError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class OutputAccuracy:
+    """One output against fp32's. ``counted`` outputs make the variant's verdict; the others are shown only."""
+
+    name: str
+    counted: bool
+    cosine: float | None
+    max_abs: float | None
+    top1_agreement: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutputAccuracy:
+        return cls(name=data["name"], counted=data["counted"], cosine=data["cosine"], max_abs=data["max_abs"],
+                   top1_agreement=data["top1_agreement"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "counted": self.counted,
+            "cosine": self.cosine,
+            "max_abs": self.max_abs,
+            "top1_agreement": self.top1_agreement,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricScore:
+    """What the user's ``--metric`` function returned for one variant."""
+
+    scores: dict[str, float]
+    passed: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricScore:
+        return cls(scores=dict(data["scores"]), passed=data["passed"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": dict(self.scores), "passed": self.passed}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Accuracy:
+    """The variant's verdict figures: the worst counted output's cosine and top-1, the largest max_abs."""
+
     cosine: float
     max_abs: float
     top1_agreement: float | None
     accuracy: float | None
+    outputs: tuple[OutputAccuracy, ...] = ()
+    worst_output: str | None = None
+    metric: MetricScore | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Accuracy:
+        metric = data["metric"]
+        return cls(
+            cosine=data["cosine"],
+            max_abs=data["max_abs"],
+            top1_agreement=data["top1_agreement"],
+            accuracy=data["accuracy"],
+            outputs=tuple(OutputAccuracy.from_dict(o) for o in data["outputs"]),
+            worst_output=data["worst_output"],
+            metric=None if metric is None else MetricScore.from_dict(metric),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -29,26 +92,54 @@ class Accuracy:
             "max_abs": self.max_abs,
             "top1_agreement": self.top1_agreement,
             "accuracy": self.accuracy,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "worst_output": self.worst_output,
+            "metric": None if self.metric is None else self.metric.to_dict(),
         }
 
     def within(self, *, cosine: float, top1_agreement: float) -> bool:
+        """The verdict: the user's metric when there is one, else cosine and top-1 against the tolerance."""
+        if self.metric is not None:
+            return self.metric.passed
         return self.cosine >= cosine and (self.top1_agreement is None or self.top1_agreement >= top1_agreement)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Latency:
+    """Percentiles over every timed run, and the p50 of each round, whose spread is the run's own noise."""
+
     p50: float
     p90: float
     p99: float
+    rounds: tuple[float, ...] = ()
+    # Round i ran in the same stretch of time as round i of every other interleaved variant of the target.
+    interleaved: bool = False
+
+    @property
+    def spread(self) -> float:
+        return round(max(self.rounds) - min(self.rounds), 4) if self.rounds else 0.0
 
     @classmethod
-    def from_seconds(cls, seconds: Sequence[float]) -> Latency:
+    def from_seconds(
+        cls, seconds: Sequence[float], rounds: Sequence[Sequence[float]] = (), *, interleaved: bool = False
+    ) -> Latency:
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
         p50, p90, p99 = (round(float(np.percentile(ms, q)), 4) for q in (50, 90, 99))
-        return cls(p50=p50, p90=p90, p99=p99)
+        medians = tuple(round(float(np.median(np.asarray(r, dtype=np.float64)) * 1000.0), 4) for r in rounds if r)
+        return cls(p50=p50, p90=p90, p99=p99, rounds=medians, interleaved=interleaved)
+
+    @classmethod
+    def from_rounds(cls, rounds: Sequence[Sequence[float]], *, interleaved: bool = False) -> Latency:
+        return cls.from_seconds([s for r in rounds for s in r], rounds, interleaved=interleaved)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
+        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"], rounds=tuple(data["rounds"]),
+                   interleaved=data["interleaved"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"p50": self.p50, "p90": self.p90, "p99": self.p99}
+        return {"p50": self.p50, "p90": self.p90, "p99": self.p99, "rounds": list(self.rounds),
+                "spread": self.spread, "interleaved": self.interleaved}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,41 +152,121 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def is_classifier_like(sample_output: np.ndarray) -> bool:
+    """One sample's output is a score vector: ``[C]`` or ``[1, C]`` with C > 1."""
     shape = sample_output.shape
     return (len(shape) == 1 and shape[0] > 1) or (len(shape) == 2 and shape[0] == 1 and shape[1] > 1)
 
 
-def _compared(sample: Sequence[np.ndarray], float_only: bool) -> np.ndarray:
-    parts = [o.astype(np.float64).ravel() for o in sample if not float_only or np.issubdtype(o.dtype, np.floating)]
-    return np.concatenate(parts) if parts else np.zeros(0)
+def top1_kind(samples: Sequence[np.ndarray]) -> Top1Kind | None:
+    """Whether argmax along the last axis is this output's decision, per sample or per position.
+
+    A score vector per sample is one decision. With more axes (``[N, T, C]`` sequences, per-pixel maps), only
+    rows that are probability distributions (non-negative, summing to 1) count: a detector's ``[84, 8400]`` rows of
+    box coordinates and class scores are not decisions along their last axis.
+    """
+    first = samples[0]
+    if not np.issubdtype(first.dtype, np.floating):
+        return None
+    if is_classifier_like(first):
+        return "sample"
+    squeezed = _squeeze_leading(first)
+    if squeezed.ndim < 2 or squeezed.shape[-1] < 2:
+        return None
+    for sample in samples:
+        rows = sample.astype(np.float64)
+        if not np.isfinite(rows).all() or rows.min() < 0.0:
+            return None
+        if not np.allclose(rows.sum(axis=-1), 1.0, atol=_DISTRIBUTION_ATOL):
+            return None
+    return "position"
 
 
-def compare(reference: Outputs, candidate: Outputs, labels: np.ndarray | None = None) -> Accuracy:
-    """Metrics of ``candidate`` against ``reference`` (fp32), sample by sample.
+def _squeeze_leading(array: np.ndarray) -> np.ndarray:
+    while array.ndim > 1 and array.shape[0] == 1:
+        array = array[0]
+    return array
 
-    ``cosine`` and ``max_abs`` use the float outputs; a model without any float output is compared on all of them.
+
+def default_counted(names: Sequence[str], reference: Outputs) -> tuple[str, ...]:
+    """The outputs that make the verdict when the user names none: every float output, or every output if none is."""
+    floats = [n for n, o in zip(names, reference[0], strict=True) if np.issubdtype(o.dtype, np.floating)]
+    return tuple(floats or names)
+
+
+def compare(
+    reference: Outputs,
+    candidate: Outputs,
+    labels: np.ndarray | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    counted: Collection[str] | None = None,
+) -> Accuracy:
+    """Metrics of ``candidate`` against ``reference`` (fp32), output by output, sample by sample.
+
+    ``names`` are the outputs' names in session order (``output_<i>`` when not given); ``counted`` the ones that make
+    the verdict (default: ``default_counted``). A counted output holding NaN or infinity is an error; the others
+    are reported without figures.
     """
     if len(reference) != len(candidate) or not reference:
         raise MetricsError(f"{len(candidate)} samples of outputs against fp32's {len(reference)}")
     _check_shapes(reference[0], candidate[0])
-    float_only = any(np.issubdtype(o.dtype, np.floating) for o in reference[0])
+    names = list(names) if names is not None else [f"output_{i}" for i in range(len(reference[0]))]
+    if len(names) != len(reference[0]):
+        raise MetricsError(f"{len(names)} output names for {len(reference[0])} outputs")
+    chosen = set(default_counted(names, reference) if counted is None else counted)
+    outputs: list[OutputAccuracy] = []
+    accuracy: float | None = None
+    for index, name in enumerate(names):
+        ref = [sample[index] for sample in reference]
+        cand = [sample[index] for sample in candidate]
+        figures = _output(name, ref, cand, counted=name in chosen)
+        outputs.append(figures)
+        if labels is not None and accuracy is None and figures.counted and top1_kind(ref) == "sample":
+            cand_top = np.asarray([int(np.argmax(c)) for c in cand])
+            accuracy = float(np.mean(cand_top == labels[: len(cand_top)]))
+    scored = [o for o in outputs if o.counted and o.cosine is not None and o.max_abs is not None]
+    if not scored:
+        raise MetricsError(f"none of the counted outputs ({', '.join(sorted(chosen))}) holds numbers to compare")
+    worst = min(scored, key=lambda o: o.cosine if o.cosine is not None else 1.0)
+    top1s = [o.top1_agreement for o in scored if o.top1_agreement is not None]
+    return Accuracy(
+        cosine=float(worst.cosine or 0.0),
+        max_abs=max(float(o.max_abs or 0.0) for o in scored),
+        top1_agreement=min(top1s) if top1s else None,
+        accuracy=accuracy,
+        outputs=tuple(outputs),
+        worst_output=worst.name,
+    )
+
+
+def _output(name: str, reference: list[np.ndarray], candidate: list[np.ndarray], *, counted: bool) -> OutputAccuracy:
+    numeric = all(r.dtype.kind in "biuf" for r in reference)
+    finite = numeric and all(
+        np.isfinite(a.astype(np.float64)).all() for a in (*reference, *candidate) if a.dtype.kind == "f"
+    )
+    if counted and numeric and not finite:
+        raise MetricsError(f"output '{name}' holds NaN or infinity, so it cannot be compared with fp32")
+    if not numeric or not finite:
+        return OutputAccuracy(name=name, counted=False, cosine=None, max_abs=None, top1_agreement=None)
     cosines, max_abs = [], 0.0
-    for ref_sample, cand_sample in zip(reference, candidate, strict=True):
-        ref, cand = _compared(ref_sample, float_only), _compared(cand_sample, float_only)
+    for ref, cand in zip(reference, candidate, strict=True):
         if ref.shape != cand.shape:
-            raise MetricsError(f"a sample's outputs hold {cand.size} values against fp32's {ref.size}")
-        if not (np.isfinite(ref).all() and np.isfinite(cand).all()):
-            raise MetricsError("outputs hold NaN or infinity, so they cannot be compared with fp32")
+            raise MetricsError(f"output '{name}' has shape {list(cand.shape)} in a sample; fp32 has {list(ref.shape)}")
         cosines.append(cosine(ref, cand))
         if ref.size:
-            max_abs = max(max_abs, float(np.max(np.abs(ref - cand))))
-    ref_top = [int(np.argmax(s[0])) for s in reference]
-    cand_top = [int(np.argmax(s[0])) for s in candidate]
+            max_abs = max(max_abs, float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64)))))
+    if reference[0].size < 2:
+        # One value per sample (a score, a probability) has no direction of its own, so its cosine would be 1.0
+        # whatever the drift: compare the vector of every sample's value instead.
+        flat_ref, flat_cand = (np.concatenate([a.ravel() for a in arrays]) for arrays in (reference, candidate))
+        cosines = [cosine(flat_ref, flat_cand)]
+    kind = top1_kind(reference)
     top1 = None
-    if is_classifier_like(reference[0][0]):
-        top1 = float(np.mean([r == c for r, c in zip(ref_top, cand_top, strict=True)]))
-    accuracy = None if labels is None else float(np.mean(np.asarray(cand_top) == labels[: len(cand_top)]))
-    return Accuracy(cosine=float(np.mean(cosines)), max_abs=max_abs, top1_agreement=top1, accuracy=accuracy)
+    if kind is not None:
+        agree = [np.argmax(r, axis=-1) == np.argmax(c, axis=-1) for r, c in zip(reference, candidate, strict=True)]
+        top1 = float(np.mean(np.concatenate([np.ravel(a) for a in agree])))
+    return OutputAccuracy(name=name, counted=counted, cosine=float(np.mean(cosines)), max_abs=max_abs,
+                          top1_agreement=top1)
 
 
 def _check_shapes(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from farm.job.data import DataError, Dataset
-from farm.job.quantize import PreProcessFailed, pre_process, quantize
+from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.result import error_text, write_json_atomic
 from farm.job.spec import Spec
+from farm.job.variants import RECIPES
 
 SCHEMA = "farm.prepare/1"
 log = logging.getLogger("farm.job")
@@ -42,6 +43,8 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
         state["warnings"].append(f"{exc}; quantizing the model without pre-processing")
         source = spec.source_model
     save()
+    # Made once, on first need: the per-channel variants' source, at opset 13 or above.
+    per_channel_source: Path | OpsetRaiseFailed | None = None
 
     for name in spec.candidates:
         log.info("prepare: %s starting", name)
@@ -49,11 +52,27 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
         stopped = "the job ended while quantizing this variant (it crashed or was killed)"
         state["variants"][name] = {"status": "failed", "error": stopped, "quantization": None}
         save()
+        variant_source = source
+        if RECIPES[name].per_channel:
+            if per_channel_source is None:
+                try:
+                    per_channel_source, note = raise_opset(source, out / "pre-opset13.onnx")
+                    if note:
+                        state["warnings"].append(note)
+                except OpsetRaiseFailed as exc:
+                    per_channel_source = exc
+            if isinstance(per_channel_source, OpsetRaiseFailed):
+                state["variants"][name] = {"status": "failed", "error": str(per_channel_source), "quantization": None}
+                save()
+                continue
+            variant_source = per_channel_source
         try:
-            record = quantize(name, source, artifacts / f"{name}.onnx", dataset=dataset, calibration=spec.calibration)
+            record = quantize(name, variant_source, artifacts / f"{name}.onnx", dataset=dataset,
+                              calibration=spec.calibration)
             state["variants"][name] = {"status": "ok", "error": None, "quantization": record}
         except Exception as exc:  # any quantizer failure belongs to this variant alone
             (artifacts / f"{name}.onnx").unlink(missing_ok=True)
+            (artifacts / f"{name}.onnx.data").unlink(missing_ok=True)
             state["variants"][name] = {"status": "failed", "error": error_text(exc), "quantization": None}
         log.info("prepare: %s %s", name, state["variants"][name]["status"])
         save()

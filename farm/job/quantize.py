@@ -1,13 +1,14 @@
-"""Quantization recipes: the candidate variant table, pre-processing with its fallback, and calibration."""
+"""Quantization: pre-processing with its fallback, the opset raise per-channel needs, calibration, and what each
+variant actually quantized (farm.job.variants holds the recipes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -19,27 +20,17 @@ from onnxruntime.quantization import (
 )
 
 from farm.job.data import Dataset
+from farm.job.graph import count_nodes
 from farm.job.spec import Calibration
+from farm.job.variants import RECIPES
 
+# DequantizeLinear has the ``axis`` that per-channel weights need from this opset on.
+PER_CHANNEL_OPSET = 13
+# ... and opset 13 needs at least this IR version.
+PER_CHANNEL_IR = 7
+# Above this a model cannot be one protobuf message, so quantized models keep their weights in a file beside them.
+_EXTERNAL_DATA_ABOVE = 1 << 30
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Recipe:
-    kind: Literal["static", "dynamic"]
-    activation: Literal["uint8", "int8"]
-    weight: Literal["uint8", "int8"]
-    reduce_range: bool = False
-
-
-# Per-tensor only: per-channel on opset < 13 writes DequantizeLinear(axis) that ORT rejects (FINDINGS.md).
-RECIPES: Mapping[str, Recipe] = {
-    "s8s8-qdq": Recipe(kind="static", activation="int8", weight="int8"),
-    "u8s8-qdq": Recipe(kind="static", activation="uint8", weight="int8"),
-    # 7-bit weights keep a VPMADDUBSW pair sum (2 * 255 * 63) below the int16 limit: the classic AVX2 remedy.
-    "u8s8-qdq-rr": Recipe(kind="static", activation="uint8", weight="int8", reduce_range=True),
-    "u8u8-qdq": Recipe(kind="static", activation="uint8", weight="uint8"),
-    # Dynamic quantization always quantizes activations to uint8.
-    "u8s8-dynamic": Recipe(kind="dynamic", activation="uint8", weight="int8"),
-}
 
 _QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 _CALIBRATION_METHODS = {
@@ -83,6 +74,53 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+class OpsetRaiseFailed(RuntimeError):
+    """onnx.version_converter could not bring the model to the opset per-channel quantization needs."""
+
+
+def raise_opset(source: Path, destination: Path) -> tuple[Path, str | None]:
+    """``source`` at opset 13 or above for per-channel quantization: ``(path, note)``, the note saying what changed.
+
+    Returns ``source`` unchanged (note None) when its opset already is; raises OpsetRaiseFailed with the
+    converter's reason otherwise.
+    """
+    model = onnx.load(str(source))
+    opset = default_opset(model)
+    if opset >= PER_CHANNEL_OPSET:
+        return source, None
+    try:
+        converted = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+        # The converter keeps the IR version, which may be too old for opset 13.
+        converted.ir_version = max(converted.ir_version, PER_CHANNEL_IR)
+        onnx.checker.check_model(converted)
+        _save_model(converted, destination)
+    except Exception as exc:  # the converter raises anything from RuntimeError to its own adapter errors
+        raise OpsetRaiseFailed(
+            f"per-channel quantization needs opset {PER_CHANNEL_OPSET} (DequantizeLinear axis) and converting this "
+            f"opset-{opset} model failed ({_one_line(exc)})"
+        ) from exc
+    note = (f"per-channel variants are quantized from the model converted from opset {opset} to "
+            f"{PER_CHANNEL_OPSET} (onnx.version_converter), since DequantizeLinear takes an axis only from there")
+    return destination, note
+
+
+def _save_model(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() < _EXTERNAL_DATA_ABOVE:
+        onnx.save(model, str(path))
+    else:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data")
+
+
+def _has_external_data(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
 def model_input_names(path: Path) -> list[str]:
     """Graph inputs that are not initializers: what a feed must hold."""
     model = onnx.load(str(path), load_external_data=False)
@@ -112,17 +150,25 @@ def quantize(
         "activation_type": recipe.activation,
         "weight_type": recipe.weight,
         "reduce_range": recipe.reduce_range,
-        "per_channel": False,
+        "per_channel": recipe.per_channel,
+        "subgraphs": recipe.subgraphs,
         "calibration": None,
+        "opset": default_opset(onnx.load(str(source), load_external_data=False)),
+        "nodes": None,
     }
+    # Large models, and models whose weights were external to begin with, keep them in <variant>.onnx.data.
+    external = source.stat().st_size >= _EXTERNAL_DATA_ABOVE or _has_external_data(source)
     if recipe.kind == "dynamic":
         quantize_dynamic(
             str(source),
             str(destination),
             weight_type=_QUANT_TYPES[recipe.weight],
             reduce_range=recipe.reduce_range,
-            per_channel=False,
+            per_channel=recipe.per_channel,
+            use_external_data_format=external,
+            extra_options={"EnableSubgraph": recipe.subgraphs},
         )
+        record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
         return record
     samples = min(calibration.samples, dataset.samples)
     quantize_static(
@@ -133,8 +179,10 @@ def quantize(
         activation_type=_QUANT_TYPES[recipe.activation],
         weight_type=_QUANT_TYPES[recipe.weight],
         reduce_range=recipe.reduce_range,
-        per_channel=False,
+        per_channel=recipe.per_channel,
         calibrate_method=_CALIBRATION_METHODS[calibration.method],
+        use_external_data_format=external,
     )
     record["calibration"] = {"method": calibration.method, "samples": samples}
+    record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
     return record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ class VariantResult:
     timing: TimingLabel = "none"
     accuracy: Accuracy | None = None
     within_tolerance: bool | None = None
+    # How the int8 model was made and what it quantized (prepare.json's record); None for fp32 and optimized.
+    quantization: Mapping[str, Any] | None = None
 
     @property
     def passes(self) -> bool:
@@ -40,6 +43,7 @@ class VariantResult:
             "timing": self.timing,
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
             "within_tolerance": self.within_tolerance,
+            "quantization": None if self.quantization is None else dict(self.quantization),
         }
 
 

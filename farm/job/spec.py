@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, cast
 
+from farm.job.variants import CANDIDATES
+
 SCHEMA = "farm.spec/1"
 STAGES = ("prepare", "evaluate")
 MODES = ("native", "emulated")
 ARCHES = ("x86_64", "aarch64")
 LEVELS = ("basic", "extended", "all")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# Kept here rather than imported from quantize.py so that parsing a spec never loads onnxruntime.quantization.
-KNOWN_CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "u8s8-dynamic")
+KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
 
 Stage = Literal["prepare", "evaluate"]
@@ -131,6 +132,16 @@ class Calibration:
 class Timing:
     warmup: int
     iterations: int
+    # The iterations are timed in this many rounds; the spread of the rounds' p50 is the noise a speed claim beats.
+    rounds: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricRef:
+    """The user's ``--metric``: a Python file shipped beside the spec, and the function in it to call."""
+
+    file: Path
+    function: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +168,9 @@ class Spec:
     timing: Timing
     tolerance: Tolerance
     mitigations: tuple[str, ...]
+    # The outputs that make a variant's verdict; None: every float output (docs/contracts.md section 2).
+    outputs: tuple[str, ...] | None
+    metric: MetricRef | None
 
     @property
     def source_model(self) -> Path:
@@ -178,6 +192,10 @@ class Spec:
             return cast(Mapping[str, Any], _get(data, key, dict, ""))
 
         calibration, timing, tolerance = section("calibration"), section("timing"), section("tolerance")
+        outputs = None if _get(data, "outputs", (list, type(None)), "") is None else _names(data, "outputs", None, "")
+        if outputs is not None and not outputs:
+            raise SpecError("outputs is empty; give null to count every float output")
+        metric = _get(data, "metric", (dict, type(None)), "")
         return cls(
             stage=cast(Stage, _choice(data, "stage", STAGES, "")),
             target=Target.from_dict(section("target")),
@@ -196,12 +214,18 @@ class Spec:
             timing=Timing(
                 warmup=_positive(timing, "warmup", "timing.", minimum=0),
                 iterations=_positive(timing, "iterations", "timing.", minimum=0),
+                rounds=_positive(timing, "rounds", "timing."),
             ),
             tolerance=Tolerance(
                 cosine=_fraction(tolerance, "cosine", "tolerance.", low=-1.0),
                 top1_agreement=_fraction(tolerance, "top1_agreement", "tolerance.", low=0.0),
             ),
             mitigations=_names(data, "mitigations", KNOWN_MITIGATIONS, ""),
+            outputs=outputs,
+            metric=None if metric is None else MetricRef(
+                file=(base / cast(str, _get(metric, "file", str, "metric."))).resolve(),
+                function=_get(metric, "function", str, "metric."),
+            ),
         )
 
     @classmethod

@@ -16,6 +16,7 @@ SYNTHETIC_WARNING = (
 OUTCOME_LABEL: dict[Outcome, str] = {
     "ok": "ok",
     "out-of-tolerance": "out-tol",
+    "not-quantized": "not-q",
     "failed": "failed",
     "skipped": "skipped",
 }
@@ -52,6 +53,8 @@ def accuracy(variant: Variant) -> str:
 
 def milliseconds(value: float) -> str:
     # Three significant figures or so: latency noise makes more digits meaningless.
+    if value < 1:
+        return f"{value:.3g}"
     if value < 10:
         return f"{value:.2f}"
     if value < 1000:
@@ -64,6 +67,50 @@ def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
         return NONE
     text = milliseconds(variant.latency_ms.p50)
     return text + EMULATED_MARK if mark_emulated and variant.timing == "emulated" else text
+
+
+def counted_outputs(report: Report) -> int:
+    """How many outputs make the verdict, as the variants' figures say (1 for most models)."""
+    return max((sum(o.counted for o in v.accuracy.outputs) for t in report.targets for v in t.variants
+                if v.accuracy is not None), default=1)
+
+
+def output_names(target: TargetResult) -> list[str]:
+    """The outputs the target's variants report figures for, in the model's order."""
+    names: dict[str, None] = {}
+    for variant in target.variants:
+        for output in () if variant.accuracy is None else variant.accuracy.outputs:
+            names.setdefault(output.name)
+    return list(names)
+
+
+def worst_output(variant: Variant) -> str | None:
+    """``worst: scores (cosine 0.9312)``, for a variant whose verdict rests on several outputs."""
+    accuracy = variant.accuracy
+    if accuracy is None or accuracy.worst_output is None or sum(o.counted for o in accuracy.outputs) < 2:
+        return None
+    return f"worst output: {accuracy.worst_output} (cosine {accuracy.cosine:.4f})"
+
+
+def quantized_nodes(variant: Variant) -> str:
+    """``3/12``: quantized of quantizable nodes, or — for fp32 and optimized."""
+    nodes = None if variant.quantization is None else variant.quantization.nodes
+    return NONE if nodes is None else f"{nodes.quantized}/{nodes.quantizable}"
+
+
+def partly_quantized(variant: Variant) -> str | None:
+    nodes = None if variant.quantization is None else variant.quantization.nodes
+    if nodes is None or nodes.quantized in (0, nodes.quantizable):
+        return None
+    return f"quantized {nodes.quantized} of {nodes.quantizable} nodes"
+
+
+def metric_text(variant: Variant) -> str | None:
+    metric = None if variant.accuracy is None else variant.accuracy.metric
+    if metric is None:
+        return None
+    scores = ", ".join(f"{name} {value:.4g}" for name, value in metric.scores.items())
+    return f"metric {'passed' if metric.passed else 'failed'}" + (f": {scores}" if scores else "")
 
 
 def size(size_bytes: int | None) -> str:
@@ -111,4 +158,11 @@ def has_emulated_timing(report: Report) -> bool:
 
 
 def tolerance_text(report: Report) -> str:
-    return f"cosine ≥ {report.tolerance.cosine}, top-1 agreement ≥ {report.tolerance.top1_agreement}"
+    tolerance = report.tolerance
+    if tolerance.metric is not None:
+        text = f"--metric {tolerance.metric} decides (cosine and top-1 shown only)"
+    else:
+        text = f"cosine ≥ {tolerance.cosine}, top-1 agreement ≥ {tolerance.top1_agreement}"
+    if tolerance.outputs is not None:
+        text += f"; outputs counted: {', '.join(tolerance.outputs)}"
+    return text

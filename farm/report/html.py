@@ -25,7 +25,7 @@ table.matrix { border-collapse: collapse; } .matrix th, .matrix td { border: 1px
 .why { display: block; white-space: normal; max-width: 22rem; }
 td.note { white-space: normal; text-align: left; }
 .ok { background: #d6f0d8; } .out-of-tolerance { background: #ffe9a8; } .failed { background: #f7c9c9; }
-.skipped { background: #e4e4e4; color: #555; } .absent { background: #fafafa; color: #999; }
+.skipped, .not-quantized { background: #e4e4e4; color: #555; } .absent { background: #fafafa; color: #999; }
 .rec { outline: 3px solid #1f6feb; outline-offset: -3px; font-weight: 700; }
 .legend span { display: inline-block; padding: 0 .5rem; margin-right: .4rem; border: 1px solid #c8ccd2; }
 svg.chart { display: block; margin: 1rem 0; } svg text { font-size: 12px; fill: #1d232a; }
@@ -37,6 +37,7 @@ pre { background: #f4f5f7; padding: .75rem; overflow-x: auto; }
 _CELL_TEXT: dict[Outcome, str] = {
     "ok": "ok",
     "out-of-tolerance": "out of tolerance",
+    "not-quantized": "not quantized",
     "failed": "failed",
     "skipped": "skipped",
 }
@@ -103,7 +104,8 @@ def _matrix_cell(target: TargetResult, name: str) -> str:
     classes = variant.outcome + (" rec" if name == target.recommended else "")
     details = [_CELL_TEXT[variant.outcome]]
     if variant.accuracy is not None:
-        details.append(f"cos {fmt.cosine(variant)}")
+        worst = variant.accuracy.worst_output if fmt.worst_output(variant) else None
+        details.append(f"cos {fmt.cosine(variant)}" + (f" ({worst})" if worst else ""))
     if variant.latency_ms is not None:
         details.append(f"{fmt.p50(variant)} ms")
     tooltip = f' title="{_esc(variant.error)}"' if variant.error else ""
@@ -174,11 +176,38 @@ def _target_details(target: TargetResult) -> str:
     if facts:
         parts.append(f"<p>{_esc(' · '.join(facts))}</p>")
     errors = [f"{v.name}: {v.error}" for v in target.variants if v.error]
-    if errors or target.warnings:
-        parts.append(_list([*target.warnings, *errors]))
+    notes = [f"{v.name}: {note}" for v in target.variants
+             for note in (fmt.partly_quantized(v), fmt.metric_text(v)) if note]
+    if errors or notes or target.warnings:
+        parts.append(_list([*target.warnings, *errors, *notes]))
+    per_output = _per_output(target)
+    if per_output:
+        parts.append(per_output)
     if target.log_tail:
         parts.append(f"<details open><summary>log tail</summary><pre>{_esc(target.log_tail)}</pre></details>")
     return "\n".join(parts)
+
+
+def _per_output(target: TargetResult) -> str:
+    """Each output's cosine per variant, for models whose verdict rests on more than one output."""
+    names = fmt.output_names(target)
+    if len(names) < 2:
+        return ""
+    head = "".join(f"<th>{_esc(n)}</th>" for n in names)
+    rows = []
+    for variant in target.variants:
+        if variant.accuracy is None:
+            continue
+        figures = {o.name: o for o in variant.accuracy.outputs}
+        cells = []
+        for name in names:
+            output = figures.get(name)
+            text = fmt.NONE if output is None or output.cosine is None else f"{output.cosine:.4f}"
+            worst = name == variant.accuracy.worst_output and fmt.worst_output(variant) is not None
+            cells.append(f"<td>{'<strong>' + text + '</strong>' if worst else text}</td>")
+        rows.append(f'<tr><th class="target">{_esc(variant.name)}</th>{"".join(cells)}</tr>')
+    return (f'<table class="matrix"><thead><tr><th>cosine per output</th>{head}</tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
 
 
 def _list(items: list[str] | tuple[str, ...]) -> str:

@@ -96,9 +96,12 @@ def _drift(variant: Variant, tolerance: Tolerance) -> str:
     accuracy = variant.accuracy
     if accuracy is None:
         return "outside tolerance"
+    if accuracy.metric is not None:
+        return f"outside tolerance: {fmt.metric_text(variant)} (--metric {tolerance.metric})"
     problems = []
     if accuracy.cosine < tolerance.cosine:
-        problems.append(f"cosine {accuracy.cosine:.4f} < {tolerance.cosine}")
+        worst = fmt.worst_output(variant)
+        problems.append(f"cosine {accuracy.cosine:.4f} < {tolerance.cosine}" + (f" ({worst})" if worst else ""))
     if accuracy.top1_agreement is not None and accuracy.top1_agreement < tolerance.top1_agreement:
         problems.append(f"top-1 agreement {accuracy.top1_agreement:.4f} < {tolerance.top1_agreement}")
     return "outside tolerance: " + ("; ".join(problems) or "as judged by the job")
@@ -109,9 +112,17 @@ def _metrics(variant: Variant) -> str:
     if variant.accuracy is not None:
         parts.append(f"cosine={variant.accuracy.cosine} max_abs={variant.accuracy.max_abs} "
                      f"top1_agreement={variant.accuracy.top1_agreement} accuracy={variant.accuracy.accuracy}")
+        parts += [f"output {o.name}: cosine={o.cosine} max_abs={o.max_abs} top1_agreement={o.top1_agreement}"
+                  + ("" if o.counted else " (not counted)") for o in variant.accuracy.outputs]
+        metric = fmt.metric_text(variant)
+        if metric:
+            parts.append(metric)
     if variant.latency_ms is not None:
         latency = variant.latency_ms
         parts.append(f"latency_ms p50={latency.p50} p90={latency.p90} p99={latency.p99} ({variant.timing})")
     if variant.size_bytes is not None:
         parts.append(f"size_bytes={variant.size_bytes}")
+    if variant.quantization is not None and variant.quantization.nodes is not None:
+        nodes = variant.quantization.nodes
+        parts.append(f"quantized_nodes={nodes.quantized}/{nodes.quantizable}")
     return "\n".join(parts)

@@ -12,8 +12,9 @@ from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
 _PUNCTUATION = re.compile(r"([\\`*_\[\]|#~])")
-_VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "p90 ms", "p99 ms", "size")
-_NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "p90 ms", "p99 ms", "size"}
+_VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms",
+                    "int8 nodes", "size")
+_NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms", "int8 nodes", "size"}
 
 
 def render_markdown(report: Report) -> str:
@@ -59,6 +60,9 @@ def _target_section(report: Report, target: TargetResult) -> str:
     if target.variants:
         rows = [_variant_row(v, target.recommended) for v in target.variants]
         parts.append(_table(_VARIANT_HEADERS, rows))
+        per_output = _per_output(target)
+        if per_output:
+            parts.append(per_output)
     if target.runtime:
         providers = ", ".join(target.runtime.providers)
         parts.append(f"onnxruntime {_text(target.runtime.onnxruntime)} ({_text(providers)})")
@@ -72,16 +76,41 @@ def _target_section(report: Report, target: TargetResult) -> str:
 def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
     name = _code(variant.name) + (" ◀ **recommended**" if variant.name == recommended else "")
     status = fmt.OUTCOME_LABEL[variant.outcome]
-    if variant.error:
-        status += f": {_text(variant.error)}"
+    notes = [variant.error, fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)]
+    status += "".join(f": {_text(note)}" for note in notes if note)
     latency = variant.latency_ms
     mark = "\\*" if variant.timing == "emulated" else ""
-    times = ["", "", ""] if latency is None else [
-        fmt.milliseconds(value) + mark for value in (latency.p50, latency.p90, latency.p99)
+    times = ["", "", "", ""] if latency is None else [
+        fmt.milliseconds(latency.p50) + mark, fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
+        fmt.milliseconds(latency.p90) + mark, fmt.milliseconds(latency.p99) + mark,
     ]
     max_abs = "" if variant.accuracy is None else f"{variant.accuracy.max_abs:.3g}"
     cells = [fmt.cosine(variant), max_abs, fmt.top1(variant), fmt.accuracy(variant)]
-    return [name, status, *(_blank(c) for c in cells), *times, _blank(fmt.size(variant.size_bytes))]
+    return [name, status, *(_blank(c) for c in cells), *times,
+            _blank(fmt.quantized_nodes(variant)), _blank(fmt.size(variant.size_bytes))]
+
+
+def _per_output(target: TargetResult) -> str:
+    """Each output's cosine (and top-1) per variant, for models whose verdict rests on more than one output."""
+    names = fmt.output_names(target)
+    if len(names) < 2:
+        return ""
+    rows = []
+    for variant in target.variants:
+        if variant.accuracy is None:
+            continue
+        figures = {o.name: o for o in variant.accuracy.outputs}
+        cells = []
+        for output_name in names:
+            output = figures.get(output_name)
+            text = "" if output is None or output.cosine is None else f"{output.cosine:.4f}"
+            if output is not None and output.top1_agreement is not None:
+                text += f" (top1 {output.top1_agreement:.3f})"
+            worst = output_name == variant.accuracy.worst_output and fmt.worst_output(variant) is not None
+            cells.append(f"**{text}**" if worst and text else text)
+        rows.append([_code(variant.name), *cells])
+    headers = ("cosine per output", *(_text(n) for n in names))
+    return _table(headers, rows)
 
 
 def _status(target: TargetResult) -> str:

@@ -11,14 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
+from farm.job.graph import NodeCount
+
+# The figures are the job's own value types: one definition on both sides of the container boundary.
+from farm.job.metrics import Accuracy, Latency
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 
 Mode = Literal["native", "emulated", "unavailable"]
 Status = Literal["ok", "failed", "skipped"]
 Timing = Literal["measured", "emulated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
-# What a reader wants to know of a variant: ran fine, ran but drifted from fp32, or did not run.
-Outcome = Literal["ok", "out-of-tolerance", "failed", "skipped"]
+# What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
+Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
 Dim = int | str | None
 
 
@@ -85,15 +89,23 @@ class DataSummary:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Tolerance:
+    """What makes a verdict: cosine and top-1 thresholds, the outputs counted (None: every float output), and the
+    user's --metric (``file.py:function``), which decides alone when given."""
+
     cosine: float
     top1_agreement: float
+    outputs: tuple[str, ...] | None = None
+    metric: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(cosine=data["cosine"], top1_agreement=data["top1_agreement"])
+        outputs = data["outputs"]
+        return cls(cosine=data["cosine"], top1_agreement=data["top1_agreement"],
+                   outputs=None if outputs is None else tuple(outputs), metric=data["metric"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cosine": self.cosine, "top1_agreement": self.top1_agreement}
+        return {"cosine": self.cosine, "top1_agreement": self.top1_agreement,
+                "outputs": None if self.outputs is None else list(self.outputs), "metric": self.metric}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,41 +122,48 @@ class Runtime:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Latency:
-    p50: float
-    p90: float
-    p99: float
+class Quantization:
+    """How an int8 variant was made, and how many of the model's quantizable nodes it actually quantized."""
+
+    kind: Literal["static", "dynamic"]
+    format: Literal["QDQ", "QOperator"]
+    activation_type: str
+    weight_type: str
+    reduce_range: bool
+    per_channel: bool
+    subgraphs: bool
+    calibration: Mapping[str, Any] | None
+    opset: int
+    nodes: NodeCount | None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p50": self.p50, "p90": self.p90, "p99": self.p99}
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Accuracy:
-    cosine: float
-    max_abs: float
-    top1_agreement: float | None
-    accuracy: float | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        nodes = data["nodes"]
         return cls(
-            cosine=data["cosine"],
-            max_abs=data["max_abs"],
-            top1_agreement=data["top1_agreement"],
-            accuracy=data["accuracy"],
+            kind=data["kind"],
+            format=data["format"],
+            activation_type=data["activation_type"],
+            weight_type=data["weight_type"],
+            reduce_range=data["reduce_range"],
+            per_channel=data["per_channel"],
+            subgraphs=data["subgraphs"],
+            calibration=None if data["calibration"] is None else dict(data["calibration"]),
+            opset=data["opset"],
+            nodes=None if nodes is None else NodeCount.from_dict(nodes),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "cosine": self.cosine,
-            "max_abs": self.max_abs,
-            "top1_agreement": self.top1_agreement,
-            "accuracy": self.accuracy,
+            "kind": self.kind,
+            "format": self.format,
+            "activation_type": self.activation_type,
+            "weight_type": self.weight_type,
+            "reduce_range": self.reduce_range,
+            "per_channel": self.per_channel,
+            "subgraphs": self.subgraphs,
+            "calibration": None if self.calibration is None else dict(self.calibration),
+            "opset": self.opset,
+            "nodes": None if self.nodes is None else self.nodes.to_dict(),
         }
 
 
@@ -158,16 +177,25 @@ class Variant:
     timing: Timing = "none"
     accuracy: Accuracy | None = None
     within_tolerance: bool | None = None
+    quantization: Quantization | None = None
+
+    @property
+    def not_quantized(self) -> bool:
+        """An int8 name on a model in which nothing was quantized (e.g. all compute inside If branches)."""
+        nodes = None if self.quantization is None else self.quantization.nodes
+        return nodes is not None and nodes.quantized == 0
 
     @property
     def outcome(self) -> Outcome:
         if self.status == "ok" and self.within_tolerance is False:
             return "out-of-tolerance"
+        if self.status == "skipped" and self.not_quantized:
+            return "not-quantized"
         return self.status
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        latency, accuracy = data["latency_ms"], data["accuracy"]
+        latency, accuracy, quantization = data["latency_ms"], data["accuracy"], data["quantization"]
         return cls(
             name=data["name"],
             status=data["status"],
@@ -177,6 +205,7 @@ class Variant:
             timing=data["timing"],
             accuracy=None if accuracy is None else Accuracy.from_dict(accuracy),
             within_tolerance=data["within_tolerance"],
+            quantization=None if quantization is None else Quantization.from_dict(quantization),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +218,7 @@ class Variant:
             "timing": self.timing,
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
             "within_tolerance": self.within_tolerance,
+            "quantization": None if self.quantization is None else self.quantization.to_dict(),
         }
 
 

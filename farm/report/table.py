@@ -60,7 +60,13 @@ def _tabulate(rows: list[Row]) -> str:
 
 
 def _target_rows(target: TargetResult, target_width: int, variant_width: int) -> list[Row]:
-    rows = [_variant_row(v, target.recommended, variant_width) for v in target.variants]
+    rows = []
+    previous = None
+    for variant in target.variants:
+        # Several variants often fail or skip for one reason (nothing quantized, a missing kernel): say it once.
+        repeated = variant.error is not None and variant.error == previous
+        rows.append(_variant_row(variant, target.recommended, variant_width, repeated=repeated))
+        previous = variant.error
     if target.status != "ok" or not rows:
         rows.append(_target_note_row(target, variant_width))
     name = _truncate(target.name, target_width)
@@ -72,11 +78,15 @@ def _target_rows(target: TargetResult, target_width: int, variant_width: int) ->
     return rows
 
 
-def _variant_row(variant: Variant, recommended: str | None, width: int) -> Row:
+def _variant_row(variant: Variant, recommended: str | None, width: int, *, repeated: bool = False) -> Row:
     mark = RECOMMENDED_MARK if variant.name == recommended else ""
     label = _truncate(variant.name, width - len(mark)) + mark
     if variant.status != "ok" and variant.error:
-        label += "\n" + _wrap(variant.error, width, _ERROR_LINES, indent="  ")
+        label += "\n" + ("  (the same reason as above)" if repeated else
+                         _wrap(variant.error, width, _ERROR_LINES, indent="  "))
+    for note in (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)):
+        if note:
+            label += "\n" + _wrap(note, width, _ERROR_LINES, indent="  ")
     return ["", label, *_metric_cells(variant)]
 
 

@@ -41,21 +41,48 @@ def variant(
     tolerance: float = 0.99,
     status: str = "ok",
     error: str | None = None,
+    quantized: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """A variant entry; metrics that are not given are absent, as for a variant that did not run."""
+    """A variant entry; metrics that are not given are absent, as for a variant that did not run.
+
+    ``quantized`` is (quantized, quantizable) nodes; int8 names get (12, 12) unless told otherwise.
+    """
     ran = status == "ok"
     within = None if cosine is None else cosine >= tolerance and (top1 is None or top1 >= tolerance)
+    rounds = [] if p50 is None else [round(p50 * f, 4) for f in (0.98, 1.0, 1.01, 0.99, 1.03)]
+    max_abs = None if cosine is None else round((1 - cosine) * 40, 4)
+    if quantized is None and name not in ("fp32", "optimized"):
+        quantized = (12, 12)
     return {
         "name": name,
         "status": status,
         "error": error,
-        "size_bytes": size if ran or status == "failed" else None,
-        "latency_ms": None if p50 is None else {"p50": p50, "p90": round(p50 * 1.08, 3), "p99": round(p50 * 1.3, 3)},
+        "size_bytes": size if ran or status == "failed" or quantized else None,
+        "latency_ms": None if p50 is None else {"p50": p50, "p90": round(p50 * 1.08, 3), "p99": round(p50 * 1.3, 3),
+                                                "rounds": rounds, "spread": round(max(rounds) - min(rounds), 4),
+                                                "interleaved": True},
         "timing": timing if p50 is not None else "none",
         "accuracy": None if cosine is None else {
-            "cosine": cosine, "max_abs": round((1 - cosine) * 40, 4), "top1_agreement": top1, "accuracy": acc,
+            "cosine": cosine, "max_abs": max_abs, "top1_agreement": top1, "accuracy": acc,
+            "outputs": [{"name": "logits", "counted": True, "cosine": cosine, "max_abs": max_abs,
+                         "top1_agreement": top1}],
+            "worst_output": "logits", "metric": None,
         },
         "within_tolerance": within if ran else None,
+        "quantization": None if quantized is None else quantization(name, *quantized),
+    }
+
+
+def quantization(name: str, quantized: int, quantizable: int) -> dict[str, Any]:
+    dynamic = "dynamic" in name
+    return {
+        "kind": "dynamic" if dynamic else "static", "format": "QOperator" if dynamic else "QDQ",
+        "activation_type": "uint8" if name.startswith("u8") else "int8",
+        "weight_type": "uint8" if name.startswith("u8u8") else "int8",
+        "reduce_range": "-rr" in name, "per_channel": "-pc" in name, "subgraphs": "subgraph" in name,
+        "calibration": None if dynamic else {"method": "minmax", "samples": 64}, "opset": 17,
+        "nodes": {"quantizable": quantizable, "quantized": quantized, "quantizable_in_subgraphs": 0,
+                  "quantized_in_subgraphs": 0},
     }
 
 
@@ -157,7 +184,7 @@ def sample_report_dict(*, synthetic: bool = False) -> dict[str, Any]:
             "source": "synthetic" if synthetic else "bundled", "samples": 360, "synthetic": synthetic,
             "labels": not synthetic,
         },
-        "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
+        "tolerance": {"cosine": 0.99, "top1_agreement": 0.99, "outputs": None, "metric": None},
         "warnings": [
             "quant_pre_process: symbolic shape inference failed (AssertionError in _infer_Concat); retried with "
             "skip_symbolic_shape=True"

@@ -59,8 +59,8 @@ def test_shape_naming_an_unknown_input(tmp_path: Path) -> None:
 def dynamic_model(tmp_path: Path) -> Path:
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "dynamic",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "features"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "features"])],
     )
     path = tmp_path / "dynamic.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
@@ -69,7 +69,7 @@ def dynamic_model(tmp_path: Path) -> Path:
 
 def test_a_dynamic_dimension_without_shape(tmp_path: Path, dynamic_model: Path) -> None:
     result = matrix(dynamic_model.name, cwd=tmp_path)
-    assert_one_clean_line(result, 2, "'x'", "'N'", "--shape x=")
+    assert_one_clean_line(result, 2, "'x'", "'features'", "--shape x=")
 
 
 def test_a_model_that_does_not_exist(tmp_path: Path) -> None:
@@ -80,3 +80,64 @@ def test_a_model_that_does_not_exist(tmp_path: Path) -> None:
 def test_an_unknown_format(tmp_path: Path) -> None:
     result = matrix("--format", "yaml", cwd=tmp_path)
     assert_one_clean_line(result, 2, "--format yaml", "markdown")
+
+
+# Issue 6: models as exporters write them, and the new flags, all refused or accepted before any engine.
+
+
+def paddle_style_model(tmp_path: Path) -> Path:
+    """A batch axis written as dim_value -1 and spatial axes left unnamed, as paddle2onnx does."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, None, None])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "paddle", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, None, None])])
+    path = tmp_path / "paddle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6), path)
+    return path
+
+
+def test_a_negative_dim_is_dynamic_in_data_and_shape_errors(tmp_path: Path) -> None:
+    paddle_style_model(tmp_path)
+    np.savez(tmp_path / "data.npz", x=np.zeros((2, 1, 3, 48, 192), np.float32))
+    wrong = matrix("paddle.onnx", "--data", "data.npz", "--shape", "x=1,4,48,192", cwd=tmp_path)
+    # The model's shape as onnxruntime reads it: -1 is dynamic, shown as '?', never "fixed at -1".
+    assert_one_clean_line(wrong, 2, "--shape x=1,4,48,192", "[?, 3, ?, ?]", "fixes it at 3")
+    assert "-1" not in wrong.stderr
+    bad_sample = matrix("paddle.onnx", "--data", "data.npz", "--shape", "x=1,3,48,192", "--output", "z",
+                        cwd=tmp_path)
+    # The data and --shape were accepted; what stops it is the next check, before any engine.
+    assert_one_clean_line(bad_sample, 2, "--output z", "paddle.onnx", "y")
+
+
+def test_an_unknown_output_names_the_nearest(tmp_path: Path) -> None:
+    result = matrix(str(DIGITS), "--output", "logit", cwd=tmp_path)
+    assert_one_clean_line(result, 2, "--output logit", "did you mean 'logits'?")
+
+
+@pytest.mark.parametrize(
+    ("metric", "source", "expected"),
+    [
+        ("metric.py", "def score(a, b, c):\n    return {'passed': True}\n", ("--metric metric.py", "FILE.py:FUNCTION")),
+        ("missing.py:score", None, ("--metric file missing.py", "does not exist")),
+        ("metric.py:score", "def score(a, b, c)\n", ("metric.py is not valid Python",)),
+        ("metric.py:scor", "def score(a, b, c):\n    return {}\n", ("defines no top-level function scor",
+                                                                   "did you mean 'score'?")),
+    ],
+)
+def test_a_bad_metric_is_refused_before_any_engine(
+    tmp_path: Path, metric: str, source: str | None, expected: tuple[str, ...]
+) -> None:
+    if source is not None:
+        (tmp_path / "metric.py").write_text(source)
+    result = matrix(str(DIGITS), "--metric", metric, cwd=tmp_path)
+    assert_one_clean_line(result, 2, *expected)
+
+
+def test_external_data_that_escapes_the_model_folder_is_refused(tmp_path: Path) -> None:
+    from tests.modelgen import make_external_data_model, relocate_external_data
+
+    (tmp_path / "models").mkdir()
+    make_external_data_model(tmp_path / "models" / "model.onnx")
+    (tmp_path / "models" / "weights.bin").rename(tmp_path / "weights.bin")
+    relocate_external_data(tmp_path / "models" / "model.onnx", "../weights.bin")
+    result = matrix("models/model.onnx", cwd=tmp_path)
+    assert_one_clean_line(result, 2, "model.onnx", "'../weights.bin'", "relative location")

@@ -20,7 +20,7 @@ def test_default_targets_file_has_the_four_contract_targets() -> None:
     names = [t.name for t in config.targets]
     assert names == ["x86-avx2", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
     gpu = config.target("gpu-s8s8")
-    assert gpu.candidates == ("s8s8-qdq",) and gpu.gpus == 1 and gpu.on_request
+    assert gpu.candidates == ("s8s8-qdq", "s8s8-qdq-pc") and gpu.gpus == 1 and gpu.on_request
     assert gpu.providers[0] == "CUDAExecutionProvider"
     assert config.target("x86-avx2").emulate_cpu == "Haswell"
     assert config.target("arm64").arch == "aarch64"

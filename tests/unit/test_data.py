@@ -448,3 +448,28 @@ def test_write_without_labels(tmp_path: Path) -> None:
     files = PreparedData(source="synthetic", samples=1, inputs={"x": np.zeros((1, 2))}).write(tmp_path)
     assert files.labels is None
     assert sorted(os.listdir(tmp_path)) == ["inputs.npz"]
+
+
+# Issue 6: exporters' negative dims and a dynamic batch
+
+
+def test_a_dynamic_batch_alone_is_filled_with_one_for_synthetic_inputs() -> None:
+    model = model_info(("x", "float32", (None, 3, 8, 8)), ("sr", "int64", ()))
+    data = prepare_data(model, samples=3)
+    assert data.inputs["x"].shape == (3, 1, 3, 8, 8)
+    assert data.inputs["sr"].shape == (3,)
+
+
+def test_negative_dims_from_an_exporter_are_dynamic(tmp_path: Path) -> None:
+    path = tmp_path / "paddle.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, 0, 192])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [-1])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)], ir_version=6), path)
+    info = inspect_model(path)
+    assert info.inputs[0].shape == (None, 3, None, 192)
+    assert info.inputs[0].dynamic_dims == (0, 2)
+    data = prepare_data(info, data=npz(tmp_path, x=np.zeros((4, 1, 3, 48, 192), np.float32)))
+    assert data.inputs["x"].shape == (4, 1, 3, 48, 192)
+    shapes = parse_shape_overrides(["x=1,3,48,192"], model=info)
+    assert prepare_data(info, shapes=shapes, samples=2).inputs["x"].shape == (2, 1, 3, 48, 192)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from farm.job.metrics import Latency, MetricsError, compare, cosine, is_classifier_like
+from farm.job.metrics import Latency, MetricsError, compare, cosine, is_classifier_like, top1_kind
 
 
 def f32(*values: float) -> np.ndarray:
@@ -20,15 +20,45 @@ def test_cosine_is_scale_invariant_and_handles_zero() -> None:
     assert cosine(f32(0, 0), f32(1, 0)) == 0.0
 
 
-def test_compare_means_cosine_over_samples_and_concatenates_float_outputs() -> None:
-    # Sample 0 matches; sample 1's two outputs, concatenated, are [1, 0] against [0, 1]: cosine 0.
-    reference = [[f32(1), f32(1)], [f32(1), f32(0)]]
-    candidate = [[f32(2), f32(2)], [f32(0), f32(1)]]
-    result = compare(reference, candidate)
-    assert result.cosine == pytest.approx(0.5)
-    assert result.max_abs == pytest.approx(1.0)
-    assert result.top1_agreement is None  # a 1-element output is not classifier-like
+def test_each_output_gets_its_own_figures_and_the_worst_decides() -> None:
+    # "score": sample 0 matches, sample 1 is orthogonal: mean cosine 0.5. "state" only scales: cosine 1.
+    reference = [[f32(1, 0), f32(1, 2)], [f32(1, 0), f32(3, 4)]]
+    candidate = [[f32(2, 0), f32(2, 4)], [f32(0, 1), f32(6, 8)]]
+    result = compare(reference, candidate, names=["score", "state"])
+    assert [o.name for o in result.outputs] == ["score", "state"]
+    assert [o.cosine for o in result.outputs] == [pytest.approx(0.5), pytest.approx(1.0)]
+    assert result.cosine == pytest.approx(0.5) and result.worst_output == "score"
+    assert result.max_abs == pytest.approx(4.0)  # state's 8 against 4
+    assert result.top1_agreement == pytest.approx(0.5)  # both are [2] score vectors; score's argmax moved once
     assert result.accuracy is None
+
+
+def test_only_counted_outputs_make_the_verdict() -> None:
+    reference = [[f32(1, 0), f32(1, 2)], [f32(1, 0), f32(3, 4)]]
+    candidate = [[f32(2, 0), f32(2, 4)], [f32(0, 1), f32(6, 8)]]
+    result = compare(reference, candidate, names=["score", "state"], counted=["state"])
+    assert result.cosine == pytest.approx(1.0) and result.worst_output == "state"
+    assert [o.counted for o in result.outputs] == [False, True]
+    assert result.outputs[0].cosine == pytest.approx(0.5)  # still reported
+
+
+def test_a_one_value_output_is_compared_across_samples() -> None:
+    # Per sample a single value always has cosine 1; across samples the drift of the third one shows.
+    reference = [[f32(1)], [f32(1)], [f32(1)]]
+    candidate = [[f32(1)], [f32(1)], [f32(-1)]]
+    assert compare(reference, candidate).cosine == pytest.approx(1 / 3)
+
+
+def test_sequence_of_distributions_gets_per_position_top1() -> None:
+    probs = np.array([[[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0]]], dtype=np.float32)
+    moved = probs.copy()
+    moved[0, 2] = [0.5, 0.3, 0.2]  # position 2's argmax moves from 2 to 0
+    result = compare([[probs], [probs]], [[probs], [moved]])
+    assert result.top1_agreement == pytest.approx(7 / 8)
+    assert top1_kind([probs]) == "position"
+    # Box coordinates and scores along the last axis are not a decision.
+    assert top1_kind([np.array([[[120.0, 80.0, 0.9], [40.0, 30.0, 0.1]]], dtype=np.float32)]) is None
+    assert top1_kind([np.array([[3.0, -1.0, 2.0]], dtype=np.float32)]) == "sample"
 
 
 def test_integer_outputs_are_left_out_of_cosine_when_floats_exist() -> None:
@@ -71,9 +101,14 @@ def test_mismatches_and_non_finite_values_are_errors() -> None:
         compare([[f32(1, 2)]], [[f32(np.nan, 2)]])
 
 
-def test_latency_percentiles_in_milliseconds() -> None:
-    latency = Latency.from_seconds([i / 1000 for i in range(1, 101)])
+def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
+    seconds = [i / 1000 for i in range(1, 101)]
+    latency = Latency.from_rounds([seconds[:50], seconds[50:]])
     assert latency.p50 == pytest.approx(50.5)
     assert latency.p90 == pytest.approx(90.1)
     assert latency.p99 == pytest.approx(99.01)
-    assert latency.to_dict() == {"p50": latency.p50, "p90": latency.p90, "p99": latency.p99}
+    assert latency.rounds == (pytest.approx(25.5), pytest.approx(75.5))
+    assert latency.spread == pytest.approx(50.0)
+    assert latency.to_dict() == {"p50": latency.p50, "p90": latency.p90, "p99": latency.p99,
+                                 "rounds": list(latency.rounds), "spread": latency.spread, "interleaved": False}
+    assert Latency.from_dict(latency.to_dict()) == latency

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from farm.job.metrics import Accuracy, Latency
-from farm.job.recommend import recommend, saturation_findings
+from farm.job.recommend import faster, recommend, saturation_findings
 from farm.job.result import VariantResult
 
 
-def ok(name: str, p50: float | None, cosine: float = 0.999, *, within: bool = True) -> VariantResult:
+def ok(
+    name: str, p50: float | None, cosine: float = 0.999, *, within: bool = True, noise: float = 0.01,
+    size: int | None = None,
+) -> VariantResult:
+    """A variant that ran; its five timing rounds lie within ``noise`` (a share of p50) around ``p50``."""
+    rounds = () if p50 is None else tuple(p50 * (1 + noise * f) for f in (-1.0, -0.5, 0.0, 0.5, 1.0))
     return VariantResult(
         name=name,
         status="ok",
-        latency_ms=None if p50 is None else Latency(p50=p50, p90=p50, p99=p50),
+        size_bytes=size,
+        latency_ms=None if p50 is None else Latency(p50=p50, p90=p50, p99=p50, rounds=rounds),
         timing="none" if p50 is None else "measured",
         accuracy=Accuracy(cosine=cosine, max_abs=0.1, top1_agreement=1.0 if within else 0.9, accuracy=None),
         within_tolerance=within,
@@ -29,7 +37,7 @@ def test_fastest_int8_within_tolerance_wins() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.10, within=False), ok("u8u8-qdq", 0.12), ok("s8s8-qdq", 0.15)]
     name, why = recommend(variants, emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq"
-    assert why == "u8u8-qdq: fastest within tolerance (p50 0.12 ms vs fp32 0.20 ms, optimized 0.18 ms)"
+    assert why == "u8u8-qdq: faster than optimized beyond noise (p50 0.12 ±0.0012 ms vs optimized 0.18 ±0.0018 ms)"
 
 
 def test_int8_that_does_not_pay_recommends_the_faster_baseline() -> None:
@@ -37,7 +45,7 @@ def test_int8_that_does_not_pay_recommends_the_faster_baseline() -> None:
     name, why = recommend(variants, emulated=False, saturation_risk=False)
     assert name == "optimized"
     assert why is not None
-    assert why.startswith("int8 did not pay: every int8 variant is slower than optimized (best 0.6x")
+    assert why.startswith("int8 did not pay: every int8 variant is slower than optimized beyond noise (best 0.60x")
 
 
 def test_no_int8_within_tolerance_says_which_came_closest() -> None:
@@ -46,7 +54,8 @@ def test_no_int8_within_tolerance_says_which_came_closest() -> None:
     assert name == "optimized"
     assert why == (
         "no int8 variant is within tolerance (best: u8u8-qdq, cosine 0.9700, top1 agreement 0.90); "
-        "recommending optimized"
+        "recommending optimized; optimized rather than fp32: faster beyond noise (p50 0.18 ±0.0018 ms vs fp32 "
+        "0.20 ±0.002 ms)"
     )
 
 
@@ -122,3 +131,56 @@ def test_saturation_is_told_apart_from_quantization_by_the_mitigation_twin() -> 
     findings = saturation_findings(variants)
     assert len(findings) == 1
     assert findings[0].startswith("u8s8-qdq saturates on this tier: cosine 0.9537, against 1.0000 for the same model")
+
+
+def test_variants_within_noise_are_never_called_fastest() -> None:
+    # 2% apart with rounds that overlap: neither int8 nor optimized beats fp32 beyond noise.
+    variants = [ok("fp32", 0.100, 1.0, noise=0.05, size=1000), ok("optimized", 0.098, 1.0, noise=0.05, size=1200),
+                ok("u8u8-qdq", 0.097, 0.9995, noise=0.05)]
+    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    assert name == "fp32"
+    assert why is not None and "fastest" not in why
+    assert why.startswith("no variant is faster beyond noise: u8u8-qdq within noise of fp32")
+    assert "fp32 rather than optimized: within noise" in why and "chose on accuracy, then size" in why
+    assert why.endswith("u8u8-qdq is the most accurate within tolerance")
+
+
+def test_steady_rounds_make_a_small_difference_real_but_the_floor_still_holds() -> None:
+    steady = [ok("fp32", 0.100, 1.0, noise=0.001), ok("u8u8-qdq", 0.095, noise=0.001)]
+    assert recommend(steady, emulated=False, saturation_risk=False)[0] == "u8u8-qdq"
+    # 2% apart with rounds that do not overlap is still below the 3% floor.
+    close = [ok("fp32", 0.100, 1.0, noise=0.001), ok("u8u8-qdq", 0.098, noise=0.001)]
+    assert recommend(close, emulated=False, saturation_risk=False)[0] == "fp32"
+
+
+def test_optimized_slower_than_fp32_is_not_recommended() -> None:
+    variants = [ok("fp32", 0.10, 1.0), ok("optimized", 0.13, 1.0), ok("u8u8-qdq", 0.5, within=False)]
+    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    assert name == "fp32"
+    assert why is not None and "optimized is slower beyond noise" in why
+
+
+def test_int8_tied_with_the_fastest_is_chosen_on_accuracy_then_size() -> None:
+    variants = [*BASE, ok("u8s8-qdq", 0.100, 0.9990, noise=0.05, size=500), ok("u8u8-qdq", 0.101, 0.9995, noise=0.05,
+                size=600), ok("s8s8-qdq", 0.102, 0.9995, noise=0.05, size=400)]
+    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    assert name == "s8s8-qdq"  # the same cosine as u8u8-qdq, and smaller
+    assert why is not None and "within noise of u8s8-qdq, u8u8-qdq, so chose on accuracy, then size" in why
+
+
+def test_faster_needs_every_round_to_beat_every_round() -> None:
+    a = Latency(p50=1.0, p90=1.0, p99=1.0, rounds=(0.9, 1.0, 1.2))
+    b = Latency(p50=1.5, p90=1.5, p99=1.5, rounds=(1.19, 1.5, 1.6))
+    assert not faster(a, b)
+    assert faster(a, Latency(p50=1.5, p90=1.5, p99=1.5, rounds=(1.3, 1.5, 1.6)))
+    assert not faster(Latency(p50=1.5, p90=1.5, p99=1.5, rounds=(1.3, 1.5, 1.6)), a)
+
+
+def test_alternating_rounds_are_compared_round_by_round() -> None:
+    # A slow stretch in round 2 hit both: a is faster in every round, though its slow round is slower than b's fast.
+    a = Latency(p50=1.0, p90=1.0, p99=1.0, rounds=(1.0, 2.0, 1.0), interleaved=True)
+    b = Latency(p50=1.5, p90=1.5, p99=1.5, rounds=(1.5, 3.0, 1.5), interleaved=True)
+    assert faster(a, b) and not faster(b, a)
+    assert not faster(replace(a, interleaved=False), b)  # unpaired, a's 2.0 overlaps b's 1.5
+    # One round the other way round is noise.
+    assert not faster(replace(a, rounds=(1.0, 3.1, 1.0)), b)

@@ -20,15 +20,20 @@ from farm.job.spec import Spec
 from farm.report.schema import validate_target
 from tests.modelgen import (
     CANDIDATES,
+    make_dynamic_batch_cnn,
+    make_if_branch_model,
     make_mlp_classifier,
     make_saturating_classifier,
     make_scalar_input_classifier,
+    make_sequence_and_state_model,
     make_unloadable_model,
     write_job_spec,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANT_KEYS = ["name", "status", "error", "size_bytes", "latency_ms", "timing", "accuracy", "within_tolerance"]
+VARIANT_KEYS = [
+    "name", "status", "error", "size_bytes", "latency_ms", "timing", "accuracy", "within_tolerance", "quantization",
+]  # fmt: skip
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
     "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image",
@@ -83,7 +88,13 @@ def test_prepare_then_evaluate_through_the_cli(tmp_path: Path) -> None:
         assert variant["within_tolerance"] is True, variant
         assert variant["timing"] == "measured" and variant["size_bytes"] > 0
     fp32 = result["variants"][0]["accuracy"]
-    assert fp32 == {"cosine": 1.0, "max_abs": 0.0, "top1_agreement": 1.0, "accuracy": 1.0}
+    assert fp32 == {
+        "cosine": 1.0, "max_abs": 0.0, "top1_agreement": 1.0, "accuracy": 1.0, "worst_output": "logits", "metric": None,
+        "outputs": [{"name": "logits", "counted": True, "cosine": 1.0, "max_abs": 0.0, "top1_agreement": 1.0}],
+    }
+    for variant in result["variants"][2:]:
+        assert variant["quantization"]["nodes"] == {
+            "quantizable": 2, "quantized": 2, "quantizable_in_subgraphs": 0, "quantized_in_subgraphs": 0}
     assert result["recommended"] in WITH_MITIGATION and result["recommendation_reason"]
     assert [result[k] for k in ("exit_code", "log_tail", "duration_s", "image")] == [None] * 4
 
@@ -202,7 +213,7 @@ def test_emulated_target_labels_its_timings_and_skips_mitigations_with_vnni(tmp_
 
 def test_no_timing_runs_leave_latency_null(tmp_path: Path) -> None:
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
-    spec = write_job_spec(tmp_path, candidates=[], timing={"warmup": 0, "iterations": 0})
+    spec = write_job_spec(tmp_path, candidates=[], timing={"warmup": 0, "iterations": 0, "rounds": 1})
     result = run_evaluate(Spec.from_file(spec), tmp_path / "out")
     assert [(v.latency_ms, v.timing) for v in result.variants] == [(None, "none"), (None, "none")]
 
@@ -279,3 +290,121 @@ def test_cuda_libraries_from_the_nvidia_wheels_are_preloaded_once(monkeypatch: p
     session.preload_cuda(("CUDAExecutionProvider", "CPUExecutionProvider"))
     session.preload_cuda(("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert calls == [None]
+
+
+# Issue 6: real-model shapes, on the host's onnxruntime (the same code runs in every target's image).
+
+ALL_CANDIDATES = [*CANDIDATES, "s8s8-qdq-pc", "u8s8-qdq-pc", "u8s8-dynamic-subgraph"]
+
+
+def evaluated(tmp_path: Path, **spec: Any) -> Any:
+    prepared(tmp_path, **spec)
+    return run_evaluate(Spec.from_file(write_job_spec(tmp_path, **spec)), tmp_path / "out")
+
+
+def test_compute_inside_if_branches_is_not_called_quantized(tmp_path: Path) -> None:
+    make_if_branch_model(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, labels=None, candidates=["u8s8-qdq", "u8s8-dynamic", "u8s8-dynamic-subgraph"])
+    by_name = {v.name: v for v in result.variants}
+    for name in ("u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-dynamic"):
+        variant = by_name[name]
+        assert variant.status == "skipped" and variant.quantization["nodes"]["quantized"] == 0, variant
+        assert variant.error.startswith("not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies")
+        assert "u8s8-dynamic-subgraph quantizes inside them" in variant.error
+    subgraph = by_name["u8s8-dynamic-subgraph"]
+    assert subgraph.status == "ok" and subgraph.quantization["subgraphs"] is True
+    assert subgraph.quantization["nodes"] == {
+        "quantizable": 4, "quantized": 4, "quantizable_in_subgraphs": 4, "quantized_in_subgraphs": 4}
+    assert result.recommended not in ("u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-dynamic")
+    validate_target(read(tmp_path / "out" / "result.json"))
+
+
+def test_per_channel_variants_of_an_opset_11_model_are_made_at_opset_13(tmp_path: Path) -> None:
+    make_dynamic_batch_cnn(tmp_path / "model.onnx").save(tmp_path)
+    state = run_prepare(Spec.from_file(write_job_spec(tmp_path, stage="prepare", candidates=ALL_CANDIDATES[:7])),
+                        tmp_path / "prep")
+    assert any("converted from opset 11 to 13" in w for w in state["warnings"]), state["warnings"]
+    assert sum("converted from opset" in w for w in state["warnings"]) == 1  # once, for both variants
+    for name in ("s8s8-qdq-pc", "u8s8-qdq-pc"):
+        record = state["variants"][name]
+        assert record["status"] == "ok", record
+        assert record["quantization"]["per_channel"] is True and record["quantization"]["opset"] == 13
+        ort.InferenceSession(str(tmp_path / "prep" / "artifacts" / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    assert state["variants"]["s8s8-qdq"]["quantization"]["opset"] == 11
+
+
+def test_each_output_is_judged_and_the_drifting_one_is_named(tmp_path: Path) -> None:
+    make_sequence_and_state_model(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, labels=None, candidates=["u8s8-qdq"])
+    variant = next(v for v in result.variants if v.name == "u8s8-qdq")
+    assert variant.within_tolerance is False and variant.accuracy.worst_output == "probs"
+    probs, state = variant.accuracy.outputs
+    assert (probs.name, state.name) == ("probs", "state")
+    assert probs.top1_agreement is not None and probs.top1_agreement < 0.99  # per position, over [1, T, C]
+    assert state.top1_agreement is None and state.cosine > 0.9999
+
+
+def test_outputs_chosen_by_name_make_the_verdict(tmp_path: Path) -> None:
+    make_sequence_and_state_model(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, labels=None, candidates=["u8s8-qdq"], outputs=["state"])
+    variant = next(v for v in result.variants if v.name == "u8s8-qdq")
+    assert variant.within_tolerance is True and variant.accuracy.worst_output == "state"
+    assert [o.counted for o in variant.accuracy.outputs] == [False, True]
+
+
+METRIC = '''
+import numpy as np
+
+calls = 0
+
+
+def strict(fp32, outputs, labels):
+    """Passes only bit-exact outputs: every int8 variant fails, however close its cosine."""
+    exact = all(np.array_equal(fp32[name], outputs[name]) for name in fp32)
+    return {"passed": exact, "exact": float(exact)}
+
+
+def flaky(fp32, outputs, labels):
+    """Raises on its third call (s8s8-qdq, after fp32 and optimized) and passes everything else."""
+    global calls
+    calls += 1
+    if calls == 3:
+        raise ValueError("third call")
+    agree = float(np.mean(fp32["logits"].argmax(-1) == outputs["logits"].argmax(-1)))
+    return {"passed": True, "top1": agree}
+'''
+
+
+def test_a_metric_decides_the_verdict_and_its_failure_stays_with_one_variant(tmp_path: Path) -> None:
+    make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
+    (tmp_path / "metric").mkdir()
+    (tmp_path / "metric" / "check.py").write_text(METRIC)
+    strict = evaluated(tmp_path, candidates=["s8s8-qdq", "u8u8-qdq"],
+                       metric={"file": "metric/check.py", "function": "strict"})
+    by_name = {v.name: v for v in strict.variants}
+    assert by_name["fp32"].within_tolerance is True
+    assert by_name["u8u8-qdq"].accuracy.cosine > 0.99  # the built-in figures would pass it ...
+    assert by_name["u8u8-qdq"].within_tolerance is False  # ... the metric does not
+    assert by_name["u8u8-qdq"].accuracy.metric.to_dict() == {"scores": {"exact": 0.0}, "passed": False}
+    assert strict.recommended in ("fp32", "optimized")
+
+    flaky = run_evaluate(Spec.from_file(write_job_spec(
+        tmp_path, candidates=["s8s8-qdq", "u8u8-qdq"], metric={"file": "metric/check.py", "function": "flaky"},
+        tolerance={"cosine": 1.0, "top1_agreement": 1.0})), tmp_path / "out2")
+    by_name = {v.name: v for v in flaky.variants}
+    assert flaky.status == "ok"
+    assert by_name["s8s8-qdq"].status == "failed"
+    assert by_name["s8s8-qdq"].error == "metric flaky raised ValueError: third call"
+    assert by_name["u8u8-qdq"].status == "ok" and by_name["u8u8-qdq"].within_tolerance is True
+    assert by_name["u8u8-qdq"].accuracy.cosine < 1.0  # cosine 1.0 was required; the metric said pass
+    validate_target(read(tmp_path / "out2" / "result.json"))
+
+
+def test_variants_are_timed_in_alternating_rounds(tmp_path: Path) -> None:
+    make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, candidates=["u8u8-qdq"], timing={"warmup": 1, "iterations": 20, "rounds": 4})
+    for variant in result.variants:
+        assert variant.latency_ms is not None and variant.latency_ms.interleaved is True
+        assert len(variant.latency_ms.rounds) == 4
+        rounds = variant.latency_ms.rounds
+        assert variant.latency_ms.spread == pytest.approx(max(rounds) - min(rounds), abs=1e-4)

@@ -6,24 +6,18 @@ from pathlib import Path
 
 from farm.config import Target
 from farm.host import Placement
-from farm.matrix import MatrixOptions, _exit_code, _Run, _spec
+from farm.matrix import MatrixOptions, _exit_code, _spec
 
 NATIVE = Placement(mode="native")
 VNNI_HOST = frozenset({"avx2", "avx512f", "avx512_vnni"})
 AVX2_HOST = frozenset({"avx2", "fma"})
 
 
-def run_with(codes: dict[str, int]) -> _Run:
-    run = _Run(work=Path("/nonexistent"), report={})
-    run.failure_codes.update(codes)
-    return run
-
-
 def test_exit_code_prefers_host_problems_then_builds_then_targets() -> None:
-    assert _exit_code(run_with({})) == 0
-    assert _exit_code(run_with({"a": 5})) == 5
-    assert _exit_code(run_with({"a": 5, "b": 4})) == 4
-    assert _exit_code(run_with({"a": 5, "b": 4, "c": 3})) == 3
+    assert _exit_code([]) == 0
+    assert _exit_code([5]) == 5
+    assert _exit_code([5, 4]) == 4
+    assert _exit_code([5, 4, 3]) == 3
 
 
 def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> dict[str, object]:

@@ -1,0 +1,123 @@
+"""Walking an ONNX graph with its If/Loop/Scan bodies, and counting the nodes that quantization is about.
+
+Read by the job (what a variant actually quantized) and by the controller's inspect (how much of the model sits
+inside subgraphs), so it depends on onnx alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import onnx
+from onnx import GraphProto, ModelProto, NodeProto
+
+# The compute whose int8 kernels are the point of quantizing; counted in every subgraph too.
+QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention"})
+# What a quantizable node becomes in the QOperator format (dynamic quantization writes these).
+QUANTIZED_OPS = frozenset({
+    "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QLinearConvTranspose", "QGemm",
+    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QAttention",
+})  # fmt: skip
+_DEQUANTIZE = "DequantizeLinear"
+
+
+def subgraphs(node: NodeProto) -> Iterator[GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def all_graphs(graph: GraphProto, depth: int = 0) -> Iterator[tuple[GraphProto, int]]:
+    """``graph`` and every graph nested in its nodes, each with its depth (0 for ``graph`` itself)."""
+    yield graph, depth
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from all_graphs(sub, depth + 1)
+
+
+def all_nodes(model: ModelProto) -> Iterator[NodeProto]:
+    """Every node of the main graph, of its subgraphs and of the model's local functions."""
+    for graph, _ in all_graphs(model.graph):
+        yield from graph.node
+    for function in model.functions:
+        for node in function.node:
+            yield node
+            for sub in subgraphs(node):
+                for graph, _ in all_graphs(sub):
+                    yield from graph.node
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeCount:
+    """Quantizable nodes of a model, and how many of them run int8, in all and inside subgraphs."""
+
+    quantizable: int
+    quantized: int
+    quantizable_in_subgraphs: int
+    quantized_in_subgraphs: int
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, int]) -> NodeCount:
+        return cls(
+            quantizable=int(data["quantizable"]),
+            quantized=int(data["quantized"]),
+            quantizable_in_subgraphs=int(data["quantizable_in_subgraphs"]),
+            quantized_in_subgraphs=int(data["quantized_in_subgraphs"]),
+        )
+
+    def not_quantized(self) -> str | None:
+        """Why a variant with this count is an fp32 model under an int8 name, or None when it quantized something."""
+        if self.quantized:
+            return None
+        kinds = ", ".join(sorted(QUANTIZABLE_OPS))
+        if not self.quantizable:
+            return f"not quantized: the model has none of the nodes int8 kernels exist for ({kinds})"
+        if self.quantizable_in_subgraphs == self.quantizable:
+            return (f"not quantized: all {self.quantizable} quantizable nodes sit inside If/Loop/Scan bodies, which "
+                    "this quantizer does not enter, so it would run fp32 under an int8 name")
+        return f"not quantized: none of the model's {self.quantizable} quantizable nodes ({kinds}) was quantized"
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "quantizable": self.quantizable,
+            "quantized": self.quantized,
+            "quantizable_in_subgraphs": self.quantizable_in_subgraphs,
+            "quantized_in_subgraphs": self.quantized_in_subgraphs,
+        }
+
+
+def count_nodes(model: ModelProto) -> NodeCount:
+    """Count quantizable float nodes, QOperator nodes, and float nodes that QDQ feeds (DequantizeLinear inputs).
+
+    For a float model ``quantized`` is 0; for a quantized one, ``quantizable`` counts what was there to quantize:
+    float nodes still left plus the ones now running int8.
+    """
+    totals = {"float": [0, 0], "int8": [0, 0]}
+
+    def walk(graph: GraphProto, producers: Mapping[str, str], depth: int) -> None:
+        # Outer-scope values are visible in a subgraph, so a weight dequantized outside still counts inside.
+        local = dict(producers)
+        for node in graph.node:
+            for output in node.output:
+                local[output] = node.op_type
+        where = 0 if depth == 0 else 1
+        for node in graph.node:
+            if node.op_type in QUANTIZED_OPS:
+                totals["int8"][where] += 1
+            elif node.op_type in QUANTIZABLE_OPS:
+                fed = any(local.get(name) == _DEQUANTIZE for name in node.input[:2])
+                totals["int8" if fed else "float"][where] += 1
+            for sub in subgraphs(node):
+                walk(sub, local, depth + 1)
+
+    walk(model.graph, {}, 0)
+    float_, int8 = totals["float"], totals["int8"]
+    return NodeCount(
+        quantizable=sum(float_) + sum(int8),
+        quantized=sum(int8),
+        quantizable_in_subgraphs=float_[1] + int8[1],
+        quantized_in_subgraphs=int8[1],
+    )

@@ -1,0 +1,61 @@
+"""Every variant name farm knows and how each int8 one is made: the one definition the controller (targets.toml's
+``candidates``) and the job (prepare, evaluate, recommend) both read (docs/contracts.md section 1).
+
+Standard library only, so that parsing a spec or a targets.toml never loads onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+FP32 = "fp32"
+OPTIMIZED = "optimized"
+BASELINES = (FP32, OPTIMIZED)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recipe:
+    kind: Literal["static", "dynamic"]
+    activation: Literal["uint8", "int8"]
+    weight: Literal["uint8", "int8"]
+    reduce_range: bool = False
+    # One scale per output channel of a weight. DequantizeLinear has ``axis`` only from opset 13, so prepare raises
+    # an older model's opset first (FINDINGS.md: ORT refuses the per-channel model of an opset-11 graph otherwise).
+    per_channel: bool = False
+    # Dynamic quantization of the nodes inside If/Loop/Scan bodies (onnxruntime's EnableSubgraph), which
+    # quantize_static never enters.
+    subgraphs: bool = False
+
+
+RECIPES: Mapping[str, Recipe] = {
+    "s8s8-qdq": Recipe(kind="static", activation="int8", weight="int8"),
+    "u8s8-qdq": Recipe(kind="static", activation="uint8", weight="int8"),
+    # 7-bit weights keep a VPMADDUBSW pair sum (2 * 255 * 63) below the int16 limit: the classic AVX2 remedy.
+    "u8s8-qdq-rr": Recipe(kind="static", activation="uint8", weight="int8", reduce_range=True),
+    "u8u8-qdq": Recipe(kind="static", activation="uint8", weight="uint8"),
+    "s8s8-qdq-pc": Recipe(kind="static", activation="int8", weight="int8", per_channel=True),
+    "u8s8-qdq-pc": Recipe(kind="static", activation="uint8", weight="int8", per_channel=True),
+    # Dynamic quantization always quantizes activations to uint8.
+    "u8s8-dynamic": Recipe(kind="dynamic", activation="uint8", weight="int8"),
+    "u8s8-dynamic-subgraph": Recipe(kind="dynamic", activation="uint8", weight="int8", subgraphs=True),
+}
+CANDIDATES = tuple(RECIPES)
+# What a target tries when targets.toml names no candidates.
+DEFAULT_CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", "u8s8-dynamic")
+# Added by the controller, beside u8s8-dynamic, when the model keeps quantizable nodes inside subgraphs.
+SUBGRAPH_VARIANT = "u8s8-dynamic-subgraph"
+
+# A runtime mitigation runs an int8 model again with a session option; its name is the variant's plus this.
+MITIGATION_SUFFIX = "+x64quantprecision"
+# Int8 kernels that cannot saturate on x86 without VNNI: U8U8 (VPMADDWD on 16-bit operands) and 7-bit weights.
+SATURATION_SAFE = ("u8u8-qdq", "u8s8-qdq-rr")
+
+
+def saturation_safe(name: str) -> bool:
+    return name in SATURATION_SAFE or name.endswith(MITIGATION_SUFFIX)
+
+
+def is_int8(name: str) -> bool:
+    return name not in BASELINES
