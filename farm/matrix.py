@@ -493,6 +493,10 @@ def _last_line(text: str) -> str:
 
 def _write(run: _Run, options: MatrixOptions) -> None:
     """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
+    # Each warning once: prepare, the rewrite and the data may report the same finding.
+    run.report["warnings"] = list(dict.fromkeys(run.report["warnings"]))
+    for entry in run.targets.values():
+        entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
     run.report["targets"] = list(run.targets.values())
     write_json_atomic(options.out_dir / "report.json", run.report)
 

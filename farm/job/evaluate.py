@@ -120,7 +120,8 @@ class _Evaluation:
         self.save(status="failed", reason=reason)
 
     def warn(self, warning: str) -> None:
-        self.save(warnings=(*self.result.warnings, warning))
+        if warning not in self.result.warnings:
+            self.save(warnings=(*self.result.warnings, warning))
 
     def run(self) -> TargetResult:
         spec = self.spec
@@ -280,7 +281,8 @@ class _Evaluation:
         size = model_size(path)
         try:
             accuracy: Accuracy = compare(self.reference, outputs, self.labels, names=self.names,
-                                         counted=self.counted)
+                                         counted=self.counted,
+                                         tolerance=(spec.tolerance.cosine, spec.tolerance.top1_agreement))
         except Exception as exc:
             return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=size)
         latency = self._keep(name, session, size)

@@ -200,12 +200,14 @@ def compare(
     *,
     names: Sequence[str] | None = None,
     counted: Collection[str] | None = None,
+    tolerance: tuple[float, float] | None = None,
 ) -> Accuracy:
     """Metrics of ``candidate`` against ``reference`` (fp32), output by output, sample by sample.
 
     ``names`` are the outputs' names in session order (``output_<i>`` when not given); ``counted`` the ones that make
     the verdict (default: ``default_counted``). A counted output holding NaN or infinity is an error; the others
-    are reported without figures.
+    are reported without figures. With ``tolerance`` (cosine, top-1), ``worst_output`` is an output that falls
+    outside it when one does, so that it names what drifted.
     """
     if len(reference) != len(candidate) or not reference:
         raise MetricsError(f"{len(candidate)} samples of outputs against fp32's {len(reference)}")
@@ -227,7 +229,14 @@ def compare(
     scored = [o for o in outputs if o.counted and o.cosine is not None and o.max_abs is not None]
     if not scored:
         raise MetricsError(f"none of the counted outputs ({', '.join(sorted(chosen))}) holds numbers to compare")
-    worst = min(scored, key=lambda o: o.cosine if o.cosine is not None else 1.0)
+    def key(o: OutputAccuracy) -> tuple[bool, float]:
+        cos = o.cosine if o.cosine is not None else 1.0
+        if tolerance is None:
+            return (True, cos)
+        inside = cos >= tolerance[0] and (o.top1_agreement is None or o.top1_agreement >= tolerance[1])
+        return (inside, cos)
+
+    worst = min(scored, key=key)
     top1s = [o.top1_agreement for o in scored if o.top1_agreement is not None]
     return Accuracy(
         cosine=float(worst.cosine or 0.0),

@@ -58,9 +58,14 @@ def pre_process(source: Path, destination: Path, *, run: Callable[..., None] | N
         try:
             run(str(source), str(destination), skip_symbolic_shape=True)
         except Exception as second:
+            causes = [_one_line(first), _one_line(second)]
+            if causes[0] == causes[1]:
+                # The same error twice is one cause, said once.
+                raise PreProcessFailed(
+                    f"quant_pre_process failed with and without symbolic shape inference ({causes[0]})"
+                ) from second
             raise PreProcessFailed(
-                f"quant_pre_process failed ({_one_line(first)}), and again with skip_symbolic_shape=True "
-                f"({_one_line(second)})"
+                f"quant_pre_process failed ({causes[0]}), and again with skip_symbolic_shape=True ({causes[1]})"
             ) from second
         return [
             f"quant_pre_process: symbolic shape inference failed ({_one_line(first)}); "

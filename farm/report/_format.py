@@ -85,11 +85,18 @@ def output_names(target: TargetResult) -> list[str]:
 
 
 def worst_output(variant: Variant) -> str | None:
-    """``worst: scores (cosine 0.9312)``, for a variant whose verdict rests on several outputs."""
+    """``drifted: probs (cosine 0.9993, top-1 0.875)``: the output that took a variant out of tolerance, when its
+    verdict rests on several outputs."""
     accuracy = variant.accuracy
     if accuracy is None or accuracy.worst_output is None or sum(o.counted for o in accuracy.outputs) < 2:
         return None
-    return f"worst output: {accuracy.worst_output} (cosine {accuracy.cosine:.4f})"
+    if variant.within_tolerance is not False or accuracy.metric is not None:
+        return None
+    output = next((o for o in accuracy.outputs if o.name == accuracy.worst_output), None)
+    if output is None or output.cosine is None:
+        return None
+    top1 = "" if output.top1_agreement is None else f", top-1 {output.top1_agreement:.3f}"
+    return f"drifted: {output.name} (cosine {output.cosine:.4f}{top1})"
 
 
 def quantized_nodes(variant: Variant) -> str:

@@ -112,3 +112,14 @@ def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
     assert latency.to_dict() == {"p50": latency.p50, "p90": latency.p90, "p99": latency.p99,
                                  "rounds": list(latency.rounds), "spread": latency.spread, "interleaved": False}
     assert Latency.from_dict(latency.to_dict()) == latency
+
+
+def test_the_worst_output_is_the_one_outside_tolerance() -> None:
+    # "probs" keeps a high cosine but its argmax moves; "state" has the lower cosine yet stays within tolerance.
+    probs_ref, probs_moved = f32(0.51, 0.49), f32(0.49, 0.51)
+    reference = [[probs_ref, f32(1, 2)], [probs_ref, f32(1, 2)]]
+    candidate = [[probs_moved, f32(1.2, 2)], [probs_ref, f32(1.2, 2)]]
+    plain = compare(reference, candidate, names=["probs", "state"])
+    assert plain.worst_output == "state"
+    judged = compare(reference, candidate, names=["probs", "state"], tolerance=(0.99, 0.99))
+    assert judged.worst_output == "probs" and judged.top1_agreement == pytest.approx(0.5)
