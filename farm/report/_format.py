@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from farm.report.model import Outcome, Report, TargetResult, Variant
 
@@ -82,6 +83,36 @@ def output_names(target: TargetResult) -> list[str]:
         for output in () if variant.accuracy is None else variant.accuracy.outputs:
             names.setdefault(output.name)
     return list(names)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputCell:
+    """One output's figures for one variant, as every format shows them; ``drifted`` marks the one to look at."""
+
+    text: str
+    drifted: bool
+
+
+def per_output(target: TargetResult) -> tuple[list[str], list[tuple[str, list[OutputCell]]]]:
+    """``(output names, [(variant, cells)])`` for a target whose variants report more than one output; else empty."""
+    names = output_names(target)
+    if len(names) < 2:
+        return [], []
+    rows = []
+    for variant in target.variants:
+        if variant.accuracy is None:
+            continue
+        figures = {o.name: o for o in variant.accuracy.outputs}
+        cells = []
+        for name in names:
+            output = figures.get(name)
+            text = NONE if output is None or output.cosine is None else f"{output.cosine:.4f}"
+            if output is not None and output.top1_agreement is not None:
+                text += f" (top-1 {output.top1_agreement:.3f})"
+            drifted = name == variant.accuracy.worst_output and worst_output(variant) is not None
+            cells.append(OutputCell(text=text, drifted=drifted))
+        rows.append((variant.name, cells))
+    return names, rows
 
 
 def worst_output(variant: Variant) -> str | None:

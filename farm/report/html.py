@@ -189,25 +189,18 @@ def _target_details(target: TargetResult) -> str:
 
 
 def _per_output(target: TargetResult) -> str:
-    """Each output's cosine per variant, for models whose verdict rests on more than one output."""
-    names = fmt.output_names(target)
-    if len(names) < 2:
+    """Each output's figures per variant, for models whose verdict rests on more than one output."""
+    names, rows = fmt.per_output(target)
+    if not rows:
         return ""
     head = "".join(f"<th>{_esc(n)}</th>" for n in names)
-    rows = []
-    for variant in target.variants:
-        if variant.accuracy is None:
-            continue
-        figures = {o.name: o for o in variant.accuracy.outputs}
-        cells = []
-        for name in names:
-            output = figures.get(name)
-            text = fmt.NONE if output is None or output.cosine is None else f"{output.cosine:.4f}"
-            worst = name == variant.accuracy.worst_output and fmt.worst_output(variant) is not None
-            cells.append(f"<td>{'<strong>' + text + '</strong>' if worst else text}</td>")
-        rows.append(f'<tr><th class="target">{_esc(variant.name)}</th>{"".join(cells)}</tr>')
-    return (f'<table class="matrix"><thead><tr><th>cosine per output</th>{head}</tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
+    body = "".join(
+        f'<tr><th class="target">{_esc(variant)}</th>'
+        + "".join(f"<td>{'<strong>' + _esc(c.text) + '</strong>' if c.drifted else _esc(c.text)}</td>" for c in cells)
+        + "</tr>"
+        for variant, cells in rows
+    )
+    return f'<table class="matrix"><thead><tr><th>per output</th>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _list(items: list[str] | tuple[str, ...]) -> str:

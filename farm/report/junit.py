@@ -100,11 +100,11 @@ def _drift(variant: Variant, tolerance: Tolerance) -> str:
         return f"outside tolerance: {fmt.metric_text(variant)} (--metric {tolerance.metric})"
     problems = []
     if accuracy.cosine < tolerance.cosine:
-        worst = fmt.worst_output(variant)
-        problems.append(f"cosine {accuracy.cosine:.4f} < {tolerance.cosine}" + (f" ({worst})" if worst else ""))
+        problems.append(f"cosine {accuracy.cosine:.4f} < {tolerance.cosine}")
     if accuracy.top1_agreement is not None and accuracy.top1_agreement < tolerance.top1_agreement:
         problems.append(f"top-1 agreement {accuracy.top1_agreement:.4f} < {tolerance.top1_agreement}")
-    return "outside tolerance: " + ("; ".join(problems) or "as judged by the job")
+    worst = fmt.worst_output(variant)
+    return "outside tolerance: " + ("; ".join(problems) or "as judged by the job") + (f"; {worst}" if worst else "")
 
 
 def _metrics(variant: Variant) -> str:

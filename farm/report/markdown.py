@@ -91,26 +91,13 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
 
 
 def _per_output(target: TargetResult) -> str:
-    """Each output's cosine (and top-1) per variant, for models whose verdict rests on more than one output."""
-    names = fmt.output_names(target)
-    if len(names) < 2:
+    """Each output's figures per variant, for models whose verdict rests on more than one output."""
+    names, rows = fmt.per_output(target)
+    if not rows:
         return ""
-    rows = []
-    for variant in target.variants:
-        if variant.accuracy is None:
-            continue
-        figures = {o.name: o for o in variant.accuracy.outputs}
-        cells = []
-        for output_name in names:
-            output = figures.get(output_name)
-            text = "" if output is None or output.cosine is None else f"{output.cosine:.4f}"
-            if output is not None and output.top1_agreement is not None:
-                text += f" (top1 {output.top1_agreement:.3f})"
-            worst = output_name == variant.accuracy.worst_output and fmt.worst_output(variant) is not None
-            cells.append(f"**{text}**" if worst and text else text)
-        rows.append([_code(variant.name), *cells])
-    headers = ("cosine per output", *(_text(n) for n in names))
-    return _table(headers, rows)
+    table = [[_code(variant), *(f"**{_text(c.text)}**" if c.drifted else _text(c.text) for c in cells)]
+             for variant, cells in rows]
+    return _table(("per output", *(_text(n) for n in names)), table)
 
 
 def _status(target: TargetResult) -> str:

@@ -232,3 +232,50 @@ def test_junit_stays_parseable_with_control_characters_and_markup() -> None:
     assert "Segmentation fault" in crash.text and "\x1b" not in crash.text
     skipped = root.find("testsuite[@name='gpu-s8s8']/testcase/skipped")
     assert skipped is not None and SCRIPT in (skipped.get("message") or "")
+
+
+def _real_model_report() -> Report:
+    """The sample with what real exports bring: a second output that int8 leaves alone, a variant that drifted on
+    its first output, and variants that quantized nothing because the compute sits in If branches."""
+    from tests.unit.report_sample import quantization
+
+    document = sample_report_dict()
+    vnni = document["targets"][1]
+    for entry in vnni["variants"]:
+        accuracy = entry["accuracy"]
+        if accuracy is None:
+            continue
+        accuracy["outputs"] = [dict(accuracy["outputs"][0], name="probs"),
+                               {"name": "state", "counted": True, "cosine": 0.99998, "max_abs": 0.001,
+                                "top1_agreement": None}]
+        accuracy["worst_output"] = "probs"
+    drifted = vnni["variants"][2]  # s8s8-qdq, cosine 0.9966
+    drifted["accuracy"]["top1_agreement"] = drifted["accuracy"]["outputs"][0]["top1_agreement"] = 0.9
+    drifted["within_tolerance"] = False
+    why = "not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies, which this quantizer does not enter"
+    for name in ("s8s8-qdq-pc", "u8s8-qdq-pc"):
+        vnni["variants"].append({
+            "name": name, "status": "skipped", "error": why, "size_bytes": 9000, "latency_ms": None, "timing": "none",
+            "accuracy": None, "within_tolerance": None, "quantization": quantization(name, 0, 4),
+        })
+    return Report.from_dict(document)
+
+
+def test_every_format_names_the_output_that_drifted_and_what_quantized_nothing() -> None:
+    report = _real_model_report()
+    table = render(report, "table")
+    assert "drifted: probs (cosine 0.9966," in table  # wrapped to the column
+    assert table.count("not-q") >= 2 and "(the same reason as above)" in table
+    assert max(len(line) for line in table.splitlines()) <= WIDTH
+    markdown = render(report, "markdown")
+    assert "| per output | probs | state |" in markdown and "**0.9966 (top-1 0.900)**" in markdown
+    assert "not-q: not quantized: all 4 quantizable nodes" in markdown and "| 0/4 |" in markdown
+    html = render(report, "html")
+    assert "<strong>0.9966 (top-1 0.900)</strong>" in html and "not quantized" in html
+    junit = ET.fromstring(render(report, "junit"))
+    case = junit.find(".//testsuite[@name='x86-avx512-vnni']/testcase[@name='s8s8-qdq']")
+    assert case is not None
+    failure = case.find("failure")
+    assert failure is not None and "drifted: probs" in failure.get("message", "")
+    skipped = junit.find(".//testsuite[@name='x86-avx512-vnni']/testcase[@name='u8s8-qdq-pc']/skipped")
+    assert skipped is not None and skipped.get("message", "").startswith("not quantized")
