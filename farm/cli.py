@@ -186,16 +186,22 @@ def main() -> None:
     except typer.Abort:
         _fail(Interrupted("aborted"))
     except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if _debug or os.environ.get("FARM_DEBUG"):
             raise
         typer.echo(f"error: {type(exc).__name__}: {exc} (this is a bug in farm; rerun with --debug and report it)",
                    err=True)
         sys.exit(1)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """click's ClickException, whichever click raised it: typer 0.29 vendors its own (typer._click) and no longer
+    installs click, so farm recognises the class by its name and shape rather than by importing click."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "ClickException" in names and callable(getattr(exc, "show", None)) and isinstance(
+        getattr(exc, "exit_code", None), int)
 
 
 def _fail(exc: FarmError) -> None:

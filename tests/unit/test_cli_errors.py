@@ -46,3 +46,11 @@ def test_a_failing_check_is_the_exit_status_of_doctor() -> None:
     result = farm("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 3, result.stdout
     assert "cannot reach a Docker engine" in result.stdout
+
+
+def test_usage_errors_are_one_clean_message_without_click_installed() -> None:
+    # typer 0.29 vendors click and no longer installs it: usage errors must not depend on importing click.
+    for args, needle in ((("matrx",), "No such command 'matrx'"), (("matrix", "--bogus"), "No such option: --bogus")):
+        result = farm(*args)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and needle in result.stderr, result.stderr
