@@ -21,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from farm.fleet import BuildResults, Fleet
+from farm.matrix import TIMING_ROUNDS
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.test_matrix import farm_matrix, read_report, target, variant
@@ -284,6 +285,6 @@ def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: Build
     assert [v["name"] for v in entry["variants"]] == ["fp32", "optimized"]
     for found in entry["variants"]:
         latency = found["latency_ms"]
-        assert len(latency["rounds"]) == 5 and latency["interleaved"] is True
+        assert len(latency["rounds"]) == TIMING_ROUNDS and latency["interleaved"] is True
     reason = entry["recommendation_reason"]
     assert "within noise" in reason and "fastest" not in reason and "faster beyond noise" not in reason, reason
