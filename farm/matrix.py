@@ -38,6 +38,8 @@ from farm.usermetric import MetricFile, check_metric, check_outputs
 IN = "/farm/in"
 OUT = "/farm/out"
 METRIC_DIR = "metric"
+MODEL_DIR = "model"
+MODEL_FILE = "model.onnx"
 # Timed runs are split into this many rounds, alternating between variants; a speed claim must hold in every one
 # (with 5, identical graphs were called faster in 1 of 100 runs in scripts/bench-noise; with 10, in none).
 TIMING_ROUNDS = 10
@@ -193,12 +195,17 @@ def _report_head(given: MatrixInputs, options: MatrixOptions) -> dict[str, Any]:
 
 def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) -> None:
     model = given.model
-    _link_or_copy(model, inputs / "model.onnx")
-    # The model names its external data relative to its own folder; inspect has checked none escapes it.
+    # The model gets a folder of its own, so that its external data files keep the relative names the model gives
+    # them without meeting anything farm writes (the rewrite's own "model.onnx.data", torch's default name too).
+    folder = inputs / MODEL_DIR
+    folder.mkdir()
+    # Copies, never hard links: onnx refuses external data with several links (a hard-link attack guard), and a
+    # link would let a write into the run reach the user's own file.
+    shutil.copyfile(model, folder / MODEL_FILE)
     for location in given.info.external_data:
-        staged = inputs / location
+        staged = folder / location
         staged.parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(model.parent / location, staged)
+        shutil.copyfile(model.parent / location, staged)
     rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
     if rewritten.warning:
         run.report["warnings"].append(rewritten.warning)
@@ -207,21 +214,6 @@ def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) ->
         shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
     given.data.write(inputs)
     _open_up(inputs)
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    """A hard link where the file is already readable by all (weights may be gigabytes), else a copy.
-
-    A link shares the user's inode, so only a file that needs no permission change may be linked: the container's
-    unprivileged user must read it, and farm never changes the mode of the user's own files.
-    """
-    try:
-        if source.stat().st_mode & 0o444 == 0o444:
-            os.link(source, destination)
-            return
-    except OSError:
-        pass  # another file system, or links not allowed: copy instead
-    shutil.copyfile(source, destination)
 
 
 def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
@@ -435,7 +427,7 @@ def _spec(
             "name": target.name, "platform": target.platform, "arch": target.arch, "mode": placement.mode,
             "cpu_model": placement.cpu_model, "providers": list(target.providers), "x86_vnni": x86_vnni,
         },
-        "model": "model.onnx",
+        "model": f"{MODEL_DIR}/{MODEL_FILE}",
         "rewritten": "rewritten.onnx",
         "inputs": "inputs.npz",
         "labels": "labels.npy" if (inputs / "labels.npy").is_file() else None,
@@ -467,14 +459,11 @@ def _out_dir(run: _Run, name: str) -> Path:
 
 
 def _open_up(directory: Path) -> None:
-    """Make the input tree readable by the container's unprivileged user (adding read bits, never removing any)."""
+    """Make the input tree readable by the container's unprivileged user."""
     for root, dirs, files in os.walk(directory):
         os.chmod(root, 0o755)
         for name in files:
-            path = os.path.join(root, name)
-            mode = os.stat(path).st_mode & 0o7777
-            if mode & 0o444 != 0o444:
-                os.chmod(path, mode | 0o444)
+            os.chmod(os.path.join(root, name), 0o644)
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)
 

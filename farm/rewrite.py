@@ -19,6 +19,7 @@ from typing import Any
 import onnx
 import onnxoptimizer
 
+from farm.errors import ModelError, one_line
 from farm.files import file_sha256
 from farm.inspect import external_locations
 
@@ -84,7 +85,12 @@ def rewrite_model(
 
 def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[str, Any]:
     """Write ``model.onnx`` (and any external data) into ``folder`` and the metadata ``rewrite.json``."""
-    original = onnx.load(str(source), load_external_data=True)
+    try:
+        original = onnx.load(str(source), load_external_data=True)
+    except Exception as exc:  # onnx's checks on external data (e.g. a file with several hard links) raise anything
+        raise ModelError(f"{source.name} cannot be loaded with its external data ({one_line(exc)})",
+                         fix="copy the model and its data files into a folder of their own and pass that copy"
+                         ) from exc
     before = len(original.graph.node)
     warning = None
     try:

@@ -172,6 +172,10 @@ class _Evaluation:
                       f"(its outputs: {', '.join(self.names)})")
             return False
         self.counted = spec.outputs or default_counted(self.names, self.reference)
+        for index, name in enumerate(self.names):
+            if name not in self.counted and self.reference[0][index].dtype.kind == "f":
+                self.warn(f"output '{name}' holds NaN or infinity in fp32 on these samples, so it is not counted "
+                          "in any variant's verdict")
         self._save_reference(self.names)
         if spec.metric is not None:
             self.reference_by_name = usermetric.by_name(self.names, self.reference)
@@ -319,8 +323,13 @@ class _Evaluation:
             return None
         if TIMED_ALONE not in self.result.warnings:
             self.warn(TIMED_ALONE)
-        return _latency([session], self.feeds, warmup=timing.warmup, iterations=timing.iterations,
-                        rounds=timing.rounds)[0]
+        latency = _latency([session], self.feeds, warmup=timing.warmup, iterations=timing.iterations,
+                           rounds=timing.rounds)[0]
+        if isinstance(latency, Exception):
+            # Its accuracy stands; a variant that cannot be timed simply has no latency.
+            self.warn(f"{name} could not be timed: {error_text(latency)}")
+            return None
+        return latency
 
     def _time(self) -> None:
         """Time every kept session, alternating their rounds, and put each latency into its variant's result.
@@ -336,7 +345,13 @@ class _Evaluation:
         timing = self.spec.timing
         latencies = _latency([k.session for k in self.kept], self.feeds, warmup=timing.warmup,
                              iterations=timing.iterations, rounds=timing.rounds)
-        by_name = {k.name: latency for k, latency in zip(self.kept, latencies, strict=True)}
+        by_name: dict[str, Latency] = {}
+        for kept, latency in zip(self.kept, latencies, strict=True):
+            if isinstance(latency, Exception):
+                # One variant's runtime error while timing costs its latency, not the others' nor its accuracy.
+                self.warn(f"{kept.name} could not be timed: {error_text(latency)}")
+            else:
+                by_name[kept.name] = latency
         self.kept = []
         self.timing_underway = False
         variants = tuple(
@@ -361,24 +376,39 @@ def _run_all(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[
 
 def _latency(
     sessions: Sequence[Any], feeds: Sequence[dict[str, np.ndarray]], *, warmup: int, iterations: int, rounds: int
-) -> list[Latency]:
+) -> list[Latency | Exception]:
     """Each session's ``iterations`` single-sample runs after ``warmup``, in ``rounds`` rounds that alternate
-    between the sessions: round 1 of each, then round 2 of each, and so on."""
+    between the sessions: round 1 of each, then round 2 of each, and so on. A session that raises is left out of
+    the later rounds, and its entry is the exception."""
     count = max(1, min(rounds, iterations))
     per_round = [iterations // count + (1 if r < iterations % count else 0) for r in range(count)]
-    for session in sessions:
-        for i in range(warmup):
-            session.run(None, feeds[i % len(feeds)])
     timed: list[list[list[float]]] = [[[] for _ in range(count)] for _ in sessions]
+    errors: dict[int, Exception] = {}
+
+    def run(index: int, feed: dict[str, np.ndarray]) -> float | None:
+        try:
+            start = time.perf_counter()
+            sessions[index].run(None, feed)
+            return time.perf_counter() - start
+        except Exception as exc:  # the runtime's error for this variant alone
+            errors[index] = exc
+            return None
+
+    for index in range(len(sessions)):
+        for i in range(warmup):
+            if index not in errors:
+                run(index, feeds[i % len(feeds)])
     for r, runs in enumerate(per_round):
-        for s, session in enumerate(sessions):
+        for index in range(len(sessions)):
             for i in range(runs):
-                feed = feeds[i % len(feeds)]
-                start = time.perf_counter()
-                session.run(None, feed)
-                timed[s][r].append(time.perf_counter() - start)
+                if index in errors:
+                    break
+                seconds = run(index, feeds[i % len(feeds)])
+                if seconds is not None:
+                    timed[index][r].append(seconds)
     interleaved = len(sessions) > 1
-    return [Latency.from_rounds(rounds_, interleaved=interleaved) for rounds_ in timed]
+    return [errors[i] if i in errors else Latency.from_rounds(timed[i], interleaved=interleaved)
+            for i in range(len(sessions))]
 
 
 def model_size(path: Path) -> int | None:

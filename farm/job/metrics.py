@@ -98,9 +98,12 @@ class Accuracy:
         }
 
     def within(self, *, cosine: float, top1_agreement: float) -> bool:
-        """The verdict: the user's metric when there is one, else cosine and top-1 against the tolerance."""
+        """The verdict: the user's metric when there is one, else cosine and top-1 against the tolerance; a
+        counted output whose shape changed against fp32 is out of it."""
         if self.metric is not None:
             return self.metric.passed
+        if any(o.counted and o.cosine is None for o in self.outputs):
+            return False
         return self.cosine >= cosine and (self.top1_agreement is None or self.top1_agreement >= top1_agreement)
 
 
@@ -174,6 +177,8 @@ def top1_kind(samples: Sequence[np.ndarray]) -> Top1Kind | None:
         return None
     for sample in samples:
         rows = sample.astype(np.float64)
+        if rows.size == 0:  # a dynamic axis at 0 in this sample: nothing to decide, nothing against
+            continue
         if not np.isfinite(rows).all() or rows.min() < 0.0:
             return None
         if not np.allclose(rows.sum(axis=-1), 1.0, atol=_DISTRIBUTION_ATOL):
@@ -188,8 +193,13 @@ def _squeeze_leading(array: np.ndarray) -> np.ndarray:
 
 
 def default_counted(names: Sequence[str], reference: Outputs) -> tuple[str, ...]:
-    """The outputs that make the verdict when the user names none: every float output, or every output if none is."""
-    floats = [n for n, o in zip(names, reference[0], strict=True) if np.issubdtype(o.dtype, np.floating)]
+    """The outputs that make the verdict when the user names none: every float output that fp32 fills with finite
+    values (one holding NaN has nothing to be compared against), or every output if none is."""
+    floats = [
+        name for index, name in enumerate(names)
+        if np.issubdtype(reference[0][index].dtype, np.floating)
+        and all(np.isfinite(sample[index]).all() for sample in reference)
+    ]
     return tuple(floats or names)
 
 
@@ -227,8 +237,13 @@ def compare(
             cand_top = np.asarray([int(np.argmax(c)) for c in cand])
             accuracy = float(np.mean(cand_top == labels[: len(cand_top)]))
     scored = [o for o in outputs if o.counted and o.cosine is not None and o.max_abs is not None]
+    # Counted outputs whose shape changed (a detector that found one box fewer): out of tolerance, not an error.
+    changed = [o for o in outputs if o.counted and o.cosine is None]
     if not scored:
-        raise MetricsError(f"none of the counted outputs ({', '.join(sorted(chosen))}) holds numbers to compare")
+        reason = "changed shape against fp32" if changed else "holds numbers to compare"
+        raise MetricsError(f"none of the counted outputs ({', '.join(sorted(chosen))}) {reason}"
+                           if not changed else f"every counted output {reason} ({', '.join(o.name for o in changed)})")
+
     def key(o: OutputAccuracy) -> tuple[bool, float]:
         cos = o.cosine if o.cosine is not None else 1.0
         if tolerance is None:
@@ -239,12 +254,12 @@ def compare(
     worst = min(scored, key=key)
     top1s = [o.top1_agreement for o in scored if o.top1_agreement is not None]
     return Accuracy(
-        cosine=float(worst.cosine or 0.0),
+        cosine=min(float(o.cosine or 0.0) for o in scored),
         max_abs=max(float(o.max_abs or 0.0) for o in scored),
         top1_agreement=min(top1s) if top1s else None,
         accuracy=accuracy,
         outputs=tuple(outputs),
-        worst_output=worst.name,
+        worst_output=changed[0].name if changed else worst.name,
     )
 
 
@@ -257,10 +272,10 @@ def _output(name: str, reference: list[np.ndarray], candidate: list[np.ndarray],
         raise MetricsError(f"output '{name}' holds NaN or infinity, so it cannot be compared with fp32")
     if not numeric or not finite:
         return OutputAccuracy(name=name, counted=False, cosine=None, max_abs=None, top1_agreement=None)
+    if any(ref.shape != cand.shape for ref, cand in zip(reference, candidate, strict=True)):
+        return OutputAccuracy(name=name, counted=counted, cosine=None, max_abs=None, top1_agreement=None)
     cosines, max_abs = [], 0.0
     for ref, cand in zip(reference, candidate, strict=True):
-        if ref.shape != cand.shape:
-            raise MetricsError(f"output '{name}' has shape {list(cand.shape)} in a sample; fp32 has {list(ref.shape)}")
         cosines.append(cosine(ref, cand))
         if ref.size:
             max_abs = max(max_abs, float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64)))))
@@ -281,6 +296,3 @@ def _output(name: str, reference: list[np.ndarray], candidate: list[np.ndarray],
 def _check_shapes(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> None:
     if len(reference) != len(candidate):
         raise MetricsError(f"the model has {len(candidate)} outputs; fp32 has {len(reference)}")
-    for index, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
-        if ref.shape != cand.shape:
-            raise MetricsError(f"output {index} has shape {list(cand.shape)}; fp32 has {list(ref.shape)}")

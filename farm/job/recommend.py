@@ -94,8 +94,10 @@ def _on_speed(
     fastest = min(int8, key=_p50)
     assert fastest.latency_ms is not None
     if faster(fastest.latency_ms, base.latency_ms):
-        # Variants that the fastest does not beat beyond noise are as fast as far as this run can tell.
-        tied = [v for v in int8 if v is fastest or not faster(fastest.latency_ms, _latency(v))]
+        # Variants that also beat the baseline and that the fastest does not beat beyond noise are as fast as far
+        # as this run can tell.
+        tied = [v for v in int8 if v is fastest or (faster(_latency(v), base.latency_ms)
+                                                    and not faster(fastest.latency_ms, _latency(v)))]
         safe_tied = [v for v in tied if saturation_safe(v.name)] if saturation_risk else []
         best = min(safe_tied or tied, key=_quality)
         reason = f"{best.name}: faster than {base.name} beyond noise ({_vs(best, base)})"

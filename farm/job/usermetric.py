@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def load(path: Path, function: str) -> UserMetric:
     if spec is None or spec.loader is None:
         raise UserMetricError(f"metric file {path.name} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: dataclasses and typing look their module up by name.
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # a metric file may raise anything at import, SystemExit included
@@ -53,12 +56,18 @@ def by_name(names: Sequence[str], samples: Sequence[Sequence[np.ndarray]]) -> di
     return arrays
 
 
+def fresh(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy for one call, so a metric that changes its arguments cannot change what later variants see."""
+    return {name: value.copy() if isinstance(value, np.ndarray) else [v.copy() for v in value]
+            for name, value in arrays.items()}
+
+
 def score(
     metric: UserMetric, function: str, reference: Mapping[str, Any], candidate: Mapping[str, Any],
     labels: np.ndarray | None,
 ) -> MetricScore:
     try:
-        returned = metric(reference, candidate, None if labels is None else labels.copy())
+        returned = metric(fresh(reference), candidate, None if labels is None else labels.copy())
     except BaseException as exc:  # the user's code: anything it raises is this variant's error
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -77,7 +86,10 @@ def _parse(returned: Any, function: str) -> MetricScore:
     for key, value in returned.items():
         if key == PASSED:
             continue
-        if not isinstance(key, str) or not isinstance(value, numbers.Real) or isinstance(value, bool):
+        # A numpy scalar or a 0-d array (what np.mean returns) is a number too; a bool is not a score.
+        number_like = isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.ndim == 0
+                                                          and value.dtype.kind in "iuf")
+        if not isinstance(key, str) or not number_like or isinstance(value, bool | np.bool_):
             raise UserMetricError(f"metric {function} returned {key!r}: {value!r}; every score must be a number "
                                   f"named by a string ({shape})")
         number = float(value)

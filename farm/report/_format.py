@@ -124,8 +124,10 @@ def worst_output(variant: Variant) -> str | None:
     if variant.within_tolerance is not False or accuracy.metric is not None:
         return None
     output = next((o for o in accuracy.outputs if o.name == accuracy.worst_output), None)
-    if output is None or output.cosine is None:
+    if output is None:
         return None
+    if output.cosine is None:
+        return f"drifted: {output.name} (its shape changed against fp32)"
     top1 = "" if output.top1_agreement is None else f", top-1 {output.top1_agreement:.3f}"
     return f"drifted: {output.name} (cosine {output.cosine:.4f}{top1})"
 

@@ -146,10 +146,14 @@ def test_a_model_with_external_data_runs_on_every_cpu_target(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
     (tmp_path / "model").mkdir()
-    model = make_external_data_model(tmp_path / "model" / "mlp.onnx", location="mlp.weights")
-    assert (tmp_path / "model" / "mlp.onnx").stat().st_size < 1000  # the weights really are outside it
-    weights = tmp_path / "model" / "mlp.weights"
-    mode = weights.stat().st_mode  # onnx writes it 0600: farm must copy it for the container's user to read
+    # torch.onnx.export's names: model.onnx beside model.onnx.data, the name farm's own rewrite uses for big models.
+    model = make_external_data_model(tmp_path / "model" / "model.onnx", location="model.onnx.data")
+    assert (tmp_path / "model" / "model.onnx").stat().st_size < 1000  # the weights really are outside it
+    weights = tmp_path / "model" / "model.onnx.data"
+    # World-readable, as a download leaves it (onnx itself writes 0600); a hard link to it would trip onnx's
+    # hard-link guard, and a write into the run must never reach it.
+    weights.chmod(0o644)
+    mode, content = weights.stat().st_mode, weights.read_bytes()
     names = cpu_targets(fleet)
     report, _ = run(model.path, "--data", str(save_data(model, tmp_path)), *targets_args(names),
                     out=tmp_path / "out")
@@ -159,7 +163,8 @@ def test_a_model_with_external_data_runs_on_every_cpu_target(
         fp32 = variant(entry, "fp32")
         assert fp32["status"] == "ok" and fp32["size_bytes"] > 10_000  # model and its weights file
         assert variant(entry, "u8u8-qdq")["status"] == "ok"
-    assert weights.stat().st_mode == mode  # the user's file keeps its mode
+    assert weights.stat().st_mode == mode and weights.read_bytes() == content  # the user's file is untouched
+    assert weights.stat().st_nlink == 1
 
 
 def test_external_data_outside_the_model_folder_is_refused_before_any_container(tmp_path: Path) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from farm.job.metrics import Latency, MetricsError, compare, cosine, is_classifier_like, top1_kind
+from farm.job.metrics import (
+    Latency,
+    MetricsError,
+    compare,
+    cosine,
+    default_counted,
+    is_classifier_like,
+    top1_kind,
+)
 
 
 def f32(*values: float) -> np.ndarray:
@@ -123,3 +131,25 @@ def test_the_worst_output_is_the_one_outside_tolerance() -> None:
     assert plain.worst_output == "state"
     judged = compare(reference, candidate, names=["probs", "state"], tolerance=(0.99, 0.99))
     assert judged.worst_output == "probs" and judged.top1_agreement == pytest.approx(0.5)
+
+
+def test_an_output_whose_shape_changed_is_out_of_tolerance_not_an_error() -> None:
+    # A detector's variable number of boxes: int8 found one fewer in the second sample.
+    boxes_ref, boxes_fewer = np.ones((3, 6), np.float32), np.ones((2, 6), np.float32)
+    reference = [[f32(0.9, 0.1), boxes_ref], [f32(0.2, 0.8), boxes_ref]]
+    candidate = [[f32(0.9, 0.1), boxes_ref], [f32(0.2, 0.8), boxes_fewer]]
+    counted = compare(reference, candidate, names=["scores", "boxes"])
+    assert counted.worst_output == "boxes" and counted.outputs[1].cosine is None
+    assert not counted.within(cosine=0.99, top1_agreement=0.99)
+    only_scores = compare(reference, candidate, names=["scores", "boxes"], counted=["scores"])
+    assert only_scores.within(cosine=0.99, top1_agreement=0.99) and only_scores.outputs[1].cosine is None
+
+
+def test_empty_samples_and_nan_outputs_do_not_break_the_reference() -> None:
+    empty = np.zeros((1, 0, 3), np.float32)
+    probs = np.array([[[0.2, 0.8, 0.0]]], np.float32)
+    assert top1_kind([empty, probs]) == "position"
+    nan_aux = [[f32(1, 2), f32(np.nan, 1)], [f32(2, 1), f32(1, 1)]]
+    assert default_counted(["logits", "aux"], nan_aux) == ("logits",)
+    result = compare(nan_aux, nan_aux, names=["logits", "aux"])
+    assert result.cosine == pytest.approx(1.0) and result.outputs[1].cosine is None

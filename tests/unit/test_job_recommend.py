@@ -184,3 +184,13 @@ def test_alternating_rounds_are_compared_round_by_round() -> None:
     assert not faster(replace(a, interleaved=False), b)  # unpaired, a's 2.0 overlaps b's 1.5
     # One round the other way round is noise.
     assert not faster(replace(a, rounds=(1.0, 3.1, 1.0)), b)
+
+
+def test_a_variant_tied_with_the_fastest_must_itself_beat_the_baseline() -> None:
+    fp32 = ok("fp32", 10.0, 1.0)
+    u8u8 = ok("u8u8-qdq", 8.0, 0.999)
+    # Within noise of u8u8-qdq and more accurate, but its slowest round is slower than fp32's: not faster.
+    s8s8 = replace(ok("s8s8-qdq", 9.9, 0.9995), latency_ms=Latency(p50=9.9, p90=9.9, p99=9.9,
+                                                                   rounds=(7.9, 9.9, 10.5, 9.9, 9.9)))
+    name, why = recommend([fp32, u8u8, s8s8], emulated=False, saturation_risk=False)
+    assert name == "u8u8-qdq", why

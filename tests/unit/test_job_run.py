@@ -409,3 +409,50 @@ def test_variants_are_timed_in_alternating_rounds(tmp_path: Path) -> None:
         assert len(variant.latency_ms.rounds) == 4
         rounds = variant.latency_ms.rounds
         assert variant.latency_ms.spread == pytest.approx(max(rounds) - min(rounds), abs=1e-4)
+
+
+def test_a_metric_file_with_dataclasses_loads_and_cannot_change_the_reference(tmp_path: Path) -> None:
+    from farm.job import usermetric
+
+    (tmp_path / "metric.py").write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "import numpy as np\n\n"
+        "@dataclass\nclass Threshold:\n    value: float\n\n"
+        "def check(fp32, outputs, labels):\n"
+        "    reference = fp32.pop('y')  # a careless metric: it empties the dict it was given\n"
+        "    reference *= 0\n"
+        "    return {'passed': True, 'agree': np.mean(outputs['y'] == 1.0)}\n"
+    )
+    metric = usermetric.load(tmp_path / "metric.py", "check")
+    reference = {"y": np.ones((2, 3), np.float32)}
+    for _ in range(2):
+        score = usermetric.score(metric, "check", reference, {"y": np.ones((2, 3), np.float32)}, None)
+        assert score.passed and score.scores == {"agree": 1.0}  # a 0-d numpy result is a number
+    assert np.array_equal(reference["y"], np.ones((2, 3), np.float32))
+
+
+class _Session:
+    """Stands in for an InferenceSession in the timing loop: records the order of runs, fails when told to."""
+
+    def __init__(self, name: str, calls: list[str], fail_after: int | None = None) -> None:
+        self.name, self.calls, self.fail_after = name, calls, fail_after
+
+    def run(self, _: Any, feed: Any) -> None:
+        if self.fail_after is not None and sum(c == self.name for c in self.calls) >= self.fail_after:
+            raise RuntimeError(f"{self.name} broke")
+        self.calls.append(self.name)
+
+
+def test_timing_rounds_alternate_and_one_broken_session_keeps_the_others() -> None:
+    from farm.job.evaluate import _latency
+
+    calls: list[str] = []
+    sessions = [_Session("a", calls), _Session("b", calls), _Session("c", calls, fail_after=3)]
+    results = _latency(sessions, [{}], warmup=1, iterations=4, rounds=2)
+    # Warm-up once each, then round 1 (two runs each), then round 2; c broke after its third run.
+    assert calls == ["a", "b", "c", "a", "a", "b", "b", "c", "c", "a", "a", "b", "b"]
+    assert isinstance(results[2], RuntimeError)
+    for latency in results[:2]:
+        assert not isinstance(latency, Exception)
+        assert len(latency.rounds) == 2 and latency.interleaved
