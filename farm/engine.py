@@ -175,6 +175,19 @@ class Engine:
                 found.append(info)
         return found
 
+    def has_file(self, image: str, path: str, *, platform: str | None = None) -> bool:
+        """Whether ``image`` holds ``path``, found without starting a container (so with no QEMU for a foreign one)."""
+        container = self.client.api.create_container(image, command=["true"], labels={RUN_LABEL: "probe"},
+                                                     platform=platform, network_disabled=True)
+        try:
+            self.client.api.get_archive(container["Id"], path)
+            return True
+        except docker.errors.NotFound:
+            return False
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.api.remove_container(container["Id"], force=True)
+
     def load(self, archive: Path) -> None:
         """``docker load`` a docker-archive tarball; this is how a bootstrapped base gets its architecture."""
         with archive.open("rb") as stream:

@@ -1,8 +1,10 @@
-"""Target images: base + wheelhouse + images/<kind>.Dockerfile + job code, tagged by content.
+"""Target images: base + site-packages (unpacked from the wheelhouse on the host) + job code, tagged by content.
 
 The tag is ``farm/<target>:<hash>``, where the hash covers the Dockerfile, the wheel set, the job code and the base.
 A warm build therefore only computes the hash (from files and the wheelhouse manifest) and asks the engine whether
-that tag exists.
+that tag exists. Targets whose images hash the same share one image, tagged once per target. The Dockerfiles only
+copy (no RUN step), so building a foreign platform's image runs nothing under QEMU; a smoke test then imports the
+runtime in the new image, the one step that does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tempfile
 import time
@@ -17,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import farm
-from farm import bootstrap
+from farm import bootstrap, sitepackages
 from farm.config import BOOTSTRAP, Config, Target
-from farm.engine import Engine
+from farm.engine import Engine, ImageInfo, RunSpec
 from farm.errors import BuildFailed
 from farm.files import LineSink
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
@@ -37,14 +40,16 @@ class BuiltImage:
     built_now: bool
     seconds: float
 
-# The images install their wheels with pip run from its own wheel, into a venv made without ensurepip: under QEMU,
-# ensurepip alone took 40 s of a foreign-platform build.
-INSTALLER = "pip==25.3"
+# Where a bootstrapped base keeps Python; /opt/farm/bin/python3 in the image links to it.
+BOOTSTRAP_PYTHON = f"/usr/bin/python{PYTHON_VERSION}"
+# Where registry bases (python:3.11-slim and Debian's own) keep it, in the order farm looks.
+REGISTRY_PYTHONS = (f"/usr/local/bin/python{PYTHON_VERSION}", BOOTSTRAP_PYTHON)
+SMOKE_TEST = "import onnxruntime, onnx, numpy, farm.job.spec"
 
 
 def wheel_requirements(target: Target) -> tuple[str, ...]:
-    """What the target's wheelhouse is downloaded for: the target's packages and the installer."""
-    return (*target.requirements, INSTALLER)
+    """What the target's wheelhouse is downloaded for: the target's packages (pip resolves the rest)."""
+    return target.requirements
 
 
 def dockerfile_path(target: Target) -> Path:
@@ -79,6 +84,7 @@ def content_hash(target: Target, wheelhouse: Wheelhouse) -> str:
         "base": base_ref(target),
         "platform": target.platform,
         "python": PYTHON_VERSION,
+        "site-packages": sitepackages.RECIPE,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -123,7 +129,7 @@ def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
 def ensure_image(
     engine: Engine, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink
 ) -> BuiltImage:
-    """The target's image, built only when no image with its content hash exists."""
+    """The target's image, built only when no image with its content hash exists (under any target's name)."""
     started = time.monotonic()
     on_stage("wheels")
     wheelhouse = ensure_wheelhouse(
@@ -132,15 +138,23 @@ def ensure_image(
     )
     tag = image_tag(target, wheelhouse)
     existing = engine.image(tag)
+    if existing is None:
+        existing = _same_content(engine, tag)
+        if existing is not None:
+            # Another target's image has the same content: one image, one more tag.
+            engine.tag(existing.id, tag)
+            on_line(f"same content as {', '.join(existing.tags) or existing.id}: tagged, not built")
     if existing is not None:
         return BuiltImage(target=target.name, tag=tag, size_bytes=existing.size_bytes, built_now=False,
                           seconds=time.monotonic() - started)
     on_stage("base")
     base = ensure_base(engine, target, on_line)
+    on_stage("site-packages")
+    site = sitepackages.ensure_site_packages(config.cache_dir, wheelhouse, on_line)
     on_stage("build")
     with tempfile.TemporaryDirectory(prefix="farm-context-") as scratch:
         context = Path(scratch) / "context.tar"
-        write_context(context, target, wheelhouse)
+        write_context(context, target, site, python=_base_python(engine, target, base))
         info = engine.build(
             context,
             tag=tag,
@@ -152,22 +166,72 @@ def ensure_image(
                 "farm.runtime": target.runtime,
                 "farm.version": farm.__version__,
             },
-            # QEMU's default "max" core is the slowest to emulate; the target's own core runs a foreign build.
-            buildargs={"BASE": base, "QEMU_CPU": target.emulate_cpu or ""},
+            buildargs={"BASE": base},
             on_line=on_line,
         )
+    on_stage("smoke test")
+    _smoke_test(engine, target, tag)
     return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True,
                       seconds=time.monotonic() - started)
 
 
-def write_context(path: Path, target: Target, wheelhouse: Wheelhouse) -> None:
+def _same_content(engine: Engine, tag: str) -> ImageInfo | None:
+    content = tag.rsplit(":", 1)[1]
+    for image in engine.images_labelled(f"{LABEL_HASH}={content}"):
+        if image.tags:
+            return image
+    return None
+
+
+def _base_python(engine: Engine, target: Target, base: str) -> str:
+    """The base's Python 3.11, found without running anything in the base (it may be a foreign platform)."""
+    if target.base == BOOTSTRAP:
+        return BOOTSTRAP_PYTHON
+    for path in REGISTRY_PYTHONS:
+        if engine.has_file(base, path, platform=target.platform):
+            return path
+    raise BuildFailed(
+        f"the registry base {base} of {target.name} has no Python {PYTHON_VERSION} at {' or '.join(REGISTRY_PYTHONS)}",
+        fix=f"use a base with Python {PYTHON_VERSION} (e.g. python:{PYTHON_VERSION}-slim-bookworm), or base = "
+        '"bootstrap"',
+    )
+
+
+def _smoke_test(engine: Engine, target: Target, tag: str) -> None:
+    """Import the runtime in the new image, so an image that cannot run is removed now rather than found later."""
+    env = {"QEMU_CPU": target.emulate_cpu} if target.emulate_cpu and target.arch != os.uname().machine else {}
+    result = engine.run(RunSpec(image=tag, command=["/opt/farm/bin/python3", "-c", SMOKE_TEST],
+                                environment=env, platform=target.platform, timeout_s=600.0, memory="2g",
+                                labels={LABEL_TARGET: target.name}))
+    if result.failure:
+        engine.remove_image(tag)
+        raise BuildFailed(
+            f"the new image of {target.name} cannot import onnxruntime, onnx and numpy: it {result.failure} "
+            f"({result.log_tail.strip().splitlines()[-1:] or 'no output'})",
+            fix="remove farm's site-packages and wheelhouse caches and build again; report it if it persists",
+        )
+
+
+def write_context(path: Path, target: Target, site: Path, *, python: str) -> None:
+    """The build context: the Dockerfile, site-packages/, bin/python3 (a link to the base's Python) and farm/."""
     with tarfile.open(path, "w") as tar:
         tar.add(dockerfile_path(target), arcname="Dockerfile")
-        for wheel in wheelhouse.wheels:
-            tar.add(wheelhouse.directory / wheel.file, arcname=f"wheels/{wheel.file}")
+        tar.add(site, arcname="site-packages", filter=_readable)
+        link = tarfile.TarInfo("bin/python3")
+        link.type, link.linkname = tarfile.SYMTYPE, python
+        tar.addfile(link)
         for name, data in job_files():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
-
             tar.addfile(info, io.BytesIO(data))
+
+
+def _readable(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if Path(info.name).name == sitepackages.DONE:
+        return None
+    # Owned by root and readable by all: the container runs as an unprivileged user.
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = (info.mode | 0o444 | (0o111 if info.isdir() else 0)) & 0o755
+    return info
