@@ -22,13 +22,14 @@ PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 IMAGE_KINDS = ("cpu", "gpu")
 RUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
 BOOTSTRAP = "bootstrap"
+DEFAULT_BUDGET_S = 1800.0
 
 _TARGET_KEYS = (
     "platform", "image", "base", "runtime", "packages", "providers", "candidates", "cpu_features",
-    "cpu_excludes", "emulate_cpu", "gpus", "on_request",
+    "cpu_excludes", "emulate_cpu", "gpus", "on_request", "budget_s",
 )
 # Only keys that make sense for every target may be defaulted.
-_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image")
+_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s")
 _TOP_KEYS = ("defaults", "targets")
 _RUNTIME_RE = re.compile(r"^(?P<package>[A-Za-z0-9_.-]+)==(?P<version>[0-9][0-9A-Za-z.+-]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -61,6 +62,9 @@ class Target:
     emulate_cpu: str | None = None
     gpus: int = 0
     on_request: bool = False
+    # Wall-clock seconds one run of this target may take (a container's timeout); past it the target fails and
+    # keeps the variants it finished.
+    budget_s: float = DEFAULT_BUDGET_S
 
     @property
     def arch(self) -> str:
@@ -113,6 +117,10 @@ class Target:
         on_request = table.get("on_request", False)
         if not isinstance(on_request, bool):
             raise ConfigError(f"{where}: on_request must be true or false, not {on_request!r}")
+        budget = table.get("budget_s", DEFAULT_BUDGET_S)
+        if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
+            raise ConfigError(f"{where}: budget_s must be a positive number of seconds, not {budget!r}",
+                              fix="e.g. budget_s = 900")
         return cls(
             name=name,
             platform=platform,
@@ -128,6 +136,7 @@ class Target:
             emulate_cpu=_string(table, "emulate_cpu", where),
             gpus=gpus,
             on_request=on_request,
+            budget_s=float(budget),
         )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from farm import bootstrap
+from farm import bootstrap, masking
 from farm.engine import Engine
 from farm.errors import EnvironmentProblem, FarmError
 from farm.host import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
@@ -124,7 +124,18 @@ def _binfmt(host: HostInfo) -> list[Check]:
 
 def _cpu(host: HostInfo) -> Check:
     interesting = sorted(f for f in host.cpu_flags if f.startswith(("avx", "amx", "asimd", "sve", "fma")))
-    return Check(name="cpu", level="ok", detail=f"{host.arch}: " + (" ".join(interesting) or "no SIMD flags seen"))
+    detail = f"{host.arch}: " + (" ".join(interesting) or "no SIMD flags seen")
+    if host.arch != "x86_64":
+        return Check(name="cpu", level="ok", detail=detail)
+    if masking.CPUID_FAULT not in host.cpu_flags:
+        detail += ("; no cpuid_fault, so x86 tiers narrower than this CPU run under QEMU (AVX2) or are unavailable "
+                   "(AVX-512), not masked at native speed")
+        return Check(name="cpu", level="ok", detail=detail)
+    detail += "; cpuid_fault: x86 tiers narrower than this CPU run masked at native speed"
+    if masking.compiler() is None:
+        return Check(name="cpu", level="warn", detail=detail + ", but no C compiler builds the mask library",
+                     fix="run `farm doctor --fix` as root, or `apt-get install gcc`")
+    return Check(name="cpu", level="ok", detail=detail)
 
 
 # --- fixing -----------------------------------------------------------------------------------------------------
@@ -139,13 +150,15 @@ def fix() -> list[str]:
     wanted = {host.arch, *FOREIGN.get(host.arch, ())}
     need_qemu = any(host.qemu.get(a) is None or not host.qemu[a].recent for a in wanted)
     need_bootstrap = bool(bootstrap.missing_packages())
-    if need_qemu or need_bootstrap:
-        changes.extend(_apt_install(need_qemu=need_qemu, need_bootstrap=need_bootstrap))
+    # The CPUID mask library is compiled on the host where x86 tiers can be masked (and by its own tests).
+    need_compiler = host.arch == "x86_64" and masking.compiler() is None
+    if need_qemu or need_bootstrap or need_compiler:
+        changes.extend(_apt_install(need_qemu=need_qemu, need_bootstrap=need_bootstrap, need_compiler=need_compiler))
     changes.extend(_register_binfmt(FOREIGN.get(host.arch, ())))
     return changes
 
 
-def _apt_install(*, need_qemu: bool, need_bootstrap: bool) -> list[str]:
+def _apt_install(*, need_qemu: bool, need_bootstrap: bool, need_compiler: bool = False) -> list[str]:
     changes = []
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if need_qemu and not _has_backports():
@@ -160,6 +173,9 @@ def _apt_install(*, need_qemu: bool, need_bootstrap: bool) -> list[str]:
         _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-t", "bookworm-backports",
              "qemu-user-static"], env)
         changes.append("installed qemu-user-static from bookworm-backports")
+    if need_compiler:
+        _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "gcc", "libc6-dev"], env)
+        changes.append("installed gcc and libc6-dev from Debian (to build farm's CPUID mask library)")
     return changes
 
 

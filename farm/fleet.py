@@ -65,7 +65,8 @@ def describe(targets_file: Path | None) -> list[TargetRow]:
         tag = images.current_tag(fleet.config, target)
         rows.append(TargetRow(
             name=target.name, platform=target.platform, mode=placement.mode, reason=placement.reason,
-            cpu_model=placement.cpu_model, image=tag, built=bool(tag and fleet.engine.image(tag)),
+            cpu_model=placement.cpu_model, image=tag,
+            built=bool(tag and (fleet.engine.image(tag) or images.same_content(fleet.engine, tag))),
         ))
     return rows
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 from farm.config import Target
+from farm.masking import CPUID_FAULT, cleared_features, mask_rules, unseen
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 QEMU_MIN_VERSION = (8, 0)
 # Where Debian's qemu-user-static puts its static binaries (older releases add "-static").
 _QEMU_NAMES = {"x86_64": ("qemu-x86_64-static", "qemu-x86_64"), "aarch64": ("qemu-aarch64-static", "qemu-aarch64")}
 
-Mode = Literal["native", "emulated", "unavailable"]
+Mode = Literal["native", "masked", "emulated", "unavailable"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,12 +65,15 @@ class HostInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class Placement:
-    """How a target runs here. ``qemu`` is the static QEMU that runs an x86 tier as the container's entrypoint."""
+    """How a target runs here. ``qemu`` is the static QEMU that runs an x86 tier as the container's entrypoint;
+    ``mask`` the CPUID rules of a masked tier and ``unseen`` the features (numpy's names) its job must not see."""
 
     mode: Mode
     reason: str | None = None
     qemu: Qemu | None = None
     cpu_model: str | None = None
+    mask: str | None = None
+    unseen: tuple[str, ...] = ()
 
     @property
     def runnable(self) -> bool:
@@ -157,6 +161,13 @@ def place(target: Target, host: HostInfo) -> Placement:
     surplus = [f for f in target.cpu_excludes if f in host.cpu_flags]
     if not missing and not surplus:
         return Placement(mode="native")
+    if not missing and target.arch == "x86_64" and CPUID_FAULT in host.cpu_flags:
+        cleared = cleared_features(target.cpu_excludes)
+        return Placement(
+            mode="masked", mask=mask_rules(cleared), unseen=unseen(cleared),
+            reason=f"this CPU has {', '.join(surplus)}: runs natively with CPUID masked (cpuid_fault), so MLAS takes "
+            "this tier's kernels; timings are this CPU running them, not a CPU of the tier",
+        )
     avx512 = [f for f in missing if f.startswith("avx512")]
     if avx512:
         return Placement(
@@ -164,8 +175,12 @@ def place(target: Target, host: HostInfo) -> Placement:
             reason=f"needs {', '.join(avx512)}; this CPU lacks it and QEMU cannot emulate AVX-512",
         )
     why = f"this CPU has {', '.join(surplus)}" if surplus else f"this CPU lacks {', '.join(missing)}"
+    if surplus and not missing:
+        why += f" and no {CPUID_FAULT} to mask CPUID"
     if not target.emulate_cpu:
-        return Placement(mode="unavailable", reason=f"{why}, and the target names no emulate_cpu to run under QEMU")
+        qemu_why = ("QEMU cannot emulate AVX-512" if any(f.startswith("avx512") for f in target.cpu_features)
+                    else "the target names no emulate_cpu to run under QEMU")
+        return Placement(mode="unavailable", reason=f"{why}, and {qemu_why}")
     qemu = host.qemu.get(target.arch)
     if qemu is None:
         return Placement(
@@ -176,7 +191,7 @@ def place(target: Target, host: HostInfo) -> Placement:
     return Placement(
         mode="emulated", qemu=qemu, cpu_model=target.emulate_cpu,
         reason=f"{why}: runs under qemu-{target.arch} -cpu {target.emulate_cpu} so MLAS takes this tier's kernels; "
-        "accuracy is real, timing is not",
+        "accuracy is real, and it is not timed",
     )
 
 
@@ -207,5 +222,5 @@ def _place_foreign(target: Target, host: HostInfo) -> Placement:
         reason=f"runs {target.arch} through binfmt QEMU"
         + (f" {qemu.version_text}" if qemu else "")
         + (f" (-cpu {target.emulate_cpu})" if target.emulate_cpu else "")
-        + "; timing is emulated",
+        + "; accuracy only: timings under QEMU say nothing, so it is not timed",
     )

@@ -139,7 +139,7 @@ def ensure_image(
     tag = image_tag(target, wheelhouse)
     existing = engine.image(tag)
     if existing is None:
-        existing = _same_content(engine, tag)
+        existing = same_content(engine, tag)
         if existing is not None:
             # Another target's image has the same content: one image, one more tag.
             engine.tag(existing.id, tag)
@@ -175,7 +175,8 @@ def ensure_image(
                       seconds=time.monotonic() - started)
 
 
-def _same_content(engine: Engine, tag: str) -> ImageInfo | None:
+def same_content(engine: Engine, tag: str) -> ImageInfo | None:
+    """An image of the same content under another target's name: what a build of ``tag`` would tag, not build."""
     content = tag.rsplit(":", 1)[1]
     for image in engine.images_labelled(f"{LABEL_HASH}={content}"):
         if image.tags:

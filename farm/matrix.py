@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import farm
-from farm import crosscheck, runner
+from farm import crosscheck, masking, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount, RunResult
@@ -46,7 +46,8 @@ TIMING_ROUNDS = 10
 NATIVE_ITERATIONS = 200
 # With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
-EMULATED_ITERATIONS = 10
+# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone unless --iterations asks.
+EMULATED_ITERATIONS = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +68,8 @@ class MatrixOptions:
     outputs: Sequence[str] = ()
     # --metric FILE.py:FUNCTION, the user's own verdict.
     metric: str | None = None
-    timeout_s: float = 1800.0
+    # Seconds per container; None: each target's budget_s from targets.toml.
+    timeout_s: float | None = None
     memory: str = "4g"
     keep_containers: bool = False
     out_dir: Path = Path("farm-report")
@@ -223,7 +225,7 @@ def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
         "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
         "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
-        "image": None,
+        "image": None, "cpu_seen": None,
     }
 
 
@@ -307,7 +309,7 @@ def _evaluate(
                 step.stage(f"container {result.failure}")
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
-        _collect(run, target.name, out, result)
+        _collect(run, target.name, out, result, _budget(target, options))
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
 
 
@@ -320,19 +322,31 @@ def _run_job(
     path = inputs / name
     path.write_text(json.dumps(spec, indent=2))
     path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
+    placement = fleet.placements[target.name]
+    library = None
+    if placement.mode == "masked":
+        try:
+            library = masking.ensure_library(fleet.config.cache_dir)
+        except FarmError as exc:  # this target cannot be masked here; the others still run
+            return RunResult.engine_failure(f"could not be masked: {exc}")
     return fleet.engine.run(
-        runner.run_spec(target, fleet.placements[target.name], tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
-                        mounts=_mounts(inputs, out), timeout_s=options.timeout_s, memory=options.memory,
-                        keep=options.keep_containers),
+        runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
+                        mounts=_mounts(inputs, out), timeout_s=_budget(target, options), memory=options.memory,
+                        keep=options.keep_containers, mask_library=library),
         on_line=on_line,
     )
 
 
-def _collect(run: _Run, name: str, out: Path, result: RunResult | None) -> None:
+def _budget(target: Target, options: MatrixOptions) -> float:
+    return options.timeout_s if options.timeout_s is not None else target.budget_s
+
+
+def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: float) -> None:
     """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
     written = _read_json(out / "result.json")
     entry = run.targets[name]
-    for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings"):
+    for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings",
+                "cpu_seen"):
         if key in written:
             entry[key] = written[key]
     if result is None:
@@ -346,6 +360,9 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None) -> None:
         # The partial variants the job wrote before it died stay in the report.
         entry["status"] = "failed"
         entry["reason"] = f"container {result.failure}"
+        if result.timed_out:
+            entry["reason"] = (f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
+                               "finished are kept (raise budget_s in targets.toml, or pass --timeout)")
         entry["log_tail"] = result.log_tail
     elif not written:
         entry["status"] = "failed"
@@ -414,7 +431,8 @@ def _spec(
 ) -> dict[str, Any]:
     """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
-    iterations = options.iterations or (EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
+    iterations = options.iterations if options.iterations is not None else (
+        EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
     x86_vnni: bool | None = None
     if target.arch == "x86_64":
         # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.
@@ -426,6 +444,7 @@ def _spec(
         "target": {
             "name": target.name, "platform": target.platform, "arch": target.arch, "mode": placement.mode,
             "cpu_model": placement.cpu_model, "providers": list(target.providers), "x86_vnni": x86_vnni,
+            "cpu_unseen": list(placement.unseen),
         },
         "model": f"{MODEL_DIR}/{MODEL_FILE}",
         "rewritten": "rewritten.onnx",
@@ -436,7 +455,7 @@ def _spec(
         "calibration": {"method": options.calibration, "samples": 64},
         "optimization_level": options.optimization_level,
         "threads": options.threads,
-        "timing": {"warmup": 2 if emulated else 10, "iterations": max(1, min(iterations, 100_000)),
+        "timing": {"warmup": 0 if emulated else 10, "iterations": max(0, min(iterations, 100_000)),
                    "rounds": TIMING_ROUNDS},
         "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
         "mitigations": ["x64quantprecision"] if x86_vnni is False else [],

@@ -1,6 +1,8 @@
 """How a target's container is started, per mode: the one place that knows about QEMU at run time.
 
 - native: the image's Python, directly.
+- masked (an x86 ISA tier on a CPU with more ISA and ``cpuid_fault``): the image's Python with farm's CPUID preload
+  library mounted read-only and LD_PRELOADed, and the tier's mask in FARM_CPUID_MASK (farm/masking.py).
 - emulated, same architecture (an x86 ISA tier): the host's static qemu-x86_64 is mounted read-only and is the
   entrypoint, with ``-cpu <model>``, because MLAS picks its kernels from CPUID and nothing else can cap that choice.
 - emulated, foreign architecture: binfmt runs the image's binaries under QEMU; ``QEMU_CPU`` picks the core, and is
@@ -15,9 +17,11 @@ from pathlib import Path
 from farm.config import Target
 from farm.engine import Mount, RunSpec
 from farm.host import Placement
+from farm.masking import MASK_ENV
 
 PYTHON = "/opt/farm/bin/python3"
 QEMU_IN_CONTAINER = "/farm/qemu"
+MASK_LIBRARY_IN_CONTAINER = "/farm/libfarmcpuid.so"
 
 
 def run_spec(
@@ -32,8 +36,12 @@ def run_spec(
     memory: str = "4g",
     labels: Mapping[str, str] | None = None,
     keep: bool = False,
+    mask_library: Path | None = None,
 ) -> RunSpec:
-    """A container that runs ``python3 ARGS`` in the target's image the way this host must run it."""
+    """A container that runs ``python3 ARGS`` in the target's image the way this host must run it.
+
+    A masked placement needs ``mask_library`` (farm.masking.ensure_library).
+    """
     if placement.mode == "unavailable":
         raise ValueError(f"target {target.name} is unavailable here: {placement.reason}")
     env = {"OMP_NUM_THREADS": "1", **(environment or {})}
@@ -45,6 +53,11 @@ def run_spec(
         entrypoint = [QEMU_IN_CONTAINER, "-cpu", placement.cpu_model or "max"]
     elif placement.mode == "emulated" and placement.cpu_model:
         env["QEMU_CPU"] = placement.cpu_model
+    elif placement.mode == "masked":
+        if mask_library is None or placement.mask is None:
+            raise ValueError(f"target {target.name} is masked here but no mask library or rules were given")
+        all_mounts.append(Mount(source=mask_library, target=MASK_LIBRARY_IN_CONTAINER, read_only=True))
+        env.update({"LD_PRELOAD": MASK_LIBRARY_IN_CONTAINER, MASK_ENV: placement.mask})
     return RunSpec(
         image=image,
         command=command,

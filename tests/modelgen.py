@@ -18,6 +18,7 @@ The public surface is stable; other test modules import it:
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,7 @@ def write_job_spec(directory: Path, *, stage: str = "evaluate", name: str = "spe
         "cpu_model": None,
         "providers": ["CPUExecutionProvider"],
         "x86_vnni": False,
+        "cpu_unseen": [],
     }
     target.update(overrides.pop("target", {}))
     spec = {
@@ -341,4 +343,41 @@ def make_sequence_and_state_model(path: Path, *, samples: int = 12, seed: int = 
     _save(graph, path)
     x = rng.standard_normal((samples, 1, SEQ_T, SEQ_D)).astype(np.float32)
     x[:, :, :, 0] *= 0.05  # the outlier weight's feature stays small, so every class has a say
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) -> ModelData:
+    """An image CNN heavy enough to time, as a 320x320 detector backbone is (about 2 GFLOP: 10 ms or more of fp32
+    on one core).
+
+    Conv(3->32, s2)-Relu-Conv(32->64, s2)-Relu-Conv(64->128, s2)-Relu-Conv(128->256)-Relu-GlobalAveragePool-Gemm(10),
+    input ``x`` ``[1, 3, size, size]``, output ``logits`` ``[1, 10]``; inputs are images in [0, 1).
+    """
+    rng = np.random.default_rng(seed)
+    channels = [3, 32, 64, 128, 256]
+    initializers, nodes, current = [], [], "x"
+    for index, (cin, cout) in enumerate(itertools.pairwise(channels)):
+        stride = 1 if index == len(channels) - 2 else 2
+        w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.01 * rng.standard_normal(cout)).astype(np.float32)
+        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+        nodes += [
+            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
+                             strides=[stride, stride], name=f"conv{index}"),
+            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
+        ]
+        current = f"r{index}"
+    fc = (rng.standard_normal((10, channels[-1])) / np.sqrt(channels[-1])).astype(np.float32)
+    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], transB=1, name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+    )
+    _save(graph, path)
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))

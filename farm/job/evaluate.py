@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from farm.job import usermetric
+from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.graph import NodeCount
 from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_counted
@@ -132,6 +132,11 @@ class _Evaluation:
             self.fail(str(exc))
             return self.result
         self.labels = dataset.labels
+        seen = cpu.features_seen() if spec.target.arch == "x86_64" else None
+        self.save(cpu_seen=seen)
+        if spec.target.masked and (problem := cpu.mask_problem(spec.target.cpu_unseen, seen)):
+            self.fail(problem)
+            return self.result
         if spec.metric is not None:
             try:
                 self.metric = usermetric.load(spec.metric.file, spec.metric.function)
@@ -310,7 +315,9 @@ class _Evaluation:
         )
 
     def _timing_label(self, latency: Latency | None) -> TimingLabel:
-        return "none" if latency is None else "emulated" if self.spec.target.emulated else "measured"
+        if latency is None:
+            return "none"
+        return "emulated" if self.spec.target.emulated else "masked" if self.spec.target.masked else "measured"
 
     def _keep(self, name: str, session: Any, size: int | None) -> Latency | None:
         """Keep the session for the alternating timing phase, or, past the memory budget, time it right away."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from farm.job.metrics import Accuracy, Latency
 
 Status = Literal["ok", "failed", "skipped"]
-TimingLabel = Literal["measured", "emulated", "none"]
+TimingLabel = Literal["measured", "masked", "emulated", "none"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,7 +60,7 @@ class Runtime:
 class TargetResult:
     name: str
     platform: str
-    mode: Literal["native", "emulated"]
+    mode: Literal["native", "masked", "emulated"]
     cpu_model: str | None
     status: Status
     reason: str | None
@@ -69,6 +69,8 @@ class TargetResult:
     recommended: str | None = None
     recommendation_reason: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # The CPU features the runtime's process saw (numpy's CPUID probe), on x86: what a masked tier's proof rests on.
+    cpu_seen: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +90,7 @@ class TargetResult:
             "log_tail": None,
             "duration_s": None,
             "image": None,
+            "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
         }
 
 

@@ -12,7 +12,7 @@ from farm.job.variants import CANDIDATES
 
 SCHEMA = "farm.spec/1"
 STAGES = ("prepare", "evaluate")
-MODES = ("native", "emulated")
+MODES = ("native", "masked", "emulated")
 ARCHES = ("x86_64", "aarch64")
 LEVELS = ("basic", "extended", "all")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -20,7 +20,7 @@ KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
 
 Stage = Literal["prepare", "evaluate"]
-Mode = Literal["native", "emulated"]
+Mode = Literal["native", "masked", "emulated"]
 Level = Literal["basic", "extended", "all"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -90,6 +90,8 @@ class Target:
     cpu_model: str | None
     providers: tuple[str, ...]
     x86_vnni: bool | None
+    # CPU features (numpy's names) a masked tier's runtime must not see: the proof its mask took.
+    cpu_unseen: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -105,11 +107,16 @@ class Target:
             cpu_model=_get(data, "cpu_model", (str, type(None)), w),
             providers=providers,
             x86_vnni=_get(data, "x86_vnni", (bool, type(None)), w),
+            cpu_unseen=_names(data, "cpu_unseen", None, w),
         )
 
     @property
     def emulated(self) -> bool:
         return self.mode == "emulated"
+
+    @property
+    def masked(self) -> bool:
+        return self.mode == "masked"
 
     @property
     def saturation_risk(self) -> bool:

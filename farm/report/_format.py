@@ -10,6 +10,13 @@ from farm.report.model import Outcome, Report, TargetResult, Variant
 NONE = "—"
 EMULATED_MARK = "*"
 EMULATED_NOTE = "emulated under QEMU: not comparable with native timings or across targets"
+MASKED_MARK = "†"
+MASKED_NOTE = (
+    "masked: this host's CPU running the tier's kernels (CPUID masked to the tier), so int8 against fp32 on that "
+    "target is a real comparison, but the milliseconds are not those of a CPU of the tier"
+)
+# The timing labels that need a footnote, with their mark.
+TIMING_NOTES = {"emulated": (EMULATED_MARK, EMULATED_NOTE), "masked": (MASKED_MARK, MASKED_NOTE)}
 SYNTHETIC_WARNING = (
     "the inputs were synthetic (random data generated from the model's declared inputs), so the accuracy "
     "figures say little about real inputs; pass --data with real samples"
@@ -63,11 +70,15 @@ def milliseconds(value: float) -> str:
     return f"{value:.0f}"
 
 
+def timing_mark(variant: Variant) -> str:
+    return TIMING_NOTES[variant.timing][0] if variant.timing in TIMING_NOTES else ""
+
+
 def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
     if variant.latency_ms is None:
         return NONE
     text = milliseconds(variant.latency_ms.p50)
-    return text + EMULATED_MARK if mark_emulated and variant.timing == "emulated" else text
+    return text + timing_mark(variant) if mark_emulated else text
 
 
 def counted_outputs(report: Report) -> int:
@@ -193,8 +204,10 @@ def variant_names(report: Report) -> list[str]:
     return list(names)
 
 
-def has_emulated_timing(report: Report) -> bool:
-    return any(v.timing == "emulated" and v.latency_ms for t in report.targets for v in t.variants)
+def timing_notes(report: Report) -> list[tuple[str, str]]:
+    """``(mark, note)`` for each timing label in the report that needs one."""
+    labels = {v.timing for t in report.targets for v in t.variants if v.latency_ms is not None}
+    return [note for label, note in TIMING_NOTES.items() if label in labels]
 
 
 def tolerance_text(report: Report) -> str:

@@ -115,7 +115,7 @@ def _matrix_cell(target: TargetResult, name: str) -> str:
 def _legend(report: Report) -> str:
     notes = [f'<span class="{outcome}">{_esc(text)}</span>' for outcome, text in _CELL_TEXT.items()]
     notes.append('<span class="rec">recommended</span>')
-    footnote = f"<br>{fmt.EMULATED_MARK} {_esc(fmt.EMULATED_NOTE)}." if fmt.has_emulated_timing(report) else ""
+    footnote = "".join(f"<br>{_esc(mark)} {_esc(note)}." for mark, note in fmt.timing_notes(report))
     return f'<p class="legend">{"".join(notes)}{footnote}</p>'
 
 

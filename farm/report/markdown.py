@@ -23,8 +23,7 @@ def render_markdown(report: Report) -> str:
         blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(fmt.SYNTHETIC_WARNING)}.")
     blocks += [_about(report), _overview(report)]
     blocks += [_target_section(report, target) for target in report.targets]
-    if fmt.has_emulated_timing(report):
-        blocks.append(f"\\* {_text(fmt.EMULATED_NOTE)}.")
+    blocks += [f"{_text(mark)} {_text(note)}." for mark, note in fmt.timing_notes(report)]
     if report.warnings:
         blocks.append("## Warnings\n\n" + "\n".join(f"- {_text(w)}" for w in report.warnings))
     return "\n\n".join(blocks) + "\n"
@@ -79,7 +78,7 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
     notes = [variant.error, fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)]
     status += "".join(f": {_text(note)}" for note in notes if note)
     latency = variant.latency_ms
-    mark = "\\*" if variant.timing == "emulated" else ""
+    mark = _text(fmt.timing_mark(variant))
     times = ["", "", "", ""] if latency is None else [
         fmt.milliseconds(latency.p50) + mark, fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
         fmt.milliseconds(latency.p90) + mark, fmt.milliseconds(latency.p99) + mark,

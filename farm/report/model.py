@@ -17,9 +17,9 @@ from farm.job.graph import NodeCount
 from farm.job.metrics import Accuracy, Latency
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 
-Mode = Literal["native", "emulated", "unavailable"]
+Mode = Literal["native", "masked", "emulated", "unavailable"]
 Status = Literal["ok", "failed", "skipped"]
-Timing = Literal["measured", "emulated", "none"]
+Timing = Literal["measured", "masked", "emulated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 # What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
 Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
@@ -239,6 +239,8 @@ class TargetResult:
     log_tail: str | None = None
     duration_s: float | None = None
     image: str | None = None
+    # What the runtime's process saw of the CPU (numpy's CPUID probe), on x86.
+    cpu_seen: tuple[str, ...] | None = None
 
     @classmethod
     def skipped(
@@ -303,6 +305,7 @@ class TargetResult:
             log_tail=data["log_tail"],
             duration_s=data["duration_s"],
             image=data["image"],
+            cpu_seen=None if data["cpu_seen"] is None else tuple(data["cpu_seen"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -322,6 +325,7 @@ class TargetResult:
             "log_tail": self.log_tail,
             "duration_s": self.duration_s,
             "image": self.image,
+            "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
         }
 
 

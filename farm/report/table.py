@@ -130,8 +130,7 @@ def _preamble(report: Report) -> list[str]:
 
 def _legend(report: Report) -> list[str]:
     lines = []
-    if fmt.has_emulated_timing(report):
-        lines.append(f"{fmt.EMULATED_MARK} {fmt.EMULATED_NOTE}")
+    lines += [f"{mark} {note}" for mark, note in fmt.timing_notes(report)]
     lines.append(f"{RECOMMENDED_MARK.strip()} recommended · out-tol: ran, but outside tolerance "
                  f"({fmt.tolerance_text(report)})")
     return [wrapped for line in lines for wrapped in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]

@@ -26,11 +26,38 @@ def modes(h: HostInfo) -> dict[str, str]:
 
 
 def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> None:
-    assert modes(host()) == {"x86-avx2": "emulated", "x86-avx512-vnni": "native", "arm64": "emulated",
-                             "gpu-s8s8": "unavailable"}
+    assert modes(host()) == {"x86-avx2": "emulated", "x86-avx512": "unavailable", "x86-avx512-vnni": "native",
+                             "arm64": "emulated", "gpu-s8s8": "unavailable"}
     placement = place(TARGETS.target("x86-avx2"), host())
     assert placement.qemu is not None and placement.cpu_model == "Haswell"
-    assert "avx512f" in (placement.reason or "")
+    assert "avx512f" in (placement.reason or "") and "no cpuid_fault" in (placement.reason or "")
+    avx512 = place(TARGETS.target("x86-avx512"), host())
+    assert "cpuid_fault" in (avx512.reason or "") and "QEMU cannot emulate AVX-512" in (avx512.reason or "")
+
+
+def test_with_cpuid_fault_the_narrower_x86_tiers_are_masked() -> None:
+    h = host(cpu_flags=VNNI_CPU | {"cpuid_fault", "avx512dq", "avx512vl", "avx512cd"})
+    assert modes(h) == {"x86-avx2": "masked", "x86-avx512": "masked", "x86-avx512-vnni": "native",
+                        "arm64": "emulated", "gpu-s8s8": "unavailable"}
+    avx2, avx512 = place(TARGETS.target("x86-avx2"), h), place(TARGETS.target("x86-avx512"), h)
+    assert avx2.qemu is None and "cpuid_fault" in (avx2.reason or "")
+    # AVX2: every AVX-512 bit (leaf 7 EBX bit 16 is AVX-512 F), VNNI, AMX and the AVX-512 register state go.
+    assert avx2.mask is not None and "0x7.0.ebx:" in avx2.mask and "0xd.0.eax:0x600e0" in avx2.mask
+    ebx = int(avx2.mask.split("0x7.0.ebx:")[1].split(",")[0], 16)
+    assert ebx & (1 << 16) and ebx & (1 << 30)
+    assert {"AVX512F", "AVX512BW", "AVX512VNNI"} <= set(avx2.unseen)
+    # AVX-512 without VNNI keeps AVX-512 F and BW and loses only VNNI (and AMX).
+    assert avx512.mask is not None and "0x7.0.ebx" not in avx512.mask
+    assert int(avx512.mask.split("0x7.0.ecx:")[1].split(",")[0], 16) == 1 << 11
+    assert avx512.unseen == ("AVX512VNNI",)
+
+
+def test_a_skylake_host_runs_the_avx512_tier_natively() -> None:
+    skylake = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"})
+    assert place(TARGETS.target("x86-avx512"), host(cpu_flags=skylake)).mode == "native"
+    assert place(TARGETS.target("x86-avx2"), host(cpu_flags=skylake)).mode == "emulated"
+    assert place(TARGETS.target("x86-avx2"), host(cpu_flags=skylake | {"cpuid_fault"})).mode == "masked"
+    assert place(TARGETS.target("x86-avx512-vnni"), host(cpu_flags=skylake)).mode == "unavailable"
 
 
 def test_an_avx2_only_host_runs_avx2_natively_and_cannot_emulate_avx512() -> None:
@@ -39,6 +66,10 @@ def test_an_avx2_only_host_runs_avx2_natively_and_cannot_emulate_avx512() -> Non
     vnni = place(TARGETS.target("x86-avx512-vnni"), h)
     assert vnni.mode == "unavailable"
     assert "QEMU cannot emulate AVX-512" in (vnni.reason or "")
+    assert place(TARGETS.target("x86-avx512"), h).mode == "unavailable"
+    # cpuid_fault cannot add ISA: masking only takes features away.
+    assert place(TARGETS.target("x86-avx512"), host(cpu_flags=frozenset({"avx2", "cpuid_fault"}))).mode == \
+        "unavailable"
 
 
 def test_gpu_needs_the_nvidia_runtime() -> None:

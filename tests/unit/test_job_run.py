@@ -36,7 +36,7 @@ VARIANT_KEYS = [
 ]  # fmt: skip
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
-    "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image",
+    "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen",
 ]  # fmt: skip
 WITH_MITIGATION = [
     "fp32", "optimized", "s8s8-qdq", "u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-qdq-rr",

@@ -51,5 +51,19 @@ def test_arm_targets_have_no_x86_isa() -> None:
     spec = spec_for(arm, AVX2_HOST, Placement(mode="emulated", cpu_model="neoverse-n1"))
     assert vnni(spec) is None
     assert spec["mitigations"] == []
+    # Under QEMU timings say nothing: the emulated target spends its budget on accuracy.
     timing = spec["timing"]
-    assert isinstance(timing, dict) and timing["iterations"] == 10
+    assert isinstance(timing, dict) and timing["iterations"] == 0 and timing["warmup"] == 0
+    asked = _spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "evaluate", ["u8s8-qdq"],
+                  MatrixOptions(iterations=5), inputs=Path("/nonexistent"), host_flags=AVX2_HOST)
+    assert asked["timing"]["iterations"] == 5  # type: ignore[index]
+
+
+def test_a_masked_tier_tells_its_job_what_it_must_not_see() -> None:
+    tier = Target(name="x86-avx512", platform="linux/amd64", cpu_features=("avx512f", "avx512bw"),
+                  cpu_excludes=("avx512_vnni",))
+    placement = Placement(mode="masked", mask="0x7.0.ecx:0x800", unseen=("AVX512VNNI",))
+    spec = spec_for(tier, VNNI_HOST, placement)
+    assert spec["target"]["mode"] == "masked" and spec["target"]["cpu_unseen"] == ["AVX512VNNI"]  # type: ignore[index]
+    assert vnni(spec) is False and spec["mitigations"] == ["x64quantprecision"]
+    assert spec["timing"]["iterations"] == 200  # type: ignore[index]  # masked timings are real executions
