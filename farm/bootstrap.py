@@ -12,12 +12,14 @@ against, and no shell: nothing in farm's images runs one.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from datetime import UTC, datetime
@@ -25,12 +27,13 @@ from pathlib import Path
 
 from farm.errors import BuildFailed, EnvironmentProblem
 from farm.files import LineSink, file_sha256
+from farm.wheelhouse import PYTHON_VERSION
 
 SUITE = "bookworm"
 # No ca-certificates: farm's containers have no network. onnxruntime's wheels link against the system's libstdc++.
 PACKAGES = ("python3", "libstdc++6", "libgcc-s1")
 # Bump when the recipe changes, so cached bases are rebuilt.
-RECIPE = "3"
+RECIPE = "4"
 DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
 _ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
@@ -85,6 +88,9 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
             SUITE, str(out_tar), mirror(),
         ]
         _stream(command, on_line)
+        # The maintainer scripts that did not run would have byte-compiled the standard library; without that, every
+        # container start compiles what it imports anew (its root is read-only), which under QEMU takes seconds.
+        compile_stdlib(out_tar, on_line)
         return
     with tempfile.TemporaryDirectory(prefix="farm-rootfs-") as root:
         command = [
@@ -94,6 +100,41 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
         _stream(command, on_line)
         with tarfile.open(out_tar, "w") as tar:
             tar.add(root, arcname=".")
+
+
+STDLIB = f"usr/lib/python{PYTHON_VERSION}/"
+
+
+def compile_stdlib(rootfs_tar: Path, on_line: LineSink) -> None:
+    """Add the bytecode of the root file system's Python standard library to its tarball, compiled on this host.
+
+    Python 3.11 bytecode does not depend on the machine, and a .pyc records its source's mtime and size, which the
+    tarball keeps; so this works for a foreign architecture too, with this host's Python at the same minor version.
+    """
+    if sys.version_info[:2] != tuple(int(p) for p in PYTHON_VERSION.split(".")):
+        on_line(f"standard library not byte-compiled: this Python is not {PYTHON_VERSION}")
+        return
+    with tempfile.TemporaryDirectory(prefix="farm-stdlib-") as scratch:
+        root = Path(scratch)
+        with tarfile.open(rootfs_tar) as tar:
+            sources = [m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./").startswith(STDLIB)
+                       and m.name.endswith(".py") and "/test/" not in m.name and "/tests/" not in m.name]
+            extract = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(root, members=sources, **extract)  # type: ignore[arg-type]
+        on_line(f"byte-compiling {len(sources)} standard library modules")
+        compileall.compile_dir(str(root / STDLIB), quiet=2, workers=0, ddir="/" + STDLIB.rstrip("/"))
+        with tarfile.open(rootfs_tar, "a") as tar:
+            for path in sorted(root.rglob("__pycache__")):
+                tar.add(path, arcname="./" + path.relative_to(root).as_posix(), recursive=False, filter=_root_owned)
+                for compiled in sorted(path.glob("*.pyc")):
+                    tar.add(compiled, arcname="./" + compiled.relative_to(root).as_posix(), filter=_root_owned)
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
 
 
 def docker_archive(rootfs_tar: Path, *, arch: str, tag: str, out: Path) -> None:

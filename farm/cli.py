@@ -128,8 +128,8 @@ def matrix(
     opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
     threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
                                          "[env: FARM_THREADS]")] = 1,
-    iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per variant (default 200; none "
-                                                   "under QEMU, where timings say nothing)")] = None,
+    iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per variant on native and masked "
+                                                   "targets (default 200); emulated ones are not timed")] = None,
     timeout: Annotated[float | None, typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; "
                                                   "default: each target's budget_s [env: FARM_TIMEOUT]")] = None,
     keep: Annotated[bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging "

@@ -17,6 +17,7 @@ from typing import Any
 
 from farm.errors import ConfigError
 from farm.job.variants import CANDIDATES, DEFAULT_CANDIDATES
+from farm.masking import KNOWN_FLAGS
 
 PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 IMAGE_KINDS = ("cpu", "gpu")
@@ -131,8 +132,8 @@ class Target:
             packages=_strings(table, "packages", where),
             providers=providers,
             candidates=candidates,
-            cpu_features=_strings(table, "cpu_features", where),
-            cpu_excludes=_strings(table, "cpu_excludes", where),
+            cpu_features=_flags(table, "cpu_features", where),
+            cpu_excludes=_flags(table, "cpu_excludes", where),
             emulate_cpu=_string(table, "emulate_cpu", where),
             gpus=gpus,
             on_request=on_request,
@@ -160,6 +161,15 @@ class Config:
         """The named targets in the order given, or every target when none is named."""
         chosen = list(dict.fromkeys(names))
         return tuple(self.target(n) for n in chosen) if chosen else self.targets
+
+
+def _flags(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """CPU flags as /proc/cpuinfo spells them: a misspelt one would never match, and silently change placement."""
+    flags = _strings(table, key, where)
+    for flag in flags:
+        if flag not in KNOWN_FLAGS:
+            raise ConfigError(f"{where}: unknown CPU flag '{flag}' in {key}", fix=nearest(flag, KNOWN_FLAGS))
+    return flags
 
 
 def default_targets_file() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from farm.config import Target
-from farm.masking import CPUID_FAULT, cleared_features, mask_rules, unseen
+from farm.masking import CPUID_FAULT, cleared_features, mask_rules, maskable, unseen
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 QEMU_MIN_VERSION = (8, 0)
@@ -161,7 +161,7 @@ def place(target: Target, host: HostInfo) -> Placement:
     surplus = [f for f in target.cpu_excludes if f in host.cpu_flags]
     if not missing and not surplus:
         return Placement(mode="native")
-    if not missing and target.arch == "x86_64" and CPUID_FAULT in host.cpu_flags:
+    if not missing and target.arch == "x86_64" and CPUID_FAULT in host.cpu_flags and maskable(surplus):
         cleared = cleared_features(target.cpu_excludes)
         return Placement(
             mode="masked", mask=mask_rules(cleared), unseen=unseen(cleared),

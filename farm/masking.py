@@ -30,6 +30,8 @@ FEATURE_BITS: Mapping[str, tuple[int, int, str, int]] = {
     "avx512f": (7, 0, "ebx", 16),
     "avx512dq": (7, 0, "ebx", 17),
     "avx512ifma": (7, 0, "ebx", 21),
+    "avx512pf": (7, 0, "ebx", 26),
+    "avx512er": (7, 0, "ebx", 27),
     "avx512cd": (7, 0, "ebx", 28),
     "avx512bw": (7, 0, "ebx", 30),
     "avx512vl": (7, 0, "ebx", 31),
@@ -50,10 +52,12 @@ FEATURE_BITS: Mapping[str, tuple[int, int, str, int]] = {
     "amx_fp16": (7, 1, "eax", 21),
     "avx_ifma": (7, 1, "eax", 23),
     "avx_vnni_int8": (7, 1, "edx", 4),
+    # AVX10 announces 512-bit vectors on its own (leaf 7.1 EDX 19, details in leaf 0x24): it goes with AVX-512 F.
+    "avx10": (7, 1, "edx", 19),
 }
 # Clearing a feature clears what needs it; the register state bits of leaf 0xD go with the instruction sets.
 _DEPENDENTS: Mapping[str, tuple[str, ...]] = {
-    "avx512f": tuple(f for f in FEATURE_BITS if f.startswith("avx512") and f != "avx512f"),
+    "avx512f": (*(f for f in FEATURE_BITS if f.startswith("avx512") and f != "avx512f"), "avx10"),
     "avx512_vnni": (),
     "avx_vnni": ("avx_vnni_int8",),
     "amx_int8": ("amx_tile", "amx_bf16", "amx_fp16"),
@@ -70,6 +74,20 @@ NUMPY_NAMES: Mapping[str, str] = {
     "avx512_fp16": "AVX512FP16", "avx512_bf16": "AVX512BF16", "avx512_4vnniw": "AVX5124VNNIW",
     "avx512_4fmaps": "AVX5124FMAPS",
 }  # fmt: skip
+
+
+# Other x86 and arm64 flag names a targets.toml may name (as /proc/cpuinfo spells them), beside FEATURE_BITS.
+OTHER_FLAGS = frozenset({
+    "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "aes",
+    "vaes", "gfni", "vpclmulqdq", "sha_ni", "movbe", "cpuid_fault",
+    "asimd", "asimddp", "asimdhp", "asimdfhm", "fphp", "sve", "sve2", "i8mm", "bf16", "sme",
+})  # fmt: skip
+KNOWN_FLAGS = frozenset(FEATURE_BITS) | OTHER_FLAGS
+
+
+def maskable(features: Iterable[str]) -> bool:
+    """Whether CPUID masking can hide every one of these (it knows their bits)."""
+    return all(f in FEATURE_BITS for f in features)
 
 
 def cleared_features(excludes: Iterable[str]) -> tuple[str, ...]:

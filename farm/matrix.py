@@ -46,7 +46,7 @@ TIMING_ROUNDS = 10
 NATIVE_ITERATIONS = 200
 # With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
-# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone unless --iterations asks.
+# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone.
 EMULATED_ITERATIONS = 0
 
 
@@ -431,8 +431,9 @@ def _spec(
 ) -> dict[str, Any]:
     """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
-    iterations = options.iterations if options.iterations is not None else (
-        EMULATED_ITERATIONS if emulated else NATIVE_ITERATIONS)
+    # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
+    iterations = EMULATED_ITERATIONS if emulated else (
+        options.iterations if options.iterations is not None else NATIVE_ITERATIONS)
     x86_vnni: bool | None = None
     if target.arch == "x86_64":
         # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.

@@ -26,7 +26,18 @@ IMAGE_SITE = "/opt/farm/site-packages"
 RECIPE = "1"
 DONE = ".farm-complete"
 # The packages' own test suites: nothing imports them, and compiling them is most of the time.
-_SKIP_COMPILE = re.compile(r"[/\\]tests?[/\\]")
+_TESTS = re.compile(r"(^|/)tests?/")
+
+
+class _TestSuites:
+    """compileall's ``rx``: it asks ``search(path)`` of every file's full path, and only the part below the folder
+    being compiled may decide (a cache under some /tests/ folder must still be compiled)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def search(self, path: str) -> re.Match[str] | None:
+        return _TESTS.search(Path(path).relative_to(self.root).as_posix())
 # Not needed at run time: pip itself is not run in the image.
 _LEFT_OUT = ("pip-",)
 
@@ -48,7 +59,7 @@ def ensure_site_packages(cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineS
         if sys.version_info[:2] == tuple(int(p) for p in PYTHON_VERSION.split(".")):
             on_line("byte-compiling")
             # As pip does, a file that does not compile stays source.
-            compileall.compile_dir(str(staging), quiet=2, workers=0, rx=_SKIP_COMPILE, ddir=IMAGE_SITE)
+            compileall.compile_dir(str(staging), quiet=2, workers=0, rx=_TestSuites(staging), ddir=IMAGE_SITE)
         else:
             on_line(f"not byte-compiled: this Python is {sys.version_info.major}.{sys.version_info.minor}, the "
                     f"image's is {PYTHON_VERSION}, so imports in the image compile from source each run")
@@ -73,6 +84,11 @@ def unpack_wheel(wheel: Path, site: Path) -> None:
                 if not target.is_relative_to(site.resolve()):
                     raise BuildFailed(f"wheel {wheel.name} holds a path outside site-packages: {member.filename}")
             archive.extractall(site)
+            for member in archive.infolist():
+                # zipfile drops permissions; a wheel's bundled executable needs its x bits back.
+                mode = member.external_attr >> 16
+                if mode & 0o111 and not member.is_dir():
+                    (site / member.filename).chmod(0o755)
     except zipfile.BadZipFile as exc:
         raise BuildFailed(f"wheel {wheel.name} is not a valid zip ({exc})",
                           fix="remove farm's wheelhouse cache folder and build again") from exc

@@ -75,14 +75,15 @@ class Accuracy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Accuracy:
-        metric = data["metric"]
+        # Reports from before per-output figures and --metric lack these keys.
+        metric = data.get("metric")
         return cls(
             cosine=data["cosine"],
             max_abs=data["max_abs"],
             top1_agreement=data["top1_agreement"],
             accuracy=data["accuracy"],
-            outputs=tuple(OutputAccuracy.from_dict(o) for o in data["outputs"]),
-            worst_output=data["worst_output"],
+            outputs=tuple(OutputAccuracy.from_dict(o) for o in data.get("outputs", ())),
+            worst_output=data.get("worst_output"),
             metric=None if metric is None else MetricScore.from_dict(metric),
         )
 
@@ -137,8 +138,9 @@ class Latency:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"], rounds=tuple(data["rounds"]),
-                   interleaved=data["interleaved"])
+        # Reports from before timing rounds lack them.
+        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"], rounds=tuple(data.get("rounds", ())),
+                   interleaved=data.get("interleaved", False))
 
     def to_dict(self) -> dict[str, Any]:
         return {"p50": self.p50, "p90": self.p90, "p99": self.p99, "rounds": list(self.rounds),

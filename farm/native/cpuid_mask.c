@@ -11,6 +11,9 @@
  *
  * It reports how that went in FARM_CPUID_MASK_STATUS ("active", or "failed: why"), which the job reads: a tier whose
  * mask did not take must fail rather than report this CPU's own kernels under the tier's name.
+ *
+ * Something that later installs its own SIGSEGV handler (Python's faulthandler, for one) takes the traps over, and
+ * the next CPUID then ends the process with a segmentation fault: loud, never a silently unmasked result.
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -43,33 +46,61 @@ static struct rule rules[MAX_RULES];
 static int rule_count;
 static struct sigaction previous;
 
+/* A number in C's notation (0x... hexadecimal, else decimal), without sscanf or strtoul: with _GNU_SOURCE, a host
+   glibc of 2.38 or newer links those to __isoc23_* symbols that the images' glibc 2.36 lacks. */
+static int parse_number(const char **text, unsigned long *value) {
+    const char *p = *text;
+    unsigned long result = 0;
+    int base = 10, digits = 0;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+    }
+    for (;; p++, digits++) {
+        int digit;
+        if (*p >= '0' && *p <= '9') digit = *p - '0';
+        else if (base == 16 && *p >= 'a' && *p <= 'f') digit = *p - 'a' + 10;
+        else if (base == 16 && *p >= 'A' && *p <= 'F') digit = *p - 'A' + 10;
+        else break;
+        if (result > (0xFFFFFFFFul - (unsigned long)digit) / (unsigned long)base) return -1;
+        result = result * (unsigned long)base + (unsigned long)digit;
+    }
+    if (digits == 0) return -1;
+    *text = p;
+    *value = result;
+    return 0;
+}
+
+static int expect(const char **text, char c) {
+    if (**text != c) return -1;
+    (*text)++;
+    return 0;
+}
+
 /* Parse FARM_CPUID_MASK; returns the number of rules, or -1 (with the rules left empty) on a malformed list. */
 int farm_cpuid_parse(const char *text) {
     static const char *names[] = {"eax", "ebx", "ecx", "edx"};
     rule_count = 0;
     while (text && *text) {
         unsigned long leaf, subleaf, clear;
-        char reg[4];
-        int used = 0;
-        if (rule_count == MAX_RULES ||
-            sscanf(text, "%li.%li.%3[a-z]:%li%n", &leaf, &subleaf, reg, &clear, &used) != 4) {
+        int index = -1;
+        if (rule_count == MAX_RULES || parse_number(&text, &leaf) || expect(&text, '.') ||
+            parse_number(&text, &subleaf) || expect(&text, '.')) {
             rule_count = 0;
             return -1;
         }
-        int index = -1;
         for (int i = 0; i < 4; i++)
-            if (strcmp(reg, names[i]) == 0) index = i;
+            if (strncmp(text, names[i], 3) == 0) index = i;
         if (index < 0) {
             rule_count = 0;
             return -1;
         }
-        rules[rule_count++] = (struct rule){(uint32_t)leaf, (uint32_t)subleaf, index, (uint32_t)clear};
-        text += used;
-        if (*text == ',') text++;
-        else if (*text) {
+        text += 3;
+        if (expect(&text, ':') || parse_number(&text, &clear) || (*text && expect(&text, ','))) {
             rule_count = 0;
             return -1;
         }
+        rules[rule_count++] = (struct rule){(uint32_t)leaf, (uint32_t)subleaf, index, (uint32_t)clear};
     }
     return rule_count;
 }
@@ -85,12 +116,14 @@ static long set_faulting(int on) { return syscall(SYS_arch_prctl, ARCH_SET_CPUID
 static void on_segv(int signal_number, siginfo_t *info, void *context) {
     ucontext_t *uc = context;
     greg_t *g = uc->uc_mcontext.gregs;
+    /* A trapped CPUID arrives as a general protection fault: SIGSEGV with SI_KERNEL, at an instruction that can be
+       read. Only then look at the bytes. */
     const unsigned char *ip = (const unsigned char *)g[REG_RIP];
-    if (ip[0] != 0x0f || ip[1] != 0xa2) {
-        /* A real fault: hand it to whoever handled SIGSEGV before, by re-running the instruction without us. */
+    if (info->si_code != SI_KERNEL || ip[0] != 0x0f || ip[1] != 0xa2) {
+        /* Not ours: whoever handled SIGSEGV before gets it. A fault happens again when the instruction re-runs under
+           the previous handler; a signal sent by software (kill, raise) would not, so it is raised again. */
         sigaction(SIGSEGV, &previous, NULL);
-        (void)signal_number;
-        (void)info;
+        if (info->si_code <= 0) raise(signal_number);
         return;
     }
     uint32_t leaf = (uint32_t)g[REG_RAX], subleaf = (uint32_t)g[REG_RCX], r[4];
@@ -111,15 +144,17 @@ static void report(const char *status) { setenv("FARM_CPUID_MASK_STATUS", status
 __attribute__((constructor)) static void farm_cpuid_start(void) {
     const char *mask = getenv("FARM_CPUID_MASK");
     if (!mask) return; /* preloaded without a mask: nothing to do */
-    if (farm_cpuid_parse(mask) < 0) {
-        report("failed: FARM_CPUID_MASK is not a list of leaf.subleaf.register:hexmask rules");
+    if (farm_cpuid_parse(mask) <= 0) {
+        /* An empty mask would report "active" while hiding nothing: a tier that cannot be told apart from the host. */
+        report("failed: FARM_CPUID_MASK is empty or not a list of leaf.subleaf.register:hexmask rules");
         return;
     }
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = on_segv;
-    action.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_SIGINFO;
+    /* Nothing may run while faulting is briefly off inside the handler: a CPUID there would see the real CPU. */
+    sigfillset(&action.sa_mask);
     if (sigaction(SIGSEGV, &action, &previous) != 0) {
         report("failed: cannot install the SIGSEGV handler");
         return;

@@ -99,9 +99,9 @@ class Tolerance:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        outputs = data["outputs"]
+        outputs = data.get("outputs")
         return cls(cosine=data["cosine"], top1_agreement=data["top1_agreement"],
-                   outputs=None if outputs is None else tuple(outputs), metric=data["metric"])
+                   outputs=None if outputs is None else tuple(outputs), metric=data.get("metric"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"cosine": self.cosine, "top1_agreement": self.top1_agreement,
@@ -195,7 +195,7 @@ class Variant:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        latency, accuracy, quantization = data["latency_ms"], data["accuracy"], data["quantization"]
+        latency, accuracy, quantization = data["latency_ms"], data["accuracy"], data.get("quantization")
         return cls(
             name=data["name"],
             status=data["status"],
@@ -305,7 +305,7 @@ class TargetResult:
             log_tail=data["log_tail"],
             duration_s=data["duration_s"],
             image=data["image"],
-            cpu_seen=None if data["cpu_seen"] is None else tuple(data["cpu_seen"]),
+            cpu_seen=None if data.get("cpu_seen") is None else tuple(data["cpu_seen"]),
         )
 
     def to_dict(self) -> dict[str, Any]:

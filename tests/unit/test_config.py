@@ -76,3 +76,11 @@ def test_unknown_target_name_suggests_the_nearest() -> None:
     config = load_config(ROOT / "targets.toml", env={})
     with pytest.raises(ConfigError, match="did you mean 'arm64'"):
         config.select(["arm46"])
+
+
+def test_a_misspelt_cpu_flag_names_the_nearest(tmp_path: Path) -> None:
+    path = tmp_path / "targets.toml"
+    path.write_text('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\n'
+                    'cpu_excludes = ["avx512vnni"]\n')
+    with pytest.raises(ConfigError, match=r"unknown CPU flag 'avx512vnni' in cpu_excludes.*did you mean 'avx512_vnni'"):
+        load_config(path, env={})

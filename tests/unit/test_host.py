@@ -109,3 +109,13 @@ def test_an_arm64_host_never_passes_avx2_off_as_the_vnni_tier() -> None:
     assert "QEMU cannot emulate AVX-512" in (vnni.reason or "")
     assert place(TARGETS.target("x86-avx2"), arm_host).mode == "emulated"
     assert place(TARGETS.target("arm64"), arm_host).mode == "native"
+
+
+def test_amx_hosts_mask_it_from_the_vnni_tier_or_give_it_up() -> None:
+    sapphire = VNNI_CPU | {"amx_int8", "amx_tile", "amx_bf16"}
+    vnni = TARGETS.target("x86-avx512-vnni")
+    masked = place(vnni, host(cpu_flags=sapphire | {"cpuid_fault"}))
+    assert masked.mode == "masked" and masked.mask is not None and "0x7.0.edx:" in masked.mask
+    assert masked.unseen == ()  # numpy does not report AMX; the library's status is the proof there
+    without = place(vnni, host(cpu_flags=sapphire))
+    assert without.mode == "unavailable" and "amx_int8" in (without.reason or "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -53,6 +55,31 @@ def test_the_library_parses_rules_and_clears_only_their_bits(library: Path) -> N
         assert lib.farm_cpuid_parse(bad) == -1
 
 
+def test_an_empty_mask_is_refused_rather_than_reported_active(library: Path) -> None:
+    probe = "import os; print(os.environ.get('FARM_CPUID_MASK_STATUS'))"
+    status = subprocess.run(["python3", "-c", probe], capture_output=True, text=True, check=True,
+                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": ""}).stdout
+    assert status.startswith("failed: FARM_CPUID_MASK is empty"), status
+
+
+def test_the_library_needs_nothing_newer_than_the_images_glibc(library: Path) -> None:
+    # The images are Debian bookworm (glibc 2.36); a newer host glibc redirects some calls to newer symbols.
+    if shutil.which("objdump") is None:
+        missing("objdump (binutils, which gcc brings) is not installed")
+    symbols = subprocess.run(["objdump", "-T", str(library)], capture_output=True, text=True, check=True).stdout
+    versions = {tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_(\d+\.\d+)", symbols)}
+    assert versions and max(versions) <= (2, 36), sorted(versions)
+
+
+def test_unknown_or_unmaskable_flags_never_make_a_tier_masked() -> None:
+    from farm.config import Target
+    from farm.host import HostInfo, place
+
+    avx_tier = Target(name="x86-avx", platform="linux/amd64", cpu_excludes=("avx2",), emulate_cpu="SandyBridge")
+    placement = place(avx_tier, HostInfo(arch="x86_64", cpu_flags=frozenset({"avx", "avx2", "cpuid_fault"})))
+    assert placement.mode != "masked"  # no CPUID bit known for avx2: masking would hide nothing
+
+
 def test_without_cpuid_fault_the_library_says_so_and_the_job_refuses_to_run(library: Path) -> None:
     if HAS_CPUID_FAULT:
         pytest.skip("this CPU has cpuid_fault, so the mask takes (the tests below cover that)")
@@ -79,12 +106,14 @@ def test_a_mask_that_leaks_a_feature_is_refused(monkeypatch: pytest.MonkeyPatch)
 # The library's own test: CPUID leaf 7 EBX in a process, in its fork and after an exec, with the AVX2 bit (5) masked.
 PROBE = r"""
 #include <cpuid.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static unsigned ebx7(void) { unsigned a, b, c, d; __cpuid_count(7, 0, a, b, c, d); return b; }
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "raise") == 0) { raise(SIGSEGV); return 0; }  /* must not be swallowed */
     printf("%s %u\n", argc > 1 ? argv[1] : "process", (ebx7() >> 5) & 1);
     fflush(stdout);
     if (argc > 1) return 0;
@@ -112,3 +141,7 @@ def test_the_mask_holds_in_the_process_its_fork_and_its_exec(library: Path, tmp_
     masked = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True,
                             env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"}).stdout
     assert masked.split() == ["process", "0", "fork", "0", "exec", "0"]
+    # A SIGSEGV that software sends is not a CPUID trap: it still ends the process, as without the library.
+    raised = subprocess.run([str(tmp_path / "probe"), "raise"], capture_output=True,
+                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"})
+    assert raised.returncode == -11

@@ -56,7 +56,7 @@ def test_arm_targets_have_no_x86_isa() -> None:
     assert isinstance(timing, dict) and timing["iterations"] == 0 and timing["warmup"] == 0
     asked = _spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "evaluate", ["u8s8-qdq"],
                   MatrixOptions(iterations=5), inputs=Path("/nonexistent"), host_flags=AVX2_HOST)
-    assert asked["timing"]["iterations"] == 5  # type: ignore[index]
+    assert asked["timing"]["iterations"] == 0  # type: ignore[index]  # --iterations is for meaningful timings
 
 
 def test_a_masked_tier_tells_its_job_what_it_must_not_see() -> None:

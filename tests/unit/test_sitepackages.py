@@ -43,3 +43,26 @@ def test_a_path_outside_site_packages_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match="outside site-packages"):
         unpack_wheel(evil, site)
     assert not (tmp_path / "outside.py").exists()
+
+
+def test_executables_keep_their_bits_and_test_suites_are_left_uncompiled_wherever_the_cache_is(
+    tmp_path: Path,
+) -> None:
+    import compileall
+
+    from farm.sitepackages import IMAGE_SITE, _TestSuites
+
+    site = tmp_path / "tests" / "site"  # a cache under a folder named tests/ must still be compiled
+    site.mkdir(parents=True)
+    path = tmp_path / "d-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        tool = zipfile.ZipInfo("d/bin/tool")
+        tool.external_attr = 0o100755 << 16
+        archive.writestr(tool, "#!/bin/sh\n")
+        archive.writestr("d/__init__.py", "")
+        archive.writestr("d/tests/test_d.py", "")
+    unpack_wheel(path, site)
+    assert (site / "d" / "bin" / "tool").stat().st_mode & 0o111
+    compileall.compile_dir(str(site), quiet=2, rx=_TestSuites(site), ddir=IMAGE_SITE)
+    assert list((site / "d" / "__pycache__").glob("__init__.cpython-*.pyc"))
+    assert not (site / "d" / "tests" / "__pycache__").exists()
