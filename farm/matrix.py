@@ -209,8 +209,7 @@ def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) ->
         staged.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model.parent / location, staged)
     rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
-    if rewritten.warning:
-        run.report["warnings"].append(rewritten.warning)
+    run.report["warnings"].extend(w for w in (rewritten.note, rewritten.warning) if w)
     if given.metric is not None:
         (inputs / METRIC_DIR).mkdir()
         shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)

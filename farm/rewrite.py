@@ -24,7 +24,9 @@ from farm.files import file_sha256
 from farm.inspect import external_locations
 
 # Bump when the way a model is rewritten changes, so cached results are made again.
-RECIPE = "1"
+RECIPE = "2"
+# From this IR version on, an initializer need not be a graph input too.
+CONSTANTS_APART_IR = 4
 _META = "rewrite.json"
 # A protobuf message cannot exceed 2 GiB; above this the rewritten weights go to a file beside the model.
 _INLINE_LIMIT = 1 << 30
@@ -32,13 +34,15 @@ _INLINE_LIMIT = 1 << 30
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RewriteResult:
-    """``rewritten`` is False when onnxoptimizer failed and ``path`` is an unchanged copy (``warning`` says why)."""
+    """``rewritten`` is False when onnxoptimizer failed and ``path`` is an unchanged copy (``warning`` says why);
+    ``note`` says what farm changed so that optimizers and quantizers accept the model (its old IR's inputs)."""
 
     path: Path
     rewritten: bool
     cached: bool
     warning: str | None
     passes: tuple[str, ...]
+    note: str | None
     nodes_before: int
     nodes_after: int
     # Files written besides ``path`` that must travel with it (external data), relative to its folder.
@@ -93,6 +97,7 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
                          ) from exc
     before = len(original.graph.node)
     warning = None
+    note = constants_apart(original)
     try:
         optimized = onnxoptimizer.optimize(original, list(passes))
         # onnxoptimizer may restamp the model with the host's IR version or opsets; targets need the original's.
@@ -119,6 +124,7 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
     meta = {
         "rewritten": rewritten,
         "warning": warning,
+        "note": note,
         "passes": list(passes),
         "nodes_before": before,
         "nodes_after": after,
@@ -126,6 +132,27 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
     }
     (folder / _META).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def constants_apart(model: onnx.ModelProto) -> str | None:
+    """Drop the graph inputs that merely repeat an initializer, as IR 3 models list them, and raise the IR to 4.
+
+    onnxruntime treats such an input as an overridable default, so the model runs as given; but optimizers and
+    quantizers take it for a real input ("Required inputs (...)"). Only what farm rewrites and quantizes changes:
+    ``fp32`` stays the model as given. Returns what was done, for the report, or None.
+    """
+    constants = {t.name for t in model.graph.initializer}
+    repeated = [i for i in model.graph.input if i.name in constants]
+    if model.ir_version >= CONSTANTS_APART_IR or not repeated:
+        return None
+    kept = [i for i in model.graph.input if i.name not in constants]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    old = model.ir_version
+    model.ir_version = CONSTANTS_APART_IR
+    return (f"the model is IR {old}, which lists its {len(repeated)} weights as graph inputs too; optimized and "
+            f"int8 variants are made from a copy where they are constants only (IR {CONSTANTS_APART_IR}), and fp32 "
+            "stays the model as given")
 
 
 def _save(model: onnx.ModelProto, path: Path) -> list[str]:
@@ -149,6 +176,7 @@ def _deliver(entry: Path, meta: dict[str, Any], target: Path, *, cached: bool) -
         rewritten=bool(meta["rewritten"]),
         cached=cached,
         warning=meta["warning"],
+        note=meta["note"],
         passes=tuple(meta["passes"]),
         nodes_before=int(meta["nodes_before"]),
         nodes_after=int(meta["nodes_after"]),

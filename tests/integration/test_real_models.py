@@ -293,3 +293,27 @@ def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: Build
         assert len(latency["rounds"]) == TIMING_ROUNDS and latency["interleaved"] is True
     reason = entry["recommendation_reason"]
     assert "within noise" in reason and "fastest" not in reason and "faster beyond noise" not in reason, reason
+
+
+# Issue 8, line 5: an IR 3 model lists its weights as graph inputs too, which optimizers and quantizers refuse.
+
+
+def test_an_ir3_model_from_the_onnx_wheel_is_quantized_on_the_native_target(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    assert onnx.load(str(light), load_external_data=False).ir_version == 3
+    targets = (ROOT / "targets.toml").read_text().replace(
+        '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+        '"u8s8-dynamic"]', '\ncandidates = ["u8u8-qdq"]', 1)
+    (tmp_path / "targets.toml").write_text(targets)
+    report, _ = run(light, "--targets", str(tmp_path / "targets.toml"), "--target", native(fleet), "--samples", "2",
+                    out=tmp_path / "out")
+    assert any("IR 3, which lists its 269 weights as graph inputs" in w for w in report["warnings"])
+    entry = target(report, native(fleet))
+    int8 = variant(entry, "u8u8-qdq")
+    assert int8["status"] == "ok" and int8["quantization"]["nodes"]["quantized"] > 50, int8
+    assert int8["accuracy"] is not None and int8["latency_ms"]["p50"] > 0
+    assert variant(entry, "optimized")["status"] == "ok"
+    fp32 = variant(entry, "fp32")
+    assert fp32["size_bytes"] < 200_000  # fp32 is the model as given (weights made by ConstantOfShape)

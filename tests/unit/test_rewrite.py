@@ -126,3 +126,19 @@ def test_external_data_model(tmp_path: Path) -> None:
     weights = tmp_path / "weights.bin"
     weights.write_bytes(bytes(len(weights.read_bytes())))
     assert not rewrite_model(src, tmp_path / "out" / "zeros.onnx", cache_dir=cache).cached
+
+
+def test_an_ir3_model_gets_its_weights_as_constants_only_and_says_so(tmp_path: Path) -> None:
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "ir3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2])],  # as IR 3 exporters list weights
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[w])
+    source = tmp_path / "ir3.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3), source)
+    result = rewrite_model(source, tmp_path / "out.onnx")
+    written = onnx.load(str(result.path))
+    assert [i.name for i in written.graph.input] == ["x"] and written.ir_version == 4
+    assert result.note is not None and "IR 3, which lists its 1 weights as graph inputs" in result.note
+    assert onnx.load(str(source)).ir_version == 3  # the user's model is untouched
