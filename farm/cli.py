@@ -163,6 +163,27 @@ def matrix(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="the ONNX model")],
+    target: TargetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (farm.inspect/1) instead of text")] = False,
+    targets_file: TargetsOpt = None,
+) -> None:
+    """The model's facts, and whether each target's runtime will load it, predicted from the runtime itself.
+
+    Exits 5 when a selected target is predicted to fail, 0 otherwise (a target whose image is not built is unknown).
+    """
+    from farm.inspect import inspect_model
+    from farm.inspection import inspect_for_targets, render
+
+    info = inspect_model(model)
+    fleet_ = fleet.Fleet.open(targets_file)
+    found = inspect_for_targets(fleet_, fleet_.config.select(target or []), model, info)
+    sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
+    raise typer.Exit(5 if found.predicted_failures else 0)
+
+
 def _terminated(signum: int, frame: object) -> None:
     # `timeout`, a cancelled CI job and `docker stop` send SIGTERM: clean up exactly as for Ctrl-C.
     raise KeyboardInterrupt

@@ -145,6 +145,45 @@ class ModelInfo:
         }
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeUse:
+    """One node, as a runtime's kernels see it: op, domain, and its first input's type where onnx infers it."""
+
+    name: str
+    op: str
+    domain: str
+    input_type: str | None
+    in_subgraph: bool
+
+
+def node_uses(path: str | os.PathLike[str]) -> list[NodeUse]:
+    """Every node of the model, If/Loop/Scan bodies included, with types from onnx's shape inference."""
+    model = onnx.load(str(path), load_external_data=False)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference fails on some real models; the kernel check then goes without types
+        inferred = model
+    types: dict[str, str] = {}
+    for graph, _ in all_graphs(inferred.graph):
+        for value in (*graph.input, *graph.value_info, *graph.output):
+            if value.type.WhichOneof("value") == "tensor_type" and value.type.tensor_type.elem_type:
+                types[value.name] = _ort_type(value.type.tensor_type.elem_type)
+        for tensor in graph.initializer:
+            types[tensor.name] = _ort_type(tensor.data_type)
+    uses = []
+    for graph, depth in all_graphs(model.graph):
+        for node in graph.node:
+            first = node.input[0] if node.input else ""
+            uses.append(NodeUse(name=node.name, op=node.op_type, domain=_domain_name(node.domain),
+                                input_type=types.get(first), in_subgraph=depth > 0))
+    return uses
+
+
+def _ort_type(elem_type: int) -> str:
+    """onnxruntime's name of a tensor type: "tensor(float)" for FLOAT, "tensor(int64)" for INT64."""
+    return f"tensor({TensorProto.DataType.Name(elem_type).lower()})"
+
+
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """Read and check ``path``; raise ModelError with a one-line fix for anything that would fail later."""
     model_path = Path(path)

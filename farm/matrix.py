@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import farm
-from farm import crosscheck, masking, runner
+from farm import compat, crosscheck, masking, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount, RunResult
 from farm.errors import BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
-from farm.inspect import ModelInfo, inspect_model
+from farm.inspect import ModelInfo, NodeUse, inspect_model, node_uses
 from farm.job.result import write_json_atomic
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
@@ -88,6 +88,8 @@ class _Run:
     fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # The exit code each failed target calls for (docs/contracts.md section 3).
     failure_codes: dict[str, int] = field(default_factory=dict)
+    # The model's nodes as kernels see them, read once when a load failure needs explaining.
+    nodes: list[NodeUse] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -224,7 +226,7 @@ def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
         "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
         "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
-        "image": None, "cpu_seen": None,
+        "image": None, "cpu_seen": None, "load_failure": None,
     }
 
 
@@ -309,7 +311,31 @@ def _evaluate(
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result, _budget(target, options))
+    _explain_load_failure(fleet, target, run)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
+
+
+def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
+    """Say whether the runtime's refusal was what ``farm inspect`` predicts from the model and the runtime."""
+    entry = run.targets[target.name]
+    failure = entry.get("load_failure")
+    if not failure:
+        return
+    kind = failure["class"]
+    found = compat.capabilities(fleet.engine, fleet.config, fleet.host, target, fleet.placements[target.name])
+    if isinstance(found, str):
+        predicted, prediction = None, f"unknown: {found}"
+    else:
+        if run.nodes is None:
+            run.nodes = node_uses(run.given.model)
+        info = run.given.info
+        verdict = compat.predict(info.ir_version, info.opsets, run.nodes, found, target.providers)
+        predicted = verdict.verdict == "fails" and verdict.failure_class == kind
+        prediction = verdict.reason or "the model loads"
+    entry["load_failure"] = {"class": kind, "predicted": predicted, "prediction": prediction}
+    said = ("; farm inspect predicted this" if predicted
+            else "" if predicted is None else f"; farm inspect did not predict this ({prediction})")
+    entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
 
 
 def _run_job(
@@ -345,7 +371,7 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
     written = _read_json(out / "result.json")
     entry = run.targets[name]
     for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings",
-                "cpu_seen"):
+                "cpu_seen", "load_failure"):
         if key in written:
             entry[key] = written[key]
     if result is None:

@@ -19,11 +19,12 @@ import onnxruntime as ort
 from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.graph import NodeCount
+from farm.job.loadfailure import classify
 from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_counted
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
-from farm.job.session import open_session, providers_used
+from farm.job.session import ProviderFallback, open_session, providers_used
 from farm.job.spec import Spec
 from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT
 
@@ -162,7 +163,7 @@ class _Evaluation:
         try:
             session = open_session(spec.model, target=spec.target, threads=spec.threads)
         except Exception as exc:  # the reason is ORT's own message, verbatim
-            return self._fp32_failed(exc)
+            return self._fp32_failed(exc, loading=True)
         self.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
         try:
             names = [i.name for i in session.get_inputs()]
@@ -193,9 +194,14 @@ class _Evaluation:
             return False
         return True
 
-    def _fp32_failed(self, exc: Exception) -> bool:
+    def _fp32_failed(self, exc: Exception, *, loading: bool = False) -> bool:
+        """fp32 failed: to load (a class a reader acts on: IR version, opset, missing kernel, ...) or to run."""
         error = error_text(exc)
-        self.add(VariantResult(name=FP32, status="failed", error=error, size_bytes=model_size(self.spec.model)))
+        failure = classify(error) if loading and not isinstance(exc, ProviderFallback) else None
+        self.add(VariantResult(name=FP32, status="failed", error=error, size_bytes=model_size(self.spec.model),
+                               failure_class=failure))
+        if failure is not None:
+            self.save(load_failure=failure)
         self.fail(error)
         return False
 
@@ -279,8 +285,13 @@ class _Evaluation:
         level = spec.optimization_level if name == OPTIMIZED else "all"
         try:
             session = open_session(path, target=spec.target, threads=spec.threads, config=config, level=level)
-            outputs = _run_all(session, self.feeds)
         except Exception as exc:  # one variant's failure must not end the others
+            error = error_text(exc)
+            return VariantResult(name=name, status="failed", error=error, size_bytes=model_size(path),
+                                 failure_class=classify(error))
+        try:
+            outputs = _run_all(session, self.feeds)
+        except Exception as exc:
             return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
         return self._measure(name, path, session, outputs)
 

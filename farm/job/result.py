@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from farm.job.loadfailure import LoadFailure
 from farm.job.metrics import Accuracy, Latency
 
 Status = Literal["ok", "failed", "skipped"]
@@ -28,6 +29,8 @@ class VariantResult:
     within_tolerance: bool | None = None
     # How the int8 model was made and what it quantized (prepare.json's record); None for fp32 and optimized.
     quantization: Mapping[str, Any] | None = None
+    # Why the runtime refused to load it, when it did (farm.job.loadfailure).
+    failure_class: LoadFailure | None = None
 
     @property
     def passes(self) -> bool:
@@ -44,6 +47,7 @@ class VariantResult:
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else dict(self.quantization),
+            "failure_class": self.failure_class,
         }
 
 
@@ -71,6 +75,8 @@ class TargetResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     # The CPU features the runtime's process saw (numpy's CPUID probe), on x86: what a masked tier's proof rests on.
     cpu_seen: tuple[str, ...] | None = None
+    # Why the runtime refused the model as given, when it did; the controller adds whether inspect predicted it.
+    load_failure: LoadFailure | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +97,8 @@ class TargetResult:
             "duration_s": None,
             "image": None,
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
+            "load_failure": None if self.load_failure is None else {"class": self.load_failure, "predicted": None,
+                                                                     "prediction": None},
         }
 
 

@@ -178,6 +178,8 @@ class Variant:
     accuracy: Accuracy | None = None
     within_tolerance: bool | None = None
     quantization: Quantization | None = None
+    # Why the runtime refused to load it (ir-version, opset, missing-kernel, external-data, invalid-model, other).
+    failure_class: str | None = None
 
     @property
     def not_quantized(self) -> bool:
@@ -206,6 +208,7 @@ class Variant:
             accuracy=None if accuracy is None else Accuracy.from_dict(accuracy),
             within_tolerance=data["within_tolerance"],
             quantization=None if quantization is None else Quantization.from_dict(quantization),
+            failure_class=data.get("failure_class"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class Variant:
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else self.quantization.to_dict(),
+            "failure_class": self.failure_class,
         }
 
 
@@ -241,6 +245,8 @@ class TargetResult:
     image: str | None = None
     # What the runtime's process saw of the CPU (numpy's CPUID probe), on x86.
     cpu_seen: tuple[str, ...] | None = None
+    # When the runtime refused the model: {"class", "predicted" (by farm inspect, or null), "prediction"}.
+    load_failure: Mapping[str, Any] | None = None
 
     @classmethod
     def skipped(
@@ -306,6 +312,7 @@ class TargetResult:
             duration_s=data["duration_s"],
             image=data["image"],
             cpu_seen=None if data.get("cpu_seen") is None else tuple(data["cpu_seen"]),
+            load_failure=data.get("load_failure"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +333,7 @@ class TargetResult:
             "duration_s": self.duration_s,
             "image": self.image,
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
+            "load_failure": None if self.load_failure is None else dict(self.load_failure),
         }
 
 

@@ -33,10 +33,11 @@ from tests.modelgen import (
 ROOT = Path(__file__).resolve().parents[2]
 VARIANT_KEYS = [
     "name", "status", "error", "size_bytes", "latency_ms", "timing", "accuracy", "within_tolerance", "quantization",
+    "failure_class",
 ]  # fmt: skip
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
-    "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen",
+    "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen", "load_failure",
 ]  # fmt: skip
 WITH_MITIGATION = [
     "fp32", "optimized", "s8s8-qdq", "u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-qdq-rr",

@@ -1,0 +1,120 @@
+"""Issue 8 on the real engine: `farm inspect` predicts what each target's runtime makes of a model, from the runtime
+in the target's own image, and `farm matrix` confirms it with the same class."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from farm.engine import Engine
+from farm.fleet import BuildResults, Fleet, build_images
+from tests.conftest import ROOT
+from tests.integration.test_matrix import farm_matrix, read_report, target
+from tests.modelgen import make_if_branch_model
+
+pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+
+
+def farm_inspect(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    result = subprocess.run([sys.executable, "-m", "farm", "inspect", "--json", *args], capture_output=True,
+                            text=True, timeout=900, cwd=ROOT)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result, json.loads(result.stdout)
+
+
+def relu_model(path: Path, *, opset: int | None = None, ir_version: int | None = None) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "relu", [x], [y])
+    kwargs: dict[str, Any] = {} if opset is None else {"opset_imports": [helper.make_opsetid("", opset)]}
+    if ir_version is not None:
+        kwargs["ir_version"] = ir_version
+    onnx.save(helper.make_model(graph, **kwargs), path)  # with no IR given, onnx >= 1.23 writes IR 14
+    return path
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    return {t["name"]: (t["verdict"], t["class"]) for t in report["targets"]}
+
+
+def test_an_ir14_model_is_predicted_to_fail_on_every_1_31_target_and_the_matrix_confirms_the_class(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    model = relu_model(tmp_path / "ir14.onnx")
+    assert onnx.load(str(model)).ir_version >= 14
+    result, report = farm_inspect(str(model))
+    assert result.returncode == 5, result.stderr
+    built_names = {b.target for b in built.built}
+    for entry in report["targets"]:
+        if entry["runtime"] == "onnxruntime==1.31.1" and entry["name"] in built_names:
+            assert (entry["verdict"], entry["class"], entry["max_ir_version"]) == ("fails", "ir-version", 13), entry
+    run = farm_matrix(str(model), "--target", "x86-avx2", "--target", "arm64", out=tmp_path / "out")
+    assert run.returncode == 5, run.stderr
+    matrix = read_report(tmp_path / "out")
+    for name in ("x86-avx2", "arm64"):
+        failure = target(matrix, name)["load_failure"]
+        assert failure["class"] == "ir-version" and failure["predicted"] is True, failure
+        assert "(ir-version)" in target(matrix, name)["reason"]
+
+
+def test_inspect_counts_ops_inside_if_branches(built: BuildResults, tmp_path: Path) -> None:
+    model = make_if_branch_model(tmp_path / "if.onnx")
+    result, report = farm_inspect(str(model.path), "--target", "x86-avx2")
+    assert result.returncode == 0, result.stderr
+    ops = report["model"]["ops"]
+    assert ops["Conv"] == {"nodes": 2, "in_subgraphs": 2} and ops["MatMul"] == {"nodes": 2, "in_subgraphs": 2}
+    assert ops["If"] == {"nodes": 1, "in_subgraphs": 0}
+    assert report["model"]["dynamic_inputs"] == {"x": [0]}
+    assert verdicts(report) == {"x86-avx2": ("loads", None)}
+
+
+def test_opset_and_missing_kernel_failures_are_predicted_and_confirmed(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    build_images(fleet, [fleet.config.target("x86-ort117")], explicit=True, quiet=True)
+    # Opset 21 is newer than onnxruntime 1.17 knows (20), and fine for 1.31 (26).
+    opset21 = relu_model(tmp_path / "opset21.onnx", opset=21, ir_version=9)
+    result, report = farm_inspect(str(opset21), "--target", "x86-ort117", "--target", "x86-avx2")
+    assert result.returncode == 5
+    assert verdicts(report) == {"x86-ort117": ("fails", "opset"), "x86-avx2": ("loads", None)}
+    run = farm_matrix(str(opset21), "--target", "x86-ort117", "--target", "x86-avx2", "--iterations", "5",
+                      out=tmp_path / "opset")
+    assert run.returncode == 5, run.stderr
+    matrix = read_report(tmp_path / "opset")
+    assert target(matrix, "x86-ort117")["load_failure"] == {
+        "class": "opset", "predicted": True,
+        "prediction": "the model imports ai.onnx opset 21; onnxruntime 1.17.3 supports 20 at most"}
+    assert target(matrix, "x86-avx2")["status"] == "ok"
+    # ImageDecoder (opset 20) is an ONNX op that onnxruntime has no kernel for.
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [64])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, ["h", "w", 3])
+    graph = helper.make_graph([helper.make_node("ImageDecoder", ["x"], ["y"], name="decode")], "decode", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9),
+              tmp_path / "decode.onnx")
+    result, report = farm_inspect(str(tmp_path / "decode.onnx"), "--target", "x86-avx2")
+    assert verdicts(report) == {"x86-avx2": ("fails", "missing-kernel")}
+    assert report["targets"][0]["nodes"] == ["decode"]
+    run = farm_matrix(str(tmp_path / "decode.onnx"), "--target", "x86-avx2", out=tmp_path / "decode")
+    failure = target(read_report(tmp_path / "decode"), "x86-avx2")["load_failure"]
+    assert failure["class"] == "missing-kernel" and failure["predicted"] is True, failure
+
+
+def test_a_second_inspect_asks_no_runtime_again(engine: Engine, built: BuildResults, tmp_path: Path) -> None:
+    model = relu_model(tmp_path / "m.onnx", opset=17, ir_version=8)
+    farm_inspect(str(model), "--target", "x86-avx2", "--target", "arm64")
+    time.sleep(2)  # the engine's event times are whole seconds: nothing from before may fall in the window
+    started = int(time.time())
+    result, report = farm_inspect(str(model), "--target", "x86-avx2", "--target", "arm64")
+    ended = int(time.time()) + 1
+    assert result.returncode == 0 and verdicts(report) == {"x86-avx2": ("loads", None), "arm64": ("loads", None)}
+    created = list(engine.client.events(since=started, until=ended, decode=True,
+                                        filters={"type": "container", "event": "create"}))
+    assert created == [], created
