@@ -78,7 +78,8 @@ def test_default_matrix_covers_every_target_with_labelled_accuracy(
     report = read_report(out)
     validate(report)
     assert report["data"] == {"source": "bundled", "samples": 360, "synthetic": False, "labels": True}
-    assert [t["name"] for t in report["targets"]] == ["x86-avx2", "x86-avx512", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+    assert [t["name"] for t in report["targets"]] == ["x86-avx2", "x86-avx512", "x86-avx512-vnni", "arm64", "gpu-s8s8",
+                                                     "x86-ort117"]
     for entry in report["targets"]:
         placement = fleet.placements[entry["name"]]
         assert entry["mode"] == placement.mode

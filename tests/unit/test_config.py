@@ -18,7 +18,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_targets_file_has_the_four_contract_targets() -> None:
     config = load_config(ROOT / "targets.toml", env={})
     names = [t.name for t in config.targets]
-    assert names == ["x86-avx2", "x86-avx512", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+    assert names == ["x86-avx2", "x86-avx512", "x86-avx512-vnni", "arm64", "gpu-s8s8", "x86-ort117"]
+    assert config.target("x86-ort117").on_request and config.target("x86-ort117").runtime == "onnxruntime==1.17.3"
     gpu = config.target("gpu-s8s8")
     assert gpu.candidates == ("s8s8-qdq", "s8s8-qdq-pc") and gpu.gpus == 1 and gpu.on_request
     assert gpu.providers[0] == "CUDAExecutionProvider"

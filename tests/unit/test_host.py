@@ -27,7 +27,7 @@ def modes(h: HostInfo) -> dict[str, str]:
 
 def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> None:
     assert modes(host()) == {"x86-avx2": "emulated", "x86-avx512": "unavailable", "x86-avx512-vnni": "native",
-                             "arm64": "emulated", "gpu-s8s8": "unavailable"}
+                             "arm64": "emulated", "gpu-s8s8": "unavailable", "x86-ort117": "native"}
     placement = place(TARGETS.target("x86-avx2"), host())
     assert placement.qemu is not None and placement.cpu_model == "Haswell"
     assert "avx512f" in (placement.reason or "") and "no cpuid_fault" in (placement.reason or "")
@@ -38,7 +38,7 @@ def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> N
 def test_with_cpuid_fault_the_narrower_x86_tiers_are_masked() -> None:
     h = host(cpu_flags=VNNI_CPU | {"cpuid_fault", "avx512dq", "avx512vl", "avx512cd"})
     assert modes(h) == {"x86-avx2": "masked", "x86-avx512": "masked", "x86-avx512-vnni": "native",
-                        "arm64": "emulated", "gpu-s8s8": "unavailable"}
+                        "arm64": "emulated", "gpu-s8s8": "unavailable", "x86-ort117": "native"}
     avx2, avx512 = place(TARGETS.target("x86-avx2"), h), place(TARGETS.target("x86-avx512"), h)
     assert avx2.qemu is None and "cpuid_fault" in (avx2.reason or "")
     # AVX2: every AVX-512 bit (leaf 7 EBX bit 16 is AVX-512 F), VNNI, AMX and the AVX-512 register state go.
