@@ -226,7 +226,7 @@ def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
         "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
         "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
-        "image": None, "cpu_seen": None, "load_failure": None,
+        "image": None, "cpu_seen": None, "load_failure": None, "export_check": None,
     }
 
 
@@ -371,7 +371,7 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
     written = _read_json(out / "result.json")
     entry = run.targets[name]
     for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings",
-                "cpu_seen", "load_failure"):
+                "cpu_seen", "load_failure", "export_check"):
         if key in written:
             entry[key] = written[key]
     if result is None:

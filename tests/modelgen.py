@@ -381,3 +381,30 @@ def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) ->
     _save(graph, path)
     x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def make_traced_batch_model(path: Path, *, baked: bool = True, samples: int = 4, seed: int = 0) -> ModelData:
+    """A CNN as a tracing exporter writes it when the example input had batch 1: ``x`` declares ``[-1, 3, 8, 8]``,
+    but its flatten is a Reshape to the constant ``[1, -1]`` (node ``flatten``), so at batch 2 the two samples become
+    one row of twice the features and the MatMul after it fails. ``baked=False`` writes the correct ``[-1, 144]``."""
+    rng = np.random.default_rng(seed)
+    shape = np.array([1, -1] if baked else [-1, 144], dtype=np.int64)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node("Reshape", ["r", "shape"], ["flat"], name="flatten"),
+            helper.make_node("MatMul", ["flat", "fc"], ["y"], name="fc"),
+        ],
+        "traced",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 5])],
+        initializer=[
+            numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w"),
+            numpy_helper.from_array(shape, "shape"),
+            numpy_helper.from_array(rng.standard_normal((144, 5)).astype(np.float32) * 0.1, "fc"),
+        ],
+    )
+    _save(graph, path)
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, 8, 8)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))

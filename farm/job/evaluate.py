@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from farm.job import cpu, usermetric
+from farm.job import cpu, pitfall, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.graph import NodeCount
 from farm.job.loadfailure import classify
@@ -178,6 +178,7 @@ class _Evaluation:
                       f"(its outputs: {', '.join(self.names)})")
             return False
         self.counted = spec.outputs or default_counted(self.names, self.reference)
+        self._export_check()
         for index, name in enumerate(self.names):
             if name not in self.counted and self.reference[0][index].dtype.kind == "f":
                 self.warn(f"output '{name}' holds NaN or infinity in fp32 on these samples, so it is not counted "
@@ -193,6 +194,20 @@ class _Evaluation:
             self.fail(fp32.error or "fp32 failed")
             return False
         return True
+
+    def _export_check(self) -> None:
+        """Run fp32 at batch 2 too, to catch a model traced at batch 1 that declares a dynamic batch."""
+        spec = self.spec
+        log.info("evaluate: export check at batch 2")
+        try:
+            check = pitfall.check_batch(
+                spec.model, self.feeds, self.reference,
+                lambda model: open_session(model, target=spec.target, threads=spec.threads))
+        except Exception as exc:  # the check is a finding about the model, never the end of the target
+            check = pitfall.ExportCheck(status="not-run", detail=f"the check itself failed: {error_text(exc)}")
+        self.save(export_check=check.to_dict())
+        if check.status == "flagged":
+            self.warn(f"export pitfall: {check.detail}")
 
     def _fp32_failed(self, exc: Exception, *, loading: bool = False) -> bool:
         """fp32 failed: to load (a class a reader acts on: IR version, opset, missing kernel, ...) or to run."""

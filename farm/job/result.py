@@ -77,6 +77,8 @@ class TargetResult:
     cpu_seen: tuple[str, ...] | None = None
     # Why the runtime refused the model as given, when it did; the controller adds whether inspect predicted it.
     load_failure: LoadFailure | None = None
+    # The export pitfall check at batch 2 (farm.job.pitfall.ExportCheck.to_dict()).
+    export_check: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class TargetResult:
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
             "load_failure": None if self.load_failure is None else {"class": self.load_failure, "predicted": None,
                                                                      "prediction": None},
+            "export_check": None if self.export_check is None else dict(self.export_check),
         }
 
 

@@ -38,7 +38,7 @@ def preload_cuda(providers: tuple[str, ...]) -> None:
 
 
 def open_session(
-    model: Path,
+    model: Path | bytes,
     *,
     target: Target,
     threads: int,
@@ -62,7 +62,8 @@ def open_session(
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     preload_cuda(target.providers)
-    session = ort.InferenceSession(str(model), sess_options=options, providers=list(target.providers))
+    source = str(model) if isinstance(model, Path) else model  # a path, or a serialized model
+    session = ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
     used = list(session.get_providers())
     if target.wants_accelerator and target.providers[0] not in used:
         raise ProviderFallback(

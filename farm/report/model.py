@@ -247,6 +247,8 @@ class TargetResult:
     cpu_seen: tuple[str, ...] | None = None
     # When the runtime refused the model: {"class", "predicted" (by farm inspect, or null), "prediction"}.
     load_failure: Mapping[str, Any] | None = None
+    # The export pitfall check at batch 2: {"status": passed|flagged|not-run, "detail", "node", "op"}.
+    export_check: Mapping[str, Any] | None = None
 
     @classmethod
     def skipped(
@@ -313,6 +315,7 @@ class TargetResult:
             image=data["image"],
             cpu_seen=None if data.get("cpu_seen") is None else tuple(data["cpu_seen"]),
             load_failure=data.get("load_failure"),
+            export_check=data.get("export_check"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,6 +337,7 @@ class TargetResult:
             "image": self.image,
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
             "load_failure": None if self.load_failure is None else dict(self.load_failure),
+            "export_check": None if self.export_check is None else dict(self.export_check),
         }
 
 

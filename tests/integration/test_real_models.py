@@ -317,3 +317,23 @@ def test_an_ir3_model_from_the_onnx_wheel_is_quantized_on_the_native_target(
     assert variant(entry, "optimized")["status"] == "ok"
     fp32 = variant(entry, "fp32")
     assert fp32["size_bytes"] < 200_000  # fp32 is the model as given (weights made by ConstantOfShape)
+
+
+# Issue 8, line 3: the tracing pitfall, a dynamic batch declared but a Reshape that baked in batch 1.
+
+
+def test_the_export_check_flags_the_reshape_that_baked_in_batch_1_and_passes_the_fix(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    from tests.modelgen import make_traced_batch_model
+
+    for baked, expected in ((True, ("flagged", "flatten", "Reshape")), (False, ("passed", None, None))):
+        folder = tmp_path / ("baked" if baked else "fixed")
+        folder.mkdir()
+        model = make_traced_batch_model(folder / "model.onnx", baked=baked)
+        report, result = run(model.path, "--data", str(save_data(model, folder)), "--target", native(fleet),
+                             out=folder / "out")
+        check = target(report, native(fleet))["export_check"]
+        assert (check["status"], check["node"], check["op"]) == expected, check
+        if baked:
+            assert "export pitfall:" in result.stdout and "'flatten'" in result.stdout

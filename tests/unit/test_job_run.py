@@ -38,6 +38,7 @@ VARIANT_KEYS = [
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
     "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen", "load_failure",
+    "export_check",
 ]  # fmt: skip
 WITH_MITIGATION = [
     "fp32", "optimized", "s8s8-qdq", "u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-qdq-rr",
@@ -457,3 +458,18 @@ def test_timing_rounds_alternate_and_one_broken_session_keeps_the_others() -> No
     for latency in results[:2]:
         assert not isinstance(latency, Exception)
         assert len(latency.rounds) == 2 and latency.interleaved
+
+
+def test_the_export_check_names_a_reshape_that_baked_in_batch_1(tmp_path: Path) -> None:
+    from tests.modelgen import make_traced_batch_model
+
+    make_traced_batch_model(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, labels=None, candidates=[])
+    check = result.export_check
+    assert check is not None and check["status"] == "flagged", check
+    assert (check["node"], check["op"]) == ("flatten", "Reshape"), check
+    assert "fails at" not in check["detail"] and "the batch of 2 fails" in check["detail"]
+    assert any(w.startswith("export pitfall:") and "'flatten'" in w for w in result.warnings)
+    fixed = tmp_path / "fixed"
+    make_traced_batch_model(fixed / "model.onnx", baked=False).save(fixed)
+    assert evaluated(fixed, labels=None, candidates=[]).export_check["status"] == "passed"
