@@ -184,6 +184,62 @@ def inspect(
     raise typer.Exit(5 if found.predicted_failures else 0)
 
 
+@app.command()
+def optimize(
+    model: Annotated[Path | None, typer.Argument(help="the ONNX model")] = None,
+    out: Annotated[Path | None, typer.Argument(help="where to write the optimized model")] = None,
+    passes: Annotated[list[str] | None, typer.Option(
+        "--passes", help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination "
+        "passes")] = None,
+    no_fold: Annotated[bool, typer.Option("--no-fold", help="rewrite only: no constant folding")] = False,
+    list_passes: Annotated[bool, typer.Option("--list", help="list onnxoptimizer's passes and exit")] = False,
+    data: Annotated[Path | None, typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data "
+                                             "dir; default: synthetic")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="samples to check on")] = 8,
+    target: TargetOpt = None,
+    targets_file: TargetsOpt = None,
+) -> None:
+    """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
+    version the targets read. Exits 5 when the result does not match the input."""
+    from farm import compat
+    from farm.data import parse_shape_overrides, prepare_data
+    from farm.errors import EnvironmentProblem
+    from farm.inspect import inspect_model
+    from farm.optimize import available_passes, optimize_model
+    from farm.rewrite import default_passes
+
+    if list_passes:
+        defaults = set(default_passes())
+        typer.echo("\n".join(f"{'*' if p in defaults else ' '} {p}" for p in available_passes()))
+        typer.echo("* in the default set (onnxoptimizer's fuse and elimination passes)")
+        return
+    if model is None or out is None:
+        raise BadInput("farm optimize needs MODEL and OUT", fix="run farm optimize model.onnx model.opt.onnx")
+    chosen = tuple(p.strip() for item in passes or [] for p in item.split(",") if p.strip()) or None
+    info = inspect_model(model)
+    prepared = prepare_data(info, data=data, samples=samples,
+                            shapes=parse_shape_overrides(shape or [], model=info))
+    max_ir: int | None = None
+    try:
+        fleet_ = fleet.Fleet.open(targets_file)
+        chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
+        max_ir, unknown = compat.highest_ir_read_by_all(fleet_.engine, fleet_.config, fleet_.host, chosen_targets,
+                                                        fleet_.placements)
+        if unknown:
+            typer.echo(f"note: the IR version {', '.join(unknown)} read is not known yet (build their images)",
+                       err=True)
+    except EnvironmentProblem as exc:
+        typer.echo(f"note: no engine to ask the targets' runtimes ({exc.message}); the model keeps its IR version",
+                   err=True)
+    result = optimize_model(model, out, info, prepared, passes=chosen, fold=not no_fold, max_ir=max_ir)
+    if prepared.synthetic:
+        typer.echo("note: checked on synthetic inputs (random, from the declared types and shapes); pass --data "
+                   "with real samples", err=True)
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.matches else 5)
+
+
 def _terminated(signum: int, frame: object) -> None:
     # `timeout`, a cancelled CI job and `docker stop` send SIGTERM: clean up exactly as for Ctrl-C.
     raise KeyboardInterrupt

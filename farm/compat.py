@@ -175,3 +175,16 @@ def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
         staged.write_bytes(written.read_bytes())
         os.replace(staged, cache)
     return Capabilities.from_dict(json.loads(cache.read_text()))
+
+
+def highest_ir_read_by_all(engine: Engine, config: Config, host: HostInfo, targets: Sequence[Target],
+                           placements: Mapping[str, Placement]) -> tuple[int | None, list[str]]:
+    """The highest IR version every one of ``targets`` reads, and the targets whose runtime could not be asked."""
+    limits, unknown = [], []
+    for target in targets:
+        found = capabilities(engine, config, host, target, placements[target.name])
+        if isinstance(found, str) or found.max_ir_version is None:
+            unknown.append(target.name)
+        else:
+            limits.append(found.max_ir_version)
+    return (min(limits) if limits else None), unknown

@@ -118,3 +118,68 @@ def test_a_second_inspect_asks_no_runtime_again(engine: Engine, built: BuildResu
     created = list(engine.client.events(since=started, until=ended, decode=True,
                                         filters={"type": "container", "event": "create"}))
     assert created == [], created
+
+
+# Issue 8, line 4: `farm optimize`, with and without constant folding.
+
+
+def conv_bn_model(path: Path) -> Path:
+    """Conv + BatchNormalization + a constant subgraph to fold: what fusion and folding are for."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+        "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32), "bias": rng.standard_normal(8).astype(np.float32),
+        "mean": rng.standard_normal(8).astype(np.float32) * 0.1, "var": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+        "two": np.array(2.0, np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], name="bn"),
+            helper.make_node("Mul", ["two", "two"], ["four"], name="constant_math"),
+            helper.make_node("Mul", ["b", "four"], ["y"], name="scale_out"),
+        ],
+        "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        initializer=[numpy_helper.from_array(a, n) for n, a in arrays.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7), path)
+    return path
+
+
+def test_farm_optimize_matches_the_input_and_loads_in_every_cpu_target(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    source = conv_bn_model(tmp_path / "conv_bn.onnx")
+    cpu = [t.name for t in fleet.config.targets if t.image == "cpu" and fleet.placements[t.name].runnable
+           and not t.on_request]
+    targets = (ROOT / "targets.toml").read_text().replace(
+        '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+        '"u8s8-dynamic"]', "\ncandidates = []", 1)
+    (tmp_path / "targets.toml").write_text(targets)
+    for fold in (True, False):
+        out = tmp_path / f"out-{fold}.onnx"
+        result = subprocess.run([sys.executable, "-m", "farm", "optimize", str(source), str(out),
+                                 *([] if fold else ["--no-fold"])], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        assert "matches the input" in result.stdout and "synthetic" in result.stderr, result
+        difference = float(result.stdout.split("max abs difference ")[1].split(",")[0])
+        assert difference <= 1e-5
+        written = onnx.load(str(out))
+        ops = [n.op_type for n in written.graph.node]
+        assert "BatchNormalization" not in ops  # fused into the Conv by onnxoptimizer
+        # Without folding the constant 2 * 2 stays a node; folding computes it (and onnxruntime's basic level
+        # then fuses the constant Mul into the Conv too).
+        names = [n.name for n in written.graph.node]
+        assert ("constant_math" not in names and len(ops) < 3) if fold else ("constant_math" in names), ops
+        assert written.ir_version == 7
+        _, report = farm_inspect(str(out), *(arg for name in cpu for arg in ("--target", name)))
+        assert {v[0] for v in verdicts(report).values()} == {"loads"}, report
+        run = farm_matrix(str(out), "--targets", str(tmp_path / "targets.toml"), "--samples", "2",
+                          *(arg for name in cpu for arg in ("--target", name)), out=tmp_path / f"matrix-{fold}")
+        assert run.returncode == 0, run.stderr
+        matrix = read_report(tmp_path / f"matrix-{fold}")
+        assert all(target(matrix, name)["status"] == "ok" for name in cpu)

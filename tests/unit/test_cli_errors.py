@@ -54,3 +54,12 @@ def test_usage_errors_are_one_clean_message_without_click_installed() -> None:
         result = farm(*args)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and needle in result.stderr, result.stderr
+
+
+def test_farm_optimize_refuses_an_unknown_pass_and_a_missing_out(tmp_path: Path) -> None:
+    from farm.models import default_model
+
+    digits = str(default_model().model)
+    assert_one_clean_line(farm("optimize", digits, str(tmp_path / "o.onnx"), "--passes", "fuse_bn_into_cnov"), 2,
+                          "'fuse_bn_into_cnov'", "did you mean 'fuse_bn_into_conv'?")
+    assert_one_clean_line(farm("optimize", digits), 2, "needs MODEL and OUT")
