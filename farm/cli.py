@@ -206,7 +206,7 @@ def optimize(
     from farm.data import parse_shape_overrides, prepare_data
     from farm.errors import EnvironmentProblem
     from farm.inspect import inspect_model
-    from farm.optimize import available_passes, optimize_model
+    from farm.optimize import available_passes, check_passes, optimize_model
     from farm.rewrite import default_passes
 
     if list_passes:
@@ -217,6 +217,8 @@ def optimize(
     if model is None or out is None:
         raise BadInput("farm optimize needs MODEL and OUT", fix="run farm optimize model.onnx model.opt.onnx")
     chosen = tuple(p.strip() for item in passes or [] for p in item.split(",") if p.strip()) or None
+    if chosen is not None:
+        check_passes(chosen)  # bad input is refused before anything else is asked
     info = inspect_model(model)
     prepared = prepare_data(info, data=data, samples=samples,
                             shapes=parse_shape_overrides(shape or [], model=info))

@@ -24,7 +24,7 @@ from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_co
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
-from farm.job.session import ProviderFallback, open_session, providers_used
+from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
 from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT
 
@@ -161,7 +161,7 @@ class _Evaluation:
         spec = self.spec
         self.begin(FP32)
         try:
-            session = open_session(spec.model, target=spec.target, threads=spec.threads)
+            session = open_session(spec.model, target=spec.target, threads=spec.threads, profile=True)
         except Exception as exc:  # the reason is ORT's own message, verbatim
             return self._fp32_failed(exc, loading=True)
         self.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
@@ -171,6 +171,9 @@ class _Evaluation:
             self.reference = _run_all(session, self.feeds)
         except Exception as exc:
             return self._fp32_failed(exc)
+        ran = node_providers(session)
+        if not self._accelerator_ran(ran):
+            return False
         self.names = [o.name for o in session.get_outputs()]
         unknown = [n for n in spec.outputs or () if n not in self.names]
         if unknown:
@@ -186,13 +189,33 @@ class _Evaluation:
         self._save_reference(self.names)
         if spec.metric is not None:
             self.reference_by_name = usermetric.by_name(self.names, self.reference)
-        fp32 = self._measure(FP32, spec.model, session, self.reference)
+        fp32 = replace(self._measure(FP32, spec.model, session, self.reference), providers=ran)
         self.add(fp32)
         # A failed fp32 that still has figures is one whose --metric raised: its verdict is lost, but the reference
         # outputs are right, so the other variants are still measured against them.
         if fp32.status != "ok" and fp32.accuracy is None:
             self.fail(fp32.error or "fp32 failed")
             return False
+        return True
+
+    def _accelerator_ran(self, ran: dict[str, int]) -> bool:
+        """On an accelerator target, fp32 must have run some nodes on the accelerator: a session can list a
+        provider and still hand every node to the CPU (onnxruntime issue 23372), and those figures are the CPU's."""
+        target = self.spec.target
+        if not target.wants_accelerator or not ran:
+            return True
+        accelerator = target.providers[0]
+        total = sum(ran.values())
+        if ran.get(accelerator, 0) == 0:
+            others = ", ".join(f"{provider} {count}" for provider, count in ran.items())
+            reason = (f"{accelerator} ran none of the model's {total} nodes ({others}): every node fell back, so "
+                      "nothing here would measure the accelerator")
+            self.add(VariantResult(name=FP32, status="failed", error=reason, providers=ran))
+            self.fail(reason)
+            return False
+        if ran[accelerator] * 2 < total:
+            self.warn(f"{accelerator} ran only {ran[accelerator]} of the model's {total} nodes in fp32; the rest ran "
+                      "on " + ", ".join(p for p in ran if p != accelerator))
         return True
 
     def _export_check(self) -> None:
@@ -299,7 +322,8 @@ class _Evaluation:
         spec = self.spec
         level = spec.optimization_level if name == OPTIMIZED else "all"
         try:
-            session = open_session(path, target=spec.target, threads=spec.threads, config=config, level=level)
+            session = open_session(path, target=spec.target, threads=spec.threads, config=config, level=level,
+                                   profile=True)
         except Exception as exc:  # one variant's failure must not end the others
             error = error_text(exc)
             return VariantResult(name=name, status="failed", error=error, size_bytes=model_size(path),
@@ -308,7 +332,8 @@ class _Evaluation:
             outputs = _run_all(session, self.feeds)
         except Exception as exc:
             return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
-        return self._measure(name, path, session, outputs)
+        ran = node_providers(session)
+        return replace(self._measure(name, path, session, outputs), providers=ran)
 
     def _measure(self, name: str, path: Path, session: Any, outputs: list[list[np.ndarray]]) -> VariantResult:
         """Accuracy now; latency in the timing phase, for which the session is kept (or timed now, see _keep)."""

@@ -31,6 +31,8 @@ class VariantResult:
     quantization: Mapping[str, Any] | None = None
     # Why the runtime refused to load it, when it did (farm.job.loadfailure).
     failure_class: LoadFailure | None = None
+    # How many nodes each provider ran (the session's profile), after the runtime's graph optimizations.
+    providers: Mapping[str, int] | None = None
 
     @property
     def passes(self) -> bool:
@@ -48,6 +50,7 @@ class VariantResult:
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else dict(self.quantization),
             "failure_class": self.failure_class,
+            "providers": None if self.providers is None else dict(self.providers),
         }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ def open_session(
     config: Mapping[str, str] | None = None,
     level: Level = "all",
     optimized_model: Path | None = None,
+    profile: bool = False,
 ) -> Any:
     """An ``ort.InferenceSession`` on ``target.providers``; raises ``ProviderFallback`` if the accelerator is lost.
 
@@ -59,6 +64,10 @@ def open_session(
     options.graph_optimization_level = LEVELS[level]
     if optimized_model is not None:
         options.optimized_model_filepath = str(optimized_model)
+    if profile:
+        # Until node_providers() ends it: which provider ran each node is what the profile tells.
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "farm-profile")
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     preload_cuda(target.providers)
@@ -71,6 +80,34 @@ def open_session(
             f"(available here: {', '.join(ort.get_available_providers())})"
         )
     return session
+
+
+def node_providers(session: Any) -> dict[str, int]:
+    """How many of the session's nodes (after its graph optimizations) each provider ran, from its profile.
+
+    Ends the session's profiling, so that later runs (the timed ones) are not profiled. An accelerator that the
+    session lists as available may still have run none of the nodes (onnxruntime issue 23372): this is the count
+    that says so.
+    """
+    path = session.end_profiling()
+    try:
+        with open(path, encoding="utf-8") as stream:
+            events = json.load(stream)
+    except (OSError, ValueError):
+        return {}
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    ran: dict[str, str] = {}
+    for event in events if isinstance(events, list) else []:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+            provider = (event.get("args") or {}).get("provider")
+            if provider:
+                ran[event["name"]] = provider
+    counts: dict[str, int] = {}
+    for provider in ran.values():
+        counts[provider] = counts.get(provider, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def providers_used(session: Any) -> list[str]:

@@ -180,6 +180,8 @@ class Variant:
     quantization: Quantization | None = None
     # Why the runtime refused to load it (ir-version, opset, missing-kernel, external-data, invalid-model, other).
     failure_class: str | None = None
+    # How many nodes each provider ran, after the runtime's graph optimizations.
+    providers: Mapping[str, int] | None = None
 
     @property
     def not_quantized(self) -> bool:
@@ -209,6 +211,7 @@ class Variant:
             within_tolerance=data["within_tolerance"],
             quantization=None if quantization is None else Quantization.from_dict(quantization),
             failure_class=data.get("failure_class"),
+            providers=data.get("providers"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +226,7 @@ class Variant:
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else self.quantization.to_dict(),
             "failure_class": self.failure_class,
+            "providers": None if self.providers is None else dict(self.providers),
         }
 
 

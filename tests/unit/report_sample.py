@@ -71,6 +71,7 @@ def variant(
         "within_tolerance": within if ran else None,
         "quantization": None if quantized is None else quantization(name, *quantized),
         "failure_class": "missing-kernel" if error and "NOT_IMPLEMENTED" in error else None,
+        "providers": {"CPUExecutionProvider": 12} if ran else None,
     }
 
 

@@ -33,7 +33,7 @@ from tests.modelgen import (
 ROOT = Path(__file__).resolve().parents[2]
 VARIANT_KEYS = [
     "name", "status", "error", "size_bytes", "latency_ms", "timing", "accuracy", "within_tolerance", "quantization",
-    "failure_class",
+    "failure_class", "providers",
 ]  # fmt: skip
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
@@ -473,3 +473,22 @@ def test_the_export_check_names_a_reshape_that_baked_in_batch_1(tmp_path: Path) 
     fixed = tmp_path / "fixed"
     make_traced_batch_model(fixed / "model.onnx", baked=False).save(fixed)
     assert evaluated(fixed, labels=None, candidates=[]).export_check["status"] == "passed"
+
+
+def test_each_variant_records_which_provider_ran_its_nodes_and_an_idle_accelerator_fails_the_target(
+    tmp_path: Path,
+) -> None:
+    make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
+    result = evaluated(tmp_path, candidates=["u8u8-qdq"])
+    for variant in result.variants:
+        assert variant.providers and set(variant.providers) == {"CPUExecutionProvider"}, variant
+    if "AzureExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no second provider to stand for an accelerator")
+    # The Azure provider registers with every session and runs no local node: an accelerator in name only.
+    idle = run_evaluate(Spec.from_file(write_job_spec(
+        tmp_path, candidates=[], target={"providers": ["AzureExecutionProvider", "CPUExecutionProvider"]})),
+        tmp_path / "idle")
+    assert idle.status == "failed", idle
+    # The session lists the provider, so only the count of nodes it ran shows that it ran none.
+    assert idle.reason == ("AzureExecutionProvider ran none of the model's 2 nodes (CPUExecutionProvider 2): every "
+                           "node fell back, so nothing here would measure the accelerator")
