@@ -86,7 +86,7 @@ class _Run:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
     fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    # The exit code each failed target calls for (docs/contracts.md section 3).
+    # The exit code each failed target calls for (docs/contracts.md section 4).
     failure_codes: dict[str, int] = field(default_factory=dict)
     # The model's nodes as kernels see them, read once when a load failure needs explaining.
     nodes: list[NodeUse] | None = None
