@@ -90,6 +90,8 @@ class _Run:
     failure_codes: dict[str, int] = field(default_factory=dict)
     # The model's nodes as kernels see them, read once when a load failure needs explaining.
     nodes: list[NodeUse] | None = None
+    # Each target's folder of int8 artifacts in the input directory (one per toolchain).
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -248,41 +250,67 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
     return tags
 
 
+def _toolchain(target: Target) -> str:
+    """What decides the int8 artifacts: the runtime's quantizer and the onnx beside it, not the CPU."""
+    return " ".join((target.runtime, *target.packages))
+
+
 def _prepare(
     fleet: Fleet, ready: Sequence[Target], tags: dict[str, str], inputs: Path, run: _Run, options: MatrixOptions,
     reporter: Reporter,
 ) -> None:
-    """Make the int8 artifacts once, natively, so emulated targets do no calibration of their own."""
-    candidates = list(dict.fromkeys(v for t in ready for v in _candidates(t, run.given.info)))
-    native = next((t for t in ready if fleet.placements[t.name].mode == "native"), None)
-    if not candidates:
-        return
-    if native is None:
-        native = _native_helper(fleet, tags, reporter, run.report["warnings"])
-    if native is None:
-        run.report["warnings"].append(
-            "no native target could make the int8 artifacts, so quantized variants were not evaluated")
-        return
-    spec = _spec(native, fleet.placements[native.name], "prepare", candidates, options, inputs=inputs,
+    """Make the int8 artifacts once per toolchain, natively where one can, so emulated targets calibrate nothing.
+
+    An older runtime may not read what a newer quantizer writes (onnxruntime 1.17 reads ai.onnx.ml opset 4, and a
+    1.31 quantizer imports 5), so targets of another runtime get artifacts made by their own.
+    """
+    groups: dict[str, list[Target]] = {}
+    for target in ready:
+        groups.setdefault(_toolchain(target), []).append(target)
+    for index, (toolchain, members) in enumerate(groups.items()):
+        candidates = list(dict.fromkeys(v for t in members for v in _candidates(t, run.given.info)))
+        if not candidates:
+            continue
+        maker = next((t for t in members if fleet.placements[t.name].mode in ("native", "masked")), None)
+        maker = maker or _native_helper(fleet, tags, reporter, run.report["warnings"], toolchain)
+        if maker is None:
+            maker = members[0]
+            run.report["warnings"].append(
+                f"no native target runs {toolchain}, so its int8 artifacts were made under QEMU in {maker.name}")
+        name = "artifacts" if index == 0 else f"artifacts-{index}"
+        if _make_artifacts(fleet, maker, tags, candidates, inputs, name, run, options, reporter):
+            run.artifacts.update({t.name: name for t in members})
+
+
+def _make_artifacts(
+    fleet: Fleet, maker: Target, tags: dict[str, str], candidates: list[str], inputs: Path, name: str, run: _Run,
+    options: MatrixOptions, reporter: Reporter,
+) -> bool:
+    spec = _spec(maker, fleet.placements[maker.name], "prepare", candidates, options, inputs=inputs,
                  host_flags=fleet.host.cpu_flags, metric=run.given.metric)
-    out = _out_dir(run, "prepare")
-    with reporter.step(f"prepare int8 artifacts in {native.name}") as step:
+    out = _out_dir(run, f"prepare-{name}")
+    with reporter.step(f"prepare int8 artifacts in {maker.name}") as step:
         step.stage("quantize")
-        result = _run_job(fleet, native, tags[native.name], spec, inputs, out, options, step.line)
+        result = _run_job(fleet, maker, tags[maker.name], spec, inputs, out, options, step.line)
     prepared = _read_json(out / "prepare.json")
     run.report["warnings"].extend(prepared.get("warnings", []))
     if result.failure:
-        run.report["warnings"].append(f"making the int8 artifacts in {native.name} {result.failure}: "
+        run.report["warnings"].append(f"making the int8 artifacts in {maker.name} {result.failure}: "
                                       + _last_line(result.log_tail))
-    if (out / "artifacts").is_dir():
-        shutil.move(str(out / "artifacts"), str(inputs / "artifacts"))
-        _open_up(inputs)
+    if not (out / "artifacts").is_dir():
+        return False
+    shutil.move(str(out / "artifacts"), str(inputs / name))
+    _open_up(inputs)
+    return True
 
 
-def _native_helper(fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str]) -> Target | None:
-    """A native target that was not selected can still make the artifacts for the selected ones."""
+def _native_helper(
+    fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str], toolchain: str
+) -> Target | None:
+    """A native target of the same toolchain that was not selected can still make the artifacts."""
     for target in fleet.config.targets:
-        if fleet.placements[target.name].mode != "native" or target.image != "cpu":
+        if (fleet.placements[target.name].mode != "native" or target.image != "cpu"
+                or _toolchain(target) != toolchain):
             continue
         outcome = ensure_images(fleet, [target], reporter)[target.name]
         if outcome.image is not None:
@@ -298,7 +326,7 @@ def _evaluate(
 ) -> None:
     placement = fleet.placements[target.name]
     spec = _spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
-                 host_flags=fleet.host.cpu_flags, metric=run.given.metric)
+                 host_flags=fleet.host.cpu_flags, metric=run.given.metric, artifacts=run.artifacts.get(target.name))
     out = _out_dir(run, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
@@ -452,7 +480,7 @@ def _candidates(target: Target, info: ModelInfo) -> list[str]:
 
 def _spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
-    inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None,
+    inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None, artifacts: str | None = None,
 ) -> dict[str, Any]:
     """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
@@ -476,7 +504,7 @@ def _spec(
         "rewritten": "rewritten.onnx",
         "inputs": "inputs.npz",
         "labels": "labels.npy" if (inputs / "labels.npy").is_file() else None,
-        "artifacts": "artifacts" if (inputs / "artifacts").is_dir() else None,
+        "artifacts": artifacts if artifacts and (inputs / artifacts).is_dir() else None,
         "candidates": candidates,
         "calibration": {"method": options.calibration, "samples": 64},
         "optimization_level": options.optimization_level,

@@ -41,8 +41,9 @@ STATIC = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s
 
 
 def cpu_targets(fleet: Fleet) -> list[str]:
-    """Every CPU target this host runs (natively or emulated): x86-avx2 and arm64 at least."""
-    return [t.name for t in fleet.config.targets if t.image == "cpu" and fleet.placements[t.name].runnable]
+    """Every default CPU target this host runs (natively, masked or emulated): x86-avx2 and arm64 at least."""
+    return [t.name for t in fleet.config.targets
+            if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request]
 
 
 def native(fleet: Fleet) -> str:
