@@ -26,6 +26,7 @@ from farm.errors import BuildFailed, EnvironmentProblem
 from farm.files import LineSink
 
 RUN_LABEL = "farm.run"
+REMOVE_TRIES = 4
 LOG_TAIL_LINES = 40
 
 
@@ -185,8 +186,7 @@ class Engine:
         except docker.errors.NotFound:
             return False
         finally:
-            with contextlib.suppress(docker.errors.APIError):
-                self.client.api.remove_container(container["Id"], force=True)
+            _remove(self.client.api, container["Id"])
 
     def load(self, archive: Path) -> None:
         """``docker load`` a docker-archive tarball; this is how a bootstrapped base gets its architecture."""
@@ -352,13 +352,13 @@ class Engine:
             yield container
         finally:
             if not spec.keep:
-                _remove(container)
+                _remove(self.client.api, container.id)
 
     def remove_run_containers(self) -> int:
         """Remove every container farm left behind (e.g. after a kill -9 of the controller)."""
         count = 0
         for container in self.client.containers.list(all=True, filters={"label": RUN_LABEL}):
-            _remove(container)
+            _remove(self.client.api, container.id)
             count += 1
         return count
 
@@ -421,18 +421,37 @@ def _kill(container: Any) -> None:
             raise
 
 
-def _remove(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        # "removal already in progress" is fine: it is going away either way.
-        if "in progress" not in str(exc):
-            raise
-    except requests.exceptions.ConnectionError:
-        # The engine is gone; the error that got us here is the one to report, and the container went with it.
-        pass
+def _remove(api: Any, container: str) -> None:
+    """Remove a container, making sure it is gone: a leftover holds its image and counts against the next run."""
+    for attempt in range(REMOVE_TRIES):
+        try:
+            api.remove_container(container, force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "in progress" in str(exc):
+                # Someone else's removal (`docker rm -f` from outside): wait for it rather than assume it succeeds.
+                _wait_gone(api, container)
+                return
+            # The storage driver can be briefly busy unmounting a container that just ended ("device or resource
+            # busy"); a later try succeeds, and the last failure is reported rather than leaving it silently.
+            if attempt == REMOVE_TRIES - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except requests.exceptions.ConnectionError:
+            # The engine is gone; the error that got us here is the one to report, and the container went with it.
+            return
+
+
+def _wait_gone(api: Any, container: str, *, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            api.inspect_container(container)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.2)
 
 
 def _first_line(exc: BaseException) -> str:

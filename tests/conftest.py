@@ -4,7 +4,7 @@ FARM_REQUIRE_DOCKER=1 (set by CI), which turns every such skip into a failure.""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,5 +30,25 @@ def engine() -> Iterator[Engine]:
     except FarmError as exc:
         missing(str(exc))
     yield connected
-    leftovers = connected.run_containers()
-    assert not leftovers, f"containers left behind by the tests: {leftovers}"
+    leftovers = [describe(connected, c) for c in connected.run_containers()]
+    assert not leftovers, "containers left behind by the tests: " + "; ".join(leftovers)
+
+
+def describe(engine: Engine, container: str) -> str:
+    """Enough of a container to tell which code made it: image, command, labels, state, created."""
+    try:
+        info = engine.client.api.inspect_container(container)
+    except Exception as exc:  # gone meanwhile, or the engine is: the id is all there is
+        return f"{container[:12]} ({type(exc).__name__})"
+    state = info.get("State", {})
+    return (f"{container[:12]} image={info['Config'].get('Image')} cmd={info['Config'].get('Cmd')} "
+            f"labels={info['Config'].get('Labels')} status={state.get('Status')} error={state.get('Error')!r} "
+            f"created={info.get('Created')}")
+
+
+@pytest.fixture
+def new_containers(engine: Engine) -> Callable[[], list[str]]:
+    """The farm containers that exist now and did not when the test began: a test checks its own leaks, so one
+    leak elsewhere fails once (at the session's end, described) rather than in every later test."""
+    before = set(engine.run_containers())
+    return lambda: [describe(engine, c) for c in engine.run_containers() if c not in before]

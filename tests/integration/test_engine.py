@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from farm.engine import RUN_LABEL, Engine, RunSpec
+from farm.engine import Engine, RunSpec
 from farm.fleet import BuildResults
 from tests.integration.conftest import image_of
 
@@ -39,11 +40,13 @@ def test_the_network_is_off_and_the_root_file_system_read_only(engine: Engine, b
     assert "write 30" in result.log_tail  # EROFS
 
 
-def test_a_timeout_stops_the_container_and_says_so(engine: Engine, built: BuildResults) -> None:
+def test_a_timeout_stops_the_container_and_says_so(
+    engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults
+) -> None:
     result = engine.run(python(built, "import time; time.sleep(60)", timeout_s=2.0))
     assert result.timed_out
     assert result.failure is not None and result.failure.startswith("timed out after")
-    assert not engine.run_containers()
+    assert not new_containers()
 
 
 def test_running_out_of_memory_is_named(engine: Engine, built: BuildResults) -> None:
@@ -52,13 +55,15 @@ def test_running_out_of_memory_is_named(engine: Engine, built: BuildResults) -> 
     assert result.failure is not None and "out of memory" in result.failure
 
 
-def test_a_missing_image_fails_this_run_only(engine: Engine) -> None:
+def test_a_missing_image_fails_this_run_only(engine: Engine, new_containers: Callable[[], list[str]]) -> None:
     result = engine.run(RunSpec(image="farm/no-such-target:0000000000000000", command=["python3"]))
     assert result.failure is not None and result.failure.startswith("could not be started")
-    assert not engine.run_containers()
+    assert not new_containers()
 
 
-def test_a_container_removed_from_outside_is_reported(engine: Engine, built: BuildResults) -> None:
+def test_a_container_removed_from_outside_is_reported(
+    engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults
+) -> None:
     spec = python(built, "import time; time.sleep(60)", labels={"farm.test": "removed-from-outside"})
 
     def remove_when_running() -> None:
@@ -75,4 +80,4 @@ def test_a_container_removed_from_outside_is_reported(engine: Engine, built: Bui
     remover.join()
     # `docker rm -f` kills first: farm sees either the kill or the removal, depending on which it meets first.
     assert result.failure in ("was removed from outside while it ran", "was killed (SIGKILL, exit 137) from outside")
-    assert not engine.client.containers.list(all=True, filters={"label": RUN_LABEL})
+    assert not new_containers()
