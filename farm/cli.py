@@ -134,6 +134,8 @@ def matrix(
                                                   "default: each target's budget_s [env: FARM_TIMEOUT]")] = None,
     keep: Annotated[bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging "
                                        "[env: FARM_KEEP]")] = False,
+    label: Annotated[str | None, typer.Option(envvar="FARM_LABEL", help="what this run is (a commit, a release), "
+                                              "kept in the report for trends and gates [env: FARM_LABEL]")] = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -151,7 +153,7 @@ def matrix(
         model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
         calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
         cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
-        outputs=output or [], metric=metric,
+        outputs=output or [], metric=metric, label=label,
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
@@ -240,6 +242,75 @@ def optimize(
                    "with real samples", err=True)
     typer.echo(result.summary())
     raise typer.Exit(0 if result.matches else 5)
+
+
+@app.command()
+def gate(
+    report: Annotated[Path, typer.Argument(help="report.json of farm matrix, or the folder that holds it")],
+    baseline: Annotated[Path | None, typer.Option(
+        help="an earlier report.json (or its folder) to compare with")] = None,
+    policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="gate.toml; default: the default "
+                                                "policy (docs/contracts.md section 5) [env: FARM_GATE_POLICY]")] = None,
+    junit: Annotated[Path | None, typer.Option(help="also write JUnit XML: one testcase per rule and target")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write Markdown; $GITHUB_STEP_SUMMARY, when set, gets "
+                                                  "it appended")] = None,
+) -> None:
+    """Gate a release on a report: required targets ran, accuracy holds, and against --baseline no accuracy drop,
+    latency regression beyond noise, new failure or unannounced change of recommendation.
+
+    Exits 0 when every rule holds, 6 when one fails, 2 on bad input.
+    """
+    from farm.errors import GateFailed
+    from farm.gate import render_junit, render_markdown, render_text, run_gate
+
+    result = run_gate(report, baseline=baseline, policy=policy)
+    summary = render_markdown(result)
+    for path, text in ((junit, render_junit(result)), (markdown, summary)):
+        if path is not None:
+            _write_output(path, text)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as stream:
+            stream.write(summary)
+    sys.stdout.write(render_text(result))
+    if not result.passed:
+        failed = result.having("failed")
+        raise GateFailed(f"the gate failed on {len(failed)} check(s), the first: {failed[0].message}",
+                         fix="fix the model or the targets, or change the policy (--policy gate.toml) if the change "
+                         "is intended")
+
+
+@app.command("report")
+def report_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="report.json files, or folders searched for them (a history)")],
+    out: Annotated[Path, typer.Option(help="where index.html, trend.json and summary.md go")] = Path("farm-trend"),
+) -> None:
+    """One report over many runs: the latest matrix, what changed since the run before, and per target and
+    variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
+    from farm.report.trend import collect, write_trend
+
+    history = collect(paths)
+    for source, why in history.unreadable:
+        typer.echo(f"note: left out {source}: {why}", err=True)
+    try:
+        written = write_trend(history, out)
+    except OSError as exc:
+        raise BadInput(f"writing the trend report to {out} failed because {exc.strerror or exc}",
+                       fix="pass --out a writable folder") from None
+    changes = history.changes()
+    failed = [] if changes is None else changes.having("failed")
+    typer.echo(f"{len(history.runs)} run(s), latest {history.latest.name}: "
+               + ("first run" if changes is None else f"{len(failed)} regression(s) since the run before")
+               + f"; wrote {', '.join(str(p) for p in written)}")
+
+
+def _write_output(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"writing {path} failed because {exc.strerror or exc}",
+                       fix="pass a path in a writable folder") from None
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -60,6 +60,12 @@ class TargetFailed(FarmError):
     exit_code = 5
 
 
+class GateFailed(FarmError):
+    """farm gate: at least one rule of the policy failed; each is printed with its target, variant and values."""
+
+    exit_code = 6
+
+
 class Interrupted(FarmError):
     """The user pressed Ctrl-C; containers were removed."""
 

@@ -92,6 +92,18 @@ def probe_host(*, gpu_runtime: bool = False) -> HostInfo:
     )
 
 
+def read_cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's name as the kernel gives it ("model name" on x86; arm64 kernels often give none)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("model name", "Model")) and ":" in line:
+            return line.split(":", 1)[1].strip() or None
+    return None
+
+
 def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     try:
         text = cpuinfo.read_text()

@@ -7,6 +7,7 @@ result is written as soon as it arrives, and one target's failure never loses an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import farm
 from farm import compat, crosscheck, masking, runner
 from farm.config import Target
@@ -24,14 +27,14 @@ from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_d
 from farm.engine import Mount, RunResult
 from farm.errors import BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.fleet import Fleet, ensure_images
-from farm.host import Placement
+from farm.host import Placement, read_cpu_model
 from farm.inspect import ModelInfo, NodeUse, inspect_model, node_uses
 from farm.job.result import write_json_atomic
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Reporter, Step
 from farm.report import Report, render
-from farm.report.schema import InvalidReport, validate
+from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 from farm.rewrite import rewrite_model
 from farm.usermetric import MetricFile, check_metric, check_outputs
 
@@ -73,6 +76,8 @@ class MatrixOptions:
     memory: str = "4g"
     keep_containers: bool = False
     out_dir: Path = Path("farm-report")
+    # --label: what this run is (a commit, a release), kept in the report's run block for trends and gates.
+    label: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -128,7 +133,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
     inputs.mkdir(parents=True)
-    run = _Run(work=work, report=_report_head(given, options), given=given,
+    run = _Run(work=work, report=_report_head(given, options, fleet), given=given,
                expected_outputs=given.data.expected_outputs)
     try:
         _stage_inputs(inputs, given, fleet, run)
@@ -181,12 +186,12 @@ def _inputs(options: MatrixOptions) -> tuple[Path, Path | None, Path | None, Dat
     return bundled.model, bundled.data, options.labels or bundled.labels, "bundled"
 
 
-def _report_head(given: MatrixInputs, options: MatrixOptions) -> dict[str, Any]:
+def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
     info, path, data = given.info, given.model, given.data
     warnings = list(data.warnings)
     summary = data.summary()
     return {
-        "schema": "farm.report/1",
+        "schema": SCHEMA_ID,
         "farm_version": farm.__version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": info.report_summary(path),
@@ -194,8 +199,34 @@ def _report_head(given: MatrixInputs, options: MatrixOptions) -> dict[str, Any]:
         "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement,
                       "outputs": list(options.outputs) or None,
                       "metric": None if given.metric is None else given.metric.label},
+        "run": _run_block(given, options, fleet),
         "warnings": warnings,
         "targets": [],
+    }
+
+
+def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
+    """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
+    try:
+        engine: str | None = f"Docker {fleet.engine.info().version}"
+    except FarmError:
+        engine = None
+    digest = hashlib.sha256()
+    for name in sorted(given.data.inputs):
+        array = np.ascontiguousarray(given.data.inputs[name])
+        digest.update(f"{name}:{array.dtype}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    if given.data.labels is not None:
+        digest.update(b"labels;" + np.ascontiguousarray(given.data.labels).tobytes())
+    return {
+        "label": options.label,
+        "host": {"arch": fleet.host.arch, "cpu_model": read_cpu_model(), "cpu_flags": sorted(fleet.host.cpu_flags),
+                 "cores": os.cpu_count() or 1, "engine": engine, "kernel": os.uname().release},
+        "settings": {"threads": options.threads,
+                     "iterations": NATIVE_ITERATIONS if options.iterations is None else options.iterations,
+                     "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
+                     "optimization_level": options.optimization_level, "samples": given.data.samples},
+        "data_sha256": digest.hexdigest(),
     }
 
 
@@ -570,7 +601,7 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
         validate(report)
     except InvalidReport as exc:
         # The report is farm's own making, so this is farm's bug, not the user's input; report.json is kept.
-        raise FarmError(f"farm wrote a report that does not follow farm.report/1 ({exc.path}: {exc.problem})",
+        raise FarmError(f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
                         fix=f"this is a bug in farm: report it with {out_dir / 'report.json'}") from None
     parsed = Report.from_dict(report)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The report as typed, immutable values (``farm.report/1``, docs/contracts.md section 2).
+"""The report as typed, immutable values (``farm.report/2``, docs/contracts.md section 2).
 
 ``from_dict`` trusts its input to follow the schema (call ``farm.report.schema.validate`` first on anything read
 from disk); ``to_dict`` gives back exactly the dict it was built from, keys in the contract's order.
@@ -106,6 +106,70 @@ class Tolerance:
     def to_dict(self) -> dict[str, Any]:
         return {"cosine": self.cosine, "top1_agreement": self.top1_agreement,
                 "outputs": None if self.outputs is None else list(self.outputs), "metric": self.metric}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HostSummary:
+    """The machine the controller ran on: for native and masked targets, the CPU their timings come from."""
+
+    arch: str
+    cpu_model: str | None
+    cpu_flags: tuple[str, ...]
+    cores: int
+    engine: str | None
+    kernel: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(arch=data["arch"], cpu_model=data["cpu_model"], cpu_flags=tuple(data["cpu_flags"]),
+                   cores=data["cores"], engine=data["engine"], kernel=data["kernel"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "cpu_model": self.cpu_model, "cpu_flags": list(self.cpu_flags),
+                "cores": self.cores, "engine": self.engine, "kernel": self.kernel}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSettings:
+    """The options that change what a timing or an int8 artifact means."""
+
+    threads: int
+    iterations: int
+    timing_rounds: int
+    calibration: str
+    optimization_level: str
+    samples: int
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(threads=data["threads"], iterations=data["iterations"], timing_rounds=data["timing_rounds"],
+                   calibration=data["calibration"], optimization_level=data["optimization_level"],
+                   samples=data["samples"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threads": self.threads, "iterations": self.iterations, "timing_rounds": self.timing_rounds,
+                "calibration": self.calibration, "optimization_level": self.optimization_level,
+                "samples": self.samples}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunInfo:
+    """Where and how a run ran (farm.report/2). Each target's image tag is in its own entry; the model's hash in
+    ``model.sha256``."""
+
+    label: str | None
+    host: HostSummary
+    settings: RunSettings
+    data_sha256: str | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(label=data["label"], host=HostSummary.from_dict(data["host"]),
+                   settings=RunSettings.from_dict(data["settings"]), data_sha256=data["data_sha256"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "host": self.host.to_dict(), "settings": self.settings.to_dict(),
+                "data_sha256": self.data_sha256}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -354,6 +418,8 @@ class Report:
     tolerance: Tolerance
     targets: tuple[TargetResult, ...]
     warnings: tuple[str, ...] = ()
+    # None only in farm.report/1 reports, written before farm recorded it.
+    run: RunInfo | None = None
     schema: str = field(default=SCHEMA_ID)
 
     @classmethod
@@ -365,6 +431,7 @@ class Report:
             model=ModelSummary.from_dict(data["model"]),
             data=DataSummary.from_dict(data["data"]),
             tolerance=Tolerance.from_dict(data["tolerance"]),
+            run=None if data.get("run") is None else RunInfo.from_dict(data["run"]),
             warnings=tuple(data["warnings"]),
             targets=tuple(TargetResult.from_dict(t) for t in data["targets"]),
         )
@@ -387,6 +454,7 @@ class Report:
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
             "tolerance": self.tolerance.to_dict(),
+            **({} if self.run is None else {"run": self.run.to_dict()}),
             "warnings": list(self.warnings),
             "targets": [t.to_dict() for t in self.targets],
         }

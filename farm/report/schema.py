@@ -1,4 +1,4 @@
-"""Checking a report against ``farm.report/1`` (``schema.json``, next to this module).
+"""Checking a report against ``farm.report/2`` or ``/1`` (``schema.json``, next to this module).
 
 jsonschema is a development dependency only, so an installed farm may lack it; then only the top level is checked,
 which still catches a file that is not a farm report at all.
@@ -16,13 +16,15 @@ from typing import Any
 
 from farm.errors import BadInput
 
-SCHEMA_ID = "farm.report/1"
+SCHEMA_ID = "farm.report/2"
+# What farm reads: /1 lacks the run block, so its runs are never called comparable.
+READABLE_SCHEMAS = ("farm.report/1", SCHEMA_ID)
 TOP_LEVEL_KEYS = ("schema", "farm_version", "created", "model", "data", "tolerance", "warnings", "targets")
 _FIX = "write the report with this version of farm, or correct the value at that path"
 
 
 class InvalidReport(BadInput):
-    """A report (or one target's result) does not follow farm.report/1. ``path`` is where, as ``$.a[0].b``."""
+    """A report (or one target's result) does not follow farm.report/2. ``path`` is where, as ``$.a[0].b``."""
 
     def __init__(self, path: str, problem: str, *, what: str = "report") -> None:
         self.path = path
@@ -32,7 +34,7 @@ class InvalidReport(BadInput):
 
 @cache
 def load_schema() -> dict[str, Any]:
-    """The JSON Schema of farm.report/1, read from the installed package."""
+    """The JSON Schema of farm.report/2 (which also reads /1), read from the installed package."""
     text = resources.files("farm.report").joinpath("schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -94,7 +96,7 @@ def _check_top_level(report: object) -> None:
     for key in TOP_LEVEL_KEYS:
         if key not in report:
             raise InvalidReport("$", f"{key!r} is a required property")
-    if report["schema"] != SCHEMA_ID:
-        raise InvalidReport("$.schema", f"{report['schema']!r} is not {SCHEMA_ID!r}")
+    if report["schema"] not in READABLE_SCHEMAS:
+        raise InvalidReport("$.schema", f"{report['schema']!r} is not one of {', '.join(READABLE_SCHEMAS)}")
     if not isinstance(report["targets"], list):
         raise InvalidReport("$.targets", "expected an array")

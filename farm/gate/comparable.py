@@ -1,0 +1,62 @@
+"""Whether two runs may be compared: latencies only from the same host class and settings, accuracies only on the
+same data. A gate that compared a laptop's milliseconds with a CI runner's would fail or pass on noise."""
+
+from __future__ import annotations
+
+from farm.report.model import Report, RunInfo, TargetResult
+
+# The CPU features that pick onnxruntime's kernels (MLAS dispatches on these); the rest of /proc/cpuinfo's flags
+# (virtualisation, mitigations) differ between identical machines and say nothing of speed.
+_KERNEL_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "ssse3", "asimd", "sve", "i8mm", "bf16", "dotprod")
+
+
+def kernel_flags(run: RunInfo) -> frozenset[str]:
+    return frozenset(f for f in run.host.cpu_flags if f.startswith(_KERNEL_FLAG_PREFIXES))
+
+
+def latency_difference(new: Report, old: Report) -> str | None:
+    """Why the two runs' timings must not be compared, or None when they may be."""
+    if new.run is None or old.run is None:
+        which = "the report" if new.run is None else "the baseline"
+        return f"{which} is {(new if new.run is None else old).schema}, which does not record its host and settings"
+    a, b = new.run, old.run
+    differences = [
+        f"{what} {x!r} vs baseline {y!r}"
+        for what, x, y in (
+            ("host architecture", a.host.arch, b.host.arch),
+            ("CPU", a.host.cpu_model, b.host.cpu_model),
+            ("cores", a.host.cores, b.host.cores),
+            ("threads", a.settings.threads, b.settings.threads),
+            ("iterations", a.settings.iterations, b.settings.iterations),
+            ("timing rounds", a.settings.timing_rounds, b.settings.timing_rounds),
+            ("optimization level", a.settings.optimization_level, b.settings.optimization_level),
+        )
+        if x != y
+    ]
+    flags_a, flags_b = kernel_flags(a), kernel_flags(b)
+    if flags_a != flags_b:
+        only_new, only_old = sorted(flags_a - flags_b), sorted(flags_b - flags_a)
+        differences.append("CPU features " + "; ".join(
+            part for part in (f"only here: {' '.join(only_new)}" if only_new else "",
+                              f"only in the baseline: {' '.join(only_old)}" if only_old else "") if part))
+    return "runs differ in " + ", ".join(differences) if differences else None
+
+
+def accuracy_difference(new: Report, old: Report) -> str | None:
+    """Why accuracy figures must not be compared (they were measured on other data), or None."""
+    if new.run is None or old.run is None:
+        return None  # a /1 report does not say; its data summary is all there is
+    if new.run.data_sha256 != old.run.data_sha256:
+        return "runs used different data (sha256 of the inputs differs), so their accuracies measure different things"
+    return None
+
+
+def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None:
+    """Per target: only timings of the same kind (measured with measured, masked with masked) compare."""
+    kinds_new = {v.timing for v in new.variants if v.latency_ms is not None}
+    kinds_old = {v.timing for v in old.variants if v.latency_ms is not None}
+    if "emulated" in kinds_new | kinds_old:
+        return "emulated under QEMU: its timings are not measurements"
+    if kinds_new and kinds_old and kinds_new != kinds_old:
+        return f"timings are {'/'.join(sorted(kinds_new))} here but {'/'.join(sorted(kinds_old))} in the baseline"
+    return None

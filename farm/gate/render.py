@@ -1,0 +1,92 @@
+"""The gate's result as terminal text, JUnit XML (one testcase per rule and target) and Markdown for
+``$GITHUB_STEP_SUMMARY``."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+
+from farm.gate.rules import RULES, Check, GateResult
+from farm.report import _format as fmt
+
+_MARK = {"failed": "FAIL", "warned": "WARN", "not-compared": "not compared", "passed": "ok"}
+
+
+def render_text(result: GateResult) -> str:
+    lines = [f"farm gate: {result.report}" + (f" against {result.baseline}" if result.baseline else "")
+             + f" ({result.policy})"]
+    for status in ("failed", "warned", "not-compared"):
+        lines += [f"  {_MARK[status]}: {fmt.one_line(c.message)}" for c in result.having(status)]
+    lines.append(_counts(result) + (": passed" if result.passed else ": FAILED"))
+    return "\n".join(lines) + "\n"
+
+
+def _counts(result: GateResult) -> str:
+    return (f"{len(result.checks)} checks, {len(result.having('failed'))} failed, {len(result.having('warned'))} "
+            f"warned, {len(result.having('not-compared'))} not compared")
+
+
+def _groups(result: GateResult) -> dict[tuple[str, str], list[Check]]:
+    groups: dict[tuple[str, str], list[Check]] = defaultdict(list)
+    for check in result.checks:
+        groups[(check.rule, check.target)].append(check)
+    order = {rule: index for index, rule in enumerate(RULES)}
+    return dict(sorted(groups.items(), key=lambda item: (item[0][1], order[item[0][0]])))
+
+
+def render_junit(result: GateResult) -> str:
+    """One ``<testsuite>`` per target, one ``<testcase>`` per rule: failed when any of its checks failed, skipped
+    when none could be compared; each check's message is in the case's text."""
+    root = ET.Element("testsuites", name=f"farm gate {fmt.clean(result.report)}")
+    suites: dict[str, ET.Element] = {}
+    for (rule, target), checks in _groups(result).items():
+        suite = suites.get(target)
+        if suite is None:
+            suite = suites[target] = ET.SubElement(root, "testsuite", name=f"gate {fmt.clean(target)}")
+        case = ET.SubElement(suite, "testcase", classname=f"farm.gate.{fmt.clean(target)}", name=rule)
+        text = "\n".join(fmt.clean(c.message) for c in checks)
+        failed = [c for c in checks if c.status == "failed"]
+        if failed:
+            element = ET.SubElement(case, "failure", type=rule,
+                                    message=fmt.one_line("; ".join(c.message for c in failed))[:1000])
+            element.text = text
+        elif all(c.status == "not-compared" for c in checks):
+            ET.SubElement(case, "skipped", message=fmt.one_line(checks[0].message)[:1000])
+        else:
+            ET.SubElement(case, "system-out").text = text
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites.values():
+        cases = suite.findall("testcase")
+        counts = {"tests": len(cases), "failures": sum(1 for c in cases if c.find("failure") is not None),
+                  "errors": 0, "skipped": sum(1 for c in cases if c.find("skipped") is not None)}
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def render_markdown(result: GateResult) -> str:
+    verdict = "passed" if result.passed else "**failed**"
+    lines = [f"## farm gate: {verdict}", "",
+             f"`{_code(result.report)}`" + (f" against `{_code(result.baseline)}`" if result.baseline else "")
+             + f", {_cell(result.policy)}. {_counts(result)}.", ""]
+    shown = [c for c in result.checks if c.status != "passed"]
+    if shown:
+        lines += ["| | rule | target | variant | detail |", "|---|---|---|---|---|"]
+        lines += [f"| {_MARK[c.status]} | {c.rule} | {_cell(c.target)} | {_cell(c.variant or '')} | "
+                  f"{_cell(c.message)} |" for c in shown]
+    else:
+        lines.append("Every rule held.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    # Markdown tables break on pipes and newlines; text from reports may hold both, and markup.
+    return fmt.one_line(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: str) -> str:
+    return fmt.one_line(text).replace("`", "'")

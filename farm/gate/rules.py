@@ -1,0 +1,246 @@
+"""The gate's rules over one report and, optionally, a baseline: every check names its target, variant, rule and
+both values, so a failed release says what broke without anyone opening the report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
+from farm.gate.policy import Limits, Policy, Scope, Severity
+from farm.report import _format as fmt
+from farm.report.model import Report, TargetResult, Variant
+
+CheckStatus = Literal["passed", "failed", "warned", "not-compared"]
+# Every rule the gate knows, in the order it reports them (docs/contracts.md section 5).
+RULES = (
+    "target-runs",
+    "recommended",
+    "min-cosine",
+    "min-top1",
+    "min-accuracy",
+    "min-metric",
+    "new-failure",
+    "recommendation-change",
+    "cosine-drop",
+    "top1-drop",
+    "accuracy-drop",
+    "metric-drop",
+    "latency-regression",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Check:
+    rule: str
+    target: str
+    variant: str | None
+    status: CheckStatus
+    message: str
+
+    @property
+    def subject(self) -> str:
+        return self.target if self.variant is None else f"{self.target} / {self.variant}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GateResult:
+    report: str
+    baseline: str | None
+    policy: str
+    checks: tuple[Check, ...]
+
+    def having(self, status: CheckStatus) -> list[Check]:
+        return [c for c in self.checks if c.status == status]
+
+    @property
+    def passed(self) -> bool:
+        return not self.having("failed")
+
+
+def evaluate(report: Report, policy: Policy, *, baseline: Report | None = None, report_name: str = "report",
+             baseline_name: str | None = None) -> GateResult:
+    checks = list(_target_runs(report, policy))
+    for target in report.targets:
+        if target.status == "ok":
+            checks += _minimums(report, target, policy)
+    if baseline is not None:
+        checks += _against_baseline(report, baseline, policy)
+    order = {rule: index for index, rule in enumerate(RULES)}
+    checks.sort(key=lambda c: (order[c.rule], c.target, c.variant or ""))
+    return GateResult(report=report_name, baseline=baseline_name, policy=policy.source, checks=tuple(checks))
+
+
+def _target_runs(report: Report, policy: Policy) -> Iterator[Check]:
+    by_name = {t.name: t for t in report.targets}
+    required = policy.required_targets or tuple(t.name for t in report.targets if t.status != "skipped")
+    for name in required:
+        target = by_name.get(name)
+        if target is None:
+            yield Check(rule="target-runs", target=name, variant=None, status="failed",
+                        message=f"{name}: target-runs: required, but not in the report (run farm matrix with it)")
+        elif target.status != "ok":
+            yield Check(rule="target-runs", target=name, variant=None, status="failed",
+                        message=f"{name}: target-runs: {target.status}, required ok: {fmt.target_summary(target)}")
+        else:
+            yield Check(rule="target-runs", target=name, variant=None, status="passed", message=f"{name}: ran ok")
+
+
+def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
+    if scope == "recommended":
+        return [v for v in target.variants if v.name == target.recommended]
+    if scope == "usable":
+        return [v for v in target.variants if v.status == "ok" and v.within_tolerance is not False]
+    return [v for v in target.variants if v.status == "ok"]
+
+
+def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[Check]:
+    limits = policy.limits_for(target.name)
+    if policy.variants == "recommended" and target.recommended is None:
+        yield Check(rule="recommended", target=target.name, variant=None, status="failed",
+                    message=f"{target.name}: recommended: no variant recommended "
+                            f"({target.recommendation_reason or 'none held the tolerance'})")
+    for variant in _scope(target, policy.variants):
+        accuracy = variant.accuracy
+        if accuracy is None:
+            continue
+        floors = (
+            ("min-cosine", "cosine", accuracy.cosine,
+             report.tolerance.cosine if limits.min_cosine is None else limits.min_cosine),
+            ("min-top1", "top-1 agreement", accuracy.top1_agreement,
+             report.tolerance.top1_agreement if limits.min_top1 is None else limits.min_top1),
+            ("min-accuracy", "labelled accuracy", accuracy.accuracy, limits.min_accuracy),
+        )
+        for rule, what, value, floor in floors:
+            if floor is None:
+                continue
+            if value is None:
+                if rule == "min-accuracy":
+                    yield _check(rule, target, variant, "not-compared", f"{what}: not measured (no --labels)")
+                continue
+            ok = value >= floor
+            yield _check(rule, target, variant, "passed" if ok else "failed",
+                         f"{what} {value:.4f} {'≥' if ok else '<'} minimum {floor:.4f}")
+        scores = {} if accuracy.metric is None else accuracy.metric.scores
+        for score, floor in limits.min_metric.items():
+            if score not in scores:
+                yield _check("min-metric", target, variant, "failed",
+                             f"metric score {score!r}: not reported (the metric returned {sorted(scores)})")
+                continue
+            ok = scores[score] >= floor
+            yield _check("min-metric", target, variant, "passed" if ok else "failed",
+                         f"metric {score} {scores[score]:.4f} {'≥' if ok else '<'} minimum {floor:.4f}")
+
+
+def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Iterator[Check]:
+    latency_reason = latency_difference(report, baseline)
+    accuracy_reason = accuracy_difference(report, baseline)
+    now = {t.name: t for t in report.targets}
+    for old in baseline.targets:
+        new = now.get(old.name)
+        if new is None or (new.status == "skipped" and old.status != "skipped"):
+            if old.status == "ok":
+                why = "not in the report" if new is None else f"skipped: {new.reason}"
+                yield Check(rule="new-failure", target=old.name, variant=None, status="not-compared",
+                            message=f"{old.name}: new-failure: ran ok in the baseline, {why}")
+            continue
+        yield from _new_failures(new, old, policy.new_failure)
+        if old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
+            yield Check(rule="recommendation-change", target=old.name, variant=None,
+                        status=_severity(policy.recommendation_change),
+                        message=f"{old.name}: recommendation-change: recommends {new.recommended} "
+                                f"(baseline {old.recommended})")
+        if new.status != "ok" or old.status != "ok":
+            continue
+        limits = policy.limits_for(old.name)
+        pairs = [(v, new.variant(v.name)) for v in _scope(old, policy.compare)]
+        compared = [(o, n) for o, n in pairs if n is not None and n.status == "ok"]
+        if accuracy_reason:
+            yield Check(rule="cosine-drop", target=old.name, variant=None, status="not-compared",
+                        message=f"{old.name}: accuracy not compared: {accuracy_reason}")
+        else:
+            for o, n in compared:
+                yield from _drops(new, o, n, limits)
+        timing_reason = latency_reason or target_timing_difference(new, old)
+        if limits.max_latency_regression is None:
+            continue
+        if timing_reason:
+            yield Check(rule="latency-regression", target=old.name, variant=None, status="not-compared",
+                        message=f"{old.name}: latency not compared: {timing_reason}")
+            continue
+        for o, n in compared:
+            check = _latency(new, o, n, limits.max_latency_regression, old.image, new.image)
+            if check is not None:
+                yield check
+
+
+def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> Iterator[Check]:
+    if old.status == "ok" and new.status == "failed":
+        yield Check(rule="new-failure", target=old.name, variant=None, status=_severity(severity),
+                    message=f"{old.name}: new-failure: failed ({fmt.target_summary(new)}), ok in the baseline")
+        return
+    for o in old.variants:
+        n = new.variant(o.name)
+        if o.status == "ok" and n is not None and n.status == "failed":
+            yield _check("new-failure", new, n, _severity(severity),
+                         f"failed ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline")
+
+
+def _drops(target: TargetResult, old: Variant, new: Variant, limits: Limits) -> Iterator[Check]:
+    a, b = new.accuracy, old.accuracy
+    if a is None or b is None:
+        return
+    for rule, what, now, before, limit in (
+        ("cosine-drop", "cosine", a.cosine, b.cosine, limits.max_cosine_drop),
+        ("top1-drop", "top-1 agreement", a.top1_agreement, b.top1_agreement, limits.max_top1_drop),
+        ("accuracy-drop", "labelled accuracy", a.accuracy, b.accuracy, limits.max_accuracy_drop),
+    ):
+        if limit is None or now is None or before is None:
+            continue
+        yield _drop(rule, target, new, what, now, before, limit)
+    if limits.max_metric_drop is not None and a.metric is not None and b.metric is not None:
+        for score, before in sorted(b.metric.scores.items()):
+            now = a.metric.scores.get(score)
+            if now is not None:
+                yield _drop("metric-drop", target, new, f"metric {score}", now, before, limits.max_metric_drop)
+
+
+def _drop(rule: str, target: TargetResult, variant: Variant, what: str, now: float, before: float,
+          limit: float) -> Check:
+    drop = before - now
+    ok = drop <= limit + 1e-12
+    return _check(rule, target, variant, "passed" if ok else "failed",
+                  f"{what} {now:.4f} vs baseline {before:.4f} (drop {drop:+.4f}, limit {limit:.4f})")
+
+
+def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, old_image: str | None,
+             new_image: str | None) -> Check | None:
+    a, b = new.latency_ms, old.latency_ms
+    if a is None or b is None or b.p50 <= 0:
+        return None
+    change = a.p50 / b.p50 - 1.0
+    # Beyond noise: every timing round of this run slower than every round of the baseline. Reports without
+    # rounds fall back to p50 against the baseline's p90.
+    slower_always = (min(a.rounds) > max(b.rounds)) if a.rounds and b.rounds else a.p50 > b.p90
+    noise = (f"rounds {fmt.milliseconds(min(a.rounds))} to {fmt.milliseconds(max(a.rounds))} ms vs "
+             f"{fmt.milliseconds(min(b.rounds))} to {fmt.milliseconds(max(b.rounds))} ms"
+             if a.rounds and b.rounds else f"baseline p90 {fmt.milliseconds(b.p90)} ms")
+    image = f"; image {old_image} → {new_image}" if old_image and new_image and old_image != new_image else ""
+    failed = change > limit and slower_always
+    verdict = ("beyond noise" if slower_always else "within noise") if change > limit else "within limit"
+    return _check("latency-regression", target, new, "failed" if failed else "passed",
+                  f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
+                  f"+{limit:.0%}, {verdict}: {noise}){image}")
+
+
+def _check(rule: str, target: TargetResult, variant: Variant, status: CheckStatus, detail: str) -> Check:
+    return Check(rule=rule, target=target.name, variant=variant.name, status=status,
+                 message=f"{target.name} / {variant.name}: {rule}: {detail}")
+
+
+_SEVERITY: dict[Severity, CheckStatus] = {"fail": "failed", "warn": "warned", "allow": "passed"}
+
+
+def _severity(severity: Severity) -> CheckStatus:
+    return _SEVERITY[severity]

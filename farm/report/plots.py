@@ -1,0 +1,126 @@
+"""Plots drawn with matplotlib as inline SVG: the accuracy/speed trade-off per target and the trends over runs.
+
+matplotlib rather than more hand-written SVG (farm/report/svg.py draws the bar charts): a scatter with labelled
+points and a threshold, and line charts over runs, need axes, ticks, label placement and legends that a library
+gets right. Its SVG backend writes text as ``<text>`` (``svg.fonttype = none``) with XML escaping, needs no
+browser-side script or font, and stays inside the one HTML file. Mathtext is off: a name holding ``$`` is text.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib as mpl
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+
+from farm.report import _format as fmt
+from farm.report.model import Outcome, TargetResult, Variant
+
+# The HTML report's outcome colours (farm/report/html.py), so a point and its matrix cell agree.
+COLOURS: dict[Outcome, str] = {
+    "ok": "#2e7d32",
+    "out-of-tolerance": "#e69500",
+    "not-quantized": "#8a8a8a",
+    "failed": "#c62828",
+    "skipped": "#8a8a8a",
+}
+_RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "farm", "text.parse_math": False, "font.size": 9,
+       "axes.spines.top": False, "axes.spines.right": False}
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
+_PROLOGUE = re.compile(r"\A.*?(?=<svg)", re.S)
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+
+
+def _svg(figure: Figure, css_class: str) -> str:
+    buffer = io.StringIO()
+    FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None})  # type: ignore[no-untyped-call]
+    text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue(), count=1), count=1)
+    return text.replace("<svg ", f'<svg class="plot {css_class}" role="img" ', 1)
+
+
+def speedup(variant: Variant, fp32: Variant | None) -> float | None:
+    """fp32's p50 over the variant's, on the same target; None when either was not timed."""
+    if fp32 is None or fp32.latency_ms is None or variant.latency_ms is None or variant.latency_ms.p50 <= 0:
+        return None
+    return fp32.latency_ms.p50 / variant.latency_ms.p50
+
+
+def tradeoff(target: TargetResult, min_cosine: float) -> str | None:
+    """Cosine to fp32 against speedup over fp32, one point per variant, the tolerance drawn: the variants worth
+    shipping sit top right of both lines. None when the target timed nothing (emulated, or it failed)."""
+    fp32 = target.variant("fp32")
+    points = [(v, speedup(v, fp32), v.accuracy.cosine) for v in target.variants if v.accuracy is not None]
+    timed = [(v, x, y) for v, x, y in points if x is not None]
+    if len(timed) < 2:
+        return None
+    with mpl.rc_context(_RC):
+        figure = Figure(figsize=(7.4, 3.6), layout="constrained")
+        axes = figure.add_subplot()
+        # A legend rather than labels at the points: int8 variants sit on top of each other near cosine 1.
+        for index, (variant, x, y) in enumerate(timed):
+            inside = variant.outcome == "ok"
+            colour = f"C{index % 10}"
+            label = variant.name + (" (recommended)" if variant.name == target.recommended else "") + (
+                "" if inside else f" ({fmt.OUTCOME_LABEL[variant.outcome]})")
+            axes.scatter([x], [y], s=44 if variant.name == target.recommended else 30, zorder=3, label=label,
+                         marker=_MARKERS[index % len(_MARKERS)], edgecolors=colour,
+                         facecolors=colour if inside else "none", linewidths=1.2)
+        axes.axhline(min_cosine, color="#c62828", linestyle="--", linewidth=1)
+        axes.axvline(1.0, color="#888888", linestyle=":", linewidth=1)
+        axes.text(1.0, min_cosine, f" tolerance {min_cosine}", color="#c62828", fontsize=7, va="bottom")
+        low = min(min(y for _, _, y in timed), min_cosine)
+        axes.set_ylim(max(-1.0, low - (1.0 - low) * 0.15 - 1e-4), 1.0 + (1.0 - low) * 0.08 + 1e-4)
+        axes.set_xlabel("speedup over fp32 (fp32 p50 / variant p50)" + _timing_note(target))
+        axes.set_ylabel("cosine to fp32")
+        axes.set_title(f"{fmt.target_heading(target)}: accuracy against speed", fontsize=9, loc="left")
+        axes.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                    title="hollow: out of tolerance", title_fontsize=6.5)
+        return _svg(figure, "tradeoff")
+
+
+def _timing_note(target: TargetResult) -> str:
+    return ", masked timings" if any(v.timing == "masked" for v in target.variants) else ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Series:
+    """One line of a trend: a variant's value at each run (None where it did not run or was not measured)."""
+
+    name: str
+    values: tuple[float | None, ...]
+    failed: tuple[bool, ...] = ()
+
+
+def trend(*, title: str, ylabel: str, runs: Sequence[str], series: Sequence[Series],
+          threshold: float | None = None, css_class: str = "trend") -> str | None:
+    """Values over runs, one line per series; a failed run is a red cross on its line's level (or at the bottom)."""
+    if not runs or not any(v is not None for s in series for v in s.values):
+        return None
+    with mpl.rc_context(_RC):
+        figure = Figure(figsize=(6.4, 3.0), layout="constrained")
+        axes = figure.add_subplot()
+        xs = list(range(len(runs)))
+        known = [v for s in series for v in s.values if v is not None]
+        floor = min(known)
+        for line in series:
+            points = [(x, v) for x, v in zip(xs, line.values, strict=True) if v is not None]
+            if points:
+                axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, linewidth=1.2,
+                          label=line.name)
+            crosses = [x for x, bad in zip(xs, line.failed, strict=False) if bad]
+            if crosses:
+                axes.scatter(crosses, [floor] * len(crosses), marker="x", color=COLOURS["failed"], zorder=3)
+        if threshold is not None:
+            axes.axhline(threshold, color="#c62828", linestyle="--", linewidth=1)
+        axes.set_xticks(xs, [fmt.one_line(r)[:18] for r in runs], rotation=30, ha="right", fontsize=7)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title, fontsize=9, loc="left")
+        if len(series) > 1:
+            axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        return _svg(figure, css_class)
+
