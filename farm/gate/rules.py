@@ -97,10 +97,12 @@ def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
 
 def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[Check]:
     limits = policy.limits_for(target.name)
-    if policy.variants == "recommended" and target.recommended is None:
-        yield Check(rule="recommended", target=target.name, variant=None, status="failed",
-                    message=f"{target.name}: recommended: no variant recommended "
-                            f"({target.recommendation_reason or 'none held the tolerance'})")
+    if policy.variants == "recommended":
+        yield Check(rule="recommended", target=target.name, variant=None,
+                    status="passed" if target.recommended else "failed",
+                    message=f"{target.name}: recommended: " + (
+                        f"recommends {target.recommended}" if target.recommended else
+                        f"no variant recommended ({target.recommendation_reason or 'none held the tolerance'})"))
     for variant in _scope(target, policy.variants):
         accuracy = variant.accuracy
         if accuracy is None:

@@ -44,8 +44,10 @@ def _svg(figure: Figure, css_class: str) -> str:
 
 
 def speedup(variant: Variant, fp32: Variant | None) -> float | None:
-    """fp32's p50 over the variant's, on the same target; None when either was not timed."""
+    """fp32's p50 over the variant's, on the same target; None when either was not timed, or timed under QEMU."""
     if fp32 is None or fp32.latency_ms is None or variant.latency_ms is None or variant.latency_ms.p50 <= 0:
+        return None
+    if "emulated" in (fp32.timing, variant.timing):
         return None
     return fp32.latency_ms.p50 / variant.latency_ms.p50
 

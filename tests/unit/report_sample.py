@@ -1,4 +1,4 @@
-"""A realistic farm.report/1 document for tests: four targets that between them hit every status.
+"""A realistic farm.report/1 (or, with its run block, /2) document for tests: four targets that between them hit every status.
 
 The figures echo what was measured on a small paddle-exported CNN (docs: /work/shared/FINDINGS.md): under QEMU's
 Haswell model U8S8 and S8S8 drift out of tolerance, U8U8 and the x64quantprecision mitigation do not, and natively
@@ -11,6 +11,7 @@ whole gpu-s8s8 target).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 SHA256 = "3f1a9c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf0246a"
@@ -177,7 +178,19 @@ def _gpu_s8s8() -> dict[str, Any]:
     }
 
 
-def sample_report_dict(*, synthetic: bool = False) -> dict[str, Any]:
+RUN_BLOCK = {
+    "label": "v1.4.0",
+    "host": {"arch": "x86_64", "cpu_model": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+             "cpu_flags": ["avx", "avx2", "avx512_vnni", "avx512bw", "avx512f", "fma", "hypervisor", "sse4_2"],
+             "cores": 2, "engine": "Docker 20.10.24", "kernel": "6.1.0-28-cloud-amd64"},
+    "settings": {"threads": 1, "iterations": 200, "timing_rounds": 10, "calibration": "minmax",
+                 "optimization_level": "all", "samples": 360},
+    "data_sha256": "9b74c9897bac770ffc029102a200c5de" * 2,
+}
+
+
+def sample_report_dict(*, synthetic: bool = False, run: bool = False) -> dict[str, Any]:
+    """farm.report/1 as first written, or with ``run`` farm.report/2 with its run block (a fresh copy)."""
     report = {
         "schema": "farm.report/1",
         "farm_version": "0.1.0",
@@ -198,6 +211,9 @@ def sample_report_dict(*, synthetic: bool = False) -> dict[str, Any]:
         ],
         "targets": [_x86_avx2(), _x86_avx512_vnni(), _arm64(), _gpu_s8s8()],
     }
+    if run:
+        report["schema"] = "farm.report/2"
+        report["run"] = json.loads(json.dumps(RUN_BLOCK))
     if synthetic:
         for target in report["targets"]:
             for entry in target["variants"]:

@@ -103,7 +103,7 @@ def _null_name(d: dict[str, Any]) -> None:
 
 
 def _wrong_schema(d: dict[str, Any]) -> None:
-    d["schema"] = "farm.report/2"
+    d["schema"] = "farm.report/3"
 
 
 def _missing_variant_key(d: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ def _missing_variant_key(d: dict[str, Any]) -> None:
         (_extra_top_key, "$", "'extra' was unexpected"),
         (_extra_variant_key, "$.targets[0].variants[0].latency_ms", "'mean' was unexpected"),
         (_null_name, "$.targets[2].name", "None is not of type 'string'"),
-        (_wrong_schema, "$.schema", "'farm.report/1' was expected"),
+        (_wrong_schema, "$.schema", "'farm.report/3' is not one of ['farm.report/1', 'farm.report/2']"),
         (_missing_variant_key, "$.targets[1].variants[3]", "'within_tolerance' is a required property"),
     ],
 )
