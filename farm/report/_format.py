@@ -43,6 +43,13 @@ def one_line(text: str) -> str:
     return " ".join(clean(text).split())
 
 
+def shape(dims: tuple[int | str | None, ...] | None) -> str:
+    """A tensor's shape as the report gives it: ``[N, 3, ?, ?]``, ``?`` for a dimension of no known size."""
+    if dims is None:
+        return "[rank unknown]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 def ratio(value: float | None, digits: int = 3) -> str:
     return NONE if value is None else f"{value:.{digits}f}"
 

@@ -11,7 +11,7 @@ from html import escape
 
 from farm.report import _format as fmt
 from farm.report import plots
-from farm.report.model import Outcome, Report, TargetResult, Variant
+from farm.report.model import Outcome, Report, TargetResult, TensorSummary, Variant
 from farm.report.svg import Bar, bar_chart
 
 _CSS = """
@@ -97,8 +97,25 @@ def about(report: Report) -> str:
     return (
         f"<p>sha256 <code>{esc(model.sha256)}</code> · IR {model.ir_version} · farm {esc(report.farm_version)} · "
         f"{esc(report.created)}<br>data: {data.samples} samples from {esc(data.source)}, {labels} · "
-        f"tolerance: {esc(fmt.tolerance_text(report))}</p>"
+        f"tolerance: {esc(fmt.tolerance_text(report))}<br>inputs: {_tensors(model.inputs)}<br>"
+        f"outputs: {_tensors(model.outputs)}{_run_line(report)}</p>"
     )
+
+
+def _tensors(tensors: tuple[TensorSummary, ...]) -> str:
+    # Names come from the model file: an exporter, or anyone who wrote it, chose them.
+    return ", ".join(f"<code>{esc(t.name)}</code> {esc(t.dtype)} {esc(fmt.shape(t.shape))}" for t in tensors)
+
+
+def _run_line(report: Report) -> str:
+    run = report.run
+    if run is None:
+        return ""
+    host = f"{run.host.cpu_model or run.host.arch}, {run.host.cores} cores, {run.host.engine or 'engine unknown'}"
+    label = f"run {esc(run.label)} · " if run.label else ""
+    return (f"<br>{label}host: {esc(host)} · threads {run.settings.threads} · {run.settings.iterations} timed runs "
+            f"in {run.settings.timing_rounds} rounds · calibration {esc(run.settings.calibration)} · "
+            f"optimization {esc(run.settings.optimization_level)}")
 
 
 def matrix_table(report: Report) -> str:
