@@ -1,4 +1,4 @@
-"""A realistic farm.report/1 (or, with its run block, /2) document for tests: four targets that between them hit every status.
+"""A realistic farm.report/1 document for tests (with its run block, /2): four targets that hit every status.
 
 The figures echo what was measured on a small paddle-exported CNN (docs: /work/shared/FINDINGS.md): under QEMU's
 Haswell model U8S8 and S8S8 drift out of tolerance, U8U8 and the x64quantprecision mitigation do not, and natively
