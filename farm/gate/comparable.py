@@ -53,10 +53,14 @@ def accuracy_difference(new: Report, old: Report) -> str | None:
 
 def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None:
     """Per target: only timings of the same kind (measured with measured, masked with masked) compare."""
+    if "emulated" in (new.mode, old.mode):
+        return "emulated under QEMU: not timed, since its timings would not be measurements"
     kinds_new = {v.timing for v in new.variants if v.latency_ms is not None}
     kinds_old = {v.timing for v in old.variants if v.latency_ms is not None}
     if "emulated" in kinds_new | kinds_old:
         return "emulated under QEMU: its timings are not measurements"
-    if kinds_new and kinds_old and kinds_new != kinds_old:
+    if not kinds_new or not kinds_old:
+        return "not timed " + ("here" if not kinds_new else "in the baseline")
+    if kinds_new != kinds_old:
         return f"timings are {'/'.join(sorted(kinds_new))} here but {'/'.join(sorted(kinds_old))} in the baseline"
     return None
