@@ -1,0 +1,37 @@
+"""The files users copy: the GitHub workflow parses and calls farm only with commands and options farm has; the
+example gate policy loads."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from farm.gate import Policy
+from tests.conftest import ROOT
+from tests.unit.test_cli_errors import farm
+
+WORKFLOW = ROOT / ".github" / "workflows" / "farm-gate.yml"
+
+
+def test_the_workflow_parses_and_uses_only_what_farm_has() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    steps = workflow["jobs"]["gate"]["steps"]
+    scripts = "\n".join(step.get("run", "") for step in steps)
+    calls = re.findall(r"\bfarm\)?\"? (\w+)([^\n]*)", scripts)
+    commands = {command for command, _ in calls}
+    assert {"matrix", "gate", "doctor"} <= commands, commands
+    for command, rest in calls:
+        helped = farm(command, "--help")
+        assert helped.returncode == 0, helped.stderr
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest):
+            assert option in helped.stdout, f"farm {command} has no {option}"
+    # What the gate step uses to compare: the baseline and the policy, when present.
+    assert "--baseline baseline" in scripts and "--policy gate.toml" in scripts
+
+
+def test_the_example_policy_loads() -> None:
+    policy = Policy.load(ROOT / "examples" / "gate.toml")
+    assert policy.required_targets == ("x86-avx2", "arm64")
+    assert policy.limits_for("arm64").max_cosine_drop == 0.02
+    assert policy.limits_for("x86-avx2").max_cosine_drop == 0.01
