@@ -284,20 +284,24 @@ def gate(
 def report_cmd(
     paths: Annotated[list[Path], typer.Argument(help="report.json files, or folders searched for them (a history)")],
     out: Annotated[Path, typer.Option(help="where index.html, trend.json and summary.md go")] = Path("farm-trend"),
+    policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="the gate policy that judges the "
+                                                "changes since the run before [env: FARM_GATE_POLICY]")] = None,
 ) -> None:
     """One report over many runs: the latest matrix, what changed since the run before, and per target and
     variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
+    from farm.gate import Policy
     from farm.report.trend import collect, write_trend
 
+    rules = Policy.load(policy)
     history = collect(paths)
     for source, why in history.unreadable:
         typer.echo(f"note: left out {source}: {why}", err=True)
+    changes = history.changes(rules)
     try:
-        written = write_trend(history, out)
+        written = write_trend(history, out, changes)
     except OSError as exc:
         raise BadInput(f"writing the trend report to {out} failed because {exc.strerror or exc}",
                        fix="pass --out a writable folder") from None
-    changes = history.changes()
     failed = [] if changes is None else changes.having("failed")
     typer.echo(f"{len(history.runs)} run(s), latest {history.latest.name}: "
                + ("first run" if changes is None else f"{len(failed)} regression(s) since the run before")

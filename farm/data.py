@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from farm.errors import DataError, one_line
-from farm.inspect import Dim, ModelInfo, TensorInfo
+from farm.inspect import Dim, ModelInfo, TensorInfo, shape_text
 
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 Shape = tuple[int, ...]
@@ -126,14 +126,14 @@ def check_shape_overrides(shapes: Mapping[str, Shape], model: ModelInfo) -> None
         if len(shape) != len(declared):
             raise DataError(
                 f"--shape {name}={_dims(shape)} has {len(shape)} dimensions but model input '{name}' has "
-                f"{len(declared)} {_fmt(declared)}",
+                f"{len(declared)} {shape_text(declared)}",
                 fix=f"give {len(declared)} sizes, e.g. --shape {name}={_dims(_example(model.input(name)))}",
             )
         for index, (size, want) in enumerate(zip(shape, declared, strict=True)):
             if isinstance(want, int) and size != want:
                 raise DataError(
                     f"--shape {name}={_dims(shape)} sets dimension {index} to {size} but model input '{name}' "
-                    f"fixes it at {want} {_fmt(declared)}",
+                    f"fixes it at {want} {shape_text(declared)}",
                     fix=f"keep the model's fixed sizes, e.g. --shape {name}={_dims(_example(model.input(name)))}",
                 )
 
@@ -412,7 +412,7 @@ def _to_contract(
     else:
         raise DataError(
             f"{origin} has shape {tuple(array.shape)} but model input '{tensor.name}' has rank {len(declared)} "
-            f"{_fmt(declared)}",
+            f"{shape_text(declared)}",
             fix=f"save it with shape (samples, {', '.join(map(str, _example_dims(declared)))}) or as one batch",
         )
     if declared is not None:
@@ -425,15 +425,15 @@ def _check_feed_shape(feeds: Array, declared: tuple[Dim, ...], name: str, origin
     if len(feed) != len(declared):
         raise DataError(
             f"{origin} has one sample of shape {feed} but model input '{name}' has rank {len(declared)} "
-            f"{_fmt(declared)}",
-            fix=f"save each sample with shape {_fmt(_example_dims(declared))}",
+            f"{shape_text(declared)}",
+            fix=f"save each sample with shape {shape_text(_example_dims(declared))}",
         )
     for index, (got, want) in enumerate(zip(feed, declared, strict=True)):
         if isinstance(want, int) and got != want:
             raise DataError(
-                f"{origin} has samples of shape {feed} but model input '{name}' expects {_fmt(declared)} "
+                f"{origin} has samples of shape {feed} but model input '{name}' expects {shape_text(declared)} "
                 f"(dimension {index}: expected {want}, got {got})",
-                fix=f"save each sample with shape {_fmt(_example_dims(declared))}, axis 0 of the array being the "
+                fix=f"save each sample with shape {shape_text(_example_dims(declared))}, axis 0 of the array being the "
                 "sample index",
             )
 
@@ -581,7 +581,7 @@ def _dynamic_text(tensor: TensorInfo) -> str:
         f"{i} ('{tensor.shape[i]}')" if isinstance(tensor.shape[i], str) else f"{i} (unnamed)"
         for i in tensor.dynamic_dims
     )
-    return f"{_fmt(tensor.shape)} has dynamic dimension{'s' if len(tensor.dynamic_dims) > 1 else ''} {dims}"
+    return f"{shape_text(tensor.shape)} has dynamic dimension{'s' if len(tensor.dynamic_dims) > 1 else ''} {dims}"
 
 
 def _example(tensor: TensorInfo) -> tuple[int, ...]:
@@ -609,10 +609,6 @@ def _example_dims(shape: Sequence[Dim]) -> tuple[int, ...]:
 
 def _dims(shape: Iterable[int]) -> str:
     return ",".join(str(d) for d in shape)
-
-
-def _fmt(shape: Iterable[Dim]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _names(names: Iterable[str]) -> str:

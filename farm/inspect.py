@@ -7,7 +7,7 @@ so that it is reported once as a ModelError rather than once per target as a fai
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -20,6 +20,12 @@ from farm.files import file_sha256
 from farm.job.graph import all_graphs, all_nodes, count_nodes
 
 Dim = int | str | None
+
+
+def shape_text(shape: Iterable[Dim] | None) -> str:
+    """A shape as farm prints it everywhere: ``[?, 3, 224, 224]``, ``?`` for a dimension of no known size, and
+    ``?`` alone for an unknown rank."""
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 _EXPORT_HINT = "pass a .onnx file exported by torch.onnx.export or onnx.save"
 # numpy's names where numpy has the type, so a report reads "float32" and not "FLOAT".

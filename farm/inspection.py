@@ -17,7 +17,7 @@ from tabulate import tabulate
 from farm.compat import Capabilities, Prediction, capabilities, predict
 from farm.config import Target
 from farm.fleet import Fleet
-from farm.inspect import ModelInfo, NodeUse, node_uses
+from farm.inspect import ModelInfo, NodeUse, node_uses, shape_text
 
 SCHEMA = "farm.inspect/1"
 _STANDARD_DOMAINS = ("ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
@@ -103,9 +103,7 @@ def render(inspection: Inspection, width: int = 100) -> str:
         lines.append(f"external data: {', '.join(info.external_data)}")
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
         for tensor in tensors:
-            shape = "?" if tensor.shape is None else "[" + ", ".join("?" if d is None else str(d)
-                                                                     for d in tensor.shape) + "]"
-            lines.append(f"{kind} {tensor.name}: {tensor.dtype} {shape}")
+            lines.append(f"{kind} {tensor.name}: {tensor.dtype} {shape_text(tensor.shape)}")
     counts = inspection.op_counts()
     ops = ", ".join(f"{op} {c['nodes']}" + (f" ({c['in_subgraphs']} in subgraphs)" if c["in_subgraphs"] else "")
                     for op, c in counts.items())

@@ -33,7 +33,7 @@ from farm.job.result import write_json_atomic
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Reporter, Step
-from farm.report import Report, render
+from farm.report import REPORT_FILE, Report, render
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 from farm.rewrite import rewrite_model
 from farm.usermetric import MetricFile, check_metric, check_outputs
@@ -221,7 +221,7 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
     return {
         "label": options.label,
         "host": {"arch": fleet.host.arch, "cpu_model": read_cpu_model(), "cpu_flags": sorted(fleet.host.cpu_flags),
-                 "cores": os.cpu_count() or 1, "engine": engine, "kernel": os.uname().release},
+                 "cores": len(os.sched_getaffinity(0)), "engine": engine, "kernel": os.uname().release},
         "settings": {"threads": options.threads,
                      "iterations": NATIVE_ITERATIONS if options.iterations is None else options.iterations,
                      "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
@@ -592,7 +592,7 @@ def _write(run: _Run, options: MatrixOptions) -> None:
     for entry in run.targets.values():
         entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
     run.report["targets"] = list(run.targets.values())
-    write_json_atomic(options.out_dir / "report.json", run.report)
+    write_json_atomic(options.out_dir / REPORT_FILE, run.report)
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
@@ -602,10 +602,10 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
     except InvalidReport as exc:
         # The report is farm's own making, so this is farm's bug, not the user's input; report.json is kept.
         raise FarmError(f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
-                        fix=f"this is a bug in farm: report it with {out_dir / 'report.json'}") from None
+                        fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}") from None
     parsed = Report.from_dict(report)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, kind in (("report.json", "json"), ("report.md", "markdown"), ("report.html", "html"),
+    for name, kind in ((REPORT_FILE, "json"), ("report.md", "markdown"), ("report.html", "html"),
                        ("junit.xml", "junit")):
         (out_dir / name).write_text(render(parsed, kind))
     if json_file is not None:

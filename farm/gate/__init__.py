@@ -12,9 +12,7 @@ from farm.errors import BadInput
 from farm.gate.policy import Policy
 from farm.gate.render import render_junit, render_markdown, render_text
 from farm.gate.rules import RULES, Check, GateResult, evaluate
-from farm.report import Report
-
-REPORT_FILE = "report.json"
+from farm.report import REPORT_FILE, Report
 
 
 def read_report(path: Path, what: str = "report") -> Report:

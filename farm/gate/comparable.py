@@ -44,9 +44,15 @@ def latency_difference(new: Report, old: Report) -> str | None:
 
 def accuracy_difference(new: Report, old: Report) -> str | None:
     """Why accuracy figures must not be compared (they were measured on other data), or None."""
-    if new.run is None or old.run is None:
-        return None  # a /1 report does not say; its data summary is all there is
-    if new.run.data_sha256 != old.run.data_sha256:
+    a, b = new.data, old.data
+    if (a.source, a.samples, a.labels) != (b.source, b.samples, b.labels):
+        return (f"runs used different data ({a.samples} samples from {a.source} vs baseline {b.samples} from "
+                f"{b.source}), so their accuracies measure different things")
+    hashes = (None if new.run is None else new.run.data_sha256, None if old.run is None else old.run.data_sha256)
+    if None in hashes:
+        # A farm.report/1 report does not record its data's hash; the summary above is all there is to compare.
+        return None
+    if hashes[0] != hashes[1]:
         return "runs used different data (sha256 of the inputs differs), so their accuracies measure different things"
     return None
 

@@ -16,6 +16,8 @@ from typing import Any, Literal, Self
 from farm.errors import ConfigError
 
 Scope = Literal["recommended", "usable", "all"]
+# The default of min_cosine and min_top1: whatever tolerance the report was judged by (None turns the rule off).
+FROM_TOLERANCE: Literal["tolerance"] = "tolerance"
 Severity = Literal["fail", "warn", "allow"]
 SCOPES: tuple[Scope, ...] = ("recommended", "usable", "all")
 SEVERITIES: tuple[Severity, ...] = ("fail", "warn", "allow")
@@ -23,11 +25,12 @@ SEVERITIES: tuple[Severity, ...] = ("fail", "warn", "allow")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Limits:
-    """The per-variant rules; ``None`` turns a rule off (a minimum of None: the report's own tolerance, see below)."""
+    """The per-variant rules; ``None`` turns a rule off (``false`` in gate.toml)."""
 
-    # Absolute minimums, on the variants of ``variants``. min_cosine and min_top1 default to the report's tolerance.
-    min_cosine: float | None = None
-    min_top1: float | None = None
+    # Absolute minimums, on the variants of ``variants``. min_cosine and min_top1 default to the report's tolerance,
+    # unless the report was judged by the user's --metric: then the metric's own minimums apply (min_metric).
+    min_cosine: float | Literal["tolerance"] | None = FROM_TOLERANCE
+    min_top1: float | Literal["tolerance"] | None = FROM_TOLERANCE
     min_accuracy: float | None = None
     # Per score the user's --metric returned: {"mAP": 0.5}.
     min_metric: Mapping[str, float] = field(default_factory=dict)

@@ -84,8 +84,7 @@ def render_markdown(result: GateResult) -> str:
 
 
 def _cell(text: str) -> str:
-    # Markdown tables break on pipes and newlines; text from reports may hold both, and markup.
-    return fmt.one_line(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return fmt.markdown_text(text)
 
 
 def _code(text: str) -> str:

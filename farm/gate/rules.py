@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
-from farm.gate.policy import Limits, Policy, Scope, Severity
+from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Scope, Severity
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
 CheckStatus = Literal["passed", "failed", "warned", "not-compared"]
+# The share of pairs of timing rounds (one of each run) in which the new run must be slower to be beyond noise.
+NOISE_PAIRS = 0.9
+# The target name of a check about the report as a whole.
+ANY_TARGET = "(any target)"
 # Every rule the gate knows, in the order it reports them (docs/contracts.md section 5).
 RULES = (
     "target-runs",
@@ -38,10 +42,6 @@ class Check:
     variant: str | None
     status: CheckStatus
     message: str
-
-    @property
-    def subject(self) -> str:
-        return self.target if self.variant is None else f"{self.target} / {self.variant}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +85,11 @@ def _target_runs(report: Report, policy: Policy) -> Iterator[Check]:
                         message=f"{name}: target-runs: {target.status}, required ok: {fmt.target_summary(target)}")
         else:
             yield Check(rule="target-runs", target=name, variant=None, status="passed", message=f"{name}: ran ok")
+    if not any(t.status == "ok" for t in report.targets):
+        # Nothing evaluated is nothing to release on, whatever the other rules (which then have nothing to check).
+        skipped = ", ".join(f"{t.name} ({t.status})" for t in report.targets) or "no target at all"
+        yield Check(rule="target-runs", target=ANY_TARGET, variant=None, status="failed",
+                    message=f"target-runs: no target ran ok: {skipped}")
 
 
 def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
@@ -107,11 +112,12 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
         accuracy = variant.accuracy
         if accuracy is None:
             continue
+        judged_by_metric = report.tolerance.metric is not None
         floors = (
             ("min-cosine", "cosine", accuracy.cosine,
-             report.tolerance.cosine if limits.min_cosine is None else limits.min_cosine),
+             _floor(limits.min_cosine, report.tolerance.cosine, judged_by_metric)),
             ("min-top1", "top-1 agreement", accuracy.top1_agreement,
-             report.tolerance.top1_agreement if limits.min_top1 is None else limits.min_top1),
+             _floor(limits.min_top1, report.tolerance.top1_agreement, judged_by_metric)),
             ("min-accuracy", "labelled accuracy", accuracy.accuracy, limits.min_accuracy),
         )
         for rule, what, value, floor in floors:
@@ -135,6 +141,14 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
                          f"metric {score} {scores[score]:.4f} {'≥' if ok else '<'} minimum {floor:.4f}")
 
 
+def _floor(limit: float | Literal["tolerance"] | None, tolerance: float, judged_by_metric: bool) -> float | None:
+    """A minimum given in the policy, else the report's own tolerance, except when --metric made the verdicts: then
+    cosine may be below the tolerance in a variant the metric passed, and only the policy's own numbers apply."""
+    if limit == FROM_TOLERANCE:
+        return None if judged_by_metric else tolerance
+    return limit
+
+
 def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Iterator[Check]:
     latency_reason = latency_difference(report, baseline)
     accuracy_reason = accuracy_difference(report, baseline)
@@ -143,8 +157,9 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         new = now.get(old.name)
         if new is None or (new.status == "skipped" and old.status != "skipped"):
             if old.status == "ok":
-                why = "not in the report" if new is None else f"skipped: {new.reason}"
-                yield Check(rule="new-failure", target=old.name, variant=None, status="not-compared",
+                # What the baseline checked and this run does not is a release that lost a target.
+                why = "is not in the report" if new is None else f"was skipped ({new.reason})"
+                yield Check(rule="new-failure", target=old.name, variant=None, status=_severity(policy.new_failure),
                             message=f"{old.name}: new-failure: ran ok in the baseline, {why}")
             continue
         yield from _new_failures(new, old, policy.new_failure)
@@ -182,11 +197,19 @@ def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> I
         yield Check(rule="new-failure", target=old.name, variant=None, status=_severity(severity),
                     message=f"{old.name}: new-failure: failed ({fmt.target_summary(new)}), ok in the baseline")
         return
+    if new.status != "ok":
+        return
     for o in old.variants:
         n = new.variant(o.name)
-        if o.status == "ok" and n is not None and n.status == "failed":
+        if o.status != "ok" or (n is not None and n.status == "ok"):
+            continue
+        if n is None:
+            yield Check(rule="new-failure", target=new.name, variant=o.name, status=_severity(severity),
+                        message=f"{new.name} / {o.name}: new-failure: ran ok in the baseline, not in this run")
+        else:
+            why = "failed" if n.status == "failed" else "was skipped"
             yield _check("new-failure", new, n, _severity(severity),
-                         f"failed ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline")
+                         f"{why} ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline")
 
 
 def _drops(target: TargetResult, old: Variant, new: Variant, limits: Limits) -> Iterator[Check]:
@@ -222,15 +245,20 @@ def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, old
     if a is None or b is None or b.p50 <= 0:
         return None
     change = a.p50 / b.p50 - 1.0
-    # Beyond noise: every timing round of this run slower than every round of the baseline. Reports without
-    # rounds fall back to p50 against the baseline's p90.
-    slower_always = (min(a.rounds) > max(b.rounds)) if a.rounds and b.rounds else a.p50 > b.p90
-    noise = (f"rounds {fmt.milliseconds(min(a.rounds))} to {fmt.milliseconds(max(a.rounds))} ms vs "
-             f"{fmt.milliseconds(min(b.rounds))} to {fmt.milliseconds(max(b.rounds))} ms"
-             if a.rounds and b.rounds else f"baseline p90 {fmt.milliseconds(b.p90)} ms")
+    if a.rounds and b.rounds:
+        # Beyond noise: in at least 9 of 10 pairs (a round of this run, a round of the baseline) this run is slower.
+        # Two runs of the same graph land near 1 in 2; one outlying round can move the share by 1 in 10 at most.
+        pairs = len(a.rounds) * len(b.rounds)
+        slower = sum(1 for x in a.rounds for y in b.rounds if x > y)
+        beyond = slower >= NOISE_PAIRS * pairs
+        noise = f"{slower} of {pairs} pairs of timing rounds slower"
+    else:
+        # Reports without rounds: this p50 against the baseline's p90.
+        beyond = a.p50 > b.p90
+        noise = f"baseline p90 {fmt.milliseconds(b.p90)} ms"
     image = f"; image {old_image} → {new_image}" if old_image and new_image and old_image != new_image else ""
-    failed = change > limit and slower_always
-    verdict = ("beyond noise" if slower_always else "within noise") if change > limit else "within limit"
+    failed = change > limit and beyond
+    verdict = ("beyond noise" if beyond else "within noise") if change > limit else "within limit"
     return _check("latency-regression", target, new, "failed" if failed else "passed",
                   f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
                   f"+{limit:.0%}, {verdict}: {noise}){image}")

@@ -30,6 +30,9 @@ def _render_json(report: Report) -> str:
     return report.to_json()
 
 
+# The file farm matrix writes the report to, in its --out folder; farm gate and farm report look for it there.
+REPORT_FILE = "report.json"
+
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "table": render_table,
     "json": _render_json,
@@ -54,6 +57,7 @@ def render(report: Report, fmt: str) -> str:
 
 __all__ = [
     "FORMATS",
+    "REPORT_FILE",
     "Accuracy",
     "DataSummary",
     "InvalidReport",

@@ -43,11 +43,14 @@ def one_line(text: str) -> str:
     return " ".join(clean(text).split())
 
 
-def shape(dims: tuple[int | str | None, ...] | None) -> str:
-    """A tensor's shape as the report gives it: ``[N, 3, ?, ?]``, ``?`` for a dimension of no known size."""
-    if dims is None:
-        return "[rank unknown]"
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|#~!])")
+
+
+def markdown_text(text: str) -> str:
+    """Free text for a Markdown paragraph or table cell: one line, markup characters escaped (no table break, link,
+    image, emphasis or HTML survives)."""
+    text = one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def ratio(value: float | None, digits: int = 3) -> str:

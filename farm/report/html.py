@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from farm.inspect import shape_text
 from farm.report import _format as fmt
 from farm.report import plots
 from farm.report.model import Outcome, Report, TargetResult, TensorSummary, Variant
@@ -104,7 +105,7 @@ def about(report: Report) -> str:
 
 def _tensors(tensors: tuple[TensorSummary, ...]) -> str:
     # Names come from the model file: an exporter, or anyone who wrote it, chose them.
-    return ", ".join(f"<code>{esc(t.name)}</code> {esc(t.dtype)} {esc(fmt.shape(t.shape))}" for t in tensors)
+    return ", ".join(f"<code>{esc(t.name)}</code> {esc(t.dtype)} {esc(shape_text(t.shape))}" for t in tensors)
 
 
 def _run_line(report: Report) -> str:

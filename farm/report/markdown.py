@@ -11,7 +11,6 @@ import re
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
-_PUNCTUATION = re.compile(r"([\\`*_\[\]|#~])")
 _VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms",
                     "int8 nodes", "size")
 _NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms", "int8 nodes", "size"}
@@ -120,9 +119,7 @@ def _blank(cell: str) -> str:
 
 
 def _text(text: str) -> str:
-    """Free text for a paragraph or a table cell: one line, markup characters escaped."""
-    text = fmt.one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _PUNCTUATION.sub(r"\\\1", text)
+    return fmt.markdown_text(text)
 
 
 def _code(text: str) -> str:

@@ -444,7 +444,11 @@ class Report:
         except json.JSONDecodeError as error:
             raise InvalidReport("$", f"not JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
         validate(document)
-        return cls.from_dict(document)
+        try:
+            return cls.from_dict(document)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # Without jsonschema (an install without [dev]) only the top level was checked: a broken file ends here.
+            raise InvalidReport("$", f"not a farm report ({type(error).__name__}: {error})") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ browser-side script or font, and stays inside the one HTML file. Mathtext is off
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -19,20 +20,15 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
 from farm.report import _format as fmt
-from farm.report.model import Outcome, TargetResult, Variant
+from farm.report.model import TargetResult, Variant
 
-# The HTML report's outcome colours (farm/report/html.py), so a point and its matrix cell agree.
-COLOURS: dict[Outcome, str] = {
-    "ok": "#2e7d32",
-    "out-of-tolerance": "#e69500",
-    "not-quantized": "#8a8a8a",
-    "failed": "#c62828",
-    "skipped": "#8a8a8a",
-}
+# The HTML report's colour for failures and thresholds (farm/report/html.py: .failed, .threshold).
+FAILED = "#c62828"
 _RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "farm", "text.parse_math": False, "font.size": 9,
        "axes.spines.top": False, "axes.spines.right": False}
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
 _PROLOGUE = re.compile(r"\A.*?(?=<svg)", re.S)
+_ID_REFERENCE = re.compile(r'(\bid="|xlink:href="#|url\(#)([^")]+)')
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
@@ -40,7 +36,12 @@ def _svg(figure: Figure, css_class: str) -> str:
     buffer = io.StringIO()
     FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None})  # type: ignore[no-untyped-call]
     text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue(), count=1), count=1)
-    return text.replace("<svg ", f'<svg class="plot {css_class}" role="img" ', 1)
+    # Every matplotlib SVG names its parts figure_1, axes_1, ...: inside one page each plot gets its own prefix (from
+    # its content, so the page stays reproducible), and its stylesheet applies to this plot alone.
+    prefix = "p" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    text = _ID_REFERENCE.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
+    text = text.replace("<style type=\"text/css\">*{", f'<style type="text/css">svg.{prefix} *{{', 1)
+    return text.replace("<svg ", f'<svg class="plot {css_class} {prefix}" role="img" ', 1)
 
 
 def speedup(variant: Variant, fp32: Variant | None) -> float | None:
@@ -72,9 +73,9 @@ def tradeoff(target: TargetResult, min_cosine: float) -> str | None:
             axes.scatter([x], [y], s=44 if variant.name == target.recommended else 30, zorder=3, label=label,
                          marker=_MARKERS[index % len(_MARKERS)], edgecolors=colour,
                          facecolors=colour if inside else "none", linewidths=1.2)
-        axes.axhline(min_cosine, color="#c62828", linestyle="--", linewidth=1)
+        axes.axhline(min_cosine, color=FAILED, linestyle="--", linewidth=1)
         axes.axvline(1.0, color="#888888", linestyle=":", linewidth=1)
-        axes.text(1.0, min_cosine, f" tolerance {min_cosine}", color="#c62828", fontsize=7, va="bottom")
+        axes.text(1.0, min_cosine, f" tolerance {min_cosine}", color=FAILED, fontsize=7, va="bottom")
         low = min(min(y for _, _, y in timed), min_cosine)
         axes.set_ylim(max(-1.0, low - (1.0 - low) * 0.15 - 1e-4), 1.0 + (1.0 - low) * 0.08 + 1e-4)
         axes.set_xlabel("speedup over fp32 (fp32 p50 / variant p50)" + _timing_note(target))
@@ -116,9 +117,9 @@ def trend(*, title: str, ylabel: str, runs: Sequence[str], series: Sequence[Seri
                           label=line.name)
             crosses = [x for x, bad in zip(xs, line.failed, strict=False) if bad]
             if crosses:
-                axes.scatter(crosses, [floor] * len(crosses), marker="x", color=COLOURS["failed"], zorder=3)
+                axes.scatter(crosses, [floor] * len(crosses), marker="x", color=FAILED, zorder=3)
         if threshold is not None:
-            axes.axhline(threshold, color="#c62828", linestyle="--", linewidth=1)
+            axes.axhline(threshold, color=FAILED, linestyle="--", linewidth=1)
         axes.set_xticks(xs, [fmt.one_line(r)[:18] for r in runs], rotation=30, ha="right", fontsize=7)
         axes.set_ylabel(ylabel)
         axes.set_title(title, fontsize=9, loc="left")

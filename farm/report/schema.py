@@ -100,3 +100,5 @@ def _check_top_level(report: object) -> None:
         raise InvalidReport("$.schema", f"{report['schema']!r} is not one of {', '.join(READABLE_SCHEMAS)}")
     if not isinstance(report["targets"], list):
         raise InvalidReport("$.targets", "expected an array")
+    if report["schema"] == SCHEMA_ID and not isinstance(report.get("run"), Mapping):
+        raise InvalidReport("$", "'run' is a required property")

@@ -16,12 +16,13 @@ from typing import Any
 from farm.errors import BadInput
 from farm.gate.policy import Policy
 from farm.gate.rules import GateResult, evaluate
+from farm.report import REPORT_FILE, html, plots
 from farm.report import _format as fmt
-from farm.report import html, plots
 from farm.report.model import Outcome, Report, TargetResult
 
 TREND_SCHEMA = "farm.trend/1"
-REPORT_FILE = "report.json"
+# Timings that are measurements of the host's CPU; emulated ones (older reports timed under QEMU) are not plotted.
+_TIMED = ("measured", "masked")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,12 +46,12 @@ class History:
     def latest(self) -> Run:
         return self.runs[-1]
 
-    def changes(self) -> GateResult | None:
-        """The default gate's checks of the latest run against the one before it, or None for a single run."""
+    def changes(self, policy: Policy) -> GateResult | None:
+        """The gate's checks of the latest run against the one before it, or None for a single run."""
         if len(self.runs) < 2:
             return None
         before, latest = self.runs[-2], self.runs[-1]
-        return evaluate(latest.report, Policy(), baseline=before.report, report_name=latest.name,
+        return evaluate(latest.report, policy, baseline=before.report, report_name=latest.name,
                         baseline_name=before.name)
 
     def target_names(self) -> list[str]:
@@ -96,7 +97,7 @@ def _target(report: Report, name: str) -> TargetResult | None:
     return next((t for t in report.targets if t.name == name), None)
 
 
-def trend_data(history: History) -> dict[str, Any]:
+def trend_data(history: History, changes: GateResult | None) -> dict[str, Any]:
     """Every figure the page plots, as JSON (``farm.trend/1``): per target and variant, one value per run."""
     targets: dict[str, Any] = {}
     for name in history.target_names():
@@ -107,7 +108,6 @@ def trend_data(history: History) -> dict[str, Any]:
         statuses = [None if (t := _target(r.report, name)) is None else t.status for r in history.runs]
         recommended = [None if (t := _target(r.report, name)) is None else t.recommended for r in history.runs]
         targets[name] = {"status": statuses, "recommended": recommended, "variants": variants}
-    changes = history.changes()
     return {
         "schema": TREND_SCHEMA,
         "runs": [{"name": r.name, "created": r.report.created, "source": r.source,
@@ -126,22 +126,24 @@ def _cell(report: Report, target: str, variant: str) -> dict[str, Any]:
     if v is None:
         return {"outcome": None, "cosine": None, "p50_ms": None, "timing": None}
     return {"outcome": v.outcome, "cosine": None if v.accuracy is None else v.accuracy.cosine,
-            "p50_ms": None if v.latency_ms is None else v.latency_ms.p50, "timing": v.timing}
+            "p50_ms": v.latency_ms.p50 if v.latency_ms is not None and v.timing in _TIMED else None,
+            "timing": v.timing}
 
 
-def render_trend_html(history: History) -> str:
+def render_trend_html(history: History, changes: GateResult | None) -> str:
     latest = history.latest.report
     first, last = history.runs[0], history.latest
     title = f"farm nightly: {latest.model.path}"
     body = [f"<h1>{html.esc(title)}</h1>",
             f"<p>{len(history.runs)} run(s), {html.esc(first.name)} to {html.esc(last.name)}</p>"]
-    data = trend_data(history)
-    body += ["<h2>Changes since the previous run</h2>", _changes(history)]
+    data = trend_data(history, changes)
+    body += ["<h2>Changes since the previous run</h2>", _changes(changes)]
     body += ["<h2>Runs</h2>", _runs_table(history)]
     body += [f"<h2>Latest run: {html.esc(last.name)}</h2>", html.about(latest), html.matrix_table(latest),
              html.legend(latest), *html.tradeoff_section(latest)]
     body.append("<h2>Trends</h2>")
-    names = [r.name for r in history.runs]
+    # Numbered, and cut from the left: nightly labels share their commit prefix and differ in their time.
+    names = [f"{i}: {_tail(r.name)}" for i, r in enumerate(history.runs, 1)]
     for target in history.target_names():
         body.append(f"<h3>{html.esc(target)}</h3>")
         body.append(_status_strip(history, target, data))
@@ -166,8 +168,11 @@ def render_trend_html(history: History) -> str:
     return html.page(title, body)
 
 
-def _changes(history: History) -> str:
-    changes = history.changes()
+def _tail(text: str, chars: int = 16) -> str:
+    return text if len(text) <= chars else "…" + text[-(chars - 1):]
+
+
+def _changes(changes: GateResult | None) -> str:
     if changes is None:
         return "<p>The first run: nothing to compare with yet.</p>"
     shown = [c for c in changes.checks if c.status != "passed"]
@@ -179,7 +184,8 @@ def _changes(history: History) -> str:
         f'<tr class="{css[c.status]}"><td>{html.esc(c.status)}</td><td>{html.esc(c.rule)}</td>'
         f"<td>{html.esc(c.target)}</td><td>{html.esc(c.variant or '')}</td><td class=\"note\">{html.esc(c.message)}"
         "</td></tr>" for c in shown)
-    failing = sorted({c.target for c in shown if c.rule in ("new-failure", "target-runs") and c.status == "failed"})
+    # Newly: what ran ok in the run before (new-failure), not what has been failing for a while (target-runs).
+    failing = sorted({c.target for c in shown if c.rule == "new-failure" and c.status == "failed"})
     banner = (f'<p class="banner">Newly failing: {html.esc(", ".join(failing))}</p>' if failing else "")
     return (f'{banner}<table class="matrix changes"><thead><tr><th>status</th><th>rule</th><th>target</th>'
             f"<th>variant</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>")
@@ -217,23 +223,23 @@ def _status_strip(history: History, target: str, data: dict[str, Any]) -> str:
         "</table>"
 
 
-def render_trend_markdown(history: History) -> str:
-    changes = history.changes()
-    lines = [f"## farm nightly: {len(history.runs)} run(s), latest {fmt.one_line(history.latest.name)}", ""]
+def render_trend_markdown(history: History, changes: GateResult | None) -> str:
+    lines = [f"## farm nightly: {len(history.runs)} run(s), latest {fmt.markdown_text(history.latest.name)}", ""]
     if changes is None:
         lines.append("The first run: nothing to compare with yet.")
     else:
         shown = [c for c in changes.checks if c.status != "passed"]
-        lines += [f"- {c.status}: {fmt.one_line(c.message)}" for c in shown] or ["No regression since the run before."]
+        lines += [f"- {c.status}: {fmt.markdown_text(c.message)}" for c in shown] or [
+            "No regression since the run before."]
     return "\n".join(lines) + "\n"
 
 
-def write_trend(history: History, out: Path) -> list[Path]:
+def write_trend(history: History, out: Path, changes: GateResult | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("index.html", render_trend_html(history)),
-                       ("trend.json", json.dumps(trend_data(history), indent=1, ensure_ascii=False) + "\n"),
-                       ("summary.md", render_trend_markdown(history))):
+    for name, text in (("index.html", render_trend_html(history, changes)),
+                       ("trend.json", json.dumps(trend_data(history, changes), indent=1, ensure_ascii=False) + "\n"),
+                       ("summary.md", render_trend_markdown(history, changes))):
         path = out / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

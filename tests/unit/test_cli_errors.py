@@ -63,3 +63,24 @@ def test_farm_optimize_refuses_an_unknown_pass_and_a_missing_out(tmp_path: Path)
     assert_one_clean_line(farm("optimize", digits, str(tmp_path / "o.onnx"), "--passes", "fuse_bn_into_cnov"), 2,
                           "'fuse_bn_into_cnov'", "did you mean 'fuse_bn_into_conv'?")
     assert_one_clean_line(farm("optimize", digits), 2, "needs MODEL and OUT")
+
+
+def test_farm_gate_and_farm_report_refuse_bad_input_in_one_line(tmp_path: Path) -> None:
+    import json
+
+    from tests.unit.report_sample import sample_report_dict
+
+    missing_file = tmp_path / "nope" / "report.json"
+    assert_one_clean_line(farm("gate", str(missing_file)), 2, str(missing_file), "No such file")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": "farm.report/2"')
+    assert_one_clean_line(farm("gate", str(broken)), 2, str(broken), "not JSON")
+    good = tmp_path / "report.json"
+    good.write_text(json.dumps(sample_report_dict(run=True)))
+    policy = tmp_path / "gate.toml"
+    policy.write_text("max_latency_regresion = 0.2\n")
+    assert_one_clean_line(farm("gate", str(good), "--policy", str(policy)), 2, str(policy),
+                          "did you mean max_latency_regression?")
+    assert_one_clean_line(farm("report", str(tmp_path / "empty-history")), 2, "does not exist")
+    (tmp_path / "history").mkdir()
+    assert_one_clean_line(farm("report", str(tmp_path / "history")), 2, "no farm report was found")

@@ -160,7 +160,7 @@ def test_html_is_self_contained_with_matrix_and_charts() -> None:
     # Latency for the 3 targets that ran, one cosine chart, and for the one natively timed target the trade-off
     # (matplotlib) and its speedups; the emulated target's timings make no trade-off.
     assert parser.tags.count("svg") == 6
-    assert text.count('class="plot tradeoff"') == 1
+    assert text.count('class="plot tradeoff ') == 1
     assert 'class="matrix"' in text
     for cell in ('class="ok rec"', 'class="out-of-tolerance"', 'class="failed"', 'class="skipped note"'):
         assert cell in text
