@@ -74,7 +74,7 @@ def targets(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List the targets with their mode on this host, reason, image tag and whether it is built."""
-    rows = fleet.describe(targets_file)
+    rows = fleet.describe(_open_fleet(targets_file))
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -94,7 +94,7 @@ def build(
     quiet: QuietOpt = False,
 ) -> None:
     """Build (or reuse) the image of every target this host can run; gpu targets only when named."""
-    results = fleet.build(targets_file, target or [], quiet=quiet)
+    results = fleet.build(_open_fleet(targets_file), target or [], quiet=quiet)
     rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", "built" if b.built_now else "cached",
              f"{b.seconds:.1f}"] for b in results.built]
     rows += [[name, "-", "-", f"skipped: {why}", "-"] for name, why in results.skipped]
@@ -157,7 +157,7 @@ def matrix(
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
-    fleet_ = fleet.Fleet.open(targets_file)
+    fleet_ = _open_fleet(targets_file)
     with progress.reporter(quiet) as report:
         result = run_matrix(fleet_, given, options, report)
     text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
@@ -180,7 +180,7 @@ def inspect(
     from farm.inspection import inspect_for_targets, render
 
     info = inspect_model(model)
-    fleet_ = fleet.Fleet.open(targets_file)
+    fleet_ = _open_fleet(targets_file)
     found = inspect_for_targets(fleet_, fleet_.config.select(target or []), model, info)
     sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
     raise typer.Exit(5 if found.predicted_failures else 0)
@@ -226,7 +226,7 @@ def optimize(
                             shapes=parse_shape_overrides(shape or [], model=info))
     max_ir: int | None = None
     try:
-        fleet_ = fleet.Fleet.open(targets_file)
+        fleet_ = _open_fleet(targets_file)
         chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
         max_ir, unknown = compat.highest_ir_read_by_all(fleet_.engine, fleet_.config, fleet_.host, chosen_targets,
                                                         fleet_.placements)
@@ -306,6 +306,49 @@ def report_cmd(
     typer.echo(f"{len(history.runs)} run(s), latest {history.latest.name}: "
                + ("first run" if changes is None else f"{len(failed)} regression(s) since the run before")
                + f"; wrote {', '.join(str(p) for p in written)}")
+
+
+@app.command("clean")
+def clean_cmd(
+    images: Annotated[bool, typer.Option("--images", help="also farm's images (target images and bases)")] = False,
+    cache: Annotated[bool, typer.Option("--cache", help="also farm's caches (wheels, site-packages, capabilities, "
+                                        "run folders of unknown owner)")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="containers, run folders, images and caches")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed, remove nothing")] = False,
+    targets_file: TargetsOpt = None,
+) -> None:
+    """Remove what farm left behind: containers and run folders of farm processes that are gone, and with
+    --images, --cache or --all, farm's images and caches. What a running farm uses is kept, and said so."""
+    from farm import clean
+    from farm.config import load_config
+    from farm.engine import Engine
+    from farm.report._format import size
+
+    plan = clean.plan(Engine.connect(), load_config(targets_file), images=images or everything,
+                      cache=cache or everything)
+    verb = "would remove" if dry_run else "removing"
+    for item in plan.items:
+        typer.echo(f"{verb} {item.kind} {item.name}" + (f" ({size(item.size_bytes)})" if item.size_bytes else "")
+                   + f": {item.why}")
+    for note in plan.kept:
+        typer.echo(f"kept {note}")
+    freed = plan.size_bytes if dry_run else clean.execute(Engine.connect(), plan.items)
+    typer.echo(f"{'would free' if dry_run else 'freed'} {size(freed)} ({len(plan.items)} item(s))")
+
+
+def _open_fleet(targets_file: Path | None) -> fleet.Fleet:
+    """The fleet, after removing what farm processes that are gone (killed with SIGKILL) left behind."""
+    from farm import clean
+    from farm.report._format import size
+
+    opened = fleet.Fleet.open(targets_file)
+    orphans = clean.orphans(opened.engine, opened.config)
+    if orphans.items:
+        clean.execute(opened.engine, orphans.items)
+        kinds = sorted({i.kind for i in orphans.items})
+        typer.echo(f"note: removed {len(orphans.items)} {' and '.join(kinds)}(s) that farm processes which are gone "
+                   f"left behind ({size(orphans.size_bytes)})", err=True)
+    return opened
 
 
 def _write_output(path: Path, text: str) -> None:

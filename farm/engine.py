@@ -24,6 +24,7 @@ import requests
 
 from farm.errors import BuildFailed, EnvironmentProblem
 from farm.files import LineSink
+from farm.owner import OWNER_LABEL, this_process
 
 RUN_LABEL = "farm.run"
 REMOVE_TRIES = 4
@@ -50,6 +51,16 @@ class ImageInfo:
     architecture: str
     size_bytes: int
     labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    state: str
+    # farm.owner: the controller process that started it (farm/owner.py); None on containers of older farms.
+    owner: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,8 +189,9 @@ class Engine:
 
     def has_file(self, image: str, path: str, *, platform: str | None = None) -> bool:
         """Whether ``image`` holds ``path``, found without starting a container (so with no QEMU for a foreign one)."""
-        container = self.client.api.create_container(image, command=["true"], labels={RUN_LABEL: "probe"},
-                                                     platform=platform, network_disabled=True)
+        container = self.client.api.create_container(
+            image, command=["true"], labels={RUN_LABEL: "probe", OWNER_LABEL: this_process()}, platform=platform,
+            network_disabled=True)
         try:
             self.client.api.get_archive(container["Id"], path)
             return True
@@ -345,7 +357,7 @@ class Engine:
             pids_limit=spec.pids_limit,
             cpuset_cpus=spec.cpuset,
             device_requests=device_requests,
-            labels={RUN_LABEL: "1", **spec.labels},
+            labels={RUN_LABEL: "1", OWNER_LABEL: this_process(), **spec.labels},
             detach=True,
         )
         try:
@@ -354,13 +366,19 @@ class Engine:
             if not spec.keep:
                 _remove(self.client.api, container.id)
 
-    def remove_run_containers(self) -> int:
-        """Remove every container farm left behind (e.g. after a kill -9 of the controller)."""
-        count = 0
-        for container in self.client.containers.list(all=True, filters={"label": RUN_LABEL}):
-            _remove(self.client.api, container.id)
-            count += 1
-        return count
+    def farm_containers(self) -> list[ContainerInfo]:
+        """Every container farm started that still exists, with the process that owns it."""
+        found = []
+        for container in self.client.api.containers(all=True, filters={"label": RUN_LABEL}):
+            labels = container.get("Labels") or {}
+            names = container.get("Names") or [container["Id"][:12]]
+            found.append(ContainerInfo(id=container["Id"], name=str(names[0]).lstrip("/"),
+                                       image=str(container.get("Image", "?")), state=str(container.get("State", "?")),
+                                       owner=labels.get(OWNER_LABEL)))
+        return found
+
+    def remove_container(self, container: str) -> None:
+        _remove(self.client.api, container)
 
     def run_containers(self) -> list[str]:
         return [c.id for c in self.client.containers.list(all=True, filters={"label": RUN_LABEL})]

@@ -57,8 +57,7 @@ class BuildResults:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def describe(targets_file: Path | None) -> list[TargetRow]:
-    fleet = Fleet.open(targets_file)
+def describe(fleet: Fleet) -> list[TargetRow]:
     rows = []
     for target in fleet.config.targets:
         placement = fleet.placements[target.name]
@@ -79,8 +78,7 @@ class BuildOutcome:
     error: FarmError | None = None
 
 
-def build(targets_file: Path | None, names: Sequence[str], *, quiet: bool) -> BuildResults:
-    fleet = Fleet.open(targets_file)
+def build(fleet: Fleet, names: Sequence[str], *, quiet: bool) -> BuildResults:
     return build_images(fleet, fleet.config.select(names), explicit=bool(names), quiet=quiet)
 
 

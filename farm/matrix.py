@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import farm
-from farm import compat, crosscheck, masking, runner
+from farm import clean, compat, crosscheck, masking, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount, RunResult
@@ -133,6 +133,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
     inputs.mkdir(parents=True)
+    clean.mark_run_folder(work)
     run = _Run(work=work, report=_report_head(given, options, fleet), given=given,
                expected_outputs=given.data.expected_outputs)
     try:

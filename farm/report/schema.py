@@ -1,6 +1,6 @@
 """Checking a report against ``farm.report/2`` or ``/1`` (``schema.json``, next to this module).
 
-jsonschema is a development dependency only, so an installed farm may lack it; then only the top level is checked,
+jsonschema is a dependency of farm; should an environment lack it all the same, only the top level is checked,
 which still catches a file that is not a farm report at all.
 """
 
