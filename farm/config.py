@@ -134,7 +134,7 @@ class Target:
             candidates=candidates,
             cpu_features=_flags(table, "cpu_features", where),
             cpu_excludes=_flags(table, "cpu_excludes", where),
-            emulate_cpu=_string(table, "emulate_cpu", where),
+            emulate_cpu=_emulate_cpu(table, where),
             gpus=gpus,
             on_request=on_request,
             budget_s=float(budget),
@@ -239,6 +239,15 @@ def _runtime(spec: str | None, where: str) -> tuple[str, str]:
     if package not in RUNTIME_PACKAGES:
         raise ConfigError(f"{where}: unknown runtime package '{package}'", fix=nearest(package, RUNTIME_PACKAGES))
     return package, match["version"]
+
+
+def _emulate_cpu(table: Mapping[str, Any], where: str) -> str | None:
+    value = _string(table, "emulate_cpu", where)
+    if value is not None and value.lower() in ("max", "host"):
+        # max (every feature QEMU has: SVE and SME on arm64) made a U8U8 MatMul wrong; host is KVM-only.
+        raise ConfigError(f"{where}: emulate_cpu = {value!r} is not a CPU a target could be, and QEMU's 'max' gave "
+                          "wrong int8 results", fix='name a real CPU model, e.g. "neoverse-n1" (arm64) or "Haswell"')
+    return value
 
 
 def _string(table: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:

@@ -229,10 +229,27 @@ def _place_foreign(target: Target, host: HostInfo) -> Placement:
             mode="unavailable",
             reason=f"needs QEMU for {target.arch} through binfmt, which {what} (run `farm doctor --fix` as root)",
         )
+    cpu = qemu_cpu(target)
+    if cpu is None:
+        return Placement(
+            mode="unavailable",
+            reason=f"runs {target.arch} under QEMU and names no emulate_cpu, and farm knows no safe CPU model for "
+            f"{target.arch}: QEMU's default 'max' CPU gave wrong int8 results (set emulate_cpu in targets.toml)",
+        )
     return Placement(
-        mode="emulated", cpu_model=target.emulate_cpu,
+        mode="emulated", cpu_model=cpu,
         reason=f"runs {target.arch} through binfmt QEMU"
         + (f" {qemu.version_text}" if qemu else "")
-        + (f" (-cpu {target.emulate_cpu})" if target.emulate_cpu else "")
+        + f" (-cpu {cpu})"
         + "; accuracy only: timings under QEMU say nothing, so it is not timed",
     )
+
+
+# A foreign target that names no emulate_cpu runs on these, never on QEMU's default "max": on arm64, max's SVE and
+# SME made a U8U8 MatMul wrong (FINDINGS). x86 targets that need AVX-512 are refused before this is asked.
+SAFE_QEMU_CPU = {"aarch64": "neoverse-n1", "x86_64": "Haswell"}
+
+
+def qemu_cpu(target: Target) -> str | None:
+    """The CPU model QEMU runs a foreign target as: its emulate_cpu, else a safe model of its architecture."""
+    return target.emulate_cpu or SAFE_QEMU_CPU.get(target.arch)

@@ -25,6 +25,7 @@ from farm.config import BOOTSTRAP, Config, Target
 from farm.engine import Engine, ImageInfo, RunSpec
 from farm.errors import BuildFailed
 from farm.files import LineSink
+from farm.host import qemu_cpu
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
 
 PACKAGE_DIR = Path(farm.__file__).parent
@@ -53,12 +54,12 @@ def wheel_requirements(target: Target) -> tuple[str, ...]:
 
 
 def dockerfile_path(target: Target) -> Path:
-    """images/ in a source checkout, else the copy installed with the package."""
-    for directory in (PACKAGE_DIR.parent / "images", PACKAGE_DIR / "images"):
-        path = directory / f"{target.image}.Dockerfile"
-        if path.is_file():
-            return path
-    raise BuildFailed(f"no Dockerfile for image kind '{target.image}' (looked for images/{target.image}.Dockerfile)")
+    """farm/dockerfiles/<kind>.Dockerfile, part of the package, so a wheel install builds images as a checkout does."""
+    path = PACKAGE_DIR / "dockerfiles" / f"{target.image}.Dockerfile"
+    if not path.is_file():
+        raise BuildFailed(f"no Dockerfile for image kind '{target.image}' (looked for {path})",
+                          fix="reinstall farm: its package lost a file")
+    return path
 
 
 def job_files() -> list[tuple[str, bytes]]:
@@ -200,7 +201,8 @@ def _base_python(engine: Engine, target: Target, base: str) -> str:
 
 def _smoke_test(engine: Engine, target: Target, tag: str) -> None:
     """Import the runtime in the new image, so an image that cannot run is removed now rather than found later."""
-    env = {"QEMU_CPU": target.emulate_cpu} if target.emulate_cpu and target.arch != os.uname().machine else {}
+    cpu = qemu_cpu(target)
+    env = {"QEMU_CPU": cpu} if cpu and target.arch != os.uname().machine else {}
     result = engine.run(RunSpec(image=tag, command=["/opt/farm/bin/python3", "-c", SMOKE_TEST],
                                 environment=env, platform=target.platform, timeout_s=600.0, memory="2g",
                                 labels={LABEL_TARGET: target.name}))

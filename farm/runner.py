@@ -48,11 +48,14 @@ def run_spec(
     entrypoint: list[str] | None = None
     command = [PYTHON, *args]
     all_mounts = list(mounts)
+    if placement.mode == "emulated" and not placement.cpu_model:
+        # QEMU's default "max" CPU gave wrong int8 results; host.place never emulates without a model.
+        raise ValueError(f"target {target.name} is emulated here without a CPU model")
     if placement.mode == "emulated" and placement.qemu is not None:
         all_mounts.append(Mount(source=_path(placement.qemu.path), target=QEMU_IN_CONTAINER, read_only=True))
-        entrypoint = [QEMU_IN_CONTAINER, "-cpu", placement.cpu_model or "max"]
-    elif placement.mode == "emulated" and placement.cpu_model:
-        env["QEMU_CPU"] = placement.cpu_model
+        entrypoint = [QEMU_IN_CONTAINER, "-cpu", str(placement.cpu_model)]
+    elif placement.mode == "emulated":
+        env["QEMU_CPU"] = str(placement.cpu_model)
     elif placement.mode == "masked":
         if mask_library is None or placement.mask is None:
             raise ValueError(f"target {target.name} is masked here but no mask library or rules were given")

@@ -119,3 +119,26 @@ def test_amx_hosts_mask_it_from_the_vnni_tier_or_give_it_up() -> None:
     assert masked.unseen == ()  # numpy does not report AMX; the library's status is the proof there
     without = place(vnni, host(cpu_flags=sapphire))
     assert without.mode == "unavailable" and "amx_int8" in (without.reason or "")
+
+
+def test_a_foreign_target_without_emulate_cpu_never_runs_on_qemus_max_cpu(tmp_path: Path) -> None:
+    import pytest
+
+    from farm import runner
+    from farm.errors import ConfigError
+    from farm.host import Placement
+
+    bare = tmp_path / "targets.toml"
+    bare.write_text('[targets.edge]\nplatform = "linux/arm64"\nruntime = "onnxruntime==1.31.1"\n')
+    edge = load_config(bare, env={}).target("edge")
+    assert edge.emulate_cpu is None
+    placement = place(edge, host())
+    # QEMU's default "max" made a U8U8 MatMul wrong; a target that names no model gets a safe one.
+    assert placement.mode == "emulated" and placement.cpu_model == "neoverse-n1"
+    spec = runner.run_spec(edge, placement, "farm/edge:0", ["-V"])
+    assert spec.environment["QEMU_CPU"] == "neoverse-n1"
+    with pytest.raises(ValueError, match="without a CPU model"):
+        runner.run_spec(edge, Placement(mode="emulated"), "farm/edge:0", ["-V"])
+    bare.write_text('[targets.edge]\nplatform = "linux/arm64"\nruntime = "onnxruntime==1.31.1"\nemulate_cpu = "max"\n')
+    with pytest.raises(ConfigError, match="emulate_cpu = 'max'"):
+        load_config(bare, env={})
