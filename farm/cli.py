@@ -205,7 +205,7 @@ def optimize(
     """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
     version the targets read. Exits 5 when the result does not match the input."""
     from farm import compat
-    from farm.data import parse_shape_overrides, prepare_data
+    from farm.data import SYNTHETIC_WARNING, parse_shape_overrides, prepare_data
     from farm.errors import EnvironmentProblem
     from farm.inspect import inspect_model
     from farm.optimize import available_passes, check_passes, optimize_model
@@ -238,8 +238,7 @@ def optimize(
                    err=True)
     result = optimize_model(model, out, info, prepared, passes=chosen, fold=not no_fold, max_ir=max_ir)
     if prepared.synthetic:
-        typer.echo("note: checked on synthetic inputs (random, from the declared types and shapes); pass --data "
-                   "with real samples", err=True)
+        typer.echo(f"note: the check's {SYNTHETIC_WARNING}", err=True)
     typer.echo(result.summary())
     raise typer.Exit(0 if result.matches else 5)
 

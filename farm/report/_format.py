@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from farm import data
 from farm.report.model import Outcome, Report, TargetResult, Variant
 
 NONE = "—"
@@ -17,10 +18,8 @@ MASKED_NOTE = (
 )
 # The timing labels that need a footnote, with their mark.
 TIMING_NOTES = {"emulated": (EMULATED_MARK, EMULATED_NOTE), "masked": (MASKED_MARK, MASKED_NOTE)}
-SYNTHETIC_WARNING = (
-    "the inputs were synthetic (random data generated from the model's declared inputs), so the accuracy "
-    "figures say little about real inputs; pass --data with real samples"
-)
+# One wording, the data module's: the report's warnings carry it, and the renderers show it as a banner instead.
+SYNTHETIC_WARNING = data.SYNTHETIC_WARNING
 OUTCOME_LABEL: dict[Outcome, str] = {
     "ok": "ok",
     "out-of-tolerance": "out-tol",
@@ -37,6 +36,11 @@ def clean(text: str) -> str:
     """Text safe to put in XML or HTML: ANSI escapes and control characters removed, line ends unified."""
     text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROL.sub("", text)
+
+
+def listed_warnings(report: Report) -> tuple[str, ...]:
+    """The report's warnings, less the synthetic-data one when the banner already says it."""
+    return tuple(w for w in report.warnings if not (report.data.synthetic and w == SYNTHETIC_WARNING))
 
 
 def one_line(text: str) -> str:

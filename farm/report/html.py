@@ -57,8 +57,8 @@ def render_html(report: Report) -> str:
     body += ["<h2>Latency (p50)</h2>", *_latency_charts(report)]
     body += ["<h2>Cosine similarity to fp32</h2>", _cosine_chart(report)]
     body += ["<h2>Targets</h2>", *(_target_details(t) for t in report.targets)]
-    if report.warnings:
-        body += ["<h2>Warnings</h2>", _list(report.warnings)]
+    if fmt.listed_warnings(report):
+        body += ["<h2>Warnings</h2>", _list(fmt.listed_warnings(report))]
     return page(title, body)
 
 

@@ -23,8 +23,8 @@ def render_markdown(report: Report) -> str:
     blocks += [_about(report), _overview(report)]
     blocks += [_target_section(report, target) for target in report.targets]
     blocks += [f"{_text(mark)} {_text(note)}." for mark, note in fmt.timing_notes(report)]
-    if report.warnings:
-        blocks.append("## Warnings\n\n" + "\n".join(f"- {_text(w)}" for w in report.warnings))
+    if fmt.listed_warnings(report):
+        blocks.append("## Warnings\n\n" + "\n".join(f"- {_text(w)}" for w in fmt.listed_warnings(report)))
     return "\n\n".join(blocks) + "\n"
 
 

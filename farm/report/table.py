@@ -141,7 +141,7 @@ def _closing(report: Report) -> list[str]:
     for target in report.targets:
         lines += textwrap.wrap(f"{target.name}: {fmt.one_line(fmt.target_summary(target))}", WIDTH,
                                initial_indent="  ", subsequent_indent="      ")
-    warnings = [*report.warnings, *(f"{t.name}: {w}" for t in report.targets for w in t.warnings)]
+    warnings = [*fmt.listed_warnings(report), *(f"{t.name}: {w}" for t in report.targets for w in t.warnings)]
     if warnings:
         lines.append("Warnings:")
         for warning in warnings:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from farm.data import SYNTHETIC_WARNING
 from farm.errors import BadInput
 from farm.report import FORMATS, Report, render
 from farm.report.table import WIDTH
@@ -98,9 +99,14 @@ def test_table_rows_marks_and_notes() -> None:
 
 
 def test_table_warns_prominently_about_synthetic_inputs() -> None:
-    lines = render(_report(synthetic=True), "table").splitlines()
+    document = sample_report_dict(synthetic=True)
+    document["warnings"].append(SYNTHETIC_WARNING)  # as farm.data adds it to a synthetic run's report
+    text = render(Report.from_dict(document), "table")
+    lines = text.splitlines()
     assert lines[0] == "!" * WIDTH
-    assert lines[1].startswith("!! WARNING: the inputs were synthetic")
+    assert lines[1].startswith("!! WARNING: inputs are synthetic")
+    # Said once, in the banner, in the one wording farm.data gives it.
+    assert " ".join(w for w in text.split() if w != "!!").count("accuracy figures may be meaningless") == 1
 
 
 def test_table_of_an_empty_report() -> None:
