@@ -25,8 +25,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = next(folder.glob("farm-*.whl"))
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # As a user installs a release: the wheel, with the versions it was tested with (constraints.txt).
     install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                              str(wheel)], capture_output=True, text=True, timeout=900,
+                              "-c", str(ROOT / "constraints.txt"), str(wheel)], capture_output=True, text=True,
+                             timeout=900,
                              env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PIP_FIND_LINKS": ""})
     assert install.returncode == 0, install.stderr
     return venv / "bin" / "farm"
