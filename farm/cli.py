@@ -323,15 +323,15 @@ def clean_cmd(
     from farm.engine import Engine
     from farm.report._format import size
 
-    plan = clean.plan(Engine.connect(), load_config(targets_file), images=images or everything,
-                      cache=cache or everything)
+    engine = Engine.connect()
+    plan = clean.plan(engine, load_config(targets_file), images=images or everything, cache=cache or everything)
     verb = "would remove" if dry_run else "removing"
     for item in plan.items:
         typer.echo(f"{verb} {item.kind} {item.name}" + (f" ({size(item.size_bytes)})" if item.size_bytes else "")
                    + f": {item.why}")
     for note in plan.kept:
         typer.echo(f"kept {note}")
-    freed = plan.size_bytes if dry_run else clean.execute(Engine.connect(), plan.items)
+    freed = plan.size_bytes if dry_run else clean.execute(engine, plan.items)
     typer.echo(f"{'would free' if dry_run else 'freed'} {size(freed)} ({len(plan.items)} item(s))")
 
 

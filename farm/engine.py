@@ -381,7 +381,7 @@ class Engine:
         _remove(self.client.api, container)
 
     def run_containers(self) -> list[str]:
-        return [c.id for c in self.client.containers.list(all=True, filters={"label": RUN_LABEL})]
+        return [c.id for c in self.farm_containers()]
 
 
 class _LogReader(threading.Thread):

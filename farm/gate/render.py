@@ -8,7 +8,10 @@ from collections import defaultdict
 
 from farm.gate.rules import RULES, Check, GateResult
 from farm.report import _format as fmt
+from farm.report.junit import count, document
 
+# Free text from a report as inert Markdown (farm/report/_format.py).
+_text = fmt.markdown_text
 _MARK = {"failed": "FAIL", "warned": "WARN", "not-compared": "not compared", "passed": "ok"}
 
 
@@ -54,37 +57,24 @@ def render_junit(result: GateResult) -> str:
             ET.SubElement(case, "skipped", message=fmt.one_line(checks[0].message)[:1000])
         else:
             ET.SubElement(case, "system-out").text = text
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in suites.values():
-        cases = suite.findall("testcase")
-        counts = {"tests": len(cases), "failures": sum(1 for c in cases if c.find("failure") is not None),
-                  "errors": 0, "skipped": sum(1 for c in cases if c.find("skipped") is not None)}
-        for key, value in counts.items():
-            suite.set(key, str(value))
-            totals[key] += value
-    for key, value in totals.items():
-        root.set(key, str(value))
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+        count(suite)
+    return document(root)
 
 
 def render_markdown(result: GateResult) -> str:
     verdict = "passed" if result.passed else "**failed**"
     lines = [f"## farm gate: {verdict}", "",
              f"`{_code(result.report)}`" + (f" against `{_code(result.baseline)}`" if result.baseline else "")
-             + f", {_cell(result.policy)}. {_counts(result)}.", ""]
+             + f", {_text(result.policy)}. {_counts(result)}.", ""]
     shown = [c for c in result.checks if c.status != "passed"]
     if shown:
         lines += ["| | rule | target | variant | detail |", "|---|---|---|---|---|"]
-        lines += [f"| {_MARK[c.status]} | {c.rule} | {_cell(c.target)} | {_cell(c.variant or '')} | "
-                  f"{_cell(c.message)} |" for c in shown]
+        lines += [f"| {_MARK[c.status]} | {c.rule} | {_text(c.target)} | {_text(c.variant or '')} | "
+                  f"{_text(c.message)} |" for c in shown]
     else:
         lines.append("Every rule held.")
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    return fmt.markdown_text(text)
 
 
 def _code(text: str) -> str:

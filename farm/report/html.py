@@ -112,7 +112,7 @@ def _run_line(report: Report) -> str:
     run = report.run
     if run is None:
         return ""
-    host = f"{run.host.cpu_model or run.host.arch}, {run.host.cores} cores, {run.host.engine or 'engine unknown'}"
+    host = f"{run.host.summary}, {run.host.engine or 'engine unknown'}"
     label = f"run {esc(run.label)} · " if run.label else ""
     return (f"<br>{label}host: {esc(host)} · threads {run.settings.threads} · {run.settings.iterations} timed runs "
             f"in {run.settings.timing_rounds} rounds · calibration {esc(run.settings.calibration)} · "

@@ -18,10 +18,22 @@ _COUNTED = {"failures": "failure", "errors": "error", "skipped": "skipped"}
 
 def render_junit(report: Report) -> str:
     root = ET.Element("testsuites", name=f"farm {fmt.clean(report.model.path)}")
-    suites = [_suite(report, target) for target in report.targets]
-    for key in ("tests", "failures", "errors", "skipped"):
-        root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
-    root.extend(suites)
+    root.extend(_suite(report, target) for target in report.targets)
+    return document(root)
+
+
+def count(suite: ET.Element) -> None:
+    """Set a suite's tests, failures, errors and skipped from its cases."""
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    for key, tag in _COUNTED.items():
+        suite.set(key, str(sum(1 for case in cases if case.find(tag) is not None)))
+
+
+def document(root: ET.Element) -> str:
+    """The XML text of a ``<testsuites>`` whose suites are counted, with its totals."""
+    for key in ("tests", *_COUNTED):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in root.findall("testsuite"))))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -36,9 +48,7 @@ def _suite(report: Report, target: TargetResult) -> ET.Element:
     if target.status != "ok":
         cases.append(_target_case(target, classname))
     suite.extend(cases)
-    suite.set("tests", str(len(cases)))
-    for key, tag in _COUNTED.items():
-        suite.set(key, str(sum(1 for case in cases if case.find(tag) is not None)))
+    count(suite)
     return suite
 
 

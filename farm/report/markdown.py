@@ -13,6 +13,8 @@ from farm.report.model import Report, TargetResult, Variant
 
 _VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms",
                     "int8 nodes", "size")
+# Free text from a report as inert Markdown (farm/report/_format.py).
+_text = fmt.markdown_text
 _NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms", "int8 nodes", "size"}
 
 
@@ -116,10 +118,6 @@ def _row(cells: list[str]) -> str:
 
 def _blank(cell: str) -> str:
     return "" if cell == fmt.NONE else cell
-
-
-def _text(text: str) -> str:
-    return fmt.markdown_text(text)
 
 
 def _code(text: str) -> str:

@@ -119,6 +119,11 @@ class HostSummary:
     engine: str | None
     kernel: str
 
+    @property
+    def summary(self) -> str:
+        """How the reports name the machine: its CPU (or architecture) and cores."""
+        return f"{self.cpu_model or self.arch}, {self.cores} cores"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         return cls(arch=data["arch"], cpu_model=data["cpu_model"], cpu_flags=tuple(data["cpu_flags"]),

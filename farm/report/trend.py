@@ -196,8 +196,7 @@ def _runs_table(history: History) -> str:
     for index, run in enumerate(history.runs, 1):
         report = run.report
         counts = {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "failed", "skipped")}
-        host = "unknown (farm.report/1)" if report.run is None else (
-            f"{report.run.host.cpu_model or report.run.host.arch}, {report.run.host.cores} cores")
+        host = "unknown (farm.report/1)" if report.run is None else report.run.host.summary
         rows.append(f"<tr><td>{index}</td><td>{html.esc(run.name)}</td><td>{html.esc(report.created)}</td>"
                     f"<td>{html.esc(report.farm_version)}</td><td>{html.esc(host)}</td>"
                     f"<td>{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped</td></tr>")
