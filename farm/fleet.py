@@ -10,7 +10,7 @@ from typing import Any
 
 from farm import images, progress
 from farm.config import Config, Target, load_config
-from farm.engine import Engine
+from farm.engine import Engine, EngineInfo
 from farm.errors import BuildFailed, FarmError
 from farm.host import HostInfo, Placement, binfmt_for, place, probe_host
 
@@ -21,13 +21,16 @@ class Fleet:
     engine: Engine
     host: HostInfo
     placements: dict[str, Placement]
+    # Asked once when the fleet opens: the GPU runtime for placement, the version for the report's run block.
+    engine_info: EngineInfo
 
     @classmethod
     def open(cls, targets_file: Path | None, *, engine: Engine | None = None) -> Fleet:
         config = load_config(targets_file)
         engine = engine or Engine.connect()
-        host = probe_host(gpu_runtime=engine.info().gpu_runtime)
-        return cls(config=config, engine=engine, host=host,
+        info = engine.info()
+        host = probe_host(gpu_runtime=info.gpu_runtime)
+        return cls(config=config, engine=engine, host=host, engine_info=info,
                    placements={t.name: place(t, host) for t in config.targets})
 
     def buildable(self, target: Target) -> str | None:

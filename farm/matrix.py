@@ -208,10 +208,6 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
 
 def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
-    try:
-        engine: str | None = f"Docker {fleet.engine.info().version}"
-    except FarmError:
-        engine = None
     digest = hashlib.sha256()
     for name in sorted(given.data.inputs):
         array = np.ascontiguousarray(given.data.inputs[name])
@@ -222,7 +218,8 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
     return {
         "label": options.label,
         "host": {"arch": fleet.host.arch, "cpu_model": read_cpu_model(), "cpu_flags": sorted(fleet.host.cpu_flags),
-                 "cores": len(os.sched_getaffinity(0)), "engine": engine, "kernel": os.uname().release},
+                 "cores": len(os.sched_getaffinity(0)), "engine": f"Docker {fleet.engine_info.version}",
+                 "kernel": os.uname().release},
         "settings": {"threads": options.threads,
                      "iterations": NATIVE_ITERATIONS if options.iterations is None else options.iterations,
                      "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
