@@ -49,6 +49,7 @@ def mark_run_folder(folder: Path) -> None:
 
 
 def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = False) -> Plan:
+    """With no flag: what farm processes that are gone left behind, their containers and run folders."""
     items, kept = _orphans(engine, config, unknown_too=cache)
     if images:
         seen: dict[str, Item] = {}
@@ -75,7 +76,7 @@ def _orphans(engine: Engine, config: Config, *, unknown_too: bool) -> tuple[list
         if gone:
             items.append(Item(kind="container", ref=container.id, name=label, size_bytes=None,
                               why="the farm process that started it is gone"))
-        elif gone is None and container.owner is None:
+        elif container.owner is None:
             # Started by a farm from before owner labels: nothing can still be waiting for it.
             items.append(Item(kind="container", ref=container.id, name=label, size_bytes=None,
                               why="started by an earlier farm, which recorded no owner"))
@@ -94,15 +95,8 @@ def _orphans(engine: Engine, config: Config, *, unknown_too: bool) -> tuple[list
     return items, kept
 
 
-def orphans(engine: Engine, config: Config) -> Plan:
-    """What farm processes that are gone left behind: their containers and run folders."""
-    items, kept = _orphans(engine, config, unknown_too=False)
-    return Plan(items=tuple(items), kept=tuple(kept))
-
-
-def execute(engine: Engine, items: Iterable[Item]) -> int:
-    """Remove every item; return the bytes freed (as the engine and the file system counted them)."""
-    freed = 0
+def execute(engine: Engine, items: Iterable[Item]) -> None:
+    """Remove every item."""
     for item in items:
         if item.kind == "container":
             engine.remove_container(item.ref)
@@ -114,8 +108,6 @@ def execute(engine: Engine, items: Iterable[Item]) -> int:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        freed += item.size_bytes or 0
-    return freed
 
 
 def _size(path: Path) -> int:

@@ -331,8 +331,9 @@ def clean_cmd(
                    + f": {item.why}")
     for note in plan.kept:
         typer.echo(f"kept {note}")
-    freed = plan.size_bytes if dry_run else clean.execute(engine, plan.items)
-    typer.echo(f"{'would free' if dry_run else 'freed'} {size(freed)} ({len(plan.items)} item(s))")
+    if not dry_run:
+        clean.execute(engine, plan.items)
+    typer.echo(f"{'would free' if dry_run else 'freed'} {size(plan.size_bytes)} ({len(plan.items)} item(s))")
 
 
 def _open_fleet(targets_file: Path | None) -> fleet.Fleet:
@@ -341,7 +342,7 @@ def _open_fleet(targets_file: Path | None) -> fleet.Fleet:
     from farm.report._format import size
 
     opened = fleet.Fleet.open(targets_file)
-    orphans = clean.orphans(opened.engine, opened.config)
+    orphans = clean.plan(opened.engine, opened.config)
     if orphans.items:
         clean.execute(opened.engine, orphans.items)
         kinds = sorted({i.kind for i in orphans.items})

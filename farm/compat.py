@@ -8,7 +8,6 @@ the image's content hash. The model side is read with onnx on the host, subgraph
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from farm.host import HostInfo, Placement
 from farm.inspect import NodeUse
 from farm.job.capabilities import SCHEMA as CAPABILITIES_SCHEMA
 from farm.job.loadfailure import LoadFailure
+from farm.job.result import write_json_atomic
 
 Verdict = Literal["loads", "fails", "unknown"]
 _ONNX_DOMAINS = {"ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml", "ai.onnx.preview.training": "ai.onnx.preview.training"}
@@ -144,7 +144,8 @@ def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
                  placement: Placement) -> Capabilities | str:
     """The target's runtime capabilities, or why they are not known (no image yet, or no way to run it here)."""
     tag = images.current_tag(config, target)
-    if tag is None or not (engine.image(tag) or images.same_content(engine, tag)):
+    found = None if tag is None else images.find_image(engine, tag)
+    if tag is None or found is None:
         return f"its image is not built yet (farm build --target {target.name})"
     cache = config.cache_dir / "capabilities" / f"{tag.rsplit(':', 1)[1]}.json"
     try:
@@ -160,7 +161,7 @@ def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
         how = placement
     else:
         return f"its image cannot run here ({placement.reason})"
-    image = tag if engine.image(tag) else next(iter(images.same_content(engine, tag).tags))  # type: ignore[union-attr]
+    image = tag if tag in found.tags else found.tags[0]
     with tempfile.TemporaryDirectory(prefix="farm-capabilities-") as scratch:
         out = Path(scratch)
         out.chmod(0o777)  # the container's unprivileged user writes here
@@ -170,11 +171,9 @@ def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
         written = out / "capabilities.json"
         if result.failure or not written.is_file():
             return f"asking its runtime failed: the container {result.failure or 'wrote nothing'}"
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staged = cache.with_suffix(f".{os.getpid()}.partial")
-        staged.write_bytes(written.read_bytes())
-        os.replace(staged, cache)
-    return Capabilities.from_dict(json.loads(cache.read_text()))
+        data = json.loads(written.read_text())
+    write_json_atomic(cache, data)
+    return Capabilities.from_dict(data)
 
 
 def highest_ir_read_by_all(engine: Engine, config: Config, host: HostInfo, targets: Sequence[Target],

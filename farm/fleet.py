@@ -68,7 +68,7 @@ def describe(fleet: Fleet) -> list[TargetRow]:
         rows.append(TargetRow(
             name=target.name, platform=target.platform, mode=placement.mode, reason=placement.reason,
             cpu_model=placement.cpu_model, image=tag,
-            built=bool(tag and (fleet.engine.image(tag) or images.same_content(fleet.engine, tag))),
+            built=bool(tag and images.find_image(fleet.engine, tag)),
         ))
     return rows
 

@@ -176,6 +176,11 @@ def ensure_image(
                       seconds=time.monotonic() - started)
 
 
+def find_image(engine: Engine, tag: str) -> ImageInfo | None:
+    """The image ``tag`` names, or one of the same content under another target's name."""
+    return engine.image(tag) or same_content(engine, tag)
+
+
 def same_content(engine: Engine, tag: str) -> ImageInfo | None:
     """An image of the same content under another target's name: what a build of ``tag`` would tag, not build."""
     content = tag.rsplit(":", 1)[1]

@@ -17,12 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from farm.errors import EnvironmentProblem
-from farm.job.cpu import STATUS_ENV
 
 SOURCE = Path(__file__).parent / "native" / "cpuid_mask.c"
 LIBRARY_NAME = "libfarmcpuid.so"
 MASK_ENV = "FARM_CPUID_MASK"
-__all__ = ["STATUS_ENV"]
 CPUID_FAULT = "cpuid_fault"
 
 # Linux's /proc/cpuinfo name -> (leaf, subleaf, register, bit) of the CPUID bit that announces it.

@@ -79,6 +79,11 @@ class MatrixOptions:
     # --label: what this run is (a commit, a release), kept in the report's run block for trends and gates.
     label: str | None = None
 
+    @property
+    def native_iterations(self) -> int:
+        """Timed runs per variant on native and masked targets."""
+        return NATIVE_ITERATIONS if self.iterations is None else self.iterations
+
 
 @dataclass(kw_only=True)
 class _Run:
@@ -221,7 +226,7 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
                  "cores": len(os.sched_getaffinity(0)), "engine": f"Docker {fleet.engine_info.version}",
                  "kernel": os.uname().release},
         "settings": {"threads": options.threads,
-                     "iterations": NATIVE_ITERATIONS if options.iterations is None else options.iterations,
+                     "iterations": options.native_iterations,
                      "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
                      "optimization_level": options.optimization_level, "samples": given.data.samples},
         "data_sha256": digest.hexdigest(),
@@ -514,8 +519,7 @@ def _spec(
     """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
     emulated = placement.mode == "emulated"
     # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
-    iterations = EMULATED_ITERATIONS if emulated else (
-        options.iterations if options.iterations is not None else NATIVE_ITERATIONS)
+    iterations = EMULATED_ITERATIONS if emulated else options.native_iterations
     x86_vnni: bool | None = None
     if target.arch == "x86_64":
         # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-from farm.gate.rules import RULES, Check, GateResult
+from farm.gate.rules import RULE_ORDER, Check, GateResult
 from farm.report import _format as fmt
 from farm.report.junit import count, document
 
@@ -33,8 +33,7 @@ def _groups(result: GateResult) -> dict[tuple[str, str], list[Check]]:
     groups: dict[tuple[str, str], list[Check]] = defaultdict(list)
     for check in result.checks:
         groups[(check.rule, check.target)].append(check)
-    order = {rule: index for index, rule in enumerate(RULES)}
-    return dict(sorted(groups.items(), key=lambda item: (item[0][1], order[item[0][0]])))
+    return dict(sorted(groups.items(), key=lambda item: (item[0][1], RULE_ORDER[item[0][0]])))
 
 
 def render_junit(result: GateResult) -> str:
@@ -67,7 +66,7 @@ def render_markdown(result: GateResult) -> str:
     lines = [f"## farm gate: {verdict}", "",
              f"`{_code(result.report)}`" + (f" against `{_code(result.baseline)}`" if result.baseline else "")
              + f", {_text(result.policy)}. {_counts(result)}.", ""]
-    shown = [c for c in result.checks if c.status != "passed"]
+    shown = result.shown
     if shown:
         lines += ["| | rule | target | variant | detail |", "|---|---|---|---|---|"]
         lines += [f"| {_MARK[c.status]} | {c.rule} | {_text(c.target)} | {_text(c.variant or '')} | "

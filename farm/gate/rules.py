@@ -33,6 +33,7 @@ RULES = (
     "metric-drop",
     "latency-regression",
 )
+RULE_ORDER = {rule: index for index, rule in enumerate(RULES)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +56,11 @@ class GateResult:
         return [c for c in self.checks if c.status == status]
 
     @property
+    def shown(self) -> list[Check]:
+        """The checks worth a line: every one that did not simply pass."""
+        return [c for c in self.checks if c.status != "passed"]
+
+    @property
     def passed(self) -> bool:
         return not self.having("failed")
 
@@ -67,8 +73,7 @@ def evaluate(report: Report, policy: Policy, *, baseline: Report | None = None, 
             checks += _minimums(report, target, policy)
     if baseline is not None:
         checks += _against_baseline(report, baseline, policy)
-    order = {rule: index for index, rule in enumerate(RULES)}
-    checks.sort(key=lambda c: (order[c.rule], c.target, c.variant or ""))
+    checks.sort(key=lambda c: (RULE_ORDER[c.rule], c.target, c.variant or ""))
     return GateResult(report=report_name, baseline=baseline_name, policy=policy.source, checks=tuple(checks))
 
 
@@ -159,13 +164,13 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
             if old.status == "ok":
                 # What the baseline checked and this run does not is a release that lost a target.
                 why = "is not in the report" if new is None else f"was skipped ({new.reason})"
-                yield Check(rule="new-failure", target=old.name, variant=None, status=_severity(policy.new_failure),
+                yield Check(rule="new-failure", target=old.name, variant=None, status=_SEVERITY[policy.new_failure],
                             message=f"{old.name}: new-failure: ran ok in the baseline, {why}")
             continue
         yield from _new_failures(new, old, policy.new_failure)
         if old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
             yield Check(rule="recommendation-change", target=old.name, variant=None,
-                        status=_severity(policy.recommendation_change),
+                        status=_SEVERITY[policy.recommendation_change],
                         message=f"{old.name}: recommendation-change: recommends {new.recommended} "
                                 f"(baseline {old.recommended})")
         if new.status != "ok" or old.status != "ok":
@@ -194,7 +199,7 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
 
 def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> Iterator[Check]:
     if old.status == "ok" and new.status == "failed":
-        yield Check(rule="new-failure", target=old.name, variant=None, status=_severity(severity),
+        yield Check(rule="new-failure", target=old.name, variant=None, status=_SEVERITY[severity],
                     message=f"{old.name}: new-failure: failed ({fmt.target_summary(new)}), ok in the baseline")
         return
     if new.status != "ok":
@@ -204,11 +209,11 @@ def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> I
         if o.status != "ok" or (n is not None and n.status == "ok"):
             continue
         if n is None:
-            yield Check(rule="new-failure", target=new.name, variant=o.name, status=_severity(severity),
+            yield Check(rule="new-failure", target=new.name, variant=o.name, status=_SEVERITY[severity],
                         message=f"{new.name} / {o.name}: new-failure: ran ok in the baseline, not in this run")
         else:
             why = "failed" if n.status == "failed" else "was skipped"
-            yield _check("new-failure", new, n, _severity(severity),
+            yield _check("new-failure", new, n, _SEVERITY[severity],
                          f"{why} ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline")
 
 
@@ -270,7 +275,3 @@ def _check(rule: str, target: TargetResult, variant: Variant, status: CheckStatu
 
 
 _SEVERITY: dict[Severity, CheckStatus] = {"fail": "failed", "warn": "warned", "allow": "passed"}
-
-
-def _severity(severity: Severity) -> CheckStatus:
-    return _SEVERITY[severity]

@@ -81,9 +81,9 @@ def tradeoff_section(report: Report) -> list[str]:
             continue
         parts.append(f'<figure class="plot">{scatter}</figure>')
         fp32 = target.variant("fp32")
-        bars = [Bar(label=v.name, value=plots.speedup(v, fp32), css_class=v.outcome,
-                    note="" if plots.speedup(v, fp32) is not None else CELL_TEXT[v.outcome])
-                for v in target.variants]
+        speedups = [(v, plots.speedup(v, fp32)) for v in target.variants]
+        bars = [Bar(label=v.name, value=x, css_class=v.outcome, note="" if x is not None else CELL_TEXT[v.outcome])
+                for v, x in speedups]
         top = max((b.value for b in bars if b.value is not None), default=1.0)
         parts.append(bar_chart(chart_id=f"speedup-{index}", title=f"{fmt.target_heading(target)}: speedup over fp32",
                                bars=bars, domain=(0.0, max(top, 1.0) * 1.05), value_text=lambda v: f"{v:.2f}x",

@@ -115,7 +115,7 @@ def trend_data(history: History, changes: GateResult | None) -> dict[str, Any]:
         "targets": targets,
         "changes": None if changes is None else [
             {"rule": c.rule, "target": c.target, "variant": c.variant, "status": c.status, "message": c.message}
-            for c in changes.checks if c.status != "passed"],
+            for c in changes.shown],
         "unreadable": [{"source": s, "why": w} for s, w in history.unreadable],
     }
 
@@ -130,13 +130,13 @@ def _cell(report: Report, target: str, variant: str) -> dict[str, Any]:
             "timing": v.timing}
 
 
-def render_trend_html(history: History, changes: GateResult | None) -> str:
+def render_trend_html(history: History, changes: GateResult | None, data: dict[str, Any] | None = None) -> str:
     latest = history.latest.report
     first, last = history.runs[0], history.latest
     title = f"farm nightly: {latest.model.path}"
     body = [f"<h1>{html.esc(title)}</h1>",
             f"<p>{len(history.runs)} run(s), {html.esc(first.name)} to {html.esc(last.name)}</p>"]
-    data = trend_data(history, changes)
+    data = data if data is not None else trend_data(history, changes)
     body += ["<h2>Changes since the previous run</h2>", _changes(changes)]
     body += ["<h2>Runs</h2>", _runs_table(history)]
     body += [f"<h2>Latest run: {html.esc(last.name)}</h2>", html.about(latest), html.matrix_table(latest),
@@ -175,7 +175,7 @@ def _tail(text: str, chars: int = 16) -> str:
 def _changes(changes: GateResult | None) -> str:
     if changes is None:
         return "<p>The first run: nothing to compare with yet.</p>"
-    shown = [c for c in changes.checks if c.status != "passed"]
+    shown = changes.shown
     if not shown:
         return (f"<p>No regression: {len(changes.checks)} checks of the default gate policy held against "
                 f"{html.esc(changes.baseline or '')}.</p>")
@@ -227,7 +227,7 @@ def render_trend_markdown(history: History, changes: GateResult | None) -> str:
     if changes is None:
         lines.append("The first run: nothing to compare with yet.")
     else:
-        shown = [c for c in changes.checks if c.status != "passed"]
+        shown = changes.shown
         lines += [f"- {c.status}: {fmt.markdown_text(c.message)}" for c in shown] or [
             "No regression since the run before."]
     return "\n".join(lines) + "\n"
@@ -236,8 +236,9 @@ def render_trend_markdown(history: History, changes: GateResult | None) -> str:
 def write_trend(history: History, out: Path, changes: GateResult | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("index.html", render_trend_html(history, changes)),
-                       ("trend.json", json.dumps(trend_data(history, changes), indent=1, ensure_ascii=False) + "\n"),
+    data = trend_data(history, changes)
+    for name, text in (("index.html", render_trend_html(history, changes, data)),
+                       ("trend.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n"),
                        ("summary.md", render_trend_markdown(history, changes))):
         path = out / name
         path.write_text(text, encoding="utf-8")
