@@ -14,6 +14,7 @@ from typing import Literal
 
 from farm.config import Config
 from farm.engine import Engine
+from farm.files import LOCKS_DIR
 from farm.owner import is_gone, this_process
 
 RUNS_DIR = "runs"
@@ -61,7 +62,7 @@ def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = 
         items += sorted(seen.values(), key=lambda i: i.name)
     if cache and config.cache_dir.is_dir():
         for entry in sorted(config.cache_dir.iterdir()):
-            if entry.name != RUNS_DIR:
+            if entry.name not in (RUNS_DIR, LOCKS_DIR):
                 items.append(Item(kind="cache", ref=str(entry), name=str(entry), size_bytes=_size(entry),
                                   why="farm's cache"))
     return Plan(items=tuple(items), kept=tuple(kept))

@@ -136,12 +136,16 @@ def matrix(
                                        "[env: FARM_KEEP]")] = False,
     label: Annotated[str | None, typer.Option(envvar="FARM_LABEL", help="what this run is (a commit, a release), "
                                               "kept in the report for trends and gates [env: FARM_LABEL]")] = None,
+    resume: Annotated[bool, typer.Option(envvar="FARM_RESUME", help="reuse each target's result from the report "
+                                         "already in --out when the model, data, image and settings are unchanged; "
+                                         "run the rest [env: FARM_RESUME]")] = False,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
+    from farm.errors import EnvironmentProblem
     from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
-    from farm.report import FORMATS
+    from farm.report import FORMATS, REPORT_FILE
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
@@ -153,13 +157,21 @@ def matrix(
         model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
         calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
         cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
-        outputs=output or [], metric=metric, label=label,
+        outputs=output or [], metric=metric, label=label, resume=resume,
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
     fleet_ = _open_fleet(targets_file)
-    with progress.reporter(quiet) as report:
-        result = run_matrix(fleet_, given, options, report)
+    partial = f"the partial report is {out / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
+    try:
+        with progress.reporter(quiet) as report:
+            result = run_matrix(fleet_, given, options, report)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; every container farm started was removed; {partial}") from None
+    except EnvironmentProblem as exc:  # e.g. the engine went away mid-run
+        raise EnvironmentProblem(f"{exc.message}; {partial}", fix=exc.fix) from None
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
     sys.stdout.write(text)
     raise typer.Exit(result.exit_code)

@@ -18,7 +18,8 @@ from onnx import defs
 
 from farm import images, runner
 from farm.config import Config, Target
-from farm.engine import Engine, Mount
+from farm.engine import Engine, ImageInfo, Mount
+from farm.files import exclusive, lock_path
 from farm.host import HostInfo, Placement
 from farm.inspect import NodeUse
 from farm.job.capabilities import SCHEMA as CAPABILITIES_SCHEMA
@@ -148,6 +149,13 @@ def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
     if tag is None or found is None:
         return f"its image is not built yet (farm build --target {target.name})"
     cache = config.cache_dir / "capabilities" / f"{tag.rsplit(':', 1)[1]}.json"
+    # Two farm runs ask one image's runtime once: the second waits and reads what the first wrote.
+    with exclusive(lock_path(config.cache_dir, "capabilities", tag), waiting=f"asking {tag} what it runs"):
+        return _cached_or_asked(engine, host, target, placement, tag, found, cache)
+
+
+def _cached_or_asked(engine: Engine, host: HostInfo, target: Target, placement: Placement, tag: str,
+                     found: ImageInfo, cache: Path) -> Capabilities | str:
     try:
         data = json.loads(cache.read_text())
         if data.get("schema") == CAPABILITIES_SCHEMA:

@@ -24,13 +24,19 @@ IMAGE_KINDS = ("cpu", "gpu")
 RUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
 BOOTSTRAP = "bootstrap"
 DEFAULT_BUDGET_S = 1800.0
+DEFAULT_MEMORY = "4g"
+# Docker's spelling of a memory limit: a number and a unit (b, k, m, g).
+_MEMORY_RE = re.compile(r"^(?P<number>[0-9]+)(?P<unit>[bkmg])$")
+_MEMORY_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+# The engine refuses a container limit below 6 MiB.
+_MIN_MEMORY = 6 * 2**20
 
 _TARGET_KEYS = (
     "platform", "image", "base", "runtime", "packages", "providers", "candidates", "cpu_features",
-    "cpu_excludes", "emulate_cpu", "gpus", "on_request", "budget_s",
+    "cpu_excludes", "emulate_cpu", "gpus", "on_request", "budget_s", "memory",
 )
 # Only keys that make sense for every target may be defaulted.
-_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s")
+_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s", "memory")
 _TOP_KEYS = ("defaults", "targets")
 _RUNTIME_RE = re.compile(r"^(?P<package>[A-Za-z0-9_.-]+)==(?P<version>[0-9][0-9A-Za-z.+-]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -66,6 +72,9 @@ class Target:
     # Wall-clock seconds one run of this target may take (a container's timeout); past it the target fails and
     # keeps the variants it finished.
     budget_s: float = DEFAULT_BUDGET_S
+    # The container's memory limit (no swap beyond it), as Docker spells it: "512m", "4g". Past it the kernel kills
+    # the job and the target fails as out of memory, as on a device with that much memory.
+    memory: str = DEFAULT_MEMORY
 
     @property
     def arch(self) -> str:
@@ -138,6 +147,7 @@ class Target:
             gpus=gpus,
             on_request=on_request,
             budget_s=float(budget),
+            memory=_memory(table, where),
         )
 
 
@@ -161,6 +171,15 @@ class Config:
         """The named targets in the order given, or every target when none is named."""
         chosen = list(dict.fromkeys(names))
         return tuple(self.target(n) for n in chosen) if chosen else self.targets
+
+
+def _memory(table: Mapping[str, Any], where: str) -> str:
+    value = table.get("memory", DEFAULT_MEMORY)
+    found = _MEMORY_RE.match(value.strip().lower()) if isinstance(value, str) else None
+    if found is None or int(found["number"]) * _MEMORY_UNITS[found["unit"]] < _MIN_MEMORY:
+        raise ConfigError(f"{where}: memory must be at least 6m, written as a number and a unit (b, k, m, g), "
+                          f"not {value!r}", fix='e.g. memory = "2g"')
+    return f"{found['number']}{found['unit']}"
 
 
 def _flags(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:

@@ -380,9 +380,6 @@ class Engine:
     def remove_container(self, container: str) -> None:
         _remove(self.client.api, container)
 
-    def run_containers(self) -> list[str]:
-        return [c.id for c in self.farm_containers()]
-
 
 class _LogReader(threading.Thread):
     """Streams a container's output line by line to a sink, and keeps the tail for failure reports."""

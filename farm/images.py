@@ -24,7 +24,7 @@ from farm import bootstrap, sitepackages
 from farm.config import BOOTSTRAP, Config, Target
 from farm.engine import Engine, ImageInfo, RunSpec
 from farm.errors import BuildFailed
-from farm.files import LineSink
+from farm.files import LineSink, exclusive, lock_path
 from farm.host import qemu_cpu
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
 
@@ -100,17 +100,24 @@ def current_tag(config: Config, target: Target) -> str | None:
     return image_tag(target, wheelhouse) if wheelhouse else None
 
 
-def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
+def ensure_base(engine: Engine, cache_dir: Path, target: Target, on_line: LineSink,
+                on_wait: LineSink | None = None) -> str:
     """The base image for the target's platform, bootstrapped from Debian or pulled from a registry."""
     ref = base_ref(target)
-    existing = engine.image(ref)
+    if engine.image(ref) is not None:
+        return ref
+    with exclusive(lock_path(cache_dir, "base", ref), on_wait=on_wait or on_line,
+                   waiting=f"making the base image {ref}"):
+        if engine.image(ref) is None:  # another farm run may have made it while this one waited
+            _make_base(engine, target, ref, on_line)
+    return ref
+
+
+def _make_base(engine: Engine, target: Target, ref: str, on_line: LineSink) -> None:
     if target.base != BOOTSTRAP:
-        if existing is None:
-            on_line(f"pulling {ref} for {target.platform}")
-            engine.pull(ref, target.platform)
-        return ref
-    if existing is not None:
-        return ref
+        on_line(f"pulling {ref} for {target.platform}")
+        engine.pull(ref, target.platform)
+        return
     with tempfile.TemporaryDirectory(prefix="farm-base-") as scratch:
         rootfs = Path(scratch) / "rootfs.tar"
         archive = Path(scratch) / "image.tar"
@@ -124,7 +131,6 @@ def ensure_base(engine: Engine, target: Target, on_line: LineSink) -> str:
             f"the bootstrapped base {ref} did not load as {bootstrap.DOCKER_ARCH[target.arch]}",
             fix="remove it with `docker rmi` and run `farm build` again",
         )
-    return ref
 
 
 def ensure_image(
@@ -135,9 +141,18 @@ def ensure_image(
     on_stage("wheels")
     wheelhouse = ensure_wheelhouse(
         config.cache_dir, target.platform, wheel_requirements(target), on_line=on_line,
-        source=f"{config.source}: [targets.{target.name}]",
+        source=f"{config.source}: [targets.{target.name}]", on_wait=on_stage,
     )
     tag = image_tag(target, wheelhouse)
+    with exclusive(lock_path(config.cache_dir, "image", tag), on_wait=on_stage, waiting=f"building {tag}"):
+        return _reuse_or_build(engine, config, target, wheelhouse, tag, started, on_line=on_line,
+                               on_stage=on_stage)
+
+
+def _reuse_or_build(
+    engine: Engine, config: Config, target: Target, wheelhouse: Wheelhouse, tag: str, started: float, *,
+    on_line: LineSink, on_stage: LineSink,
+) -> BuiltImage:
     existing = engine.image(tag)
     if existing is None:
         existing = same_content(engine, tag)
@@ -149,9 +164,9 @@ def ensure_image(
         return BuiltImage(target=target.name, tag=tag, size_bytes=existing.size_bytes, built_now=False,
                           seconds=time.monotonic() - started)
     on_stage("base")
-    base = ensure_base(engine, target, on_line)
+    base = ensure_base(engine, config.cache_dir, target, on_line, on_wait=on_stage)
     on_stage("site-packages")
-    site = sitepackages.ensure_site_packages(config.cache_dir, wheelhouse, on_line)
+    site = sitepackages.ensure_site_packages(config.cache_dir, wheelhouse, on_line, on_wait=on_stage)
     on_stage("build")
     with tempfile.TemporaryDirectory(prefix="farm-context-") as scratch:
         context = Path(scratch) / "context.tar"

@@ -48,6 +48,8 @@ _DTYPE_NAMES: dict[int, str] = {
     TensorProto.COMPLEX128: "complex128",
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+# protobuf's default recursion limit: a model, its graph, a node, an attribute, a subgraph, ... count one each.
+_PROTOBUF_DEPTH = 100
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,10 +96,6 @@ class ModelInfo:
     # Conv, MatMul, Gemm, LSTM, ... (farm.job.graph.QUANTIZABLE_OPS), counted inside If/Loop/Scan bodies too.
     quantizable_nodes: int = 0
     quantizable_in_subgraphs: int = 0
-
-    @property
-    def uses_external_data(self) -> bool:
-        return bool(self.external_data)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -172,10 +170,10 @@ def node_uses(path: str | os.PathLike[str]) -> list[NodeUse]:
     types: dict[str, str] = {}
     for graph, _ in all_graphs(inferred.graph):
         for value in (*graph.input, *graph.value_info, *graph.output):
-            if value.type.WhichOneof("value") == "tensor_type" and value.type.tensor_type.elem_type:
-                types[value.name] = _ort_type(value.type.tensor_type.elem_type)
+            if value.type.WhichOneof("value") == "tensor_type":
+                _note_type(types, value.name, value.type.tensor_type.elem_type)
         for tensor in graph.initializer:
-            types[tensor.name] = _ort_type(tensor.data_type)
+            _note_type(types, tensor.name, tensor.data_type)
     uses = []
     for graph, depth in all_graphs(model.graph):
         for node in graph.node:
@@ -185,9 +183,19 @@ def node_uses(path: str | os.PathLike[str]) -> list[NodeUse]:
     return uses
 
 
-def _ort_type(elem_type: int) -> str:
-    """onnxruntime's name of a tensor type: "tensor(float)" for FLOAT, "tensor(int64)" for INT64."""
-    return f"tensor({TensorProto.DataType.Name(elem_type).lower()})"
+def _note_type(types: dict[str, str], name: str, elem_type: int) -> None:
+    # A number ONNX gives no type (a corrupt or hand-edited model) leaves the kernel check without a type.
+    known = _elem_type_name(elem_type)
+    if known is not None and elem_type != TensorProto.UNDEFINED:
+        types[name] = f"tensor({known})"
+
+
+def _elem_type_name(elem_type: int) -> str | None:
+    """ONNX's name of an element type in lower case ("float", "int64"), or None for a number it does not define."""
+    try:
+        return str(TensorProto.DataType.Name(elem_type)).lower()
+    except ValueError:
+        return None
 
 
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
@@ -200,6 +208,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     model = _parse(model_path)
     external = _check_external_data(model, model_path)
     _check(model_path, model)
+    _check_element_types(model_path, model)
     graph = model.graph
     nodes = count_nodes(model)
     initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
@@ -226,6 +235,12 @@ def _parse(path: Path) -> ModelProto:
     except OSError as exc:
         raise ModelError(f"{name} cannot be read ({one_line(exc)})", fix="check the file's permissions") from exc
     except Exception as exc:  # protobuf's DecodeError and onnx's own parse errors share no narrower base
+        if _too_deep(exc):
+            raise ModelError(
+                f"{name} nests its subgraphs deeper than protobuf reads ({_PROTOBUF_DEPTH} levels of messages; "
+                "about 30 If/Loop/Scan bodies inside one another)",
+                fix="export the model with less deeply nested control flow (unroll or inline the inner If/Loop)",
+            ) from exc
         if _looks_like_onnx(path):
             raise ModelError(
                 f"{name} is truncated or corrupt (protobuf parse failed: {one_line(exc)})",
@@ -256,6 +271,13 @@ def _parse(path: Path) -> ModelProto:
     return model
 
 
+def _too_deep(exc: Exception) -> bool:
+    """protobuf stops parsing at its recursion limit with a DecodeError of its own words, which are not
+    "truncated": upb says "Exceeded upb_DecodeOptions_MaxDepth", the C++ runtime "nesting too deep"."""
+    text = str(exc)
+    return "MaxDepth" in text or "too deep" in text.lower()
+
+
 def _looks_like_onnx(path: Path) -> bool:
     """A serialized ModelProto starts with field 1 (ir_version, varint) or, rarely, another known field."""
     with path.open("rb") as stream:
@@ -281,12 +303,28 @@ def _check(path: Path, model: ModelProto) -> None:
         ) from exc
 
 
+def _check_element_types(path: Path, model: ModelProto) -> None:
+    """The checker lets a graph input, output or initializer declare an element type ONNX does not define (999);
+    every runtime refuses such a model, and farm could not name its type anywhere."""
+    graph = model.graph
+    declared = [(f"{kind} '{v.name}'", v.type.tensor_type.elem_type)
+                for kind, values in (("input", graph.input), ("output", graph.output)) for v in values
+                if v.type.WhichOneof("value") == "tensor_type"]
+    declared += [(f"initializer '{t.name}'", t.data_type) for g, _ in all_graphs(graph) for t in g.initializer]
+    for what, elem_type in declared:
+        if _elem_type_name(elem_type) is None:
+            raise ModelError(
+                f"{path.name} declares {what} with element type {elem_type}, which ONNX does not define",
+                fix="re-export the model; ONNX's element types are TensorProto.DataType (FLOAT = 1, INT64 = 7, ...)",
+            )
+
+
 def external_locations(model: ModelProto) -> tuple[str, ...]:
     """The files, relative to the model's folder, that hold its external tensors."""
     return tuple(sorted(_external_extents(model)))
 
 
-def _external_extents(model: ModelProto) -> dict[str, int]:
+def _external_extents(model: ModelProto, name: str = "the model") -> dict[str, int]:
     """Each external data file and the byte offset its last tensor ends at."""
     extents: dict[str, int] = {}
     for tensor in _all_tensors(model):
@@ -294,34 +332,69 @@ def _external_extents(model: ModelProto) -> dict[str, int]:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        end = int(info.get("offset", "0") or 0) + int(info.get("length", "0") or 0)
+        end = _byte_count(info, "offset", tensor, name) + _byte_count(info, "length", tensor, name)
         extents[location] = max(extents.get(location, 0), end)
     return extents
 
 
+def _byte_count(info: Mapping[str, str], key: str, tensor: TensorProto, name: str) -> int:
+    """An external tensor's offset or length: decimal digits, as onnx writes them (absent means 0)."""
+    text = info.get(key, "")
+    if not text:
+        return 0
+    # isdecimal() alone would pass other scripts' digits, which the runtimes' loaders do not read.
+    if not (text.isascii() and text.isdecimal()):
+        raise ModelError(
+            f"{name} gives external tensor '{tensor.name}' the {key} {_quoted(text)}, which is not a byte count",
+            fix="save the model again with onnx.save(..., save_as_external_data=True)",
+        )
+    return int(text)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """``text`` in quotes for a one-line message: control characters escaped, cut at ``limit`` characters."""
+    shown = text if len(text) <= limit else text[: limit - 3] + "..."
+    return "'" + shown.encode("unicode_escape").decode("ascii") + "'"
+
+
 def _check_external_data(model: ModelProto, path: Path) -> tuple[str, ...]:
     base = path.parent
-    locations = _external_extents(model)
+    locations = _external_extents(model, path.name)
     for location, end in sorted(locations.items()):
-        target = (base / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(base.resolve()):
+        # A NUL byte cannot be in a file name (os calls refuse it with ValueError), so it names no file beside it.
+        if not location or "\x00" in location or os.path.isabs(location) or not _beside(base, location):
             raise ModelError(
-                f"{path.name} names external data '{location}', which is not a file beside it",
+                f"{path.name} names external data {_quoted(location)}, which is not a file beside it",
                 fix="save the model with onnx.save(..., save_as_external_data=True) and a relative location",
             )
-        if not target.is_file() or not os.access(target, os.R_OK):
+        target = base / location
+        try:
+            readable = target.is_file() and os.access(target, os.R_OK)
+            size = target.stat().st_size if readable else 0
+        except OSError as exc:  # a name too long for the file system, a loop of links
             raise ModelError(
-                f"{path.name} stores weights in external data '{location}', which is missing or unreadable "
+                f"{path.name} stores weights in external data {_quoted(location)}, which cannot be read "
+                f"({exc.strerror or one_line(exc)})",
+                fix="save the model with onnx.save(..., save_as_external_data=True) and a short relative location",
+            ) from exc
+        if not readable:
+            raise ModelError(
+                f"{path.name} stores weights in external data {_quoted(location)}, which is missing or unreadable "
                 f"in {base}",
-                fix=f"put {location} next to {path.name}",
+                fix=f"put {_quoted(location)} next to {path.name}",
             )
-        if target.stat().st_size < end:
+        if size < end:
             raise ModelError(
-                f"{path.name} expects external data '{location}' to hold at least {end} bytes but it has "
-                f"{target.stat().st_size}",
-                fix=f"copy {location} again from where the model was exported",
+                f"{path.name} expects external data {_quoted(location)} to hold at least {end} bytes but it has "
+                f"{size}",
+                fix=f"copy {_quoted(location)} again from where the model was exported",
             )
     return tuple(sorted(locations))
+
+
+def _beside(base: Path, location: str) -> bool:
+    """Whether ``location`` stays inside ``base`` once links and ``..`` are resolved."""
+    return (base / location).resolve().is_relative_to(base.resolve())
 
 
 def _all_tensors(model: ModelProto) -> Iterator[TensorProto]:
@@ -355,7 +428,7 @@ def _tensor_info(name: str, value_type: TypeProto) -> TensorInfo:
         # Sequences, maps and optionals: named for the report; data preparation refuses them.
         return TensorInfo(name=name, dtype=str(kind or "unknown").removesuffix("_type"), shape=None)
     tensor = value_type.tensor_type
-    dtype = _DTYPE_NAMES.get(tensor.elem_type) or TensorProto.DataType.Name(tensor.elem_type).lower()
+    dtype = _DTYPE_NAMES.get(tensor.elem_type) or _elem_type_name(tensor.elem_type) or f"type {tensor.elem_type}"
     if not tensor.HasField("shape"):
         return TensorInfo(name=name, dtype=dtype, shape=None)
     shape: list[Dim] = []

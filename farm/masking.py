@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from farm.errors import EnvironmentProblem
+from farm.files import exclusive, lock_path
 
 SOURCE = Path(__file__).parent / "native" / "cpuid_mask.c"
 LIBRARY_NAME = "libfarmcpuid.so"
@@ -135,6 +136,13 @@ def ensure_library(cache_dir: Path) -> Path:
     library = cache_dir / "cpuid" / key / LIBRARY_NAME
     if library.is_file():
         return library
+    with exclusive(lock_path(cache_dir, "cpuid", key), waiting="compiling the CPUID preload library"):
+        if not library.is_file():  # another farm run may have compiled it while this one waited
+            _compile(cc, library)
+    return library
+
+
+def _compile(cc: str, library: Path) -> None:
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=library.parent) as scratch:
         built = Path(scratch) / LIBRARY_NAME
@@ -146,4 +154,3 @@ def ensure_library(cache_dir: Path) -> Path:
                 fix="check that gcc and libc6-dev are installed (`farm doctor --fix`)")
         built.chmod(0o755)
         os.replace(built, library)
-    return library

@@ -25,16 +25,18 @@ from farm import clean, compat, crosscheck, masking, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.engine import Mount, RunResult
-from farm.errors import BuildFailed, EnvironmentProblem, FarmError, TargetFailed
+from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
+from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement, read_cpu_model
 from farm.inspect import ModelInfo, NodeUse, inspect_model, node_uses
-from farm.job.result import write_json_atomic
+from farm.job.result import write_text_atomic
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Reporter, Step
 from farm.report import REPORT_FILE, Report, render
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
+from farm.resume import Earlier, read_earlier, resume_key
 from farm.rewrite import rewrite_model
 from farm.usermetric import MetricFile, check_metric, check_outputs
 
@@ -43,6 +45,8 @@ OUT = "/farm/out"
 METRIC_DIR = "metric"
 MODEL_DIR = "model"
 MODEL_FILE = "model.onnx"
+# Which job a container runs (prepare or evaluate), beside farm.target: `docker ps` and tests tell them apart.
+STAGE_LABEL = "farm.stage"
 # Timed runs are split into this many rounds, alternating between variants; a speed claim must hold in every one
 # (with 5, identical graphs were called faster in 1 of 100 runs in scripts/bench-noise; with 10, in none).
 TIMING_ROUNDS = 10
@@ -73,11 +77,12 @@ class MatrixOptions:
     metric: str | None = None
     # Seconds per container; None: each target's budget_s from targets.toml.
     timeout_s: float | None = None
-    memory: str = "4g"
     keep_containers: bool = False
     out_dir: Path = Path("farm-report")
     # --label: what this run is (a commit, a release), kept in the report's run block for trends and gates.
     label: str | None = None
+    # --resume: reuse each target's result from the report already in out_dir when nothing it depends on changed.
+    resume: bool = False
 
     @property
     def native_iterations(self) -> int:
@@ -102,6 +107,10 @@ class _Run:
     nodes: list[NodeUse] | None = None
     # Each target's folder of int8 artifacts in the input directory (one per toolchain).
     artifacts: dict[str, str] = field(default_factory=dict)
+    # What --resume may reuse: the report that was in out_dir when this run started.
+    earlier: Earlier = field(default_factory=Earlier)
+    # Notes for the user that are not findings about the model (what --resume reused).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -130,6 +139,8 @@ def load_inputs(options: MatrixOptions) -> MatrixInputs:
 class MatrixResult:
     report: dict[str, Any]
     exit_code: int
+    # What the user should know about the run itself (e.g. what --resume reused), for stderr.
+    notes: tuple[str, ...] = ()
 
 
 def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> MatrixResult:
@@ -141,6 +152,10 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     clean.mark_run_folder(work)
     run = _Run(work=work, report=_report_head(given, options, fleet), given=given,
                expected_outputs=given.data.expected_outputs)
+    if options.resume:
+        run.earlier = read_earlier(options.out_dir / REPORT_FILE)
+        if run.earlier.note:
+            run.notes.append(run.earlier.note)
     try:
         _stage_inputs(inputs, given, fleet, run)
         runnable = []
@@ -157,20 +172,83 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         _write(run, options)
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
-        _prepare(fleet, ready, tags, inputs, run, options, reporter)
+        keys = {t.name: _resume_key(fleet, t, tags[t.name], run, options) for t in ready}
+        reused = {t.name for t in ready if _reuse(run, t.name, keys[t.name], options.out_dir, reporter)}
+        _prepare(fleet, [t for t in ready if t.name not in reused], tags, inputs, run, options, reporter)
         # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
         # and the first of them is the reference the other targets' fp32 outputs are compared with.
         ordered = sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native")
         for target in ordered:
-            _evaluate(fleet, target, tags[target.name], inputs, run, options, reporter)
-            _write(run, options)
+            if target.name not in reused:
+                _evaluate(fleet, target, tags[target.name], inputs, run, options, reporter, key=keys[target.name])
+                _write(run, options)
         _compare_targets(run, [t.name for t in ordered])
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM or a lost engine: report.json keeps every result that arrived and says it is partial.
+        run.report["incomplete"] = _why_stopped(exc)
+        raise
     finally:
         # Also on Ctrl-C or a lost engine: report.json then holds every result that arrived.
         _write(run, options)
         if not options.keep_containers:
             shutil.rmtree(work, ignore_errors=True)
-    return MatrixResult(report=run.report, exit_code=_exit_code(run.failure_codes.values()))
+    if options.resume:
+        ran = (t.name for t in ordered if t.name not in reused)
+        run.notes.append(f"--resume reused {_names(reused)}; ran {_names(ran)}")
+    return MatrixResult(report=run.report, exit_code=_exit_code(run.failure_codes.values()), notes=tuple(run.notes))
+
+
+def _names(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(listed) if listed else "no target"
+
+
+def _why_stopped(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM) before every target finished"
+    if isinstance(exc, FarmError):
+        return exc.message
+    return f"farm failed ({type(exc).__name__}) before every target finished"
+
+
+def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: MatrixOptions) -> str:
+    """What the target's result depends on (farm/resume.py): a later --resume reuses it while this is unchanged."""
+    spec = _spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
+                 inputs=run.work / "in", host_flags=fleet.host.cpu_flags, metric=run.given.metric)
+    model = run.given.model
+    # Which folder the int8 artifacts sit in depends on which other targets run; what is in them does not.
+    spec.pop("artifacts")
+    return resume_key({
+        "farm": farm.__version__,
+        "model": run.given.info.sha256,
+        "external_data": {name: file_sha256(model.parent / name) for name in run.given.info.external_data},
+        "data": run.report["run"]["data_sha256"],
+        "metric": None if run.given.metric is None else file_sha256(run.given.metric.path),
+        "image": tag,
+        "spec": spec,
+        "limits": {"budget_s": _budget(target, options), "memory": target.memory},
+    })
+
+
+def _reuse(run: _Run, name: str, key: str, out_dir: Path, reporter: Reporter) -> bool:
+    """Take the target's result from the earlier report when its key matches; say so on the progress display."""
+    earlier = run.earlier.reusable(name, key)
+    if earlier is None:
+        return False
+    entry = dict(earlier)
+    entry["resumed_from"] = earlier.get("resumed_from") or run.earlier.created
+    run.targets[name] = entry
+    if entry["status"] == "failed":
+        run.failure_codes[name] = TargetFailed.exit_code
+    # The prepare stage of its toolchain may not run this time; its findings came with the earlier report.
+    run.report["warnings"].extend(run.earlier.warnings)
+    kept = out_dir / "outputs" / f"{name}.fp32.npz"
+    outputs = crosscheck.load_outputs(kept) if kept.is_file() else None
+    if outputs is not None:
+        run.fp32_outputs[name] = outputs
+    with reporter.step(f"{name} (resumed)") as step:
+        step.stage(f"{entry['status']}, reused from the report of {entry['resumed_from']}")
+    return True
 
 
 def _exit_code(failure_codes: Iterable[int]) -> int:
@@ -206,6 +284,7 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
                       "outputs": list(options.outputs) or None,
                       "metric": None if given.metric is None else given.metric.label},
         "run": _run_block(given, options, fleet),
+        "incomplete": None,
         "warnings": warnings,
         "targets": [],
     }
@@ -262,7 +341,8 @@ def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
         "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
         "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
-        "image": None, "cpu_seen": None, "load_failure": None, "export_check": None,
+        "image": None, "cpu_seen": None, "load_failure": None, "export_check": None, "resume_key": None,
+        "resumed_from": None,
     }
 
 
@@ -356,7 +436,8 @@ def _native_helper(
 
 
 def _evaluate(
-    fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter
+    fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter, *,
+    key: str,
 ) -> None:
     placement = fleet.placements[target.name]
     spec = _spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
@@ -373,6 +454,9 @@ def _evaluate(
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result, _budget(target, options))
+    if result is not None and not result.engine_error:
+        # Its job ended on its own (well or not), so running it again would give the same: --resume may reuse it.
+        run.targets[target.name]["resume_key"] = key
     _explain_load_failure(fleet, target, run)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
 
@@ -418,8 +502,9 @@ def _run_job(
             return RunResult.engine_failure(f"could not be masked: {exc}")
     return fleet.engine.run(
         runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
-                        mounts=_mounts(inputs, out), timeout_s=_budget(target, options), memory=options.memory,
-                        keep=options.keep_containers, mask_library=library),
+                        mounts=_mounts(inputs, out), timeout_s=_budget(target, options), memory=target.memory,
+                        keep=options.keep_containers, mask_library=library,
+                        labels={STAGE_LABEL: str(spec["stage"])}),
         on_line=on_line,
     )
 
@@ -438,7 +523,7 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
             entry[key] = written[key]
     if result is None:
         entry["status"] = "failed"
-        entry["reason"] = "farm was stopped while this target ran; its variants are those it finished"
+        entry["reason"] = "farm stopped while this target ran; its variants are those it finished"
         run.failure_codes[name] = TargetFailed.exit_code
         return
     entry["exit_code"] = result.exit_code
@@ -594,7 +679,8 @@ def _write(run: _Run, options: MatrixOptions) -> None:
     for entry in run.targets.values():
         entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
     run.report["targets"] = list(run.targets.values())
-    write_json_atomic(options.out_dir / REPORT_FILE, run.report)
+    # The one serializer of report.json (Report.to_json), the same that writes the finished report.
+    write_text_atomic(options.out_dir / REPORT_FILE, render(Report.from_dict(run.report), "json"))
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
@@ -609,7 +695,12 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, kind in ((REPORT_FILE, "json"), ("report.md", "markdown"), ("report.html", "html"),
                        ("junit.xml", "junit")):
-        (out_dir / name).write_text(render(parsed, kind))
+        write_text_atomic(out_dir / name, render(parsed, kind))
     if json_file is not None:
-        json_file.write_text(render(parsed, "json"))
+        try:
+            write_text_atomic(json_file, render(parsed, "json"))
+        except OSError as exc:
+            raise BadInput(f"--json {json_file}: writing it failed because {exc.strerror or exc}",
+                           fix=f"pass a path in a writable folder (the report is also in {out_dir / REPORT_FILE})"
+                           ) from None
     return render(parsed, fmt)

@@ -20,7 +20,7 @@ import onnx
 import onnxoptimizer
 
 from farm.errors import ModelError, one_line
-from farm.files import file_sha256
+from farm.files import exclusive, file_sha256, lock_path
 from farm.inspect import external_locations
 
 # Bump when the way a model is rewritten changes, so cached results are made again.
@@ -69,18 +69,21 @@ def rewrite_model(
             meta = _rewrite_into(source, entry, chosen)
             return _deliver(entry, meta, target, cached=False)
     entry = Path(cache_dir) / _cache_key(source, chosen)
-    if (entry / _META).is_file():
-        return _deliver(entry, json.loads((entry / _META).read_text()), target, cached=True)
+    if not (entry / _META).is_file():
+        # A second farm run on the same model waits for the first one's rewrite rather than doing it again.
+        with exclusive(lock_path(entry.parent, "rewrite", entry.name), waiting="rewriting this model"):
+            if not (entry / _META).is_file():
+                return _rewrite_cached(source, entry, chosen, target)
+    return _deliver(entry, json.loads((entry / _META).read_text()), target, cached=True)
+
+
+def _rewrite_cached(source: Path, entry: Path, chosen: tuple[str, ...], target: Path) -> RewriteResult:
     entry.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling and rename, so an interrupted run never leaves a half-written cache entry.
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         meta = _rewrite_into(source, staging, chosen)
-        try:
-            staging.rename(entry)
-        except OSError:
-            # Another farm run made the same entry meanwhile; theirs is as good as ours.
-            shutil.rmtree(staging, ignore_errors=True)
+        staging.rename(entry)
         return _deliver(entry, meta, target, cached=False)
     finally:
         if staging.exists():

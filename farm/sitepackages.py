@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from farm.errors import BuildFailed
-from farm.files import LineSink
+from farm.files import LineSink, exclusive, lock_path
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse
 
 # Where the image keeps them; bytecode records this path for tracebacks.
@@ -42,11 +42,20 @@ class _TestSuites:
 _LEFT_OUT = ("pip-",)
 
 
-def ensure_site_packages(cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineSink) -> Path:
+def ensure_site_packages(cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineSink,
+                         on_wait: LineSink | None = None) -> Path:
     """The folder to copy into the image as its site-packages, made once per wheel set."""
     folder = cache_dir / "site-packages" / f"{wheelhouse.platform.replace('/', '-')}-{wheelhouse.digest[:16]}-{RECIPE}"
     if (folder / DONE).is_file():
         return folder
+    with exclusive(lock_path(cache_dir, "site-packages", folder.name), on_wait=on_wait or on_line,
+                   waiting=f"unpacking the wheels for {wheelhouse.platform}"):
+        if not (folder / DONE).is_file():  # another farm run may have made it while this one waited
+            _unpack_all(wheelhouse, folder, on_line)
+    return folder
+
+
+def _unpack_all(wheelhouse: Wheelhouse, folder: Path, on_line: LineSink) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Made beside and renamed, so an interrupted run never leaves a half-made folder that looks complete.
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -64,14 +73,12 @@ def ensure_site_packages(cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineS
             on_line(f"not byte-compiled: this Python is {sys.version_info.major}.{sys.version_info.minor}, the "
                     f"image's is {PYTHON_VERSION}, so imports in the image compile from source each run")
         (staging / DONE).write_text("")
-        try:
-            staging.rename(folder)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another farm run made the same folder meanwhile
+        if folder.exists():  # left incomplete by hand (its DONE mark removed): made again
+            shutil.rmtree(folder)
+        staging.rename(folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def unpack_wheel(wheel: Path, site: Path) -> None:

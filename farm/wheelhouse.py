@@ -21,7 +21,7 @@ from pathlib import Path
 
 from farm.config import PLATFORM_ARCH
 from farm.errors import BuildFailed, ConfigError
-from farm.files import LineSink, file_sha256
+from farm.files import LineSink, exclusive, file_sha256, lock_path
 
 PYTHON_VERSION = "3.11"
 # bookworm has glibc 2.36, so every manylinux tag up to 2_36 installs there.
@@ -47,17 +47,6 @@ class Wheelhouse:
         text = "\n".join(f"{w.file} {w.sha256}" for w in sorted(self.wheels, key=lambda w: w.file))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    @property
-    def size_bytes(self) -> int:
-        return sum((self.directory / w.file).stat().st_size for w in self.wheels)
-
-    def version_of(self, package: str) -> str | None:
-        prefix = package.replace("-", "_").lower() + "-"
-        for wheel in self.wheels:
-            if wheel.file.lower().startswith(prefix):
-                return wheel.file.split("-")[1]
-        return None
-
 
 def wheelhouse_dir(cache_dir: Path, platform: str, requirements: Sequence[str]) -> Path:
     key = json.dumps([platform, PYTHON_VERSION, sorted(requirements)])
@@ -80,12 +69,25 @@ def cached_wheelhouse(cache_dir: Path, platform: str, requirements: Sequence[str
 
 
 def ensure_wheelhouse(
-    cache_dir: Path, platform: str, requirements: Sequence[str], *, on_line: LineSink, source: str
+    cache_dir: Path, platform: str, requirements: Sequence[str], *, on_line: LineSink, source: str,
+    on_wait: LineSink | None = None,
 ) -> Wheelhouse:
-    """The cached wheelhouse, or a new one downloaded now. ``source`` names the config for error messages."""
+    """The cached wheelhouse, or a new one downloaded now. ``source`` names the config for error messages;
+    ``on_wait`` hears when another farm process is downloading the same wheels and this one waits for it."""
     cached = cached_wheelhouse(cache_dir, platform, requirements)
     if cached is not None:
         return cached
+    directory = wheelhouse_dir(cache_dir, platform, requirements)
+    with exclusive(lock_path(cache_dir, "wheelhouse", directory.name), on_wait=on_wait or on_line,
+                   waiting=f"downloading the wheels for {platform}"):
+        # Another farm run may have downloaded it while this one waited.
+        return cached_wheelhouse(cache_dir, platform, requirements) or _download_into(
+            cache_dir, platform, requirements, on_line=on_line, source=source)
+
+
+def _download_into(
+    cache_dir: Path, platform: str, requirements: Sequence[str], *, on_line: LineSink, source: str
+) -> Wheelhouse:
     directory = wheelhouse_dir(cache_dir, platform, requirements)
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=".download-") as scratch:

@@ -30,7 +30,7 @@ def engine() -> Iterator[Engine]:
     except FarmError as exc:
         missing(str(exc))
     yield connected
-    leftovers = [describe(connected, c) for c in connected.run_containers()]
+    leftovers = [describe(connected, c) for c in (c.id for c in connected.farm_containers())]
     assert not leftovers, "containers left behind by the tests: " + "; ".join(leftovers)
 
 
@@ -50,5 +50,5 @@ def describe(engine: Engine, container: str) -> str:
 def new_containers(engine: Engine) -> Callable[[], list[str]]:
     """The farm containers that exist now and did not when the test began: a test checks its own leaks, so one
     leak elsewhere fails once (at the session's end, described) rather than in every later test."""
-    before = set(engine.run_containers())
-    return lambda: [describe(engine, c) for c in engine.run_containers() if c not in before]
+    before = {c.id for c in engine.farm_containers()}
+    return lambda: [describe(engine, c) for c in (i.id for i in engine.farm_containers()) if c not in before]

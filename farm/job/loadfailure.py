@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 LoadFailure = Literal["ir-version", "opset", "missing-kernel", "external-data", "invalid-model", "other"]
-CLASSES: tuple[LoadFailure, ...] = ("ir-version", "opset", "missing-kernel", "external-data", "invalid-model", "other")
 
 # The first class whose words appear in the error, in this order: a message may mention more than one.
 _WORDS: tuple[tuple[LoadFailure, tuple[str, ...]], ...] = (

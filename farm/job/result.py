@@ -109,6 +109,12 @@ class TargetResult:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON, written atomically (see write_text_atomic)."""
+    # allow_nan=False: NaN is not JSON, and a reader should fail here rather than far away.
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file beside ``path`` and rename it, so a crash leaves the previous file whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -116,9 +122,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         # mkstemp makes the file 0600; the controller may read it as another user (rootless or remapped engines).
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # allow_nan=False: NaN is not JSON, and a reader should fail here rather than far away.
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

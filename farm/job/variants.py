@@ -55,7 +55,3 @@ SATURATION_SAFE = ("u8u8-qdq", "u8s8-qdq-rr")
 
 def saturation_safe(name: str) -> bool:
     return name in SATURATION_SAFE or name.endswith(MITIGATION_SUFFIX)
-
-
-def is_int8(name: str) -> bool:
-    return name not in BASELINES

@@ -95,12 +95,6 @@ def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
     return text + timing_mark(variant) if mark_emulated else text
 
 
-def counted_outputs(report: Report) -> int:
-    """How many outputs make the verdict, as the variants' figures say (1 for most models)."""
-    return max((sum(o.counted for o in v.accuracy.outputs) for t in report.targets for v in t.variants
-                if v.accuracy is not None), default=1)
-
-
 def output_names(target: TargetResult) -> list[str]:
     """The outputs the target's variants report figures for, in the model's order."""
     names: dict[str, None] = {}
@@ -190,9 +184,19 @@ def size(size_bytes: int | None) -> str:
 
 
 def target_heading(target: TargetResult) -> str:
-    """``x86-avx2 (emulated, Haswell, linux/amd64)``."""
+    """``x86-avx2 (emulated, Haswell, linux/amd64)``, and where its result came from when --resume reused it."""
     details = [target.mode, *([target.cpu_model] if target.cpu_model else []), target.platform]
+    if target.resumed_from:
+        details.append(f"reused from the run of {target.resumed_from}")
     return f"{target.name} ({', '.join(details)})"
+
+
+def incomplete_text(report: Report) -> str | None:
+    """The banner of a report whose run stopped early, or None when it finished."""
+    if report.incomplete is None:
+        return None
+    return (f"INCOMPLETE: {report.incomplete}; the targets it did not finish are failed. "
+            "Run farm matrix --resume with the same arguments to finish it")
 
 
 def target_summary(target: TargetResult) -> str:

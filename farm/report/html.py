@@ -50,6 +50,9 @@ CELL_TEXT: dict[Outcome, str] = {
 def render_html(report: Report) -> str:
     title = f"farm report: {report.model.path}"
     body = [f"<h1>{esc(title)}</h1>"]
+    incomplete = fmt.incomplete_text(report)
+    if incomplete:
+        body.append(f'<p class="banner">{esc(incomplete)}.</p>')
     if report.data.synthetic:
         body.append(f'<p class="banner">Warning: {esc(fmt.SYNTHETIC_WARNING)}.</p>')
     body += [about(report), "<h2>Compatibility</h2>", matrix_table(report), legend(report)]

@@ -20,6 +20,9 @@ _NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 m
 
 def render_markdown(report: Report) -> str:
     blocks = [f"# farm report: {_code(report.model.path)}"]
+    incomplete = fmt.incomplete_text(report)
+    if incomplete:
+        blocks.append(f"> [!CAUTION]\n> {_text(incomplete)}.")
     if report.data.synthetic:
         blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(fmt.SYNTHETIC_WARNING)}.")
     blocks += [_about(report), _overview(report)]

@@ -322,47 +322,10 @@ class TargetResult:
     load_failure: Mapping[str, Any] | None = None
     # The export pitfall check at batch 2: {"status": passed|flagged|not-run, "detail", "node", "op"}.
     export_check: Mapping[str, Any] | None = None
-
-    @classmethod
-    def skipped(
-        cls, name: str, platform: str, reason: str, *, mode: Mode = "unavailable", cpu_model: str | None = None
-    ) -> Self:
-        """A target that did not run: this host cannot run it (no GPU, no QEMU), or it was not asked for."""
-        return cls(name=name, platform=platform, mode=mode, status="skipped", cpu_model=cpu_model, reason=reason)
-
-    @classmethod
-    def failed(
-        cls,
-        name: str,
-        platform: str,
-        mode: Mode,
-        reason: str,
-        exit_code: int | None,
-        log_tail: str | None,
-        *,
-        variants: tuple[Variant, ...] = (),
-        cpu_model: str | None = None,
-        runtime: Runtime | None = None,
-        warnings: tuple[str, ...] = (),
-        duration_s: float | None = None,
-        image: str | None = None,
-    ) -> Self:
-        """A target whose run broke off; ``variants`` keeps what its result.json held before it did."""
-        return cls(
-            name=name,
-            platform=platform,
-            mode=mode,
-            status="failed",
-            reason=reason,
-            exit_code=exit_code,
-            log_tail=log_tail,
-            variants=variants,
-            cpu_model=cpu_model,
-            runtime=runtime,
-            warnings=warnings,
-            duration_s=duration_s,
-            image=image,
-        )
+    # What the result depends on, hashed (farm/resume.py); None when the job did not end on its own.
+    resume_key: str | None = None
+    # The created time of the report `farm matrix --resume` took this result from; None when it ran in this run.
+    resumed_from: str | None = None
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -389,6 +352,8 @@ class TargetResult:
             cpu_seen=None if data.get("cpu_seen") is None else tuple(data["cpu_seen"]),
             load_failure=data.get("load_failure"),
             export_check=data.get("export_check"),
+            resume_key=data.get("resume_key"),
+            resumed_from=data.get("resumed_from"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -411,6 +376,8 @@ class TargetResult:
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
             "load_failure": None if self.load_failure is None else dict(self.load_failure),
             "export_check": None if self.export_check is None else dict(self.export_check),
+            "resume_key": self.resume_key,
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -425,6 +392,8 @@ class Report:
     warnings: tuple[str, ...] = ()
     # None only in farm.report/1 reports, written before farm recorded it.
     run: RunInfo | None = None
+    # Why the run stopped before every target finished (Ctrl-C, SIGTERM, a lost engine); None when it finished.
+    incomplete: str | None = None
     schema: str = field(default=SCHEMA_ID)
 
     @classmethod
@@ -437,6 +406,7 @@ class Report:
             data=DataSummary.from_dict(data["data"]),
             tolerance=Tolerance.from_dict(data["tolerance"]),
             run=None if data.get("run") is None else RunInfo.from_dict(data["run"]),
+            incomplete=data.get("incomplete"),
             warnings=tuple(data["warnings"]),
             targets=tuple(TargetResult.from_dict(t) for t in data["targets"]),
         )
@@ -464,6 +434,7 @@ class Report:
             "data": self.data.to_dict(),
             "tolerance": self.tolerance.to_dict(),
             **({} if self.run is None else {"run": self.run.to_dict()}),
+            "incomplete": self.incomplete,
             "warnings": list(self.warnings),
             "targets": [t.to_dict() for t in self.targets],
         }

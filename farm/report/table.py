@@ -70,7 +70,8 @@ def _target_rows(target: TargetResult, target_width: int, variant_width: int) ->
     if target.status != "ok" or not rows:
         rows.append(_target_note_row(target, variant_width))
     name = _truncate(target.name, target_width)
-    mode = f"({target.mode})"
+    # A result --resume took from an earlier run says so where the reader looks for how it ran.
+    mode = f"({target.mode}, reused)" if target.resumed_from else f"({target.mode})"
     if len(rows) == 1 or "\n" in rows[0][1]:
         rows[0][0] = f"{name}\n{mode}"
     else:
@@ -115,6 +116,9 @@ def _target_note_row(target: TargetResult, width: int) -> Row:
 
 def _preamble(report: Report) -> list[str]:
     lines: list[str] = []
+    incomplete = fmt.incomplete_text(report)
+    if incomplete:
+        lines += ["!" * WIDTH, *textwrap.wrap(f"!! {incomplete}", WIDTH, subsequent_indent="!! "), "!" * WIDTH, ""]
     if report.data.synthetic:
         banner = "!" * WIDTH
         lines += [banner, *textwrap.wrap(f"!! WARNING: {fmt.SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),

@@ -52,6 +52,10 @@ runtime = "onnxruntime==1.30.0"
          "unknown variant 'u8s8'"),
         ('[default]\nbase = "x"\n[targets.a]\nplatform = "linux/amd64"', "did you mean 'defaults'?"),
         ('[targets.a\nplatform = "linux/amd64"', "is not valid TOML"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = "4gb"',
+         "memory must be at least 6m, written as a number and a unit"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = "1m"', "not '1m'"),
+        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = 4', "not 4"),
     ],
 )
 def test_bad_targets_files_name_the_key_and_the_nearest_valid_name(
@@ -85,3 +89,18 @@ def test_a_misspelt_cpu_flag_names_the_nearest(tmp_path: Path) -> None:
                     'cpu_excludes = ["avx512vnni"]\n')
     with pytest.raises(ConfigError, match=r"unknown CPU flag 'avx512vnni' in cpu_excludes.*did you mean 'avx512_vnni'"):
         load_config(path, env={})
+
+
+def test_memory_is_per_target_with_a_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+[defaults]
+runtime = "onnxruntime==1.31.1"
+memory = "2G"
+[targets.a]
+platform = "linux/amd64"
+[targets.b]
+platform = "linux/amd64"
+memory = "512m"
+"""), env={})
+    assert (config.target("a").memory, config.target("b").memory) == ("2g", "512m")
+    assert load_config(ROOT / "targets.toml", env={}).target("arm64").memory == "4g"

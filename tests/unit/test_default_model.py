@@ -27,7 +27,7 @@ def test_model_metadata() -> None:
     assert dict(info.opsets) == {"ai.onnx": 17}
     assert info.inputs == (TensorInfo(name="pixels", dtype="float32", shape=(1, 64)),)
     assert info.outputs == (TensorInfo(name="logits", dtype="float32", shape=(1, 10)),)
-    assert not info.uses_external_data
+    assert not info.external_data
 
 
 def test_bundled_data_in_contract_form_and_accurate(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def test_reads_versions_dims_and_excludes_initializers(tmp_path: Path) -> None:
     assert info.outputs == (TensorInfo(name="y", dtype="float32", shape=("batch", None)),)
     assert info.inputs[0].dynamic_dims == (0,)
     assert info.inputs[1].is_static
-    assert not info.uses_external_data
+    assert not info.external_data
 
 
 def test_host_onnx_default_ir_is_reported_as_written(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def _external(tmp_path: Path) -> Path:
 def test_external_data_is_reported(tmp_path: Path) -> None:
     info = inspect_model(_external(tmp_path))
     assert info.external_data == ("ext.weights",)
-    assert info.uses_external_data
+    assert info.external_data
 
 
 def test_missing_external_data(tmp_path: Path) -> None:

@@ -1,0 +1,312 @@
+"""Issue 10 on the real engine: a farm that runs with nobody watching keeps working, loses nothing and leaves
+nothing behind: limits, confinement, concurrent runs on cold caches, Ctrl-C and --resume, a lost engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farm import bootstrap
+from farm.engine import RUN_LABEL, Engine, RunSpec
+from farm.fleet import BuildResults
+from farm.matrix import STAGE_LABEL
+from farm.report.schema import validate
+from tests.conftest import ROOT
+from tests.integration.conftest import image_of
+from tests.modelgen import make_saturating_classifier
+
+pytestmark = pytest.mark.docker
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def x86_targets(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    """A targets file with the default file's defaults, of bare linux/amd64 targets (native on every x86 host)
+    unless a table names another platform.
+
+    Their images have the default content, so they are tagged, not built, unless a table changes packages.
+    """
+    defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
+    lines = ["[defaults]", *(f"{key} = {json.dumps(value)}" for key, value in defaults.items())]
+    for name, table in tables.items():
+        table = {"platform": "linux/amd64", **table}
+        lines += ["", f"[targets.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def matrix_command(targets: Path, out: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out", str(out),
+            "--iterations", "20", *args]
+
+
+def report_of(out: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    validate(report)
+    return report
+
+
+def entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in report["targets"] if t["name"] == name)
+    return found
+
+
+def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], timeout: float = 600) -> str:
+    """The id of the first running container that carries every label, while ``process`` still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for container in engine.client.containers.list(filters={"label": labels, "status": "running"}):
+            return str(container.id)
+        if process.poll() is not None:
+            pytest.fail(f"farm ended before a container labelled {labels} ran: {process.communicate()}")
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"no container labelled {labels} ran within {timeout:.0f} s")
+
+
+@pytest.mark.emulation
+def test_over_memory_and_over_time_fail_alone_and_promptly(
+    built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    targets = x86_targets(tmp_path / "targets.toml", {
+        "fine": {},
+        # onnxruntime alone needs more than this to import: the kernel kills the job as it would on such a device.
+        "starved": {"memory": "48m"},
+        # Under QEMU the job takes a minute or more, far past this budget on any host.
+        "slow": {"platform": "linux/arm64", "emulate_cpu": "neoverse-n1", "budget_s": 3},
+    })
+    out = tmp_path / "out"
+    result = subprocess.run(matrix_command(targets, out, "-t", "fine", "-t", "starved", "-t", "slow"),
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    report = report_of(out)
+    fine, starved, slow = (entry(report, n) for n in ("fine", "starved", "slow"))
+    assert fine["status"] == "ok", fine
+    assert starved["status"] == "failed" and "ran out of memory" in starved["reason"], starved
+    assert slow["status"] == "failed" and slow["reason"].startswith("exceeded its wall-clock budget of 3 s"), slow
+    # Each is reported within its limit plus 10 s: the one out of memory dies as it loads, the slow one is stopped.
+    assert starved["duration_s"] < 10, starved["duration_s"]
+    assert 3 <= slow["duration_s"] < 3 + 10, slow["duration_s"]
+    assert not new_containers()
+
+
+def test_a_probe_job_has_no_network_no_writable_root_no_privilege(engine: Engine, built: BuildResults) -> None:
+    probe = (
+        "import os, socket\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3); print('network reached')\n"
+        "except OSError as e:\n    print('network', e.errno)\n"
+        "try:\n    open('/farm-probe', 'w'); print('root written')\n"
+        "except OSError as e:\n    print('root', e.errno)\n"
+        "print('uid', os.getuid())\n"
+        "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        "for key in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs'):\n"
+        "    print(key, status[key].strip())\n"
+    )
+    result = engine.run(RunSpec(image=image_of(built, "x86-avx2"), command=["/opt/farm/bin/python3", "-c", probe],
+                                timeout_s=120, memory="1g"))
+    assert result.exit_code == 0, result.log_tail
+    said = dict(line.split(" ", 1) for line in result.log_tail.splitlines())
+    assert said["network"] == "101", said  # ENETUNREACH: the container has no interface but lo
+    assert said["root"] == "30", said  # EROFS: the root file system is read-only
+    assert said["uid"] != "0", said
+    for capabilities in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(said[capabilities], 16) == 0, (capabilities, said[capabilities])
+    assert said["NoNewPrivs"] == "1", said
+
+
+def test_two_concurrent_runs_on_cold_caches_share_one_build_and_both_report(
+    engine: Engine, built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    # An extra package gives the target an image of its own content, so nothing built before serves it; a fresh
+    # cache folder makes the wheelhouse, site-packages, rewrite and capabilities cold; the amd64 base is untagged,
+    # so it is bootstrapped again from Debian.
+    defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
+    targets = x86_targets(tmp_path / "targets.toml", {"cold": {"packages": [*defaults["packages"], "six==1.17.0"]}})
+    base = bootstrap.base_tag("x86_64")
+    with contextlib.suppress(Exception):
+        engine.client.api.remove_image(base)  # the tag only: the images built on it keep their layers
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FARM_CACHE_DIR": str(cache)}
+    second_model = tmp_path / "saturating.onnx"
+    make_saturating_classifier(second_model)
+    runs = [(tmp_path / "a", []), (tmp_path / "b", [str(second_model)])]
+    processes = [subprocess.Popen(matrix_command(targets, out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=ROOT, env=env) for out, args in runs]
+    try:
+        outputs = [p.communicate(timeout=1200) for p in processes]
+    finally:
+        for process in processes:
+            process.kill()
+        for image in engine.images_labelled("farm.target=cold"):
+            engine.remove_image(image.id)
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    assert any("waiting for another farm process" in stderr for _, stderr in outputs), outputs
+    for out, _ in runs:
+        report = report_of(out)
+        assert report["incomplete"] is None
+        assert entry(report, "cold")["status"] == "ok", entry(report, "cold")
+    assert report_of(runs[1][0])["model"]["path"] == str(second_model)
+    # One download and one unpacking served both, and nothing half-made was left beside them.
+    assert len(list((cache / "wheelhouse").iterdir())) == 1, list((cache / "wheelhouse").iterdir())
+    assert len(list((cache / "site-packages").iterdir())) == 1, list((cache / "site-packages").iterdir())
+    assert engine.image(base) is not None
+    assert not new_containers()
+
+
+def test_ctrl_c_marks_the_report_incomplete_and_resume_runs_only_what_is_missing(
+    engine: Engine, built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    targets = x86_targets(tmp_path / "targets.toml", {"first": {}, "second": {}})
+    out = tmp_path / "out"
+    command = matrix_command(targets, out, "-t", "first", "-t", "second")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_for(engine, ["farm.target=second", f"{STAGE_LABEL}=evaluate"], process)
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted") and "--resume" in last and str(out / "report.json") in last, last
+    assert not new_containers()
+    partial = report_of(out)
+    assert partial["incomplete"] and partial["incomplete"].startswith("interrupted"), partial["incomplete"]
+    assert entry(partial, "first")["status"] == "ok" and entry(partial, "first")["resume_key"]
+    assert entry(partial, "second")["status"] == "failed" and entry(partial, "second")["resume_key"] is None
+
+    with watched_containers(engine) as started:
+        resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "note: --resume reused first; ran second" in resumed.stderr, resumed.stderr
+    assert "INCOMPLETE" not in resumed.stdout
+    report = report_of(out)
+    assert report["incomplete"] is None
+    first, second = entry(report, "first"), entry(report, "second")
+    assert first["resumed_from"] == partial["created"] and first["variants"] == entry(partial, "first")["variants"]
+    assert second["resumed_from"] is None and second["status"] == "ok"
+    assert "(native, reused)" in resumed.stdout
+    assert f"reused from the run of {partial['created']}" in (out / "report.md").read_text()
+    # Only the missing target was evaluated again (its int8 artifacts are made again: they lived in the run folder).
+    evaluated = {labels["farm.target"] for labels in started
+                 if labels.get(STAGE_LABEL) == "evaluate" and labels.get("farm.target") in ("first", "second")}
+    assert evaluated == {"second"}, started
+    assert not new_containers()
+
+    # A changed setting changes the key: nothing is reused.
+    again = subprocess.run([*command, "--resume", "--min-cosine", "0.98"], capture_output=True, text=True,
+                           timeout=900, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert "note: --resume reused no target; ran first, second" in again.stderr, again.stderr
+
+
+@contextlib.contextmanager
+def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
+    """The labels of every farm container created while the block runs, from the engine's event stream."""
+    started: list[dict[str, str]] = []
+    begun = time.time_ns()
+    # The API's "since" has whole seconds; the events' own nanosecond times leave out the second before the block.
+    events = engine.client.events(since=begun // 10**9, decode=True,
+                                  filters={"type": "container", "event": "create", "label": RUN_LABEL})
+
+    def read() -> None:
+        started.extend(e["Actor"]["Attributes"] for e in events if int(e.get("timeNano", 0)) >= begun)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield started
+    finally:
+        time.sleep(1)  # the last create event reaches the stream after the run that caused it has returned
+        events.close()
+        reader.join(timeout=5)
+
+
+class SocketProxy:
+    """A Docker socket that forwards to the real one until ``cut`` closes it: the engine going away, as farm sees it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(64)
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(DOCKER_SOCKET)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self._server.close()
+        self.path.unlink(missing_ok=True)
+        with self._lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+
+
+def test_a_lost_engine_stops_farm_with_one_line_and_keeps_the_partial_report(
+    engine: Engine, built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    targets = x86_targets(tmp_path / "targets.toml", {"first": {}, "second": {}})
+    out = tmp_path / "out"
+    proxy = SocketProxy(tmp_path / "docker.sock")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{proxy.path}"}
+    process = subprocess.Popen(matrix_command(targets, out, "-t", "first", "-t", "second"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        wait_for(engine, ["farm.target=second", f"{STAGE_LABEL}=evaluate"], process)
+        proxy.cut()
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering" in errors[0] and "--resume" in errors[0], stderr
+    report = report_of(out)
+    assert report["incomplete"] and "stopped answering" in report["incomplete"], report["incomplete"]
+    assert entry(report, "first")["status"] == "ok"
+    assert entry(report, "second")["status"] == "failed"
+    # The container farm could not remove is an orphan now; the next command, on the engine that is back, removes it.
+    left = new_containers()
+    assert left, "farm lost the engine before its container ended, so the container must still be there"
+    swept = subprocess.run([sys.executable, "-m", "farm", "targets", "--targets", str(targets)], capture_output=True,
+                           text=True, timeout=300, cwd=ROOT)
+    assert swept.returncode == 0, swept.stderr
+    assert "removed" in swept.stderr and "farm processes which are gone" in swept.stderr, swept.stderr
+    assert not new_containers()
