@@ -79,12 +79,13 @@ def targets(
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
     table = [
-        [r.name, r.platform, r.mode + (f" ({r.cpu_model})" if r.cpu_model else ""), r.reason or "",
+        [r.name, r.platform, r.backend + ("" if r.reachable else " (unreachable)"),
+         r.mode + (f" ({r.cpu_model})" if r.cpu_model else ""), r.reason or "",
          r.image or "(wheels not downloaded yet)", "yes" if r.built else "no"]
         for r in rows
     ]
-    typer.echo(tabulate(table, headers=["target", "platform", "mode", "reason", "image", "built"],
-                        maxcolwidths=[None, None, None, 40, None, None]))
+    typer.echo(tabulate(table, headers=["target", "platform", "runs on", "mode", "reason", "image", "built"],
+                        maxcolwidths=[None, None, 24, None, 40, None, None]))
 
 
 @app.command()
@@ -143,6 +144,7 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
+    from farm.engine import ENGINE_ERRORS, engine_lost
     from farm.errors import EnvironmentProblem
     from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
     from farm.report import FORMATS, REPORT_FILE
@@ -168,8 +170,9 @@ def matrix(
             result = run_matrix(fleet_, given, options, report)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; every container farm started was removed; {partial}") from None
-    except EnvironmentProblem as exc:  # e.g. the engine went away mid-run
-        raise EnvironmentProblem(f"{exc.message}; {partial}", fix=exc.fix) from None
+    except (EnvironmentProblem, *ENGINE_ERRORS) as exc:  # e.g. the engine went away mid-run
+        lost = exc if isinstance(exc, EnvironmentProblem) else engine_lost("farm matrix", fleet_.engine.host, exc)
+        raise EnvironmentProblem(f"{lost.message}; {partial}", fix=lost.fix) from None
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
@@ -240,8 +243,7 @@ def optimize(
     try:
         fleet_ = _open_fleet(targets_file)
         chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
-        max_ir, unknown = compat.highest_ir_read_by_all(fleet_.engine, fleet_.config, fleet_.host, chosen_targets,
-                                                        fleet_.placements)
+        max_ir, unknown = compat.highest_ir_read_by_all(fleet_, chosen_targets)
         if unknown:
             typer.echo(f"note: the IR version {', '.join(unknown)} read is not known yet (build their images)",
                        err=True)
@@ -360,6 +362,9 @@ def _open_fleet(targets_file: Path | None) -> fleet.Fleet:
         kinds = sorted({i.kind for i in orphans.items})
         typer.echo(f"note: removed {len(orphans.items)} {' and '.join(kinds)}(s) that farm processes which are gone "
                    f"left behind ({size(orphans.size_bytes)})", err=True)
+    for backend in {id(b): b for b in opened.backends.values() if b.reach.remote}.values():
+        for removed in backend.sweep():
+            typer.echo(f"note: removed {removed}, left behind by a farm process that is gone", err=True)
     return opened
 
 
@@ -378,6 +383,8 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    from farm.engine import ENGINE_ERRORS, engine_lost
+
     signal.signal(signal.SIGTERM, _terminated)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting with it, and typer
@@ -394,6 +401,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         _fail(Interrupted("aborted"))
+    except ENGINE_ERRORS as exc:  # the engine went away outside a container run (a build, a listing)
+        _fail(engine_lost("talking to the engine", os.environ.get("DOCKER_HOST") or "the default socket", exc))
     except Exception as exc:  # click's usage errors and anything unexpected
         if _is_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]

@@ -17,9 +17,11 @@ from typing import Any, Literal
 from onnx import defs
 
 from farm import images, runner
-from farm.config import Config, Target
-from farm.engine import Engine, ImageInfo, Mount
+from farm.backend import Backend
+from farm.config import Target
+from farm.engine import Mount
 from farm.files import exclusive, lock_path
+from farm.fleet import Fleet
 from farm.host import HostInfo, Placement
 from farm.inspect import NodeUse
 from farm.job.capabilities import SCHEMA as CAPABILITIES_SCHEMA
@@ -141,21 +143,24 @@ def _schema(op: str, domain: str, opset: int) -> Any:
 # --- the runtime's capabilities, cached per image ----------------------------------------------------------------
 
 
-def capabilities(engine: Engine, config: Config, host: HostInfo, target: Target,
-                 placement: Placement) -> Capabilities | str:
+def capabilities(fleet: Fleet, target: Target) -> Capabilities | str:
     """The target's runtime capabilities, or why they are not known (no image yet, or no way to run it here)."""
+    placement, config = fleet.placements[target.name], fleet.config
+    backend = fleet.backends.get(target.name)
+    if backend is None:
+        return placement.reason or "its backend is unreachable"
     tag = images.current_tag(config, target)
-    found = None if tag is None else images.find_image(engine, tag)
-    if tag is None or found is None:
+    image = None if tag is None else backend.image_ref(tag)
+    if tag is None or image is None:
         return f"its image is not built yet (farm build --target {target.name})"
     cache = config.cache_dir / "capabilities" / f"{tag.rsplit(':', 1)[1]}.json"
     # Two farm runs ask one image's runtime once: the second waits and reads what the first wrote.
     with exclusive(lock_path(config.cache_dir, "capabilities", tag), waiting=f"asking {tag} what it runs"):
-        return _cached_or_asked(engine, host, target, placement, tag, found, cache)
+        return _cached_or_asked(backend, fleet.hosts[target.name], target, placement, image, cache)
 
 
-def _cached_or_asked(engine: Engine, host: HostInfo, target: Target, placement: Placement, tag: str,
-                     found: ImageInfo, cache: Path) -> Capabilities | str:
+def _cached_or_asked(backend: Backend, host: HostInfo, target: Target, placement: Placement, image: str,
+                     cache: Path) -> Capabilities | str:
     try:
         data = json.loads(cache.read_text())
         if data.get("schema") == CAPABILITIES_SCHEMA:
@@ -169,11 +174,10 @@ def _cached_or_asked(engine: Engine, host: HostInfo, target: Target, placement: 
         how = placement
     else:
         return f"its image cannot run here ({placement.reason})"
-    image = tag if tag in found.tags else found.tags[0]
     with tempfile.TemporaryDirectory(prefix="farm-capabilities-") as scratch:
         out = Path(scratch)
         out.chmod(0o777)  # the container's unprivileged user writes here
-        result = engine.run(runner.run_spec(
+        result = backend.run(runner.run_spec(
             target, how, image, ["-m", "farm.job.capabilities", "/farm/out/capabilities.json"],
             mounts=[Mount(source=out, target="/farm/out", read_only=False)], timeout_s=600.0, memory="2g"))
         written = out / "capabilities.json"
@@ -184,12 +188,11 @@ def _cached_or_asked(engine: Engine, host: HostInfo, target: Target, placement: 
     return Capabilities.from_dict(data)
 
 
-def highest_ir_read_by_all(engine: Engine, config: Config, host: HostInfo, targets: Sequence[Target],
-                           placements: Mapping[str, Placement]) -> tuple[int | None, list[str]]:
+def highest_ir_read_by_all(fleet: Fleet, targets: Sequence[Target]) -> tuple[int | None, list[str]]:
     """The highest IR version every one of ``targets`` reads, and the targets whose runtime could not be asked."""
     limits, unknown = [], []
     for target in targets:
-        found = capabilities(engine, config, host, target, placements[target.name])
+        found = capabilities(fleet, target)
         if isinstance(found, str) or found.max_ir_version is None:
             unknown.append(target.name)
         else:

@@ -34,9 +34,14 @@ _MIN_MEMORY = 6 * 2**20
 _TARGET_KEYS = (
     "platform", "image", "base", "runtime", "packages", "providers", "candidates", "cpu_features",
     "cpu_excludes", "emulate_cpu", "gpus", "on_request", "budget_s", "memory",
+    "engine", "tls_ca", "tls_cert", "tls_key", "registry", "namespace", "kube_context",
 )
 # Only keys that make sense for every target may be defaulted.
-_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s", "memory")
+_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s", "memory", "engine",
+                 "tls_ca", "tls_cert", "tls_key", "registry", "namespace", "kube_context")
+# `engine = "local"` (or none): the controller's Docker engine; "kubernetes": a cluster (farm/backend/kubernetes.py).
+LOCAL_ENGINE = "local"
+KUBERNETES = "kubernetes"
 _TOP_KEYS = ("defaults", "targets")
 _RUNTIME_RE = re.compile(r"^(?P<package>[A-Za-z0-9_.-]+)==(?P<version>[0-9][0-9A-Za-z.+-]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -75,6 +80,16 @@ class Target:
     # The container's memory limit (no swap beyond it), as Docker spells it: "512m", "4g". Past it the kernel kills
     # the job and the target fails as out of memory, as on a device with that much memory.
     memory: str = DEFAULT_MEMORY
+    # Where its jobs run (farm/backend): the local engine, a remote Docker engine ("tcp://host:2376", "ssh://user@host",
+    # "unix:///path", or a Docker context's name) or "kubernetes". TLS files (absolute paths) for a tcp:// engine.
+    engine: str = LOCAL_ENGINE
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Kubernetes: the registry farm pushes the image to, the namespace and kubeconfig context of the Jobs.
+    registry: str | None = None
+    namespace: str = "default"
+    kube_context: str | None = None
 
     @property
     def arch(self) -> str:
@@ -148,6 +163,7 @@ class Target:
             on_request=on_request,
             budget_s=float(budget),
             memory=_memory(table, where),
+            **_backend(table, where, source),
         )
 
 
@@ -171,6 +187,34 @@ class Config:
         """The named targets in the order given, or every target when none is named."""
         chosen = list(dict.fromkeys(names))
         return tuple(self.target(n) for n in chosen) if chosen else self.targets
+
+
+def _backend(table: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
+    """The keys that say where the target's jobs run, checked together (farm/backend)."""
+    engine = _string(table, "engine", where) or LOCAL_ENGINE
+    folder = Path(source).parent
+    tls = {key: str((folder / value).resolve()) for key in ("tls_ca", "tls_cert", "tls_key")
+           if (value := _string(table, key, where)) is not None}
+    for key, path in tls.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}: {key} names {path}, which is not a file",
+                              fix="give the path of the PEM file, absolute or relative to the targets file")
+    if tls and not engine.startswith("tcp://"):
+        raise ConfigError(f"{where}: {', '.join(tls)} apply to a tcp:// engine, not to {engine!r}",
+                          fix='set engine = "tcp://HOST:2376", or remove the TLS keys')
+    if ("tls_cert" in tls) != ("tls_key" in tls):
+        raise ConfigError(f"{where}: tls_cert and tls_key go together", fix="give both, or neither")
+    registry = _string(table, "registry", where)
+    if engine == KUBERNETES and registry is None:
+        raise ConfigError(f"{where}: a kubernetes target needs the registry its nodes pull from",
+                          fix='add registry = "registry.example.com/farm"')
+    for key in ("registry", "namespace", "kube_context"):
+        if key in table and engine != KUBERNETES:
+            raise ConfigError(f"{where}: {key} applies to engine = \"kubernetes\", not to {engine!r}",
+                              fix=f"remove {key}, or set engine = \"kubernetes\"")
+    return {"engine": engine, **tls, "registry": registry,
+            "namespace": _string(table, "namespace", where) or "default",
+            "kube_context": _string(table, "kube_context", where)}
 
 
 def _memory(table: Mapping[str, Any], where: str) -> str:

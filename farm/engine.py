@@ -7,18 +7,22 @@ normally, failed, timed out or was interrupted with Ctrl-C. ``keep=True`` leaves
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
+import docker.context
 import docker.errors
+import docker.tls
 import docker.types
 import requests
 
@@ -128,12 +132,27 @@ class RunResult:
         return f"exited with status {self.exit_code}"
 
 
+# What the SDK raises when the engine stops answering mid-command (a refused socket, a dropped stream, a 5xx).
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def engine_lost(doing: str, host: str, exc: BaseException) -> EnvironmentProblem:
+    """The one wording of "the engine went away": what farm was doing, where the engine was, and the SDK's words."""
+    return EnvironmentProblem(
+        f"{doing} failed because the Docker engine at {host} stopped answering ({_first_line(exc)})",
+        fix="check that the Docker daemon is running (`farm doctor`) and run farm again",
+    )
+
+
 class Engine:
     """A Docker engine. The client is passed in so tests and other engines (remote hosts) can supply their own."""
 
-    def __init__(self, client: Any, *, host: str) -> None:
+    def __init__(self, client: Any, *, host: str, remote: bool = False) -> None:
         self.client = client
         self.host = host
+        # A remote engine cannot see the controller's folders: a run's mounts travel as archives through the API
+        # into volumes, and what the job writes comes back the same way (see _Volumes).
+        self.remote = remote
 
     @classmethod
     def connect(cls, env: Mapping[str, str] | None = None) -> Engine:
@@ -148,6 +167,39 @@ class Engine:
                 fix="start the Docker daemon, or set DOCKER_HOST to a reachable engine",
             ) from None
         return cls(client, host=host)
+
+    @classmethod
+    def connect_to(cls, address: str, *, tls_ca: str | None = None, tls_cert: str | None = None,
+                   tls_key: str | None = None, timeout_s: int = 120) -> Engine:
+        """A remote engine, by address (tcp://, ssh://, unix://) or by the name of a Docker context. Its runs move
+        their files through the API (remote=True), whatever the address: a controller path means nothing there."""
+        base_url, tls = address, None
+        try:
+            if "://" not in address:
+                context = docker.context.ContextAPI.get_context(address)
+                if context is None:
+                    raise EnvironmentProblem(f"there is no Docker context named {address!r}",
+                                             fix="list them with `docker context ls`, or give the engine's address")
+                base_url, tls = context.Host, context.TLSConfig
+            elif tls_ca or tls_cert:
+                tls = docker.tls.TLSConfig(client_cert=(tls_cert, tls_key) if tls_cert and tls_key else None,
+                                           ca_cert=tls_ca, verify=tls_ca or True)
+            client = docker.DockerClient(base_url=base_url, tls=tls or False, timeout=timeout_s,
+                                         use_ssh_client=base_url.startswith("ssh://"))
+            client.ping()
+        except EnvironmentProblem:
+            raise
+        except Exception as exc:  # the SDK raises several unrelated types for "nothing there"
+            raise EnvironmentProblem(f"cannot reach the Docker engine at {address} ({_first_line(exc)})",
+                                     fix="start that engine, or check the address and TLS files in targets.toml"
+                                     ) from None
+        return cls(client, host=address, remote=True)
+
+    def ship(self, ref: str, to: Engine) -> None:
+        """`docker save | docker load`, streamed from this engine into ``to``: an image moves without a registry."""
+        for chunk in to.client.api.load_image(self.client.api.get_image(ref)):
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise BuildFailed(f"loading {ref} into the engine at {to.host} failed because {chunk['error']}")
 
     def info(self) -> EngineInfo:
         info = self.client.info()
@@ -277,12 +329,8 @@ class Engine:
         """
         try:
             return self._run(spec, on_line)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EnvironmentProblem(
-                f"running a container of {spec.image} failed because the Docker engine at {self.host} stopped "
-                f"answering ({_first_line(exc)})",
-                fix="check that the Docker daemon is running (`farm doctor`) and run farm again",
-            ) from None
+        except ENGINE_ERRORS as exc:
+            raise engine_lost(f"running a container of {spec.image}", self.host, exc) from None
 
     def _run(self, spec: RunSpec, on_line: LineSink | None) -> RunResult:
         with contextlib.ExitStack() as stack:
@@ -332,19 +380,38 @@ class Engine:
 
     @contextmanager
     def _container(self, spec: RunSpec) -> Iterator[Any]:
-        user = "65534:65534" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        # Locally, the controller's own user, so that it owns what the job writes into its folders; remotely the
+        # files come back through the API, and the job runs as nobody.
+        user = "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
         device_requests = (
             [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
         )
-        container = self.client.containers.create(
+        with contextlib.ExitStack() as stack:
+            if self.remote:
+                volumes = stack.enter_context(_Volumes(self.client.api, spec))
+                mounts = volumes.mounts
+            else:
+                mounts = [docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                          for m in spec.mounts]
+            container = self._create(spec, mounts=mounts, user=user, device_requests=device_requests)
+            try:
+                yield container
+            finally:
+                if self.remote:
+                    # Before the container goes: also after Ctrl-C, what the job wrote so far comes back.
+                    volumes.fetch(container.id)
+                if not spec.keep:
+                    _remove(self.client.api, container.id)
+                else:
+                    stack.pop_all()  # kept for debugging, with its volumes
+
+    def _create(self, spec: RunSpec, *, mounts: list[Any], user: str, device_requests: list[Any] | None) -> Any:
+        return self.client.containers.create(
             spec.image,
             command=list(spec.command),
             entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
             environment=dict(spec.environment),
-            mounts=[
-                docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-                for m in spec.mounts
-            ],
+            mounts=mounts,
             platform=spec.platform,
             network_mode="none",
             read_only=True,
@@ -360,11 +427,6 @@ class Engine:
             labels={RUN_LABEL: "1", OWNER_LABEL: this_process(), **spec.labels},
             detach=True,
         )
-        try:
-            yield container
-        finally:
-            if not spec.keep:
-                _remove(self.client.api, container.id)
 
     def farm_containers(self) -> list[ContainerInfo]:
         """Every container farm started that still exists, with the process that owns it."""
@@ -379,6 +441,15 @@ class Engine:
 
     def remove_container(self, container: str) -> None:
         _remove(self.client.api, container)
+
+    def farm_volumes(self) -> list[tuple[str, str | None]]:
+        """The volumes a remote engine's runs carry their files in (_Volumes), with the process that owns each."""
+        found = self.client.api.volumes(filters={"label": RUN_LABEL}).get("Volumes") or []
+        return [(str(v["Name"]), (v.get("Labels") or {}).get(OWNER_LABEL)) for v in found]
+
+    def remove_volume(self, volume: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_volume(volume, force=True)
 
 
 class _LogReader(threading.Thread):
@@ -472,3 +543,100 @@ def _wait_gone(api: Any, container: str, *, timeout_s: float = 30.0) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+# Where a stager container mounts the volume it fills: put_archive then extracts the folder's own entry too, which
+# sets the mode of the volume's root (world-writable for outputs, since the job runs as nobody).
+_STAGE = "/farm-stage"
+_STAGED = "v"
+
+
+class _Volumes:
+    """A remote engine's stand-in for bind mounts: one volume per mount (a file's mount gets its folder's), filled
+    through the API by a stager container that is created and never started, so it runs nothing (no QEMU either),
+    and read back with get_archive from the job's container once it has ended. Labelled like containers, so the
+    orphan sweep finds a killed controller's volumes too."""
+
+    def __init__(self, api: Any, spec: RunSpec) -> None:
+        self._api = api
+        self._spec = spec
+        self._volumes: list[str] = []
+        self._writable: list[Mount] = []
+        self.mounts: list[Any] = []
+
+    def __enter__(self) -> _Volumes:
+        try:
+            for folder, mounts in _by_folder(self._spec.mounts).items():
+                volume = self._api.create_volume(labels={RUN_LABEL: "1", OWNER_LABEL: this_process()})["Name"]
+                self._volumes.append(volume)
+                read_only = all(m.read_only for m in mounts)
+                self._fill(volume, mounts, read_only=read_only)
+                self._writable += [m for m in mounts if not m.read_only]
+                self.mounts.append(docker.types.Mount(folder, volume, type="volume", read_only=read_only))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for volume in self._volumes:
+            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+                self._api.remove_volume(volume, force=True)
+
+    def _fill(self, volume: str, mounts: Sequence[Mount], *, read_only: bool) -> None:
+        stream = io.BytesIO()
+        with tarfile.open(fileobj=stream, mode="w") as archive:
+            root = tarfile.TarInfo(_STAGED)
+            root.type, root.mode = tarfile.DIRTYPE, 0o755 if read_only else 0o1777
+            archive.addfile(root)  # first: extracting it sets the mode of the volume's root
+            for mount in mounts:
+                if mount.source.is_dir():
+                    for path in sorted(mount.source.rglob("*")):
+                        archive.add(path, arcname=f"{_STAGED}/{path.relative_to(mount.source)}", recursive=False,
+                                    filter=_world_readable)
+                elif mount.source.is_file():
+                    archive.add(mount.source, arcname=f"{_STAGED}/{PurePosixPath(mount.target).name}",
+                                filter=_world_readable)
+        stager = self._api.create_container(
+            self._spec.image, command=["true"], platform=self._spec.platform, network_disabled=True,
+            labels={RUN_LABEL: "stager", OWNER_LABEL: this_process()},
+            host_config=self._api.create_host_config(
+                mounts=[docker.types.Mount(f"{_STAGE}/{_STAGED}", volume, type="volume")]))
+        try:
+            if not self._api.put_archive(stager["Id"], _STAGE, stream.getvalue()):
+                raise EnvironmentProblem(f"the engine refused the job's inputs for {self._spec.image}")
+        finally:
+            _remove(self._api, stager["Id"])
+
+    def fetch(self, container: str) -> None:
+        """Copy what the job wrote under each writable mount into the mount's source folder."""
+        for mount in self._writable:
+            try:
+                chunks, _ = self._api.get_archive(container, mount.target)
+                data = b"".join(chunks)
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                continue  # nothing to bring back, or the engine is gone: the run's own error says which
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                top = PurePosixPath(mount.target).name
+                for member in archive.getmembers():
+                    relative = PurePosixPath(member.name).relative_to(top) if member.name != top else None
+                    if relative is None or not (member.isfile() or member.isdir()):
+                        continue
+                    member.name = str(relative)
+                    archive.extract(member, mount.source, filter="data")
+
+
+def _by_folder(mounts: Sequence[Mount]) -> dict[str, list[Mount]]:
+    """Mounts by the container folder their volume is mounted at: a folder's own, or a file's parent."""
+    folders: dict[str, list[Mount]] = {}
+    for mount in mounts:
+        folder = mount.target if mount.source.is_dir() else str(PurePosixPath(mount.target).parent)
+        folders.setdefault(folder, []).append(mount)
+    return folders
+
+
+def _world_readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode |= 0o444 | (0o111 if info.isdir() else 0)
+    return info

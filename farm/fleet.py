@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from farm import images, progress
-from farm.config import Config, Target, load_config
+from farm.backend import Backend
+from farm.backend.docker import DockerBackend
+from farm.backend.registry import open_backend, place_key
+from farm.config import LOCAL_ENGINE, Config, Target, load_config
 from farm.engine import Engine, EngineInfo
 from farm.errors import BuildFailed, FarmError
 from farm.host import HostInfo, Placement, binfmt_for, place, probe_host
@@ -18,11 +21,16 @@ from farm.host import HostInfo, Placement, binfmt_for, place, probe_host
 @dataclass(frozen=True, kw_only=True)
 class Fleet:
     config: Config
+    # The controller's own engine and machine.
     engine: Engine
     host: HostInfo
     placements: dict[str, Placement]
     # Asked once when the fleet opens: the GPU runtime for placement, the version for the report's run block.
     engine_info: EngineInfo
+    # Each reachable target's backend (farm/backend), and the machine its placement was decided on (its backend's
+    # probe: the controller's for local targets, the remote machine's for the others).
+    backends: dict[str, Backend] = field(default_factory=dict)
+    hosts: dict[str, HostInfo] = field(default_factory=dict)
 
     @classmethod
     def open(cls, targets_file: Path | None, *, engine: Engine | None = None) -> Fleet:
@@ -30,14 +38,55 @@ class Fleet:
         engine = engine or Engine.connect()
         info = engine.info()
         host = probe_host(gpu_runtime=info.gpu_runtime)
-        return cls(config=config, engine=engine, host=host, engine_info=info,
-                   placements={t.name: place(t, host) for t in config.targets})
+        local = DockerBackend(engine, cache_dir=config.cache_dir)
+        opened: dict[tuple[str | None, ...], tuple[Backend, HostInfo] | str] = {}
+        backends: dict[str, Backend] = {}
+        hosts: dict[str, HostInfo] = {}
+        placements: dict[str, Placement] = {}
+        for target in config.targets:
+            if target.engine == LOCAL_ENGINE:
+                backends[target.name], hosts[target.name] = local, host
+                placements[target.name] = place(target, host)
+                continue
+            key = place_key(target)
+            if key not in opened:
+                opened[key] = _open_remote(target, config, engine)
+            entry = opened[key]
+            if isinstance(entry, str):
+                placements[target.name] = Placement(mode="unavailable", reason=entry)
+                continue
+            backends[target.name], hosts[target.name] = entry
+            placements[target.name] = _there(place(target, entry[1]), entry[1])
+        return cls(config=config, engine=engine, host=host, engine_info=info, placements=placements,
+                   backends=backends, hosts=hosts)
+
+    def backend(self, target: Target) -> Backend:
+        return self.backends[target.name]
 
     def buildable(self, target: Target) -> str | None:
-        """Why this host cannot build the target's image, or None. A GPU image builds without a GPU."""
-        if target.arch == self.host.arch or binfmt_for(self.host, target.arch):
+        """Why the target's image cannot be built where it runs, or None. A GPU image builds without a GPU."""
+        host = self.hosts.get(target.name)
+        if host is None:
+            return self.placements[target.name].reason
+        if target.arch == host.arch or binfmt_for(host, target.arch):
             return None
         return self.placements[target.name].reason or f"cannot run {target.arch} programs to build the image"
+
+
+def _open_remote(target: Target, config: Config, local: Engine) -> tuple[Backend, HostInfo] | str:
+    """A remote backend and its machine, or why it is unreachable (its targets are then unavailable, the rest run)."""
+    try:
+        backend = open_backend(target, config, local)
+        return backend, backend.probe()
+    except FarmError as exc:
+        return f"its backend is unreachable: {exc}"
+
+
+def _there(placement: Placement, host: HostInfo) -> Placement:
+    """A remote machine's verdict says whose CPU it is about."""
+    if placement.reason is None:
+        return placement
+    return replace(placement, reason=f"on {host.where} ({host.cpu_model or 'CPU model unknown'}): {placement.reason}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +98,9 @@ class TargetRow:
     cpu_model: str | None
     image: str | None
     built: bool
+    # Where its jobs run (targets.toml's engine) and whether farm reached it just now.
+    backend: str
+    reachable: bool
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,10 +117,12 @@ def describe(fleet: Fleet) -> list[TargetRow]:
     for target in fleet.config.targets:
         placement = fleet.placements[target.name]
         tag = images.current_tag(fleet.config, target)
+        backend = fleet.backends.get(target.name)
         rows.append(TargetRow(
             name=target.name, platform=target.platform, mode=placement.mode, reason=placement.reason,
             cpu_model=placement.cpu_model, image=tag,
-            built=bool(tag and images.find_image(fleet.engine, tag)),
+            built=bool(tag and backend is not None and backend.image_ref(tag)),
+            backend=target.engine, reachable=backend is not None,
         ))
     return rows
 
@@ -126,8 +180,8 @@ def ensure_images(fleet: Fleet, targets: Sequence[Target], reporter: progress.Re
         for target in group:
             try:
                 with reporter.step(f"image {target.name}") as step:
-                    built = images.ensure_image(fleet.engine, fleet.config, target, on_line=step.line,
-                                                on_stage=step.stage)
+                    built = fleet.backend(target).ensure_image(fleet.config, target, on_line=step.line,
+                                                               on_stage=step.stage)
                 outcomes[target.name] = BuildOutcome(image=built)
             except FarmError as exc:
                 outcomes[target.name] = BuildOutcome(error=exc)

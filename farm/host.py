@@ -61,6 +61,9 @@ class HostInfo:
     binfmt: Mapping[str, Binfmt] = field(default_factory=dict)
     binfmt_mounted: bool = False
     gpu_runtime: bool = False
+    cpu_model: str | None = None
+    # Where this machine is, as farm reaches it: "local", or a remote engine's address (farm/backend).
+    where: str = "local"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,15 +92,19 @@ def probe_host(*, gpu_runtime: bool = False) -> HostInfo:
         binfmt=read_binfmt(),
         binfmt_mounted=(BINFMT_DIR / "register").exists(),
         gpu_runtime=gpu_runtime,
+        cpu_model=read_cpu_model(),
     )
 
 
 def read_cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """The CPU's name as the kernel gives it ("model name" on x86; arm64 kernels often give none)."""
     try:
-        text = cpuinfo.read_text()
+        return cpu_model_in(cpuinfo.read_text())
     except OSError:
         return None
+
+
+def cpu_model_in(text: str) -> str | None:
+    """The CPU's name as the kernel gives it ("model name" on x86; arm64 kernels often give none)."""
     for line in text.splitlines():
         if line.startswith(("model name", "Model")) and ":" in line:
             return line.split(":", 1)[1].strip() or None
@@ -106,9 +113,13 @@ def read_cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
 
 def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     try:
-        text = cpuinfo.read_text()
+        return cpu_flags_in(cpuinfo.read_text())
     except OSError:
         return frozenset()
+
+
+def cpu_flags_in(text: str) -> frozenset[str]:
+    """The flags of /proc/cpuinfo's text."""
     for line in text.splitlines():
         # x86 says "flags", arm64 says "Features".
         if line.startswith(("flags", "Features")):

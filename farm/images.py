@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import farm
 from farm import bootstrap, sitepackages
@@ -33,6 +34,11 @@ LABEL_TARGET = "farm.target"
 LABEL_HASH = "farm.hash"
 
 
+# How an engine came by a target's image: built there now, already there, tagged (same content under another
+# target's name), or shipped from the controller's engine (save/load, farm/backend/docker.py).
+ImageOrigin = Literal["built", "cached", "tagged", "shipped"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuiltImage:
     target: str
@@ -40,6 +46,7 @@ class BuiltImage:
     size_bytes: int
     built_now: bool
     seconds: float
+    origin: ImageOrigin = "cached"
 
 # Where a bootstrapped base keeps Python; /opt/farm/bin/python3 in the image links to it.
 BOOTSTRAP_PYTHON = f"/usr/bin/python{PYTHON_VERSION}"
@@ -154,15 +161,17 @@ def _reuse_or_build(
     on_line: LineSink, on_stage: LineSink,
 ) -> BuiltImage:
     existing = engine.image(tag)
+    origin: ImageOrigin = "cached"
     if existing is None:
         existing = same_content(engine, tag)
+        origin = "tagged"
         if existing is not None:
             # Another target's image has the same content: one image, one more tag.
             engine.tag(existing.id, tag)
             on_line(f"same content as {', '.join(existing.tags) or existing.id}: tagged, not built")
     if existing is not None:
         return BuiltImage(target=target.name, tag=tag, size_bytes=existing.size_bytes, built_now=False,
-                          seconds=time.monotonic() - started)
+                          seconds=time.monotonic() - started, origin=origin)
     on_stage("base")
     base = ensure_base(engine, config.cache_dir, target, on_line, on_wait=on_stage)
     on_stage("site-packages")
@@ -187,7 +196,7 @@ def _reuse_or_build(
         )
     on_stage("smoke test")
     _smoke_test(engine, target, tag)
-    return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True,
+    return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True, origin="built",
                       seconds=time.monotonic() - started)
 
 

@@ -84,7 +84,7 @@ def inspect_for_targets(fleet: Fleet, targets: tuple[Target, ...], path: Path, i
     verdicts = []
     for target in targets:
         placement = fleet.placements[target.name]
-        found = capabilities(fleet.engine, fleet.config, fleet.host, target, placement)
+        found = capabilities(fleet, target)
         if isinstance(found, str):
             verdicts.append(TargetVerdict(target=target, mode=placement.mode, capabilities=None,
                                           prediction=Prediction(verdict="unknown", reason=found)))

@@ -24,11 +24,11 @@ import farm
 from farm import clean, compat, crosscheck, masking, runner
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
-from farm.engine import Mount, RunResult
+from farm.engine import ENGINE_ERRORS, Mount, RunResult, engine_lost
 from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
-from farm.host import Placement, read_cpu_model
+from farm.host import Placement
 from farm.inspect import ModelInfo, NodeUse, inspect_model, node_uses
 from farm.job.result import write_text_atomic
 from farm.job.variants import SUBGRAPH_VARIANT
@@ -161,7 +161,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
-            run.targets[target.name] = _target_head(target, placement)
+            run.targets[target.name] = _target_head(target, placement, fleet)
             if not placement.runnable:
                 _finish(run, target.name, status="skipped", reason=placement.reason)
             elif target.on_request and target.name not in named:
@@ -185,7 +185,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         _compare_targets(run, [t.name for t in ordered])
     except BaseException as exc:
         # Ctrl-C, SIGTERM or a lost engine: report.json keeps every result that arrived and says it is partial.
-        run.report["incomplete"] = _why_stopped(exc)
+        run.report["incomplete"] = _why_stopped(exc, fleet.engine.host)
         raise
     finally:
         # Also on Ctrl-C or a lost engine: report.json then holds every result that arrived.
@@ -203,18 +203,20 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(listed) if listed else "no target"
 
 
-def _why_stopped(exc: BaseException) -> str:
+def _why_stopped(exc: BaseException, host: str) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C or SIGTERM) before every target finished"
     if isinstance(exc, FarmError):
         return exc.message
+    if isinstance(exc, ENGINE_ERRORS):
+        return engine_lost("farm matrix", host, exc).message
     return f"farm failed ({type(exc).__name__}) before every target finished"
 
 
 def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: MatrixOptions) -> str:
     """What the target's result depends on (farm/resume.py): a later --resume reuses it while this is unchanged."""
     spec = _spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
-                 inputs=run.work / "in", host_flags=fleet.host.cpu_flags, metric=run.given.metric)
+                 inputs=run.work / "in", host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric)
     model = run.given.model
     # Which folder the int8 artifacts sit in depends on which other targets run; what is in them does not.
     spec.pop("artifacts")
@@ -301,7 +303,7 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
         digest.update(b"labels;" + np.ascontiguousarray(given.data.labels).tobytes())
     return {
         "label": options.label,
-        "host": {"arch": fleet.host.arch, "cpu_model": read_cpu_model(), "cpu_flags": sorted(fleet.host.cpu_flags),
+        "host": {"arch": fleet.host.arch, "cpu_model": fleet.host.cpu_model, "cpu_flags": sorted(fleet.host.cpu_flags),
                  "cores": len(os.sched_getaffinity(0)), "engine": f"Docker {fleet.engine_info.version}",
                  "kernel": os.uname().release},
         "settings": {"threads": options.threads,
@@ -334,7 +336,11 @@ def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) ->
     _open_up(inputs)
 
 
-def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
+def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
+    reach = fleet.backends[target.name].reach if target.name in fleet.backends else None
+    host = fleet.hosts.get(target.name)
+    backend = None if reach is None else {"kind": reach.kind, "where": reach.where,
+                                          "cpu_model": None if host is None else host.cpu_model, "image": None}
     return {
         "name": target.name, "platform": target.platform, "mode": placement.mode, "cpu_model": placement.cpu_model,
         # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
@@ -342,7 +348,7 @@ def _target_head(target: Target, placement: Placement) -> dict[str, Any]:
         "variants": [], "recommended": None,
         "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
         "image": None, "cpu_seen": None, "load_failure": None, "export_check": None, "resume_key": None,
-        "resumed_from": None,
+        "resumed_from": None, "backend": backend,
     }
 
 
@@ -356,6 +362,8 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
         if outcome.image is not None:
             tags[name] = outcome.image.tag
             _finish(run, name, image=outcome.image.tag)
+            if run.targets[name]["backend"] is not None:
+                run.targets[name]["backend"]["image"] = outcome.image.origin
         elif outcome.error is not None:
             if outcome.error.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
                 raise outcome.error
@@ -401,7 +409,7 @@ def _make_artifacts(
     options: MatrixOptions, reporter: Reporter,
 ) -> bool:
     spec = _spec(maker, fleet.placements[maker.name], "prepare", candidates, options, inputs=inputs,
-                 host_flags=fleet.host.cpu_flags, metric=run.given.metric)
+                 host_flags=fleet.hosts[maker.name].cpu_flags, metric=run.given.metric)
     out = _out_dir(run, f"prepare-{name}")
     with reporter.step(f"prepare int8 artifacts in {maker.name}") as step:
         step.stage("quantize")
@@ -441,7 +449,8 @@ def _evaluate(
 ) -> None:
     placement = fleet.placements[target.name]
     spec = _spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
-                 host_flags=fleet.host.cpu_flags, metric=run.given.metric, artifacts=run.artifacts.get(target.name))
+                 host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric,
+                 artifacts=run.artifacts.get(target.name))
     out = _out_dir(run, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
@@ -468,7 +477,7 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
     if not failure:
         return
     kind = failure["class"]
-    found = compat.capabilities(fleet.engine, fleet.config, fleet.host, target, fleet.placements[target.name])
+    found = compat.capabilities(fleet, target)
     if isinstance(found, str):
         predicted, prediction = None, f"unknown: {found}"
     else:
@@ -500,7 +509,7 @@ def _run_job(
             library = masking.ensure_library(fleet.config.cache_dir)
         except FarmError as exc:  # this target cannot be masked here; the others still run
             return RunResult.engine_failure(f"could not be masked: {exc}")
-    return fleet.engine.run(
+    return fleet.backend(target).run(
         runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
                         mounts=_mounts(inputs, out), timeout_s=_budget(target, options), memory=target.memory,
                         keep=options.keep_containers, mask_library=library,

@@ -59,6 +59,9 @@ def accuracy_difference(new: Report, old: Report) -> str | None:
 
 def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None:
     """Per target: only timings of the same kind (measured with measured, masked with masked) compare."""
+    here, there = _ran_on(new), _ran_on(old)
+    if here != there:
+        return f"ran on {here} here but on {there} in the baseline"
     if "emulated" in (new.mode, old.mode):
         return "emulated under QEMU: not timed, since its timings would not be measurements"
     kinds_new = {v.timing for v in new.variants if v.latency_ms is not None}
@@ -70,3 +73,11 @@ def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None
     if kinds_new != kinds_old:
         return f"timings are {'/'.join(sorted(kinds_new))} here but {'/'.join(sorted(kinds_old))} in the baseline"
     return None
+
+
+def _ran_on(target: TargetResult) -> str:
+    """The machine a target's timings come from: the controller (its host is the run block's, compared per report)
+    or a remote backend's place and CPU."""
+    backend = target.backend or {}
+    where = str(backend.get("where", "local"))
+    return where if where == "local" else f"{where} ({backend.get('cpu_model') or 'CPU unknown'})"

@@ -326,6 +326,9 @@ class TargetResult:
     resume_key: str | None = None
     # The created time of the report `farm matrix --resume` took this result from; None when it ran in this run.
     resumed_from: str | None = None
+    # Where it ran (farm/backend): {"kind": "docker", "where": "local" | an engine's address, "cpu_model": the CPU of
+    # the machine there, "image": "built" | "cached" | "tagged" | "shipped" | null}; None in reports before backends.
+    backend: Mapping[str, Any] | None = None
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -354,6 +357,7 @@ class TargetResult:
             export_check=data.get("export_check"),
             resume_key=data.get("resume_key"),
             resumed_from=data.get("resumed_from"),
+            backend=data.get("backend"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,6 +382,7 @@ class TargetResult:
             "export_check": None if self.export_check is None else dict(self.export_check),
             "resume_key": self.resume_key,
             "resumed_from": self.resumed_from,
+            "backend": None if self.backend is None else dict(self.backend),
         }
 
 

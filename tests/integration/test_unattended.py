@@ -31,6 +31,18 @@ from tests.modelgen import make_saturating_classifier
 pytestmark = pytest.mark.docker
 
 DOCKER_SOCKET = "/var/run/docker.sock"
+# The targets these tests define; their images are the default ones under more tags, which go after each test.
+TEST_TARGETS = ("fine", "starved", "slow", "cold", "first", "second")
+
+
+@pytest.fixture(autouse=True)
+def _untag_test_targets(engine: Engine) -> Iterator[None]:
+    yield
+    for image in engine.client.images.list():
+        for tag in image.tags:
+            if tag.split(":")[0] in {f"farm/{name}" for name in TEST_TARGETS}:
+                with contextlib.suppress(Exception):  # another tag of the same image went first with it
+                    engine.client.api.remove_image(tag)
 
 
 def x86_targets(path: Path, tables: dict[str, dict[str, Any]]) -> Path:

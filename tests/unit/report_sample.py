@@ -119,7 +119,7 @@ def _x86_avx2() -> dict[str, Any]:
         "warnings": ["timing.iterations reduced from 100 to 5 under emulation"],
         "exit_code": 0, "log_tail": None, "duration_s": 1312.4, "image": "farm/x86-avx2:4be1c0ffee12",
         "cpu_seen": ["AVX", "AVX2", "FMA3", "SSE42"], "load_failure": None, "export_check": None,
-        "resume_key": None, "resumed_from": None,
+        "resume_key": None, "resumed_from": None, "backend": None,
     }
 
 
@@ -146,7 +146,7 @@ def _x86_avx512_vnni() -> dict[str, Any]:
         "warnings": [],
         "exit_code": 0, "log_tail": None, "duration_s": 48.2, "image": "farm/x86-avx512-vnni:9d2e1a7b3c40",
         "cpu_seen": ["AVX", "AVX2", "AVX512BW", "AVX512F", "AVX512VNNI", "FMA3"],
-        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None,
+        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None, "backend": None,
     }
 
 
@@ -166,6 +166,7 @@ def _arm64() -> dict[str, Any]:
         "warnings": [],
         "exit_code": 139, "log_tail": ARM64_LOG_TAIL, "duration_s": 431.0, "image": "farm/arm64:77aa01d2e9f3",
         "cpu_seen": None, "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None,
+        "backend": None,
     }
 
 
@@ -175,7 +176,7 @@ def _gpu_s8s8() -> dict[str, Any]:
         "status": "skipped", "reason": GPU_REASON, "runtime": None, "variants": [],
         "recommended": None, "recommendation_reason": None, "warnings": [],
         "exit_code": None, "log_tail": None, "duration_s": None, "image": None, "cpu_seen": None,
-        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None,
+        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None, "backend": None,
     }
 
 

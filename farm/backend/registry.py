@@ -1,0 +1,32 @@
+"""Which backend runs a target: its ``engine`` in targets.toml, opened once per distinct place."""
+
+from __future__ import annotations
+
+from farm.backend import Backend
+from farm.backend.docker import DockerBackend
+from farm.config import KUBERNETES, LOCAL_ENGINE, Config, Target
+from farm.engine import Engine
+
+# Seconds to wait for a remote engine's first answer: one that is down must not hold up the targets that can run.
+CONNECT_TIMEOUT_S = 15
+
+
+def place_key(target: Target) -> tuple[str | None, ...]:
+    """Targets with the same key share one backend (one connection, one probe)."""
+    return (target.engine, target.tls_ca, target.tls_cert, target.tls_key, target.registry, target.namespace,
+            target.kube_context)
+
+
+def open_backend(target: Target, config: Config, local: Engine) -> Backend:
+    """The target's backend, connected; raises EnvironmentProblem when it cannot be reached."""
+    if target.engine == LOCAL_ENGINE:
+        return DockerBackend(local, cache_dir=config.cache_dir)
+    if target.engine == KUBERNETES:
+        from farm.backend.kubernetes import open_kubernetes  # the kubernetes client loads only when a target needs it
+
+        return open_kubernetes(target, config, local)
+    remote = Engine.connect_to(target.engine, tls_ca=target.tls_ca, tls_cert=target.tls_cert, tls_key=target.tls_key,
+                               timeout_s=CONNECT_TIMEOUT_S)
+    # A slow build or job there is not a lost engine: after the first answer, the usual patience.
+    remote.client.api.timeout = 120
+    return DockerBackend(remote, cache_dir=config.cache_dir, controller=local)

@@ -1,0 +1,118 @@
+"""Issue 11 on real engines: targets that run on another Docker engine, reached only through its API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farm.config import load_config
+from farm.engine import Engine
+from farm.fleet import BuildResults, Fleet
+from farm.host import HostInfo, place
+from farm.report.schema import validate
+from tests.conftest import ROOT
+from tests.integration.second_engine import SecondEngine, second_engine
+from tests.integration.test_unattended import x86_targets
+
+pytestmark = pytest.mark.docker
+
+# The CPU the second engine's machine reports: the other x86 tier than the controller's, so placement must differ.
+HASWELL = frozenset({"fpu", "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"})
+CASCADE_LAKE = HASWELL | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"}
+
+
+@pytest.fixture(scope="module")
+def remote(fleet: Fleet, built: BuildResults, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecondEngine]:
+    if fleet.host.arch != "x86_64":
+        pytest.skip(f"the second engine's tests fake an x86 CPU; this controller is {fleet.host.arch}")
+    vnni_here = "avx512_vnni" in fleet.host.cpu_flags
+    model, flags = ("Fake Haswell", HASWELL) if vnni_here else ("Fake Cascade Lake", CASCADE_LAKE)
+    # A short folder: a unix socket's path must fit in 108 bytes.
+    root = Path(tmp_path_factory.mktemp("e2", numbered=True))
+    with second_engine(root, cpu_model=model, cpu_flags=flags) as started:
+        yield started
+    # Gone with its bridge, data root and socket: nothing of it stays on this machine.
+    assert not Path(started.address.removeprefix("unix://")).exists()
+
+
+def remote_targets(path: Path, remote: SecondEngine, tables: dict[str, dict[str, Any]]) -> Path:
+    return x86_targets(path, {name: {**table, "engine": remote.address} if name.startswith("remote") else table
+                              for name, table in tables.items()})
+
+
+def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
+    remote: SecondEngine, engine: Engine, tmp_path: Path
+) -> None:
+    targets = remote_targets(tmp_path / "targets.toml", remote, {"remote-x86": {}})
+    out = tmp_path / "out"
+    # --keep leaves the containers (and their volumes), so that what ran where, and with which mounts, can be read.
+    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
+                             str(out), "--iterations", "20", "--keep"], capture_output=True, text=True, timeout=900,
+                            cwd=ROOT)
+    try:
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "report.json").read_text())
+        validate(report)
+        entry = report["targets"][0]
+        assert entry["status"] == "ok", entry
+        assert entry["backend"] == {"kind": "docker", "where": remote.address, "cpu_model": remote.cpu_model,
+                                    "image": "shipped"}, entry["backend"]
+        assert remote.engine.image(entry["image"]) is not None
+        ran_there = remote.engine.client.api.containers(all=True, filters={"label": "farm.target=remote-x86"})
+        assert {c["Labels"].get("farm.stage") for c in ran_there} >= {"prepare", "evaluate"}, ran_there
+        assert not engine.client.api.containers(all=True, filters={"label": "farm.target=remote-x86"})
+        for container in ran_there:
+            mounts = remote.engine.client.api.inspect_container(container["Id"])["Mounts"]
+            assert mounts and all(m["Type"] == "volume" for m in mounts), mounts
+    finally:
+        for container in remote.engine.farm_containers():
+            remote.engine.remove_container(container.id)
+        for volume, _ in remote.engine.farm_volumes():
+            remote.engine.remove_volume(volume)
+        subprocess.run([sys.executable, "-m", "farm", "clean", "--targets", str(targets)], capture_output=True,
+                       cwd=ROOT, check=False)
+
+
+def test_the_remote_machine_decides_the_placement(remote: SecondEngine, fleet: Fleet, tmp_path: Path) -> None:
+    tiers = {"avx2": {"cpu_features": ["avx2", "fma"], "cpu_excludes": ["avx512f", "avx_vnni", "avx512_vnni"]},
+             "vnni": {"cpu_features": ["avx512f", "avx512bw", "avx512_vnni"]}}
+    tables = {f"{where}-{tier}": table for where in ("local", "remote") for tier, table in tiers.items()}
+    targets = remote_targets(tmp_path / "targets.toml", remote, tables)
+    result = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    config = load_config(targets, env={})
+    there = HostInfo(arch="x86_64", cpu_flags=remote.cpu_flags)
+    differ = []
+    for tier in tiers:
+        local, far = rows[f"local-{tier}"], rows[f"remote-{tier}"]
+        assert local["mode"] == place(config.target(f"local-{tier}"), fleet.host).mode, local
+        assert far["mode"] == place(config.target(f"remote-{tier}"), there).mode, far
+        assert far["backend"] == remote.address and far["reachable"], far
+        if far["mode"] != "native":
+            assert far["reason"].startswith(f"on {remote.address} ({remote.cpu_model})"), far
+        differ += [tier] if local["mode"] != far["mode"] else []
+    assert differ, rows  # one of the two tiers is native here and not there, or the other way round
+
+
+def test_an_unreachable_backend_is_unavailable_and_the_others_run(built: BuildResults, tmp_path: Path) -> None:
+    targets = x86_targets(tmp_path / "targets.toml", {"here": {}, "gone": {"engine": "tcp://127.0.0.1:9"}})
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
+                             str(out), "--iterations", "20"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    entries = {t["name"]: t for t in report["targets"]}
+    assert entries["here"]["status"] == "ok"
+    gone = entries["gone"]
+    assert gone["status"] == "skipped" and gone["mode"] == "unavailable", gone
+    assert gone["reason"].startswith("its backend is unreachable: cannot reach the Docker engine at "
+                                     "tcp://127.0.0.1:9"), gone["reason"]
