@@ -54,13 +54,14 @@ def version() -> None:
 @app.command("doctor")
 def doctor_cmd(
     fix: Annotated[bool, typer.Option("--fix", help="install and register what is missing (run as root)")] = False,
+    targets_file: TargetsOpt = None,
 ) -> None:
     """Check the engine, QEMU, binfmt, CPU flags, GPU runtime and disk, and say what to do about each."""
     if fix:
         changes = doctor.fix()
         for change in changes or ["nothing to change: everything farm installs is already here"]:
             typer.echo(f"changed: {change}" if changes else change)
-    checks = doctor.diagnose()
+    checks = doctor.diagnose(targets_file=targets_file)
     marks = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
     rows = [[c.name, marks[c.level], c.detail + (f"\n  fix: {c.fix}" if c.fix else "")] for c in checks]
     typer.echo(tabulate(rows, headers=["check", "", "detail"], tablefmt="plain"))
@@ -137,6 +138,9 @@ def matrix(
                                        "[env: FARM_KEEP]")] = False,
     label: Annotated[str | None, typer.Option(envvar="FARM_LABEL", help="what this run is (a commit, a release), "
                                               "kept in the report for trends and gates [env: FARM_LABEL]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write what each target's backend would create "
+                                          "(container settings, Kubernetes manifests) into OUT/dry-run/; build and "
+                                          "run nothing")] = False,
     resume: Annotated[bool, typer.Option(envvar="FARM_RESUME", help="reuse each target's result from the report "
                                          "already in --out when the model, data, image and settings are unchanged; "
                                          "run the rest [env: FARM_RESUME]")] = False,
@@ -147,6 +151,7 @@ def matrix(
     from farm.engine import ENGINE_ERRORS, engine_lost
     from farm.errors import EnvironmentProblem
     from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
+    from farm.matrix import dry_run as plan_dry_run
     from farm.report import FORMATS, REPORT_FILE
 
     if fmt not in FORMATS:
@@ -164,6 +169,12 @@ def matrix(
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
     fleet_ = _open_fleet(targets_file)
+    if dry_run:
+        written, notes = plan_dry_run(fleet_, given, options)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo("\n".join(f"wrote {path}" for path in written) or "nothing to write: no selected target can run")
+        return
     partial = f"the partial report is {out / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
     try:
         with progress.reporter(quiet) as report:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from farm import bootstrap, masking
+from farm.backend.registry import open_backend, place_key
+from farm.config import LOCAL_ENGINE, Target, load_config
 from farm.engine import Engine
 from farm.errors import EnvironmentProblem, FarmError
 from farm.host import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
@@ -32,9 +34,10 @@ class Check:
     fix: str | None = None
 
 
-def diagnose(env: dict[str, str] | None = None) -> list[Check]:
+def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = None) -> list[Check]:
     checks: list[Check] = []
     gpu_runtime = False
+    engine = None
     try:
         engine = Engine.connect(env)
         info = engine.info()
@@ -55,6 +58,39 @@ def diagnose(env: dict[str, str] | None = None) -> list[Check]:
                    fix="on a GPU host, install the NVIDIA Container Toolkit and restart Docker")
     )
     checks.append(_bootstrap())
+    if engine is not None:
+        checks.extend(_backends(engine, targets_file))
+    return checks
+
+
+def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
+    """Each place targets.toml sends targets to other than this engine: reachable, and what machine is there."""
+    try:
+        config = load_config(targets_file)
+    except FarmError as exc:
+        return [Check(name="targets", level="fail", detail=exc.message, fix=exc.fix)]
+    places: dict[tuple[str | None, ...], list[str]] = {}
+    first: dict[tuple[str | None, ...], Target] = {}
+    for target in config.targets:
+        if target.engine != LOCAL_ENGINE:
+            key = place_key(target)
+            places.setdefault(key, []).append(target.name)
+            first.setdefault(key, target)
+    checks = []
+    for key, names in places.items():
+        target = first[key]
+        try:
+            host = open_backend(target, config, engine).probe()
+        except FarmError as exc:
+            checks.append(Check(name="backend", level="warn",
+                                detail=f"{target.engine} ({', '.join(names)}): unreachable: {exc.message}",
+                                fix=exc.fix or "start it, or fix its address in targets.toml; its targets are "
+                                "reported as unavailable"))
+            continue
+        checks.append(Check(name="backend", level="ok",
+                            detail=f"{target.engine} ({', '.join(names)}): {host.arch}, "
+                            f"{host.cpu_model or 'CPU model unknown'}"
+                            + (", NVIDIA runtime" if host.gpu_runtime else "")))
     return checks
 
 

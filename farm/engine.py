@@ -31,6 +31,8 @@ from farm.files import LineSink
 from farm.owner import OWNER_LABEL, this_process
 
 RUN_LABEL = "farm.run"
+# Which job a container runs (prepare, evaluate, probe...), beside farm.target: `docker ps` and tests tell them apart.
+STAGE_LABEL = "farm.stage"
 REMOVE_TRIES = 4
 LOG_TAIL_LINES = 40
 
@@ -406,27 +408,17 @@ class Engine:
                     stack.pop_all()  # kept for debugging, with its volumes
 
     def _create(self, spec: RunSpec, *, mounts: list[Any], user: str, device_requests: list[Any] | None) -> Any:
-        return self.client.containers.create(
-            spec.image,
-            command=list(spec.command),
-            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
-            environment=dict(spec.environment),
-            mounts=mounts,
-            platform=spec.platform,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=1g"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            user=user,
-            mem_limit=spec.memory,
-            memswap_limit=spec.memory,
-            pids_limit=spec.pids_limit,
-            cpuset_cpus=spec.cpuset,
-            device_requests=device_requests,
-            labels={RUN_LABEL: "1", OWNER_LABEL: this_process(), **spec.labels},
-            detach=True,
-        )
+        return self.client.containers.create(spec.image, mounts=mounts, device_requests=device_requests, detach=True,
+                                             **_container_settings(spec, user=user))
+
+    def describe(self, spec: RunSpec) -> dict[str, Any]:
+        """The container farm would create for ``spec`` on this engine, as data (`farm matrix --dry-run`)."""
+        user = "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
+        mounts = [{"target": m.target, "read_only": m.read_only,
+                   **({"volume": "(filled through the API)"} if self.remote else {"source": str(m.source)})}
+                  for m in spec.mounts]
+        return {"kind": "DockerContainer", "engine": self.host, "image": spec.image, "mounts": mounts,
+                "gpus": spec.gpus, "timeout_s": spec.timeout_s, **_container_settings(spec, user=user)}
 
     def farm_containers(self) -> list[ContainerInfo]:
         """Every container farm started that still exists, with the process that owns it."""
@@ -484,6 +476,28 @@ class _LogReader(threading.Thread):
     def tail(self) -> str:
         with self._lock:
             return "\n".join(self._lines)
+
+
+def _container_settings(spec: RunSpec, *, user: str) -> dict[str, Any]:
+    """Every container's command, hardening and limits: no network, read-only root, no capabilities, no new
+    privileges, an unprivileged user, memory without swap, a pid limit; the one definition run and describe share."""
+    return {
+        "command": list(spec.command),
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+        "environment": dict(spec.environment),
+        "platform": spec.platform,
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,size=1g"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "user": user,
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory,
+        "pids_limit": spec.pids_limit,
+        "cpuset_cpus": spec.cpuset,
+        "labels": {RUN_LABEL: "1", OWNER_LABEL: this_process(), **spec.labels},
+    }
 
 
 def _logs_tail(container: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from farm.backend.registry import open_backend, place_key
 from farm.config import LOCAL_ENGINE, Config, Target, load_config
 from farm.engine import Engine, EngineInfo
 from farm.errors import BuildFailed, FarmError
-from farm.host import HostInfo, Placement, binfmt_for, place, probe_host
+from farm.host import HostInfo, Placement, binfmt_for, probe_host
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,8 +45,8 @@ class Fleet:
         placements: dict[str, Placement] = {}
         for target in config.targets:
             if target.engine == LOCAL_ENGINE:
-                backends[target.name], hosts[target.name] = local, host
-                placements[target.name] = place(target, host)
+                backends[target.name] = local
+                placements[target.name], hosts[target.name] = local.place(target, host)
                 continue
             key = place_key(target)
             if key not in opened:
@@ -55,8 +55,8 @@ class Fleet:
             if isinstance(entry, str):
                 placements[target.name] = Placement(mode="unavailable", reason=entry)
                 continue
-            backends[target.name], hosts[target.name] = entry
-            placements[target.name] = _there(place(target, entry[1]), entry[1])
+            backends[target.name] = entry[0]
+            placements[target.name], hosts[target.name] = entry[0].place(target, entry[1])
         return cls(config=config, engine=engine, host=host, engine_info=info, placements=placements,
                    backends=backends, hosts=hosts)
 
@@ -80,13 +80,6 @@ def _open_remote(target: Target, config: Config, local: Engine) -> tuple[Backend
         return backend, backend.probe()
     except FarmError as exc:
         return f"its backend is unreachable: {exc}"
-
-
-def _there(placement: Placement, host: HostInfo) -> Placement:
-    """A remote machine's verdict says whose CPU it is about."""
-    if placement.reason is None:
-        return placement
-    return replace(placement, reason=f"on {host.where} ({host.cpu_model or 'CPU model unknown'}): {placement.reason}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 import farm
-from farm import clean, compat, crosscheck, masking, runner
+from farm import clean, compat, crosscheck, images, masking, runner
+from farm.backend.registry import offline_backend
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
-from farm.engine import ENGINE_ERRORS, Mount, RunResult, engine_lost
+from farm.engine import ENGINE_ERRORS, STAGE_LABEL, Mount, RunResult, engine_lost
 from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
@@ -45,8 +47,6 @@ OUT = "/farm/out"
 METRIC_DIR = "metric"
 MODEL_DIR = "model"
 MODEL_FILE = "model.onnx"
-# Which job a container runs (prepare or evaluate), beside farm.target: `docker ps` and tests tell them apart.
-STAGE_LABEL = "farm.stage"
 # Timed runs are split into this many rounds, alternating between variants; a speed claim must hold in every one
 # (with 5, identical graphs were called faster in 1 of 100 runs in scripts/bench-noise; with 10, in none).
 TIMING_ROUNDS = 10
@@ -196,6 +196,40 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         ran = (t.name for t in ordered if t.name not in reused)
         run.notes.append(f"--resume reused {_names(reused)}; ran {_names(ran)}")
     return MatrixResult(report=run.report, exit_code=_exit_code(run.failure_codes.values()), notes=tuple(run.notes))
+
+
+DRY_RUN_DIR = "dry-run"
+
+
+def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[list[Path], list[str]]:
+    """What a run would create on each selected target's backend, written as data (Kubernetes manifests, container
+    settings) into ``<out>/dry-run/``; nothing is built and nothing runs. Returns the files and notes for the user."""
+    folder = options.out_dir / DRY_RUN_DIR
+    inputs, notes, written = fleet.config.cache_dir / "runs" / "(run)" / "in", [], []
+    for target in fleet.config.select(options.targets):
+        if target.on_request and target.name not in options.targets:
+            continue  # as a run does: only when named
+        backend = fleet.backends.get(target.name)
+        placement = fleet.placements[target.name]
+        if backend is None:
+            # Unreachable now: its manifests need no answer from it, so they are written as for a native run.
+            backend, placement = offline_backend(target, fleet.config, fleet.engine), Placement(mode="native")
+            notes.append(f"{target.name}: its backend is unreachable now; written as if it ran there natively")
+        elif not placement.runnable:
+            notes.append(f"{target.name}: not written, it cannot run ({placement.reason})")
+            continue
+        tag = images.current_tag(fleet.config, target) or f"farm/{target.name}:not-built-yet"
+        for stage in ("prepare", "evaluate") if placement.mode in ("native", "masked") else ("evaluate",):
+            spec = runner.run_spec(
+                target, placement, tag, ["-m", "farm.job", f"{IN}/spec-{stage}-{target.name}.json", OUT],
+                mounts=_mounts(inputs, fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"),
+                timeout_s=_budget(target, options), memory=target.memory, labels={STAGE_LABEL: stage},
+                mask_library=Path(masking.LIBRARY_NAME) if placement.mode == "masked" else None)
+            path = folder / f"{target.name}-{stage}.yaml"
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump_all(backend.manifests(spec), sort_keys=False, width=120))
+            written.append(path)
+    return written, notes
 
 
 def _names(names: Iterable[str]) -> str:

@@ -15,12 +15,12 @@ here and one entry in ``KINDS``; nothing outside this package knows how a contai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from farm.config import Config, Target
 from farm.engine import RunResult, RunSpec
 from farm.files import LineSink
-from farm.host import HostInfo
+from farm.host import HostInfo, Placement
 from farm.images import BuiltImage
 
 
@@ -41,12 +41,21 @@ class Backend(Protocol):
         """What the machine that runs the jobs has. Raises EnvironmentProblem when it cannot be reached."""
         ...
 
+    def place(self, target: Target, host: HostInfo) -> tuple[Placement, HostInfo]:
+        """How the target runs on what ``probe`` found, and the machine its jobs will see (a cluster's matching
+        nodes, say); a reason names the place, so a reader knows whose CPU it is about."""
+        ...
+
     def image_ref(self, tag: str) -> str | None:
         """The name under which the backend has the content of ``tag`` (another target's may do), or None."""
         ...
 
     def ensure_image(self, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink) -> BuiltImage:
         """The target's image, there, by its content hash; BuiltImage.origin says how it got there."""
+        ...
+
+    def manifests(self, spec: RunSpec) -> list[dict[str, Any]]:
+        """What ``run`` would create for ``spec``, as data, asking nothing of the backend (`farm matrix --dry-run`)."""
         ...
 
     def run(self, spec: RunSpec, *, on_line: LineSink | None = None) -> RunResult:

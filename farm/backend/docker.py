@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from farm import bootstrap, images
 from farm.backend import Reach
 from farm.config import PLATFORM_ARCH, Config, Target
-from farm.engine import Engine, ImageInfo, RunResult, RunSpec
+from farm.engine import STAGE_LABEL, Engine, ImageInfo, RunResult, RunSpec
 from farm.errors import EnvironmentProblem
 from farm.files import LineSink
-from farm.host import HostInfo, cpu_flags_in, cpu_model_in, probe_host
+from farm.host import HostInfo, Placement, cpu_flags_in, cpu_model_in, place, probe_host
 from farm.owner import is_gone
 from farm.wheelhouse import ensure_wheelhouse
 
@@ -55,7 +57,7 @@ class DockerBackend:
         base = self._probe_base(arch)
         result = self.engine.run(RunSpec(image=base, command=[images.BOOTSTRAP_PYTHON, "-c", _PROBE],
                                          platform=_ARCH_PLATFORM[arch], timeout_s=120.0, memory="256m",
-                                         labels={"farm.stage": "probe"}))
+                                         labels={STAGE_LABEL: "probe"}))
         try:
             found = json.loads(result.log_tail.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -64,6 +66,13 @@ class DockerBackend:
                 f"{result.failure or 'printed no answer'}", fix="check that engine with `docker info` there") from None
         return HostInfo(arch=arch, cpu_flags=cpu_flags_in(found["cpuinfo"]), cpu_model=cpu_model_in(found["cpuinfo"]),
                         gpu_runtime=info.gpu_runtime, where=self.engine.host)
+
+    def place(self, target: Target, host: HostInfo) -> tuple[Placement, HostInfo]:
+        placement = place(target, host)
+        if not self.engine.remote or placement.reason is None:
+            return placement, host
+        where = f"on {host.where} ({host.cpu_model or 'CPU model unknown'}): "
+        return replace(placement, reason=where + placement.reason), host
 
     def image_ref(self, tag: str) -> str | None:
         """The name under which this engine has the content of ``tag``, or None."""
@@ -91,6 +100,9 @@ class DockerBackend:
         shipped = self.engine.image(tag)
         return images.BuiltImage(target=target.name, tag=tag, size_bytes=shipped.size_bytes if shipped else 0,
                                  built_now=False, seconds=time.monotonic() - started, origin="shipped")
+
+    def manifests(self, spec: RunSpec) -> list[dict[str, Any]]:
+        return [self.engine.describe(spec)]
 
     def run(self, spec: RunSpec, *, on_line: LineSink | None = None) -> RunResult:
         return self.engine.run(spec, on_line=on_line)

@@ -17,6 +17,19 @@ def place_key(target: Target) -> tuple[str | None, ...]:
             target.kube_context)
 
 
+def offline_backend(target: Target, config: Config, local: Engine) -> Backend:
+    """The target's backend without connecting to it: enough to say what it would create (`--dry-run`)."""
+    if target.engine == LOCAL_ENGINE:
+        return DockerBackend(local, cache_dir=config.cache_dir)
+    if target.engine == KUBERNETES:
+        from farm.backend.kubernetes import KubernetesBackend
+
+        assert target.registry is not None  # config requires it for kubernetes targets
+        return KubernetesBackend(registry=target.registry, namespace=target.namespace, context=target.kube_context,
+                                 engine=local, targets=config.targets)
+    return DockerBackend(Engine(None, host=target.engine, remote=True), cache_dir=config.cache_dir)
+
+
 def open_backend(target: Target, config: Config, local: Engine) -> Backend:
     """The target's backend, connected; raises EnvironmentProblem when it cannot be reached."""
     if target.engine == LOCAL_ENGINE:

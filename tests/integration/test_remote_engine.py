@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from farm.config import load_config
 from farm.engine import Engine
@@ -116,3 +118,48 @@ def test_an_unreachable_backend_is_unavailable_and_the_others_run(built: BuildRe
     assert gone["status"] == "skipped" and gone["mode"] == "unavailable", gone
     assert gone["reason"].startswith("its backend is unreachable: cannot reach the Docker engine at "
                                      "tcp://127.0.0.1:9"), gone["reason"]
+
+
+def test_doctor_shows_each_backend_and_whether_it_is_reachable(remote: SecondEngine, tmp_path: Path) -> None:
+    targets = remote_targets(tmp_path / "targets.toml", remote, {"remote-a": {}, "remote-b": {},
+                                                                  "gone": {"engine": "tcp://127.0.0.1:9"}})
+    result = subprocess.run([sys.executable, "-m", "farm", "doctor", "--targets", str(targets)], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("backend")]
+    assert len(lines) == 2, result.stdout
+    assert "ok" in lines[0].split() and f"{remote.address} (remote-a, remote-b): x86_64, {remote.cpu_model}" in lines[0]
+    assert "WARN" in lines[1].split() and "tcp://127.0.0.1:9 (gone): unreachable" in lines[1], lines
+
+
+def test_a_dry_run_writes_what_each_backend_would_create_and_runs_nothing(
+    engine: Engine, built: BuildResults, tmp_path: Path
+) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    defaults = tomllib.loads((ROOT / "targets.toml").read_text())
+    cluster = {"engine": "kubernetes", "registry": "registry.example.com/farm", "namespace": "farm-ci",
+               "kube_context": "no-such-context"}
+    targets = x86_targets(tmp_path / "targets.toml", {
+        "here": {},
+        "cluster-avx2": {**cluster, "cpu_features": ["avx2", "fma"],
+                         "cpu_excludes": defaults["targets"]["x86-avx2"]["cpu_excludes"]},
+    })
+    before = {c.id for c in engine.farm_containers()}
+    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
+                             str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True, timeout=600,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "cluster-avx2: its backend is unreachable now" in result.stderr, result.stderr
+    folder = tmp_path / "out" / "dry-run"
+    assert sorted(p.name for p in folder.iterdir()) == ["cluster-avx2-evaluate.yaml", "cluster-avx2-prepare.yaml",
+                                                        "here-evaluate.yaml", "here-prepare.yaml"]
+    for path in folder.glob("cluster-*.yaml"):
+        for manifest in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(manifest, "1.37.0", strict=True)
+            if manifest["kind"] == "Job":
+                pod = manifest["spec"]["template"]["spec"]
+                assert pod["nodeSelector"]["feature.node.kubernetes.io/cpu-cpuid.AVX2"] == "true", pod
+                assert manifest["metadata"]["namespace"] == "farm-ci"
+    local = yaml.safe_load((folder / "here-evaluate.yaml").read_text())
+    assert (local["network_mode"], local["read_only"], local["cap_drop"]) == ("none", True, ["ALL"]), local
+    assert not {c.id for c in engine.farm_containers()} - before  # nothing ran
+    assert not (tmp_path / "out" / "report.json").exists()

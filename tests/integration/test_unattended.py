@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from farm import bootstrap
-from farm.engine import RUN_LABEL, Engine, RunSpec
+from farm.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
 from farm.fleet import BuildResults
-from farm.matrix import STAGE_LABEL
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of
