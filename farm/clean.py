@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from farm.backend.engine import Engine
 from farm.config import Config
-from farm.engine import Engine
 from farm.files import LOCKS_DIR
 from farm.owner import is_gone, this_process
 

@@ -148,7 +148,7 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
-    from farm.engine import ENGINE_ERRORS, engine_lost
+    from farm.backend.engine import ENGINE_ERRORS, engine_lost
     from farm.errors import EnvironmentProblem
     from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
     from farm.matrix import dry_run as plan_dry_run
@@ -344,8 +344,8 @@ def clean_cmd(
     """Remove what farm left behind: containers and run folders of farm processes that are gone, and with
     --images, --cache or --all, farm's images and caches. What a running farm uses is kept, and said so."""
     from farm import clean
+    from farm.backend.engine import Engine
     from farm.config import load_config
-    from farm.engine import Engine
     from farm.report._format import size
 
     engine = Engine.connect()
@@ -394,7 +394,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    from farm.engine import ENGINE_ERRORS, engine_lost
+    from farm.backend.engine import ENGINE_ERRORS, engine_lost
 
     signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from onnx import defs
 
-from farm import images, runner
-from farm.backend import Backend
+from farm import images
+from farm.backend import runner
+from farm.backend.base import Backend
+from farm.backend.engine import Mount
 from farm.config import Target
-from farm.engine import Mount
 from farm.files import exclusive, lock_path
 from farm.fleet import Fleet
 from farm.host import HostInfo, Placement

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 from farm import bootstrap, masking
+from farm.backend.engine import Engine
 from farm.backend.registry import open_backend, place_key
 from farm.config import LOCAL_ENGINE, Target, load_config
-from farm.engine import Engine
 from farm.errors import EnvironmentProblem, FarmError
 from farm.host import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from farm import images, progress
-from farm.backend import Backend
+from farm.backend.base import Backend
 from farm.backend.docker import DockerBackend
+from farm.backend.engine import Engine, EngineInfo
 from farm.backend.registry import open_backend, place_key
 from farm.config import LOCAL_ENGINE, Config, Target, load_config
-from farm.engine import Engine, EngineInfo
 from farm.errors import BuildFailed, FarmError
 from farm.host import HostInfo, Placement, binfmt_for, probe_host
 

@@ -22,8 +22,8 @@ from typing import Literal
 
 import farm
 from farm import bootstrap, sitepackages
+from farm.backend.engine import Engine, ImageInfo, RunSpec
 from farm.config import BOOTSTRAP, Config, Target
-from farm.engine import Engine, ImageInfo, RunSpec
 from farm.errors import BuildFailed
 from farm.files import LineSink, exclusive, lock_path
 from farm.host import qemu_cpu

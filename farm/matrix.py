@@ -22,11 +22,12 @@ import numpy as np
 import yaml
 
 import farm
-from farm import clean, compat, crosscheck, images, masking, runner
+from farm import clean, compat, crosscheck, images, masking
+from farm.backend import runner
+from farm.backend.engine import ENGINE_ERRORS, STAGE_LABEL, Mount, RunResult, engine_lost
 from farm.backend.registry import offline_backend
 from farm.config import Target
 from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
-from farm.engine import ENGINE_ERRORS, STAGE_LABEL, Mount, RunResult, engine_lost
 from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.engine import Engine
+from farm.backend.engine import Engine
 from farm.errors import FarmError
 
 REQUIRE = os.environ.get("FARM_REQUIRE_DOCKER") == "1"

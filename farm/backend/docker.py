@@ -3,7 +3,7 @@
 On the controller's engine, jobs see the controller's folders through bind mounts, and the host probe reads this
 machine. On a remote engine nothing of the controller is visible: the probe runs *there*, in a container (its CPU,
 flags and cores, as that machine's kernel reports them; the engine's own info for its architecture and GPUs), files
-travel as archives through the API (farm/engine.py, ``remote``), and images are shipped from the controller
+travel as archives through the API (farm/backend/engine.py, ``remote``), and images are shipped from the controller
 (``docker save``/``load``, streamed) when the controller has the same content, or built there from the same content
 hash otherwise. QEMU is never shipped: on a remote engine a target runs natively, masked, or not at all.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from farm import bootstrap, images
-from farm.backend import Reach
+from farm.backend.base import Reach
+from farm.backend.engine import STAGE_LABEL, Engine, ImageInfo, RunResult, RunSpec
 from farm.config import PLATFORM_ARCH, Config, Target
-from farm.engine import STAGE_LABEL, Engine, ImageInfo, RunResult, RunSpec
 from farm.errors import EnvironmentProblem
 from farm.files import LineSink
 from farm.host import HostInfo, Placement, cpu_flags_in, cpu_model_in, place, probe_host

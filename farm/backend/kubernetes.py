@@ -65,14 +65,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from farm import images
-from farm.backend import Reach
+from farm.backend.base import Reach
+from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, Mount, RunResult, RunSpec
+from farm.backend.runner import PYTHON
 from farm.config import PLATFORM_ARCH, Config, Target
-from farm.engine import RUN_LABEL, STAGE_LABEL, Engine, Mount, RunResult, RunSpec
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem, one_line
 from farm.files import LineSink
 from farm.host import HostInfo, Placement
 from farm.owner import OWNER_LABEL, is_gone, this_process
-from farm.runner import PYTHON
 
 TARGET_LABEL = "farm.target"
 ARCH_LABEL = "kubernetes.io/arch"

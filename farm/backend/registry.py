@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from farm.backend import Backend
+from farm.backend.base import Backend
 from farm.backend.docker import DockerBackend
+from farm.backend.engine import Engine
 from farm.config import KUBERNETES, LOCAL_ENGINE, Config, Target
-from farm.engine import Engine
 
 # Seconds to wait for a remote engine's first answer: one that is down must not hold up the targets that can run.
 CONNECT_TIMEOUT_S = 15

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from farm.engine import Engine
+from farm.backend.engine import Engine
 from farm.fleet import BuildResults, Fleet, build_images
 from tests.conftest import missing
 

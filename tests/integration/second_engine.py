@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 
-from farm.engine import Engine
+from farm.backend.engine import Engine
 from tests.conftest import missing
 
 # runc, with every container's /proc/cpuinfo replaced by the file beside this script.

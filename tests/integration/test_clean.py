@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.engine import OWNER_LABEL, RUN_LABEL, Engine
+from farm.backend.engine import OWNER_LABEL, RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
 from farm.owner import this_process
 from tests.integration.conftest import image_of

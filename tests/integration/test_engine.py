@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from farm.engine import Engine, RunSpec
+from farm.backend.engine import Engine, RunSpec
 from farm.fleet import BuildResults
 from tests.integration.conftest import image_of
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from farm import runner
+from farm.backend import runner
+from farm.backend.engine import Engine, Mount
 from farm.config import Target
-from farm.engine import Engine, Mount
 from farm.fleet import BuildResults, Fleet, build_images
 from farm.host import Placement
 from farm.images import LABEL_HASH, LABEL_TARGET

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from farm.engine import Engine
+from farm.backend.engine import Engine
 from farm.fleet import BuildResults, Fleet, build_images
 from tests.conftest import ROOT
 from tests.integration.test_matrix import farm_matrix, read_report, target

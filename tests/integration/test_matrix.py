@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from farm.engine import RUN_LABEL, Engine
+from farm.backend.engine import RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
 from farm.job.recommend import saturation_safe
 from farm.models import default_model

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from farm.backend.engine import Engine
 from farm.config import load_config
-from farm.engine import Engine
 from farm.fleet import BuildResults, Fleet
 from farm.host import HostInfo, place
 from farm.report.schema import validate

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from farm import runner
-from farm.engine import Engine, Mount
+from farm.backend import runner
+from farm.backend.engine import Engine, Mount
 from farm.fleet import BuildResults, Fleet
 from farm.host import Placement
 from farm.masking import CPUID_FAULT, cleared_features, ensure_library, mask_rules, unseen

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from farm import bootstrap
-from farm.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
+from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
 from farm.fleet import BuildResults
 from farm.report.schema import validate
 from tests.conftest import ROOT

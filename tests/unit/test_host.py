@@ -124,7 +124,7 @@ def test_amx_hosts_mask_it_from_the_vnni_tier_or_give_it_up() -> None:
 def test_a_foreign_target_without_emulate_cpu_never_runs_on_qemus_max_cpu(tmp_path: Path) -> None:
     import pytest
 
-    from farm import runner
+    from farm.backend import runner
     from farm.errors import ConfigError
     from farm.host import Placement
 

@@ -25,10 +25,11 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from farm import images, runner
+from farm import images
 from farm.backend import kubernetes as kube
+from farm.backend import runner
+from farm.backend.engine import Mount, RunSpec
 from farm.config import Target, load_config
-from farm.engine import Mount, RunSpec
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem
 from farm.host import Placement
 from farm.owner import this_process

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from farm.backend.engine import Mount, RunSpec
 from farm.config import Target
-from farm.engine import Mount, RunSpec
 from farm.host import Placement
 from farm.masking import MASK_ENV
 
