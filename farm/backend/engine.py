@@ -186,8 +186,14 @@ class Engine:
             elif tls_ca or tls_cert:
                 tls = docker.tls.TLSConfig(client_cert=(tls_cert, tls_key) if tls_cert and tls_key else None,
                                            ca_cert=tls_ca, verify=tls_ca or True)
-            client = docker.DockerClient(base_url=base_url, tls=tls or False, timeout=timeout_s,
-                                         use_ssh_client=base_url.startswith("ssh://"))
+            # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (set on many machines) override a session's CA, and
+            # the engine's certificate would be checked against the system's CAs and refused: not for this client,
+            # from its first request (the API version, asked while it is made) on.
+            with _env_without(_CA_BUNDLE_VARIABLES if tls_ca else ()):
+                client = docker.DockerClient(base_url=base_url, tls=tls or False, timeout=timeout_s,
+                                             use_ssh_client=base_url.startswith("ssh://"))
+            if tls_ca:
+                client.api.trust_env = False
             client.ping()
         except EnvironmentProblem:
             raise
@@ -552,6 +558,18 @@ def _wait_gone(api: Any, container: str, *, timeout_s: float = 30.0) -> None:
         except docker.errors.NotFound:
             return
         time.sleep(0.2)
+
+
+_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@contextmanager
+def _env_without(names: Sequence[str]) -> Iterator[None]:
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +48,33 @@ class SecondEngine:
     engine: Engine
     cpu_model: str
     cpu_flags: frozenset[str]
+    # The same engine on a 127.0.0.1 TCP port with TLS (client certificates required), and the client's files.
+    tls_address: str
+    tls_ca: Path
+    tls_cert: Path
+    tls_key: Path
+
+
+def make_certificates(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as `dockerd --tlsverify` wants them."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=farm test CA",
+            "-keyout", "ca-key.pem", "-out", "ca.pem")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=farm test {name}", "-keyout",
+                f"{name}-key.pem", "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def cpuinfo_text(model: str, flags: frozenset[str]) -> str:
@@ -67,7 +95,9 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
                                                   "default-runtime": "fakecpu"}))
     suffix = os.getpid() % 200
     bridge = f"farmtest{suffix}"
-    socket = root / "docker.sock"
+    sock = root / "docker.sock"
+    make_certificates(root)
+    port = free_port()
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     process = None
     try:
@@ -75,14 +105,17 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         with (root / "dockerd.log").open("w") as log:
             process = subprocess.Popen(
-                [dockerd, "--config-file", str(root / "daemon.json"), "--host", f"unix://{socket}",
+                [dockerd, "--config-file", str(root / "daemon.json"), "--host", f"unix://{sock}",
+                 "--host", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(root / "ca.pem"),
+                 "--tlscert", str(root / "server.pem"), "--tlskey", str(root / "server-key.pem"),
                  "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
                  "--pidfile", str(root / "dockerd.pid"), "--iptables=false", "--bridge", bridge,
                  "--containerd-namespace", f"farmtest{suffix}", "--containerd-plugins-namespace",
                  f"farmtest{suffix}-plugins"], stdout=log, stderr=subprocess.STDOUT)
-        client = _wait_for(socket, process, root)
-        yield SecondEngine(address=f"unix://{socket}", engine=Engine(client, host=f"unix://{socket}", remote=True),
-                           cpu_model=cpu_model, cpu_flags=cpu_flags)
+        client = _wait_for(sock, process, root)
+        yield SecondEngine(address=f"unix://{sock}", engine=Engine(client, host=f"unix://{sock}", remote=True),
+                           cpu_model=cpu_model, cpu_flags=cpu_flags, tls_address=f"tcp://127.0.0.1:{port}",
+                           tls_ca=root / "ca.pem", tls_cert=root / "client.pem", tls_key=root / "client-key.pem")
     finally:
         if process is not None:
             _stop(process)
@@ -91,14 +124,14 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
         shutil.rmtree(root / "exec", ignore_errors=True)
 
 
-def _wait_for(socket: Path, process: subprocess.Popen[bytes], root: Path) -> docker.DockerClient:
+def _wait_for(sock: Path, process: subprocess.Popen[bytes], root: Path) -> docker.DockerClient:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the second dockerd exited {process.returncode}: "
                                f"{(root / 'dockerd.log').read_text()[-2000:]}")
-        if socket.exists():
-            client = docker.DockerClient(base_url=f"unix://{socket}", timeout=120)
+        if sock.exists():
+            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
             with contextlib.suppress(Exception):
                 client.ping()
                 return client

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.context
 import pytest
 import yaml
 
@@ -163,3 +164,35 @@ def test_a_dry_run_writes_what_each_backend_would_create_and_runs_nothing(
     assert (local["network_mode"], local["read_only"], local["cap_drop"]) == ("none", True, ["ALL"]), local
     assert not {c.id for c in engine.farm_containers()} - before  # nothing ran
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_an_engine_over_tls_or_a_docker_context_is_reached_and_a_wrong_certificate_is_not(
+    remote: SecondEngine, tmp_path: Path
+) -> None:
+    context = f"farm-test-{tmp_path.name}"
+    docker.context.ContextAPI.create_context(context, host=remote.address)
+    try:
+        wrong = tmp_path / "other-ca.pem"
+        wrong.write_text(remote.tls_cert.read_text())
+        targets = x86_targets(tmp_path / "targets.toml", {
+            "over-tls": {"engine": remote.tls_address, "tls_ca": str(remote.tls_ca), "tls_cert": str(remote.tls_cert),
+                         "tls_key": str(remote.tls_key)},
+            "by-context": {"engine": context},
+            # Its own client certificate stands in for the CA: the server's certificate does not verify against it.
+            "bad-ca": {"engine": remote.tls_address, "tls_ca": str(wrong), "tls_cert": str(remote.tls_cert),
+                       "tls_key": str(remote.tls_key)},
+            "no-context": {"engine": "no-such-farm-context"},
+        })
+        result = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+    finally:
+        docker.context.ContextAPI.remove_context(context)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    for name in ("over-tls", "by-context"):
+        assert rows[name]["reachable"] and rows[name]["mode"] == "native", rows[name]
+    assert not rows["bad-ca"]["reachable"], rows["bad-ca"]
+    assert rows["bad-ca"]["reason"].startswith(f"its backend is unreachable: cannot reach the Docker engine at "
+                                               f"{remote.tls_address}"), rows["bad-ca"]
+    assert not rows["no-context"]["reachable"]
+    assert "there is no Docker context named 'no-such-farm-context'" in rows["no-context"]["reason"], rows
