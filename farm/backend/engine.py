@@ -13,7 +13,7 @@ import signal
 import tarfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -450,27 +450,26 @@ class Engine:
             self.client.api.remove_volume(volume, force=True)
 
 
-class _LogReader(threading.Thread):
-    """Streams a container's output line by line to a sink, and keeps the tail for failure reports."""
+class LogLines:
+    """A job's output, arriving as byte chunks, into lines: each goes to the sink as it completes, and the last
+    LOG_TAIL_LINES are kept for failure reports. Backends feed it from whatever streams their logs."""
 
-    def __init__(self, container: Any, sink: LineSink | None) -> None:
-        super().__init__(daemon=True)
-        self._container = container
+    def __init__(self, sink: LineSink | None) -> None:
         self._sink = sink
         self._lines: list[str] = []
         self._lock = threading.Lock()
 
-    def run(self) -> None:
+    def feed(self, chunks: Iterable[bytes]) -> None:
         pending = b""
         try:
-            for chunk in self._container.logs(stream=True, follow=True):
+            for chunk in chunks:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:
                     self._add(raw.decode("utf-8", "replace"))
             if pending:
                 self._add(pending.decode("utf-8", "replace"))
-        except Exception:  # the container went away under us; the tail we have is what there is
+        except Exception:  # the container (or pod) went away under us; the tail we have is what there is
             return
 
     def _add(self, line: str) -> None:
@@ -482,6 +481,21 @@ class _LogReader(threading.Thread):
     def tail(self) -> str:
         with self._lock:
             return "\n".join(self._lines)
+
+
+class _LogReader(threading.Thread):
+    """Streams a container's output line by line to a sink, and keeps the tail for failure reports."""
+
+    def __init__(self, container: Any, sink: LineSink | None) -> None:
+        super().__init__(daemon=True)
+        self._container = container
+        self._lines = LogLines(sink)
+
+    def run(self) -> None:
+        self._lines.feed(self._container.logs(stream=True, follow=True))
+
+    def tail(self) -> str:
+        return self._lines.tail()
 
 
 def _container_settings(spec: RunSpec, *, user: str) -> dict[str, Any]:

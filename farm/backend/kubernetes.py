@@ -66,7 +66,7 @@ from typing import Any
 
 from farm import images
 from farm.backend.base import Reach
-from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, Mount, RunResult, RunSpec
+from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, LogLines, Mount, RunResult, RunSpec
 from farm.backend.runner import PYTHON
 from farm.config import PLATFORM_ARCH, Config, Target
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem, one_line
@@ -327,6 +327,14 @@ def _labels(spec: RunSpec, target: Target, name: str, owner: str) -> tuple[dict[
     return labels, annotations
 
 
+def _container(name: str, image: str, command: list[str], resources: Mapping[str, Any],
+               mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One of the pod's containers, hardened as every one is, with requests equal to limits."""
+    return {"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
+            "resources": {"requests": dict(resources), "limits": dict(resources)},
+            "securityContext": _security_context(), "volumeMounts": mounts}
+
+
 def _security_context() -> dict[str, Any]:
     return {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False,
             "privileged": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
@@ -380,37 +388,17 @@ def job_manifests(
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     mounts += [{"name": "inputs", "mountPath": m.target, "subPath": part, "readOnly": True} for part, m in inputs]
     mounts += [{"name": volume, "mountPath": m.target} for volume, m in outputs]
-    job_container: dict[str, Any] = {
-        "name": "job",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": [PYTHON, "-c", _RUN_WITH_BUDGET, f"{spec.timeout_s:.0f}", *argv],
-        "env": [{"name": k, "value": v} for k, v in sorted(spec.environment.items())],
-        "resources": {"requests": dict(job_resources), "limits": dict(job_resources)},
-        "securityContext": _security_context(),
-        "volumeMounts": mounts,
-    }
-    receive = {
-        "name": "receive",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": [PYTHON, "-c", _RECEIVE_WAIT, _RECEIVED, str(RECEIVE_WAIT_S)],
-        "resources": {"requests": dict(_HELPER_RESOURCES), "limits": dict(_HELPER_RESOURCES)},
-        "securityContext": _security_context(),
-        "volumeMounts": [{"name": "inputs", "mountPath": _IN}, {"name": "tmp", "mountPath": "/tmp"}],
-    }
+    job_container = _container("job", image, [PYTHON, "-c", _RUN_WITH_BUDGET, f"{spec.timeout_s:.0f}", *argv],
+                               job_resources, mounts)
+    job_container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.environment.items())]
+    receive = _container("receive", image, [PYTHON, "-c", _RECEIVE_WAIT, _RECEIVED, str(RECEIVE_WAIT_S)],
+                         _HELPER_RESOURCES,
+                         [{"name": "inputs", "mountPath": _IN}, {"name": "tmp", "mountPath": "/tmp"}])
     collect_wait = int(spec.timeout_s) + COLLECT_WAIT_S
-    collect = {
-        "name": "collect",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": [PYTHON, "-c", _COLLECT_WAIT, _COLLECTED, str(collect_wait)],
-        "resources": {"requests": dict(_HELPER_RESOURCES), "limits": dict(_HELPER_RESOURCES)},
-        "securityContext": _security_context(),
-        "volumeMounts": [{"name": "control", "mountPath": _CONTROL}, {"name": "tmp", "mountPath": "/tmp"},
-                         *({"name": volume, "mountPath": f"{_OUT}/{volume}", "readOnly": True}
-                           for volume, _ in outputs)],
-    }
+    collect = _container(
+        "collect", image, [PYTHON, "-c", _COLLECT_WAIT, _COLLECTED, str(collect_wait)], _HELPER_RESOURCES,
+        [{"name": "control", "mountPath": _CONTROL}, {"name": "tmp", "mountPath": "/tmp"},
+         *({"name": volume, "mountPath": f"{_OUT}/{volume}", "readOnly": True} for volume, _ in outputs)])
     input_bytes = sum(_size_of(m.source) for _, m in inputs)
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
@@ -907,8 +895,7 @@ class _JobRun:
         self.name = name
         self.spec = spec
         self.on_line = on_line
-        self.tail: list[str] = []
-        self._lock = threading.Lock()
+        self._log = LogLines(on_line)
 
     def run(self, manifests: Sequence[Mapping[str, Any]]) -> RunResult:
         started = time.monotonic()
@@ -1068,26 +1055,12 @@ class _JobRun:
         try:
             response = self.clients.core.read_namespaced_pod_log(pod, self.namespace, container="job", follow=True,
                                                                  _preload_content=False)
-            pending = b""
-            for chunk in response.stream(4096):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    self._add(raw.decode("utf-8", "replace"))
-            if pending:
-                self._add(pending.decode("utf-8", "replace"))
-        except Exception:  # the pod went away under us; the tail we have is what there is
+        except Exception:  # the pod went away before its log could be opened
             return
-
-    def _add(self, line: str) -> None:
-        with self._lock:
-            self.tail = [*self.tail, line][-40:]
-        if self.on_line:
-            self.on_line(line)
+        self._log.feed(response.stream(4096))
 
     def _tail(self) -> str:
-        with self._lock:
-            return "\n".join(self.tail)
+        return self._log.tail()
 
 
 class _Discard:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 
 from farm.backend.engine import Engine
@@ -36,3 +39,16 @@ def image_of(built: BuildResults, name: str) -> str:
 
 def runnable(fleet: Fleet, name: str) -> bool:
     return fleet.placements[name].runnable
+
+
+def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], timeout: float = 600) -> str:
+    """The id of the first running container that carries every label, while ``process`` still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for container in engine.client.containers.list(filters={"label": labels, "status": "running"}):
+            return str(container.id)
+        if process.poll() is not None:
+            pytest.fail(f"farm ended before a container labelled {labels} ran: {process.communicate()}")
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"no container labelled {labels} ran within {timeout:.0f} s")

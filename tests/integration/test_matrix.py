@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from farm.job.recommend import saturation_safe
 from farm.models import default_model
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.conftest import runnable
+from tests.integration.conftest import runnable, wait_for
 from tests.modelgen import make_saturating_classifier
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation]
@@ -151,24 +150,12 @@ def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
     assert avx2["recommended"] not in ("u8s8-qdq", "u8s8-dynamic", "s8s8-qdq"), avx2
 
 
-def _wait_for_container(engine: Engine, label: str, process: subprocess.Popen[str], timeout: float = 900) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for container in engine.client.containers.list(filters={"label": label, "status": "running"}):
-            return str(container.id)
-        if process.poll() is not None:
-            pytest.fail(f"farm ended before a container labelled {label} ran: {process.communicate()}")
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"no container labelled {label} ran within {timeout:.0f} s")
-
-
 def test_a_target_killed_from_outside_fails_alone(
     engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults, tmp_path: Path
 ) -> None:
     process = start_matrix("--target", "x86-avx2", "--target", "arm64", out=tmp_path)
     # arm64 is emulated, so it is evaluated last, after x86-avx2 has its results.
-    container = _wait_for_container(engine, "farm.target=arm64", process)
+    container = wait_for(engine, ["farm.target=arm64"], process)
     engine.client.containers.get(container).kill()
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 5, stderr
@@ -187,7 +174,7 @@ def test_ctrl_c_leaves_no_container_behind(
     engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults, tmp_path: Path
 ) -> None:
     process = start_matrix("--target", "arm64", out=tmp_path)
-    _wait_for_container(engine, RUN_LABEL, process)
+    wait_for(engine, [RUN_LABEL], process)
     os.kill(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

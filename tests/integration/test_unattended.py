@@ -24,7 +24,7 @@ from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
 from farm.fleet import BuildResults
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.conftest import image_of
+from tests.integration.conftest import image_of, wait_for
 from tests.modelgen import make_saturating_classifier
 
 pytestmark = pytest.mark.docker
@@ -73,19 +73,6 @@ def report_of(out: Path) -> dict[str, Any]:
 def entry(report: dict[str, Any], name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(t for t in report["targets"] if t["name"] == name)
     return found
-
-
-def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], timeout: float = 600) -> str:
-    """The id of the first running container that carries every label, while ``process`` still runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for container in engine.client.containers.list(filters={"label": labels, "status": "running"}):
-            return str(container.id)
-        if process.poll() is not None:
-            pytest.fail(f"farm ended before a container labelled {labels} ran: {process.communicate()}")
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"no container labelled {labels} ran within {timeout:.0f} s")
 
 
 @pytest.mark.emulation
