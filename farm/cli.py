@@ -192,6 +192,55 @@ def matrix(
 
 
 @app.command()
+def tune(
+    model: Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")] = None,
+    target: TargetOpt = None,
+    data: Annotated[Path | None, typer.Option(
+        help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")] = None,
+    labels: Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="use the first N samples")] = None,
+    budget: Annotated[str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); "
+                                               "default 20 trials")] = None,
+    floor: Annotated[float, typer.Option(min=1.0, help="the speedup over fp32 a tuned model must keep")] = 1.1,
+    min_cosine: Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
+                                              help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")] = 0.99,
+    min_top1: Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
+                                            help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")] = 0.99,
+    threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
+                                         "[env: FARM_THREADS]")] = 1,
+    iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per trial on native and masked "
+                                                   "targets (default 200)")] = None,
+    out: Annotated[Path, typer.Option(help="where tune.json and tuned/<target>.onnx go")] = Path("farm-tune"),
+    resume: Annotated[bool, typer.Option(help="replay the trials of the tune.json already in --out, then go on")
+                      ] = False,
+    targets_file: TargetsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Per target, search the fastest mixed-precision model that holds the tolerance: rank the quantization points
+    once, return the worst to fp32 one region at a time in the target itself, stop within tolerance, below the
+    speedup floor or at the budget. "keep fp32" with the best trade-off found is a result, not a failure."""
+    from farm.matrix import MatrixOptions, load_inputs
+    from farm.tune import Budget, TuneOptions, render, run_tune
+
+    evaluation = MatrixOptions(model=model, targets=target or [], data=data, labels=labels, shapes=shape or [],
+                               samples=samples, threads=threads, iterations=iterations, cosine=min_cosine,
+                               top1_agreement=min_top1, out_dir=out)
+    options = TuneOptions(evaluation=evaluation, budget=Budget.parse(budget), floor=floor, out_dir=out,
+                          resume=resume)
+    given = load_inputs(evaluation)
+    fleet_ = _open_fleet(targets_file)
+    try:
+        with progress.reporter(quiet) as report:
+            result = run_tune(fleet_, given, options, report)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; every container farm started was removed; the search so far is in "
+                          f"{out / 'tune.json'}; farm tune --resume (same arguments) goes on from there") from None
+    sys.stdout.write(render(result.report))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def inspect(
     model: Annotated[Path, typer.Argument(help="the ONNX model")],
     target: TargetOpt = None,

@@ -158,7 +158,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         if run.earlier.note:
             run.notes.append(run.earlier.note)
     try:
-        _stage_inputs(inputs, given, fleet, run)
+        run.report["warnings"].extend(stage_inputs(inputs, given, fleet))
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
@@ -250,7 +250,7 @@ def _why_stopped(exc: BaseException, host: str) -> str:
 
 def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: MatrixOptions) -> str:
     """What the target's result depends on (farm/resume.py): a later --resume reuses it while this is unchanged."""
-    spec = _spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
+    spec = job_spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
                  inputs=run.work / "in", host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric)
     model = run.given.model
     # Which folder the int8 artifacts sit in depends on which other targets run; what is in them does not.
@@ -349,7 +349,9 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
     }
 
 
-def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) -> None:
+def stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet) -> list[str]:
+    """The model (with its external data), its rewrite, the data and the metric, in the folder every job reads;
+    returns the rewrite's warnings."""
     model = given.model
     # The model gets a folder of its own, so that its external data files keep the relative names the model gives
     # them without meeting anything farm writes (the rewrite's own "model.onnx.data", torch's default name too).
@@ -363,12 +365,12 @@ def _stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet, run: _Run) ->
         staged.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model.parent / location, staged)
     rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
-    run.report["warnings"].extend(w for w in (rewritten.note, rewritten.warning) if w)
     if given.metric is not None:
         (inputs / METRIC_DIR).mkdir()
         shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
     given.data.write(inputs)
     _open_up(inputs)
+    return [w for w in (rewritten.note, rewritten.warning) if w]
 
 
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
@@ -443,12 +445,13 @@ def _make_artifacts(
     fleet: Fleet, maker: Target, tags: dict[str, str], candidates: list[str], inputs: Path, name: str, run: _Run,
     options: MatrixOptions, reporter: Reporter,
 ) -> bool:
-    spec = _spec(maker, fleet.placements[maker.name], "prepare", candidates, options, inputs=inputs,
+    spec = job_spec(maker, fleet.placements[maker.name], "prepare", candidates, options, inputs=inputs,
                  host_flags=fleet.hosts[maker.name].cpu_flags, metric=run.given.metric)
-    out = _out_dir(run, f"prepare-{name}")
+    out = job_out_dir(run.work, f"prepare-{name}")
     with reporter.step(f"prepare int8 artifacts in {maker.name}") as step:
         step.stage("quantize")
-        result = _run_job(fleet, maker, tags[maker.name], spec, inputs, out, options, step.line)
+        result = run_job(fleet, maker, tags[maker.name], spec, inputs, out, timeout_s=_budget(maker, options),
+                         keep=options.keep_containers, on_line=step.line)
     prepared = _read_json(out / "prepare.json")
     run.report["warnings"].extend(prepared.get("warnings", []))
     if result.failure:
@@ -483,16 +486,17 @@ def _evaluate(
     key: str,
 ) -> None:
     placement = fleet.placements[target.name]
-    spec = _spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
+    spec = job_spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
                  host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric,
                  artifacts=run.artifacts.get(target.name))
-    out = _out_dir(run, f"target-{target.name}")
+    out = job_out_dir(run.work, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
     try:
         with reporter.step(label) as step:
             step.stage("evaluate")
-            result = _run_job(fleet, target, tag, spec, inputs, out, options, _stage_lines(step))
+            result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=_budget(target, options),
+                             keep=options.keep_containers, on_line=stage_lines(step))
             if result.failure:
                 step.stage(f"container {result.failure}")
     finally:
@@ -528,9 +532,9 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
     entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
 
 
-def _run_job(
-    fleet: Fleet, target: Target, tag: str, spec: dict[str, Any], inputs: Path, out: Path, options: MatrixOptions,
-    on_line: Callable[[str], None],
+def run_job(
+    fleet: Fleet, target: Target, tag: str, spec: dict[str, Any], inputs: Path, out: Path, *, timeout_s: float,
+    keep: bool, on_line: Callable[[str], None],
 ) -> RunResult:
     """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
     name = f"spec-{spec['stage']}-{spec['target']['name']}.json"
@@ -546,8 +550,8 @@ def _run_job(
             return RunResult.engine_failure(f"could not be masked: {exc}")
     return fleet.backend(target).run(
         runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
-                        mounts=_mounts(inputs, out), timeout_s=_budget(target, options), memory=target.memory,
-                        keep=options.keep_containers, mask_library=library,
+                        mounts=_mounts(inputs, out), timeout_s=timeout_s, memory=target.memory,
+                        keep=keep, mask_library=library,
                         labels={STAGE_LABEL: str(spec["stage"])}),
         on_line=on_line,
     )
@@ -621,7 +625,7 @@ def _compare_targets(run: _Run, order: Sequence[str]) -> None:
             run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
 
 
-def _stage_lines(step: Step) -> Callable[[str], None]:
+def stage_lines(step: Step) -> Callable[[str], None]:
     """The job announces its stages with lines that start with 'farm:'; everything else is detail."""
 
     def sink(line: str) -> None:
@@ -641,7 +645,7 @@ def _candidates(target: Target, info: ModelInfo) -> list[str]:
     return candidates
 
 
-def _spec(
+def job_spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
     inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None, artifacts: str | None = None,
 ) -> dict[str, Any]:
@@ -685,8 +689,8 @@ def _mounts(inputs: Path, out: Path) -> list[Mount]:
     return [Mount(source=inputs, target=IN, read_only=True), Mount(source=out, target=OUT, read_only=False)]
 
 
-def _out_dir(run: _Run, name: str) -> Path:
-    out = run.work / f"out-{name}"
+def job_out_dir(work: Path, name: str) -> Path:
+    out = work / f"out-{name}"
     out.mkdir()
     # The container runs as an unprivileged user that must be able to write here.
     out.chmod(0o777)

@@ -408,3 +408,100 @@ def make_traced_batch_model(path: Path, *, baked: bool = True, samples: int = 4,
     _save(graph, path)
     x = rng.uniform(0.0, 1.0, (samples, 1, 3, 8, 8)).astype(np.float32)
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def _widest_margin(pool: np.ndarray, logits: np.ndarray, samples: int) -> np.ndarray:
+    """The indices (in order) of the ``samples`` draws whose fp32 top-2 margin is widest, relative to the logits."""
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0]) / np.linalg.norm(logits, axis=-1)
+    return np.sort(np.argsort(margin)[-samples:])
+
+
+# The sensitive CNN: SENSITIVE_HOT of its channels leave ``amplify`` SENSITIVE_GAIN times larger, and conv2's weights
+# for them are as much smaller, so fp32 computes what an ordinary CNN would. Per-tensor int8 of ``amplified`` (and of
+# the gain itself, a Mul input) then spends its 256 levels on the hot channels and rounds the others to 0.
+SENSITIVE_GAIN = 1000.0
+SENSITIVE_HOT = 4
+# The nodes that keep ``amplified`` in fp32: its producer and its consumer.
+SENSITIVE_REGION = ("amplify", "conv2")
+
+
+def make_sensitive_cnn(
+    path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64, layers: int = 5
+) -> ModelData:
+    """A CNN whose naive per-tensor int8 fails while keeping one region in fp32 fixes it (``farm tune``).
+
+    ``layers`` Conv(3x3, ``channels``)-Relu blocks at ``size`` x ``size`` (enough compute that int8 is clearly faster
+    than fp32 on one core), GlobalAveragePool, Flatten, Gemm(10). After relu1 a Mul ``amplify`` scales
+    SENSITIVE_HOT channels by SENSITIVE_GAIN into ``amplified``, which conv2 reads with weights scaled back down:
+    u8s8/s8s8 QDQ lands near cosine 0.5, and excluding ``amplify`` and ``conv2`` (SENSITIVE_REGION) brings it back
+    above 0.999. Input ``x`` ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``; labels are the fp32
+    argmax, and the samples are those with the widest top-2 margin of 8 times as many draws.
+    """
+    rng = np.random.default_rng(seed)
+    gain = np.ones(channels, dtype=np.float32)
+    gain[:SENSITIVE_HOT] = SENSITIVE_GAIN
+    initializers, nodes, current, cin = [], [], "x", 3
+    for index in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        if index == 2:
+            w /= gain[None, :, None, None]
+        b = (0.01 * rng.standard_normal(channels)).astype(np.float32)
+        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+        nodes += [
+            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
+                             name=f"conv{index}"),
+            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
+        ]
+        current, cin = f"r{index}", channels
+        if index == 1:
+            initializers.append(numpy_helper.from_array(gain.reshape(1, channels, 1, 1), "gain"))
+            nodes.append(helper.make_node("Mul", [current, "gain"], ["amplified"], name="amplify"))
+            current = "amplified"
+    fc = (rng.standard_normal((10, channels)) / np.sqrt(channels)).astype(np.float32)
+    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], transB=1, name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes, "sensitive_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+    )
+    _save(graph, path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
+    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
+    chosen = _widest_margin(pool, logits, samples)
+    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
+    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+
+
+# The model int8 never pays on: one hidden unit SMALL_OUTLIER times the others (its weights in fc2 as much smaller),
+# so per-tensor int8 of the hidden layer loses the other units, and matrices so small that Q/DQ costs more than it
+# saves (int8 about 0.8x fp32 on one core).
+SMALL_OUTLIER = 300.0
+
+
+def make_int8_never_pays(path: Path, *, samples: int = 16, seed: int = 0, features: int = 16,
+                         classes: int = 8) -> ModelData:
+    """A 16-16-8 MLP (MatMul-Add-Relu-MatMul-Add, nodes fc1, fc1_bias, relu, fc2, fc2_bias as in
+    ``make_mlp_classifier``) on which naive int8 is both out of tolerance and slower than fp32: ``farm tune`` must
+    say "keep fp32". Input ``x`` ``[1, features]``, output ``logits`` ``[1, classes]``; labels are the fp32 argmax."""
+    graph, weights = _mlp_graph(features, features, classes, seed)
+    w1, b1, w2, b2 = weights
+    w1[:, 0] *= SMALL_OUTLIER
+    b1[0] = abs(b1[0]) * SMALL_OUTLIER
+    w2[0, :] /= SMALL_OUTLIER
+    for tensor in graph.initializer:
+        array = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}[tensor.name]
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    _save(graph, path)
+    pool = np.random.default_rng(seed + 1).standard_normal((8 * samples, 1, features)).astype(np.float32)
+    logits = np.stack([_mlp_forward(pool[i], weights)[0] for i in range(len(pool))])
+    chosen = _widest_margin(pool, logits, samples)
+    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
+    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)

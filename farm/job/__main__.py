@@ -1,6 +1,6 @@
 """``python -m farm.job SPEC.json OUTDIR``.
 
-Exit status: 0 when the stage ran to its end and wrote its file (prepare.json or result.json; failures of the
+Exit status: 0 when the stage ran to its end and wrote its file (prepare.json, result.json or tune.json; failures of the
 target or of single variants are inside it), 2 when the arguments or the spec are unusable (nothing is written),
 1 on an unexpected crash (traceback on stderr; the file holds what was done before it).
 """
@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from farm.job.prepare import run_prepare
 
         run_prepare(spec, out)
+    elif spec.stage == "tune":
+        from farm.job.tune import run_tune
+
+        run_tune(spec, out)
     else:
         from farm.job.evaluate import run_evaluate
 

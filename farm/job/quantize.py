@@ -4,6 +4,7 @@ variant actually quantized (farm.job.variants holds the recipes)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,30 @@ class CalibrationReader(CalibrationDataReader):  # type: ignore[misc]
 
 
 def quantize(
-    name: str, source: Path, destination: Path, *, dataset: Dataset, calibration: Calibration
+    name: str,
+    source: Path,
+    destination: Path,
+    *,
+    dataset: Dataset,
+    calibration: Calibration,
+    exclude: Sequence[str] = (),
+    per_channel: bool | None = None,
+    reduce_range: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the ``name`` variant of ``source``; returns how it was quantized (prepare.json's ``quantization``)."""
+    """Write the ``name`` variant of ``source``; returns how it was quantized (prepare.json's ``quantization``).
+
+    The tune stage varies a recipe: ``exclude`` names nodes the quantizer leaves in fp32 (``nodes_to_exclude``; the
+    record then lists them as ``nodes_to_exclude``), and ``per_channel`` and ``reduce_range``, when given, replace
+    the recipe's. ``calibration`` is the method and sample count to calibrate with.
+    """
     recipe = RECIPES[name]
+    if per_channel is not None or reduce_range is not None:
+        recipe = replace(
+            recipe,
+            per_channel=recipe.per_channel if per_channel is None else per_channel,
+            reduce_range=recipe.reduce_range if reduce_range is None else reduce_range,
+        )
+    excluded = list(exclude)
     destination.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "kind": recipe.kind,
@@ -172,7 +193,10 @@ def quantize(
             per_channel=recipe.per_channel,
             use_external_data_format=external,
             extra_options={"EnableSubgraph": recipe.subgraphs},
+            nodes_to_exclude=excluded or None,
         )
+        if excluded:
+            record["nodes_to_exclude"] = excluded
         record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
         return record
     samples = min(calibration.samples, dataset.samples)
@@ -187,7 +211,10 @@ def quantize(
         per_channel=recipe.per_channel,
         calibrate_method=_CALIBRATION_METHODS[calibration.method],
         use_external_data_format=external,
+        nodes_to_exclude=excluded or None,
     )
     record["calibration"] = {"method": calibration.method, "samples": samples}
+    if excluded:
+        record["nodes_to_exclude"] = excluded
     record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
     return record

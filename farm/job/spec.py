@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, cast
 
-from farm.job.variants import CANDIDATES
+from farm.job.variants import CANDIDATES, RECIPES
 
 SCHEMA = "farm.spec/1"
-STAGES = ("prepare", "evaluate")
+STAGES = ("prepare", "evaluate", "tune")
 MODES = ("native", "masked", "emulated")
 ARCHES = ("x86_64", "aarch64")
 LEVELS = ("basic", "extended", "all")
@@ -19,7 +19,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
 
-Stage = Literal["prepare", "evaluate"]
+Stage = Literal["prepare", "evaluate", "tune"]
 Mode = Literal["native", "masked", "emulated"]
 Level = Literal["basic", "extended", "all"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
@@ -157,6 +157,58 @@ class Tolerance:
     top1_agreement: float
 
 
+TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start")
+DEFAULT_FLOOR = 1.1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tune:
+    """The ``tune`` stage's search (farm.job.tune): its budgets, the speedup over fp32 an int8 model must keep, and,
+    for an emulated target, the native search's ranking and start to reuse. Every key is optional."""
+
+    budget_s: float | None = None
+    budget_trials: int | None = None
+    floor: float = DEFAULT_FLOOR
+    # Entries as the native search's tune.json lists them: {"nodes": [...], "tensor": str, "sqnr_db": float, ...}.
+    ranking: tuple[Mapping[str, Any], ...] | None = None
+    start: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        w = "tune."
+        unknown = sorted(set(data) - set(TUNE_KEYS))
+        if unknown:
+            raise SpecError(f"tune holds unknown keys {unknown}; known: {', '.join(TUNE_KEYS)}")
+        budget_s = _get(data, "budget_s", (int, float, type(None)), w) if "budget_s" in data else None
+        if budget_s is not None and not budget_s > 0:
+            raise SpecError(f"tune.budget_s must be above 0 (seconds), not {budget_s}")
+        trials = _positive(data, "budget_trials", w, minimum=0) if data.get("budget_trials") is not None else None
+        floor = float(_get(data, "floor", (int, float), w)) if "floor" in data else DEFAULT_FLOOR
+        if not floor >= 0:
+            raise SpecError(f"tune.floor must be at least 0 (a speedup over fp32), not {floor}")
+        start = _get(data, "start", (str, type(None)), w) if "start" in data else None
+        if start is not None and (start not in RECIPES or RECIPES[start].kind != "static"):
+            static = [name for name, recipe in RECIPES.items() if recipe.kind == "static"]
+            raise SpecError(f"tune.start is {start!r}; expected one of {', '.join(static)}")
+        ranking = _get(data, "ranking", (list, type(None)), w) if "ranking" in data else None
+        if ranking is not None:
+            for index, entry in enumerate(ranking):
+                where = f"tune.ranking[{index}]."
+                if not isinstance(entry, dict):
+                    raise SpecError(f"tune.ranking[{index}] must be an object, not {type(entry).__name__}")
+                if not _names(entry, "nodes", None, where):
+                    raise SpecError(f"{where}nodes is empty; a point names the nodes it keeps in fp32")
+                _get(entry, "tensor", str, where)
+                _get(entry, "sqnr_db", (int, float, type(None)), where)
+        return cls(
+            budget_s=None if budget_s is None else float(budget_s),
+            budget_trials=trials,
+            floor=floor,
+            ranking=None if ranking is None else tuple(dict(entry) for entry in ranking),
+            start=start,
+        )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
     """Paths are absolute: the spec names them relative to the directory that holds spec.json."""
@@ -178,6 +230,8 @@ class Spec:
     # The outputs that make a variant's verdict; None: every float output (docs/contracts.md section 2).
     outputs: tuple[str, ...] | None
     metric: MetricRef | None
+    # The tune stage's settings (the spec's optional "tune" block); None where the spec has none.
+    tune: Tune | None = None
 
     @property
     def source_model(self) -> Path:
@@ -203,6 +257,7 @@ class Spec:
         if outputs is not None and not outputs:
             raise SpecError("outputs is empty; give null to count every float output")
         metric = _get(data, "metric", (dict, type(None)), "")
+        tune = _get(data, "tune", (dict, type(None)), "") if "tune" in data else None
         return cls(
             stage=cast(Stage, _choice(data, "stage", STAGES, "")),
             target=Target.from_dict(section("target")),
@@ -233,6 +288,7 @@ class Spec:
                 file=(base / cast(str, _get(metric, "file", str, "metric."))).resolve(),
                 function=_get(metric, "function", str, "metric."),
             ),
+            tune=None if tune is None else Tune.from_dict(tune),
         )
 
     @classmethod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from farm.config import Target
 from farm.host import Placement
-from farm.matrix import MatrixOptions, _exit_code, _spec
+from farm.matrix import MatrixOptions, _exit_code, job_spec
 
 NATIVE = Placement(mode="native")
 VNNI_HOST = frozenset({"avx2", "avx512f", "avx512_vnni"})
@@ -21,7 +21,7 @@ def test_exit_code_prefers_host_problems_then_builds_then_targets() -> None:
 
 
 def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> dict[str, object]:
-    return _spec(target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), inputs=Path("/nonexistent"),
+    return job_spec(target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), inputs=Path("/nonexistent"),
                  host_flags=host_flags)
 
 
@@ -54,7 +54,7 @@ def test_arm_targets_have_no_x86_isa() -> None:
     # Under QEMU timings say nothing: the emulated target spends its budget on accuracy.
     timing = spec["timing"]
     assert isinstance(timing, dict) and timing["iterations"] == 0 and timing["warmup"] == 0
-    asked = _spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "evaluate", ["u8s8-qdq"],
+    asked = job_spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "evaluate", ["u8s8-qdq"],
                   MatrixOptions(iterations=5), inputs=Path("/nonexistent"), host_flags=AVX2_HOST)
     assert asked["timing"]["iterations"] == 0  # type: ignore[index]  # --iterations is for meaningful timings
 

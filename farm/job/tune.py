@@ -1,0 +1,1054 @@
+"""Stage ``tune`` (``farm tune``, issue 12): from the best naive int8 variant of this target, put the quantization
+points that lose the most back into fp32, one region at a time, until the model is within tolerance, while it still
+beats fp32 by the speed floor, within the budget.
+
+1. The start: ``tune.start``, else among the target's static candidates the most accurate one that is at least
+   ``floor`` times as fast as fp32 (when timed), else the most accurate.
+2. Cheap knobs first, each one trial: the other calibration methods, per-channel weights, and 7-bit weights
+   (reduce_range) on x86 without VNNI.
+3. The ranking, once (or ``tune.ranking`` as the native search wrote it, for an emulated target): every tensor the
+   quantized model quantizes gets the SQNR of quantizing it alone, fp32 values against their own quantize-dequantize
+   with the scale the quantized model uses (``qdq_loss_debug``'s SQNR, 20 log10 ``|x| / |x - qdq(x)|``, summed over
+   the calibration samples). A tensor whose energy sits in a few outlier channels keeps a high whole-tensor SQNR
+   while its typical channel is rounded away, so a point's ``sqnr_db`` is the lower of the whole-tensor figure and,
+   along each axis, the median SQNR of its slices. Weights are measured the same way against their dequantized
+   initializers.
+4. The greedy search, worst point first: each trial keeps one more *region* in fp32 and is kept only when it brings
+   the real metric (the tolerance's cosine and top-1, or ``--metric``) closer to the tolerance and, when timed, the
+   model still beats fp32 by the floor; otherwise it is undone. A region is the nodes that touch the tensor (its
+   producer and every consumer, or a weight's consumers) and, through the non-compute nodes among them, the nodes of
+   neighbouring tensors that are lossy too: excluding a Conv alone leaves its tensors quantized by the elementwise
+   nodes around it (BatchNorm as Mul/Add, hardswish as Add/Clip/Mul/Div).
+5. It stops when within tolerance, at the budget (``budget_trials`` search trials, ``budget_s`` seconds since the
+   stage started), after ``MAX_IDLE_TRIALS`` trials in a row that did not help, or when the points run out; and
+   at once when the start itself does not beat fp32 by the floor (keeping more in fp32 only makes it slower).
+
+``tune.json`` (``farm.tune/1``) is rewritten atomically after every trial, so an interrupted search keeps its log
+(``status`` says "running" until the end). When nothing within tolerance beats fp32 by the floor the verdict is
+"keep-fp32", with the best trade-off found: a result, not a failure. ``tuned.onnx`` is written when the verdict is
+"tuned".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from farm.job import cpu, usermetric
+from farm.job.data import DataError, Dataset
+from farm.job.evaluate import _latency, _run_all, model_size
+from farm.job.graph import QUANTIZABLE_OPS
+from farm.job.metrics import Accuracy, Latency, compare, default_counted
+from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
+from farm.job.result import error_text, write_json_atomic
+from farm.job.session import open_session
+from farm.job.spec import CALIBRATION_METHODS, Calibration, CalibrationMethod, Spec, Tune
+from farm.job.variants import RECIPES
+
+SCHEMA = "farm.tune/1"
+TUNE_FILE = "tune.json"
+TUNED_MODEL = "tuned.onnx"
+# A neighbouring tensor joins a point's region when quantizing it alone keeps less than this SQNR (the typical
+# channel of a well-behaved 8-bit tensor keeps 30 to 45 dB; one rounded away by an outlier keeps about 0).
+LOSSY_DB = 20.0
+# A region never grows past this many nodes (a residual spine of Add/Relu would otherwise take the whole network).
+MAX_REGION_NODES = 16
+# From a lossy tensor a region also grows through up to this many tensors in a row that the start model did not
+# quantize at all: the input of a Relu that the quantizer folded into the Conv before it is quantized as soon as the
+# Relu is kept in fp32, and carries the same range as the lossy tensor after it.
+MAX_UNMEASURED_HOPS = 2
+# The search ends after this many trials in a row that were undone: the points left are ranked as less lossy.
+MAX_IDLE_TRIALS = 8
+# A change is kept when it closes at least this share of the gap to the tolerance (or, with the tolerance met by
+# cosine and top-1 but not by --metric, raises the cosine at all).
+MIN_GAIN = 0.01
+# SQNR figures are clipped to this range: a tensor quantized without error has no finite SQNR.
+SQNR_CLIP_DB = 200.0
+_EPS = float(np.finfo(np.float32).eps)
+_QUANTIZE_INPUT_SUFFIX = "_QuantizeLinear_Input"
+_DEQUANTIZE_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
+
+log = logging.getLogger("farm.job")
+
+
+class TuneFailed(RuntimeError):
+    """The search cannot run at all (no data, fp32 does not run, no static candidate): tune.json says why."""
+
+
+def say(text: str) -> None:
+    """A progress line; the controller shows lines that start with 'farm:' as the job's stages."""
+    print(f"farm: {text}", flush=True)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """One quantized model the search can make: the start's recipe, varied."""
+
+    variant: str
+    method: CalibrationMethod
+    per_channel: bool
+    reduce_range: bool
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, variant: str, method: CalibrationMethod) -> Config:
+        recipe = RECIPES[variant]
+        return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ranking: SQNR of each quantization point, and the region each one keeps in fp32.
+
+
+@dataclass(kw_only=True, slots=True)
+class _Energy:
+    """Signal and noise energy of one tensor over the samples, whole and per slice along each axis."""
+
+    signal: float = 0.0
+    noise: float = 0.0
+    # axis -> (signal per slice, noise per slice); dropped when the tensor's shape changes between samples.
+    slices: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    shape: tuple[int, ...] | None = None
+
+    def add(self, value: np.ndarray, approximation: np.ndarray) -> None:
+        x = value.astype(np.float64)
+        noise = x - approximation
+        x2, n2 = x * x, noise * noise
+        self.signal += float(x2.sum())
+        self.noise += float(n2.sum())
+        if self.shape is None:
+            self.shape, self.slices = x.shape, {}
+        elif self.shape != x.shape:
+            self.slices = None
+        if self.slices is None:
+            return
+        for axis, size in enumerate(x.shape):
+            if size < 2:
+                continue
+            others = tuple(i for i in range(x.ndim) if i != axis)
+            s, n = x2.sum(axis=others), n2.sum(axis=others)
+            if axis in self.slices:
+                s0, n0 = self.slices[axis]
+                s, n = s0 + s, n0 + n
+            self.slices[axis] = (s, n)
+
+    def whole_db(self) -> float:
+        return _sqnr(self.signal, self.noise)
+
+    def robust_db(self) -> float:
+        """The whole-tensor SQNR, or the median slice's along some axis when that is lower."""
+        worst = self.whole_db()
+        for signal, noise in (self.slices or {}).values():
+            live = signal > 0
+            if live.any():
+                worst = min(worst, float(np.median([_sqnr(s, n) for s, n in zip(signal[live], noise[live],
+                                                                                  strict=True)])))
+        return worst
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    """20 log10(|x| / |x - y|) from the energies, norms floored at float32 eps, as qdq_loss_debug computes it."""
+    ratio = max(math.sqrt(signal), _EPS) / max(math.sqrt(noise), _EPS)
+    return max(-SQNR_CLIP_DB, min(SQNR_CLIP_DB, 20.0 * math.log10(ratio)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _QParams:
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int
+
+    def fake_quantize(self, value: np.ndarray) -> np.ndarray:
+        """``value`` quantized and dequantized as QuantizeLinear/DequantizeLinear do (round half to even)."""
+        x = value.astype(np.float64)
+        scale = self.scale.astype(np.float64)
+        zero = self.zero_point.astype(np.float64)
+        if scale.size > 1:
+            shape = [1] * x.ndim
+            shape[self.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        else:
+            scale, zero = scale.reshape(()), zero.reshape(())
+        info = np.iinfo(self.zero_point.dtype)
+        q = np.clip(np.rint(x / scale) + zero, info.min, info.max)
+        return np.asarray((q - zero) * scale)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
+def _qparams(node: onnx.NodeProto, initializers: Mapping[str, np.ndarray]) -> _QParams | None:
+    scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+    if scale is None or zero is None or not np.issubdtype(zero.dtype, np.integer) or zero.dtype.itemsize > 2:
+        return None  # int32 biases, 4-bit and float8 types: not what the ranking measures
+    return _QParams(scale=scale, zero_point=zero, axis=_attribute(node, "axis", 1))
+
+
+class _Graph:
+    """The float model's main graph: who produces and who consumes each tensor, and which tensors are constants."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.position = {node.name: index for index, node in enumerate(self.nodes)}
+        self.constants = {t.name for t in graph.initializer}
+        self.constants.update(o for n in self.nodes if n.op_type == "Constant" for o in n.output)
+        self.inputs = {i.name for i in graph.input} - self.constants
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+
+    def adjacent(self, tensor: str) -> list[onnx.NodeProto]:
+        producer = self.producer.get(tensor)
+        return ([producer] if producer is not None else []) + self.consumers.get(tensor, [])
+
+    def activations(self, node: onnx.NodeProto) -> list[str]:
+        return [n for n in (*node.input, *node.output) if n and n not in self.constants]
+
+    def first_position(self, tensor: str) -> int:
+        return min((self.position.get(n.name, 0) for n in self.adjacent(tensor)), default=len(self.nodes))
+
+    def region(self, tensor: str, lossy: Mapping[str, float]) -> list[str]:
+        """The nodes to keep in fp32 so that ``tensor`` stays fp32: those that touch it, and through the non-compute
+        ones among them, those that touch neighbouring tensors that are lossy too (``lossy``: the SQNR of each
+        tensor the start model quantized; from a lossy tensor, unquantized neighbours count as lossy, see
+        MAX_UNMEASURED_HOPS). Compute nodes (Conv, MatMul, ...) end a region: they are in it, but not their other
+        tensors."""
+        chosen: dict[str, None] = {}
+        # Each entry: a tensor, and how many unquantized tensors in a row led to it from a lossy one (None: the
+        # search did not come from a lossy tensor, so unquantized neighbours do not join).
+        start_lossy = lossy.get(tensor, math.inf) < LOSSY_DB
+        queue: list[tuple[str, int | None]] = [(tensor, 0 if start_lossy else None)]
+        seen = {tensor}
+        while queue and len(chosen) < MAX_REGION_NODES:
+            current, hops = queue.pop(0)
+            for node in self.adjacent(current):
+                if node.name in chosen:
+                    continue
+                if len(chosen) >= MAX_REGION_NODES:
+                    break
+                chosen[node.name] = None
+                if node.op_type in QUANTIZABLE_OPS:
+                    continue
+                for neighbour in self.activations(node):
+                    if neighbour in seen:
+                        continue
+                    sqnr = lossy.get(neighbour)
+                    if sqnr is not None and sqnr < LOSSY_DB:
+                        seen.add(neighbour)
+                        queue.append((neighbour, 0))
+                    elif sqnr is None and hops is not None and hops < MAX_UNMEASURED_HOPS:
+                        seen.add(neighbour)
+                        queue.append((neighbour, hops + 1))
+        return sorted(chosen, key=lambda name: self.position.get(name, 0))
+
+
+def _augmented(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """``model`` that also outputs ``names`` (typed where shape inference knew them)."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    graph = augmented.graph
+    present = {o.name for o in graph.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    for name in names:
+        if name in present:
+            continue
+        elem = types.get(name, 0)
+        graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None) if elem
+                            else onnx.helper.make_empty_tensor_value_info(name))
+    return augmented
+
+
+def rank_points(
+    float_model: Path, quantized: Path, feeds: Sequence[Mapping[str, np.ndarray]], *, threads: int = 1,
+    work: Path | None = None,
+) -> list[dict[str, Any]]:
+    """The quantization points of ``quantized`` (a QDQ model of ``float_model``), worst first, each with the region
+    of ``float_model``'s nodes that keeps it in fp32. ``feeds`` are the samples to measure on (fp32 runs only)."""
+    source = onnx.load(str(float_model))
+    qdq = onnx.load(str(quantized))
+    graph = _Graph(source)
+    q_init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    activations: dict[str, _QParams] = {}
+    weights: dict[str, tuple[np.ndarray, _QParams]] = {}
+    for node in qdq.graph.node:
+        if node.op_type == "QuantizeLinear":
+            name = node.input[0].removesuffix(_QUANTIZE_INPUT_SUFFIX)
+            params = _qparams(node, q_init)
+            if params is not None and (name in graph.producer or name in graph.inputs):
+                activations.setdefault(name, params)
+        elif node.op_type == "DequantizeLinear" and node.input[0] in q_init:
+            name = node.output[0].removesuffix(_DEQUANTIZE_OUTPUT_SUFFIX)
+            params = _qparams(node, q_init)
+            if params is not None and name in graph.constants and name not in weights:
+                weights[name] = (q_init[node.input[0]], params)
+
+    energy: dict[str, _Energy] = {name: _Energy() for name in activations}
+    if activations:
+        fetch = [n for n in activations if n not in graph.inputs]
+        model = _augmented(source, fetch)
+        options = ort.SessionOptions()
+        # As qdq_loss_debug runs it: no graph rewrite may fold a tensor away.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(_serialized(model, work), sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+        wanted = [o.name for o in session.get_outputs() if o.name in energy]
+        for feed in feeds:
+            values = dict(zip(wanted, session.run(wanted, dict(feed)), strict=True)) if wanted else {}
+            values.update({name: np.asarray(feed[name]) for name in energy if name in feed})
+            for name, value in values.items():
+                if np.issubdtype(value.dtype, np.floating) and value.size:
+                    energy[name].add(value, activations[name].fake_quantize(value))
+    initializers = {t.name: t for t in source.graph.initializer}
+    for name, (stored, params) in weights.items():
+        original = numpy_helper.to_array(initializers[name]) if name in initializers else None
+        if original is None or original.shape != stored.shape or not np.issubdtype(original.dtype, np.floating):
+            continue
+        scale = params.scale.astype(np.float64)
+        zero = params.zero_point.astype(np.float64)
+        if scale.size > 1:
+            shape = [1] * stored.ndim
+            shape[params.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        weight = _Energy()
+        weight.add(original, (stored.astype(np.float64) - zero) * scale)
+        energy[name] = weight
+
+    measured = {name: e for name, e in energy.items() if e.signal > 0}
+    lossy = {name: e.robust_db() for name, e in measured.items()}
+    order = sorted(measured, key=lambda n: (lossy[n], graph.first_position(n), n))
+    points: list[dict[str, Any]] = []
+    by_region: dict[tuple[str, ...], dict[str, Any]] = {}
+    for name in order:
+        nodes = graph.region(name, lossy)
+        if not nodes:
+            continue
+        key = tuple(sorted(nodes))
+        if key in by_region:  # the same region keeps this tensor in fp32 too
+            by_region[key]["tensors"].append(name)
+            continue
+        point = {
+            "nodes": nodes,
+            "tensor": name,
+            "tensors": [name],
+            "kind": "weight" if name in weights and name not in activations else "activation",
+            "sqnr_db": round(lossy[name], 2),
+            "tensor_sqnr_db": round(measured[name].whole_db(), 2),
+        }
+        by_region[key] = point
+        points.append(point)
+    return points
+
+
+def _serialized(model: onnx.ModelProto, work: Path | None) -> str | bytes:
+    """The model as bytes, or above protobuf's 2 GiB as a file with its weights beside it."""
+    if model.ByteSize() < (1 << 31) - (1 << 20) or work is None:
+        return bytes(model.SerializeToString())
+    path = work / "ranking.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + ".data")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The search.
+
+
+@dataclass(kw_only=True, slots=True)
+class _Trial:
+    index: int
+    change: str
+    config: Config
+    point: int | None = None
+    added: tuple[str, ...] = ()
+    # What the model quantized (farm.job.graph.NodeCount.to_dict()); a model with none left quantized is not int8.
+    nodes: dict[str, int] | None = None
+    accuracy: Accuracy | None = None
+    latency: Latency | None = None
+    speedup: float | None = None
+    within: bool = False
+    kept: bool = False
+    note: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    model: Path | None = None
+
+    @property
+    def int8(self) -> bool:
+        """Something is still quantized (unknown counts as yes: the quantizer said nothing about it)."""
+        return self.nodes is None or self.nodes.get("quantized", 1) > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "change": self.change,
+            "point": self.point,
+            "added": list(self.added),
+            "exclude": list(self.config.exclude),
+            "variant": self.config.variant,
+            "calibration": self.config.method,
+            "per_channel": self.config.per_channel,
+            "reduce_range": self.config.reduce_range,
+            "nodes": self.nodes,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "within_tolerance": self.within,
+            "kept": self.kept,
+            "note": self.note,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class _Naive:
+    name: str
+    accuracy: Accuracy | None = None
+    within: bool = False
+    latency: Latency | None = None
+    speedup: float | None = None
+    error: str | None = None
+    session: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "within_tolerance": self.within,
+            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "error": self.error,
+        }
+
+
+class _Tuner:
+    """The search for one target; ``state`` is tune.json as it stands."""
+
+    def __init__(self, spec: Spec, out: Path) -> None:
+        self.spec, self.out = spec, out
+        self.began = time.monotonic()
+        self.trials: list[_Trial] = []
+        self.points: list[dict[str, Any]] = []
+        # The model the search builds on: the last kept trial.
+        self.current: _Trial | None = None
+        self.settings = spec.tune or Tune()
+        self.work = self.out / "tune-work"
+        self.timed = spec.timing.iterations > 0
+        self.tolerance = (spec.tolerance.cosine, spec.tolerance.top1_agreement)
+        self.state: dict[str, Any] = {
+            "schema": SCHEMA,
+            "status": "running",
+            "error": None,
+            "target": spec.target.name,
+            "mode": spec.target.mode,
+            "timed": self.timed,
+            "floor": self.settings.floor,
+            "tolerance": {"cosine": spec.tolerance.cosine, "top1_agreement": spec.tolerance.top1_agreement},
+            "budget": {"seconds": self.settings.budget_s, "trials": self.settings.budget_trials},
+            "start": None,
+            "fp32": None,
+            "naive": {},
+            "ranking": [],
+            "ranking_source": None,
+            "trials": [],
+            "stopped": None,
+            "verdict": None,
+            "reason": None,
+            "best": None,
+            "excluded": [],
+            "tuned_model": None,
+            "warnings": [],
+            "seconds": 0.0,
+        }
+        self.feeds: list[dict[str, np.ndarray]] = []
+        self.reference: list[list[np.ndarray]] = []
+        self.names: list[str] = []
+        self.counted: tuple[str, ...] = ()
+        self.labels: np.ndarray | None = None
+        self.dataset: Dataset | None = None
+        self.metric: usermetric.UserMetric | None = None
+        self.reference_by_name: dict[str, Any] = {}
+        self.fp32_session: Any = None
+        self.fp32_latency: Latency | None = None
+        self.source: Path = spec.source_model
+        self.per_channel_source: Path | OpsetRaiseFailed | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        self.state["trials"] = [t.to_dict() for t in self.trials]
+        self.state["seconds"] = round(time.monotonic() - self.began, 3)
+        write_json_atomic(self.out / TUNE_FILE, self.state)
+
+    def warn(self, text: str) -> None:
+        log.info("tune: %s", text)
+        if text not in self.state["warnings"]:
+            self.state["warnings"].append(text)
+
+    def budget_spent(self) -> str | None:
+        searched = sum(1 for t in self.trials if t.index > 0)
+        trials = self.settings.budget_trials
+        if trials is not None and searched >= trials:
+            return f"the trial budget ({trials}) is spent"
+        seconds = self.settings.budget_s
+        if seconds is not None and time.monotonic() - self.began >= seconds:
+            return f"the time budget ({seconds:g} s) is spent"
+        return None
+
+    # -- the stage -----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.save()
+        try:
+            self._run()
+        except TuneFailed as exc:
+            say(f"tune failed: {exc}")
+            self.state.update(status="failed", error=str(exc))
+            self.save()
+            return self.state
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.state["status"] = "done"
+        self.save()
+        return self.state
+
+    def _run(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._load()
+        self._prepare_source()
+        start = self._naive()
+        self.state["start"] = start
+        stopped = self._search(start)
+        self.state["stopped"] = stopped
+        self._verdict(stopped)
+
+    def _load(self) -> None:
+        spec = self.spec
+        try:
+            dataset = Dataset.load(spec.inputs, spec.labels)
+        except DataError as exc:
+            raise TuneFailed(str(exc)) from exc
+        self.dataset, self.labels = dataset, dataset.labels
+        if spec.target.masked:
+            seen = cpu.features_seen() if spec.target.arch == "x86_64" else None
+            problem = cpu.mask_problem(spec.target.cpu_unseen, seen)
+            if problem:
+                raise TuneFailed(problem)
+        if spec.metric is not None:
+            try:
+                self.metric = usermetric.load(spec.metric.file, spec.metric.function)
+            except usermetric.UserMetricError as exc:
+                raise TuneFailed(str(exc)) from exc
+        say("tune: fp32")
+        try:
+            session = open_session(spec.model, target=spec.target, threads=spec.threads)
+            inputs = [i.name for i in session.get_inputs()]
+            self.feeds = [dataset.feed(i, inputs) for i in range(dataset.samples)]
+            self.reference = _run_all(session, self.feeds)
+        except Exception as exc:  # ORT's own words: the model does not run here
+            raise TuneFailed(f"fp32 does not run: {error_text(exc)}") from exc
+        self.fp32_session = session
+        self.names = [o.name for o in session.get_outputs()]
+        unknown = [n for n in spec.outputs or () if n not in self.names]
+        if unknown:
+            raise TuneFailed(f"--output names {', '.join(unknown)}, which the model does not output")
+        self.counted = spec.outputs or default_counted(self.names, self.reference)
+        if self.metric is not None:
+            self.reference_by_name = usermetric.by_name(self.names, self.reference)
+        accuracy = self._accuracy(self.reference)
+        self.state["fp32"] = {"accuracy": accuracy.to_dict(), "latency_ms": None,
+                              "size_bytes": model_size(spec.model)}
+        self.save()
+
+    def _prepare_source(self) -> None:
+        """quant_pre_process, as prepare does, then a unique name on every node (``nodes_to_exclude`` names them)."""
+        pre = self.work / "pre.onnx"
+        source = self.spec.source_model
+        try:
+            for warning in pre_process(source, pre):
+                self.warn(warning)
+            source = pre
+        except PreProcessFailed as exc:
+            self.warn(f"{exc}; tuning the model without pre-processing")
+        model = onnx.load(str(source), load_external_data=False)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        if external:
+            model = onnx.load(str(source))
+        if _name_nodes(model):
+            named = self.work / "source.onnx"
+            if external:
+                onnx.save(model, str(named), save_as_external_data=True, all_tensors_to_one_file=True,
+                          location=named.name + ".data")
+            else:
+                onnx.save(model, str(named))
+            source = named
+        self.source = source
+
+    def _source_for(self, config: Config) -> Path:
+        if not config.per_channel:
+            return self.source
+        if self.per_channel_source is None:
+            try:
+                self.per_channel_source, note = raise_opset(self.source, self.work / "source-opset13.onnx")
+                if note:
+                    self.warn(note)
+            except OpsetRaiseFailed as exc:
+                self.per_channel_source = exc
+        if isinstance(self.per_channel_source, OpsetRaiseFailed):
+            raise self.per_channel_source
+        return self.per_channel_source
+
+    # -- measuring -----------------------------------------------------------------------------------------------
+
+    def _accuracy(self, outputs: list[list[np.ndarray]]) -> Accuracy:
+        accuracy = compare(self.reference, outputs, self.labels, names=self.names, counted=self.counted,
+                           tolerance=self.tolerance)
+        if self.metric is not None and self.spec.metric is not None:
+            score = usermetric.score(self.metric, self.spec.metric.function, self.reference_by_name,
+                                     usermetric.by_name(self.names, outputs), self.labels)
+            accuracy = replace(accuracy, metric=score)
+        return accuracy
+
+    def _within(self, accuracy: Accuracy) -> bool:
+        return accuracy.within(cosine=self.tolerance[0], top1_agreement=self.tolerance[1])
+
+    def _gap(self, accuracy: Accuracy) -> float:
+        """How far from the tolerance, in units of the loss it allows (0 when cosine and top-1 are within)."""
+        cosine, top1 = self.tolerance
+        gap = max(0.0, cosine - accuracy.cosine) / max(1.0 - cosine, 1e-6)
+        if accuracy.top1_agreement is not None:
+            gap += max(0.0, top1 - accuracy.top1_agreement) / max(1.0 - top1, 1e-6)
+        return gap
+
+    def better(self, new: Accuracy, old: Accuracy) -> bool:
+        """``new`` is closer to the tolerance than ``old`` by enough to pay for what the change costs."""
+        new_within, old_within = self._within(new), self._within(old)
+        if new_within != old_within:
+            return new_within
+        new_gap, old_gap = self._gap(new), self._gap(old)
+        if old_gap > 0:
+            return new_gap < old_gap * (1.0 - MIN_GAIN)
+        return not old_within and new.cosine > old.cosine + 1e-6
+
+    def _time(self, session: Any) -> tuple[Latency | None, float | None, str | None]:
+        """``session`` against fp32, their rounds alternating: (latency, speedup, why there is none)."""
+        timing = self.spec.timing
+        both = _latency([self.fp32_session, session], self.feeds, warmup=timing.warmup,
+                        iterations=timing.iterations, rounds=timing.rounds)
+        fp32, latency = both
+        if isinstance(latency, Exception):
+            return None, None, f"could not be timed: {error_text(latency)}"
+        if isinstance(fp32, Exception):
+            return latency, None, f"fp32 could not be timed: {error_text(fp32)}"
+        return latency, _speedup(fp32, latency), None
+
+    # -- naive variants and the start ----------------------------------------------------------------------------
+
+    def _naive(self) -> str:
+        spec = self.spec
+        static = [name for name in spec.candidates if RECIPES[name].kind == "static"]
+        start = self.settings.start
+        if start is not None and start not in static:
+            static.append(start)
+        if not static:
+            raise TuneFailed("the target has no static candidate to tune from (dynamic quantization has no "
+                             "calibrated points to put back into fp32)")
+        naive: dict[str, _Naive] = {}
+        for name in static:
+            say(f"tune: naive {name}")
+            naive[name] = entry = _Naive(name=name)
+            try:
+                path = self._naive_model(name)
+                entry.session = open_session(path, target=spec.target, threads=spec.threads)
+                entry.accuracy = self._accuracy(_run_all(entry.session, self.feeds))
+                entry.within = self._within(entry.accuracy)
+            except Exception as exc:  # one variant's failure must not end the others
+                entry.error, entry.session = error_text(exc), None
+            self.state["naive"][name] = entry.to_dict()
+            self.save()
+        ran = [n for n in naive.values() if n.session is not None]
+        if self.timed:
+            say(f"tune: timing fp32 and {len(ran)} naive variants")
+            timing = spec.timing
+            latencies = _latency([self.fp32_session, *(n.session for n in ran)], self.feeds,
+                                 warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds)
+            fp32 = latencies[0]
+            if isinstance(fp32, Exception):
+                raise TuneFailed(f"fp32 could not be timed: {error_text(fp32)}")
+            self.fp32_latency = fp32
+            self.state["fp32"]["latency_ms"] = fp32.to_dict()
+            for entry, latency in zip(ran, latencies[1:], strict=True):
+                if isinstance(latency, Exception):
+                    entry.error = f"could not be timed: {error_text(latency)}"
+                    continue
+                entry.latency, entry.speedup = latency, _speedup(fp32, latency)
+        for entry in naive.values():
+            entry.session = None
+            self.state["naive"][entry.name] = entry.to_dict()
+        self.save()
+        if start is None:
+            start = self._pick_start([n for n in naive.values() if n.accuracy is not None])
+        if start is None:
+            failures = "; ".join(f"{n.name}: {n.error}" for n in naive.values())
+            raise TuneFailed(f"no naive variant ran ({failures})")
+        chosen = naive[start]
+        say(f"tune: start from {start}" + (f" ({_figures(chosen.accuracy, chosen.speedup)})"
+                                          if chosen.accuracy is not None else ""))
+        return start
+
+    def _naive_model(self, name: str) -> Path:
+        """prepare's artifact when there is one (no calibration here, which matters under QEMU), else made now."""
+        artifacts = self.spec.artifacts
+        if artifacts is not None and (artifacts / f"{name}.onnx").is_file():
+            return artifacts / f"{name}.onnx"
+        assert self.dataset is not None
+        path = self.work / f"naive-{name}.onnx"
+        config = Config.of(name, self.spec.calibration.method)
+        quantize(name, self._source_for(config), path, dataset=self.dataset, calibration=self.spec.calibration)
+        return path
+
+    def _pick_start(self, ran: Sequence[_Naive]) -> str | None:
+        """The most accurate variant that beats fp32 by the floor (when timed), else the most accurate."""
+        if not ran:
+            return None
+        fast = [n for n in ran if n.speedup is not None and n.speedup >= self.settings.floor] if self.timed else []
+
+        def key(n: _Naive) -> tuple[bool, float, float, float]:
+            assert n.accuracy is not None
+            return (n.within, -self._gap(n.accuracy), n.accuracy.cosine, n.speedup or 0.0)
+
+        return max(fast or ran, key=key).name
+
+    # -- trials --------------------------------------------------------------------------------------------------
+
+    def _trial(self, change: str, config: Config, *, point: int | None = None, added: Sequence[str] = ()) -> _Trial:
+        """Make, measure and judge one model; kept when it beats the current one (the start always is)."""
+        spec = self.spec
+        assert self.dataset is not None
+        trial = _Trial(index=len(self.trials), change=change, config=config, point=point, added=tuple(added))
+        began = time.monotonic()
+        path = self.work / f"trial-{trial.index}.onnx"
+        try:
+            record = quantize(config.variant, self._source_for(config), path, dataset=self.dataset,
+                              calibration=Calibration(method=config.method, samples=spec.calibration.samples),
+                              exclude=config.exclude, per_channel=config.per_channel,
+                              reduce_range=config.reduce_range)
+            trial.model = path
+            nodes = record.get("nodes")
+            trial.nodes = dict(nodes) if isinstance(nodes, dict) else None
+            session = open_session(path, target=spec.target, threads=spec.threads)
+            trial.accuracy = self._accuracy(_run_all(session, self.feeds))
+        except Exception as exc:  # this trial's failure (the quantizer's, the runtime's, NaN outputs), not the search's
+            trial.error = error_text(exc)
+            trial.note = "failed"
+            session = None
+        if trial.accuracy is not None and not trial.int8:
+            trial.within = self._within(trial.accuracy)
+            trial.note = "undone: it leaves no quantizable node in int8, so it is fp32 under another name"
+        elif trial.accuracy is not None:
+            trial.within = self._within(trial.accuracy)
+            current = self.current
+            improves = current is None or (current.accuracy is not None and self.better(trial.accuracy,
+                                                                                       current.accuracy))
+            if improves or trial.within:
+                # Only a model that may be kept (or that meets the tolerance) is worth its timing runs.
+                if self.timed:
+                    trial.latency, trial.speedup, problem = self._time(session)
+                    if problem:
+                        self.warn(f"trial {trial.index} {problem}")
+                trial.kept = improves
+                if current is not None and self.timed and improves and (trial.speedup or 0.0) < self.settings.floor:
+                    trial.kept = False
+                    trial.note = f"undone: {_speed(trial.speedup)} is below the floor {self.settings.floor:g}x"
+                elif not improves:
+                    trial.note = "undone: no closer to the tolerance than the current model"
+            else:
+                trial.note = "undone: no closer to the tolerance than the current model"
+        trial.seconds = time.monotonic() - began
+        self.trials.append(trial)
+        if trial.kept:
+            self.current = trial
+        self._prune()
+        self.save()
+        verdict = "kept" if trial.kept else (trial.note or "undone")
+        figures = trial.error if trial.accuracy is None else _figures(trial.accuracy, trial.speedup)
+        say(f"trial {trial.index}: {change} -> {figures}, {verdict}")
+        return trial
+
+    def _prune(self) -> None:
+        """Keep on disk only the current model and the best candidate so far; a search can run for hundreds."""
+        keep = {t.index for t in (self.current, self._best()) if t is not None}
+        for trial in self.trials:
+            if trial.model is not None and trial.index not in keep:
+                trial.model.unlink(missing_ok=True)
+                trial.model.with_name(trial.model.name + ".data").unlink(missing_ok=True)
+                trial.model = None
+
+    # -- the search ----------------------------------------------------------------------------------------------
+
+    def _search(self, start: str) -> str:
+        """Run the trials; returns why the search stopped."""
+        spec = self.spec
+        first = self._trial(f"start: {start}", Config.of(start, spec.calibration.method))
+        if first.accuracy is None:
+            return f"the start {start} could not be made or run ({first.error})"
+        if self.timed and (first.speedup is None or first.speedup < self.settings.floor):
+            return (f"the start {start} is {_speed(first.speedup)} fp32's speed, below the floor "
+                    f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower")
+        for change, vary in self._knobs():
+            if self._done():
+                return self._done_reason()
+            if (spent := self.budget_spent()) is not None:
+                return spent
+            assert self.current is not None
+            self._trial(change, vary(self.current.config))
+        if self._done():
+            return self._done_reason()
+        if (spent := self.budget_spent()) is not None:
+            return spent
+        ranked = self._ranking()
+        if ranked is not None:
+            return ranked
+        idle = 0
+        for index, point in enumerate(self.points):
+            if (spent := self.budget_spent()) is not None:
+                return spent
+            assert self.current is not None
+            nodes = [str(n) for n in point.get("nodes", ())]
+            added = [n for n in nodes if n not in self.current.config.exclude]
+            if not added:
+                continue
+            config = replace(self.current.config, exclude=(*self.current.config.exclude, *added))
+            tensor = point.get("tensor", "?")
+            sqnr = point.get("sqnr_db")
+            label = f"exclude the region of {tensor}" + (f" ({sqnr:.1f} dB)" if isinstance(sqnr, int | float)
+                                                         else "")
+            trial = self._trial(f"{label}: {', '.join(added)}", config, point=index, added=added)
+            if self._done():
+                return self._done_reason()
+            idle = 0 if trial.kept else idle + 1
+            if idle >= MAX_IDLE_TRIALS:
+                return f"{MAX_IDLE_TRIALS} trials in a row did not help"
+        return "every ranked point was tried"
+
+    def _knobs(self) -> list[tuple[str, Any]]:
+        """The cheap changes known to matter, each a function of the current config."""
+        knobs: list[tuple[str, Any]] = []
+        for method in CALIBRATION_METHODS:
+            if method != self.spec.calibration.method:
+                knobs.append((f"calibration {method}", lambda c, m=method: replace(c, method=m)))
+        assert self.current is not None
+        if not self.current.config.per_channel:
+            knobs.append(("per-channel weights", lambda c: replace(c, per_channel=True)))
+        if self.spec.target.saturation_risk and not self.current.config.reduce_range:
+            knobs.append(("reduce_range (7-bit weights)", lambda c: replace(c, reduce_range=True)))
+        return knobs
+
+    def _done(self) -> bool:
+        return self.current is not None and self.current.within
+
+    def _done_reason(self) -> str:
+        assert self.current is not None
+        return f"trial {self.current.index} is within tolerance"
+
+    def _ranking(self) -> str | None:
+        """Fill ``points`` from the spec or by measuring; returns why the search cannot go on, if it cannot."""
+        given = self.settings.ranking
+        if given is not None:
+            self.points = [dict(p) for p in given]
+            self.state["ranking_source"] = "given"
+            known = {n.name for n in onnx.load(str(self.source), load_external_data=False).graph.node}
+            missing = sorted({str(n) for p in self.points for n in p.get("nodes", ()) if n not in known})
+            if missing:
+                self.warn(f"the given ranking names nodes this model lacks: {', '.join(missing[:10])}")
+        else:
+            assert self.current is not None and self.current.model is not None
+            say("tune: ranking the quantization points by SQNR")
+            samples = self.feeds[: self.spec.calibration.samples]
+            try:
+                self.points = rank_points(self._source_for(self.current.config), self.current.model, samples,
+                                          threads=self.spec.threads, work=self.work)
+            except Exception as exc:  # a graph the augmented run cannot take: the search ends with what it has
+                self.warn(f"ranking the quantization points failed: {error_text(exc)}")
+                self.state["ranking_source"] = "failed"
+                self.save()
+                return f"the quantization points could not be ranked ({error_text(exc)})"
+            self.state["ranking_source"] = "measured"
+        self.state["ranking"] = self.points
+        self.save()
+        if self.points:
+            worst = self.points[0]
+            say(f"tune: {len(self.points)} points ranked; worst {worst.get('tensor')} "
+                f"({worst.get('sqnr_db')} dB): {', '.join(map(str, worst.get('nodes', ())))}")
+        return None if self.points else "no quantization point to put back into fp32"
+
+    # -- the verdict ---------------------------------------------------------------------------------------------
+
+    def _acceptable(self, trial: _Trial) -> bool:
+        if trial.accuracy is None or not trial.within:
+            return False
+        return not self.timed or (trial.speedup is not None and trial.speedup >= self.settings.floor)
+
+    def _best(self) -> _Trial | None:
+        """The tuned model when one is acceptable (the fastest, or untimed the one keeping fewest nodes in fp32);
+        else the best trade-off: the fastest within tolerance, else the most accurate that beats the floor, else
+        the most accurate."""
+        measured = [t for t in self.trials if t.accuracy is not None and t.int8]
+        if not measured:
+            return None
+        good = [t for t in measured if self._acceptable(t)]
+        if good:
+            if self.timed:
+                return max(good, key=lambda t: t.speedup or 0.0)
+            return min(good, key=lambda t: (len(t.config.exclude), -self._cosine(t), t.index))
+        within = [t for t in measured if t.within and t.speedup is not None]
+        if within:
+            return max(within, key=lambda t: t.speedup or 0.0)
+        fast = [t for t in measured if not self.timed or (t.speedup or 0.0) >= self.settings.floor]
+        return min(fast or measured, key=lambda t: (self._rank_key(t), t.index))
+
+    def _cosine(self, trial: _Trial) -> float:
+        return trial.accuracy.cosine if trial.accuracy is not None else -2.0
+
+    def _rank_key(self, trial: _Trial) -> tuple[bool, float, float]:
+        assert trial.accuracy is not None
+        return (not trial.within, self._gap(trial.accuracy), -trial.accuracy.cosine)
+
+    def _verdict(self, stopped: str) -> None:
+        best = self._best()
+        floor = self.settings.floor
+        if best is None:
+            self.state.update(verdict="keep-fp32", reason=f"no trial produced a model to compare ({stopped})")
+            say(f"tune: keep fp32: {self.state['reason']}")
+            return
+        assert best.accuracy is not None
+        excluded = self._excluded(best)
+        self.state["best"] = {
+            "trial": best.index,
+            "variant": best.config.variant,
+            "exclude": list(best.config.exclude),
+            "calibration": best.config.method,
+            "per_channel": best.config.per_channel,
+            "reduce_range": best.config.reduce_range,
+            "accuracy": best.accuracy.to_dict(),
+            "within_tolerance": best.within,
+            "latency_ms": None if best.latency is None else best.latency.to_dict(),
+            "speedup": None if best.speedup is None else round(best.speedup, 4),
+        }
+        self.state["excluded"] = excluded
+        figures = _figures(best.accuracy, best.speedup)
+        count = len(best.config.exclude)
+        kept_fp32 = f"{count} node{'' if count == 1 else 's'} kept in fp32" if count else "nothing kept in fp32"
+        if self._acceptable(best):
+            speed = (f"{_speed(best.speedup)} fp32's speed (floor {floor:g}x)" if self.timed
+                     else "not timed (emulated target: accuracy only)")
+            reason = f"trial {best.index} ({best.config.variant}, {kept_fp32}) is within tolerance: {figures}; {speed}"
+            self._write_tuned(best)
+            self.state.update(verdict="tuned", reason=reason, tuned_model=TUNED_MODEL)
+            say(f"tune: tuned: {reason}")
+            return
+        claim = (f"nothing within tolerance beats fp32 by {floor:g}x" if self.timed
+                 else "no int8 model within tolerance was found")
+        reason = (f"{claim} ({stopped}); best trade-off: trial {best.index} ({best.config.variant}, {kept_fp32}): "
+                  f"{figures}")
+        self.state.update(verdict="keep-fp32", reason=reason)
+        say(f"tune: keep fp32: {reason}")
+
+    def _excluded(self, best: _Trial) -> list[dict[str, Any]]:
+        """The points ``best`` keeps in fp32, each with the trial that added it and why (its SQNR)."""
+        chosen = set(best.config.exclude)
+        entries = []
+        for trial in self.trials:
+            if trial.point is None or not trial.added or not set(trial.added) <= chosen:
+                continue
+            if not (trial.kept or trial is best):
+                continue
+            point = self.points[trial.point] if trial.point < len(self.points) else {}
+            entries.append({
+                "trial": trial.index,
+                "nodes": list(trial.added),
+                "tensor": point.get("tensor"),
+                "tensors": point.get("tensors", [point.get("tensor")]),
+                "sqnr_db": point.get("sqnr_db"),
+            })
+        return entries
+
+    def _write_tuned(self, best: _Trial) -> None:
+        destination = self.out / TUNED_MODEL
+        if best.model is None or not best.model.is_file():
+            raise TuneFailed(f"the tuned model of trial {best.index} is gone from {self.work}")
+        model = onnx.load(str(best.model), load_external_data=False)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            model = onnx.load(str(best.model))
+            onnx.save(model, str(destination), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=destination.name + ".data")
+        else:
+            shutil.copyfile(best.model, destination)
+
+
+def _name_nodes(model: onnx.ModelProto) -> bool:
+    """Give every unnamed (or twice-named) node of the main graph a unique, deterministic name; True if any
+    changed. The native search and an emulated one name the same nodes alike, so a ranking travels between them."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    changed = False
+    for index, node in enumerate(model.graph.node):
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        base = f"{node.name or node.op_type}_{index}"
+        name, suffix = base, 0
+        while name in taken or name in seen:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        node.name = name
+        seen.add(name)
+        taken.add(name)
+        changed = True
+    return changed
+
+
+def _speedup(fp32: Latency, variant: Latency) -> float | None:
+    return fp32.p50 / variant.p50 if variant.p50 > 0 else None
+
+
+def _speed(speedup: float | None) -> str:
+    return "untimed" if speedup is None else f"{speedup:.2f}x"
+
+
+def _figures(accuracy: Accuracy | None, speedup: float | None) -> str:
+    if accuracy is None:
+        return "no figures"
+    text = f"cosine {accuracy.cosine:.4f}"
+    if accuracy.top1_agreement is not None:
+        text += f", top-1 {accuracy.top1_agreement:.3f}"
+    if accuracy.metric is not None:
+        text += f", metric {'passed' if accuracy.metric.passed else 'failed'}"
+    return text + ("" if speedup is None else f", {speedup:.2f}x")
+
+
+def run_tune(spec: Spec, out: Path) -> None:
+    """Run the search for ``spec``'s target and write ``out``/tune.json (and ``out``/tuned.onnx when tuned)."""
+    _Tuner(spec, out).run()

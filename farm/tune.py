@@ -1,0 +1,208 @@
+"""`farm tune`: per target, the fastest mixed-precision model that holds accuracy, or the evidence that none does.
+
+The search runs inside each target's container (farm/job/tune.py), with that target's own runtime and kernels, since
+saturation makes the answer differ by ISA. Native and masked targets go first and search with real timings; the
+first of them ranks the quantization points, and emulated targets reuse that ranking and search on accuracy alone
+(their timings would say nothing). Each target's search log is written as it goes, so an interrupted run keeps what
+it found; ``--resume`` keeps each target whose search finished and searches the others again, with the ranking
+their interrupted search had measured (the ranking is the costly, deterministic part; trials are re-run).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from farm import clean
+from farm.config import Target
+from farm.errors import BadInput, TargetFailed
+from farm.fleet import Fleet, ensure_images
+from farm.job.result import write_json_atomic
+from farm.matrix import MatrixInputs, MatrixOptions, job_out_dir, job_spec, run_job, stage_inputs, stage_lines
+from farm.progress import Reporter
+
+TUNE_SCHEMA = "farm.tune-report/1"
+JOB_LOG = "tune.json"
+TUNED_MODEL = "tuned.onnx"
+# Seconds a container gets beyond the search budget: loading, the fp32 reference, the naive variants, the ranking.
+SETUP_ALLOWANCE_S = 900.0
+DEFAULT_FLOOR = 1.1
+_BUDGET_RE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>s|m|h|t|trials?)\s*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    seconds: float | None = None
+    trials: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Budget:
+        """``--budget``: a time (90s, 10m, 1h) or a number of trials (40t, 40 trials); none: 20 trials."""
+        if text is None:
+            return cls(trials=20)
+        found = _BUDGET_RE.match(text.lower())
+        if found is None:
+            raise BadInput(f"--budget {text!r} is neither a time nor a number of trials",
+                           fix="write a time as 90s, 10m or 1h, or trials as 40t")
+        number, unit = float(found["number"]), found["unit"]
+        if unit.startswith("t"):
+            if number < 1 or number != int(number):
+                raise BadInput(f"--budget {text!r}: the number of trials must be a whole number of at least 1")
+            return cls(trials=int(number))
+        return cls(seconds=number * {"s": 1, "m": 60, "h": 3600}[unit])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_s": self.seconds, "budget_trials": self.trials}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions:
+    evaluation: MatrixOptions
+    budget: Budget = field(default_factory=Budget)
+    floor: float = DEFAULT_FLOOR
+    out_dir: Path = Path("farm-tune")
+    resume: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneResult:
+    report: dict[str, Any]
+    exit_code: int
+
+
+def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: Reporter) -> TuneResult:
+    selected = fleet.config.select(options.evaluation.targets)
+    work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-tune-{uuid.uuid4().hex[:6]}"
+    inputs = work / "in"
+    inputs.mkdir(parents=True)
+    clean.mark_run_folder(work)
+    report: dict[str, Any] = {"schema": TUNE_SCHEMA, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              "model": given.info.report_summary(given.model), "floor": options.floor,
+                              "budget": options.budget.to_dict(), "warnings": [], "targets": []}
+    earlier = _earlier(options) if options.resume else {}
+    failed = False
+    try:
+        report["warnings"] += stage_inputs(inputs, given, fleet)
+        runnable = []
+        for target in selected:
+            placement = fleet.placements[target.name]
+            if not placement.runnable or (target.on_request and target.name not in options.evaluation.targets):
+                report["targets"].append({"name": target.name, "mode": placement.mode, "status": "skipped",
+                                          "reason": placement.reason or "runs only on request"})
+            else:
+                runnable.append(target)
+        outcomes = ensure_images(fleet, runnable, reporter)
+        ranking: list[Any] | None = None
+        for target in sorted(runnable, key=lambda t: fleet.placements[t.name].mode == "emulated"):
+            outcome = outcomes[target.name]
+            if outcome.image is None:
+                report["targets"].append({"name": target.name, "mode": fleet.placements[target.name].mode,
+                                          "status": "failed", "reason": f"image build failed: {outcome.error}"})
+                failed = True
+                continue
+            done = earlier.get(target.name)
+            if done is not None and done.get("status") == "ok":
+                entry = {**done, "resumed": True}  # finished before: kept as it was, tuned model included
+            else:
+                # A resumed search has its own ranking already; an emulated one cannot afford to rank, and takes
+                # the first native search's.
+                emulated = fleet.placements[target.name].mode == "emulated"
+                given_ranking = (done or {}).get("ranking") or (ranking if emulated else None)
+                entry = _tune_target(fleet, target, outcome.image.tag, inputs, work, given, options, reporter,
+                                     ranking=given_ranking)
+            report["targets"].append(entry)
+            failed = failed or entry["status"] == "failed"
+            # The first native (or masked) search ranks the points once for the targets that cannot time.
+            if ranking is None and entry.get("ranking") and fleet.placements[target.name].mode != "emulated":
+                ranking = entry["ranking"]
+            write_json_atomic(options.out_dir / "tune.json", report)
+    finally:
+        write_json_atomic(options.out_dir / "tune.json", report)
+        shutil.rmtree(work, ignore_errors=True)
+    return TuneResult(report=report, exit_code=TargetFailed.exit_code if failed else 0)
+
+
+def _tune_target(
+    fleet: Fleet, target: Target, tag: str, inputs: Path, work: Path, given: MatrixInputs, options: TuneOptions,
+    reporter: Reporter, *, ranking: list[Any] | None,
+) -> dict[str, Any]:
+    placement = fleet.placements[target.name]
+    spec = job_spec(target, placement, "tune", _static(target), options.evaluation, inputs=inputs,
+                    host_flags=fleet.hosts[target.name].cpu_flags, metric=given.metric)
+    spec["tune"] = {**options.budget.to_dict(), "floor": options.floor, "start": None, "ranking": ranking}
+    out = job_out_dir(work, f"tune-{target.name}")
+    timeout = (options.budget.seconds or target.budget_s) + SETUP_ALLOWANCE_S
+    with reporter.step(f"tune {target.name} ({placement.mode})") as step:
+        step.stage("search")
+        result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout, keep=False,
+                         on_line=stage_lines(step))
+    entry = _read(out / JOB_LOG)
+    searched = entry.get("status") == "done" and entry.get("verdict")
+    entry.update({"name": target.name, "mode": placement.mode})
+    if result.failure or not searched:
+        # What the search found before it stopped stays in the entry (its ranking serves --resume).
+        why = entry.get("error") or (f"its container {result.failure}" if result.failure else "it wrote no verdict")
+        last = (result.log_tail.strip().splitlines()[-1:] or ["no output"])[0][:300]
+        entry.update({"status": "failed", "reason": f"the search did not finish: {why} ({last})"})
+        return entry
+    entry["status"] = "ok"
+    if (out / TUNED_MODEL).is_file():
+        kept = options.out_dir / "tuned" / f"{target.name}.onnx"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / TUNED_MODEL, kept)
+        entry["model_file"] = str(kept)
+    return entry
+
+
+def _static(target: Target) -> list[str]:
+    """The target's static (QDQ) candidates: exclusions are a QDQ notion."""
+    from farm.job.variants import RECIPES
+
+    return [name for name in target.candidates if RECIPES[name].kind == "static"]
+
+
+def _earlier(options: TuneOptions) -> dict[str, dict[str, Any]]:
+    found = _read(options.out_dir / "tune.json")
+    if found.get("schema") != TUNE_SCHEMA:
+        return {}
+    return {str(t["name"]): t for t in found.get("targets", []) if t.get("ranking") or t.get("status") == "ok"}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def render(report: dict[str, Any]) -> str:
+    """One line per target: its verdict, what stays fp32 and why, accuracy and speed against fp32."""
+    lines = [f"farm tune: {report['model']['path']} (floor {report['floor']:g}x over fp32)"]
+    for entry in report["targets"]:
+        lines.append(_line(entry))
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def _line(entry: dict[str, Any]) -> str:
+    head = f"{entry['name']} ({entry.get('mode', '?')})"
+    if entry.get("status") != "ok":
+        return f"{head}: {entry.get('status')}: {entry.get('reason')}"
+    best = entry.get("best") or {}
+    accuracy = best.get("accuracy") or {}
+    speed = best.get("speedup")
+    trials = len(entry.get("trials") or [])
+    kept = best.get("exclude") or []
+    figures = (f"cosine {accuracy.get('cosine', float('nan')):.4f}"
+               + (f", {speed:.2f}x fp32" if isinstance(speed, int | float) else ", not timed (emulated)"))
+    what = ("keep fp32" if entry["verdict"] == "keep-fp32" else
+            f"{entry.get('start')} with {len(kept)} node(s) in fp32" + (f": {', '.join(kept[:6])}" if kept else ""))
+    return f"{head}: {what} ({figures}; {trials} trial(s)); {entry.get('reason', '')}".rstrip("; ")
+

@@ -1,0 +1,75 @@
+"""Issue 12 on the real engine: `farm tune` searches in the target itself and keeps only the regions that must stay
+fp32, or says "keep fp32" with the best trade-off it found."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+from farm.fleet import BuildResults, Fleet
+from tests.conftest import ROOT
+from tests.modelgen import SENSITIVE_REGION, make_int8_never_pays, make_sensitive_cnn
+
+pytestmark = pytest.mark.docker
+
+
+def native_target(fleet: Fleet) -> str:
+    return next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
+
+
+def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    result = subprocess.run([sys.executable, "-m", "farm", "tune", str(model), "--data", str(data), "--out", str(out),
+                             "--quiet", *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    report = json.loads((out / "tune.json").read_text()) if (out / "tune.json").is_file() else None
+    return result, report
+
+
+def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    data = make_sensitive_cnn(tmp_path / "sensitive.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    entry = report["targets"][0]
+    assert entry["status"] == "ok" and entry["verdict"] == "tuned", entry.get("reason")
+    # Naive int8 fails the tolerance; the tuned model keeps the amplified region in fp32 and passes it.
+    assert not any(v["within_tolerance"] for v in entry["naive"].values() if v.get("accuracy")), entry["naive"]
+    best = entry["best"]
+    assert set(SENSITIVE_REGION) <= set(best["exclude"]), best
+    assert best["within_tolerance"] and best["accuracy"]["cosine"] >= 0.99, best
+    assert best["speedup"] >= report["floor"], best  # measured in the target: still faster than fp32 by the floor
+    tuned = onnx.load(str(tmp_path / "out" / "tuned" / f"{target}.onnx"))
+    producers = {output: node for node in tuned.graph.node for output in node.output}
+    ops = [n.op_type for n in tuned.graph.node]
+    assert "QuantizeLinear" in ops, "the tuned model is still int8 elsewhere"
+    # The wide-range tensor between the region's two nodes is never quantized: conv2 reads it as amplify wrote it.
+    amplify, conv2 = (next(n for n in tuned.graph.node if n.name == name) for name in SENSITIVE_REGION)
+    assert conv2.input[0] == amplify.output[0], (conv2.input, amplify.output)
+    assert not [n.name for n in tuned.graph.node if n.op_type == "QuantizeLinear" and amplify.output[0] in n.input]
+    assert producers[conv2.input[0]].op_type == "Mul"
+    assert f"{target} (native): {entry['start']} with {len(best['exclude'])} node(s) in fp32" in result.stdout
+
+
+def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    data = make_int8_never_pays(tmp_path / "mlp.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target, "--budget", "8t")
+    assert result.returncode == 0, result.stderr
+    entry = report["targets"][0]
+    assert entry["status"] == "ok" and entry["verdict"] == "keep-fp32", entry
+    assert entry["best"] is not None and entry["best"]["accuracy"] is not None  # the best trade-off, said
+    assert len(entry["trials"]) <= 1 + 8
+    assert not (tmp_path / "out" / "tuned" / f"{target}.onnx").exists()
+    assert f"{target} (native): keep fp32" in result.stdout, result.stdout

@@ -1,0 +1,334 @@
+"""The tune stage (farm.job.tune) on the host's real onnxruntime: the greedy search that keeps the sensitive regions
+of a model in fp32 until its int8 variant is within tolerance, or says to keep fp32."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from farm.job import tune
+from farm.job.data import Dataset
+from farm.job.metrics import cosine
+from farm.job.prepare import run_prepare
+from farm.job.quantize import quantize
+from farm.job.spec import Calibration, Spec, SpecError, Tune
+from tests.modelgen import (
+    SENSITIVE_REGION,
+    make_int8_never_pays,
+    make_sensitive_cnn,
+    write_job_spec,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+# Enough timed runs that the sensitive CNN's speedups (about 3x naive, 2x with its region in fp32, on one core of
+# this host) stand far clear of the 1.1x floor; few enough that a search takes about a second.
+TIMING = {"warmup": 3, "iterations": 30, "rounds": 5}
+UNTIMED = {"warmup": 0, "iterations": 0, "rounds": 1}
+EMULATED = {"mode": "emulated", "cpu_model": "Haswell"}
+TRIAL_KEYS = [
+    "index", "change", "point", "added", "exclude", "variant", "calibration", "per_channel", "reduce_range", "nodes",
+    "accuracy", "latency_ms", "speedup", "within_tolerance", "kept", "note", "error", "seconds",
+]  # fmt: skip
+STATE_KEYS = [
+    "schema", "status", "error", "target", "mode", "timed", "floor", "tolerance", "budget", "start", "fp32",
+    "naive", "ranking", "ranking_source", "trials", "stopped", "verdict", "reason", "best", "excluded",
+    "tuned_model", "warnings", "seconds",
+]  # fmt: skip
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def tuned(tmp_path: Path, make: Any = make_sensitive_cnn, **spec: Any) -> dict[str, Any]:
+    """Generate the model into ``tmp_path``, run the tune stage in-process, and return tune.json."""
+    make(tmp_path / "model.onnx").save(tmp_path)
+    spec.setdefault("timing", TIMING)
+    spec.setdefault("artifacts", None)
+    tune.run_tune(Spec.from_file(write_job_spec(tmp_path, stage="tune", **spec)), tmp_path / "out")
+    return dict(read(tmp_path / "out" / "tune.json"))
+
+
+def tuned_cosine(tmp_path: Path) -> float:
+    """The tuned model's worst sample cosine against fp32, run here apart from the job."""
+    data = Dataset.load(tmp_path / "inputs.npz")
+    fp32 = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(tmp_path / "out" / "tuned.onnx"), providers=["CPUExecutionProvider"])
+    return min(cosine(fp32.run(None, data.feed(i, ["x"]))[0], int8.run(None, data.feed(i, ["x"]))[0])
+               for i in range(data.samples))
+
+
+def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tuned(tmp_path)
+    assert list(state) == STATE_KEYS
+    assert state["schema"] == "farm.tune/1" and state["status"] == "done" and state["error"] is None
+    assert state["target"] == "x86-avx2" and state["timed"] is True and state["floor"] == 1.1
+    # Every naive variant drifts far (the amplified channels take all 256 levels), and each is much faster.
+    assert set(state["naive"]) == {"s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq"}
+    for name, naive in state["naive"].items():
+        assert naive["within_tolerance"] is False and naive["accuracy"]["cosine"] < 0.9, name
+    assert state["fp32"]["accuracy"]["cosine"] == 1.0 and state["fp32"]["latency_ms"]["p50"] > 0
+
+    trials = state["trials"]
+    assert [list(t) for t in trials] == [TRIAL_KEYS] * len(trials)
+    start = trials[0]
+    assert start["index"] == 0 and start["change"] == f"start: {state['start']}" and start["kept"] is True
+    assert start["within_tolerance"] is False and start["speedup"] >= 1.1
+    # The cheap knobs come first and none of them helps here: the loss is one tensor's range, not the calibration.
+    knobs = [t["change"] for t in trials[1:] if t["point"] is None]
+    assert knobs == ["calibration entropy", "calibration percentile", "per-channel weights",
+                     "reduce_range (7-bit weights)"]
+    assert all(t["kept"] is False and t["note"].startswith("undone") for t in trials[1:5])
+
+    # The ranking puts the amplified tensor (and the gain that makes it) first, with its region: the Mul that
+    # writes it and the Conv that reads it. Its whole-tensor SQNR looks healthy; its typical channel is lost.
+    worst = state["ranking"][0]
+    assert state["ranking_source"] == "measured"
+    assert worst["tensor"] == "amplified" and worst["nodes"] == list(SENSITIVE_REGION)
+    assert set(worst["tensors"]) == {"amplified", "gain"}
+    assert worst["sqnr_db"] < tune.LOSSY_DB < 30 < worst["tensor_sqnr_db"]
+    assert all(p["sqnr_db"] > tune.LOSSY_DB for p in state["ranking"][1:])
+
+    last = trials[-1]
+    assert last["point"] == 0 and last["added"] == list(SENSITIVE_REGION) and last["exclude"] == list(SENSITIVE_REGION)
+    assert last["kept"] is True and last["within_tolerance"] is True
+    assert last["accuracy"]["cosine"] > 0.999 and last["accuracy"]["top1_agreement"] == 1.0
+    assert last["speedup"] >= 1.1 and last["latency_ms"]["p50"] > 0
+    assert last["nodes"]["quantized"] == last["nodes"]["quantizable"] - 1
+    assert all(t["seconds"] > 0 for t in trials)
+
+    assert state["verdict"] == "tuned" and state["stopped"] == f"trial {last['index']} is within tolerance"
+    assert state["best"]["trial"] == last["index"] and state["best"]["exclude"] == list(SENSITIVE_REGION)
+    assert state["best"]["speedup"] == last["speedup"]
+    assert state["excluded"] == [{"trial": last["index"], "nodes": list(SENSITIVE_REGION), "tensor": "amplified",
+                                  "tensors": worst["tensors"], "sqnr_db": worst["sqnr_db"]}]
+    assert state["tuned_model"] == "tuned.onnx" and "within tolerance" in state["reason"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tune.json", "tuned.onnx"]
+    assert tuned_cosine(tmp_path) > 0.999
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("farm:")]
+    assert f"farm: trial {last['index']}: exclude the region of amplified (0.0 dB): amplify, conv2 -> " in "\n".join(
+        lines)
+    assert lines[-1].startswith("farm: tune: tuned: ")
+
+
+def test_int8_that_never_pays_keeps_fp32_with_the_best_trade_off(tmp_path: Path) -> None:
+    state = tuned(tmp_path, make=make_int8_never_pays, tune={"budget_trials": 3})
+    assert state["status"] == "done" and state["verdict"] == "keep-fp32"
+    # Q/DQ around 16x16 matrices costs more than int8 saves: no naive variant reaches the floor, so the search
+    # stops at its start, since keeping nodes in fp32 only makes a model slower.
+    assert all(n["speedup"] < 1.1 for n in state["naive"].values())
+    assert len(state["trials"]) == 1 and state["trials"][0]["speedup"] < 1.1
+    assert "below the floor 1.1x" in state["stopped"]
+    assert state["reason"].startswith("nothing within tolerance beats fp32 by 1.1x")
+    assert state["best"]["trial"] == 0 and state["best"]["speedup"] < 1.1 and state["best"]["accuracy"]["cosine"] < 0.99
+    assert state["tuned_model"] is None and not (tmp_path / "out" / "tuned.onnx").exists()
+
+
+def test_an_untimed_search_that_finds_nothing_int8_keeps_fp32(tmp_path: Path) -> None:
+    """Emulated: accuracy only. The hidden layer's region spans both MatMuls, so the model that meets the tolerance
+    quantizes nothing: fp32 under another name, never the tuned model."""
+    state = tuned(tmp_path, make=make_int8_never_pays, timing=UNTIMED, target=EMULATED, tune={"budget_trials": 8})
+    assert state["timed"] is False and state["mode"] == "emulated"
+    assert state["verdict"] == "keep-fp32" and state["reason"].startswith("no int8 model within tolerance was found")
+    assert len(state["trials"]) <= 1 + 8
+    assert all(t["latency_ms"] is None and t["speedup"] is None for t in state["trials"])
+    hidden = next(t for t in state["trials"] if t["point"] == 0)
+    assert state["ranking"][0]["tensor"] == "h"
+    # The Relu's input is not quantized while the Relu is folded into fc1, but is as soon as the Relu is excluded:
+    # the region reaches back through it to fc1.
+    # (quant_pre_process fuses each MatMul with its Add into a Gemm named "<matmul>/MatMulAddFusion".)
+    assert [name.split("/")[0] for name in hidden["added"]] == ["fc1", "relu", "fc2"]
+    assert hidden["nodes"]["quantized"] == 0 and hidden["within_tolerance"] is True and hidden["kept"] is False
+    assert "no quantizable node in int8" in hidden["note"]
+    assert state["best"] is not None and state["best"]["trial"] != hidden["index"]
+    assert state["best"]["within_tolerance"] is False
+
+
+def test_a_given_ranking_and_start_are_used_without_measuring_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_ranking(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the native ranking was given; the emulated target must not rank again")
+
+    monkeypatch.setattr(tune, "rank_points", no_ranking)
+    ranking = [
+        {"nodes": ["conv4"], "tensor": "w4", "sqnr_db": 39.0},
+        {"nodes": list(SENSITIVE_REGION), "tensor": "amplified", "sqnr_db": 0.0, "tensors": ["amplified", "gain"]},
+    ]
+    state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"ranking": ranking, "start": "s8s8-qdq"})
+    assert state["ranking_source"] == "given" and state["ranking"] == ranking
+    assert state["start"] == "s8s8-qdq" and state["trials"][0]["variant"] == "s8s8-qdq"
+    searched = [t for t in state["trials"] if t["point"] is not None]
+    assert [(t["point"], t["added"], t["kept"]) for t in searched] == [
+        (0, ["conv4"], False), (1, list(SENSITIVE_REGION), True)]
+    assert state["verdict"] == "tuned" and "not timed" in state["reason"]
+    assert state["best"]["exclude"] == list(SENSITIVE_REGION) and state["best"]["speedup"] is None
+    assert tuned_cosine(tmp_path) > 0.999
+
+
+def test_the_trial_budget_stops_the_search(tmp_path: Path) -> None:
+    state = tuned(tmp_path, timing=UNTIMED, tune={"budget_trials": 2})
+    assert [t["index"] for t in state["trials"]] == [0, 1, 2]
+    assert state["stopped"] == "the trial budget (2) is spent" and state["ranking"] == []
+    assert state["verdict"] == "keep-fp32" and "the trial budget (2) is spent" in state["reason"]
+    assert state["best"]["trial"] in (0, 1, 2) and state["status"] == "done"
+
+
+def test_the_time_budget_stops_the_search_after_its_start(tmp_path: Path) -> None:
+    state = tuned(tmp_path, timing=UNTIMED, tune={"budget_s": 0.001})
+    assert [t["index"] for t in state["trials"]] == [0]
+    assert state["stopped"] == "the time budget (0.001 s) is spent" and state["verdict"] == "keep-fp32"
+
+
+def test_tune_json_is_rewritten_after_every_trial_and_survives_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[dict[str, Any]] = []
+    real_write = tune.write_json_atomic
+
+    def recording(path: Path, data: Any) -> None:
+        real_write(path, data)
+        written.append(read(path))
+
+    def interrupting(text: str) -> None:
+        if text.startswith("trial 3:"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "write_json_atomic", recording)
+    monkeypatch.setattr(tune, "say", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        tuned(tmp_path, timing=UNTIMED)
+    counts = [len(state["trials"]) for state in written]
+    # One write per trial, each holding the trials so far, and none lost between them.
+    assert [c for i, c in enumerate(counts) if i == 0 or c != counts[i - 1]] == [0, 1, 2, 3, 4]
+    left = read(tmp_path / "out" / "tune.json")
+    assert left["status"] == "running" and left["verdict"] is None
+    assert [t["index"] for t in left["trials"]] == [0, 1, 2, 3]
+    assert not (tmp_path / "out" / "tune-work").exists()
+
+
+def test_the_job_runs_the_tune_stage_with_prepare_s_artifacts(tmp_path: Path) -> None:
+    data = make_sensitive_cnn(tmp_path / "model.onnx")
+    data.save(tmp_path)
+    run_prepare(Spec.from_file(write_job_spec(tmp_path, stage="prepare", candidates=["u8s8-qdq"])), tmp_path / "prep")
+    (tmp_path / "prep" / "artifacts").rename(tmp_path / "artifacts")
+    spec = write_job_spec(tmp_path, stage="tune", candidates=["u8s8-qdq"], timing=UNTIMED, target=EMULATED,
+                          tune={"budget_trials": 10, "floor": 1.5})
+    done = subprocess.run([sys.executable, "-m", "farm.job", str(spec), str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "farm: tune: start from u8s8-qdq" in done.stdout
+    state = read(tmp_path / "out" / "tune.json")
+    assert state["floor"] == 1.5 and state["budget"] == {"seconds": None, "trials": 10}
+    assert state["naive"]["u8s8-qdq"]["accuracy"]["cosine"] < 0.9
+    assert state["verdict"] == "tuned" and state["best"]["exclude"] == list(SENSITIVE_REGION)
+
+
+def test_the_spec_s_tune_block(tmp_path: Path) -> None:
+    def parse(**spec: Any) -> Spec:
+        return Spec.from_file(write_job_spec(tmp_path, stage="tune", **spec))
+
+    assert parse().tune is None and parse().stage == "tune"
+    settings = parse(tune={}).tune
+    assert settings == Tune() and settings is not None and settings.floor == 1.1
+    given = parse(tune={"budget_s": 60, "budget_trials": 0, "floor": 1.2, "start": "u8u8-qdq",
+                        "ranking": [{"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1}]}).tune
+    assert given == Tune(budget_s=60.0, budget_trials=0, floor=1.2, start="u8u8-qdq",
+                              ranking=({"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1},))
+    bad = {
+        "tune holds unknown keys ['budget']": {"budget": 3},
+        "tune.budget_s must be above 0": {"budget_s": 0},
+        "tune.budget_trials must be at least 0": {"budget_trials": -1},
+        "tune.floor must be at least 0": {"floor": -1},
+        "tune.start is 'u8s8-dynamic'; expected one of": {"start": "u8s8-dynamic"},
+        "tune.ranking[0].nodes is empty": {"ranking": [{"nodes": [], "tensor": "t", "sqnr_db": 1.0}]},
+        "tune.ranking[0].tensor is missing": {"ranking": [{"nodes": ["a"], "sqnr_db": 1.0}]},
+        "tune.ranking[1] must be an object": {"ranking": [{"nodes": ["a"], "tensor": "t", "sqnr_db": 1}, "a"]},
+    }
+    for message, block in bad.items():
+        with pytest.raises(SpecError, match=re.escape(message)):
+            parse(tune=block)
+
+
+def test_quantize_leaves_excluded_nodes_in_fp32_and_records_them(tmp_path: Path) -> None:
+    data = make_sensitive_cnn(tmp_path / "model.onnx", samples=4)
+    dataset = Dataset(inputs=data.inputs, labels=None, samples=4)
+    calibration = Calibration(method="minmax", samples=4)
+    plain = quantize("u8s8-qdq", data.path, tmp_path / "plain.onnx", dataset=dataset, calibration=calibration)
+    assert "nodes_to_exclude" not in plain and plain["per_channel"] is False
+    varied = quantize("u8s8-qdq", data.path, tmp_path / "varied.onnx", dataset=dataset, calibration=calibration,
+                      exclude=SENSITIVE_REGION, per_channel=True, reduce_range=True)
+    assert varied["nodes_to_exclude"] == list(SENSITIVE_REGION)
+    assert varied["per_channel"] is True and varied["reduce_range"] is True
+    assert varied["nodes"]["quantized"] == plain["nodes"]["quantized"] - 1
+    model = onnx.load(str(tmp_path / "varied.onnx"))
+    conv2 = next(n for n in model.graph.node if n.name == "conv2")
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert all(producers.get(name) != "DequantizeLinear" for name in conv2.input)
+
+
+def _hardswish_graph() -> onnx.ModelProto:
+    """Conv, BatchNorm as Mul/Add, hardswish as Add/Clip/Mul/Div, Conv: the chain of an OCR detector."""
+    constant = numpy_helper.from_array
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+        helper.make_node("Mul", ["c1", "s"], ["m"], name="bn_mul"),
+        helper.make_node("Add", ["m", "b"], ["bn"], name="bn_add"),
+        helper.make_node("Add", ["bn", "three"], ["a3"], name="hs_add"),
+        helper.make_node("Clip", ["a3", "zero", "six"], ["clipped"], name="hs_clip"),
+        helper.make_node("Mul", ["bn", "clipped"], ["hm"], name="hs_mul"),
+        helper.make_node("Div", ["hm", "six"], ["hs"], name="hs_div"),
+        helper.make_node("Conv", ["hs", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Add", ["r2", "hs"], ["y"], name="residual"),
+    ]
+    weights = [constant(np.ones((2, 2, 1, 1), np.float32), n) for n in ("w1", "w2")]
+    scalars = [constant(np.array(v, np.float32), n) for n, v in (("s", 1.0), ("b", 0.0), ("three", 3.0),
+                                                                   ("zero", 0.0), ("six", 6.0))]
+    graph = helper.make_graph(nodes, "hardswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=weights + scalars)
+    return helper.make_model(graph)
+
+
+def test_a_region_follows_lossy_tensors_through_elementwise_nodes_to_the_compute_around_them() -> None:
+    graph = tune._Graph(_hardswish_graph())
+    # conv1's output is wide, and so is everything the BatchNorm and hardswish make of it, but for the Clip's.
+    lossy = {"c1": 1.0, "m": 1.0, "bn": 1.0, "a3": 1.0, "clipped": 35.0, "hm": 1.0, "hs": 2.0, "c2": 38.0,
+             "r2": 38.0, "x": 40.0}
+    chain = ["conv1", "bn_mul", "bn_add", "hs_add", "hs_clip", "hs_mul", "hs_div", "conv2", "residual"]
+    assert graph.region("bn", lossy) == chain
+    assert graph.region("hs", lossy) == chain
+    # A well-behaved tensor's region is the nodes that touch it; compute nodes end every region.
+    assert graph.region("c2", lossy) == ["conv2", "relu2"]
+    assert graph.region("x", lossy) == ["conv1"]
+    # Unquantized neighbours (a Relu folded into its Conv) join only from a lossy tensor, for two tensors in a row.
+    assert graph.region("r2", {"r2": 1.0}) == ["hs_mul", "hs_div", "conv2", "relu2", "residual"]
+    assert graph.region("r2", {"r2": 30.0}) == ["relu2", "residual"]
+
+
+def test_the_tune_stage_ships_with_the_job_alone(tmp_path: Path) -> None:
+    """Only farm/__init__.py and farm/job/ go into the images: the tune stage must pull in no other farm module."""
+    (tmp_path / "farm").mkdir()
+    shutil.copy(ROOT / "farm" / "__init__.py", tmp_path / "farm")
+    shutil.copytree(ROOT / "farm" / "job", tmp_path / "farm" / "job", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import json, sys, farm.job.tune; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.partition('.')[0] in ('farm', 'tests'))))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    modules = json.loads(done.stdout)
+    assert "farm.job.tune" in modules
+    assert all(m in ("farm", "farm.job") or m.startswith("farm.job.") for m in modules), modules
