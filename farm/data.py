@@ -6,6 +6,7 @@ than inside a container, where onnxruntime would report it once per target in it
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zipfile
@@ -27,6 +28,11 @@ Shape = tuple[int, ...]
 Array = npt.NDArray[Any]
 
 DEFAULT_SYNTHETIC_SAMPLES = 32
+# Synthetic inputs are random numbers written to inputs.npz and read by every target: past this they say nothing
+# more about the model, and making them (numpy's float64 draw first) needs three times as much memory.
+SYNTHETIC_LIMIT_BYTES = 1 << 30
+# numpy's limit on an array's dimensions (NPY_MAXDIMS); a synthetic input adds the sample axis to the declared rank.
+MAX_RANK = 64
 # "Small non-negative" keeps synthetic integers valid as indices, token ids and class ids in most models.
 SYNTHETIC_INT_HIGH = 10
 SYNTHETIC_WARNING = (
@@ -158,7 +164,7 @@ def prepare_data(
     if samples is not None and samples < 1:
         raise DataError(f"--samples {samples} is not a positive count", fix="pass --samples 1 or more")
     for tensor in model.inputs:
-        _numpy_dtype(tensor)
+        _numpy_dtype(tensor, Path(model.path).name)
     if data is None:
         _check_source(source, "synthetic")
         if labels is not None:
@@ -360,18 +366,23 @@ def synthesize(
             shapes[tensor.name] = (1, *(d for d in tensor.shape[1:] if isinstance(d, int)))
     unresolved = [t for t in model.inputs if t.name not in shapes and not t.is_static]
     if unresolved:
-        problems = "; ".join(f"'{t.name}' {_dynamic_text(t)}" for t in unresolved)
+        problems = "; ".join(f"input '{t.name}' {_dynamic_text(t)}" for t in unresolved)
         examples = " ".join(
             f"--shape {t.name}={_dims(_example(t)) if t.shape is not None else 'd0,d1,...'}" for t in unresolved
         )
         raise DataError(
-            f"synthetic inputs need fixed sizes but model input {problems} and no --shape was given",
+            f"synthetic inputs for {Path(model.path).name} need fixed sizes, but {problems} and no --shape was "
+            "given",
             fix=f"pass {examples} (with your real sizes), or --data FILE.npz",
         )
+    full_shapes = {
+        tensor.name: (samples, *(shapes.get(tensor.name) or tuple(d for d in tensor.shape or () if isinstance(d, int))))
+        for tensor in model.inputs
+    }
+    _check_synthetic_size(model, full_shapes, samples)
     inputs: dict[str, Array] = {}
     for index, tensor in enumerate(model.inputs):
-        shape = shapes.get(tensor.name) or tuple(d for d in tensor.shape or () if isinstance(d, int))
-        full = (samples, *shape)
+        full = full_shapes[tensor.name]
         dtype = _numpy_dtype(tensor)
         # One generator per input, so adding an override for one input does not change the others' values.
         rng = np.random.default_rng([seed, index])
@@ -383,10 +394,42 @@ def synthesize(
             inputs[tensor.name] = rng.random(full) < 0.5
         else:
             raise DataError(
-                f"model input '{tensor.name}' is {tensor.dtype}, which farm cannot synthesize",
+                f"{Path(model.path).name} input '{tensor.name}' is {tensor.dtype}, which farm cannot synthesize",
                 fix="pass --data FILE.npz with real values for it",
             )
     return inputs
+
+
+def _check_synthetic_size(model: ModelInfo, full_shapes: Mapping[str, Shape], samples: int) -> None:
+    """Refuse what numpy cannot make or this host cannot hold, before allocating: a declared [1, 3, 1e6, 1e6] would
+    otherwise end in a MemoryError, or in the kernel's OOM killer once the pages are written."""
+    name = Path(model.path).name
+    total = 0
+    for tensor in model.inputs:
+        full = full_shapes[tensor.name]
+        if len(full) > MAX_RANK:
+            raise DataError(
+                f"synthetic inputs for {name} input '{tensor.name}' need {len(full)} dimensions (the sample axis "
+                f"and rank {len(full) - 1}), more than numpy's {MAX_RANK}",
+                fix=f"re-export the model with inputs of rank {MAX_RANK - 1} or less",
+            )
+        total += math.prod(full) * _numpy_dtype(tensor).itemsize
+    if total > SYNTHETIC_LIMIT_BYTES:
+        fits = SYNTHETIC_LIMIT_BYTES // (total // samples)
+        listed = ", ".join(f"'{t.name}' {shape_text(full_shapes[t.name][1:])}" for t in model.inputs)
+        raise DataError(
+            f"synthetic inputs for {name} ({listed}) would take {_size_text(total)}, more than the "
+            f"{_size_text(SYNTHETIC_LIMIT_BYTES)} farm makes",
+            fix=(f"pass --samples {fits} or fewer, " if fits else "")
+            + "--shape with smaller sizes for dynamic dimensions, or --data FILE.npz with real samples",
+        )
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size:,} bytes"
 
 
 def _batch_only_dynamic(tensor: TensorInfo) -> bool:
@@ -473,14 +516,15 @@ def _cast(array: Array, tensor: TensorInfo, origin: str) -> Array:
     return converted
 
 
-def _numpy_dtype(tensor: TensorInfo) -> np.dtype[Any]:
+def _numpy_dtype(tensor: TensorInfo, model_name: str = "model") -> np.dtype[Any]:
     if tensor.dtype == "string":
         return np.dtype(np.str_)
     try:
         dtype = np.dtype(tensor.dtype)
     except TypeError:
         raise DataError(
-            f"model input '{tensor.name}' has type {tensor.dtype}, which has no numpy equivalent to feed it with",
+            f"{model_name} input '{tensor.name}' has type {tensor.dtype}, which has no numpy equivalent to feed it "
+            "with",
             fix="export the model with tensor inputs of a numpy type (float32, int64, bool, ...)",
         ) from None
     return dtype

@@ -206,6 +206,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     if not model_path.is_file():
         raise ModelError(f"{model_path} is not a file", fix=_EXPORT_HINT)
     model = _parse(model_path)
+    _check_text(model_path, model)
     external = _check_external_data(model, model_path)
     _check(model_path, model)
     _check_element_types(model_path, model)
@@ -269,6 +270,39 @@ def _parse(path: Path) -> ModelProto:
             fix="copy or export the model again and check that the whole file arrived",
         )
     return model
+
+
+def _check_text(path: Path, model: ModelProto) -> None:
+    """Every name farm reads must be text: protobuf hands a proto2 string field that is not valid UTF-8 back as bytes,
+    which no file name, report or comparison with a str can use."""
+    for value in _names(model):
+        if isinstance(value, bytes):
+            raise ModelError(
+                f"{path.name} holds a name that is not UTF-8 text ({value[:60]!r})",
+                fix="re-export the model: ONNX names, domains and external-data entries are UTF-8 strings",
+            )
+
+
+def _names(model: ModelProto) -> Iterator[str | bytes]:
+    """The strings of ``model`` that farm reads: domains, names, op types, dims, external-data entries."""
+    for opset in model.opset_import:
+        yield opset.domain
+    for graph, _ in all_graphs(model.graph):
+        for value in (*graph.input, *graph.output, *graph.value_info):
+            yield value.name
+            if value.type.WhichOneof("value") == "tensor_type":
+                yield from (dim.dim_param for dim in value.type.tensor_type.shape.dim)
+        for node in graph.node:
+            yield from (node.name, node.op_type, node.domain, *node.input, *node.output)
+            yield from (attribute.name for attribute in node.attribute)
+    for tensor in _all_tensors(model):
+        yield tensor.name
+        for entry in tensor.external_data:
+            yield from (entry.key, entry.value)
+    for function in model.functions:
+        yield from (function.name, function.domain)
+        for node in function.node:
+            yield from (node.op_type, node.domain)
 
 
 def _too_deep(exc: Exception) -> bool:

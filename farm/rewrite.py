@@ -22,9 +22,13 @@ import onnxoptimizer
 from farm.errors import ModelError, one_line
 from farm.files import exclusive, file_sha256, lock_path
 from farm.inspect import external_locations
+from farm.job.graph import all_graphs
 
 # Bump when the way a model is rewritten changes, so cached results are made again.
-RECIPE = "2"
+RECIPE = "3"
+# onnxoptimizer's time doubles with every level of If/Loop/Scan bodies nested in one another (If in If: 0.5 s at 20
+# levels, 36 s at 26, over a minute at 30); exporters nest a few levels, so a model nested deeper keeps its graph.
+MAX_REWRITE_DEPTH = 16
 # From this IR version on, an initializer need not be a graph input too.
 CONSTANTS_APART_IR = 4
 _META = "rewrite.json"
@@ -98,32 +102,34 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
         raise ModelError(f"{source.name} cannot be loaded with its external data ({one_line(exc)})",
                          fix="copy the model and its data files into a folder of their own and pass that copy"
                          ) from exc
-    before = len(original.graph.node)
-    warning = None
+    before = after = len(original.graph.node)
+    extra: list[str] = []
     note = constants_apart(original)
-    try:
-        optimized = onnxoptimizer.optimize(original, list(passes))
-        # onnxoptimizer may restamp the model with the host's IR version or opsets; targets need the original's.
-        optimized.ir_version = original.ir_version
-        del optimized.opset_import[:]
-        optimized.opset_import.extend(original.opset_import)
-        extra = _save(optimized, folder / "model.onnx")
-        onnx.checker.check_model(str(folder / "model.onnx"))
-        written = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-        if written.ir_version != original.ir_version:
-            raise ValueError(f"wrote IR {written.ir_version}, not the input's IR {original.ir_version}")
-        after = len(written.graph.node)
-        rewritten = True
-    except Exception as exc:  # onnxoptimizer and the checker raise anything from RuntimeError to IndexError
-        for leftover in folder.iterdir():
-            leftover.unlink()
-        warning = (
-            f"graph rewriting with onnxoptimizer {onnxoptimizer.__version__} failed "
-            f"({' '.join(str(exc).split())[:300] or type(exc).__name__}); 'optimized' uses the model unchanged"
-        )
+    warning = _too_deep_to_rewrite(original)
+    rewritten = False
+    if warning is None:
+        try:
+            optimized = onnxoptimizer.optimize(original, list(passes))
+            # onnxoptimizer may restamp the model with the host's IR version or opsets; targets need the original's.
+            optimized.ir_version = original.ir_version
+            del optimized.opset_import[:]
+            optimized.opset_import.extend(original.opset_import)
+            extra = _save(optimized, folder / "model.onnx")
+            onnx.checker.check_model(str(folder / "model.onnx"))
+            written = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+            if written.ir_version != original.ir_version:
+                raise ValueError(f"wrote IR {written.ir_version}, not the input's IR {original.ir_version}")
+            after = len(written.graph.node)
+            rewritten = True
+        except Exception as exc:  # onnxoptimizer and the checker raise anything from RuntimeError to IndexError
+            for leftover in folder.iterdir():
+                leftover.unlink()
+            warning = (
+                f"graph rewriting with onnxoptimizer {onnxoptimizer.__version__} failed "
+                f"({' '.join(str(exc).split())[:300] or type(exc).__name__}); 'optimized' uses the model unchanged"
+            )
+    if not rewritten:
         extra = _save(original, folder / "model.onnx")
-        after = before
-        rewritten = False
     meta = {
         "rewritten": rewritten,
         "warning": warning,
@@ -135,6 +141,21 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
     }
     (folder / _META).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def subgraph_depth(model: onnx.ModelProto) -> int:
+    """How deep If/Loop/Scan bodies nest in one another: 0 for a model without subgraphs."""
+    return max(depth for _, depth in all_graphs(model.graph))
+
+
+def _too_deep_to_rewrite(model: onnx.ModelProto) -> str | None:
+    """Why onnxoptimizer must not see ``model``, or None: its time doubles with every level of nested subgraphs."""
+    depth = subgraph_depth(model)
+    if depth <= MAX_REWRITE_DEPTH:
+        return None
+    return (f"graph rewriting skipped: the model nests subgraphs {depth} levels deep, and onnxoptimizer "
+            f"{onnxoptimizer.__version__} takes time that doubles with every level (minutes past 26); "
+            "'optimized' uses the model unchanged")
 
 
 def constants_apart(model: onnx.ModelProto) -> str | None:

@@ -177,6 +177,7 @@ def top1_kind(samples: Sequence[np.ndarray]) -> Top1Kind | None:
     squeezed = _squeeze_leading(first)
     if squeezed.ndim < 2 or squeezed.shape[-1] < 2:
         return None
+    decided = False
     for sample in samples:
         rows = sample.astype(np.float64)
         if rows.size == 0:  # a dynamic axis at 0 in this sample: nothing to decide, nothing against
@@ -185,7 +186,9 @@ def top1_kind(samples: Sequence[np.ndarray]) -> Top1Kind | None:
             return None
         if not np.allclose(rows.sum(axis=-1), 1.0, atol=_DISTRIBUTION_ATOL):
             return None
-    return "position"
+        decided = True
+    # Empty in every sample: no decision at all, and top-1 agreement over none would be NaN.
+    return "position" if decided else None
 
 
 def _squeeze_leading(array: np.ndarray) -> np.ndarray:

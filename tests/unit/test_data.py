@@ -150,6 +150,41 @@ def test_synthesize_refuses_strings() -> None:
         prepare_data(model_info(("text", "string", (1,))))
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 1_000_000, 1_000_000), (2**62,), (2**32, 2**32, 2**32), (1, 30_000, 30_000)])
+def test_synthetic_inputs_too_big_to_make_are_refused_before_any_allocation(shape: tuple[int, ...]) -> None:
+    """A fuzzed model declared [1, 3, 1e6, 1e6]: numpy raised MemoryError, or the OOM killer ended farm."""
+    with pytest.raises(DataError) as caught:
+        prepare_data(model_info(("x", "float32", shape)), samples=2)
+    message = one_line(caught)
+    assert message.startswith(f"synthetic inputs for model.onnx ('x' [{', '.join(map(str, shape))}]) would take ")
+    assert "more than the 1.0 GiB farm makes" in message and "--data FILE.npz" in message
+
+
+def test_the_refusal_says_how_many_samples_would_fit() -> None:
+    image = model_info(("x", "float32", (1, 3, 1024, 1024)))  # 12 MiB a sample
+    assert prepare_data(image, samples=2).inputs["x"].shape == (2, 1, 3, 1024, 1024)
+    with pytest.raises(DataError, match=r"would take 1\.1 GiB.*; pass --samples 85 or fewer, --shape"):
+        prepare_data(image, samples=90)
+
+
+def test_synthetic_inputs_of_a_rank_numpy_cannot_hold_are_refused() -> None:
+    with pytest.raises(DataError, match=r"input 'x' need 65 dimensions \(the sample axis and rank 64\), more than "
+                       r"numpy's 64"):
+        prepare_data(model_info(("x", "float32", (1,) * 64)), samples=1)
+    assert prepare_data(model_info(("x", "float32", (1,) * 63)), samples=1).inputs["x"].ndim == 64
+
+
+@pytest.mark.parametrize(("dtype", "shape", "words"), [
+    ("float32", (1, None), "synthetic inputs for model.onnx need fixed sizes, but input 'x' [1, ?] has dynamic "),
+    ("complex64", (1, 4), "model.onnx input 'x' is complex64, which farm cannot synthesize"),
+    ("map", None, "model.onnx input 'x' has type map, which has no numpy equivalent"),
+])
+def test_a_refused_synthetic_input_names_the_model_file(dtype: str, shape: tuple[Dim, ...] | None, words: str) -> None:
+    with pytest.raises(DataError) as caught:
+        prepare_data(model_info(("x", dtype, shape)), samples=2)
+    assert one_line(caught).startswith(words)
+
+
 def test_labels_need_data(tmp_path: Path) -> None:
     labels = tmp_path / "labels.npy"
     np.save(labels, np.zeros(3, dtype=np.int64))

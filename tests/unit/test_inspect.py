@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from farm.errors import ModelError
-from farm.inspect import ModelInfo, TensorInfo, inspect_model
+from farm.inspect import ModelInfo, TensorInfo, inspect_model, node_uses
+from tests.fuzzmodels import nested_if
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"
 
@@ -210,4 +211,83 @@ def test_external_data_outside_the_model_folder(tmp_path: Path) -> None:
             entry.value = "../../etc/passwd"
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match="which is not a file beside it"):
+        inspect_model(path)
+
+
+# Found by the fuzzed corpus (tests/fuzzmodels.py) and scripts/fuzz: each ended in a traceback or a misleading line.
+
+
+@pytest.mark.parametrize("where", ["input", "output", "initializer"])
+def test_an_element_type_onnx_does_not_define_is_a_model_error(tmp_path: Path, where: str) -> None:
+    model = small_model()
+    if where == "initializer":
+        model.graph.initializer[0].data_type = 999
+    else:
+        getattr(model.graph, where)[0].type.tensor_type.elem_type = 999
+    with pytest.raises(ModelError, match=rf"odd\.onnx declares {where} '\w+' with element type 999, which ONNX does "
+                       "not define"):
+        inspect_model(save(model, tmp_path / "odd.onnx"))
+
+
+def test_node_uses_leaves_out_an_element_type_onnx_does_not_define(tmp_path: Path) -> None:
+    model = small_model()
+    model.graph.initializer[0].data_type = 999
+    uses = node_uses(save(model, tmp_path / "odd.onnx"))
+    # The weight's type is unknown, so onnx infers none for the MatMul's output that Relu reads.
+    assert [(u.op, u.input_type) for u in uses] == [("MatMul", "tensor(float)"), ("Relu", None)]
+
+
+def _set_external(path: Path, **entries: str) -> Path:
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key in entries:
+            entry.value = entries[entry.key]
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("key", "value"), [("offset", "abc"), ("offset", "-1"), ("offset", "1e3"),
+                                            ("length", "12 bytes"), ("length", "-48")])
+def test_an_external_offset_or_length_that_is_not_a_byte_count(tmp_path: Path, key: str, value: str) -> None:
+    path = _set_external(_external(tmp_path), **{key: value})
+    with pytest.raises(ModelError, match=rf"ext\.onnx gives external tensor 'w' the {key} '{value}', which is not a "
+                       "byte count"):
+        inspect_model(path)
+
+
+def test_an_external_location_with_a_nul_byte_names_no_file(tmp_path: Path) -> None:
+    path = _set_external(_external(tmp_path), location="ext\x00weights")
+    with pytest.raises(ModelError, match=r"names external data 'ext\\x00weights', which is not a file beside it"):
+        inspect_model(path)
+
+
+def test_an_external_location_too_long_for_the_file_system(tmp_path: Path) -> None:
+    path = _set_external(_external(tmp_path), location="w" * 5000)
+    with pytest.raises(ModelError) as caught:
+        inspect_model(path)
+    message = str(caught.value)
+    assert "ext.onnx stores weights in external data 'www" in message and "cannot be read" in message
+    assert len(message) < 400  # the 5000-character name is cut
+
+
+def test_subgraphs_nested_deeper_than_protobuf_reads_are_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(nested_if(50))
+    with pytest.raises(ModelError, match=r"deep\.onnx nests its subgraphs deeper than protobuf reads"):
+        inspect_model(path)
+    path.write_bytes(nested_if(20))  # deep, but within what protobuf reads
+    assert inspect_model(path).op_types == frozenset({"ReduceSum", "Cast", "If", "Relu"})
+
+
+@pytest.mark.parametrize(("text", "broken"), [(b"ext.weights", b"ext\x95\x97eights"), (b"yy", b"y\xff")])
+def test_a_name_that_is_not_utf8_is_a_model_error(tmp_path: Path, text: bytes, broken: bytes) -> None:
+    """protobuf hands such a proto2 string back as bytes: sorting locations (or writing the report) then raised."""
+    model = small_model()
+    model.graph.output[0].name = model.graph.node[1].output[0] = "yy"
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="ext.weights", size_threshold=0)
+    data = path.read_bytes()
+    assert text in data and len(text) == len(broken)
+    path.write_bytes(data.replace(text, broken))
+    with pytest.raises(ModelError, match=r"ext\.onnx holds a name that is not UTF-8 text \(b'"):
         inspect_model(path)

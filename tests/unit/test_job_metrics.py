@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -153,3 +155,14 @@ def test_empty_samples_and_nan_outputs_do_not_break_the_reference() -> None:
     assert default_counted(["logits", "aux"], nan_aux) == ("logits",)
     result = compare(nan_aux, nan_aux, names=["logits", "aux"])
     assert result.cosine == pytest.approx(1.0) and result.outputs[1].cosine is None
+
+
+def test_an_output_empty_in_every_sample_has_no_top1_and_writes_as_json() -> None:
+    """A fuzzed model's Slice gave [0, 4] in every sample: top-1 over no rows was NaN, and writing result.json with
+    it ended the job, losing every variant."""
+    empty = [[np.zeros((0, 4), np.float32)], [np.zeros((0, 4), np.float32)]]
+    assert top1_kind([sample[0] for sample in empty]) is None
+    result = compare(empty, empty, names=["y"])
+    assert result.top1_agreement is None and result.outputs[0].top1_agreement is None
+    assert result.cosine == 1.0 and result.max_abs == 0.0
+    json.dumps(result.to_dict(), allow_nan=False)  # as the job writes result.json

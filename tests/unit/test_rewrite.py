@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from farm.files import LOCKS_DIR
 from farm.inspect import inspect_model
-from farm.rewrite import default_passes, rewrite_model
+from farm.rewrite import MAX_REWRITE_DEPTH, default_passes, rewrite_model, subgraph_depth
+from tests.fuzzmodels import nested_if
 
 
 def redundant_model(*, ir_version: int = 8, opset: int = 13) -> onnx.ModelProto:
@@ -148,3 +150,23 @@ def test_an_ir3_model_gets_its_weights_as_constants_only_and_says_so(tmp_path: P
     assert [i.name for i in written.graph.input] == ["x"] and written.ir_version == 4
     assert result.note is not None and "IR 3, which lists its 1 weights as graph inputs" in result.note
     assert onnx.load(str(source)).ir_version == 3  # the user's model is untouched
+
+
+def test_a_model_nested_deeper_than_onnxoptimizer_can_take_is_kept_as_given(tmp_path: Path) -> None:
+    """A fuzzed If-in-If model 30 levels deep kept onnxoptimizer busy for an hour (its time doubles per level)."""
+    src = tmp_path / "deep.onnx"
+    src.write_bytes(nested_if(30))
+    started = time.monotonic()
+    result = rewrite_model(src, tmp_path / "out" / "rewritten.onnx")
+    assert time.monotonic() - started < 5
+    assert not result.rewritten and result.nodes_after == result.nodes_before == 3
+    assert result.warning is not None and "nests subgraphs 31 levels deep" in result.warning
+    assert onnx.load(str(result.path)) == onnx.load(str(src))
+
+
+def test_a_model_nested_a_few_levels_is_still_rewritten(tmp_path: Path) -> None:
+    src = tmp_path / "nested.onnx"
+    src.write_bytes(nested_if(MAX_REWRITE_DEPTH - 1))
+    assert subgraph_depth(onnx.load(str(src))) == MAX_REWRITE_DEPTH
+    result = rewrite_model(src, tmp_path / "out" / "rewritten.onnx")
+    assert result.rewritten and result.warning is None
