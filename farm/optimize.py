@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from farm.config import nearest
 from farm.data import PreparedData
-from farm.errors import BadInput, FarmError
+from farm.errors import BadInput, ModelError
 from farm.inspect import ModelInfo
 from farm.rewrite import default_passes, rewrite_model
 
@@ -71,7 +71,8 @@ def optimize_model(source: Path, destination: Path, info: ModelInfo, data: Prepa
     with tempfile.TemporaryDirectory(prefix="farm-optimize-") as scratch:
         rewritten = rewrite_model(source, Path(scratch) / "rewritten.onnx", passes=chosen)
         if not rewritten.rewritten:
-            raise FarmError(f"optimizing {source.name} failed because {rewritten.warning}",
+            # The model is what onnxoptimizer cannot take (or nests too deep for it): the user's to change, exit 2.
+            raise ModelError(f"optimizing {source.name} failed because {rewritten.warning}",
                             fix="pick other passes with --passes (farm optimize --list)")
         result_path = rewritten.path
         if fold:

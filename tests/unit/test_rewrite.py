@@ -170,3 +170,24 @@ def test_a_model_nested_a_few_levels_is_still_rewritten(tmp_path: Path) -> None:
     assert subgraph_depth(onnx.load(str(src))) == MAX_REWRITE_DEPTH
     result = rewrite_model(src, tmp_path / "out" / "rewritten.onnx")
     assert result.rewritten and result.warning is None
+
+
+def test_farm_optimize_on_a_model_onnxoptimizer_cannot_take_is_the_users_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm.data import prepare_data
+    from farm.errors import ModelError
+    from farm.inspect import inspect_model
+    from farm.optimize import optimize_model
+
+    def broken(model: onnx.ModelProto, passes: list[str]) -> onnx.ModelProto:
+        raise RuntimeError("pass exploded")
+
+    monkeypatch.setattr(onnxoptimizer, "optimize", broken)
+    src = tmp_path / "model.onnx"
+    onnx.save(redundant_model(), str(src))
+    info = inspect_model(src)
+    with pytest.raises(ModelError) as caught:
+        optimize_model(src, tmp_path / "out.onnx", info, prepare_data(info, samples=2), passes=None, fold=False,
+                       max_ir=None)
+    assert caught.value.exit_code == 2 and "model.onnx" in str(caught.value) and "pass exploded" in str(caught.value)
