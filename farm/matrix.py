@@ -502,8 +502,10 @@ def _evaluate(
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result, _budget(target, options))
-    if result is not None and not result.engine_error:
-        # Its job ended on its own (well or not), so running it again would give the same: --resume may reuse it.
+    wanted_artifacts = bool(_candidates(target, run.given.info))
+    if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
+        # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
+        # would give the same: --resume may reuse it. Without them (prepare failed) it is a weaker result.
         run.targets[target.name]["resume_key"] = key
     _explain_load_failure(fleet, target, run)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
@@ -548,13 +550,20 @@ def run_job(
             library = masking.ensure_library(fleet.config.cache_dir)
         except FarmError as exc:  # this target cannot be masked here; the others still run
             return RunResult.engine_failure(f"could not be masked: {exc}")
-    return fleet.backend(target).run(
-        runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
-                        mounts=_mounts(inputs, out), timeout_s=timeout_s, memory=target.memory,
-                        keep=keep, mask_library=library,
-                        labels={STAGE_LABEL: str(spec["stage"])}),
-        on_line=on_line,
-    )
+    backend = fleet.backend(target)
+    try:
+        return backend.run(
+            runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
+                            mounts=_mounts(inputs, out), timeout_s=timeout_s, memory=target.memory,
+                            keep=keep, mask_library=library,
+                            labels={STAGE_LABEL: str(spec["stage"])}),
+            on_line=on_line,
+        )
+    except EnvironmentProblem as exc:
+        if not backend.reach.remote:
+            raise  # the controller's own engine: nothing else can run either
+        # A remote engine or cluster that went away fails its own targets; the others go on.
+        return RunResult.engine_failure(f"lost its backend: {exc.message}")
 
 
 def _budget(target: Target, options: MatrixOptions) -> float:

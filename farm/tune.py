@@ -10,6 +10,7 @@ their interrupted search had measured (the ranking is the costly, deterministic 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -19,6 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+
+import farm
 from farm import clean
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
@@ -26,6 +31,7 @@ from farm.fleet import Fleet, ensure_images
 from farm.job.result import write_json_atomic
 from farm.matrix import MatrixInputs, MatrixOptions, job_out_dir, job_spec, run_job, stage_inputs, stage_lines
 from farm.progress import Reporter
+from farm.resume import resume_key
 
 TUNE_SCHEMA = "farm.tune-report/1"
 JOB_LOG = "tune.json"
@@ -106,7 +112,10 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                                           "status": "failed", "reason": f"image build failed: {outcome.error}"})
                 failed = True
                 continue
+            key = _key(target, outcome.image.tag, given, options)
             done = earlier.get(target.name)
+            if done is not None and done.get("resume_key") != key:
+                done = None  # the model, data, image or settings changed since: nothing of it applies
             if done is not None and done.get("status") == "ok":
                 entry = {**done, "resumed": True}  # finished before: kept as it was, tuned model included
             else:
@@ -115,7 +124,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                 emulated = fleet.placements[target.name].mode == "emulated"
                 given_ranking = (done or {}).get("ranking") or (ranking if emulated else None)
                 entry = _tune_target(fleet, target, outcome.image.tag, inputs, work, given, options, reporter,
-                                     ranking=given_ranking)
+                                     ranking=given_ranking, key=key, report=report)
             report["targets"].append(entry)
             failed = failed or entry["status"] == "failed"
             # The first native (or masked) search ranks the points once for the targets that cannot time.
@@ -130,7 +139,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
 
 def _tune_target(
     fleet: Fleet, target: Target, tag: str, inputs: Path, work: Path, given: MatrixInputs, options: TuneOptions,
-    reporter: Reporter, *, ranking: list[Any] | None,
+    reporter: Reporter, *, ranking: list[Any] | None, key: str, report: dict[str, Any],
 ) -> dict[str, Any]:
     placement = fleet.placements[target.name]
     spec = job_spec(target, placement, "tune", _static(target), options.evaluation, inputs=inputs,
@@ -138,13 +147,19 @@ def _tune_target(
     spec["tune"] = {**options.budget.to_dict(), "floor": options.floor, "start": None, "ranking": ranking}
     out = job_out_dir(work, f"tune-{target.name}")
     timeout = (options.budget.seconds or target.budget_s) + SETUP_ALLOWANCE_S
-    with reporter.step(f"tune {target.name} ({placement.mode})") as step:
-        step.stage("search")
-        result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout, keep=False,
-                         on_line=stage_lines(step))
+    try:
+        with reporter.step(f"tune {target.name} ({placement.mode})") as step:
+            step.stage("search")
+            result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout, keep=False,
+                             on_line=stage_lines(step))
+    except BaseException:
+        # Ctrl-C: the search so far (its ranking above all) goes into the report before the run folder goes.
+        report["targets"].append({**_read(out / JOB_LOG), "name": target.name, "mode": placement.mode,
+                                  "resume_key": key, "status": "failed", "reason": "interrupted"})
+        raise
     entry = _read(out / JOB_LOG)
     searched = entry.get("status") == "done" and entry.get("verdict")
-    entry.update({"name": target.name, "mode": placement.mode})
+    entry.update({"name": target.name, "mode": placement.mode, "resume_key": key})
     if result.failure or not searched:
         # What the search found before it stopped stays in the entry (its ranking serves --resume).
         why = entry.get("error") or (f"its container {result.failure}" if result.failure else "it wrote no verdict")
@@ -155,9 +170,27 @@ def _tune_target(
     if (out / TUNED_MODEL).is_file():
         kept = options.out_dir / "tuned" / f"{target.name}.onnx"
         kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / TUNED_MODEL, kept)
+        # Loaded with its external data (a large model's weights sit beside it) and saved under the target's name,
+        # its data file renamed with it, so the copy is whole wherever the user moves the folder.
+        model = onnx.load(str(out / TUNED_MODEL), load_external_data=True)
+        large = sum(t.ByteSize() for t in model.graph.initializer) >= 1 << 30
+        onnx.save_model(model, str(kept), save_as_external_data=large, location=f"{kept.name}.data")
         entry["model_file"] = str(kept)
     return entry
+
+
+def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions) -> str:
+    """What a target's search depends on: --resume keeps an earlier search only while this is unchanged."""
+    digest = hashlib.sha256()
+    for name in sorted(given.data.inputs):
+        digest.update(name.encode() + np.ascontiguousarray(given.data.inputs[name]).tobytes())
+    if given.data.labels is not None:
+        digest.update(np.ascontiguousarray(given.data.labels).tobytes())
+    return resume_key({"farm": farm.__version__, "model": given.info.sha256, "data": digest.hexdigest(),
+                       "image": tag, "target": target.name, "floor": options.floor,
+                       "budget": options.budget.to_dict(),
+                       "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
+                       "timing": [options.evaluation.threads, options.evaluation.native_iterations]})
 
 
 def _static(target: Target) -> list[str]:
@@ -171,7 +204,7 @@ def _earlier(options: TuneOptions) -> dict[str, dict[str, Any]]:
     found = _read(options.out_dir / "tune.json")
     if found.get("schema") != TUNE_SCHEMA:
         return {}
-    return {str(t["name"]): t for t in found.get("targets", []) if t.get("ranking") or t.get("status") == "ok"}
+    return {str(t["name"]): t for t in found.get("targets", []) if t.get("resume_key")}
 
 
 def _read(path: Path) -> dict[str, Any]:

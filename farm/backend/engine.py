@@ -7,10 +7,10 @@ normally, failed, timed out or was interrupted with Ctrl-C. ``keep=True`` leaves
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -189,10 +189,11 @@ class Engine:
             # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (set on many machines) override a session's CA, and
             # the engine's certificate would be checked against the system's CAs and refused: not for this client,
             # from its first request (the API version, asked while it is made) on.
-            with _env_without(_CA_BUNDLE_VARIABLES if tls_ca else ()):
+            own_ca = bool(tls is not None and tls.ca_cert)  # from tls_ca, or from the context
+            with _env_without(_CA_BUNDLE_VARIABLES if own_ca else ()):
                 client = docker.DockerClient(base_url=base_url, tls=tls or False, timeout=timeout_s,
                                              use_ssh_client=base_url.startswith("ssh://"))
-            if tls_ca:
+            if own_ca:
                 client.api.trust_env = False
             client.ping()
         except EnvironmentProblem:
@@ -343,7 +344,7 @@ class Engine:
     def _run(self, spec: RunSpec, on_line: LineSink | None) -> RunResult:
         with contextlib.ExitStack() as stack:
             try:
-                container = stack.enter_context(self._container(spec))
+                container, volumes = stack.enter_context(self._container(spec))
                 started = time.monotonic()
                 container.start()
             except docker.errors.APIError as exc:
@@ -378,16 +379,19 @@ class Engine:
                 state = container.client.api.inspect_container(container.id)["State"]
             except docker.errors.NotFound:
                 state = {}  # removed from outside (`docker rm -f`) right after it ended: its status says enough
+            # On a remote engine the results come back now; a run whose results did not is not a finished one.
+            lost = None if volumes is None else volumes.fetch(container.id)
             return RunResult(
                 exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
                 log_tail=reader.tail() or _logs_tail(container),
                 oom_killed=bool(state.get("OOMKilled")),
                 timed_out=timed_out,
                 duration_s=duration,
+                engine_error=None if lost is None else f"ran, but its results could not be brought back ({lost})",
             )
 
     @contextmanager
-    def _container(self, spec: RunSpec) -> Iterator[Any]:
+    def _container(self, spec: RunSpec) -> Iterator[tuple[Any, _Volumes | None]]:
         # Locally, the controller's own user, so that it owns what the job writes into its folders; remotely the
         # files come back through the API, and the job runs as nobody.
         user = "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
@@ -395,23 +399,22 @@ class Engine:
             [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
         )
         with contextlib.ExitStack() as stack:
-            if self.remote:
-                volumes = stack.enter_context(_Volumes(self.client.api, spec))
-                mounts = volumes.mounts
-            else:
-                mounts = [docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-                          for m in spec.mounts]
+            volumes = stack.enter_context(_Volumes(self.client.api, spec)) if self.remote else None
+            mounts = volumes.mounts if volumes is not None else [
+                docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts]
             container = self._create(spec, mounts=mounts, user=user, device_requests=device_requests)
             try:
-                yield container
+                yield container, volumes
             finally:
-                if self.remote:
-                    # Before the container goes: also after Ctrl-C, what the job wrote so far comes back.
-                    volumes.fetch(container.id)
-                if not spec.keep:
-                    _remove(self.client.api, container.id)
-                else:
-                    stack.pop_all()  # kept for debugging, with its volumes
+                try:
+                    if volumes is not None and not volumes.fetched:
+                        # Ctrl-C or a lost engine cut the run short: what the job wrote so far comes back if it can.
+                        volumes.fetch(container.id)
+                finally:
+                    if not spec.keep:
+                        _remove(self.client.api, container.id)
+                    else:
+                        stack.pop_all()  # kept for debugging, with its volumes
 
     def _create(self, spec: RunSpec, *, mounts: list[Any], user: str, device_requests: list[Any] | None) -> Any:
         return self.client.containers.create(spec.image, mounts=mounts, device_requests=device_requests, detach=True,
@@ -609,6 +612,7 @@ class _Volumes:
         self._volumes: list[str] = []
         self._writable: list[Mount] = []
         self.mounts: list[Any] = []
+        self.fetched = False
 
     def __enter__(self) -> _Volumes:
         try:
@@ -630,7 +634,13 @@ class _Volumes:
                 self._api.remove_volume(volume, force=True)
 
     def _fill(self, volume: str, mounts: Sequence[Mount], *, read_only: bool) -> None:
-        stream = io.BytesIO()
+        with tempfile.TemporaryFile() as stream:  # on disk: a model and its data can be larger than memory
+            self._pack(stream, mounts, read_only=read_only)
+            stream.seek(0)
+            self._put(volume, stream)
+
+    @staticmethod
+    def _pack(stream: Any, mounts: Sequence[Mount], *, read_only: bool) -> None:
         with tarfile.open(fileobj=stream, mode="w") as archive:
             root = tarfile.TarInfo(_STAGED)
             root.type, root.mode = tarfile.DIRTYPE, 0o755 if read_only else 0o1777
@@ -643,33 +653,46 @@ class _Volumes:
                 elif mount.source.is_file():
                     archive.add(mount.source, arcname=f"{_STAGED}/{PurePosixPath(mount.target).name}",
                                 filter=_world_readable)
+
+    def _put(self, volume: str, stream: Any) -> None:
         stager = self._api.create_container(
             self._spec.image, command=["true"], platform=self._spec.platform, network_disabled=True,
             labels={RUN_LABEL: "stager", OWNER_LABEL: this_process()},
             host_config=self._api.create_host_config(
                 mounts=[docker.types.Mount(f"{_STAGE}/{_STAGED}", volume, type="volume")]))
         try:
-            if not self._api.put_archive(stager["Id"], _STAGE, stream.getvalue()):
+            if not self._api.put_archive(stager["Id"], _STAGE, stream):
                 raise EnvironmentProblem(f"the engine refused the job's inputs for {self._spec.image}")
         finally:
             _remove(self._api, stager["Id"])
 
-    def fetch(self, container: str) -> None:
-        """Copy what the job wrote under each writable mount into the mount's source folder."""
+    def fetch(self, container: str) -> str | None:
+        """Copy what the job wrote under each writable mount into the mount's source folder; returns why that
+        failed, or None. Only regular files and folders come back, and none outside the folder (tarfile's "data"
+        filter): what a job writes is as untrusted as the model it ran."""
+        self.fetched = True
         for mount in self._writable:
             try:
                 chunks, _ = self._api.get_archive(container, mount.target)
-                data = b"".join(chunks)
-            except (docker.errors.APIError, requests.exceptions.RequestException):
-                continue  # nothing to bring back, or the engine is gone: the run's own error says which
-            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-                top = PurePosixPath(mount.target).name
-                for member in archive.getmembers():
-                    relative = PurePosixPath(member.name).relative_to(top) if member.name != top else None
-                    if relative is None or not (member.isfile() or member.isdir()):
-                        continue
-                    member.name = str(relative)
-                    archive.extract(member, mount.source, filter="data")
+                with tempfile.TemporaryFile() as spool:  # spooled to disk: results can be larger than memory
+                    for chunk in chunks:
+                        spool.write(chunk)
+                    spool.seek(0)
+                    with tarfile.open(fileobj=spool) as archive:
+                        _extract_under(archive, PurePosixPath(mount.target).name, mount.source)
+            except (docker.errors.APIError, requests.exceptions.RequestException, tarfile.TarError, OSError) as exc:
+                return f"{mount.target}: {_first_line(exc)}"
+        return None
+
+
+def _extract_under(archive: tarfile.TarFile, top: str, folder: Path) -> None:
+    """The members under ``top/`` into ``folder``, without the ``top`` component."""
+    for member in archive.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if len(parts) < 2 or parts[0] != top or not (member.isfile() or member.isdir()):
+            continue
+        member.name = str(PurePosixPath(*parts[1:]))
+        archive.extract(member, folder, filter="data")
 
 
 def _by_folder(mounts: Sequence[Mount]) -> dict[str, list[Mount]]:

@@ -20,8 +20,9 @@ from farm.host import Placement
 from farm.masking import MASK_ENV
 
 PYTHON = "/opt/farm/bin/python3"
-QEMU_IN_CONTAINER = "/farm/qemu"
-MASK_LIBRARY_IN_CONTAINER = "/farm/libfarmcpuid.so"
+# Each in a folder of its own: on a remote engine a file's folder becomes a volume, which must not hold /farm/in.
+QEMU_IN_CONTAINER = "/farm-qemu/qemu"
+MASK_LIBRARY_IN_CONTAINER = "/farm-mask/libfarmcpuid.so"
 
 
 def run_spec(

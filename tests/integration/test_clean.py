@@ -15,8 +15,8 @@ import pytest
 from farm.backend.engine import OWNER_LABEL, RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
 from farm.owner import this_process
-from tests.integration.conftest import image_of
-from tests.integration.test_matrix import _wait_for_container, native_target, start_matrix
+from tests.integration.conftest import image_of, wait_for
+from tests.integration.test_matrix import native_target, start_matrix
 from tests.unit.test_cli_errors import farm
 
 pytestmark = pytest.mark.docker
@@ -36,7 +36,7 @@ def test_a_killed_controller_leaves_a_container_and_a_run_folder_that_the_next_c
     engine: Engine, built: BuildResults, tmp_path: Path
 ) -> None:
     process = start_matrix("--target", "arm64", out=tmp_path)
-    container = _wait_for_container(engine, RUN_LABEL, process)
+    container = wait_for(engine, [RUN_LABEL], process)
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     left = [c for c in engine.farm_containers() if c.id == container]

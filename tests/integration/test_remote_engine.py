@@ -80,6 +80,12 @@ def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
             remote.engine.remove_volume(volume)
         subprocess.run([sys.executable, "-m", "farm", "clean", "--targets", str(targets)], capture_output=True,
                        cwd=ROOT, check=False)
+    # Without --keep, a run leaves nothing on that engine: no job or stager container, no volume.
+    again = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
+                            str(tmp_path / "again"), "--iterations", "20"], capture_output=True, text=True,
+                           timeout=900, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert not remote.engine.farm_containers() and not remote.engine.farm_volumes()
 
 
 def test_the_remote_machine_decides_the_placement(remote: SecondEngine, fleet: Fleet, tmp_path: Path) -> None:

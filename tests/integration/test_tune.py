@@ -73,3 +73,21 @@ def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
     assert len(entry["trials"]) <= 1 + 8
     assert not (tmp_path / "out" / "tuned" / f"{target}.onnx").exists()
     assert f"{target} (native): keep fp32" in result.stdout, result.stdout
+
+
+def test_tune_resume_keeps_finished_targets_and_a_changed_setting_searches_again(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    data = make_sensitive_cnn(tmp_path / "sensitive.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    out = tmp_path / "out"
+    first, report = farm_tune(data.path, inputs, out, "--target", target)
+    assert first.returncode == 0, first.stderr
+    again, resumed = farm_tune(data.path, inputs, out, "--target", target, "--resume")
+    assert again.returncode == 0, again.stderr
+    kept = resumed["targets"][0]
+    assert kept.get("resumed") is True and kept["trials"] == report["targets"][0]["trials"]
+    changed, searched = farm_tune(data.path, inputs, out, "--target", target, "--resume", "--floor", "1.2")
+    assert changed.returncode == 0, changed.stderr
+    assert not searched["targets"][0].get("resumed")  # the floor is part of what a search depends on
