@@ -97,8 +97,9 @@ def build(
 ) -> None:
     """Build (or reuse) the image of every target this host can run; gpu targets only when named."""
     results = fleet.build(_open_fleet(targets_file), target or [], quiet=quiet)
-    rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", "built" if b.built_now else "cached",
-             f"{b.seconds:.1f}"] for b in results.built]
+    # How each image got where its target runs: built, cached, tagged (same content, another name) or shipped.
+    rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", b.origin, f"{b.seconds:.1f}"]
+            for b in results.built]
     rows += [[name, "-", "-", f"skipped: {why}", "-"] for name, why in results.skipped]
     typer.echo(tabulate(rows, headers=["target", "image", "size", "", "seconds"],
                         maxcolwidths=[None, None, None, 50, None]))

@@ -202,3 +202,23 @@ def test_an_engine_over_tls_or_a_docker_context_is_reached_and_a_wrong_certifica
                                                f"{remote.tls_address}"), rows["bad-ca"]
     assert not rows["no-context"]["reachable"]
     assert "there is no Docker context named 'no-such-farm-context'" in rows["no-context"]["reason"], rows
+
+
+def test_an_image_the_controller_lacks_is_built_on_the_remote_engine_from_the_same_content(
+    remote: SecondEngine, engine: Engine, tmp_path: Path
+) -> None:
+    defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
+    # An extra package gives content no image has, here or there: the remote engine must build it itself.
+    targets = remote_targets(tmp_path / "targets.toml", remote, {
+        "remote-own": {"packages": [*defaults["packages"], "six==1.17.0"]}})
+    result = subprocess.run([sys.executable, "-m", "farm", "build", "--quiet", "--targets", str(targets)],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    row = next(line.split() for line in result.stdout.splitlines() if line.startswith("remote-own"))
+    tag = row[1]
+    assert row[4] == "built", result.stdout  # target, image, size, MiB, how
+    assert remote.engine.image(tag) is not None
+    assert engine.image(tag) is None  # built there, not here and shipped
+    rows = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert json.loads(rows.stdout)[0]["built"] is True
