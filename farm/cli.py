@@ -31,6 +31,17 @@ TargetOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", envvar="FARM_QUIET", help="plain progress lines [env: FARM_QUIET]")
 ]
+# Shared by the commands that read a model and its data (matrix, tune).
+ModelArg = Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")]
+DataOpt = Annotated[Path | None, typer.Option(
+    help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")]
+LabelsOpt = Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")]
+ShapeOpt = Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")]
+SamplesOpt = Annotated[int | None, typer.Option(min=1, help="use the first N samples")]
+MinCosineOpt = Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
+                                             help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")]
+MinTop1Opt = Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
+                                           help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")]
 
 _debug = False
 
@@ -107,13 +118,12 @@ def build(
 
 @app.command()
 def matrix(
-    model: Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")] = None,
+    model: ModelArg = None,
     target: TargetOpt = None,
-    data: Annotated[Path | None, typer.Option(
-        help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")] = None,
-    labels: Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")] = None,
-    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
-    samples: Annotated[int | None, typer.Option(min=1, help="use the first N samples")] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    shape: ShapeOpt = None,
+    samples: SamplesOpt = None,
     output: Annotated[list[str] | None, typer.Option(
         "--output", help="only this output makes the verdict (repeatable); default: every float output")] = None,
     metric: Annotated[str | None, typer.Option(
@@ -123,10 +133,8 @@ def matrix(
                                      help="stdout: table|json|markdown|html|junit [env: FARM_FORMAT]")] = "table",
     out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go "
                                       "[env: FARM_OUT]")] = Path("farm-report"),
-    min_cosine: Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
-                                              help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")] = 0.99,
-    min_top1: Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
-                                            help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")] = 0.99,
+    min_cosine: MinCosineOpt = 0.99,
+    min_top1: MinTop1Opt = 0.99,
     calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
     opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
     threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
@@ -194,20 +202,17 @@ def matrix(
 
 @app.command()
 def tune(
-    model: Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")] = None,
+    model: ModelArg = None,
     target: TargetOpt = None,
-    data: Annotated[Path | None, typer.Option(
-        help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")] = None,
-    labels: Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")] = None,
-    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
-    samples: Annotated[int | None, typer.Option(min=1, help="use the first N samples")] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    shape: ShapeOpt = None,
+    samples: SamplesOpt = None,
     budget: Annotated[str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); "
                                                "default 20 trials")] = None,
     floor: Annotated[float, typer.Option(min=1.0, help="the speedup over fp32 a tuned model must keep")] = 1.1,
-    min_cosine: Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
-                                              help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")] = 0.99,
-    min_top1: Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
-                                            help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")] = 0.99,
+    min_cosine: MinCosineOpt = 0.99,
+    min_top1: MinTop1Opt = 0.99,
     threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
                                          "[env: FARM_THREADS]")] = 1,
     iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per trial on native and masked "
@@ -273,7 +278,7 @@ def optimize(
     list_passes: Annotated[bool, typer.Option("--list", help="list onnxoptimizer's passes and exit")] = False,
     data: Annotated[Path | None, typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data "
                                              "dir; default: synthetic")] = None,
-    shape: Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")] = None,
+    shape: ShapeOpt = None,
     samples: Annotated[int, typer.Option(min=1, help="samples to check on")] = 8,
     target: TargetOpt = None,
     targets_file: TargetsOpt = None,
