@@ -40,6 +40,8 @@ ShapeOpt = Annotated[list[str] | None, typer.Option(help="fill dynamic dims: nam
 SamplesOpt = Annotated[int | None, typer.Option(min=1, help="use the first N samples")]
 MinCosineOpt = Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
                                              help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")]
+ThreadsOpt = Annotated[int, typer.Option(min=1, envvar="FARM_THREADS",
+                                         help="intra-op threads for timing [env: FARM_THREADS]")]
 MinTop1Opt = Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
                                            help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")]
 
@@ -137,8 +139,7 @@ def matrix(
     min_top1: MinTop1Opt = 0.99,
     calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
     opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
-    threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
-                                         "[env: FARM_THREADS]")] = 1,
+    threads: ThreadsOpt = 1,
     iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per variant on native and masked "
                                                    "targets (default 200); emulated ones are not timed")] = None,
     timeout: Annotated[float | None, typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; "
@@ -213,8 +214,7 @@ def tune(
     floor: Annotated[float, typer.Option(min=1.0, help="the speedup over fp32 a tuned model must keep")] = 1.1,
     min_cosine: MinCosineOpt = 0.99,
     min_top1: MinTop1Opt = 0.99,
-    threads: Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing "
-                                         "[env: FARM_THREADS]")] = 1,
+    threads: ThreadsOpt = 1,
     iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per trial on native and masked "
                                                    "targets (default 200)")] = None,
     out: Annotated[Path, typer.Option(help="where tune.json and tuned/<target>.onnx go")] = Path("farm-tune"),

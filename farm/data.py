@@ -6,6 +6,7 @@ than inside a container, where onnxruntime would report it once per target in it
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -65,6 +66,18 @@ class PreparedData:
     @property
     def synthetic(self) -> bool:
         return self.source == "synthetic"
+
+    def sha256(self) -> str:
+        """One hash over the inputs (names, types, shapes, values) and the labels: the report's data_sha256, and
+        part of what a resumed result or search depends on."""
+        digest = hashlib.sha256()
+        for name in sorted(self.inputs):
+            array = np.ascontiguousarray(self.inputs[name])
+            digest.update(f"{name}:{array.dtype}:{array.shape};".encode())
+            digest.update(array.tobytes())
+        if self.labels is not None:
+            digest.update(b"labels;" + np.ascontiguousarray(self.labels).tobytes())
+        return digest.hexdigest()
 
     def summary(self) -> dict[str, Any]:
         """The report's "data" block."""

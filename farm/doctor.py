@@ -14,8 +14,8 @@ from typing import Literal
 
 from farm import bootstrap, masking
 from farm.backend.engine import Engine
-from farm.backend.registry import open_backend, place_key
-from farm.config import LOCAL_ENGINE, Target, load_config
+from farm.backend.registry import open_places
+from farm.config import load_config
 from farm.errors import EnvironmentProblem, FarmError
 from farm.host import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
 
@@ -69,28 +69,19 @@ def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
         config = load_config(targets_file)
     except FarmError as exc:
         return [Check(name="targets", level="fail", detail=exc.message, fix=exc.fix)]
-    places: dict[tuple[str | None, ...], list[str]] = {}
-    first: dict[tuple[str | None, ...], Target] = {}
-    for target in config.targets:
-        if target.engine != LOCAL_ENGINE:
-            key = place_key(target)
-            places.setdefault(key, []).append(target.name)
-            first.setdefault(key, target)
     checks = []
-    for key, names in places.items():
-        target = first[key]
-        try:
-            host = open_backend(target, config, engine).probe()
-        except FarmError as exc:
+    for place in open_places(config, engine).values():
+        where = f"{place.engine} ({', '.join(place.targets)})"
+        if place.host is None:
+            problem = place.problem
             checks.append(Check(name="backend", level="warn",
-                                detail=f"{target.engine} ({', '.join(names)}): unreachable: {exc.message}",
-                                fix=exc.fix or "start it, or fix its address in targets.toml; its targets are "
-                                "reported as unavailable"))
+                                detail=f"{where}: unreachable: {problem.message if problem else 'no answer'}",
+                                fix=(problem.fix if problem else None) or "start it, or fix its address in "
+                                "targets.toml; its targets are reported as unavailable"))
             continue
         checks.append(Check(name="backend", level="ok",
-                            detail=f"{target.engine} ({', '.join(names)}): {host.arch}, "
-                            f"{host.cpu_model or 'CPU model unknown'}"
-                            + (", NVIDIA runtime" if host.gpu_runtime else "")))
+                            detail=f"{where}: {place.host.arch}, {place.host.cpu_model or 'CPU model unknown'}"
+                            + (", NVIDIA runtime" if place.host.gpu_runtime else "")))
     return checks
 
 

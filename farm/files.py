@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +51,12 @@ def lock_path(cache_dir: Path, kind: str, key: str) -> Path:
     """Where the lock of one shared thing lives: beside farm's caches, one file per thing."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     return cache_dir / LOCKS_DIR / f"{kind}-{safe}.lock"
+
+
+def root_readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A tar member owned by root and readable (folders enterable) by all, writable by its owner only: what an image
+    or a remote job's input volume holds, which the container's unprivileged user must read and never change."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = (info.mode | 0o444 | (0o111 if info.isdir() else 0)) & 0o755
+    return info

@@ -12,7 +12,7 @@ from farm import images, progress
 from farm.backend.base import Backend
 from farm.backend.docker import DockerBackend
 from farm.backend.engine import Engine, EngineInfo
-from farm.backend.registry import open_backend, place_key
+from farm.backend.registry import open_places, place_key
 from farm.config import LOCAL_ENGINE, Config, Target, load_config
 from farm.errors import BuildFailed, FarmError
 from farm.host import HostInfo, Placement, binfmt_for, probe_host
@@ -39,7 +39,7 @@ class Fleet:
         info = engine.info()
         host = probe_host(gpu_runtime=info.gpu_runtime)
         local = DockerBackend(engine, cache_dir=config.cache_dir)
-        opened: dict[tuple[str | None, ...], tuple[Backend, HostInfo] | str] = {}
+        places = open_places(config, engine)
         backends: dict[str, Backend] = {}
         hosts: dict[str, HostInfo] = {}
         placements: dict[str, Placement] = {}
@@ -48,15 +48,14 @@ class Fleet:
                 backends[target.name] = local
                 placements[target.name], hosts[target.name] = local.place(target, host)
                 continue
-            key = place_key(target)
-            if key not in opened:
-                opened[key] = _open_remote(target, config, engine)
-            entry = opened[key]
-            if isinstance(entry, str):
-                placements[target.name] = Placement(mode="unavailable", reason=entry)
+            there = places[place_key(target)]
+            if there.backend is None or there.host is None:
+                # Unreachable: its targets are unavailable, the rest run.
+                placements[target.name] = Placement(mode="unavailable",
+                                                    reason=f"its backend is unreachable: {there.problem}")
                 continue
-            backends[target.name] = entry[0]
-            placements[target.name], hosts[target.name] = entry[0].place(target, entry[1])
+            backends[target.name] = there.backend
+            placements[target.name], hosts[target.name] = there.backend.place(target, there.host)
         return cls(config=config, engine=engine, host=host, engine_info=info, placements=placements,
                    backends=backends, hosts=hosts)
 
@@ -71,15 +70,6 @@ class Fleet:
         if target.arch == host.arch or binfmt_for(host, target.arch):
             return None
         return self.placements[target.name].reason or f"cannot run {target.arch} programs to build the image"
-
-
-def _open_remote(target: Target, config: Config, local: Engine) -> tuple[Backend, HostInfo] | str:
-    """A remote backend and its machine, or why it is unreachable (its targets are then unavailable, the rest run)."""
-    try:
-        backend = open_backend(target, config, local)
-        return backend, backend.probe()
-    except FarmError as exc:
-        return f"its backend is unreachable: {exc}"
 
 
 @dataclass(frozen=True, kw_only=True)

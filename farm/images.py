@@ -25,7 +25,7 @@ from farm import bootstrap, sitepackages
 from farm.backend.engine import Engine, ImageInfo, RunSpec
 from farm.config import BOOTSTRAP, Config, Target
 from farm.errors import BuildFailed
-from farm.files import LineSink, exclusive, lock_path
+from farm.files import LineSink, exclusive, lock_path, root_readable
 from farm.host import qemu_cpu
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
 
@@ -145,12 +145,7 @@ def ensure_image(
 ) -> BuiltImage:
     """The target's image, built only when no image with its content hash exists (under any target's name)."""
     started = time.monotonic()
-    on_stage("wheels")
-    wheelhouse = ensure_wheelhouse(
-        config.cache_dir, target.platform, wheel_requirements(target), on_line=on_line,
-        source=f"{config.source}: [targets.{target.name}]", on_wait=on_stage,
-    )
-    tag = image_tag(target, wheelhouse)
+    wheelhouse, tag = ensure_tag(config, target, on_line=on_line, on_stage=on_stage)
     with exclusive(lock_path(config.cache_dir, "image", tag), on_wait=on_stage, waiting=f"building {tag}"):
         return _reuse_or_build(engine, config, target, wheelhouse, tag, started, on_line=on_line,
                                on_stage=on_stage)
@@ -198,6 +193,17 @@ def _reuse_or_build(
     _smoke_test(engine, target, tag)
     return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True, origin="built",
                       seconds=time.monotonic() - started)
+
+
+def ensure_tag(config: Config, target: Target, *, on_line: LineSink,
+               on_stage: LineSink) -> tuple[Wheelhouse, str]:
+    """The target's wheelhouse (downloaded if need be) and the image tag its content gives."""
+    on_stage("wheels")
+    wheelhouse = ensure_wheelhouse(
+        config.cache_dir, target.platform, wheel_requirements(target), on_line=on_line,
+        source=f"{config.source}: [targets.{target.name}]", on_wait=on_stage,
+    )
+    return wheelhouse, image_tag(target, wheelhouse)
 
 
 def find_image(engine: Engine, tag: str) -> ImageInfo | None:
@@ -262,8 +268,4 @@ def write_context(path: Path, target: Target, site: Path, *, python: str) -> Non
 def _readable(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     if Path(info.name).name == sitepackages.DONE:
         return None
-    # Owned by root and readable by all: the container runs as an unprivileged user.
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mode = (info.mode | 0o444 | (0o111 if info.isdir() else 0)) & 0o755
-    return info
+    return root_readable(info)

@@ -7,7 +7,6 @@ result is written as soon as it arrives, and one target's failure never loses an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 import farm
@@ -175,6 +173,9 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         ready = [t for t in runnable if t.name in tags]
         keys = {t.name: _resume_key(fleet, t, tags[t.name], run, options) for t in ready}
         reused = {t.name for t in ready if _reuse(run, t.name, keys[t.name], options.out_dir, reporter)}
+        if reused:
+            # The prepare stage of their toolchains may not run this time; its findings came with the earlier report.
+            run.report["warnings"].extend(run.earlier.warnings)
         _prepare(fleet, [t for t in ready if t.name not in reused], tags, inputs, run, options, reporter)
         # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
         # and the first of them is the reference the other targets' fp32 outputs are compared with.
@@ -277,8 +278,6 @@ def _reuse(run: _Run, name: str, key: str, out_dir: Path, reporter: Reporter) ->
     run.targets[name] = entry
     if entry["status"] == "failed":
         run.failure_codes[name] = TargetFailed.exit_code
-    # The prepare stage of its toolchain may not run this time; its findings came with the earlier report.
-    run.report["warnings"].extend(run.earlier.warnings)
     kept = out_dir / "outputs" / f"{name}.fp32.npz"
     outputs = crosscheck.load_outputs(kept) if kept.is_file() else None
     if outputs is not None:
@@ -329,13 +328,6 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
 
 def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
-    digest = hashlib.sha256()
-    for name in sorted(given.data.inputs):
-        array = np.ascontiguousarray(given.data.inputs[name])
-        digest.update(f"{name}:{array.dtype}:{array.shape};".encode())
-        digest.update(array.tobytes())
-    if given.data.labels is not None:
-        digest.update(b"labels;" + np.ascontiguousarray(given.data.labels).tobytes())
     return {
         "label": options.label,
         "host": {"arch": fleet.host.arch, "cpu_model": fleet.host.cpu_model, "cpu_flags": sorted(fleet.host.cpu_flags),
@@ -345,7 +337,7 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
                      "iterations": options.native_iterations,
                      "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
                      "optimization_level": options.optimization_level, "samples": given.data.samples},
-        "data_sha256": digest.hexdigest(),
+        "data_sha256": given.data.sha256(),
     }
 
 

@@ -10,7 +10,6 @@ their interrupted search had measured (the ranking is the costly, deterministic 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -20,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 import farm
@@ -29,6 +27,7 @@ from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
 from farm.job.result import write_json_atomic
+from farm.job.variants import RECIPES
 from farm.matrix import MatrixInputs, MatrixOptions, job_out_dir, job_spec, run_job, stage_inputs, stage_lines
 from farm.progress import Reporter
 from farm.resume import resume_key
@@ -181,12 +180,7 @@ def _tune_target(
 
 def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions) -> str:
     """What a target's search depends on: --resume keeps an earlier search only while this is unchanged."""
-    digest = hashlib.sha256()
-    for name in sorted(given.data.inputs):
-        digest.update(name.encode() + np.ascontiguousarray(given.data.inputs[name]).tobytes())
-    if given.data.labels is not None:
-        digest.update(np.ascontiguousarray(given.data.labels).tobytes())
-    return resume_key({"farm": farm.__version__, "model": given.info.sha256, "data": digest.hexdigest(),
+    return resume_key({"farm": farm.__version__, "model": given.info.sha256, "data": given.data.sha256(),
                        "image": tag, "target": target.name, "floor": options.floor,
                        "budget": options.budget.to_dict(),
                        "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
@@ -195,8 +189,6 @@ def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions) ->
 
 def _static(target: Target) -> list[str]:
     """The target's static (QDQ) candidates: exclusions are a QDQ notion."""
-    from farm.job.variants import RECIPES
-
     return [name for name in target.candidates if RECIPES[name].kind == "static"]
 
 

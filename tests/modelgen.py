@@ -47,6 +47,18 @@ class ModelData:
         return inputs_path, labels_path
 
 
+def _add_classifier_head(rng: np.random.Generator, channels: int, current: str,
+                         initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> None:
+    """Pool, flatten and a 10-class Gemm ``classifier`` after ``current`` (a CNN's last feature map)."""
+    fc = (rng.standard_normal((10, channels)) / np.sqrt(channels)).astype(np.float32)
+    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], transB=1, name="classifier"),
+    ]
+
+
 def _save(graph: onnx.GraphProto, path: Path, *, ir_version: int = IR_VERSION, check: bool = True) -> Path:
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=ir_version, producer_name="farm-tests"
@@ -367,13 +379,7 @@ def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) ->
             helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
         ]
         current = f"r{index}"
-    fc = (rng.standard_normal((10, channels[-1])) / np.sqrt(channels[-1])).astype(np.float32)
-    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes += [
-        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], transB=1, name="classifier"),
-    ]
+    _add_classifier_head(rng, channels[-1], current, initializers, nodes)
     graph = helper.make_graph(
         nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
@@ -458,13 +464,7 @@ def make_sensitive_cnn(
             initializers.append(numpy_helper.from_array(gain.reshape(1, channels, 1, 1), "gain"))
             nodes.append(helper.make_node("Mul", [current, "gain"], ["amplified"], name="amplify"))
             current = "amplified"
-    fc = (rng.standard_normal((10, channels)) / np.sqrt(channels)).astype(np.float32)
-    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes += [
-        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], transB=1, name="classifier"),
-    ]
+    _add_classifier_head(rng, channels, current, initializers, nodes)
     graph = helper.make_graph(
         nodes, "sensitive_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,

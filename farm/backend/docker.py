@@ -24,7 +24,6 @@ from farm.errors import EnvironmentProblem
 from farm.files import LineSink
 from farm.host import HostInfo, Placement, cpu_flags_in, cpu_model_in, place, probe_host
 from farm.owner import is_gone
-from farm.wheelhouse import ensure_wheelhouse
 
 # What the remote probe prints, with nothing but the base's Python: the machine as its own kernel describes it.
 _PROBE = (
@@ -84,11 +83,7 @@ class DockerBackend:
         if not self.engine.remote or self._controller is None:
             return images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         started = time.monotonic()
-        on_stage("wheels")
-        wheelhouse = ensure_wheelhouse(config.cache_dir, target.platform, images.wheel_requirements(target),
-                                       on_line=on_line, source=f"{config.source}: [targets.{target.name}]",
-                                       on_wait=on_stage)
-        tag = images.image_tag(target, wheelhouse)
+        _, tag = images.ensure_tag(config, target, on_line=on_line, on_stage=on_stage)
         here = images.find_image(self._controller, tag)
         if here is None or images.find_image(self.engine, tag) is not None:
             # Already there, or the controller lacks it too: build there, from the same content hash.

@@ -27,7 +27,7 @@ import docker.types
 import requests
 
 from farm.errors import BuildFailed, EnvironmentProblem
-from farm.files import LineSink
+from farm.files import LineSink, root_readable
 from farm.owner import OWNER_LABEL, this_process
 
 RUN_LABEL = "farm.run"
@@ -392,9 +392,7 @@ class Engine:
 
     @contextmanager
     def _container(self, spec: RunSpec) -> Iterator[tuple[Any, _Volumes | None]]:
-        # Locally, the controller's own user, so that it owns what the job writes into its folders; remotely the
-        # files come back through the API, and the job runs as nobody.
-        user = "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
+        user = self._user()
         device_requests = (
             [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
         )
@@ -416,13 +414,18 @@ class Engine:
                     else:
                         stack.pop_all()  # kept for debugging, with its volumes
 
+    def _user(self) -> str:
+        """Locally, the controller's own user, so that it owns what the job writes into its folders (nobody when
+        that is root); remotely the files come back through the API, and the job runs as nobody."""
+        return "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
+
     def _create(self, spec: RunSpec, *, mounts: list[Any], user: str, device_requests: list[Any] | None) -> Any:
         return self.client.containers.create(spec.image, mounts=mounts, device_requests=device_requests, detach=True,
                                              **_container_settings(spec, user=user))
 
     def describe(self, spec: RunSpec) -> dict[str, Any]:
         """The container farm would create for ``spec`` on this engine, as data (`farm matrix --dry-run`)."""
-        user = "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
+        user = self._user()
         mounts = [{"target": m.target, "read_only": m.read_only,
                    **({"volume": "(filled through the API)"} if self.remote else {"source": str(m.source)})}
                   for m in spec.mounts]
@@ -649,10 +652,10 @@ class _Volumes:
                 if mount.source.is_dir():
                     for path in sorted(mount.source.rglob("*")):
                         archive.add(path, arcname=f"{_STAGED}/{path.relative_to(mount.source)}", recursive=False,
-                                    filter=_world_readable)
+                                    filter=root_readable)
                 elif mount.source.is_file():
                     archive.add(mount.source, arcname=f"{_STAGED}/{PurePosixPath(mount.target).name}",
-                                filter=_world_readable)
+                                filter=root_readable)
 
     def _put(self, volume: str, stream: Any) -> None:
         stager = self._api.create_container(
@@ -702,10 +705,3 @@ def _by_folder(mounts: Sequence[Mount]) -> dict[str, list[Mount]]:
         folder = mount.target if mount.source.is_dir() else str(PurePosixPath(mount.target).parent)
         folders.setdefault(folder, []).append(mount)
     return folders
-
-
-def _world_readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mode |= 0o444 | (0o111 if info.isdir() else 0)
-    return info

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from farm.backend.base import Backend
 from farm.backend.docker import DockerBackend
 from farm.backend.engine import Engine
 from farm.config import KUBERNETES, LOCAL_ENGINE, Config, Target
+from farm.errors import FarmError
+from farm.host import HostInfo
 
 # Seconds to wait for a remote engine's first answer: one that is down must not hold up the targets that can run.
 CONNECT_TIMEOUT_S = 15
@@ -43,3 +47,33 @@ def open_backend(target: Target, config: Config, local: Engine) -> Backend:
     # A slow build or job there is not a lost engine: after the first answer, the usual patience.
     remote.client.api.timeout = 120
     return DockerBackend(remote, cache_dir=config.cache_dir, controller=local)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Place:
+    """A place targets.toml sends targets to, other than the controller's engine: the targets that run there, and
+    its backend with the machine its probe found, or why it could not be reached."""
+
+    engine: str
+    targets: tuple[str, ...]
+    backend: Backend | None = None
+    host: HostInfo | None = None
+    problem: FarmError | None = None
+
+
+def open_places(config: Config, local: Engine) -> dict[tuple[str | None, ...], Place]:
+    """Every remote place of the config, each connected and probed once, whatever number of targets it serves."""
+    names: dict[tuple[str | None, ...], list[Target]] = {}
+    for target in config.targets:
+        if target.engine != LOCAL_ENGINE:
+            names.setdefault(place_key(target), []).append(target)
+    places = {}
+    for key, targets in names.items():
+        first = targets[0]
+        served = tuple(t.name for t in targets)
+        try:
+            backend = open_backend(first, config, local)
+            places[key] = Place(engine=first.engine, targets=served, backend=backend, host=backend.probe())
+        except FarmError as exc:
+            places[key] = Place(engine=first.engine, targets=served, problem=exc)
+    return places

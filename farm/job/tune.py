@@ -169,17 +169,25 @@ class _QParams:
     zero_point: np.ndarray
     axis: int
 
-    def fake_quantize(self, value: np.ndarray) -> np.ndarray:
-        """``value`` quantized and dequantized as QuantizeLinear/DequantizeLinear do (round half to even)."""
-        x = value.astype(np.float64)
+    def broadcast(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and zero point in float64, shaped to broadcast against a tensor of rank ``ndim`` (per channel along
+        ``axis``, or per tensor)."""
         scale = self.scale.astype(np.float64)
         zero = self.zero_point.astype(np.float64)
         if scale.size > 1:
-            shape = [1] * x.ndim
+            shape = [1] * ndim
             shape[self.axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        else:
-            scale, zero = scale.reshape(()), zero.reshape(())
+            return scale.reshape(shape), zero.reshape(shape)
+        return scale.reshape(()), zero.reshape(())
+
+    def dequantize(self, stored: np.ndarray) -> np.ndarray:
+        scale, zero = self.broadcast(stored.ndim)
+        return np.asarray((stored.astype(np.float64) - zero) * scale)
+
+    def fake_quantize(self, value: np.ndarray) -> np.ndarray:
+        """``value`` quantized and dequantized as QuantizeLinear/DequantizeLinear do (round half to even)."""
+        x = value.astype(np.float64)
+        scale, zero = self.broadcast(x.ndim)
         info = np.iinfo(self.zero_point.dtype)
         q = np.clip(np.rint(x / scale) + zero, info.min, info.max)
         return np.asarray((q - zero) * scale)
@@ -325,14 +333,8 @@ def rank_points(
         original = numpy_helper.to_array(initializers[name]) if name in initializers else None
         if original is None or original.shape != stored.shape or not np.issubdtype(original.dtype, np.floating):
             continue
-        scale = params.scale.astype(np.float64)
-        zero = params.zero_point.astype(np.float64)
-        if scale.size > 1:
-            shape = [1] * stored.ndim
-            shape[params.axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
         weight = _Energy()
-        weight.add(original, (stored.astype(np.float64) - zero) * scale)
+        weight.add(original, params.dequantize(stored))
         energy[name] = weight
 
     measured = {name: e for name, e in energy.items() if e.signal > 0}
