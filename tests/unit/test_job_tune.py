@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from farm.job import tune
+from farm.job import ranking, tune
 from farm.job.data import Dataset
 from farm.job.metrics import cosine
 from farm.job.prepare import run_prepare
@@ -99,8 +99,8 @@ def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
     assert state["ranking_source"] == "measured"
     assert worst["tensor"] == "amplified" and worst["nodes"] == list(SENSITIVE_REGION)
     assert set(worst["tensors"]) == {"amplified", "gain"}
-    assert worst["sqnr_db"] < tune.LOSSY_DB < 30 < worst["tensor_sqnr_db"]
-    assert all(p["sqnr_db"] > tune.LOSSY_DB for p in state["ranking"][1:])
+    assert worst["sqnr_db"] < ranking.LOSSY_DB < 30 < worst["tensor_sqnr_db"]
+    assert all(p["sqnr_db"] > ranking.LOSSY_DB for p in state["ranking"][1:])
 
     last = trials[-1]
     assert last["point"] == 0 and last["added"] == list(SENSITIVE_REGION) and last["exclude"] == list(SENSITIVE_REGION)
@@ -306,7 +306,7 @@ def _hardswish_graph() -> onnx.ModelProto:
 
 
 def test_a_region_follows_lossy_tensors_through_elementwise_nodes_to_the_compute_around_them() -> None:
-    graph = tune._Graph(_hardswish_graph())
+    graph = ranking._Graph(_hardswish_graph())
     # conv1's output is wide, and so is everything the BatchNorm and hardswish make of it, but for the Clip's.
     lossy = {"c1": 1.0, "m": 1.0, "bn": 1.0, "a3": 1.0, "clipped": 35.0, "hm": 1.0, "hs": 2.0, "c2": 38.0,
              "r2": 38.0, "x": 40.0}

@@ -1,0 +1,304 @@
+"""The SQNR ranking of a QDQ model's quantization points, and the region of float nodes that keeps each in fp32.
+
+Every tensor the quantized model quantizes gets the SQNR of quantizing it alone: fp32 values against their own
+quantize-dequantize with the scale the quantized model uses (``qdq_loss_debug``'s SQNR, 20 log10 ``|x| / |x - qdq(x)|``,
+summed over the samples). A tensor whose energy sits in a few outlier channels keeps a high whole-tensor SQNR while its
+typical channel is rounded away, so a point's ``sqnr_db`` is the lower of the whole-tensor figure and, along each
+axis, the median SQNR of its slices. Weights are measured the same way against their dequantized initializers.
+
+The ranking simulates quantization in numpy, so it does not depend on the target: the native search ranks once and
+emulated targets reuse it. What a target's own int8 kernels do with the quantized values is farm.job.kernels' part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from farm.job.graph import QUANTIZABLE_OPS
+
+# A neighbouring tensor joins a point's region when quantizing it alone keeps less than this SQNR (the typical
+# channel of a well-behaved 8-bit tensor keeps 30 to 45 dB; one rounded away by an outlier keeps about 0).
+LOSSY_DB = 20.0
+# A region never grows past this many nodes (a residual spine of Add/Relu would otherwise take the whole network).
+MAX_REGION_NODES = 16
+# From a lossy tensor a region also grows through up to this many tensors in a row that the start model did not
+# quantize at all: the input of a Relu that the quantizer folded into the Conv before it is quantized as soon as the
+# Relu is kept in fp32, and carries the same range as the lossy tensor after it.
+MAX_UNMEASURED_HOPS = 2
+# SQNR figures are clipped to this range: a tensor quantized without error has no finite SQNR.
+SQNR_CLIP_DB = 200.0
+_EPS = float(np.finfo(np.float32).eps)
+QUANTIZE_INPUT_SUFFIX = "_QuantizeLinear_Input"
+DEQUANTIZE_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
+
+
+
+@dataclass(kw_only=True, slots=True)
+class Energy:
+    """Signal and noise energy of one tensor over the samples, whole and per slice along each axis."""
+
+    signal: float = 0.0
+    noise: float = 0.0
+    # axis -> (signal per slice, noise per slice); dropped when the tensor's shape changes between samples.
+    slices: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    shape: tuple[int, ...] | None = None
+
+    def add(self, value: np.ndarray, approximation: np.ndarray) -> None:
+        x = value.astype(np.float64)
+        noise = x - approximation
+        x2, n2 = x * x, noise * noise
+        self.signal += float(x2.sum())
+        self.noise += float(n2.sum())
+        if self.shape is None:
+            self.shape, self.slices = x.shape, {}
+        elif self.shape != x.shape:
+            self.slices = None
+        if self.slices is None:
+            return
+        for axis, size in enumerate(x.shape):
+            if size < 2:
+                continue
+            others = tuple(i for i in range(x.ndim) if i != axis)
+            s, n = x2.sum(axis=others), n2.sum(axis=others)
+            if axis in self.slices:
+                s0, n0 = self.slices[axis]
+                s, n = s0 + s, n0 + n
+            self.slices[axis] = (s, n)
+
+    def whole_db(self) -> float:
+        return sqnr(self.signal, self.noise)
+
+    def robust_db(self) -> float:
+        """The whole-tensor SQNR, or the median slice's along some axis when that is lower."""
+        worst = self.whole_db()
+        for signal, noise in (self.slices or {}).values():
+            live = signal > 0
+            if live.any():
+                worst = min(worst, float(np.median([sqnr(s, n) for s, n in zip(signal[live], noise[live],
+                                                                                  strict=True)])))
+        return worst
+
+
+def sqnr(signal: float, noise: float) -> float:
+    """20 log10(|x| / |x - y|) from the energies, norms floored at float32 eps, as qdq_loss_debug computes it."""
+    ratio = max(math.sqrt(signal), _EPS) / max(math.sqrt(noise), _EPS)
+    return max(-SQNR_CLIP_DB, min(SQNR_CLIP_DB, 20.0 * math.log10(ratio)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _QParams:
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int
+
+    def broadcast(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and zero point in float64, shaped to broadcast against a tensor of rank ``ndim`` (per channel along
+        ``axis``, or per tensor)."""
+        scale = self.scale.astype(np.float64)
+        zero = self.zero_point.astype(np.float64)
+        if scale.size > 1:
+            shape = [1] * ndim
+            shape[self.axis] = -1
+            return scale.reshape(shape), zero.reshape(shape)
+        return scale.reshape(()), zero.reshape(())
+
+    def dequantize(self, stored: np.ndarray) -> np.ndarray:
+        scale, zero = self.broadcast(stored.ndim)
+        return np.asarray((stored.astype(np.float64) - zero) * scale)
+
+    def fake_quantize(self, value: np.ndarray) -> np.ndarray:
+        """``value`` quantized and dequantized as QuantizeLinear/DequantizeLinear do (round half to even)."""
+        x = value.astype(np.float64)
+        scale, zero = self.broadcast(x.ndim)
+        info = np.iinfo(self.zero_point.dtype)
+        q = np.clip(np.rint(x / scale) + zero, info.min, info.max)
+        return np.asarray((q - zero) * scale)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
+def _qparams(node: onnx.NodeProto, initializers: Mapping[str, np.ndarray]) -> _QParams | None:
+    scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+    if scale is None or zero is None or not np.issubdtype(zero.dtype, np.integer) or zero.dtype.itemsize > 2:
+        return None  # int32 biases, 4-bit and float8 types: not what the ranking measures
+    return _QParams(scale=scale, zero_point=zero, axis=_attribute(node, "axis", 1))
+
+
+class _Graph:
+    """The float model's main graph: who produces and who consumes each tensor, and which tensors are constants."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.position = {node.name: index for index, node in enumerate(self.nodes)}
+        self.constants = {t.name for t in graph.initializer}
+        self.constants.update(o for n in self.nodes if n.op_type == "Constant" for o in n.output)
+        self.inputs = {i.name for i in graph.input} - self.constants
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+
+    def adjacent(self, tensor: str) -> list[onnx.NodeProto]:
+        producer = self.producer.get(tensor)
+        return ([producer] if producer is not None else []) + self.consumers.get(tensor, [])
+
+    def activations(self, node: onnx.NodeProto) -> list[str]:
+        return [n for n in (*node.input, *node.output) if n and n not in self.constants]
+
+    def first_position(self, tensor: str) -> int:
+        return min((self.position.get(n.name, 0) for n in self.adjacent(tensor)), default=len(self.nodes))
+
+    def region(self, tensor: str, lossy: Mapping[str, float]) -> list[str]:
+        """The nodes to keep in fp32 so that ``tensor`` stays fp32: those that touch it, and through the non-compute
+        ones among them, those that touch neighbouring tensors that are lossy too (``lossy``: the SQNR of each
+        tensor the start model quantized; from a lossy tensor, unquantized neighbours count as lossy, see
+        MAX_UNMEASURED_HOPS). Compute nodes (Conv, MatMul, ...) end a region: they are in it, but not their other
+        tensors."""
+        chosen: dict[str, None] = {}
+        # Each entry: a tensor, and how many unquantized tensors in a row led to it from a lossy one (None: the
+        # search did not come from a lossy tensor, so unquantized neighbours do not join).
+        start_lossy = lossy.get(tensor, math.inf) < LOSSY_DB
+        queue: list[tuple[str, int | None]] = [(tensor, 0 if start_lossy else None)]
+        seen = {tensor}
+        while queue and len(chosen) < MAX_REGION_NODES:
+            current, hops = queue.pop(0)
+            for node in self.adjacent(current):
+                if node.name in chosen:
+                    continue
+                if len(chosen) >= MAX_REGION_NODES:
+                    break
+                chosen[node.name] = None
+                if node.op_type in QUANTIZABLE_OPS:
+                    continue
+                for neighbour in self.activations(node):
+                    if neighbour in seen:
+                        continue
+                    sqnr = lossy.get(neighbour)
+                    if sqnr is not None and sqnr < LOSSY_DB:
+                        seen.add(neighbour)
+                        queue.append((neighbour, 0))
+                    elif sqnr is None and hops is not None and hops < MAX_UNMEASURED_HOPS:
+                        seen.add(neighbour)
+                        queue.append((neighbour, hops + 1))
+        return sorted(chosen, key=lambda name: self.position.get(name, 0))
+
+
+def augmented(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """``model`` that also outputs ``names`` (typed where shape inference knew them)."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    graph = augmented.graph
+    present = {o.name for o in graph.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    for name in names:
+        if name in present:
+            continue
+        elem = types.get(name, 0)
+        graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None) if elem
+                            else onnx.helper.make_empty_tensor_value_info(name))
+    return augmented
+
+
+def rank_points(
+    float_model: Path, quantized: Path, feeds: Sequence[Mapping[str, np.ndarray]], *, threads: int = 1,
+    work: Path | None = None,
+) -> list[dict[str, Any]]:
+    """The quantization points of ``quantized`` (a QDQ model of ``float_model``), worst first, each with the region
+    of ``float_model``'s nodes that keeps it in fp32. ``feeds`` are the samples to measure on (fp32 runs only)."""
+    source = onnx.load(str(float_model))
+    qdq = onnx.load(str(quantized))
+    graph = _Graph(source)
+    q_init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    activations: dict[str, _QParams] = {}
+    weights: dict[str, tuple[np.ndarray, _QParams]] = {}
+    for node in qdq.graph.node:
+        if node.op_type == "QuantizeLinear":
+            name = node.input[0].removesuffix(QUANTIZE_INPUT_SUFFIX)
+            params = _qparams(node, q_init)
+            if params is not None and (name in graph.producer or name in graph.inputs):
+                activations.setdefault(name, params)
+        elif node.op_type == "DequantizeLinear" and node.input[0] in q_init:
+            name = node.output[0].removesuffix(DEQUANTIZE_OUTPUT_SUFFIX)
+            params = _qparams(node, q_init)
+            if params is not None and name in graph.constants and name not in weights:
+                weights[name] = (q_init[node.input[0]], params)
+
+    energy: dict[str, Energy] = {name: Energy() for name in activations}
+    if activations:
+        fetch = [n for n in activations if n not in graph.inputs]
+        model = augmented(source, fetch)
+        options = ort.SessionOptions()
+        # As qdq_loss_debug runs it: no graph rewrite may fold a tensor away.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(serialized(model, work), sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+        wanted = [o.name for o in session.get_outputs() if o.name in energy]
+        for feed in feeds:
+            values = dict(zip(wanted, session.run(wanted, dict(feed)), strict=True)) if wanted else {}
+            values.update({name: np.asarray(feed[name]) for name in energy if name in feed})
+            for name, value in values.items():
+                if np.issubdtype(value.dtype, np.floating) and value.size:
+                    energy[name].add(value, activations[name].fake_quantize(value))
+    initializers = {t.name: t for t in source.graph.initializer}
+    for name, (stored, params) in weights.items():
+        original = numpy_helper.to_array(initializers[name]) if name in initializers else None
+        if original is None or original.shape != stored.shape or not np.issubdtype(original.dtype, np.floating):
+            continue
+        weight = Energy()
+        weight.add(original, params.dequantize(stored))
+        energy[name] = weight
+
+    measured = {name: e for name, e in energy.items() if e.signal > 0}
+    lossy = {name: e.robust_db() for name, e in measured.items()}
+    order = sorted(measured, key=lambda n: (lossy[n], graph.first_position(n), n))
+    points: list[dict[str, Any]] = []
+    by_region: dict[tuple[str, ...], dict[str, Any]] = {}
+    for name in order:
+        nodes = graph.region(name, lossy)
+        if not nodes:
+            continue
+        key = tuple(sorted(nodes))
+        if key in by_region:  # the same region keeps this tensor in fp32 too
+            by_region[key]["tensors"].append(name)
+            continue
+        point = {
+            "nodes": nodes,
+            "tensor": name,
+            "tensors": [name],
+            "kind": "weight" if name in weights and name not in activations else "activation",
+            "sqnr_db": round(lossy[name], 2),
+            "tensor_sqnr_db": round(measured[name].whole_db(), 2),
+        }
+        by_region[key] = point
+        points.append(point)
+    return points
+
+
+def serialized(model: onnx.ModelProto, work: Path | None) -> str | bytes:
+    """The model as bytes, or above protobuf's 2 GiB as a file with its weights beside it."""
+    if model.ByteSize() < (1 << 31) - (1 << 20) or work is None:
+        return bytes(model.SerializeToString())
+    path = work / "ranking.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + ".data")
+    return str(path)
