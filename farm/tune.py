@@ -26,6 +26,7 @@ from farm import clean
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
+from farm.job.kernels import KernelFinding
 from farm.job.result import write_json_atomic
 from farm.job.variants import RECIPES
 from farm.matrix import MatrixInputs, MatrixOptions, job_out_dir, job_spec, run_job, stage_inputs, stage_lines
@@ -104,6 +105,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                 runnable.append(target)
         outcomes = ensure_images(fleet, runnable, reporter)
         ranking: list[Any] | None = None
+        candidate: dict[str, Any] | None = None
         for target in sorted(runnable, key=lambda t: fleet.placements[t.name].mode == "emulated"):
             outcome = outcomes[target.name]
             if outcome.image is None:
@@ -119,31 +121,79 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                 entry = {**done, "resumed": True}  # finished before: kept as it was, tuned model included
             else:
                 # A resumed search has its own ranking already; an emulated one cannot afford to rank, and takes
-                # the first native search's.
+                # the first native search's, and starts from its tuned model.
                 emulated = fleet.placements[target.name].mode == "emulated"
                 given_ranking = (done or {}).get("ranking") or (ranking if emulated else None)
+                given_candidate = (done or {}).get("candidate") or (candidate if emulated else None)
                 entry = _tune_target(fleet, target, outcome.image.tag, inputs, work, given, options, reporter,
-                                     ranking=given_ranking, key=key, report=report)
+                                     ranking=given_ranking, candidate=given_candidate, key=key, report=report)
             report["targets"].append(entry)
             failed = failed or entry["status"] == "failed"
             # The first native (or masked) search ranks the points once for the targets that cannot time.
             if ranking is None and entry.get("ranking") and fleet.placements[target.name].mode != "emulated":
                 ranking = entry["ranking"]
+            if candidate is None and fleet.placements[target.name].mode != "emulated":
+                candidate = tuned_candidate(entry)
             write_json_atomic(options.out_dir / "tune.json", report)
     finally:
+        report["differences"] = differences(report["targets"])
         write_json_atomic(options.out_dir / "tune.json", report)
         shutil.rmtree(work, ignore_errors=True)
     return TuneResult(report=report, exit_code=TargetFailed.exit_code if failed else 0)
 
 
+def differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each node that the tuned models treat differently across targets (fp32 on one, 7-bit weights or int8 on
+    another), with each target's reason as its search measured it: the change's own reason where the node is kept
+    out of int8, and where it is not, the target's kernel check of that node (or why it was returned to int8)."""
+    tuned = [e for e in entries if e.get("status") == "ok" and e.get("verdict") == "tuned" and e.get("best")]
+    where = {str(e["name"]): _treatment(e) for e in tuned}
+    nodes = sorted({node for treated in where.values() for node in treated})
+    found = []
+    for node in nodes:
+        per_target = {}
+        for entry in tuned:
+            name = str(entry["name"])
+            per_target[name] = where[name].get(node) or ("int8", _int8_why(entry, node))
+        if len({how for how, _ in per_target.values()}) < 2:
+            continue
+        found.append({"node": node, "targets": {name: {"as": how, "why": why} for name, (how, why) in
+                                                per_target.items()}})
+    return found
+
+
+def _treatment(entry: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """What a target's tuned model keeps out of plain int8, by node: ("fp32" | "7-bit weights", why)."""
+    treated: dict[str, tuple[str, str | None]] = {}
+    for change in entry["best"].get("changes") or []:
+        for node in change.get("nodes") or []:
+            treated[str(node)] = ("fp32", change.get("why"))
+        if change.get("seven_bit"):
+            node = change.get("kernel_node") or change["seven_bit"][0]
+            treated.setdefault(str(node), ("7-bit weights", change.get("why")))
+    return treated
+
+
+def _int8_why(entry: dict[str, Any], node: str) -> str | None:
+    returned = next((r for r in entry.get("returned") or [] if node in (r.get("returned") or [])), None)
+    if returned is not None and returned.get("why"):
+        return str(returned["why"])
+    variant = entry["best"].get("variant")
+    kernel = next((k for k in entry.get("kernels") or [] if k.get("node") == node and k.get("variant") == variant),
+                  None)
+    return KernelFinding.from_dict(kernel).describe() if kernel is not None else None
+
+
 def _tune_target(
     fleet: Fleet, target: Target, tag: str, inputs: Path, work: Path, given: MatrixInputs, options: TuneOptions,
-    reporter: Reporter, *, ranking: list[Any] | None, key: str, report: dict[str, Any],
+    reporter: Reporter, *, ranking: list[Any] | None, candidate: dict[str, Any] | None, key: str,
+    report: dict[str, Any],
 ) -> dict[str, Any]:
     placement = fleet.placements[target.name]
     spec = job_spec(target, placement, "tune", _static(target), options.evaluation, inputs=inputs,
                     host_flags=fleet.hosts[target.name].cpu_flags, metric=given.metric)
-    spec["tune"] = {**options.budget.to_dict(), "floor": options.floor, "start": None, "ranking": ranking}
+    spec["tune"] = {**options.budget.to_dict(), "floor": options.floor, "start": None, "ranking": ranking,
+                    "candidate": candidate}
     out = job_out_dir(work, f"tune-{target.name}")
     timeout = (options.budget.seconds or target.budget_s) + SETUP_ALLOWANCE_S
     try:
@@ -176,6 +226,16 @@ def _tune_target(
         onnx.save_model(model, str(kept), save_as_external_data=large, location=f"{kept.name}.data")
         entry["model_file"] = str(kept)
     return entry
+
+
+def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A target's tuned model as the spec's ``tune.candidate`` names it, for the emulated targets to check first; None
+    when its search found none."""
+    best = entry.get("best")
+    if entry.get("status") != "ok" or entry.get("verdict") != "tuned" or not isinstance(best, dict):
+        return None
+    fields = ("variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "changes")
+    return {"target": entry.get("name"), **{name: best[name] for name in fields if name in best}}
 
 
 def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions) -> str:
@@ -212,6 +272,10 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"farm tune: {report['model']['path']} (floor {report['floor']:g}x over fp32)"]
     for entry in report["targets"]:
         lines.append(_line(entry))
+    for difference in report.get("differences") or []:
+        treated = "; ".join(f"{how['as']} on {name}" + (f" ({how['why']})" if how.get("why") else "")
+                            for name, how in difference["targets"].items())
+        lines.append(f"differs: {difference['node']}: {treated}")
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
 
@@ -225,9 +289,11 @@ def _line(entry: dict[str, Any]) -> str:
     speed = best.get("speedup")
     trials = len(entry.get("trials") or [])
     kept = best.get("exclude") or []
+    seven = best.get("seven_bit") or []
     figures = (f"cosine {accuracy.get('cosine', float('nan')):.4f}"
                + (f", {speed:.2f}x fp32" if isinstance(speed, int | float) else ", not timed (emulated)"))
     what = ("keep fp32" if entry["verdict"] == "keep-fp32" else
-            f"{entry.get('start')} with {len(kept)} node(s) in fp32" + (f": {', '.join(kept[:6])}" if kept else ""))
+            f"{best.get('variant')} with {len(kept)} node(s) in fp32" + (f": {', '.join(kept[:6])}" if kept else "")
+            + (f", 7-bit weights for {', '.join(seven[:6])}" if seven else ""))
     return f"{head}: {what} ({figures}; {trials} trial(s)); {entry.get('reason', '')}".rstrip("; ")
 

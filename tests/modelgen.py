@@ -11,6 +11,8 @@ The public surface is stable; other test modules import it:
 - ``make_mlp_classifier``: a two-layer MLP, input ``x`` of shape ``[1, in_features]``, output ``logits``.
 - ``make_saturating_classifier``: a one-layer classifier whose U8S8/S8S8 int8 kernels saturate on x86 without VNNI
   (VPMADDUBSW), and whose U8U8 kernels do not.
+- ``make_saturating_cnn``: a CNN whose classifier head saturates in U8S8/S8S8 kernels without VNNI, and whose
+  head's weights need all 8 bits, so that only fp32 there (not 7-bit weights) restores it on such a tier.
 - ``make_scalar_input_classifier``: an MLP with a second, 0-d input ``temperature``.
 - ``make_unloadable_model``: an MLP stamped with an IR version no runtime reads.
 - ``write_job_spec``: a ``farm.spec/1`` (docs/contracts.md section 1) for a ``ModelData`` saved in the same directory.
@@ -502,6 +504,75 @@ def make_int8_never_pays(path: Path, *, samples: int = 16, seed: int = 0, featur
     _save(graph, path)
     pool = np.random.default_rng(seed + 1).standard_normal((8 * samples, 1, features)).astype(np.float32)
     logits = np.stack([_mlp_forward(pool[i], weights)[0] for i in range(len(pool))])
+    chosen = _widest_margin(pool, logits, samples)
+    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
+    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+
+
+# The saturating CNN (farm tune across tiers): SATURATING_CONSTANT of conv3's channels are a constant
+# SATURATING_LEVEL (zero weights, bias LEVEL), so after pooling they sit at the top of the head's input range (uint8
+# 255), and the Gemm ``head`` weighs a pair of them, adjacent in K, with its largest weight for every class (int8 127,
+# the same sign): 2 * 255 * 127 = 64770 overflows VPMADDUBSW's int16 pair sum, which clamps it to 32767. Its bias
+# cancels their fp32 contribution, so fp32 decides on the other channels alone. Those weights lie on the head's 8-bit
+# grid at odd steps (+-1 and +-3 of max/127), as quantization-aware training leaves them: 8-bit weights are exact,
+# while 7-bit weights (a step of max/64) move every one of them by half a step or more.
+SATURATING_HEAD = "head"
+SATURATING_WEIGHT = "fc"
+SATURATING_CONSTANT = 8
+SATURATING_LEVEL = 1.0
+
+
+def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64,
+                        layers: int = 4) -> ModelData:
+    """A CNN on which ``farm tune`` must decide per tier: naive U8S8 int8 is within tolerance where the head's kernel
+    keeps 32-bit sums (VNNI, arm64) and far out of it where VPMADDUBSW saturates (AVX2, AVX-512 without VNNI);
+    there, 7-bit weights for the head (and reduce_range everywhere) fall out of tolerance too, U8U8 is within but
+    slower, and keeping the head alone in fp32 restores it at U8S8 speed.
+
+    ``layers`` Conv(3x3, ``channels``)-Relu blocks at ``size`` x ``size``, GlobalAveragePool, Flatten and the Gemm
+    SATURATING_HEAD (weight SATURATING_WEIGHT, ``[channels, 10]``). Measured on an AVX2 host (onnxruntime 1.32),
+    cosine to fp32: U8S8 0.41 (0.99995 with its QDQ run as written, i.e. without the kernel), head with 7-bit weights
+    0.968, reduce_range 0.971, head in fp32 0.99996, U8U8 0.9999 at about 0.7 times U8S8's speed. Input ``x``
+    ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``; labels are the fp32 argmax of the samples with
+    the widest top-2 margin of 8 times as many draws.
+    """
+    rng = np.random.default_rng(seed)
+    initializers, nodes, current, cin = [], [], "x", 3
+    for index in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.01 * rng.standard_normal(channels)).astype(np.float32)
+        if index == layers - 1:
+            w[:SATURATING_CONSTANT], b[:SATURATING_CONSTANT] = 0.0, SATURATING_LEVEL
+        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+        nodes += [
+            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
+                             name=f"conv{index}"),
+            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
+        ]
+        current, cin = f"r{index}", channels
+    classes, top = 10, 1.0
+    fc = (rng.choice([-3, -1, 1, 3], size=(channels, classes)) * (top / 127)).astype(np.float32)
+    bias = np.zeros(classes, np.float32)
+    for j in range(classes):
+        pair = 2 * (j % (SATURATING_CONSTANT // 2))
+        fc[pair : pair + 2, j] = top
+        bias[j] = -2 * top * SATURATING_LEVEL
+    initializers += [numpy_helper.from_array(fc, SATURATING_WEIGHT), numpy_helper.from_array(bias, "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", SATURATING_WEIGHT, "fc_b"], ["logits"], name=SATURATING_HEAD),
+    ]
+    graph = helper.make_graph(
+        nodes, "saturating_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], initializer=initializers,
+    )
+    _save(graph, path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
+    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
     chosen = _widest_margin(pool, logits, samples)
     labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
     return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)

@@ -154,12 +154,16 @@ def quantize(
     exclude: Sequence[str] = (),
     per_channel: bool | None = None,
     reduce_range: bool | None = None,
+    seven_bit: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the ``name`` variant of ``source``; returns how it was quantized (prepare.json's ``quantization``).
 
     The tune stage varies a recipe: ``exclude`` names nodes the quantizer leaves in fp32 (``nodes_to_exclude``; the
-    record then lists them as ``nodes_to_exclude``), and ``per_channel`` and ``reduce_range``, when given, replace
-    the recipe's. ``calibration`` is the method and sample count to calibrate with.
+    record then lists them as ``nodes_to_exclude``), ``per_channel`` and ``reduce_range``, when given, replace the
+    recipe's, and ``seven_bit`` names weight initializers quantized to 7 bits alone (onnxruntime's
+    TensorQuantOverrides ``reduce_range``; the record lists them as ``seven_bit``), which keeps the int16 pair sums
+    of x86's u8s8 kernels from saturating at those nodes only. ``calibration`` is the method and sample count to
+    calibrate with.
     """
     recipe = RECIPES[name]
     if per_channel is not None or reduce_range is not None:
@@ -200,6 +204,7 @@ def quantize(
         record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
         return record
     samples = min(calibration.samples, dataset.samples)
+    overrides = {weight: [{"reduce_range": True}] for weight in seven_bit}
     quantize_static(
         str(source),
         str(destination),
@@ -212,9 +217,12 @@ def quantize(
         calibrate_method=_CALIBRATION_METHODS[calibration.method],
         use_external_data_format=external,
         nodes_to_exclude=excluded or None,
+        extra_options={"TensorQuantOverrides": overrides} if overrides else None,
     )
     record["calibration"] = {"method": calibration.method, "samples": samples}
     if excluded:
         record["nodes_to_exclude"] = excluded
+    if overrides:
+        record["seven_bit"] = list(overrides)
     record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
     return record

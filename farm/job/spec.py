@@ -157,7 +157,8 @@ class Tolerance:
     top1_agreement: float
 
 
-TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start")
+TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
+CANDIDATE_KEYS = ("target", "variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "changes")
 DEFAULT_FLOOR = 1.1
 
 
@@ -172,6 +173,10 @@ class Tune:
     # Entries as the native search's tune.json lists them: {"nodes": [...], "tensor": str, "sqnr_db": float, ...}.
     ranking: tuple[Mapping[str, Any], ...] | None = None
     start: str | None = None
+    # For an emulated target: the native search's tuned model, as its tune.json's ``best`` says it (variant,
+    # calibration, per_channel, reduce_range, exclude, seven_bit, changes) plus the ``target`` that found it. The
+    # search checks it here first and returns to int8 what this target does not need kept out.
+    candidate: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -200,13 +205,38 @@ class Tune:
                     raise SpecError(f"{where}nodes is empty; a point names the nodes it keeps in fp32")
                 _get(entry, "tensor", str, where)
                 _get(entry, "sqnr_db", (int, float, type(None)), where)
+        candidate = _get(data, "candidate", (dict, type(None)), w) if "candidate" in data else None
+        if candidate is not None:
+            _candidate(candidate)
         return cls(
             budget_s=None if budget_s is None else float(budget_s),
             budget_trials=trials,
             floor=floor,
             ranking=None if ranking is None else tuple(dict(entry) for entry in ranking),
             start=start,
+            candidate=candidate,
         )
+
+
+def _candidate(data: Mapping[str, Any]) -> None:
+    where = "tune.candidate."
+    unknown = sorted(set(data) - set(CANDIDATE_KEYS))
+    if unknown:
+        raise SpecError(f"tune.candidate holds unknown keys {unknown}; known: {', '.join(CANDIDATE_KEYS)}")
+    variant = _get(data, "variant", str, where)
+    if variant not in RECIPES or RECIPES[variant].kind != "static":
+        raise SpecError(f"tune.candidate.variant is {variant!r}; expected a static variant")
+    _choice(data, "calibration", CALIBRATION_METHODS, where)
+    _get(data, "per_channel", bool, where)
+    _get(data, "reduce_range", bool, where)
+    _names(data, "exclude", None, where)
+    if "seven_bit" in data:
+        _names(data, "seven_bit", None, where)
+    if "target" in data:
+        _get(data, "target", (str, type(None)), where)
+    for index, change in enumerate(_get(data, "changes", list, where) if "changes" in data else []):
+        if not isinstance(change, dict):
+            raise SpecError(f"tune.candidate.changes[{index}] must be an object, not {type(change).__name__}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

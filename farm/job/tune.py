@@ -34,10 +34,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -45,9 +45,11 @@ import onnx
 from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.evaluate import _latency, _run_all, model_size
+from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.metrics import Accuracy, Latency, compare, default_counted
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.ranking import rank_points
+from farm.job.recommend import NOISE_FLOOR
 from farm.job.result import error_text, write_json_atomic
 from farm.job.session import open_session
 from farm.job.spec import CALIBRATION_METHODS, Calibration, CalibrationMethod, Spec, Tune
@@ -58,6 +60,11 @@ TUNE_FILE = "tune.json"
 TUNED_MODEL = "tuned.onnx"
 # The search ends after this many trials in a row that were undone: the points left are ranked as less lossy.
 MAX_IDLE_TRIALS = 8
+# A naive variant gets a lane of its own when it ran faster than the best model within tolerance by more than the
+# noise rule's margin.
+FASTER_BY = NOISE_FLOOR
+# What a trial does: a lane's start, a change for a node's kernel, a knob, a ranked point, or a change undone.
+Step = Literal["start", "kernel", "knob", "point", "return"]
 # A change is kept when it closes at least this share of the gap to the tolerance (or, with the tolerance met by
 # cosine and top-1 but not by --metric, raises the cosine at all).
 MIN_GAIN = 0.01
@@ -81,12 +88,40 @@ class Config:
     method: CalibrationMethod
     per_channel: bool
     reduce_range: bool
+    # Nodes left in fp32 (nodes_to_exclude), and weight initializers quantized to 7 bits (the nodes whose kernels
+    # saturate on x86 without VNNI).
     exclude: tuple[str, ...] = ()
+    seven_bit: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, variant: str, method: CalibrationMethod) -> Config:
         recipe = RECIPES[variant]
         return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
+        return cls(variant=str(data["variant"]), method=data["calibration"], per_channel=bool(data["per_channel"]),
+                   reduce_range=bool(data["reduce_range"]), exclude=tuple(data.get("exclude", ())),
+                   seven_bit=tuple(data.get("seven_bit", ())))
+
+
+def _family(variant: str) -> tuple[str, str]:
+    """A variant's kernel family: its activation and weight types, which decide the kernels it runs."""
+    recipe = RECIPES[variant]
+    return recipe.activation, recipe.weight
+
+
+def _kept_text(config: Config) -> str:
+    """What a config keeps out of plain int8, in words."""
+    parts = []
+    if config.exclude:
+        count = len(config.exclude)
+        parts.append(f"{count} node{'' if count == 1 else 's'} kept in fp32")
+    if config.seven_bit:
+        count = len(config.seven_bit)
+        parts.append(f"7-bit weights for {count} node{'' if count == 1 else 's'}")
+    return ", ".join(parts) or "nothing kept in fp32"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,10 +132,19 @@ class Config:
 @dataclass(kw_only=True, slots=True)
 class _Trial:
     index: int
+    # Which lane (a search from one start) it belongs to.
+    lane: int
     change: str
     config: Config
+    step: Step
     point: int | None = None
+    # What this trial changed against the current model: nodes put in fp32, weights made 7-bit, changes undone.
     added: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
+    returned: tuple[str, ...] = ()
+    # The kernel finding a "kernel" trial acts on (or a "return" trial cites), and why the change was tried.
+    kernel: KernelFinding | None = None
+    why: str | None = None
     # What the model quantized (farm.job.graph.NodeCount.to_dict()); a model with none left quantized is not int8.
     nodes: dict[str, int] | None = None
     accuracy: Accuracy | None = None
@@ -122,9 +166,14 @@ class _Trial:
         return {
             "index": self.index,
             "change": self.change,
+            "lane": self.lane,
+            "step": self.step,
             "point": self.point,
             "added": list(self.added),
+            "added_seven_bit": list(self.weights),
+            "returned": list(self.returned),
             "exclude": list(self.config.exclude),
+            "seven_bit": list(self.config.seven_bit),
             "variant": self.config.variant,
             "calibration": self.config.method,
             "per_channel": self.config.per_channel,
@@ -136,6 +185,7 @@ class _Trial:
             "within_tolerance": self.within,
             "kept": self.kept,
             "note": self.note,
+            "why": self.why,
             "error": self.error,
             "seconds": round(self.seconds, 3),
         }
@@ -186,16 +236,21 @@ class _Tuner:
             "tolerance": {"cosine": spec.tolerance.cosine, "top1_agreement": spec.tolerance.top1_agreement},
             "budget": {"seconds": self.settings.budget_s, "trials": self.settings.budget_trials},
             "start": None,
+            "candidate": None,
             "fp32": None,
             "naive": {},
             "ranking": [],
             "ranking_source": None,
+            "kernels": [],
+            "lanes": [],
             "trials": [],
             "stopped": None,
             "verdict": None,
             "reason": None,
             "best": None,
             "excluded": [],
+            "seven_bit": [],
+            "returned": [],
             "tuned_model": None,
             "warnings": [],
             "seconds": 0.0,
@@ -211,6 +266,11 @@ class _Tuner:
         self.fp32_session: Any = None
         self.fp32_latency: Latency | None = None
         self.source: Path = spec.source_model
+        # The kernel check of each lane's variant, and the naive models it may check.
+        self.kernels: dict[str, list[KernelFinding]] = {}
+        self.naive_models: dict[str, Path] = {}
+        # The changes the given model (tune.candidate) made, each with its reason, as its search wrote them.
+        self.given_changes: list[dict[str, Any]] = []
         self.per_channel_source: Path | OpsetRaiseFailed | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -258,7 +318,9 @@ class _Tuner:
         self._load()
         self._prepare_source()
         start = self._naive()
-        self.state["start"] = start
+        given = self.settings.candidate
+        self.state["start"] = start if given is None else given["variant"]
+        self.state["candidate"] = None if given is None else dict(given)
         stopped = self._search(start)
         self.state["stopped"] = stopped
         self._verdict(stopped)
@@ -394,12 +456,18 @@ class _Tuner:
         if not static:
             raise TuneFailed("the target has no static candidate to tune from (dynamic quantization has no "
                              "calibrated points to put back into fp32)")
+        given = self.settings.candidate
+        if given is not None and not self.timed:
+            # Untimed, the given model's search starts from it: of the naive variants, only its own says anything
+            # here (how far its plain int8 falls on this target), and each costs an evaluation under QEMU.
+            static = [str(given["variant"])]
         naive: dict[str, _Naive] = {}
         for name in static:
             say(f"tune: naive {name}")
             naive[name] = entry = _Naive(name=name)
             try:
                 path = self._naive_model(name)
+                self.naive_models[name] = path
                 entry.session = open_session(path, target=spec.target, threads=spec.threads)
                 entry.accuracy = self._accuracy(_run_all(entry.session, self.feeds))
                 entry.within = self._within(entry.accuracy)
@@ -462,35 +530,37 @@ class _Tuner:
 
     # -- trials --------------------------------------------------------------------------------------------------
 
-    def _trial(self, change: str, config: Config, *, point: int | None = None, added: Sequence[str] = ()) -> _Trial:
-        """Make, measure and judge one model; kept when it beats the current one (the start always is)."""
+    def _trial(self, change: str, config: Config, *, step: Step, point: int | None = None,
+               added: Sequence[str] = (), weights: Sequence[str] = (), returned: Sequence[str] = (),
+               kernel: KernelFinding | None = None, why: str | None = None) -> _Trial:
+        """Make, measure and judge one model. A ``return`` trial (a change undone) is kept when the model stays
+        within tolerance (and the floor); any other when it is closer to the tolerance than the current model (the
+        start of a lane always is)."""
         spec = self.spec
         assert self.dataset is not None
-        trial = _Trial(index=len(self.trials), change=change, config=config, point=point, added=tuple(added))
+        trial = _Trial(index=len(self.trials), lane=len(self.state["lanes"]) - 1, change=change, config=config,
+                       step=step, point=point,
+                       added=tuple(added), weights=tuple(weights), returned=tuple(returned), kernel=kernel, why=why)
         began = time.monotonic()
-        path = self.work / f"trial-{trial.index}.onnx"
+        session = None
         try:
-            record = quantize(config.variant, self._source_for(config), path, dataset=self.dataset,
-                              calibration=Calibration(method=config.method, samples=spec.calibration.samples),
-                              exclude=config.exclude, per_channel=config.per_channel,
-                              reduce_range=config.reduce_range)
-            trial.model = path
-            nodes = record.get("nodes")
-            trial.nodes = dict(nodes) if isinstance(nodes, dict) else None
-            session = open_session(path, target=spec.target, threads=spec.threads)
+            trial.model = self._make(config, self.work / f"trial-{trial.index}.onnx", trial)
+            session = open_session(trial.model, target=spec.target, threads=spec.threads)
             trial.accuracy = self._accuracy(_run_all(session, self.feeds))
         except Exception as exc:  # this trial's failure (the quantizer's, the runtime's, NaN outputs), not the search's
             trial.error = error_text(exc)
             trial.note = "failed"
-            session = None
         if trial.accuracy is not None and not trial.int8:
             trial.within = self._within(trial.accuracy)
             trial.note = "undone: it leaves no quantizable node in int8, so it is fp32 under another name"
         elif trial.accuracy is not None:
             trial.within = self._within(trial.accuracy)
             current = self.current
-            improves = current is None or (current.accuracy is not None and self.better(trial.accuracy,
-                                                                                       current.accuracy))
+            if step == "return":
+                improves = trial.within
+            else:
+                improves = current is None or (current.accuracy is not None
+                                               and self.better(trial.accuracy, current.accuracy))
             if improves or trial.within:
                 # Only a model that may be kept (or that meets the tolerance) is worth its timing runs.
                 if self.timed:
@@ -504,19 +574,31 @@ class _Tuner:
                 elif not improves:
                     trial.note = "undone: no closer to the tolerance than the current model"
             else:
-                trial.note = "undone: no closer to the tolerance than the current model"
+                trial.note = ("undone: out of tolerance without it" if step == "return"
+                              else "undone: no closer to the tolerance than the current model")
         trial.seconds = time.monotonic() - began
         self.trials.append(trial)
         if trial.kept:
             self.current = trial
-        self._prune()
+        self._drop_models()
         self.save()
         verdict = "kept" if trial.kept else (trial.note or "undone")
         figures = trial.error if trial.accuracy is None else _figures(trial.accuracy, trial.speedup)
         say(f"trial {trial.index}: {change} -> {figures}, {verdict}")
         return trial
 
-    def _prune(self) -> None:
+    def _make(self, config: Config, path: Path, trial: _Trial | None = None) -> Path:
+        assert self.dataset is not None
+        record = quantize(config.variant, self._source_for(config), path, dataset=self.dataset,
+                          calibration=Calibration(method=config.method, samples=self.spec.calibration.samples),
+                          exclude=config.exclude, per_channel=config.per_channel, reduce_range=config.reduce_range,
+                          seven_bit=config.seven_bit)
+        if trial is not None:
+            nodes = record.get("nodes")
+            trial.nodes = dict(nodes) if isinstance(nodes, dict) else None
+        return path
+
+    def _drop_models(self) -> None:
         """Keep on disk only the current model and the best candidate so far; a search can run for hundreds."""
         keep = {t.index for t in (self.current, self._best()) if t is not None}
         for trial in self.trials:
@@ -528,32 +610,150 @@ class _Tuner:
     # -- the search ----------------------------------------------------------------------------------------------
 
     def _search(self, start: str) -> str:
-        """Run the trials; returns why the search stopped."""
-        spec = self.spec
-        first = self._trial(f"start: {start}", Config.of(start, spec.calibration.method))
-        if first.accuracy is None:
-            return f"the start {start} could not be made or run ({first.error})"
-        if self.timed and (first.speedup is None or first.speedup < self.settings.floor):
-            return (f"the start {start} is {_speed(first.speedup)} fp32's speed, below the floor "
-                    f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower")
-        for change, vary in self._knobs():
-            if self._done():
-                return self._done_reason()
+        """Run the lanes; returns why the search stopped.
+
+        A lane is a search from one start. The first starts from the native search's tuned model when an emulated
+        target is given one (it checks it here and returns to int8 what this target does not need in fp32), else
+        from ``start``. On a timed target, once a model is within tolerance, each naive variant that ran faster
+        than it gets a lane of its own: u8s8 with one node kept in fp32 can beat u8u8 with none, since u8u8's kernels
+        run at about half of u8s8's speed on x86.
+        """
+        given = self.settings.candidate
+        if given is not None:
+            first = Config.from_dict(given)
+            origin = str(given.get("target") or "the native search")
+            self.given_changes = [dict(c) for c in given.get("changes", ())]
+            label = (f"start: {origin}'s tuned model ({first.variant}, {_kept_text(first)}), checked on this "
+                     "target")
+        else:
+            first, label = Config.of(start, self.spec.calibration.method), f"start: {start}"
+        reasons = [self._lane(first, label)]
+        while self.timed:
+            rival = self._best_acceptable()
+            found = self._faster_start(rival)
+            if found is None:
+                break
             if (spent := self.budget_spent()) is not None:
-                return spent
-            assert self.current is not None
-            self._trial(change, vary(self.current.config))
+                reasons.append(spent)
+                break
+            faster, speed, against = found
+            recipe = RECIPES[faster]
+            if rival is None:
+                config = Config.of(faster, self.spec.calibration.method)
+                label = (f"start: {faster} (its kernels ran {speed:.2f}x fp32 naive, against {against:.2f}x for "
+                         f"{self.state['lanes'][-1]['variant']}, whose lane found nothing within tolerance)")
+            else:
+                # What made the rival accurate (its calibration, per-channel weights, the nodes it keeps in fp32)
+                # is carried over: those reasons do not depend on the kernels.
+                config = replace(rival.config, variant=faster, reduce_range=recipe.reduce_range,
+                                 per_channel=rival.config.per_channel or recipe.per_channel,
+                                 seven_bit=rival.config.seven_bit if recipe.weight == "int8" else ())
+                label = (f"start: {faster} with trial {rival.index}'s settings ({_kept_text(config)}): its kernels "
+                         f"ran {speed:.2f}x fp32 naive, against {against:.2f}x for {rival.config.variant}'s")
+            reasons.append(self._lane(config, label, rival=rival))
+        return "; ".join(dict.fromkeys(reasons))
+
+    def _faster_start(self, rival: _Trial | None) -> tuple[str, float, float] | None:
+        """The start of the next lane, with its family's naive speed and the reference's: the plain recipe (no
+        reduce_range, no per-channel: those are knobs) of the
+        fastest kernel family not searched yet, when it ran faster by more than noise than the rival's family (kept
+        out of int8 where the rival is, it may beat it: more in fp32 only makes a model slower), or with no rival
+        yet, than the last lane's. A family is an activation and weight type: its variants run the same kernels."""
+        speeds: dict[tuple[str, str], float] = {}
+        members: dict[tuple[str, str], list[str]] = {}
+        for name, entry in self.state["naive"].items():
+            if entry.get("accuracy") is None or entry.get("speedup") is None:
+                continue
+            family = _family(name)
+            speeds[family] = max(speeds.get(family, 0.0), float(entry["speedup"]))
+            members.setdefault(family, []).append(name)
+        reference = _family(rival.config.variant if rival is not None else self.state["lanes"][-1]["variant"])
+        if reference not in speeds:
+            return None
+        bar = max(speeds[reference], self.settings.floor) * (1.0 + FASTER_BY)
+        searched = {_family(lane["variant"]) for lane in self.state["lanes"]}
+        faster = [(speed, family) for family, speed in speeds.items() if family not in searched and speed > bar]
+        if not faster:
+            return None
+        speed, family = max(faster)
+        plain = min(members[family], key=lambda n: (RECIPES[n].reduce_range, RECIPES[n].per_channel, n))
+        return plain, speed, speeds[reference]
+
+    def _lane(self, config: Config, label: str, *, rival: _Trial | None = None) -> str:
+        """One lane: its start, then (out of tolerance) the kernels, the knobs and the ranked points, then (within)
+        the changes this target does not need returned to int8. Returns why it stopped."""
+        self.current = None
+        lane: dict[str, Any] = {"variant": config.variant, "start_trial": len(self.trials),
+                                "from_trial": None if rival is None else rival.index, "stopped": None}
+        self.state["lanes"].append(lane)
+        first = self._trial(label, config, step="start")
+        name = config.variant
+        if first.accuracy is None:
+            stopped = f"{name}: the start could not be made or run ({first.error})"
+        elif self.timed and (first.speedup is None or first.speedup < self.settings.floor):
+            stopped = (f"{name}: the start is {_speed(first.speedup)} fp32's speed, below the floor "
+                       f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower")
+        else:
+            stopped = self._repair(rival) if not first.within else f"{name}: trial {first.index} is within tolerance"
+            if self._done():
+                stopped = self._return_to_int8() or stopped
+        lane["stopped"] = stopped
+        self.save()
+        return stopped
+
+    def _lane_over(self, rival: _Trial | None) -> str | None:
+        """Why the lane cannot go on, if it cannot: within tolerance, the budget, or no longer able to beat its
+        rival (every further change keeps more in fp32, which only makes it slower)."""
+        assert self.current is not None
         if self._done():
-            return self._done_reason()
+            return f"{self.current.config.variant}: trial {self.current.index} is within tolerance"
         if (spent := self.budget_spent()) is not None:
             return spent
+        if rival is not None and self.current.speedup is not None and rival.speedup is not None \
+                and self.current.speedup <= rival.speedup:
+            return (f"{self.current.config.variant}: trial {self.current.index} is no faster than trial "
+                    f"{rival.index}'s {_speed(rival.speedup)}")
+        return None
+
+    def _repair(self, rival: _Trial | None) -> str:
+        """Out of tolerance: the nodes whose kernels lose accuracy here first (7-bit weights where they saturate,
+        else fp32), then the cheap knobs, then the ranked points."""
+        assert self.current is not None
+        findings = self._kernels(self.current)
+        for finding in (f for f in findings if f.lossy):
+            if (over := self._lane_over(rival)) is not None:
+                return over
+            base = self.current.config
+            if finding.node in base.exclude:
+                continue
+            why = finding.describe()
+            if finding.saturates and finding.weight and RECIPES[base.variant].weight == "int8" \
+                    and finding.weight not in base.seven_bit and not base.reduce_range:
+                seven = self._trial(f"7-bit weights for {finding.node} ({finding.weight}): {finding.brief()}",
+                                    replace(base, seven_bit=(*base.seven_bit, finding.weight)), step="kernel",
+                                    weights=(finding.weight,), kernel=finding,
+                                    why=f"{why}; 7-bit weights keep its pair sums within int16")
+                if seven.within or (over := self._lane_over(rival)) is not None:
+                    continue
+            # fp32 from the same base, measured against the 7-bit try when that was kept: the closer one stays.
+            self._trial(f"keep {finding.node} in fp32: {finding.brief()}",
+                        replace(base, exclude=(*base.exclude, finding.node)),
+                        step="kernel", added=(finding.node,), kernel=finding, why=self._fp32_why(finding))
+        # A later lane carries the first lane's settings: the knobs were tried there.
+        for change, vary in self._knobs(checked=bool(findings)) if rival is None else []:
+            if (over := self._lane_over(rival)) is not None:
+                return over
+            assert self.current is not None
+            self._trial(change, vary(self.current.config), step="knob")
+        if (over := self._lane_over(rival)) is not None:
+            return over
         ranked = self._ranking()
         if ranked is not None:
             return ranked
         idle = 0
         for index, point in enumerate(self.points):
-            if (spent := self.budget_spent()) is not None:
-                return spent
+            if (over := self._lane_over(rival)) is not None:
+                return over
             assert self.current is not None
             nodes = [str(n) for n in point.get("nodes", ())]
             added = [n for n in nodes if n not in self.current.config.exclude]
@@ -562,18 +762,57 @@ class _Tuner:
             config = replace(self.current.config, exclude=(*self.current.config.exclude, *added))
             tensor = point.get("tensor", "?")
             sqnr = point.get("sqnr_db")
-            label = f"exclude the region of {tensor}" + (f" ({sqnr:.1f} dB)" if isinstance(sqnr, int | float)
-                                                         else "")
-            trial = self._trial(f"{label}: {', '.join(added)}", config, point=index, added=added)
-            if self._done():
-                return self._done_reason()
+            figure = f" ({sqnr:.1f} dB)" if isinstance(sqnr, int | float) else ""
+            trial = self._trial(f"exclude the region of {tensor}{figure}: {', '.join(added)}", config, step="point",
+                                point=index, added=added,
+                                why=f"quantizing {tensor} alone keeps {figure.strip(' ()') or 'an unmeasured'} SQNR")
             idle = 0 if trial.kept else idle + 1
-            if idle >= MAX_IDLE_TRIALS:
+            if idle >= MAX_IDLE_TRIALS and not self._done():
                 return f"{MAX_IDLE_TRIALS} trials in a row did not help"
-        return "every ranked point was tried"
+        return self._lane_over(rival) or "every ranked point was tried"
 
-    def _knobs(self) -> list[tuple[str, Any]]:
-        """The cheap changes known to matter, each a function of the current config."""
+    def _fp32_why(self, finding: KernelFinding) -> str:
+        seven = next((t for t in reversed(self.trials) if t.kernel is finding and t.weights), None)
+        text = finding.describe()
+        if seven is not None and seven.accuracy is not None:
+            text += f"; 7-bit weights for it (trial {seven.index}) left {_figures(seven.accuracy, None)}"
+        return text
+
+    def _kernels(self, start: _Trial) -> list[KernelFinding]:
+        """The kernel check of the lane's start, measured here once per variant (farm.job.kernels)."""
+        config = start.config
+        known = self.kernels.get(config.variant)
+        if known is not None:
+            return known
+        say(f"tune: checking the int8 kernels of {config.variant} node by node")
+        try:
+            plain = replace(config, exclude=(), seven_bit=())
+            if plain == config and start.model is not None:
+                model = start.model
+            elif plain == Config.of(config.variant, self.spec.calibration.method) and \
+                    config.variant in self.naive_models:
+                model = self.naive_models[config.variant]
+            else:
+                # The start keeps some nodes out of int8; the check needs them in.
+                model = self._make(plain, self.work / f"plain-{config.variant}.onnx")
+            findings = check_kernels(self._source_for(config), model, self.feeds, target=self.spec.target,
+                                     threads=self.spec.threads, work=self.work)
+        except Exception as exc:  # a model the check cannot cut apart: the search goes on without it
+            self.warn(f"the kernel check of {config.variant} failed: {error_text(exc)}")
+            findings = []
+        self.kernels[config.variant] = findings
+        self.state["kernels"] += [{"variant": config.variant, **f.to_dict()} for f in findings]
+        lossy = [f for f in findings if f.lossy]
+        if lossy:
+            say(f"tune: {len(lossy)} node(s) lose accuracy in this target's int8 kernels: "
+                + ", ".join(f"{f.node} ({f.kernel_db:.1f} dB)" for f in lossy[:6]))
+        self.save()
+        return findings
+
+    def _knobs(self, *, checked: bool) -> list[tuple[str, Any]]:
+        """The cheap changes known to matter, each a function of the current config. 7-bit weights everywhere
+        (reduce_range) only when the kernel check could not run: where it ran, it found the nodes that saturate,
+        and 7-bit weights for those alone cost less accuracy."""
         knobs: list[tuple[str, Any]] = []
         for method in CALIBRATION_METHODS:
             if method != self.spec.calibration.method:
@@ -581,19 +820,103 @@ class _Tuner:
         assert self.current is not None
         if not self.current.config.per_channel:
             knobs.append(("per-channel weights", lambda c: replace(c, per_channel=True)))
-        if self.spec.target.saturation_risk and not self.current.config.reduce_range:
+        if self.spec.target.saturation_risk and not self.current.config.reduce_range and not checked:
             knobs.append(("reduce_range (7-bit weights)", lambda c: replace(c, reduce_range=True)))
         return knobs
+
+    def _return_to_int8(self) -> str | None:
+        """Within tolerance: each change the current model keeps (a region in fp32, 7-bit weights) undone alone,
+        kept undone while the model stays within tolerance. Those whose reason does not hold on this target go
+        first: a node kept in fp32 for its kernel where its kernel is exact here, then the rest, latest first."""
+        assert self.current is not None
+        changes = self._changes(self.current)
+        if any(c.get("kernel_node") for c in changes):
+            self._kernels(self.current)  # what this target's kernels do at those nodes decides the order, and why
+
+        def order(change: dict[str, Any]) -> tuple[bool, int]:
+            finding = self._finding(change.get("kernel_node"))
+            return (not (finding is not None and not finding.lossy), -int(change.get("trial") or 0))
+
+        stopped = None
+        for change in sorted(changes, key=order):
+            if (spent := self.budget_spent()) is not None:
+                return spent
+            config = self.current.config
+            nodes = [n for n in change.get("nodes", ()) if n in config.exclude]
+            weights = [w for w in change.get("seven_bit", ()) if w in config.seven_bit]
+            if not nodes and not weights:
+                continue
+            finding = self._finding(change.get("kernel_node"))
+            here = f" ({finding.brief()})" if finding is not None else ""
+            what = ", ".join(nodes) + (" in int8" if nodes else "") + (
+                f"{'; ' if nodes else ''}8-bit weights for {', '.join(weights)}" if weights else "")
+            trial = self._trial(
+                f"return to {what}{here}",
+                replace(config, exclude=tuple(n for n in config.exclude if n not in nodes),
+                        seven_bit=tuple(w for w in config.seven_bit if w not in weights)),
+                step="return", returned=(*nodes, *weights), kernel=finding,
+                why="within tolerance without it" + (f": {finding.describe()}" if finding is not None else ""))
+            if trial.kept:
+                stopped = f"{config.variant}: trial {trial.index} is within tolerance with less kept out of int8"
+        return stopped
+
+    def _finding(self, node: Any) -> KernelFinding | None:
+        """The current lane's kernel finding at ``node``, if measured."""
+        if not isinstance(node, str) or self.current is None:
+            return None
+        return next((f for f in self.kernels.get(self.current.config.variant, []) if f.node == node), None)
+
+    def _changes(self, trial: _Trial) -> list[dict[str, Any]]:
+        """What ``trial``'s model keeps out of plain int8, one entry per change: the nodes a kept trial (or the given
+        model, or the trial a lane took its settings from) put in fp32 or the weights it made 7-bit, why, and which
+        trial did it."""
+        exclude, seven = set(trial.config.exclude), set(trial.config.seven_bit)
+        lane = self.state["lanes"][trial.lane]
+        if lane.get("from_trial") is not None:
+            inherited = self._changes(self.trials[lane["from_trial"]])
+        elif trial.lane == 0:
+            origin = self.settings.candidate.get("target") if self.settings.candidate else None
+            inherited = [{**c, "trial": lane["start_trial"], "from": origin} for c in self.given_changes]
+        else:
+            inherited = []
+        entries = []
+        for change in inherited:
+            nodes = [n for n in change.get("nodes", ()) if n in exclude]
+            weights = [w for w in change.get("seven_bit", ()) if w in seven]
+            if nodes or weights:
+                entries.append({**change, "nodes": nodes, "seven_bit": weights})
+        for earlier in self.trials[: trial.index + 1]:
+            if earlier.lane != trial.lane or earlier.step in ("start", "return"):
+                continue
+            if not (earlier.kept or earlier is trial):
+                continue
+            nodes = [n for n in earlier.added if n in exclude]
+            weights = [w for w in earlier.weights if w in seven]
+            if not nodes and not weights:
+                continue
+            point = self.points[earlier.point] if earlier.point is not None and earlier.point < len(self.points) \
+                else {}
+            entries.append({
+                "trial": earlier.index,
+                "kind": "fp32" if nodes else "7-bit",
+                "nodes": nodes,
+                "seven_bit": weights,
+                "cause": "kernel" if earlier.kernel is not None else "sqnr",
+                "kernel_node": earlier.kernel.node if earlier.kernel is not None else None,
+                "tensor": point.get("tensor"),
+                "tensors": point.get("tensors", [point.get("tensor")]) if point else [],
+                "sqnr_db": point.get("sqnr_db"),
+                "why": earlier.why,
+            })
+        return entries
 
     def _done(self) -> bool:
         return self.current is not None and self.current.within
 
-    def _done_reason(self) -> str:
-        assert self.current is not None
-        return f"trial {self.current.index} is within tolerance"
-
     def _ranking(self) -> str | None:
-        """Fill ``points`` from the spec or by measuring; returns why the search cannot go on, if it cannot."""
+        """Fill ``points`` from the spec or by measuring, once; returns why the search cannot go on, if it cannot."""
+        if self.state["ranking_source"] is not None:
+            return None if self.points else "no quantization point to put back into fp32"
         given = self.settings.ranking
         if given is not None:
             self.points = [dict(p) for p in given]
@@ -603,12 +926,18 @@ class _Tuner:
             if missing:
                 self.warn(f"the given ranking names nodes this model lacks: {', '.join(missing[:10])}")
         else:
-            assert self.current is not None and self.current.model is not None
+            assert self.current is not None
             say("tune: ranking the quantization points by SQNR")
             samples = self.feeds[: self.spec.calibration.samples]
             try:
-                self.points = rank_points(self._source_for(self.current.config), self.current.model, samples,
-                                          threads=self.spec.threads, work=self.work)
+                # The points of the current settings, every one of them quantized (the current model may keep some
+                # in fp32 already).
+                current = self.current
+                plain = replace(current.config, exclude=(), seven_bit=())
+                model = current.model if current.model is not None and current.config == plain else \
+                    self._make(plain, self.work / "ranked.onnx")
+                self.points = rank_points(self._source_for(plain), model, samples, threads=self.spec.threads,
+                                          work=self.work)
             except Exception as exc:  # a graph the augmented run cannot take: the search ends with what it has
                 self.warn(f"ranking the quantization points failed: {error_text(exc)}")
                 self.state["ranking_source"] = "failed"
@@ -630,8 +959,12 @@ class _Tuner:
             return False
         return not self.timed or (trial.speedup is not None and trial.speedup >= self.settings.floor)
 
+    def _best_acceptable(self) -> _Trial | None:
+        best = self._best()
+        return best if best is not None and self._acceptable(best) else None
+
     def _best(self) -> _Trial | None:
-        """The tuned model when one is acceptable (the fastest, or untimed the one keeping fewest nodes in fp32);
+        """The tuned model when one is acceptable (the fastest, or untimed the one keeping least out of int8);
         else the best trade-off: the fastest within tolerance, else the most accurate that beats the floor, else
         the most accurate."""
         measured = [t for t in self.trials if t.accuracy is not None and t.int8]
@@ -641,7 +974,8 @@ class _Tuner:
         if good:
             if self.timed:
                 return max(good, key=lambda t: t.speedup or 0.0)
-            return min(good, key=lambda t: (len(t.config.exclude), -self._cosine(t), t.index))
+            return min(good, key=lambda t: (len(t.config.exclude), len(t.config.seven_bit), -self._cosine(t),
+                                            t.index))
         within = [t for t in measured if t.within and t.speedup is not None]
         if within:
             return max(within, key=lambda t: t.speedup or 0.0)
@@ -663,11 +997,12 @@ class _Tuner:
             say(f"tune: keep fp32: {self.state['reason']}")
             return
         assert best.accuracy is not None
-        excluded = self._excluded(best)
+        changes = self._changes(best)
         self.state["best"] = {
             "trial": best.index,
             "variant": best.config.variant,
             "exclude": list(best.config.exclude),
+            "seven_bit": list(best.config.seven_bit),
             "calibration": best.config.method,
             "per_channel": best.config.per_channel,
             "reduce_range": best.config.reduce_range,
@@ -675,43 +1010,35 @@ class _Tuner:
             "within_tolerance": best.within,
             "latency_ms": None if best.latency is None else best.latency.to_dict(),
             "speedup": None if best.speedup is None else round(best.speedup, 4),
+            "changes": changes,
         }
-        self.state["excluded"] = excluded
+        self.state["excluded"] = [c for c in changes if c["nodes"]]
+        self.state["seven_bit"] = [c for c in changes if c["seven_bit"]]
+        self.state["returned"] = self._returned(best)
         figures = _figures(best.accuracy, best.speedup)
-        count = len(best.config.exclude)
-        kept_fp32 = f"{count} node{'' if count == 1 else 's'} kept in fp32" if count else "nothing kept in fp32"
+        kept = _kept_text(best.config)
         if self._acceptable(best):
             speed = (f"{_speed(best.speedup)} fp32's speed (floor {floor:g}x)" if self.timed
                      else "not timed (emulated target: accuracy only)")
-            reason = f"trial {best.index} ({best.config.variant}, {kept_fp32}) is within tolerance: {figures}; {speed}"
+            reason = f"trial {best.index} ({best.config.variant}, {kept}) is within tolerance: {figures}; {speed}"
             self._write_tuned(best)
             self.state.update(verdict="tuned", reason=reason, tuned_model=TUNED_MODEL)
             say(f"tune: tuned: {reason}")
             return
         claim = (f"nothing within tolerance beats fp32 by {floor:g}x" if self.timed
                  else "no int8 model within tolerance was found")
-        reason = (f"{claim} ({stopped}); best trade-off: trial {best.index} ({best.config.variant}, {kept_fp32}): "
-                  f"{figures}")
+        reason = f"{claim} ({stopped}); best trade-off: trial {best.index} ({best.config.variant}, {kept}): {figures}"
         self.state.update(verdict="keep-fp32", reason=reason)
         say(f"tune: keep fp32: {reason}")
 
-    def _excluded(self, best: _Trial) -> list[dict[str, Any]]:
-        """The points ``best`` keeps in fp32, each with the trial that added it and why (its SQNR)."""
-        chosen = set(best.config.exclude)
+    def _returned(self, best: _Trial) -> list[dict[str, Any]]:
+        """What the given model (or an earlier trial) kept out of int8 and ``best`` runs in int8 again, and why."""
         entries = []
-        for trial in self.trials:
-            if trial.point is None or not trial.added or not set(trial.added) <= chosen:
-                continue
-            if not (trial.kept or trial is best):
-                continue
-            point = self.points[trial.point] if trial.point < len(self.points) else {}
-            entries.append({
-                "trial": trial.index,
-                "nodes": list(trial.added),
-                "tensor": point.get("tensor"),
-                "tensors": point.get("tensors", [point.get("tensor")]),
-                "sqnr_db": point.get("sqnr_db"),
-            })
+        for trial in self.trials[: best.index + 1]:
+            if trial.step == "return" and trial.kept:
+                entries.append({"trial": trial.index, "returned": list(trial.returned),
+                                "kernel": None if trial.kernel is None else trial.kernel.to_dict(),
+                                "why": trial.why})
         return entries
 
     def _write_tuned(self, best: _Trial) -> None:

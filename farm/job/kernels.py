@@ -1,0 +1,266 @@
+"""The kernel check: whether this target's int8 kernels compute what its QDQ model says, node by node.
+
+Run with graph optimizations off, onnxruntime executes a QDQ model as written (DequantizeLinear, the float op,
+QuantizeLinear): the arithmetic the quantizer meant, the same on every machine. With them on, it fuses each
+DQ -> op -> Q group into one int8 kernel of the target's (QLinearConv, QGemm, QLinearMatMul), which need not compute
+the same: on x86 without VNNI, MLAS's u8s8 kernels add pairs of u8 x s8 products in int16 (VPMADDUBSW), which
+saturates. The SQNR ranking (farm.job.ranking) simulates quantization in numpy and cannot see that.
+
+Here each quantized compute node's group is cut out into a model of its own, fed the node's own inputs from the fp32
+model, and run both ways in the target: the SQNR of the fused output against the exact one is the node's
+``kernel_db``. On a tier that may saturate, each node also runs fused with ``session.x64quantprecision=1``, which
+makes MLAS keep 32-bit sums: when that restores a lossy node, its loss is saturation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from farm.job.evaluate import X64_QUANT_PRECISION
+from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, augmented, serialized, sqnr
+from farm.job.session import open_session
+from farm.job.spec import Target
+
+# The ops whose QDQ groups onnxruntime runs as one int8 kernel.
+KERNEL_OPS = ("Conv", "MatMul", "Gemm")
+# A node's kernel is lossy below this. Where a kernel is exact its output differs from the exact one by a
+# requantization step here and there (45 dB and up measured; a one-step flip in every uint8 output would still keep
+# about 35 dB); VPMADDUBSW's saturation took a classifier's head to 9 dB.
+LOSSY_KERNEL_DB = 30.0
+# Saturation shows on any input that drives a node that far, and every sample costs two runs per node under QEMU.
+KERNEL_SAMPLES = 4
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KernelFinding:
+    """One quantized compute node's kernel on this target."""
+
+    node: str
+    op: str
+    # The float model's initializer of the node's weight (what 7-bit weights for this node would change), if any.
+    weight: str | None
+    kernel_db: float
+    # The same with session.x64quantprecision=1, on tiers where MLAS's u8s8 kernels may saturate; else None.
+    precise_db: float | None
+
+    @property
+    def lossy(self) -> bool:
+        return self.kernel_db < LOSSY_KERNEL_DB
+
+    @property
+    def saturates(self) -> bool:
+        """Lossy, and exact once the kernel keeps 32-bit sums: the loss is the int16 pair sums' saturation."""
+        return self.lossy and self.precise_db is not None and self.precise_db >= LOSSY_KERNEL_DB
+
+    def brief(self) -> str:
+        """The finding in a few words, for a trial's change."""
+        text = f"its {self.op} kernel keeps {self.kernel_db:.1f} dB here"
+        if self.saturates:
+            assert self.precise_db is not None
+            text += f", {self.precise_db:.1f} dB with 32-bit sums: it saturates"
+        return text
+
+    def describe(self) -> str:
+        """Why this node's kernel is (or is not) a reason to change it, in words for the report."""
+        if not self.lossy:
+            return f"its int8 kernel ({self.op}) is exact on this target ({self.kernel_db:.1f} dB)"
+        text = (f"its int8 kernel ({self.op}) loses accuracy on this target: {self.kernel_db:.1f} dB against the same "
+                "QDQ computed exactly")
+        if self.saturates:
+            assert self.precise_db is not None
+            text += (f", and {self.precise_db:.1f} dB with session.x64quantprecision=1, so its int16 pair sums "
+                     "(VPMADDUBSW, x86 without VNNI) saturate")
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "op": self.op, "weight": self.weight, "kernel_db": round(self.kernel_db, 2),
+                "precise_db": None if self.precise_db is None else round(self.precise_db, 2),
+                "lossy": self.lossy, "saturates": self.saturates}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KernelFinding:
+        precise = data.get("precise_db")
+        return cls(node=str(data["node"]), op=str(data.get("op", "?")), weight=data.get("weight"),
+                   kernel_db=float(data["kernel_db"]), precise_db=None if precise is None else float(precise))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Group:
+    """A compute node with the Q/DQ nodes around it, as a model of its own needs them."""
+
+    node: onnx.NodeProto
+    nodes: tuple[onnx.NodeProto, ...]
+    # Float tensors of the fp32 model that feed the group (the activations its QuantizeLinear nodes quantize).
+    feeds: tuple[str, ...]
+    initializers: tuple[str, ...]
+    output: str
+    weight: str | None
+
+
+def _groups(model: onnx.ModelProto) -> list[_Group]:
+    """Every compute node of ``model``'s main graph whose activation input is quantized, with its group."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    producer = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def parameters_constant(node: onnx.NodeProto) -> bool:
+        return all(not name or name in constants for name in node.input[1:])
+
+    groups = []
+    for node in graph.node:
+        if node.op_type not in KERNEL_OPS or node.domain not in ("", "ai.onnx") or not node.output[0]:
+            continue
+        nodes: list[onnx.NodeProto] = []
+        feeds: list[str] = []
+        needed: set[str] = set()
+        weight: str | None = None
+        quantized, complete = False, True
+        for index, name in enumerate(node.input):
+            if not name or name in constants:
+                needed.add(name)
+                continue
+            dequantize = producer.get(name)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                feeds.append(name)  # a float input the quantizer left as it was
+                continue
+            if not parameters_constant(dequantize):
+                complete = False
+                break
+            needed.update(dequantize.input[1:])
+            nodes.append(dequantize)
+            stored = dequantize.input[0]
+            if stored in constants:
+                needed.add(stored)
+                if index == 1:
+                    weight = dequantize.output[0].removesuffix(DEQUANTIZE_OUTPUT_SUFFIX)
+                continue
+            quantize = producer.get(stored)
+            if quantize is None or quantize.op_type != "QuantizeLinear" or not parameters_constant(quantize):
+                complete = False
+                break
+            needed.update(quantize.input[1:])
+            nodes.append(quantize)
+            feeds.append(quantize.input[0])
+            quantized = True
+        if not complete or not quantized:
+            continue
+        nodes.append(node)
+        output = node.output[0]
+        requantize = next((c for c in consumers.get(output, []) if c.op_type == "QuantizeLinear"), None)
+        if requantize is not None and parameters_constant(requantize):
+            back = next((c for c in consumers.get(requantize.output[0], []) if c.op_type == "DequantizeLinear"
+                         and parameters_constant(c)), None)
+            if back is not None:
+                nodes += [requantize, back]
+                needed.update([*requantize.input[1:], *back.input[1:]])
+                output = back.output[0]
+        groups.append(_Group(node=node, nodes=tuple(nodes), feeds=tuple(dict.fromkeys(feeds)),
+                             initializers=tuple(sorted(n for n in needed if n)), output=output, weight=weight))
+    return groups
+
+
+def _group_model(model: onnx.ModelProto, group: _Group, values: Mapping[str, np.ndarray]) -> bytes:
+    initializers = {t.name: t for t in model.graph.initializer}
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(values[name].dtype),
+                                            list(values[name].shape)) for name in group.feeds]
+    graph = helper.make_graph(list(group.nodes), f"kernel_{group.node.name}", inputs,
+                              [helper.make_empty_tensor_value_info(group.output)],
+                              initializer=[initializers[name] for name in group.initializers])
+    single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return bytes(single.SerializeToString())
+
+
+def _exact_session(model: bytes, threads: int) -> Any:
+    options = ort.SessionOptions()
+    # As written: DequantizeLinear, the float op, QuantizeLinear; no fusion into the target's int8 kernel.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(kw_only=True, slots=True)
+class _Measure:
+    group: _Group
+    fused: Any
+    exact: Any
+    precise: Any
+    signal: float = 0.0
+    noise: float = 0.0
+    precise_noise: float = 0.0
+
+    def add(self, feed: Mapping[str, np.ndarray]) -> None:
+        wanted = [self.group.output]
+        exact = np.asarray(self.exact.run(wanted, dict(feed))[0], dtype=np.float64)
+        fused = np.asarray(self.fused.run(wanted, dict(feed))[0], dtype=np.float64)
+        self.signal += float((exact * exact).sum())
+        self.noise += float(((fused - exact) ** 2).sum())
+        if self.precise is not None:
+            precise = np.asarray(self.precise.run(wanted, dict(feed))[0], dtype=np.float64)
+            self.precise_noise += float(((precise - exact) ** 2).sum())
+
+    def finding(self) -> KernelFinding:
+        return KernelFinding(node=self.group.node.name, op=self.group.node.op_type, weight=self.group.weight,
+                             kernel_db=sqnr(self.signal, self.noise),
+                             precise_db=None if self.precise is None else sqnr(self.signal, self.precise_noise))
+
+
+def check_kernels(
+    float_model: Path, quantized: Path, feeds: Sequence[Mapping[str, np.ndarray]], *, target: Target, threads: int,
+    work: Path | None = None,
+) -> list[KernelFinding]:
+    """Each quantized compute node of ``quantized`` (a QDQ model of ``float_model``), its kernel measured on this
+    target on up to KERNEL_SAMPLES of ``feeds``; worst first. A node whose group cannot be cut out or run is left
+    out: the check speaks only for the nodes it measured."""
+    qdq = onnx.load(str(quantized))
+    groups = [g for g in _groups(qdq) if g.node.name]
+    samples = list(feeds[:KERNEL_SAMPLES])
+    if not groups or not samples:
+        return []
+    source = onnx.load(str(float_model))
+    inputs = {i.name for i in source.graph.input}
+    wanted = sorted({name for g in groups for name in g.feeds if name not in inputs})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads
+    fp32 = ort.InferenceSession(serialized(augmented(source, wanted), work), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+    fetched = [o.name for o in fp32.get_outputs() if o.name in set(wanted)]
+    measures: list[_Measure] = []
+    for index, feed in enumerate(samples):
+        values = dict(zip(fetched, fp32.run(fetched, dict(feed)), strict=True)) if fetched else {}
+        values.update({name: np.asarray(value) for name, value in feed.items()})
+        if index == 0:
+            measures = [m for g in groups if (m := _measure(qdq, g, values, target, threads)) is not None]
+        for measure in list(measures):
+            try:
+                measure.add({name: values[name] for name in measure.group.feeds})
+            except Exception:  # a group that runs in neither way here: not measured
+                measures.remove(measure)
+    return sorted((m.finding() for m in measures), key=lambda f: (f.kernel_db, f.node))
+
+
+def _measure(qdq: onnx.ModelProto, group: _Group, values: Mapping[str, np.ndarray], target: Target,
+             threads: int) -> _Measure | None:
+    if any(name not in values for name in group.feeds):
+        return None
+    with contextlib.suppress(Exception):  # a group onnxruntime cannot load on its own is not measured
+        model = _group_model(qdq, group, values)
+        fused = open_session(model, target=target, threads=threads)
+        precise = (open_session(model, target=target, threads=threads, config=X64_QUANT_PRECISION)
+                   if target.saturation_risk else None)
+        return _Measure(group=group, fused=fused, exact=_exact_session(model, threads), precise=precise)
+    return None
