@@ -154,6 +154,9 @@ def matrix(
     resume: Annotated[bool, typer.Option(envvar="FARM_RESUME", help="reuse each target's result from the report "
                                          "already in --out when the model, data, image and settings are unchanged; "
                                          "run the rest [env: FARM_RESUME]")] = False,
+    tuned: Annotated[Path | None, typer.Option(envvar="FARM_TUNED", help="a farm tune --out folder: each target "
+                                               "also evaluates the model its search tuned, as the variant 'tuned' "
+                                               "[env: FARM_TUNED]")] = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -174,7 +177,7 @@ def matrix(
         model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
         calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
         cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
-        outputs=output or [], metric=metric, label=label, resume=resume,
+        outputs=output or [], metric=metric, label=label, resume=resume, tuned=tuned,
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)

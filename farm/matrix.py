@@ -39,6 +39,7 @@ from farm.report import REPORT_FILE, Report, render
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 from farm.resume import Earlier, read_earlier, resume_key
 from farm.rewrite import rewrite_model
+from farm.tuned import TunedModels, load_tuned
 from farm.usermetric import MetricFile, check_metric, check_outputs
 
 IN = "/farm/in"
@@ -82,6 +83,8 @@ class MatrixOptions:
     label: str | None = None
     # --resume: reuse each target's result from the report already in out_dir when nothing it depends on changed.
     resume: bool = False
+    # --tuned: a farm tune output folder, whose tuned model of each target is evaluated there as the "tuned" variant.
+    tuned: Path | None = None
 
     @property
     def native_iterations(self) -> int:
@@ -120,6 +123,7 @@ class MatrixInputs:
     info: ModelInfo
     data: PreparedData
     metric: MetricFile | None = None
+    tuned: TunedModels | None = None
 
 
 def load_inputs(options: MatrixOptions) -> MatrixInputs:
@@ -131,7 +135,8 @@ def load_inputs(options: MatrixOptions) -> MatrixInputs:
     metric = None if options.metric is None else check_metric(options.metric)
     data = prepare_data(info, data=data_path, labels=labels_path, samples=options.samples, source=source,
                         shapes=parse_shape_overrides(options.shapes, model=info))
-    return MatrixInputs(model=model_path, info=info, data=data, metric=metric)
+    tuned = None if options.tuned is None else load_tuned(options.tuned, info)
+    return MatrixInputs(model=model_path, info=info, data=data, metric=metric, tuned=tuned)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +173,8 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
                         reason=f"runs only on request, its image being large: farm matrix --target {target.name}")
             else:
                 runnable.append(target)
+        if given.tuned is not None:
+            run.report["warnings"].extend(given.tuned.warnings([t.name for t in runnable]))
         _write(run, options)
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
@@ -254,6 +261,7 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
     spec = job_spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
                  inputs=run.work / "in", host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric)
     model = run.given.model
+    tuned = None if run.given.tuned is None else run.given.tuned.models.get(target.name)
     # Which folder the int8 artifacts sit in depends on which other targets run; what is in them does not.
     spec.pop("artifacts")
     return resume_key({
@@ -265,6 +273,7 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
         "image": tag,
         "spec": spec,
         "limits": {"budget_s": _budget(target, options), "memory": target.memory},
+        "tuned": None if tuned is None else tuned.sha256,
     })
 
 
@@ -361,8 +370,14 @@ def stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet) -> list[str]:
         (inputs / METRIC_DIR).mkdir()
         shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
     given.data.write(inputs)
+    if given.tuned is not None:
+        given.tuned.stage(inputs)
     _open_up(inputs)
     return [w for w in (rewritten.note, rewritten.warning) if w]
+
+
+def _tuned_spec(given: MatrixInputs, target: Target) -> dict[str, Any] | None:
+    return None if given.tuned is None else given.tuned.spec(target.name)
 
 
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
@@ -480,7 +495,7 @@ def _evaluate(
     placement = fleet.placements[target.name]
     spec = job_spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
                  host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric,
-                 artifacts=run.artifacts.get(target.name))
+                 artifacts=run.artifacts.get(target.name), tuned=_tuned_spec(run.given, target))
     out = job_out_dir(run.work, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
@@ -649,8 +664,10 @@ def _candidates(target: Target, info: ModelInfo) -> list[str]:
 def job_spec(
     target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
     inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None, artifacts: str | None = None,
+    tuned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The job's spec; it names labels and int8 artifacts when the input folder holds them."""
+    """The job's spec; it names labels and int8 artifacts when the input folder holds them, and the target's tuned
+    model when ``farm matrix --tuned`` gave one."""
     emulated = placement.mode == "emulated"
     # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
     iterations = EMULATED_ITERATIONS if emulated else options.native_iterations
@@ -683,6 +700,7 @@ def job_spec(
         "outputs": list(options.outputs) or None,
         "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}",
                                                "function": metric.function},
+        **({"tuned": tuned} if tuned is not None else {}),
     }
 
 

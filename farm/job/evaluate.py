@@ -26,7 +26,7 @@ from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
-from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT
+from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT, TUNED
 
 X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
 # Sessions are kept open for the alternating timing phase up to this much model on disk; beyond it (a large
@@ -148,6 +148,8 @@ class _Evaluation:
         self._optimized()
         for name in spec.candidates:
             self._candidate(name)
+        if spec.tuned is not None:
+            self._tuned(spec.tuned.model, dict(spec.tuned.quantization))
         self._time()
         emulated = spec.target.emulated
         recommended, why = recommend(self.result.variants, emulated=emulated,
@@ -294,6 +296,15 @@ class _Evaluation:
         for variant, config in variants:
             self.begin(variant)
             self.add(replace(self._variant(variant, artifact, config), quantization=quantization))
+
+    def _tuned(self, model: Path, quantization: dict[str, Any]) -> None:
+        """farm tune's model for this target, measured beside the naive variants (its kernels, its speed)."""
+        self.begin(TUNED)
+        if not model.is_file():
+            self.add(VariantResult(name=TUNED, status="failed", error=f"{model.name} is missing from the inputs",
+                                   quantization=quantization))
+            return
+        self.add(replace(self._variant(TUNED, model), quantization=quantization))
 
     def _quantization(self, name: str) -> dict[str, Any] | None:
         record = self.prepared.get("variants", {}).get(name, {})

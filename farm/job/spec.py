@@ -240,6 +240,14 @@ def _candidate(data: Mapping[str, Any]) -> None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TunedModel:
+    """The model `farm tune` made for this target, and how (its tune.json's best.quantization)."""
+
+    model: Path
+    quantization: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
     """Paths are absolute: the spec names them relative to the directory that holds spec.json."""
 
@@ -262,6 +270,8 @@ class Spec:
     metric: MetricRef | None
     # The tune stage's settings (the spec's optional "tune" block); None where the spec has none.
     tune: Tune | None = None
+    # The evaluate stage's tuned model (`farm matrix --tuned`), evaluated as the variant "tuned"; None: none.
+    tuned: TunedModel | None = None
 
     @property
     def source_model(self) -> Path:
@@ -288,6 +298,7 @@ class Spec:
             raise SpecError("outputs is empty; give null to count every float output")
         metric = _get(data, "metric", (dict, type(None)), "")
         tune = _get(data, "tune", (dict, type(None)), "") if "tune" in data else None
+        tuned = _get(data, "tuned", (dict, type(None)), "") if "tuned" in data else None
         return cls(
             stage=cast(Stage, _choice(data, "stage", STAGES, "")),
             target=Target.from_dict(section("target")),
@@ -319,6 +330,10 @@ class Spec:
                 function=_get(metric, "function", str, "metric."),
             ),
             tune=None if tune is None else Tune.from_dict(tune),
+            tuned=None if tuned is None else TunedModel(
+                model=(base / cast(str, _get(tuned, "model", str, "tuned."))).resolve(),
+                quantization=dict(_get(tuned, "quantization", dict, "tuned.")),
+            ),
         )
 
     @classmethod

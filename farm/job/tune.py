@@ -145,6 +145,8 @@ class _Trial:
     # The kernel finding a "kernel" trial acts on (or a "return" trial cites), and why the change was tried.
     kernel: KernelFinding | None = None
     why: str | None = None
+    # How the quantizer made its model (farm.job.quantize's record): the tuned model's, in tune.json's best.
+    record: dict[str, Any] | None = None
     # What the model quantized (farm.job.graph.NodeCount.to_dict()); a model with none left quantized is not int8.
     nodes: dict[str, int] | None = None
     accuracy: Accuracy | None = None
@@ -594,6 +596,7 @@ class _Tuner:
                           exclude=config.exclude, per_channel=config.per_channel, reduce_range=config.reduce_range,
                           seven_bit=config.seven_bit)
         if trial is not None:
+            trial.record = record
             nodes = record.get("nodes")
             trial.nodes = dict(nodes) if isinstance(nodes, dict) else None
         return path
@@ -1011,6 +1014,7 @@ class _Tuner:
             "latency_ms": None if best.latency is None else best.latency.to_dict(),
             "speedup": None if best.speedup is None else round(best.speedup, 4),
             "changes": changes,
+            "quantization": best.record,
         }
         self.state["excluded"] = [c for c in changes if c["nodes"]]
         self.state["seven_bit"] = [c for c in changes if c["seven_bit"]]

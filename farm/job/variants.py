@@ -13,6 +13,8 @@ from typing import Literal
 FP32 = "fp32"
 OPTIMIZED = "optimized"
 BASELINES = (FP32, OPTIMIZED)
+# The model `farm tune` made for a target (`farm matrix --tuned DIR`): not a recipe, a file that target's search left.
+TUNED = "tuned"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -204,6 +204,9 @@ class Quantization:
     calibration: Mapping[str, Any] | None
     opset: int
     nodes: NodeCount | None
+    # What `farm tune` changed (the "tuned" variant): nodes left in fp32 and weights quantized to 7 bits.
+    nodes_to_exclude: tuple[str, ...] = ()
+    seven_bit: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -219,9 +222,13 @@ class Quantization:
             calibration=None if data["calibration"] is None else dict(data["calibration"]),
             opset=data["opset"],
             nodes=None if nodes is None else NodeCount.from_dict(nodes),
+            nodes_to_exclude=tuple(data.get("nodes_to_exclude", ())),
+            seven_bit=tuple(data.get("seven_bit", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        changed = {name: list(value) for name, value in (("nodes_to_exclude", self.nodes_to_exclude),
+                                                          ("seven_bit", self.seven_bit)) if value}
         return {
             "kind": self.kind,
             "format": self.format,
@@ -233,6 +240,7 @@ class Quantization:
             "calibration": None if self.calibration is None else dict(self.calibration),
             "opset": self.opset,
             "nodes": None if self.nodes is None else self.nodes.to_dict(),
+            **changed,
         }
 
 

@@ -13,7 +13,9 @@ import onnx
 import pytest
 
 from farm.fleet import BuildResults, Fleet
+from farm.report.schema import validate
 from tests.conftest import ROOT
+from tests.integration.test_matrix import farm_matrix, read_report
 from tests.modelgen import (
     SATURATING_HEAD,
     SATURATING_WEIGHT,
@@ -64,6 +66,25 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     assert not [n.name for n in tuned.graph.node if n.op_type == "QuantizeLinear" and amplify.output[0] in n.input]
     assert producers[conv2.input[0]].op_type == "Mul"
     assert f"{target} (native): {best['variant']} with {len(best['exclude'])} node(s) in fp32" in result.stdout
+
+    # farm matrix --tuned carries it: the target evaluates its own tuned model beside the naive variants, which all
+    # fall out of tolerance, and it is the one to ship.
+    matrix = farm_matrix(str(data.path), "--data", str(inputs), "--target", target, "--iterations", "50",
+                         "--tuned", str(tmp_path / "out"), out=tmp_path / "matrix")
+    assert matrix.returncode == 0, matrix.stderr
+    evaluated = read_report(tmp_path / "matrix")
+    validate(evaluated)
+    row = next(t for t in evaluated["targets"] if t["name"] == target)
+    carried = next(v for v in row["variants"] if v["name"] == "tuned")
+    assert carried["status"] == "ok" and carried["within_tolerance"] is True, carried
+    assert carried["quantization"]["nodes_to_exclude"] == best["exclude"]
+    assert carried["quantization"]["nodes"]["quantized"] == carried["quantization"]["nodes"]["quantizable"] - 1
+    assert not any(v["within_tolerance"] for v in row["variants"] if v["name"] not in ("fp32", "optimized", "tuned"))
+    assert row["recommended"] == "tuned", row["recommendation_reason"]
+    # A folder that tuned another model is refused before anything runs.
+    other = make_int8_never_pays(tmp_path / "other.onnx")
+    refused = farm_matrix(str(other.path), "--tuned", str(tmp_path / "out"), out=tmp_path / "refused")
+    assert refused.returncode == 2 and "farm tune tuned another model" in refused.stderr
 
 
 def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(

@@ -1,15 +1,22 @@
 """farm tune's own report (farm/tune.py): the budget flag, the candidate an emulated target checks, and where and why
-the tuned models of two targets differ. Plain logic on hand-written entries; tests/integration/test_tune.py runs it
-on the real engine."""
+the tuned models of two targets differ; and `farm matrix --tuned` finding them (farm/tuned.py). Plain logic on
+hand-written entries; tests/integration/test_tune.py runs both on the real engine."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from farm.errors import BadInput
+from farm.inspect import inspect_model
 from farm.tune import Budget, differences, render, tuned_candidate
+from farm.tuned import load_tuned
+from tests.modelgen import make_mlp_classifier
 
 SATURATES = ("its int8 kernel (Gemm) loses accuracy on this target: -6.2 dB against the same QDQ computed exactly, "
              "and 131.5 dB with session.x64quantprecision=1, so its int16 pair sums (VPMADDUBSW, x86 without VNNI) "
@@ -95,3 +102,46 @@ def test_the_budget_flag() -> None:
     for bad in ("soon", "0t", "1.5t"):
         with pytest.raises(BadInput, match="--budget"):
             Budget.parse(bad)
+
+
+def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(tmp_path: Path) -> None:
+    data = make_mlp_classifier(tmp_path / "model.onnx")
+    info = inspect_model(data.path)
+    out = tmp_path / "farm-tune"
+    (out / "tuned").mkdir(parents=True)
+    shutil.copyfile(data.path, out / "tuned" / "x86-avx2.onnx")
+    quantization = {"kind": "static", "format": "QDQ", "nodes_to_exclude": ["fc2"]}
+    report = {"schema": "farm.tune-report/1", "model": {"path": str(data.path), "sha256": info.sha256},
+              "targets": [
+                  {"name": "x86-avx2", "status": "ok", "verdict": "tuned", "best": {"quantization": quantization},
+                   "model_file": "/gone/farm-tune/tuned/x86-avx2.onnx"},
+                  {"name": "arm64", "status": "ok", "verdict": "keep-fp32", "reason": "int8 did not pay"},
+                  {"name": "gpu-s8s8", "status": "skipped", "reason": "needs an NVIDIA GPU"}]}
+    (out / "tune.json").write_text(json.dumps(report))
+    found = load_tuned(out, info)
+    # The folder moved since farm tune wrote it: the model is found under tuned/ beside tune.json.
+    assert set(found.models) == {"x86-avx2"} and found.models["x86-avx2"].quantization == quantization
+    assert found.spec("x86-avx2") == {"model": "tuned/x86-avx2.onnx", "quantization": quantization}
+    assert found.spec("arm64") is None
+    assert found.warnings(["x86-avx2", "arm64", "gpu-s8s8"]) == [
+        f"--tuned {out}: no tuned model for arm64 (farm tune said keep fp32: int8 did not pay)",
+        f"--tuned {out}: no tuned model for gpu-s8s8 (its search skipped: needs an NVIDIA GPU)"]
+    staged = tmp_path / "in"
+    staged.mkdir()
+    found.stage(staged)
+    assert (staged / "tuned" / "x86-avx2.onnx").read_bytes() == data.path.read_bytes()
+
+    other = make_mlp_classifier(tmp_path / "other.onnx", seed=3)
+    bad = {
+        f"--tuned {tmp_path}: there is no tune.json there": (tmp_path, info),
+        "farm tune tuned another model": (out, inspect_model(other.path)),
+    }
+    for message, (path, model) in bad.items():
+        with pytest.raises(BadInput, match=re.escape(message)):
+            load_tuned(path, model)
+    (out / "tuned" / "x86-avx2.onnx").unlink()
+    with pytest.raises(BadInput, match=re.escape("the tuned model of x86-avx2 is missing")):
+        load_tuned(out / "tune.json", info)
+    (out / "tune.json").write_text("{")
+    with pytest.raises(BadInput, match="cannot be read as JSON"):
+        load_tuned(out, info)
