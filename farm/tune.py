@@ -234,7 +234,7 @@ def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
     best = entry.get("best")
     if entry.get("status") != "ok" or entry.get("verdict") != "tuned" or not isinstance(best, dict):
         return None
-    fields = ("variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "changes")
+    fields = ("variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "fused", "changes")
     return {"target": entry.get("name"), **{name: best[name] for name in fields if name in best}}
 
 

@@ -13,6 +13,8 @@ The public surface is stable; other test modules import it:
   (VPMADDUBSW), and whose U8U8 kernels do not.
 - ``make_saturating_cnn``: a CNN whose classifier head saturates in U8S8/S8S8 kernels without VNNI, and whose
   head's weights need all 8 bits, so that only fp32 there (not 7-bit weights) restores it on such a tier.
+- ``make_hardswish_cnn``: a MobileNetV3-style CNN whose hardswish the exporter wrote out as Add/Clip/Mul/Div (and
+  as x * hardsigmoid written out), for the fusion of exporter patterns.
 - ``make_scalar_input_classifier``: an MLP with a second, 0-d input ``temperature``.
 - ``make_unloadable_model``: an MLP stamped with an IR version no runtime reads.
 - ``write_job_spec``: a ``farm.spec/1`` (docs/contracts.md section 1) for a ``ModelData`` saved in the same directory.
@@ -568,6 +570,64 @@ def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: i
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], initializer=initializers,
     )
     _save(graph, path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
+    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
+    chosen = _widest_margin(pool, logits, samples)
+    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
+    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+
+
+# The hardswish CNN: ``layers`` Conv-hardswish blocks, hardswish written out as exporters write it. Even blocks:
+# x * clip(x + 3, 0, 6) / 6 (Add, Clip, Mul, Div: paddle2onnx); odd blocks: x * (min(relu(x + 3), 6) * 1/6) (Add,
+# Relu, Min, Mul, Mul: x times a hardsigmoid written out). Each fuses into one HardSwish.
+HARDSWISH_NODES = {0: 4, 1: 5}
+
+
+def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64,
+                       layers: int = 4, opset: int = OPSET) -> ModelData:
+    """Input ``x`` ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``; labels are the fp32 argmax of
+    the samples with the widest top-2 margin of 8 times as many draws. Block ``i``'s hardswish nodes are named
+    ``hs{i}_*``; the last of them writes ``h{i}``."""
+    rng = np.random.default_rng(seed)
+    scalars = {"three": 3.0, "zero": 0.0, "six": 6.0, "sixth": 1.0 / 6.0}
+    initializers = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in scalars.items()]
+    nodes, current, cin = [], "x", 3
+    for index in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.5 * rng.standard_normal(channels)).astype(np.float32)
+        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+        c, h, hs = f"c{index}", f"h{index}", f"hs{index}"
+        nodes.append(helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [c], pads=[1, 1, 1, 1],
+                                      name=f"conv{index}"))
+        if index % 2 == 0:
+            nodes += [
+                helper.make_node("Add", [c, "three"], [f"{hs}_a"], name=f"{hs}_add"),
+                helper.make_node("Clip", [f"{hs}_a", "zero", "six"], [f"{hs}_c"], name=f"{hs}_clip"),
+                helper.make_node("Mul", [c, f"{hs}_c"], [f"{hs}_m"], name=f"{hs}_mul"),
+                helper.make_node("Div", [f"{hs}_m", "six"], [h], name=f"{hs}_div"),
+            ]
+        else:
+            nodes += [
+                helper.make_node("Add", [c, "three"], [f"{hs}_a"], name=f"{hs}_add"),
+                helper.make_node("Relu", [f"{hs}_a"], [f"{hs}_r"], name=f"{hs}_relu"),
+                helper.make_node("Min", [f"{hs}_r", "six"], [f"{hs}_n"], name=f"{hs}_min"),
+                helper.make_node("Mul", [f"{hs}_n", "sixth"], [f"{hs}_g"], name=f"{hs}_gate"),
+                helper.make_node("Mul", [c, f"{hs}_g"], [h], name=f"{hs}_mul"),
+            ]
+        current, cin = h, channels
+    _add_classifier_head(rng, channels, current, initializers, nodes)
+    graph = helper.make_graph(
+        nodes, "hardswish_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION,
+                              producer_name="farm-tests")
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

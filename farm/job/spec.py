@@ -158,7 +158,8 @@ class Tolerance:
 
 
 TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
-CANDIDATE_KEYS = ("target", "variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "changes")
+CANDIDATE_KEYS = ("target", "variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "fused",
+                  "changes")
 DEFAULT_FLOOR = 1.1
 
 
@@ -232,6 +233,8 @@ def _candidate(data: Mapping[str, Any]) -> None:
     _names(data, "exclude", None, where)
     if "seven_bit" in data:
         _names(data, "seven_bit", None, where)
+    if "fused" in data:
+        _get(data, "fused", bool, where)
     if "target" in data:
         _get(data, "target", (str, type(None)), where)
     for index, change in enumerate(_get(data, "changes", list, where) if "changes" in data else []):

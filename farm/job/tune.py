@@ -45,6 +45,7 @@ import onnx
 from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.evaluate import _latency, _run_all, model_size
+from farm.job.fuse import Fused, counts, fuse
 from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.metrics import Accuracy, Latency, compare, default_counted
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
@@ -63,8 +64,9 @@ MAX_IDLE_TRIALS = 8
 # A naive variant gets a lane of its own when it ran faster than the best model within tolerance by more than the
 # noise rule's margin.
 FASTER_BY = NOISE_FLOOR
-# What a trial does: a lane's start, a change for a node's kernel, a knob, a ranked point, or a change undone.
-Step = Literal["start", "kernel", "knob", "point", "return"]
+# What a trial does: a lane's start, a change for a node's kernel, the fusion of exporter patterns, a knob, a ranked
+# point, or a change undone.
+Step = Literal["start", "kernel", "fuse", "knob", "point", "return"]
 # A change is kept when it closes at least this share of the gap to the tolerance (or, with the tolerance met by
 # cosine and top-1 but not by --metric, raises the cosine at all).
 MIN_GAIN = 0.01
@@ -92,6 +94,8 @@ class Config:
     # saturate on x86 without VNNI).
     exclude: tuple[str, ...] = ()
     seven_bit: tuple[str, ...] = ()
+    # Quantized from the source with its exporter patterns fused (farm.job.fuse).
+    fused: bool = False
 
     @classmethod
     def of(cls, variant: str, method: CalibrationMethod) -> Config:
@@ -103,7 +107,20 @@ class Config:
         """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
         return cls(variant=str(data["variant"]), method=data["calibration"], per_channel=bool(data["per_channel"]),
                    reduce_range=bool(data["reduce_range"]), exclude=tuple(data.get("exclude", ())),
-                   seven_bit=tuple(data.get("seven_bit", ())))
+                   seven_bit=tuple(data.get("seven_bit", ())), fused=bool(data.get("fused", False)))
+
+
+def _save(model: onnx.ModelProto, path: Path, *, external: bool) -> Path:
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data")
+    else:
+        onnx.save(model, str(path))
+    return path
+
+
+def _fusion_text(fusions: Sequence[Fused]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in counts(fusions).items())
 
 
 def _family(variant: str) -> tuple[str, str]:
@@ -176,6 +193,7 @@ class _Trial:
             "returned": list(self.returned),
             "exclude": list(self.config.exclude),
             "seven_bit": list(self.config.seven_bit),
+            "fused": self.config.fused,
             "variant": self.config.variant,
             "calibration": self.config.method,
             "per_channel": self.config.per_channel,
@@ -243,6 +261,7 @@ class _Tuner:
             "naive": {},
             "ranking": [],
             "ranking_source": None,
+            "fusions": [],
             "kernels": [],
             "lanes": [],
             "trials": [],
@@ -273,7 +292,10 @@ class _Tuner:
         self.naive_models: dict[str, Path] = {}
         # The changes the given model (tune.candidate) made, each with its reason, as its search wrote them.
         self.given_changes: list[dict[str, Any]] = []
-        self.per_channel_source: Path | OpsetRaiseFailed | None = None
+        # The source with its exporter patterns fused, when it has any, and each source raised to opset 13.
+        self.fused_source: Path | None = None
+        self.fusions: list[Fused] = []
+        self.per_channel_sources: dict[Path, Path | OpsetRaiseFailed] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -366,7 +388,8 @@ class _Tuner:
         self.save()
 
     def _prepare_source(self) -> None:
-        """quant_pre_process, as prepare does, then a unique name on every node (``nodes_to_exclude`` names them)."""
+        """quant_pre_process, as prepare does, then a unique name on every node (``nodes_to_exclude`` names them),
+        and the same with its exporter patterns fused (farm.job.fuse), for the knob that tries it."""
         pre = self.work / "pre.onnx"
         source = self.spec.source_model
         try:
@@ -380,28 +403,31 @@ class _Tuner:
         if external:
             model = onnx.load(str(source))
         if _name_nodes(model):
-            named = self.work / "source.onnx"
-            if external:
-                onnx.save(model, str(named), save_as_external_data=True, all_tensors_to_one_file=True,
-                          location=named.name + ".data")
-            else:
-                onnx.save(model, str(named))
-            source = named
+            source = _save(model, self.work / "source.onnx", external=external)
         self.source = source
+        fused, self.fusions = fuse(model)
+        if self.fusions:
+            self.fused_source = _save(fused, self.work / "source-fused.onnx", external=external)
+            self.state["fusions"] = [{"kind": f.kind, "replaced": list(f.replaced), "node": f.node}
+                                     for f in self.fusions]
+            say(f"tune: exporter patterns to fuse: {_fusion_text(self.fusions)}")
 
     def _source_for(self, config: Config) -> Path:
+        base = self.fused_source if config.fused and self.fused_source is not None else self.source
         if not config.per_channel:
-            return self.source
-        if self.per_channel_source is None:
+            return base
+        raised = self.per_channel_sources.get(base)
+        if raised is None:
             try:
-                self.per_channel_source, note = raise_opset(self.source, self.work / "source-opset13.onnx")
+                raised, note = raise_opset(base, base.with_name(f"{base.stem}-opset13.onnx"))
                 if note:
                     self.warn(note)
             except OpsetRaiseFailed as exc:
-                self.per_channel_source = exc
-        if isinstance(self.per_channel_source, OpsetRaiseFailed):
-            raise self.per_channel_source
-        return self.per_channel_source
+                raised = exc
+            self.per_channel_sources[base] = raised
+        if isinstance(raised, OpsetRaiseFailed):
+            raise raised
+        return raised
 
     # -- measuring -----------------------------------------------------------------------------------------------
 
@@ -563,12 +589,15 @@ class _Tuner:
             else:
                 improves = current is None or (current.accuracy is not None
                                                and self.better(trial.accuracy, current.accuracy))
-            if improves or trial.within:
-                # Only a model that may be kept (or that meets the tolerance) is worth its timing runs.
+            if improves or trial.within or step == "fuse":
+                # Only a model that may be kept (or that meets the tolerance) is worth its timing runs; a fusion is
+                # also kept for its speed alone.
                 if self.timed:
                     trial.latency, trial.speedup, problem = self._time(session)
                     if problem:
                         self.warn(f"trial {trial.index} {problem}")
+                if step == "fuse" and not improves and current is not None:
+                    improves = self._as_good_and_faster(trial, current)
                 trial.kept = improves
                 if current is not None and self.timed and improves and (trial.speedup or 0.0) < self.settings.floor:
                     trial.kept = False
@@ -589,12 +618,26 @@ class _Tuner:
         say(f"trial {trial.index}: {change} -> {figures}, {verdict}")
         return trial
 
+    def _as_good_and_faster(self, trial: _Trial, current: _Trial) -> bool:
+        """No farther from the tolerance than ``current`` (within if it was), and faster beyond noise (untimed: a
+        rewrite that only removes quantization points is taken at its word)."""
+        if trial.accuracy is None or current.accuracy is None or (current.within and not trial.within):
+            return False
+        if self._gap(trial.accuracy) > self._gap(current.accuracy) * (1.0 + MIN_GAIN) + 1e-9:
+            return False
+        if not self.timed:
+            return True
+        return (trial.speedup is not None and current.speedup is not None
+                and trial.speedup > current.speedup * (1.0 + NOISE_FLOOR))
+
     def _make(self, config: Config, path: Path, trial: _Trial | None = None) -> Path:
         assert self.dataset is not None
         record = quantize(config.variant, self._source_for(config), path, dataset=self.dataset,
                           calibration=Calibration(method=config.method, samples=self.spec.calibration.samples),
                           exclude=config.exclude, per_channel=config.per_channel, reduce_range=config.reduce_range,
                           seven_bit=config.seven_bit)
+        if config.fused:
+            record["fused"] = [f"{', '.join(f.replaced)} -> {f.kind} {f.node}" for f in self.fusions]
         if trial is not None:
             trial.record = record
             nodes = record.get("nodes")
@@ -700,6 +743,8 @@ class _Tuner:
             stopped = self._repair(rival) if not first.within else f"{name}: trial {first.index} is within tolerance"
             if self._done():
                 stopped = self._return_to_int8() or stopped
+                # Within tolerance, fusing is for speed: kept while it stays within and runs faster.
+                self._fuse()
         lane["stopped"] = stopped
         self.save()
         return stopped
@@ -743,6 +788,8 @@ class _Tuner:
                         replace(base, exclude=(*base.exclude, finding.node)),
                         step="kernel", added=(finding.node,), kernel=finding, why=self._fp32_why(finding))
         # A later lane carries the first lane's settings: the knobs were tried there.
+        if rival is None and (over := self._fuse()) is not None:
+            return over
         for change, vary in self._knobs(checked=bool(findings)) if rival is None else []:
             if (over := self._lane_over(rival)) is not None:
                 return over
@@ -812,6 +859,25 @@ class _Tuner:
         self.save()
         return findings
 
+    def _fuse(self) -> str | None:
+        """The exporter patterns fused (farm.job.fuse), when the model has any and the current one does not fuse
+        them: kept when closer to the tolerance, or as close and faster. Returns why the lane ends, if it does."""
+        assert self.current is not None
+        if not self.fusions or self.current.config.fused:
+            return None
+        if (spent := self.budget_spent()) is not None:
+            return spent
+        renamed = self._renamed()
+        config = self.current.config
+        fused = replace(config, fused=True, exclude=tuple(dict.fromkeys(renamed.get(n, n) for n in config.exclude)))
+        self._trial(f"fuse exporter patterns ({_fusion_text(self.fusions)}): fewer quantization points", fused,
+                    step="fuse", why=f"fused {_fusion_text(self.fusions)} into single nodes")
+        return None
+
+    def _renamed(self) -> dict[str, str]:
+        """Each node a fusion replaced, and the node that replaced it."""
+        return {name: f.node for f in self.fusions for name in f.replaced}
+
     def _knobs(self, *, checked: bool) -> list[tuple[str, Any]]:
         """The cheap changes known to matter, each a function of the current config. 7-bit weights everywhere
         (reduce_range) only when the kernel check could not run: where it ran, it found the nodes that saturate,
@@ -874,6 +940,8 @@ class _Tuner:
         model, or the trial a lane took its settings from) put in fp32 or the weights it made 7-bit, why, and which
         trial did it."""
         exclude, seven = set(trial.config.exclude), set(trial.config.seven_bit)
+        # A node that a fusion replaced is kept in fp32 as the fused node.
+        renamed = self._renamed() if trial.config.fused else {}
         lane = self.state["lanes"][trial.lane]
         if lane.get("from_trial") is not None:
             inherited = self._changes(self.trials[lane["from_trial"]])
@@ -884,7 +952,8 @@ class _Tuner:
             inherited = []
         entries = []
         for change in inherited:
-            nodes = [n for n in change.get("nodes", ()) if n in exclude]
+            nodes = list(dict.fromkeys(renamed.get(n, n) for n in change.get("nodes", ())
+                                       if renamed.get(n, n) in exclude))
             weights = [w for w in change.get("seven_bit", ()) if w in seven]
             if nodes or weights:
                 entries.append({**change, "nodes": nodes, "seven_bit": weights})
@@ -893,7 +962,7 @@ class _Tuner:
                 continue
             if not (earlier.kept or earlier is trial):
                 continue
-            nodes = [n for n in earlier.added if n in exclude]
+            nodes = list(dict.fromkeys(renamed.get(n, n) for n in earlier.added if renamed.get(n, n) in exclude))
             weights = [w for w in earlier.weights if w in seven]
             if not nodes and not weights:
                 continue
@@ -977,8 +1046,9 @@ class _Tuner:
         if good:
             if self.timed:
                 return max(good, key=lambda t: t.speedup or 0.0)
-            return min(good, key=lambda t: (len(t.config.exclude), len(t.config.seven_bit), -self._cosine(t),
-                                            t.index))
+            # Untimed, the fewest nodes out of int8, then the fewest quantization points, then accuracy.
+            return min(good, key=lambda t: (len(t.config.exclude), len(t.config.seven_bit), not t.config.fused,
+                                            -self._cosine(t), t.index))
         within = [t for t in measured if t.within and t.speedup is not None]
         if within:
             return max(within, key=lambda t: t.speedup or 0.0)
@@ -1006,6 +1076,7 @@ class _Tuner:
             "variant": best.config.variant,
             "exclude": list(best.config.exclude),
             "seven_bit": list(best.config.seven_bit),
+            "fused": best.config.fused,
             "calibration": best.config.method,
             "per_channel": best.config.per_channel,
             "reduce_range": best.config.reduce_range,

@@ -207,6 +207,8 @@ class Quantization:
     # What `farm tune` changed (the "tuned" variant): nodes left in fp32 and weights quantized to 7 bits.
     nodes_to_exclude: tuple[str, ...] = ()
     seven_bit: tuple[str, ...] = ()
+    # ... and the exporter patterns it fused before quantizing ("nodes -> HardSwish node").
+    fused: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -224,11 +226,13 @@ class Quantization:
             nodes=None if nodes is None else NodeCount.from_dict(nodes),
             nodes_to_exclude=tuple(data.get("nodes_to_exclude", ())),
             seven_bit=tuple(data.get("seven_bit", ())),
+            fused=tuple(data.get("fused", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
         changed = {name: list(value) for name, value in (("nodes_to_exclude", self.nodes_to_exclude),
-                                                          ("seven_bit", self.seven_bit)) if value}
+                                                          ("seven_bit", self.seven_bit),
+                                                          ("fused", self.fused)) if value}
         return {
             "kind": self.kind,
             "format": self.format,

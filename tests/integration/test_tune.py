@@ -20,6 +20,7 @@ from tests.modelgen import (
     SATURATING_HEAD,
     SATURATING_WEIGHT,
     SENSITIVE_REGION,
+    make_hardswish_cnn,
     make_int8_never_pays,
     make_saturating_cnn,
     make_sensitive_cnn,
@@ -162,3 +163,26 @@ def test_the_tuned_exclusions_follow_each_tier_s_kernels(fleet: Fleet, built: Bu
     assert "exact on this target" in difference["targets"][contrast]["why"]
     assert f"differs: {SATURATING_HEAD}: fp32 on x86-avx2 (" in result.stdout
     assert f"int8 on {contrast} (" in result.stdout
+
+
+def test_written_out_hardswish_is_fused_in_the_target_and_the_tuned_model_keeps_it(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    data = make_hardswish_cnn(tmp_path / "model.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target)
+    assert result.returncode == 0, result.stderr
+    entry = report["targets"][0]
+    assert entry["status"] == "ok" and [f["kind"] for f in entry["fusions"]] == ["HardSwish"] * 4
+    fusions = [t for t in entry["trials"] if t["step"] == "fuse"]
+    assert fusions and all(t["fused"] and t["accuracy"]["cosine"] > 0.99 for t in fusions), fusions
+    # Kept or not (timed, it is kept when it runs faster beyond noise), the tuned model is what the search says.
+    assert entry["verdict"] == "tuned", entry["reason"]
+    tuned = onnx.load(str(tmp_path / "out" / "tuned" / f"{target}.onnx"))
+    ops = [n.op_type for n in tuned.graph.node]
+    if entry["best"]["fused"]:
+        assert ops.count("HardSwish") == 4 and "Clip" not in ops
+        assert len(entry["best"]["quantization"]["fused"]) == 4
+    else:
+        assert "HardSwish" not in ops and ops.count("Clip") == 2

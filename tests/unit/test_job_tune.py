@@ -37,14 +37,14 @@ TIMING = {"warmup": 3, "iterations": 30, "rounds": 5}
 UNTIMED = {"warmup": 0, "iterations": 0, "rounds": 1}
 EMULATED = {"mode": "emulated", "cpu_model": "Haswell"}
 TRIAL_KEYS = [
-    "index", "change", "lane", "step", "point", "added", "added_seven_bit", "returned", "exclude", "seven_bit",
+    "index", "change", "lane", "step", "point", "added", "added_seven_bit", "returned", "exclude", "seven_bit", "fused",
     "variant", "calibration", "per_channel", "reduce_range", "nodes", "accuracy", "latency_ms", "speedup",
     "within_tolerance", "kept", "note", "why", "error", "seconds",
 ]  # fmt: skip
 STATE_KEYS = [
     "schema", "status", "error", "target", "mode", "timed", "floor", "tolerance", "budget", "start", "candidate",
-    "fp32", "naive", "ranking", "ranking_source", "kernels", "lanes", "trials", "stopped", "verdict", "reason", "best",
-    "excluded", "seven_bit", "returned", "tuned_model", "warnings", "seconds",
+    "fp32", "naive", "ranking", "ranking_source", "fusions", "kernels", "lanes", "trials", "stopped", "verdict",
+    "reason", "best", "excluded", "seven_bit", "returned", "tuned_model", "warnings", "seconds",
 ]  # fmt: skip
 
 
