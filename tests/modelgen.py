@@ -420,6 +420,19 @@ def make_traced_batch_model(path: Path, *, baked: bool = True, samples: int = 4,
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
 
 
+def _image_samples(path: Path, rng: np.random.Generator, *, samples: int, size: int) -> ModelData:
+    """Samples for the image classifier at ``path`` (input ``x`` ``[1, 3, size, size]``): the ``samples`` draws of
+    8 times as many with the widest fp32 top-2 margin, labelled with their fp32 argmax."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
+    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
+    chosen = _widest_margin(pool, logits, samples)
+    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
+    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+
+
 def _widest_margin(pool: np.ndarray, logits: np.ndarray, samples: int) -> np.ndarray:
     """The indices (in order) of the ``samples`` draws whose fp32 top-2 margin is widest, relative to the logits."""
     top2 = np.sort(logits, axis=-1)[:, -2:]
@@ -474,14 +487,7 @@ def make_sensitive_cnn(
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
     )
     _save(graph, path)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
-    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
-    chosen = _widest_margin(pool, logits, samples)
-    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
-    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+    return _image_samples(path, rng, samples=samples, size=size)
 
 
 # The model int8 never pays on: one hidden unit SMALL_OUTLIER times the others (its weights in fc2 as much smaller),
@@ -570,14 +576,7 @@ def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: i
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], initializer=initializers,
     )
     _save(graph, path)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
-    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
-    chosen = _widest_margin(pool, logits, samples)
-    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
-    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+    return _image_samples(path, rng, samples=samples, size=size)
 
 
 # The hardswish CNN: ``layers`` Conv-hardswish blocks, hardswish written out as exporters write it. Even blocks:
@@ -628,11 +627,4 @@ def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: in
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pool = rng.uniform(0.0, 1.0, (8 * samples, 1, 3, size, size)).astype(np.float32)
-    logits = np.stack([session.run(None, {"x": pool[i]})[0][0] for i in range(len(pool))])
-    chosen = _widest_margin(pool, logits, samples)
-    labels = np.argmax(logits[chosen], axis=-1).astype(np.int64)
-    return ModelData(path=path, inputs={"x": pool[chosen]}, labels=labels)
+    return _image_samples(path, rng, samples=samples, size=size)

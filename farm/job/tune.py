@@ -1,27 +1,30 @@
-"""Stage ``tune`` (``farm tune``, issue 12): from the best naive int8 variant of this target, put the quantization
-points that lose the most back into fp32, one region at a time, until the model is within tolerance, while it still
-beats fp32 by the speed floor, within the budget.
+"""Stage ``tune`` (``farm tune``, issue 12): the fastest int8 model of this target that holds the tolerance, found in
+the target itself, with its own kernels; or the evidence that none beats fp32 by the speed floor.
 
 1. The start: ``tune.start``, else among the target's static candidates the most accurate one that is at least
-   ``floor`` times as fast as fp32 (when timed), else the most accurate.
-2. Cheap knobs first, each one trial: the other calibration methods, per-channel weights, and 7-bit weights
-   (reduce_range) on x86 without VNNI.
-3. The ranking, once (or ``tune.ranking`` as the native search wrote it, for an emulated target): every tensor the
-   quantized model quantizes gets the SQNR of quantizing it alone, fp32 values against their own quantize-dequantize
-   with the scale the quantized model uses (``qdq_loss_debug``'s SQNR, 20 log10 ``|x| / |x - qdq(x)|``, summed over
-   the calibration samples). A tensor whose energy sits in a few outlier channels keeps a high whole-tensor SQNR
-   while its typical channel is rounded away, so a point's ``sqnr_db`` is the lower of the whole-tensor figure and,
-   along each axis, the median SQNR of its slices. Weights are measured the same way against their dequantized
-   initializers.
-4. The greedy search, worst point first: each trial keeps one more *region* in fp32 and is kept only when it brings
-   the real metric (the tolerance's cosine and top-1, or ``--metric``) closer to the tolerance and, when timed, the
-   model still beats fp32 by the floor; otherwise it is undone. A region is the nodes that touch the tensor (its
-   producer and every consumer, or a weight's consumers) and, through the non-compute nodes among them, the nodes of
-   neighbouring tensors that are lossy too: excluding a Conv alone leaves its tensors quantized by the elementwise
-   nodes around it (BatchNorm as Mul/Add, hardswish as Add/Clip/Mul/Div).
-5. It stops when within tolerance, at the budget (``budget_trials`` search trials, ``budget_s`` seconds since the
-   stage started), after ``MAX_IDLE_TRIALS`` trials in a row that did not help, or when the points run out; and
-   at once when the start itself does not beat fp32 by the floor (keeping more in fp32 only makes it slower).
+   ``floor`` times as fast as fp32 (when timed), else the most accurate. An emulated target given the native
+   search's tuned model (``tune.candidate``) starts from that instead.
+2. The kernel check (farm.job.kernels), once per lane: each quantized compute node cut out with its Q/DQ nodes and
+   run fused, with this target's int8 kernel, against the same QDQ computed as written. A node whose kernel loses
+   accuracy here (VPMADDUBSW's int16 pair sums saturate on x86 without VNNI; a run with 32-bit sums tells) first gets
+   7-bit weights alone, the classic remedy that keeps its int8 speed, and fp32 when those fall short.
+3. The cheap knobs, each one trial: exporter patterns fused (farm.job.fuse), the other calibration methods,
+   per-channel weights, and 7-bit weights everywhere (reduce_range) only where the kernel check could not run.
+4. The SQNR ranking (farm.job.ranking), once, or ``tune.ranking`` as the native search wrote it; then the greedy
+   search, worst point first: each trial keeps one more *region* in fp32 and is kept only when it brings the real
+   metric (the tolerance's cosine and top-1, or ``--metric``) closer to the tolerance and, when timed, the model
+   still beats fp32 by the floor; otherwise it is undone.
+5. Within tolerance, each change is undone alone and stays undone while the model stays within: those whose reason
+   does not hold on this target first (a node kept in fp32 for a kernel that is exact here). Then, for speed, the
+   fusion of exporter patterns.
+6. Lanes: on a timed target, each kernel family (activation and weight type) whose naive variants ran faster than
+   the best model's family gets a search of its own, from its plain recipe with the best model's settings: U8S8 with
+   one node in fp32 can beat U8U8 with none, whose kernels run at about half the speed on x86.
+
+It stops when the lanes end, at the budget (``budget_trials`` search trials, ``budget_s`` seconds since the stage
+started); a lane stops within tolerance, after ``MAX_IDLE_TRIALS`` trials in a row that did not help, when the points
+run out, when it can no longer beat its rival, or at once when its start does not beat fp32 by the floor (keeping
+more in fp32 only makes it slower).
 
 ``tune.json`` (``farm.tune/1``) is rewritten atomically after every trial, so an interrupted search keeps its log
 (``status`` says "running" until the end). When nothing within tolerance beats fp32 by the floor the verdict is
