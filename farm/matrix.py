@@ -273,7 +273,7 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
         "image": tag,
         "spec": spec,
         "limits": {"budget_s": _budget(target, options), "memory": target.memory},
-        "tuned": None if tuned is None else tuned.sha256,
+        "tuned": None if tuned is None else list(tuned.sha256),
     })
 
 
@@ -416,7 +416,7 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
     return tags
 
 
-def _toolchain(target: Target) -> str:
+def toolchain(target: Target) -> str:
     """What decides the int8 artifacts: the runtime's quantizer and the onnx beside it, not the CPU."""
     return " ".join((target.runtime, *target.packages))
 
@@ -432,17 +432,17 @@ def _prepare(
     """
     groups: dict[str, list[Target]] = {}
     for target in ready:
-        groups.setdefault(_toolchain(target), []).append(target)
-    for index, (toolchain, members) in enumerate(groups.items()):
+        groups.setdefault(toolchain(target), []).append(target)
+    for index, (chain, members) in enumerate(groups.items()):
         candidates = list(dict.fromkeys(v for t in members for v in _candidates(t, run.given.info)))
         if not candidates:
             continue
         maker = next((t for t in members if fleet.placements[t.name].mode in ("native", "masked")), None)
-        maker = maker or _native_helper(fleet, tags, reporter, run.report["warnings"], toolchain)
+        maker = maker or _native_helper(fleet, tags, reporter, run.report["warnings"], chain)
         if maker is None:
             maker = members[0]
             run.report["warnings"].append(
-                f"no native target runs {toolchain}, so its int8 artifacts were made under QEMU in {maker.name}")
+                f"no native target runs {chain}, so its int8 artifacts were made under QEMU in {maker.name}")
         name = "artifacts" if index == 0 else f"artifacts-{index}"
         if _make_artifacts(fleet, maker, tags, candidates, inputs, name, run, options, reporter):
             run.artifacts.update({t.name: name for t in members})
@@ -472,12 +472,12 @@ def _make_artifacts(
 
 
 def _native_helper(
-    fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str], toolchain: str
+    fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str], chain: str
 ) -> Target | None:
     """A native target of the same toolchain that was not selected can still make the artifacts."""
     for target in fleet.config.targets:
         if (fleet.placements[target.name].mode != "native" or target.image != "cpu"
-                or _toolchain(target) != toolchain):
+                or toolchain(target) != chain):
             continue
         outcome = ensure_images(fleet, [target], reporter)[target.name]
         if outcome.image is not None:

@@ -19,23 +19,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 import farm
 from farm import clean
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
 from farm.job.kernels import KernelFinding
+from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
+from farm.job.spec import TUNE_FILE, TUNED_MODEL
 from farm.job.variants import RECIPES
-from farm.matrix import MatrixInputs, MatrixOptions, job_out_dir, job_spec, run_job, stage_inputs, stage_lines
+from farm.matrix import (
+    MatrixInputs,
+    MatrixOptions,
+    job_out_dir,
+    job_spec,
+    run_job,
+    stage_inputs,
+    stage_lines,
+    toolchain,
+)
 from farm.progress import Reporter
 from farm.resume import resume_key
+from farm.tuned import REPORT_FILE, REPORT_SCHEMA, TUNED_DIR
 
-TUNE_SCHEMA = "farm.tune-report/1"
-JOB_LOG = "tune.json"
-TUNED_MODEL = "tuned.onnx"
 # Seconds a container gets beyond the search budget: loading, the fp32 reference, the naive variants, the ranking.
 SETUP_ALLOWANCE_S = 900.0
 DEFAULT_FLOOR = 1.1
@@ -88,7 +95,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
     inputs = work / "in"
     inputs.mkdir(parents=True)
     clean.mark_run_folder(work)
-    report: dict[str, Any] = {"schema": TUNE_SCHEMA, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                               "model": given.info.report_summary(given.model), "floor": options.floor,
                               "budget": options.budget.to_dict(), "warnings": [], "targets": []}
     earlier = _earlier(options) if options.resume else {}
@@ -104,8 +111,10 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
             else:
                 runnable.append(target)
         outcomes = ensure_images(fleet, runnable, reporter)
-        ranking: list[Any] | None = None
-        candidate: dict[str, Any] | None = None
+        # Per toolchain (runtime and packages: its pre-processing names the nodes), the first native or masked
+        # search's ranking and tuned model, for the emulated targets of that toolchain.
+        rankings: dict[str, list[Any]] = {}
+        candidates: dict[str, dict[str, Any]] = {}
         for target in sorted(runnable, key=lambda t: fleet.placements[t.name].mode == "emulated"):
             outcome = outcomes[target.name]
             if outcome.image is None:
@@ -113,31 +122,34 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                                           "status": "failed", "reason": f"image build failed: {outcome.error}"})
                 failed = True
                 continue
-            key = _key(target, outcome.image.tag, given, options)
+            emulated = fleet.placements[target.name].mode == "emulated"
+            chain = toolchain(target)
+            # What the native searches gave is part of what an emulated search depends on.
+            handed: dict[str, Any] = ({"ranking": rankings.get(chain), "candidate": candidates.get(chain)}
+                                      if emulated else {})
+            key = _key(target, outcome.image.tag, given, options, handed)
             done = earlier.get(target.name)
             if done is not None and done.get("resume_key") != key:
                 done = None  # the model, data, image or settings changed since: nothing of it applies
             if done is not None and done.get("status") == "ok":
                 entry = {**done, "resumed": True}  # finished before: kept as it was, tuned model included
             else:
-                # A resumed search has its own ranking already; an emulated one cannot afford to rank, and takes
-                # the first native search's, and starts from its tuned model.
-                emulated = fleet.placements[target.name].mode == "emulated"
-                given_ranking = (done or {}).get("ranking") or (ranking if emulated else None)
-                given_candidate = (done or {}).get("candidate") or (candidate if emulated else None)
+                # An emulated search cannot afford to rank: it takes the native search's ranking and starts from
+                # its tuned model. A resumed native one has its own ranking already.
+                given_ranking = handed.get("ranking") or (done or {}).get("ranking")
                 entry = _tune_target(fleet, target, outcome.image.tag, inputs, work, given, options, reporter,
-                                     ranking=given_ranking, candidate=given_candidate, key=key, report=report)
+                                     ranking=given_ranking, candidate=handed.get("candidate"), key=key,
+                                     report=report)
             report["targets"].append(entry)
             failed = failed or entry["status"] == "failed"
-            # The first native (or masked) search ranks the points once for the targets that cannot time.
-            if ranking is None and entry.get("ranking") and fleet.placements[target.name].mode != "emulated":
-                ranking = entry["ranking"]
-            if candidate is None and fleet.placements[target.name].mode != "emulated":
-                candidate = tuned_candidate(entry)
-            write_json_atomic(options.out_dir / "tune.json", report)
+            if not emulated and entry.get("ranking"):
+                rankings.setdefault(chain, entry["ranking"])
+            if not emulated and (found := tuned_candidate(entry)) is not None:
+                candidates.setdefault(chain, found)
+            write_json_atomic(options.out_dir / REPORT_FILE, report)
     finally:
         report["differences"] = differences(report["targets"])
-        write_json_atomic(options.out_dir / "tune.json", report)
+        write_json_atomic(options.out_dir / REPORT_FILE, report)
         shutil.rmtree(work, ignore_errors=True)
     return TuneResult(report=report, exit_code=TargetFailed.exit_code if failed else 0)
 
@@ -174,14 +186,16 @@ def _treatment(entry: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     return treated
 
 
-def _int8_why(entry: dict[str, Any], node: str) -> str | None:
+def _int8_why(entry: dict[str, Any], node: str) -> str:
     returned = next((r for r in entry.get("returned") or [] if node in (r.get("returned") or [])), None)
     if returned is not None and returned.get("why"):
         return str(returned["why"])
     variant = entry["best"].get("variant")
     kernel = next((k for k in entry.get("kernels") or [] if k.get("node") == node and k.get("variant") == variant),
                   None)
-    return KernelFinding.from_dict(kernel).describe() if kernel is not None else None
+    if kernel is None:
+        return "in int8 there; its kernel check did not measure this node"
+    return KernelFinding.from_dict(kernel).describe()
 
 
 def _tune_target(
@@ -203,10 +217,10 @@ def _tune_target(
                              on_line=stage_lines(step))
     except BaseException:
         # Ctrl-C: the search so far (its ranking above all) goes into the report before the run folder goes.
-        report["targets"].append({**_read(out / JOB_LOG), "name": target.name, "mode": placement.mode,
+        report["targets"].append({**_read(out / TUNE_FILE), "name": target.name, "mode": placement.mode,
                                   "resume_key": key, "status": "failed", "reason": "interrupted"})
         raise
-    entry = _read(out / JOB_LOG)
+    entry = _read(out / TUNE_FILE)
     searched = entry.get("status") == "done" and entry.get("verdict")
     entry.update({"name": target.name, "mode": placement.mode, "resume_key": key})
     if result.failure or not searched:
@@ -217,14 +231,11 @@ def _tune_target(
         return entry
     entry["status"] = "ok"
     if (out / TUNED_MODEL).is_file():
-        kept = options.out_dir / "tuned" / f"{target.name}.onnx"
+        kept = options.out_dir / TUNED_DIR / f"{target.name}.onnx"
         kept.parent.mkdir(parents=True, exist_ok=True)
-        # Loaded with its external data (a large model's weights sit beside it) and saved under the target's name,
-        # its data file renamed with it, so the copy is whole wherever the user moves the folder.
-        model = onnx.load(str(out / TUNED_MODEL), load_external_data=True)
-        large = sum(t.ByteSize() for t in model.graph.initializer) >= 1 << 30
-        onnx.save_model(model, str(kept), save_as_external_data=large, location=f"{kept.name}.data")
-        entry["model_file"] = str(kept)
+        # Under the target's name, its data file renamed with it, so the copy is whole wherever the folder goes.
+        copy_model(out / TUNED_MODEL, kept)
+        entry["model_file"] = str(kept.resolve())
     return entry
 
 
@@ -238,13 +249,14 @@ def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
     return {"target": entry.get("name"), **{name: best[name] for name in fields if name in best}}
 
 
-def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions) -> str:
+def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions, handed: dict[str, Any]) -> str:
     """What a target's search depends on: --resume keeps an earlier search only while this is unchanged."""
     return resume_key({"farm": farm.__version__, "model": given.info.sha256, "data": given.data.sha256(),
                        "image": tag, "target": target.name, "floor": options.floor,
                        "budget": options.budget.to_dict(),
                        "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
-                       "timing": [options.evaluation.threads, options.evaluation.native_iterations]})
+                       "timing": [options.evaluation.threads, options.evaluation.native_iterations],
+                       "handed": handed})
 
 
 def _static(target: Target) -> list[str]:
@@ -253,8 +265,8 @@ def _static(target: Target) -> list[str]:
 
 
 def _earlier(options: TuneOptions) -> dict[str, dict[str, Any]]:
-    found = _read(options.out_dir / "tune.json")
-    if found.get("schema") != TUNE_SCHEMA:
+    found = _read(options.out_dir / REPORT_FILE)
+    if found.get("schema") != REPORT_SCHEMA:
         return {}
     return {str(t["name"]): t for t in found.get("targets", []) if t.get("resume_key")}
 

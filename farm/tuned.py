@@ -8,8 +8,7 @@ alternating timing rounds and recommendation. Release gating then holds the tune
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,29 @@ import onnx
 from farm.errors import BadInput
 from farm.files import file_sha256
 from farm.inspect import ModelInfo
+from farm.job.modelfile import copy_model
 
-TUNE_REPORT = "tune.json"
-# In the job's input folder.
-STAGED_DIR = "tuned"
+# What `farm tune` writes into its --out folder.
+REPORT_FILE = "tune.json"
+REPORT_SCHEMA = "farm.tune-report/1"
+TUNED_DIR = "tuned"
 
 
 @dataclass(frozen=True, kw_only=True)
-class TunedModel:
+class TunedFile:
     path: Path
     # How farm tune made it: its tune.json's best.quantization (the quantizer's record).
     quantization: Mapping[str, Any]
-    sha256: str
+    # Of the model file and its external data files: what the target's --resume key depends on.
+    sha256: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class TunedModels:
-    """What ``--tuned`` named: per target a tuned model, or why that target's search left none."""
+    """What ``--tuned`` named: per target a tuned model, or why there is none for it."""
 
     source: Path
-    models: Mapping[str, TunedModel] = field(default_factory=dict)
+    models: Mapping[str, TunedFile] = field(default_factory=dict)
     none: Mapping[str, str] = field(default_factory=dict)
 
     def spec(self, target: str) -> dict[str, Any] | None:
@@ -46,68 +48,77 @@ class TunedModels:
         model = self.models.get(target)
         if model is None:
             return None
-        return {"model": f"{STAGED_DIR}/{target}.onnx", "quantization": dict(model.quantization)}
+        return {"model": f"{TUNED_DIR}/{target}.onnx", "quantization": dict(model.quantization)}
 
     def stage(self, inputs: Path) -> None:
         """Each tuned model into ``inputs``/tuned/<target>.onnx, with its external data beside it."""
-        folder = inputs / STAGED_DIR
         for target, model in self.models.items():
-            folder.mkdir(exist_ok=True)
-            loaded = onnx.load(str(model.path), load_external_data=False)
-            external = [t for t in loaded.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-            destination = folder / f"{target}.onnx"
-            if external:
-                # Saved whole again under the staged name: the data file keeps a name only this target uses.
-                whole = onnx.load(str(model.path))
-                onnx.save_model(whole, str(destination), save_as_external_data=True,
-                                location=f"{destination.name}.data")
-            else:
-                shutil.copyfile(model.path, destination)
+            (inputs / TUNED_DIR).mkdir(exist_ok=True)
+            copy_model(model.path, inputs / TUNED_DIR / f"{target}.onnx")
 
-    def warnings(self, selected: list[str]) -> list[str]:
-        return [f"--tuned {self.source}: no tuned model for {name} ({self.none[name]})"
-                for name in selected if name in self.none]
+    def warnings(self, selected: Sequence[str]) -> list[str]:
+        """One line per selected target that gets no tuned variant, and why."""
+        return [f"--tuned {self.source}: no tuned model for {name} "
+                f"({self.none.get(name, 'farm tune did not search this target')})"
+                for name in selected if name not in self.models]
 
 
 def load_tuned(path: Path, info: ModelInfo) -> TunedModels:
     """``--tuned``: a farm tune output folder (or its tune.json), for the model ``info`` describes."""
-    report_path = path / TUNE_REPORT if path.is_dir() else path
+    report_path = path / REPORT_FILE if path.is_dir() else path
+    fix = "give the --out folder of a farm tune run (it holds tune.json and tuned/)"
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadInput(f"--tuned {path}: there is no {report_path.name} there",
-                       fix="give the --out folder of a farm tune run (it holds tune.json and tuned/)") from None
+        raise BadInput(f"--tuned {path}: there is no {report_path.name} there", fix=fix) from None
     except (OSError, ValueError) as exc:
-        raise BadInput(f"--tuned {path}: {report_path} cannot be read as JSON ({exc})",
-                       fix="give the --out folder of a farm tune run") from None
-    if not isinstance(report, dict) or report.get("schema") != "farm.tune-report/1":
-        raise BadInput(f"--tuned {path}: {report_path} is not a farm tune report (schema farm.tune-report/1)",
-                       fix="give the --out folder of a farm tune run")
-    tuned_sha = (report.get("model") or {}).get("sha256")
-    if tuned_sha != info.sha256:
-        raise BadInput(f"--tuned {path}: farm tune tuned another model ({(report.get('model') or {}).get('path')}, "
-                       f"sha256 {str(tuned_sha)[:12]}), not {info.path} (sha256 {info.sha256[:12]})",
+        raise BadInput(f"--tuned {path}: {report_path} cannot be read as JSON ({exc})", fix=fix) from None
+    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
+        raise BadInput(f"--tuned {path}: {report_path} is not a farm tune report (schema {REPORT_SCHEMA})", fix=fix)
+    model: dict[str, Any] = report["model"] if isinstance(report.get("model"), dict) else {}
+    if model.get("sha256") != info.sha256:
+        raise BadInput(f"--tuned {path}: farm tune tuned another model ({model.get('path')}, sha256 "
+                       f"{str(model.get('sha256'))[:12]}), not {info.path} (sha256 {info.sha256[:12]})",
                        fix=f"run farm tune {info.path} first, or drop --tuned")
-    models: dict[str, TunedModel] = {}
+    models: dict[str, TunedFile] = {}
     none: dict[str, str] = {}
-    for entry in report.get("targets") or []:
+    entries: list[Any] = report["targets"] if isinstance(report.get("targets"), list) else []
+    for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
         name = entry["name"]
-        best: dict[str, Any] = entry["best"] if isinstance(entry.get("best"), dict) else {}
-        file = entry.get("model_file")
-        if entry.get("status") != "ok" or entry.get("verdict") != "tuned" or not file:
-            none[name] = (f"farm tune said keep fp32: {entry.get('reason')}" if entry.get("verdict") == "keep-fp32"
-                          else f"its search {entry.get('status')}: {entry.get('reason')}")
-            continue
-        model = Path(file)
-        if not model.is_absolute():
-            model = report_path.parent / model
-        if not model.is_file():
-            # The report names where farm tune wrote it; a moved folder keeps it under tuned/.
-            model = report_path.parent / "tuned" / f"{name}.onnx"
-        if not model.is_file() or not isinstance(best.get("quantization"), dict):
-            raise BadInput(f"--tuned {path}: the tuned model of {name} is missing ({file})",
-                           fix="keep tuned/<target>.onnx beside tune.json, or run farm tune again")
-        models[name] = TunedModel(path=model, quantization=best["quantization"], sha256=file_sha256(model))
+        found = _tuned_file(report_path.parent, entry)
+        if isinstance(found, str):
+            none[name] = found
+        else:
+            models[name] = found
     return TunedModels(source=path, models=models, none=none)
+
+
+def _tuned_file(folder: Path, entry: dict[str, Any]) -> TunedFile | str:
+    """The target's tuned model beside its tune.json, or why it has none."""
+    if entry.get("status") != "ok" or entry.get("verdict") != "tuned":
+        if entry.get("verdict") == "keep-fp32":
+            return f"farm tune said keep fp32: {entry.get('reason')}"
+        return f"its search {entry.get('status')}: {entry.get('reason')}"
+    best = entry.get("best")
+    quantization = best.get("quantization") if isinstance(best, dict) else None
+    # The folder as farm tune left it first: the path it recorded may be another machine's, or moved.
+    candidates = [folder / TUNED_DIR / f"{entry['name']}.onnx"]
+    if isinstance(entry.get("model_file"), str):
+        candidates.append(Path(entry["model_file"]))
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return f"{candidates[0]} is missing; run farm tune again"
+    if not isinstance(quantization, dict):
+        return f"{folder / REPORT_FILE} does not say how it was quantized (best.quantization); run farm tune again"
+    return TunedFile(path=path, quantization=quantization, sha256=_hashes(path))
+
+
+def _hashes(path: Path) -> tuple[str, ...]:
+    """The SHA-256 of the model file and of each external data file it names."""
+    model = onnx.load(str(path), load_external_data=False)
+    locations = sorted({entry.value for t in model.graph.initializer for entry in t.external_data
+                        if entry.key == "location"})
+    return (file_sha256(path), *(file_sha256(path.parent / name) for name in locations
+                                 if (path.parent / name).is_file()))

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from farm.job.graph import all_graphs, subgraphs
+
 # HardSwish is in the default domain from this opset on; below it, x * HardSigmoid(x) stands in for it.
 HARDSWISH_OPSET = 14
 _ALPHA, _BETA = 1.0 / 6.0, 0.5
@@ -35,17 +37,24 @@ class Fused:
     node: str
 
 
+def _read_in_subgraphs(model: onnx.ModelProto) -> set[str]:
+    """Every name a node inside an If/Loop/Scan body reads: main-graph tensors a body uses have readers there."""
+    return {name for node in model.graph.node for body in subgraphs(node) for graph, _ in all_graphs(body)
+            for inner in graph.node for name in inner.input}
+
+
 @dataclass(kw_only=True, slots=True)
 class _Graph:
     model: onnx.ModelProto
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    # Graph outputs and the names read inside subgraphs: a pattern's inner tensor may be neither.
     outputs: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> _Graph:
-        graph = cls(model=model, outputs={o.name for o in model.graph.output})
+        graph = cls(model=model, outputs={o.name for o in model.graph.output} | _read_in_subgraphs(model))
         for tensor in model.graph.initializer:
             if tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.dims) == 0:
                 graph.constants[tensor.name] = numpy_helper.to_array(tensor)
@@ -137,8 +146,10 @@ def _hardsigmoid(graph: _Graph, name: str) -> tuple[str, list[onnx.NodeProto]] |
 
 def _hardsigmoid_at(graph: _Graph, node: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto]] | None:
     if node.op_type == "HardSigmoid":
-        # alpha 0.2 and beta 0.5 are HardSigmoid's defaults, which are not hardswish's 1/6.
-        if abs((_attribute(node, "alpha") or 0.2) - _ALPHA) > _TOLERANCE or (_attribute(node, "beta") or 0.5) != _BETA:
+        # alpha 0.2 and beta 0.5 are HardSigmoid's defaults; hardswish's alpha is 1/6.
+        alpha, beta = _attribute(node, "alpha"), _attribute(node, "beta")
+        alpha, beta = 0.2 if alpha is None else alpha, 0.5 if beta is None else beta
+        if abs(alpha - _ALPHA) > _TOLERANCE or abs(beta - _BETA) > _TOLERANCE:
             return None
         return node.input[0], [node]
     inner = _over_6(graph, node)
@@ -172,6 +183,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
     fused_model.CopyFrom(model)
     opset = next((o.version for o in fused_model.opset_import if o.domain in ("", "ai.onnx")), 0)
     done: list[Fused] = []
+    freed: set[str] = set()
     # Each fusion removes nodes, so there are never more fusions than nodes.
     for _ in range(len(fused_model.graph.node)):
         graph = _Graph.of(fused_model)
@@ -192,8 +204,9 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
         else:
             replacement = [helper.make_node("HardSigmoid", [x], [output], name=name, alpha=_ALPHA, beta=_BETA)]
         _replace(fused_model, nodes, replacement)
+        freed.update(name for n in nodes for name in n.input)
         done.append(Fused(kind=kind, replaced=tuple(n.name for n in nodes), node=name))
-    _drop_unused_constants(fused_model)
+    _drop_unused_constants(fused_model, freed)
     return fused_model, done
 
 
@@ -225,17 +238,17 @@ def _replace(model: onnx.ModelProto, old: list[onnx.NodeProto], new: list[onnx.N
     model.graph.node.extend(kept)
 
 
-def _drop_unused_constants(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-    unused = [t for t in model.graph.initializer if t.name not in used and len(t.dims) == 0]
-    for tensor in unused:
+def _drop_unused_constants(model: onnx.ModelProto, freed: set[str]) -> None:
+    """Drop the constants the fused patterns read (``freed``) that nothing reads any more, in any graph."""
+    used = ({name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+            | _read_in_subgraphs(model))
+    gone = freed - used
+    for tensor in [t for t in model.graph.initializer if t.name in gone]:
         model.graph.initializer.remove(tensor)
-    graph_inputs = {i.name for i in model.graph.input}
-    keep = [n for n in model.graph.node
-            if not (n.op_type == "Constant" and n.output[0] not in used and n.output[0] not in graph_inputs)]
-    if len(keep) != len(model.graph.node):
+    kept = [n for n in model.graph.node if not (n.op_type == "Constant" and n.output[0] in gone)]
+    if len(kept) != len(model.graph.node):
         del model.graph.node[:]
-        model.graph.node.extend(keep)
+        model.graph.node.extend(kept)
 
 
 def counts(fused: Sequence[Fused]) -> Mapping[str, int]:

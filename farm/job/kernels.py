@@ -14,7 +14,6 @@ makes MLAS keep 32-bit sums: when that restores a lossy node, its loss is satura
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
 
 from farm.job.evaluate import X64_QUANT_PRECISION
-from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, augmented, serialized, sqnr
-from farm.job.session import open_session
+from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
+from farm.job.session import open_exact_session, open_session
 from farm.job.spec import Target
 
 # The ops whose QDQ groups onnxruntime runs as one int8 kernel.
@@ -172,10 +170,11 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
     return groups
 
 
-def _group_model(model: onnx.ModelProto, group: _Group, values: Mapping[str, np.ndarray]) -> bytes:
+def _group_model(model: onnx.ModelProto, group: _Group, sample: Mapping[str, np.ndarray]) -> bytes:
     initializers = {t.name: t for t in model.graph.initializer}
-    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(values[name].dtype),
-                                            list(values[name].shape)) for name in group.feeds]
+    # Every dimension dynamic: samples may differ in shape where the model allows it.
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(sample[name].dtype),
+                                            [None] * sample[name].ndim) for name in group.feeds]
     graph = helper.make_graph(list(group.nodes), f"kernel_{group.node.name}", inputs,
                               [helper.make_empty_tensor_value_info(group.output)],
                               initializer=[initializers[name] for name in group.initializers])
@@ -183,39 +182,9 @@ def _group_model(model: onnx.ModelProto, group: _Group, values: Mapping[str, np.
     return bytes(single.SerializeToString())
 
 
-def _exact_session(model: bytes, threads: int) -> Any:
-    options = ort.SessionOptions()
-    # As written: DequantizeLinear, the float op, QuantizeLinear; no fusion into the target's int8 kernel.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-@dataclass(kw_only=True, slots=True)
-class _Measure:
-    group: _Group
-    fused: Any
-    exact: Any
-    precise: Any
-    signal: float = 0.0
-    noise: float = 0.0
-    precise_noise: float = 0.0
-
-    def add(self, feed: Mapping[str, np.ndarray]) -> None:
-        wanted = [self.group.output]
-        exact = np.asarray(self.exact.run(wanted, dict(feed))[0], dtype=np.float64)
-        fused = np.asarray(self.fused.run(wanted, dict(feed))[0], dtype=np.float64)
-        self.signal += float((exact * exact).sum())
-        self.noise += float(((fused - exact) ** 2).sum())
-        if self.precise is not None:
-            precise = np.asarray(self.precise.run(wanted, dict(feed))[0], dtype=np.float64)
-            self.precise_noise += float(((precise - exact) ** 2).sum())
-
-    def finding(self) -> KernelFinding:
-        return KernelFinding(node=self.group.node.name, op=self.group.node.op_type, weight=self.group.weight,
-                             kernel_db=sqnr(self.signal, self.noise),
-                             precise_db=None if self.precise is None else sqnr(self.signal, self.precise_noise))
+def _sqnr(signal: float, noise: float) -> float:
+    """The SQNR, and the top of its range where the kernel is exact (an output of zeros included)."""
+    return SQNR_CLIP_DB if noise == 0.0 else sqnr(signal, noise)
 
 
 def check_kernels(
@@ -232,35 +201,50 @@ def check_kernels(
         return []
     source = onnx.load(str(float_model))
     inputs = {i.name for i in source.graph.input}
-    wanted = sorted({name for g in groups for name in g.feeds if name not in inputs})
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads
-    fp32 = ort.InferenceSession(serialized(augmented(source, wanted), work), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    produced = {name for node in source.graph.node for name in node.output} | inputs
+
+    def fp32_name(feed: str) -> str:
+        # A quantized tensor that is also a graph output is renamed by the quantizer; fp32 has it as it was.
+        return feed if feed in produced else feed.removesuffix(QUANTIZE_INPUT_SUFFIX)
+
+    wanted = sorted({fp32_name(name) for g in groups for name in g.feeds} & produced - inputs)
+    fp32 = open_exact_session(serialized(augmented(source, wanted), work), threads=threads)
     fetched = [o.name for o in fp32.get_outputs() if o.name in set(wanted)]
-    measures: list[_Measure] = []
-    for index, feed in enumerate(samples):
-        values = dict(zip(fetched, fp32.run(fetched, dict(feed)), strict=True)) if fetched else {}
-        values.update({name: np.asarray(value) for name, value in feed.items()})
-        if index == 0:
-            measures = [m for g in groups if (m := _measure(qdq, g, values, target, threads)) is not None]
-        for measure in list(measures):
-            try:
-                measure.add({name: values[name] for name in measure.group.feeds})
-            except Exception:  # a group that runs in neither way here: not measured
-                measures.remove(measure)
-    return sorted((m.finding() for m in measures), key=lambda f: (f.kernel_db, f.node))
+    values = []
+    for feed in samples:
+        sample = dict(zip(fetched, fp32.run(fetched, dict(feed)), strict=True)) if fetched else {}
+        sample.update({name: np.asarray(value) for name, value in feed.items()})
+        values.append(sample)
+    findings = []
+    for group in groups:
+        if not all(fp32_name(name) in sample for name in group.feeds for sample in values):
+            continue
+        fed = [{name: sample[fp32_name(name)] for name in group.feeds} for sample in values]
+        finding = _measure(qdq, group, fed, target, threads)
+        if finding is not None:
+            findings.append(finding)
+    return sorted(findings, key=lambda f: (f.kernel_db, f.node))
 
 
-def _measure(qdq: onnx.ModelProto, group: _Group, values: Mapping[str, np.ndarray], target: Target,
-             threads: int) -> _Measure | None:
-    if any(name not in values for name in group.feeds):
-        return None
-    with contextlib.suppress(Exception):  # a group onnxruntime cannot load on its own is not measured
-        model = _group_model(qdq, group, values)
+def _measure(qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: Target,
+             threads: int) -> KernelFinding | None:
+    """One group's kernel, its sessions opened and dropped here, one group at a time."""
+    try:
+        model = _group_model(qdq, group, samples[0])
+        exact = open_exact_session(model, threads=threads)
         fused = open_session(model, target=target, threads=threads)
         precise = (open_session(model, target=target, threads=threads, config=X64_QUANT_PRECISION)
                    if target.saturation_risk else None)
-        return _Measure(group=group, fused=fused, exact=_exact_session(model, threads), precise=precise)
-    return None
+        signal = noise = precise_noise = 0.0
+        wanted = [group.output]
+        for sample in samples:
+            reference = np.asarray(exact.run(wanted, dict(sample))[0], dtype=np.float64)
+            signal += float((reference * reference).sum())
+            noise += float(((np.asarray(fused.run(wanted, dict(sample))[0]) - reference) ** 2).sum())
+            if precise is not None:
+                precise_noise += float(((np.asarray(precise.run(wanted, dict(sample))[0]) - reference) ** 2).sum())
+    except Exception:  # a group onnxruntime cannot load or run on its own is not measured
+        return None
+    return KernelFinding(node=group.node.name, op=group.node.op_type, weight=group.weight,
+                         kernel_db=_sqnr(signal, noise),
+                         precise_db=None if precise is None else _sqnr(signal, precise_noise))

@@ -22,6 +22,7 @@ from onnxruntime.quantization import (
 
 from farm.job.data import Dataset
 from farm.job.graph import count_nodes
+from farm.job.modelfile import EXTERNAL_DATA_ABOVE, has_external_data, save_model
 from farm.job.spec import Calibration
 from farm.job.variants import RECIPES
 
@@ -29,8 +30,6 @@ from farm.job.variants import RECIPES
 PER_CHANNEL_OPSET = 13
 # ... and opset 13 needs at least this IR version.
 PER_CHANNEL_IR = 7
-# Above this a model cannot be one protobuf message, so quantized models keep their weights in a file beside them.
-_EXTERNAL_DATA_ABOVE = 1 << 30
 
 
 _QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -103,7 +102,7 @@ def raise_opset(source: Path, destination: Path) -> tuple[Path, str | None]:
         # The converter keeps the IR version, which may be too old for opset 13.
         converted.ir_version = max(converted.ir_version, PER_CHANNEL_IR)
         onnx.checker.check_model(converted)
-        _save_model(converted, destination)
+        save_model(converted, destination)
     except Exception as exc:  # the converter raises anything from RuntimeError to its own adapter errors
         raise OpsetRaiseFailed(
             f"per-channel quantization needs opset {PER_CHANNEL_OPSET} (DequantizeLinear axis) and converting this "
@@ -114,24 +113,27 @@ def raise_opset(source: Path, destination: Path) -> tuple[Path, str | None]:
     return destination, note
 
 
-def _save_model(model: onnx.ModelProto, path: Path) -> None:
-    if model.ByteSize() < _EXTERNAL_DATA_ABOVE:
-        onnx.save(model, str(path))
-    else:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data")
-
-
-def _has_external_data(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-
-
 def model_input_names(path: Path) -> list[str]:
     """Graph inputs that are not initializers: what a feed must hold."""
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def _channel_axes(source: Path, weights: Sequence[str]) -> dict[str, int]:
+    """The channel axis onnxruntime's QDQ quantizer gives each of ``weights`` by its consumer (Conv 0, ConvTranspose
+    1, Gemm 0 with transB else 1, MatMul 1)."""
+    model = onnx.load(str(source), load_external_data=False)
+    wanted, axes = set(weights), {}
+    for node in model.graph.node:
+        if len(node.input) < 2 or node.input[1] not in wanted or node.input[1] in axes:
+            continue
+        if node.op_type == "Gemm":
+            transposed = any(a.name == "transB" and a.i for a in node.attribute)
+            axes[node.input[1]] = 0 if transposed else 1
+        elif node.op_type in ("Conv", "ConvTranspose", "MatMul"):
+            axes[node.input[1]] = 0 if node.op_type == "Conv" else 1
+    return axes
 
 
 class CalibrationReader(CalibrationDataReader):  # type: ignore[misc]
@@ -187,7 +189,7 @@ def quantize(
         "nodes": None,
     }
     # Large models, and models whose weights were external to begin with, keep them in <variant>.onnx.data.
-    external = source.stat().st_size >= _EXTERNAL_DATA_ABOVE or _has_external_data(source)
+    external = source.stat().st_size >= EXTERNAL_DATA_ABOVE or has_external_data(source)
     if recipe.kind == "dynamic":
         quantize_dynamic(
             str(source),
@@ -204,7 +206,11 @@ def quantize(
         record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
         return record
     samples = min(calibration.samples, dataset.samples)
-    overrides = {weight: [{"reduce_range": True}] for weight in seven_bit}
+    # An override without an axis makes the quantizer treat the weight as per-tensor, so per-channel weights name
+    # theirs: 7-bit weights must change the bits only.
+    axes = _channel_axes(source, seven_bit) if recipe.per_channel else {}
+    overrides = {weight: [{"reduce_range": True, **({"axis": axes[weight]} if weight in axes else {})}]
+                 for weight in seven_bit}
     quantize_static(
         str(source),
         str(destination),

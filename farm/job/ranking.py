@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 from farm.job.graph import QUANTIZABLE_OPS
+from farm.job.session import open_exact_session
 
 # A neighbouring tensor joins a point's region when quantizing it alone keeps less than this SQNR (the typical
 # channel of a well-behaved 8-bit tensor keeps 30 to 45 dB; one rounded away by an outlier keeps about 0).
@@ -244,14 +244,8 @@ def rank_points(
     energy: dict[str, Energy] = {name: Energy() for name in activations}
     if activations:
         fetch = [n for n in activations if n not in graph.inputs]
-        model = augmented(source, fetch)
-        options = ort.SessionOptions()
         # As qdq_loss_debug runs it: no graph rewrite may fold a tensor away.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(serialized(model, work), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        session = open_exact_session(serialized(augmented(source, fetch), work), threads=threads)
         wanted = [o.name for o in session.get_outputs() if o.name in energy]
         for feed in feeds:
             values = dict(zip(wanted, session.run(wanted, dict(feed)), strict=True)) if wanted else {}

@@ -82,6 +82,16 @@ def open_session(
     return session
 
 
+def open_exact_session(model: str | bytes, *, threads: int) -> Any:
+    """A CPU session with every graph optimization off: the model runs as written, so a QDQ model computes the exact
+    arithmetic its quantizer meant (DequantizeLinear, the float op, QuantizeLinear), and no tensor is folded away."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def node_providers(session: Any) -> dict[str, int]:
     """How many of the session's nodes (after its graph optimizations) each provider ran, from its profile.
 

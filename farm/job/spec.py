@@ -157,6 +157,9 @@ class Tolerance:
     top1_agreement: float
 
 
+# What the tune stage writes into its output folder (farm.job.tune), and the controller reads (farm/tune.py).
+TUNE_FILE = "tune.json"
+TUNED_MODEL = "tuned.onnx"
 TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
 CANDIDATE_KEYS = ("target", "variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "fused",
                   "changes")
@@ -175,8 +178,8 @@ class Tune:
     ranking: tuple[Mapping[str, Any], ...] | None = None
     start: str | None = None
     # For an emulated target: the native search's tuned model, as its tune.json's ``best`` says it (variant,
-    # calibration, per_channel, reduce_range, exclude, seven_bit, changes) plus the ``target`` that found it. The
-    # search checks it here first and returns to int8 what this target does not need kept out.
+    # calibration, per_channel, reduce_range, exclude, seven_bit, fused, changes) plus the ``target`` that found it.
+    # The search checks it here first and returns to int8 what this target does not need kept out.
     candidate: Mapping[str, Any] | None = None
 
     @classmethod

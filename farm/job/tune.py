@@ -51,17 +51,24 @@ from farm.job.evaluate import _latency, _run_all, model_size
 from farm.job.fuse import Fused, counts, fuse
 from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.metrics import Accuracy, Latency, compare, default_counted
+from farm.job.modelfile import copy_model, save_model
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.ranking import rank_points
 from farm.job.recommend import NOISE_FLOOR
 from farm.job.result import error_text, write_json_atomic
 from farm.job.session import open_session
-from farm.job.spec import CALIBRATION_METHODS, Calibration, CalibrationMethod, Spec, Tune
+from farm.job.spec import (
+    CALIBRATION_METHODS,
+    TUNE_FILE,
+    TUNED_MODEL,
+    Calibration,
+    CalibrationMethod,
+    Spec,
+    Tune,
+)
 from farm.job.variants import RECIPES
 
 SCHEMA = "farm.tune/1"
-TUNE_FILE = "tune.json"
-TUNED_MODEL = "tuned.onnx"
 # The search ends after this many trials in a row that were undone: the points left are ranked as less lossy.
 MAX_IDLE_TRIALS = 8
 # A naive variant gets a lane of its own when it ran faster than the best model within tolerance by more than the
@@ -113,17 +120,29 @@ class Config:
                    seven_bit=tuple(data.get("seven_bit", ())), fused=bool(data.get("fused", False)))
 
 
-def _save(model: onnx.ModelProto, path: Path, *, external: bool) -> Path:
-    if external:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data")
-    else:
-        onnx.save(model, str(path))
-    return path
-
-
 def _fusion_text(fusions: Sequence[Fused]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in counts(fusions).items())
+
+
+def _without_reduce_range(variant: str) -> str | None:
+    """The static recipe like ``variant`` but with 8-bit weights, when ``variant`` has reduce_range."""
+    recipe = RECIPES[variant]
+    if not recipe.reduce_range:
+        return None
+    return next((name for name, other in RECIPES.items() if other.kind == "static" and not other.reduce_range
+                 and (other.activation, other.weight, other.per_channel) == (recipe.activation, recipe.weight,
+                                                                             recipe.per_channel)), None)
+
+
+def _covering(config: Config, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
+    """The given changes, plus one for each node or weight the given config keeps out of int8 that none names."""
+    named = {n for c in changes for n in c.get("nodes", ())} | {w for c in changes for w in c.get("seven_bit", ())}
+    why = f"{origin}'s tuned model keeps it out of int8"
+    extra: list[dict[str, Any]] = [{"kind": "fp32", "nodes": [n], "seven_bit": [], "cause": "given",
+                                    "kernel_node": None, "why": why} for n in config.exclude if n not in named]
+    extra += [{"kind": "7-bit", "nodes": [], "seven_bit": [w], "cause": "given", "kernel_node": None, "why": why}
+              for w in config.seven_bit if w not in named]
+    return changes + extra
 
 
 def _family(variant: str) -> tuple[str, str]:
@@ -406,11 +425,15 @@ class _Tuner:
         if external:
             model = onnx.load(str(source))
         if _name_nodes(model):
-            source = _save(model, self.work / "source.onnx", external=external)
+            source = save_model(model, self.work / "source.onnx", external=external)
         self.source = source
-        fused, self.fusions = fuse(model)
+        try:
+            fused, self.fusions = fuse(model)
+        except Exception as exc:  # a graph the pattern matcher cannot read: no fusion knob, the search goes on
+            self.warn(f"fusing exporter patterns failed: {error_text(exc)}")
+            fused, self.fusions = model, []
         if self.fusions:
-            self.fused_source = _save(fused, self.work / "source-fused.onnx", external=external)
+            self.fused_source = save_model(fused, self.work / "source-fused.onnx", external=external)
             self.state["fusions"] = [{"kind": f.kind, "replaced": list(f.replaced), "node": f.node}
                                      for f in self.fusions]
             say(f"tune: exporter patterns to fuse: {_fusion_text(self.fusions)}")
@@ -422,7 +445,8 @@ class _Tuner:
         raised = self.per_channel_sources.get(base)
         if raised is None:
             try:
-                raised, note = raise_opset(base, base.with_name(f"{base.stem}-opset13.onnx"))
+                # Into the work folder: the source may be the spec's model, in the read-only input folder.
+                raised, note = raise_opset(base, self.work / f"{base.stem}-opset13.onnx")
                 if note:
                     self.warn(note)
             except OpsetRaiseFailed as exc:
@@ -671,11 +695,18 @@ class _Tuner:
         if given is not None:
             first = Config.from_dict(given)
             origin = str(given.get("target") or "the native search")
-            self.given_changes = [dict(c) for c in given.get("changes", ())]
+            self.given_changes = _covering(first, [dict(c) for c in given.get("changes", ())], origin)
             label = (f"start: {origin}'s tuned model ({first.variant}, {_kept_text(first)}), checked on this "
                      "target")
         else:
             first, label = Config.of(start, self.spec.calibration.method), f"start: {start}"
+            plain = _without_reduce_range(start)
+            if self.spec.target.saturation_risk and plain is not None:
+                # 7-bit weights everywhere is the blanket remedy for saturation; the kernel check finds the nodes
+                # that need it, so the search starts from the family's 8-bit recipe.
+                first = Config.of(plain, self.spec.calibration.method)
+                label = (f"start: {plain} ({start} without reduce_range: the kernel check finds the nodes that "
+                         "saturate)")
         reasons = [self._lane(first, label)]
         while self.timed:
             rival = self._best_acceptable()
@@ -739,6 +770,8 @@ class _Tuner:
         name = config.variant
         if first.accuracy is None:
             stopped = f"{name}: the start could not be made or run ({first.error})"
+        elif not first.kept:
+            stopped = f"{name}: the start was {first.note}"
         elif self.timed and (first.speedup is None or first.speedup < self.settings.floor):
             stopped = (f"{name}: the start is {_speed(first.speedup)} fp32's speed, below the floor "
                        f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower")
@@ -770,6 +803,8 @@ class _Tuner:
         """Out of tolerance: the nodes whose kernels lose accuracy here first (7-bit weights where they saturate,
         else fp32), then the cheap knobs, then the ranked points."""
         assert self.current is not None
+        if (spent := self.budget_spent()) is not None:
+            return spent
         findings = self._kernels(self.current)
         for finding in (f for f in findings if f.lossy):
             if (over := self._lane_over(rival)) is not None:
@@ -808,7 +843,7 @@ class _Tuner:
             if (over := self._lane_over(rival)) is not None:
                 return over
             assert self.current is not None
-            nodes = [str(n) for n in point.get("nodes", ())]
+            nodes = self._named_in([str(n) for n in point.get("nodes", ())], fused=self.current.config.fused)
             added = [n for n in nodes if n not in self.current.config.exclude]
             if not added:
                 continue
@@ -837,6 +872,11 @@ class _Tuner:
         known = self.kernels.get(config.variant)
         if known is not None:
             return known
+        if self.spec.target.wants_accelerator:
+            # An accelerator's int8 runs are its own, not MLAS's; a session per node there costs more than it tells.
+            self.warn("the kernel check measures CPU int8 kernels; it does not run on accelerator targets")
+            self.kernels[config.variant] = []
+            return []
         say(f"tune: checking the int8 kernels of {config.variant} node by node")
         try:
             plain = replace(config, exclude=(), seven_bit=())
@@ -880,6 +920,15 @@ class _Tuner:
     def _renamed(self) -> dict[str, str]:
         """Each node a fusion replaced, and the node that replaced it."""
         return {name: f.node for f in self.fusions for name in f.replaced}
+
+    def _named_in(self, nodes: Sequence[str], *, fused: bool) -> list[str]:
+        """``nodes`` (a ranked region, measured with or without the fusion) as the fused or the plain source names
+        them: a fused node stands for the nodes it replaced, and they for it."""
+        if fused:
+            renamed = self._renamed()
+            return list(dict.fromkeys(renamed.get(n, n) for n in nodes))
+        replaced = {f.node: f.replaced for f in self.fusions}
+        return list(dict.fromkeys(m for n in nodes for m in replaced.get(n, (n,))))
 
     def _knobs(self, *, checked: bool) -> list[tuple[str, Any]]:
         """The cheap changes known to matter, each a function of the current config. 7-bit weights everywhere
@@ -997,6 +1046,7 @@ class _Tuner:
             self.points = [dict(p) for p in given]
             self.state["ranking_source"] = "given"
             known = {n.name for n in onnx.load(str(self.source), load_external_data=False).graph.node}
+            known |= {f.node for f in self.fusions}
             missing = sorted({str(n) for p in self.points for n in p.get("nodes", ()) if n not in known})
             if missing:
                 self.warn(f"the given ranking names nodes this model lacks: {', '.join(missing[:10])}")
@@ -1045,7 +1095,9 @@ class _Tuner:
         measured = [t for t in self.trials if t.accuracy is not None and t.int8]
         if not measured:
             return None
-        good = [t for t in measured if self._acceptable(t)]
+        # Kept trials only: an acceptable trial is undone only when the model was within tolerance already and it
+        # was no faster beyond noise (a fusion tried for speed), and then its own figure must not decide.
+        good = [t for t in measured if self._acceptable(t) and t.kept]
         if good:
             if self.timed:
                 return max(good, key=lambda t: t.speedup or 0.0)
@@ -1073,6 +1125,11 @@ class _Tuner:
             say(f"tune: keep fp32: {self.state['reason']}")
             return
         assert best.accuracy is not None
+        if best.int8 and best.config.variant not in self.kernels:
+            # Where the start was within tolerance nothing needed the check; the report still says, per node, what
+            # this target's kernels do (the differences between targets rest on it).
+            self.current = best
+            self._kernels(best)
         changes = self._changes(best)
         self.state["best"] = {
             "trial": best.index,
@@ -1110,26 +1167,29 @@ class _Tuner:
         say(f"tune: keep fp32: {reason}")
 
     def _returned(self, best: _Trial) -> list[dict[str, Any]]:
-        """What the given model (or an earlier trial) kept out of int8 and ``best`` runs in int8 again, and why."""
+        """What the given model (or an earlier trial of ``best``'s lineage) kept out of int8 and ``best`` runs in int8
+        again, and why."""
+        lanes, lane = set(), best.lane
+        while True:
+            lanes.add(lane)
+            origin = self.state["lanes"][lane].get("from_trial")
+            if origin is None:
+                break
+            lane = self.trials[origin].lane
+        kept_out = {*best.config.exclude, *best.config.seven_bit}
         entries = []
         for trial in self.trials[: best.index + 1]:
-            if trial.step == "return" and trial.kept:
-                entries.append({"trial": trial.index, "returned": list(trial.returned),
+            returned = [name for name in trial.returned if name not in kept_out]
+            if trial.step == "return" and trial.kept and trial.lane in lanes and returned:
+                entries.append({"trial": trial.index, "returned": returned,
                                 "kernel": None if trial.kernel is None else trial.kernel.to_dict(),
                                 "why": trial.why})
         return entries
 
     def _write_tuned(self, best: _Trial) -> None:
-        destination = self.out / TUNED_MODEL
         if best.model is None or not best.model.is_file():
             raise TuneFailed(f"the tuned model of trial {best.index} is gone from {self.work}")
-        model = onnx.load(str(best.model), load_external_data=False)
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-            model = onnx.load(str(best.model))
-            onnx.save(model, str(destination), save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=destination.name + ".data")
-        else:
-            shutil.copyfile(best.model, destination)
+        copy_model(best.model, self.out / TUNED_MODEL)
 
 
 def _name_nodes(model: onnx.ModelProto) -> bool:

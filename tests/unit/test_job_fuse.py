@@ -100,3 +100,43 @@ def test_the_tune_stage_fuses_and_keeps_it_when_it_holds_the_tolerance(tmp_path:
     assert len(state["best"]["quantization"]["fused"]) == 4
     tuned = onnx.load(str(tmp_path / "out" / "tuned.onnx"))
     assert [n.op_type for n in tuned.graph.node].count("HardSwish") == 4
+    # The start was within tolerance, so nothing needed the kernel check; the verdict still runs it, so the report
+    # says what this target's kernels do at every node.
+    assert {k["node"] for k in state["kernels"]} == {f"conv{i}" for i in range(4)} | {"classifier"}
+
+
+def test_a_pattern_read_inside_a_subgraph_is_kept_and_so_are_the_constants_a_subgraph_reads(tmp_path: Path) -> None:
+    data = make_hardswish_cnn(tmp_path / "model.onnx", layers=2)
+    model = onnx.load(str(data.path))
+    # An If whose branches read block 0's clipped tensor and the constant "sixth" from the outer scope.
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["hs0_c", "sixth"], ["inner"], name="inner_mul")], "branch", [],
+        [onnx.helper.make_tensor_value_info("inner", onnx.TensorProto.FLOAT, [1, 64, 32, 32])])
+    model.graph.initializer.append(cond)
+    model.graph.node.append(onnx.helper.make_node("If", ["cond"], ["side"], name="side_if", then_branch=branch,
+                                                  else_branch=branch))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("side", onnx.TensorProto.FLOAT, [1, 64, 32, 32]))
+    fused, done = fuse(model)
+    # Block 0's tensor has a reader in the subgraph, so its pattern stays; block 1's is fused, and the constant
+    # "sixth" (which block 1's pattern read) stays for the subgraph.
+    assert [f.node for f in done] == ["hs1_mul/HardSwishFusion"]
+    assert "sixth" in {t.name for t in fused.graph.initializer}
+    onnx.checker.check_model(fused)
+    x = data.inputs["x"][0]
+    expected = outputs(model, x)
+    np.testing.assert_allclose(outputs(fused, x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_a_hardsigmoid_of_other_slope_or_offset_is_not_hardswish(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("HardSigmoid", ["x"], ["g"], name="gate", alpha=1 / 6, beta=0.0),
+         onnx.helper.make_node("Mul", ["x", "g"], ["y"], name="mul")],
+        "gates", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    assert fuse(model)[1] == []
+    gate = model.graph.node[0]
+    del gate.attribute[:]
+    gate.attribute.append(onnx.helper.make_attribute("alpha", 1 / 6))  # beta 0.5 by default: hardswish's
+    assert [f.kind for f in fuse(model)[1]] == ["HardSwish"]
