@@ -70,7 +70,8 @@ def load_tuned(path: Path, info: ModelInfo) -> TunedModels:
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadInput(f"--tuned {path}: there is no {report_path.name} there", fix=fix) from None
+        what = f"there is no {REPORT_FILE} there" if path.is_dir() else "does not exist"
+        raise BadInput(f"--tuned {path}: {what}", fix=fix) from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"--tuned {path}: {report_path} cannot be read as JSON ({exc})", fix=fix) from None
     if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:

@@ -135,6 +135,7 @@ def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(t
     other = make_mlp_classifier(tmp_path / "other.onnx", seed=3)
     bad = {
         f"--tuned {tmp_path}: there is no tune.json there": (tmp_path, info),
+        f"--tuned {tmp_path / 'gone'}: does not exist": (tmp_path / "gone", info),
         "farm tune tuned another model": (out, inspect_model(other.path)),
     }
     for message, (path, model) in bad.items():
