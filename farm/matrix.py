@@ -596,6 +596,8 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
         # The partial variants the job wrote before it died stay in the report.
         entry["status"] = "failed"
         entry["reason"] = f"container {result.failure}"
+        if result.out_of_memory:
+            entry["reason"] += " (raise memory for this target in targets.toml)"
         if result.timed_out:
             entry["reason"] = (f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
                                "finished are kept (raise budget_s in targets.toml, or pass --timeout)")

@@ -26,6 +26,7 @@ import docker.tls
 import docker.types
 import requests
 
+from farm.backend.thrashing import ThrashWatch, sample_of
 from farm.errors import BuildFailed, EnvironmentProblem
 from farm.files import LineSink, root_readable
 from farm.owner import OWNER_LABEL, this_process
@@ -102,6 +103,8 @@ class RunResult:
     oom_killed: bool
     timed_out: bool
     duration_s: float
+    # How it thrashed at its memory limit, when farm stopped it for that (farm/backend/thrashing.py).
+    thrashed: str | None = None
     # Set when the engine refused to start the container, or it vanished while it ran (removed from outside).
     engine_error: str | None = None
 
@@ -112,12 +115,18 @@ class RunResult:
                    engine_error=why)
 
     @property
+    def out_of_memory(self) -> bool:
+        return self.oom_killed or self.thrashed is not None
+
+    @property
     def failure(self) -> str | None:
         """Why the container failed, in words, or None when it exited 0."""
         if self.engine_error:
             return self.engine_error
         if self.timed_out:
             return f"timed out after {self.duration_s:.0f} s and was stopped"
+        if self.thrashed:
+            return f"ran out of memory: {self.thrashed}"
         if self.oom_killed:
             return f"ran out of memory (exit {self.exit_code}): the container hit its memory limit"
         if self.exit_code == 0:
@@ -354,6 +363,8 @@ class Engine:
                                                 log_tail=str(exc.explanation or exc))
             reader = _LogReader(container, on_line)
             reader.start()
+            memory = _MemoryWatch(container, started)
+            memory.start()
             timed_out = False
             status: dict[str, Any] = {}
             while True:
@@ -368,8 +379,8 @@ class Engine:
                     # Ctrl-C is seen within a second. Any other request error means the engine is gone.
                     if not _is_read_timeout(exc):
                         raise
-                    if time.monotonic() - started > spec.timeout_s:
-                        timed_out = True
+                    timed_out = time.monotonic() - started > spec.timeout_s
+                    if timed_out or memory.thrashed:
                         _kill(container)
                         status = container.wait(timeout=30)
                         break
@@ -385,8 +396,9 @@ class Engine:
                 exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
                 log_tail=reader.tail() or _logs_tail(container),
                 oom_killed=bool(state.get("OOMKilled")),
-                timed_out=timed_out,
+                timed_out=timed_out and not memory.thrashed,
                 duration_s=duration,
+                thrashed=memory.thrashed,
                 engine_error=None if lost is None else f"ran, but its results could not be brought back ({lost})",
             )
 
@@ -502,6 +514,28 @@ class _LogReader(threading.Thread):
 
     def tail(self) -> str:
         return self._lines.tail()
+
+
+class _MemoryWatch(threading.Thread):
+    """Follows a container's memory counters (one sample a second, as the engine streams them) and sets
+    ``thrashed`` once it thrashes at its limit, for the run loop to stop it (farm/backend/thrashing.py)."""
+
+    def __init__(self, container: Any, started: float) -> None:
+        super().__init__(daemon=True)
+        self._container = container
+        self._since = started
+        self.thrashed: str | None = None
+
+    def run(self) -> None:
+        watch = ThrashWatch()
+        try:
+            for stats in self._container.client.api.stats(self._container.id, stream=True, decode=True):
+                sample = sample_of(stats, time.monotonic() - self._since)
+                if sample is not None and (found := watch.feed(sample)) is not None:
+                    self.thrashed = found
+                    return
+        except Exception:  # the container ended or the engine went away: the run loop reports either
+            return
 
 
 def _container_settings(spec: RunSpec, *, user: str) -> dict[str, Any]:

@@ -55,6 +55,42 @@ def test_running_out_of_memory_is_named(engine: Engine, built: BuildResults) -> 
     assert result.failure is not None and "out of memory" in result.failure
 
 
+# Fills its cgroup with memory it holds, to within a few MiB of the limit, then reads onnxruntime's 29 MiB library
+# page by page without read-ahead, over and over: its clean pages can always be reclaimed, so the kernel never kills
+# it, and it faults thousands of pages a second for as long as it runs (measured here: 17,000 a second at 64 MiB).
+THRASHER = """
+import glob, mmap, os
+def read(*names):
+    return next(int(open(name).read()) for name in names if os.path.exists(name))
+def usage():
+    return read('/sys/fs/cgroup/memory.current', '/sys/fs/cgroup/memory/memory.usage_in_bytes')
+limit = read('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes')
+held = []
+while usage() < limit - 6 * 2**20:
+    held.append(bytearray(2**20))
+code = max(glob.glob('/opt/farm/site-packages/onnxruntime/capi/*.so'), key=os.path.getsize)
+with open(code, 'rb') as f:
+    pages = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    pages.madvise(mmap.MADV_RANDOM)
+    print('holding', len(held), 'MiB; reading', len(pages) >> 20, 'MiB over and over', flush=True)
+    while True:
+        sum(pages[i] for i in range(0, len(pages), 4096))
+"""
+
+
+def test_thrashing_at_the_memory_limit_is_out_of_memory_not_a_timeout(
+    engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults
+) -> None:
+    result = engine.run(python(built, THRASHER, memory="64m", timeout_s=120.0))
+    assert "reading 29 MiB over and over" in result.log_tail, result.log_tail
+    assert result.thrashed is not None and not result.timed_out, result
+    assert result.failure is not None and result.failure.startswith("ran out of memory: it thrashed at its memory "
+                                                                     "limit of 64 MiB"), result.failure
+    # Stopped once it had thrashed for the whole window, long before its timeout.
+    assert result.duration_s < 60, result.duration_s
+    assert not new_containers()
+
+
 def test_a_missing_image_fails_this_run_only(engine: Engine, new_containers: Callable[[], list[str]]) -> None:
     result = engine.run(RunSpec(image="farm/no-such-target:0000000000000000", command=["python3"]))
     assert result.failure is not None and result.failure.startswith("could not be started")
