@@ -14,10 +14,13 @@ Counts per kind and outcome go to test-artifacts/fuzz-summary.json and, with -s,
 from __future__ import annotations
 
 import json
+import os
+import queue
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +46,7 @@ ALLOWED_EXITS = frozenset({0, 2, 5})
 CONSOLE_CASES = ("seed-cnn", "truncated-matmul-00007", "external-parent-folder", "huge-input-1e12",
                  "fields-input-elem-type-999")
 SUMMARY = ROOT / "test-artifacts" / "fuzz-summary.json"
+RUNNERS = max(1, min(2, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,10 +184,19 @@ def one_target_toml(target: Target, *, candidates: tuple[str, ...], budget_s: fl
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    started = Runner(tmp_path_factory.mktemp("runs"))
+def runners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Runner]]:
+    """One runner per core: the cases are independent commands (farm's concurrent runs share its images and caches
+    safely), and most of a case's time is one process's imports and its containers' start."""
+    work = tmp_path_factory.mktemp("runs")
+    started = [Runner(work) for _ in range(RUNNERS)]
     yield started
-    started.close()
+    for runner in started:
+        runner.close()
+
+
+@pytest.fixture(scope="module")
+def runner(runners: list[Runner]) -> Runner:
+    return runners[0]
 
 
 def inspect_argv(case: Case, target: Target) -> list[str]:
@@ -206,9 +219,27 @@ def summary() -> Iterator[dict[str, Any]]:
         print(f"\nfuzzed models ({SUMMARY}):\n" + json.dumps(found, indent=2))
 
 
-def run_all(runner: Runner, corpus: list[Case], command: str,
+def run_all(runners: list[Runner], corpus: list[Case], command: str,
             argv: Callable[[Case, Path], list[str]]) -> list[Outcome]:
-    return [runner.run(command, case, argv(case, runner.work / command / case.name / "report")) for case in corpus]
+    """Every case, each runner taking the next one as it finishes one; the outcomes in the corpus's order."""
+    cases: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(corpus)):
+        cases.put(index)
+    outcomes: dict[int, Outcome] = {}
+
+    def work(runner: Runner) -> None:
+        while True:
+            try:
+                index = cases.get_nowait()
+            except queue.Empty:
+                return
+            case = corpus[index]
+            outcomes[index] = runner.run(command, case, argv(case, runner.work / command / case.name / "report"))
+
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        for done in [pool.submit(work, runner) for runner in runners]:
+            done.result()  # a runner that failed (pytest.fail) fails the test here
+    return [outcomes[index] for index in range(len(corpus))]
 
 
 def record(summary: dict[str, Any], command: str, outcomes: list[Outcome]) -> None:
@@ -231,10 +262,10 @@ def assert_clean(outcomes: list[Outcome]) -> None:
 
 
 def test_every_fuzzed_model_through_farm_inspect(
-    runner: Runner, corpus: list[Case], native: Target, summary: dict[str, Any],
+    runners: list[Runner], corpus: list[Case], native: Target, summary: dict[str, Any],
     new_containers: Callable[[], list[str]],
 ) -> None:
-    outcomes = run_all(runner, corpus, "inspect", lambda case, _: inspect_argv(case, native))
+    outcomes = run_all(runners, corpus, "inspect", lambda case, _: inspect_argv(case, native))
     record(summary, "inspect", outcomes)
     assert_clean(outcomes)
     # Every outcome occurs: refused, read, and predicted to fail from the runtime's own limits (an opset of 9999).
@@ -243,10 +274,10 @@ def test_every_fuzzed_model_through_farm_inspect(
 
 
 def test_every_fuzzed_model_through_a_one_target_matrix(
-    runner: Runner, corpus: list[Case], native: Target, targets_file: Path, summary: dict[str, Any],
+    runners: list[Runner], corpus: list[Case], native: Target, targets_file: Path, summary: dict[str, Any],
     new_containers: Callable[[], list[str]],
 ) -> None:
-    outcomes = run_all(runner, corpus, "matrix", lambda case, out: matrix_argv(case, native, targets_file, out))
+    outcomes = run_all(runners, corpus, "matrix", lambda case, out: matrix_argv(case, native, targets_file, out))
     record(summary, "matrix", outcomes)
     assert_clean(outcomes)
     assert {o.rc for o in outcomes} >= {0, 2, 5}
