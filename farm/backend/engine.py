@@ -366,6 +366,7 @@ class Engine:
             memory = _MemoryWatch(container, started)
             memory.start()
             timed_out = False
+            thrashed: str | None = None
             status: dict[str, Any] = {}
             while True:
                 try:
@@ -379,8 +380,10 @@ class Engine:
                     # Ctrl-C is seen within a second. Any other request error means the engine is gone.
                     if not _is_read_timeout(exc):
                         raise
-                    timed_out = time.monotonic() - started > spec.timeout_s
-                    if timed_out or memory.thrashed:
+                    # Read once: the watch's thread may set it at any moment, and the result must say one thing.
+                    thrashed = memory.thrashed
+                    timed_out = thrashed is None and time.monotonic() - started > spec.timeout_s
+                    if thrashed or timed_out:
                         _kill(container)
                         status = container.wait(timeout=30)
                         break
@@ -396,9 +399,9 @@ class Engine:
                 exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
                 log_tail=reader.tail() or _logs_tail(container),
                 oom_killed=bool(state.get("OOMKilled")),
-                timed_out=timed_out and not memory.thrashed,
+                timed_out=timed_out,
                 duration_s=duration,
-                thrashed=memory.thrashed,
+                thrashed=thrashed,
                 engine_error=None if lost is None else f"ran, but its results could not be brought back ({lost})",
             )
 

@@ -221,25 +221,20 @@ def summary() -> Iterator[dict[str, Any]]:
 
 def run_all(runners: list[Runner], corpus: list[Case], command: str,
             argv: Callable[[Case, Path], list[str]]) -> list[Outcome]:
-    """Every case, each runner taking the next one as it finishes one; the outcomes in the corpus's order."""
-    cases: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for index in range(len(corpus)):
-        cases.put(index)
-    outcomes: dict[int, Outcome] = {}
+    """Every case, each on whichever runner is free; the outcomes in the corpus's order."""
+    free: queue.SimpleQueue[Runner] = queue.SimpleQueue()
+    for runner in runners:
+        free.put(runner)
 
-    def work(runner: Runner) -> None:
-        while True:
-            try:
-                index = cases.get_nowait()
-            except queue.Empty:
-                return
-            case = corpus[index]
-            outcomes[index] = runner.run(command, case, argv(case, runner.work / command / case.name / "report"))
+    def one(case: Case) -> Outcome:
+        runner = free.get()
+        try:
+            return runner.run(command, case, argv(case, runner.work / command / case.name / "report"))
+        finally:
+            free.put(runner)
 
     with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-        for done in [pool.submit(work, runner) for runner in runners]:
-            done.result()  # a runner that failed (pytest.fail) fails the test here
-    return [outcomes[index] for index in range(len(corpus))]
+        return list(pool.map(one, corpus))
 
 
 def record(summary: dict[str, Any], command: str, outcomes: list[Outcome]) -> None:
