@@ -63,6 +63,19 @@ def _add_classifier_head(rng: np.random.Generator, channels: int, current: str,
     ]
 
 
+def _conv_relu(index: int, current: str, w: np.ndarray, b: np.ndarray, initializers: list[onnx.TensorProto],
+               nodes: list[onnx.NodeProto], **conv: Any) -> str:
+    """Appends layer ``index``: ``conv{index}`` (weights ``w{index}``, bias ``b{index}``, 3x3 padded by 1, ``conv``'s
+    other attributes) and ``relu{index}``; returns the Relu's output, ``r{index}``."""
+    initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+    nodes += [
+        helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
+                         name=f"conv{index}", **conv),
+        helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
+    ]
+    return f"r{index}"
+
+
 def _save(graph: onnx.GraphProto, path: Path, *, ir_version: int = IR_VERSION, check: bool = True) -> Path:
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=ir_version, producer_name="farm-tests"
@@ -371,18 +384,14 @@ def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) ->
     """
     rng = np.random.default_rng(seed)
     channels = [3, 32, 64, 128, 256]
-    initializers, nodes, current = [], [], "x"
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current = "x"
     for index, (cin, cout) in enumerate(itertools.pairwise(channels)):
         stride = 1 if index == len(channels) - 2 else 2
         w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
         b = (0.01 * rng.standard_normal(cout)).astype(np.float32)
-        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
-        nodes += [
-            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
-                             strides=[stride, stride], name=f"conv{index}"),
-            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
-        ]
-        current = f"r{index}"
+        current = _conv_relu(index, current, w, b, initializers, nodes, strides=[stride, stride])
     _add_classifier_head(rng, channels[-1], current, initializers, nodes)
     graph = helper.make_graph(
         nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
@@ -464,19 +473,15 @@ def make_sensitive_cnn(
     rng = np.random.default_rng(seed)
     gain = np.ones(channels, dtype=np.float32)
     gain[:SENSITIVE_HOT] = SENSITIVE_GAIN
-    initializers, nodes, current, cin = [], [], "x", 3
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current, cin = "x", 3
     for index in range(layers):
         w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
         if index == 2:
             w /= gain[None, :, None, None]
         b = (0.01 * rng.standard_normal(channels)).astype(np.float32)
-        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
-        nodes += [
-            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
-                             name=f"conv{index}"),
-            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
-        ]
-        current, cin = f"r{index}", channels
+        current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
         if index == 1:
             initializers.append(numpy_helper.from_array(gain.reshape(1, channels, 1, 1), "gain"))
             nodes.append(helper.make_node("Mul", [current, "gain"], ["amplified"], name="amplify"))
@@ -545,19 +550,15 @@ def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: i
     the widest top-2 margin of 8 times as many draws.
     """
     rng = np.random.default_rng(seed)
-    initializers, nodes, current, cin = [], [], "x", 3
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current, cin = "x", 3
     for index in range(layers):
         w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
         b = (0.01 * rng.standard_normal(channels)).astype(np.float32)
         if index == layers - 1:
             w[:SATURATING_CONSTANT], b[:SATURATING_CONSTANT] = 0.0, SATURATING_LEVEL
-        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
-        nodes += [
-            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
-                             name=f"conv{index}"),
-            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
-        ]
-        current, cin = f"r{index}", channels
+        current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
     classes, top = 10, 1.0
     fc = (rng.choice([-3, -1, 1, 3], size=(channels, classes)) * (top / 127)).astype(np.float32)
     bias = np.zeros(classes, np.float32)
