@@ -6,19 +6,29 @@ import shutil
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from farm.backend import runner
-from farm.backend.engine import Engine, Mount
+from farm.backend.engine import Engine, Mount, RunSpec
 from farm.config import Target
 from farm.fleet import BuildResults, Fleet, build_images
 from farm.host import Placement
 from farm.images import LABEL_HASH, LABEL_TARGET
+from farm.masking import ensure_library
 from tests.conftest import missing
 from tests.integration.conftest import image_of, runnable
 
 pytestmark = pytest.mark.docker
+
+
+def _spec(fleet: Fleet, target: Target, placement: Placement, image: str, args: list[str],
+          **options: Any) -> RunSpec:
+    """``python3 ARGS`` in ``image`` the way farm runs ``placement``: a masked tier (an x86 CPU with cpuid_fault
+    running a narrower tier natively) gets farm's preload library, as farm.matrix gives it."""
+    library = ensure_library(fleet.config.cache_dir) if placement.mode == "masked" else None
+    return runner.run_spec(target, placement, image, args, mask_library=library, **options)
 
 
 def test_every_runnable_target_gets_a_labelled_image(engine: Engine, fleet: Fleet, built: BuildResults) -> None:
@@ -76,8 +86,8 @@ def test_image_runs_its_architecture_and_pinned_runtime(
     engine: Engine, fleet: Fleet, built: BuildResults, name: str, machine: str
 ) -> None:
     target = fleet.config.target(name)
-    spec = runner.run_spec(
-        target, fleet.placements[name], image_of(built, name),
+    spec = _spec(
+        fleet, target, fleet.placements[name], image_of(built, name),
         ["-c", "import platform, onnxruntime; print(platform.machine(), onnxruntime.__version__)"],
     )
     result = engine.run(spec)
@@ -122,12 +132,12 @@ SATURATION_PROBE = textwrap.dedent(
 )
 
 
-def _probe(engine: Engine, target: Target, placement: Placement, image: str, folder: Path) -> dict[str, float]:
+def _probe(engine: Engine, fleet: Fleet, target: Target, placement: Placement, image: str,
+           folder: Path) -> dict[str, float]:
     """The probe's maximum relative error per weight type, run in ``image`` the way ``placement`` says."""
     (folder / "probe.py").write_text(SATURATION_PROBE)
     folder.chmod(0o755)  # the container runs as an unprivileged user
-    spec = runner.run_spec(target, placement, image, ["/probe/probe.py"],
-                           mounts=[Mount(source=folder, target="/probe")])
+    spec = _spec(fleet, target, placement, image, ["/probe/probe.py"], mounts=[Mount(source=folder, target="/probe")])
     result = engine.run(spec)
     assert result.exit_code == 0, result.log_tail
     lines = [ln.split() for ln in result.log_tail.splitlines()]
@@ -138,10 +148,11 @@ def _probe(engine: Engine, target: Target, placement: Placement, image: str, fol
 def test_avx2_tier_takes_the_saturating_avx2_kernels(
     engine: Engine, fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
-    """Run the way farm runs x86-avx2 on this host (natively on AVX2, under -cpu Haswell on AVX-512): U8S8 goes
-    through VPMADDUBSW and saturates, U8U8 does not. Measured: about 0.17 against 0.0002 (FINDINGS.md)."""
+    """Run the way farm runs x86-avx2 on this host (natively on AVX2, CPUID masked on an AVX-512 CPU with
+    cpuid_fault, else under -cpu Haswell): U8S8 goes through VPMADDUBSW and saturates, U8U8 does not. Measured: about
+    0.17 against 0.0002 (FINDINGS.md)."""
     name = "x86-avx2"
-    errors = _probe(engine, fleet.config.target(name), fleet.placements[name], image_of(built, name), tmp_path)
+    errors = _probe(engine, fleet, fleet.config.target(name), fleet.placements[name], image_of(built, name), tmp_path)
     assert errors["u8s8"] > 0.05, errors
     assert errors["u8u8"] < 0.01, errors
 
@@ -149,7 +160,7 @@ def test_avx2_tier_takes_the_saturating_avx2_kernels(
 @pytest.mark.emulation
 def test_vnni_tier_does_not_saturate(engine: Engine, fleet: Fleet, built: BuildResults, tmp_path: Path) -> None:
     name = "x86-avx512-vnni"
-    errors = _probe(engine, fleet.config.target(name), fleet.placements[name], image_of(built, name), tmp_path)
+    errors = _probe(engine, fleet, fleet.config.target(name), fleet.placements[name], image_of(built, name), tmp_path)
     # Measured: 0.0003 natively with VNNI, the same kernels' error as U8U8.
     assert errors["u8s8"] < 0.01, errors
 
@@ -165,6 +176,6 @@ def test_the_qemu_haswell_entrypoint_caps_mlas_at_avx2(
         missing("qemu-x86_64 is not installed (run `farm doctor --fix` as root)")
     assert qemu is not None
     forced = Placement(mode="emulated", qemu=qemu, cpu_model="Haswell")
-    errors = _probe(engine, fleet.config.target(name), forced, image_of(built, name), tmp_path)
+    errors = _probe(engine, fleet, fleet.config.target(name), forced, image_of(built, name), tmp_path)
     assert errors["u8s8"] > 0.05, errors
     assert errors["u8u8"] < 0.01, errors
