@@ -388,7 +388,7 @@ class _Tuner:
                 self.metric = usermetric.load(spec.metric.file, spec.metric.function)
             except usermetric.UserMetricError as exc:
                 raise TuneFailed(str(exc)) from exc
-        say("tune: fp32")
+        say("evaluating fp32")
         try:
             session = open_session(spec.model, target=spec.target, threads=spec.threads)
             inputs = [i.name for i in session.get_inputs()]
@@ -436,7 +436,7 @@ class _Tuner:
             self.fused_source = save_model(fused, self.work / "source-fused.onnx", external=external)
             self.state["fusions"] = [{"kind": f.kind, "replaced": list(f.replaced), "node": f.node}
                                      for f in self.fusions]
-            say(f"tune: exporter patterns to fuse: {_fusion_text(self.fusions)}")
+            say(f"exporter patterns to fuse: {_fusion_text(self.fusions)}")
 
     def _source_for(self, config: Config) -> Path:
         base = self.fused_source if config.fused and self.fused_source is not None else self.source
@@ -518,7 +518,7 @@ class _Tuner:
             static = [str(given["variant"])]
         naive: dict[str, _Naive] = {}
         for name in static:
-            say(f"tune: naive {name}")
+            say(f"evaluating naive {name}")
             naive[name] = entry = _Naive(name=name)
             try:
                 path = self._naive_model(name)
@@ -532,7 +532,7 @@ class _Tuner:
             self.save()
         ran = [n for n in naive.values() if n.session is not None]
         if self.timed:
-            say(f"tune: timing fp32 and {len(ran)} naive variants")
+            say(f"timing fp32 and {len(ran)} naive variants")
             timing = spec.timing
             latencies = _latency([self.fp32_session, *(n.session for n in ran)], self.feeds,
                                  warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds)
@@ -556,7 +556,7 @@ class _Tuner:
             failures = "; ".join(f"{n.name}: {n.error}" for n in naive.values())
             raise TuneFailed(f"no naive variant ran ({failures})")
         chosen = naive[start]
-        say(f"tune: start from {start}" + (f" ({_figures(chosen.accuracy, chosen.speedup)})"
+        say(f"start from {start}" + (f" ({_figures(chosen.accuracy, chosen.speedup)})"
                                           if chosen.accuracy is not None else ""))
         return start
 
@@ -877,7 +877,7 @@ class _Tuner:
             self.warn("the kernel check measures CPU int8 kernels; it does not run on accelerator targets")
             self.kernels[config.variant] = []
             return []
-        say(f"tune: checking the int8 kernels of {config.variant} node by node")
+        say(f"checking the int8 kernels of {config.variant} node by node")
         try:
             plain = replace(config, exclude=(), seven_bit=())
             if plain == config and start.model is not None:
@@ -897,7 +897,7 @@ class _Tuner:
         self.state["kernels"] += [{"variant": config.variant, **f.to_dict()} for f in findings]
         lossy = [f for f in findings if f.lossy]
         if lossy:
-            say(f"tune: {len(lossy)} node(s) lose accuracy in this target's int8 kernels: "
+            say(f"{len(lossy)} node(s) lose accuracy in this target's int8 kernels: "
                 + ", ".join(f"{f.node} ({f.kernel_db:.1f} dB)" for f in lossy[:6]))
         self.save()
         return findings
@@ -1052,7 +1052,7 @@ class _Tuner:
                 self.warn(f"the given ranking names nodes this model lacks: {', '.join(missing[:10])}")
         else:
             assert self.current is not None
-            say("tune: ranking the quantization points by SQNR")
+            say("ranking the quantization points by SQNR")
             samples = self.feeds[: self.spec.calibration.samples]
             try:
                 # The points of the current settings, every one of them quantized (the current model may keep some
@@ -1073,7 +1073,7 @@ class _Tuner:
         self.save()
         if self.points:
             worst = self.points[0]
-            say(f"tune: {len(self.points)} points ranked; worst {worst.get('tensor')} "
+            say(f"{len(self.points)} points ranked; worst {worst.get('tensor')} "
                 f"({worst.get('sqnr_db')} dB): {', '.join(map(str, worst.get('nodes', ())))}")
         return None if self.points else "no quantization point to put back into fp32"
 
@@ -1122,7 +1122,7 @@ class _Tuner:
         floor = self.settings.floor
         if best is None:
             self.state.update(verdict="keep-fp32", reason=f"no trial produced a model to compare ({stopped})")
-            say(f"tune: keep fp32: {self.state['reason']}")
+            say(f"keep fp32: {self.state['reason']}")
             return
         assert best.accuracy is not None
         if best.int8 and best.config.variant not in self.kernels:
@@ -1158,13 +1158,13 @@ class _Tuner:
             reason = f"trial {best.index} ({best.config.variant}, {kept}) is within tolerance: {figures}; {speed}"
             self._write_tuned(best)
             self.state.update(verdict="tuned", reason=reason, tuned_model=TUNED_MODEL)
-            say(f"tune: tuned: {reason}")
+            say(f"tuned: {reason}")
             return
         claim = (f"nothing within tolerance beats fp32 by {floor:g}x" if self.timed
                  else "no int8 model within tolerance was found")
         reason = f"{claim} ({stopped}); best trade-off: trial {best.index} ({best.config.variant}, {kept}): {figures}"
         self.state.update(verdict="keep-fp32", reason=reason)
-        say(f"tune: keep fp32: {reason}")
+        say(f"keep fp32: {reason}")
 
     def _returned(self, best: _Trial) -> list[dict[str, Any]]:
         """What the given model (or an earlier trial of ``best``'s lineage) kept out of int8 and ``best`` runs in int8

@@ -138,7 +138,7 @@ def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("farm:")]
     assert f"farm: trial {point['index']}: exclude the region of amplified (0.0 dB): amplify, conv2 -> " in "\n".join(
         lines)
-    assert lines[-1].startswith("farm: tune: tuned: ")
+    assert lines[-1].startswith("farm: tuned: ")
 
 
 def test_int8_that_never_pays_keeps_fp32_with_the_best_trade_off(tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ def test_the_job_runs_the_tune_stage_with_prepare_s_artifacts(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "farm.job", str(spec), str(tmp_path / "out")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "farm: tune: start from u8s8-qdq" in done.stdout
+    assert "farm: start from u8s8-qdq" in done.stdout
     state = read(tmp_path / "out" / "tune.json")
     assert state["floor"] == 1.5 and state["budget"] == {"seconds": None, "trials": 10}
     assert state["naive"]["u8s8-qdq"]["accuracy"]["cosine"] < 0.9
