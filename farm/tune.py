@@ -302,8 +302,10 @@ def _line(entry: dict[str, Any]) -> str:
     trials = len(entry.get("trials") or [])
     kept = best.get("exclude") or []
     seven = best.get("seven_bit") or []
-    figures = (f"cosine {accuracy.get('cosine', float('nan')):.4f}"
-               + (f", {speed:.2f}x fp32" if isinstance(speed, int | float) else ", not timed (emulated)"))
+    untimed = "not timed (emulated)" if entry.get("mode") == "emulated" else "not timed"
+    figures = ("no int8 model to compare" if "cosine" not in accuracy else
+               f"cosine {accuracy['cosine']:.4f}, " + (f"{speed:.2f}x fp32" if isinstance(speed, int | float)
+                                                       else untimed))
     what = ("keep fp32" if entry["verdict"] == "keep-fp32" else
             f"{best.get('variant')} with {len(kept)} node(s) in fp32" + (f": {', '.join(kept[:6])}" if kept else "")
             + (f", 7-bit weights for {', '.join(seven[:6])}" if seven else ""))

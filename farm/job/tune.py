@@ -49,6 +49,7 @@ from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.evaluate import _latency, _run_all, model_size
 from farm.job.fuse import Fused, counts, fuse
+from farm.job.graph import NodeCount
 from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.metrics import Accuracy, Latency, compare, default_counted
 from farm.job.modelfile import copy_model, save_model
@@ -66,7 +67,7 @@ from farm.job.spec import (
     Spec,
     Tune,
 )
-from farm.job.variants import RECIPES
+from farm.job.variants import RECIPES, SUBGRAPH_VARIANT
 
 SCHEMA = "farm.tune/1"
 # The search ends after this many trials in a row that were undone: the points left are ranked as less lossy.
@@ -607,7 +608,10 @@ class _Tuner:
             trial.note = "failed"
         if trial.accuracy is not None and not trial.int8:
             trial.within = self._within(trial.accuracy)
-            trial.note = "undone: it leaves no quantizable node in int8, so it is fp32 under another name"
+            # A start that quantized nothing says why (every node inside If bodies, none int8 kernels exist for).
+            why = NodeCount.from_dict(trial.nodes).not_quantized() if step == "start" and trial.nodes else None
+            trial.note = (f"undone: {why}" if why else
+                          "undone: it leaves no quantizable node in int8, so it is fp32 under another name")
         elif trial.accuracy is not None:
             trial.within = self._within(trial.accuracy)
             current = self.current
@@ -1121,7 +1125,12 @@ class _Tuner:
         best = self._best()
         floor = self.settings.floor
         if best is None:
-            self.state.update(verdict="keep-fp32", reason=f"no trial produced a model to compare ({stopped})")
+            reason = f"no trial produced a model to compare ({stopped})"
+            counted = [NodeCount.from_dict(t.nodes) for t in self.trials if t.nodes]
+            if counted and all(c.quantizable and c.quantizable_in_subgraphs == c.quantizable for c in counted):
+                reason += ("; this search makes static QDQ models, which leave If/Loop/Scan bodies in fp32: "
+                           f"`farm matrix` evaluates {SUBGRAPH_VARIANT}, which quantizes inside them")
+            self.state.update(verdict="keep-fp32", reason=reason)
             say(f"keep fp32: {self.state['reason']}")
             return
         assert best.accuracy is not None

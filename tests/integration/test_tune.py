@@ -21,6 +21,7 @@ from tests.modelgen import (
     SATURATING_WEIGHT,
     SENSITIVE_REGION,
     make_hardswish_cnn,
+    make_if_branch_model,
     make_int8_never_pays,
     make_saturating_cnn,
     make_sensitive_cnn,
@@ -102,6 +103,21 @@ def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
     assert len(entry["trials"]) <= 1 + 8
     assert not (tmp_path / "out" / "tuned" / f"{target}.onnx").exists()
     assert f"{target} (native): keep fp32" in result.stdout, result.stdout
+
+
+def test_tune_on_a_model_whose_compute_sits_inside_if_branches_says_keep_fp32_and_why(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    data = make_if_branch_model(tmp_path / "if.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target, "--budget", "4t")
+    assert result.returncode == 0, result.stderr
+    entry = report["targets"][0]
+    assert entry["status"] == "ok" and entry["verdict"] == "keep-fp32" and entry["best"] is None, entry
+    (said,) = [line for line in result.stdout.splitlines() if line.startswith(f"{target} (")]
+    assert said.startswith(f"{target} (native): keep fp32 (no int8 model to compare; 1 trial(s)); "), said
+    assert "all 4 quantizable nodes sit inside If/Loop/Scan bodies" in said and "u8s8-dynamic-subgraph" in said
 
 
 def test_tune_resume_keeps_finished_targets_and_a_changed_setting_searches_again(

@@ -23,8 +23,10 @@ from farm.job.metrics import cosine
 from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration, Spec, SpecError, Tune
+from farm.job.variants import SUBGRAPH_VARIANT
 from tests.modelgen import (
     SENSITIVE_REGION,
+    make_if_branch_model,
     make_int8_never_pays,
     make_sensitive_cnn,
     write_job_spec,
@@ -172,6 +174,19 @@ def test_an_untimed_search_that_finds_nothing_int8_keeps_fp32(tmp_path: Path) ->
     assert "no quantizable node in int8" in hidden["note"]
     assert state["best"] is not None and state["best"]["trial"] != hidden["index"]
     assert state["best"]["within_tolerance"] is False
+
+
+def test_a_model_whose_compute_sits_inside_if_branches_keeps_fp32_and_says_why(tmp_path: Path) -> None:
+    """The static quantizer does not enter If bodies: every start is fp32 under an int8 name, so there is no model
+    to compare, and the reason says where the nodes are and which variant of farm matrix quantizes them."""
+    state = tuned(tmp_path, make=make_if_branch_model, tune={"budget_trials": 4})
+    assert state["status"] == "done" and state["verdict"] == "keep-fp32" and state["best"] is None
+    (start,) = state["trials"]
+    assert start["step"] == "start" and start["nodes"]["quantized"] == 0 and start["kept"] is False
+    assert start["note"].startswith("undone: not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies")
+    assert state["reason"].startswith("no trial produced a model to compare (")
+    assert state["reason"].endswith(f"`farm matrix` evaluates {SUBGRAPH_VARIANT}, which quantizes inside them")
+    assert state["tuned_model"] is None and not (tmp_path / "out" / "tuned.onnx").exists()
 
 
 def test_a_given_ranking_and_start_are_used_without_measuring_again(

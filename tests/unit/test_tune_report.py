@@ -86,6 +86,21 @@ def test_the_rendered_report_names_the_tuned_variant_and_the_differences() -> No
                         "exact on this target (131.6 dB))")
 
 
+def test_a_target_with_no_int8_model_to_compare_says_so_not_nan() -> None:
+    """A search whose every trial quantized nothing (all compute inside If bodies) has no best model: the line says
+    that, and a timed target is never called emulated."""
+    nothing = entry("x86-avx2", exclude=[], changes=[], kernels=[], verdict="keep-fp32")
+    nothing.update(best=None, reason="no trial produced a model to compare (…)")
+    untimed = entry("x86-avx512", exclude=[], changes=[], kernels=[], verdict="keep-fp32")
+    untimed["mode"] = "masked"
+    untimed["best"]["speedup"] = None
+    lines = render({"model": {"path": "model.onnx"}, "floor": 1.1, "warnings": [], "targets": [nothing, untimed],
+                    "differences": []}).splitlines()
+    assert lines[1] == ("x86-avx2 (native): keep fp32 (no int8 model to compare; 2 trial(s)); "
+                        "no trial produced a model to compare (…)")
+    assert lines[2].startswith("x86-avx512 (masked): keep fp32 (cosine 0.9999, not timed; 2 trial(s))")
+
+
 def test_only_a_tuned_search_gives_emulated_targets_a_candidate() -> None:
     candidate = tuned_candidate(AVX2)
     assert candidate == {"target": "x86-avx2", "variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False,
