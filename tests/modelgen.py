@@ -629,3 +629,28 @@ def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: in
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return _image_samples(path, rng, samples=samples, size=size)
+
+
+def make_softmax_map_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 8, opset: int = 11) -> ModelData:
+    """An old exporter's segmentation-style head: Conv(3->16)-Relu-Conv(16->10, 1x1)-Softmax at opset 11, whose
+    Softmax flattens ``[1, 10, size, size]`` from axis 1. Raised to opset 13 (for per-channel weights) the version
+    converter writes that as unnamed Shape, Flatten and Reshape nodes around the Softmax, as it does for the
+    SqueezeNet of the onnx wheel's ``light_*`` models. Input ``x`` in [0, 1), output ``p`` ``[1, 10, size, size]``."""
+    rng = np.random.default_rng(seed)
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    w0 = (rng.standard_normal((16, 3, 3, 3)) * np.sqrt(2.0 / 27)).astype(np.float32)
+    current = _conv_relu(0, "x", w0, (0.01 * rng.standard_normal(16)).astype(np.float32), initializers, nodes)
+    w1 = (rng.standard_normal((10, 16, 1, 1)) * np.sqrt(2.0 / 16)).astype(np.float32)
+    initializers += [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(10, np.float32), "b1")]
+    nodes.append(helper.make_node("Conv", [current, "w1", "b1"], ["scores"], name="score"))
+    nodes.append(helper.make_node("Softmax", ["scores"], ["p"], name="softmax"))
+    graph = helper.make_graph(
+        nodes, "softmax_map_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 10, size, size])], initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))

@@ -421,12 +421,7 @@ class _Tuner:
             source = pre
         except PreProcessFailed as exc:
             self.warn(f"{exc}; tuning the model without pre-processing")
-        model = onnx.load(str(source), load_external_data=False)
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-        if external:
-            model = onnx.load(str(source))
-        if _name_nodes(model):
-            source = save_model(model, self.work / "source.onnx", external=external)
+        source, model, external = _named_nodes(source, self.work / "source.onnx")
         self.source = source
         try:
             fused, self.fusions = fuse(model)
@@ -450,6 +445,8 @@ class _Tuner:
                 raised, note = raise_opset(base, self.work / f"{base.stem}-opset13.onnx")
                 if note:
                     self.warn(note)
+                # The version converter adds nodes of its own, unnamed: an exclusion must never name "".
+                raised, _, _ = _named_nodes(raised, self.work / f"{base.stem}-opset13-named.onnx")
             except OpsetRaiseFailed as exc:
                 raised = exc
             self.per_channel_sources[base] = raised
@@ -1199,6 +1196,18 @@ class _Tuner:
         if best.model is None or not best.model.is_file():
             raise TuneFailed(f"the tuned model of trial {best.index} is gone from {self.work}")
         copy_model(best.model, self.out / TUNED_MODEL)
+
+
+def _named_nodes(path: Path, destination: Path) -> tuple[Path, onnx.ModelProto, bool]:
+    """The model at ``path`` with every node named (``_name_nodes``): ``path`` itself, or where some node was not
+    named, its copy at ``destination``; with the model loaded (weights and all) and whether they are external."""
+    model = onnx.load(str(path), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if external:
+        model = onnx.load(str(path))
+    if _name_nodes(model):
+        path = save_model(model, destination, external=external)
+    return path, model, external
 
 
 def _name_nodes(model: onnx.ModelProto) -> bool:

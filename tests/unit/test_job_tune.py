@@ -29,6 +29,7 @@ from tests.modelgen import (
     make_if_branch_model,
     make_int8_never_pays,
     make_sensitive_cnn,
+    make_softmax_map_cnn,
     write_job_spec,
 )
 
@@ -187,6 +188,20 @@ def test_a_model_whose_compute_sits_inside_if_branches_keeps_fp32_and_says_why(t
     assert state["reason"].startswith("no trial produced a model to compare (")
     assert state["reason"].endswith(f"`farm matrix` evaluates {SUBGRAPH_VARIANT}, which quantizes inside them")
     assert state["tuned_model"] is None and not (tmp_path / "out" / "tuned.onnx").exists()
+
+
+def test_nodes_the_opset_converter_adds_for_per_channel_weights_are_named(tmp_path: Path) -> None:
+    """Per-channel weights need opset 13; raised from 11, the converter writes the Softmax as unnamed Shape, Flatten
+    and Reshape nodes. Unnamed, a region around the Softmax would exclude the node "" (to the quantizer: every
+    unnamed node) and the report would list a blank; named, they are excluded by their own names."""
+    state = tuned(tmp_path, make=make_softmax_map_cnn, timing=UNTIMED, target=EMULATED,
+                  tune={"start": "u8s8-qdq-pc", "budget_trials": 6})
+    assert state["status"] == "done" and state["start"] == "u8s8-qdq-pc", state["error"]
+    regions = [point["nodes"] for point in state["ranking"]]
+    softmax = next(nodes for nodes in regions if "softmax" in nodes)
+    assert "Reshape" in {name.split("_")[0] for name in softmax}, softmax
+    assert not [nodes for nodes in regions if "" in nodes], regions
+    assert not [t["exclude"] for t in state["trials"] if "" in t["exclude"]]
 
 
 def test_a_given_ranking_and_start_are_used_without_measuring_again(
