@@ -7,7 +7,9 @@ the target itself, with its own kernels; or the evidence that none beats fp32 by
 2. The kernel check (farm.job.kernels), once per lane: each quantized compute node cut out with its Q/DQ nodes and
    run fused, with this target's int8 kernel, against the same QDQ computed as written. A node whose kernel loses
    accuracy here (VPMADDUBSW's int16 pair sums saturate on x86 without VNNI; a run with 32-bit sums tells) first gets
-   7-bit weights alone, the classic remedy that keeps its int8 speed, and fp32 when those fall short.
+   7-bit weights alone, the classic remedy that keeps its int8 speed, and fp32 when those fall short. Where several
+   saturate, 7-bit weights everywhere (reduce_range) are one trial first; ``MAX_IDLE_TRIALS`` remedies in a row that
+   did not help leave the rest to the ranking.
 3. The cheap knobs, each one trial: exporter patterns fused (farm.job.fuse), the other calibration methods,
    per-channel weights, and 7-bit weights everywhere (reduce_range) only where the kernel check could not run.
 4. The SQNR ranking (farm.job.ranking), once, or ``tune.ranking`` as the native search wrote it; then the greedy
@@ -161,6 +163,8 @@ def _kept_text(config: Config) -> str:
     if config.seven_bit:
         count = len(config.seven_bit)
         parts.append(f"7-bit weights for {count} node{'' if count == 1 else 's'}")
+    if config.reduce_range and not RECIPES[config.variant].reduce_range:
+        parts.append("7-bit weights everywhere (reduce_range)")
     return ", ".join(parts) or "nothing kept in fp32"
 
 
@@ -807,15 +811,24 @@ class _Tuner:
         if (spent := self.budget_spent()) is not None:
             return spent
         findings = self._kernels(self.current)
-        for finding in (f for f in findings if f.lossy):
+        lossy = [f for f in findings if f.lossy]
+        group = self._seven_bit_everywhere(lossy)
+        grouped = group is not None and group.kept
+        idle = 1 if group is not None and not group.kept else 0
+        for finding in lossy:
             if (over := self._lane_over(rival)) is not None:
                 return over
+            if idle >= MAX_IDLE_TRIALS:
+                # The metric did not move: something else (often the output's own quantization) decides it, and
+                # the ranking finds that; each lossy node tried alone would spend the budget first.
+                say(f"{idle} kernel remedies in a row did not help; on to the knobs and the ranking")
+                break
             base = self.current.config
-            if finding.node in base.exclude:
+            if finding.node in base.exclude or (grouped and finding.saturates):
                 continue
+            tried = len(self.trials)
             why = finding.describe()
-            if finding.saturates and finding.weight and RECIPES[base.variant].weight == "int8" \
-                    and finding.weight not in base.seven_bit and not base.reduce_range:
+            if self._seven_bit_fits(finding, base) and finding.weight:
                 seven = self._trial(f"7-bit weights for {finding.node} ({finding.weight}): {finding.brief()}",
                                     replace(base, seven_bit=(*base.seven_bit, finding.weight)), step="kernel",
                                     weights=(finding.weight,), kernel=finding,
@@ -826,6 +839,7 @@ class _Tuner:
             self._trial(f"keep {finding.node} in fp32: {finding.brief()}",
                         replace(base, exclude=(*base.exclude, finding.node)),
                         step="kernel", added=(finding.node,), kernel=finding, why=self._fp32_why(finding))
+            idle = 0 if any(t.kept for t in self.trials[tried:]) else idle + len(self.trials) - tried
         # A later lane carries the first lane's settings: the knobs were tried there.
         if rival is None and (over := self._fuse()) is not None:
             return over
@@ -859,6 +873,29 @@ class _Tuner:
             if idle >= MAX_IDLE_TRIALS and not self._done():
                 return f"{MAX_IDLE_TRIALS} trials in a row did not help"
         return self._lane_over(rival) or "every ranked point was tried"
+
+    @staticmethod
+    def _seven_bit_fits(finding: KernelFinding, config: Config) -> bool:
+        """7-bit weights are the remedy for ``finding`` in ``config``: it saturates, its int8 weights are not 7-bit
+        yet."""
+        return bool(finding.saturates and finding.weight and RECIPES[config.variant].weight == "int8"
+                    and finding.weight not in config.seven_bit and not config.reduce_range)
+
+    def _seven_bit_everywhere(self, lossy: Sequence[KernelFinding]) -> _Trial | None:
+        """Where several nodes saturate, one trial first: 7-bit weights everywhere (reduce_range, onnxruntime's
+        advice for x86 without VNNI), rather than a trial or two per node; None where fewer than two saturate. Kept,
+        it remedied those nodes, and only the other lossy ones are tried alone."""
+        assert self.current is not None
+        base = self.current.config
+        saturating = [f for f in lossy if f.node not in base.exclude and self._seven_bit_fits(f, base)]
+        if len(saturating) < 2:
+            return None
+        names = ", ".join(f.node for f in saturating[:4]) + (", ..." if len(saturating) > 4 else "")
+        trial = self._trial(f"7-bit weights everywhere (reduce_range): {len(saturating)} nodes saturate ({names})",
+                            replace(base, reduce_range=True), step="kernel",
+                            why=f"{len(saturating)} nodes' int16 pair sums saturate in this target's kernels; "
+                                "7-bit weights keep them within int16")
+        return trial
 
     def _fp32_why(self, finding: KernelFinding) -> str:
         seven = next((t for t in reversed(self.trials) if t.kernel is finding and t.weights), None)

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from farm.job import ranking, tune
 from farm.job.data import Dataset
+from farm.job.kernels import KernelFinding
 from farm.job.metrics import cosine
 from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
@@ -202,6 +203,40 @@ def test_nodes_the_opset_converter_adds_for_per_channel_weights_are_named(tmp_pa
     assert "Reshape" in {name.split("_")[0] for name in softmax}, softmax
     assert not [nodes for nodes in regions if "" in nodes], regions
     assert not [t["exclude"] for t in state["trials"] if "" in t["exclude"]]
+
+
+def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel check finds several nodes saturating, one reduce_range trial comes before a trial or two per
+    node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels measures it); every
+    trial is a real model run here."""
+    saturating = [KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0)
+                  for i in (0, 1, 3)]
+    monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(saturating))
+    state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 8})
+    kernel = [t for t in state["trials"] if t["step"] == "kernel"]
+    first = kernel[0]
+    assert first["index"] == 1 and first["reduce_range"] is True and first["seven_bit"] == [], first
+    assert first["change"].startswith("7-bit weights everywhere (reduce_range): 3 nodes saturate (conv0, conv1, conv3)")
+    if first["kept"]:
+        assert kernel == [first]  # the nodes it remedied are not tried one by one
+    else:
+        assert kernel[1]["added_seven_bit"] == ["w0"] and kernel[1]["reduce_range"] is False  # node by node
+
+
+def test_kernel_remedies_that_do_not_move_the_metric_give_way_to_the_ranking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dozen lossy nodes whose remedies change nothing (here: nodes the model does not have): after
+    MAX_IDLE_TRIALS of them in a row the search goes on to the knobs and the SQNR ranking, which finds the region."""
+    lossy = [KernelFinding(node=f"ghost{i}", op="Conv", weight=None, kernel_db=5.0, precise_db=None) for i in range(12)]
+    monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(lossy))
+    state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 30})
+    kernel = [t for t in state["trials"] if t["step"] == "kernel"]
+    assert [t["added"] for t in kernel] == [[f"ghost{i}"] for i in range(tune.MAX_IDLE_TRIALS)]
+    assert not any(t["kept"] for t in kernel)
+    assert state["verdict"] == "tuned" and set(SENSITIVE_REGION) <= set(state["best"]["exclude"]), state["reason"]
 
 
 def test_a_given_ranking_and_start_are_used_without_measuring_again(
