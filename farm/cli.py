@@ -23,27 +23,29 @@ app = typer.Typer(
 )
 
 TargetsOpt = Annotated[
-    Path | None, typer.Option("--targets", envvar="FARM_TARGETS", help="targets file [env: FARM_TARGETS]")
+    Path | None, typer.Option("--targets", envvar="FARM_TARGETS", help="targets file")
 ]
 TargetOpt = Annotated[
-    list[str] | None, typer.Option("--target", "-t", help="only this target (repeatable); default: all")
+    list[str] | None,
+    typer.Option("--target", "-t", metavar="<name>", help="only this target (repeatable); default: all"),
 ]
 QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", envvar="FARM_QUIET", help="plain progress lines [env: FARM_QUIET]")
+    bool, typer.Option("--quiet", "-q", envvar="FARM_QUIET", help="plain progress lines")
 ]
 # Shared by the commands that read a model and its data (matrix, tune).
 ModelArg = Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")]
 DataOpt = Annotated[Path | None, typer.Option(
     help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")]
 LabelsOpt = Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")]
-ShapeOpt = Annotated[list[str] | None, typer.Option(help="fill dynamic dims: name=1,3,224,224 (repeatable)")]
+ShapeOpt = Annotated[list[str] | None, typer.Option(metavar="<input=dims>",
+                                                   help="fill dynamic dims: name=1,3,224,224 (repeatable)")]
 SamplesOpt = Annotated[int | None, typer.Option(min=1, help="use the first N samples")]
 MinCosineOpt = Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
-                                             help="tolerance: cosine to fp32 [env: FARM_MIN_COSINE]")]
+                                             help="tolerance: cosine to fp32")]
 ThreadsOpt = Annotated[int, typer.Option(min=1, envvar="FARM_THREADS",
-                                         help="intra-op threads for timing [env: FARM_THREADS]")]
+                                         help="intra-op threads for timing")]
 MinTop1Opt = Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
-                                           help="tolerance: top-1 agreement with fp32 [env: FARM_MIN_TOP1]")]
+                                           help="tolerance: top-1 agreement with fp32")]
 
 _debug = False
 
@@ -51,7 +53,7 @@ _debug = False
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", envvar="FARM_DEBUG", help="show tracebacks [env: FARM_DEBUG]")
+        bool, typer.Option("--debug", envvar="FARM_DEBUG", help="show tracebacks")
     ] = False,
 ) -> None:
     global _debug
@@ -127,14 +129,15 @@ def matrix(
     shape: ShapeOpt = None,
     samples: SamplesOpt = None,
     output: Annotated[list[str] | None, typer.Option(
-        "--output", help="only this output makes the verdict (repeatable); default: every float output")] = None,
+        "--output", metavar="<name>",
+        help="only this output makes the verdict (repeatable); default: every float output")] = None,
     metric: Annotated[str | None, typer.Option(
         help="your own verdict: FILE.py:FUNCTION(fp32_outputs, outputs, labels) -> {'passed': bool, ...}")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write the report JSON to FILE")] = None,
     fmt: Annotated[str, typer.Option("--format", envvar="FARM_FORMAT",
-                                     help="stdout: table|json|markdown|html|junit [env: FARM_FORMAT]")] = "table",
-    out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go "
-                                      "[env: FARM_OUT]")] = Path("farm-report"),
+                                     help="stdout: table|json|markdown|html|junit")] = "table",
+    out: Annotated[Path, typer.Option(envvar="FARM_OUT",
+                                      help="where report.{json,md,html} and junit.xml go")] = Path("farm-report"),
     min_cosine: MinCosineOpt = 0.99,
     min_top1: MinTop1Opt = 0.99,
     calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
@@ -143,20 +146,20 @@ def matrix(
     iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per variant on native and masked "
                                                    "targets (default 200); emulated ones are not timed")] = None,
     timeout: Annotated[float | None, typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; "
-                                                  "default: each target's budget_s [env: FARM_TIMEOUT]")] = None,
-    keep: Annotated[bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging "
-                                       "[env: FARM_KEEP]")] = False,
+                                                  "default: each target's budget_s")] = None,
+    keep: Annotated[bool, typer.Option(envvar="FARM_KEEP",
+                                       help="keep containers and work files for debugging")] = False,
     label: Annotated[str | None, typer.Option(envvar="FARM_LABEL", help="what this run is (a commit, a release), "
-                                              "kept in the report for trends and gates [env: FARM_LABEL]")] = None,
+                                              "kept in the report for trends and gates")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write what each target's backend would create "
                                           "(container settings, Kubernetes manifests) into OUT/dry-run/; build and "
                                           "run nothing")] = False,
     resume: Annotated[bool, typer.Option(envvar="FARM_RESUME", help="reuse each target's result from the report "
                                          "already in --out when the model, data, image and settings are unchanged; "
-                                         "run the rest [env: FARM_RESUME]")] = False,
+                                         "run the rest")] = False,
     tuned: Annotated[Path | None, typer.Option(envvar="FARM_TUNED", help="a farm tune --out folder: each target "
-                                               "also evaluates the model its search tuned, as the variant 'tuned' "
-                                               "[env: FARM_TUNED]")] = None,
+                                               "also evaluates the model its search tuned, as the variant "
+                                               "'tuned'")] = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -275,8 +278,8 @@ def optimize(
     model: Annotated[Path | None, typer.Argument(help="the ONNX model")] = None,
     out: Annotated[Path | None, typer.Argument(help="where to write the optimized model")] = None,
     passes: Annotated[list[str] | None, typer.Option(
-        "--passes", help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination "
-        "passes")] = None,
+        "--passes", metavar="<pass>",
+        help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination passes")] = None,
     no_fold: Annotated[bool, typer.Option("--no-fold", help="rewrite only: no constant folding")] = False,
     list_passes: Annotated[bool, typer.Option("--list", help="list onnxoptimizer's passes and exit")] = False,
     data: Annotated[Path | None, typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data "
@@ -332,7 +335,7 @@ def gate(
     baseline: Annotated[Path | None, typer.Option(
         help="an earlier report.json (or its folder) to compare with")] = None,
     policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="gate.toml; default: the default "
-                                                "policy (docs/contracts.md section 5) [env: FARM_GATE_POLICY]")] = None,
+                                                "policy (docs/contracts.md section 5)")] = None,
     junit: Annotated[Path | None, typer.Option(help="also write JUnit XML: one testcase per rule and target")] = None,
     markdown: Annotated[Path | None, typer.Option(help="also write Markdown; $GITHUB_STEP_SUMMARY, when set, gets "
                                                   "it appended")] = None,
@@ -367,7 +370,7 @@ def report_cmd(
     paths: Annotated[list[Path], typer.Argument(help="report.json files, or folders searched for them (a history)")],
     out: Annotated[Path, typer.Option(help="where index.html, trend.json and summary.md go")] = Path("farm-trend"),
     policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="the gate policy that judges the "
-                                                "changes since the run before [env: FARM_GATE_POLICY]")] = None,
+                                                "changes since the run before")] = None,
 ) -> None:
     """One report over many runs: the latest matrix, what changed since the run before, and per target and
     variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
