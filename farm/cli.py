@@ -224,7 +224,8 @@ def tune(
     iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per trial on native and masked "
                                                    "targets (default 200)")] = None,
     out: Annotated[Path, typer.Option(help="where tune.json and tuned/<target>.onnx go")] = Path("farm-tune"),
-    resume: Annotated[bool, typer.Option(help="replay the trials of the tune.json already in --out, then go on")
+    resume: Annotated[bool, typer.Option(help="keep each target whose search in --out finished with the same model, "
+                                         "data, image and settings; search the others again")
                       ] = False,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,

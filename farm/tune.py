@@ -180,9 +180,14 @@ def _treatment(entry: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     for change in entry["best"].get("changes") or []:
         for node in change.get("nodes") or []:
             treated[str(node)] = ("fp32", change.get("why"))
-        if change.get("seven_bit"):
-            node = change.get("kernel_node") or change["seven_bit"][0]
-            treated.setdefault(str(node), ("7-bit weights", change.get("why")))
+        weights = set(change.get("seven_bit") or ())
+        if weights:
+            # Each weight's node as the kernel check named it (one change may give several nodes 7-bit weights).
+            variant = entry["best"].get("variant")
+            nodes = [k["node"] for k in entry.get("kernels") or []
+                     if k.get("weight") in weights and k.get("variant") == variant]
+            for node in nodes or [change.get("kernel_node") or change["seven_bit"][0]]:
+                treated.setdefault(str(node), ("7-bit weights", change.get("why")))
     return treated
 
 

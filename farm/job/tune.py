@@ -8,8 +8,8 @@ the target itself, with its own kernels; or the evidence that none beats fp32 by
    run fused, with this target's int8 kernel, against the same QDQ computed as written. A node whose kernel loses
    accuracy here (VPMADDUBSW's int16 pair sums saturate on x86 without VNNI; a run with 32-bit sums tells) first gets
    7-bit weights alone, the classic remedy that keeps its int8 speed, and fp32 when those fall short. Where several
-   saturate, 7-bit weights everywhere (reduce_range) are one trial first; ``MAX_IDLE_TRIALS`` remedies in a row that
-   did not help leave the rest to the ranking.
+   saturate, 7-bit weights for all of them are one trial first; ``MAX_IDLE_TRIALS`` remedies in a row that did not
+   help leave the rest to the ranking.
 3. The cheap knobs, each one trial: exporter patterns fused (farm.job.fuse), the other calibration methods,
    per-channel weights, and 7-bit weights everywhere (reduce_range) only where the kernel check could not run.
 4. The SQNR ranking (farm.job.ranking), once, or ``tune.ranking`` as the native search wrote it; then the greedy
@@ -812,8 +812,11 @@ class _Tuner:
             return spent
         findings = self._kernels(self.current)
         lossy = [f for f in findings if f.lossy]
-        group = self._seven_bit_everywhere(lossy)
-        grouped = group is not None and group.kept
+        if (over := self._lane_over(rival)) is not None:
+            return over
+        group, covered = self._seven_bit_for_all(lossy)
+        if group is None or not group.kept:
+            covered = set()
         idle = 1 if group is not None and not group.kept else 0
         for finding in lossy:
             if (over := self._lane_over(rival)) is not None:
@@ -824,7 +827,7 @@ class _Tuner:
                 say(f"{idle} kernel remedies in a row did not help; on to the knobs and the ranking")
                 break
             base = self.current.config
-            if finding.node in base.exclude or (grouped and finding.saturates):
+            if finding.node in base.exclude or finding.node in covered:
                 continue
             tried = len(self.trials)
             why = finding.describe()
@@ -834,6 +837,7 @@ class _Tuner:
                                     weights=(finding.weight,), kernel=finding,
                                     why=f"{why}; 7-bit weights keep its pair sums within int16")
                 if seven.within or (over := self._lane_over(rival)) is not None:
+                    idle = 0 if seven.kept else idle + 1
                     continue
             # fp32 from the same base, measured against the 7-bit try when that was kept: the closer one stays.
             self._trial(f"keep {finding.node} in fp32: {finding.brief()}",
@@ -881,21 +885,25 @@ class _Tuner:
         return bool(finding.saturates and finding.weight and RECIPES[config.variant].weight == "int8"
                     and finding.weight not in config.seven_bit and not config.reduce_range)
 
-    def _seven_bit_everywhere(self, lossy: Sequence[KernelFinding]) -> _Trial | None:
-        """Where several nodes saturate, one trial first: 7-bit weights everywhere (reduce_range, onnxruntime's
-        advice for x86 without VNNI), rather than a trial or two per node; None where fewer than two saturate. Kept,
-        it remedied those nodes, and only the other lossy ones are tried alone."""
+    def _seven_bit_for_all(self, lossy: Sequence[KernelFinding]) -> tuple[_Trial | None, set[str]]:
+        """Where several nodes saturate, one trial first: 7-bit weights for all of them (onnxruntime's advice for x86
+        without VNNI is reduce_range, 7-bit weights everywhere; this keeps the others at 8 bits), rather than a
+        trial or two per node. Returns the trial (None where fewer than two saturate) and the nodes it covers."""
         assert self.current is not None
         base = self.current.config
         saturating = [f for f in lossy if f.node not in base.exclude and self._seven_bit_fits(f, base)]
         if len(saturating) < 2:
-            return None
+            return None, set()
+        weights = tuple(dict.fromkeys(str(f.weight) for f in saturating))
         names = ", ".join(f.node for f in saturating[:4]) + (", ..." if len(saturating) > 4 else "")
-        trial = self._trial(f"7-bit weights everywhere (reduce_range): {len(saturating)} nodes saturate ({names})",
-                            replace(base, reduce_range=True), step="kernel",
-                            why=f"{len(saturating)} nodes' int16 pair sums saturate in this target's kernels; "
-                                "7-bit weights keep them within int16")
-        return trial
+        # The worst node stands for the group where one node is named (the change's kernel_node).
+        trial = self._trial(f"7-bit weights for the {len(saturating)} nodes that saturate here ({names})",
+                            replace(base, seven_bit=(*base.seven_bit, *weights)), step="kernel", weights=weights,
+                            kernel=saturating[0],
+                            why=f"the int16 pair sums of {len(saturating)} nodes' int8 kernels saturate on this "
+                                f"target ({names}; worst: {saturating[0].brief()}); 7-bit weights keep them within "
+                                "int16")
+        return trial, {f.node for f in saturating}
 
     def _fp32_why(self, finding: KernelFinding) -> str:
         seven = next((t for t in reversed(self.trials) if t.kernel is finding and t.weights), None)
@@ -1083,7 +1091,12 @@ class _Tuner:
         if given is not None:
             self.points = [dict(p) for p in given]
             self.state["ranking_source"] = "given"
-            known = {n.name for n in onnx.load(str(self.source), load_external_data=False).graph.node}
+            try:
+                # The model this config quantizes: raised for per-channel weights, it has the converter's nodes.
+                named = self._source_for(self.current.config) if self.current is not None else self.source
+            except OpsetRaiseFailed:
+                named = self.source
+            known = {n.name for n in onnx.load(str(named), load_external_data=False).graph.node}
             known |= {f.node for f in self.fusions}
             missing = sorted({str(n) for p in self.points for n in p.get("nodes", ()) if n not in known})
             if missing:
@@ -1163,7 +1176,8 @@ class _Tuner:
             counted = [NodeCount.from_dict(t.nodes) for t in self.trials if t.nodes]
             if counted and all(c.quantizable and c.quantizable_in_subgraphs == c.quantizable for c in counted):
                 reason += ("; this search makes static QDQ models, which leave If/Loop/Scan bodies in fp32: "
-                           f"`farm matrix` evaluates {SUBGRAPH_VARIANT}, which quantizes inside them")
+                           f"dynamic quantization enters them (`farm matrix` adds {SUBGRAPH_VARIANT} beside "
+                           "u8s8-dynamic)")
             self.state.update(verdict="keep-fp32", reason=reason)
             say(f"keep fp32: {self.state['reason']}")
             return

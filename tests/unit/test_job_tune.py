@@ -187,7 +187,7 @@ def test_a_model_whose_compute_sits_inside_if_branches_keeps_fp32_and_says_why(t
     assert start["step"] == "start" and start["nodes"]["quantized"] == 0 and start["kept"] is False
     assert start["note"].startswith("undone: not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies")
     assert state["reason"].startswith("no trial produced a model to compare (")
-    assert state["reason"].endswith(f"`farm matrix` evaluates {SUBGRAPH_VARIANT}, which quantizes inside them")
+    assert state["reason"].endswith(f"`farm matrix` adds {SUBGRAPH_VARIANT} beside u8s8-dynamic)")
     assert state["tuned_model"] is None and not (tmp_path / "out" / "tuned.onnx").exists()
 
 
@@ -208,8 +208,8 @@ def test_nodes_the_opset_converter_adds_for_per_channel_weights_are_named(tmp_pa
 def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where the kernel check finds several nodes saturating, one reduce_range trial comes before a trial or two per
-    node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels measures it); every
+    """Where the kernel check finds several nodes saturating, one trial of 7-bit weights for all of them comes before
+    a trial or two per node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels measures it); every
     trial is a real model run here."""
     saturating = [KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0)
                   for i in (0, 1, 3)]
@@ -217,12 +217,14 @@ def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_firs
     state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 8})
     kernel = [t for t in state["trials"] if t["step"] == "kernel"]
     first = kernel[0]
-    assert first["index"] == 1 and first["reduce_range"] is True and first["seven_bit"] == [], first
-    assert first["change"].startswith("7-bit weights everywhere (reduce_range): 3 nodes saturate (conv0, conv1, conv3)")
+    assert first["index"] == 1 and first["reduce_range"] is False, first
+    assert first["added_seven_bit"] == first["seven_bit"] == ["w0", "w1", "w3"], first
+    assert first["change"].startswith("7-bit weights for the 3 nodes that saturate here (conv0, conv1, conv3)")
     if first["kept"]:
         assert kernel == [first]  # the nodes it remedied are not tried one by one
     else:
-        assert kernel[1]["added_seven_bit"] == ["w0"] and kernel[1]["reduce_range"] is False  # node by node
+        # Node by node, as for one node, with the idle count starting at the group's trial.
+        assert kernel[1]["added_seven_bit"] == ["w0"] and kernel[1]["seven_bit"] == ["w0"]
 
 
 def test_kernel_remedies_that_do_not_move_the_metric_give_way_to_the_ranking(

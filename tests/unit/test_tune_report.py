@@ -101,6 +101,20 @@ def test_a_target_with_no_int8_model_to_compare_says_so_not_nan() -> None:
     assert lines[2].startswith("x86-avx512 (masked): keep fp32 (cosine 0.9999, not timed; 2 trial(s))")
 
 
+def test_one_change_that_gives_several_nodes_7_bit_weights_treats_each_of_them() -> None:
+    """The kernel step's group trial: one change, 7-bit weights for every saturating node; each node is treated."""
+    group = entry("x86-avx2", exclude=[], kernels=[kernel("conv0", 8.0, precise=90.0), kernel("head", -6.2,
+                                                                                                 precise=131.5)],
+                  changes=[{"trial": 1, "kind": "7-bit", "nodes": [], "seven_bit": ["w0", "fc"], "cause": "kernel",
+                            "kernel_node": "head", "why": "they saturate"}])
+    group["kernels"][0]["weight"] = "w0"
+    vnni = entry("x86-avx512-vnni", exclude=[], changes=[], kernels=[kernel("conv0", 70.0), kernel("head", 131.6)])
+    found = {d["node"]: d["targets"] for d in differences([group, vnni])}
+    assert set(found) == {"conv0", "head"}
+    assert found["conv0"]["x86-avx2"] == {"as": "7-bit weights", "why": "they saturate"}
+    assert found["conv0"]["x86-avx512-vnni"]["as"] == "int8"
+
+
 def test_only_a_tuned_search_gives_emulated_targets_a_candidate() -> None:
     candidate = tuned_candidate(AVX2)
     assert candidate == {"target": "x86-avx2", "variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False,
