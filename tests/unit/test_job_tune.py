@@ -209,8 +209,8 @@ def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_firs
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where the kernel check finds several nodes saturating, one trial of 7-bit weights for all of them comes before
-    a trial or two per node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels measures it); every
-    trial is a real model run here."""
+    a trial or two per node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels
+    measures it); every trial is a real model run here."""
     saturating = [KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0)
                   for i in (0, 1, 3)]
     monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(saturating))
