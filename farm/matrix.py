@@ -551,12 +551,10 @@ def run_job(
     path.write_text(json.dumps(spec, indent=2))
     path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
     placement = fleet.placements[target.name]
-    library = None
-    if placement.mode == "masked":
-        try:
-            library = masking.ensure_library(fleet.config.cache_dir)
-        except FarmError as exc:  # this target cannot be masked here; the others still run
-            return RunResult.engine_failure(f"could not be masked: {exc}")
+    try:
+        library = masking.library_for(placement.mode, fleet.config.cache_dir)
+    except FarmError as exc:  # this target cannot be masked here; the others still run
+        return RunResult.engine_failure(f"could not be masked: {exc}")
     backend = fleet.backend(target)
     try:
         return backend.run(

@@ -16,7 +16,11 @@ EXTERNAL_DATA_ABOVE = 1 << 30
 
 
 def has_external_data(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
+    return keeps_external_data(onnx.load(str(path), load_external_data=False))
+
+
+def keeps_external_data(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` (loaded or not with its data) has initializers stored outside the file."""
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 

@@ -54,7 +54,7 @@ from farm.job.fuse import Fused, counts, fuse
 from farm.job.graph import NodeCount
 from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.metrics import Accuracy, Latency, compare, default_counted
-from farm.job.modelfile import copy_model, save_model
+from farm.job.modelfile import copy_model, keeps_external_data, save_model
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.ranking import rank_points
 from farm.job.recommend import NOISE_FLOOR
@@ -815,8 +815,6 @@ class _Tuner:
         if (over := self._lane_over(rival)) is not None:
             return over
         group, covered = self._seven_bit_for_all(lossy)
-        if group is None or not group.kept:
-            covered = set()
         idle = 1 if group is not None and not group.kept else 0
         for finding in lossy:
             if (over := self._lane_over(rival)) is not None:
@@ -888,7 +886,8 @@ class _Tuner:
     def _seven_bit_for_all(self, lossy: Sequence[KernelFinding]) -> tuple[_Trial | None, set[str]]:
         """Where several nodes saturate, one trial first: 7-bit weights for all of them (onnxruntime's advice for x86
         without VNNI is reduce_range, 7-bit weights everywhere; this keeps the others at 8 bits), rather than a
-        trial or two per node. Returns the trial (None where fewer than two saturate) and the nodes it covers."""
+        trial or two per node. Returns the trial (None where fewer than two saturate) and the nodes it remedied
+        (none unless it was kept)."""
         assert self.current is not None
         base = self.current.config
         saturating = [f for f in lossy if f.node not in base.exclude and self._seven_bit_fits(f, base)]
@@ -903,7 +902,7 @@ class _Tuner:
                             why=f"the int16 pair sums of {len(saturating)} nodes' int8 kernels saturate on this "
                                 f"target ({names}; worst: {saturating[0].brief()}); 7-bit weights keep them within "
                                 "int16")
-        return trial, {f.node for f in saturating}
+        return trial, {f.node for f in saturating} if trial.kept else set()
 
     def _fp32_why(self, finding: KernelFinding) -> str:
         seven = next((t for t in reversed(self.trials) if t.kernel is finding and t.weights), None)
@@ -1253,7 +1252,7 @@ def _named_nodes(path: Path, destination: Path) -> tuple[Path, onnx.ModelProto, 
     """The model at ``path`` with every node named (``_name_nodes``): ``path`` itself, or where some node was not
     named, its copy at ``destination``; with the model loaded (weights and all) and whether they are external."""
     model = onnx.load(str(path), load_external_data=False)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    external = keeps_external_data(model)
     if external:
         model = onnx.load(str(path))
     if _name_nodes(model):

@@ -41,6 +41,17 @@ def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subproces
     return result, report
 
 
+def tune_generated(fleet: Fleet, make: Any, tmp_path: Path,
+                   *args: str) -> tuple[str, subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``make``'s model and data through `farm tune` on the native target: the target, the run, its entry."""
+    data = make(tmp_path / "model.onnx")
+    inputs, _ = data.save(tmp_path / "data")
+    target = native_target(fleet)
+    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target, *args)
+    assert result.returncode == 0, result.stderr
+    return target, result, report["targets"][0]
+
+
 def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
@@ -92,12 +103,7 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
 def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
-    data = make_int8_never_pays(tmp_path / "mlp.onnx")
-    inputs, _ = data.save(tmp_path / "data")
-    target = native_target(fleet)
-    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target, "--budget", "8t")
-    assert result.returncode == 0, result.stderr
-    entry = report["targets"][0]
+    target, result, entry = tune_generated(fleet, make_int8_never_pays, tmp_path, "--budget", "8t")
     assert entry["status"] == "ok" and entry["verdict"] == "keep-fp32", entry
     assert entry["best"] is not None and entry["best"]["accuracy"] is not None  # the best trade-off, said
     assert len(entry["trials"]) <= 1 + 8
@@ -108,12 +114,7 @@ def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
 def test_tune_on_a_model_whose_compute_sits_inside_if_branches_says_keep_fp32_and_why(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
-    data = make_if_branch_model(tmp_path / "if.onnx")
-    inputs, _ = data.save(tmp_path / "data")
-    target = native_target(fleet)
-    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target, "--budget", "4t")
-    assert result.returncode == 0, result.stderr
-    entry = report["targets"][0]
+    target, result, entry = tune_generated(fleet, make_if_branch_model, tmp_path, "--budget", "4t")
     assert entry["status"] == "ok" and entry["verdict"] == "keep-fp32" and entry["best"] is None, entry
     (said,) = [line for line in result.stdout.splitlines() if line.startswith(f"{target} (")]
     assert said.startswith(f"{target} (native): keep fp32 (no int8 model to compare; 1 trial(s)); "), said
