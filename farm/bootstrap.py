@@ -83,9 +83,14 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
         )
     if tool == "mmdebstrap":
         command = [
-            "mmdebstrap", "--variant=extract", f"--include={','.join(PACKAGES)}", f"--architectures={debian_arch}",
+            "mmdebstrap",
+            "--variant=extract",
+            f"--include={','.join(PACKAGES)}",
+            f"--architectures={debian_arch}",
             *(f"--dpkgopt=path-exclude={p}" for p in _EXCLUDES),
-            SUITE, str(out_tar), mirror(),
+            SUITE,
+            str(out_tar),
+            mirror(),
         ]
         _stream(command, on_line)
         # The maintainer scripts that did not run would have byte-compiled the standard library; without that, every
@@ -94,8 +99,13 @@ def build_rootfs(arch: str, out_tar: Path, on_line: LineSink) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="farm-rootfs-") as root:
         command = [
-            "debootstrap", f"--arch={debian_arch}", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            SUITE, root, mirror(),
+            "debootstrap",
+            f"--arch={debian_arch}",
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            SUITE,
+            root,
+            mirror(),
         ]
         _stream(command, on_line)
         with tarfile.open(out_tar, "w") as tar:
@@ -117,8 +127,15 @@ def compile_stdlib(rootfs_tar: Path, on_line: LineSink) -> None:
     with tempfile.TemporaryDirectory(prefix="farm-stdlib-") as scratch:
         root = Path(scratch)
         with tarfile.open(rootfs_tar) as tar:
-            sources = [m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./").startswith(STDLIB)
-                       and m.name.endswith(".py") and "/test/" not in m.name and "/tests/" not in m.name]
+            sources = [
+                m
+                for m in tar.getmembers()
+                if m.isfile()
+                and m.name.removeprefix("./").startswith(STDLIB)
+                and m.name.endswith(".py")
+                and "/test/" not in m.name
+                and "/tests/" not in m.name
+            ]
             extract = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(root, members=sources, **extract)  # type: ignore[arg-type]
         on_line(f"byte-compiling {len(sources)} standard library modules")

@@ -57,14 +57,23 @@ def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = 
         for label in IMAGE_LABELS:
             for image in engine.images_labelled(label):
                 name = ", ".join(image.tags) or image.id[:19]
-                seen.setdefault(image.id, Item(kind="image", ref=image.id, name=name, size_bytes=image.size_bytes,
-                                               why=f"farm's {'base' if label == 'farm.base' else 'target'} image"))
+                seen.setdefault(
+                    image.id,
+                    Item(
+                        kind="image",
+                        ref=image.id,
+                        name=name,
+                        size_bytes=image.size_bytes,
+                        why=f"farm's {'base' if label == 'farm.base' else 'target'} image",
+                    ),
+                )
         items += sorted(seen.values(), key=lambda i: i.name)
     if cache and config.cache_dir.is_dir():
         for entry in sorted(config.cache_dir.iterdir()):
             if entry.name not in (RUNS_DIR, LOCKS_DIR):
-                items.append(Item(kind="cache", ref=str(entry), name=str(entry), size_bytes=_size(entry),
-                                  why="farm's cache"))
+                items.append(
+                    Item(kind="cache", ref=str(entry), name=str(entry), size_bytes=_size(entry), why="farm's cache")
+                )
     return Plan(items=tuple(items), kept=tuple(kept))
 
 
@@ -75,12 +84,26 @@ def _orphans(engine: Engine, config: Config, *, unknown_too: bool) -> tuple[list
         gone = None if container.owner is None else is_gone(container.owner)
         label = f"{container.name} ({container.image}, {container.state})"
         if gone:
-            items.append(Item(kind="container", ref=container.id, name=label, size_bytes=None,
-                              why="the farm process that started it is gone"))
+            items.append(
+                Item(
+                    kind="container",
+                    ref=container.id,
+                    name=label,
+                    size_bytes=None,
+                    why="the farm process that started it is gone",
+                )
+            )
         elif container.owner is None:
             # Started by a farm from before owner labels: nothing can still be waiting for it.
-            items.append(Item(kind="container", ref=container.id, name=label, size_bytes=None,
-                              why="started by an earlier farm, which recorded no owner"))
+            items.append(
+                Item(
+                    kind="container",
+                    ref=container.id,
+                    name=label,
+                    size_bytes=None,
+                    why="started by an earlier farm, which recorded no owner",
+                )
+            )
         else:
             why = "another machine's farm process" if gone is None else "a running farm process"
             kept.append(f"container {label}: used by {why} ({container.owner})")
@@ -122,4 +145,3 @@ def _size(path: Path) -> int:
         except OSError:
             continue
     return total
-

@@ -22,39 +22,34 @@ app = typer.Typer(
     help="farm: how your ONNX model behaves on every hardware target, before you ship it.",
 )
 
-TargetsOpt = Annotated[
-    Path | None, typer.Option("--targets", envvar="FARM_TARGETS", help="targets file")
-]
+TargetsOpt = Annotated[Path | None, typer.Option("--targets", envvar="FARM_TARGETS", help="targets file")]
 TargetOpt = Annotated[
     list[str] | None,
     typer.Option("--target", "-t", metavar="<name>", help="only this target (repeatable); default: all"),
 ]
-QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", envvar="FARM_QUIET", help="plain progress lines")
-]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FARM_QUIET", help="plain progress lines")]
 # Shared by the commands that read a model and its data (matrix, tune).
 ModelArg = Annotated[Path | None, typer.Argument(help="the ONNX model; default: the bundled digits classifier")]
-DataOpt = Annotated[Path | None, typer.Option(
-    help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")]
+DataOpt = Annotated[Path | None, typer.Option(help="inputs: FILE.npz (one array per input) or an ONNX test-data dir")]
 LabelsOpt = Annotated[Path | None, typer.Option(help="FILE.npy with one class index per sample")]
-ShapeOpt = Annotated[list[str] | None, typer.Option(metavar="<input=dims>",
-                                                   help="fill dynamic dims: name=1,3,224,224 (repeatable)")]
+ShapeOpt = Annotated[
+    list[str] | None, typer.Option(metavar="<input=dims>", help="fill dynamic dims: name=1,3,224,224 (repeatable)")
+]
 SamplesOpt = Annotated[int | None, typer.Option(min=1, help="use the first N samples")]
-MinCosineOpt = Annotated[float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE",
-                                             help="tolerance: cosine to fp32")]
-ThreadsOpt = Annotated[int, typer.Option(min=1, envvar="FARM_THREADS",
-                                         help="intra-op threads for timing")]
-MinTop1Opt = Annotated[float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1",
-                                           help="tolerance: top-1 agreement with fp32")]
+MinCosineOpt = Annotated[
+    float, typer.Option(min=-1.0, max=1.0, envvar="FARM_MIN_COSINE", help="tolerance: cosine to fp32")
+]
+ThreadsOpt = Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="intra-op threads for timing")]
+MinTop1Opt = Annotated[
+    float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1", help="tolerance: top-1 agreement with fp32")
+]
 
 _debug = False
 
 
 @app.callback()
 def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", envvar="FARM_DEBUG", help="show tracebacks")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="FARM_DEBUG", help="show tracebacks")] = False,
 ) -> None:
     global _debug
     _debug = debug
@@ -95,13 +90,24 @@ def targets(
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
     table = [
-        [r.name, r.platform, r.backend + ("" if r.reachable else " (unreachable)"),
-         r.mode + (f" ({r.cpu_model})" if r.cpu_model else ""), r.reason or "",
-         r.image or "(wheels not downloaded yet)", "yes" if r.built else "no"]
+        [
+            r.name,
+            r.platform,
+            r.backend + ("" if r.reachable else " (unreachable)"),
+            r.mode + (f" ({r.cpu_model})" if r.cpu_model else ""),
+            r.reason or "",
+            r.image or "(wheels not downloaded yet)",
+            "yes" if r.built else "no",
+        ]
         for r in rows
     ]
-    typer.echo(tabulate(table, headers=["target", "platform", "runs on", "mode", "reason", "image", "built"],
-                        maxcolwidths=[None, None, 24, None, 40, None, None]))
+    typer.echo(
+        tabulate(
+            table,
+            headers=["target", "platform", "runs on", "mode", "reason", "image", "built"],
+            maxcolwidths=[None, None, 24, None, 40, None, None],
+        )
+    )
 
 
 @app.command()
@@ -113,11 +119,11 @@ def build(
     """Build (or reuse) the image of every target this host can run; gpu targets only when named."""
     results = fleet.build(_open_fleet(targets_file), target or [], quiet=quiet)
     # How each image got where its target runs: built, cached, tagged (same content, another name) or shipped.
-    rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", b.origin, f"{b.seconds:.1f}"]
-            for b in results.built]
+    rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", b.origin, f"{b.seconds:.1f}"] for b in results.built]
     rows += [[name, "-", "-", f"skipped: {why}", "-"] for name, why in results.skipped]
-    typer.echo(tabulate(rows, headers=["target", "image", "size", "", "seconds"],
-                        maxcolwidths=[None, None, None, 50, None]))
+    typer.echo(
+        tabulate(rows, headers=["target", "image", "size", "", "seconds"], maxcolwidths=[None, None, None, 50, None])
+    )
 
 
 @app.command()
@@ -128,38 +134,76 @@ def matrix(
     labels: LabelsOpt = None,
     shape: ShapeOpt = None,
     samples: SamplesOpt = None,
-    output: Annotated[list[str] | None, typer.Option(
-        "--output", metavar="<name>",
-        help="only this output makes the verdict (repeatable); default: every float output")] = None,
-    metric: Annotated[str | None, typer.Option(
-        help="your own verdict: FILE.py:FUNCTION(fp32_outputs, outputs, labels) -> {'passed': bool, ...}")] = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            metavar="<name>",
+            help="only this output makes the verdict (repeatable); default: every float output",
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="your own verdict: FILE.py:FUNCTION(fp32_outputs, outputs, labels) -> {'passed': bool, ...}"),
+    ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write the report JSON to FILE")] = None,
-    fmt: Annotated[str, typer.Option("--format", envvar="FARM_FORMAT",
-                                     help="stdout: table|json|markdown|html|junit")] = "table",
-    out: Annotated[Path, typer.Option(envvar="FARM_OUT",
-                                      help="where report.{json,md,html} and junit.xml go")] = Path("farm-report"),
+    fmt: Annotated[
+        str, typer.Option("--format", envvar="FARM_FORMAT", help="stdout: table|json|markdown|html|junit")
+    ] = "table",
+    out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go")] = Path(
+        "farm-report"
+    ),
     min_cosine: MinCosineOpt = 0.99,
     min_top1: MinTop1Opt = 0.99,
     calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
     opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
     threads: ThreadsOpt = 1,
-    iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per variant on native and masked "
-                                                   "targets (default 200); emulated ones are not timed")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; "
-                                                  "default: each target's budget_s")] = None,
-    keep: Annotated[bool, typer.Option(envvar="FARM_KEEP",
-                                       help="keep containers and work files for debugging")] = False,
-    label: Annotated[str | None, typer.Option(envvar="FARM_LABEL", help="what this run is (a commit, a release), "
-                                              "kept in the report for trends and gates")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="write what each target's backend would create "
-                                          "(container settings, Kubernetes manifests) into OUT/dry-run/; build and "
-                                          "run nothing")] = False,
-    resume: Annotated[bool, typer.Option(envvar="FARM_RESUME", help="reuse each target's result from the report "
-                                         "already in --out when the model, data, image and settings are unchanged; "
-                                         "run the rest")] = False,
-    tuned: Annotated[Path | None, typer.Option(envvar="FARM_TUNED", help="a farm tune --out folder: each target "
-                                               "also evaluates the model its search tuned, as the variant "
-                                               "'tuned'")] = None,
+    iterations: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="timed runs per variant on native and masked targets (default 200); emulated ones are not timed"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; default: each target's budget_s"),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging")
+    ] = False,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FARM_LABEL", help="what this run is (a commit, a release), kept in the report for trends and gates"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="write what each target's backend would create "
+            "(container settings, Kubernetes manifests) into OUT/dry-run/; build and "
+            "run nothing",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_RESUME",
+            help="reuse each target's result from the report "
+            "already in --out when the model, data, image and settings are unchanged; "
+            "run the rest",
+        ),
+    ] = False,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FARM_TUNED",
+            help="a farm tune --out folder: each target "
+            "also evaluates the model its search tuned, as the variant "
+            "'tuned'",
+        ),
+    ] = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -172,15 +216,33 @@ def matrix(
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
-    for name, value, valid in (("--calibration", calibration, ("minmax", "entropy", "percentile")),
-                               ("--opt-level", opt_level, ("basic", "extended", "all"))):
+    for name, value, valid in (
+        ("--calibration", calibration, ("minmax", "entropy", "percentile")),
+        ("--opt-level", opt_level, ("basic", "extended", "all")),
+    ):
         if value not in valid:
             raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
     options = MatrixOptions(
-        model=model, targets=target or [], data=data, labels=labels, shapes=shape or [], samples=samples,
-        calibration=calibration, optimization_level=opt_level, threads=threads, iterations=iterations,
-        cosine=min_cosine, top1_agreement=min_top1, timeout_s=timeout, keep_containers=keep, out_dir=out,
-        outputs=output or [], metric=metric, label=label, resume=resume, tuned=tuned,
+        model=model,
+        targets=target or [],
+        data=data,
+        labels=labels,
+        shapes=shape or [],
+        samples=samples,
+        calibration=calibration,
+        optimization_level=opt_level,
+        threads=threads,
+        iterations=iterations,
+        cosine=min_cosine,
+        top1_agreement=min_top1,
+        timeout_s=timeout,
+        keep_containers=keep,
+        out_dir=out,
+        outputs=output or [],
+        metric=metric,
+        label=label,
+        resume=resume,
+        tuned=tuned,
     )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     given = load_inputs(options)
@@ -215,18 +277,24 @@ def tune(
     labels: LabelsOpt = None,
     shape: ShapeOpt = None,
     samples: SamplesOpt = None,
-    budget: Annotated[str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); "
-                                               "default 20 trials")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); default 20 trials")
+    ] = None,
     floor: Annotated[float, typer.Option(min=1.0, help="the speedup over fp32 a tuned model must keep")] = 1.1,
     min_cosine: MinCosineOpt = 0.99,
     min_top1: MinTop1Opt = 0.99,
     threads: ThreadsOpt = 1,
-    iterations: Annotated[int | None, typer.Option(min=0, help="timed runs per trial on native and masked "
-                                                   "targets (default 200)")] = None,
+    iterations: Annotated[
+        int | None, typer.Option(min=0, help="timed runs per trial on native and masked targets (default 200)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="where tune.json and tuned/<target>.onnx go")] = Path("farm-tune"),
-    resume: Annotated[bool, typer.Option(help="keep each target whose search in --out finished with the same model, "
-                                         "data, image and settings; search the others again")
-                      ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="keep each target whose search in --out finished with the same model, "
+            "data, image and settings; search the others again"
+        ),
+    ] = False,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -236,19 +304,30 @@ def tune(
     from farm.matrix import MatrixOptions, load_inputs
     from farm.tune import Budget, TuneOptions, render, run_tune
 
-    evaluation = MatrixOptions(model=model, targets=target or [], data=data, labels=labels, shapes=shape or [],
-                               samples=samples, threads=threads, iterations=iterations, cosine=min_cosine,
-                               top1_agreement=min_top1, out_dir=out)
-    options = TuneOptions(evaluation=evaluation, budget=Budget.parse(budget), floor=floor, out_dir=out,
-                          resume=resume)
+    evaluation = MatrixOptions(
+        model=model,
+        targets=target or [],
+        data=data,
+        labels=labels,
+        shapes=shape or [],
+        samples=samples,
+        threads=threads,
+        iterations=iterations,
+        cosine=min_cosine,
+        top1_agreement=min_top1,
+        out_dir=out,
+    )
+    options = TuneOptions(evaluation=evaluation, budget=Budget.parse(budget), floor=floor, out_dir=out, resume=resume)
     given = load_inputs(evaluation)
     fleet_ = _open_fleet(targets_file)
     try:
         with progress.reporter(quiet) as report:
             result = run_tune(fleet_, given, options, report)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; every container farm started was removed; the search so far is in "
-                          f"{out / 'tune.json'}; farm tune --resume (same arguments) goes on from there") from None
+        raise Interrupted(
+            f"interrupted; every container farm started was removed; the search so far is in "
+            f"{out / 'tune.json'}; farm tune --resume (same arguments) goes on from there"
+        ) from None
     sys.stdout.write(render(result.report))
     raise typer.Exit(result.exit_code)
 
@@ -278,13 +357,20 @@ def inspect(
 def optimize(
     model: Annotated[Path | None, typer.Argument(help="the ONNX model")] = None,
     out: Annotated[Path | None, typer.Argument(help="where to write the optimized model")] = None,
-    passes: Annotated[list[str] | None, typer.Option(
-        "--passes", metavar="<pass>",
-        help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination passes")] = None,
+    passes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--passes",
+            metavar="<pass>",
+            help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination passes",
+        ),
+    ] = None,
     no_fold: Annotated[bool, typer.Option("--no-fold", help="rewrite only: no constant folding")] = False,
     list_passes: Annotated[bool, typer.Option("--list", help="list onnxoptimizer's passes and exit")] = False,
-    data: Annotated[Path | None, typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data "
-                                             "dir; default: synthetic")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data dir; default: synthetic"),
+    ] = None,
     shape: ShapeOpt = None,
     samples: Annotated[int, typer.Option(min=1, help="samples to check on")] = 8,
     target: TargetOpt = None,
@@ -310,19 +396,20 @@ def optimize(
     if chosen is not None:
         check_passes(chosen)  # bad input is refused before anything else is asked
     info = inspect_model(model)
-    prepared = prepare_data(info, data=data, samples=samples,
-                            shapes=parse_shape_overrides(shape or [], model=info))
+    prepared = prepare_data(info, data=data, samples=samples, shapes=parse_shape_overrides(shape or [], model=info))
     max_ir: int | None = None
     try:
         fleet_ = _open_fleet(targets_file)
         chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
         max_ir, unknown = compat.highest_ir_read_by_all(fleet_, chosen_targets)
         if unknown:
-            typer.echo(f"note: the IR version {', '.join(unknown)} read is not known yet (build their images)",
-                       err=True)
+            typer.echo(
+                f"note: the IR version {', '.join(unknown)} read is not known yet (build their images)", err=True
+            )
     except EnvironmentProblem as exc:
-        typer.echo(f"note: no engine to ask the targets' runtimes ({exc.message}); the model keeps its IR version",
-                   err=True)
+        typer.echo(
+            f"note: no engine to ask the targets' runtimes ({exc.message}); the model keeps its IR version", err=True
+        )
     result = optimize_model(model, out, info, prepared, passes=chosen, fold=not no_fold, max_ir=max_ir)
     if prepared.synthetic:
         typer.echo(f"note: the check's {SYNTHETIC_WARNING}", err=True)
@@ -333,13 +420,19 @@ def optimize(
 @app.command()
 def gate(
     report: Annotated[Path, typer.Argument(help="report.json of farm matrix, or the folder that holds it")],
-    baseline: Annotated[Path | None, typer.Option(
-        help="an earlier report.json (or its folder) to compare with")] = None,
-    policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="gate.toml; default: the default "
-                                                "policy (docs/contracts.md section 5)")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="an earlier report.json (or its folder) to compare with")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FARM_GATE_POLICY", help="gate.toml; default: the default policy (docs/contracts.md section 5)"
+        ),
+    ] = None,
     junit: Annotated[Path | None, typer.Option(help="also write JUnit XML: one testcase per rule and target")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="also write Markdown; $GITHUB_STEP_SUMMARY, when set, gets "
-                                                  "it appended")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="also write Markdown; $GITHUB_STEP_SUMMARY, when set, gets it appended")
+    ] = None,
 ) -> None:
     """Gate a release on a report: required targets ran, accuracy holds, and against --baseline no accuracy drop,
     latency regression beyond noise, new failure or unannounced change of recommendation.
@@ -361,17 +454,20 @@ def gate(
     sys.stdout.write(render_text(result))
     if not result.passed:
         failed = result.having("failed")
-        raise GateFailed(f"the gate failed on {len(failed)} check(s), the first: {failed[0].message}",
-                         fix="fix the model or the targets, or change the policy (--policy gate.toml) if the change "
-                         "is intended")
+        raise GateFailed(
+            f"the gate failed on {len(failed)} check(s), the first: {failed[0].message}",
+            fix="fix the model or the targets, or change the policy (--policy gate.toml) if the change is intended",
+        )
 
 
 @app.command("report")
 def report_cmd(
     paths: Annotated[list[Path], typer.Argument(help="report.json files, or folders searched for them (a history)")],
     out: Annotated[Path, typer.Option(help="where index.html, trend.json and summary.md go")] = Path("farm-trend"),
-    policy: Annotated[Path | None, typer.Option(envvar="FARM_GATE_POLICY", help="the gate policy that judges the "
-                                                "changes since the run before")] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(envvar="FARM_GATE_POLICY", help="the gate policy that judges the changes since the run before"),
+    ] = None,
 ) -> None:
     """One report over many runs: the latest matrix, what changed since the run before, and per target and
     variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
@@ -386,19 +482,27 @@ def report_cmd(
     try:
         written = write_trend(history, out, changes)
     except OSError as exc:
-        raise BadInput(f"writing the trend report to {out} failed because {exc.strerror or exc}",
-                       fix="pass --out a writable folder") from None
+        raise BadInput(
+            f"writing the trend report to {out} failed because {exc.strerror or exc}",
+            fix="pass --out a writable folder",
+        ) from None
     failed = [] if changes is None else changes.having("failed")
-    typer.echo(f"{len(history.runs)} run(s), latest {history.latest.name}: "
-               + ("first run" if changes is None else f"{len(failed)} regression(s) since the run before")
-               + f"; wrote {', '.join(str(p) for p in written)}")
+    typer.echo(
+        f"{len(history.runs)} run(s), latest {history.latest.name}: "
+        + ("first run" if changes is None else f"{len(failed)} regression(s) since the run before")
+        + f"; wrote {', '.join(str(p) for p in written)}"
+    )
 
 
 @app.command("clean")
 def clean_cmd(
     images: Annotated[bool, typer.Option("--images", help="also farm's images (target images and bases)")] = False,
-    cache: Annotated[bool, typer.Option("--cache", help="also farm's caches (wheels, site-packages, capabilities, "
-                                        "run folders of unknown owner)")] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache", help="also farm's caches (wheels, site-packages, capabilities, run folders of unknown owner)"
+        ),
+    ] = False,
     everything: Annotated[bool, typer.Option("--all", help="containers, run folders, images and caches")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed, remove nothing")] = False,
     targets_file: TargetsOpt = None,
@@ -414,8 +518,11 @@ def clean_cmd(
     plan = clean.plan(engine, load_config(targets_file), images=images or everything, cache=cache or everything)
     verb = "would remove" if dry_run else "removing"
     for item in plan.items:
-        typer.echo(f"{verb} {item.kind} {item.name}" + (f" ({size(item.size_bytes)})" if item.size_bytes else "")
-                   + f": {item.why}")
+        typer.echo(
+            f"{verb} {item.kind} {item.name}"
+            + (f" ({size(item.size_bytes)})" if item.size_bytes else "")
+            + f": {item.why}"
+        )
     for note in plan.kept:
         typer.echo(f"kept {note}")
     if not dry_run:
@@ -433,8 +540,11 @@ def _open_fleet(targets_file: Path | None) -> fleet.Fleet:
     if orphans.items:
         clean.execute(opened.engine, orphans.items)
         kinds = sorted({i.kind for i in orphans.items})
-        typer.echo(f"note: removed {len(orphans.items)} {' and '.join(kinds)}(s) that farm processes which are gone "
-                   f"left behind ({size(orphans.size_bytes)})", err=True)
+        typer.echo(
+            f"note: removed {len(orphans.items)} {' and '.join(kinds)}(s) that farm processes which are gone "
+            f"left behind ({size(orphans.size_bytes)})",
+            err=True,
+        )
     for backend in {id(b): b for b in opened.backends.values() if b.reach.remote}.values():
         for removed in backend.sweep():
             typer.echo(f"note: removed {removed}, left behind by a farm process that is gone", err=True)
@@ -446,8 +556,9 @@ def _write_output(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"writing {path} failed because {exc.strerror or exc}",
-                       fix="pass a path in a writable folder") from None
+        raise BadInput(
+            f"writing {path} failed because {exc.strerror or exc}", fix="pass a path in a writable folder"
+        ) from None
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -482,8 +593,9 @@ def main() -> None:
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if _debug or os.environ.get("FARM_DEBUG"):
             raise
-        typer.echo(f"error: {type(exc).__name__}: {exc} (this is a bug in farm; rerun with --debug and report it)",
-                   err=True)
+        typer.echo(
+            f"error: {type(exc).__name__}: {exc} (this is a bug in farm; rerun with --debug and report it)", err=True
+        )
         sys.exit(1)
 
 
@@ -491,8 +603,11 @@ def _is_usage_error(exc: Exception) -> bool:
     """click's ClickException, whichever click raised it: typer 0.29 vendors its own (typer._click) and no longer
     installs click, so farm recognises the class by its name and shape rather than by importing click."""
     names = {cls.__name__ for cls in type(exc).__mro__}
-    return "ClickException" in names and callable(getattr(exc, "show", None)) and isinstance(
-        getattr(exc, "exit_code", None), int)
+    return (
+        "ClickException" in names
+        and callable(getattr(exc, "show", None))
+        and isinstance(getattr(exc, "exit_code", None), int)
+    )
 
 
 def _fail(exc: FarmError) -> None:

@@ -61,12 +61,22 @@ class Capabilities:
     def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:
         kernels: dict[tuple[str, str], list[Kernel]] = {}
         for entry in data["kernels"]:
-            kernel = Kernel(op=entry["op"], domain=entry["domain"], provider=entry["provider"], since=entry["since"],
-                            until=entry["until"], types={k: tuple(v) for k, v in entry["types"].items()})
+            kernel = Kernel(
+                op=entry["op"],
+                domain=entry["domain"],
+                provider=entry["provider"],
+                since=entry["since"],
+                until=entry["until"],
+                types={k: tuple(v) for k, v in entry["types"].items()},
+            )
             kernels.setdefault((kernel.domain, kernel.op), []).append(kernel)
-        return cls(onnxruntime=data["onnxruntime"], providers=tuple(data["providers"]),
-                   max_ir_version=data["max_ir_version"], opsets=dict(data["opsets"]),
-                   kernels={key: tuple(found) for key, found in kernels.items()})
+        return cls(
+            onnxruntime=data["onnxruntime"],
+            providers=tuple(data["providers"]),
+            max_ir_version=data["max_ir_version"],
+            opsets=dict(data["opsets"]),
+            kernels={key: tuple(found) for key, found in kernels.items()},
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,27 +91,43 @@ class Prediction:
 
 
 def predict(
-    ir_version: int, opsets: Mapping[str, int], nodes: Sequence[NodeUse], caps: Capabilities,
+    ir_version: int,
+    opsets: Mapping[str, int],
+    nodes: Sequence[NodeUse],
+    caps: Capabilities,
     providers: Sequence[str],
 ) -> Prediction:
     """What onnxruntime ``caps`` makes of a model, on the target's ``providers``: the first cause it would fail on."""
     runtime = f"onnxruntime {caps.onnxruntime}"
     if caps.max_ir_version is not None and ir_version > caps.max_ir_version:
-        return Prediction(verdict="fails", failure_class="ir-version",
-                          reason=f"the model is IR {ir_version}; {runtime} reads IR {caps.max_ir_version} at most")
+        return Prediction(
+            verdict="fails",
+            failure_class="ir-version",
+            reason=f"the model is IR {ir_version}; {runtime} reads IR {caps.max_ir_version} at most",
+        )
     for domain, version in opsets.items():
         limit = caps.opsets.get(domain)
         if limit is not None and version > limit:
-            return Prediction(verdict="fails", failure_class="opset",
-                              reason=f"the model imports {domain} opset {version}; {runtime} supports {limit} at most")
-    missing = [f"{n.name or n.op} ({_why_missing(n, why)})" for n in nodes
-               if (why := _kernel_problem(n, opsets, caps, providers))]
+            return Prediction(
+                verdict="fails",
+                failure_class="opset",
+                reason=f"the model imports {domain} opset {version}; {runtime} supports {limit} at most",
+            )
+    missing = [
+        f"{n.name or n.op} ({_why_missing(n, why)})"
+        for n in nodes
+        if (why := _kernel_problem(n, opsets, caps, providers))
+    ]
     if missing:
-        shown = ", ".join(missing[:_SHOWN_NODES]) + (f" and {len(missing) - _SHOWN_NODES} more"
-                                                    if len(missing) > _SHOWN_NODES else "")
-        return Prediction(verdict="fails", failure_class="missing-kernel",
-                          reason=f"{runtime} has no kernel on {', '.join(providers)} for {shown}",
-                          nodes=tuple(m.split(" (")[0] for m in missing))
+        shown = ", ".join(missing[:_SHOWN_NODES]) + (
+            f" and {len(missing) - _SHOWN_NODES} more" if len(missing) > _SHOWN_NODES else ""
+        )
+        return Prediction(
+            verdict="fails",
+            failure_class="missing-kernel",
+            reason=f"{runtime} has no kernel on {', '.join(providers)} for {shown}",
+            nodes=tuple(m.split(" (")[0] for m in missing),
+        )
     return Prediction(verdict="loads")
 
 
@@ -117,8 +143,9 @@ def _kernel_problem(node: NodeUse, opsets: Mapping[str, int], caps: Capabilities
     schema = _schema(node.op, node.domain, opset)
     version = schema.since_version if schema is not None else opset
     kernels = [k for k in caps.kernels.get((node.domain, node.op), ()) if k.provider in providers]
-    covering = [k for k in kernels if k.covers(version)] if schema is not None else [
-        k for k in kernels if k.since <= opset]
+    covering = (
+        [k for k in kernels if k.covers(version)] if schema is not None else [k for k in kernels if k.since <= opset]
+    )
     if not covering:
         if schema is not None and (schema.has_function or schema.has_context_dependent_function):
             return ""  # onnxruntime expands an op that ONNX defines as a function
@@ -160,8 +187,9 @@ def capabilities(fleet: Fleet, target: Target) -> Capabilities | str:
         return _cached_or_asked(backend, fleet.hosts[target.name], target, placement, image, cache)
 
 
-def _cached_or_asked(backend: Backend, host: HostInfo, target: Target, placement: Placement, image: str,
-                     cache: Path) -> Capabilities | str:
+def _cached_or_asked(
+    backend: Backend, host: HostInfo, target: Target, placement: Placement, image: str, cache: Path
+) -> Capabilities | str:
     try:
         data = json.loads(cache.read_text())
         if data.get("schema") == CAPABILITIES_SCHEMA:
@@ -178,9 +206,17 @@ def _cached_or_asked(backend: Backend, host: HostInfo, target: Target, placement
     with tempfile.TemporaryDirectory(prefix="farm-capabilities-") as scratch:
         out = Path(scratch)
         out.chmod(0o777)  # the container's unprivileged user writes here
-        result = backend.run(runner.run_spec(
-            target, how, image, ["-m", "farm.job.capabilities", "/farm/out/capabilities.json"],
-            mounts=[Mount(source=out, target="/farm/out", read_only=False)], timeout_s=600.0, memory="2g"))
+        result = backend.run(
+            runner.run_spec(
+                target,
+                how,
+                image,
+                ["-m", "farm.job.capabilities", "/farm/out/capabilities.json"],
+                mounts=[Mount(source=out, target="/farm/out", read_only=False)],
+                timeout_s=600.0,
+                memory="2g",
+            )
+        )
         written = out / "capabilities.json"
         if result.failure or not written.is_file():
             return f"asking its runtime failed: the container {result.failure or 'wrote nothing'}"

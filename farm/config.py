@@ -32,13 +32,46 @@ _MEMORY_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 _MIN_MEMORY = 6 * 2**20
 
 _TARGET_KEYS = (
-    "platform", "image", "base", "runtime", "packages", "providers", "candidates", "cpu_features",
-    "cpu_excludes", "emulate_cpu", "gpus", "on_request", "budget_s", "memory",
-    "engine", "tls_ca", "tls_cert", "tls_key", "registry", "namespace", "kube_context",
+    "platform",
+    "image",
+    "base",
+    "runtime",
+    "packages",
+    "providers",
+    "candidates",
+    "cpu_features",
+    "cpu_excludes",
+    "emulate_cpu",
+    "gpus",
+    "on_request",
+    "budget_s",
+    "memory",
+    "engine",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "registry",
+    "namespace",
+    "kube_context",
 )
 # Only keys that make sense for every target may be defaulted.
-_DEFAULT_KEYS = ("base", "runtime", "packages", "providers", "candidates", "image", "budget_s", "memory", "engine",
-                 "tls_ca", "tls_cert", "tls_key", "registry", "namespace", "kube_context")
+_DEFAULT_KEYS = (
+    "base",
+    "runtime",
+    "packages",
+    "providers",
+    "candidates",
+    "image",
+    "budget_s",
+    "memory",
+    "engine",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "registry",
+    "namespace",
+    "kube_context",
+)
 # `engine = "local"` (or none): the controller's Docker engine; "kubernetes": a cluster (farm/backend/kubernetes.py).
 LOCAL_ENGINE = "local"
 KUBERNETES = "kubernetes"
@@ -131,8 +164,9 @@ class Target:
         candidates = _strings(table, "candidates", where)
         for variant in candidates:
             if variant not in CANDIDATES:
-                raise ConfigError(f"{where}: unknown variant '{variant}' in candidates",
-                                  fix=nearest(variant, CANDIDATES))
+                raise ConfigError(
+                    f"{where}: unknown variant '{variant}' in candidates", fix=nearest(variant, CANDIDATES)
+                )
         providers = _strings(table, "providers", where) or ("CPUExecutionProvider",)
         gpus = table.get("gpus", 0)
         if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
@@ -144,8 +178,9 @@ class Target:
             raise ConfigError(f"{where}: on_request must be true or false, not {on_request!r}")
         budget = table.get("budget_s", DEFAULT_BUDGET_S)
         if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
-            raise ConfigError(f"{where}: budget_s must be a positive number of seconds, not {budget!r}",
-                              fix="e.g. budget_s = 900")
+            raise ConfigError(
+                f"{where}: budget_s must be a positive number of seconds, not {budget!r}", fix="e.g. budget_s = 900"
+            )
         return cls(
             name=name,
             platform=platform,
@@ -193,36 +228,53 @@ def _backend(table: Mapping[str, Any], where: str, source: str) -> dict[str, Any
     """The keys that say where the target's jobs run, checked together (farm/backend)."""
     engine = _string(table, "engine", where) or LOCAL_ENGINE
     folder = Path(source).parent
-    tls = {key: str((folder / value).resolve()) for key in ("tls_ca", "tls_cert", "tls_key")
-           if (value := _string(table, key, where)) is not None}
+    tls = {
+        key: str((folder / value).resolve())
+        for key in ("tls_ca", "tls_cert", "tls_key")
+        if (value := _string(table, key, where)) is not None
+    }
     for key, path in tls.items():
         if not Path(path).is_file():
-            raise ConfigError(f"{where}: {key} names {path}, which is not a file",
-                              fix="give the path of the PEM file, absolute or relative to the targets file")
+            raise ConfigError(
+                f"{where}: {key} names {path}, which is not a file",
+                fix="give the path of the PEM file, absolute or relative to the targets file",
+            )
     if tls and not engine.startswith("tcp://"):
-        raise ConfigError(f"{where}: {', '.join(tls)} apply to a tcp:// engine, not to {engine!r}",
-                          fix='set engine = "tcp://HOST:2376", or remove the TLS keys')
+        raise ConfigError(
+            f"{where}: {', '.join(tls)} apply to a tcp:// engine, not to {engine!r}",
+            fix='set engine = "tcp://HOST:2376", or remove the TLS keys',
+        )
     if ("tls_cert" in tls) != ("tls_key" in tls):
         raise ConfigError(f"{where}: tls_cert and tls_key go together", fix="give both, or neither")
     registry = _string(table, "registry", where)
     if engine == KUBERNETES and registry is None:
-        raise ConfigError(f"{where}: a kubernetes target needs the registry its nodes pull from",
-                          fix='add registry = "registry.example.com/farm"')
+        raise ConfigError(
+            f"{where}: a kubernetes target needs the registry its nodes pull from",
+            fix='add registry = "registry.example.com/farm"',
+        )
     for key in ("registry", "namespace", "kube_context"):
         if key in table and engine != KUBERNETES:
-            raise ConfigError(f"{where}: {key} applies to engine = \"kubernetes\", not to {engine!r}",
-                              fix=f"remove {key}, or set engine = \"kubernetes\"")
-    return {"engine": engine, **tls, "registry": registry,
-            "namespace": _string(table, "namespace", where) or "default",
-            "kube_context": _string(table, "kube_context", where)}
+            raise ConfigError(
+                f'{where}: {key} applies to engine = "kubernetes", not to {engine!r}',
+                fix=f'remove {key}, or set engine = "kubernetes"',
+            )
+    return {
+        "engine": engine,
+        **tls,
+        "registry": registry,
+        "namespace": _string(table, "namespace", where) or "default",
+        "kube_context": _string(table, "kube_context", where),
+    }
 
 
 def _memory(table: Mapping[str, Any], where: str) -> str:
     value = table.get("memory", DEFAULT_MEMORY)
     found = _MEMORY_RE.match(value.strip().lower()) if isinstance(value, str) else None
     if found is None or int(found["number"]) * _MEMORY_UNITS[found["unit"]] < _MIN_MEMORY:
-        raise ConfigError(f"{where}: memory must be at least 6m, written as a number and a unit (b, k, m, g), "
-                          f"not {value!r}", fix='e.g. memory = "2g"')
+        raise ConfigError(
+            f"{where}: memory must be at least 6m, written as a number and a unit (b, k, m, g), not {value!r}",
+            fix='e.g. memory = "2g"',
+        )
     return f"{found['number']}{found['unit']}"
 
 
@@ -308,8 +360,11 @@ def _emulate_cpu(table: Mapping[str, Any], where: str) -> str | None:
     value = _string(table, "emulate_cpu", where)
     if value is not None and value.lower() in ("max", "host"):
         # max (every feature QEMU has: SVE and SME on arm64) made a U8U8 MatMul wrong; host is KVM-only.
-        raise ConfigError(f"{where}: emulate_cpu = {value!r} is not a CPU a target could be, and QEMU's 'max' gave "
-                          "wrong int8 results", fix='name a real CPU model, e.g. "neoverse-n1" (arm64) or "Haswell"')
+        raise ConfigError(
+            f"{where}: emulate_cpu = {value!r} is not a CPU a target could be, and QEMU's 'max' gave "
+            "wrong int8 results",
+            fix='name a real CPU model, e.g. "neoverse-n1" (arm64) or "Haswell"',
+        )
     return value
 
 
@@ -317,7 +372,7 @@ def _string(table: Mapping[str, Any], key: str, where: str, *, required: bool = 
     value = table.get(key)
     if value is None:
         if required:
-            raise ConfigError(f"{where}: missing key '{key}'", fix=f"add {key} = \"...\"")
+            raise ConfigError(f"{where}: missing key '{key}'", fix=f'add {key} = "..."')
         return None
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: {key} must be a non-empty string, not {value!r}")

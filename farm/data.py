@@ -384,8 +384,7 @@ def synthesize(
             f"--shape {t.name}={_dims(_example(t)) if t.shape is not None else 'd0,d1,...'}" for t in unresolved
         )
         raise DataError(
-            f"synthetic inputs for {Path(model.path).name} need fixed sizes, but {problems} and no --shape was "
-            "given",
+            f"synthetic inputs for {Path(model.path).name} need fixed sizes, but {problems} and no --shape was given",
             fix=f"pass {examples} (with your real sizes), or --data FILE.npz",
         )
     full_shapes = {

@@ -42,8 +42,13 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
         engine = Engine.connect(env)
         info = engine.info()
         gpu_runtime = info.gpu_runtime
-        checks.append(Check(name="engine", level="ok",
-                            detail=f"Docker {info.version} (API {info.api_version}) at {engine.host}, {info.arch}"))
+        checks.append(
+            Check(
+                name="engine",
+                level="ok",
+                detail=f"Docker {info.version} (API {info.api_version}) at {engine.host}, {info.arch}",
+            )
+        )
         checks.append(_disk(Path(info.docker_root)))
     except FarmError as exc:
         checks.append(Check(name="engine", level="fail", detail=exc.message, fix=exc.fix))
@@ -54,8 +59,12 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
     checks.append(
         Check(name="gpu", level="ok", detail="the engine has the 'nvidia' runtime")
         if gpu_runtime
-        else Check(name="gpu", level="warn", detail="no NVIDIA container runtime: gpu targets are unavailable",
-                   fix="on a GPU host, install the NVIDIA Container Toolkit and restart Docker")
+        else Check(
+            name="gpu",
+            level="warn",
+            detail="no NVIDIA container runtime: gpu targets are unavailable",
+            fix="on a GPU host, install the NVIDIA Container Toolkit and restart Docker",
+        )
     )
     checks.append(_bootstrap())
     if engine is not None:
@@ -74,27 +83,45 @@ def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
         where = f"{place.engine} ({', '.join(place.targets)})"
         if place.host is None:
             problem = place.problem
-            checks.append(Check(name="backend", level="warn",
-                                detail=f"{where}: unreachable: {problem.message if problem else 'no answer'}",
-                                fix=(problem.fix if problem else None) or "start it, or fix its address in "
-                                "targets.toml; its targets are reported as unavailable"))
+            checks.append(
+                Check(
+                    name="backend",
+                    level="warn",
+                    detail=f"{where}: unreachable: {problem.message if problem else 'no answer'}",
+                    fix=(problem.fix if problem else None)
+                    or "start it, or fix its address in targets.toml; its targets are reported as unavailable",
+                )
+            )
             continue
-        checks.append(Check(name="backend", level="ok",
-                            detail=f"{where}: {place.host.arch}, {place.host.cpu_model or 'CPU model unknown'}"
-                            + (", NVIDIA runtime" if place.host.gpu_runtime else "")))
+        checks.append(
+            Check(
+                name="backend",
+                level="ok",
+                detail=f"{where}: {place.host.arch}, {place.host.cpu_model or 'CPU model unknown'}"
+                + (", NVIDIA runtime" if place.host.gpu_runtime else ""),
+            )
+        )
     return checks
 
 
 def _bootstrap() -> Check:
     tool = bootstrap.bootstrapper()
     if tool is None:
-        return Check(name="bootstrap", level="warn", detail="neither mmdebstrap nor debootstrap is installed, so "
-                     "base images can only come from a registry", fix="run `farm doctor --fix` as root")
+        return Check(
+            name="bootstrap",
+            level="warn",
+            detail="neither mmdebstrap nor debootstrap is installed, so base images can only come from a registry",
+            fix="run `farm doctor --fix` as root",
+        )
     missing = bootstrap.missing_packages()
     if tool == "mmdebstrap" and missing:
-        return Check(name="bootstrap", level="warn",
-                     detail=f"mmdebstrap is installed but not {', '.join(missing)}, so foreign-architecture bases "
-                     "cannot be bootstrapped", fix="run `farm doctor --fix` as root")
+        return Check(
+            name="bootstrap",
+            level="warn",
+            detail=f"mmdebstrap is installed but not {', '.join(missing)}, so foreign-architecture bases "
+            "cannot be bootstrapped",
+            fix="run `farm doctor --fix` as root",
+        )
     return Check(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
 
 
@@ -105,8 +132,12 @@ def _disk(root: Path) -> Check:
         return Check(name="disk", level="warn", detail=f"cannot read free space of {root}")
     text = f"{free / 2**30:.1f} GiB free for {root}"
     if free < MIN_FREE_BYTES:
-        return Check(name="disk", level="warn", detail=text + "; every target image takes about 0.5 GiB",
-                     fix="free space, e.g. `docker image prune`")
+        return Check(
+            name="disk",
+            level="warn",
+            detail=text + "; every target image takes about 0.5 GiB",
+            fix="free space, e.g. `docker image prune`",
+        )
     return Check(name="disk", level="ok", detail=text)
 
 
@@ -116,14 +147,24 @@ def _qemu(host: HostInfo) -> list[Check]:
         qemu = host.qemu.get(arch)
         name = f"qemu-{arch}"
         if qemu is None:
-            checks.append(Check(name=name, level="fail", detail="not installed",
-                                fix="run `farm doctor --fix` as root (qemu-user-static from bookworm-backports)"))
+            checks.append(
+                Check(
+                    name=name,
+                    level="fail",
+                    detail="not installed",
+                    fix="run `farm doctor --fix` as root (qemu-user-static from bookworm-backports)",
+                )
+            )
         elif not qemu.recent:
-            checks.append(Check(
-                name=name, level="warn",
-                detail=f"QEMU {qemu.version_text} at {qemu.path}: below {QEMU_MIN_VERSION[0]}, "
-                "which crashes onnxruntime in containers",
-                fix="run `farm doctor --fix` as root to install QEMU 10 from bookworm-backports"))
+            checks.append(
+                Check(
+                    name=name,
+                    level="warn",
+                    detail=f"QEMU {qemu.version_text} at {qemu.path}: below {QEMU_MIN_VERSION[0]}, "
+                    "which crashes onnxruntime in containers",
+                    fix="run `farm doctor --fix` as root to install QEMU 10 from bookworm-backports",
+                )
+            )
         else:
             checks.append(Check(name=name, level="ok", detail=f"QEMU {qemu.version_text} at {qemu.path}"))
     return checks
@@ -131,19 +172,31 @@ def _qemu(host: HostInfo) -> list[Check]:
 
 def _binfmt(host: HostInfo) -> list[Check]:
     if not host.binfmt_mounted:
-        return [Check(name="binfmt", level="fail", detail=f"binfmt_misc is not mounted at {BINFMT_DIR}",
-                      fix="run `farm doctor --fix` as root")]
+        return [
+            Check(
+                name="binfmt",
+                level="fail",
+                detail=f"binfmt_misc is not mounted at {BINFMT_DIR}",
+                fix="run `farm doctor --fix` as root",
+            )
+        ]
     checks = []
     for arch in FOREIGN.get(host.arch, ()):
         entry = host.binfmt.get(f"qemu-{arch}")
         name = f"binfmt-{arch}"
         if entry is None or not entry.enabled:
-            checks.append(Check(name=name, level="fail", detail="no enabled qemu handler",
-                                fix="run `farm doctor --fix` as root"))
+            checks.append(
+                Check(name=name, level="fail", detail="no enabled qemu handler", fix="run `farm doctor --fix` as root")
+            )
         elif not entry.works_in_containers:
-            checks.append(Check(name=name, level="fail",
-                                detail=f"{entry.interpreter} registered without the F flag, so containers "
-                                "cannot find it", fix="run `farm doctor --fix` as root to register it again"))
+            checks.append(
+                Check(
+                    name=name,
+                    level="fail",
+                    detail=f"{entry.interpreter} registered without the F flag, so containers cannot find it",
+                    fix="run `farm doctor --fix` as root to register it again",
+                )
+            )
         else:
             checks.append(Check(name=name, level="ok", detail=f"{entry.interpreter} (flags {entry.flags})"))
     return checks
@@ -155,13 +208,19 @@ def _cpu(host: HostInfo) -> Check:
     if host.arch != "x86_64":
         return Check(name="cpu", level="ok", detail=detail)
     if masking.CPUID_FAULT not in host.cpu_flags:
-        detail += ("; no cpuid_fault, so x86 tiers narrower than this CPU run under QEMU (AVX2) or are unavailable "
-                   "(AVX-512), not masked at native speed")
+        detail += (
+            "; no cpuid_fault, so x86 tiers narrower than this CPU run under QEMU (AVX2) or are unavailable "
+            "(AVX-512), not masked at native speed"
+        )
         return Check(name="cpu", level="ok", detail=detail)
     detail += "; cpuid_fault: x86 tiers narrower than this CPU run masked at native speed"
     if masking.compiler() is None:
-        return Check(name="cpu", level="warn", detail=detail + ", but no C compiler builds the mask library",
-                     fix="run `farm doctor --fix` as root, or `apt-get install gcc`")
+        return Check(
+            name="cpu",
+            level="warn",
+            detail=detail + ", but no C compiler builds the mask library",
+            fix="run `farm doctor --fix` as root, or `apt-get install gcc`",
+        )
     return Check(name="cpu", level="ok", detail=detail)
 
 
@@ -197,8 +256,19 @@ def _apt_install(*, need_qemu: bool, need_bootstrap: bool, need_compiler: bool =
         _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env)
         changes.append(f"installed {', '.join(missing)} from Debian")
     if need_qemu:
-        _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-t", "bookworm-backports",
-             "qemu-user-static"], env)
+        _sh(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "-t",
+                "bookworm-backports",
+                "qemu-user-static",
+            ],
+            env,
+        )
         changes.append("installed qemu-user-static from bookworm-backports")
     if need_compiler:
         _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "gcc", "libc6-dev"], env)
@@ -225,8 +295,10 @@ def _register_binfmt(arches: tuple[str, ...]) -> list[str]:
     for arch in arches:
         conf = Path(f"/usr/lib/binfmt.d/qemu-{arch}.conf")
         if not conf.is_file():
-            raise EnvironmentProblem(f"registering QEMU for {arch} failed because {conf} is missing",
-                                     fix="install qemu-user-static from bookworm-backports")
+            raise EnvironmentProblem(
+                f"registering QEMU for {arch} failed because {conf} is missing",
+                fix="install qemu-user-static from bookworm-backports",
+            )
         line = next(ln for ln in conf.read_text().splitlines() if ln.startswith(":"))
         entry = BINFMT_DIR / f"qemu-{arch}"
         if entry.exists():

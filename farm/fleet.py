@@ -51,13 +51,21 @@ class Fleet:
             there = places[place_key(target)]
             if there.backend is None or there.host is None:
                 # Unreachable: its targets are unavailable, the rest run.
-                placements[target.name] = Placement(mode="unavailable",
-                                                    reason=f"its backend is unreachable: {there.problem}")
+                placements[target.name] = Placement(
+                    mode="unavailable", reason=f"its backend is unreachable: {there.problem}"
+                )
                 continue
             backends[target.name] = there.backend
             placements[target.name], hosts[target.name] = there.backend.place(target, there.host)
-        return cls(config=config, engine=engine, host=host, engine_info=info, placements=placements,
-                   backends=backends, hosts=hosts)
+        return cls(
+            config=config,
+            engine=engine,
+            host=host,
+            engine_info=info,
+            placements=placements,
+            backends=backends,
+            hosts=hosts,
+        )
 
     def backend(self, target: Target) -> Backend:
         return self.backends[target.name]
@@ -101,12 +109,19 @@ def describe(fleet: Fleet) -> list[TargetRow]:
         placement = fleet.placements[target.name]
         tag = images.current_tag(fleet.config, target)
         backend = fleet.backends.get(target.name)
-        rows.append(TargetRow(
-            name=target.name, platform=target.platform, mode=placement.mode, reason=placement.reason,
-            cpu_model=placement.cpu_model, image=tag,
-            built=bool(tag and backend is not None and backend.image_ref(tag)),
-            backend=target.engine, reachable=backend is not None,
-        ))
+        rows.append(
+            TargetRow(
+                name=target.name,
+                platform=target.platform,
+                mode=placement.mode,
+                reason=placement.reason,
+                cpu_model=placement.cpu_model,
+                image=tag,
+                built=bool(tag and backend is not None and backend.image_ref(tag)),
+                backend=target.engine,
+                reachable=backend is not None,
+            )
+        )
     return rows
 
 
@@ -163,14 +178,16 @@ def ensure_images(fleet: Fleet, targets: Sequence[Target], reporter: progress.Re
         for target in group:
             try:
                 with reporter.step(f"image {target.name}") as step:
-                    built = fleet.backend(target).ensure_image(fleet.config, target, on_line=step.line,
-                                                               on_stage=step.stage)
+                    built = fleet.backend(target).ensure_image(
+                        fleet.config, target, on_line=step.line, on_stage=step.stage
+                    )
                 outcomes[target.name] = BuildOutcome(image=built)
             except FarmError as exc:
                 outcomes[target.name] = BuildOutcome(error=exc)
             except Exception as exc:  # a bug or an SDK error: reported for this target, not lost in a thread
-                outcomes[target.name] = BuildOutcome(error=BuildFailed(
-                    f"building the image of {target.name} failed because {type(exc).__name__}: {exc}"))
+                outcomes[target.name] = BuildOutcome(
+                    error=BuildFailed(f"building the image of {target.name} failed because {type(exc).__name__}: {exc}")
+                )
 
     threads = [threading.Thread(target=build_group, args=(group,), daemon=True) for group in groups.values()]
     for thread in threads:

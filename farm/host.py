@@ -187,7 +187,9 @@ def place(target: Target, host: HostInfo) -> Placement:
     if not missing and target.arch == "x86_64" and CPUID_FAULT in host.cpu_flags and maskable(surplus):
         cleared = cleared_features(target.cpu_excludes)
         return Placement(
-            mode="masked", mask=mask_rules(cleared), unseen=unseen(cleared),
+            mode="masked",
+            mask=mask_rules(cleared),
+            unseen=unseen(cleared),
             reason=f"this CPU has {', '.join(surplus)}: runs natively with CPUID masked (cpuid_fault), so MLAS takes "
             "this tier's kernels; timings are this CPU running them, not a CPU of the tier",
         )
@@ -201,8 +203,11 @@ def place(target: Target, host: HostInfo) -> Placement:
     if surplus and not missing:
         why += f" and no {CPUID_FAULT} to mask CPUID"
     if not target.emulate_cpu:
-        qemu_why = ("QEMU cannot emulate AVX-512" if any(f.startswith("avx512") for f in target.cpu_features)
-                    else "the target names no emulate_cpu to run under QEMU")
+        qemu_why = (
+            "QEMU cannot emulate AVX-512"
+            if any(f.startswith("avx512") for f in target.cpu_features)
+            else "the target names no emulate_cpu to run under QEMU"
+        )
         return Placement(mode="unavailable", reason=f"{why}, and {qemu_why}")
     qemu = host.qemu.get(target.arch)
     if qemu is None:
@@ -212,7 +217,9 @@ def place(target: Target, host: HostInfo) -> Placement:
             "installed (run `farm doctor --fix` as root)",
         )
     return Placement(
-        mode="emulated", qemu=qemu, cpu_model=target.emulate_cpu,
+        mode="emulated",
+        qemu=qemu,
+        cpu_model=target.emulate_cpu,
         reason=f"{why}: runs under qemu-{target.arch} -cpu {target.emulate_cpu} so MLAS takes this tier's kernels; "
         "accuracy is real, and it is not timed",
     )
@@ -248,7 +255,8 @@ def _place_foreign(target: Target, host: HostInfo) -> Placement:
             f"{target.arch}: QEMU's default 'max' CPU gave wrong int8 results (set emulate_cpu in targets.toml)",
         )
     return Placement(
-        mode="emulated", cpu_model=cpu,
+        mode="emulated",
+        cpu_model=cpu,
         reason=f"runs {target.arch} through binfmt QEMU"
         + (f" {qemu.version_text}" if qemu else "")
         + f" (-cpu {cpu})"

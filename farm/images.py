@@ -48,6 +48,7 @@ class BuiltImage:
     seconds: float
     origin: ImageOrigin = "cached"
 
+
 # Where a bootstrapped base keeps Python; /opt/farm/bin/python3 in the image links to it.
 BOOTSTRAP_PYTHON = f"/usr/bin/python{PYTHON_VERSION}"
 # Where registry bases (python:3.11-slim and Debian's own) keep it, in the order farm looks.
@@ -64,8 +65,10 @@ def dockerfile_path(target: Target) -> Path:
     """farm/dockerfiles/<kind>.Dockerfile, part of the package, so a wheel install builds images as a checkout does."""
     path = PACKAGE_DIR / "dockerfiles" / f"{target.image}.Dockerfile"
     if not path.is_file():
-        raise BuildFailed(f"no Dockerfile for image kind '{target.image}' (looked for {path})",
-                          fix="reinstall farm: its package lost a file")
+        raise BuildFailed(
+            f"no Dockerfile for image kind '{target.image}' (looked for {path})",
+            fix="reinstall farm: its package lost a file",
+        )
     return path
 
 
@@ -107,14 +110,16 @@ def current_tag(config: Config, target: Target) -> str | None:
     return image_tag(target, wheelhouse) if wheelhouse else None
 
 
-def ensure_base(engine: Engine, cache_dir: Path, target: Target, on_line: LineSink,
-                on_wait: LineSink | None = None) -> str:
+def ensure_base(
+    engine: Engine, cache_dir: Path, target: Target, on_line: LineSink, on_wait: LineSink | None = None
+) -> str:
     """The base image for the target's platform, bootstrapped from Debian or pulled from a registry."""
     ref = base_ref(target)
     if engine.image(ref) is not None:
         return ref
-    with exclusive(lock_path(cache_dir, "base", ref), on_wait=on_wait or on_line,
-                   waiting=f"making the base image {ref}"):
+    with exclusive(
+        lock_path(cache_dir, "base", ref), on_wait=on_wait or on_line, waiting=f"making the base image {ref}"
+    ):
         if engine.image(ref) is None:  # another farm run may have made it while this one waited
             _make_base(engine, target, ref, on_line)
     return ref
@@ -147,13 +152,19 @@ def ensure_image(
     started = time.monotonic()
     wheelhouse, tag = ensure_tag(config, target, on_line=on_line, on_stage=on_stage)
     with exclusive(lock_path(config.cache_dir, "image", tag), on_wait=on_stage, waiting=f"building {tag}"):
-        return _reuse_or_build(engine, config, target, wheelhouse, tag, started, on_line=on_line,
-                               on_stage=on_stage)
+        return _reuse_or_build(engine, config, target, wheelhouse, tag, started, on_line=on_line, on_stage=on_stage)
 
 
 def _reuse_or_build(
-    engine: Engine, config: Config, target: Target, wheelhouse: Wheelhouse, tag: str, started: float, *,
-    on_line: LineSink, on_stage: LineSink,
+    engine: Engine,
+    config: Config,
+    target: Target,
+    wheelhouse: Wheelhouse,
+    tag: str,
+    started: float,
+    *,
+    on_line: LineSink,
+    on_stage: LineSink,
 ) -> BuiltImage:
     existing = engine.image(tag)
     origin: ImageOrigin = "cached"
@@ -165,8 +176,14 @@ def _reuse_or_build(
             engine.tag(existing.id, tag)
             on_line(f"same content as {', '.join(existing.tags) or existing.id}: tagged, not built")
     if existing is not None:
-        return BuiltImage(target=target.name, tag=tag, size_bytes=existing.size_bytes, built_now=False,
-                          seconds=time.monotonic() - started, origin=origin)
+        return BuiltImage(
+            target=target.name,
+            tag=tag,
+            size_bytes=existing.size_bytes,
+            built_now=False,
+            seconds=time.monotonic() - started,
+            origin=origin,
+        )
     on_stage("base")
     base = ensure_base(engine, config.cache_dir, target, on_line, on_wait=on_stage)
     on_stage("site-packages")
@@ -191,17 +208,26 @@ def _reuse_or_build(
         )
     on_stage("smoke test")
     _smoke_test(engine, target, tag)
-    return BuiltImage(target=target.name, tag=tag, size_bytes=info.size_bytes, built_now=True, origin="built",
-                      seconds=time.monotonic() - started)
+    return BuiltImage(
+        target=target.name,
+        tag=tag,
+        size_bytes=info.size_bytes,
+        built_now=True,
+        origin="built",
+        seconds=time.monotonic() - started,
+    )
 
 
-def ensure_tag(config: Config, target: Target, *, on_line: LineSink,
-               on_stage: LineSink) -> tuple[Wheelhouse, str]:
+def ensure_tag(config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink) -> tuple[Wheelhouse, str]:
     """The target's wheelhouse (downloaded if need be) and the image tag its content gives."""
     on_stage("wheels")
     wheelhouse = ensure_wheelhouse(
-        config.cache_dir, target.platform, wheel_requirements(target), on_line=on_line,
-        source=f"{config.source}: [targets.{target.name}]", on_wait=on_stage,
+        config.cache_dir,
+        target.platform,
+        wheel_requirements(target),
+        on_line=on_line,
+        source=f"{config.source}: [targets.{target.name}]",
+        on_wait=on_stage,
     )
     return wheelhouse, image_tag(target, wheelhouse)
 
@@ -238,9 +264,17 @@ def _smoke_test(engine: Engine, target: Target, tag: str) -> None:
     """Import the runtime in the new image, so an image that cannot run is removed now rather than found later."""
     cpu = qemu_cpu(target)
     env = {"QEMU_CPU": cpu} if cpu and target.arch != os.uname().machine else {}
-    result = engine.run(RunSpec(image=tag, command=["/opt/farm/bin/python3", "-c", SMOKE_TEST],
-                                environment=env, platform=target.platform, timeout_s=600.0, memory="2g",
-                                labels={LABEL_TARGET: target.name}))
+    result = engine.run(
+        RunSpec(
+            image=tag,
+            command=["/opt/farm/bin/python3", "-c", SMOKE_TEST],
+            environment=env,
+            platform=target.platform,
+            timeout_s=600.0,
+            memory="2g",
+            labels={LABEL_TARGET: target.name},
+        )
+    )
     if result.failure:
         engine.remove_image(tag)
         raise BuildFailed(

@@ -27,6 +27,7 @@ def shape_text(shape: Iterable[Dim] | None) -> str:
     ``?`` alone for an unknown rank."""
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
+
 _EXPORT_HINT = "pass a .onnx file exported by torch.onnx.export or onnx.save"
 # numpy's names where numpy has the type, so a report reads "float32" and not "FLOAT".
 _DTYPE_NAMES: dict[int, str] = {
@@ -178,8 +179,15 @@ def node_uses(path: str | os.PathLike[str]) -> list[NodeUse]:
     for graph, depth in all_graphs(model.graph):
         for node in graph.node:
             first = node.input[0] if node.input else ""
-            uses.append(NodeUse(name=node.name, op=node.op_type, domain=_domain_name(node.domain),
-                                input_type=types.get(first), in_subgraph=depth > 0))
+            uses.append(
+                NodeUse(
+                    name=node.name,
+                    op=node.op_type,
+                    domain=_domain_name(node.domain),
+                    input_type=types.get(first),
+                    in_subgraph=depth > 0,
+                )
+            )
     return uses
 
 
@@ -341,9 +349,12 @@ def _check_element_types(path: Path, model: ModelProto) -> None:
     """The checker lets a graph input, output or initializer declare an element type ONNX does not define (999);
     every runtime refuses such a model, and farm could not name its type anywhere."""
     graph = model.graph
-    declared = [(f"{kind} '{v.name}'", v.type.tensor_type.elem_type)
-                for kind, values in (("input", graph.input), ("output", graph.output)) for v in values
-                if v.type.WhichOneof("value") == "tensor_type"]
+    declared = [
+        (f"{kind} '{v.name}'", v.type.tensor_type.elem_type)
+        for kind, values in (("input", graph.input), ("output", graph.output))
+        for v in values
+        if v.type.WhichOneof("value") == "tensor_type"
+    ]
     declared += [(f"initializer '{t.name}'", t.data_type) for g, _ in all_graphs(graph) for t in g.initializer]
     for what, elem_type in declared:
         if _elem_type_name(elem_type) is None:
@@ -419,8 +430,7 @@ def _check_external_data(model: ModelProto, path: Path) -> tuple[str, ...]:
             )
         if size < end:
             raise ModelError(
-                f"{path.name} expects external data {_quoted(location)} to hold at least {end} bytes but it has "
-                f"{size}",
+                f"{path.name} expects external data {_quoted(location)} to hold at least {end} bytes but it has {size}",
                 fix=f"copy {_quoted(location)} again from where the model was exported",
             )
     return tuple(sorted(locations))

@@ -86,8 +86,14 @@ def inspect_for_targets(fleet: Fleet, targets: tuple[Target, ...], path: Path, i
         placement = fleet.placements[target.name]
         found = capabilities(fleet, target)
         if isinstance(found, str):
-            verdicts.append(TargetVerdict(target=target, mode=placement.mode, capabilities=None,
-                                          prediction=Prediction(verdict="unknown", reason=found)))
+            verdicts.append(
+                TargetVerdict(
+                    target=target,
+                    mode=placement.mode,
+                    capabilities=None,
+                    prediction=Prediction(verdict="unknown", reason=found),
+                )
+            )
             continue
         prediction = predict(info.ir_version, info.opsets, nodes, found, target.providers)
         verdicts.append(TargetVerdict(target=target, mode=placement.mode, capabilities=found, prediction=prediction))
@@ -97,26 +103,32 @@ def inspect_for_targets(fleet: Fleet, targets: tuple[Target, ...], path: Path, i
 def render(inspection: Inspection, width: int = 100) -> str:
     info = inspection.info
     opsets = ", ".join(f"{d} {v}" for d, v in info.opsets.items())
-    lines = [f"model {inspection.path} (sha256 {info.sha256[:12]}, {info.size_bytes:,} bytes)",
-             f"IR {info.ir_version} · opsets {opsets} · {len(inspection.nodes)} nodes"]
+    lines = [
+        f"model {inspection.path} (sha256 {info.sha256[:12]}, {info.size_bytes:,} bytes)",
+        f"IR {info.ir_version} · opsets {opsets} · {len(inspection.nodes)} nodes",
+    ]
     if info.external_data:
         lines.append(f"external data: {', '.join(info.external_data)}")
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
         for tensor in tensors:
             lines.append(f"{kind} {tensor.name}: {tensor.dtype} {shape_text(tensor.shape)}")
     counts = inspection.op_counts()
-    ops = ", ".join(f"{op} {c['nodes']}" + (f" ({c['in_subgraphs']} in subgraphs)" if c["in_subgraphs"] else "")
-                    for op, c in counts.items())
+    ops = ", ".join(
+        f"{op} {c['nodes']}" + (f" ({c['in_subgraphs']} in subgraphs)" if c["in_subgraphs"] else "")
+        for op, c in counts.items()
+    )
     lines += textwrap.wrap(f"ops: {ops}", width, subsequent_indent="  ")
     rows = []
     for verdict in inspection.targets:
         caps = verdict.capabilities
         reads = "—" if caps is None else f"IR ≤ {caps.max_ir_version}, opset ≤ {caps.opsets.get('ai.onnx')}"
-        what = verdict.prediction.verdict + (f" ({verdict.prediction.failure_class})"
-                                             if verdict.prediction.failure_class else "")
+        what = verdict.prediction.verdict + (
+            f" ({verdict.prediction.failure_class})" if verdict.prediction.failure_class else ""
+        )
         rows.append([verdict.target.name, verdict.target.runtime, reads, what, verdict.prediction.reason or ""])
-    table = tabulate(rows, headers=["target", "runtime", "reads", "verdict", "why"],
-                     maxcolwidths=[None, None, None, None, 40])
+    table = tabulate(
+        rows, headers=["target", "runtime", "reads", "verdict", "why"], maxcolwidths=[None, None, None, None, 40]
+    )
     return "\n".join([*lines, "", table]) + "\n"
 
 

@@ -136,7 +136,9 @@ def ensure_library(cache_dir: Path) -> Path:
     if cc is None:
         raise EnvironmentProblem(
             "masking an x86 tier's CPUID needs farm's preload library, which is built with a C compiler, and none "
-            "is installed", fix="run `farm doctor --fix` as root, or `apt-get install gcc`")
+            "is installed",
+            fix="run `farm doctor --fix` as root, or `apt-get install gcc`",
+        )
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + cc.encode()).hexdigest()[:16]
     library = cache_dir / "cpuid" / key / LIBRARY_NAME
@@ -152,11 +154,15 @@ def _compile(cc: str, library: Path) -> None:
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=library.parent) as scratch:
         built = Path(scratch) / LIBRARY_NAME
-        result = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(built),
-                                 str(SOURCE)], capture_output=True, text=True)
+        result = subprocess.run(
+            [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise EnvironmentProblem(
                 f"building farm's CPUID preload library with {cc} failed: {result.stderr.strip()[-300:]}",
-                fix="check that gcc and libc6-dev are installed (`farm doctor --fix`)")
+                fix="check that gcc and libc6-dev are installed (`farm doctor --fix`)",
+            )
         built.chmod(0o755)
         os.replace(built, library)

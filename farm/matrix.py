@@ -133,8 +133,14 @@ def load_inputs(options: MatrixOptions) -> MatrixInputs:
     info = inspect_model(model_path)
     check_outputs(options.outputs, info)
     metric = None if options.metric is None else check_metric(options.metric)
-    data = prepare_data(info, data=data_path, labels=labels_path, samples=options.samples, source=source,
-                        shapes=parse_shape_overrides(options.shapes, model=info))
+    data = prepare_data(
+        info,
+        data=data_path,
+        labels=labels_path,
+        samples=options.samples,
+        source=source,
+        shapes=parse_shape_overrides(options.shapes, model=info),
+    )
     tuned = None if options.tuned is None else load_tuned(options.tuned, info)
     return MatrixInputs(model=model_path, info=info, data=data, metric=metric, tuned=tuned)
 
@@ -154,8 +160,9 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     inputs = work / "in"
     inputs.mkdir(parents=True)
     clean.mark_run_folder(work)
-    run = _Run(work=work, report=_report_head(given, options, fleet), given=given,
-               expected_outputs=given.data.expected_outputs)
+    run = _Run(
+        work=work, report=_report_head(given, options, fleet), given=given, expected_outputs=given.data.expected_outputs
+    )
     if options.resume:
         run.earlier = read_earlier(options.out_dir / REPORT_FILE)
         if run.earlier.note:
@@ -169,8 +176,12 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
             if not placement.runnable:
                 _finish(run, target.name, status="skipped", reason=placement.reason)
             elif target.on_request and target.name not in named:
-                _finish(run, target.name, status="skipped",
-                        reason=f"runs only on request, its image being large: farm matrix --target {target.name}")
+                _finish(
+                    run,
+                    target.name,
+                    status="skipped",
+                    reason=f"runs only on request, its image being large: farm matrix --target {target.name}",
+                )
             else:
                 runnable.append(target)
         if given.tuned is not None:
@@ -230,10 +241,16 @@ def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[
         tag = images.current_tag(fleet.config, target) or f"farm/{target.name}:not-built-yet"
         for stage in ("prepare", "evaluate") if placement.mode in ("native", "masked") else ("evaluate",):
             spec = runner.run_spec(
-                target, placement, tag, ["-m", "farm.job", f"{IN}/spec-{stage}-{target.name}.json", OUT],
+                target,
+                placement,
+                tag,
+                ["-m", "farm.job", f"{IN}/spec-{stage}-{target.name}.json", OUT],
                 mounts=_mounts(inputs, fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"),
-                timeout_s=_budget(target, options), memory=target.memory, labels={STAGE_LABEL: stage},
-                mask_library=Path(masking.LIBRARY_NAME) if placement.mode == "masked" else None)
+                timeout_s=_budget(target, options),
+                memory=target.memory,
+                labels={STAGE_LABEL: stage},
+                mask_library=Path(masking.LIBRARY_NAME) if placement.mode == "masked" else None,
+            )
             path = folder / f"{target.name}-{stage}.yaml"
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(yaml.safe_dump_all(backend.manifests(spec), sort_keys=False, width=120))
@@ -258,23 +275,33 @@ def _why_stopped(exc: BaseException, host: str) -> str:
 
 def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: MatrixOptions) -> str:
     """What the target's result depends on (farm/resume.py): a later --resume reuses it while this is unchanged."""
-    spec = job_spec(target, fleet.placements[target.name], "evaluate", _candidates(target, run.given.info), options,
-                 inputs=run.work / "in", host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric)
+    spec = job_spec(
+        target,
+        fleet.placements[target.name],
+        "evaluate",
+        _candidates(target, run.given.info),
+        options,
+        inputs=run.work / "in",
+        host_flags=fleet.hosts[target.name].cpu_flags,
+        metric=run.given.metric,
+    )
     model = run.given.model
     tuned = None if run.given.tuned is None else run.given.tuned.models.get(target.name)
     # Which folder the int8 artifacts sit in depends on which other targets run; what is in them does not.
     spec.pop("artifacts")
-    return resume_key({
-        "farm": farm.__version__,
-        "model": run.given.info.sha256,
-        "external_data": {name: file_sha256(model.parent / name) for name in run.given.info.external_data},
-        "data": run.report["run"]["data_sha256"],
-        "metric": None if run.given.metric is None else file_sha256(run.given.metric.path),
-        "image": tag,
-        "spec": spec,
-        "limits": {"budget_s": _budget(target, options), "memory": target.memory},
-        "tuned": None if tuned is None else list(tuned.sha256),
-    })
+    return resume_key(
+        {
+            "farm": farm.__version__,
+            "model": run.given.info.sha256,
+            "external_data": {name: file_sha256(model.parent / name) for name in run.given.info.external_data},
+            "data": run.report["run"]["data_sha256"],
+            "metric": None if run.given.metric is None else file_sha256(run.given.metric.path),
+            "image": tag,
+            "spec": spec,
+            "limits": {"budget_s": _budget(target, options), "memory": target.memory},
+            "tuned": None if tuned is None else list(tuned.sha256),
+        }
+    )
 
 
 def _reuse(run: _Run, name: str, key: str, out_dir: Path, reporter: Reporter) -> bool:
@@ -325,9 +352,12 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": info.report_summary(path),
         "data": summary,
-        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement,
-                      "outputs": list(options.outputs) or None,
-                      "metric": None if given.metric is None else given.metric.label},
+        "tolerance": {
+            "cosine": options.cosine,
+            "top1_agreement": options.top1_agreement,
+            "outputs": list(options.outputs) or None,
+            "metric": None if given.metric is None else given.metric.label,
+        },
         "run": _run_block(given, options, fleet),
         "incomplete": None,
         "warnings": warnings,
@@ -339,13 +369,22 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
     return {
         "label": options.label,
-        "host": {"arch": fleet.host.arch, "cpu_model": fleet.host.cpu_model, "cpu_flags": sorted(fleet.host.cpu_flags),
-                 "cores": len(os.sched_getaffinity(0)), "engine": f"Docker {fleet.engine_info.version}",
-                 "kernel": os.uname().release},
-        "settings": {"threads": options.threads,
-                     "iterations": options.native_iterations,
-                     "timing_rounds": TIMING_ROUNDS, "calibration": options.calibration,
-                     "optimization_level": options.optimization_level, "samples": given.data.samples},
+        "host": {
+            "arch": fleet.host.arch,
+            "cpu_model": fleet.host.cpu_model,
+            "cpu_flags": sorted(fleet.host.cpu_flags),
+            "cores": len(os.sched_getaffinity(0)),
+            "engine": f"Docker {fleet.engine_info.version}",
+            "kernel": os.uname().release,
+        },
+        "settings": {
+            "threads": options.threads,
+            "iterations": options.native_iterations,
+            "timing_rounds": TIMING_ROUNDS,
+            "calibration": options.calibration,
+            "optimization_level": options.optimization_level,
+            "samples": given.data.samples,
+        },
         "data_sha256": given.data.sha256(),
     }
 
@@ -383,16 +422,39 @@ def _tuned_spec(given: MatrixInputs, target: Target) -> dict[str, Any] | None:
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
     reach = fleet.backends[target.name].reach if target.name in fleet.backends else None
     host = fleet.hosts.get(target.name)
-    backend = None if reach is None else {"kind": reach.kind, "where": reach.where,
-                                          "cpu_model": None if host is None else host.cpu_model, "image": None}
+    backend = (
+        None
+        if reach is None
+        else {
+            "kind": reach.kind,
+            "where": reach.where,
+            "cpu_model": None if host is None else host.cpu_model,
+            "image": None,
+        }
+    )
     return {
-        "name": target.name, "platform": target.platform, "mode": placement.mode, "cpu_model": placement.cpu_model,
+        "name": target.name,
+        "platform": target.platform,
+        "mode": placement.mode,
+        "cpu_model": placement.cpu_model,
         # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
-        "status": "failed", "reason": "not run: farm stopped before it reached this target", "runtime": None,
-        "variants": [], "recommended": None,
-        "recommendation_reason": None, "warnings": [], "exit_code": None, "log_tail": None, "duration_s": None,
-        "image": None, "cpu_seen": None, "load_failure": None, "export_check": None, "resume_key": None,
-        "resumed_from": None, "backend": backend,
+        "status": "failed",
+        "reason": "not run: farm stopped before it reached this target",
+        "runtime": None,
+        "variants": [],
+        "recommended": None,
+        "recommendation_reason": None,
+        "warnings": [],
+        "exit_code": None,
+        "log_tail": None,
+        "duration_s": None,
+        "image": None,
+        "cpu_seen": None,
+        "load_failure": None,
+        "export_check": None,
+        "resume_key": None,
+        "resumed_from": None,
+        "backend": backend,
     }
 
 
@@ -422,7 +484,12 @@ def toolchain(target: Target) -> str:
 
 
 def _prepare(
-    fleet: Fleet, ready: Sequence[Target], tags: dict[str, str], inputs: Path, run: _Run, options: MatrixOptions,
+    fleet: Fleet,
+    ready: Sequence[Target],
+    tags: dict[str, str],
+    inputs: Path,
+    run: _Run,
+    options: MatrixOptions,
     reporter: Reporter,
 ) -> None:
     """Make the int8 artifacts once per toolchain, natively where one can, so emulated targets calibrate nothing.
@@ -442,28 +509,54 @@ def _prepare(
         if maker is None:
             maker = members[0]
             run.report["warnings"].append(
-                f"no native target runs {chain}, so its int8 artifacts were made under QEMU in {maker.name}")
+                f"no native target runs {chain}, so its int8 artifacts were made under QEMU in {maker.name}"
+            )
         name = "artifacts" if index == 0 else f"artifacts-{index}"
         if _make_artifacts(fleet, maker, tags, candidates, inputs, name, run, options, reporter):
             run.artifacts.update({t.name: name for t in members})
 
 
 def _make_artifacts(
-    fleet: Fleet, maker: Target, tags: dict[str, str], candidates: list[str], inputs: Path, name: str, run: _Run,
-    options: MatrixOptions, reporter: Reporter,
+    fleet: Fleet,
+    maker: Target,
+    tags: dict[str, str],
+    candidates: list[str],
+    inputs: Path,
+    name: str,
+    run: _Run,
+    options: MatrixOptions,
+    reporter: Reporter,
 ) -> bool:
-    spec = job_spec(maker, fleet.placements[maker.name], "prepare", candidates, options, inputs=inputs,
-                 host_flags=fleet.hosts[maker.name].cpu_flags, metric=run.given.metric)
+    spec = job_spec(
+        maker,
+        fleet.placements[maker.name],
+        "prepare",
+        candidates,
+        options,
+        inputs=inputs,
+        host_flags=fleet.hosts[maker.name].cpu_flags,
+        metric=run.given.metric,
+    )
     out = job_out_dir(run.work, f"prepare-{name}")
     with reporter.step(f"prepare int8 artifacts in {maker.name}") as step:
         step.stage("quantize")
-        result = run_job(fleet, maker, tags[maker.name], spec, inputs, out, timeout_s=_budget(maker, options),
-                         keep=options.keep_containers, on_line=step.line)
+        result = run_job(
+            fleet,
+            maker,
+            tags[maker.name],
+            spec,
+            inputs,
+            out,
+            timeout_s=_budget(maker, options),
+            keep=options.keep_containers,
+            on_line=step.line,
+        )
     prepared = _read_json(out / "prepare.json")
     run.report["warnings"].extend(prepared.get("warnings", []))
     if result.failure:
-        run.report["warnings"].append(f"making the int8 artifacts in {maker.name} {result.failure}: "
-                                      + _last_line(result.log_tail))
+        run.report["warnings"].append(
+            f"making the int8 artifacts in {maker.name} {result.failure}: " + _last_line(result.log_tail)
+        )
     if not (out / "artifacts").is_dir():
         return False
     shutil.move(str(out / "artifacts"), str(inputs / name))
@@ -476,8 +569,7 @@ def _native_helper(
 ) -> Target | None:
     """A native target of the same toolchain that was not selected can still make the artifacts."""
     for target in fleet.config.targets:
-        if (fleet.placements[target.name].mode != "native" or target.image != "cpu"
-                or toolchain(target) != chain):
+        if fleet.placements[target.name].mode != "native" or target.image != "cpu" or toolchain(target) != chain:
             continue
         outcome = ensure_images(fleet, [target], reporter)[target.name]
         if outcome.image is not None:
@@ -489,21 +581,46 @@ def _native_helper(
 
 
 def _evaluate(
-    fleet: Fleet, target: Target, tag: str, inputs: Path, run: _Run, options: MatrixOptions, reporter: Reporter, *,
+    fleet: Fleet,
+    target: Target,
+    tag: str,
+    inputs: Path,
+    run: _Run,
+    options: MatrixOptions,
+    reporter: Reporter,
+    *,
     key: str,
 ) -> None:
     placement = fleet.placements[target.name]
-    spec = job_spec(target, placement, "evaluate", _candidates(target, run.given.info), options, inputs=inputs,
-                 host_flags=fleet.hosts[target.name].cpu_flags, metric=run.given.metric,
-                 artifacts=run.artifacts.get(target.name), tuned=_tuned_spec(run.given, target))
+    spec = job_spec(
+        target,
+        placement,
+        "evaluate",
+        _candidates(target, run.given.info),
+        options,
+        inputs=inputs,
+        host_flags=fleet.hosts[target.name].cpu_flags,
+        metric=run.given.metric,
+        artifacts=run.artifacts.get(target.name),
+        tuned=_tuned_spec(run.given, target),
+    )
     out = job_out_dir(run.work, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
     result: RunResult | None = None
     try:
         with reporter.step(label) as step:
             step.stage("evaluate")
-            result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=_budget(target, options),
-                             keep=options.keep_containers, on_line=stage_lines(step))
+            result = run_job(
+                fleet,
+                target,
+                tag,
+                spec,
+                inputs,
+                out,
+                timeout_s=_budget(target, options),
+                keep=options.keep_containers,
+                on_line=stage_lines(step),
+            )
             if result.failure:
                 step.stage(f"container {result.failure}")
     finally:
@@ -536,14 +653,27 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         predicted = verdict.verdict == "fails" and verdict.failure_class == kind
         prediction = verdict.reason or "the model loads"
     entry["load_failure"] = {"class": kind, "predicted": predicted, "prediction": prediction}
-    said = ("; farm inspect predicted this" if predicted
-            else "" if predicted is None else f"; farm inspect did not predict this ({prediction})")
+    said = (
+        "; farm inspect predicted this"
+        if predicted
+        else ""
+        if predicted is None
+        else f"; farm inspect did not predict this ({prediction})"
+    )
     entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
 
 
 def run_job(
-    fleet: Fleet, target: Target, tag: str, spec: dict[str, Any], inputs: Path, out: Path, *, timeout_s: float,
-    keep: bool, on_line: Callable[[str], None],
+    fleet: Fleet,
+    target: Target,
+    tag: str,
+    spec: dict[str, Any],
+    inputs: Path,
+    out: Path,
+    *,
+    timeout_s: float,
+    keep: bool,
+    on_line: Callable[[str], None],
 ) -> RunResult:
     """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
     name = f"spec-{spec['stage']}-{spec['target']['name']}.json"
@@ -558,10 +688,18 @@ def run_job(
     backend = fleet.backend(target)
     try:
         return backend.run(
-            runner.run_spec(target, placement, tag, ["-m", "farm.job", f"{IN}/{name}", OUT],
-                            mounts=_mounts(inputs, out), timeout_s=timeout_s, memory=target.memory,
-                            keep=keep, mask_library=library,
-                            labels={STAGE_LABEL: str(spec["stage"])}),
+            runner.run_spec(
+                target,
+                placement,
+                tag,
+                ["-m", "farm.job", f"{IN}/{name}", OUT],
+                mounts=_mounts(inputs, out),
+                timeout_s=timeout_s,
+                memory=target.memory,
+                keep=keep,
+                mask_library=library,
+                labels={STAGE_LABEL: str(spec["stage"])},
+            ),
             on_line=on_line,
         )
     except EnvironmentProblem as exc:
@@ -579,8 +717,18 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
     """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
     written = _read_json(out / "result.json")
     entry = run.targets[name]
-    for key in ("status", "reason", "runtime", "variants", "recommended", "recommendation_reason", "warnings",
-                "cpu_seen", "load_failure", "export_check"):
+    for key in (
+        "status",
+        "reason",
+        "runtime",
+        "variants",
+        "recommended",
+        "recommendation_reason",
+        "warnings",
+        "cpu_seen",
+        "load_failure",
+        "export_check",
+    ):
         if key in written:
             entry[key] = written[key]
     if result is None:
@@ -597,8 +745,10 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
         if result.out_of_memory:
             entry["reason"] += " (raise memory for this target in targets.toml)"
         if result.timed_out:
-            entry["reason"] = (f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
-                               "finished are kept (raise budget_s in targets.toml, or pass --timeout)")
+            entry["reason"] = (
+                f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
+                "finished are kept (raise budget_s in targets.toml, or pass --timeout)"
+            )
         entry["log_tail"] = result.log_tail
     elif not written:
         entry["status"] = "failed"
@@ -625,7 +775,8 @@ def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> No
     if problem:
         run.targets[name]["warnings"].append(
             f"fp32 disagrees with the expected outputs shipped with --data (rtol {crosscheck.RTOL:g}, "
-            f"atol {crosscheck.ATOL:g}): {problem}")
+            f"atol {crosscheck.ATOL:g}): {problem}"
+        )
 
 
 def _compare_targets(run: _Run, order: Sequence[str]) -> None:
@@ -635,8 +786,9 @@ def _compare_targets(run: _Run, order: Sequence[str]) -> None:
         return
     reference = present[0]
     for name in present[1:]:
-        problem = crosscheck.disagreement(run.fp32_outputs[name], run.fp32_outputs[reference],
-                                          atol=crosscheck.CROSS_ATOL)
+        problem = crosscheck.disagreement(
+            run.fp32_outputs[name], run.fp32_outputs[reference], atol=crosscheck.CROSS_ATOL
+        )
         if problem:
             run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
 
@@ -662,8 +814,16 @@ def _candidates(target: Target, info: ModelInfo) -> list[str]:
 
 
 def job_spec(
-    target: Target, placement: Placement, stage: str, candidates: list[str], options: MatrixOptions, *,
-    inputs: Path, host_flags: frozenset[str], metric: MetricFile | None = None, artifacts: str | None = None,
+    target: Target,
+    placement: Placement,
+    stage: str,
+    candidates: list[str],
+    options: MatrixOptions,
+    *,
+    inputs: Path,
+    host_flags: frozenset[str],
+    metric: MetricFile | None = None,
+    artifacts: str | None = None,
     tuned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The job's spec; it names labels and int8 artifacts when the input folder holds them, and the target's tuned
@@ -680,8 +840,13 @@ def job_spec(
         "schema": "farm.spec/1",
         "stage": stage,
         "target": {
-            "name": target.name, "platform": target.platform, "arch": target.arch, "mode": placement.mode,
-            "cpu_model": placement.cpu_model, "providers": list(target.providers), "x86_vnni": x86_vnni,
+            "name": target.name,
+            "platform": target.platform,
+            "arch": target.arch,
+            "mode": placement.mode,
+            "cpu_model": placement.cpu_model,
+            "providers": list(target.providers),
+            "x86_vnni": x86_vnni,
             "cpu_unseen": list(placement.unseen),
         },
         "model": f"{MODEL_DIR}/{MODEL_FILE}",
@@ -693,13 +858,15 @@ def job_spec(
         "calibration": {"method": options.calibration, "samples": 64},
         "optimization_level": options.optimization_level,
         "threads": options.threads,
-        "timing": {"warmup": 0 if emulated else 10, "iterations": max(0, min(iterations, 100_000)),
-                   "rounds": TIMING_ROUNDS},
+        "timing": {
+            "warmup": 0 if emulated else 10,
+            "iterations": max(0, min(iterations, 100_000)),
+            "rounds": TIMING_ROUNDS,
+        },
         "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
         "mitigations": ["x64quantprecision"] if x86_vnni is False else [],
         "outputs": list(options.outputs) or None,
-        "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}",
-                                               "function": metric.function},
+        "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}", "function": metric.function},
         **({"tuned": tuned} if tuned is not None else {}),
     }
 
@@ -756,18 +923,25 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
         validate(report)
     except InvalidReport as exc:
         # The report is farm's own making, so this is farm's bug, not the user's input; report.json is kept.
-        raise FarmError(f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
-                        fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}") from None
+        raise FarmError(
+            f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
+            fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}",
+        ) from None
     parsed = Report.from_dict(report)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, kind in ((REPORT_FILE, "json"), ("report.md", "markdown"), ("report.html", "html"),
-                       ("junit.xml", "junit")):
+    for name, kind in (
+        (REPORT_FILE, "json"),
+        ("report.md", "markdown"),
+        ("report.html", "html"),
+        ("junit.xml", "junit"),
+    ):
         write_text_atomic(out_dir / name, render(parsed, kind))
     if json_file is not None:
         try:
             write_text_atomic(json_file, render(parsed, "json"))
         except OSError as exc:
-            raise BadInput(f"--json {json_file}: writing it failed because {exc.strerror or exc}",
-                           fix=f"pass a path in a writable folder (the report is also in {out_dir / REPORT_FILE})"
-                           ) from None
+            raise BadInput(
+                f"--json {json_file}: writing it failed because {exc.strerror or exc}",
+                fix=f"pass a path in a writable folder (the report is also in {out_dir / REPORT_FILE})",
+            ) from None
     return render(parsed, fmt)

@@ -48,8 +48,10 @@ class OptimizeResult:
         what = f"onnxoptimizer ({len(self.passes)} passes)" + (" and constant folding" if self.folded else "")
         data = f"{self.samples} {'synthetic ' if self.synthetic else ''}samples"
         verdict = "matches" if self.matches else "DOES NOT match"
-        return (f"wrote {self.path} (IR {self.ir_version}): {what}, {self.nodes_before} → {self.nodes_after} nodes; "
-                f"{verdict} the input on {data} (max abs difference {self.max_abs:.3g}, tolerance {ATOL:g})")
+        return (
+            f"wrote {self.path} (IR {self.ir_version}): {what}, {self.nodes_before} → {self.nodes_after} nodes; "
+            f"{verdict} the input on {data} (max abs difference {self.max_abs:.3g}, tolerance {ATOL:g})"
+        )
 
 
 def available_passes() -> list[str]:
@@ -60,20 +62,32 @@ def check_passes(passes: tuple[str, ...]) -> None:
     known = available_passes()
     for name in passes:
         if name not in known:
-            raise BadInput(f"--passes names '{name}', which onnxoptimizer {onnxoptimizer.__version__} does not have",
-                           fix=f"{nearest(name, known)} (farm optimize --list shows them all)")
+            raise BadInput(
+                f"--passes names '{name}', which onnxoptimizer {onnxoptimizer.__version__} does not have",
+                fix=f"{nearest(name, known)} (farm optimize --list shows them all)",
+            )
 
 
-def optimize_model(source: Path, destination: Path, info: ModelInfo, data: PreparedData, *,
-                   passes: tuple[str, ...] | None, fold: bool, max_ir: int | None) -> OptimizeResult:
+def optimize_model(
+    source: Path,
+    destination: Path,
+    info: ModelInfo,
+    data: PreparedData,
+    *,
+    passes: tuple[str, ...] | None,
+    fold: bool,
+    max_ir: int | None,
+) -> OptimizeResult:
     chosen = passes if passes is not None else default_passes()
     check_passes(chosen)
     with tempfile.TemporaryDirectory(prefix="farm-optimize-") as scratch:
         rewritten = rewrite_model(source, Path(scratch) / "rewritten.onnx", passes=chosen)
         if not rewritten.rewritten:
             # The model is what onnxoptimizer cannot take (or nests too deep for it): the user's to change, exit 2.
-            raise ModelError(f"optimizing {source.name} failed because {rewritten.warning}",
-                            fix="pick other passes with --passes (farm optimize --list)")
+            raise ModelError(
+                f"optimizing {source.name} failed because {rewritten.warning}",
+                fix="pick other passes with --passes (farm optimize --list)",
+            )
         result_path = rewritten.path
         if fold:
             result_path = Path(scratch) / "folded.onnx"
@@ -86,8 +100,15 @@ def optimize_model(source: Path, destination: Path, info: ModelInfo, data: Prepa
     max_abs = _max_difference(pairs)
     after = onnx.load(str(destination), load_external_data=False)
     return OptimizeResult(
-        path=destination, passes=chosen, folded=fold, ir_version=ir_version, nodes_before=rewritten.nodes_before,
-        nodes_after=len(after.graph.node), samples=data.samples, synthetic=data.synthetic, max_abs=max_abs,
+        path=destination,
+        passes=chosen,
+        folded=fold,
+        ir_version=ir_version,
+        nodes_before=rewritten.nodes_before,
+        nodes_after=len(after.graph.node),
+        samples=data.samples,
+        synthetic=data.synthetic,
+        max_abs=max_abs,
         matches=max_abs <= ATOL or _close(pairs),
     )
 

@@ -99,9 +99,10 @@ def _rewrite_into(source: Path, folder: Path, passes: tuple[str, ...]) -> dict[s
     try:
         original = onnx.load(str(source), load_external_data=True)
     except Exception as exc:  # onnx's checks on external data (e.g. a file with several hard links) raise anything
-        raise ModelError(f"{source.name} cannot be loaded with its external data ({one_line(exc)})",
-                         fix="copy the model and its data files into a folder of their own and pass that copy"
-                         ) from exc
+        raise ModelError(
+            f"{source.name} cannot be loaded with its external data ({one_line(exc)})",
+            fix="copy the model and its data files into a folder of their own and pass that copy",
+        ) from exc
     before = after = len(original.graph.node)
     extra: list[str] = []
     note = constants_apart(original)
@@ -153,9 +154,11 @@ def _too_deep_to_rewrite(model: onnx.ModelProto) -> str | None:
     depth = subgraph_depth(model)
     if depth <= MAX_REWRITE_DEPTH:
         return None
-    return (f"graph rewriting skipped: the model nests subgraphs {depth} levels deep, and onnxoptimizer "
-            f"{onnxoptimizer.__version__} takes time that doubles with every level (minutes past 26); "
-            "'optimized' uses the model unchanged")
+    return (
+        f"graph rewriting skipped: the model nests subgraphs {depth} levels deep, and onnxoptimizer "
+        f"{onnxoptimizer.__version__} takes time that doubles with every level (minutes past 26); "
+        "'optimized' uses the model unchanged"
+    )
 
 
 def constants_apart(model: onnx.ModelProto) -> str | None:
@@ -174,9 +177,11 @@ def constants_apart(model: onnx.ModelProto) -> str | None:
     model.graph.input.extend(kept)
     old = model.ir_version
     model.ir_version = CONSTANTS_APART_IR
-    return (f"the model is IR {old}, which lists its {len(repeated)} weights as graph inputs too; optimized and "
-            f"int8 variants are made from a copy where they are constants only (IR {CONSTANTS_APART_IR}), and fp32 "
-            "stays the model as given")
+    return (
+        f"the model is IR {old}, which lists its {len(repeated)} weights as graph inputs too; optimized and "
+        f"int8 variants are made from a copy where they are constants only (IR {CONSTANTS_APART_IR}), and fp32 "
+        "stays the model as given"
+    )
 
 
 def _save(model: onnx.ModelProto, path: Path) -> list[str]:

@@ -38,18 +38,24 @@ class _TestSuites:
 
     def search(self, path: str) -> re.Match[str] | None:
         return _TESTS.search(Path(path).relative_to(self.root).as_posix())
+
+
 # Not needed at run time: pip itself is not run in the image.
 _LEFT_OUT = ("pip-",)
 
 
-def ensure_site_packages(cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineSink,
-                         on_wait: LineSink | None = None) -> Path:
+def ensure_site_packages(
+    cache_dir: Path, wheelhouse: Wheelhouse, on_line: LineSink, on_wait: LineSink | None = None
+) -> Path:
     """The folder to copy into the image as its site-packages, made once per wheel set."""
     folder = cache_dir / "site-packages" / f"{wheelhouse.platform.replace('/', '-')}-{wheelhouse.digest[:16]}-{RECIPE}"
     if (folder / DONE).is_file():
         return folder
-    with exclusive(lock_path(cache_dir, "site-packages", folder.name), on_wait=on_wait or on_line,
-                   waiting=f"unpacking the wheels for {wheelhouse.platform}"):
+    with exclusive(
+        lock_path(cache_dir, "site-packages", folder.name),
+        on_wait=on_wait or on_line,
+        waiting=f"unpacking the wheels for {wheelhouse.platform}",
+    ):
         if not (folder / DONE).is_file():  # another farm run may have made it while this one waited
             _unpack_all(wheelhouse, folder, on_line)
     return folder
@@ -70,8 +76,10 @@ def _unpack_all(wheelhouse: Wheelhouse, folder: Path, on_line: LineSink) -> None
             # As pip does, a file that does not compile stays source.
             compileall.compile_dir(str(staging), quiet=2, workers=0, rx=_TestSuites(staging), ddir=IMAGE_SITE)
         else:
-            on_line(f"not byte-compiled: this Python is {sys.version_info.major}.{sys.version_info.minor}, the "
-                    f"image's is {PYTHON_VERSION}, so imports in the image compile from source each run")
+            on_line(
+                f"not byte-compiled: this Python is {sys.version_info.major}.{sys.version_info.minor}, the "
+                f"image's is {PYTHON_VERSION}, so imports in the image compile from source each run"
+            )
         (staging / DONE).write_text("")
         if folder.exists():  # left incomplete by hand (its DONE mark removed): made again
             shutil.rmtree(folder)
@@ -97,8 +105,10 @@ def unpack_wheel(wheel: Path, site: Path) -> None:
                 if mode & 0o111 and not member.is_dir():
                     (site / member.filename).chmod(0o755)
     except zipfile.BadZipFile as exc:
-        raise BuildFailed(f"wheel {wheel.name} is not a valid zip ({exc})",
-                          fix="remove farm's wheelhouse cache folder and build again") from exc
+        raise BuildFailed(
+            f"wheel {wheel.name} is not a valid zip ({exc})",
+            fix="remove farm's wheelhouse cache folder and build again",
+        ) from exc
     for data in site.glob("*.data"):
         for kind in ("purelib", "platlib"):
             for item in sorted((data / kind).glob("*")) if (data / kind).is_dir() else []:

@@ -61,8 +61,10 @@ class Budget:
             return cls(trials=20)
         found = _BUDGET_RE.match(text.lower())
         if found is None:
-            raise BadInput(f"--budget {text!r} is neither a time nor a number of trials",
-                           fix="write a time as 90s, 10m or 1h, or trials as 40t")
+            raise BadInput(
+                f"--budget {text!r} is neither a time nor a number of trials",
+                fix="write a time as 90s, 10m or 1h, or trials as 40t",
+            )
         number, unit = float(found["number"]), found["unit"]
         if unit.startswith("t"):
             if number < 1 or number != int(number):
@@ -95,9 +97,15 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
     inputs = work / "in"
     inputs.mkdir(parents=True)
     clean.mark_run_folder(work)
-    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                              "model": given.info.report_summary(given.model), "floor": options.floor,
-                              "budget": options.budget.to_dict(), "warnings": [], "targets": []}
+    report: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": given.info.report_summary(given.model),
+        "floor": options.floor,
+        "budget": options.budget.to_dict(),
+        "warnings": [],
+        "targets": [],
+    }
     earlier = _earlier(options) if options.resume else {}
     failed = False
     try:
@@ -106,8 +114,14 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
         for target in selected:
             placement = fleet.placements[target.name]
             if not placement.runnable or (target.on_request and target.name not in options.evaluation.targets):
-                report["targets"].append({"name": target.name, "mode": placement.mode, "status": "skipped",
-                                          "reason": placement.reason or "runs only on request"})
+                report["targets"].append(
+                    {
+                        "name": target.name,
+                        "mode": placement.mode,
+                        "status": "skipped",
+                        "reason": placement.reason or "runs only on request",
+                    }
+                )
             else:
                 runnable.append(target)
         outcomes = ensure_images(fleet, runnable, reporter)
@@ -118,15 +132,22 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
         for target in sorted(runnable, key=lambda t: fleet.placements[t.name].mode == "emulated"):
             outcome = outcomes[target.name]
             if outcome.image is None:
-                report["targets"].append({"name": target.name, "mode": fleet.placements[target.name].mode,
-                                          "status": "failed", "reason": f"image build failed: {outcome.error}"})
+                report["targets"].append(
+                    {
+                        "name": target.name,
+                        "mode": fleet.placements[target.name].mode,
+                        "status": "failed",
+                        "reason": f"image build failed: {outcome.error}",
+                    }
+                )
                 failed = True
                 continue
             emulated = fleet.placements[target.name].mode == "emulated"
             chain = toolchain(target)
             # What the native searches gave is part of what an emulated search depends on.
-            handed: dict[str, Any] = ({"ranking": rankings.get(chain), "candidate": candidates.get(chain)}
-                                      if emulated else {})
+            handed: dict[str, Any] = (
+                {"ranking": rankings.get(chain), "candidate": candidates.get(chain)} if emulated else {}
+            )
             key = _key(target, outcome.image.tag, given, options, handed)
             done = earlier.get(target.name)
             if done is not None and done.get("resume_key") != key:
@@ -137,9 +158,20 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
                 # An emulated search cannot afford to rank: it takes the native search's ranking and starts from
                 # its tuned model. A resumed native one has its own ranking already.
                 given_ranking = handed.get("ranking") or (done or {}).get("ranking")
-                entry = _tune_target(fleet, target, outcome.image.tag, inputs, work, given, options, reporter,
-                                     ranking=given_ranking, candidate=handed.get("candidate"), key=key,
-                                     report=report)
+                entry = _tune_target(
+                    fleet,
+                    target,
+                    outcome.image.tag,
+                    inputs,
+                    work,
+                    given,
+                    options,
+                    reporter,
+                    ranking=given_ranking,
+                    candidate=handed.get("candidate"),
+                    key=key,
+                    report=report,
+                )
             report["targets"].append(entry)
             failed = failed or entry["status"] == "failed"
             if not emulated and entry.get("ranking"):
@@ -169,8 +201,9 @@ def differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             per_target[name] = where[name].get(node) or ("int8", _int8_why(entry, node))
         if len({how for how, _ in per_target.values()}) < 2:
             continue
-        found.append({"node": node, "targets": {name: {"as": how, "why": why} for name, (how, why) in
-                                                per_target.items()}})
+        found.append(
+            {"node": node, "targets": {name: {"as": how, "why": why} for name, (how, why) in per_target.items()}}
+        )
     return found
 
 
@@ -184,8 +217,11 @@ def _treatment(entry: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
         if weights:
             # Each weight's node as the kernel check named it (one change may give several nodes 7-bit weights).
             variant = entry["best"].get("variant")
-            nodes = [k["node"] for k in entry.get("kernels") or []
-                     if k.get("weight") in weights and k.get("variant") == variant]
+            nodes = [
+                k["node"]
+                for k in entry.get("kernels") or []
+                if k.get("weight") in weights and k.get("variant") == variant
+            ]
             for node in nodes or [change.get("kernel_node") or change["seven_bit"][0]]:
                 treated.setdefault(str(node), ("7-bit weights", change.get("why")))
     return treated
@@ -196,34 +232,67 @@ def _int8_why(entry: dict[str, Any], node: str) -> str:
     if returned is not None and returned.get("why"):
         return str(returned["why"])
     variant = entry["best"].get("variant")
-    kernel = next((k for k in entry.get("kernels") or [] if k.get("node") == node and k.get("variant") == variant),
-                  None)
+    kernel = next(
+        (k for k in entry.get("kernels") or [] if k.get("node") == node and k.get("variant") == variant), None
+    )
     if kernel is None:
         return "in int8 there; its kernel check did not measure this node"
     return KernelFinding.from_dict(kernel).describe()
 
 
 def _tune_target(
-    fleet: Fleet, target: Target, tag: str, inputs: Path, work: Path, given: MatrixInputs, options: TuneOptions,
-    reporter: Reporter, *, ranking: list[Any] | None, candidate: dict[str, Any] | None, key: str,
+    fleet: Fleet,
+    target: Target,
+    tag: str,
+    inputs: Path,
+    work: Path,
+    given: MatrixInputs,
+    options: TuneOptions,
+    reporter: Reporter,
+    *,
+    ranking: list[Any] | None,
+    candidate: dict[str, Any] | None,
+    key: str,
     report: dict[str, Any],
 ) -> dict[str, Any]:
     placement = fleet.placements[target.name]
-    spec = job_spec(target, placement, "tune", _static(target), options.evaluation, inputs=inputs,
-                    host_flags=fleet.hosts[target.name].cpu_flags, metric=given.metric)
-    spec["tune"] = {**options.budget.to_dict(), "floor": options.floor, "start": None, "ranking": ranking,
-                    "candidate": candidate}
+    spec = job_spec(
+        target,
+        placement,
+        "tune",
+        _static(target),
+        options.evaluation,
+        inputs=inputs,
+        host_flags=fleet.hosts[target.name].cpu_flags,
+        metric=given.metric,
+    )
+    spec["tune"] = {
+        **options.budget.to_dict(),
+        "floor": options.floor,
+        "start": None,
+        "ranking": ranking,
+        "candidate": candidate,
+    }
     out = job_out_dir(work, f"tune-{target.name}")
     timeout = (options.budget.seconds or target.budget_s) + SETUP_ALLOWANCE_S
     try:
         with reporter.step(f"tune {target.name} ({placement.mode})") as step:
             step.stage("search")
-            result = run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout, keep=False,
-                             on_line=stage_lines(step))
+            result = run_job(
+                fleet, target, tag, spec, inputs, out, timeout_s=timeout, keep=False, on_line=stage_lines(step)
+            )
     except BaseException:
         # Ctrl-C: the search so far (its ranking above all) goes into the report before the run folder goes.
-        report["targets"].append({**_read(out / TUNE_FILE), "name": target.name, "mode": placement.mode,
-                                  "resume_key": key, "status": "failed", "reason": "interrupted"})
+        report["targets"].append(
+            {
+                **_read(out / TUNE_FILE),
+                "name": target.name,
+                "mode": placement.mode,
+                "resume_key": key,
+                "status": "failed",
+                "reason": "interrupted",
+            }
+        )
         raise
     entry = _read(out / TUNE_FILE)
     searched = entry.get("status") == "done" and entry.get("verdict")
@@ -256,12 +325,20 @@ def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
 
 def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions, handed: dict[str, Any]) -> str:
     """What a target's search depends on: --resume keeps an earlier search only while this is unchanged."""
-    return resume_key({"farm": farm.__version__, "model": given.info.sha256, "data": given.data.sha256(),
-                       "image": tag, "target": target.name, "floor": options.floor,
-                       "budget": options.budget.to_dict(),
-                       "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
-                       "timing": [options.evaluation.threads, options.evaluation.native_iterations],
-                       "handed": handed})
+    return resume_key(
+        {
+            "farm": farm.__version__,
+            "model": given.info.sha256,
+            "data": given.data.sha256(),
+            "image": tag,
+            "target": target.name,
+            "floor": options.floor,
+            "budget": options.budget.to_dict(),
+            "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
+            "timing": [options.evaluation.threads, options.evaluation.native_iterations],
+            "handed": handed,
+        }
+    )
 
 
 def _static(target: Target) -> list[str]:
@@ -290,8 +367,10 @@ def render(report: dict[str, Any]) -> str:
     for entry in report["targets"]:
         lines.append(_line(entry))
     for difference in report.get("differences") or []:
-        treated = "; ".join(f"{how['as']} on {name}" + (f" ({how['why']})" if how.get("why") else "")
-                            for name, how in difference["targets"].items())
+        treated = "; ".join(
+            f"{how['as']} on {name}" + (f" ({how['why']})" if how.get("why") else "")
+            for name, how in difference["targets"].items()
+        )
         lines.append(f"differs: {difference['node']}: {treated}")
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
@@ -308,11 +387,17 @@ def _line(entry: dict[str, Any]) -> str:
     kept = best.get("exclude") or []
     seven = best.get("seven_bit") or []
     untimed = "not timed (emulated)" if entry.get("mode") == "emulated" else "not timed"
-    figures = ("no int8 model to compare" if "cosine" not in accuracy else
-               f"cosine {accuracy['cosine']:.4f}, " + (f"{speed:.2f}x fp32" if isinstance(speed, int | float)
-                                                       else untimed))
-    what = ("keep fp32" if entry["verdict"] == "keep-fp32" else
-            f"{best.get('variant')} with {len(kept)} node(s) in fp32" + (f": {', '.join(kept[:6])}" if kept else "")
-            + (f", 7-bit weights for {', '.join(seven[:6])}" if seven else ""))
+    figures = (
+        "no int8 model to compare"
+        if "cosine" not in accuracy
+        else f"cosine {accuracy['cosine']:.4f}, "
+        + (f"{speed:.2f}x fp32" if isinstance(speed, int | float) else untimed)
+    )
+    what = (
+        "keep fp32"
+        if entry["verdict"] == "keep-fp32"
+        else f"{best.get('variant')} with {len(kept)} node(s) in fp32"
+        + (f": {', '.join(kept[:6])}" if kept else "")
+        + (f", 7-bit weights for {', '.join(seven[:6])}" if seven else "")
+    )
     return f"{head}: {what} ({figures}; {trials} trial(s)); {entry.get('reason', '')}".rstrip("; ")
-

@@ -58,9 +58,12 @@ class TunedModels:
 
     def warnings(self, selected: Sequence[str]) -> list[str]:
         """One line per selected target that gets no tuned variant, and why."""
-        return [f"--tuned {self.source}: no tuned model for {name} "
-                f"({self.none.get(name, 'farm tune did not search this target')})"
-                for name in selected if name not in self.models]
+        return [
+            f"--tuned {self.source}: no tuned model for {name} "
+            f"({self.none.get(name, 'farm tune did not search this target')})"
+            for name in selected
+            if name not in self.models
+        ]
 
 
 def load_tuned(path: Path, info: ModelInfo) -> TunedModels:
@@ -78,9 +81,11 @@ def load_tuned(path: Path, info: ModelInfo) -> TunedModels:
         raise BadInput(f"--tuned {path}: {report_path} is not a farm tune report (schema {REPORT_SCHEMA})", fix=fix)
     model: dict[str, Any] = report["model"] if isinstance(report.get("model"), dict) else {}
     if model.get("sha256") != info.sha256:
-        raise BadInput(f"--tuned {path}: farm tune tuned another model ({model.get('path')}, sha256 "
-                       f"{str(model.get('sha256'))[:12]}), not {info.path} (sha256 {info.sha256[:12]})",
-                       fix=f"run farm tune {info.path} first, or drop --tuned")
+        raise BadInput(
+            f"--tuned {path}: farm tune tuned another model ({model.get('path')}, sha256 "
+            f"{str(model.get('sha256'))[:12]}), not {info.path} (sha256 {info.sha256[:12]})",
+            fix=f"run farm tune {info.path} first, or drop --tuned",
+        )
     models: dict[str, TunedFile] = {}
     none: dict[str, str] = {}
     entries: list[Any] = report["targets"] if isinstance(report.get("targets"), list) else []
@@ -119,7 +124,10 @@ def _tuned_file(folder: Path, entry: dict[str, Any]) -> TunedFile | str:
 def _hashes(path: Path) -> tuple[str, ...]:
     """The SHA-256 of the model file and of each external data file it names."""
     model = onnx.load(str(path), load_external_data=False)
-    locations = sorted({entry.value for t in model.graph.initializer for entry in t.external_data
-                        if entry.key == "location"})
-    return (file_sha256(path), *(file_sha256(path.parent / name) for name in locations
-                                 if (path.parent / name).is_file()))
+    locations = sorted(
+        {entry.value for t in model.graph.initializer for entry in t.external_data if entry.key == "location"}
+    )
+    return (
+        file_sha256(path),
+        *(file_sha256(path.parent / name) for name in locations if (path.parent / name).is_file()),
+    )

@@ -40,15 +40,19 @@ def check_metric(given: str) -> MetricFile:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError) as exc:
-        raise BadInput(f"--metric file {path.name} is not valid Python ({one_line(exc)})",
-                       fix="fix the file so that `python -m py_compile` accepts it") from exc
+        raise BadInput(
+            f"--metric file {path.name} is not valid Python ({one_line(exc)})",
+            fix="fix the file so that `python -m py_compile` accepts it",
+        ) from exc
     except OSError as exc:
         raise BadInput(f"--metric file {path} cannot be read ({one_line(exc)})", fix="check its permissions") from exc
     defined = [node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
     if function not in defined:
         hint = nearest(function, defined) if defined else "it defines no function at its top level"
-        raise BadInput(f"--metric file {path.name} defines no top-level function {function}",
-                       fix=f"{hint}; the function takes (fp32_outputs, outputs, labels)")
+        raise BadInput(
+            f"--metric file {path.name} defines no top-level function {function}",
+            fix=f"{hint}; the function takes (fp32_outputs, outputs, labels)",
+        )
     return MetricFile(path=path.resolve(), function=function)
 
 
@@ -56,7 +60,9 @@ def check_outputs(outputs: Sequence[str], model: ModelInfo) -> None:
     names = [t.name for t in model.outputs]
     for name in outputs:
         if name not in names:
-            raise BadInput(f"--output {name} is not an output of {Path(model.path).name}",
-                           fix=f"{nearest(name, names)} (its outputs: {', '.join(names)})")
+            raise BadInput(
+                f"--output {name} is not an output of {Path(model.path).name}",
+                fix=f"{nearest(name, names)} (its outputs: {', '.join(names)})",
+            )
     if len(set(outputs)) != len(outputs):
         raise BadInput("--output names an output twice", fix="give each output once")

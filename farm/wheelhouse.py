@@ -69,7 +69,12 @@ def cached_wheelhouse(cache_dir: Path, platform: str, requirements: Sequence[str
 
 
 def ensure_wheelhouse(
-    cache_dir: Path, platform: str, requirements: Sequence[str], *, on_line: LineSink, source: str,
+    cache_dir: Path,
+    platform: str,
+    requirements: Sequence[str],
+    *,
+    on_line: LineSink,
+    source: str,
     on_wait: LineSink | None = None,
 ) -> Wheelhouse:
     """The cached wheelhouse, or a new one downloaded now. ``source`` names the config for error messages;
@@ -78,11 +83,15 @@ def ensure_wheelhouse(
     if cached is not None:
         return cached
     directory = wheelhouse_dir(cache_dir, platform, requirements)
-    with exclusive(lock_path(cache_dir, "wheelhouse", directory.name), on_wait=on_wait or on_line,
-                   waiting=f"downloading the wheels for {platform}"):
+    with exclusive(
+        lock_path(cache_dir, "wheelhouse", directory.name),
+        on_wait=on_wait or on_line,
+        waiting=f"downloading the wheels for {platform}",
+    ):
         # Another farm run may have downloaded it while this one waited.
         return cached_wheelhouse(cache_dir, platform, requirements) or _download_into(
-            cache_dir, platform, requirements, on_line=on_line, source=source)
+            cache_dir, platform, requirements, on_line=on_line, source=source
+        )
 
 
 def _download_into(
@@ -92,11 +101,13 @@ def _download_into(
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=".download-") as scratch:
         _download(Path(scratch), platform, requirements, on_line=on_line, source=source)
-        wheels = tuple(
-            Wheel(file=p.name, sha256=file_sha256(p)) for p in sorted(Path(scratch).glob("*.whl"))
-        )
-        manifest = {"platform": platform, "requirements": list(requirements), "python": PYTHON_VERSION,
-                    "wheels": [{"file": w.file, "sha256": w.sha256} for w in wheels]}
+        wheels = tuple(Wheel(file=p.name, sha256=file_sha256(p)) for p in sorted(Path(scratch).glob("*.whl")))
+        manifest = {
+            "platform": platform,
+            "requirements": list(requirements),
+            "python": PYTHON_VERSION,
+            "wheels": [{"file": w.file, "sha256": w.sha256} for w in wheels],
+        }
         (Path(scratch) / _MANIFEST).write_text(json.dumps(manifest, indent=2))
         if directory.exists():
             shutil.rmtree(directory)
@@ -112,10 +123,28 @@ def pip_download_command(platform: str, requirements: Sequence[str], dest: Path)
     arch = PLATFORM_ARCH[platform]
     platforms = [f"{tag}_{arch}" for tag in _MANYLINUX] + [f"manylinux2014_{arch}"]
     return [
-        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--progress-bar=off",
-        "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
-        "--abi", "cp" + PYTHON_VERSION.replace(".", ""), "--abi", "abi3", "--abi", "none",
-        *(f"--platform={p}" for p in platforms), "--dest", str(dest), *requirements,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar=off",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + PYTHON_VERSION.replace(".", ""),
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *(f"--platform={p}" for p in platforms),
+        "--dest",
+        str(dest),
+        *requirements,
     ]
 
 
@@ -124,9 +153,7 @@ def _download(dest: Path, platform: str, requirements: Sequence[str], *, on_line
     env = {k: v for k, v in os.environ.items() if k not in ("PIP_FIND_LINKS", "PIP_NO_INDEX")}
     command = pip_download_command(platform, requirements, dest)
     output: list[str] = []
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    ) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line.rstrip())

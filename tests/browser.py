@@ -154,23 +154,36 @@ class _Chromium:
         profile.mkdir()
         log = self.tmp / "chromium.log"
         # Keep everything Chromium writes outside the profile (crash reports, caches) in the same temporary folder.
-        env = {**os.environ, "HOME": str(self.tmp), "XDG_CONFIG_HOME": str(self.tmp / "config"),
-               "XDG_CACHE_HOME": str(self.tmp / "cache")}
+        env = {
+            **os.environ,
+            "HOME": str(self.tmp),
+            "XDG_CONFIG_HOME": str(self.tmp / "config"),
+            "XDG_CACHE_HOME": str(self.tmp / "cache"),
+        }
         browser = chromium_path()
         assert browser is not None
         try:
             with log.open("wb") as out:
                 # Its own session, so that one kill of the process group takes the renderers and helpers too.
-                self.proc = subprocess.Popen([browser, *chromium_flags(profile, self.width)], stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    [browser, *chromium_flags(profile, self.width)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
             port, path = self._devtools_address(profile / "DevToolsActivePort")
             self.ws = websocket.create_connection(
-                f"ws://127.0.0.1:{port}{path}", timeout=max(self.deadline - time.monotonic(), 0.1),
+                f"ws://127.0.0.1:{port}{path}",
+                timeout=max(self.deadline - time.monotonic(), 0.1),
                 # Chromium refuses DevTools connections that carry an Origin, and a proxy from the environment
                 # must not get this one.
-                suppress_origin=True, http_no_proxy=["127.0.0.1"],
+                suppress_origin=True,
+                http_no_proxy=["127.0.0.1"],
                 # Screenshots come as base64 in frames of megabytes, whose UTF-8 Python checks at about 8 MB/s.
-                skip_utf8_validation=True)
+                skip_utf8_validation=True,
+            )
         except BaseException:
             self._stop()
             raise
@@ -188,8 +201,9 @@ class _Chromium:
                     return int(lines[0]), lines[1]
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise BrowserError(f"chromium exited with status {self.proc.returncode} before it listened"
-                                   + self._output())
+                raise BrowserError(
+                    f"chromium exited with status {self.proc.returncode} before it listened" + self._output()
+                )
             if time.monotonic() > self.deadline:
                 raise BrowserError("timed out waiting for chromium to listen for DevTools" + self._output())
             time.sleep(0.05)
@@ -253,8 +267,7 @@ class _Cdp:
         self.ws.send(json.dumps(message))
         return self.next_id
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *,
-             session: str | None = None) -> dict[str, Any]:
+    def call(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None) -> dict[str, Any]:
         sent = self.send(method, params, session=session)
         self.wait_until(lambda: sent in self.answers, f"the answer to {method}")
         answer = self.answers.pop(sent)
@@ -320,8 +333,10 @@ class _Page:
             self.call(f"{domain}.enable")
         self.call("Page.setLifecycleEventsEnabled", {"enabled": True})
         self.call("Network.setBlockedURLs", {"urls": BLOCKED_URLS})
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": VIEWPORT_HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": VIEWPORT_HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
 
         navigated = self.call("Page.navigate", {"url": self.url})
         if navigated.get("errorText"):
@@ -337,21 +352,39 @@ class _Page:
 
         measured = self.evaluate(MEASURE)
         height = min(max(int(measured["height"]), 1), MAX_SCREENSHOT_HEIGHT)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         # The clip holds the cap: beyond the viewport, Chromium would otherwise capture the whole document.
-        shot = self.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}})
+        shot = self.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1},
+            },
+        )
         self.screenshot.parent.mkdir(parents=True, exist_ok=True)
         self.screenshot.write_bytes(base64.b64decode(shot["data"]))
 
-        requests = [url for request_id, url in self.sent
-                    if request_id != loader and url != self.url and not url.startswith("data:")]
-        return PageResult(console_errors=self.console_errors, exceptions=self.exceptions,
-                          failed_loads=self.failed_loads, dialogs=self.dialogs, requests=requests,
-                          svg_count=int(measured["svg_count"]), svgs_with_size=int(measured["svgs_with_size"]),
-                          tables=int(measured["tables"]), text=str(measured["text"]), screenshot=self.screenshot)
+        requests = [
+            url
+            for request_id, url in self.sent
+            if request_id != loader and url != self.url and not url.startswith("data:")
+        ]
+        return PageResult(
+            console_errors=self.console_errors,
+            exceptions=self.exceptions,
+            failed_loads=self.failed_loads,
+            dialogs=self.dialogs,
+            requests=requests,
+            svg_count=int(measured["svg_count"]),
+            svgs_with_size=int(measured["svgs_with_size"]),
+            tables=int(measured["tables"]),
+            text=str(measured["text"]),
+            screenshot=self.screenshot,
+        )
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.cdp.call(method, params, session=self.session)
@@ -383,8 +416,10 @@ class _Page:
             self.console_errors.append(message + _where(top.get("url"), top.get("lineNumber")))
         elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
             entry = params["entry"]
-            self.console_errors.append(f"{entry.get('source', 'log')}: {entry.get('text', '')}"
-                                       + _where(entry.get("url"), entry.get("lineNumber")))
+            self.console_errors.append(
+                f"{entry.get('source', 'log')}: {entry.get('text', '')}"
+                + _where(entry.get("url"), entry.get("lineNumber"))
+            )
         elif method == "Network.requestWillBeSent":
             url = params["request"]["url"]
             self.urls[params["requestId"]] = url

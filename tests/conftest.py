@@ -41,9 +41,11 @@ def describe(engine: Engine, container: str) -> str:
     except Exception as exc:  # gone meanwhile, or the engine is: the id is all there is
         return f"{container[:12]} ({type(exc).__name__})"
     state = info.get("State", {})
-    return (f"{container[:12]} image={info['Config'].get('Image')} cmd={info['Config'].get('Cmd')} "
-            f"labels={info['Config'].get('Labels')} status={state.get('Status')} error={state.get('Error')!r} "
-            f"created={info.get('Created')}")
+    return (
+        f"{container[:12]} image={info['Config'].get('Image')} cmd={info['Config'].get('Cmd')} "
+        f"labels={info['Config'].get('Labels')} status={state.get('Status')} error={state.get('Error')!r} "
+        f"created={info.get('Created')}"
+    )
 
 
 @pytest.fixture

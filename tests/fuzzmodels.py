@@ -30,8 +30,18 @@ OPSET = 17
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
 KINDS = (
-    "seed", "truncated", "random-bytes", "byte-flips", "wire", "fields", "cyclic", "huge-dims", "external-data",
-    "nested", "types", "zero-dims",
+    "seed",
+    "truncated",
+    "random-bytes",
+    "byte-flips",
+    "wire",
+    "fields",
+    "cyclic",
+    "huge-dims",
+    "external-data",
+    "nested",
+    "types",
+    "zero-dims",
 )
 
 
@@ -63,16 +73,21 @@ def _weights(name: str, shape: tuple[int, ...], seed: int) -> TensorProto:
 
 
 def _model(graph: GraphProto, *, ir_version: int = IR_VERSION, opset: int = OPSET) -> ModelProto:
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version,
-                             producer_name="farm-fuzz")
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version, producer_name="farm-fuzz"
+    )
 
 
 def cnn_seed() -> ModelProto:
     """Conv-Relu with a paddle2onnx-style batch axis (``dim_value: -1``)."""
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-         helper.make_node("Relu", ["c"], ["y"], name="relu")],
-        "cnn", [_float("x", [-1, 3, 6, 6])], [_float("y", [-1, 2, 6, 6])],
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        "cnn",
+        [_float("x", [-1, 3, 6, 6])],
+        [_float("y", [-1, 2, 6, 6])],
         initializer=[_weights("w", (2, 3, 3, 3), 1), _weights("b", (2,), 2)],
     )
     return _model(graph)
@@ -80,9 +95,13 @@ def cnn_seed() -> ModelProto:
 
 def matmul_seed() -> ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
-         helper.make_node("Add", ["m", "b"], ["y"], name="add")],
-        "matmul", [_float("x", [1, 4])], [_float("y", [1, 3])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+            helper.make_node("Add", ["m", "b"], ["y"], name="add"),
+        ],
+        "matmul",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 3])],
         initializer=[_weights("w", (4, 3), 3), _weights("b", (3,), 4)],
     )
     return _model(graph)
@@ -91,18 +110,31 @@ def matmul_seed() -> ModelProto:
 def _branch(name: str, seed: int) -> GraphProto:
     return helper.make_graph(
         [helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_y"], name=f"{name}_matmul")],
-        name, [], [_float(f"{name}_y", [1, 3])], initializer=[_weights(f"{name}_w", (4, 3), seed)],
+        name,
+        [],
+        [_float(f"{name}_y", [1, 3])],
+        initializer=[_weights(f"{name}_w", (4, 3), seed)],
     )
 
 
 def if_seed() -> ModelProto:
     """An If on the sign of the input's sum, whose branches hold the compute (a MatMul each)."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
-         helper.make_node("Greater", ["s", "zero"], ["positive"], name="positive"),
-         helper.make_node("If", ["positive"], ["y"], then_branch=_branch("then", 5), else_branch=_branch("else", 6),
-                          name="by_sign")],
-        "if_model", [_float("x", [1, 4])], [_float("y", [1, 3])],
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+            helper.make_node("Greater", ["s", "zero"], ["positive"], name="positive"),
+            helper.make_node(
+                "If",
+                ["positive"],
+                ["y"],
+                then_branch=_branch("then", 5),
+                else_branch=_branch("else", 6),
+                name="by_sign",
+            ),
+        ],
+        "if_model",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 3])],
         initializer=[numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")],
     )
     return _model(graph)
@@ -111,17 +143,24 @@ def if_seed() -> ModelProto:
 def loop_seed() -> ModelProto:
     """A Loop of three MatMuls through a weight of the outer scope."""
     body = helper.make_graph(
-        [helper.make_node("MatMul", ["v", "w"], ["v_next"], name="step"),
-         helper.make_node("Identity", ["cond"], ["cond_out"], name="keep_going")],
+        [
+            helper.make_node("MatMul", ["v", "w"], ["v_next"], name="step"),
+            helper.make_node("Identity", ["cond"], ["cond_out"], name="keep_going"),
+        ],
         "body",
         [_value("i", TensorProto.INT64, []), _value("cond", TensorProto.BOOL, []), _float("v", [1, 4])],
         [_value("cond_out", TensorProto.BOOL, []), _float("v_next", [1, 4])],
     )
     graph = helper.make_graph(
         [helper.make_node("Loop", ["trips", "go", "x"], ["y"], body=body, name="loop")],
-        "loop_model", [_float("x", [1, 4])], [_float("y", [1, 4])],
-        initializer=[numpy_helper.from_array(np.array(3, dtype=np.int64), "trips"),
-                     numpy_helper.from_array(np.array(True), "go"), _weights("w", (4, 4), 7)],
+        "loop_model",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 4])],
+        initializer=[
+            numpy_helper.from_array(np.array(3, dtype=np.int64), "trips"),
+            numpy_helper.from_array(np.array(True), "go"),
+            _weights("w", (4, 4), 7),
+        ],
     )
     return _model(graph)
 
@@ -129,20 +168,30 @@ def loop_seed() -> ModelProto:
 def scan_seed() -> ModelProto:
     """A Scan that sums the rows of its input: a running state and the stacked partial sums."""
     body = helper.make_graph(
-        [helper.make_node("Add", ["s", "row"], ["s_next"], name="accumulate"),
-         helper.make_node("Identity", ["s_next"], ["partial"], name="emit")],
-        "body", [_float("s", [4]), _float("row", [4])], [_float("s_next", [4]), _float("partial", [4])],
+        [
+            helper.make_node("Add", ["s", "row"], ["s_next"], name="accumulate"),
+            helper.make_node("Identity", ["s_next"], ["partial"], name="emit"),
+        ],
+        "body",
+        [_float("s", [4]), _float("row", [4])],
+        [_float("s_next", [4]), _float("partial", [4])],
     )
     graph = helper.make_graph(
         [helper.make_node("Scan", ["s0", "x"], ["total", "partials"], body=body, num_scan_inputs=1, name="scan")],
-        "scan_model", [_float("x", [5, 4])], [_float("total", [4]), _float("partials", [5, 4])],
+        "scan_model",
+        [_float("x", [5, 4])],
+        [_float("total", [4]), _float("partials", [5, 4])],
         initializer=[numpy_helper.from_array(np.zeros(4, dtype=np.float32), "s0")],
     )
     return _model(graph)
 
 
 SEEDS: dict[str, Callable[[], ModelProto]] = {
-    "cnn": cnn_seed, "matmul": matmul_seed, "if": if_seed, "loop": loop_seed, "scan": scan_seed,
+    "cnn": cnn_seed,
+    "matmul": matmul_seed,
+    "if": if_seed,
+    "loop": loop_seed,
+    "scan": scan_seed,
 }
 
 
@@ -175,8 +224,9 @@ class _Writer:
         self.cases: list[Case] = []
         self._names: set[str] = set()
 
-    def add(self, kind: str, name: str, detail: str, data: bytes | ModelProto,
-            extra: dict[str, bytes] | None = None) -> Path:
+    def add(
+        self, kind: str, name: str, detail: str, data: bytes | ModelProto, extra: dict[str, bytes] | None = None
+    ) -> Path:
         if name in self._names:
             raise ValueError(f"two corpus cases are named {name}")
         self._names.add(name)
@@ -201,8 +251,9 @@ def build_corpus(directory: str | os.PathLike[str], *, seed: int = 0) -> list[Ca
     ext_model, ext_blob = external_parts(seeds["matmul"])
     for name, model in seeds.items():
         writer.add("seed", f"seed-{name}", f"the valid {name} seed", model)
-    writer.add("seed", "seed-external", "the matmul seed with its weights in weights.bin", ext_model,
-               {WEIGHTS_FILE: ext_blob})
+    writer.add(
+        "seed", "seed-external", "the matmul seed with its weights in weights.bin", ext_model, {WEIGHTS_FILE: ext_blob}
+    )
     serialized = {name: model.SerializeToString() for name, model in seeds.items()}
     serialized["external"] = ext_model.SerializeToString()
     _truncated(writer, serialized, ext_blob, rng)
@@ -228,8 +279,13 @@ def _truncated(writer: _Writer, serialized: dict[str, bytes], ext_blob: bytes, r
         size = len(data)
         cuts = sorted({0, 1, 2, 7, size // 4, size // 2, (3 * size) // 4, size - 1, rng.randrange(3, size - 1)})
         for cut in cuts:
-            writer.add("truncated", f"truncated-{name}-{cut:05d}", f"the {name} seed cut to {cut} of {size} bytes",
-                       data[:cut], _extra_for(name, ext_blob))
+            writer.add(
+                "truncated",
+                f"truncated-{name}-{cut:05d}",
+                f"the {name} seed cut to {cut} of {size} bytes",
+                data[:cut],
+                _extra_for(name, ext_blob),
+            )
 
 
 def _random_bytes(writer: _Writer, rng: random.Random) -> None:
@@ -250,8 +306,13 @@ def _byte_flips(writer: _Writer, serialized: dict[str, bytes], ext_blob: bytes, 
             for _ in range(flips):
                 at = rng.randrange(len(mutated))
                 mutated[at] = rng.randrange(256) if rng.random() < 0.5 else mutated[at] ^ (1 << rng.randrange(8))
-            writer.add("byte-flips", f"flips-{name}-{index:02d}", f"{flips} byte(s) of the {name} seed changed",
-                       bytes(mutated), _extra_for(name, ext_blob))
+            writer.add(
+                "byte-flips",
+                f"flips-{name}-{index:02d}",
+                f"{flips} byte(s) of the {name} seed changed",
+                bytes(mutated),
+                _extra_for(name, ext_blob),
+            )
 
 
 # ------------------------------------------------------------------------------------------------ protobuf wire
@@ -347,6 +408,7 @@ def _attribute(node: NodeProto, name: str) -> AttributeProto:
 
 def _field_mutations(seeds: dict[str, ModelProto]) -> Iterator[tuple[str, str, ModelProto]]:
     """(name, what is wrong, model) for every wrong-field case; each starts from a fresh copy of a seed."""
+
     def matmul() -> ModelProto:
         return _copy(seeds["matmul"])
 
@@ -407,8 +469,13 @@ def _field_mutations(seeds: dict[str, ModelProto]) -> Iterator[tuple[str, str, M
     model = matmul()
     model.graph.initializer[0].raw_data += b"\x00" * 40
     yield "raw-data-long", "an initializer's raw_data 40 bytes long", model
-    for dims, label in (([2**40, 3], "2p40"), ([2**31, 2**31], "2p31-squared"), ([-4, 3], "negative"),
-                        ([4, 3, 0], "zero"), ([2**63 - 1], "int64-max")):
+    for dims, label in (
+        ([2**40, 3], "2p40"),
+        ([2**31, 2**31], "2p31-squared"),
+        ([-4, 3], "negative"),
+        ([4, 3, 0], "zero"),
+        ([2**63 - 1], "int64-max"),
+    ):
         model = matmul()
         del model.graph.initializer[0].dims[:]
         model.graph.initializer[0].dims.extend(dims)
@@ -497,17 +564,27 @@ def _field_mutations(seeds: dict[str, ModelProto]) -> Iterator[tuple[str, str, M
     model.metadata_props.add(key="", value="\x00" * 10)
     yield "huge-doc-string", "a 200 kB doc string and an empty metadata key", model
     model = matmul()
-    model.functions.append(helper.make_function("local", "Twice", ["a"], ["b"],
-                                                [helper.make_node("Twice", ["a"], ["b"], domain="local")],
-                                                [helper.make_opsetid("", OPSET)]))
+    model.functions.append(
+        helper.make_function(
+            "local",
+            "Twice",
+            ["a"],
+            ["b"],
+            [helper.make_node("Twice", ["a"], ["b"], domain="local")],
+            [helper.make_opsetid("", OPSET)],
+        )
+    )
     model.opset_import.append(helper.make_opsetid("local", 1))
     node = _node(model, "add")
     node.output[0] = "sum"
     model.graph.node.append(helper.make_node("Twice", ["sum"], ["y"], domain="local", name="recursive"))
     yield "recursive-function", "a local function that calls itself", model
     model = matmul()
-    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.ones(2, np.float32), "v"),
-                                       numpy_helper.from_array(np.array([5, 99], np.int64), "i"), [2, 2])
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.ones(2, np.float32), "v"),
+        numpy_helper.from_array(np.array([5, 99], np.int64), "i"),
+        [2, 2],
+    )
     sparse.values.name = "sp"
     model.graph.sparse_initializer.append(sparse)
     yield "sparse-bad-indices", "a sparse initializer whose indices leave its shape", model
@@ -521,39 +598,87 @@ def _fields(writer: _Writer, seeds: dict[str, ModelProto]) -> None:
 # ------------------------------------------------------------------------------------------------------- cyclic
 
 
-def _relu_model(nodes: list[NodeProto], inputs: list[onnx.ValueInfoProto], output: str,
-                shape: Sequence[int] = (1, 4)) -> ModelProto:
+def _relu_model(
+    nodes: list[NodeProto], inputs: list[onnx.ValueInfoProto], output: str, shape: Sequence[int] = (1, 4)
+) -> ModelProto:
     return _model(helper.make_graph(nodes, "g", inputs, [_float(output, list(shape))]))
 
 
 def _cyclic(writer: _Writer) -> None:
     x = [_float("x", [1, 4])]
     cases: dict[str, tuple[str, ModelProto]] = {
-        "pair": ("A reads B's output and B reads A's", _relu_model(
-            [helper.make_node("Relu", ["b"], ["a"], name="A"), helper.make_node("Relu", ["a"], ["b"], name="B")],
-            x, "b")),
-        "self": ("a node reads its own output", _relu_model([helper.make_node("Relu", ["a"], ["a"], name="A")], x,
-                                                          "a")),
-        "beside-a-path": ("a valid path from x and a cycle feeding the output", _relu_model(
-            [helper.make_node("Relu", ["x"], ["r"], name="R"), helper.make_node("Add", ["r", "c2"], ["c1"], name="A"),
-             helper.make_node("Relu", ["c1"], ["c2"], name="B")], x, "c2")),
-        "ring": ("ten nodes in a ring", _relu_model(
-            [helper.make_node("Relu", [f"v{(i + 9) % 10}"], [f"v{i}"], name=f"n{i}") for i in range(10)], x, "v9")),
+        "pair": (
+            "A reads B's output and B reads A's",
+            _relu_model(
+                [helper.make_node("Relu", ["b"], ["a"], name="A"), helper.make_node("Relu", ["a"], ["b"], name="B")],
+                x,
+                "b",
+            ),
+        ),
+        "self": (
+            "a node reads its own output",
+            _relu_model([helper.make_node("Relu", ["a"], ["a"], name="A")], x, "a"),
+        ),
+        "beside-a-path": (
+            "a valid path from x and a cycle feeding the output",
+            _relu_model(
+                [
+                    helper.make_node("Relu", ["x"], ["r"], name="R"),
+                    helper.make_node("Add", ["r", "c2"], ["c1"], name="A"),
+                    helper.make_node("Relu", ["c1"], ["c2"], name="B"),
+                ],
+                x,
+                "c2",
+            ),
+        ),
+        "ring": (
+            "ten nodes in a ring",
+            _relu_model(
+                [helper.make_node("Relu", [f"v{(i + 9) % 10}"], [f"v{i}"], name=f"n{i}") for i in range(10)], x, "v9"
+            ),
+        ),
     }
-    cycle = helper.make_graph([helper.make_node("Relu", ["q"], ["p"]), helper.make_node("Relu", ["p"], ["q"])],
-                              "branch", [], [_float("q", [1, 4])])
+    cycle = helper.make_graph(
+        [helper.make_node("Relu", ["q"], ["p"]), helper.make_node("Relu", ["p"], ["q"])],
+        "branch",
+        [],
+        [_float("q", [1, 4])],
+    )
     plain = helper.make_graph([helper.make_node("Relu", ["x"], ["z"])], "plain", [], [_float("z", [1, 4])])
-    cases["in-if-branch"] = ("a cycle inside an If branch", _model(helper.make_graph(
-        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Cast", ["s"], ["c"], to=9),
-         helper.make_node("If", ["c"], ["y"], then_branch=cycle, else_branch=plain)], "g", x, [_float("y", [1, 4])])))
+    cases["in-if-branch"] = (
+        "a cycle inside an If branch",
+        _model(
+            helper.make_graph(
+                [
+                    helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                    helper.make_node("Cast", ["s"], ["c"], to=9),
+                    helper.make_node("If", ["c"], ["y"], then_branch=cycle, else_branch=plain),
+                ],
+                "g",
+                x,
+                [_float("y", [1, 4])],
+            )
+        ),
+    )
     body = helper.make_graph(
-        [helper.make_node("Add", ["v", "w2"], ["w1"]), helper.make_node("Relu", ["w1"], ["w2"]),
-         helper.make_node("Identity", ["cond"], ["cond_out"])],
-        "body", [_value("i", TensorProto.INT64, []), _value("cond", TensorProto.BOOL, []), _float("v", [1, 4])],
-        [_value("cond_out", TensorProto.BOOL, []), _float("w2", [1, 4])])
-    loop = _model(helper.make_graph(
-        [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)], "g", x, [_float("y", [1, 4])],
-        initializer=[numpy_helper.from_array(np.array(2, dtype=np.int64), "trips")]))
+        [
+            helper.make_node("Add", ["v", "w2"], ["w1"]),
+            helper.make_node("Relu", ["w1"], ["w2"]),
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [_value("i", TensorProto.INT64, []), _value("cond", TensorProto.BOOL, []), _float("v", [1, 4])],
+        [_value("cond_out", TensorProto.BOOL, []), _float("w2", [1, 4])],
+    )
+    loop = _model(
+        helper.make_graph(
+            [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)],
+            "g",
+            x,
+            [_float("y", [1, 4])],
+            initializer=[numpy_helper.from_array(np.array(2, dtype=np.int64), "trips")],
+        )
+    )
     cases["in-loop-body"] = ("a cycle inside a Loop body", loop)
     for name, (detail, model) in cases.items():
         writer.add("cyclic", f"cyclic-{name}", detail, model)
@@ -564,8 +689,14 @@ def _cyclic(writer: _Writer) -> None:
 
 def _huge_dims(writer: _Writer) -> None:
     def relu(in_shape: Sequence[int | str | None] | None, out_shape: Sequence[int | str | None] | None) -> ModelProto:
-        return _model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
-                                        [_float("x", in_shape)], [_float("y", out_shape)]))
+        return _model(
+            helper.make_graph(
+                [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+                "g",
+                [_float("x", in_shape)],
+                [_float("y", out_shape)],
+            )
+        )
 
     million = 1_000_000
     cases: dict[str, tuple[str, ModelProto]] = {
@@ -584,10 +715,15 @@ def _huge_dims(writer: _Writer) -> None:
         "output-1e12": ("output [1, 3, 1e6, 1e6] for a [1, 4] input", relu([1, 4], [1, 3, million, million])),
         "output-2p62": ("output [2**62, 2**62] for a [1, 4] input", relu([1, 4], [2**62, 2**62])),
     }
-    expand = _model(helper.make_graph(
-        [helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")], "g", [_float("x", [1, 1])],
-        [_float("y", [million, million])],
-        initializer=[numpy_helper.from_array(np.array([million, million], dtype=np.int64), "shape")]))
+    expand = _model(
+        helper.make_graph(
+            [helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")],
+            "g",
+            [_float("x", [1, 1])],
+            [_float("y", [million, million])],
+            initializer=[numpy_helper.from_array(np.array([million, million], dtype=np.int64), "shape")],
+        )
+    )
     cases["expand-to-1e12"] = ("an Expand of a [1, 1] input to [1e6, 1e6] (4 TB) at run time", expand)
     for name, (detail, model) in cases.items():
         writer.add("huge-dims", f"huge-{name}", detail, model)
@@ -626,10 +762,16 @@ def _external(writer: _Writer, model: ModelProto, blob: bytes) -> None:
         "length-negative": ("length -48", _relocated(model, length="-48"), weights),
         "length-not-a-number": ("length '12 bytes'", _relocated(model, length="12 bytes"), weights),
         "length-zero": ("length 0 for a 48-byte tensor", _relocated(model, length="0"), weights),
-        "parent-folder": ("location '../outside.bin' (the file exists)", _relocated(model, location="../outside.bin"),
-                          weights),
-        "sneaky-parent": ("location 'sub/../../outside.bin'",
-                          _relocated(model, location="sub/../../outside.bin"), weights),
+        "parent-folder": (
+            "location '../outside.bin' (the file exists)",
+            _relocated(model, location="../outside.bin"),
+            weights,
+        ),
+        "sneaky-parent": (
+            "location 'sub/../../outside.bin'",
+            _relocated(model, location="sub/../../outside.bin"),
+            weights,
+        ),
         "absolute": ("location '/etc/hostname'", _relocated(model, location="/etc/hostname"), weights),
         "missing-file": ("location 'nope.bin', which is not there", _relocated(model, location="nope.bin"), {}),
         "empty-location": ("location ''", _relocated(model, location=""), weights),
@@ -643,8 +785,9 @@ def _external(writer: _Writer, model: ModelProto, blob: bytes) -> None:
     }
     for name, (detail, mutated, extra) in cases.items():
         writer.add("external-data", f"external-{name}", detail, mutated, extra)
-    folder = writer.add("external-data", "external-symlink-outside", "weights.bin is a symlink to a file outside",
-                        model)
+    folder = writer.add(
+        "external-data", "external-symlink-outside", "weights.bin is a symlink to a file outside", model
+    )
     (folder / WEIGHTS_FILE).symlink_to(outside)
     folder = writer.add("external-data", "external-fifo", "weights.bin is a named pipe nobody writes to", model)
     os.mkfifo(folder / WEIGHTS_FILE)
@@ -656,10 +799,16 @@ def _external(writer: _Writer, model: ModelProto, blob: bytes) -> None:
         entry = value.external_data.add()
         entry.key, entry.value = key, text
     _node(constant, "add").output[0] = "added"
-    constant.graph.node.extend([helper.make_node("Constant", [], ["c"], value=value),
-                                helper.make_node("Add", ["added", "c"], ["y"])])
-    writer.add("external-data", "external-constant-escapes", "a Constant node's tensor in '../../etc/passwd'",
-               constant, weights)
+    constant.graph.node.extend(
+        [helper.make_node("Constant", [], ["c"], value=value), helper.make_node("Add", ["added", "c"], ["y"])]
+    )
+    writer.add(
+        "external-data",
+        "external-constant-escapes",
+        "a Constant node's tensor in '../../etc/passwd'",
+        constant,
+        weights,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ nested
@@ -677,8 +826,12 @@ def _with_graph_attributes(node: NodeProto, graphs: dict[str, bytes]) -> bytes:
     """
     data = node.SerializeToString()
     for name, graph in graphs.items():
-        attribute = _length_delimited(1, name.encode()) + _length_delimited(6, graph) + _tag(20, 0) + _varint(
-            AttributeProto.GRAPH)
+        attribute = (
+            _length_delimited(1, name.encode())
+            + _length_delimited(6, graph)
+            + _tag(20, 0)
+            + _varint(AttributeProto.GRAPH)
+        )
         data += _length_delimited(5, attribute)
     return data
 
@@ -702,24 +855,34 @@ def nested_if(depth: int) -> bytes:
     inner = leaf_bytes
     # Only the then branch nests: nesting in both would double the model at every level.
     for level in range(depth):
-        node = _with_graph_attributes(helper.make_node("If", ["c"], [f"o{level}"]),
-                                      {"then_branch": inner, "else_branch": leaf_bytes})
+        node = _with_graph_attributes(
+            helper.make_node("If", ["c"], [f"o{level}"]), {"then_branch": inner, "else_branch": leaf_bytes}
+        )
         inner = _graph_with(helper.make_graph([], f"then{level}", [], [_float(f"o{level}", [1, 4])]), node)
-    top = _with_graph_attributes(helper.make_node("If", ["c"], ["y"]),
-                                 {"then_branch": inner, "else_branch": leaf_bytes})
+    top = _with_graph_attributes(
+        helper.make_node("If", ["c"], ["y"]), {"then_branch": inner, "else_branch": leaf_bytes}
+    )
     graph = helper.make_graph(
         [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Cast", ["s"], ["c"], to=9)],
-        "nested", [_float("x", [1, 4])], [_float("y", [1, 4])])
+        "nested",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 4])],
+    )
     return _model_bytes(_graph_with(graph, top))
 
 
 def _loop_level(level: str, output: str, nodes: Sequence[NodeProto], *deep: bytes) -> bytes:
     """A Loop body; its names carry ``level`` because the checker wants every name unique across scopes."""
     graph = helper.make_graph(
-        [*nodes, helper.make_node("Identity", [f"cond{level}"], [f"cond_out{level}"])], f"body{level}",
-        [_value(f"i{level}", TensorProto.INT64, []), _value(f"cond{level}", TensorProto.BOOL, []),
-         _float(f"v{level}", [1, 4])],
-        [_value(f"cond_out{level}", TensorProto.BOOL, []), _float(output, [1, 4])])
+        [*nodes, helper.make_node("Identity", [f"cond{level}"], [f"cond_out{level}"])],
+        f"body{level}",
+        [
+            _value(f"i{level}", TensorProto.INT64, []),
+            _value(f"cond{level}", TensorProto.BOOL, []),
+            _float(f"v{level}", [1, 4]),
+        ],
+        [_value(f"cond_out{level}", TensorProto.BOOL, []), _float(output, [1, 4])],
+    )
     return _graph_with(graph, *deep)
 
 
@@ -727,13 +890,15 @@ def nested_loop(depth: int) -> bytes:
     """Loop inside Loop, ``depth`` levels, each running its body once; the innermost is a Relu."""
     inner = _loop_level("_leaf", "relu_out", [helper.make_node("Relu", ["v_leaf"], ["relu_out"])])
     for level in range(depth):
-        loop = _with_graph_attributes(helper.make_node("Loop", ["one", "", f"v{level}"], [f"out{level}"]),
-                                      {"body": inner})
+        loop = _with_graph_attributes(
+            helper.make_node("Loop", ["one", "", f"v{level}"], [f"out{level}"]), {"body": inner}
+        )
         inner = _loop_level(str(level), f"out{level}", [], loop)
     top = _with_graph_attributes(helper.make_node("Loop", ["one", "", "x"], ["y"]), {"body": inner})
     graph = helper.make_graph([], "nested", [_float("x", [1, 4])], [_float("y", [1, 4])])
-    return _model_bytes(_graph_with(graph, top),
-                        initializer=[numpy_helper.from_array(np.array(1, dtype=np.int64), "one")])
+    return _model_bytes(
+        _graph_with(graph, top), initializer=[numpy_helper.from_array(np.array(1, dtype=np.int64), "one")]
+    )
 
 
 def _parsed(data: bytes) -> ModelProto:
@@ -784,23 +949,46 @@ def _types(writer: _Writer) -> None:
         "bool-input": ("a bool input and output", identity(_value("x", TensorProto.BOOL, [1, 4]))),
         "scalar-input": ("a rank-0 float input", identity(_float("x", []))),
         "no-shape-input": ("a float input of unknown rank", identity(_float("x", None))),
-        "sequence-input": ("a sequence input", identity(helper.make_tensor_sequence_value_info(
-            "x", TensorProto.FLOAT, [1, 4]))),
-        "map-input": ("a map input", identity(onnx.ValueInfoProto(name="x", type=helper.make_map_type_proto(
-            TensorProto.INT64, float_type)))),
-        "optional-input": ("an optional input", identity(onnx.ValueInfoProto(
-            name="x", type=helper.make_optional_type_proto(float_type)))),
-        "sparse-input": ("a sparse tensor input", identity(helper.make_sparse_tensor_value_info(
-            "x", TensorProto.FLOAT, [1, 4]))),
-        "untyped-input": ("an input with no type at all", identity(onnx.ValueInfoProto(name="x"),
-                                                                   _float("y", [1, 4]))),
-        "string-output": ("a float input cast to a string output", _model(helper.make_graph(
-            [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.STRING)], "g", [_float("x", [1, 4])],
-            [_value("y", TensorProto.STRING, [1, 4])]))),
-        "string-initializer-raw": ("a string initializer stored as raw_data", _model(helper.make_graph(
-            [helper.make_node("Identity", ["s"], ["y"])], "g", [_float("x", [1, 4])],
-            [_value("y", TensorProto.STRING, [2])],
-            initializer=[TensorProto(name="s", data_type=TensorProto.STRING, dims=[2], raw_data=b"abcd")]))),
+        "sequence-input": (
+            "a sequence input",
+            identity(helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, [1, 4])),
+        ),
+        "map-input": (
+            "a map input",
+            identity(onnx.ValueInfoProto(name="x", type=helper.make_map_type_proto(TensorProto.INT64, float_type))),
+        ),
+        "optional-input": (
+            "an optional input",
+            identity(onnx.ValueInfoProto(name="x", type=helper.make_optional_type_proto(float_type))),
+        ),
+        "sparse-input": (
+            "a sparse tensor input",
+            identity(helper.make_sparse_tensor_value_info("x", TensorProto.FLOAT, [1, 4])),
+        ),
+        "untyped-input": ("an input with no type at all", identity(onnx.ValueInfoProto(name="x"), _float("y", [1, 4]))),
+        "string-output": (
+            "a float input cast to a string output",
+            _model(
+                helper.make_graph(
+                    [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.STRING)],
+                    "g",
+                    [_float("x", [1, 4])],
+                    [_value("y", TensorProto.STRING, [1, 4])],
+                )
+            ),
+        ),
+        "string-initializer-raw": (
+            "a string initializer stored as raw_data",
+            _model(
+                helper.make_graph(
+                    [helper.make_node("Identity", ["s"], ["y"])],
+                    "g",
+                    [_float("x", [1, 4])],
+                    [_value("y", TensorProto.STRING, [2])],
+                    initializer=[TensorProto(name="s", data_type=TensorProto.STRING, dims=[2], raw_data=b"abcd")],
+                )
+            ),
+        ),
     }
     for name, (detail, model) in cases.items():
         writer.add("types", f"types-{name}", detail, model)
@@ -808,16 +996,29 @@ def _types(writer: _Writer) -> None:
 
 def _zero_dims(writer: _Writer) -> None:
     def relu(in_shape: Sequence[int | None], out_shape: Sequence[int | None]) -> ModelProto:
-        return _model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [_float("x", in_shape)],
-                                        [_float("y", out_shape)]))
+        return _model(
+            helper.make_graph(
+                [helper.make_node("Relu", ["x"], ["y"])], "g", [_float("x", in_shape)], [_float("y", out_shape)]
+            )
+        )
 
     slice_graph = helper.make_graph(
-        [helper.make_node("Slice", ["x", "start", "end"], ["y"])], "g", [_float("x", [1, 4])], [_float("y", [1, 0])],
-        initializer=[numpy_helper.from_array(np.array([2], np.int64), "start"),
-                     numpy_helper.from_array(np.array([2], np.int64), "end")])
+        [helper.make_node("Slice", ["x", "start", "end"], ["y"])],
+        "g",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 0])],
+        initializer=[
+            numpy_helper.from_array(np.array([2], np.int64), "start"),
+            numpy_helper.from_array(np.array([2], np.int64), "end"),
+        ],
+    )
     empty_weights = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [_float("x", [1, 4])], [_float("y", [1, 0])],
-        initializer=[numpy_helper.from_array(np.zeros((4, 0), np.float32), "w")])
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [_float("x", [1, 4])],
+        [_float("y", [1, 0])],
+        initializer=[numpy_helper.from_array(np.zeros((4, 0), np.float32), "w")],
+    )
     cases: dict[str, tuple[str, ModelProto]] = {
         "batch-zero": ("input [0, 4]", relu([0, 4], [0, 4])),
         "inner-zero": ("input [1, 0]", relu([1, 0], [1, 0])),

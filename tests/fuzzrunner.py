@@ -137,8 +137,9 @@ def main() -> None:
         if not line.strip():
             continue
         request = json.loads(line)
-        result = run_one(list(request["argv"]), Path(request["out"]), float(request["timeout"]),
-                         request.get("entry", FARM_MAIN))
+        result = run_one(
+            list(request["argv"]), Path(request["out"]), float(request["timeout"]), request.get("entry", FARM_MAIN)
+        )
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
 

@@ -51,8 +51,13 @@ class ModelData:
         return inputs_path, labels_path
 
 
-def _add_classifier_head(rng: np.random.Generator, channels: int, current: str,
-                         initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> None:
+def _add_classifier_head(
+    rng: np.random.Generator,
+    channels: int,
+    current: str,
+    initializers: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+) -> None:
     """Pool, flatten and a 10-class Gemm ``classifier`` after ``current`` (a CNN's last feature map)."""
     fc = (rng.standard_normal((10, channels)) / np.sqrt(channels)).astype(np.float32)
     initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
@@ -63,14 +68,22 @@ def _add_classifier_head(rng: np.random.Generator, channels: int, current: str,
     ]
 
 
-def _conv_relu(index: int, current: str, w: np.ndarray, b: np.ndarray, initializers: list[onnx.TensorProto],
-               nodes: list[onnx.NodeProto], **conv: Any) -> str:
+def _conv_relu(
+    index: int,
+    current: str,
+    w: np.ndarray,
+    b: np.ndarray,
+    initializers: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+    **conv: Any,
+) -> str:
     """Appends layer ``index``: ``conv{index}`` (weights ``w{index}``, bias ``b{index}``, 3x3 padded by 1, ``conv``'s
     other attributes) and ``relu{index}``; returns the Relu's output, ``r{index}``."""
     initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
     nodes += [
-        helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1],
-                         name=f"conv{index}", **conv),
+        helper.make_node(
+            "Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1], name=f"conv{index}", **conv
+        ),
         helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
     ]
     return f"r{index}"
@@ -270,8 +283,9 @@ def make_dynamic_batch_cnn(path: Path, *, samples: int = 8, seed: int = 0, opset
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])],
         initializer=[numpy_helper.from_array(a, n) for n, a in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=6,
-                              producer_name="farm-tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=6, producer_name="farm-tests"
+    )
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -292,8 +306,9 @@ def _conv_matmul_branch(name: str, seed: int) -> onnx.GraphProto:
         helper.make_node("Reshape", [f"{name}_r", f"{name}_shape"], [f"{name}_f"], name=f"{name}_flatten"),
         helper.make_node("MatMul", [f"{name}_f", f"{name}_m"], [f"{name}_y"], name=f"{name}_matmul"),
     ]
-    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)],
-                             initializer=initializers)
+    return helper.make_graph(
+        nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)], initializer=initializers
+    )
 
 
 def make_if_branch_model(path: Path, *, samples: int = 8, seed: int = 0) -> ModelData:
@@ -307,13 +322,20 @@ def make_if_branch_model(path: Path, *, samples: int = 8, seed: int = 0) -> Mode
         [
             helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, dtype=np.int64))),
             helper.make_node("Equal", ["sr", "rate"], ["is_16k"], name="is_16k"),
-            helper.make_node("If", ["is_16k"], ["y"], name="by_rate",
-                             then_branch=_conv_matmul_branch("then", seed + 1),
-                             else_branch=_conv_matmul_branch("else", seed + 2)),
+            helper.make_node(
+                "If",
+                ["is_16k"],
+                ["y"],
+                name="by_rate",
+                then_branch=_conv_matmul_branch("then", seed + 1),
+                else_branch=_conv_matmul_branch("else", seed + 2),
+            ),
         ],
         "if_branch_model",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, 8]),
-         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, 8]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 5])],
     )
     _save(graph, path)
@@ -327,8 +349,9 @@ def make_external_data_model(path: Path, *, location: str = "weights.bin", sampl
     """The MLP classifier saved with every weight in the external file ``location`` beside the model."""
     data = make_mlp_classifier(path, samples=samples)
     model = onnx.load(str(path))
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
-              size_threshold=0)
+    onnx.save(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0
+    )
     return data
 
 
@@ -365,8 +388,10 @@ def make_sequence_and_state_model(path: Path, *, samples: int = 12, seed: int = 
         ],
         "sequence_and_state",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ_T, SEQ_D])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, SEQ_T, SEQ_C]),
-         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, SEQ_T, SEQ_D])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, SEQ_T, SEQ_C]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, SEQ_T, SEQ_D]),
+        ],
         initializer=[numpy_helper.from_array(w, "w")],
     )
     _save(graph, path)
@@ -394,8 +419,11 @@ def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) ->
         current = _conv_relu(index, current, w, b, initializers, nodes, strides=[stride, stride])
     _add_classifier_head(rng, channels[-1], current, initializers, nodes)
     graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=initializers,
     )
     _save(graph, path)
     x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
@@ -488,8 +516,11 @@ def make_sensitive_cnn(
             current = "amplified"
     _add_classifier_head(rng, channels, current, initializers, nodes)
     graph = helper.make_graph(
-        nodes, "sensitive_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+        nodes,
+        "sensitive_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=initializers,
     )
     _save(graph, path)
     return _image_samples(path, rng, samples=samples, size=size)
@@ -501,8 +532,9 @@ def make_sensitive_cnn(
 SMALL_OUTLIER = 300.0
 
 
-def make_int8_never_pays(path: Path, *, samples: int = 16, seed: int = 0, features: int = 16,
-                         classes: int = 8) -> ModelData:
+def make_int8_never_pays(
+    path: Path, *, samples: int = 16, seed: int = 0, features: int = 16, classes: int = 8
+) -> ModelData:
     """A 16-16-8 MLP (MatMul-Add-Relu-MatMul-Add, nodes fc1, fc1_bias, relu, fc2, fc2_bias as in
     ``make_mlp_classifier``) on which naive int8 is both out of tolerance and slower than fp32: ``farm tune`` must
     say "keep fp32". Input ``x`` ``[1, features]``, output ``logits`` ``[1, classes]``; labels are the fp32 argmax."""
@@ -535,8 +567,9 @@ SATURATING_CONSTANT = 8
 SATURATING_LEVEL = 1.0
 
 
-def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64,
-                        layers: int = 4) -> ModelData:
+def make_saturating_cnn(
+    path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64, layers: int = 4
+) -> ModelData:
     """A CNN on which ``farm tune`` must decide per tier: naive U8S8 int8 is within tolerance where the head's kernel
     keeps 32-bit sums (VNNI, arm64) and far out of it where VPMADDUBSW saturates (AVX2, AVX-512 without VNNI);
     there, 7-bit weights for the head (and reduce_range everywhere) fall out of tolerance too, U8U8 is within but
@@ -573,8 +606,11 @@ def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: i
         helper.make_node("Gemm", ["flat", SATURATING_WEIGHT, "fc_b"], ["logits"], name=SATURATING_HEAD),
     ]
     graph = helper.make_graph(
-        nodes, "saturating_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], initializer=initializers,
+        nodes,
+        "saturating_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        initializer=initializers,
     )
     _save(graph, path)
     return _image_samples(path, rng, samples=samples, size=size)
@@ -586,8 +622,16 @@ def make_saturating_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: i
 HARDSWISH_NODES = {0: 4, 1: 5}
 
 
-def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: int = 32, channels: int = 64,
-                       layers: int = 4, opset: int = OPSET) -> ModelData:
+def make_hardswish_cnn(
+    path: Path,
+    *,
+    samples: int = 16,
+    seed: int = 0,
+    size: int = 32,
+    channels: int = 64,
+    layers: int = 4,
+    opset: int = OPSET,
+) -> ModelData:
     """Input ``x`` ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``; labels are the fp32 argmax of
     the samples with the widest top-2 margin of 8 times as many draws. Block ``i``'s hardswish nodes are named
     ``hs{i}_*``; the last of them writes ``h{i}``."""
@@ -600,8 +644,9 @@ def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: in
         b = (0.5 * rng.standard_normal(channels)).astype(np.float32)
         initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
         c, h, hs = f"c{index}", f"h{index}", f"hs{index}"
-        nodes.append(helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [c], pads=[1, 1, 1, 1],
-                                      name=f"conv{index}"))
+        nodes.append(
+            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [c], pads=[1, 1, 1, 1], name=f"conv{index}")
+        )
         if index % 2 == 0:
             nodes += [
                 helper.make_node("Add", [c, "three"], [f"{hs}_a"], name=f"{hs}_add"),
@@ -620,11 +665,15 @@ def make_hardswish_cnn(path: Path, *, samples: int = 16, seed: int = 0, size: in
         current, cin = h, channels
     _add_classifier_head(rng, channels, current, initializers, nodes)
     graph = helper.make_graph(
-        nodes, "hardswish_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=initializers,
+        nodes,
+        "hardswish_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION,
-                              producer_name="farm-tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION, producer_name="farm-tests"
+    )
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -646,8 +695,11 @@ def make_softmax_map_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: i
     nodes.append(helper.make_node("Conv", [current, "w1", "b1"], ["scores"], name="score"))
     nodes.append(helper.make_node("Softmax", ["scores"], ["p"], name="softmax"))
     graph = helper.make_graph(
-        nodes, "softmax_map_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 10, size, size])], initializer=initializers,
+        nodes,
+        "softmax_map_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 10, size, size])],
+        initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
     onnx.checker.check_model(model)

@@ -42,8 +42,9 @@ class DockerBackend:
 
     @property
     def reach(self) -> Reach:
-        return Reach(kind="docker", where=self.engine.host if self.engine.remote else "local",
-                     remote=self.engine.remote)
+        return Reach(
+            kind="docker", where=self.engine.host if self.engine.remote else "local", remote=self.engine.remote
+        )
 
     def probe(self) -> HostInfo:
         info = self.engine.info()
@@ -51,20 +52,36 @@ class DockerBackend:
             return probe_host(gpu_runtime=info.gpu_runtime)
         arch = info.arch
         if arch not in _ARCH_PLATFORM:
-            raise EnvironmentProblem(f"the engine at {self.engine.host} runs on {arch}, which farm has no images for",
-                                     fix="point the target at an x86_64 or aarch64 machine")
+            raise EnvironmentProblem(
+                f"the engine at {self.engine.host} runs on {arch}, which farm has no images for",
+                fix="point the target at an x86_64 or aarch64 machine",
+            )
         base = self._probe_base(arch)
-        result = self.engine.run(RunSpec(image=base, command=[images.BOOTSTRAP_PYTHON, "-c", _PROBE],
-                                         platform=_ARCH_PLATFORM[arch], timeout_s=120.0, memory="256m",
-                                         labels={STAGE_LABEL: "probe"}))
+        result = self.engine.run(
+            RunSpec(
+                image=base,
+                command=[images.BOOTSTRAP_PYTHON, "-c", _PROBE],
+                platform=_ARCH_PLATFORM[arch],
+                timeout_s=120.0,
+                memory="256m",
+                labels={STAGE_LABEL: "probe"},
+            )
+        )
         try:
             found = json.loads(result.log_tail.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise EnvironmentProblem(
                 f"probing the machine behind the engine at {self.engine.host} failed: the probe container "
-                f"{result.failure or 'printed no answer'}", fix="check that engine with `docker info` there") from None
-        return HostInfo(arch=arch, cpu_flags=cpu_flags_in(found["cpuinfo"]), cpu_model=cpu_model_in(found["cpuinfo"]),
-                        gpu_runtime=info.gpu_runtime, where=self.engine.host)
+                f"{result.failure or 'printed no answer'}",
+                fix="check that engine with `docker info` there",
+            ) from None
+        return HostInfo(
+            arch=arch,
+            cpu_flags=cpu_flags_in(found["cpuinfo"]),
+            cpu_model=cpu_model_in(found["cpuinfo"]),
+            gpu_runtime=info.gpu_runtime,
+            where=self.engine.host,
+        )
 
     def place(self, target: Target, host: HostInfo) -> tuple[Placement, HostInfo]:
         placement = place(target, host)
@@ -78,8 +95,9 @@ class DockerBackend:
         found = images.find_image(self.engine, tag)
         return None if found is None else (tag if tag in found.tags else found.tags[0])
 
-    def ensure_image(self, config: Config, target: Target, *, on_line: LineSink,
-                     on_stage: LineSink) -> images.BuiltImage:
+    def ensure_image(
+        self, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink
+    ) -> images.BuiltImage:
         if not self.engine.remote or self._controller is None:
             return images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         started = time.monotonic()
@@ -93,8 +111,14 @@ class DockerBackend:
         self._controller.ship(here.id, self.engine)
         _tag_as(self.engine, here, tag)
         shipped = self.engine.image(tag)
-        return images.BuiltImage(target=target.name, tag=tag, size_bytes=shipped.size_bytes if shipped else 0,
-                                 built_now=False, seconds=time.monotonic() - started, origin="shipped")
+        return images.BuiltImage(
+            target=target.name,
+            tag=tag,
+            size_bytes=shipped.size_bytes if shipped else 0,
+            built_now=False,
+            seconds=time.monotonic() - started,
+            origin="shipped",
+        )
 
     def manifests(self, spec: RunSpec) -> list[dict[str, Any]]:
         return [self.engine.describe(spec)]
@@ -130,8 +154,9 @@ class DockerBackend:
         """The bootstrapped base of the machine's architecture, there: all the probe needs is its Python."""
         ref = bootstrap.base_tag(arch)
         self._ship_base(ref)
-        return images.ensure_base(self.engine, self._cache_dir, Target(name=f"base-{arch}",
-                                                                       platform=_ARCH_PLATFORM[arch]), lambda _: None)
+        return images.ensure_base(
+            self.engine, self._cache_dir, Target(name=f"base-{arch}", platform=_ARCH_PLATFORM[arch]), lambda _: None
+        )
 
 
 def _tag_as(engine: Engine, image: ImageInfo, ref: str) -> None:

@@ -111,8 +111,9 @@ class RunResult:
     @classmethod
     def engine_failure(cls, why: str, *, log_tail: str = "", duration_s: float = 0.0) -> RunResult:
         """A run that ended without an exit status of its own: it could not start, or it was removed."""
-        return cls(exit_code=-1, log_tail=log_tail, oom_killed=False, timed_out=False, duration_s=duration_s,
-                   engine_error=why)
+        return cls(
+            exit_code=-1, log_tail=log_tail, oom_killed=False, timed_out=False, duration_s=duration_s, engine_error=why
+        )
 
     @property
     def out_of_memory(self) -> bool:
@@ -180,8 +181,15 @@ class Engine:
         return cls(client, host=host)
 
     @classmethod
-    def connect_to(cls, address: str, *, tls_ca: str | None = None, tls_cert: str | None = None,
-                   tls_key: str | None = None, timeout_s: int = 120) -> Engine:
+    def connect_to(
+        cls,
+        address: str,
+        *,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        timeout_s: int = 120,
+    ) -> Engine:
         """A remote engine, by address (tcp://, ssh://, unix://) or by the name of a Docker context. Its runs move
         their files through the API (remote=True), whatever the address: a controller path means nothing there."""
         base_url, tls = address, None
@@ -189,28 +197,35 @@ class Engine:
             if "://" not in address:
                 context = docker.context.ContextAPI.get_context(address)
                 if context is None:
-                    raise EnvironmentProblem(f"there is no Docker context named {address!r}",
-                                             fix="list them with `docker context ls`, or give the engine's address")
+                    raise EnvironmentProblem(
+                        f"there is no Docker context named {address!r}",
+                        fix="list them with `docker context ls`, or give the engine's address",
+                    )
                 base_url, tls = context.Host, context.TLSConfig
             elif tls_ca or tls_cert:
-                tls = docker.tls.TLSConfig(client_cert=(tls_cert, tls_key) if tls_cert and tls_key else None,
-                                           ca_cert=tls_ca, verify=tls_ca or True)
+                tls = docker.tls.TLSConfig(
+                    client_cert=(tls_cert, tls_key) if tls_cert and tls_key else None,
+                    ca_cert=tls_ca,
+                    verify=tls_ca or True,
+                )
             # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (set on many machines) override a session's CA, and
             # the engine's certificate would be checked against the system's CAs and refused: not for this client,
             # from its first request (the API version, asked while it is made) on.
             own_ca = bool(tls is not None and tls.ca_cert)  # from tls_ca, or from the context
             with _env_without(_CA_BUNDLE_VARIABLES if own_ca else ()):
-                client = docker.DockerClient(base_url=base_url, tls=tls or False, timeout=timeout_s,
-                                             use_ssh_client=base_url.startswith("ssh://"))
+                client = docker.DockerClient(
+                    base_url=base_url, tls=tls or False, timeout=timeout_s, use_ssh_client=base_url.startswith("ssh://")
+                )
             if own_ca:
                 client.api.trust_env = False
             client.ping()
         except EnvironmentProblem:
             raise
         except Exception as exc:  # the SDK raises several unrelated types for "nothing there"
-            raise EnvironmentProblem(f"cannot reach the Docker engine at {address} ({_first_line(exc)})",
-                                     fix="start that engine, or check the address and TLS files in targets.toml"
-                                     ) from None
+            raise EnvironmentProblem(
+                f"cannot reach the Docker engine at {address} ({_first_line(exc)})",
+                fix="start that engine, or check the address and TLS files in targets.toml",
+            ) from None
         return cls(client, host=address, remote=True)
 
     def ship(self, ref: str, to: Engine) -> None:
@@ -260,8 +275,12 @@ class Engine:
     def has_file(self, image: str, path: str, *, platform: str | None = None) -> bool:
         """Whether ``image`` holds ``path``, found without starting a container (so with no QEMU for a foreign one)."""
         container = self.client.api.create_container(
-            image, command=["true"], labels={RUN_LABEL: "probe", OWNER_LABEL: this_process()}, platform=platform,
-            network_disabled=True)
+            image,
+            command=["true"],
+            labels={RUN_LABEL: "probe", OWNER_LABEL: this_process()},
+            platform=platform,
+            network_disabled=True,
+        )
         try:
             self.client.api.get_archive(container["Id"], path)
             return True
@@ -287,7 +306,7 @@ class Engine:
         except docker.errors.APIError as exc:
             raise BuildFailed(
                 f"pulling the registry base {ref} for {platform} failed because {_first_line(exc)}",
-                fix="check the registry is reachable, or use base = \"bootstrap\" to build the base from Debian",
+                fix='check the registry is reachable, or use base = "bootstrap" to build the base from Debian',
             ) from None
 
     def build(
@@ -359,8 +378,9 @@ class Engine:
             except docker.errors.APIError as exc:
                 # A missing image, or the NVIDIA runtime's "driver/library version mismatch": this target's
                 # failure alone.
-                return RunResult.engine_failure(f"could not be started: {_first_line(exc)}",
-                                                log_tail=str(exc.explanation or exc))
+                return RunResult.engine_failure(
+                    f"could not be started: {_first_line(exc)}", log_tail=str(exc.explanation or exc)
+                )
             reader = _LogReader(container, on_line)
             reader.start()
             memory = _MemoryWatch(container, started)
@@ -373,8 +393,11 @@ class Engine:
                     status = container.wait(timeout=1)
                     break
                 except docker.errors.NotFound:
-                    return RunResult.engine_failure("was removed from outside while it ran", log_tail=reader.tail(),
-                                                    duration_s=time.monotonic() - started)
+                    return RunResult.engine_failure(
+                        "was removed from outside while it ran",
+                        log_tail=reader.tail(),
+                        duration_s=time.monotonic() - started,
+                    )
                 except requests.exceptions.RequestException as exc:
                     # wait(timeout=1) ends with a read timeout while the container still runs: poll again, so
                     # Ctrl-C is seen within a second. Any other request error means the engine is gone.
@@ -408,13 +431,16 @@ class Engine:
     @contextmanager
     def _container(self, spec: RunSpec) -> Iterator[tuple[Any, _Volumes | None]]:
         user = self._user()
-        device_requests = (
-            [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
-        )
+        device_requests = [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])] if spec.gpus else None
         with contextlib.ExitStack() as stack:
             volumes = stack.enter_context(_Volumes(self.client.api, spec)) if self.remote else None
-            mounts = volumes.mounts if volumes is not None else [
-                docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts]
+            mounts = (
+                volumes.mounts
+                if volumes is not None
+                else [
+                    docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+                ]
+            )
             container = self._create(spec, mounts=mounts, user=user, device_requests=device_requests)
             try:
                 yield container, volumes
@@ -435,17 +461,34 @@ class Engine:
         return "65534:65534" if os.getuid() == 0 or self.remote else f"{os.getuid()}:{os.getgid()}"
 
     def _create(self, spec: RunSpec, *, mounts: list[Any], user: str, device_requests: list[Any] | None) -> Any:
-        return self.client.containers.create(spec.image, mounts=mounts, device_requests=device_requests, detach=True,
-                                             **_container_settings(spec, user=user))
+        return self.client.containers.create(
+            spec.image,
+            mounts=mounts,
+            device_requests=device_requests,
+            detach=True,
+            **_container_settings(spec, user=user),
+        )
 
     def describe(self, spec: RunSpec) -> dict[str, Any]:
         """The container farm would create for ``spec`` on this engine, as data (`farm matrix --dry-run`)."""
         user = self._user()
-        mounts = [{"target": m.target, "read_only": m.read_only,
-                   **({"volume": "(filled through the API)"} if self.remote else {"source": str(m.source)})}
-                  for m in spec.mounts]
-        return {"kind": "DockerContainer", "engine": self.host, "image": spec.image, "mounts": mounts,
-                "gpus": spec.gpus, "timeout_s": spec.timeout_s, **_container_settings(spec, user=user)}
+        mounts = [
+            {
+                "target": m.target,
+                "read_only": m.read_only,
+                **({"volume": "(filled through the API)"} if self.remote else {"source": str(m.source)}),
+            }
+            for m in spec.mounts
+        ]
+        return {
+            "kind": "DockerContainer",
+            "engine": self.host,
+            "image": spec.image,
+            "mounts": mounts,
+            "gpus": spec.gpus,
+            "timeout_s": spec.timeout_s,
+            **_container_settings(spec, user=user),
+        }
 
     def farm_containers(self) -> list[ContainerInfo]:
         """Every container farm started that still exists, with the process that owns it."""
@@ -453,9 +496,15 @@ class Engine:
         for container in self.client.api.containers(all=True, filters={"label": RUN_LABEL}):
             labels = container.get("Labels") or {}
             names = container.get("Names") or [container["Id"][:12]]
-            found.append(ContainerInfo(id=container["Id"], name=str(names[0]).lstrip("/"),
-                                       image=str(container.get("Image", "?")), state=str(container.get("State", "?")),
-                                       owner=labels.get(OWNER_LABEL)))
+            found.append(
+                ContainerInfo(
+                    id=container["Id"],
+                    name=str(names[0]).lstrip("/"),
+                    image=str(container.get("Image", "?")),
+                    state=str(container.get("State", "?")),
+                    owner=labels.get(OWNER_LABEL),
+                )
+            )
         return found
 
     def remove_container(self, container: str) -> None:
@@ -688,18 +737,28 @@ class _Volumes:
             for mount in mounts:
                 if mount.source.is_dir():
                     for path in sorted(mount.source.rglob("*")):
-                        archive.add(path, arcname=f"{_STAGED}/{path.relative_to(mount.source)}", recursive=False,
-                                    filter=root_readable)
+                        archive.add(
+                            path,
+                            arcname=f"{_STAGED}/{path.relative_to(mount.source)}",
+                            recursive=False,
+                            filter=root_readable,
+                        )
                 elif mount.source.is_file():
-                    archive.add(mount.source, arcname=f"{_STAGED}/{PurePosixPath(mount.target).name}",
-                                filter=root_readable)
+                    archive.add(
+                        mount.source, arcname=f"{_STAGED}/{PurePosixPath(mount.target).name}", filter=root_readable
+                    )
 
     def _put(self, volume: str, stream: Any) -> None:
         stager = self._api.create_container(
-            self._spec.image, command=["true"], platform=self._spec.platform, network_disabled=True,
+            self._spec.image,
+            command=["true"],
+            platform=self._spec.platform,
+            network_disabled=True,
             labels={RUN_LABEL: "stager", OWNER_LABEL: this_process()},
             host_config=self._api.create_host_config(
-                mounts=[docker.types.Mount(f"{_STAGE}/{_STAGED}", volume, type="volume")]))
+                mounts=[docker.types.Mount(f"{_STAGE}/{_STAGED}", volume, type="volume")]
+            ),
+        )
         try:
             if not self._api.put_archive(stager["Id"], _STAGE, stream):
                 raise EnvironmentProblem(f"the engine refused the job's inputs for {self._spec.image}")

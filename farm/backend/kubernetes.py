@@ -220,8 +220,16 @@ _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _MEMORY_RE = re.compile(r"^(?P<number>[0-9]+)(?P<unit>[bkmg]?)$")
 _MEMORY_UNITS = {"b": "", "": "", "k": "Ki", "m": "Mi", "g": "Gi"}
 # Container waiting reasons that will not resolve on their own.
-_START_FAILURES = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
-                             "CreateContainerError", "RunContainerError"})
+_START_FAILURES = frozenset(
+    {
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 
 
 # --- placement ---------------------------------------------------------------------------------------------------
@@ -239,7 +247,8 @@ def nfd_label(arch: str, flag: str, *, target: str = "?") -> str:
             f"target {target}: Node Feature Discovery publishes no label for the CPU flag '{flag}' on {arch} by "
             "default, so a Kubernetes node cannot be chosen by it",
             fix=f"drop '{flag}' from the target's cpu_features/cpu_excludes (labelled: "
-            f"{', '.join(sorted(NFD_CPUID.get(arch, {})))}), or run the target on a Docker engine")
+            f"{', '.join(sorted(NFD_CPUID.get(arch, {})))}), or run the target on a Docker engine",
+        )
     return NFD_CPUID_PREFIX + name
 
 
@@ -277,8 +286,13 @@ def node_affinity(target: Target) -> dict[str, Any] | None:
     requirements = node_requirements(target)
     if not requirements:
         return None
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": requirements}]}}}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": requirements}]
+            }
+        }
+    }
 
 
 # --- manifests ---------------------------------------------------------------------------------------------------
@@ -305,7 +319,7 @@ def job_name(target: str, stage: str | None = None) -> str:
     """A fresh Job name: ``farm-<target>[-<stage>]-<random>``, a DNS label of at most 63 characters."""
     token = secrets.token_hex(4)
     middle = re.sub(r"[^a-z0-9-]+", "-", "-".join(p for p in (target, stage) if p).lower()).strip("-")
-    return f"farm-{middle[:63 - len('farm--') - len(token)].strip('-')}-{token}"
+    return f"farm-{middle[: 63 - len('farm--') - len(token)].strip('-')}-{token}"
 
 
 def _check_label_key(key: str) -> None:
@@ -327,18 +341,32 @@ def _labels(spec: RunSpec, target: Target, name: str, owner: str) -> tuple[dict[
     return labels, annotations
 
 
-def _container(name: str, image: str, command: list[str], resources: Mapping[str, Any],
-               mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def _container(
+    name: str, image: str, command: list[str], resources: Mapping[str, Any], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
     """One of the pod's containers, hardened as every one is, with requests equal to limits."""
-    return {"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
-            "resources": {"requests": dict(resources), "limits": dict(resources)},
-            "securityContext": _security_context(), "volumeMounts": mounts}
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": _security_context(),
+        "volumeMounts": mounts,
+    }
 
 
 def _security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False,
-            "privileged": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _size_of(path: Path) -> int:
@@ -371,8 +399,15 @@ def _outputs(spec: RunSpec) -> list[tuple[str, Mount]]:
 
 
 def job_manifests(
-    spec: RunSpec, target: Target, *, name: str, namespace: str, image: str, owner: str | None = None,
-    cpus: int = DEFAULT_CPUS, pull_secret: str | None = None,
+    spec: RunSpec,
+    target: Target,
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    owner: str | None = None,
+    cpus: int = DEFAULT_CPUS,
+    pull_secret: str | None = None,
 ) -> list[dict[str, Any]]:
     """The objects farm applies for one job, in order: the Job, then the NetworkPolicy that cuts its pod off the
     network (made owned by the Job once the Job exists, see KubernetesBackend). ``image`` is the registry's name of
@@ -388,33 +423,51 @@ def job_manifests(
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     mounts += [{"name": "inputs", "mountPath": m.target, "subPath": part, "readOnly": True} for part, m in inputs]
     mounts += [{"name": volume, "mountPath": m.target} for volume, m in outputs]
-    job_container = _container("job", image, [PYTHON, "-c", _RUN_WITH_BUDGET, f"{spec.timeout_s:.0f}", *argv],
-                               job_resources, mounts)
+    job_container = _container(
+        "job", image, [PYTHON, "-c", _RUN_WITH_BUDGET, f"{spec.timeout_s:.0f}", *argv], job_resources, mounts
+    )
     job_container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.environment.items())]
-    receive = _container("receive", image, [PYTHON, "-c", _RECEIVE_WAIT, _RECEIVED, str(RECEIVE_WAIT_S)],
-                         _HELPER_RESOURCES,
-                         [{"name": "inputs", "mountPath": _IN}, {"name": "tmp", "mountPath": "/tmp"}])
+    receive = _container(
+        "receive",
+        image,
+        [PYTHON, "-c", _RECEIVE_WAIT, _RECEIVED, str(RECEIVE_WAIT_S)],
+        _HELPER_RESOURCES,
+        [{"name": "inputs", "mountPath": _IN}, {"name": "tmp", "mountPath": "/tmp"}],
+    )
     collect_wait = int(spec.timeout_s) + COLLECT_WAIT_S
     collect = _container(
-        "collect", image, [PYTHON, "-c", _COLLECT_WAIT, _COLLECTED, str(collect_wait)], _HELPER_RESOURCES,
-        [{"name": "control", "mountPath": _CONTROL}, {"name": "tmp", "mountPath": "/tmp"},
-         *({"name": volume, "mountPath": f"{_OUT}/{volume}", "readOnly": True} for volume, _ in outputs)])
+        "collect",
+        image,
+        [PYTHON, "-c", _COLLECT_WAIT, _COLLECTED, str(collect_wait)],
+        _HELPER_RESOURCES,
+        [
+            {"name": "control", "mountPath": _CONTROL},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *({"name": volume, "mountPath": f"{_OUT}/{volume}", "readOnly": True} for volume, _ in outputs),
+        ],
+    )
     input_bytes = sum(_size_of(m.source) for _, m in inputs)
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
         {"name": "control", "emptyDir": {"sizeLimit": "1Mi"}},
         {"name": "inputs", "emptyDir": {"sizeLimit": _quantity_of(input_bytes)}},
         # Results hold a model's size or a few (optimized.onnx, fp32 outputs): room for several times the inputs.
-        *({"name": volume, "emptyDir": {"sizeLimit": _quantity_of(max(4 * input_bytes, 2 << 30))}}
-          for volume, _ in outputs),
+        *(
+            {"name": volume, "emptyDir": {"sizeLimit": _quantity_of(max(4 * input_bytes, 2 << 30))}}
+            for volume, _ in outputs
+        ),
     ]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 5,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "nodeSelector": node_selector(target),
         "initContainers": [receive],
         "containers": [job_container, collect],
@@ -443,8 +496,7 @@ def job_manifests(
     network = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
-                     "annotations": dict(annotations)},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels), "annotations": dict(annotations)},
         # No rules under either type: nothing in, nothing out.
         "spec": {"podSelector": {"matchLabels": {RUN_LABEL: name}}, "policyTypes": ["Ingress", "Egress"]},
     }
@@ -524,10 +576,17 @@ def node_facts(node: Mapping[str, Any]) -> NodeFacts:
                 break
     vendor, family, model = (labels.get(NFD_MODEL_PREFIX + k) for k in ("vendor_id", "family", "id"))
     cpu_model = f"{vendor} family {family} model {model}" if vendor and family and model else None
-    return NodeFacts(name=str(metadata.get("name", "?")), arch=_MACHINE.get(kube, kube), cpu_flags=frozenset(flags),
-                     gpus=gpus, ready=ready, blocked=blocked, cpu_model=cpu_model,
-                     labelled=any(k.startswith(NFD_CPUID_PREFIX) for k in labels),
-                     gpu_only=any(t.get("key") == GPU_RESOURCE for t in taints))
+    return NodeFacts(
+        name=str(metadata.get("name", "?")),
+        arch=_MACHINE.get(kube, kube),
+        cpu_flags=frozenset(flags),
+        gpus=gpus,
+        ready=ready,
+        blocked=blocked,
+        cpu_model=cpu_model,
+        labelled=any(k.startswith(NFD_CPUID_PREFIX) for k in labels),
+        gpu_only=any(t.get("key") == GPU_RESOURCE for t in taints),
+    )
 
 
 def cluster_info(nodes: Sequence[NodeFacts], *, where: str) -> ClusterInfo:
@@ -537,16 +596,29 @@ def cluster_info(nodes: Sequence[NodeFacts], *, where: str) -> ClusterInfo:
     same = [n.cpu_flags for n in usable if n.arch == arch]
     flags = frozenset.intersection(*same) if same else frozenset()
     models = {n.cpu_model for n in usable if n.arch == arch and n.cpu_model}
-    return ClusterInfo(arch=arch, cpu_flags=flags, gpu_runtime=any(n.gpus for n in usable),
-                       cpu_model=models.pop() if len(models) == 1 else None, where=where, nodes=tuple(nodes))
+    return ClusterInfo(
+        arch=arch,
+        cpu_flags=flags,
+        gpu_runtime=any(n.gpus for n in usable),
+        cpu_model=models.pop() if len(models) == 1 else None,
+        where=where,
+        nodes=tuple(nodes),
+    )
 
 
 def matching_nodes(target: Target, nodes: Sequence[NodeFacts]) -> list[NodeFacts]:
     """The usable nodes a target's Job may land on: its arch, its flags, none of its excludes, its GPUs (and no GPU
     node for a job that asks for none: it does not tolerate their taint)."""
-    return [n for n in nodes if n.usable and n.arch == target.arch and set(target.cpu_features) <= n.cpu_flags
-            and not set(target.cpu_excludes) & n.cpu_flags and n.gpus >= target.gpus
-            and (target.gpus or not n.gpu_only)]
+    return [
+        n
+        for n in nodes
+        if n.usable
+        and n.arch == target.arch
+        and set(target.cpu_features) <= n.cpu_flags
+        and not set(target.cpu_excludes) & n.cpu_flags
+        and n.gpus >= target.gpus
+        and (target.gpus or not n.gpu_only)
+    ]
 
 
 def place(target: Target, info: HostInfo) -> Placement:
@@ -566,10 +638,14 @@ def place(target: Target, info: HostInfo) -> Placement:
     if target.gpus:
         wants.append(f"{target.gpus} allocatable {GPU_RESOURCE}")
     seen = "; ".join(_describe(n) for n in nodes[:6]) or "the cluster lists no nodes"
-    hint = ("" if any(n.labelled for n in nodes) or not (target.cpu_features or target.cpu_excludes)
-            else " (no node carries Node Feature Discovery's labels: install NFD in the cluster)")
-    return Placement(mode="unavailable",
-                     reason=f"no usable node of {info.where} has {', '.join(wants)}{hint}; nodes: {seen}")
+    hint = (
+        ""
+        if any(n.labelled for n in nodes) or not (target.cpu_features or target.cpu_excludes)
+        else " (no node carries Node Feature Discovery's labels: install NFD in the cluster)"
+    )
+    return Placement(
+        mode="unavailable", reason=f"no usable node of {info.where} has {', '.join(wants)}{hint}; nodes: {seen}"
+    )
 
 
 def host_for(target: Target, info: HostInfo) -> HostInfo:
@@ -580,8 +656,13 @@ def host_for(target: Target, info: HostInfo) -> HostInfo:
     found = matching_nodes(target, info.nodes)
     flags = frozenset.intersection(*(n.cpu_flags for n in found)) if found else frozenset(target.cpu_features)
     models = {n.cpu_model for n in found if n.cpu_model}
-    return HostInfo(arch=target.arch, cpu_flags=flags, gpu_runtime=any(n.gpus for n in found),
-                    cpu_model=models.pop() if len(models) == 1 else None, where=info.where)
+    return HostInfo(
+        arch=target.arch,
+        cpu_flags=flags,
+        gpu_runtime=any(n.gpus for n in found),
+        cpu_model=models.pop() if len(models) == 1 else None,
+        where=info.where,
+    )
 
 
 def _describe(node: NodeFacts) -> str:
@@ -602,8 +683,10 @@ def _module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise EnvironmentProblem("farm's Kubernetes backend needs the kubernetes client, which is not installed",
-                                 fix="reinstall farm (scripts/setup), or `pip install kubernetes`") from None
+        raise EnvironmentProblem(
+            "farm's Kubernetes backend needs the kubernetes client, which is not installed",
+            fix="reinstall farm (scripts/setup), or `pip install kubernetes`",
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -631,30 +714,39 @@ def connect(*, context: str | None = None, env: Mapping[str, str] | None = None)
     found = any(Path(p).expanduser().is_file() for p in kubeconfig.split(os.pathsep) if p)
     try:
         if found:
-            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration,
-                                    persist_config=False)
+            config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+            )
             where = f"kubernetes: {context or _current_context(config, kubeconfig)}"
         elif env.get("KUBERNETES_SERVICE_HOST") and context is None:
             loader = _module("kubernetes.config.incluster_config")
-            loader.InClusterConfigLoader(token_filename=loader.SERVICE_TOKEN_FILENAME,
-                                         cert_filename=loader.SERVICE_CERT_FILENAME,
-                                         environ=env).load_and_set(configuration)
+            loader.InClusterConfigLoader(
+                token_filename=loader.SERVICE_TOKEN_FILENAME, cert_filename=loader.SERVICE_CERT_FILENAME, environ=env
+            ).load_and_set(configuration)
             where = "kubernetes: in-cluster"
         else:
             raise EnvironmentProblem(
                 f"no Kubernetes cluster is configured: no kubeconfig at {kubeconfig} and farm is not running in a pod",
                 fix="point KUBECONFIG at the cluster's kubeconfig (kind and minikube write ~/.kube/config), or set "
-                "kube_context in targets.toml")
+                "kube_context in targets.toml",
+            )
     except EnvironmentProblem:
         raise
     except Exception as exc:  # ConfigException, and what a broken file raises on its way (YAML, missing cert files)
-        raise EnvironmentProblem(f"the kubeconfig {kubeconfig} cannot be used ({one_line(exc)})",
-                                 fix="check it with `kubectl config view`, and kube_context in targets.toml") from None
+        raise EnvironmentProblem(
+            f"the kubeconfig {kubeconfig} cannot be used ({one_line(exc)})",
+            fix="check it with `kubectl config view`, and kube_context in targets.toml",
+        ) from None
     # An API server that is down must fail the probe in seconds, not after urllib3's retries.
     configuration.retries = 1
     api = client.ApiClient(configuration=configuration)
-    return Clients(core=client.CoreV1Api(api), batch=client.BatchV1Api(api), networking=client.NetworkingV1Api(api),
-                   stream=_module("kubernetes.stream").stream, where=f"{where} ({configuration.host})")
+    return Clients(
+        core=client.CoreV1Api(api),
+        batch=client.BatchV1Api(api),
+        networking=client.NetworkingV1Api(api),
+        stream=_module("kubernetes.stream").stream,
+        where=f"{where} ({configuration.host})",
+    )
 
 
 def _current_context(config: Any, kubeconfig: str) -> str:
@@ -683,26 +775,39 @@ def _api_failure(doing: str, where: str, exc: BaseException) -> EnvironmentProbl
         return EnvironmentProblem(
             f"{doing} failed because {where} refused it ({status} {getattr(exc, 'reason', '')})".rstrip(),
             fix="farm needs to list nodes, and in its namespace to create, read and delete jobs, pods, pods/log, "
-            "pods/exec and networkpolicies (see docs/kubernetes.md)")
+            "pods/exec and networkpolicies (see docs/kubernetes.md)",
+        )
     reason = getattr(exc, "reason", None) or exc
-    return EnvironmentProblem(f"{doing} failed because {where} did not answer ({one_line(reason)})",
-                              fix="check that the cluster is up (`kubectl get nodes`) and run farm again")
+    return EnvironmentProblem(
+        f"{doing} failed because {where} did not answer ({one_line(reason)})",
+        fix="check that the cluster is up (`kubectl get nodes`) and run farm again",
+    )
 
 
 def _is_api_error(exc: BaseException) -> bool:
     """What the client raises when the cluster is down or refuses: its ApiException (exec sessions' too), urllib3's
     errors, and socket errors that escaped them."""
-    return type(exc).__module__.split(".")[0] in ("kubernetes", "urllib3", "websocket") or \
-        isinstance(exc, ConnectionError | TimeoutError)
+    return type(exc).__module__.split(".")[0] in ("kubernetes", "urllib3", "websocket") or isinstance(
+        exc, ConnectionError | TimeoutError
+    )
 
 
 class KubernetesBackend:
     """Jobs on a Kubernetes cluster, images pushed to ``registry`` from the controller's Docker engine."""
 
-    def __init__(self, *, registry: str, namespace: str = "default", context: str | None = None,
-                 engine: Engine | None = None, targets: Sequence[Target] = (), clients: Clients | None = None,
-                 env: Mapping[str, str] | None = None, cpus: int = DEFAULT_CPUS,
-                 pull_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        registry: str,
+        namespace: str = "default",
+        context: str | None = None,
+        engine: Engine | None = None,
+        targets: Sequence[Target] = (),
+        clients: Clients | None = None,
+        env: Mapping[str, str] | None = None,
+        cpus: int = DEFAULT_CPUS,
+        pull_secret: str | None = None,
+    ) -> None:
         self.registry = registry.rstrip("/")
         self.namespace = namespace
         self.context = context
@@ -722,8 +827,9 @@ class KubernetesBackend:
 
     @property
     def reach(self) -> Reach:
-        return Reach(kind="kubernetes", where=f"kubernetes: {self.context or 'current context'}/{self.namespace}",
-                     remote=True)
+        return Reach(
+            kind="kubernetes", where=f"kubernetes: {self.context or 'current context'}/{self.namespace}", remote=True
+        )
 
     # --- what is there ---------------------------------------------------------------------------------------
 
@@ -762,24 +868,37 @@ class KubernetesBackend:
             return False
         return True
 
-    def ensure_image(self, config: Config, target: Target, *, on_line: LineSink,
-                     on_stage: LineSink) -> images.BuiltImage:
+    def ensure_image(
+        self, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink
+    ) -> images.BuiltImage:
         """Built or found on the controller's engine, then pushed to the registry unless it has that content."""
         if self.engine is None:
-            raise EnvironmentProblem(f"pushing the image of {target.name} to {self.registry} needs a Docker engine",
-                                     fix="start the Docker daemon on the controller, or set DOCKER_HOST")
+            raise EnvironmentProblem(
+                f"pushing the image of {target.name} to {self.registry} needs a Docker engine",
+                fix="start the Docker daemon on the controller, or set DOCKER_HOST",
+            )
         started = time.monotonic()
         built = images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         ref = self.remote_ref(built.tag)
         if self._in_registry(ref):
-            return images.BuiltImage(target=target.name, tag=built.tag, size_bytes=built.size_bytes,
-                                     built_now=built.built_now, seconds=time.monotonic() - started,
-                                     origin=built.origin if built.built_now else "cached")
+            return images.BuiltImage(
+                target=target.name,
+                tag=built.tag,
+                size_bytes=built.size_bytes,
+                built_now=built.built_now,
+                seconds=time.monotonic() - started,
+                origin=built.origin if built.built_now else "cached",
+            )
         on_stage(f"push to {self.registry}")
         self._push(built.tag, ref, on_line)
-        return images.BuiltImage(target=target.name, tag=built.tag, size_bytes=built.size_bytes,
-                                 built_now=built.built_now, seconds=time.monotonic() - started,
-                                 origin="built" if built.built_now else "shipped")
+        return images.BuiltImage(
+            target=target.name,
+            tag=built.tag,
+            size_bytes=built.size_bytes,
+            built_now=built.built_now,
+            seconds=time.monotonic() - started,
+            origin="built" if built.built_now else "shipped",
+        )
 
     def _push(self, tag: str, ref: str, on_line: LineSink) -> None:
         assert self.engine is not None
@@ -789,16 +908,20 @@ class KubernetesBackend:
             api.tag(tag, repository, version)
             for chunk in api.push(repository, tag=version, stream=True, decode=True):
                 if isinstance(chunk, dict) and chunk.get("error"):
-                    raise BuildFailed(f"pushing {ref} failed because {one_line(chunk['error'])}",
-                                      fix=f"check that the engine can push to {self.registry} (`docker login`, and "
-                                      "an insecure-registries entry for a plain-HTTP registry)")
+                    raise BuildFailed(
+                        f"pushing {ref} failed because {one_line(chunk['error'])}",
+                        fix=f"check that the engine can push to {self.registry} (`docker login`, and "
+                        "an insecure-registries entry for a plain-HTTP registry)",
+                    )
                 if isinstance(chunk, dict) and chunk.get("status") and not chunk.get("progressDetail"):
                     on_line(f"{chunk.get('id', '')} {chunk['status']}".strip())
         except BuildFailed:
             raise
         except Exception as exc:
-            raise BuildFailed(f"pushing {ref} failed because {one_line(exc)}",
-                              fix=f"check that {self.registry} is reachable from the controller's engine") from None
+            raise BuildFailed(
+                f"pushing {ref} failed because {one_line(exc)}",
+                fix=f"check that {self.registry} is reachable from the controller's engine",
+            ) from None
 
     # --- jobs ------------------------------------------------------------------------------------------------
 
@@ -813,9 +936,15 @@ class KubernetesBackend:
     def manifests(self, spec: RunSpec, *, name: str | None = None) -> list[dict[str, Any]]:
         """What ``run`` applies for ``spec``; no cluster is asked (``farm matrix --dry-run``)."""
         target = self.target_for(spec)
-        return job_manifests(spec, target, name=name or job_name(target.name, spec.labels.get(STAGE_LABEL)),
-                             namespace=self.namespace, image=self.remote_ref(spec.image), cpus=self.cpus,
-                             pull_secret=self.pull_secret)
+        return job_manifests(
+            spec,
+            target,
+            name=name or job_name(target.name, spec.labels.get(STAGE_LABEL)),
+            namespace=self.namespace,
+            image=self.remote_ref(spec.image),
+            cpus=self.cpus,
+            pull_secret=self.pull_secret,
+        )
 
     def run(self, spec: RunSpec, *, on_line: LineSink | None = None) -> RunResult:
         """Create the Job, send its inputs, wait for its end, bring its results back, delete it (also on Ctrl-C)."""
@@ -826,8 +955,7 @@ class KubernetesBackend:
             return _JobRun(clients, self.namespace, name, spec, on_line).run(manifests)
         except Exception as exc:
             if _is_api_error(exc):
-                raise _api_failure(f"running the Kubernetes Job {self.namespace}/{name}", clients.where,
-                                   exc) from None
+                raise _api_failure(f"running the Kubernetes Job {self.namespace}/{name}", clients.where, exc) from None
             raise
 
     def sweep(self) -> list[str]:
@@ -835,8 +963,9 @@ class KubernetesBackend:
         clients = self.clients
         removed = []
         try:
-            listed = clients.batch.list_namespaced_job(self.namespace, label_selector=RUN_LABEL,
-                                                       _request_timeout=_REQUEST_TIMEOUT)
+            listed = clients.batch.list_namespaced_job(
+                self.namespace, label_selector=RUN_LABEL, _request_timeout=_REQUEST_TIMEOUT
+            )
         except Exception as exc:
             if _is_api_error(exc):
                 raise _api_failure("listing farm's Kubernetes Jobs", clients.where, exc) from None
@@ -855,16 +984,22 @@ def open_kubernetes(target: Target, config: Config, local: Engine) -> Kubernetes
     """The backend of a ``engine = "kubernetes"`` target (targets.toml's registry, namespace and kube_context)."""
     if not target.registry:
         raise ConfigError(f"{config.source}: [targets.{target.name}]: a kubernetes target needs a registry")
-    backend = KubernetesBackend(registry=target.registry, namespace=target.namespace, context=target.kube_context,
-                                engine=local, targets=config.targets)
+    backend = KubernetesBackend(
+        registry=target.registry,
+        namespace=target.namespace,
+        context=target.kube_context,
+        engine=local,
+        targets=config.targets,
+    )
     _ = backend.clients  # a missing or broken kubeconfig is reported now, with the target that needs it
     return backend
 
 
 def _delete_job(clients: Clients, namespace: str, name: str) -> None:
     with contextlib.suppress(Exception):  # gone already, or the cluster is: the TTL and sweep remove it later
-        clients.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
-                                            grace_period_seconds=0, _request_timeout=_REQUEST_TIMEOUT)
+        clients.batch.delete_namespaced_job(
+            name, namespace, propagation_policy="Background", grace_period_seconds=0, _request_timeout=_REQUEST_TIMEOUT
+        )
 
 
 @dataclass(kw_only=True)
@@ -900,17 +1035,26 @@ class _JobRun:
     def run(self, manifests: Sequence[Mapping[str, Any]]) -> RunResult:
         started = time.monotonic()
         job, network = manifests[0], manifests[1]
-        created = self.clients.batch.create_namespaced_job(self.namespace, dict(job),
-                                                           _request_timeout=_REQUEST_TIMEOUT)
+        created = self.clients.batch.create_namespaced_job(self.namespace, dict(job), _request_timeout=_REQUEST_TIMEOUT)
         try:
             uid = (_plain(created).get("metadata") or {}).get("uid")
             policy = dict(network)
             if uid:
-                policy["metadata"] = {**policy["metadata"], "ownerReferences": [
-                    {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": uid,
-                     "blockOwnerDeletion": False}]}
-            self.clients.networking.create_namespaced_network_policy(self.namespace, policy,
-                                                                     _request_timeout=_REQUEST_TIMEOUT)
+                policy["metadata"] = {
+                    **policy["metadata"],
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": self.name,
+                            "uid": uid,
+                            "blockOwnerDeletion": False,
+                        }
+                    ],
+                }
+            self.clients.networking.create_namespaced_network_policy(
+                self.namespace, policy, _request_timeout=_REQUEST_TIMEOUT
+            )
             return self._follow(started)
         finally:
             if not self.spec.keep:
@@ -924,8 +1068,9 @@ class _JobRun:
         pod = state.name
         failure = self._send_inputs(pod)
         if failure:
-            return RunResult.engine_failure(f"could not receive its inputs: {failure}",
-                                            duration_s=time.monotonic() - started)
+            return RunResult.engine_failure(
+                f"could not receive its inputs: {failure}", duration_s=time.monotonic() - started
+            )
         state = self._wait(lambda s: "job" in s.running or "job" in s.ended, started, "to start its job")
         if isinstance(state, RunResult):
             return state
@@ -937,8 +1082,11 @@ class _JobRun:
         while True:
             state = self._state()
             if state.name is None:
-                return RunResult.engine_failure("was removed from outside while it ran", log_tail=self._tail(),
-                                                duration_s=time.monotonic() - job_started)
+                return RunResult.engine_failure(
+                    "was removed from outside while it ran",
+                    log_tail=self._tail(),
+                    duration_s=time.monotonic() - job_started,
+                )
             if "job" in state.ended or state.phase in ("Succeeded", "Failed"):
                 break
             if time.monotonic() - job_started > backstop:
@@ -953,14 +1101,25 @@ class _JobRun:
                 self.on_line(f"farm: results could not be brought back: {problem}")
         if ended is None:
             if timed_out:
-                return RunResult(exit_code=-1, log_tail=self._tail(), oom_killed=False, timed_out=True,
-                                 duration_s=time.monotonic() - job_started)
-            return RunResult.engine_failure(f"ended without a status ({state.message or state.phase})",
-                                            log_tail=self._tail(), duration_s=time.monotonic() - job_started)
-        return RunResult(exit_code=ended.exit_code, log_tail=self._tail(), oom_killed=ended.reason == "OOMKilled",
-                         timed_out=timed_out or ended.exit_code == _TIMED_OUT,
-                         duration_s=ended.duration_s if ended.duration_s is not None
-                         else time.monotonic() - job_started)
+                return RunResult(
+                    exit_code=-1,
+                    log_tail=self._tail(),
+                    oom_killed=False,
+                    timed_out=True,
+                    duration_s=time.monotonic() - job_started,
+                )
+            return RunResult.engine_failure(
+                f"ended without a status ({state.message or state.phase})",
+                log_tail=self._tail(),
+                duration_s=time.monotonic() - job_started,
+            )
+        return RunResult(
+            exit_code=ended.exit_code,
+            log_tail=self._tail(),
+            oom_killed=ended.reason == "OOMKilled",
+            timed_out=timed_out or ended.exit_code == _TIMED_OUT,
+            duration_s=ended.duration_s if ended.duration_s is not None else time.monotonic() - job_started,
+        )
 
     def _wait(self, ready: Any, started: float, what: str) -> _PodState | RunResult:
         """Poll the pod until ``ready(state)``, or a RunResult saying why it never will be."""
@@ -971,31 +1130,37 @@ class _JobRun:
                 return state
             for container, (reason, message) in state.waiting.items():
                 if reason in _START_FAILURES:
-                    return RunResult.engine_failure(f"could not be started: {container}: {reason}: {message}",
-                                                    duration_s=time.monotonic() - started)
+                    return RunResult.engine_failure(
+                        f"could not be started: {container}: {reason}: {message}", duration_s=time.monotonic() - started
+                    )
             for container, ended in state.ended.items():
                 if container == "receive" and ended.exit_code != 0:
-                    return RunResult.engine_failure(f"could not receive its inputs (exit {ended.exit_code})",
-                                                    duration_s=time.monotonic() - started)
+                    return RunResult.engine_failure(
+                        f"could not receive its inputs (exit {ended.exit_code})", duration_s=time.monotonic() - started
+                    )
             if state.phase in ("Failed", "Succeeded"):
-                return RunResult.engine_failure(f"ended before it began ({state.message or state.phase})",
-                                                duration_s=time.monotonic() - started)
+                return RunResult.engine_failure(
+                    f"ended before it began ({state.message or state.phase})", duration_s=time.monotonic() - started
+                )
             if state.unschedulable:
                 unschedulable_since = unschedulable_since or time.monotonic()
                 if time.monotonic() - unschedulable_since > SCHEDULE_WAIT_S:
                     return RunResult.engine_failure(
                         f"found no node to run on in {SCHEDULE_WAIT_S:.0f} s: {state.unschedulable}",
-                        duration_s=time.monotonic() - started)
+                        duration_s=time.monotonic() - started,
+                    )
             else:
                 unschedulable_since = None
             if time.monotonic() - started > START_WAIT_S + RECEIVE_WAIT_S:
-                return RunResult.engine_failure(f"took too long {what} ({state.message or state.phase})",
-                                                duration_s=time.monotonic() - started)
+                return RunResult.engine_failure(
+                    f"took too long {what} ({state.message or state.phase})", duration_s=time.monotonic() - started
+                )
             time.sleep(_POLL_S)
 
     def _state(self) -> _PodState:
-        listed = self.clients.core.list_namespaced_pod(self.namespace, label_selector=f"{RUN_LABEL}={self.name}",
-                                                       _request_timeout=_REQUEST_TIMEOUT)
+        listed = self.clients.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{RUN_LABEL}={self.name}", _request_timeout=_REQUEST_TIMEOUT
+        )
         pods = [_plain(p) for p in getattr(listed, "items", None) or []]
         if not pods:
             return _PodState()
@@ -1036,16 +1201,28 @@ class _JobRun:
                 session.close()
             sent = re.search(rb"farm-sent (\d+)", err)
             if sent is None or int(sent.group(1)) != archive.tell():
-                return (f"{archive.tell()} bytes came of {sent.group(1).decode() if sent else 'an unknown size'}; "
-                        f"{err.decode('utf-8', 'replace').strip()[-200:]}")
+                return (
+                    f"{archive.tell()} bytes came of {sent.group(1).decode() if sent else 'an unknown size'}; "
+                    f"{err.decode('utf-8', 'replace').strip()[-200:]}"
+                )
             archive.seek(0)
             _unpack_outputs(archive, outputs)
         return None
 
     def _exec(self, pod: str, container: str, command: list[str], *, stdin: bool) -> Any:
         session = self.clients.stream(
-            self.clients.core.connect_get_namespaced_pod_exec, pod, self.namespace, container=container,
-            command=command, stdin=stdin, stdout=True, stderr=True, tty=False, binary=True, _preload_content=False)
+            self.clients.core.connect_get_namespaced_pod_exec,
+            pod,
+            self.namespace,
+            container=container,
+            command=command,
+            stdin=stdin,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            binary=True,
+            _preload_content=False,
+        )
         # The client keeps a copy of all output for read_all(), which farm never calls: results can be large.
         if hasattr(session, "_all"):
             session._all = _Discard()
@@ -1053,8 +1230,9 @@ class _JobRun:
 
     def _read_logs(self, pod: str) -> None:
         try:
-            response = self.clients.core.read_namespaced_pod_log(pod, self.namespace, container="job", follow=True,
-                                                                 _preload_content=False)
+            response = self.clients.core.read_namespaced_pod_log(
+                pod, self.namespace, container="job", follow=True, _preload_content=False
+            )
         except Exception:  # the pod went away before its log could be opened
             return
         self._log.feed(response.stream(4096))
@@ -1074,8 +1252,11 @@ class _Discard:
 def _pod_state(pod: Mapping[str, Any]) -> _PodState:
     """A pod object (serialized) as what _JobRun waits on."""
     status = pod.get("status") or {}
-    state = _PodState(name=(pod.get("metadata") or {}).get("name"), phase=str(status.get("phase") or "Pending"),
-                      message=status.get("message") or status.get("reason"))
+    state = _PodState(
+        name=(pod.get("metadata") or {}).get("name"),
+        phase=str(status.get("phase") or "Pending"),
+        message=status.get("message") or status.get("reason"),
+    )
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
             state.unschedulable = str(condition.get("message") or "unschedulable")
@@ -1089,8 +1270,11 @@ def _pod_state(pod: Mapping[str, Any]) -> _PodState:
             state.running.add(name)
         elif current.get("terminated"):
             ended = current["terminated"]
-            state.ended[name] = _Ended(exit_code=int(ended.get("exitCode", -1)), reason=ended.get("reason"),
-                                       duration_s=_seconds_between(ended.get("startedAt"), ended.get("finishedAt")))
+            state.ended[name] = _Ended(
+                exit_code=int(ended.get("exitCode", -1)),
+                reason=ended.get("reason"),
+                duration_s=_seconds_between(ended.get("startedAt"), ended.get("finishedAt")),
+            )
     return state
 
 

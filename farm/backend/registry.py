@@ -17,8 +17,15 @@ CONNECT_TIMEOUT_S = 15
 
 def place_key(target: Target) -> tuple[str | None, ...]:
     """Targets with the same key share one backend (one connection, one probe)."""
-    return (target.engine, target.tls_ca, target.tls_cert, target.tls_key, target.registry, target.namespace,
-            target.kube_context)
+    return (
+        target.engine,
+        target.tls_ca,
+        target.tls_cert,
+        target.tls_key,
+        target.registry,
+        target.namespace,
+        target.kube_context,
+    )
 
 
 def offline_backend(target: Target, config: Config, local: Engine) -> Backend:
@@ -29,8 +36,13 @@ def offline_backend(target: Target, config: Config, local: Engine) -> Backend:
         from farm.backend.kubernetes import KubernetesBackend
 
         assert target.registry is not None  # config requires it for kubernetes targets
-        return KubernetesBackend(registry=target.registry, namespace=target.namespace, context=target.kube_context,
-                                 engine=local, targets=config.targets)
+        return KubernetesBackend(
+            registry=target.registry,
+            namespace=target.namespace,
+            context=target.kube_context,
+            engine=local,
+            targets=config.targets,
+        )
     return DockerBackend(Engine(None, host=target.engine, remote=True), cache_dir=config.cache_dir)
 
 
@@ -42,8 +54,13 @@ def open_backend(target: Target, config: Config, local: Engine) -> Backend:
         from farm.backend.kubernetes import open_kubernetes  # the kubernetes client loads only when a target needs it
 
         return open_kubernetes(target, config, local)
-    remote = Engine.connect_to(target.engine, tls_ca=target.tls_ca, tls_cert=target.tls_cert, tls_key=target.tls_key,
-                               timeout_s=CONNECT_TIMEOUT_S)
+    remote = Engine.connect_to(
+        target.engine,
+        tls_ca=target.tls_ca,
+        tls_cert=target.tls_cert,
+        tls_key=target.tls_key,
+        timeout_s=CONNECT_TIMEOUT_S,
+    )
     # A slow build or job there is not a lost engine: after the first answer, the usual patience.
     remote.client.api.timeout = 120
     return DockerBackend(remote, cache_dir=config.cache_dir, controller=local)

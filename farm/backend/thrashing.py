@@ -48,8 +48,12 @@ def sample_of(stats: dict[str, Any], at_s: float) -> Sample | None:
     counters = memory.get("stats") or {}
     if "usage" not in memory or "limit" not in memory or "pgmajfault" not in counters:
         return None
-    return Sample(at_s=at_s, usage_bytes=int(memory["usage"]), limit_bytes=int(memory["limit"]),
-                  major_faults=int(counters["pgmajfault"]))
+    return Sample(
+        at_s=at_s,
+        usage_bytes=int(memory["usage"]),
+        limit_bytes=int(memory["limit"]),
+        major_faults=int(counters["pgmajfault"]),
+    )
 
 
 class ThrashWatch:
@@ -72,8 +76,10 @@ class ThrashWatch:
         rate = (sample.major_faults - first.major_faults) / span
         if rate < FAULTS_PER_S:
             return None
-        return (f"it thrashed at its memory limit of {_mib(sample.limit_bytes)}: for {span:.0f} s it stayed there, "
-                f"reading {rate:,.0f} pages a second back from disk, and was stopped")
+        return (
+            f"it thrashed at its memory limit of {_mib(sample.limit_bytes)}: for {span:.0f} s it stayed there, "
+            f"reading {rate:,.0f} pages a second back from disk, and was stopped"
+        )
 
 
 def _mib(size: int) -> str:

@@ -21,21 +21,37 @@ def read_report(path: Path, what: str = "report") -> Report:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"reading the {what} {file} failed because {exc.strerror or exc}",
-                       fix="pass the report.json farm matrix wrote, or the folder that holds it") from None
+        raise BadInput(
+            f"reading the {what} {file} failed because {exc.strerror or exc}",
+            fix="pass the report.json farm matrix wrote, or the folder that holds it",
+        ) from None
     try:
         return Report.from_json(text)
     except InvalidReport as exc:
-        raise BadInput(f"reading the {what} {file} failed because at {exc.path}: {exc.problem}",
-                       fix=exc.fix) from None
+        raise BadInput(f"reading the {what} {file} failed because at {exc.path}: {exc.problem}", fix=exc.fix) from None
 
 
 def run_gate(report: Path, *, baseline: Path | None = None, policy: Path | None = None) -> GateResult:
     new = read_report(report)
     old = None if baseline is None else read_report(baseline, "baseline")
-    return evaluate(new, Policy.load(policy), baseline=old, report_name=str(report),
-                    baseline_name=None if baseline is None else str(baseline))
+    return evaluate(
+        new,
+        Policy.load(policy),
+        baseline=old,
+        report_name=str(report),
+        baseline_name=None if baseline is None else str(baseline),
+    )
 
 
-__all__ = ["RULES", "Check", "GateResult", "Policy", "evaluate", "read_report", "render_junit", "render_markdown",
-           "render_text", "run_gate"]
+__all__ = [
+    "RULES",
+    "Check",
+    "GateResult",
+    "Policy",
+    "evaluate",
+    "read_report",
+    "render_junit",
+    "render_markdown",
+    "render_text",
+    "run_gate",
+]

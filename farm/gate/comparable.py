@@ -36,9 +36,17 @@ def latency_difference(new: Report, old: Report) -> str | None:
     flags_a, flags_b = kernel_flags(a), kernel_flags(b)
     if flags_a != flags_b:
         only_new, only_old = sorted(flags_a - flags_b), sorted(flags_b - flags_a)
-        differences.append("CPU features " + "; ".join(
-            part for part in (f"only here: {' '.join(only_new)}" if only_new else "",
-                              f"only in the baseline: {' '.join(only_old)}" if only_old else "") if part))
+        differences.append(
+            "CPU features "
+            + "; ".join(
+                part
+                for part in (
+                    f"only here: {' '.join(only_new)}" if only_new else "",
+                    f"only in the baseline: {' '.join(only_old)}" if only_old else "",
+                )
+                if part
+            )
+        )
     return "runs differ in " + ", ".join(differences) if differences else None
 
 
@@ -46,8 +54,10 @@ def accuracy_difference(new: Report, old: Report) -> str | None:
     """Why accuracy figures must not be compared (they were measured on other data), or None."""
     a, b = new.data, old.data
     if (a.source, a.samples, a.labels) != (b.source, b.samples, b.labels):
-        return (f"runs used different data ({a.samples} samples from {a.source} vs baseline {b.samples} from "
-                f"{b.source}), so their accuracies measure different things")
+        return (
+            f"runs used different data ({a.samples} samples from {a.source} vs baseline {b.samples} from "
+            f"{b.source}), so their accuracies measure different things"
+        )
     hashes = (None if new.run is None else new.run.data_sha256, None if old.run is None else old.run.data_sha256)
     if None in hashes:
         # A farm.report/1 report does not record its data's hash; the summary above is all there is to compare.

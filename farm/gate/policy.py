@@ -68,11 +68,15 @@ class Policy:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"reading the gate policy {path} failed because {exc.strerror or exc}",
-                              fix="pass an existing gate.toml to --policy") from None
+            raise ConfigError(
+                f"reading the gate policy {path} failed because {exc.strerror or exc}",
+                fix="pass an existing gate.toml to --policy",
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"reading the gate policy {path} failed because it is not TOML ({exc})",
-                              fix="correct the file (see docs/contracts.md section 5)") from None
+            raise ConfigError(
+                f"reading the gate policy {path} failed because it is not TOML ({exc})",
+                fix="correct the file (see docs/contracts.md section 5)",
+            ) from None
         return cls.from_dict(data, str(path))
 
     @classmethod
@@ -87,12 +91,16 @@ class Policy:
         per_target: dict[str, Limits] = {}
         targets = data.get("targets", {})
         if not isinstance(targets, Mapping):
-            raise ConfigError(f"the gate policy {source} has targets = {targets!r}",
-                              fix='use tables: [targets."x86-avx2"] with the keys to override')
+            raise ConfigError(
+                f"the gate policy {source} has targets = {targets!r}",
+                fix='use tables: [targets."x86-avx2"] with the keys to override',
+            )
         for name, table in targets.items():
             if not isinstance(table, Mapping):
-                raise ConfigError(f"the gate policy {source} has targets.{name} = {table!r}",
-                                  fix=f'make it a table: [targets."{name}"]')
+                raise ConfigError(
+                    f"the gate policy {source} has targets.{name} = {table!r}",
+                    fix=f'make it a table: [targets."{name}"]',
+                )
             _known(table, limit_keys, source, f"targets.{name}.")
             per_target[name] = _limits(limits, table, source, f"targets.{name}.")
         return cls(**values, limits=limits, targets=per_target)
@@ -115,23 +123,29 @@ def _limits(base: Limits, data: Mapping[str, Any], source: str, prefix: str) -> 
         where = f"{prefix}{f.name}"
         if f.name == "min_metric":
             if not isinstance(value, Mapping) or not all(_number(v) for v in value.values()):
-                raise ConfigError(f"the gate policy {source} has {where} = {value!r}",
-                                  fix=f'give each score a number: {where} = {{ mAP = 0.5 }}')
+                raise ConfigError(
+                    f"the gate policy {source} has {where} = {value!r}",
+                    fix=f"give each score a number: {where} = {{ mAP = 0.5 }}",
+                )
             changes[f.name] = {str(k): float(v) for k, v in value.items()}
         elif value is False or (_number(value) and value >= 0):
             # false turns a rule off; TOML has no null.
             changes[f.name] = None if value is False else float(value)
         else:
-            raise ConfigError(f"the gate policy {source} has {where} = {value!r}",
-                              fix=f"give {where} a number of 0 or more, or false to turn the rule off")
+            raise ConfigError(
+                f"the gate policy {source} has {where} = {value!r}",
+                fix=f"give {where} a number of 0 or more, or false to turn the rule off",
+            )
     return replace(base, **changes)
 
 
 def _value(key: str, value: Any, source: str) -> Any:
     if key == "required_targets":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"the gate policy {source} has required_targets = {value!r}",
-                              fix='list target names: required_targets = ["x86-avx2", "arm64"]')
+            raise ConfigError(
+                f"the gate policy {source} has required_targets = {value!r}",
+                fix='list target names: required_targets = ["x86-avx2", "arm64"]',
+            )
         return tuple(value)
     valid: tuple[str, ...] = SCOPES if key in ("variants", "compare") else SEVERITIES
     if value not in valid:

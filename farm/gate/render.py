@@ -16,8 +16,11 @@ _MARK = {"failed": "FAIL", "warned": "WARN", "not-compared": "not compared", "pa
 
 
 def render_text(result: GateResult) -> str:
-    lines = [f"farm gate: {result.report}" + (f" against {result.baseline}" if result.baseline else "")
-             + f" ({result.policy})"]
+    lines = [
+        f"farm gate: {result.report}"
+        + (f" against {result.baseline}" if result.baseline else "")
+        + f" ({result.policy})"
+    ]
     for status in ("failed", "warned", "not-compared"):
         lines += [f"  {_MARK[status]}: {fmt.one_line(c.message)}" for c in result.having(status)]
     lines.append(_counts(result) + (": passed" if result.passed else ": FAILED"))
@@ -25,8 +28,10 @@ def render_text(result: GateResult) -> str:
 
 
 def _counts(result: GateResult) -> str:
-    return (f"{len(result.checks)} checks, {len(result.having('failed'))} failed, {len(result.having('warned'))} "
-            f"warned, {len(result.having('not-compared'))} not compared")
+    return (
+        f"{len(result.checks)} checks, {len(result.having('failed'))} failed, {len(result.having('warned'))} "
+        f"warned, {len(result.having('not-compared'))} not compared"
+    )
 
 
 def _groups(result: GateResult) -> dict[tuple[str, str], list[Check]]:
@@ -49,8 +54,9 @@ def render_junit(result: GateResult) -> str:
         text = "\n".join(fmt.clean(c.message) for c in checks)
         failed = [c for c in checks if c.status == "failed"]
         if failed:
-            element = ET.SubElement(case, "failure", type=rule,
-                                    message=fmt.one_line("; ".join(c.message for c in failed))[:1000])
+            element = ET.SubElement(
+                case, "failure", type=rule, message=fmt.one_line("; ".join(c.message for c in failed))[:1000]
+            )
             element.text = text
         elif all(c.status == "not-compared" for c in checks):
             ET.SubElement(case, "skipped", message=fmt.one_line(checks[0].message)[:1000])
@@ -63,14 +69,21 @@ def render_junit(result: GateResult) -> str:
 
 def render_markdown(result: GateResult) -> str:
     verdict = "passed" if result.passed else "**failed**"
-    lines = [f"## farm gate: {verdict}", "",
-             f"`{_code(result.report)}`" + (f" against `{_code(result.baseline)}`" if result.baseline else "")
-             + f", {_text(result.policy)}. {_counts(result)}.", ""]
+    lines = [
+        f"## farm gate: {verdict}",
+        "",
+        f"`{_code(result.report)}`"
+        + (f" against `{_code(result.baseline)}`" if result.baseline else "")
+        + f", {_text(result.policy)}. {_counts(result)}.",
+        "",
+    ]
     shown = result.shown
     if shown:
         lines += ["| | rule | target | variant | detail |", "|---|---|---|---|---|"]
-        lines += [f"| {_MARK[c.status]} | {c.rule} | {_text(c.target)} | {_text(c.variant or '')} | "
-                  f"{_text(c.message)} |" for c in shown]
+        lines += [
+            f"| {_MARK[c.status]} | {c.rule} | {_text(c.target)} | {_text(c.variant or '')} | {_text(c.message)} |"
+            for c in shown
+        ]
     else:
         lines.append("Every rule held.")
     return "\n".join(lines) + "\n"

@@ -65,8 +65,14 @@ class GateResult:
         return not self.having("failed")
 
 
-def evaluate(report: Report, policy: Policy, *, baseline: Report | None = None, report_name: str = "report",
-             baseline_name: str | None = None) -> GateResult:
+def evaluate(
+    report: Report,
+    policy: Policy,
+    *,
+    baseline: Report | None = None,
+    report_name: str = "report",
+    baseline_name: str | None = None,
+) -> GateResult:
     checks = list(_target_runs(report, policy))
     for target in report.targets:
         if target.status == "ok":
@@ -83,18 +89,33 @@ def _target_runs(report: Report, policy: Policy) -> Iterator[Check]:
     for name in required:
         target = by_name.get(name)
         if target is None:
-            yield Check(rule="target-runs", target=name, variant=None, status="failed",
-                        message=f"{name}: target-runs: required, but not in the report (run farm matrix with it)")
+            yield Check(
+                rule="target-runs",
+                target=name,
+                variant=None,
+                status="failed",
+                message=f"{name}: target-runs: required, but not in the report (run farm matrix with it)",
+            )
         elif target.status != "ok":
-            yield Check(rule="target-runs", target=name, variant=None, status="failed",
-                        message=f"{name}: target-runs: {target.status}, required ok: {fmt.target_summary(target)}")
+            yield Check(
+                rule="target-runs",
+                target=name,
+                variant=None,
+                status="failed",
+                message=f"{name}: target-runs: {target.status}, required ok: {fmt.target_summary(target)}",
+            )
         else:
             yield Check(rule="target-runs", target=name, variant=None, status="passed", message=f"{name}: ran ok")
     if not any(t.status == "ok" for t in report.targets):
         # Nothing evaluated is nothing to release on, whatever the other rules (which then have nothing to check).
         skipped = ", ".join(f"{t.name} ({t.status})" for t in report.targets) or "no target at all"
-        yield Check(rule="target-runs", target=ANY_TARGET, variant=None, status="failed",
-                    message=f"target-runs: no target ran ok: {skipped}")
+        yield Check(
+            rule="target-runs",
+            target=ANY_TARGET,
+            variant=None,
+            status="failed",
+            message=f"target-runs: no target ran ok: {skipped}",
+        )
 
 
 def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
@@ -108,21 +129,36 @@ def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
 def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[Check]:
     limits = policy.limits_for(target.name)
     if policy.variants == "recommended":
-        yield Check(rule="recommended", target=target.name, variant=None,
-                    status="passed" if target.recommended else "failed",
-                    message=f"{target.name}: recommended: " + (
-                        f"recommends {target.recommended}" if target.recommended else
-                        f"no variant recommended ({target.recommendation_reason or 'none held the tolerance'})"))
+        yield Check(
+            rule="recommended",
+            target=target.name,
+            variant=None,
+            status="passed" if target.recommended else "failed",
+            message=f"{target.name}: recommended: "
+            + (
+                f"recommends {target.recommended}"
+                if target.recommended
+                else f"no variant recommended ({target.recommendation_reason or 'none held the tolerance'})"
+            ),
+        )
     for variant in _scope(target, policy.variants):
         accuracy = variant.accuracy
         if accuracy is None:
             continue
         judged_by_metric = report.tolerance.metric is not None
         floors = (
-            ("min-cosine", "cosine", accuracy.cosine,
-             _floor(limits.min_cosine, report.tolerance.cosine, judged_by_metric)),
-            ("min-top1", "top-1 agreement", accuracy.top1_agreement,
-             _floor(limits.min_top1, report.tolerance.top1_agreement, judged_by_metric)),
+            (
+                "min-cosine",
+                "cosine",
+                accuracy.cosine,
+                _floor(limits.min_cosine, report.tolerance.cosine, judged_by_metric),
+            ),
+            (
+                "min-top1",
+                "top-1 agreement",
+                accuracy.top1_agreement,
+                _floor(limits.min_top1, report.tolerance.top1_agreement, judged_by_metric),
+            ),
             ("min-accuracy", "labelled accuracy", accuracy.accuracy, limits.min_accuracy),
         )
         for rule, what, value, floor in floors:
@@ -133,17 +169,32 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
                     yield _check(rule, target, variant, "not-compared", f"{what}: not measured (no --labels)")
                 continue
             ok = value >= floor
-            yield _check(rule, target, variant, "passed" if ok else "failed",
-                         f"{what} {value:.4f} {'≥' if ok else '<'} minimum {floor:.4f}")
+            yield _check(
+                rule,
+                target,
+                variant,
+                "passed" if ok else "failed",
+                f"{what} {value:.4f} {'≥' if ok else '<'} minimum {floor:.4f}",
+            )
         scores = {} if accuracy.metric is None else accuracy.metric.scores
         for score, floor in limits.min_metric.items():
             if score not in scores:
-                yield _check("min-metric", target, variant, "failed",
-                             f"metric score {score!r}: not reported (the metric returned {sorted(scores)})")
+                yield _check(
+                    "min-metric",
+                    target,
+                    variant,
+                    "failed",
+                    f"metric score {score!r}: not reported (the metric returned {sorted(scores)})",
+                )
                 continue
             ok = scores[score] >= floor
-            yield _check("min-metric", target, variant, "passed" if ok else "failed",
-                         f"metric {score} {scores[score]:.4f} {'≥' if ok else '<'} minimum {floor:.4f}")
+            yield _check(
+                "min-metric",
+                target,
+                variant,
+                "passed" if ok else "failed",
+                f"metric {score} {scores[score]:.4f} {'≥' if ok else '<'} minimum {floor:.4f}",
+            )
 
 
 def _floor(limit: float | Literal["tolerance"] | None, tolerance: float, judged_by_metric: bool) -> float | None:
@@ -164,23 +215,36 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
             if old.status == "ok":
                 # What the baseline checked and this run does not is a release that lost a target.
                 why = "is not in the report" if new is None else f"was skipped ({new.reason})"
-                yield Check(rule="new-failure", target=old.name, variant=None, status=_SEVERITY[policy.new_failure],
-                            message=f"{old.name}: new-failure: ran ok in the baseline, {why}")
+                yield Check(
+                    rule="new-failure",
+                    target=old.name,
+                    variant=None,
+                    status=_SEVERITY[policy.new_failure],
+                    message=f"{old.name}: new-failure: ran ok in the baseline, {why}",
+                )
             continue
         yield from _new_failures(new, old, policy.new_failure)
         if old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
-            yield Check(rule="recommendation-change", target=old.name, variant=None,
-                        status=_SEVERITY[policy.recommendation_change],
-                        message=f"{old.name}: recommendation-change: recommends {new.recommended} "
-                                f"(baseline {old.recommended})")
+            yield Check(
+                rule="recommendation-change",
+                target=old.name,
+                variant=None,
+                status=_SEVERITY[policy.recommendation_change],
+                message=f"{old.name}: recommendation-change: recommends {new.recommended} (baseline {old.recommended})",
+            )
         if new.status != "ok" or old.status != "ok":
             continue
         limits = policy.limits_for(old.name)
         pairs = [(v, new.variant(v.name)) for v in _scope(old, policy.compare)]
         compared = [(o, n) for o, n in pairs if n is not None and n.status == "ok"]
         if accuracy_reason:
-            yield Check(rule="cosine-drop", target=old.name, variant=None, status="not-compared",
-                        message=f"{old.name}: accuracy not compared: {accuracy_reason}")
+            yield Check(
+                rule="cosine-drop",
+                target=old.name,
+                variant=None,
+                status="not-compared",
+                message=f"{old.name}: accuracy not compared: {accuracy_reason}",
+            )
         else:
             for o, n in compared:
                 yield from _drops(new, o, n, limits)
@@ -188,8 +252,13 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         if limits.max_latency_regression is None:
             continue
         if timing_reason:
-            yield Check(rule="latency-regression", target=old.name, variant=None, status="not-compared",
-                        message=f"{old.name}: latency not compared: {timing_reason}")
+            yield Check(
+                rule="latency-regression",
+                target=old.name,
+                variant=None,
+                status="not-compared",
+                message=f"{old.name}: latency not compared: {timing_reason}",
+            )
             continue
         for o, n in compared:
             check = _latency(new, o, n, limits.max_latency_regression, old.image, new.image)
@@ -199,8 +268,13 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
 
 def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> Iterator[Check]:
     if old.status == "ok" and new.status == "failed":
-        yield Check(rule="new-failure", target=old.name, variant=None, status=_SEVERITY[severity],
-                    message=f"{old.name}: new-failure: failed ({fmt.target_summary(new)}), ok in the baseline")
+        yield Check(
+            rule="new-failure",
+            target=old.name,
+            variant=None,
+            status=_SEVERITY[severity],
+            message=f"{old.name}: new-failure: failed ({fmt.target_summary(new)}), ok in the baseline",
+        )
         return
     if new.status != "ok":
         return
@@ -209,12 +283,22 @@ def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> I
         if o.status != "ok" or (n is not None and n.status == "ok"):
             continue
         if n is None:
-            yield Check(rule="new-failure", target=new.name, variant=o.name, status=_SEVERITY[severity],
-                        message=f"{new.name} / {o.name}: new-failure: ran ok in the baseline, not in this run")
+            yield Check(
+                rule="new-failure",
+                target=new.name,
+                variant=o.name,
+                status=_SEVERITY[severity],
+                message=f"{new.name} / {o.name}: new-failure: ran ok in the baseline, not in this run",
+            )
         else:
             why = "failed" if n.status == "failed" else "was skipped"
-            yield _check("new-failure", new, n, _SEVERITY[severity],
-                         f"{why} ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline")
+            yield _check(
+                "new-failure",
+                new,
+                n,
+                _SEVERITY[severity],
+                f"{why} ({fmt.one_line(n.error or 'no reason given')}), ok in the baseline",
+            )
 
 
 def _drops(target: TargetResult, old: Variant, new: Variant, limits: Limits) -> Iterator[Check]:
@@ -236,16 +320,23 @@ def _drops(target: TargetResult, old: Variant, new: Variant, limits: Limits) -> 
                 yield _drop("metric-drop", target, new, f"metric {score}", now, before, limits.max_metric_drop)
 
 
-def _drop(rule: str, target: TargetResult, variant: Variant, what: str, now: float, before: float,
-          limit: float) -> Check:
+def _drop(
+    rule: str, target: TargetResult, variant: Variant, what: str, now: float, before: float, limit: float
+) -> Check:
     drop = before - now
     ok = drop <= limit + 1e-12
-    return _check(rule, target, variant, "passed" if ok else "failed",
-                  f"{what} {now:.4f} vs baseline {before:.4f} (drop {drop:+.4f}, limit {limit:.4f})")
+    return _check(
+        rule,
+        target,
+        variant,
+        "passed" if ok else "failed",
+        f"{what} {now:.4f} vs baseline {before:.4f} (drop {drop:+.4f}, limit {limit:.4f})",
+    )
 
 
-def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, old_image: str | None,
-             new_image: str | None) -> Check | None:
+def _latency(
+    target: TargetResult, old: Variant, new: Variant, limit: float, old_image: str | None, new_image: str | None
+) -> Check | None:
     a, b = new.latency_ms, old.latency_ms
     if a is None or b is None or b.p50 <= 0:
         return None
@@ -264,14 +355,24 @@ def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, old
     image = f"; image {old_image} → {new_image}" if old_image and new_image and old_image != new_image else ""
     failed = change > limit and beyond
     verdict = ("beyond noise" if beyond else "within noise") if change > limit else "within limit"
-    return _check("latency-regression", target, new, "failed" if failed else "passed",
-                  f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
-                  f"+{limit:.0%}, {verdict}: {noise}){image}")
+    return _check(
+        "latency-regression",
+        target,
+        new,
+        "failed" if failed else "passed",
+        f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
+        f"+{limit:.0%}, {verdict}: {noise}){image}",
+    )
 
 
 def _check(rule: str, target: TargetResult, variant: Variant, status: CheckStatus, detail: str) -> Check:
-    return Check(rule=rule, target=target.name, variant=variant.name, status=status,
-                 message=f"{target.name} / {variant.name}: {rule}: {detail}")
+    return Check(
+        rule=rule,
+        target=target.name,
+        variant=variant.name,
+        status=status,
+        message=f"{target.name} / {variant.name}: {rule}: {detail}",
+    )
 
 
 _SEVERITY: dict[Severity, CheckStatus] = {"fail": "failed", "warn": "warned", "allow": "passed"}

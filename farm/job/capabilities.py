@@ -28,8 +28,9 @@ def _tiny_model(ir_version: int, domain: str, opset: int) -> bytes:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
     imports = [helper.make_opsetid("", 13)]
-    imports = ([helper.make_opsetid("", opset)] if domain == "ai.onnx"
-               else [*imports, helper.make_opsetid(domain, opset)])
+    imports = (
+        [helper.make_opsetid("", opset)] if domain == "ai.onnx" else [*imports, helper.make_opsetid(domain, opset)]
+    )
     return bytes(helper.make_model(graph, opset_imports=imports, ir_version=ir_version).SerializeToString())
 
 
@@ -52,14 +53,16 @@ def probe() -> dict[str, Any]:
     kernels = []
     for kernel in _pybind_state.get_all_opkernel_def():
         since, until = kernel.version_range
-        kernels.append({
-            "op": kernel.op_name,
-            "domain": kernel.domain or "ai.onnx",
-            "provider": kernel.provider,
-            "since": int(since),
-            "until": None if until >= _OPEN_END else int(until),
-            "types": {name: sorted(types) for name, types in kernel.type_constraints.items()},
-        })
+        kernels.append(
+            {
+                "op": kernel.op_name,
+                "domain": kernel.domain or "ai.onnx",
+                "provider": kernel.provider,
+                "since": int(since),
+                "until": None if until >= _OPEN_END else int(until),
+                "types": {name: sorted(types) for name, types in kernel.type_constraints.items()},
+            }
+        )
     return {
         "schema": SCHEMA,
         "onnxruntime": ort.__version__,

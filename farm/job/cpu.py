@@ -32,10 +32,14 @@ def mask_problem(unseen: Sequence[str], seen: Sequence[str] | None) -> str | Non
     """Why a masked run cannot be trusted, or None when the mask took and hides every feature it must."""
     status = os.environ.get(STATUS_ENV)
     if status != ACTIVE:
-        return (f"the CPUID mask did not take ({status or 'the preload library did not run'}), so onnxruntime "
-                "would run this CPU's own kernels under the tier's name")
+        return (
+            f"the CPUID mask did not take ({status or 'the preload library did not run'}), so onnxruntime "
+            "would run this CPU's own kernels under the tier's name"
+        )
     leaked = sorted(set(unseen) & set(seen or ()))
     if leaked:
-        return (f"the CPUID mask did not take: the runtime still sees {', '.join(leaked)}, so onnxruntime would "
-                "run this CPU's own kernels under the tier's name")
+        return (
+            f"the CPUID mask did not take: the runtime still sees {', '.join(leaked)}, so onnxruntime would "
+            "run this CPU's own kernels under the tier's name"
+        )
     return None

@@ -42,17 +42,15 @@ TIMED_ALONE = (
 class _Timed:
     name: str
     session: Any
+
+
 log = logging.getLogger("farm.job")
 
 
 def mitigations_for(spec: Spec, variant: str) -> list[tuple[str, dict[str, str]]]:
     """``(name, session config)`` for each runtime mitigation that applies to ``variant`` on this target."""
     target = spec.target
-    if (
-        "x64quantprecision" in spec.mitigations
-        and target.saturation_risk
-        and variant.startswith("u8s8-")
-    ):
+    if "x64quantprecision" in spec.mitigations and target.saturation_risk and variant.startswith("u8s8-"):
         return [(variant + MITIGATION_SUFFIX, X64_QUANT_PRECISION)]
     return []
 
@@ -152,8 +150,9 @@ class _Evaluation:
             self._tuned(spec.tuned.model, dict(spec.tuned.quantization))
         self._time()
         emulated = spec.target.emulated
-        recommended, why = recommend(self.result.variants, emulated=emulated,
-                                     saturation_risk=spec.target.saturation_risk)
+        recommended, why = recommend(
+            self.result.variants, emulated=emulated, saturation_risk=spec.target.saturation_risk
+        )
         findings = tuple(saturation_findings(self.result.variants))
         self.finished = True
         self.save(recommended=recommended, recommendation_reason=why, warnings=(*self.result.warnings, *findings))
@@ -179,15 +178,19 @@ class _Evaluation:
         self.names = [o.name for o in session.get_outputs()]
         unknown = [n for n in spec.outputs or () if n not in self.names]
         if unknown:
-            self.fail(f"--output names {', '.join(unknown)}, which the model does not output "
-                      f"(its outputs: {', '.join(self.names)})")
+            self.fail(
+                f"--output names {', '.join(unknown)}, which the model does not output "
+                f"(its outputs: {', '.join(self.names)})"
+            )
             return False
         self.counted = spec.outputs or default_counted(self.names, self.reference)
         self._export_check()
         for index, name in enumerate(self.names):
             if name not in self.counted and self.reference[0][index].dtype.kind == "f":
-                self.warn(f"output '{name}' holds NaN or infinity in fp32 on these samples, so it is not counted "
-                          "in any variant's verdict")
+                self.warn(
+                    f"output '{name}' holds NaN or infinity in fp32 on these samples, so it is not counted "
+                    "in any variant's verdict"
+                )
         self._save_reference(self.names)
         if spec.metric is not None:
             self.reference_by_name = usermetric.by_name(self.names, self.reference)
@@ -210,14 +213,18 @@ class _Evaluation:
         total = sum(ran.values())
         if ran.get(accelerator, 0) == 0:
             others = ", ".join(f"{provider} {count}" for provider, count in ran.items())
-            reason = (f"{accelerator} ran none of the model's {total} nodes ({others}): every node fell back, so "
-                      "nothing here would measure the accelerator")
+            reason = (
+                f"{accelerator} ran none of the model's {total} nodes ({others}): every node fell back, so "
+                "nothing here would measure the accelerator"
+            )
             self.add(VariantResult(name=FP32, status="failed", error=reason, providers=ran))
             self.fail(reason)
             return False
         if ran[accelerator] * 2 < total:
-            self.warn(f"{accelerator} ran only {ran[accelerator]} of the model's {total} nodes in fp32; the rest ran "
-                      "on " + ", ".join(p for p in ran if p != accelerator))
+            self.warn(
+                f"{accelerator} ran only {ran[accelerator]} of the model's {total} nodes in fp32; the rest ran "
+                "on " + ", ".join(p for p in ran if p != accelerator)
+            )
         return True
 
     def _export_check(self) -> None:
@@ -226,8 +233,11 @@ class _Evaluation:
         log.info("evaluate: export check at batch 2")
         try:
             check = pitfall.check_batch(
-                spec.model, self.feeds, self.reference,
-                lambda model: open_session(model, target=spec.target, threads=spec.threads))
+                spec.model,
+                self.feeds,
+                self.reference,
+                lambda model: open_session(model, target=spec.target, threads=spec.threads),
+            )
         except Exception as exc:  # the check is a finding about the model, never the end of the target
             check = pitfall.ExportCheck(status="not-run", detail=f"the check itself failed: {error_text(exc)}")
         self.save(export_check=check.to_dict())
@@ -238,8 +248,11 @@ class _Evaluation:
         """fp32 failed: to load (a class a reader acts on: IR version, opset, missing kernel, ...) or to run."""
         error = error_text(exc)
         failure = classify(error) if loading and not isinstance(exc, ProviderFallback) else None
-        self.add(VariantResult(name=FP32, status="failed", error=error, size_bytes=model_size(self.spec.model),
-                               failure_class=failure))
+        self.add(
+            VariantResult(
+                name=FP32, status="failed", error=error, size_bytes=model_size(self.spec.model), failure_class=failure
+            )
+        )
         if failure is not None:
             self.save(load_failure=failure)
         self.fail(error)
@@ -290,8 +303,15 @@ class _Evaluation:
         if unquantized is not None:
             # An fp32 model under an int8 name: running it would only measure noise and invite a false pick.
             for variant, _ in variants:
-                self.add(VariantResult(name=variant, status="skipped", error=unquantized,
-                                       size_bytes=model_size(artifact), quantization=quantization))
+                self.add(
+                    VariantResult(
+                        name=variant,
+                        status="skipped",
+                        error=unquantized,
+                        size_bytes=model_size(artifact),
+                        quantization=quantization,
+                    )
+                )
             return
         for variant, config in variants:
             self.begin(variant)
@@ -301,8 +321,14 @@ class _Evaluation:
         """farm tune's model for this target, measured beside the naive variants (its kernels, its speed)."""
         self.begin(TUNED)
         if not model.is_file():
-            self.add(VariantResult(name=TUNED, status="failed", error=f"{model.name} is missing from the inputs",
-                                   quantization=quantization))
+            self.add(
+                VariantResult(
+                    name=TUNED,
+                    status="failed",
+                    error=f"{model.name} is missing from the inputs",
+                    quantization=quantization,
+                )
+            )
             return
         self.add(replace(self._variant(TUNED, model), quantization=quantization))
 
@@ -333,12 +359,14 @@ class _Evaluation:
         spec = self.spec
         level = spec.optimization_level if name == OPTIMIZED else "all"
         try:
-            session = open_session(path, target=spec.target, threads=spec.threads, config=config, level=level,
-                                   profile=True)
+            session = open_session(
+                path, target=spec.target, threads=spec.threads, config=config, level=level, profile=True
+            )
         except Exception as exc:  # one variant's failure must not end the others
             error = error_text(exc)
-            return VariantResult(name=name, status="failed", error=error, size_bytes=model_size(path),
-                                 failure_class=classify(error))
+            return VariantResult(
+                name=name, status="failed", error=error, size_bytes=model_size(path), failure_class=classify(error)
+            )
         try:
             outputs = _run_all(session, self.feeds)
         except Exception as exc:
@@ -351,9 +379,14 @@ class _Evaluation:
         spec = self.spec
         size = model_size(path)
         try:
-            accuracy: Accuracy = compare(self.reference, outputs, self.labels, names=self.names,
-                                         counted=self.counted,
-                                         tolerance=(spec.tolerance.cosine, spec.tolerance.top1_agreement))
+            accuracy: Accuracy = compare(
+                self.reference,
+                outputs,
+                self.labels,
+                names=self.names,
+                counted=self.counted,
+                tolerance=(spec.tolerance.cosine, spec.tolerance.top1_agreement),
+            )
         except Exception as exc:
             return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=size)
         latency = self._keep(name, session, size)
@@ -362,8 +395,15 @@ class _Evaluation:
                 accuracy = replace(accuracy, metric=self._score(outputs))
             except usermetric.UserMetricError as exc:
                 # The variant ran and its figures stand; only its verdict is missing, so it cannot be chosen.
-                return VariantResult(name=name, status="failed", error=str(exc), size_bytes=size,
-                                     latency_ms=latency, timing=self._timing_label(latency), accuracy=accuracy)
+                return VariantResult(
+                    name=name,
+                    status="failed",
+                    error=str(exc),
+                    size_bytes=size,
+                    latency_ms=latency,
+                    timing=self._timing_label(latency),
+                    accuracy=accuracy,
+                )
         return VariantResult(
             name=name,
             status="ok",
@@ -392,8 +432,9 @@ class _Evaluation:
             return None
         if TIMED_ALONE not in self.result.warnings:
             self.warn(TIMED_ALONE)
-        latency = _latency([session], self.feeds, warmup=timing.warmup, iterations=timing.iterations,
-                           rounds=timing.rounds)[0]
+        latency = _latency(
+            [session], self.feeds, warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds
+        )[0]
         if isinstance(latency, Exception):
             # Its accuracy stands; a variant that cannot be timed simply has no latency.
             self.warn(f"{name} could not be timed: {error_text(latency)}")
@@ -412,8 +453,13 @@ class _Evaluation:
         self.timing_underway = True
         self.save()
         timing = self.spec.timing
-        latencies = _latency([k.session for k in self.kept], self.feeds, warmup=timing.warmup,
-                             iterations=timing.iterations, rounds=timing.rounds)
+        latencies = _latency(
+            [k.session for k in self.kept],
+            self.feeds,
+            warmup=timing.warmup,
+            iterations=timing.iterations,
+            rounds=timing.rounds,
+        )
         by_name: dict[str, Latency] = {}
         for kept, latency in zip(self.kept, latencies, strict=True):
             if isinstance(latency, Exception):
@@ -425,7 +471,8 @@ class _Evaluation:
         self.timing_underway = False
         variants = tuple(
             replace(v, latency_ms=by_name[v.name], timing=self._timing_label(by_name[v.name]))
-            if v.name in by_name else v
+            if v.name in by_name
+            else v
             for v in self.result.variants
         )
         self.save(variants=variants)
@@ -435,8 +482,9 @@ class _Evaluation:
         assert metric is not None and ref is not None
         if isinstance(metric, usermetric.UserMetricError):
             raise metric
-        return usermetric.score(metric, ref.function, self.reference_by_name,
-                                usermetric.by_name(self.names, outputs), self.labels)
+        return usermetric.score(
+            metric, ref.function, self.reference_by_name, usermetric.by_name(self.names, outputs), self.labels
+        )
 
 
 def _run_all(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -476,8 +524,10 @@ def _latency(
                 if seconds is not None:
                     timed[index][r].append(seconds)
     interleaved = len(sessions) > 1
-    return [errors[i] if i in errors else Latency.from_rounds(timed[i], interleaved=interleaved)
-            for i in range(len(sessions))]
+    return [
+        errors[i] if i in errors else Latency.from_rounds(timed[i], interleaved=interleaved)
+        for i in range(len(sessions))
+    ]
 
 
 def model_size(path: Path) -> int | None:

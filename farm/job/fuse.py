@@ -39,8 +39,14 @@ class Fused:
 
 def _read_in_subgraphs(model: onnx.ModelProto) -> set[str]:
     """Every name a node inside an If/Loop/Scan body reads: main-graph tensors a body uses have readers there."""
-    return {name for node in model.graph.node for body in subgraphs(node) for graph, _ in all_graphs(body)
-            for inner in graph.node for name in inner.input}
+    return {
+        name
+        for node in model.graph.node
+        for body in subgraphs(node)
+        for graph, _ in all_graphs(body)
+        for inner in graph.node
+        for name in inner.input
+    }
 
 
 @dataclass(kw_only=True, slots=True)
@@ -198,9 +204,10 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
             replacement = [helper.make_node("HardSwish", [x], [output], name=name)]
         elif kind == "HardSwish":
             gate = f"{output}/hardsigmoid"
-            replacement = [helper.make_node("HardSigmoid", [x], [gate], name=f"{name}/HardSigmoid", alpha=_ALPHA,
-                                            beta=_BETA),
-                           helper.make_node("Mul", [x, gate], [output], name=name)]
+            replacement = [
+                helper.make_node("HardSigmoid", [x], [gate], name=f"{name}/HardSigmoid", alpha=_ALPHA, beta=_BETA),
+                helper.make_node("Mul", [x, gate], [output], name=name),
+            ]
         else:
             replacement = [helper.make_node("HardSigmoid", [x], [output], name=name, alpha=_ALPHA, beta=_BETA)]
         _replace(fused_model, nodes, replacement)
@@ -214,8 +221,9 @@ def _first(graph: _Graph, opset: int) -> tuple[str, str, list[onnx.NodeProto]] |
     for node in graph.model.graph.node:
         swish = _hardswish(graph, node)
         # Below opset 14, x * HardSigmoid(x) is already the fused form.
-        if swish is not None and not (opset < HARDSWISH_OPSET and [n.op_type for n in swish[1]] == ["HardSigmoid",
-                                                                                                    "Mul"]):
+        if swish is not None and not (
+            opset < HARDSWISH_OPSET and [n.op_type for n in swish[1]] == ["HardSigmoid", "Mul"]
+        ):
             return "HardSwish", *swish
     for node in graph.model.graph.node:
         if node.op_type not in ("Div", "Mul") or node.domain not in ("", "ai.onnx"):
@@ -240,8 +248,11 @@ def _replace(model: onnx.ModelProto, old: list[onnx.NodeProto], new: list[onnx.N
 
 def _drop_unused_constants(model: onnx.ModelProto, freed: set[str]) -> None:
     """Drop the constants the fused patterns read (``freed``) that nothing reads any more, in any graph."""
-    used = ({name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-            | _read_in_subgraphs(model))
+    used = (
+        {name for node in model.graph.node for name in node.input}
+        | {o.name for o in model.graph.output}
+        | _read_in_subgraphs(model)
+    )
     gone = freed - used
     for tensor in [t for t in model.graph.initializer if t.name in gone]:
         model.graph.initializer.remove(tensor)

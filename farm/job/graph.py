@@ -76,8 +76,10 @@ class NodeCount:
         if not self.quantizable:
             return f"not quantized: the model has none of the nodes int8 kernels exist for ({kinds})"
         if self.quantizable_in_subgraphs == self.quantizable:
-            return (f"not quantized: all {self.quantizable} quantizable nodes sit inside If/Loop/Scan bodies, which "
-                    "this quantizer does not enter, so it would run fp32 under an int8 name")
+            return (
+                f"not quantized: all {self.quantizable} quantizable nodes sit inside If/Loop/Scan bodies, which "
+                "this quantizer does not enter, so it would run fp32 under an int8 name"
+            )
         return f"not quantized: none of the model's {self.quantizable} quantizable nodes ({kinds}) was quantized"
 
     def to_dict(self) -> dict[str, int]:

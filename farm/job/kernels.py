@@ -71,24 +71,39 @@ class KernelFinding:
         """Why this node's kernel is (or is not) a reason to change it, in words for the report."""
         if not self.lossy:
             return f"its int8 kernel ({self.op}) is exact on this target ({self.kernel_db:.1f} dB)"
-        text = (f"its int8 kernel ({self.op}) loses accuracy on this target: {self.kernel_db:.1f} dB against the same "
-                "QDQ computed exactly")
+        text = (
+            f"its int8 kernel ({self.op}) loses accuracy on this target: {self.kernel_db:.1f} dB against the same "
+            "QDQ computed exactly"
+        )
         if self.saturates:
             assert self.precise_db is not None
-            text += (f", and {self.precise_db:.1f} dB with session.x64quantprecision=1, so its int16 pair sums "
-                     "(VPMADDUBSW, x86 without VNNI) saturate")
+            text += (
+                f", and {self.precise_db:.1f} dB with session.x64quantprecision=1, so its int16 pair sums "
+                "(VPMADDUBSW, x86 without VNNI) saturate"
+            )
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "op": self.op, "weight": self.weight, "kernel_db": round(self.kernel_db, 2),
-                "precise_db": None if self.precise_db is None else round(self.precise_db, 2),
-                "lossy": self.lossy, "saturates": self.saturates}
+        return {
+            "node": self.node,
+            "op": self.op,
+            "weight": self.weight,
+            "kernel_db": round(self.kernel_db, 2),
+            "precise_db": None if self.precise_db is None else round(self.precise_db, 2),
+            "lossy": self.lossy,
+            "saturates": self.saturates,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KernelFinding:
         precise = data.get("precise_db")
-        return cls(node=str(data["node"]), op=str(data.get("op", "?")), weight=data.get("weight"),
-                   kernel_db=float(data["kernel_db"]), precise_db=None if precise is None else float(precise))
+        return cls(
+            node=str(data["node"]),
+            op=str(data.get("op", "?")),
+            weight=data.get("weight"),
+            kernel_db=float(data["kernel_db"]),
+            precise_db=None if precise is None else float(precise),
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -159,25 +174,47 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
         output = node.output[0]
         requantize = next((c for c in consumers.get(output, []) if c.op_type == "QuantizeLinear"), None)
         if requantize is not None and parameters_constant(requantize):
-            back = next((c for c in consumers.get(requantize.output[0], []) if c.op_type == "DequantizeLinear"
-                         and parameters_constant(c)), None)
+            back = next(
+                (
+                    c
+                    for c in consumers.get(requantize.output[0], [])
+                    if c.op_type == "DequantizeLinear" and parameters_constant(c)
+                ),
+                None,
+            )
             if back is not None:
                 nodes += [requantize, back]
                 needed.update([*requantize.input[1:], *back.input[1:]])
                 output = back.output[0]
-        groups.append(_Group(node=node, nodes=tuple(nodes), feeds=tuple(dict.fromkeys(feeds)),
-                             initializers=tuple(sorted(n for n in needed if n)), output=output, weight=weight))
+        groups.append(
+            _Group(
+                node=node,
+                nodes=tuple(nodes),
+                feeds=tuple(dict.fromkeys(feeds)),
+                initializers=tuple(sorted(n for n in needed if n)),
+                output=output,
+                weight=weight,
+            )
+        )
     return groups
 
 
 def _group_model(model: onnx.ModelProto, group: _Group, sample: Mapping[str, np.ndarray]) -> bytes:
     initializers = {t.name: t for t in model.graph.initializer}
     # Every dimension dynamic: samples may differ in shape where the model allows it.
-    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(sample[name].dtype),
-                                            [None] * sample[name].ndim) for name in group.feeds]
-    graph = helper.make_graph(list(group.nodes), f"kernel_{group.node.name}", inputs,
-                              [helper.make_empty_tensor_value_info(group.output)],
-                              initializer=[initializers[name] for name in group.initializers])
+    inputs = [
+        helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(sample[name].dtype), [None] * sample[name].ndim
+        )
+        for name in group.feeds
+    ]
+    graph = helper.make_graph(
+        list(group.nodes),
+        f"kernel_{group.node.name}",
+        inputs,
+        [helper.make_empty_tensor_value_info(group.output)],
+        initializer=[initializers[name] for name in group.initializers],
+    )
     single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     return bytes(single.SerializeToString())
 
@@ -188,7 +225,12 @@ def _sqnr(signal: float, noise: float) -> float:
 
 
 def check_kernels(
-    float_model: Path, quantized: Path, feeds: Sequence[Mapping[str, np.ndarray]], *, target: Target, threads: int,
+    float_model: Path,
+    quantized: Path,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    target: Target,
+    threads: int,
     work: Path | None = None,
 ) -> list[KernelFinding]:
     """Each quantized compute node of ``quantized`` (a QDQ model of ``float_model``), its kernel measured on this
@@ -226,15 +268,19 @@ def check_kernels(
     return sorted(findings, key=lambda f: (f.kernel_db, f.node))
 
 
-def _measure(qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: Target,
-             threads: int) -> KernelFinding | None:
+def _measure(
+    qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: Target, threads: int
+) -> KernelFinding | None:
     """One group's kernel, its sessions opened and dropped here, one group at a time."""
     try:
         model = _group_model(qdq, group, samples[0])
         exact = open_exact_session(model, threads=threads)
         fused = open_session(model, target=target, threads=threads)
-        precise = (open_session(model, target=target, threads=threads, config=X64_QUANT_PRECISION)
-                   if target.saturation_risk else None)
+        precise = (
+            open_session(model, target=target, threads=threads, config=X64_QUANT_PRECISION)
+            if target.saturation_risk
+            else None
+        )
         signal = noise = precise_noise = 0.0
         wanted = [group.output]
         for sample in samples:
@@ -245,6 +291,10 @@ def _measure(qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str,
                 precise_noise += float(((np.asarray(precise.run(wanted, dict(sample))[0]) - reference) ** 2).sum())
     except Exception:  # a group onnxruntime cannot load or run on its own is not measured
         return None
-    return KernelFinding(node=group.node.name, op=group.node.op_type, weight=group.weight,
-                         kernel_db=_sqnr(signal, noise),
-                         precise_db=None if precise is None else _sqnr(signal, precise_noise))
+    return KernelFinding(
+        node=group.node.name,
+        op=group.node.op_type,
+        weight=group.weight,
+        kernel_db=_sqnr(signal, noise),
+        precise_db=None if precise is None else _sqnr(signal, precise_noise),
+    )

@@ -16,8 +16,18 @@ _WORDS: tuple[tuple[LoadFailure, tuple[str, ...]], ...] = (
     ("opset", ("official support for domain", "Unsupported opset", "opset_import", "is under development")),
     ("missing-kernel", ("Could not find an implementation for", "NOT_IMPLEMENTED", "is not a registered")),
     ("external-data", ("external data", "External data", "external_data", "ExternalData")),
-    ("invalid-model", ("INVALID_GRAPH", "INVALID_PROTOBUF", "INVALID_ARGUMENT", "ShapeInferenceError",
-                       "Type Error", "This is an invalid model", "Protobuf parsing failed")),
+    (
+        "invalid-model",
+        (
+            "INVALID_GRAPH",
+            "INVALID_PROTOBUF",
+            "INVALID_ARGUMENT",
+            "ShapeInferenceError",
+            "Type Error",
+            "This is an invalid model",
+            "Protobuf parsing failed",
+        ),
+    ),
 )
 
 

@@ -33,8 +33,13 @@ class OutputAccuracy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OutputAccuracy:
-        return cls(name=data["name"], counted=data["counted"], cosine=data["cosine"], max_abs=data["max_abs"],
-                   top1_agreement=data["top1_agreement"])
+        return cls(
+            name=data["name"],
+            counted=data["counted"],
+            cosine=data["cosine"],
+            max_abs=data["max_abs"],
+            top1_agreement=data["top1_agreement"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,12 +144,23 @@ class Latency:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Latency:
         # Reports from before timing rounds lack them.
-        return cls(p50=data["p50"], p90=data["p90"], p99=data["p99"], rounds=tuple(data.get("rounds", ())),
-                   interleaved=data.get("interleaved", False))
+        return cls(
+            p50=data["p50"],
+            p90=data["p90"],
+            p99=data["p99"],
+            rounds=tuple(data.get("rounds", ())),
+            interleaved=data.get("interleaved", False),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"p50": self.p50, "p90": self.p90, "p99": self.p99, "rounds": list(self.rounds),
-                "spread": self.spread, "interleaved": self.interleaved}
+        return {
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "rounds": list(self.rounds),
+            "spread": self.spread,
+            "interleaved": self.interleaved,
+        }
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -201,7 +217,8 @@ def default_counted(names: Sequence[str], reference: Outputs) -> tuple[str, ...]
     """The outputs that make the verdict when the user names none: every float output that fp32 fills with finite
     values (one holding NaN has nothing to be compared against), or every output if none is."""
     floats = [
-        name for index, name in enumerate(names)
+        name
+        for index, name in enumerate(names)
         if np.issubdtype(reference[0][index].dtype, np.floating)
         and all(np.isfinite(sample[index]).all() for sample in reference)
     ]
@@ -246,8 +263,11 @@ def compare(
     changed = [o for o in outputs if o.counted and o.cosine is None]
     if not scored:
         reason = "changed shape against fp32" if changed else "holds numbers to compare"
-        raise MetricsError(f"none of the counted outputs ({', '.join(sorted(chosen))}) {reason}"
-                           if not changed else f"every counted output {reason} ({', '.join(o.name for o in changed)})")
+        raise MetricsError(
+            f"none of the counted outputs ({', '.join(sorted(chosen))}) {reason}"
+            if not changed
+            else f"every counted output {reason} ({', '.join(o.name for o in changed)})"
+        )
 
     def key(o: OutputAccuracy) -> tuple[bool, float]:
         cos = o.cosine if o.cosine is not None else 1.0
@@ -294,8 +314,9 @@ def _output(name: str, reference: list[np.ndarray], candidate: list[np.ndarray],
     if kind is not None:
         agree = [np.argmax(r, axis=-1) == np.argmax(c, axis=-1) for r, c in zip(reference, candidate, strict=True)]
         top1 = float(np.mean(np.concatenate([np.ravel(a) for a in agree])))
-    return OutputAccuracy(name=name, counted=counted, cosine=float(np.mean(cosines)), max_abs=max_abs,
-                          top1_agreement=top1)
+    return OutputAccuracy(
+        name=name, counted=counted, cosine=float(np.mean(cosines)), max_abs=max_abs, top1_agreement=top1
+    )
 
 
 def _check_shapes(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> None:

@@ -30,8 +30,9 @@ def save_model(model: onnx.ModelProto, path: Path, *, external: bool | None = No
     if external is None:
         external = sum(t.ByteSize() for t in model.graph.initializer) >= EXTERNAL_DATA_ABOVE
     if external:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data")
+        onnx.save(
+            model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data"
+        )
     else:
         onnx.save(model, str(path))
     return path

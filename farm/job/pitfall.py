@@ -37,8 +37,12 @@ class ExportCheck:
         return {"status": self.status, "detail": self.detail, "node": self.node, "op": self.op}
 
 
-def check_batch(model: Path, feeds: Sequence[dict[str, np.ndarray]], reference: Sequence[Sequence[np.ndarray]],
-                open_session: Session) -> ExportCheck:
+def check_batch(
+    model: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    reference: Sequence[Sequence[np.ndarray]],
+    open_session: Session,
+) -> ExportCheck:
     """Run ``model`` on feeds 0 and 1 as one batch of 2 and compare with their batch-1 ``reference`` outputs."""
     if len(feeds) < 2:
         return ExportCheck(status="not-run", detail="needs at least 2 samples")
@@ -56,15 +60,27 @@ def check_batch(model: Path, feeds: Sequence[dict[str, np.ndarray]], reference: 
         outputs = session.run(None, batched)
     except Exception as exc:  # the runtime's error names the node that failed
         failed = _NODE_NAME.search(str(exc))
-        return _locate(model, feeds, batched, open_session, failed.group(1) if failed else None,
-                       f"the batch of 2 fails: {' '.join(str(exc).split())[:300]}")
+        return _locate(
+            model,
+            feeds,
+            batched,
+            open_session,
+            failed.group(1) if failed else None,
+            f"the batch of 2 fails: {' '.join(str(exc).split())[:300]}",
+        )
     for index, out in enumerate(outputs):
         out = np.asarray(out)
         single = [np.asarray(reference[s][index]) for s in (0, 1)]
         if not _agrees(single, out):
             name = session.get_outputs()[index].name
-            return _locate(model, feeds, batched, open_session, None,
-                           f"at batch 2 output '{name}' differs from each sample's batch-1 output")
+            return _locate(
+                model,
+                feeds,
+                batched,
+                open_session,
+                None,
+                f"at batch 2 output '{name}' differs from each sample's batch-1 output",
+            )
     return ExportCheck(status="passed", detail="two samples as one batch give each sample's batch-1 outputs")
 
 
@@ -75,8 +91,10 @@ def _agrees(single: Sequence[np.ndarray], batched: np.ndarray) -> bool:
         return bool(batched.shape == single[0].shape and np.allclose(batched, single[0], rtol=RTOL, atol=ATOL))
     size = single[0].shape[axis]
     parts = (np.take(batched, range(size), axis=axis), np.take(batched, range(size, 2 * size), axis=axis))
-    return all(p.shape == s.shape and np.allclose(p, s, rtol=RTOL, atol=ATOL, equal_nan=True)
-               for p, s in zip(parts, single, strict=True))
+    return all(
+        p.shape == s.shape and np.allclose(p, s, rtol=RTOL, atol=ATOL, equal_nan=True)
+        for p, s in zip(parts, single, strict=True)
+    )
 
 
 def _batch_axis(single: tuple[int, ...], batched: tuple[int, ...]) -> int | None:
@@ -92,8 +110,14 @@ def _batch_axis(single: tuple[int, ...], batched: tuple[int, ...]) -> int | None
     return None
 
 
-def _locate(model: Path, feeds: Sequence[dict[str, np.ndarray]], batched: dict[str, np.ndarray],
-            open_session: Session, failed: str | None, detail: str) -> ExportCheck:
+def _locate(
+    model: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    batched: dict[str, np.ndarray],
+    open_session: Session,
+    failed: str | None,
+    detail: str,
+) -> ExportCheck:
     """The first node, in graph order, whose float output stops matching batch 1; else the one that failed."""
     proto = onnx.load(str(model))
     nodes = list(proto.graph.node)
@@ -115,10 +139,14 @@ def _locate(model: Path, feeds: Sequence[dict[str, np.ndarray]], batched: dict[s
             single = [np.asarray(s[output]) for s in singles]
             value = np.asarray(together[output])
             if value.dtype.kind == "f" and not _agrees(single, value):
-                return ExportCheck(status="flagged", node=node.name or output, op=node.op_type,
-                                   detail=f"{detail}; the first node whose output at batch 2 is not each sample's "
-                                   f"batch-1 output is {node.op_type} '{node.name or output}' "
-                                   f"(shape {list(value.shape)} at batch 2, {list(single[0].shape)} at batch 1)")
+                return ExportCheck(
+                    status="flagged",
+                    node=node.name or output,
+                    op=node.op_type,
+                    detail=f"{detail}; the first node whose output at batch 2 is not each sample's "
+                    f"batch-1 output is {node.op_type} '{node.name or output}' "
+                    f"(shape {list(value.shape)} at batch 2, {list(single[0].shape)} at batch 1)",
+                )
     if failed is not None:
         op = next((n.op_type for n in proto.graph.node if n.name == failed), None)
         return ExportCheck(status="flagged", node=failed, op=op, detail=f"{detail}; it fails at {op} '{failed}'")
@@ -144,7 +172,10 @@ def _with_intermediates(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto])
         for output in node.output:
             info = types.get(output)
             if info is not None and info.type.tensor_type.elem_type not in (
-                    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.DOUBLE,
+            ):
                 continue
             probed.graph.output.append(info or onnx.helper.make_empty_tensor_value_info(output))
     return probed

@@ -67,8 +67,9 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
                 continue
             variant_source = per_channel_source
         try:
-            record = quantize(name, variant_source, artifacts / f"{name}.onnx", dataset=dataset,
-                              calibration=spec.calibration)
+            record = quantize(
+                name, variant_source, artifacts / f"{name}.onnx", dataset=dataset, calibration=spec.calibration
+            )
             state["variants"][name] = {"status": "ok", "error": None, "quantization": record}
         except Exception as exc:  # any quantizer failure belongs to this variant alone
             (artifacts / f"{name}.onnx").unlink(missing_ok=True)

@@ -108,8 +108,10 @@ def raise_opset(source: Path, destination: Path) -> tuple[Path, str | None]:
             f"per-channel quantization needs opset {PER_CHANNEL_OPSET} (DequantizeLinear axis) and converting this "
             f"opset-{opset} model failed ({_one_line(exc)})"
         ) from exc
-    note = (f"per-channel variants are quantized from the model converted from opset {opset} to "
-            f"{PER_CHANNEL_OPSET} (onnx.version_converter), since DequantizeLinear takes an axis only from there")
+    note = (
+        f"per-channel variants are quantized from the model converted from opset {opset} to "
+        f"{PER_CHANNEL_OPSET} (onnx.version_converter), since DequantizeLinear takes an axis only from there"
+    )
     return destination, note
 
 
@@ -209,8 +211,9 @@ def quantize(
     # An override without an axis makes the quantizer treat the weight as per-tensor, so per-channel weights name
     # theirs: 7-bit weights must change the bits only.
     axes = _channel_axes(source, seven_bit) if recipe.per_channel else {}
-    overrides = {weight: [{"reduce_range": True, **({"axis": axes[weight]} if weight in axes else {})}]
-                 for weight in seven_bit}
+    overrides = {
+        weight: [{"reduce_range": True, **({"axis": axes[weight]} if weight in axes else {})}] for weight in seven_bit
+    }
     quantize_static(
         str(source),
         str(destination),

@@ -41,7 +41,6 @@ QUANTIZE_INPUT_SUFFIX = "_QuantizeLinear_Input"
 DEQUANTIZE_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
 
 
-
 @dataclass(kw_only=True, slots=True)
 class Energy:
     """Signal and noise energy of one tensor over the samples, whole and per slice along each axis."""
@@ -83,8 +82,9 @@ class Energy:
         for signal, noise in (self.slices or {}).values():
             live = signal > 0
             if live.any():
-                worst = min(worst, float(np.median([sqnr(s, n) for s, n in zip(signal[live], noise[live],
-                                                                                  strict=True)])))
+                worst = min(
+                    worst, float(np.median([sqnr(s, n) for s, n in zip(signal[live], noise[live], strict=True)]))
+                )
         return worst
 
 
@@ -212,13 +212,20 @@ def augmented(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
         if name in present:
             continue
         elem = types.get(name, 0)
-        graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None) if elem
-                            else onnx.helper.make_empty_tensor_value_info(name))
+        graph.output.append(
+            onnx.helper.make_tensor_value_info(name, elem, None)
+            if elem
+            else onnx.helper.make_empty_tensor_value_info(name)
+        )
     return augmented
 
 
 def rank_points(
-    float_model: Path, quantized: Path, feeds: Sequence[Mapping[str, np.ndarray]], *, threads: int = 1,
+    float_model: Path,
+    quantized: Path,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 1,
     work: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The quantization points of ``quantized`` (a QDQ model of ``float_model``), worst first, each with the region
@@ -293,6 +300,5 @@ def serialized(model: onnx.ModelProto, work: Path | None) -> str | bytes:
     if model.ByteSize() < (1 << 31) - (1 << 20) or work is None:
         return bytes(model.SerializeToString())
     path = work / "ranking.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=path.name + ".data")
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
     return str(path)

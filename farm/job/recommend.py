@@ -81,8 +81,10 @@ def _baseline(variants: Sequence[VariantResult], *, timed: bool) -> tuple[Varian
             return fp32, f"; fp32 rather than optimized: optimized is slower beyond noise ({_vs(optimized, fp32)})"
         chosen = min((fp32, optimized), key=_quality)
         other = optimized if chosen is fp32 else fp32
-        return chosen, (f"; {chosen.name} rather than {other.name}: within noise ({_vs(optimized, fp32)}), "
-                        "so chose on accuracy, then size")
+        return chosen, (
+            f"; {chosen.name} rather than {other.name}: within noise ({_vs(optimized, fp32)}), "
+            "so chose on accuracy, then size"
+        )
     chosen = min((fp32, optimized), key=_quality)
     return chosen, f"; {chosen.name} rather than the other baseline on accuracy, then size (no comparable timings)"
 
@@ -96,8 +98,11 @@ def _on_speed(
     if faster(fastest.latency_ms, base.latency_ms):
         # Variants that also beat the baseline and that the fastest does not beat beyond noise are as fast as far
         # as this run can tell.
-        tied = [v for v in int8 if v is fastest or (faster(_latency(v), base.latency_ms)
-                                                    and not faster(fastest.latency_ms, _latency(v)))]
+        tied = [
+            v
+            for v in int8
+            if v is fastest or (faster(_latency(v), base.latency_ms) and not faster(fastest.latency_ms, _latency(v)))
+        ]
         safe_tied = [v for v in tied if saturation_safe(v.name)] if saturation_risk else []
         best = min(safe_tied or tied, key=_quality)
         reason = f"{best.name}: faster than {base.name} beyond noise ({_vs(best, base)})"
@@ -110,23 +115,30 @@ def _on_speed(
             alternative = min(safe, key=_p50) if safe else None
             reason += f"; {SATURATION_NOTE}" + (
                 f": {alternative.name} is within tolerance at p50 {_ms(_p50(alternative))} ms"
-                if alternative else ", and none of them is within tolerance here")
+                if alternative
+                else ", and none of them is within tolerance here"
+            )
         return best.name, reason
     safe = [v for v in int8 if saturation_safe(v.name)] if saturation_risk else list(int8)
     if all(faster(base.latency_ms, _latency(v)) for v in int8):
         speedup = _p50(base) / _p50(fastest) if _p50(fastest) > 0 else 0.0
-        reason = (f"int8 did not pay: every int8 variant is slower than {base.name} beyond noise "
-                  f"(best {speedup:.2f}x: {fastest.name} {_vs(fastest, base)}){base_why}")
+        reason = (
+            f"int8 did not pay: every int8 variant is slower than {base.name} beyond noise "
+            f"(best {speedup:.2f}x: {fastest.name} {_vs(fastest, base)}){base_why}"
+        )
         pick, why_pick = (min(safe, key=_p50), "fastest") if safe else (None, "")
     else:
         close = [v for v in int8 if not faster(base.latency_ms, _latency(v))]
-        reason = (f"no variant is faster beyond noise: {', '.join(v.name for v in close)} within noise of "
-                  f"{base.name} ({fastest.name} {_vs(fastest, base)}), so chose {base.name} on accuracy{base_why}")
+        reason = (
+            f"no variant is faster beyond noise: {', '.join(v.name for v in close)} within noise of "
+            f"{base.name} ({fastest.name} {_vs(fastest, base)}), so chose {base.name} on accuracy{base_why}"
+        )
         pick, why_pick = (min(safe, key=_quality), "most accurate") if safe else (None, "")
     if pick is not None:
         # int8 is also chosen for size; say which variant to ship then.
-        reason += (f"; if int8 is needed here (e.g. for size), {pick.name} is the {why_pick} within tolerance"
-                   + (" that cannot saturate" if saturation_risk else ""))
+        reason += f"; if int8 is needed here (e.g. for size), {pick.name} is the {why_pick} within tolerance" + (
+            " that cannot saturate" if saturation_risk else ""
+        )
     return base.name, reason
 
 

@@ -102,8 +102,9 @@ class TargetResult:
             "duration_s": None,
             "image": None,
             "cpu_seen": None if self.cpu_seen is None else list(self.cpu_seen),
-            "load_failure": None if self.load_failure is None else {"class": self.load_failure, "predicted": None,
-                                                                     "prediction": None},
+            "load_failure": None
+            if self.load_failure is None
+            else {"class": self.load_failure, "predicted": None, "prediction": None},
             "export_check": None if self.export_check is None else dict(self.export_check),
         }
 

@@ -161,8 +161,17 @@ class Tolerance:
 TUNE_FILE = "tune.json"
 TUNED_MODEL = "tuned.onnx"
 TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
-CANDIDATE_KEYS = ("target", "variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "fused",
-                  "changes")
+CANDIDATE_KEYS = (
+    "target",
+    "variant",
+    "calibration",
+    "per_channel",
+    "reduce_range",
+    "exclude",
+    "seven_bit",
+    "fused",
+    "changes",
+)
 DEFAULT_FLOOR = 1.1
 
 
@@ -331,12 +340,16 @@ class Spec:
             ),
             mitigations=_names(data, "mitigations", KNOWN_MITIGATIONS, ""),
             outputs=outputs,
-            metric=None if metric is None else MetricRef(
+            metric=None
+            if metric is None
+            else MetricRef(
                 file=(base / cast(str, _get(metric, "file", str, "metric."))).resolve(),
                 function=_get(metric, "function", str, "metric."),
             ),
             tune=None if tune is None else Tune.from_dict(tune),
-            tuned=None if tuned is None else TunedModel(
+            tuned=None
+            if tuned is None
+            else TunedModel(
                 model=(base / cast(str, _get(tuned, "model", str, "tuned."))).resolve(),
                 quantization=dict(_get(tuned, "quantization", dict, "tuned.")),
             ),

@@ -87,8 +87,11 @@ def run_case(model: Path, sets: list[list[Path]]) -> dict[str, Any]:
                 else:
                     np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
             except AssertionError as exc:
-                return {"status": "failed", "class": "mismatch",
-                        "detail": f"output {position}: " + " ".join(str(exc).split())[:280]}
+                return {
+                    "status": "failed",
+                    "class": "mismatch",
+                    "detail": f"output {position}: " + " ".join(str(exc).split())[:280],
+                }
             except (TypeError, ValueError) as exc:
                 return {"status": "failed", "class": "mismatch", "detail": f"output {position}: {exc}"[:300]}
     return {"status": "passed", "class": None, "detail": None}
@@ -108,8 +111,16 @@ def main(argv: list[str]) -> int:
         began = time.monotonic()
         result = run_case(model, sets)
         results.append({"group": group, "name": name, **result, "seconds": round(time.monotonic() - began, 2)})
-    out.write_text(json.dumps({"schema": "farm.suite/1", "onnxruntime": ort.__version__,
-                               "seconds": round(time.monotonic() - started, 1), "tests": results}))
+    out.write_text(
+        json.dumps(
+            {
+                "schema": "farm.suite/1",
+                "onnxruntime": ort.__version__,
+                "seconds": round(time.monotonic() - started, 1),
+                "tests": results,
+            }
+        )
+    )
     out.chmod(0o644)
     return 0
 

@@ -86,6 +86,7 @@ MIN_GAIN = 0.01
 
 log = logging.getLogger("farm.job")
 
+
 class TuneFailed(RuntimeError):
     """The search cannot run at all (no data, fp32 does not run, no static candidate): tune.json says why."""
 
@@ -118,9 +119,15 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
-        return cls(variant=str(data["variant"]), method=data["calibration"], per_channel=bool(data["per_channel"]),
-                   reduce_range=bool(data["reduce_range"]), exclude=tuple(data.get("exclude", ())),
-                   seven_bit=tuple(data.get("seven_bit", ())), fused=bool(data.get("fused", False)))
+        return cls(
+            variant=str(data["variant"]),
+            method=data["calibration"],
+            per_channel=bool(data["per_channel"]),
+            reduce_range=bool(data["reduce_range"]),
+            exclude=tuple(data.get("exclude", ())),
+            seven_bit=tuple(data.get("seven_bit", ())),
+            fused=bool(data.get("fused", False)),
+        )
 
 
 def _fusion_text(fusions: Sequence[Fused]) -> str:
@@ -132,19 +139,33 @@ def _without_reduce_range(variant: str) -> str | None:
     recipe = RECIPES[variant]
     if not recipe.reduce_range:
         return None
-    return next((name for name, other in RECIPES.items() if other.kind == "static" and not other.reduce_range
-                 and (other.activation, other.weight, other.per_channel) == (recipe.activation, recipe.weight,
-                                                                             recipe.per_channel)), None)
+    return next(
+        (
+            name
+            for name, other in RECIPES.items()
+            if other.kind == "static"
+            and not other.reduce_range
+            and (other.activation, other.weight, other.per_channel)
+            == (recipe.activation, recipe.weight, recipe.per_channel)
+        ),
+        None,
+    )
 
 
 def _covering(config: Config, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
     """The given changes, plus one for each node or weight the given config keeps out of int8 that none names."""
     named = {n for c in changes for n in c.get("nodes", ())} | {w for c in changes for w in c.get("seven_bit", ())}
     why = f"{origin}'s tuned model keeps it out of int8"
-    extra: list[dict[str, Any]] = [{"kind": "fp32", "nodes": [n], "seven_bit": [], "cause": "given",
-                                    "kernel_node": None, "why": why} for n in config.exclude if n not in named]
-    extra += [{"kind": "7-bit", "nodes": [], "seven_bit": [w], "cause": "given", "kernel_node": None, "why": why}
-              for w in config.seven_bit if w not in named]
+    extra: list[dict[str, Any]] = [
+        {"kind": "fp32", "nodes": [n], "seven_bit": [], "cause": "given", "kernel_node": None, "why": why}
+        for n in config.exclude
+        if n not in named
+    ]
+    extra += [
+        {"kind": "7-bit", "nodes": [], "seven_bit": [w], "cause": "given", "kernel_node": None, "why": why}
+        for w in config.seven_bit
+        if w not in named
+    ]
     return changes + extra
 
 
@@ -410,8 +431,7 @@ class _Tuner:
         if self.metric is not None:
             self.reference_by_name = usermetric.by_name(self.names, self.reference)
         accuracy = self._accuracy(self.reference)
-        self.state["fp32"] = {"accuracy": accuracy.to_dict(), "latency_ms": None,
-                              "size_bytes": model_size(spec.model)}
+        self.state["fp32"] = {"accuracy": accuracy.to_dict(), "latency_ms": None, "size_bytes": model_size(spec.model)}
         self.save()
 
     def _prepare_source(self) -> None:
@@ -434,8 +454,9 @@ class _Tuner:
             fused, self.fusions = model, []
         if self.fusions:
             self.fused_source = save_model(fused, self.work / "source-fused.onnx", external=external)
-            self.state["fusions"] = [{"kind": f.kind, "replaced": list(f.replaced), "node": f.node}
-                                     for f in self.fusions]
+            self.state["fusions"] = [
+                {"kind": f.kind, "replaced": list(f.replaced), "node": f.node} for f in self.fusions
+            ]
             say(f"exporter patterns to fuse: {_fusion_text(self.fusions)}")
 
     def _source_for(self, config: Config) -> Path:
@@ -461,11 +482,17 @@ class _Tuner:
     # -- measuring -----------------------------------------------------------------------------------------------
 
     def _accuracy(self, outputs: list[list[np.ndarray]]) -> Accuracy:
-        accuracy = compare(self.reference, outputs, self.labels, names=self.names, counted=self.counted,
-                           tolerance=self.tolerance)
+        accuracy = compare(
+            self.reference, outputs, self.labels, names=self.names, counted=self.counted, tolerance=self.tolerance
+        )
         if self.metric is not None and self.spec.metric is not None:
-            score = usermetric.score(self.metric, self.spec.metric.function, self.reference_by_name,
-                                     usermetric.by_name(self.names, outputs), self.labels)
+            score = usermetric.score(
+                self.metric,
+                self.spec.metric.function,
+                self.reference_by_name,
+                usermetric.by_name(self.names, outputs),
+                self.labels,
+            )
             accuracy = replace(accuracy, metric=score)
         return accuracy
 
@@ -493,8 +520,13 @@ class _Tuner:
     def _time(self, session: Any) -> tuple[Latency | None, float | None, str | None]:
         """``session`` against fp32, their rounds alternating: (latency, speedup, why there is none)."""
         timing = self.spec.timing
-        both = _latency([self.fp32_session, session], self.feeds, warmup=timing.warmup,
-                        iterations=timing.iterations, rounds=timing.rounds)
+        both = _latency(
+            [self.fp32_session, session],
+            self.feeds,
+            warmup=timing.warmup,
+            iterations=timing.iterations,
+            rounds=timing.rounds,
+        )
         fp32, latency = both
         if isinstance(latency, Exception):
             return None, None, f"could not be timed: {error_text(latency)}"
@@ -511,8 +543,10 @@ class _Tuner:
         if start is not None and start not in static:
             static.append(start)
         if not static:
-            raise TuneFailed("the target has no static candidate to tune from (dynamic quantization has no "
-                             "calibrated points to put back into fp32)")
+            raise TuneFailed(
+                "the target has no static candidate to tune from (dynamic quantization has no "
+                "calibrated points to put back into fp32)"
+            )
         given = self.settings.candidate
         if given is not None and not self.timed:
             # Untimed, the given model's search starts from it: of the naive variants, only its own says anything
@@ -536,8 +570,13 @@ class _Tuner:
         if self.timed:
             say(f"timing fp32 and {len(ran)} naive variants")
             timing = spec.timing
-            latencies = _latency([self.fp32_session, *(n.session for n in ran)], self.feeds,
-                                 warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds)
+            latencies = _latency(
+                [self.fp32_session, *(n.session for n in ran)],
+                self.feeds,
+                warmup=timing.warmup,
+                iterations=timing.iterations,
+                rounds=timing.rounds,
+            )
             fp32 = latencies[0]
             if isinstance(fp32, Exception):
                 raise TuneFailed(f"fp32 could not be timed: {error_text(fp32)}")
@@ -558,8 +597,10 @@ class _Tuner:
             failures = "; ".join(f"{n.name}: {n.error}" for n in naive.values())
             raise TuneFailed(f"no naive variant ran ({failures})")
         chosen = naive[start]
-        say(f"start from {start}" + (f" ({_figures(chosen.accuracy, chosen.speedup)})"
-                                          if chosen.accuracy is not None else ""))
+        say(
+            f"start from {start}"
+            + (f" ({_figures(chosen.accuracy, chosen.speedup)})" if chosen.accuracy is not None else "")
+        )
         return start
 
     def _naive_model(self, name: str) -> Path:
@@ -587,17 +628,37 @@ class _Tuner:
 
     # -- trials --------------------------------------------------------------------------------------------------
 
-    def _trial(self, change: str, config: Config, *, step: Step, point: int | None = None,
-               added: Sequence[str] = (), weights: Sequence[str] = (), returned: Sequence[str] = (),
-               kernel: KernelFinding | None = None, why: str | None = None) -> _Trial:
+    def _trial(
+        self,
+        change: str,
+        config: Config,
+        *,
+        step: Step,
+        point: int | None = None,
+        added: Sequence[str] = (),
+        weights: Sequence[str] = (),
+        returned: Sequence[str] = (),
+        kernel: KernelFinding | None = None,
+        why: str | None = None,
+    ) -> _Trial:
         """Make, measure and judge one model. A ``return`` trial (a change undone) is kept when the model stays
         within tolerance (and the floor); any other when it is closer to the tolerance than the current model (the
         start of a lane always is)."""
         spec = self.spec
         assert self.dataset is not None
-        trial = _Trial(index=len(self.trials), lane=len(self.state["lanes"]) - 1, change=change, config=config,
-                       step=step, point=point,
-                       added=tuple(added), weights=tuple(weights), returned=tuple(returned), kernel=kernel, why=why)
+        trial = _Trial(
+            index=len(self.trials),
+            lane=len(self.state["lanes"]) - 1,
+            change=change,
+            config=config,
+            step=step,
+            point=point,
+            added=tuple(added),
+            weights=tuple(weights),
+            returned=tuple(returned),
+            kernel=kernel,
+            why=why,
+        )
         began = time.monotonic()
         session = None
         try:
@@ -611,16 +672,20 @@ class _Tuner:
             trial.within = self._within(trial.accuracy)
             # A start that quantized nothing says why (every node inside If bodies, none int8 kernels exist for).
             why = NodeCount.from_dict(trial.nodes).not_quantized() if step == "start" and trial.nodes else None
-            trial.note = (f"undone: {why}" if why else
-                          "undone: it leaves no quantizable node in int8, so it is fp32 under another name")
+            trial.note = (
+                f"undone: {why}"
+                if why
+                else "undone: it leaves no quantizable node in int8, so it is fp32 under another name"
+            )
         elif trial.accuracy is not None:
             trial.within = self._within(trial.accuracy)
             current = self.current
             if step == "return":
                 improves = trial.within
             else:
-                improves = current is None or (current.accuracy is not None
-                                               and self.better(trial.accuracy, current.accuracy))
+                improves = current is None or (
+                    current.accuracy is not None and self.better(trial.accuracy, current.accuracy)
+                )
             if improves or trial.within or step == "fuse":
                 # Only a model that may be kept (or that meets the tolerance) is worth its timing runs; a fusion is
                 # also kept for its speed alone.
@@ -637,8 +702,11 @@ class _Tuner:
                 elif not improves:
                     trial.note = "undone: no closer to the tolerance than the current model"
             else:
-                trial.note = ("undone: out of tolerance without it" if step == "return"
-                              else "undone: no closer to the tolerance than the current model")
+                trial.note = (
+                    "undone: out of tolerance without it"
+                    if step == "return"
+                    else "undone: no closer to the tolerance than the current model"
+                )
         trial.seconds = time.monotonic() - began
         self.trials.append(trial)
         if trial.kept:
@@ -659,15 +727,25 @@ class _Tuner:
             return False
         if not self.timed:
             return True
-        return (trial.speedup is not None and current.speedup is not None
-                and trial.speedup > current.speedup * (1.0 + NOISE_FLOOR))
+        return (
+            trial.speedup is not None
+            and current.speedup is not None
+            and trial.speedup > current.speedup * (1.0 + NOISE_FLOOR)
+        )
 
     def _make(self, config: Config, path: Path, trial: _Trial | None = None) -> Path:
         assert self.dataset is not None
-        record = quantize(config.variant, self._source_for(config), path, dataset=self.dataset,
-                          calibration=Calibration(method=config.method, samples=self.spec.calibration.samples),
-                          exclude=config.exclude, per_channel=config.per_channel, reduce_range=config.reduce_range,
-                          seven_bit=config.seven_bit)
+        record = quantize(
+            config.variant,
+            self._source_for(config),
+            path,
+            dataset=self.dataset,
+            calibration=Calibration(method=config.method, samples=self.spec.calibration.samples),
+            exclude=config.exclude,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            seven_bit=config.seven_bit,
+        )
         if config.fused:
             record["fused"] = [f"{', '.join(f.replaced)} -> {f.kind} {f.node}" for f in self.fusions]
         if trial is not None:
@@ -701,8 +779,7 @@ class _Tuner:
             first = Config.from_dict(given)
             origin = str(given.get("target") or "the native search")
             self.given_changes = _covering(first, [dict(c) for c in given.get("changes", ())], origin)
-            label = (f"start: {origin}'s tuned model ({first.variant}, {_kept_text(first)}), checked on this "
-                     "target")
+            label = f"start: {origin}'s tuned model ({first.variant}, {_kept_text(first)}), checked on this target"
         else:
             first, label = Config.of(start, self.spec.calibration.method), f"start: {start}"
             plain = _without_reduce_range(start)
@@ -710,8 +787,7 @@ class _Tuner:
                 # 7-bit weights everywhere is the blanket remedy for saturation; the kernel check finds the nodes
                 # that need it, so the search starts from the family's 8-bit recipe.
                 first = Config.of(plain, self.spec.calibration.method)
-                label = (f"start: {plain} ({start} without reduce_range: the kernel check finds the nodes that "
-                         "saturate)")
+                label = f"start: {plain} ({start} without reduce_range: the kernel check finds the nodes that saturate)"
         reasons = [self._lane(first, label)]
         while self.timed:
             rival = self._best_acceptable()
@@ -725,16 +801,24 @@ class _Tuner:
             recipe = RECIPES[faster]
             if rival is None:
                 config = Config.of(faster, self.spec.calibration.method)
-                label = (f"start: {faster} (its kernels ran {speed:.2f}x fp32 naive, against {against:.2f}x for "
-                         f"{self.state['lanes'][-1]['variant']}, whose lane found nothing within tolerance)")
+                label = (
+                    f"start: {faster} (its kernels ran {speed:.2f}x fp32 naive, against {against:.2f}x for "
+                    f"{self.state['lanes'][-1]['variant']}, whose lane found nothing within tolerance)"
+                )
             else:
                 # What made the rival accurate (its calibration, per-channel weights, the nodes it keeps in fp32)
                 # is carried over: those reasons do not depend on the kernels.
-                config = replace(rival.config, variant=faster, reduce_range=recipe.reduce_range,
-                                 per_channel=rival.config.per_channel or recipe.per_channel,
-                                 seven_bit=rival.config.seven_bit if recipe.weight == "int8" else ())
-                label = (f"start: {faster} with trial {rival.index}'s settings ({_kept_text(config)}): its kernels "
-                         f"ran {speed:.2f}x fp32 naive, against {against:.2f}x for {rival.config.variant}'s")
+                config = replace(
+                    rival.config,
+                    variant=faster,
+                    reduce_range=recipe.reduce_range,
+                    per_channel=rival.config.per_channel or recipe.per_channel,
+                    seven_bit=rival.config.seven_bit if recipe.weight == "int8" else (),
+                )
+                label = (
+                    f"start: {faster} with trial {rival.index}'s settings ({_kept_text(config)}): its kernels "
+                    f"ran {speed:.2f}x fp32 naive, against {against:.2f}x for {rival.config.variant}'s"
+                )
             reasons.append(self._lane(config, label, rival=rival))
         return "; ".join(dict.fromkeys(reasons))
 
@@ -768,8 +852,12 @@ class _Tuner:
         """One lane: its start, then (out of tolerance) the kernels, the knobs and the ranked points, then (within)
         the changes this target does not need returned to int8. Returns why it stopped."""
         self.current = None
-        lane: dict[str, Any] = {"variant": config.variant, "start_trial": len(self.trials),
-                                "from_trial": None if rival is None else rival.index, "stopped": None}
+        lane: dict[str, Any] = {
+            "variant": config.variant,
+            "start_trial": len(self.trials),
+            "from_trial": None if rival is None else rival.index,
+            "stopped": None,
+        }
         self.state["lanes"].append(lane)
         first = self._trial(label, config, step="start")
         name = config.variant
@@ -778,8 +866,10 @@ class _Tuner:
         elif not first.kept:
             stopped = f"{name}: the start was {first.note}"
         elif self.timed and (first.speedup is None or first.speedup < self.settings.floor):
-            stopped = (f"{name}: the start is {_speed(first.speedup)} fp32's speed, below the floor "
-                       f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower")
+            stopped = (
+                f"{name}: the start is {_speed(first.speedup)} fp32's speed, below the floor "
+                f"{self.settings.floor:g}x, and keeping nodes in fp32 only makes it slower"
+            )
         else:
             stopped = self._repair(rival) if not first.within else f"{name}: trial {first.index} is within tolerance"
             if self._done():
@@ -798,10 +888,16 @@ class _Tuner:
             return f"{self.current.config.variant}: trial {self.current.index} is within tolerance"
         if (spent := self.budget_spent()) is not None:
             return spent
-        if rival is not None and self.current.speedup is not None and rival.speedup is not None \
-                and self.current.speedup <= rival.speedup:
-            return (f"{self.current.config.variant}: trial {self.current.index} is no faster than trial "
-                    f"{rival.index}'s {_speed(rival.speedup)}")
+        if (
+            rival is not None
+            and self.current.speedup is not None
+            and rival.speedup is not None
+            and self.current.speedup <= rival.speedup
+        ):
+            return (
+                f"{self.current.config.variant}: trial {self.current.index} is no faster than trial "
+                f"{rival.index}'s {_speed(rival.speedup)}"
+            )
         return None
 
     def _repair(self, rival: _Trial | None) -> str:
@@ -830,17 +926,26 @@ class _Tuner:
             tried = len(self.trials)
             why = finding.describe()
             if self._seven_bit_fits(finding, base) and finding.weight:
-                seven = self._trial(f"7-bit weights for {finding.node} ({finding.weight}): {finding.brief()}",
-                                    replace(base, seven_bit=(*base.seven_bit, finding.weight)), step="kernel",
-                                    weights=(finding.weight,), kernel=finding,
-                                    why=f"{why}; 7-bit weights keep its pair sums within int16")
+                seven = self._trial(
+                    f"7-bit weights for {finding.node} ({finding.weight}): {finding.brief()}",
+                    replace(base, seven_bit=(*base.seven_bit, finding.weight)),
+                    step="kernel",
+                    weights=(finding.weight,),
+                    kernel=finding,
+                    why=f"{why}; 7-bit weights keep its pair sums within int16",
+                )
                 if seven.within or (over := self._lane_over(rival)) is not None:
                     idle = 0 if seven.kept else idle + 1
                     continue
             # fp32 from the same base, measured against the 7-bit try when that was kept: the closer one stays.
-            self._trial(f"keep {finding.node} in fp32: {finding.brief()}",
-                        replace(base, exclude=(*base.exclude, finding.node)),
-                        step="kernel", added=(finding.node,), kernel=finding, why=self._fp32_why(finding))
+            self._trial(
+                f"keep {finding.node} in fp32: {finding.brief()}",
+                replace(base, exclude=(*base.exclude, finding.node)),
+                step="kernel",
+                added=(finding.node,),
+                kernel=finding,
+                why=self._fp32_why(finding),
+            )
             idle = 0 if any(t.kept for t in self.trials[tried:]) else idle + len(self.trials) - tried
         # A later lane carries the first lane's settings: the knobs were tried there.
         if rival is None and (over := self._fuse()) is not None:
@@ -868,9 +973,14 @@ class _Tuner:
             tensor = point.get("tensor", "?")
             sqnr = point.get("sqnr_db")
             figure = f" ({sqnr:.1f} dB)" if isinstance(sqnr, int | float) else ""
-            trial = self._trial(f"exclude the region of {tensor}{figure}: {', '.join(added)}", config, step="point",
-                                point=index, added=added,
-                                why=f"quantizing {tensor} alone keeps {figure.strip(' ()') or 'an unmeasured'} SQNR")
+            trial = self._trial(
+                f"exclude the region of {tensor}{figure}: {', '.join(added)}",
+                config,
+                step="point",
+                point=index,
+                added=added,
+                why=f"quantizing {tensor} alone keeps {figure.strip(' ()') or 'an unmeasured'} SQNR",
+            )
             idle = 0 if trial.kept else idle + 1
             if idle >= MAX_IDLE_TRIALS and not self._done():
                 return f"{MAX_IDLE_TRIALS} trials in a row did not help"
@@ -880,8 +990,13 @@ class _Tuner:
     def _seven_bit_fits(finding: KernelFinding, config: Config) -> bool:
         """7-bit weights are the remedy for ``finding`` in ``config``: it saturates, its int8 weights are not 7-bit
         yet."""
-        return bool(finding.saturates and finding.weight and RECIPES[config.variant].weight == "int8"
-                    and finding.weight not in config.seven_bit and not config.reduce_range)
+        return bool(
+            finding.saturates
+            and finding.weight
+            and RECIPES[config.variant].weight == "int8"
+            and finding.weight not in config.seven_bit
+            and not config.reduce_range
+        )
 
     def _seven_bit_for_all(self, lossy: Sequence[KernelFinding]) -> tuple[_Trial | None, set[str]]:
         """Where several nodes saturate, one trial first: 7-bit weights for all of them (onnxruntime's advice for x86
@@ -896,12 +1011,16 @@ class _Tuner:
         weights = tuple(dict.fromkeys(str(f.weight) for f in saturating))
         names = ", ".join(f.node for f in saturating[:4]) + (", ..." if len(saturating) > 4 else "")
         # The worst node stands for the group where one node is named (the change's kernel_node).
-        trial = self._trial(f"7-bit weights for the {len(saturating)} nodes that saturate here ({names})",
-                            replace(base, seven_bit=(*base.seven_bit, *weights)), step="kernel", weights=weights,
-                            kernel=saturating[0],
-                            why=f"the int16 pair sums of {len(saturating)} nodes' int8 kernels saturate on this "
-                                f"target ({names}; worst: {saturating[0].brief()}); 7-bit weights keep them within "
-                                "int16")
+        trial = self._trial(
+            f"7-bit weights for the {len(saturating)} nodes that saturate here ({names})",
+            replace(base, seven_bit=(*base.seven_bit, *weights)),
+            step="kernel",
+            weights=weights,
+            kernel=saturating[0],
+            why=f"the int16 pair sums of {len(saturating)} nodes' int8 kernels saturate on this "
+            f"target ({names}; worst: {saturating[0].brief()}); 7-bit weights keep them within "
+            "int16",
+        )
         return trial, {f.node for f in saturating} if trial.kept else set()
 
     def _fp32_why(self, finding: KernelFinding) -> str:
@@ -927,14 +1046,21 @@ class _Tuner:
             plain = replace(config, exclude=(), seven_bit=())
             if plain == config and start.model is not None:
                 model = start.model
-            elif plain == Config.of(config.variant, self.spec.calibration.method) and \
-                    config.variant in self.naive_models:
+            elif (
+                plain == Config.of(config.variant, self.spec.calibration.method) and config.variant in self.naive_models
+            ):
                 model = self.naive_models[config.variant]
             else:
                 # The start keeps some nodes out of int8; the check needs them in.
                 model = self._make(plain, self.work / f"plain-{config.variant}.onnx")
-            findings = check_kernels(self._source_for(config), model, self.feeds, target=self.spec.target,
-                                     threads=self.spec.threads, work=self.work)
+            findings = check_kernels(
+                self._source_for(config),
+                model,
+                self.feeds,
+                target=self.spec.target,
+                threads=self.spec.threads,
+                work=self.work,
+            )
         except Exception as exc:  # a model the check cannot cut apart: the search goes on without it
             self.warn(f"the kernel check of {config.variant} failed: {error_text(exc)}")
             findings = []
@@ -942,8 +1068,10 @@ class _Tuner:
         self.state["kernels"] += [{"variant": config.variant, **f.to_dict()} for f in findings]
         lossy = [f for f in findings if f.lossy]
         if lossy:
-            say(f"{len(lossy)} node(s) lose accuracy in this target's int8 kernels: "
-                + ", ".join(f"{f.node} ({f.kernel_db:.1f} dB)" for f in lossy[:6]))
+            say(
+                f"{len(lossy)} node(s) lose accuracy in this target's int8 kernels: "
+                + ", ".join(f"{f.node} ({f.kernel_db:.1f} dB)" for f in lossy[:6])
+            )
         self.save()
         return findings
 
@@ -958,8 +1086,12 @@ class _Tuner:
         renamed = self._renamed()
         config = self.current.config
         fused = replace(config, fused=True, exclude=tuple(dict.fromkeys(renamed.get(n, n) for n in config.exclude)))
-        self._trial(f"fuse exporter patterns ({_fusion_text(self.fusions)}): fewer quantization points", fused,
-                    step="fuse", why=f"fused {_fusion_text(self.fusions)} into single nodes")
+        self._trial(
+            f"fuse exporter patterns ({_fusion_text(self.fusions)}): fewer quantization points",
+            fused,
+            step="fuse",
+            why=f"fused {_fusion_text(self.fusions)} into single nodes",
+        )
         return None
 
     def _renamed(self) -> dict[str, str]:
@@ -1014,14 +1146,23 @@ class _Tuner:
                 continue
             finding = self._finding(change.get("kernel_node"))
             here = f" ({finding.brief()})" if finding is not None else ""
-            what = ", ".join(nodes) + (" in int8" if nodes else "") + (
-                f"{'; ' if nodes else ''}8-bit weights for {', '.join(weights)}" if weights else "")
+            what = (
+                ", ".join(nodes)
+                + (" in int8" if nodes else "")
+                + (f"{'; ' if nodes else ''}8-bit weights for {', '.join(weights)}" if weights else "")
+            )
             trial = self._trial(
                 f"return to {what}{here}",
-                replace(config, exclude=tuple(n for n in config.exclude if n not in nodes),
-                        seven_bit=tuple(w for w in config.seven_bit if w not in weights)),
-                step="return", returned=(*nodes, *weights), kernel=finding,
-                why="within tolerance without it" + (f": {finding.describe()}" if finding is not None else ""))
+                replace(
+                    config,
+                    exclude=tuple(n for n in config.exclude if n not in nodes),
+                    seven_bit=tuple(w for w in config.seven_bit if w not in weights),
+                ),
+                step="return",
+                returned=(*nodes, *weights),
+                kernel=finding,
+                why="within tolerance without it" + (f": {finding.describe()}" if finding is not None else ""),
+            )
             if trial.kept:
                 stopped = f"{config.variant}: trial {trial.index} is within tolerance with less kept out of int8"
         return stopped
@@ -1049,8 +1190,9 @@ class _Tuner:
             inherited = []
         entries = []
         for change in inherited:
-            nodes = list(dict.fromkeys(renamed.get(n, n) for n in change.get("nodes", ())
-                                       if renamed.get(n, n) in exclude))
+            nodes = list(
+                dict.fromkeys(renamed.get(n, n) for n in change.get("nodes", ()) if renamed.get(n, n) in exclude)
+            )
             weights = [w for w in change.get("seven_bit", ()) if w in seven]
             if nodes or weights:
                 entries.append({**change, "nodes": nodes, "seven_bit": weights})
@@ -1063,20 +1205,21 @@ class _Tuner:
             weights = [w for w in earlier.weights if w in seven]
             if not nodes and not weights:
                 continue
-            point = self.points[earlier.point] if earlier.point is not None and earlier.point < len(self.points) \
-                else {}
-            entries.append({
-                "trial": earlier.index,
-                "kind": "fp32" if nodes else "7-bit",
-                "nodes": nodes,
-                "seven_bit": weights,
-                "cause": "kernel" if earlier.kernel is not None else "sqnr",
-                "kernel_node": earlier.kernel.node if earlier.kernel is not None else None,
-                "tensor": point.get("tensor"),
-                "tensors": point.get("tensors", [point.get("tensor")]) if point else [],
-                "sqnr_db": point.get("sqnr_db"),
-                "why": earlier.why,
-            })
+            point = self.points[earlier.point] if earlier.point is not None and earlier.point < len(self.points) else {}
+            entries.append(
+                {
+                    "trial": earlier.index,
+                    "kind": "fp32" if nodes else "7-bit",
+                    "nodes": nodes,
+                    "seven_bit": weights,
+                    "cause": "kernel" if earlier.kernel is not None else "sqnr",
+                    "kernel_node": earlier.kernel.node if earlier.kernel is not None else None,
+                    "tensor": point.get("tensor"),
+                    "tensors": point.get("tensors", [point.get("tensor")]) if point else [],
+                    "sqnr_db": point.get("sqnr_db"),
+                    "why": earlier.why,
+                }
+            )
         return entries
 
     def _done(self) -> bool:
@@ -1109,10 +1252,14 @@ class _Tuner:
                 # in fp32 already).
                 current = self.current
                 plain = replace(current.config, exclude=(), seven_bit=())
-                model = current.model if current.model is not None and current.config == plain else \
-                    self._make(plain, self.work / "ranked.onnx")
-                self.points = rank_points(self._source_for(plain), model, samples, threads=self.spec.threads,
-                                          work=self.work)
+                model = (
+                    current.model
+                    if current.model is not None and current.config == plain
+                    else self._make(plain, self.work / "ranked.onnx")
+                )
+                self.points = rank_points(
+                    self._source_for(plain), model, samples, threads=self.spec.threads, work=self.work
+                )
             except Exception as exc:  # a graph the augmented run cannot take: the search ends with what it has
                 self.warn(f"ranking the quantization points failed: {error_text(exc)}")
                 self.state["ranking_source"] = "failed"
@@ -1123,8 +1270,10 @@ class _Tuner:
         self.save()
         if self.points:
             worst = self.points[0]
-            say(f"{len(self.points)} points ranked; worst {worst.get('tensor')} "
-                f"({worst.get('sqnr_db')} dB): {', '.join(map(str, worst.get('nodes', ())))}")
+            say(
+                f"{len(self.points)} points ranked; worst {worst.get('tensor')} "
+                f"({worst.get('sqnr_db')} dB): {', '.join(map(str, worst.get('nodes', ())))}"
+            )
         return None if self.points else "no quantization point to put back into fp32"
 
     # -- the verdict ---------------------------------------------------------------------------------------------
@@ -1152,8 +1301,16 @@ class _Tuner:
             if self.timed:
                 return max(good, key=lambda t: t.speedup or 0.0)
             # Untimed, the fewest nodes out of int8, then the fewest quantization points, then accuracy.
-            return min(good, key=lambda t: (len(t.config.exclude), len(t.config.seven_bit), not t.config.fused,
-                                            -self._cosine(t), t.index))
+            return min(
+                good,
+                key=lambda t: (
+                    len(t.config.exclude),
+                    len(t.config.seven_bit),
+                    not t.config.fused,
+                    -self._cosine(t),
+                    t.index,
+                ),
+            )
         within = [t for t in measured if t.within and t.speedup is not None]
         if within:
             return max(within, key=lambda t: t.speedup or 0.0)
@@ -1174,9 +1331,11 @@ class _Tuner:
             reason = f"no trial produced a model to compare ({stopped})"
             counted = [NodeCount.from_dict(t.nodes) for t in self.trials if t.nodes]
             if counted and all(c.quantizable and c.quantizable_in_subgraphs == c.quantizable for c in counted):
-                reason += ("; this search makes static QDQ models, which leave If/Loop/Scan bodies in fp32: "
-                           f"dynamic quantization enters them (`farm matrix` adds {SUBGRAPH_VARIANT} beside "
-                           "u8s8-dynamic)")
+                reason += (
+                    "; this search makes static QDQ models, which leave If/Loop/Scan bodies in fp32: "
+                    f"dynamic quantization enters them (`farm matrix` adds {SUBGRAPH_VARIANT} beside "
+                    "u8s8-dynamic)"
+                )
             self.state.update(verdict="keep-fp32", reason=reason)
             say(f"keep fp32: {self.state['reason']}")
             return
@@ -1209,15 +1368,21 @@ class _Tuner:
         figures = _figures(best.accuracy, best.speedup)
         kept = _kept_text(best.config)
         if self._acceptable(best):
-            speed = (f"{_speed(best.speedup)} fp32's speed (floor {floor:g}x)" if self.timed
-                     else "not timed (emulated target: accuracy only)")
+            speed = (
+                f"{_speed(best.speedup)} fp32's speed (floor {floor:g}x)"
+                if self.timed
+                else "not timed (emulated target: accuracy only)"
+            )
             reason = f"trial {best.index} ({best.config.variant}, {kept}) is within tolerance: {figures}; {speed}"
             self._write_tuned(best)
             self.state.update(verdict="tuned", reason=reason, tuned_model=TUNED_MODEL)
             say(f"tuned: {reason}")
             return
-        claim = (f"nothing within tolerance beats fp32 by {floor:g}x" if self.timed
-                 else "no int8 model within tolerance was found")
+        claim = (
+            f"nothing within tolerance beats fp32 by {floor:g}x"
+            if self.timed
+            else "no int8 model within tolerance was found"
+        )
         reason = f"{claim} ({stopped}); best trade-off: trial {best.index} ({best.config.variant}, {kept}): {figures}"
         self.state.update(verdict="keep-fp32", reason=reason)
         say(f"keep fp32: {reason}")
@@ -1237,9 +1402,14 @@ class _Tuner:
         for trial in self.trials[: best.index + 1]:
             returned = [name for name in trial.returned if name not in kept_out]
             if trial.step == "return" and trial.kept and trial.lane in lanes and returned:
-                entries.append({"trial": trial.index, "returned": returned,
-                                "kernel": None if trial.kernel is None else trial.kernel.to_dict(),
-                                "why": trial.why})
+                entries.append(
+                    {
+                        "trial": trial.index,
+                        "returned": returned,
+                        "kernel": None if trial.kernel is None else trial.kernel.to_dict(),
+                        "why": trial.why,
+                    }
+                )
         return entries
 
     def _write_tuned(self, best: _Trial) -> None:

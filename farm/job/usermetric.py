@@ -58,12 +58,17 @@ def by_name(names: Sequence[str], samples: Sequence[Sequence[np.ndarray]]) -> di
 
 def fresh(arrays: Mapping[str, Any]) -> dict[str, Any]:
     """A copy for one call, so a metric that changes its arguments cannot change what later variants see."""
-    return {name: value.copy() if isinstance(value, np.ndarray) else [v.copy() for v in value]
-            for name, value in arrays.items()}
+    return {
+        name: value.copy() if isinstance(value, np.ndarray) else [v.copy() for v in value]
+        for name, value in arrays.items()
+    }
 
 
 def score(
-    metric: UserMetric, function: str, reference: Mapping[str, Any], candidate: Mapping[str, Any],
+    metric: UserMetric,
+    function: str,
+    reference: Mapping[str, Any],
+    candidate: Mapping[str, Any],
     labels: np.ndarray | None,
 ) -> MetricScore:
     try:
@@ -81,17 +86,20 @@ def _parse(returned: Any, function: str) -> MetricScore:
         raise UserMetricError(f"metric {function} returned {type(returned).__name__}, not {shape}")
     passed = returned.get(PASSED)
     if not isinstance(passed, bool | np.bool_):
-        raise UserMetricError(f"metric {function} returned no bool under \"passed\" ({shape})")
+        raise UserMetricError(f'metric {function} returned no bool under "passed" ({shape})')
     scores: dict[str, float] = {}
     for key, value in returned.items():
         if key == PASSED:
             continue
         # A numpy scalar or a 0-d array (what np.mean returns) is a number too; a bool is not a score.
-        number_like = isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.ndim == 0
-                                                          and value.dtype.kind in "iuf")
+        number_like = isinstance(value, numbers.Real) or (
+            isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"
+        )
         if not isinstance(key, str) or not number_like or isinstance(value, bool | np.bool_):
-            raise UserMetricError(f"metric {function} returned {key!r}: {value!r}; every score must be a number "
-                                  f"named by a string ({shape})")
+            raise UserMetricError(
+                f"metric {function} returned {key!r}: {value!r}; every score must be a number "
+                f"named by a string ({shape})"
+            )
         number = float(value)
         if not math.isfinite(number):
             raise UserMetricError(f"metric {function} returned {key!r}: {number}, which is not a finite number")

@@ -195,8 +195,10 @@ def incomplete_text(report: Report) -> str | None:
     """The banner of a report whose run stopped early, or None when it finished."""
     if report.incomplete is None:
         return None
-    return (f"INCOMPLETE: {report.incomplete}; the targets it did not finish are failed. "
-            "Run farm matrix --resume with the same arguments to finish it")
+    return (
+        f"INCOMPLETE: {report.incomplete}; the targets it did not finish are failed. "
+        "Run farm matrix --resume with the same arguments to finish it"
+    )
 
 
 def target_summary(target: TargetResult) -> str:

@@ -85,14 +85,24 @@ def tradeoff_section(report: Report) -> list[str]:
         parts.append(f'<figure class="plot">{scatter}</figure>')
         fp32 = target.variant("fp32")
         speedups = [(v, plots.speedup(v, fp32)) for v in target.variants]
-        bars = [Bar(label=v.name, value=x, css_class=v.outcome, note="" if x is not None else CELL_TEXT[v.outcome])
-                for v, x in speedups]
+        bars = [
+            Bar(label=v.name, value=x, css_class=v.outcome, note="" if x is not None else CELL_TEXT[v.outcome])
+            for v, x in speedups
+        ]
         top = max((b.value for b in bars if b.value is not None), default=1.0)
-        parts.append(bar_chart(chart_id=f"speedup-{index}", title=f"{fmt.target_heading(target)}: speedup over fp32",
-                               bars=bars, domain=(0.0, max(top, 1.0) * 1.05), value_text=lambda v: f"{v:.2f}x",
-                               threshold=(1.0, "fp32")))
-    return parts or ["<p>No target timed its variants (emulated targets are not timed), so there is no trade-off "
-                     "to draw.</p>"]
+        parts.append(
+            bar_chart(
+                chart_id=f"speedup-{index}",
+                title=f"{fmt.target_heading(target)}: speedup over fp32",
+                bars=bars,
+                domain=(0.0, max(top, 1.0) * 1.05),
+                value_text=lambda v: f"{v:.2f}x",
+                threshold=(1.0, "fp32"),
+            )
+        )
+    return parts or [
+        "<p>No target timed its variants (emulated targets are not timed), so there is no trade-off to draw.</p>"
+    ]
 
 
 def about(report: Report) -> str:
@@ -117,9 +127,11 @@ def _run_line(report: Report) -> str:
         return ""
     host = f"{run.host.summary}, {run.host.engine or 'engine unknown'}"
     label = f"run {esc(run.label)} · " if run.label else ""
-    return (f"<br>{label}host: {esc(host)} · threads {run.settings.threads} · {run.settings.iterations} timed runs "
-            f"in {run.settings.timing_rounds} rounds · calibration {esc(run.settings.calibration)} · "
-            f"optimization {esc(run.settings.optimization_level)}")
+    return (
+        f"<br>{label}host: {esc(host)} · threads {run.settings.threads} · {run.settings.iterations} timed runs "
+        f"in {run.settings.timing_rounds} rounds · calibration {esc(run.settings.calibration)} · "
+        f"optimization {esc(run.settings.optimization_level)}"
+    )
 
 
 def matrix_table(report: Report) -> str:
@@ -136,8 +148,11 @@ def matrix_table(report: Report) -> str:
             cells = "".join(_matrix_cell(target, name) for name in names)
         header += "</th>"
         rows.append(f"<tr>{header}{cells}</tr>")
-    return (f'<table class="matrix"><thead><tr><th>target</th>{head}</tr></thead>\n<tbody>\n'
-            + "\n".join(rows) + "\n</tbody></table>")
+    return (
+        f'<table class="matrix"><thead><tr><th>target</th>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
 
 
 def _target_status(target: TargetResult) -> str:
@@ -179,8 +194,15 @@ def _latency_charts(report: Report) -> list[str]:
         top = max((b.value for b in bars if b.value is not None), default=1.0)
         emulated = any(v.timing == "emulated" for v in target.variants)
         suffix = " (emulated under QEMU: hatched, not comparable)" if emulated else ""
-        charts.append(bar_chart(chart_id=f"latency-{index}", title=f"{fmt.target_heading(target)}: p50 ms{suffix}",
-                                bars=bars, domain=(0.0, top * 1.05), value_text=lambda v: f"{fmt.milliseconds(v)} ms"))
+        charts.append(
+            bar_chart(
+                chart_id=f"latency-{index}",
+                title=f"{fmt.target_heading(target)}: p50 ms{suffix}",
+                bars=bars,
+                domain=(0.0, top * 1.05),
+                value_text=lambda v: f"{fmt.milliseconds(v)} ms",
+            )
+        )
     return charts or ["<p>No target measured any latency.</p>"]
 
 
@@ -188,8 +210,13 @@ def _latency_bar(variant: Variant) -> Bar:
     if variant.latency_ms is None:
         return Bar(label=variant.name, value=None, css_class=variant.outcome, note=CELL_TEXT[variant.outcome])
     emulated = variant.timing == "emulated"
-    return Bar(label=variant.name, value=variant.latency_ms.p50, css_class=variant.outcome,
-               note="emulated" if emulated else "", hatched=emulated)
+    return Bar(
+        label=variant.name,
+        value=variant.latency_ms.p50,
+        css_class=variant.outcome,
+        note="emulated" if emulated else "",
+        hatched=emulated,
+    )
 
 
 def _cosine_chart(report: Report) -> str:
@@ -202,20 +229,33 @@ def _cosine_chart(report: Report) -> str:
         for variant in target.variants:
             cosine = None if variant.accuracy is None else variant.accuracy.cosine
             values += [] if cosine is None else [cosine]
-            bars.append(Bar(label=variant.name, value=cosine, css_class=variant.outcome,
-                            note="" if cosine is not None else CELL_TEXT[variant.outcome]))
+            bars.append(
+                Bar(
+                    label=variant.name,
+                    value=cosine,
+                    css_class=variant.outcome,
+                    note="" if cosine is not None else CELL_TEXT[variant.outcome],
+                )
+            )
     if not bars:
         return "<p>No target measured any accuracy.</p>"
     # Starting the axis just below the worst value keeps a 0.99 against 0.999 difference visible.
     low = max(-1.0, math.floor((min(values) - 0.005) * 100) / 100)
-    return bar_chart(chart_id="cosine", title="cosine to this target's fp32 (dashed: tolerance)", bars=bars,
-                     domain=(low, 1.0), value_text=lambda v: f"{v:.4f}",
-                     threshold=(report.tolerance.cosine, f"tolerance {report.tolerance.cosine}"))
+    return bar_chart(
+        chart_id="cosine",
+        title="cosine to this target's fp32 (dashed: tolerance)",
+        bars=bars,
+        domain=(low, 1.0),
+        value_text=lambda v: f"{v:.4f}",
+        threshold=(report.tolerance.cosine, f"tolerance {report.tolerance.cosine}"),
+    )
 
 
 def _target_details(target: TargetResult) -> str:
-    parts = [f"<h3>{esc(fmt.target_heading(target))}</h3>", f"<p><strong>{esc(fmt.target_summary(target))}"
-             "</strong></p>"]
+    parts = [
+        f"<h3>{esc(fmt.target_heading(target))}</h3>",
+        f"<p><strong>{esc(fmt.target_summary(target))}</strong></p>",
+    ]
     facts = []
     if target.runtime is not None:
         facts.append(f"onnxruntime {target.runtime.onnxruntime} ({', '.join(target.runtime.providers)})")
@@ -226,8 +266,9 @@ def _target_details(target: TargetResult) -> str:
     if facts:
         parts.append(f"<p>{esc(' · '.join(facts))}</p>")
     errors = [f"{v.name}: {v.error}" for v in target.variants if v.error]
-    notes = [f"{v.name}: {note}" for v in target.variants
-             for note in (fmt.partly_quantized(v), fmt.metric_text(v)) if note]
+    notes = [
+        f"{v.name}: {note}" for v in target.variants for note in (fmt.partly_quantized(v), fmt.metric_text(v)) if note
+    ]
     if errors or notes or target.warnings:
         parts.append(_list([*target.warnings, *errors, *notes]))
     per_output = _per_output(target)

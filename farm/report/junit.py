@@ -120,10 +120,15 @@ def _drift(variant: Variant, tolerance: Tolerance) -> str:
 def _metrics(variant: Variant) -> str:
     parts = []
     if variant.accuracy is not None:
-        parts.append(f"cosine={variant.accuracy.cosine} max_abs={variant.accuracy.max_abs} "
-                     f"top1_agreement={variant.accuracy.top1_agreement} accuracy={variant.accuracy.accuracy}")
-        parts += [f"output {o.name}: cosine={o.cosine} max_abs={o.max_abs} top1_agreement={o.top1_agreement}"
-                  + ("" if o.counted else " (not counted)") for o in variant.accuracy.outputs]
+        parts.append(
+            f"cosine={variant.accuracy.cosine} max_abs={variant.accuracy.max_abs} "
+            f"top1_agreement={variant.accuracy.top1_agreement} accuracy={variant.accuracy.accuracy}"
+        )
+        parts += [
+            f"output {o.name}: cosine={o.cosine} max_abs={o.max_abs} top1_agreement={o.top1_agreement}"
+            + ("" if o.counted else " (not counted)")
+            for o in variant.accuracy.outputs
+        ]
         metric = fmt.metric_text(variant)
         if metric:
             parts.append(metric)

@@ -11,8 +11,20 @@ import re
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
-_VARIANT_HEADERS = ("variant", "status", "cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms",
-                    "int8 nodes", "size")
+_VARIANT_HEADERS = (
+    "variant",
+    "status",
+    "cosine",
+    "max abs",
+    "top1",
+    "acc",
+    "p50 ms",
+    "±",
+    "p90 ms",
+    "p99 ms",
+    "int8 nodes",
+    "size",
+)
 # Free text from a report as inert Markdown (farm/report/_format.py).
 _text = fmt.markdown_text
 _NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms", "int8 nodes", "size"}
@@ -83,14 +95,26 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
     status += "".join(f": {_text(note)}" for note in notes if note)
     latency = variant.latency_ms
     mark = _text(fmt.timing_mark(variant))
-    times = ["", "", "", ""] if latency is None else [
-        fmt.milliseconds(latency.p50) + mark, fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
-        fmt.milliseconds(latency.p90) + mark, fmt.milliseconds(latency.p99) + mark,
-    ]
+    times = (
+        ["", "", "", ""]
+        if latency is None
+        else [
+            fmt.milliseconds(latency.p50) + mark,
+            fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
+            fmt.milliseconds(latency.p90) + mark,
+            fmt.milliseconds(latency.p99) + mark,
+        ]
+    )
     max_abs = "" if variant.accuracy is None else f"{variant.accuracy.max_abs:.3g}"
     cells = [fmt.cosine(variant), max_abs, fmt.top1(variant), fmt.accuracy(variant)]
-    return [name, status, *(_blank(c) for c in cells), *times,
-            _blank(fmt.quantized_nodes(variant)), _blank(fmt.size(variant.size_bytes))]
+    return [
+        name,
+        status,
+        *(_blank(c) for c in cells),
+        *times,
+        _blank(fmt.quantized_nodes(variant)),
+        _blank(fmt.size(variant.size_bytes)),
+    ]
 
 
 def _per_output(target: TargetResult) -> str:
@@ -98,8 +122,10 @@ def _per_output(target: TargetResult) -> str:
     names, rows = fmt.per_output(target)
     if not rows:
         return ""
-    table = [[_code(variant), *(f"**{_text(c.text)}**" if c.drifted else _text(c.text) for c in cells)]
-             for variant, cells in rows]
+    table = [
+        [_code(variant), *(f"**{_text(c.text)}**" if c.drifted else _text(c.text) for c in cells)]
+        for variant, cells in rows
+    ]
     return _table(("per output", *(_text(n) for n in names)), table)
 
 

@@ -100,12 +100,20 @@ class Tolerance:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         outputs = data.get("outputs")
-        return cls(cosine=data["cosine"], top1_agreement=data["top1_agreement"],
-                   outputs=None if outputs is None else tuple(outputs), metric=data.get("metric"))
+        return cls(
+            cosine=data["cosine"],
+            top1_agreement=data["top1_agreement"],
+            outputs=None if outputs is None else tuple(outputs),
+            metric=data.get("metric"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cosine": self.cosine, "top1_agreement": self.top1_agreement,
-                "outputs": None if self.outputs is None else list(self.outputs), "metric": self.metric}
+        return {
+            "cosine": self.cosine,
+            "top1_agreement": self.top1_agreement,
+            "outputs": None if self.outputs is None else list(self.outputs),
+            "metric": self.metric,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,12 +134,24 @@ class HostSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(arch=data["arch"], cpu_model=data["cpu_model"], cpu_flags=tuple(data["cpu_flags"]),
-                   cores=data["cores"], engine=data["engine"], kernel=data["kernel"])
+        return cls(
+            arch=data["arch"],
+            cpu_model=data["cpu_model"],
+            cpu_flags=tuple(data["cpu_flags"]),
+            cores=data["cores"],
+            engine=data["engine"],
+            kernel=data["kernel"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "cpu_model": self.cpu_model, "cpu_flags": list(self.cpu_flags),
-                "cores": self.cores, "engine": self.engine, "kernel": self.kernel}
+        return {
+            "arch": self.arch,
+            "cpu_model": self.cpu_model,
+            "cpu_flags": list(self.cpu_flags),
+            "cores": self.cores,
+            "engine": self.engine,
+            "kernel": self.kernel,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -147,14 +167,24 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(threads=data["threads"], iterations=data["iterations"], timing_rounds=data["timing_rounds"],
-                   calibration=data["calibration"], optimization_level=data["optimization_level"],
-                   samples=data["samples"])
+        return cls(
+            threads=data["threads"],
+            iterations=data["iterations"],
+            timing_rounds=data["timing_rounds"],
+            calibration=data["calibration"],
+            optimization_level=data["optimization_level"],
+            samples=data["samples"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threads": self.threads, "iterations": self.iterations, "timing_rounds": self.timing_rounds,
-                "calibration": self.calibration, "optimization_level": self.optimization_level,
-                "samples": self.samples}
+        return {
+            "threads": self.threads,
+            "iterations": self.iterations,
+            "timing_rounds": self.timing_rounds,
+            "calibration": self.calibration,
+            "optimization_level": self.optimization_level,
+            "samples": self.samples,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,12 +199,20 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(label=data["label"], host=HostSummary.from_dict(data["host"]),
-                   settings=RunSettings.from_dict(data["settings"]), data_sha256=data["data_sha256"])
+        return cls(
+            label=data["label"],
+            host=HostSummary.from_dict(data["host"]),
+            settings=RunSettings.from_dict(data["settings"]),
+            data_sha256=data["data_sha256"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "host": self.host.to_dict(), "settings": self.settings.to_dict(),
-                "data_sha256": self.data_sha256}
+        return {
+            "label": self.label,
+            "host": self.host.to_dict(),
+            "settings": self.settings.to_dict(),
+            "data_sha256": self.data_sha256,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -230,9 +268,15 @@ class Quantization:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        changed = {name: list(value) for name, value in (("nodes_to_exclude", self.nodes_to_exclude),
-                                                          ("seven_bit", self.seven_bit),
-                                                          ("fused", self.fused)) if value}
+        changed = {
+            name: list(value)
+            for name, value in (
+                ("nodes_to_exclude", self.nodes_to_exclude),
+                ("seven_bit", self.seven_bit),
+                ("fused", self.fused),
+            )
+            if value
+        }
         return {
             "kind": self.kind,
             "format": self.format,

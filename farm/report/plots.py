@@ -24,8 +24,14 @@ from farm.report.model import TargetResult, Variant
 
 # The HTML report's colour for failures and thresholds (farm/report/html.py: .failed, .threshold).
 FAILED = "#c62828"
-_RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "farm", "text.parse_math": False, "font.size": 9,
-       "axes.spines.top": False, "axes.spines.right": False}
+_RC: dict[Any, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "farm",
+    "text.parse_math": False,
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
 _PROLOGUE = re.compile(r"\A.*?(?=<svg)", re.S)
 _ID_REFERENCE = re.compile(r'(\bid="|xlink:href="#|url\(#)([^")]+)')
@@ -40,7 +46,7 @@ def _svg(figure: Figure, css_class: str) -> str:
     # its content, so the page stays reproducible), and its stylesheet applies to this plot alone.
     prefix = "p" + hashlib.sha256(text.encode()).hexdigest()[:8]
     text = _ID_REFERENCE.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
-    text = text.replace("<style type=\"text/css\">*{", f'<style type="text/css">svg.{prefix} *{{', 1)
+    text = text.replace('<style type="text/css">*{', f'<style type="text/css">svg.{prefix} *{{', 1)
     return text.replace("<svg ", f'<svg class="plot {css_class} {prefix}" role="img" ', 1)
 
 
@@ -68,11 +74,22 @@ def tradeoff(target: TargetResult, min_cosine: float) -> str | None:
         for index, (variant, x, y) in enumerate(timed):
             inside = variant.outcome == "ok"
             colour = f"C{index % 10}"
-            label = variant.name + (" (recommended)" if variant.name == target.recommended else "") + (
-                "" if inside else f" ({fmt.OUTCOME_LABEL[variant.outcome]})")
-            axes.scatter([x], [y], s=44 if variant.name == target.recommended else 30, zorder=3, label=label,
-                         marker=_MARKERS[index % len(_MARKERS)], edgecolors=colour,
-                         facecolors=colour if inside else "none", linewidths=1.2)
+            label = (
+                variant.name
+                + (" (recommended)" if variant.name == target.recommended else "")
+                + ("" if inside else f" ({fmt.OUTCOME_LABEL[variant.outcome]})")
+            )
+            axes.scatter(
+                [x],
+                [y],
+                s=44 if variant.name == target.recommended else 30,
+                zorder=3,
+                label=label,
+                marker=_MARKERS[index % len(_MARKERS)],
+                edgecolors=colour,
+                facecolors=colour if inside else "none",
+                linewidths=1.2,
+            )
         axes.axhline(min_cosine, color=FAILED, linestyle="--", linewidth=1)
         axes.axvline(1.0, color="#888888", linestyle=":", linewidth=1)
         axes.text(1.0, min_cosine, f" tolerance {min_cosine}", color=FAILED, fontsize=7, va="bottom")
@@ -81,8 +98,14 @@ def tradeoff(target: TargetResult, min_cosine: float) -> str | None:
         axes.set_xlabel("speedup over fp32 (fp32 p50 / variant p50)" + _timing_note(target))
         axes.set_ylabel("cosine to fp32")
         axes.set_title(f"{fmt.target_heading(target)}: accuracy against speed", fontsize=9, loc="left")
-        axes.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                    title="hollow: out of tolerance", title_fontsize=6.5)
+        axes.legend(
+            fontsize=6.5,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+            title="hollow: out of tolerance",
+            title_fontsize=6.5,
+        )
         return _svg(figure, "tradeoff")
 
 
@@ -99,8 +122,15 @@ class Series:
     failed: tuple[bool, ...] = ()
 
 
-def trend(*, title: str, ylabel: str, runs: Sequence[str], series: Sequence[Series],
-          threshold: float | None = None, css_class: str = "trend") -> str | None:
+def trend(
+    *,
+    title: str,
+    ylabel: str,
+    runs: Sequence[str],
+    series: Sequence[Series],
+    threshold: float | None = None,
+    css_class: str = "trend",
+) -> str | None:
     """Values over runs, one line per series; a failed run is a red cross on its line's level (or at the bottom)."""
     if not runs or not any(v is not None for s in series for v in s.values):
         return None
@@ -113,8 +143,14 @@ def trend(*, title: str, ylabel: str, runs: Sequence[str], series: Sequence[Seri
         for line in series:
             points = [(x, v) for x, v in zip(xs, line.values, strict=True) if v is not None]
             if points:
-                axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, linewidth=1.2,
-                          label=line.name)
+                axes.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    label=line.name,
+                )
             crosses = [x for x, bad in zip(xs, line.failed, strict=False) if bad]
             if crosses:
                 axes.scatter(crosses, [floor] * len(crosses), marker="x", color=FAILED, zorder=3)
@@ -126,4 +162,3 @@ def trend(*, title: str, ylabel: str, runs: Sequence[str], series: Sequence[Seri
         if len(series) > 1:
             axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         return _svg(figure, css_class)
-

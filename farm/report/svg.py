@@ -67,13 +67,14 @@ def bar_chart(
         if bar.heading:
             parts.append(f'<text x="0" y="{middle:.1f}" class="group">{_esc(_fit(bar.label, width // _CHAR_W))}</text>')
             continue
-        parts.append(f'<text x="{_LABEL_W - 6}" y="{middle:.1f}" text-anchor="end">'
-                     f"{_esc(_fit(bar.label, _LABEL_W // _CHAR_W - 1))}</text>")
+        parts.append(
+            f'<text x="{_LABEL_W - 6}" y="{middle:.1f}" text-anchor="end">'
+            f"{_esc(_fit(bar.label, _LABEL_W // _CHAR_W - 1))}</text>"
+        )
         text = bar.note
         if bar.value is not None:
             end = x(bar.value)
-            rect = (f'<rect x="{_LABEL_W}" y="{top + 3}" width="{max(end - _LABEL_W, 1.0):.1f}" '
-                    f'height="{_ROW_H - 6}"')
+            rect = f'<rect x="{_LABEL_W}" y="{top + 3}" width="{max(end - _LABEL_W, 1.0):.1f}" height="{_ROW_H - 6}"'
             parts.append(f'{rect} class="{bar.css_class}"/>')
             if bar.hatched:
                 # Stripes over the outcome colour rather than instead of it; an inline style, because the page's
@@ -87,8 +88,10 @@ def bar_chart(
     if threshold is not None:
         at, label = threshold
         tx = x(at)
-        parts.append(f'<line x1="{tx:.1f}" y1="{_TOP - 4}" x2="{tx:.1f}" y2="{height - _BOTTOM}" class="threshold"/>'
-                     f'<text x="{tx:.1f}" y="{height - 2}" text-anchor="middle" class="small">{_esc(label)}</text>')
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="{_TOP - 4}" x2="{tx:.1f}" y2="{height - _BOTTOM}" class="threshold"/>'
+            f'<text x="{tx:.1f}" y="{height - 2}" text-anchor="middle" class="small">{_esc(label)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 

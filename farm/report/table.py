@@ -53,8 +53,10 @@ def render_table(report: Report) -> str:
 def _tabulate(rows: list[Row]) -> str:
     # The rule under the headers is drawn here, because tabulate's own header handling pads every column by two
     # more characters, which the 100-column budget cannot spare.
-    widths = [max(len(line) for cell in column for line in cell.splitlines() or [""]) for column in
-              zip(_HEADERS, *rows, strict=True)]
+    widths = [
+        max(len(line) for cell in column for line in cell.splitlines() or [""])
+        for column in zip(_HEADERS, *rows, strict=True)
+    ]
     rule = ["-" * width for width in widths]
     return tabulate([list(_HEADERS), rule, *rows], tablefmt="plain", disable_numparse=True, colalign=_ALIGN)
 
@@ -83,8 +85,9 @@ def _variant_row(variant: Variant, recommended: str | None, width: int, *, repea
     mark = RECOMMENDED_MARK if variant.name == recommended else ""
     label = _truncate(variant.name, width - len(mark)) + mark
     if variant.status != "ok" and variant.error:
-        label += "\n" + ("  (the same reason as above)" if repeated else
-                         _wrap(variant.error, width, _ERROR_LINES, indent="  "))
+        label += "\n" + (
+            "  (the same reason as above)" if repeated else _wrap(variant.error, width, _ERROR_LINES, indent="  ")
+        )
     for note in (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)):
         if note:
             label += "\n" + _wrap(note, width, _ERROR_LINES, indent="  ")
@@ -121,30 +124,40 @@ def _preamble(report: Report) -> list[str]:
         lines += ["!" * WIDTH, *textwrap.wrap(f"!! {incomplete}", WIDTH, subsequent_indent="!! "), "!" * WIDTH, ""]
     if report.data.synthetic:
         banner = "!" * WIDTH
-        lines += [banner, *textwrap.wrap(f"!! WARNING: {fmt.SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),
-                  banner, ""]
+        lines += [
+            banner,
+            *textwrap.wrap(f"!! WARNING: {fmt.SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),
+            banner,
+            "",
+        ]
     model = report.model
     data = report.data
     labels = "with labels" if data.labels else "no labels"
     lines += textwrap.wrap(f"farm report for {model.path} (sha256 {model.sha256[:12]}, IR {model.ir_version})", WIDTH)
-    lines += textwrap.wrap(f"data: {data.samples} samples from {data.source}, {labels}; "
-                           f"tolerance: {fmt.tolerance_text(report)}", WIDTH)
+    lines += textwrap.wrap(
+        f"data: {data.samples} samples from {data.source}, {labels}; tolerance: {fmt.tolerance_text(report)}", WIDTH
+    )
     return lines
 
 
 def _legend(report: Report) -> list[str]:
     lines = []
     lines += [f"{mark} {note}" for mark, note in fmt.timing_notes(report)]
-    lines.append(f"{RECOMMENDED_MARK.strip()} recommended · out-tol: ran, but outside tolerance "
-                 f"({fmt.tolerance_text(report)})")
+    lines.append(
+        f"{RECOMMENDED_MARK.strip()} recommended · out-tol: ran, but outside tolerance ({fmt.tolerance_text(report)})"
+    )
     return [wrapped for line in lines for wrapped in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
 
 
 def _closing(report: Report) -> list[str]:
     lines = ["Recommendations:"]
     for target in report.targets:
-        lines += textwrap.wrap(f"{target.name}: {fmt.one_line(fmt.target_summary(target))}", WIDTH,
-                               initial_indent="  ", subsequent_indent="      ")
+        lines += textwrap.wrap(
+            f"{target.name}: {fmt.one_line(fmt.target_summary(target))}",
+            WIDTH,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
     warnings = [*fmt.listed_warnings(report), *(f"{t.name}: {w}" for t in report.targets for w in t.warnings)]
     if warnings:
         lines.append("Warnings:")
@@ -154,8 +167,17 @@ def _closing(report: Report) -> list[str]:
 
 
 def _wrap(text: str, width: int, max_lines: int, indent: str = "") -> str:
-    return "\n".join(textwrap.wrap(fmt.one_line(text), width, initial_indent=indent, subsequent_indent=indent,
-                                   max_lines=max_lines, placeholder=" …", break_long_words=True))
+    return "\n".join(
+        textwrap.wrap(
+            fmt.one_line(text),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            max_lines=max_lines,
+            placeholder=" …",
+            break_long_words=True,
+        )
+    )
 
 
 def _truncate(text: str, width: int) -> str:

@@ -51,8 +51,9 @@ class History:
         if len(self.runs) < 2:
             return None
         before, latest = self.runs[-2], self.runs[-1]
-        return evaluate(latest.report, policy, baseline=before.report, report_name=latest.name,
-                        baseline_name=before.name)
+        return evaluate(
+            latest.report, policy, baseline=before.report, report_name=latest.name, baseline_name=before.name
+        )
 
     def target_names(self) -> list[str]:
         names: dict[str, None] = {}
@@ -77,8 +78,10 @@ def collect(paths: Sequence[Path]) -> History:
         elif path.is_file():
             files.append(path)
         else:
-            raise BadInput(f"reading the history failed because {path} does not exist",
-                           fix="pass report.json files or folders that hold them (e.g. the nightly history folder)")
+            raise BadInput(
+                f"reading the history failed because {path} does not exist",
+                fix="pass report.json files or folders that hold them (e.g. the nightly history folder)",
+            )
     runs, unreadable = [], []
     for file in dict.fromkeys(f.resolve() for f in files):
         try:
@@ -86,9 +89,11 @@ def collect(paths: Sequence[Path]) -> History:
         except (OSError, UnicodeDecodeError, BadInput) as exc:
             unreadable.append((str(file), fmt.one_line(str(exc))))
     if not runs:
-        raise BadInput(f"reading the history failed because no farm report was found in {', '.join(map(str, paths))}"
-                       + (f" ({len(unreadable)} unreadable)" if unreadable else ""),
-                       fix="pass the folders farm matrix --out wrote into, or their report.json files")
+        raise BadInput(
+            f"reading the history failed because no farm report was found in {', '.join(map(str, paths))}"
+            + (f" ({len(unreadable)} unreadable)" if unreadable else ""),
+            fix="pass the folders farm matrix --out wrote into, or their report.json files",
+        )
     runs.sort(key=lambda r: (r.report.created, r.source))
     return History(runs=tuple(runs), unreadable=tuple(unreadable))
 
@@ -110,12 +115,23 @@ def trend_data(history: History, changes: GateResult | None) -> dict[str, Any]:
         targets[name] = {"status": statuses, "recommended": recommended, "variants": variants}
     return {
         "schema": TREND_SCHEMA,
-        "runs": [{"name": r.name, "created": r.report.created, "source": r.source,
-                  "farm_version": r.report.farm_version, "model_sha256": r.report.model.sha256} for r in history.runs],
+        "runs": [
+            {
+                "name": r.name,
+                "created": r.report.created,
+                "source": r.source,
+                "farm_version": r.report.farm_version,
+                "model_sha256": r.report.model.sha256,
+            }
+            for r in history.runs
+        ],
         "targets": targets,
-        "changes": None if changes is None else [
+        "changes": None
+        if changes is None
+        else [
             {"rule": c.rule, "target": c.target, "variant": c.variant, "status": c.status, "message": c.message}
-            for c in changes.shown],
+            for c in changes.shown
+        ],
         "unreadable": [{"source": s, "why": w} for s, w in history.unreadable],
     }
 
@@ -125,22 +141,32 @@ def _cell(report: Report, target: str, variant: str) -> dict[str, Any]:
     v = None if found is None else found.variant(variant)
     if v is None:
         return {"outcome": None, "cosine": None, "p50_ms": None, "timing": None}
-    return {"outcome": v.outcome, "cosine": None if v.accuracy is None else v.accuracy.cosine,
-            "p50_ms": v.latency_ms.p50 if v.latency_ms is not None and v.timing in _TIMED else None,
-            "timing": v.timing}
+    return {
+        "outcome": v.outcome,
+        "cosine": None if v.accuracy is None else v.accuracy.cosine,
+        "p50_ms": v.latency_ms.p50 if v.latency_ms is not None and v.timing in _TIMED else None,
+        "timing": v.timing,
+    }
 
 
 def render_trend_html(history: History, changes: GateResult | None, data: dict[str, Any] | None = None) -> str:
     latest = history.latest.report
     first, last = history.runs[0], history.latest
     title = f"farm nightly: {latest.model.path}"
-    body = [f"<h1>{html.esc(title)}</h1>",
-            f"<p>{len(history.runs)} run(s), {html.esc(first.name)} to {html.esc(last.name)}</p>"]
+    body = [
+        f"<h1>{html.esc(title)}</h1>",
+        f"<p>{len(history.runs)} run(s), {html.esc(first.name)} to {html.esc(last.name)}</p>",
+    ]
     data = data if data is not None else trend_data(history, changes)
     body += ["<h2>Changes since the previous run</h2>", _changes(changes)]
     body += ["<h2>Runs</h2>", _runs_table(history)]
-    body += [f"<h2>Latest run: {html.esc(last.name)}</h2>", html.about(latest), html.matrix_table(latest),
-             html.legend(latest), *html.tradeoff_section(latest)]
+    body += [
+        f"<h2>Latest run: {html.esc(last.name)}</h2>",
+        html.about(latest),
+        html.matrix_table(latest),
+        html.legend(latest),
+        *html.tradeoff_section(latest),
+    ]
     body.append("<h2>Trends</h2>")
     # Numbered, and cut from the left: nightly labels share their commit prefix and differ in their time.
     names = [f"{i}: {_tail(r.name)}" for i, r in enumerate(history.runs, 1)]
@@ -148,28 +174,41 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
         body.append(f"<h3>{html.esc(target)}</h3>")
         body.append(_status_strip(history, target, data))
         variants = data["targets"][target]["variants"]
-        cosine = plots.trend(title=f"{target}: cosine to fp32 per run", ylabel="cosine", runs=names,
-                             series=[plots.Series(name=v, values=tuple(d["cosine"]),
-                                                  failed=tuple(o == "failed" for o in d["outcome"]))
-                                     for v, d in variants.items()],
-                             threshold=latest.tolerance.cosine, css_class="trend cosine")
-        latency = plots.trend(title=f"{target}: p50 ms per run (timed runs only)", ylabel="p50 ms", runs=names,
-                              series=[plots.Series(name=v, values=tuple(d["p50_ms"])) for v, d in variants.items()],
-                              css_class="trend latency")
+        cosine = plots.trend(
+            title=f"{target}: cosine to fp32 per run",
+            ylabel="cosine",
+            runs=names,
+            series=[
+                plots.Series(name=v, values=tuple(d["cosine"]), failed=tuple(o == "failed" for o in d["outcome"]))
+                for v, d in variants.items()
+            ],
+            threshold=latest.tolerance.cosine,
+            css_class="trend cosine",
+        )
+        latency = plots.trend(
+            title=f"{target}: p50 ms per run (timed runs only)",
+            ylabel="p50 ms",
+            runs=names,
+            series=[plots.Series(name=v, values=tuple(d["p50_ms"])) for v, d in variants.items()],
+            css_class="trend latency",
+        )
         for plot in (cosine, latency):
             if plot is not None:
                 body.append(f'<figure class="plot">{plot}</figure>')
         if latency is None:
             body.append("<p>No run timed this target (emulated targets are not timed).</p>")
     if history.unreadable:
-        body += ["<h2>Files left out</h2>",
-                 "<ul>" + "".join(f"<li><code>{html.esc(s)}</code>: {html.esc(w)}</li>" for s, w in history.unreadable)
-                 + "</ul>"]
+        body += [
+            "<h2>Files left out</h2>",
+            "<ul>"
+            + "".join(f"<li><code>{html.esc(s)}</code>: {html.esc(w)}</li>" for s, w in history.unreadable)
+            + "</ul>",
+        ]
     return html.page(title, body)
 
 
 def _tail(text: str, chars: int = 16) -> str:
-    return text if len(text) <= chars else "…" + text[-(chars - 1):]
+    return text if len(text) <= chars else "…" + text[-(chars - 1) :]
 
 
 def _changes(changes: GateResult | None) -> str:
@@ -177,18 +216,24 @@ def _changes(changes: GateResult | None) -> str:
         return "<p>The first run: nothing to compare with yet.</p>"
     shown = changes.shown
     if not shown:
-        return (f"<p>No regression: {len(changes.checks)} checks of the default gate policy held against "
-                f"{html.esc(changes.baseline or '')}.</p>")
+        return (
+            f"<p>No regression: {len(changes.checks)} checks of the default gate policy held against "
+            f"{html.esc(changes.baseline or '')}.</p>"
+        )
     css = {"failed": "failed", "warned": "out-of-tolerance", "not-compared": "skipped"}
     rows = "".join(
         f'<tr class="{css[c.status]}"><td>{html.esc(c.status)}</td><td>{html.esc(c.rule)}</td>'
-        f"<td>{html.esc(c.target)}</td><td>{html.esc(c.variant or '')}</td><td class=\"note\">{html.esc(c.message)}"
-        "</td></tr>" for c in shown)
+        f'<td>{html.esc(c.target)}</td><td>{html.esc(c.variant or "")}</td><td class="note">{html.esc(c.message)}'
+        "</td></tr>"
+        for c in shown
+    )
     # Newly: what ran ok in the run before (new-failure), not what has been failing for a while (target-runs).
     failing = sorted({c.target for c in shown if c.rule == "new-failure" and c.status == "failed"})
-    banner = (f'<p class="banner">Newly failing: {html.esc(", ".join(failing))}</p>' if failing else "")
-    return (f'{banner}<table class="matrix changes"><thead><tr><th>status</th><th>rule</th><th>target</th>'
-            f"<th>variant</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>")
+    banner = f'<p class="banner">Newly failing: {html.esc(", ".join(failing))}</p>' if failing else ""
+    return (
+        f'{banner}<table class="matrix changes"><thead><tr><th>status</th><th>rule</th><th>target</th>'
+        f"<th>variant</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _runs_table(history: History) -> str:
@@ -197,11 +242,15 @@ def _runs_table(history: History) -> str:
         report = run.report
         counts = {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "failed", "skipped")}
         host = "unknown (farm.report/1)" if report.run is None else report.run.host.summary
-        rows.append(f"<tr><td>{index}</td><td>{html.esc(run.name)}</td><td>{html.esc(report.created)}</td>"
-                    f"<td>{html.esc(report.farm_version)}</td><td>{html.esc(host)}</td>"
-                    f"<td>{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped</td></tr>")
-    return ('<table class="matrix runs"><thead><tr><th>#</th><th>run</th><th>created</th><th>farm</th><th>host</th>'
-            f"<th>targets</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr><td>{index}</td><td>{html.esc(run.name)}</td><td>{html.esc(report.created)}</td>"
+            f"<td>{html.esc(report.farm_version)}</td><td>{html.esc(host)}</td>"
+            f"<td>{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped</td></tr>"
+        )
+    return (
+        '<table class="matrix runs"><thead><tr><th>#</th><th>run</th><th>created</th><th>farm</th><th>host</th>'
+        f"<th>targets</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _status_strip(history: History, target: str, data: dict[str, Any]) -> str:
@@ -218,8 +267,10 @@ def _status_strip(history: History, target: str, data: dict[str, Any]) -> str:
             text = html.CELL_TEXT[kind] + (f"<br>cos {cosine:.4f}" if cosine is not None else "")
             cells.append(f'<td class="{kind}">{text}</td>')
         rows.append(f'<tr><th class="target">{html.esc(variant)}</th>{"".join(cells)}</tr>')
-    return f'<table class="matrix strip"><thead><tr><th>variant</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>' \
+    return (
+        f'<table class="matrix strip"><thead><tr><th>variant</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
         "</table>"
+    )
 
 
 def render_trend_markdown(history: History, changes: GateResult | None) -> str:
@@ -229,7 +280,8 @@ def render_trend_markdown(history: History, changes: GateResult | None) -> str:
     else:
         shown = changes.shown
         lines += [f"- {c.status}: {fmt.markdown_text(c.message)}" for c in shown] or [
-            "No regression since the run before."]
+            "No regression since the run before."
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -237,9 +289,11 @@ def write_trend(history: History, out: Path, changes: GateResult | None) -> list
     out.mkdir(parents=True, exist_ok=True)
     written = []
     data = trend_data(history, changes)
-    for name, text in (("index.html", render_trend_html(history, changes, data)),
-                       ("trend.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n"),
-                       ("summary.md", render_trend_markdown(history, changes))):
+    for name, text in (
+        ("index.html", render_trend_html(history, changes, data)),
+        ("trend.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n"),
+        ("summary.md", render_trend_markdown(history, changes)),
+    ):
         path = out / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

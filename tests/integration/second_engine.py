@@ -57,18 +57,59 @@ class SecondEngine:
 
 def make_certificates(folder: Path) -> None:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, as `dockerd --tlsverify` wants them."""
+
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=farm test CA",
-            "-keyout", "ca-key.pem", "-out", "ca.pem")
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-                            ("client", "extendedKeyUsage=clientAuth")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=farm test {name}", "-keyout",
-                f"{name}-key.pem", "-out", f"{name}.csr")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=farm test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    )
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN=farm test {name}",
+            "-keyout",
+            f"{name}-key.pem",
+            "-out",
+            f"{name}.csr",
+        )
         (folder / f"{name}.ext").write_text(extension + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+        )
 
 
 def free_port() -> int:
@@ -91,8 +132,9 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
     wrapper = root / "fake-cpu-runc"
     wrapper.write_text(_WRAPPER.format(python=sys.executable, cpuinfo=str(root / "cpuinfo"), runc=runc))
     wrapper.chmod(0o755)
-    (root / "daemon.json").write_text(json.dumps({"runtimes": {"fakecpu": {"path": str(wrapper)}},
-                                                  "default-runtime": "fakecpu"}))
+    (root / "daemon.json").write_text(
+        json.dumps({"runtimes": {"fakecpu": {"path": str(wrapper)}}, "default-runtime": "fakecpu"})
+    )
     suffix = os.getpid() % 200
     bridge = f"farmtest{suffix}"
     sock = root / "docker.sock"
@@ -105,17 +147,49 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         with (root / "dockerd.log").open("w") as log:
             process = subprocess.Popen(
-                [dockerd, "--config-file", str(root / "daemon.json"), "--host", f"unix://{sock}",
-                 "--host", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(root / "ca.pem"),
-                 "--tlscert", str(root / "server.pem"), "--tlskey", str(root / "server-key.pem"),
-                 "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-                 "--pidfile", str(root / "dockerd.pid"), "--iptables=false", "--bridge", bridge,
-                 "--containerd-namespace", f"farmtest{suffix}", "--containerd-plugins-namespace",
-                 f"farmtest{suffix}-plugins"], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    dockerd,
+                    "--config-file",
+                    str(root / "daemon.json"),
+                    "--host",
+                    f"unix://{sock}",
+                    "--host",
+                    f"tcp://127.0.0.1:{port}",
+                    "--tlsverify",
+                    "--tlscacert",
+                    str(root / "ca.pem"),
+                    "--tlscert",
+                    str(root / "server.pem"),
+                    "--tlskey",
+                    str(root / "server-key.pem"),
+                    "--data-root",
+                    str(root / "data"),
+                    "--exec-root",
+                    str(root / "exec"),
+                    "--pidfile",
+                    str(root / "dockerd.pid"),
+                    "--iptables=false",
+                    "--bridge",
+                    bridge,
+                    "--containerd-namespace",
+                    f"farmtest{suffix}",
+                    "--containerd-plugins-namespace",
+                    f"farmtest{suffix}-plugins",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         client = _wait_for(sock, process, root)
-        yield SecondEngine(address=f"unix://{sock}", engine=Engine(client, host=f"unix://{sock}", remote=True),
-                           cpu_model=cpu_model, cpu_flags=cpu_flags, tls_address=f"tcp://127.0.0.1:{port}",
-                           tls_ca=root / "ca.pem", tls_cert=root / "client.pem", tls_key=root / "client-key.pem")
+        yield SecondEngine(
+            address=f"unix://{sock}",
+            engine=Engine(client, host=f"unix://{sock}", remote=True),
+            cpu_model=cpu_model,
+            cpu_flags=cpu_flags,
+            tls_address=f"tcp://127.0.0.1:{port}",
+            tls_ca=root / "ca.pem",
+            tls_cert=root / "client.pem",
+            tls_key=root / "client-key.pem",
+        )
     finally:
         if process is not None:
             _stop(process)
@@ -128,8 +202,9 @@ def _wait_for(sock: Path, process: subprocess.Popen[bytes], root: Path) -> docke
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the second dockerd exited {process.returncode}: "
-                               f"{(root / 'dockerd.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"the second dockerd exited {process.returncode}: {(root / 'dockerd.log').read_text()[-2000:]}"
+            )
         if sock.exists():
             client = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
             with contextlib.suppress(Exception):

@@ -41,19 +41,25 @@ def test_a_killed_controller_leaves_a_container_and_a_run_folder_that_the_next_c
     process.communicate(timeout=60)
     left = [c for c in engine.farm_containers() if c.id == container]
     assert left and left[0].owner is not None and f" {process.pid} " in left[0].owner
-    runs = [p for p in (Path.home() / ".cache" / "farm" / "runs").iterdir()
-            if (p / "owner").is_file() and f" {process.pid} " in (p / "owner").read_text()]
+    runs = [
+        p
+        for p in (Path.home() / ".cache" / "farm" / "runs").iterdir()
+        if (p / "owner").is_file() and f" {process.pid} " in (p / "owner").read_text()
+    ]
     assert len(runs) == 1
     dry = farm("clean", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert any(line.startswith("would remove container ") and "the farm process that started it is gone" in line
-               for line in dry.stdout.splitlines()), dry.stdout
+    assert any(
+        line.startswith("would remove container ") and "the farm process that started it is gone" in line
+        for line in dry.stdout.splitlines()
+    ), dry.stdout
     assert f"would remove run folder {runs[0]}" in dry.stdout
     assert any(c.id == container for c in engine.farm_containers()), "a dry run removes nothing"
     result = farm("targets")
     assert result.returncode == 0, result.stderr
-    assert "note: removed 2 container and run folder(s) that farm processes which are gone left behind" in \
-        result.stderr, result.stderr
+    assert (
+        "note: removed 2 container and run folder(s) that farm processes which are gone left behind" in result.stderr
+    ), result.stderr
     assert not any(c.id == container for c in engine.farm_containers())
     assert not runs[0].exists()
 
@@ -71,10 +77,12 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_keeps_what_a_running
         (folder / "in" / "model.onnx").write_bytes(b"y" * 3000)
         (folder / "owner").write_text(owner + "\n")
     image = image_of(built, native_target(fleet))
-    orphan = engine.client.api.create_container(image, command=["true"],
-                                                labels={RUN_LABEL: "1", OWNER_LABEL: gone_owner()})["Id"]
-    mine = engine.client.api.create_container(image, command=["true"],
-                                              labels={RUN_LABEL: "1", OWNER_LABEL: this_process()})["Id"]
+    orphan = engine.client.api.create_container(
+        image, command=["true"], labels={RUN_LABEL: "1", OWNER_LABEL: gone_owner()}
+    )["Id"]
+    mine = engine.client.api.create_container(
+        image, command=["true"], labels={RUN_LABEL: "1", OWNER_LABEL: this_process()}
+    )["Id"]
     env = {"FARM_CACHE_DIR": str(cache)}
     name = engine.client.api.inspect_container(orphan)["Name"].lstrip("/")
     try:

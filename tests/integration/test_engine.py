@@ -15,10 +15,21 @@ from tests.integration.conftest import image_of
 pytestmark = pytest.mark.docker
 
 
-def python(built: BuildResults, code: str, *, timeout_s: float = 600.0, memory: str = "1g",
-           labels: dict[str, str] | None = None) -> RunSpec:
-    return RunSpec(image=image_of(built, "x86-avx2"), command=["/opt/farm/bin/python3", "-c", code],
-                   timeout_s=timeout_s, memory=memory, labels=labels or {})
+def python(
+    built: BuildResults,
+    code: str,
+    *,
+    timeout_s: float = 600.0,
+    memory: str = "1g",
+    labels: dict[str, str] | None = None,
+) -> RunSpec:
+    return RunSpec(
+        image=image_of(built, "x86-avx2"),
+        command=["/opt/farm/bin/python3", "-c", code],
+        timeout_s=timeout_s,
+        memory=memory,
+        labels=labels or {},
+    )
 
 
 def test_a_clean_exit_has_no_failure_and_keeps_the_output(engine: Engine, built: BuildResults) -> None:
@@ -84,8 +95,9 @@ def test_thrashing_at_the_memory_limit_is_out_of_memory_not_a_timeout(
     result = engine.run(python(built, THRASHER, memory="64m", timeout_s=120.0))
     assert "reading 29 MiB over and over" in result.log_tail, result.log_tail
     assert result.thrashed is not None and not result.timed_out, result
-    assert result.failure is not None and result.failure.startswith("ran out of memory: it thrashed at its memory "
-                                                                     "limit of 64 MiB"), result.failure
+    assert result.failure is not None and result.failure.startswith(
+        "ran out of memory: it thrashed at its memory limit of 64 MiB"
+    ), result.failure
     # Stopped once it had thrashed for the whole window, long before its timeout.
     assert result.duration_s < 60, result.duration_s
     assert not new_containers()

@@ -43,8 +43,13 @@ CASE_TIMEOUT_S = 120.0
 # predicted to fail). 3 or 4 would be the host's or a build's trouble, and 1 a bug in farm.
 ALLOWED_EXITS = frozenset({0, 2, 5})
 # Cases that also run through the real console script, one of each outcome and a slow path.
-CONSOLE_CASES = ("seed-cnn", "truncated-matmul-00007", "external-parent-folder", "huge-input-1e12",
-                 "fields-input-elem-type-999")
+CONSOLE_CASES = (
+    "seed-cnn",
+    "truncated-matmul-00007",
+    "external-parent-folder",
+    "huge-input-1e12",
+    "fields-input-elem-type-999",
+)
 SUMMARY = ROOT / "test-artifacts" / "fuzz-summary.json"
 RUNNERS = max(1, min(2, os.cpu_count() or 1))
 
@@ -73,8 +78,13 @@ class Runner:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self._process = subprocess.Popen([sys.executable, "-m", "tests.fuzzrunner"], cwd=ROOT, text=True,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fuzzrunner"],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def run(self, command: str, case: Case, argv: list[str]) -> Outcome:
         out = self.work / command / case.name
@@ -85,10 +95,17 @@ class Runner:
         if not answer:
             pytest.fail(f"tests/fuzzrunner.py ended while running {command} on {case.name}")
         result = json.loads(answer)
-        return Outcome(command=command, case=case, rc=result["rc"], signal=result["signal"],
-                       timed_out=result["timed_out"], seconds=result["seconds"], out=out,
-                       stdout=(out / "stdout").read_text(errors="replace"),
-                       stderr=(out / "stderr").read_text(errors="replace"))
+        return Outcome(
+            command=command,
+            case=case,
+            rc=result["rc"],
+            signal=result["signal"],
+            timed_out=result["timed_out"],
+            seconds=result["seconds"],
+            out=out,
+            stdout=(out / "stdout").read_text(errors="replace"),
+            stderr=(out / "stderr").read_text(errors="replace"),
+        )
 
     def _pipes(self) -> tuple[IO[str], IO[str]]:
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -173,10 +190,17 @@ def targets_file(native: Target, engine: Engine, tmp_path_factory: pytest.TempPa
 def one_target_toml(target: Target, *, candidates: tuple[str, ...], budget_s: float) -> str:
     """``target`` as a targets.toml table (JSON's strings and arrays are TOML's too)."""
     keys: dict[str, Any] = {
-        "platform": target.platform, "image": target.image, "base": target.base, "runtime": target.runtime,
-        "packages": list(target.packages), "providers": list(target.providers), "candidates": list(candidates),
-        "cpu_features": list(target.cpu_features), "cpu_excludes": list(target.cpu_excludes),
-        "gpus": target.gpus, "budget_s": budget_s,
+        "platform": target.platform,
+        "image": target.image,
+        "base": target.base,
+        "runtime": target.runtime,
+        "packages": list(target.packages),
+        "providers": list(target.providers),
+        "candidates": list(candidates),
+        "cpu_features": list(target.cpu_features),
+        "cpu_excludes": list(target.cpu_excludes),
+        "gpus": target.gpus,
+        "budget_s": budget_s,
     }
     if target.emulate_cpu is not None:
         keys["emulate_cpu"] = target.emulate_cpu
@@ -204,8 +228,21 @@ def inspect_argv(case: Case, target: Target) -> list[str]:
 
 
 def matrix_argv(case: Case, target: Target, targets_file: Path, out: Path) -> list[str]:
-    return ["matrix", str(case.path), "--targets", str(targets_file), "--target", target.name, "--iterations", "2",
-            "--samples", "2", "--out", str(out), "-q"]
+    return [
+        "matrix",
+        str(case.path),
+        "--targets",
+        str(targets_file),
+        "--target",
+        target.name,
+        "--iterations",
+        "2",
+        "--samples",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +256,9 @@ def summary() -> Iterator[dict[str, Any]]:
         print(f"\nfuzzed models ({SUMMARY}):\n" + json.dumps(found, indent=2))
 
 
-def run_all(runners: list[Runner], corpus: list[Case], command: str,
-            argv: Callable[[Case, Path], list[str]]) -> list[Outcome]:
+def run_all(
+    runners: list[Runner], corpus: list[Case], command: str, argv: Callable[[Case, Path], list[str]]
+) -> list[Outcome]:
     """Every case, each on whichever runner is free; the outcomes in the corpus's order."""
     free: queue.SimpleQueue[Runner] = queue.SimpleQueue()
     for runner in runners:
@@ -251,13 +289,17 @@ def record(summary: dict[str, Any], command: str, outcomes: list[Outcome]) -> No
 
 
 def assert_clean(outcomes: list[Outcome]) -> None:
-    failures = [f"{o.command} {o.case.name} ({o.case.detail}): {'; '.join(found)}"
-                for o in outcomes if (found := problems(o))]
+    failures = [
+        f"{o.command} {o.case.name} ({o.case.detail}): {'; '.join(found)}" for o in outcomes if (found := problems(o))
+    ]
     assert not failures, f"{len(failures)} of {len(outcomes)} fuzzed models ended badly:\n" + "\n".join(failures)
 
 
 def test_every_fuzzed_model_through_farm_inspect(
-    runners: list[Runner], corpus: list[Case], native: Target, summary: dict[str, Any],
+    runners: list[Runner],
+    corpus: list[Case],
+    native: Target,
+    summary: dict[str, Any],
     new_containers: Callable[[], list[str]],
 ) -> None:
     outcomes = run_all(runners, corpus, "inspect", lambda case, _: inspect_argv(case, native))
@@ -269,7 +311,11 @@ def test_every_fuzzed_model_through_farm_inspect(
 
 
 def test_every_fuzzed_model_through_a_one_target_matrix(
-    runners: list[Runner], corpus: list[Case], native: Target, targets_file: Path, summary: dict[str, Any],
+    runners: list[Runner],
+    corpus: list[Case],
+    native: Target,
+    targets_file: Path,
+    summary: dict[str, Any],
     new_containers: Callable[[], list[str]],
 ) -> None:
     outcomes = run_all(runners, corpus, "matrix", lambda case, out: matrix_argv(case, native, targets_file, out))
@@ -280,18 +326,28 @@ def test_every_fuzzed_model_through_a_one_target_matrix(
 
 
 def test_the_console_script_ends_the_same_as_the_forked_runner(
-    runner: Runner, corpus: list[Case], native: Target, targets_file: Path, tmp_path: Path,
+    runner: Runner,
+    corpus: list[Case],
+    native: Target,
+    targets_file: Path,
+    tmp_path: Path,
 ) -> None:
     farm = Path(sys.executable).parent / "farm"
     chosen = [case for case in corpus if case.name in CONSOLE_CASES]
     assert len(chosen) == len(CONSOLE_CASES)
     for case, command in ((case, command) for case in chosen for command in ("inspect", "matrix")):
+
         def argv(out: Path, case: Case = case, command: str = command) -> list[str]:
             return inspect_argv(case, native) if command == "inspect" else matrix_argv(case, native, targets_file, out)
 
         forked = runner.run(f"console-{command}", case, argv(runner.work / f"console-{command}" / case.name / "report"))
-        direct = subprocess.run([str(farm), *argv(tmp_path / command / case.name / "report")], capture_output=True,
-                                text=True, timeout=CASE_TIMEOUT_S, cwd=ROOT)
+        direct = subprocess.run(
+            [str(farm), *argv(tmp_path / command / case.name / "report")],
+            capture_output=True,
+            text=True,
+            timeout=CASE_TIMEOUT_S,
+            cwd=ROOT,
+        )
         assert direct.returncode == forked.rc, (case.name, command, direct.stderr, forked.stderr)
         assert "Traceback" not in direct.stderr + direct.stdout
         errors = [line for line in direct.stderr.splitlines() if line.startswith("error:")]

@@ -64,8 +64,14 @@ def test_the_report_records_the_run(runs: list[Path], fleet: Fleet) -> None:
     assert run["host"]["arch"] == fleet.host.arch and run["host"]["cores"] == len(os.sched_getaffinity(0))
     assert set(run["host"]["cpu_flags"]) == set(fleet.host.cpu_flags)
     assert run["host"]["engine"].startswith("Docker ")
-    assert run["settings"] == {"threads": 1, "iterations": 200, "timing_rounds": 10, "calibration": "minmax",
-                               "optimization_level": "all", "samples": 360}
+    assert run["settings"] == {
+        "threads": 1,
+        "iterations": 200,
+        "timing_rounds": 10,
+        "calibration": "minmax",
+        "optimization_level": "all",
+        "samples": 360,
+    }
     assert run["data_sha256"] == read_report(runs[1])["run"]["data_sha256"]
     assert all(t["image"] for t in report["targets"] if t["status"] == "ok")
 
@@ -133,8 +139,13 @@ def test_gate_refuses_to_compare_latencies_from_another_host_or_settings(
     result = gate(str(runs[0]), "--baseline", str(edited(runs[0], tmp_path / "other", elsewhere)))
     assert result.returncode == 0, result.stdout + result.stderr
     refused = [ln for ln in result.stdout.splitlines() if "latency not compared" in ln]
-    assert any(native_target(fleet) in ln and "runs differ in CPU" in ln and "'Some Other CPU @ 1.0GHz'" in ln
-               and "threads 1 vs baseline 4" in ln for ln in refused), result.stdout
+    assert any(
+        native_target(fleet) in ln
+        and "runs differ in CPU" in ln
+        and "'Some Other CPU @ 1.0GHz'" in ln
+        and "threads 1 vs baseline 4" in ln
+        for ln in refused
+    ), result.stdout
 
 
 def test_junit_of_matrix_and_gate_parse_as_ci_tools_read_them(runs: list[Path], tmp_path: Path) -> None:
@@ -146,8 +157,15 @@ def test_junit_of_matrix_and_gate_parse_as_ci_tools_read_them(runs: list[Path], 
     assert matrix.failures == sum(1 for c in cases if c.result and isinstance(c.result[0], Failure))
     assert matrix.errors == sum(1 for c in cases if c.result and isinstance(c.result[0], Error))
     report_gate = tmp_path / "gate.xml"
-    result = gate(str(runs[0]), "--baseline", str(edited(runs[0], tmp_path / "copy", lambda r: None)),
-                  "--junit", str(report_gate), "--markdown", str(tmp_path / "gate.md"))
+    result = gate(
+        str(runs[0]),
+        "--baseline",
+        str(edited(runs[0], tmp_path / "copy", lambda r: None)),
+        "--junit",
+        str(report_gate),
+        "--markdown",
+        str(tmp_path / "gate.md"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     xml = JUnitXml.fromfile(str(report_gate))
     pairs = [(case.classname, case.name) for suite in xml for case in suite]
@@ -170,9 +188,7 @@ def browse(html: Path, name: str) -> PageResult:
     return result
 
 
-def test_both_html_reports_render_offline_with_every_plot(
-    runs: list[Path], fleet: Fleet, tmp_path: Path
-) -> None:
+def test_both_html_reports_render_offline_with_every_plot(runs: list[Path], fleet: Fleet, tmp_path: Path) -> None:
     page = browse(runs[0] / "report.html", "report")
     assert page.tables >= 1 and "Compatibility" in page.text and "Accuracy against speed" in page.text
     # The native target's trade-off scatter and speedup bars, plus the latency and cosine bar charts.
@@ -210,8 +226,14 @@ def _five_runs(runs: list[Path], history: Path, native: str) -> list[str]:
                     latency[key] = round(latency[key] * factor, 4)
                 latency["rounds"] = [round(r * factor, 4) for r in latency["rounds"]]
                 arm = target(report, "arm64")
-                arm.update(status="failed", reason="was killed (SIGKILL, exit 137) from outside", exit_code=137,
-                           recommended=None, recommendation_reason=None)
+                arm.update(
+                    status="failed",
+                    reason="was killed (SIGKILL, exit 137) from outside",
+                    exit_code=137,
+                    recommended=None,
+                    recommendation_reason=None,
+                )
+
         edited(runs[min(index, 1)], history / label, later)
         labels.append(label)
     return labels
@@ -246,9 +268,26 @@ def test_nightly_twice_gives_a_trend_with_two_points_per_target_and_variant(
     policy = tmp_path / "gate.toml"
     policy.write_text('max_latency_regression = false\nrecommendation_change = "warn"\n')
     for night in (1, 2):
-        result = subprocess.run([str(ROOT / "scripts" / "nightly"), "--history", str(history), "--trend", str(trend),
-                                 "--policy", str(policy), "--", "--target", native_target(fleet), "--target", "arm64"],
-                                capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        result = subprocess.run(
+            [
+                str(ROOT / "scripts" / "nightly"),
+                "--history",
+                str(history),
+                "--trend",
+                str(trend),
+                "--policy",
+                str(policy),
+                "--",
+                "--target",
+                native_target(fleet),
+                "--target",
+                "arm64",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"{night} run(s)" in result.stdout, result.stdout
     data = json.loads((trend / "trend.json").read_text())

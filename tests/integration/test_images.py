@@ -23,12 +23,12 @@ from tests.integration.conftest import image_of, runnable
 pytestmark = pytest.mark.docker
 
 
-def _spec(fleet: Fleet, target: Target, placement: Placement, image: str, args: list[str],
-          **options: Any) -> RunSpec:
+def _spec(fleet: Fleet, target: Target, placement: Placement, image: str, args: list[str], **options: Any) -> RunSpec:
     """``python3 ARGS`` in ``image`` the way farm runs ``placement``: a masked tier (an x86 CPU with cpuid_fault
     running a narrower tier natively) gets farm's preload library."""
-    return runner.run_spec(target, placement, image, args,
-                           mask_library=library_for(placement.mode, fleet.config.cache_dir), **options)
+    return runner.run_spec(
+        target, placement, image, args, mask_library=library_for(placement.mode, fleet.config.cache_dir), **options
+    )
 
 
 def test_every_runnable_target_gets_a_labelled_image(engine: Engine, fleet: Fleet, built: BuildResults) -> None:
@@ -43,8 +43,10 @@ def test_every_runnable_target_gets_a_labelled_image(engine: Engine, fleet: Flee
         assert image.tag == f"farm/{image.target}:{info.labels[LABEL_HASH]}"
         # An image shared by targets of the same content names the target it was first built for.
         assert info.labels[LABEL_TARGET] in {b.target for b in built.built if b.tag.endswith(info.labels[LABEL_HASH])}
-        assert info.architecture == {"linux/amd64": "amd64", "linux/arm64": "arm64"}[fleet.config.target(
-            image.target).platform]
+        assert (
+            info.architecture
+            == {"linux/amd64": "amd64", "linux/arm64": "arm64"}[fleet.config.target(image.target).platform]
+        )
 
 
 def test_targets_this_host_cannot_run_are_skipped_with_the_reason(fleet: Fleet, built: BuildResults) -> None:
@@ -87,7 +89,10 @@ def test_image_runs_its_architecture_and_pinned_runtime(
 ) -> None:
     target = fleet.config.target(name)
     spec = _spec(
-        fleet, target, fleet.placements[name], image_of(built, name),
+        fleet,
+        target,
+        fleet.placements[name],
+        image_of(built, name),
         ["-c", "import platform, onnxruntime; print(platform.machine(), onnxruntime.__version__)"],
     )
     result = engine.run(spec)
@@ -101,8 +106,12 @@ def test_image_runs_its_architecture_and_pinned_runtime(
 def test_plain_docker_run_of_an_image_reports_its_machine(built: BuildResults, name: str, machine: str) -> None:
     """The acceptance command, word for word: the image is usable without farm, through binfmt for arm64."""
     command = "import platform, onnxruntime; print(platform.machine(), onnxruntime.__version__)"
-    result = subprocess.run(["docker", "run", "--rm", image_of(built, name), "python3", "-c", command],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["docker", "run", "--rm", image_of(built, name), "python3", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [machine, "1.31.1"]
 
@@ -132,8 +141,9 @@ SATURATION_PROBE = textwrap.dedent(
 )
 
 
-def _probe(engine: Engine, fleet: Fleet, target: Target, placement: Placement, image: str,
-           folder: Path) -> dict[str, float]:
+def _probe(
+    engine: Engine, fleet: Fleet, target: Target, placement: Placement, image: str, folder: Path
+) -> dict[str, float]:
     """The probe's maximum relative error per weight type, run in ``image`` the way ``placement`` says."""
     (folder / "probe.py").write_text(SATURATION_PROBE)
     folder.chmod(0o755)  # the container runs as an unprivileged user

@@ -24,8 +24,13 @@ pytestmark = [pytest.mark.docker, pytest.mark.emulation]
 
 
 def farm_inspect(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = subprocess.run([sys.executable, "-m", "farm", "inspect", "--json", *args], capture_output=True,
-                            text=True, timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "inspect", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert "Traceback" not in result.stderr, result.stderr
     return result, json.loads(result.stdout)
 
@@ -85,20 +90,24 @@ def test_opset_and_missing_kernel_failures_are_predicted_and_confirmed(
     result, report = farm_inspect(str(opset21), "--target", "x86-ort117", "--target", "x86-avx2")
     assert result.returncode == 5
     assert verdicts(report) == {"x86-ort117": ("fails", "opset"), "x86-avx2": ("loads", None)}
-    run = farm_matrix(str(opset21), "--target", "x86-ort117", "--target", "x86-avx2", "--iterations", "5",
-                      out=tmp_path / "opset")
+    run = farm_matrix(
+        str(opset21), "--target", "x86-ort117", "--target", "x86-avx2", "--iterations", "5", out=tmp_path / "opset"
+    )
     assert run.returncode == 5, run.stderr
     matrix = read_report(tmp_path / "opset")
     assert target(matrix, "x86-ort117")["load_failure"] == {
-        "class": "opset", "predicted": True,
-        "prediction": "the model imports ai.onnx opset 21; onnxruntime 1.17.3 supports 20 at most"}
+        "class": "opset",
+        "predicted": True,
+        "prediction": "the model imports ai.onnx opset 21; onnxruntime 1.17.3 supports 20 at most",
+    }
     assert target(matrix, "x86-avx2")["status"] == "ok"
     # ImageDecoder (opset 20) is an ONNX op that onnxruntime has no kernel for.
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, [64])
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, ["h", "w", 3])
     graph = helper.make_graph([helper.make_node("ImageDecoder", ["x"], ["y"], name="decode")], "decode", [x], [y])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9),
-              tmp_path / "decode.onnx")
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9), tmp_path / "decode.onnx"
+    )
     result, report = farm_inspect(str(tmp_path / "decode.onnx"), "--target", "x86-avx2")
     assert verdicts(report) == {"x86-avx2": ("fails", "missing-kernel")}
     assert report["targets"][0]["nodes"] == ["decode"]
@@ -115,8 +124,9 @@ def test_a_second_inspect_asks_no_runtime_again(engine: Engine, built: BuildResu
     result, report = farm_inspect(str(model), "--target", "x86-avx2", "--target", "arm64")
     ended = int(time.time()) + 1
     assert result.returncode == 0 and verdicts(report) == {"x86-avx2": ("loads", None), "arm64": ("loads", None)}
-    created = list(engine.client.events(since=started, until=ended, decode=True,
-                                        filters={"type": "container", "event": "create"}))
+    created = list(
+        engine.client.events(since=started, until=ended, decode=True, filters={"type": "container", "event": "create"})
+    )
     assert created == [], created
 
 
@@ -131,8 +141,10 @@ def conv_bn_model(path: Path) -> Path:
     rng = np.random.default_rng(0)
     arrays = {
         "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
-        "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32), "bias": rng.standard_normal(8).astype(np.float32),
-        "mean": rng.standard_normal(8).astype(np.float32) * 0.1, "var": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+        "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+        "bias": rng.standard_normal(8).astype(np.float32),
+        "mean": rng.standard_normal(8).astype(np.float32) * 0.1,
+        "var": rng.uniform(0.5, 1.5, 8).astype(np.float32),
         "two": np.array(2.0, np.float32),
     }
     graph = helper.make_graph(
@@ -142,7 +154,8 @@ def conv_bn_model(path: Path) -> Path:
             helper.make_node("Mul", ["two", "two"], ["four"], name="constant_math"),
             helper.make_node("Mul", ["b", "four"], ["y"], name="scale_out"),
         ],
-        "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        "conv_bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
         initializer=[numpy_helper.from_array(a, n) for n, a in arrays.items()],
     )
@@ -154,16 +167,30 @@ def test_farm_optimize_matches_the_input_and_loads_in_every_cpu_target(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
     source = conv_bn_model(tmp_path / "conv_bn.onnx")
-    cpu = [t.name for t in fleet.config.targets if t.image == "cpu" and fleet.placements[t.name].runnable
-           and not t.on_request]
-    targets = (ROOT / "targets.toml").read_text().replace(
-        '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-        '"u8s8-dynamic"]', "\ncandidates = []", 1)
+    cpu = [
+        t.name
+        for t in fleet.config.targets
+        if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request
+    ]
+    targets = (
+        (ROOT / "targets.toml")
+        .read_text()
+        .replace(
+            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+            '"u8s8-dynamic"]',
+            "\ncandidates = []",
+            1,
+        )
+    )
     (tmp_path / "targets.toml").write_text(targets)
     for fold in (True, False):
         out = tmp_path / f"out-{fold}.onnx"
-        result = subprocess.run([sys.executable, "-m", "farm", "optimize", str(source), str(out),
-                                 *([] if fold else ["--no-fold"])], capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, "-m", "farm", "optimize", str(source), str(out), *([] if fold else ["--no-fold"])],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         assert result.returncode == 0, result.stderr
         assert "matches the input" in result.stdout and "synthetic" in result.stderr, result
         difference = float(result.stdout.split("max abs difference ")[1].split(",")[0])
@@ -178,8 +205,15 @@ def test_farm_optimize_matches_the_input_and_loads_in_every_cpu_target(
         assert written.ir_version == 7
         _, report = farm_inspect(str(out), *(arg for name in cpu for arg in ("--target", name)))
         assert {v[0] for v in verdicts(report).values()} == {"loads"}, report
-        run = farm_matrix(str(out), "--targets", str(tmp_path / "targets.toml"), "--samples", "2",
-                          *(arg for name in cpu for arg in ("--target", name)), out=tmp_path / f"matrix-{fold}")
+        run = farm_matrix(
+            str(out),
+            "--targets",
+            str(tmp_path / "targets.toml"),
+            "--samples",
+            "2",
+            *(arg for name in cpu for arg in ("--target", name)),
+            out=tmp_path / f"matrix-{fold}",
+        )
         assert run.returncode == 0, run.stderr
         matrix = read_report(tmp_path / f"matrix-{fold}")
         assert all(target(matrix, name)["status"] == "ok" for name in cpu)

@@ -30,14 +30,20 @@ pytestmark = [pytest.mark.docker, pytest.mark.emulation]
 def farm_matrix(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
-        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
     )
 
 
 def start_matrix(*args: str, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
 
 
@@ -75,15 +81,19 @@ def default_run(built: BuildResults, tmp_path_factory: pytest.TempPathFactory) -
     yield out, result.stdout
 
 
-def test_default_matrix_covers_every_target_with_labelled_accuracy(
-    fleet: Fleet, default_run: tuple[Path, str]
-) -> None:
+def test_default_matrix_covers_every_target_with_labelled_accuracy(fleet: Fleet, default_run: tuple[Path, str]) -> None:
     out, table = default_run
     report = read_report(out)
     validate(report)
     assert report["data"] == {"source": "bundled", "samples": 360, "synthetic": False, "labels": True}
-    assert [t["name"] for t in report["targets"]] == ["x86-avx2", "x86-avx512", "x86-avx512-vnni", "arm64", "gpu-s8s8",
-                                                     "x86-ort117"]
+    assert [t["name"] for t in report["targets"]] == [
+        "x86-avx2",
+        "x86-avx512",
+        "x86-avx512-vnni",
+        "arm64",
+        "gpu-s8s8",
+        "x86-ort117",
+    ]
     for entry in report["targets"]:
         placement = fleet.placements[entry["name"]]
         assert entry["mode"] == placement.mode
@@ -131,9 +141,20 @@ def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
     np.save(tmp_path / "labels.npy", model.labels)
     # The other side of the comparison: VNNI where this CPU has it, else arm64, whose int8 kernels do not saturate.
     other = "x86-avx512-vnni" if runnable(fleet, "x86-avx512-vnni") else "arm64"
-    result = farm_matrix(str(tmp_path / "model.onnx"), "--data", str(tmp_path / "data.npz"), "--labels",
-                         str(tmp_path / "labels.npy"), "--target", "x86-avx2", "--target", other,
-                         "--iterations", "20", out=tmp_path / "out")
+    result = farm_matrix(
+        str(tmp_path / "model.onnx"),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--labels",
+        str(tmp_path / "labels.npy"),
+        "--target",
+        "x86-avx2",
+        "--target",
+        other,
+        "--iterations",
+        "20",
+        out=tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr
     report = read_report(tmp_path / "out")
     avx2, contrast = target(report, "x86-avx2"), target(report, other)

@@ -42,8 +42,11 @@ STATIC = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s
 
 def cpu_targets(fleet: Fleet) -> list[str]:
     """Every default CPU target this host runs (natively, masked or emulated): x86-avx2 and arm64 at least."""
-    return [t.name for t in fleet.config.targets
-            if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request]
+    return [
+        t.name
+        for t in fleet.config.targets
+        if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request
+    ]
 
 
 def native(fleet: Fleet) -> str:
@@ -105,8 +108,7 @@ def test_a_minus_one_batch_runs_on_every_cpu_target_with_shape(
 ) -> None:
     folder, model = cnn
     names = cpu_targets(fleet)
-    report, _ = run(model.path, "--shape", "x=1,3,16,16", "--samples", "4", *targets_args(names),
-                    out=folder / "shape")
+    report, _ = run(model.path, "--shape", "x=1,3,16,16", "--samples", "4", *targets_args(names), out=folder / "shape")
     assert report["data"]["synthetic"] is True and report["data"]["samples"] == 4
     for name in names:
         entry = target(report, name)
@@ -122,8 +124,9 @@ def test_int8_variants_that_quantized_nothing_are_never_ok_nor_recommended(
 ) -> None:
     model = make_if_branch_model(tmp_path / "model.onnx")
     names = cpu_targets(fleet)
-    report, result = run(model.path, "--data", str(save_data(model, tmp_path)), *targets_args(names),
-                         out=tmp_path / "out")
+    report, result = run(
+        model.path, "--data", str(save_data(model, tmp_path)), *targets_args(names), out=tmp_path / "out"
+    )
     for name in names:
         entry = target(report, name)
         assert entry["status"] == "ok", entry
@@ -143,9 +146,7 @@ def test_int8_variants_that_quantized_nothing_are_never_ok_nor_recommended(
 # 3: weights in external data.
 
 
-def test_a_model_with_external_data_runs_on_every_cpu_target(
-    fleet: Fleet, built: BuildResults, tmp_path: Path
-) -> None:
+def test_a_model_with_external_data_runs_on_every_cpu_target(fleet: Fleet, built: BuildResults, tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
     # torch.onnx.export's names: model.onnx beside model.onnx.data, the name farm's own rewrite uses for big models.
     model = make_external_data_model(tmp_path / "model" / "model.onnx", location="model.onnx.data")
@@ -156,8 +157,7 @@ def test_a_model_with_external_data_runs_on_every_cpu_target(
     weights.chmod(0o644)
     mode, content = weights.stat().st_mode, weights.read_bytes()
     names = cpu_targets(fleet)
-    report, _ = run(model.path, "--data", str(save_data(model, tmp_path)), *targets_args(names),
-                    out=tmp_path / "out")
+    report, _ = run(model.path, "--data", str(save_data(model, tmp_path)), *targets_args(names), out=tmp_path / "out")
     for name in names:
         entry = target(report, name)
         assert entry["status"] == "ok", entry
@@ -176,7 +176,10 @@ def test_external_data_outside_the_model_folder_is_refused_before_any_container(
     # No engine at all: an exit 2 proves the refusal came before farm asked an engine for anything.
     result = subprocess.run(
         [sys.executable, "-m", "farm", "matrix", "--quiet", str(tmp_path / "model" / "mlp.onnx")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
     assert result.returncode == 2, result.stderr
@@ -194,8 +197,9 @@ def sequence_run(
 ) -> Iterator[tuple[dict[str, Any], str]]:
     folder = tmp_path_factory.mktemp("sequence")
     model = make_sequence_and_state_model(folder / "model.onnx")
-    report, result = run(model.path, "--data", str(save_data(model, folder)), "--target", native(fleet),
-                         out=folder / "out")
+    report, result = run(
+        model.path, "--data", str(save_data(model, folder)), "--target", native(fleet), out=folder / "out"
+    )
     yield report, result.stdout
 
 
@@ -219,14 +223,20 @@ def test_a_sequence_of_distributions_gets_per_position_top1(
 ) -> None:
     report, _ = sequence_run
     entry = target(report, native(fleet))
-    probs = [next(o for o in v["accuracy"]["outputs"] if o["name"] == "probs")
-             for v in entry["variants"] if v["accuracy"] is not None]
+    probs = [
+        next(o for o in v["accuracy"]["outputs"] if o["name"] == "probs")
+        for v in entry["variants"]
+        if v["accuracy"] is not None
+    ]
     assert all(p["top1_agreement"] is not None for p in probs)
     # 12 samples of 6 positions: agreement is counted per position, in steps of 1/72.
     assert any(0 < p["top1_agreement"] < 1 for p in probs), probs
     assert all(abs(p["top1_agreement"] * 72 - round(p["top1_agreement"] * 72)) < 1e-6 for p in probs), probs
-    state = [next(o for o in v["accuracy"]["outputs"] if o["name"] == "state")
-             for v in entry["variants"] if v["accuracy"] is not None]
+    state = [
+        next(o for o in v["accuracy"]["outputs"] if o["name"] == "state")
+        for v in entry["variants"]
+        if v["accuracy"] is not None
+    ]
     assert all(s["top1_agreement"] is None for s in state)  # tanh activations are not a decision
 
 
@@ -255,9 +265,18 @@ def test_a_metric_changes_the_verdict_and_a_raising_metric_fails_that_variant_on
     model = make_mlp_classifier(tmp_path / "model.onnx")
     (tmp_path / "metric.py").write_text(METRIC)
     # Built-in tolerance at cosine 1.0 would fail every int8 variant; the metric says which pass.
-    report, table = run(model.path, "--data", str(save_data(model, tmp_path)), "--target", native(fleet),
-                        "--metric", f"{tmp_path / 'metric.py'}:agreement", "--min-cosine", "1.0",
-                        out=tmp_path / "out")
+    report, table = run(
+        model.path,
+        "--data",
+        str(save_data(model, tmp_path)),
+        "--target",
+        native(fleet),
+        "--metric",
+        f"{tmp_path / 'metric.py'}:agreement",
+        "--min-cosine",
+        "1.0",
+        out=tmp_path / "out",
+    )
     assert report["tolerance"]["metric"] == "metric.py:agreement"
     entry = target(report, native(fleet))
     assert entry["status"] == "ok"
@@ -276,17 +295,35 @@ def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: Build
     # fp32 and optimized of a model that ORT cannot optimize further are the same graph: any difference in their
     # timings is noise, whatever the host.
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
-              tmp_path / "relu.onnx")
-    targets = (ROOT / "targets.toml").read_text().replace(
-        '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-        '"u8s8-dynamic"]', "\ncandidates = []", 1)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "relu.onnx"
+    )
+    targets = (
+        (ROOT / "targets.toml")
+        .read_text()
+        .replace(
+            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+            '"u8s8-dynamic"]',
+            "\ncandidates = []",
+            1,
+        )
+    )
     assert "candidates = []" in targets
     (tmp_path / "targets.toml").write_text(targets)
-    report, _ = run(tmp_path / "relu.onnx", "--targets", str(tmp_path / "targets.toml"), "--target",
-                    native(fleet), out=tmp_path / "out")
+    report, _ = run(
+        tmp_path / "relu.onnx",
+        "--targets",
+        str(tmp_path / "targets.toml"),
+        "--target",
+        native(fleet),
+        out=tmp_path / "out",
+    )
     entry = target(report, native(fleet))
     assert [v["name"] for v in entry["variants"]] == ["fp32", "optimized"]
     for found in entry["variants"]:
@@ -304,12 +341,27 @@ def test_an_ir3_model_from_the_onnx_wheel_is_quantized_on_the_native_target(
 ) -> None:
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
     assert onnx.load(str(light), load_external_data=False).ir_version == 3
-    targets = (ROOT / "targets.toml").read_text().replace(
-        '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-        '"u8s8-dynamic"]', '\ncandidates = ["u8u8-qdq"]', 1)
+    targets = (
+        (ROOT / "targets.toml")
+        .read_text()
+        .replace(
+            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+            '"u8s8-dynamic"]',
+            '\ncandidates = ["u8u8-qdq"]',
+            1,
+        )
+    )
     (tmp_path / "targets.toml").write_text(targets)
-    report, _ = run(light, "--targets", str(tmp_path / "targets.toml"), "--target", native(fleet), "--samples", "2",
-                    out=tmp_path / "out")
+    report, _ = run(
+        light,
+        "--targets",
+        str(tmp_path / "targets.toml"),
+        "--target",
+        native(fleet),
+        "--samples",
+        "2",
+        out=tmp_path / "out",
+    )
     assert any("IR 3, which lists its 269 weights as graph inputs" in w for w in report["warnings"])
     entry = target(report, native(fleet))
     int8 = variant(entry, "u8u8-qdq")
@@ -332,8 +384,9 @@ def test_the_export_check_flags_the_reshape_that_baked_in_batch_1_and_passes_the
         folder = tmp_path / ("baked" if baked else "fixed")
         folder.mkdir()
         model = make_traced_batch_model(folder / "model.onnx", baked=baked)
-        report, result = run(model.path, "--data", str(save_data(model, folder)), "--target", native(fleet),
-                             out=folder / "out")
+        report, result = run(
+            model.path, "--data", str(save_data(model, folder)), "--target", native(fleet), out=folder / "out"
+        )
         check = target(report, native(fleet))["export_check"]
         assert (check["status"], check["node"], check["op"]) == expected, check
         if baked:

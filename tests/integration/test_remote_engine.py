@@ -45,8 +45,13 @@ def remote(fleet: Fleet, built: BuildResults, tmp_path_factory: pytest.TempPathF
 
 
 def remote_targets(path: Path, remote: SecondEngine, tables: dict[str, dict[str, Any]]) -> Path:
-    return x86_targets(path, {name: {**table, "engine": remote.address} if name.startswith("remote") else table
-                              for name, table in tables.items()})
+    return x86_targets(
+        path,
+        {
+            name: {**table, "engine": remote.address} if name.startswith("remote") else table
+            for name, table in tables.items()
+        },
+    )
 
 
 def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
@@ -55,17 +60,38 @@ def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
     targets = remote_targets(tmp_path / "targets.toml", remote, {"remote-x86": {}})
     out = tmp_path / "out"
     # --keep leaves the containers (and their volumes), so that what ran where, and with which mounts, can be read.
-    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
-                             str(out), "--iterations", "20", "--keep"], capture_output=True, text=True, timeout=900,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm",
+            "matrix",
+            "--quiet",
+            "--targets",
+            str(targets),
+            "--out",
+            str(out),
+            "--iterations",
+            "20",
+            "--keep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     try:
         assert result.returncode == 0, result.stderr
         report = json.loads((out / "report.json").read_text())
         validate(report)
         entry = report["targets"][0]
         assert entry["status"] == "ok", entry
-        assert entry["backend"] == {"kind": "docker", "where": remote.address, "cpu_model": remote.cpu_model,
-                                    "image": "shipped"}, entry["backend"]
+        assert entry["backend"] == {
+            "kind": "docker",
+            "where": remote.address,
+            "cpu_model": remote.cpu_model,
+            "image": "shipped",
+        }, entry["backend"]
         assert remote.engine.image(entry["image"]) is not None
         ran_there = remote.engine.client.api.containers(all=True, filters={"label": "farm.target=remote-x86"})
         assert {c["Labels"].get("farm.stage") for c in ran_there} >= {"prepare", "evaluate"}, ran_there
@@ -78,23 +104,50 @@ def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
             remote.engine.remove_container(container.id)
         for volume, _ in remote.engine.farm_volumes():
             remote.engine.remove_volume(volume)
-        subprocess.run([sys.executable, "-m", "farm", "clean", "--targets", str(targets)], capture_output=True,
-                       cwd=ROOT, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "farm", "clean", "--targets", str(targets)],
+            capture_output=True,
+            cwd=ROOT,
+            check=False,
+        )
     # Without --keep, a run leaves nothing on that engine: no job or stager container, no volume.
-    again = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
-                            str(tmp_path / "again"), "--iterations", "20"], capture_output=True, text=True,
-                           timeout=900, cwd=ROOT)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm",
+            "matrix",
+            "--quiet",
+            "--targets",
+            str(targets),
+            "--out",
+            str(tmp_path / "again"),
+            "--iterations",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert again.returncode == 0, again.stderr
     assert not remote.engine.farm_containers() and not remote.engine.farm_volumes()
 
 
 def test_the_remote_machine_decides_the_placement(remote: SecondEngine, fleet: Fleet, tmp_path: Path) -> None:
-    tiers = {"avx2": {"cpu_features": ["avx2", "fma"], "cpu_excludes": ["avx512f", "avx_vnni", "avx512_vnni"]},
-             "vnni": {"cpu_features": ["avx512f", "avx512bw", "avx512_vnni"]}}
+    tiers = {
+        "avx2": {"cpu_features": ["avx2", "fma"], "cpu_excludes": ["avx512f", "avx_vnni", "avx512_vnni"]},
+        "vnni": {"cpu_features": ["avx512f", "avx512bw", "avx512_vnni"]},
+    }
     tables = {f"{where}-{tier}": table for where in ("local", "remote") for tier, table in tiers.items()}
     targets = remote_targets(tmp_path / "targets.toml", remote, tables)
-    result = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     config = load_config(targets, env={})
@@ -114,8 +167,25 @@ def test_the_remote_machine_decides_the_placement(remote: SecondEngine, fleet: F
 def test_an_unreachable_backend_is_unavailable_and_the_others_run(built: BuildResults, tmp_path: Path) -> None:
     targets = x86_targets(tmp_path / "targets.toml", {"here": {}, "gone": {"engine": "tcp://127.0.0.1:9"}})
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
-                             str(out), "--iterations", "20"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm",
+            "matrix",
+            "--quiet",
+            "--targets",
+            str(targets),
+            "--out",
+            str(out),
+            "--iterations",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -123,15 +193,22 @@ def test_an_unreachable_backend_is_unavailable_and_the_others_run(built: BuildRe
     assert entries["here"]["status"] == "ok"
     gone = entries["gone"]
     assert gone["status"] == "skipped" and gone["mode"] == "unavailable", gone
-    assert gone["reason"].startswith("its backend is unreachable: cannot reach the Docker engine at "
-                                     "tcp://127.0.0.1:9"), gone["reason"]
+    assert gone["reason"].startswith(
+        "its backend is unreachable: cannot reach the Docker engine at tcp://127.0.0.1:9"
+    ), gone["reason"]
 
 
 def test_doctor_shows_each_backend_and_whether_it_is_reachable(remote: SecondEngine, tmp_path: Path) -> None:
-    targets = remote_targets(tmp_path / "targets.toml", remote, {"remote-a": {}, "remote-b": {},
-                                                                  "gone": {"engine": "tcp://127.0.0.1:9"}})
-    result = subprocess.run([sys.executable, "-m", "farm", "doctor", "--targets", str(targets)], capture_output=True,
-                            text=True, timeout=600, cwd=ROOT)
+    targets = remote_targets(
+        tmp_path / "targets.toml", remote, {"remote-a": {}, "remote-b": {}, "gone": {"engine": "tcp://127.0.0.1:9"}}
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "doctor", "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("backend")]
     assert len(lines) == 2, result.stdout
     assert "ok" in lines[0].split() and f"{remote.address} (remote-a, remote-b): x86_64, {remote.cpu_model}" in lines[0]
@@ -143,22 +220,51 @@ def test_a_dry_run_writes_what_each_backend_would_create_and_runs_nothing(
 ) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     defaults = tomllib.loads((ROOT / "targets.toml").read_text())
-    cluster = {"engine": "kubernetes", "registry": "registry.example.com/farm", "namespace": "farm-ci",
-               "kube_context": "no-such-context"}
-    targets = x86_targets(tmp_path / "targets.toml", {
-        "here": {},
-        "cluster-avx2": {**cluster, "cpu_features": ["avx2", "fma"],
-                         "cpu_excludes": defaults["targets"]["x86-avx2"]["cpu_excludes"]},
-    })
+    cluster = {
+        "engine": "kubernetes",
+        "registry": "registry.example.com/farm",
+        "namespace": "farm-ci",
+        "kube_context": "no-such-context",
+    }
+    targets = x86_targets(
+        tmp_path / "targets.toml",
+        {
+            "here": {},
+            "cluster-avx2": {
+                **cluster,
+                "cpu_features": ["avx2", "fma"],
+                "cpu_excludes": defaults["targets"]["x86-avx2"]["cpu_excludes"],
+            },
+        },
+    )
     before = {c.id for c in engine.farm_containers()}
-    result = subprocess.run([sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out",
-                             str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True, timeout=600,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm",
+            "matrix",
+            "--quiet",
+            "--targets",
+            str(targets),
+            "--out",
+            str(tmp_path / "out"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "cluster-avx2: its backend is unreachable now" in result.stderr, result.stderr
     folder = tmp_path / "out" / "dry-run"
-    assert sorted(p.name for p in folder.iterdir()) == ["cluster-avx2-evaluate.yaml", "cluster-avx2-prepare.yaml",
-                                                        "here-evaluate.yaml", "here-prepare.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cluster-avx2-evaluate.yaml",
+        "cluster-avx2-prepare.yaml",
+        "here-evaluate.yaml",
+        "here-prepare.yaml",
+    ]
     for path in folder.glob("cluster-*.yaml"):
         for manifest in yaml.safe_load_all(path.read_text()):
             kubernetes_validate.validate(manifest, "1.37.0", strict=True)
@@ -180,17 +286,33 @@ def test_an_engine_over_tls_or_a_docker_context_is_reached_and_a_wrong_certifica
     try:
         wrong = tmp_path / "other-ca.pem"
         wrong.write_text(remote.tls_cert.read_text())
-        targets = x86_targets(tmp_path / "targets.toml", {
-            "over-tls": {"engine": remote.tls_address, "tls_ca": str(remote.tls_ca), "tls_cert": str(remote.tls_cert),
-                         "tls_key": str(remote.tls_key)},
-            "by-context": {"engine": context},
-            # Its own client certificate stands in for the CA: the server's certificate does not verify against it.
-            "bad-ca": {"engine": remote.tls_address, "tls_ca": str(wrong), "tls_cert": str(remote.tls_cert),
-                       "tls_key": str(remote.tls_key)},
-            "no-context": {"engine": "no-such-farm-context"},
-        })
-        result = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
-                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+        targets = x86_targets(
+            tmp_path / "targets.toml",
+            {
+                "over-tls": {
+                    "engine": remote.tls_address,
+                    "tls_ca": str(remote.tls_ca),
+                    "tls_cert": str(remote.tls_cert),
+                    "tls_key": str(remote.tls_key),
+                },
+                "by-context": {"engine": context},
+                # Its own client certificate stands in for the CA: the server's certificate does not verify against it.
+                "bad-ca": {
+                    "engine": remote.tls_address,
+                    "tls_ca": str(wrong),
+                    "tls_cert": str(remote.tls_cert),
+                    "tls_key": str(remote.tls_key),
+                },
+                "no-context": {"engine": "no-such-farm-context"},
+            },
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
     finally:
         docker.context.ContextAPI.remove_context(context)
     assert result.returncode == 0, result.stderr
@@ -198,8 +320,9 @@ def test_an_engine_over_tls_or_a_docker_context_is_reached_and_a_wrong_certifica
     for name in ("over-tls", "by-context"):
         assert rows[name]["reachable"] and rows[name]["mode"] == "native", rows[name]
     assert not rows["bad-ca"]["reachable"], rows["bad-ca"]
-    assert rows["bad-ca"]["reason"].startswith(f"its backend is unreachable: cannot reach the Docker engine at "
-                                               f"{remote.tls_address}"), rows["bad-ca"]
+    assert rows["bad-ca"]["reason"].startswith(
+        f"its backend is unreachable: cannot reach the Docker engine at {remote.tls_address}"
+    ), rows["bad-ca"]
     assert not rows["no-context"]["reachable"]
     assert "there is no Docker context named 'no-such-farm-context'" in rows["no-context"]["reason"], rows
 
@@ -209,16 +332,27 @@ def test_an_image_the_controller_lacks_is_built_on_the_remote_engine_from_the_sa
 ) -> None:
     defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
     # An extra package gives content no image has, here or there: the remote engine must build it itself.
-    targets = remote_targets(tmp_path / "targets.toml", remote, {
-        "remote-own": {"packages": [*defaults["packages"], "six==1.17.0"]}})
-    result = subprocess.run([sys.executable, "-m", "farm", "build", "--quiet", "--targets", str(targets)],
-                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    targets = remote_targets(
+        tmp_path / "targets.toml", remote, {"remote-own": {"packages": [*defaults["packages"], "six==1.17.0"]}}
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "build", "--quiet", "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     row = next(line.split() for line in result.stdout.splitlines() if line.startswith("remote-own"))
     tag = row[1]
     assert row[4] == "built", result.stdout  # target, image, size, MiB, how
     assert remote.engine.image(tag) is not None
     assert engine.image(tag) is None  # built there, not here and shipped
-    rows = subprocess.run([sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    rows = subprocess.run(
+        [sys.executable, "-m", "farm", "targets", "--json", "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert json.loads(rows.stdout)[0]["built"] is True

@@ -39,17 +39,26 @@ def test_a_masked_run_whose_mask_cannot_take_fails_with_the_reason(
     placement = Placement(mode="masked", mask=mask_rules(cleared), unseen=unseen(cleared))
     inputs, out = tmp_path / "in", tmp_path / "out"
     make_mlp_classifier(inputs / "model.onnx").save(inputs)
-    write_job_spec(inputs, artifacts=None, candidates=[],
-                   target={"mode": "masked", "cpu_unseen": list(placement.unseen)})
+    write_job_spec(
+        inputs, artifacts=None, candidates=[], target={"mode": "masked", "cpu_unseen": list(placement.unseen)}
+    )
     for path in (tmp_path, inputs, *inputs.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     out.mkdir(mode=0o777)
     out.chmod(0o777)
-    result = engine.run(runner.run_spec(
-        tier, placement, image_of(built, "x86-avx2"), ["-m", "farm.job", "/farm/in/spec.json", "/farm/out"],
-        mounts=[Mount(source=inputs, target="/farm/in", read_only=True),
-                Mount(source=out, target="/farm/out", read_only=False)],
-        mask_library=ensure_library(fleet.config.cache_dir)))
+    result = engine.run(
+        runner.run_spec(
+            tier,
+            placement,
+            image_of(built, "x86-avx2"),
+            ["-m", "farm.job", "/farm/in/spec.json", "/farm/out"],
+            mounts=[
+                Mount(source=inputs, target="/farm/in", read_only=True),
+                Mount(source=out, target="/farm/out", read_only=False),
+            ],
+            mask_library=ensure_library(fleet.config.cache_dir),
+        )
+    )
     assert result.exit_code == 0, result.log_tail
     written = json.loads((out / "result.json").read_text())
     assert written["status"] == "failed" and written["variants"] == [], written
@@ -61,13 +70,22 @@ def test_a_masked_run_whose_mask_cannot_take_fails_with_the_reason(
 def test_masked_tiers_take_their_kernels(fleet: Fleet, built: BuildResults, tmp_path: Path) -> None:
     flags = fleet.host.cpu_flags
     if not {CPUID_FAULT, "avx512_vnni"} <= flags:
-        pytest.skip("needs an x86 CPU with AVX-512 VNNI and the cpuid_fault flag (an Intel Xeon since Cascade "
-                    f"Lake); this one has {'no cpuid_fault' if CPUID_FAULT not in flags else 'no AVX-512 VNNI'}")
+        pytest.skip(
+            "needs an x86 CPU with AVX-512 VNNI and the cpuid_fault flag (an Intel Xeon since Cascade "
+            f"Lake); this one has {'no cpuid_fault' if CPUID_FAULT not in flags else 'no AVX-512 VNNI'}"
+        )
     model = make_saturating_classifier(tmp_path / "model.onnx", samples=32)
     np.savez(tmp_path / "data.npz", **model.inputs)  # type: ignore[arg-type]
     tiers = ["x86-avx2", "x86-avx512", "x86-avx512-vnni"]
-    result = farm_matrix(str(model.path), "--data", str(tmp_path / "data.npz"), "--iterations", "20",
-                         *(arg for name in tiers for arg in ("--target", name)), out=tmp_path / "out")
+    result = farm_matrix(
+        str(model.path),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--iterations",
+        "20",
+        *(arg for name in tiers for arg in ("--target", name)),
+        out=tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr
     report = read_report(tmp_path / "out")
     validate(report)
@@ -94,8 +112,9 @@ def test_the_emulated_arm64_evaluation_of_a_real_size_cnn_finishes_within_its_bu
     # About 2 GFLOP (16 ms of fp32 on one core of this kind of host): under QEMU only accuracy is worth the time.
     model = make_cnn(tmp_path / "cnn.onnx", samples=4)
     np.savez(tmp_path / "data.npz", **model.inputs)  # type: ignore[arg-type]
-    result = farm_matrix(str(model.path), "--data", str(tmp_path / "data.npz"), "--target", "arm64",
-                         out=tmp_path / "out")
+    result = farm_matrix(
+        str(model.path), "--data", str(tmp_path / "data.npz"), "--target", "arm64", out=tmp_path / "out"
+    )
     assert result.returncode == 0, result.stderr
     entry = target(read_report(tmp_path / "out"), "arm64")
     budget = fleet.config.target("arm64").budget_s
@@ -113,9 +132,20 @@ def test_a_target_past_its_budget_fails_alone_and_says_so(fleet: Fleet, built: B
     model = make_cnn(tmp_path / "cnn.onnx", samples=4)
     np.savez(tmp_path / "data.npz", **model.inputs)  # type: ignore[arg-type]
     native = next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
-    result = farm_matrix(str(model.path), "--data", str(tmp_path / "data.npz"), "--targets",
-                         str(tmp_path / "targets.toml"), "--target", native, "--target", "arm64-hurried",
-                         "--iterations", "5", out=tmp_path / "out")
+    result = farm_matrix(
+        str(model.path),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--targets",
+        str(tmp_path / "targets.toml"),
+        "--target",
+        native,
+        "--target",
+        "arm64-hurried",
+        "--iterations",
+        "5",
+        out=tmp_path / "out",
+    )
     assert result.returncode == 5, result.stderr
     report = read_report(tmp_path / "out")
     validate(report)

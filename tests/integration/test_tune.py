@@ -35,14 +35,20 @@ def native_target(fleet: Fleet) -> str:
 
 
 def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
-    result = subprocess.run([sys.executable, "-m", "farm", "tune", str(model), "--data", str(data), "--out", str(out),
-                             "--quiet", *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "tune", str(model), "--data", str(data), "--out", str(out), "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     report = json.loads((out / "tune.json").read_text()) if (out / "tune.json").is_file() else None
     return result, report
 
 
-def tune_generated(fleet: Fleet, make: Any, tmp_path: Path,
-                   *args: str) -> tuple[str, subprocess.CompletedProcess[str], dict[str, Any]]:
+def tune_generated(
+    fleet: Fleet, make: Any, tmp_path: Path, *args: str
+) -> tuple[str, subprocess.CompletedProcess[str], dict[str, Any]]:
     """``make``'s model and data through `farm tune` on the native target: the target, the run, its entry."""
     data = make(tmp_path / "model.onnx")
     inputs, _ = data.save(tmp_path / "data")
@@ -82,8 +88,18 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
 
     # farm matrix --tuned carries it: the target evaluates its own tuned model beside the naive variants, which all
     # fall out of tolerance, and it is the one to ship.
-    matrix = farm_matrix(str(data.path), "--data", str(inputs), "--target", target, "--iterations", "50",
-                         "--tuned", str(tmp_path / "out"), out=tmp_path / "matrix")
+    matrix = farm_matrix(
+        str(data.path),
+        "--data",
+        str(inputs),
+        "--target",
+        target,
+        "--iterations",
+        "50",
+        "--tuned",
+        str(tmp_path / "out"),
+        out=tmp_path / "matrix",
+    )
     assert matrix.returncode == 0, matrix.stderr
     evaluated = read_report(tmp_path / "matrix")
     validate(evaluated)
@@ -149,8 +165,9 @@ def test_the_tuned_exclusions_follow_each_tier_s_kernels(fleet: Fleet, built: Bu
     # 8 samples: every evaluation under QEMU costs time per sample, and one top-1 flip fails the tolerance anyway.
     data = make_saturating_cnn(tmp_path / "model.onnx", samples=8)
     inputs, labels = data.save(tmp_path / "data")
-    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--labels", str(labels),
-                               "--target", "x86-avx2", "--target", contrast)
+    result, report = farm_tune(
+        data.path, inputs, tmp_path / "out", "--labels", str(labels), "--target", "x86-avx2", "--target", contrast
+    )
     assert result.returncode == 0, result.stderr
     entries = {e["name"]: e for e in report["targets"]}
     avx2, other = entries["x86-avx2"], entries[contrast]
@@ -160,8 +177,9 @@ def test_the_tuned_exclusions_follow_each_tier_s_kernels(fleet: Fleet, built: Bu
     assert avx2["best"]["accuracy"]["cosine"] >= 0.99 and other["best"]["accuracy"]["cosine"] >= 0.99
 
     def head_kernel(entry: dict[str, Any]) -> dict[str, Any]:
-        return next(k for k in entry["kernels"] if k["node"] == SATURATING_HEAD
-                    and k["variant"] == entry["best"]["variant"])
+        return next(
+            k for k in entry["kernels"] if k["node"] == SATURATING_HEAD and k["variant"] == entry["best"]["variant"]
+        )
 
     # Each tier measured the head's kernel itself: it saturates on AVX2 (exact once it keeps 32-bit sums), and is
     # exact on the contrast.

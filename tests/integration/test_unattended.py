@@ -60,8 +60,20 @@ def x86_targets(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
 
 
 def matrix_command(targets: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "farm", "matrix", "--quiet", "--targets", str(targets), "--out", str(out),
-            "--iterations", "20", *args]
+    return [
+        sys.executable,
+        "-m",
+        "farm",
+        "matrix",
+        "--quiet",
+        "--targets",
+        str(targets),
+        "--out",
+        str(out),
+        "--iterations",
+        "20",
+        *args,
+    ]
 
 
 def report_of(out: Path) -> dict[str, Any]:
@@ -79,17 +91,25 @@ def entry(report: dict[str, Any], name: str) -> dict[str, Any]:
 def test_over_memory_and_over_time_fail_alone_and_promptly(
     built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
 ) -> None:
-    targets = x86_targets(tmp_path / "targets.toml", {
-        "fine": {},
-        # onnxruntime alone needs more than this to import. The kernel seldom kills such a job: it thrashes at its
-        # limit (measured here: over 100 s at 4,000-5,000 major faults a second), and farm stops it for that.
-        "starved": {"memory": "32m", "budget_s": 60},
-        # Under QEMU the job takes a minute or more, far past this budget on any host.
-        "slow": {"platform": "linux/arm64", "emulate_cpu": "neoverse-n1", "budget_s": 3},
-    })
+    targets = x86_targets(
+        tmp_path / "targets.toml",
+        {
+            "fine": {},
+            # onnxruntime alone needs more than this to import. The kernel seldom kills such a job: it thrashes at its
+            # limit (measured here: over 100 s at 4,000-5,000 major faults a second), and farm stops it for that.
+            "starved": {"memory": "32m", "budget_s": 60},
+            # Under QEMU the job takes a minute or more, far past this budget on any host.
+            "slow": {"platform": "linux/arm64", "emulate_cpu": "neoverse-n1", "budget_s": 3},
+        },
+    )
     out = tmp_path / "out"
-    result = subprocess.run(matrix_command(targets, out, "-t", "fine", "-t", "starved", "-t", "slow"),
-                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        matrix_command(targets, out, "-t", "fine", "-t", "starved", "-t", "slow"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr
     report = report_of(out)
@@ -118,8 +138,14 @@ def test_a_probe_job_has_no_network_no_writable_root_no_privilege(engine: Engine
         "for key in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs'):\n"
         "    print(key, status[key].strip())\n"
     )
-    result = engine.run(RunSpec(image=image_of(built, "x86-avx2"), command=["/opt/farm/bin/python3", "-c", probe],
-                                timeout_s=120, memory="1g"))
+    result = engine.run(
+        RunSpec(
+            image=image_of(built, "x86-avx2"),
+            command=["/opt/farm/bin/python3", "-c", probe],
+            timeout_s=120,
+            memory="1g",
+        )
+    )
     assert result.exit_code == 0, result.log_tail
     said = dict(line.split(" ", 1) for line in result.log_tail.splitlines())
     assert said["network"] == "101", said  # ENETUNREACH: the container has no interface but lo
@@ -146,8 +172,17 @@ def test_two_concurrent_runs_on_cold_caches_share_one_build_and_both_report(
     second_model = tmp_path / "saturating.onnx"
     make_saturating_classifier(second_model)
     runs = [(tmp_path / "a", []), (tmp_path / "b", [str(second_model)])]
-    processes = [subprocess.Popen(matrix_command(targets, out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=ROOT, env=env) for out, args in runs]
+    processes = [
+        subprocess.Popen(
+            matrix_command(targets, out, *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        for out, args in runs
+    ]
     try:
         outputs = [p.communicate(timeout=1200) for p in processes]
     finally:
@@ -204,14 +239,18 @@ def test_ctrl_c_marks_the_report_incomplete_and_resume_runs_only_what_is_missing
     assert "(native, reused)" in resumed.stdout
     assert f"reused from the run of {partial['created']}" in (out / "report.md").read_text()
     # Only the missing target was evaluated again (its int8 artifacts are made again: they lived in the run folder).
-    evaluated = {labels["farm.target"] for labels in started
-                 if labels.get(STAGE_LABEL) == "evaluate" and labels.get("farm.target") in ("first", "second")}
+    evaluated = {
+        labels["farm.target"]
+        for labels in started
+        if labels.get(STAGE_LABEL) == "evaluate" and labels.get("farm.target") in ("first", "second")
+    }
     assert evaluated == {"second"}, started
     assert not new_containers()
 
     # A changed setting changes the key: nothing is reused.
-    again = subprocess.run([*command, "--resume", "--min-cosine", "0.98"], capture_output=True, text=True,
-                           timeout=900, cwd=ROOT)
+    again = subprocess.run(
+        [*command, "--resume", "--min-cosine", "0.98"], capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
     assert again.returncode == 0, again.stderr
     assert "note: --resume reused no target; ran first, second" in again.stderr, again.stderr
 
@@ -222,8 +261,9 @@ def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
     started: list[dict[str, str]] = []
     begun = time.time_ns()
     # The API's "since" has whole seconds; the events' own nanosecond times leave out the second before the block.
-    events = engine.client.events(since=begun // 10**9, decode=True,
-                                  filters={"type": "container", "event": "create", "label": RUN_LABEL})
+    events = engine.client.events(
+        since=begun // 10**9, decode=True, filters={"type": "container", "event": "create", "label": RUN_LABEL}
+    )
 
     def read() -> None:
         started.extend(e["Actor"]["Attributes"] for e in events if int(e.get("timeNano", 0)) >= begun)
@@ -288,8 +328,14 @@ def test_a_lost_engine_stops_farm_with_one_line_and_keeps_the_partial_report(
     out = tmp_path / "out"
     proxy = SocketProxy(tmp_path / "docker.sock")
     env = {**os.environ, "DOCKER_HOST": f"unix://{proxy.path}"}
-    process = subprocess.Popen(matrix_command(targets, out, "-t", "first", "-t", "second"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    process = subprocess.Popen(
+        matrix_command(targets, out, "-t", "first", "-t", "second"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     try:
         wait_for(engine, ["farm.target=second", f"{STAGE_LABEL}=evaluate"], process)
         proxy.cut()
@@ -307,8 +353,13 @@ def test_a_lost_engine_stops_farm_with_one_line_and_keeps_the_partial_report(
     # The container farm could not remove is an orphan now; the next command, on the engine that is back, removes it.
     left = new_containers()
     assert left, "farm lost the engine before its container ended, so the container must still be there"
-    swept = subprocess.run([sys.executable, "-m", "farm", "targets", "--targets", str(targets)], capture_output=True,
-                           text=True, timeout=300, cwd=ROOT)
+    swept = subprocess.run(
+        [sys.executable, "-m", "farm", "targets", "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert swept.returncode == 0, swept.stderr
     assert "removed" in swept.stderr and "farm processes which are gone" in swept.stderr, swept.stderr
     assert not new_containers()

@@ -19,17 +19,32 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(folder), str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(folder), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr
     wheel = next(folder.glob("farm-*.whl"))
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # As a user installs a release: the wheel, with the versions it was tested with (constraints.txt).
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                              "-c", str(ROOT / "constraints.txt"), str(wheel)], capture_output=True, text=True,
-                             timeout=900,
-                             env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PIP_FIND_LINKS": ""})
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PIP_FIND_LINKS": ""},
+    )
     assert install.returncode == 0, install.stderr
     return venv / "bin" / "farm"
 
@@ -51,8 +66,9 @@ def test_a_wheel_install_finds_its_targets_and_runs_the_bundled_model(
     targets = run(installed, "targets", cwd=tmp_path)
     assert targets.returncode == 0, targets.stderr
     assert "arm64" in targets.stdout and "x86-avx2" in targets.stdout
-    result = run(installed, "matrix", "--quiet", "--target", native_target(fleet), "--out", str(tmp_path / "out"),
-                 cwd=tmp_path)
+    result = run(
+        installed, "matrix", "--quiet", "--target", native_target(fleet), "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     assert (tmp_path / "out" / "report.html").is_file()
     assert "digits.onnx" in result.stdout

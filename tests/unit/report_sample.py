@@ -59,15 +59,29 @@ def variant(
         "status": status,
         "error": error,
         "size_bytes": size if ran or status == "failed" or quantized else None,
-        "latency_ms": None if p50 is None else {"p50": p50, "p90": round(p50 * 1.08, 3), "p99": round(p50 * 1.3, 3),
-                                                "rounds": rounds, "spread": round(max(rounds) - min(rounds), 4),
-                                                "interleaved": True},
+        "latency_ms": None
+        if p50 is None
+        else {
+            "p50": p50,
+            "p90": round(p50 * 1.08, 3),
+            "p99": round(p50 * 1.3, 3),
+            "rounds": rounds,
+            "spread": round(max(rounds) - min(rounds), 4),
+            "interleaved": True,
+        },
         "timing": timing if p50 is not None else "none",
-        "accuracy": None if cosine is None else {
-            "cosine": cosine, "max_abs": max_abs, "top1_agreement": top1, "accuracy": acc,
-            "outputs": [{"name": "logits", "counted": True, "cosine": cosine, "max_abs": max_abs,
-                         "top1_agreement": top1}],
-            "worst_output": "logits", "metric": None,
+        "accuracy": None
+        if cosine is None
+        else {
+            "cosine": cosine,
+            "max_abs": max_abs,
+            "top1_agreement": top1,
+            "accuracy": acc,
+            "outputs": [
+                {"name": "logits", "counted": True, "cosine": cosine, "max_abs": max_abs, "top1_agreement": top1}
+            ],
+            "worst_output": "logits",
+            "metric": None,
         },
         "within_tolerance": within if ran else None,
         "quantization": None if quantized is None else quantization(name, *quantized),
@@ -79,13 +93,21 @@ def variant(
 def quantization(name: str, quantized: int, quantizable: int) -> dict[str, Any]:
     dynamic = "dynamic" in name
     return {
-        "kind": "dynamic" if dynamic else "static", "format": "QOperator" if dynamic else "QDQ",
+        "kind": "dynamic" if dynamic else "static",
+        "format": "QOperator" if dynamic else "QDQ",
         "activation_type": "uint8" if name.startswith("u8") else "int8",
         "weight_type": "uint8" if name.startswith("u8u8") else "int8",
-        "reduce_range": "-rr" in name, "per_channel": "-pc" in name, "subgraphs": "subgraph" in name,
-        "calibration": None if dynamic else {"method": "minmax", "samples": 64}, "opset": 17,
-        "nodes": {"quantizable": quantizable, "quantized": quantized, "quantizable_in_subgraphs": 0,
-                  "quantized_in_subgraphs": 0},
+        "reduce_range": "-rr" in name,
+        "per_channel": "-pc" in name,
+        "subgraphs": "subgraph" in name,
+        "calibration": None if dynamic else {"method": "minmax", "samples": 64},
+        "opset": 17,
+        "nodes": {
+            "quantizable": quantizable,
+            "quantized": quantized,
+            "quantizable_in_subgraphs": 0,
+            "quantized_in_subgraphs": 0,
+        },
     }
 
 
@@ -93,8 +115,12 @@ def _x86_avx2() -> dict[str, Any]:
     emu = {"timing": "emulated"}
     int8 = 318_976
     return {
-        "name": "x86-avx2", "platform": "linux/amd64", "mode": "emulated", "cpu_model": "Haswell",
-        "status": "ok", "reason": None,
+        "name": "x86-avx2",
+        "platform": "linux/amd64",
+        "mode": "emulated",
+        "cpu_model": "Haswell",
+        "status": "ok",
+        "reason": None,
         "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
         "variants": [
             variant("fp32", cosine=1.0, p50=3841.7, top1=1.0, acc=0.9722, **emu),
@@ -105,10 +131,12 @@ def _x86_avx2() -> dict[str, Any]:
             variant("u8u8-qdq", cosine=0.9994, p50=2104.5, top1=1.0, acc=0.9722, size=int8, **emu),
             variant("u8s8-dynamic", status="failed", error=CONVINTEGER_ERROR, size=int8),
             variant("u8s8-qdq+x64quantprecision", cosine=0.9995, p50=2230.8, top1=1.0, acc=0.9722, size=int8, **emu),
-            variant("u8s8-qdq-rr+x64quantprecision", cosine=0.9993, p50=2241.1, top1=1.0, acc=0.9722, size=int8,
-                    **emu),
-            variant("u8s8-dynamic+x64quantprecision", status="skipped",
-                    error="u8s8-dynamic did not load, so its mitigation cannot run either"),
+            variant("u8s8-qdq-rr+x64quantprecision", cosine=0.9993, p50=2241.1, top1=1.0, acc=0.9722, size=int8, **emu),
+            variant(
+                "u8s8-dynamic+x64quantprecision",
+                status="skipped",
+                error="u8s8-dynamic did not load, so its mitigation cannot run either",
+            ),
         ],
         "recommended": "u8s8-qdq+x64quantprecision",
         "recommendation_reason": (
@@ -117,17 +145,28 @@ def _x86_avx2() -> dict[str, Any]:
             "session.x64quantprecision=1 restores U8S8 to the highest cosine of the int8 variants"
         ),
         "warnings": ["timing.iterations reduced from 100 to 5 under emulation"],
-        "exit_code": 0, "log_tail": None, "duration_s": 1312.4, "image": "farm/x86-avx2:4be1c0ffee12",
-        "cpu_seen": ["AVX", "AVX2", "FMA3", "SSE42"], "load_failure": None, "export_check": None,
-        "resume_key": None, "resumed_from": None, "backend": None,
+        "exit_code": 0,
+        "log_tail": None,
+        "duration_s": 1312.4,
+        "image": "farm/x86-avx2:4be1c0ffee12",
+        "cpu_seen": ["AVX", "AVX2", "FMA3", "SSE42"],
+        "load_failure": None,
+        "export_check": None,
+        "resume_key": None,
+        "resumed_from": None,
+        "backend": None,
     }
 
 
 def _x86_avx512_vnni() -> dict[str, Any]:
     int8 = 318_976
     return {
-        "name": "x86-avx512-vnni", "platform": "linux/amd64", "mode": "native", "cpu_model": None,
-        "status": "ok", "reason": None,
+        "name": "x86-avx512-vnni",
+        "platform": "linux/amd64",
+        "mode": "native",
+        "cpu_model": None,
+        "status": "ok",
+        "reason": None,
         "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
         "variants": [
             variant("fp32", cosine=1.0, p50=1.92, top1=1.0, acc=0.9722),
@@ -144,16 +183,26 @@ def _x86_avx512_vnni() -> dict[str, Any]:
             "optimized at 1.71 ms, so int8 does not pay for this model on this target"
         ),
         "warnings": [],
-        "exit_code": 0, "log_tail": None, "duration_s": 48.2, "image": "farm/x86-avx512-vnni:9d2e1a7b3c40",
+        "exit_code": 0,
+        "log_tail": None,
+        "duration_s": 48.2,
+        "image": "farm/x86-avx512-vnni:9d2e1a7b3c40",
         "cpu_seen": ["AVX", "AVX2", "AVX512BW", "AVX512F", "AVX512VNNI", "FMA3"],
-        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None, "backend": None,
+        "load_failure": None,
+        "export_check": None,
+        "resume_key": None,
+        "resumed_from": None,
+        "backend": None,
     }
 
 
 def _arm64() -> dict[str, Any]:
     emu = {"timing": "emulated"}
     return {
-        "name": "arm64", "platform": "linux/arm64", "mode": "emulated", "cpu_model": "cortex-a72",
+        "name": "arm64",
+        "platform": "linux/arm64",
+        "mode": "emulated",
+        "cpu_model": "cortex-a72",
         "status": "failed",
         "reason": "the job container was killed by SIGSEGV while evaluating u8s8-qdq; results so far are kept",
         "runtime": {"onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"]},
@@ -162,31 +211,66 @@ def _arm64() -> dict[str, Any]:
             variant("optimized", cosine=1.0, p50=870.9, top1=1.0, acc=0.9722, **emu),
             variant("s8s8-qdq", cosine=0.9968, p50=455.0, top1=0.9972, acc=0.9694, size=318_976, **emu),
         ],
-        "recommended": None, "recommendation_reason": None,
+        "recommended": None,
+        "recommendation_reason": None,
         "warnings": [],
-        "exit_code": 139, "log_tail": ARM64_LOG_TAIL, "duration_s": 431.0, "image": "farm/arm64:77aa01d2e9f3",
-        "cpu_seen": None, "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None,
+        "exit_code": 139,
+        "log_tail": ARM64_LOG_TAIL,
+        "duration_s": 431.0,
+        "image": "farm/arm64:77aa01d2e9f3",
+        "cpu_seen": None,
+        "load_failure": None,
+        "export_check": None,
+        "resume_key": None,
+        "resumed_from": None,
         "backend": None,
     }
 
 
 def _gpu_s8s8() -> dict[str, Any]:
     return {
-        "name": "gpu-s8s8", "platform": "linux/amd64", "mode": "unavailable", "cpu_model": None,
-        "status": "skipped", "reason": GPU_REASON, "runtime": None, "variants": [],
-        "recommended": None, "recommendation_reason": None, "warnings": [],
-        "exit_code": None, "log_tail": None, "duration_s": None, "image": None, "cpu_seen": None,
-        "load_failure": None, "export_check": None, "resume_key": None, "resumed_from": None, "backend": None,
+        "name": "gpu-s8s8",
+        "platform": "linux/amd64",
+        "mode": "unavailable",
+        "cpu_model": None,
+        "status": "skipped",
+        "reason": GPU_REASON,
+        "runtime": None,
+        "variants": [],
+        "recommended": None,
+        "recommendation_reason": None,
+        "warnings": [],
+        "exit_code": None,
+        "log_tail": None,
+        "duration_s": None,
+        "image": None,
+        "cpu_seen": None,
+        "load_failure": None,
+        "export_check": None,
+        "resume_key": None,
+        "resumed_from": None,
+        "backend": None,
     }
 
 
 RUN_BLOCK = {
     "label": "v1.4.0",
-    "host": {"arch": "x86_64", "cpu_model": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
-             "cpu_flags": ["avx", "avx2", "avx512_vnni", "avx512bw", "avx512f", "fma", "hypervisor", "sse4_2"],
-             "cores": 2, "engine": "Docker 20.10.24", "kernel": "6.1.0-28-cloud-amd64"},
-    "settings": {"threads": 1, "iterations": 200, "timing_rounds": 10, "calibration": "minmax",
-                 "optimization_level": "all", "samples": 360},
+    "host": {
+        "arch": "x86_64",
+        "cpu_model": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+        "cpu_flags": ["avx", "avx2", "avx512_vnni", "avx512bw", "avx512f", "fma", "hypervisor", "sse4_2"],
+        "cores": 2,
+        "engine": "Docker 20.10.24",
+        "kernel": "6.1.0-28-cloud-amd64",
+    },
+    "settings": {
+        "threads": 1,
+        "iterations": 200,
+        "timing_rounds": 10,
+        "calibration": "minmax",
+        "optimization_level": "all",
+        "samples": 360,
+    },
     "data_sha256": "9b74c9897bac770ffc029102a200c5de" * 2,
 }
 
@@ -198,12 +282,17 @@ def sample_report_dict(*, synthetic: bool = False, run: bool = False) -> dict[st
         "farm_version": "0.1.0",
         "created": "2026-11-25T10:00:00Z",
         "model": {
-            "path": "models/paddle-cnn.onnx", "sha256": SHA256, "ir_version": 8, "opsets": {"ai.onnx": 17},
+            "path": "models/paddle-cnn.onnx",
+            "sha256": SHA256,
+            "ir_version": 8,
+            "opsets": {"ai.onnx": 17},
             "inputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 1, 28, 28]}],
             "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}],
         },
         "data": {
-            "source": "synthetic" if synthetic else "bundled", "samples": 360, "synthetic": synthetic,
+            "source": "synthetic" if synthetic else "bundled",
+            "samples": 360,
+            "synthetic": synthetic,
             "labels": not synthetic,
         },
         "tolerance": {"cosine": 0.99, "top1_agreement": 0.99, "outputs": None, "metric": None},

@@ -16,14 +16,16 @@ def chromium() -> None:
     if chromium_path() is None:
         missing("Debian's chromium is not installed: scripts/setup installs it")
 
+
 SVG = '<svg width="120" height="60"><rect width="120" height="60" fill="teal"/></svg>'
 TABLE = "<table><tr><th>target</th><th>ms</th></tr><tr><td>x86_64</td><td>1.5</td></tr></table>"
 
 
 def show(tmp_path: Path, name: str, body: str) -> PageResult:
     html = tmp_path / f"{name}.html"
-    html.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{name}</title></head>"
-                    f"<body>{body}</body></html>")
+    html.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{name}</title></head><body>{body}</body></html>"
+    )
     return open_page(html, tmp_path / "shots" / f"{name}.png", timeout_s=60)
 
 
@@ -56,8 +58,9 @@ def test_dialog_is_recorded_and_dismissed(tmp_path: Path) -> None:
 
 
 def test_errors_and_exceptions_are_recorded(tmp_path: Path) -> None:
-    result = show(tmp_path, "broken", '<script>console.error("bad row", 3); missing();</script>'
-                                      '<svg style="display: none"></svg>')
+    result = show(
+        tmp_path, "broken", '<script>console.error("bad row", 3); missing();</script><svg style="display: none"></svg>'
+    )
     assert len(result.console_errors) == 1 and result.console_errors[0].startswith("bad row 3 (file://")
     assert len(result.exceptions) == 1 and "ReferenceError: missing is not defined" in result.exceptions[0]
     assert (result.svg_count, result.svgs_with_size) == (1, 0)

@@ -11,8 +11,14 @@ from tests.conftest import ROOT
 
 
 def farm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "farm", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "farm", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or ROOT,
+    )
 
 
 def assert_one_clean_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -60,8 +66,12 @@ def test_farm_optimize_refuses_an_unknown_pass_and_a_missing_out(tmp_path: Path)
     from farm.models import default_model
 
     digits = str(default_model().model)
-    assert_one_clean_line(farm("optimize", digits, str(tmp_path / "o.onnx"), "--passes", "fuse_bn_into_cnov"), 2,
-                          "'fuse_bn_into_cnov'", "did you mean 'fuse_bn_into_conv'?")
+    assert_one_clean_line(
+        farm("optimize", digits, str(tmp_path / "o.onnx"), "--passes", "fuse_bn_into_cnov"),
+        2,
+        "'fuse_bn_into_cnov'",
+        "did you mean 'fuse_bn_into_conv'?",
+    )
     assert_one_clean_line(farm("optimize", digits), 2, "needs MODEL and OUT")
 
 
@@ -79,8 +89,9 @@ def test_farm_gate_and_farm_report_refuse_bad_input_in_one_line(tmp_path: Path) 
     good.write_text(json.dumps(sample_report_dict(run=True)))
     policy = tmp_path / "gate.toml"
     policy.write_text("max_latency_regresion = 0.2\n")
-    assert_one_clean_line(farm("gate", str(good), "--policy", str(policy)), 2, str(policy),
-                          "did you mean max_latency_regression?")
+    assert_one_clean_line(
+        farm("gate", str(good), "--policy", str(policy)), 2, str(policy), "did you mean max_latency_regression?"
+    )
     assert_one_clean_line(farm("report", str(tmp_path / "empty-history")), 2, "does not exist")
     (tmp_path / "history").mkdir()
     assert_one_clean_line(farm("report", str(tmp_path / "history")), 2, "no farm report was found")

@@ -58,7 +58,8 @@ def test_shape_naming_an_unknown_input(tmp_path: Path) -> None:
 @pytest.fixture
 def dynamic_model(tmp_path: Path) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "dynamic",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "dynamic",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "features"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "features"])],
     )
@@ -88,8 +89,12 @@ def test_an_unknown_format(tmp_path: Path) -> None:
 def paddle_style_model(tmp_path: Path) -> Path:
     """A batch axis written as dim_value -1 and spatial axes left unnamed, as paddle2onnx does."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, None, None])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "paddle", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, None, None])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "paddle",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, None, None])],
+    )
     path = tmp_path / "paddle.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6), path)
     return path
@@ -102,8 +107,7 @@ def test_a_negative_dim_is_dynamic_in_data_and_shape_errors(tmp_path: Path) -> N
     # The model's shape as onnxruntime reads it: -1 is dynamic, shown as '?', never "fixed at -1".
     assert_one_clean_line(wrong, 2, "--shape x=1,4,48,192", "[?, 3, ?, ?]", "fixes it at 3")
     assert "-1" not in wrong.stderr
-    bad_sample = matrix("paddle.onnx", "--data", "data.npz", "--shape", "x=1,3,48,192", "--output", "z",
-                        cwd=tmp_path)
+    bad_sample = matrix("paddle.onnx", "--data", "data.npz", "--shape", "x=1,3,48,192", "--output", "z", cwd=tmp_path)
     # The data and --shape were accepted; what stops it is the next check, before any engine.
     assert_one_clean_line(bad_sample, 2, "--output z", "paddle.onnx", "y")
 
@@ -119,8 +123,11 @@ def test_an_unknown_output_names_the_nearest(tmp_path: Path) -> None:
         ("metric.py", "def score(a, b, c):\n    return {'passed': True}\n", ("--metric metric.py", "FILE.py:FUNCTION")),
         ("missing.py:score", None, ("--metric file missing.py", "does not exist")),
         ("metric.py:score", "def score(a, b, c)\n", ("metric.py is not valid Python",)),
-        ("metric.py:scor", "def score(a, b, c):\n    return {}\n", ("defines no top-level function scor",
-                                                                   "did you mean 'score'?")),
+        (
+            "metric.py:scor",
+            "def score(a, b, c):\n    return {}\n",
+            ("defines no top-level function scor", "did you mean 'score'?"),
+        ),
     ],
 )
 def test_a_bad_metric_is_refused_before_any_engine(

@@ -28,7 +28,10 @@ def test_default_targets_file_has_the_four_contract_targets() -> None:
 
 
 def test_defaults_apply_and_a_target_may_pin_its_own_runtime(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 [defaults]
 runtime = "onnxruntime==1.31.1"
 [targets.a]
@@ -36,7 +39,10 @@ platform = "linux/amd64"
 [targets.b]
 platform = "linux/arm64"
 runtime = "onnxruntime==1.30.0"
-"""), env={})
+""",
+        ),
+        env={},
+    )
     assert config.target("a").runtime_version == "1.31.1"
     assert config.target("b").runtime_version == "1.30.0"
 
@@ -48,19 +54,21 @@ runtime = "onnxruntime==1.30.0"
         ('[targets.a]\nplatform = "linux/amd46"\nruntime = "onnxruntime==1.31.1"', "did you mean 'linux/amd64'?"),
         ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntim==1.31.1"', "did you mean 'onnxruntime'?"),
         ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime"', "not a pinned requirement"),
-        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\ncandidates = ["u8s8"]',
-         "unknown variant 'u8s8'"),
+        (
+            '[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\ncandidates = ["u8s8"]',
+            "unknown variant 'u8s8'",
+        ),
         ('[default]\nbase = "x"\n[targets.a]\nplatform = "linux/amd64"', "did you mean 'defaults'?"),
         ('[targets.a\nplatform = "linux/amd64"', "is not valid TOML"),
-        ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = "4gb"',
-         "memory must be at least 6m, written as a number and a unit"),
+        (
+            '[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = "4gb"',
+            "memory must be at least 6m, written as a number and a unit",
+        ),
         ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = "1m"', "not '1m'"),
         ('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nmemory = 4', "not 4"),
     ],
 )
-def test_bad_targets_files_name_the_key_and_the_nearest_valid_name(
-    tmp_path: Path, toml: str, expected: str
-) -> None:
+def test_bad_targets_files_name_the_key_and_the_nearest_valid_name(tmp_path: Path, toml: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, toml), env={})
     message = str(caught.value)
@@ -71,8 +79,9 @@ def test_bad_targets_files_name_the_key_and_the_nearest_valid_name(
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, '[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"')
-    config = load_config(env={"FARM_TARGETS": str(path), "FARM_BASE": "python:3.11-slim-bookworm",
-                              "FARM_CACHE_DIR": str(tmp_path / "c")})
+    config = load_config(
+        env={"FARM_TARGETS": str(path), "FARM_BASE": "python:3.11-slim-bookworm", "FARM_CACHE_DIR": str(tmp_path / "c")}
+    )
     assert config.target("a").base == "python:3.11-slim-bookworm"
     assert config.cache_dir == tmp_path / "c"
 
@@ -85,14 +94,18 @@ def test_unknown_target_name_suggests_the_nearest() -> None:
 
 def test_a_misspelt_cpu_flag_names_the_nearest(tmp_path: Path) -> None:
     path = tmp_path / "targets.toml"
-    path.write_text('[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\n'
-                    'cpu_excludes = ["avx512vnni"]\n')
+    path.write_text(
+        '[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\ncpu_excludes = ["avx512vnni"]\n'
+    )
     with pytest.raises(ConfigError, match=r"unknown CPU flag 'avx512vnni' in cpu_excludes.*did you mean 'avx512_vnni'"):
         load_config(path, env={})
 
 
 def test_memory_is_per_target_with_a_default(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 [defaults]
 runtime = "onnxruntime==1.31.1"
 memory = "2G"
@@ -101,6 +114,9 @@ platform = "linux/amd64"
 [targets.b]
 platform = "linux/amd64"
 memory = "512m"
-"""), env={})
+""",
+        ),
+        env={},
+    )
     assert (config.target("a").memory, config.target("b").memory) == ("2g", "512m")
     assert load_config(ROOT / "targets.toml", env={}).target("arm64").memory == "4g"

@@ -168,17 +168,23 @@ def test_the_refusal_says_how_many_samples_would_fit() -> None:
 
 
 def test_synthetic_inputs_of_a_rank_numpy_cannot_hold_are_refused() -> None:
-    with pytest.raises(DataError, match=r"input 'x' need 65 dimensions \(the sample axis and rank 64\), more than "
-                       r"numpy's 64"):
+    with pytest.raises(
+        DataError,
+        match=r"input 'x' need 65 dimensions \(the sample axis and rank 64\), more than "
+        r"numpy's 64",
+    ):
         prepare_data(model_info(("x", "float32", (1,) * 64)), samples=1)
     assert prepare_data(model_info(("x", "float32", (1,) * 63)), samples=1).inputs["x"].ndim == 64
 
 
-@pytest.mark.parametrize(("dtype", "shape", "words"), [
-    ("float32", (1, None), "synthetic inputs for model.onnx need fixed sizes, but input 'x' [1, ?] has dynamic "),
-    ("complex64", (1, 4), "model.onnx input 'x' is complex64, which farm cannot synthesize"),
-    ("map", None, "model.onnx input 'x' has type map, which has no numpy equivalent"),
-])
+@pytest.mark.parametrize(
+    ("dtype", "shape", "words"),
+    [
+        ("float32", (1, None), "synthetic inputs for model.onnx need fixed sizes, but input 'x' [1, ?] has dynamic "),
+        ("complex64", (1, 4), "model.onnx input 'x' is complex64, which farm cannot synthesize"),
+        ("map", None, "model.onnx input 'x' has type map, which has no numpy equivalent"),
+    ],
+)
 def test_a_refused_synthetic_input_names_the_model_file(dtype: str, shape: tuple[Dim, ...] | None, words: str) -> None:
     with pytest.raises(DataError) as caught:
         prepare_data(model_info(("x", dtype, shape)), samples=2)
@@ -498,8 +504,12 @@ def test_a_dynamic_batch_alone_is_filled_with_one_for_synthetic_inputs() -> None
 def test_negative_dims_from_an_exporter_are_dynamic(tmp_path: Path) -> None:
     path = tmp_path / "paddle.onnx"
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, 0, 192])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [-1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [x],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [-1])],
+    )
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)], ir_version=6), path)
     info = inspect_model(path)
     assert info.inputs[0].shape == (None, 3, None, 192)

@@ -21,8 +21,7 @@ def detections(scores: list[list[float]], boxes: float = 300.0) -> np.ndarray:
 
 def score(reference: np.ndarray, candidate: np.ndarray) -> usermetric.MetricScore:
     metric = usermetric.load(EXAMPLE, "score_agreement")
-    return usermetric.score(metric, "score_agreement", {"output0": reference[None]}, {"output0": candidate[None]},
-                            None)
+    return usermetric.score(metric, "score_agreement", {"output0": reference[None]}, {"output0": candidate[None]}, None)
 
 
 def test_the_example_passes_static_checks() -> None:

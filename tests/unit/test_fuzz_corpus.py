@@ -32,8 +32,7 @@ def test_the_corpus_has_enough_cases_of_every_kind(corpus: list[Case]) -> None:
 
 
 def test_every_case_is_small(corpus: list[Case]) -> None:
-    sizes = {case.name: sum(f.stat().st_size for f in case.path.parent.rglob("*") if f.is_file())
-             for case in corpus}
+    sizes = {case.name: sum(f.stat().st_size for f in case.path.parent.rglob("*") if f.is_file()) for case in corpus}
     assert max(sizes.values()) < 1 << 20, max(sizes.items(), key=lambda item: item[1])
 
 
@@ -51,8 +50,9 @@ def test_the_seeds_are_valid_models_that_run(corpus: list[Case]) -> None:
     for case in seeds:
         info = inspect_model(case.path)
         session = ort.InferenceSession(str(case.path), providers=["CPUExecutionProvider"])
-        feeds = {t.name: np.ones([d if isinstance(d, int) else 1 for d in t.shape or ()], np.float32)
-                 for t in info.inputs}
+        feeds = {
+            t.name: np.ones([d if isinstance(d, int) else 1 for d in t.shape or ()], np.float32) for t in info.inputs
+        }
         assert all(np.isfinite(out).all() for out in session.run(None, feeds)), case.name
 
 

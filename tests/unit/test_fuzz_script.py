@@ -12,8 +12,13 @@ RUNS = 500
 
 
 def fuzz(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ROOT / "scripts" / "fuzz"), f"-artifact_prefix={tmp_path}/", *args],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    return subprocess.run(
+        [str(ROOT / "scripts" / "fuzz"), f"-artifact_prefix={tmp_path}/", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
 
 
 def test_a_bounded_fuzz_run_finds_no_crash(tmp_path: Path) -> None:
@@ -23,4 +28,3 @@ def test_a_bounded_fuzz_run_finds_no_crash(tmp_path: Path) -> None:
     # Seeded from tests/fuzzmodels.py's corpus, every case of which ran before the mutations began.
     assert "files found" in result.stderr and "INITED" in result.stderr
     assert not list(tmp_path.glob("crash-*"))
-

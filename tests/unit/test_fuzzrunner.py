@@ -32,16 +32,18 @@ def exit_with_text() -> None:
 
 @pytest.fixture(scope="module")
 def runner() -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([sys.executable, "-m", "tests.fuzzrunner"], cwd=ROOT, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fuzzrunner"], cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     yield process
     assert process.stdin is not None
     process.stdin.close()
     assert process.wait(timeout=30) == 0
 
 
-def run(runner: subprocess.Popen[str], out: Path, *argv: str, timeout: float = 30, entry: str | None = None
-        ) -> dict[str, Any]:
+def run(
+    runner: subprocess.Popen[str], out: Path, *argv: str, timeout: float = 30, entry: str | None = None
+) -> dict[str, Any]:
     assert runner.stdin is not None and runner.stdout is not None
     request: dict[str, Any] = {"argv": list(argv), "out": str(out), "timeout": timeout}
     if entry is not None:

@@ -71,8 +71,9 @@ def test_an_accuracy_drop_names_target_variant_rule_and_both_values() -> None:
     assert failed(gate(new, old), "cosine-drop") == []
     entry(new, VNNI, "u8u8-qdq")["accuracy"]["cosine"] = 0.9884
     messages = failed(gate(new, old), "cosine-drop")
-    assert messages == [f"{VNNI} / u8u8-qdq: cosine-drop: cosine 0.9884 vs baseline 0.9994 (drop +0.0110, "
-                        "limit 0.0100)"], messages
+    assert messages == [
+        f"{VNNI} / u8u8-qdq: cosine-drop: cosine 0.9884 vs baseline 0.9994 (drop +0.0110, limit 0.0100)"
+    ], messages
 
 
 def test_a_latency_regression_beyond_noise_fails_and_one_within_noise_does_not() -> None:
@@ -81,24 +82,35 @@ def test_a_latency_regression_beyond_noise_fails_and_one_within_noise_does_not()
     latency = entry(slower, VNNI, "optimized")["latency_ms"]
     latency.update(p50=round(latency["p50"] * 1.3, 4), rounds=[round(r * 1.3, 4) for r in latency["rounds"]])
     messages = failed(gate(slower, old), "latency-regression")
-    assert len(messages) == 1 and messages[0].startswith(f"{VNNI} / optimized: latency-regression: p50 2.22 ms vs "
-                                                          "baseline 1.71 ms (+30.0%, limit +10%, beyond noise")
+    assert len(messages) == 1 and messages[0].startswith(
+        f"{VNNI} / optimized: latency-regression: p50 2.22 ms vs baseline 1.71 ms (+30.0%, limit +10%, beyond noise"
+    )
     # A p50 20 % higher whose rounds overlap the baseline's is noise, not a regression.
     noisy = copy.deepcopy(old)
     latency = entry(noisy, VNNI, "optimized")["latency_ms"]
     latency.update(p50=round(latency["p50"] * 1.2, 4), rounds=[*latency["rounds"][:-1], latency["p50"]])
     result = gate(noisy, old)
     assert not failed(result, "latency-regression")
-    assert any("within noise" in c.message for c in result.checks if c.variant == "optimized"
-               and c.rule == "latency-regression")
+    assert any(
+        "within noise" in c.message
+        for c in result.checks
+        if c.variant == "optimized" and c.rule == "latency-regression"
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    (("host", "cpu_model"), "AMD EPYC 7R13 Processor", "CPU 'Intel"),
-    (("host", "cores"), 8, "cores 2 vs baseline 8"),
-    (("settings", "threads"), 4, "threads 1 vs baseline 4"),
-    (("host", "cpu_flags"), ["avx", "avx2", "fma", "sse4_2"], "CPU features only here: avx512_vnni avx512bw avx512f"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        (("host", "cpu_model"), "AMD EPYC 7R13 Processor", "CPU 'Intel"),
+        (("host", "cores"), 8, "cores 2 vs baseline 8"),
+        (("settings", "threads"), 4, "threads 1 vs baseline 4"),
+        (
+            ("host", "cpu_flags"),
+            ["avx", "avx2", "fma", "sse4_2"],
+            "CPU features only here: avx512_vnni avx512bw avx512f",
+        ),
+    ],
+)
 def test_latencies_of_runs_from_other_hosts_or_settings_are_not_compared(
     field: tuple[str, str], value: Any, reason: str
 ) -> None:
@@ -131,10 +143,12 @@ def test_a_new_failure_and_a_changed_recommendation_fail_by_default_and_warn_whe
     broken.update(status="failed", error="Segmentation fault", accuracy=None, latency_ms=None, within_tolerance=None)
     entry(new, VNNI)["recommended"] = "fp32"
     result = gate(new, old)
-    assert failed(result, "new-failure") == [f"{VNNI} / u8u8-qdq: new-failure: failed (Segmentation fault), ok in "
-                                             "the baseline"]
-    assert failed(result, "recommendation-change") == [f"{VNNI}: recommendation-change: recommends fp32 (baseline "
-                                                       "optimized)"]
+    assert failed(result, "new-failure") == [
+        f"{VNNI} / u8u8-qdq: new-failure: failed (Segmentation fault), ok in the baseline"
+    ]
+    assert failed(result, "recommendation-change") == [
+        f"{VNNI}: recommendation-change: recommends fp32 (baseline optimized)"
+    ]
     relaxed = gate(new, old, Policy(recommendation_change="warn", new_failure="warn"))
     assert not failed(relaxed, "new-failure") and not failed(relaxed, "recommendation-change")
     assert {c.rule for c in relaxed.having("warned")} == {"new-failure", "recommendation-change"}
@@ -147,19 +161,25 @@ def test_minimums_apply_to_the_recommended_variant_and_per_target_overrides(tmp_
     result = gate(data, policy=Policy.load(policy_file))
     messages = failed(result, "min-accuracy")
     # x86-avx2 recommends u8s8-qdq+x64quantprecision at 0.9722 < 0.98; the VNNI target's optimized holds 0.97.
-    assert messages == ["x86-avx2 / u8s8-qdq+x64quantprecision: min-accuracy: labelled accuracy 0.9722 < minimum "
-                        "0.9800"], messages
+    assert messages == [
+        "x86-avx2 / u8s8-qdq+x64quantprecision: min-accuracy: labelled accuracy 0.9722 < minimum 0.9800"
+    ], messages
     assert result.policy == str(policy_file)
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("max_latency_regresion = 0.2\n", "unknown key max_latency_regresion; did you mean max_latency_regression?"),
-    ('[targets."arm64"]\nmin_cosin = 0.9\n', "unknown key targets.arm64.min_cosin; did you mean "
-                                             "targets.arm64.min_cosine?"),
-    ('compare = "some"\n', "compare = 'some'; use one of: recommended, usable, all"),
-    ("max_cosine_drop = -1\n", "max_cosine_drop = -1; give max_cosine_drop a number of 0 or more, or false"),
-    ("min_cosine = [\n", "is not TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("max_latency_regresion = 0.2\n", "unknown key max_latency_regresion; did you mean max_latency_regression?"),
+        (
+            '[targets."arm64"]\nmin_cosin = 0.9\n',
+            "unknown key targets.arm64.min_cosin; did you mean targets.arm64.min_cosine?",
+        ),
+        ('compare = "some"\n', "compare = 'some'; use one of: recommended, usable, all"),
+        ("max_cosine_drop = -1\n", "max_cosine_drop = -1; give max_cosine_drop a number of 0 or more, or false"),
+        ("min_cosine = [\n", "is not TOML"),
+    ],
+)
 def test_a_bad_policy_names_the_file_the_key_and_the_fix(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "gate.toml"
     path.write_text(text)
@@ -190,8 +210,7 @@ def test_junit_has_one_case_per_rule_and_target_and_parses_as_ci_tools_read_it(t
     keys = [(classname, name) for _, classname, name, _ in cases]
     assert len(keys) == len(set(keys)), "one testcase per rule and target"
     assert len(keys) == len({(c.rule, c.target) for c in result.checks})
-    failures = [(classname, name, r[0].message) for _, classname, name, r in cases
-                if r and isinstance(r[0], Failure)]
+    failures = [(classname, name, r[0].message) for _, classname, name, r in cases if r and isinstance(r[0], Failure)]
     assert [(c, n) for c, n, _ in failures] == [(f"farm.gate.{VNNI}", "cosine-drop")]
     assert "u8u8-qdq" in failures[0][2] and "0.9500" in failures[0][2] and "0.9994" in failures[0][2]
     assert xml.failures == 1 and xml.tests == len(keys)
@@ -212,15 +231,19 @@ def test_nothing_evaluated_fails_and_what_the_baseline_ran_may_not_vanish() -> N
     data = sample_report_dict(run=True)
     for entry_ in data["targets"]:
         entry_.update(status="skipped", reason="cannot run here", variants=[], recommended=None)
-    assert failed(gate(data), "target-runs") == ["target-runs: no target ran ok: x86-avx2 (skipped), x86-avx512-vnni "
-                                                 "(skipped), arm64 (skipped), gpu-s8s8 (skipped)"]
+    assert failed(gate(data), "target-runs") == [
+        "target-runs: no target ran ok: x86-avx2 (skipped), x86-avx512-vnni "
+        "(skipped), arm64 (skipped), gpu-s8s8 (skipped)"
+    ]
     old = released()
     gone = copy.deepcopy(old)
     gone["targets"] = [t for t in gone["targets"] if t["name"] != "arm64"]
     entry(gone, VNNI)["variants"] = [v for v in entry(gone, VNNI)["variants"] if v["name"] != "u8u8-qdq"]
     messages = failed(gate(gone, old), "new-failure")
-    assert messages == ["arm64: new-failure: ran ok in the baseline, is not in the report",
-                        f"{VNNI} / u8u8-qdq: new-failure: ran ok in the baseline, not in this run"], messages
+    assert messages == [
+        "arm64: new-failure: ran ok in the baseline, is not in the report",
+        f"{VNNI} / u8u8-qdq: new-failure: ran ok in the baseline, not in this run",
+    ], messages
 
 
 def test_one_outlying_baseline_round_does_not_hide_a_regression() -> None:

@@ -7,16 +7,26 @@ from farm.host import Binfmt, HostInfo, Qemu, place, read_binfmt
 from tests.conftest import ROOT
 
 TARGETS = load_config(ROOT / "targets.toml", env={})
-QEMU10 = {"x86_64": Qemu(path="/usr/bin/qemu-x86_64", version=(10, 0, 2)),
-          "aarch64": Qemu(path="/usr/bin/qemu-aarch64", version=(10, 0, 2))}
-ARM_BINFMT = {"qemu-aarch64": Binfmt(name="qemu-aarch64", enabled=True,
-                                     interpreter="/usr/libexec/qemu-binfmt/aarch64-binfmt-P", flags="POF")}
+QEMU10 = {
+    "x86_64": Qemu(path="/usr/bin/qemu-x86_64", version=(10, 0, 2)),
+    "aarch64": Qemu(path="/usr/bin/qemu-aarch64", version=(10, 0, 2)),
+}
+ARM_BINFMT = {
+    "qemu-aarch64": Binfmt(
+        name="qemu-aarch64", enabled=True, interpreter="/usr/libexec/qemu-binfmt/aarch64-binfmt-P", flags="POF"
+    )
+}
 VNNI_CPU = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
 
 
 def host(**kw: object) -> HostInfo:
-    base: dict[str, object] = {"arch": "x86_64", "cpu_flags": VNNI_CPU, "qemu": QEMU10, "binfmt": ARM_BINFMT,
-                               "binfmt_mounted": True}
+    base: dict[str, object] = {
+        "arch": "x86_64",
+        "cpu_flags": VNNI_CPU,
+        "qemu": QEMU10,
+        "binfmt": ARM_BINFMT,
+        "binfmt_mounted": True,
+    }
     base.update(kw)
     return HostInfo(**base)  # type: ignore[arg-type]
 
@@ -26,8 +36,14 @@ def modes(h: HostInfo) -> dict[str, str]:
 
 
 def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> None:
-    assert modes(host()) == {"x86-avx2": "emulated", "x86-avx512": "unavailable", "x86-avx512-vnni": "native",
-                             "arm64": "emulated", "gpu-s8s8": "unavailable", "x86-ort117": "native"}
+    assert modes(host()) == {
+        "x86-avx2": "emulated",
+        "x86-avx512": "unavailable",
+        "x86-avx512-vnni": "native",
+        "arm64": "emulated",
+        "gpu-s8s8": "unavailable",
+        "x86-ort117": "native",
+    }
     placement = place(TARGETS.target("x86-avx2"), host())
     assert placement.qemu is not None and placement.cpu_model == "Haswell"
     assert "avx512f" in (placement.reason or "") and "no cpuid_fault" in (placement.reason or "")
@@ -37,8 +53,14 @@ def test_this_kind_of_host_runs_vnni_natively_and_emulates_avx2_and_arm64() -> N
 
 def test_with_cpuid_fault_the_narrower_x86_tiers_are_masked() -> None:
     h = host(cpu_flags=VNNI_CPU | {"cpuid_fault", "avx512dq", "avx512vl", "avx512cd"})
-    assert modes(h) == {"x86-avx2": "masked", "x86-avx512": "masked", "x86-avx512-vnni": "native",
-                        "arm64": "emulated", "gpu-s8s8": "unavailable", "x86-ort117": "native"}
+    assert modes(h) == {
+        "x86-avx2": "masked",
+        "x86-avx512": "masked",
+        "x86-avx512-vnni": "native",
+        "arm64": "emulated",
+        "gpu-s8s8": "unavailable",
+        "x86-ort117": "native",
+    }
     avx2, avx512 = place(TARGETS.target("x86-avx2"), h), place(TARGETS.target("x86-avx512"), h)
     assert avx2.qemu is None and "cpuid_fault" in (avx2.reason or "")
     # AVX2: every AVX-512 bit (leaf 7 EBX bit 16 is AVX-512 F), VNNI, AMX and the AVX-512 register state go.
@@ -68,8 +90,7 @@ def test_an_avx2_only_host_runs_avx2_natively_and_cannot_emulate_avx512() -> Non
     assert "QEMU cannot emulate AVX-512" in (vnni.reason or "")
     assert place(TARGETS.target("x86-avx512"), h).mode == "unavailable"
     # cpuid_fault cannot add ISA: masking only takes features away.
-    assert place(TARGETS.target("x86-avx512"), host(cpu_flags=frozenset({"avx2", "cpuid_fault"}))).mode == \
-        "unavailable"
+    assert place(TARGETS.target("x86-avx512"), host(cpu_flags=frozenset({"avx2", "cpuid_fault"}))).mode == "unavailable"
 
 
 def test_gpu_needs_the_nvidia_runtime() -> None:
@@ -95,14 +116,18 @@ def test_avx2_without_qemu_is_unavailable_with_the_fix() -> None:
 def test_read_binfmt_parses_the_kernel_entries(tmp_path: Path) -> None:
     (tmp_path / "register").write_text("")
     (tmp_path / "qemu-aarch64").write_text(
-        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f45\n")
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f45\n"
+    )
     entries = read_binfmt(tmp_path)
     assert entries["qemu-aarch64"].works_in_containers
 
 
 def test_an_arm64_host_never_passes_avx2_off_as_the_vnni_tier() -> None:
-    amd64_binfmt = {"qemu-x86_64": Binfmt(name="qemu-x86_64", enabled=True,
-                                          interpreter="/usr/libexec/qemu-binfmt/x86_64-binfmt-P", flags="POF")}
+    amd64_binfmt = {
+        "qemu-x86_64": Binfmt(
+            name="qemu-x86_64", enabled=True, interpreter="/usr/libexec/qemu-binfmt/x86_64-binfmt-P", flags="POF"
+        )
+    }
     arm_host = host(arch="aarch64", cpu_flags=frozenset({"asimd", "asimddp"}), binfmt=amd64_binfmt)
     vnni = place(TARGETS.target("x86-avx512-vnni"), arm_host)
     assert vnni.mode == "unavailable"

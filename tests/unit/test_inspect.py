@@ -224,8 +224,11 @@ def test_an_element_type_onnx_does_not_define_is_a_model_error(tmp_path: Path, w
         model.graph.initializer[0].data_type = 999
     else:
         getattr(model.graph, where)[0].type.tensor_type.elem_type = 999
-    with pytest.raises(ModelError, match=rf"odd\.onnx declares {where} '\w+' with element type 999, which ONNX does "
-                       "not define"):
+    with pytest.raises(
+        ModelError,
+        match=rf"odd\.onnx declares {where} '\w+' with element type 999, which ONNX does "
+        "not define",
+    ):
         inspect_model(save(model, tmp_path / "odd.onnx"))
 
 
@@ -246,12 +249,17 @@ def _set_external(path: Path, **entries: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("key", "value"), [("offset", "abc"), ("offset", "-1"), ("offset", "1e3"),
-                                            ("length", "12 bytes"), ("length", "-48")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("offset", "abc"), ("offset", "-1"), ("offset", "1e3"), ("length", "12 bytes"), ("length", "-48")],
+)
 def test_an_external_offset_or_length_that_is_not_a_byte_count(tmp_path: Path, key: str, value: str) -> None:
     path = _set_external(_external(tmp_path), **{key: value})
-    with pytest.raises(ModelError, match=rf"ext\.onnx gives external tensor 'w' the {key} '{value}', which is not a "
-                       "byte count"):
+    with pytest.raises(
+        ModelError,
+        match=rf"ext\.onnx gives external tensor 'w' the {key} '{value}', which is not a "
+        "byte count",
+    ):
         inspect_model(path)
 
 

@@ -76,19 +76,26 @@ def test_the_fused_model_quantizes_with_fewer_points(tmp_path: Path) -> None:
     calibration = Calibration(method="minmax", samples=16)
     counts = {}
     for name in ("model", "fused"):
-        quantize("u8s8-qdq", tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx", dataset=dataset,
-                 calibration=calibration)
-        counts[name] = [n.op_type for n in onnx.load(str(tmp_path / f"{name}-q.onnx")).graph.node
-                        ].count("QuantizeLinear")
+        quantize(
+            "u8s8-qdq", tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx", dataset=dataset, calibration=calibration
+        )
+        counts[name] = [n.op_type for n in onnx.load(str(tmp_path / f"{name}-q.onnx")).graph.node].count(
+            "QuantizeLinear"
+        )
     # Every written-out hardswish put a QuantizeLinear on each tensor inside it; the fused one puts none there.
     assert counts["fused"] < counts["model"] - 8, counts
 
 
 def test_the_tune_stage_fuses_and_keeps_it_when_it_holds_the_tolerance(tmp_path: Path) -> None:
     make_hardswish_cnn(tmp_path / "model.onnx").save(tmp_path)
-    spec = write_job_spec(tmp_path, stage="tune", artifacts=None, candidates=["u8u8-qdq"],
-                          timing={"warmup": 0, "iterations": 0, "rounds": 1},
-                          target={"mode": "emulated", "cpu_model": "Haswell"})
+    spec = write_job_spec(
+        tmp_path,
+        stage="tune",
+        artifacts=None,
+        candidates=["u8u8-qdq"],
+        timing={"warmup": 0, "iterations": 0, "rounds": 1},
+        target={"mode": "emulated", "cpu_model": "Haswell"},
+    )
     tune.run_tune(Spec.from_file(spec), tmp_path / "out")
     state = json.loads((tmp_path / "out" / "tune.json").read_text())
     assert [f["kind"] for f in state["fusions"]] == ["HardSwish"] * 4
@@ -111,11 +118,15 @@ def test_a_pattern_read_inside_a_subgraph_is_kept_and_so_are_the_constants_a_sub
     # An If whose branches read block 0's clipped tensor and the constant "sixth" from the outer scope.
     cond = numpy_helper.from_array(np.array(True), "cond")
     branch = onnx.helper.make_graph(
-        [onnx.helper.make_node("Mul", ["hs0_c", "sixth"], ["inner"], name="inner_mul")], "branch", [],
-        [onnx.helper.make_tensor_value_info("inner", onnx.TensorProto.FLOAT, [1, 64, 32, 32])])
+        [onnx.helper.make_node("Mul", ["hs0_c", "sixth"], ["inner"], name="inner_mul")],
+        "branch",
+        [],
+        [onnx.helper.make_tensor_value_info("inner", onnx.TensorProto.FLOAT, [1, 64, 32, 32])],
+    )
     model.graph.initializer.append(cond)
-    model.graph.node.append(onnx.helper.make_node("If", ["cond"], ["side"], name="side_if", then_branch=branch,
-                                                  else_branch=branch))
+    model.graph.node.append(
+        onnx.helper.make_node("If", ["cond"], ["side"], name="side_if", then_branch=branch, else_branch=branch)
+    )
     model.graph.output.append(onnx.helper.make_tensor_value_info("side", onnx.TensorProto.FLOAT, [1, 64, 32, 32]))
     fused, done = fuse(model)
     # Block 0's tensor has a reader in the subgraph, so its pattern stays; block 1's is fused, and the constant
@@ -130,10 +141,14 @@ def test_a_pattern_read_inside_a_subgraph_is_kept_and_so_are_the_constants_a_sub
 
 def test_a_hardsigmoid_of_other_slope_or_offset_is_not_hardswish(tmp_path: Path) -> None:
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("HardSigmoid", ["x"], ["g"], name="gate", alpha=1 / 6, beta=0.0),
-         onnx.helper.make_node("Mul", ["x", "g"], ["y"], name="mul")],
-        "gates", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])])
+        [
+            onnx.helper.make_node("HardSigmoid", ["x"], ["g"], name="gate", alpha=1 / 6, beta=0.0),
+            onnx.helper.make_node("Mul", ["x", "g"], ["y"], name="mul"),
+        ],
+        "gates",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+    )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
     assert fuse(model)[1] == []
     gate = model.graph.node[0]

@@ -34,16 +34,30 @@ TIMING = {"warmup": 3, "iterations": 30, "rounds": 5}
 
 
 def host_target(*, saturation_risk: bool) -> Target:
-    return Target(name="host", platform="linux/amd64", arch="x86_64", mode="native", cpu_model=None,
-                  providers=("CPUExecutionProvider",), x86_vnni=not saturation_risk)
+    return Target(
+        name="host",
+        platform="linux/amd64",
+        arch="x86_64",
+        mode="native",
+        cpu_model=None,
+        providers=("CPUExecutionProvider",),
+        x86_vnni=not saturation_risk,
+    )
 
 
-def quantized(tmp_path: Path, variant: str = "u8s8-qdq", **options: Any) -> tuple[Path, Path, list[dict[str, Any]],
-                                                                                 dict[str, Any]]:
+def quantized(
+    tmp_path: Path, variant: str = "u8s8-qdq", **options: Any
+) -> tuple[Path, Path, list[dict[str, Any]], dict[str, Any]]:
     data = make_saturating_cnn(tmp_path / "model.onnx")
     dataset = Dataset(inputs=data.inputs, labels=None, samples=len(data.labels))
-    record = quantize(variant, data.path, tmp_path / f"{variant}.onnx", dataset=dataset,
-                      calibration=Calibration(method="minmax", samples=16), **options)
+    record = quantize(
+        variant,
+        data.path,
+        tmp_path / f"{variant}.onnx",
+        dataset=dataset,
+        calibration=Calibration(method="minmax", samples=16),
+        **options,
+    )
     feeds = [{"x": data.inputs["x"][i]} for i in range(len(data.labels))]
     return data.path, tmp_path / f"{variant}.onnx", feeds, record
 
@@ -81,8 +95,15 @@ def test_u8u8_kernels_do_not_saturate_anywhere(tmp_path: Path) -> None:
 def test_a_finding_round_trips_through_tune_json() -> None:
     finding = KernelFinding(node="head", op="Gemm", weight="fc", kernel_db=-6.2, precise_db=131.5)
     written = json.loads(json.dumps(finding.to_dict()))
-    assert written == {"node": "head", "op": "Gemm", "weight": "fc", "kernel_db": -6.2, "precise_db": 131.5,
-                       "lossy": True, "saturates": True}
+    assert written == {
+        "node": "head",
+        "op": "Gemm",
+        "weight": "fc",
+        "kernel_db": -6.2,
+        "precise_db": 131.5,
+        "lossy": True,
+        "saturates": True,
+    }
     assert KernelFinding.from_dict(written) == finding
     assert finding.brief() == "its Gemm kernel keeps -6.2 dB here, 131.5 dB with 32-bit sums: it saturates"
 
@@ -90,8 +111,11 @@ def test_a_finding_round_trips_through_tune_json() -> None:
 def test_seven_bit_weights_for_one_node_only(tmp_path: Path) -> None:
     _, model, _, record = quantized(tmp_path, seven_bit=[SATURATING_WEIGHT])
     assert record["seven_bit"] == [SATURATING_WEIGHT] and record["reduce_range"] is False
-    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model)).graph.initializer
-               if t.name.endswith("_quantized") and t.data_type == onnx.TensorProto.INT8}
+    weights = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load(str(model)).graph.initializer
+        if t.name.endswith("_quantized") and t.data_type == onnx.TensorProto.INT8
+    }
     # 7 bits (symmetric [-64, 64]) for the head alone; the Convs keep all 8.
     assert np.abs(weights[f"{SATURATING_WEIGHT}_quantized"]).max() == 64
     assert all(np.abs(w).max() == 127 for name, w in weights.items() if not name.startswith(SATURATING_WEIGHT))
@@ -133,14 +157,32 @@ def test_a_saturating_head_gets_7_bit_weights_tried_then_fp32_where_this_cpu_sat
 def test_an_emulated_target_checks_the_given_model_and_returns_what_it_does_not_need(tmp_path: Path) -> None:
     """The candidate as a saturating tier's search would give it: the head in fp32 for its kernel."""
     candidate = {
-        "target": "x86-avx2", "variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False,
-        "reduce_range": False, "exclude": [SATURATING_HEAD], "seven_bit": [],
-        "changes": [{"trial": 3, "kind": "fp32", "nodes": [SATURATING_HEAD], "seven_bit": [], "cause": "kernel",
-                     "kernel_node": SATURATING_HEAD, "why": "its int8 kernel (Gemm) saturates there"}],
+        "target": "x86-avx2",
+        "variant": "u8s8-qdq",
+        "calibration": "minmax",
+        "per_channel": False,
+        "reduce_range": False,
+        "exclude": [SATURATING_HEAD],
+        "seven_bit": [],
+        "changes": [
+            {
+                "trial": 3,
+                "kind": "fp32",
+                "nodes": [SATURATING_HEAD],
+                "seven_bit": [],
+                "cause": "kernel",
+                "kernel_node": SATURATING_HEAD,
+                "why": "its int8 kernel (Gemm) saturates there",
+            }
+        ],
     }
-    state = tuned(tmp_path, timing=UNTIMED, candidates=["u8s8-qdq", "u8u8-qdq", "s8s8-qdq"],
-                  target={"name": "arm64", "mode": "emulated", "x86_vnni": None},
-                  tune={"candidate": candidate})
+    state = tuned(
+        tmp_path,
+        timing=UNTIMED,
+        candidates=["u8s8-qdq", "u8u8-qdq", "s8s8-qdq"],
+        target={"name": "arm64", "mode": "emulated", "x86_vnni": None},
+        tune={"candidate": candidate},
+    )
     assert state["candidate"] == candidate and state["start"] == "u8s8-qdq"
     # Untimed, only the given model's own naive variant is evaluated: the others would cost QEMU time for nothing.
     assert list(state["naive"]) == ["u8s8-qdq"]
@@ -167,8 +209,9 @@ def test_a_faster_kernel_family_gets_a_lane_of_its_own(tmp_path: Path) -> None:
     """Timed: when plain U8S8's family ran faster than U8U8's by more than noise (it does on every x86 CPU, unless
     the host is very busy), the U8S8 family is searched after the first lane, from its plain recipe; the tuned model
     is the fastest within tolerance of them all."""
-    state = tuned(tmp_path, timing=TIMING, candidates=["u8u8-qdq", "u8s8-qdq", "u8s8-qdq-rr"],
-                  tune={"start": "u8u8-qdq"})
+    state = tuned(
+        tmp_path, timing=TIMING, candidates=["u8u8-qdq", "u8s8-qdq", "u8s8-qdq-rr"], tune={"start": "u8u8-qdq"}
+    )
     naive, lanes, trials = state["naive"], state["lanes"], state["trials"]
     assert lanes[0]["variant"] == "u8u8-qdq" and lanes[0]["start_trial"] == 0
     family = max(naive["u8s8-qdq"]["speedup"], naive["u8s8-qdq-rr"]["speedup"])
@@ -183,8 +226,11 @@ def test_a_faster_kernel_family_gets_a_lane_of_its_own(tmp_path: Path) -> None:
         start = trials[second["start_trial"]]
         if rival:
             assert second["from_trial"] == 0
-            assert re.match(r"start: u8s8-qdq with trial 0's settings \(nothing kept in fp32\): its kernels ran "
-                            r"[0-9.]+x fp32 naive, against [0-9.]+x for u8u8-qdq's", start["change"]), start["change"]
+            assert re.match(
+                r"start: u8s8-qdq with trial 0's settings \(nothing kept in fp32\): its kernels ran "
+                r"[0-9.]+x fp32 naive, against [0-9.]+x for u8u8-qdq's",
+                start["change"],
+            ), start["change"]
         else:
             assert second["from_trial"] is None and start["change"].startswith("start: u8s8-qdq (its kernels ran")
     else:
@@ -201,8 +247,16 @@ def test_the_spec_s_candidate(tmp_path: Path) -> None:
     def parse(candidate: Any) -> Spec:
         return Spec.from_file(write_job_spec(tmp_path, stage="tune", tune={"candidate": candidate}))
 
-    good = {"variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False, "reduce_range": False,
-            "exclude": ["head"], "seven_bit": [], "changes": [], "target": "x86-avx2"}
+    good = {
+        "variant": "u8s8-qdq",
+        "calibration": "minmax",
+        "per_channel": False,
+        "reduce_range": False,
+        "exclude": ["head"],
+        "seven_bit": [],
+        "changes": [],
+        "target": "x86-avx2",
+    }
     parsed = parse(good).tune
     assert parsed is not None and parsed.candidate == good
     bad = {
@@ -222,8 +276,9 @@ def test_seven_bit_weights_of_a_per_channel_model_stay_per_channel(tmp_path: Pat
     assert record["per_channel"] is True and record["seven_bit"] == [SATURATING_WEIGHT]
     graph = onnx.load(str(model)).graph
     initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    dequantize = next(n for n in graph.node if n.op_type == "DequantizeLinear"
-                      and n.input[0] == f"{SATURATING_WEIGHT}_quantized")
+    dequantize = next(
+        n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == f"{SATURATING_WEIGHT}_quantized"
+    )
     # One scale per class (the Gemm's output axis, 1 without transB), and 7 bits.
     assert [a.i for a in dequantize.attribute if a.name == "axis"] == [1]
     assert initializers[dequantize.input[1]].shape == (10,)
@@ -231,10 +286,21 @@ def test_seven_bit_weights_of_a_per_channel_model_stay_per_channel(tmp_path: Pat
 
 
 def test_a_candidate_that_names_no_changes_gets_one_per_node_it_keeps_out(tmp_path: Path) -> None:
-    candidate = {"target": "x86-avx2", "variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False,
-                 "reduce_range": False, "exclude": [SATURATING_HEAD], "seven_bit": []}
-    state = tuned(tmp_path, timing=UNTIMED, target={"name": "arm64", "mode": "emulated", "x86_vnni": None},
-                  tune={"candidate": candidate})
+    candidate = {
+        "target": "x86-avx2",
+        "variant": "u8s8-qdq",
+        "calibration": "minmax",
+        "per_channel": False,
+        "reduce_range": False,
+        "exclude": [SATURATING_HEAD],
+        "seven_bit": [],
+    }
+    state = tuned(
+        tmp_path,
+        timing=UNTIMED,
+        target={"name": "arm64", "mode": "emulated", "x86_vnni": None},
+        tune={"candidate": candidate},
+    )
     undo = state["trials"][1]
     assert undo["step"] == "return" and undo["returned"] == [SATURATING_HEAD]
     if HOST_SATURATES:

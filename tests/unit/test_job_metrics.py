@@ -119,8 +119,14 @@ def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
     assert latency.p99 == pytest.approx(99.01)
     assert latency.rounds == (pytest.approx(25.5), pytest.approx(75.5))
     assert latency.spread == pytest.approx(50.0)
-    assert latency.to_dict() == {"p50": latency.p50, "p90": latency.p90, "p99": latency.p99,
-                                 "rounds": list(latency.rounds), "spread": latency.spread, "interleaved": False}
+    assert latency.to_dict() == {
+        "p50": latency.p50,
+        "p90": latency.p90,
+        "p99": latency.p99,
+        "rounds": list(latency.rounds),
+        "spread": latency.spread,
+        "interleaved": False,
+    }
     assert Latency.from_dict(latency.to_dict()) == latency
 
 

@@ -10,7 +10,12 @@ from farm.job.result import VariantResult
 
 
 def ok(
-    name: str, p50: float | None, cosine: float = 0.999, *, within: bool = True, noise: float = 0.01,
+    name: str,
+    p50: float | None,
+    cosine: float = 0.999,
+    *,
+    within: bool = True,
+    noise: float = 0.01,
     size: int | None = None,
 ) -> VariantResult:
     """A variant that ran; its five timing rounds lie within ``noise`` (a share of p50) around ``p50``."""
@@ -108,8 +113,9 @@ def test_native_without_timings_falls_back_to_accuracy() -> None:
 def test_int8_that_does_not_pay_still_names_the_int8_to_ship_for_size() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.25), ok("u8u8-qdq", 0.30), ok("s8s8-qdq", 0.40, within=False)]
     _, why = recommend(variants, emulated=False, saturation_risk=False)
-    assert why is not None and why.endswith("; if int8 is needed here (e.g. for size), u8s8-qdq is the fastest "
-                                            "within tolerance")
+    assert why is not None and why.endswith(
+        "; if int8 is needed here (e.g. for size), u8s8-qdq is the fastest within tolerance"
+    )
     _, risky = recommend(variants, emulated=False, saturation_risk=True)
     assert risky is not None and risky.endswith("u8u8-qdq is the fastest within tolerance that cannot saturate")
 
@@ -124,9 +130,11 @@ def test_a_fast_variant_that_may_saturate_comes_with_a_safe_alternative() -> Non
 def test_saturation_is_told_apart_from_quantization_by_the_mitigation_twin() -> None:
     variants = [
         *BASE,
-        ok("u8s8-qdq", 0.1, 0.9537, within=False), ok("u8s8-qdq+x64quantprecision", 0.1, 1.0),
+        ok("u8s8-qdq", 0.1, 0.9537, within=False),
+        ok("u8s8-qdq+x64quantprecision", 0.1, 1.0),
         # Out of tolerance with its twin too: quantization itself lost the accuracy, not the kernels.
-        ok("u8s8-dynamic", 0.1, 0.90, within=False), ok("u8s8-dynamic+x64quantprecision", 0.1, 0.91, within=False),
+        ok("u8s8-dynamic", 0.1, 0.90, within=False),
+        ok("u8s8-dynamic+x64quantprecision", 0.1, 0.91, within=False),
     ]
     findings = saturation_findings(variants)
     assert len(findings) == 1
@@ -135,8 +143,11 @@ def test_saturation_is_told_apart_from_quantization_by_the_mitigation_twin() -> 
 
 def test_variants_within_noise_are_never_called_fastest() -> None:
     # 2% apart with rounds that overlap: neither int8 nor optimized beats fp32 beyond noise.
-    variants = [ok("fp32", 0.100, 1.0, noise=0.05, size=1000), ok("optimized", 0.098, 1.0, noise=0.05, size=1200),
-                ok("u8u8-qdq", 0.097, 0.9995, noise=0.05)]
+    variants = [
+        ok("fp32", 0.100, 1.0, noise=0.05, size=1000),
+        ok("optimized", 0.098, 1.0, noise=0.05, size=1200),
+        ok("u8u8-qdq", 0.097, 0.9995, noise=0.05),
+    ]
     name, why = recommend(variants, emulated=False, saturation_risk=False)
     assert name == "fp32"
     assert why is not None and "fastest" not in why
@@ -161,8 +172,12 @@ def test_optimized_slower_than_fp32_is_not_recommended() -> None:
 
 
 def test_int8_tied_with_the_fastest_is_chosen_on_accuracy_then_size() -> None:
-    variants = [*BASE, ok("u8s8-qdq", 0.100, 0.9990, noise=0.05, size=500), ok("u8u8-qdq", 0.101, 0.9995, noise=0.05,
-                size=600), ok("s8s8-qdq", 0.102, 0.9995, noise=0.05, size=400)]
+    variants = [
+        *BASE,
+        ok("u8s8-qdq", 0.100, 0.9990, noise=0.05, size=500),
+        ok("u8u8-qdq", 0.101, 0.9995, noise=0.05, size=600),
+        ok("s8s8-qdq", 0.102, 0.9995, noise=0.05, size=400),
+    ]
     name, why = recommend(variants, emulated=False, saturation_risk=False)
     assert name == "s8s8-qdq"  # the same cosine as u8u8-qdq, and smaller
     assert why is not None and "within noise of u8s8-qdq, u8u8-qdq, so chose on accuracy, then size" in why
@@ -190,7 +205,8 @@ def test_a_variant_tied_with_the_fastest_must_itself_beat_the_baseline() -> None
     fp32 = ok("fp32", 10.0, 1.0)
     u8u8 = ok("u8u8-qdq", 8.0, 0.999)
     # Within noise of u8u8-qdq and more accurate, but its slowest round is slower than fp32's: not faster.
-    s8s8 = replace(ok("s8s8-qdq", 9.9, 0.9995), latency_ms=Latency(p50=9.9, p90=9.9, p99=9.9,
-                                                                   rounds=(7.9, 9.9, 10.5, 9.9, 9.9)))
+    s8s8 = replace(
+        ok("s8s8-qdq", 9.9, 0.9995), latency_ms=Latency(p50=9.9, p90=9.9, p99=9.9, rounds=(7.9, 9.9, 10.5, 9.9, 9.9))
+    )
     name, why = recommend([fp32, u8u8, s8s8], emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq", why

@@ -91,12 +91,21 @@ def test_prepare_then_evaluate_through_the_cli(tmp_path: Path) -> None:
         assert variant["timing"] == "measured" and variant["size_bytes"] > 0
     fp32 = result["variants"][0]["accuracy"]
     assert fp32 == {
-        "cosine": 1.0, "max_abs": 0.0, "top1_agreement": 1.0, "accuracy": 1.0, "worst_output": "logits", "metric": None,
+        "cosine": 1.0,
+        "max_abs": 0.0,
+        "top1_agreement": 1.0,
+        "accuracy": 1.0,
+        "worst_output": "logits",
+        "metric": None,
         "outputs": [{"name": "logits", "counted": True, "cosine": 1.0, "max_abs": 0.0, "top1_agreement": 1.0}],
     }
     for variant in result["variants"][2:]:
         assert variant["quantization"]["nodes"] == {
-            "quantizable": 2, "quantized": 2, "quantizable_in_subgraphs": 0, "quantized_in_subgraphs": 0}
+            "quantizable": 2,
+            "quantized": 2,
+            "quantizable_in_subgraphs": 0,
+            "quantized_in_subgraphs": 0,
+        }
     assert result["recommended"] in WITH_MITIGATION and result["recommendation_reason"]
     assert [result[k] for k in ("exit_code", "log_tail", "duration_s", "image")] == [None] * 4
 
@@ -317,15 +326,20 @@ def test_compute_inside_if_branches_is_not_called_quantized(tmp_path: Path) -> N
     subgraph = by_name["u8s8-dynamic-subgraph"]
     assert subgraph.status == "ok" and subgraph.quantization["subgraphs"] is True
     assert subgraph.quantization["nodes"] == {
-        "quantizable": 4, "quantized": 4, "quantizable_in_subgraphs": 4, "quantized_in_subgraphs": 4}
+        "quantizable": 4,
+        "quantized": 4,
+        "quantizable_in_subgraphs": 4,
+        "quantized_in_subgraphs": 4,
+    }
     assert result.recommended not in ("u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-dynamic")
     validate_target(read(tmp_path / "out" / "result.json"))
 
 
 def test_per_channel_variants_of_an_opset_11_model_are_made_at_opset_13(tmp_path: Path) -> None:
     make_dynamic_batch_cnn(tmp_path / "model.onnx").save(tmp_path)
-    state = run_prepare(Spec.from_file(write_job_spec(tmp_path, stage="prepare", candidates=ALL_CANDIDATES[:7])),
-                        tmp_path / "prep")
+    state = run_prepare(
+        Spec.from_file(write_job_spec(tmp_path, stage="prepare", candidates=ALL_CANDIDATES[:7])), tmp_path / "prep"
+    )
     assert any("converted from opset 11 to 13" in w for w in state["warnings"]), state["warnings"]
     assert sum("converted from opset" in w for w in state["warnings"]) == 1  # once, for both variants
     for name in ("s8s8-qdq-pc", "u8s8-qdq-pc"):
@@ -382,8 +396,9 @@ def test_a_metric_decides_the_verdict_and_its_failure_stays_with_one_variant(tmp
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
     (tmp_path / "metric").mkdir()
     (tmp_path / "metric" / "check.py").write_text(METRIC)
-    strict = evaluated(tmp_path, candidates=["s8s8-qdq", "u8u8-qdq"],
-                       metric={"file": "metric/check.py", "function": "strict"})
+    strict = evaluated(
+        tmp_path, candidates=["s8s8-qdq", "u8u8-qdq"], metric={"file": "metric/check.py", "function": "strict"}
+    )
     by_name = {v.name: v for v in strict.variants}
     assert by_name["fp32"].within_tolerance is True
     assert by_name["u8u8-qdq"].accuracy.cosine > 0.99  # the built-in figures would pass it ...
@@ -391,9 +406,17 @@ def test_a_metric_decides_the_verdict_and_its_failure_stays_with_one_variant(tmp
     assert by_name["u8u8-qdq"].accuracy.metric.to_dict() == {"scores": {"exact": 0.0}, "passed": False}
     assert strict.recommended in ("fp32", "optimized")
 
-    flaky = run_evaluate(Spec.from_file(write_job_spec(
-        tmp_path, candidates=["s8s8-qdq", "u8u8-qdq"], metric={"file": "metric/check.py", "function": "flaky"},
-        tolerance={"cosine": 1.0, "top1_agreement": 1.0})), tmp_path / "out2")
+    flaky = run_evaluate(
+        Spec.from_file(
+            write_job_spec(
+                tmp_path,
+                candidates=["s8s8-qdq", "u8u8-qdq"],
+                metric={"file": "metric/check.py", "function": "flaky"},
+                tolerance={"cosine": 1.0, "top1_agreement": 1.0},
+            )
+        ),
+        tmp_path / "out2",
+    )
     by_name = {v.name: v for v in flaky.variants}
     assert flaky.status == "ok"
     assert by_name["s8s8-qdq"].status == "failed"
@@ -485,10 +508,17 @@ def test_each_variant_records_which_provider_ran_its_nodes_and_an_idle_accelerat
     if "AzureExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no second provider to stand for an accelerator")
     # The Azure provider registers with every session and runs no local node: an accelerator in name only.
-    idle = run_evaluate(Spec.from_file(write_job_spec(
-        tmp_path, candidates=[], target={"providers": ["AzureExecutionProvider", "CPUExecutionProvider"]})),
-        tmp_path / "idle")
+    idle = run_evaluate(
+        Spec.from_file(
+            write_job_spec(
+                tmp_path, candidates=[], target={"providers": ["AzureExecutionProvider", "CPUExecutionProvider"]}
+            )
+        ),
+        tmp_path / "idle",
+    )
     assert idle.status == "failed", idle
     # The session lists the provider, so only the count of nodes it ran shows that it ran none.
-    assert idle.reason == ("AzureExecutionProvider ran none of the model's 2 nodes (CPUExecutionProvider 2): every "
-                           "node fell back, so nothing here would measure the accelerator")
+    assert idle.reason == (
+        "AzureExecutionProvider ran none of the model's 2 nodes (CPUExecutionProvider 2): every "
+        "node fell back, so nothing here would measure the accelerator"
+    )

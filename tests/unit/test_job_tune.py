@@ -70,8 +70,10 @@ def tuned_cosine(tmp_path: Path) -> float:
     data = Dataset.load(tmp_path / "inputs.npz")
     fp32 = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(tmp_path / "out" / "tuned.onnx"), providers=["CPUExecutionProvider"])
-    return min(cosine(fp32.run(None, data.feed(i, ["x"]))[0], int8.run(None, data.feed(i, ["x"]))[0])
-               for i in range(data.samples))
+    return min(
+        cosine(fp32.run(None, data.feed(i, ["x"]))[0], int8.run(None, data.feed(i, ["x"]))[0])
+        for i in range(data.samples)
+    )
 
 
 def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
@@ -130,10 +132,24 @@ def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
     best = state["best"]
     assert best["exclude"] == list(SENSITIVE_REGION) and best["seven_bit"] == []
     assert best["speedup"] == trials[best["trial"]]["speedup"] >= point["speedup"]
-    assert state["excluded"] == best["changes"] == [{
-        "trial": point["index"], "kind": "fp32", "nodes": list(SENSITIVE_REGION), "seven_bit": [], "cause": "sqnr",
-        "kernel_node": None, "tensor": "amplified", "tensors": worst["tensors"], "sqnr_db": worst["sqnr_db"],
-        "why": f"quantizing amplified alone keeps {worst['sqnr_db']:.1f} dB SQNR"}]
+    assert (
+        state["excluded"]
+        == best["changes"]
+        == [
+            {
+                "trial": point["index"],
+                "kind": "fp32",
+                "nodes": list(SENSITIVE_REGION),
+                "seven_bit": [],
+                "cause": "sqnr",
+                "kernel_node": None,
+                "tensor": "amplified",
+                "tensors": worst["tensors"],
+                "sqnr_db": worst["sqnr_db"],
+                "why": f"quantizing amplified alone keeps {worst['sqnr_db']:.1f} dB SQNR",
+            }
+        ]
+    )
     assert state["seven_bit"] == [] and state["returned"] == []
     assert state["tuned_model"] == "tuned.onnx" and "within tolerance" in state["reason"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tune.json", "tuned.onnx"]
@@ -141,7 +157,8 @@ def test_the_search_keeps_the_sensitive_region_in_fp32_and_beats_fp32(
 
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("farm:")]
     assert f"farm: trial {point['index']}: exclude the region of amplified (0.0 dB): amplify, conv2 -> " in "\n".join(
-        lines)
+        lines
+    )
     assert lines[-1].startswith("farm: tuned: ")
 
 
@@ -195,8 +212,13 @@ def test_nodes_the_opset_converter_adds_for_per_channel_weights_are_named(tmp_pa
     """Per-channel weights need opset 13; raised from 11, the converter writes the Softmax as unnamed Shape, Flatten
     and Reshape nodes. Unnamed, a region around the Softmax would exclude the node "" (to the quantizer: every
     unnamed node) and the report would list a blank; named, they are excluded by their own names."""
-    state = tuned(tmp_path, make=make_softmax_map_cnn, timing=UNTIMED, target=EMULATED,
-                  tune={"start": "u8s8-qdq-pc", "budget_trials": 6})
+    state = tuned(
+        tmp_path,
+        make=make_softmax_map_cnn,
+        timing=UNTIMED,
+        target=EMULATED,
+        tune={"start": "u8s8-qdq-pc", "budget_trials": 6},
+    )
     assert state["status"] == "done" and state["start"] == "u8s8-qdq-pc", state["error"]
     regions = [point["nodes"] for point in state["ranking"]]
     softmax = next(nodes for nodes in regions if "softmax" in nodes)
@@ -211,8 +233,9 @@ def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_firs
     """Where the kernel check finds several nodes saturating, one trial of 7-bit weights for all of them comes before
     a trial or two per node. The findings are given (whether MLAS saturates depends on this CPU; test_job_kernels
     measures it); every trial is a real model run here."""
-    saturating = [KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0)
-                  for i in (0, 1, 3)]
+    saturating = [
+        KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0) for i in (0, 1, 3)
+    ]
     monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(saturating))
     state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 8})
     kernel = [t for t in state["trials"] if t["step"] == "kernel"]
@@ -257,7 +280,9 @@ def test_a_given_ranking_and_start_are_used_without_measuring_again(
     assert state["start"] == "s8s8-qdq" and state["trials"][0]["variant"] == "s8s8-qdq"
     searched = [t for t in state["trials"] if t["point"] is not None]
     assert [(t["point"], t["added"], t["kept"]) for t in searched] == [
-        (0, ["conv4"], False), (1, list(SENSITIVE_REGION), True)]
+        (0, ["conv4"], False),
+        (1, list(SENSITIVE_REGION), True),
+    ]
     assert state["verdict"] == "tuned" and "not timed" in state["reason"]
     assert state["best"]["exclude"] == list(SENSITIVE_REGION) and state["best"]["speedup"] is None
     assert tuned_cosine(tmp_path) > 0.999
@@ -309,10 +334,21 @@ def test_the_job_runs_the_tune_stage_with_prepare_s_artifacts(tmp_path: Path) ->
     data.save(tmp_path)
     run_prepare(Spec.from_file(write_job_spec(tmp_path, stage="prepare", candidates=["u8s8-qdq"])), tmp_path / "prep")
     (tmp_path / "prep" / "artifacts").rename(tmp_path / "artifacts")
-    spec = write_job_spec(tmp_path, stage="tune", candidates=["u8s8-qdq"], timing=UNTIMED, target=EMULATED,
-                          tune={"budget_trials": 10, "floor": 1.5})
-    done = subprocess.run([sys.executable, "-m", "farm.job", str(spec), str(tmp_path / "out")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    spec = write_job_spec(
+        tmp_path,
+        stage="tune",
+        candidates=["u8s8-qdq"],
+        timing=UNTIMED,
+        target=EMULATED,
+        tune={"budget_trials": 10, "floor": 1.5},
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "farm.job", str(spec), str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "farm: start from u8s8-qdq" in done.stdout
     state = read(tmp_path / "out" / "tune.json")
@@ -328,10 +364,22 @@ def test_the_spec_s_tune_block(tmp_path: Path) -> None:
     assert parse().tune is None and parse().stage == "tune"
     settings = parse(tune={}).tune
     assert settings == Tune() and settings is not None and settings.floor == 1.1
-    given = parse(tune={"budget_s": 60, "budget_trials": 0, "floor": 1.2, "start": "u8u8-qdq",
-                        "ranking": [{"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1}]}).tune
-    assert given == Tune(budget_s=60.0, budget_trials=0, floor=1.2, start="u8u8-qdq",
-                              ranking=({"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1},))
+    given = parse(
+        tune={
+            "budget_s": 60,
+            "budget_trials": 0,
+            "floor": 1.2,
+            "start": "u8u8-qdq",
+            "ranking": [{"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1}],
+        }
+    ).tune
+    assert given == Tune(
+        budget_s=60.0,
+        budget_trials=0,
+        floor=1.2,
+        start="u8u8-qdq",
+        ranking=({"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1},),
+    )
     bad = {
         "tune holds unknown keys ['budget']": {"budget": 3},
         "tune.budget_s must be above 0": {"budget_s": 0},
@@ -353,8 +401,16 @@ def test_quantize_leaves_excluded_nodes_in_fp32_and_records_them(tmp_path: Path)
     calibration = Calibration(method="minmax", samples=4)
     plain = quantize("u8s8-qdq", data.path, tmp_path / "plain.onnx", dataset=dataset, calibration=calibration)
     assert "nodes_to_exclude" not in plain and plain["per_channel"] is False
-    varied = quantize("u8s8-qdq", data.path, tmp_path / "varied.onnx", dataset=dataset, calibration=calibration,
-                      exclude=SENSITIVE_REGION, per_channel=True, reduce_range=True)
+    varied = quantize(
+        "u8s8-qdq",
+        data.path,
+        tmp_path / "varied.onnx",
+        dataset=dataset,
+        calibration=calibration,
+        exclude=SENSITIVE_REGION,
+        per_channel=True,
+        reduce_range=True,
+    )
     assert varied["nodes_to_exclude"] == list(SENSITIVE_REGION)
     assert varied["per_channel"] is True and varied["reduce_range"] is True
     assert varied["nodes"]["quantized"] == plain["nodes"]["quantized"] - 1
@@ -380,19 +436,35 @@ def _hardswish_graph() -> onnx.ModelProto:
         helper.make_node("Add", ["r2", "hs"], ["y"], name="residual"),
     ]
     weights = [constant(np.ones((2, 2, 1, 1), np.float32), n) for n in ("w1", "w2")]
-    scalars = [constant(np.array(v, np.float32), n) for n, v in (("s", 1.0), ("b", 0.0), ("three", 3.0),
-                                                                   ("zero", 0.0), ("six", 6.0))]
-    graph = helper.make_graph(nodes, "hardswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              initializer=weights + scalars)
+    scalars = [
+        constant(np.array(v, np.float32), n)
+        for n, v in (("s", 1.0), ("b", 0.0), ("three", 3.0), ("zero", 0.0), ("six", 6.0))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hardswish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=weights + scalars,
+    )
     return helper.make_model(graph)
 
 
 def test_a_region_follows_lossy_tensors_through_elementwise_nodes_to_the_compute_around_them() -> None:
     graph = ranking._Graph(_hardswish_graph())
     # conv1's output is wide, and so is everything the BatchNorm and hardswish make of it, but for the Clip's.
-    lossy = {"c1": 1.0, "m": 1.0, "bn": 1.0, "a3": 1.0, "clipped": 35.0, "hm": 1.0, "hs": 2.0, "c2": 38.0,
-             "r2": 38.0, "x": 40.0}
+    lossy = {
+        "c1": 1.0,
+        "m": 1.0,
+        "bn": 1.0,
+        "a3": 1.0,
+        "clipped": 35.0,
+        "hm": 1.0,
+        "hs": 2.0,
+        "c2": 38.0,
+        "r2": 38.0,
+        "x": 40.0,
+    }
     chain = ["conv1", "bn_mul", "bn_add", "hs_add", "hs_clip", "hs_mul", "hs_div", "conv2", "residual"]
     assert graph.region("bn", lossy) == chain
     assert graph.region("hs", lossy) == chain
@@ -409,8 +481,10 @@ def test_the_tune_stage_ships_with_the_job_alone(tmp_path: Path) -> None:
     (tmp_path / "farm").mkdir()
     shutil.copy(ROOT / "farm" / "__init__.py", tmp_path / "farm")
     shutil.copytree(ROOT / "farm" / "job", tmp_path / "farm" / "job", ignore=shutil.ignore_patterns("__pycache__"))
-    probe = ("import json, sys, farm.job.tune; "
-             "print(json.dumps(sorted(m for m in sys.modules if m.partition('.')[0] in ('farm', 'tests'))))")
+    probe = (
+        "import json, sys, farm.job.tune; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.partition('.')[0] in ('farm', 'tests'))))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
     modules = json.loads(done.stdout)
     assert "farm.job.tune" in modules

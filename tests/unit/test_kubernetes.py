@@ -45,9 +45,15 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
-HARDENED = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False, "privileged": False,
-            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def folders(tmp_path: Path) -> tuple[Path, Path]:
@@ -61,18 +67,31 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 def spec_for(target: Target, inputs: Path, out: Path) -> RunSpec:
     """A representative job: the matrix's evaluate stage, as the runner builds it for a native placement."""
-    return runner.run_spec(target, Placement(mode="native"), f"farm/{target.name}:0123456789abcdef",
-                           ["-m", "farm.job", "/farm/in/spec-evaluate.json", "/farm/out"],
-                           mounts=[Mount(source=inputs, target="/farm/in", read_only=True),
-                                   Mount(source=out, target="/farm/out", read_only=False)],
-                           timeout_s=target.budget_s, memory=target.memory, labels={"farm.stage": "evaluate"})
+    return runner.run_spec(
+        target,
+        Placement(mode="native"),
+        f"farm/{target.name}:0123456789abcdef",
+        ["-m", "farm.job", "/farm/in/spec-evaluate.json", "/farm/out"],
+        mounts=[
+            Mount(source=inputs, target="/farm/in", read_only=True),
+            Mount(source=out, target="/farm/out", read_only=False),
+        ],
+        timeout_s=target.budget_s,
+        memory=target.memory,
+        labels={"farm.stage": "evaluate"},
+    )
 
 
 def manifests_of(target: Target, tmp_path: Path, *, owner: str | None = None) -> tuple[dict[str, Any], ...]:
     inputs, out = folders(tmp_path)
-    found = kube.job_manifests(spec_for(target, inputs, out), target, name=kube.job_name(target.name, "evaluate"),
-                               namespace="farm", image=f"registry.example.com/farm-{target.name}:0123456789abcdef",
-                               owner=owner)
+    found = kube.job_manifests(
+        spec_for(target, inputs, out),
+        target,
+        name=kube.job_name(target.name, "evaluate"),
+        namespace="farm",
+        image=f"registry.example.com/farm-{target.name}:0123456789abcdef",
+        owner=owner,
+    )
     return tuple(found)
 
 
@@ -122,15 +141,20 @@ def test_each_tier_is_placed_by_arch_and_nfd_labels(tmp_path: Path) -> None:
     assert avx2["nodeSelector"] == {ARCH: "amd64", NFD + "AVX2": "true", NFD + "FMA3": "true"}
     # A nodeSelector cannot say "absent": the AVX2 tier keeps off AVX-512, AVX-VNNI and AMX nodes by affinity.
     assert {(e["key"], e["operator"], tuple(e.get("values", ()))) for e in required(avx2)} == {
-        (NFD + name, "NotIn", ("true",)) for name in ("AVX512F", "AVXVNNI", "AVX512VNNI", "AMXINT8")}
+        (NFD + name, "NotIn", ("true",)) for name in ("AVX512F", "AVXVNNI", "AVX512VNNI", "AMXINT8")
+    }
 
     avx512 = pod_of(manifests_of(CONFIG.target("x86-avx512"), tmp_path / "b"))
     assert avx512["nodeSelector"] == {ARCH: "amd64", NFD + "AVX512F": "true", NFD + "AVX512BW": "true"}
     assert {e["key"] for e in required(avx512)} == {NFD + "AVX512VNNI", NFD + "AVXVNNI", NFD + "AMXINT8"}
 
     vnni = pod_of(manifests_of(CONFIG.target("x86-avx512-vnni"), tmp_path / "c"))
-    assert vnni["nodeSelector"] == {ARCH: "amd64", NFD + "AVX512F": "true", NFD + "AVX512BW": "true",
-                                    NFD + "AVX512VNNI": "true"}
+    assert vnni["nodeSelector"] == {
+        ARCH: "amd64",
+        NFD + "AVX512F": "true",
+        NFD + "AVX512BW": "true",
+        NFD + "AVX512VNNI": "true",
+    }
     assert [(e["key"], e["operator"]) for e in required(vnni)] == [(NFD + "AMXINT8", "NotIn")]
 
     arm = pod_of(manifests_of(CONFIG.target("arm64"), tmp_path / "d"))
@@ -182,8 +206,12 @@ def test_every_job_is_hardened_like_a_local_container(target: Target, tmp_path: 
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     assert pod["enableServiceLinks"] is False
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     for key in ("hostNetwork", "hostPID", "hostIPC", "serviceAccountName", "hostUsers"):
         assert key not in pod
     memory = target.memory[:-1] + {"g": "Gi", "m": "Mi", "k": "Ki"}[target.memory[-1]]
@@ -205,8 +233,10 @@ def test_every_job_is_hardened_like_a_local_container(target: Target, tmp_path: 
     assert all(set(v) == {"name", "emptyDir"} and "sizeLimit" in v["emptyDir"] for v in pod["volumes"])
     assert next(v for v in pod["volumes"] if v["name"] == "tmp")["emptyDir"]["sizeLimit"] == "1Gi"
     # No network: the policy selects the pod and allows nothing either way.
-    assert policy["spec"] == {"podSelector": {"matchLabels": {"farm.run": job["metadata"]["name"]}},
-                              "policyTypes": ["Ingress", "Egress"]}
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"farm.run": job["metadata"]["name"]}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
 
@@ -215,8 +245,7 @@ def test_everything_carries_farms_labels_as_valid_label_values(tmp_path: Path) -
     manifests = manifests_of(CONFIG.target("x86-avx512-vnni"), tmp_path, owner=owner)
     name = manifests[0]["metadata"]["name"]
     assert DNS_LABEL.match(name) and len(name) <= 63 and name.startswith("farm-x86-avx512-vnni-evaluate-")
-    for metadata in (manifests[0]["metadata"], manifests[1]["metadata"],
-                     manifests[0]["spec"]["template"]["metadata"]):
+    for metadata in (manifests[0]["metadata"], manifests[1]["metadata"], manifests[0]["spec"]["template"]["metadata"]):
         labels = metadata["labels"]
         assert {"farm.run", "farm.target", "farm.owner", "farm.stage"} <= set(labels)
         assert labels["farm.run"] == name and labels["farm.target"] == "x86-avx512-vnni"
@@ -237,8 +266,13 @@ def test_label_values_memory_and_job_names() -> None:
     odd = kube.label_value(" host name/with:odd chars ")
     assert LABEL_VALUE.match(odd) and odd.startswith("host-name-with-odd-chars")
     assert LABEL_VALUE.match(kube.label_value("---")) and kube.label_value("---")
-    assert [kube.memory_quantity(m) for m in ("4g", "512m", "64k", "1000b", "2G")] == \
-        ["4Gi", "512Mi", "64Ki", "1000", "2Gi"]
+    assert [kube.memory_quantity(m) for m in ("4g", "512m", "64k", "1000b", "2G")] == [
+        "4Gi",
+        "512Mi",
+        "64Ki",
+        "1000",
+        "2Gi",
+    ]
     with pytest.raises(ValueError):
         kube.memory_quantity("lots")
     names = {kube.job_name("x86_avx512.vnni-with-a-very-long-target-name-indeed", "evaluate") for _ in range(20)}
@@ -265,8 +299,12 @@ def test_manifests_survive_the_clients_own_models(tmp_path: Path) -> None:
 
 
 def wrapped(budget: float, *child: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", kube._RUN_WITH_BUDGET, str(budget), sys.executable, "-c", *child],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", kube._RUN_WITH_BUDGET, str(budget), sys.executable, "-c", *child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_job_is_stopped_at_its_budget_and_its_status_reads_as_dockers() -> None:
@@ -279,19 +317,32 @@ def test_the_job_is_stopped_at_its_budget_and_its_status_reads_as_dockers() -> N
 # --- the cluster's nodes -----------------------------------------------------------------------------------------
 
 
-def node(name: str, arch: str, flags: Sequence[str] = (), *, gpus: int = 0, ready: bool = True,
-         unschedulable: bool = False, taints: Sequence[k8s.V1Taint] = (), model: bool = False) -> k8s.V1Node:
+def node(
+    name: str,
+    arch: str,
+    flags: Sequence[str] = (),
+    *,
+    gpus: int = 0,
+    ready: bool = True,
+    unschedulable: bool = False,
+    taints: Sequence[k8s.V1Taint] = (),
+    model: bool = False,
+) -> k8s.V1Node:
     labels = {ARCH: arch, "kubernetes.io/hostname": name, **{NFD + f: "true" for f in flags}}
     if model:
-        labels |= {"feature.node.kubernetes.io/cpu-model.vendor_id": "Intel",
-                   "feature.node.kubernetes.io/cpu-model.family": "6",
-                   "feature.node.kubernetes.io/cpu-model.id": "106"}
+        labels |= {
+            "feature.node.kubernetes.io/cpu-model.vendor_id": "Intel",
+            "feature.node.kubernetes.io/cpu-model.family": "6",
+            "feature.node.kubernetes.io/cpu-model.id": "106",
+        }
     return k8s.V1Node(
         metadata=k8s.V1ObjectMeta(name=name, labels=labels),
         spec=k8s.V1NodeSpec(unschedulable=unschedulable, taints=list(taints) or None),
         status=k8s.V1NodeStatus(
             allocatable={"cpu": "16", "memory": "64Gi", **({kube.GPU_RESOURCE: str(gpus)} if gpus else {})},
-            conditions=[k8s.V1NodeCondition(type="Ready", status="True" if ready else "False")]))
+            conditions=[k8s.V1NodeCondition(type="Ready", status="True" if ready else "False")],
+        ),
+    )
 
 
 ZEN2 = ("AVX", "AVX2", "FMA3", "AESNI")
@@ -302,12 +353,12 @@ NODES = [
     node("icelake", "amd64", ICELAKE, model=True),
     node("sapphire", "amd64", SAPPHIRE),
     node("graviton", "arm64", ("ASIMD", "ASIMDDP", "ASIMDHP", "I8MM")),
-    node("a100", "amd64", ZEN2, gpus=2,
-         taints=[k8s.V1Taint(key=kube.GPU_RESOURCE, value="present", effect="NoSchedule")]),
+    node(
+        "a100", "amd64", ZEN2, gpus=2, taints=[k8s.V1Taint(key=kube.GPU_RESOURCE, value="present", effect="NoSchedule")]
+    ),
     node("cordoned-zen2", "amd64", ZEN2, unschedulable=True),
     node("down-zen2", "amd64", ZEN2, ready=False),
-    node("tainted-icelake", "amd64", ICELAKE,
-         taints=[k8s.V1Taint(key="dedicated", value="db", effect="NoSchedule")]),
+    node("tainted-icelake", "amd64", ICELAKE, taints=[k8s.V1Taint(key="dedicated", value="db", effect="NoSchedule")]),
 ]
 
 
@@ -321,8 +372,9 @@ class FakeCore:
 
 def cluster(nodes: Sequence[Any] = NODES) -> kube.KubernetesBackend:
     clients = kube.Clients(core=FakeCore(nodes), batch=None, networking=None, where="kubernetes: fake")
-    return kube.KubernetesBackend(registry="registry.example.com", namespace="farm", clients=clients,
-                                  targets=CONFIG.targets)
+    return kube.KubernetesBackend(
+        registry="registry.example.com", namespace="farm", clients=clients, targets=CONFIG.targets
+    )
 
 
 def test_probe_reads_each_nodes_arch_flags_and_gpus_from_its_labels() -> None:
@@ -332,8 +384,12 @@ def test_probe_reads_each_nodes_arch_flags_and_gpus_from_its_labels() -> None:
     assert facts["icelake"].cpu_flags >= {"avx512f", "avx512bw", "avx512_vnni"}
     assert facts["icelake"].cpu_model == "Intel family 6 model 106"
     assert {"amx_int8", "amx_tile", "avx_vnni"} <= facts["sapphire"].cpu_flags
-    assert facts["graviton"].arch == "aarch64" and facts["graviton"].cpu_flags == {"asimd", "asimddp", "asimdhp",
-                                                                                   "i8mm"}
+    assert facts["graviton"].arch == "aarch64" and facts["graviton"].cpu_flags == {
+        "asimd",
+        "asimddp",
+        "asimdhp",
+        "i8mm",
+    }
     assert facts["a100"].gpus == 2 and facts["a100"].usable and facts["a100"].gpu_only  # GPU pods tolerate it
     assert facts["cordoned-zen2"].blocked == "cordoned" and not facts["down-zen2"].usable
     assert "dedicated=db" in (facts["tainted-icelake"].blocked or "")
@@ -386,12 +442,18 @@ def test_probe_without_a_kubeconfig_is_one_clear_line(tmp_path: Path) -> None:
 
 def kubeconfig(tmp_path: Path, server: str) -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "farm-test",
-        "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "farm-test", "context": {"cluster": "c", "user": "u"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "farm-test",
+                "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "farm-test", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     return path
 
 
@@ -409,8 +471,9 @@ def test_probe_of_a_cluster_that_is_down_is_one_clear_line(tmp_path: Path) -> No
 
 def test_a_context_the_kubeconfig_lacks_is_one_clear_line(tmp_path: Path) -> None:
     path = kubeconfig(tmp_path, "https://127.0.0.1:6443")
-    backend = kube.KubernetesBackend(registry="r", context="no-such-context",
-                                     env={"HOME": str(tmp_path), "KUBECONFIG": str(path)})
+    backend = kube.KubernetesBackend(
+        registry="r", context="no-such-context", env={"HOME": str(tmp_path), "KUBECONFIG": str(path)}
+    )
     with pytest.raises(EnvironmentProblem) as raised:
         backend.probe()
     assert "cannot be used" in one_line_problem(raised) and "no-such-context" in str(raised.value)
@@ -424,8 +487,7 @@ class FakeSession:
     image's Python replaced by this one: farm's real transfer scripts, over a stand-in for the websocket."""
 
     def __init__(self, root: Path, command: Sequence[str]) -> None:
-        self.command = [sys.executable if c == runner.PYTHON else c.replace("/farm/", f"{root}/farm/")
-                        for c in command]
+        self.command = [sys.executable if c == runner.PYTHON else c.replace("/farm/", f"{root}/farm/") for c in command]
         self.stdin = io.BytesIO()
         self.out = b""
         self.err = b""
@@ -466,8 +528,15 @@ class FakeCluster:
     """Just enough of the API server and one node: the pod starts, waits for its inputs, runs a stand-in job that
     reads them and writes results, and ends the way the test says."""
 
-    def __init__(self, root: Path, *, exit_code: int = 0, reason: str = "Completed", schedulable: bool = True,
-                 interrupt_after: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        exit_code: int = 0,
+        reason: str = "Completed",
+        schedulable: bool = True,
+        interrupt_after: int | None = None,
+    ) -> None:
         self.root = root
         (root / "farm/control").mkdir(parents=True)  # the pod's emptyDirs: the controller's, and the inputs'
         (root / "farm/inputs").mkdir(parents=True)
@@ -505,25 +574,61 @@ class FakeCluster:
 
     def pod(self, name: str) -> dict[str, Any]:
         if not self.schedulable:
-            return {"metadata": {"name": f"{name}-abcde"}, "status": {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                 "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}}
+            return {
+                "metadata": {"name": f"{name}-abcde"},
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
+                        }
+                    ],
+                },
+            }
         if self.polls == 1:
-            return {"metadata": {"name": f"{name}-abcde"}, "status": {"phase": "Pending", "initContainerStatuses": [
-                {"name": "receive", "state": {"waiting": {"reason": "PodInitializing"}}}]}}
+            return {
+                "metadata": {"name": f"{name}-abcde"},
+                "status": {
+                    "phase": "Pending",
+                    "initContainerStatuses": [{"name": "receive", "state": {"waiting": {"reason": "PodInitializing"}}}],
+                },
+            }
         if not (self.root / "farm/inputs/.farm-received").exists():
-            return {"metadata": {"name": f"{name}-abcde"}, "status": {"phase": "Pending", "initContainerStatuses": [
-                {"name": "receive", "state": {"running": {"startedAt": "2026-11-02T10:00:00Z"}}}]}}
+            return {
+                "metadata": {"name": f"{name}-abcde"},
+                "status": {
+                    "phase": "Pending",
+                    "initContainerStatuses": [
+                        {"name": "receive", "state": {"running": {"startedAt": "2026-11-02T10:00:00Z"}}}
+                    ],
+                },
+            }
         if not self.ran:
             self.run_job()
-        return {"metadata": {"name": f"{name}-abcde"}, "status": {
-            "phase": "Running",
-            "initContainerStatuses": [{"name": "receive", "state": {"terminated": {"exitCode": 0}}}],
-            "containerStatuses": [
-                {"name": "job", "state": {"terminated": {
-                    "exitCode": self.exit_code, "reason": self.reason, "startedAt": "2026-11-02T10:00:01Z",
-                    "finishedAt": "2026-11-02T10:00:13Z"}}},
-                {"name": "collect", "state": {"running": {"startedAt": "2026-11-02T10:00:01Z"}}}]}}
+        return {
+            "metadata": {"name": f"{name}-abcde"},
+            "status": {
+                "phase": "Running",
+                "initContainerStatuses": [{"name": "receive", "state": {"terminated": {"exitCode": 0}}}],
+                "containerStatuses": [
+                    {
+                        "name": "job",
+                        "state": {
+                            "terminated": {
+                                "exitCode": self.exit_code,
+                                "reason": self.reason,
+                                "startedAt": "2026-11-02T10:00:01Z",
+                                "finishedAt": "2026-11-02T10:00:13Z",
+                            }
+                        },
+                    },
+                    {"name": "collect", "state": {"running": {"startedAt": "2026-11-02T10:00:01Z"}}},
+                ],
+            },
+        }
 
     def run_job(self) -> None:
         """The job container: reads its inputs where the pod mounts them (subPath m0), writes into out-1."""
@@ -554,8 +659,9 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def backend_on(fake: FakeCluster) -> kube.KubernetesBackend:
-    return kube.KubernetesBackend(registry="registry.example.com", namespace="farm", clients=fake.clients,
-                                  targets=CONFIG.targets)
+    return kube.KubernetesBackend(
+        registry="registry.example.com", namespace="farm", clients=fake.clients, targets=CONFIG.targets
+    )
 
 
 def test_a_run_sends_inputs_in_and_brings_results_back_through_the_api(tmp_path: Path, fast: None) -> None:
@@ -565,11 +671,14 @@ def test_a_run_sends_inputs_in_and_brings_results_back_through_the_api(tmp_path:
     result = backend_on(fake).run(spec_for(CONFIG.target("x86-avx2"), inputs, out), on_line=lines.append)
     assert result.failure is None and result.exit_code == 0 and result.duration_s == 12.0
     [name] = fake.jobs
-    assert fake.jobs[name]["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "registry.example.com/farm-x86-avx2:0123456789abcdef"
+    assert (
+        fake.jobs[name]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example.com/farm-x86-avx2:0123456789abcdef"
+    )
     # The policy is owned by its Job, so that deleting the Job (by farm, its TTL or by hand) removes it too.
     assert fake.policies[0]["metadata"]["ownerReferences"] == [
-        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "0f0f-uid", "blockOwnerDeletion": False}]
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "0f0f-uid", "blockOwnerDeletion": False}
+    ]
     # Inputs arrived whole, and the results came back into the writable mount's folder.
     assert (out / "result.json").read_text() == '{"stage": "evaluate"}'
     assert (out / "variants" / "copy.onnx").read_bytes() == (inputs / "artifacts" / "s8s8-qdq.onnx").read_bytes()
@@ -593,8 +702,9 @@ def test_a_job_past_its_budget_reads_as_timed_out(tmp_path: Path, fast: None) ->
     assert result.timed_out and "timed out" in (result.failure or "") and (out / "result.json").is_file()
 
 
-def test_a_job_no_node_can_take_fails_with_the_schedulers_words(tmp_path: Path, fast: None,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_no_node_can_take_fails_with_the_schedulers_words(
+    tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(kube, "SCHEDULE_WAIT_S", 0.05)
     fake = FakeCluster(tmp_path / "node", schedulable=False)
     inputs, out = folders(tmp_path)
@@ -616,13 +726,18 @@ def test_sweep_deletes_only_jobs_whose_farm_process_is_gone(tmp_path: Path) -> N
     here = this_process().split()
     gone = " ".join([here[0], here[1], str(2**22 + 7), "1"])  # a pid above pid_max: no such process
     elsewhere = "another-host 00000000-0000-0000-0000-000000000000 1 1"
-    jobs = [{"metadata": {"name": n, "annotations": {"farm.owner": o}}}
-            for n, o in (("farm-gone", gone), ("farm-alive", this_process()), ("farm-elsewhere", elsewhere))]
+    jobs = [
+        {"metadata": {"name": n, "annotations": {"farm.owner": o}}}
+        for n, o in (("farm-gone", gone), ("farm-alive", this_process()), ("farm-elsewhere", elsewhere))
+    ]
     deleted: list[str] = []
-    batch = SimpleNamespace(list_namespaced_job=lambda ns, **kw: SimpleNamespace(items=jobs),
-                            delete_namespaced_job=lambda name, ns, **kw: deleted.append(name))
-    backend = kube.KubernetesBackend(registry="r", namespace="farm",
-                                     clients=kube.Clients(core=None, batch=batch, networking=None))
+    batch = SimpleNamespace(
+        list_namespaced_job=lambda ns, **kw: SimpleNamespace(items=jobs),
+        delete_namespaced_job=lambda name, ns, **kw: deleted.append(name),
+    )
+    backend = kube.KubernetesBackend(
+        registry="r", namespace="farm", clients=kube.Clients(core=None, batch=batch, networking=None)
+    )
     assert backend.sweep() == ["Kubernetes Job farm/farm-gone of a farm process that is gone"]
     assert deleted == ["farm-gone"]
 
@@ -653,8 +768,9 @@ class FakeDockerApi:
 
 
 def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    local = images.BuiltImage(target="x86-avx2", tag="farm/x86-avx2:0123456789abcdef", size_bytes=10,
-                              built_now=False, seconds=0.1)
+    local = images.BuiltImage(
+        target="x86-avx2", tag="farm/x86-avx2:0123456789abcdef", size_bytes=10, built_now=False, seconds=0.1
+    )
     monkeypatch.setattr(images, "ensure_image", lambda *a, **k: local)
     api = FakeDockerApi()
     engine: Any = SimpleNamespace(client=SimpleNamespace(api=api))
@@ -667,19 +783,31 @@ def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, mon
     assert backend.image_ref(local.tag) is None
     api.present = True
     assert backend.image_ref(local.tag) == "localhost:5001/farm-x86-avx2:0123456789abcdef"
-    assert backend.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append,
-                                on_stage=lambda _: None).origin == "cached"
+    assert (
+        backend.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append, on_stage=lambda _: None).origin
+        == "cached"
+    )
     assert len(api.pushed) == 1  # there already: not pushed again
-    refused = kube.KubernetesBackend(registry="localhost:5001", engine=SimpleNamespace(
-        client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))))
+    refused = kube.KubernetesBackend(
+        registry="localhost:5001",
+        engine=SimpleNamespace(
+            client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))
+        ),
+    )
     with pytest.raises(BuildFailed, match=r"pushing localhost:5001/farm-x86-avx2:0123456789abcdef failed.*denied"):
         refused.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append, on_stage=lambda _: None)
 
 
 def test_the_client_is_not_imported_until_a_cluster_is_needed() -> None:
-    code = ("import sys, farm.cli, farm.backend.kubernetes as k; "
-            "assert 'kubernetes' not in sys.modules and 'kubernetes.client' not in sys.modules, sorted(sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys, farm.cli, farm.backend.kubernetes as k; "
+        "assert 'kubernetes' not in sys.modules and 'kubernetes.client' not in sys.modules, sorted(sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-

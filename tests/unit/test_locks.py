@@ -24,8 +24,12 @@ HOLD = textwrap.dedent("""
 
 
 def hold(lock: Path, seconds: float) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(seconds)], stdout=subprocess.PIPE,
-                               text=True, cwd=Path(__file__).parents[2])
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "held"
     return process
 

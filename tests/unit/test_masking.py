@@ -34,8 +34,18 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiers_clear_what_depends_on_what_they_exclude() -> None:
     avx2 = cleared_features(["avx512f", "avx_vnni", "avx512_vnni", "amx_int8"])
-    assert {"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_fp16", "avx_vnni", "avx_vnni_int8",
-            "amx_tile", "amx_int8", "amx_bf16"} <= set(avx2)
+    assert {
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_fp16",
+        "avx_vnni",
+        "avx_vnni_int8",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+    } <= set(avx2)
     assert cleared_features(["avx512_vnni"]) == ("avx512_vnni",)
     assert mask_rules(["avx512_vnni"]) == "0x7.0.ecx:0x800"
     # AVX-512 F takes its register state (leaf 0xD) with it.
@@ -57,8 +67,13 @@ def test_the_library_parses_rules_and_clears_only_their_bits(library: Path) -> N
 
 def test_an_empty_mask_is_refused_rather_than_reported_active(library: Path) -> None:
     probe = "import os; print(os.environ.get('FARM_CPUID_MASK_STATUS'))"
-    status = subprocess.run(["python3", "-c", probe], capture_output=True, text=True, check=True,
-                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": ""}).stdout
+    status = subprocess.run(
+        ["python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": ""},
+    ).stdout
     assert status.startswith("failed: FARM_CPUID_MASK is empty"), status
 
 
@@ -84,8 +99,13 @@ def test_without_cpuid_fault_the_library_says_so_and_the_job_refuses_to_run(libr
     if HAS_CPUID_FAULT:
         pytest.skip("this CPU has cpuid_fault, so the mask takes (the tests below cover that)")
     probe = "import os; print(os.environ.get('FARM_CPUID_MASK_STATUS'))"
-    status = subprocess.run(["python3", "-c", probe], capture_output=True, text=True, check=True,
-                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"})
+    status = subprocess.run(
+        ["python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"},
+    )
     assert status.stdout.startswith("failed: arch_prctl(ARCH_SET_CPUID) refused"), status.stdout
     os.environ[cpu.STATUS_ENV] = status.stdout.strip()
     try:
@@ -128,20 +148,31 @@ int main(int argc, char **argv) {
 
 def test_the_mask_holds_in_the_process_its_fork_and_its_exec(library: Path, tmp_path: Path) -> None:
     if not HAS_CPUID_FAULT:
-        pytest.skip("needs a CPU with the cpuid_fault flag (Intel since Ivy Bridge, also in some KVM guests); "
-                    "this one lacks it, so CPUID cannot be masked here")
+        pytest.skip(
+            "needs a CPU with the cpuid_fault flag (Intel since Ivy Bridge, also in some KVM guests); "
+            "this one lacks it, so CPUID cannot be masked here"
+        )
     if "avx2" not in HOST_FLAGS.split():
         pytest.skip("the probe masks AVX2, which this CPU lacks")
     (tmp_path / "probe.c").write_text(PROBE)
     assert masking.compiler() is not None
-    subprocess.run([masking.compiler() or "cc", "-O1", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")],
-                   check=True)
+    subprocess.run(
+        [masking.compiler() or "cc", "-O1", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True
+    )
     plain = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True).stdout
     assert plain.split() == ["process", "1", "fork", "1", "exec", "1"]
-    masked = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True,
-                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"}).stdout
+    masked = subprocess.run(
+        [str(tmp_path / "probe")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"},
+    ).stdout
     assert masked.split() == ["process", "0", "fork", "0", "exec", "0"]
     # A SIGSEGV that software sends is not a CPUID trap: it still ends the process, as without the library.
-    raised = subprocess.run([str(tmp_path / "probe"), "raise"], capture_output=True,
-                            env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"})
+    raised = subprocess.run(
+        [str(tmp_path / "probe"), "raise"],
+        capture_output=True,
+        env={**os.environ, "LD_PRELOAD": str(library), "FARM_CPUID_MASK": "0x7.0.ebx:0x20"},
+    )
     assert raised.returncode == -11

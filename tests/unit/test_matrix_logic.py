@@ -21,8 +21,9 @@ def test_exit_code_prefers_host_problems_then_builds_then_targets() -> None:
 
 
 def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> dict[str, object]:
-    return job_spec(target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), inputs=Path("/nonexistent"),
-                 host_flags=host_flags)
+    return job_spec(
+        target, placement, "evaluate", ["u8s8-qdq"], MatrixOptions(), inputs=Path("/nonexistent"), host_flags=host_flags
+    )
 
 
 def vnni(spec: dict[str, object]) -> object:
@@ -54,14 +55,22 @@ def test_arm_targets_have_no_x86_isa() -> None:
     # Under QEMU timings say nothing: the emulated target spends its budget on accuracy.
     timing = spec["timing"]
     assert isinstance(timing, dict) and timing["iterations"] == 0 and timing["warmup"] == 0
-    asked = job_spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "evaluate", ["u8s8-qdq"],
-                  MatrixOptions(iterations=5), inputs=Path("/nonexistent"), host_flags=AVX2_HOST)
+    asked = job_spec(
+        arm,
+        Placement(mode="emulated", cpu_model="neoverse-n1"),
+        "evaluate",
+        ["u8s8-qdq"],
+        MatrixOptions(iterations=5),
+        inputs=Path("/nonexistent"),
+        host_flags=AVX2_HOST,
+    )
     assert asked["timing"]["iterations"] == 0  # type: ignore[index]  # --iterations is for meaningful timings
 
 
 def test_a_masked_tier_tells_its_job_what_it_must_not_see() -> None:
-    tier = Target(name="x86-avx512", platform="linux/amd64", cpu_features=("avx512f", "avx512bw"),
-                  cpu_excludes=("avx512_vnni",))
+    tier = Target(
+        name="x86-avx512", platform="linux/amd64", cpu_features=("avx512f", "avx512bw"), cpu_excludes=("avx512_vnni",)
+    )
     placement = Placement(mode="masked", mask="0x7.0.ecx:0x800", unseen=("AVX512VNNI",))
     spec = spec_for(tier, VNNI_HOST, placement)
     assert spec["target"]["mode"] == "masked" and spec["target"]["cpu_unseen"] == ["AVX512VNNI"]  # type: ignore[index]

@@ -56,17 +56,26 @@ def test_variant_outcome() -> None:
 
 
 def test_a_target_with_only_what_it_needs_matches_the_contract() -> None:
-    target = TargetResult(name="gpu-s8s8", platform="linux/amd64", mode="unavailable", status="skipped",
-                          reason=GPU_REASON)
+    target = TargetResult(
+        name="gpu-s8s8", platform="linux/amd64", mode="unavailable", status="skipped", reason=GPU_REASON
+    )
     validate_target(target.to_dict())
     assert target.to_dict() == sample_report_dict()["targets"][3]
 
 
 def test_a_failed_target_keeps_its_partial_variants() -> None:
     fp32 = Variant(name="fp32", status="ok", timing="emulated")
-    target = TargetResult(name="arm64", platform="linux/arm64", mode="emulated", status="failed",
-                          reason="killed by SIGSEGV", exit_code=139, log_tail="Segmentation fault\n", variants=(fp32,),
-                          cpu_model="cortex-a72")
+    target = TargetResult(
+        name="arm64",
+        platform="linux/arm64",
+        mode="emulated",
+        status="failed",
+        reason="killed by SIGSEGV",
+        exit_code=139,
+        log_tail="Segmentation fault\n",
+        variants=(fp32,),
+        cpu_model="cortex-a72",
+    )
     validate_target(target.to_dict())
     assert (target.status, target.exit_code, target.variants) == ("failed", 139, (fp32,))
     assert TargetResult.from_dict(target.to_dict()) == target

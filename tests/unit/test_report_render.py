@@ -121,8 +121,12 @@ def test_table_of_an_empty_report() -> None:
 def test_markdown_has_a_table_per_target_and_the_recommendations() -> None:
     text = render(_report(), "markdown")
     assert text.startswith("# farm report: `models/paddle-cnn.onnx`\n")
-    for heading in ("## x86-avx2 (emulated, Haswell, linux/amd64)", "## x86-avx512-vnni (native, linux/amd64)",
-                    "## arm64 (emulated, cortex-a72, linux/arm64)", "## gpu-s8s8 (unavailable, linux/amd64)"):
+    for heading in (
+        "## x86-avx2 (emulated, Haswell, linux/amd64)",
+        "## x86-avx512-vnni (native, linux/amd64)",
+        "## arm64 (emulated, cortex-a72, linux/arm64)",
+        "## gpu-s8s8 (unavailable, linux/amd64)",
+    ):
         assert heading in text
     assert text.count("| variant | status |") == 3  # the skipped target has no variants to tabulate
     assert "**Recommended: `u8s8-qdq+x64quantprecision`**" in text
@@ -215,7 +219,11 @@ def test_junit_counts_failures_errors_and_skips() -> None:
     assert len(root.findall(".//error")) == EXPECTED_JUNIT["errors"]
     assert len(root.findall(".//skipped")) == EXPECTED_JUNIT["skipped"]
     assert [suite.get("name") for suite in root.findall("testsuite")] == [
-        "x86-avx2", "x86-avx512-vnni", "arm64", "gpu-s8s8"]
+        "x86-avx2",
+        "x86-avx512-vnni",
+        "arm64",
+        "gpu-s8s8",
+    ]
 
 
 def test_junit_cases_carry_the_reasons() -> None:
@@ -254,19 +262,29 @@ def _real_model_report() -> Report:
         accuracy = entry["accuracy"]
         if accuracy is None:
             continue
-        accuracy["outputs"] = [dict(accuracy["outputs"][0], name="probs"),
-                               {"name": "state", "counted": True, "cosine": 0.99998, "max_abs": 0.001,
-                                "top1_agreement": None}]
+        accuracy["outputs"] = [
+            dict(accuracy["outputs"][0], name="probs"),
+            {"name": "state", "counted": True, "cosine": 0.99998, "max_abs": 0.001, "top1_agreement": None},
+        ]
         accuracy["worst_output"] = "probs"
     drifted = vnni["variants"][2]  # s8s8-qdq, cosine 0.9966
     drifted["accuracy"]["top1_agreement"] = drifted["accuracy"]["outputs"][0]["top1_agreement"] = 0.9
     drifted["within_tolerance"] = False
     why = "not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies, which this quantizer does not enter"
     for name in ("s8s8-qdq-pc", "u8s8-qdq-pc"):
-        vnni["variants"].append({
-            "name": name, "status": "skipped", "error": why, "size_bytes": 9000, "latency_ms": None, "timing": "none",
-            "accuracy": None, "within_tolerance": None, "quantization": quantization(name, 0, 4),
-        })
+        vnni["variants"].append(
+            {
+                "name": name,
+                "status": "skipped",
+                "error": why,
+                "size_bytes": 9000,
+                "latency_ms": None,
+                "timing": "none",
+                "accuracy": None,
+                "within_tolerance": None,
+                "quantization": quantization(name, 0, 4),
+            }
+        )
     return Report.from_dict(document)
 
 

@@ -105,9 +105,7 @@ def test_optimizer_failure_falls_back_to_a_copy(tmp_path: Path, monkeypatch: pyt
     assert again.cached and again.warning == result.warning
 
 
-def test_optimizer_output_that_fails_the_checker_falls_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_optimizer_output_that_fails_the_checker_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def dangling(model: onnx.ModelProto, passes: list[str]) -> onnx.ModelProto:
         broken = onnx.ModelProto()
         broken.CopyFrom(model)
@@ -139,10 +137,15 @@ def test_external_data_model(tmp_path: Path) -> None:
 def test_an_ir3_model_gets_its_weights_as_constants_only_and_says_so(tmp_path: Path) -> None:
     w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "ir3",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2])],  # as IR 3 exporters list weights
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[w])
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "ir3",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2]),
+        ],  # as IR 3 exporters list weights
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[w],
+    )
     source = tmp_path / "ir3.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3), source)
     result = rewrite_model(source, tmp_path / "out.onnx")
@@ -188,6 +191,7 @@ def test_farm_optimize_on_a_model_onnxoptimizer_cannot_take_is_the_users_error(
     onnx.save(redundant_model(), str(src))
     info = inspect_model(src)
     with pytest.raises(ModelError) as caught:
-        optimize_model(src, tmp_path / "out.onnx", info, prepare_data(info, samples=2), passes=None, fold=False,
-                       max_ir=None)
+        optimize_model(
+            src, tmp_path / "out.onnx", info, prepare_data(info, samples=2), passes=None, fold=False, max_ir=None
+        )
     assert caught.value.exit_code == 2 and "model.onnx" in str(caught.value) and "pass exploded" in str(caught.value)

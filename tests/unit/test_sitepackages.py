@@ -21,12 +21,18 @@ def wheel(path: Path, files: dict[str, str]) -> Path:
 def test_a_wheel_lands_in_site_packages_with_its_data_folders_merged(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    unpack_wheel(wheel(tmp_path / "a-1.0-py3-none-any.whl", {
-        "a/__init__.py": "A = 1\n",
-        "a-1.0.dist-info/METADATA": "Name: a\n",
-        "a-1.0.data/platlib/a_native/__init__.py": "",
-        "a-1.0.data/scripts/a-cli": "#!/bin/sh\n",
-    }), site)
+    unpack_wheel(
+        wheel(
+            tmp_path / "a-1.0-py3-none-any.whl",
+            {
+                "a/__init__.py": "A = 1\n",
+                "a-1.0.dist-info/METADATA": "Name: a\n",
+                "a-1.0.data/platlib/a_native/__init__.py": "",
+                "a-1.0.data/scripts/a-cli": "#!/bin/sh\n",
+            },
+        ),
+        site,
+    )
     # Two wheels sharing a namespace folder (as the nvidia-* wheels share nvidia/) merge.
     unpack_wheel(wheel(tmp_path / "b-1.0-py3-none-any.whl", {"nvidia/b/lib.txt": "b"}), site)
     unpack_wheel(wheel(tmp_path / "c-1.0-py3-none-any.whl", {"c-1.0.data/purelib/nvidia/c/lib.txt": "c"}), site)

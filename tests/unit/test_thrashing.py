@@ -10,8 +10,10 @@ LIMIT = 48 * MIB
 
 def feed(watch: ThrashWatch, readings: list[tuple[float, int, int]]) -> list[str | None]:
     """(seconds, usage in MiB, major faults so far) per reading."""
-    return [watch.feed(Sample(at_s=at, usage_bytes=usage * MIB, limit_bytes=LIMIT, major_faults=faults))
-            for at, usage, faults in readings]
+    return [
+        watch.feed(Sample(at_s=at, usage_bytes=usage * MIB, limit_bytes=LIMIT, major_faults=faults))
+        for at, usage, faults in readings
+    ]
 
 
 def test_at_its_limit_and_faulting_for_the_whole_window_is_thrashing() -> None:
@@ -42,12 +44,18 @@ def test_the_rate_is_over_the_last_window_not_since_the_start() -> None:
     # Faulting hard while it loaded, then quiet at its limit: the window slides past the burst.
     readings = [(float(t), 48, 50_000 * min(t, 3)) for t in range(40)]
     said = feed(ThrashWatch(), readings)
-    assert all(found is None for found in said[int(WINDOW_S) + 4:])
+    assert all(found is None for found in said[int(WINDOW_S) + 4 :])
 
 
 def test_samples_come_from_the_engines_memory_stats_on_both_cgroup_versions() -> None:
-    v1 = {"memory_stats": {"usage": 50 * MIB, "limit": LIMIT, "max_usage": LIMIT,
-                           "stats": {"pgmajfault": 7, "total_pgmajfault": 7, "cache": 0}}}
+    v1 = {
+        "memory_stats": {
+            "usage": 50 * MIB,
+            "limit": LIMIT,
+            "max_usage": LIMIT,
+            "stats": {"pgmajfault": 7, "total_pgmajfault": 7, "cache": 0},
+        }
+    }
     v2 = {"memory_stats": {"usage": 50 * MIB, "limit": LIMIT, "stats": {"pgmajfault": 7, "file": 0}}}
     for stats in (v1, v2):
         assert sample_of(stats, 1.5) == Sample(at_s=1.5, usage_bytes=50 * MIB, limit_bytes=LIMIT, major_faults=7)

@@ -21,8 +21,13 @@ def night(history: Path, name: str, day: int, *, vnni_failed: bool = False) -> N
     data["run"]["label"] = name
     if vnni_failed:
         vnni = next(t for t in data["targets"] if t["name"] == VNNI)
-        vnni.update(status="failed", reason="was killed (SIGKILL, exit 137) from outside", exit_code=137,
-                    recommended=None, recommendation_reason=None)
+        vnni.update(
+            status="failed",
+            reason="was killed (SIGKILL, exit 137) from outside",
+            exit_code=137,
+            recommended=None,
+            recommendation_reason=None,
+        )
     (history / name).mkdir(parents=True)
     (history / name / "report.json").write_text(json.dumps(data))
 
@@ -45,7 +50,7 @@ def test_a_history_keeps_its_good_nights_names_the_bad_files_and_marks_only_new_
     assert data["targets"][VNNI]["status"] == ["ok", "failed"]
     page = render_trend_html(history, changes)
     # arm64 failed on both nights: failing, but not newly.
-    assert f'Newly failing: {VNNI}</p>' in page
+    assert f"Newly failing: {VNNI}</p>" in page
     assert "Files left out" in page and str(tmp_path / "broken" / "report.json") in page
     assert render_trend_markdown(history, changes).startswith("## farm nightly: 2 run(s), latest n2")
 

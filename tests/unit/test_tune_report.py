@@ -18,41 +18,94 @@ from farm.tune import Budget, differences, render, tuned_candidate
 from farm.tuned import load_tuned
 from tests.modelgen import make_mlp_classifier
 
-SATURATES = ("its int8 kernel (Gemm) loses accuracy on this target: -6.2 dB against the same QDQ computed exactly, "
-             "and 131.5 dB with session.x64quantprecision=1, so its int16 pair sums (VPMADDUBSW, x86 without VNNI) "
-             "saturate")
+SATURATES = (
+    "its int8 kernel (Gemm) loses accuracy on this target: -6.2 dB against the same QDQ computed exactly, "
+    "and 131.5 dB with session.x64quantprecision=1, so its int16 pair sums (VPMADDUBSW, x86 without VNNI) "
+    "saturate"
+)
 
 
-def entry(name: str, *, exclude: list[str], changes: list[dict[str, Any]], kernels: list[dict[str, Any]],
-          returned: list[dict[str, Any]] | None = None, verdict: str = "tuned") -> dict[str, Any]:
+def entry(
+    name: str,
+    *,
+    exclude: list[str],
+    changes: list[dict[str, Any]],
+    kernels: list[dict[str, Any]],
+    returned: list[dict[str, Any]] | None = None,
+    verdict: str = "tuned",
+) -> dict[str, Any]:
     return {
-        "name": name, "mode": "native", "status": "ok", "verdict": verdict, "reason": "…", "trials": [{}, {}],
-        "best": {"variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False, "reduce_range": False,
-                 "exclude": exclude, "seven_bit": [], "changes": changes, "speedup": 1.6,
-                 "accuracy": {"cosine": 0.9999}},
-        "kernels": kernels, "returned": returned or [],
+        "name": name,
+        "mode": "native",
+        "status": "ok",
+        "verdict": verdict,
+        "reason": "…",
+        "trials": [{}, {}],
+        "best": {
+            "variant": "u8s8-qdq",
+            "calibration": "minmax",
+            "per_channel": False,
+            "reduce_range": False,
+            "exclude": exclude,
+            "seven_bit": [],
+            "changes": changes,
+            "speedup": 1.6,
+            "accuracy": {"cosine": 0.9999},
+        },
+        "kernels": kernels,
+        "returned": returned or [],
     }
 
 
 def kernel(node: str, db: float, *, precise: float | None = None, variant: str = "u8s8-qdq") -> dict[str, Any]:
-    return {"variant": variant, "node": node, "op": "Gemm", "weight": "fc", "kernel_db": db, "precise_db": precise,
-            "lossy": db < 30, "saturates": db < 30 and (precise or 0) >= 30}
+    return {
+        "variant": variant,
+        "node": node,
+        "op": "Gemm",
+        "weight": "fc",
+        "kernel_db": db,
+        "precise_db": precise,
+        "lossy": db < 30,
+        "saturates": db < 30 and (precise or 0) >= 30,
+    }
 
 
-AVX2 = entry("x86-avx2", exclude=["head"], kernels=[kernel("head", -6.2, precise=131.5), kernel("conv0", 70.0)],
-             changes=[{"trial": 3, "kind": "fp32", "nodes": ["head"], "seven_bit": [], "cause": "kernel",
-                       "kernel_node": "head", "why": SATURATES}])
+AVX2 = entry(
+    "x86-avx2",
+    exclude=["head"],
+    kernels=[kernel("head", -6.2, precise=131.5), kernel("conv0", 70.0)],
+    changes=[
+        {
+            "trial": 3,
+            "kind": "fp32",
+            "nodes": ["head"],
+            "seven_bit": [],
+            "cause": "kernel",
+            "kernel_node": "head",
+            "why": SATURATES,
+        }
+    ],
+)
 
 
 def test_a_node_kept_in_fp32_on_one_tier_and_int8_on_another_is_a_difference_with_both_reasons() -> None:
     arm = entry("arm64", exclude=[], changes=[], kernels=[kernel("head", 131.6), kernel("conv0", 86.0)])
     (found,) = differences([AVX2, arm])
-    assert found == {"node": "head", "targets": {
-        "x86-avx2": {"as": "fp32", "why": SATURATES},
-        "arm64": {"as": "int8", "why": "its int8 kernel (Gemm) is exact on this target (131.6 dB)"}}}
+    assert found == {
+        "node": "head",
+        "targets": {
+            "x86-avx2": {"as": "fp32", "why": SATURATES},
+            "arm64": {"as": "int8", "why": "its int8 kernel (Gemm) is exact on this target (131.6 dB)"},
+        },
+    }
     # What a target returned to int8 says why in its own words, before its kernel check does.
-    back = entry("arm64", exclude=[], changes=[], kernels=[kernel("head", 131.6)],
-                 returned=[{"trial": 1, "returned": ["head"], "why": "within tolerance without it: exact here"}])
+    back = entry(
+        "arm64",
+        exclude=[],
+        changes=[],
+        kernels=[kernel("head", 131.6)],
+        returned=[{"trial": 1, "returned": ["head"], "why": "within tolerance without it: exact here"}],
+    )
     assert differences([AVX2, back])[0]["targets"]["arm64"]["why"] == "within tolerance without it: exact here"
 
 
@@ -65,25 +118,47 @@ def test_targets_that_treat_every_node_alike_or_did_not_tune_have_no_difference(
 
 
 def test_7_bit_weights_are_a_treatment_of_their_node() -> None:
-    seven = entry("x86-avx512", exclude=[], kernels=[kernel("head", -3.0, precise=120.0)],
-                  changes=[{"trial": 2, "kind": "7-bit", "nodes": [], "seven_bit": ["fc"], "cause": "kernel",
-                            "kernel_node": "head", "why": "saturates; 7-bit weights keep its pair sums within int16"}])
+    seven = entry(
+        "x86-avx512",
+        exclude=[],
+        kernels=[kernel("head", -3.0, precise=120.0)],
+        changes=[
+            {
+                "trial": 2,
+                "kind": "7-bit",
+                "nodes": [],
+                "seven_bit": ["fc"],
+                "cause": "kernel",
+                "kernel_node": "head",
+                "why": "saturates; 7-bit weights keep its pair sums within int16",
+            }
+        ],
+    )
     (found,) = differences([AVX2, seven])
-    assert found["targets"]["x86-avx512"] == {"as": "7-bit weights",
-                                              "why": "saturates; 7-bit weights keep its pair sums within int16"}
+    assert found["targets"]["x86-avx512"] == {
+        "as": "7-bit weights",
+        "why": "saturates; 7-bit weights keep its pair sums within int16",
+    }
 
 
 def test_the_rendered_report_names_the_tuned_variant_and_the_differences() -> None:
     arm = entry("arm64", exclude=[], changes=[], kernels=[kernel("head", 131.6)])
     arm["mode"] = "emulated"
     arm["best"]["speedup"] = None
-    report = {"model": {"path": "model.onnx"}, "floor": 1.1, "warnings": [], "targets": [AVX2, arm],
-              "differences": differences([AVX2, arm])}
+    report = {
+        "model": {"path": "model.onnx"},
+        "floor": 1.1,
+        "warnings": [],
+        "targets": [AVX2, arm],
+        "differences": differences([AVX2, arm]),
+    }
     lines = render(report).splitlines()
     assert lines[1].startswith("x86-avx2 (native): u8s8-qdq with 1 node(s) in fp32: head (cosine 0.9999, 1.60x fp32")
     assert lines[2].startswith("arm64 (emulated): u8s8-qdq with 0 node(s) in fp32 (cosine 0.9999, not timed")
-    assert lines[3] == (f"differs: head: fp32 on x86-avx2 ({SATURATES}); int8 on arm64 (its int8 kernel (Gemm) is "
-                        "exact on this target (131.6 dB))")
+    assert lines[3] == (
+        f"differs: head: fp32 on x86-avx2 ({SATURATES}); int8 on arm64 (its int8 kernel (Gemm) is "
+        "exact on this target (131.6 dB))"
+    )
 
 
 def test_a_target_with_no_int8_model_to_compare_says_so_not_nan() -> None:
@@ -94,19 +169,39 @@ def test_a_target_with_no_int8_model_to_compare_says_so_not_nan() -> None:
     untimed = entry("x86-avx512", exclude=[], changes=[], kernels=[], verdict="keep-fp32")
     untimed["mode"] = "masked"
     untimed["best"]["speedup"] = None
-    lines = render({"model": {"path": "model.onnx"}, "floor": 1.1, "warnings": [], "targets": [nothing, untimed],
-                    "differences": []}).splitlines()
-    assert lines[1] == ("x86-avx2 (native): keep fp32 (no int8 model to compare; 2 trial(s)); "
-                        "no trial produced a model to compare (…)")
+    lines = render(
+        {
+            "model": {"path": "model.onnx"},
+            "floor": 1.1,
+            "warnings": [],
+            "targets": [nothing, untimed],
+            "differences": [],
+        }
+    ).splitlines()
+    assert lines[1] == (
+        "x86-avx2 (native): keep fp32 (no int8 model to compare; 2 trial(s)); no trial produced a model to compare (…)"
+    )
     assert lines[2].startswith("x86-avx512 (masked): keep fp32 (cosine 0.9999, not timed; 2 trial(s))")
 
 
 def test_one_change_that_gives_several_nodes_7_bit_weights_treats_each_of_them() -> None:
     """The kernel step's group trial: one change, 7-bit weights for every saturating node; each node is treated."""
-    group = entry("x86-avx2", exclude=[], kernels=[kernel("conv0", 8.0, precise=90.0), kernel("head", -6.2,
-                                                                                                 precise=131.5)],
-                  changes=[{"trial": 1, "kind": "7-bit", "nodes": [], "seven_bit": ["w0", "fc"], "cause": "kernel",
-                            "kernel_node": "head", "why": "they saturate"}])
+    group = entry(
+        "x86-avx2",
+        exclude=[],
+        kernels=[kernel("conv0", 8.0, precise=90.0), kernel("head", -6.2, precise=131.5)],
+        changes=[
+            {
+                "trial": 1,
+                "kind": "7-bit",
+                "nodes": [],
+                "seven_bit": ["w0", "fc"],
+                "cause": "kernel",
+                "kernel_node": "head",
+                "why": "they saturate",
+            }
+        ],
+    )
     group["kernels"][0]["weight"] = "w0"
     vnni = entry("x86-avx512-vnni", exclude=[], changes=[], kernels=[kernel("conv0", 70.0), kernel("head", 131.6)])
     found = {d["node"]: d["targets"] for d in differences([group, vnni])}
@@ -117,9 +212,16 @@ def test_one_change_that_gives_several_nodes_7_bit_weights_treats_each_of_them()
 
 def test_only_a_tuned_search_gives_emulated_targets_a_candidate() -> None:
     candidate = tuned_candidate(AVX2)
-    assert candidate == {"target": "x86-avx2", "variant": "u8s8-qdq", "calibration": "minmax", "per_channel": False,
-                         "reduce_range": False, "exclude": ["head"], "seven_bit": [],
-                         "changes": AVX2["best"]["changes"]}
+    assert candidate == {
+        "target": "x86-avx2",
+        "variant": "u8s8-qdq",
+        "calibration": "minmax",
+        "per_channel": False,
+        "reduce_range": False,
+        "exclude": ["head"],
+        "seven_bit": [],
+        "changes": AVX2["best"]["changes"],
+    }
     assert tuned_candidate({**AVX2, "verdict": "keep-fp32"}) is None
     assert tuned_candidate({**AVX2, "status": "failed"}) is None
 
@@ -140,12 +242,21 @@ def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(t
     (out / "tuned").mkdir(parents=True)
     shutil.copyfile(data.path, out / "tuned" / "x86-avx2.onnx")
     quantization = {"kind": "static", "format": "QDQ", "nodes_to_exclude": ["fc2"]}
-    report = {"schema": "farm.tune-report/1", "model": {"path": str(data.path), "sha256": info.sha256},
-              "targets": [
-                  {"name": "x86-avx2", "status": "ok", "verdict": "tuned", "best": {"quantization": quantization},
-                   "model_file": "/gone/farm-tune/tuned/x86-avx2.onnx"},
-                  {"name": "arm64", "status": "ok", "verdict": "keep-fp32", "reason": "int8 did not pay"},
-                  {"name": "gpu-s8s8", "status": "skipped", "reason": "needs an NVIDIA GPU"}]}
+    report = {
+        "schema": "farm.tune-report/1",
+        "model": {"path": str(data.path), "sha256": info.sha256},
+        "targets": [
+            {
+                "name": "x86-avx2",
+                "status": "ok",
+                "verdict": "tuned",
+                "best": {"quantization": quantization},
+                "model_file": "/gone/farm-tune/tuned/x86-avx2.onnx",
+            },
+            {"name": "arm64", "status": "ok", "verdict": "keep-fp32", "reason": "int8 did not pay"},
+            {"name": "gpu-s8s8", "status": "skipped", "reason": "needs an NVIDIA GPU"},
+        ],
+    }
     (out / "tune.json").write_text(json.dumps(report))
     found = load_tuned(out, info)
     # The folder moved since farm tune wrote it: the model is found under tuned/ beside tune.json.
@@ -155,7 +266,8 @@ def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(t
     assert found.warnings(["x86-avx2", "arm64", "gpu-s8s8", "x86-avx512"]) == [
         f"--tuned {out}: no tuned model for arm64 (farm tune said keep fp32: int8 did not pay)",
         f"--tuned {out}: no tuned model for gpu-s8s8 (its search skipped: needs an NVIDIA GPU)",
-        f"--tuned {out}: no tuned model for x86-avx512 (farm tune did not search this target)"]
+        f"--tuned {out}: no tuned model for x86-avx512 (farm tune did not search this target)",
+    ]
     staged = tmp_path / "in"
     staged.mkdir()
     found.stage(staged)
