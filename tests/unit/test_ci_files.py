@@ -11,7 +11,7 @@ from farm.gate import Policy
 from tests.conftest import ROOT
 from tests.unit.test_cli_errors import farm
 
-WORKFLOW = ROOT / ".github" / "workflows" / "farm-gate.yml"
+WORKFLOW = ROOT / "examples" / "github-workflow-farm-gate.yml"
 
 
 def test_the_workflow_parses_and_uses_only_what_farm_has() -> None:
