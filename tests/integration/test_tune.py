@@ -15,7 +15,7 @@ import pytest
 from farm.fleet import BuildResults, Fleet
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.test_matrix import farm_matrix, read_report
+from tests.integration.farmrun import farm_matrix, read_report
 from tests.modelgen import (
     SATURATING_HEAD,
     SATURATING_WEIGHT,

@@ -9,7 +9,7 @@ import yaml
 
 from farm.gate import Policy
 from tests.conftest import ROOT
-from tests.unit.test_cli_errors import farm
+from tests.farmcli import farm
 
 WORKFLOW = ROOT / "examples" / "github-workflow-farm-gate.yml"
 
