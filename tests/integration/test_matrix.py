@@ -13,7 +13,7 @@ import pytest
 
 from farm.backend.engine import RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
-from farm.job.recommend import saturation_safe
+from farm.job.variants import saturation_safe
 from farm.models import default_model
 from farm.report.schema import validate
 from tests.integration.conftest import runnable, wait_for
@@ -88,7 +88,7 @@ def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
     model = make_saturating_classifier(tmp_path / "model.onnx", samples=32)
-    np.savez(tmp_path / "data.npz", **model.inputs)
+    np.savez(tmp_path / "data.npz", **model.inputs)  # type: ignore[arg-type]  # numpy's stub: **arrays vs allow_pickle
     assert model.labels is not None
     np.save(tmp_path / "labels.npy", model.labels)
     # The other side of the comparison: VNNI where this CPU has it, else arm64, whose int8 kernels do not saturate.
