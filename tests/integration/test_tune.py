@@ -19,7 +19,7 @@ from farm.job.recommend import faster
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.hostfloor import check_keep_fp32_is_earned, search_floor, timed
-from tests.integration.test_matrix import farm_matrix, read_report
+from tests.integration.farmrun import farm_matrix, native_target, read_report
 from tests.modelgen import (
     SATURATING_HEAD,
     SATURATING_WEIGHT,
@@ -32,10 +32,6 @@ from tests.modelgen import (
 )
 
 pytestmark = pytest.mark.docker
-
-
-def native_target(fleet: Fleet) -> str:
-    return next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
 
 
 def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:

@@ -37,7 +37,7 @@ def test_a_host_where_int8_pays_searches_at_the_default_floor_alone() -> None:
 def test_a_host_where_int8_does_not_pay_searches_again_below_its_naive_speedup() -> None:
     zen1 = entry("keep-fp32", {"s8s8-qdq": 0.91, "u8s8-qdq": 0.96, "u8u8-qdq": None})
     floor = search_floor([zen1])
-    assert floor == pytest.approx(KEPT_SHARE * 0.96, abs=1e-3) and floor < 0.96
+    assert floor is not None and floor == pytest.approx(KEPT_SHARE * 0.96, abs=1e-3) and floor < 0.96
     # Of several timed targets, the slowest sets the floor, and it never rises above the default.
     fast = entry("tuned", {"u8s8-qdq": 9.0})
     assert search_floor([fast, zen1]) == floor

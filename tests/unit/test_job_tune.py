@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from farm.job import ranking, tune
+from farm.job import ranking, result, tune
 from farm.job.data import Dataset
 from farm.job.kernels import KernelFinding
 from farm.job.metrics import cosine
@@ -332,7 +332,7 @@ def test_tune_json_is_rewritten_after_every_trial_and_survives_an_interruption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[dict[str, Any]] = []
-    real_write = tune.write_json_atomic
+    real_write = result.write_json_atomic
 
     def recording(path: Path, data: Any) -> None:
         real_write(path, data)
