@@ -3,9 +3,9 @@
 On the controller's engine, jobs see the controller's folders through bind mounts, and the host probe reads this
 machine. On a remote engine nothing of the controller is visible: the probe runs *there*, in a container (its CPU,
 flags and cores, as that machine's kernel reports them; the engine's own info for its architecture and GPUs), files
-travel as archives through the API (farm/backend/engine.py, ``remote``), and images are shipped from the controller
-(``docker save``/``load``, streamed) when the controller has the same content, or built there from the same content
-hash otherwise. QEMU is never shipped: on a remote engine a target runs natively, masked, or not at all.
+travel as archives through the API (farm/backend/volumes.py, an engine's ``remote``), and images are shipped from the
+controller (``docker save``/``load``, streamed) when the controller has the same content, or built there from the
+same content hash otherwise. QEMU is never shipped: on a remote engine a target runs natively, masked, or not at all.
 """
 
 from __future__ import annotations
