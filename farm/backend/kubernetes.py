@@ -65,6 +65,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from farm import images
+from farm.backend import imagebuild
 from farm.backend.base import Reach
 from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, LogLines, Mount, RunResult, RunSpec
 from farm.backend.runner import PYTHON
@@ -878,7 +879,7 @@ class KubernetesBackend:
                 fix="start the Docker daemon on the controller, or set DOCKER_HOST",
             )
         started = time.monotonic()
-        built = images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
+        built = imagebuild.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         ref = self.remote_ref(built.tag)
         if self._in_registry(ref):
             return images.BuiltImage(

@@ -26,8 +26,8 @@ import yaml
 from kubernetes import client as k8s
 
 from farm import images
+from farm.backend import imagebuild, runner
 from farm.backend import kubernetes as kube
-from farm.backend import runner
 from farm.backend.engine import Mount, RunSpec
 from farm.config import Target, load_config
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem
@@ -771,7 +771,7 @@ def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, mon
     local = images.BuiltImage(
         target="x86-avx2", tag="farm/x86-avx2:0123456789abcdef", size_bytes=10, built_now=False, seconds=0.1
     )
-    monkeypatch.setattr(images, "ensure_image", lambda *a, **k: local)
+    monkeypatch.setattr(imagebuild, "ensure_image", lambda *a, **k: local)
     api = FakeDockerApi()
     engine: Any = SimpleNamespace(client=SimpleNamespace(api=api))
     backend = kube.KubernetesBackend(registry="localhost:5001/", engine=engine, clients=FakeCluster(tmp_path).clients)
