@@ -779,12 +779,10 @@ def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, mon
         == "cached"
     )
     assert len(api.pushed) == 1  # there already: not pushed again
-    refused = kbackend.KubernetesBackend(
-        registry="localhost:5001",
-        engine=SimpleNamespace(
-            client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))
-        ),
+    denied: Any = SimpleNamespace(
+        client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))
     )
+    refused = kbackend.KubernetesBackend(registry="localhost:5001", engine=denied)
     with pytest.raises(BuildFailed, match=r"pushing localhost:5001/farm-x86-avx2:0123456789abcdef failed.*denied"):
         refused.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append, on_stage=lambda _: None)
 
