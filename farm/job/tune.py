@@ -49,7 +49,7 @@ import onnx
 
 from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
-from farm.job.evaluate import _latency, _run_all, model_size
+from farm.job.evaluate import model_size
 from farm.job.fuse import Fused, counts, fuse
 from farm.job.graph import NodeCount
 from farm.job.kernels import KernelFinding, check_kernels
@@ -69,6 +69,7 @@ from farm.job.spec import (
     Spec,
     Tune,
 )
+from farm.job.timing import run_all, speedup, time_rounds
 from farm.job.variants import RECIPES, SUBGRAPH_VARIANT
 
 SCHEMA = "farm.tune/1"
@@ -419,7 +420,7 @@ class _Tuner:
             session = open_session(spec.model, target=spec.target, threads=spec.threads)
             inputs = [i.name for i in session.get_inputs()]
             self.feeds = [dataset.feed(i, inputs) for i in range(dataset.samples)]
-            self.reference = _run_all(session, self.feeds)
+            self.reference = run_all(session, self.feeds)
         except Exception as exc:  # ORT's own words: the model does not run here
             raise TuneFailed(f"fp32 does not run: {error_text(exc)}") from exc
         self.fp32_session = session
@@ -520,7 +521,7 @@ class _Tuner:
     def _time(self, session: Any) -> tuple[Latency | None, float | None, str | None]:
         """``session`` against fp32, their rounds alternating: (latency, speedup, why there is none)."""
         timing = self.spec.timing
-        both = _latency(
+        both = time_rounds(
             [self.fp32_session, session],
             self.feeds,
             warmup=timing.warmup,
@@ -532,7 +533,7 @@ class _Tuner:
             return None, None, f"could not be timed: {error_text(latency)}"
         if isinstance(fp32, Exception):
             return latency, None, f"fp32 could not be timed: {error_text(fp32)}"
-        return latency, _speedup(fp32, latency), None
+        return latency, speedup(fp32, latency), None
 
     # -- naive variants and the start ----------------------------------------------------------------------------
 
@@ -560,7 +561,7 @@ class _Tuner:
                 path = self._naive_model(name)
                 self.naive_models[name] = path
                 entry.session = open_session(path, target=spec.target, threads=spec.threads)
-                entry.accuracy = self._accuracy(_run_all(entry.session, self.feeds))
+                entry.accuracy = self._accuracy(run_all(entry.session, self.feeds))
                 entry.within = self._within(entry.accuracy)
             except Exception as exc:  # one variant's failure must not end the others
                 entry.error, entry.session = error_text(exc), None
@@ -570,7 +571,7 @@ class _Tuner:
         if self.timed:
             say(f"timing fp32 and {len(ran)} naive variants")
             timing = spec.timing
-            latencies = _latency(
+            latencies = time_rounds(
                 [self.fp32_session, *(n.session for n in ran)],
                 self.feeds,
                 warmup=timing.warmup,
@@ -586,7 +587,7 @@ class _Tuner:
                 if isinstance(latency, Exception):
                     entry.error = f"could not be timed: {error_text(latency)}"
                     continue
-                entry.latency, entry.speedup = latency, _speedup(fp32, latency)
+                entry.latency, entry.speedup = latency, speedup(fp32, latency)
         for entry in naive.values():
             entry.session = None
             self.state["naive"][entry.name] = entry.to_dict()
@@ -664,7 +665,7 @@ class _Tuner:
         try:
             trial.model = self._make(config, self.work / f"trial-{trial.index}.onnx", trial)
             session = open_session(trial.model, target=spec.target, threads=spec.threads)
-            trial.accuracy = self._accuracy(_run_all(session, self.feeds))
+            trial.accuracy = self._accuracy(run_all(session, self.feeds))
         except Exception as exc:  # this trial's failure (the quantizer's, the runtime's, NaN outputs), not the search's
             trial.error = error_text(exc)
             trial.note = "failed"
@@ -1450,10 +1451,6 @@ def _name_nodes(model: onnx.ModelProto) -> bool:
         taken.add(name)
         changed = True
     return changed
-
-
-def _speedup(fp32: Latency, variant: Latency) -> float | None:
-    return fp32.p50 / variant.p50 if variant.p50 > 0 else None
 
 
 def _speed(speedup: float | None) -> str:
