@@ -19,9 +19,10 @@ from farm.job import cpu, pitfall, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.graph import NodeCount
 from farm.job.loadfailure import classify
-from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_counted
+from farm.job.metrics import Accuracy, Latency, MetricScore, compare
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
+from farm.job.reference import Reference
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
@@ -167,23 +168,22 @@ class _Evaluation:
             return self._fp32_failed(exc, loading=True)
         self.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
         try:
-            names = [i.name for i in session.get_inputs()]
-            self.feeds = [dataset.feed(i, names) for i in range(dataset.samples)]
-            self.reference = run_all(session, self.feeds)
+            reference = Reference.run(session, dataset)
         except Exception as exc:
             return self._fp32_failed(exc)
+        self.feeds, self.reference = reference.feeds, reference.outputs
         ran = node_providers(session)
         if not self._accelerator_ran(ran):
             return False
-        self.names = [o.name for o in session.get_outputs()]
-        unknown = [n for n in spec.outputs or () if n not in self.names]
+        self.names = reference.names
+        unknown = reference.unknown(spec.outputs)
         if unknown:
             self.fail(
                 f"--output names {', '.join(unknown)}, which the model does not output "
                 f"(its outputs: {', '.join(self.names)})"
             )
             return False
-        self.counted = spec.outputs or default_counted(self.names, self.reference)
+        self.counted = reference.counted(spec.outputs)
         self._export_check()
         for index, name in enumerate(self.names):
             if name not in self.counted and self.reference[0][index].dtype.kind == "f":
@@ -193,7 +193,7 @@ class _Evaluation:
                 )
         self._save_reference(self.names)
         if spec.metric is not None:
-            self.reference_by_name = usermetric.by_name(self.names, self.reference)
+            self.reference_by_name = reference.by_name()
         fp32 = replace(self._measure(FP32, spec.model, session, self.reference), providers=ran)
         self.add(fp32)
         # A failed fp32 that still has figures is one whose --metric raised: its verdict is lost, but the reference
