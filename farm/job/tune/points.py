@@ -9,6 +9,7 @@ from typing import Any
 
 import onnx
 
+from farm.job.graph import GraphIndex
 from farm.job.quantize import OpsetRaiseFailed
 from farm.job.ranking import rank_points
 from farm.job.result import error_text
@@ -71,7 +72,7 @@ def _warn_unknown_nodes(trials: Trials, lane: Lane, points: list[dict[str, Any]]
         named = sources.for_config(lane.current.config) if lane.current is not None else sources.source
     except OpsetRaiseFailed:
         named = sources.source
-    known = {n.name for n in onnx.load(str(named), load_external_data=False).graph.node}
+    known = set(GraphIndex.of(onnx.load(str(named), load_external_data=False).graph).position)
     known |= {f.node for f in sources.fusions}
     missing = sorted({str(n) for p in points for n in p.get("nodes", ()) if n not in known})
     if missing:
