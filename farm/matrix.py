@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 import farm
-from farm import clean, compat, crosscheck, images, masking
+from farm import clean, compat, crosscheck, images
 from farm.backend import runner
 from farm.backend.engine import ENGINE_ERRORS, STAGE_LABEL, Mount, RunResult, engine_lost
 from farm.backend.registry import offline_backend
@@ -249,7 +249,7 @@ def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[
                 timeout_s=_budget(target, options),
                 memory=target.memory,
                 labels={STAGE_LABEL: stage},
-                mask_library=Path(masking.LIBRARY_NAME) if placement.mode == "masked" else None,
+                plan_only=True,
             )
             path = folder / f"{target.name}-{stage}.yaml"
             folder.mkdir(parents=True, exist_ok=True)
@@ -680,28 +680,24 @@ def run_job(
     path = inputs / name
     path.write_text(json.dumps(spec, indent=2))
     path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
-    placement = fleet.placements[target.name]
     try:
-        library = masking.library_for(placement.mode, fleet.config.cache_dir)
-    except FarmError as exc:  # this target cannot be masked here; the others still run
+        started = runner.run_spec(
+            target,
+            fleet.placements[target.name],
+            tag,
+            ["-m", "farm.job", f"{IN}/{name}", OUT],
+            mounts=_mounts(inputs, out),
+            timeout_s=timeout_s,
+            memory=target.memory,
+            keep=keep,
+            labels={STAGE_LABEL: str(spec["stage"])},
+            cache_dir=fleet.config.cache_dir,
+        )
+    except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
         return RunResult.engine_failure(f"could not be masked: {exc}")
     backend = fleet.backend(target)
     try:
-        return backend.run(
-            runner.run_spec(
-                target,
-                placement,
-                tag,
-                ["-m", "farm.job", f"{IN}/{name}", OUT],
-                mounts=_mounts(inputs, out),
-                timeout_s=timeout_s,
-                memory=target.memory,
-                keep=keep,
-                mask_library=library,
-                labels={STAGE_LABEL: str(spec["stage"])},
-            ),
-            on_line=on_line,
-        )
+        return backend.run(started, on_line=on_line)
     except EnvironmentProblem as exc:
         if not backend.reach.remote:
             raise  # the controller's own engine: nothing else can run either
