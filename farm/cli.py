@@ -400,7 +400,9 @@ def optimize(
     max_ir: int | None = None
     try:
         fleet_ = _open_fleet(targets_file)
-        chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
+        chosen_targets = [
+            t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.waits_for_request(target or [])
+        ]
         max_ir, unknown = compat.highest_ir_read_by_all(fleet_, chosen_targets)
         if unknown:
             typer.echo(

@@ -154,7 +154,6 @@ class MatrixResult:
 
 
 def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> MatrixResult:
-    named = set(options.targets)
     selected = fleet.config.select(options.targets)
     work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     inputs = work / "in"
@@ -175,7 +174,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
             run.targets[target.name] = _target_head(target, placement, fleet)
             if not placement.runnable:
                 _finish(run, target.name, status="skipped", reason=placement.reason)
-            elif target.on_request and target.name not in named:
+            elif target.waits_for_request(options.targets):
                 _finish(
                     run,
                     target.name,
@@ -227,7 +226,7 @@ def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[
     folder = options.out_dir / DRY_RUN_DIR
     inputs, notes, written = fleet.config.cache_dir / "runs" / "(run)" / "in", [], []
     for target in fleet.config.select(options.targets):
-        if target.on_request and target.name not in options.targets:
+        if target.waits_for_request(options.targets):
             continue  # as a run does: only when named
         backend = fleet.backends.get(target.name)
         placement = fleet.placements[target.name]

@@ -113,7 +113,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
-            if not placement.runnable or (target.on_request and target.name not in options.evaluation.targets):
+            if not placement.runnable or target.waits_for_request(options.evaluation.targets):
                 report["targets"].append(
                     {
                         "name": target.name,
