@@ -211,7 +211,8 @@ def matrix(
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
     from farm.backend.engine import ENGINE_ERRORS, engine_lost
     from farm.errors import EnvironmentProblem
-    from farm.matrix import MatrixOptions, load_inputs, run_matrix, write_reports
+    from farm.jobs import InputFiles, JobSettings, load_inputs
+    from farm.matrix import MatrixOptions, run_matrix, write_reports
     from farm.matrix import dry_run as plan_dry_run
     from farm.report import FORMATS, REPORT_FILE
 
@@ -223,30 +224,23 @@ def matrix(
     ):
         if value not in valid:
             raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
-    options = MatrixOptions(
-        model=model,
-        targets=target or [],
-        data=data,
-        labels=labels,
-        shapes=shape or [],
-        samples=samples,
-        calibration=calibration,
-        optimization_level=opt_level,
+    settings = JobSettings(
         threads=threads,
         iterations=iterations,
+        calibration=calibration,
+        optimization_level=opt_level,
         cosine=min_cosine,
         top1_agreement=min_top1,
+        outputs=output or [],
         timeout_s=timeout,
         keep_containers=keep,
-        out_dir=out,
-        outputs=output or [],
-        metric=metric,
-        label=label,
-        resume=resume,
-        tuned=tuned,
     )
+    files = InputFiles(
+        model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned
+    )
+    options = MatrixOptions(settings=settings, targets=target or [], out_dir=out, label=label, resume=resume)
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
-    given = load_inputs(options)
+    given = load_inputs(files, settings)
     fleet_ = _open_fleet(targets_file)
     if dry_run:
         written, notes = plan_dry_run(fleet_, given, options)
@@ -307,24 +301,21 @@ def tune(
     """Per target, search the fastest mixed-precision model that holds the tolerance: rank the quantization points
     once, return the worst to fp32 one region at a time in the target itself, stop within tolerance, below the
     speedup floor or at the budget. "keep fp32" with the best trade-off found is a result, not a failure."""
-    from farm.matrix import MatrixOptions, load_inputs
+    from farm.jobs import InputFiles, JobSettings, load_inputs
     from farm.tune import Budget, TuneOptions, render, run_tune
 
-    evaluation = MatrixOptions(
-        model=model,
+    settings = JobSettings(threads=threads, iterations=iterations, cosine=min_cosine, top1_agreement=min_top1)
+    options = TuneOptions(
+        settings=settings,
         targets=target or [],
-        data=data,
-        labels=labels,
-        shapes=shape or [],
-        samples=samples,
-        threads=threads,
-        iterations=iterations,
-        cosine=min_cosine,
-        top1_agreement=min_top1,
+        budget=Budget.parse(budget),
+        floor=floor,
         out_dir=out,
+        resume=resume,
     )
-    options = TuneOptions(evaluation=evaluation, budget=Budget.parse(budget), floor=floor, out_dir=out, resume=resume)
-    given = load_inputs(evaluation)
+    given = load_inputs(
+        InputFiles(model=model, data=data, labels=labels, shapes=shape or [], samples=samples), settings
+    )
     fleet_ = _open_fleet(targets_file)
     try:
         with progress.reporter(quiet) as report:
@@ -406,7 +397,9 @@ def optimize(
     max_ir: int | None = None
     try:
         fleet_ = _open_fleet(targets_file)
-        chosen_targets = [t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.on_request]
+        chosen_targets = [
+            t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.waits_for_request(target or [])
+        ]
         max_ir, unknown = compat.highest_ir_read_by_all(fleet_, chosen_targets)
         if unknown:
             typer.echo(
