@@ -6,6 +6,7 @@ stages), so it depends on onnx alone.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -45,3 +46,26 @@ def copy_model(source: Path, destination: Path) -> Path:
         return save_model(onnx.load(str(source)), destination, external=True)
     shutil.copyfile(source, destination)
     return destination
+
+
+def model_size(path: Path) -> int | None:
+    """The model file plus the external data files it names: what has to ship."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # an unreadable model still has a file size
+        return size
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    for location in locations:
+        with contextlib.suppress(OSError):
+            size += (path.parent / location).stat().st_size
+    return size

@@ -251,7 +251,8 @@ def test_gpu_target_that_falls_back_to_cpu_fails(tmp_path: Path) -> None:
 
 
 def test_a_crash_mid_variant_leaves_a_file_that_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from farm.job import evaluate, session
+    from farm.job import session
+    from farm.job.evaluate import measure
 
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
     prepared(tmp_path, candidates=["u8u8-qdq"])
@@ -262,7 +263,7 @@ def test_a_crash_mid_variant_leaves_a_file_that_says_so(tmp_path: Path, monkeypa
             raise KeyboardInterrupt  # stands in for a kill: nothing in the job may swallow it
         return real_open(path, **kwargs)
 
-    monkeypatch.setattr(evaluate, "open_session", dies_on_u8u8)
+    monkeypatch.setattr(measure, "open_session", dies_on_u8u8)
     with pytest.raises(KeyboardInterrupt):
         run_evaluate(Spec.from_file(write_job_spec(tmp_path, candidates=["u8u8-qdq"])), tmp_path / "out")
     result = read(tmp_path / "out" / "result.json")

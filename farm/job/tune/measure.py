@@ -10,8 +10,8 @@ import numpy as np
 
 from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
-from farm.job.evaluate import model_size
 from farm.job.metrics import Accuracy, Latency, compare
+from farm.job.modelfile import model_size
 from farm.job.reference import Reference
 from farm.job.result import error_text
 from farm.job.session import open_session

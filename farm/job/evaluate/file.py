@@ -1,0 +1,78 @@
+"""result.json as it stands: rewritten after each variant, so a crash keeps what was done."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from farm.job.result import Runtime, TargetResult, VariantResult, write_json_atomic
+from farm.job.spec import Target
+
+log = logging.getLogger("farm.job")
+
+
+class ResultFile:
+    """The target's result so far, and what the file says until the run ends: that it did not finish, and the
+    variant under way, so if the runtime dies (QEMU segfaults happen) that is the truth the controller finds."""
+
+    def __init__(self, target: Target, out: Path) -> None:
+        self.out = out
+        self.result = TargetResult(
+            name=target.name,
+            platform=target.platform,
+            mode=target.mode,
+            cpu_model=target.cpu_model,
+            status="ok",
+            reason=None,
+            runtime=Runtime(onnxruntime=ort.__version__, providers=()),
+        )
+        self.finished = False
+        self.pending: str | None = None
+        self.timing_underway = False
+
+    def save(self, **changes: Any) -> None:
+        self.result = replace(self.result, **changes)
+        written = self.result
+        if not self.finished:
+            reason = "the job ended before it finished"
+            if self.pending is not None:
+                error = "the job ended while running this variant (the runtime crashed or was killed)"
+                stopped = VariantResult(name=self.pending, status="failed", error=error)
+                written = replace(written, variants=(*written.variants, stopped))
+                reason += f", while running {self.pending}"
+            elif self.timing_underway:
+                reason += ", while timing the variants (their accuracy figures are complete)"
+            written = replace(written, status="failed", reason=written.reason or reason)
+        write_json_atomic(self.out / "result.json", written.to_dict())
+
+    def begin(self, name: str) -> None:
+        log.info("evaluate: %s starting", name)
+        self.pending = name
+        self.save()
+
+    def add(self, variant: VariantResult) -> None:
+        log.info("evaluate: %s %s%s", variant.name, variant.status, f" ({variant.error})" if variant.error else "")
+        self.pending = None
+        self.save(variants=(*self.result.variants, variant))
+
+    def fail(self, reason: str) -> None:
+        log.info("evaluate: target failed: %s", reason)
+        self.finished = True
+        self.save(status="failed", reason=reason)
+
+    def finish(self, **changes: Any) -> None:
+        """The last save: the file no longer says the run was cut short."""
+        self.finished = True
+        self.save(**changes)
+
+    def warn(self, warning: str) -> None:
+        if warning not in self.result.warnings:
+            self.save(warnings=(*self.result.warnings, warning))
+
+    def time_underway(self, underway: bool) -> None:
+        """While the timing phase runs, a crash is one after every variant's accuracy is known."""
+        self.timing_underway = underway

@@ -1,0 +1,50 @@
+"""Stage ``evaluate``: the steps in order, from the data to the recommendation (the package's docstring says what
+each module does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from farm.job import cpu
+from farm.job.data import DataError, Dataset
+from farm.job.evaluate import metric
+from farm.job.evaluate.candidates import Candidates, read_prepared
+from farm.job.evaluate.extra import run_optimized, run_tuned
+from farm.job.evaluate.file import ResultFile
+from farm.job.evaluate.fp32 import run_fp32
+from farm.job.recommend import recommend, saturation_findings
+from farm.job.result import TargetResult
+from farm.job.spec import Spec
+
+
+def run_evaluate(spec: Spec, out: Path) -> TargetResult:
+    """Evaluate every variant of ``spec``'s target, rewriting ``out``/result.json after each; returns the result."""
+    file = ResultFile(spec.target, out)
+    prepared = read_prepared(spec.artifacts)
+    file.save()
+    try:
+        dataset = Dataset.load(spec.inputs, spec.labels)
+    except DataError as exc:
+        file.fail(str(exc))
+        return file.result
+    seen = cpu.features_seen() if spec.target.arch == "x86_64" else None
+    file.save(cpu_seen=seen)
+    if spec.target.masked and (problem := cpu.mask_problem(spec.target.cpu_unseen, seen)):
+        file.fail(problem)
+        return file.result
+    loaded = None if spec.metric is None else metric.load(spec.metric)
+    measure = run_fp32(spec, file, dataset, loaded)
+    if measure is None:
+        return file.result
+    run_optimized(spec, file, measure)
+    candidates = Candidates(spec=spec, prepared=prepared, file=file, measure=measure)
+    for name in spec.candidates:
+        candidates.run(name)
+    if spec.tuned is not None:
+        run_tuned(spec.tuned, file, measure)
+    measure.timer.time_kept()
+    variants = file.result.variants
+    recommended, why = recommend(variants, emulated=spec.target.emulated, saturation_risk=spec.target.saturation_risk)
+    findings = tuple(saturation_findings(variants))
+    file.finish(recommended=recommended, recommendation_reason=why, warnings=(*file.result.warnings, *findings))
+    return file.result
