@@ -379,10 +379,11 @@ def optimize(
     """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
     version the targets read. Exits 5 when the result does not match the input."""
     from farm import compat
-    from farm.data import SYNTHETIC_WARNING, parse_shape_overrides, prepare_data
+    from farm.data import parse_shape_overrides, prepare_data
     from farm.errors import EnvironmentProblem
     from farm.inspect import inspect_model
     from farm.optimize import available_passes, check_passes, optimize_model
+    from farm.report.model import SYNTHETIC_WARNING
     from farm.rewrite import default_passes
 
     if list_passes:
@@ -472,7 +473,7 @@ def report_cmd(
     """One report over many runs: the latest matrix, what changed since the run before, and per target and
     variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
     from farm.gate import Policy
-    from farm.report.trend import collect, write_trend
+    from farm.gate.trend import collect, write_trend
 
     rules = Policy.load(policy)
     history = collect(paths)

@@ -22,7 +22,9 @@ import onnx
 from onnx import numpy_helper
 
 from farm.errors import DataError, one_line
-from farm.inspect import Dim, ModelInfo, TensorInfo, shape_text
+from farm.inspect import ModelInfo, TensorInfo
+from farm.report.model import SYNTHETIC_WARNING
+from farm.shapes import Dim, shape_text
 
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 Shape = tuple[int, ...]
@@ -36,10 +38,6 @@ SYNTHETIC_LIMIT_BYTES = 1 << 30
 MAX_RANK = 64
 # "Small non-negative" keeps synthetic integers valid as indices, token ids and class ids in most models.
 SYNTHETIC_INT_HIGH = 10
-SYNTHETIC_WARNING = (
-    "inputs are synthetic (random, from the declared types and shapes): accuracy figures may be meaningless; "
-    "pass --data with real samples"
-)
 _NATURAL = re.compile(r"(\d+)")
 
 

@@ -18,14 +18,14 @@ import onnxruntime as ort
 
 from farm.job import cpu, pitfall, usermetric
 from farm.job.data import DataError, Dataset
-from farm.job.graph import NodeCount
 from farm.job.loadfailure import classify
-from farm.job.metrics import Accuracy, Latency, MetricScore, compare, default_counted
+from farm.job.metrics import compare, default_counted, latency_from_rounds
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
 from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
+from farm.job.types import Accuracy, Latency, MetricScore, NodeCount
 from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT, TUNED
 
 X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
@@ -525,7 +525,7 @@ def _latency(
                     timed[index][r].append(seconds)
     interleaved = len(sessions) > 1
     return [
-        errors[i] if i in errors else Latency.from_rounds(timed[i], interleaved=interleaved)
+        errors[i] if i in errors else latency_from_rounds(timed[i], interleaved=interleaved)
         for i in range(len(sessions))
     ]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from farm.job.loadfailure import LoadFailure
-from farm.job.metrics import Accuracy, Latency
+from farm.job.types import Accuracy, Latency
 
 Status = Literal["ok", "failed", "skipped"]
 TimingLabel = Literal["measured", "masked", "emulated", "none"]

@@ -51,9 +51,8 @@ from farm.job import cpu, usermetric
 from farm.job.data import DataError, Dataset
 from farm.job.evaluate import _latency, _run_all, model_size
 from farm.job.fuse import Fused, counts, fuse
-from farm.job.graph import NodeCount
 from farm.job.kernels import KernelFinding, check_kernels
-from farm.job.metrics import Accuracy, Latency, compare, default_counted
+from farm.job.metrics import compare, default_counted
 from farm.job.modelfile import copy_model, keeps_external_data, save_model
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.ranking import rank_points
@@ -69,6 +68,7 @@ from farm.job.spec import (
     Spec,
     Tune,
 )
+from farm.job.types import Accuracy, Latency, NodeCount
 from farm.job.variants import RECIPES, SUBGRAPH_VARIANT
 
 SCHEMA = "farm.tune/1"
@@ -212,7 +212,7 @@ class _Trial:
     why: str | None = None
     # How the quantizer made its model (farm.job.quantize's record): the tuned model's, in tune.json's best.
     record: dict[str, Any] | None = None
-    # What the model quantized (farm.job.graph.NodeCount.to_dict()); a model with none left quantized is not int8.
+    # What the model quantized (farm.job.types.NodeCount.to_dict()); a model with none left quantized is not int8.
     nodes: dict[str, int] | None = None
     accuracy: Accuracy | None = None
     latency: Latency | None = None

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from farm.data import SYNTHETIC_WARNING
 from farm.errors import BadInput
 from farm.report import FORMATS, Report, render
+from farm.report.model import SYNTHETIC_WARNING
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
 
