@@ -17,12 +17,12 @@ import onnx
 import onnxruntime as ort
 
 from farm.job import cpu, pitfall, usermetric
-from farm.job.data import DataError, Dataset
+from farm.job.data import Dataset, DatasetError
 from farm.job.loadfailure import classify
 from farm.job.metrics import compare, default_counted, latency_from_rounds
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
-from farm.job.result import Runtime, TargetResult, TimingLabel, VariantResult, error_text, write_json_atomic
+from farm.job.result import JobResult, JobRuntime, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
 from farm.job.types import Accuracy, Latency, MetricScore, NodeCount
@@ -60,14 +60,14 @@ class _Evaluation:
 
     def __init__(self, spec: Spec, out: Path) -> None:
         self.spec, self.out = spec, out
-        self.result = TargetResult(
+        self.result = JobResult(
             name=spec.target.name,
             platform=spec.target.platform,
             mode=spec.target.mode,
             cpu_model=spec.target.cpu_model,
             status="ok",
             reason=None,
-            runtime=Runtime(onnxruntime=ort.__version__, providers=()),
+            runtime=JobRuntime(onnxruntime=ort.__version__, providers=()),
         )
         self.reference: list[list[np.ndarray]] = []
         self.feeds: list[dict[str, np.ndarray]] = []
@@ -122,12 +122,12 @@ class _Evaluation:
         if warning not in self.result.warnings:
             self.save(warnings=(*self.result.warnings, warning))
 
-    def run(self) -> TargetResult:
+    def run(self) -> JobResult:
         spec = self.spec
         self.save()
         try:
             dataset = Dataset.load(spec.inputs, spec.labels)
-        except DataError as exc:
+        except DatasetError as exc:
             self.fail(str(exc))
             return self.result
         self.labels = dataset.labels
@@ -165,7 +165,7 @@ class _Evaluation:
             session = open_session(spec.model, target=spec.target, threads=spec.threads, profile=True)
         except Exception as exc:  # the reason is ORT's own message, verbatim
             return self._fp32_failed(exc, loading=True)
-        self.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
+        self.save(runtime=JobRuntime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
         try:
             names = [i.name for i in session.get_inputs()]
             self.feeds = [dataset.feed(i, names) for i in range(dataset.samples)]
@@ -564,5 +564,5 @@ def _read_prepared(artifacts: Path | None) -> dict[str, Any]:
     return prepared if isinstance(prepared, dict) else {}
 
 
-def run_evaluate(spec: Spec, out: Path) -> TargetResult:
+def run_evaluate(spec: Spec, out: Path) -> JobResult:
     return _Evaluation(spec, out).run()

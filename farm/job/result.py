@@ -55,7 +55,7 @@ class VariantResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Runtime:
+class JobRuntime:
     onnxruntime: str
     providers: tuple[str, ...]
 
@@ -64,14 +64,14 @@ class Runtime:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TargetResult:
+class JobResult:
     name: str
     platform: str
     mode: Literal["native", "masked", "emulated"]
     cpu_model: str | None
     status: Status
     reason: str | None
-    runtime: Runtime | None
+    runtime: JobRuntime | None
     variants: tuple[VariantResult, ...] = ()
     recommended: str | None = None
     recommendation_reason: str | None = None

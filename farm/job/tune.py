@@ -48,7 +48,7 @@ import numpy as np
 import onnx
 
 from farm.job import cpu, usermetric
-from farm.job.data import DataError, Dataset
+from farm.job.data import Dataset, DatasetError
 from farm.job.evaluate import _latency, _run_all, model_size
 from farm.job.fuse import Fused, counts, fuse
 from farm.job.kernels import KernelFinding, check_kernels
@@ -97,7 +97,7 @@ def say(text: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Config:
+class QuantConfig:
     """One quantized model the search can make: the start's recipe, varied."""
 
     variant: str
@@ -112,12 +112,12 @@ class Config:
     fused: bool = False
 
     @classmethod
-    def of(cls, variant: str, method: CalibrationMethod) -> Config:
+    def of(cls, variant: str, method: CalibrationMethod) -> QuantConfig:
         recipe = RECIPES[variant]
         return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
         """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
         return cls(
             variant=str(data["variant"]),
@@ -152,7 +152,7 @@ def _without_reduce_range(variant: str) -> str | None:
     )
 
 
-def _covering(config: Config, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
+def _covering(config: QuantConfig, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
     """The given changes, plus one for each node or weight the given config keeps out of int8 that none names."""
     named = {n for c in changes for n in c.get("nodes", ())} | {w for c in changes for w in c.get("seven_bit", ())}
     why = f"{origin}'s tuned model keeps it out of int8"
@@ -175,7 +175,7 @@ def _family(variant: str) -> tuple[str, str]:
     return recipe.activation, recipe.weight
 
 
-def _kept_text(config: Config) -> str:
+def _kept_text(config: QuantConfig) -> str:
     """What a config keeps out of plain int8, in words."""
     parts = []
     if config.exclude:
@@ -200,7 +200,7 @@ class _Trial:
     # Which lane (a search from one start) it belongs to.
     lane: int
     change: str
-    config: Config
+    config: QuantConfig
     step: Step
     point: int | None = None
     # What this trial changed against the current model: nodes put in fp32, weights made 7-bit, changes undone.
@@ -401,7 +401,7 @@ class _Tuner:
         spec = self.spec
         try:
             dataset = Dataset.load(spec.inputs, spec.labels)
-        except DataError as exc:
+        except DatasetError as exc:
             raise TuneFailed(str(exc)) from exc
         self.dataset, self.labels = dataset, dataset.labels
         if spec.target.masked:
@@ -459,7 +459,7 @@ class _Tuner:
             ]
             say(f"exporter patterns to fuse: {_fusion_text(self.fusions)}")
 
-    def _source_for(self, config: Config) -> Path:
+    def _source_for(self, config: QuantConfig) -> Path:
         base = self.fused_source if config.fused and self.fused_source is not None else self.source
         if not config.per_channel:
             return base
@@ -610,7 +610,7 @@ class _Tuner:
             return artifacts / f"{name}.onnx"
         assert self.dataset is not None
         path = self.work / f"naive-{name}.onnx"
-        config = Config.of(name, self.spec.calibration.method)
+        config = QuantConfig.of(name, self.spec.calibration.method)
         quantize(name, self._source_for(config), path, dataset=self.dataset, calibration=self.spec.calibration)
         return path
 
@@ -631,7 +631,7 @@ class _Tuner:
     def _trial(
         self,
         change: str,
-        config: Config,
+        config: QuantConfig,
         *,
         step: Step,
         point: int | None = None,
@@ -733,7 +733,7 @@ class _Tuner:
             and trial.speedup > current.speedup * (1.0 + NOISE_FLOOR)
         )
 
-    def _make(self, config: Config, path: Path, trial: _Trial | None = None) -> Path:
+    def _make(self, config: QuantConfig, path: Path, trial: _Trial | None = None) -> Path:
         assert self.dataset is not None
         record = quantize(
             config.variant,
@@ -776,17 +776,17 @@ class _Tuner:
         """
         given = self.settings.candidate
         if given is not None:
-            first = Config.from_dict(given)
+            first = QuantConfig.from_dict(given)
             origin = str(given.get("target") or "the native search")
             self.given_changes = _covering(first, [dict(c) for c in given.get("changes", ())], origin)
             label = f"start: {origin}'s tuned model ({first.variant}, {_kept_text(first)}), checked on this target"
         else:
-            first, label = Config.of(start, self.spec.calibration.method), f"start: {start}"
+            first, label = QuantConfig.of(start, self.spec.calibration.method), f"start: {start}"
             plain = _without_reduce_range(start)
             if self.spec.target.saturation_risk and plain is not None:
                 # 7-bit weights everywhere is the blanket remedy for saturation; the kernel check finds the nodes
                 # that need it, so the search starts from the family's 8-bit recipe.
-                first = Config.of(plain, self.spec.calibration.method)
+                first = QuantConfig.of(plain, self.spec.calibration.method)
                 label = f"start: {plain} ({start} without reduce_range: the kernel check finds the nodes that saturate)"
         reasons = [self._lane(first, label)]
         while self.timed:
@@ -800,7 +800,7 @@ class _Tuner:
             faster, speed, against = found
             recipe = RECIPES[faster]
             if rival is None:
-                config = Config.of(faster, self.spec.calibration.method)
+                config = QuantConfig.of(faster, self.spec.calibration.method)
                 label = (
                     f"start: {faster} (its kernels ran {speed:.2f}x fp32 naive, against {against:.2f}x for "
                     f"{self.state['lanes'][-1]['variant']}, whose lane found nothing within tolerance)"
@@ -848,7 +848,7 @@ class _Tuner:
         plain = min(members[family], key=lambda n: (RECIPES[n].reduce_range, RECIPES[n].per_channel, n))
         return plain, speed, speeds[reference]
 
-    def _lane(self, config: Config, label: str, *, rival: _Trial | None = None) -> str:
+    def _lane(self, config: QuantConfig, label: str, *, rival: _Trial | None = None) -> str:
         """One lane: its start, then (out of tolerance) the kernels, the knobs and the ranked points, then (within)
         the changes this target does not need returned to int8. Returns why it stopped."""
         self.current = None
@@ -987,7 +987,7 @@ class _Tuner:
         return self._lane_over(rival) or "every ranked point was tried"
 
     @staticmethod
-    def _seven_bit_fits(finding: KernelFinding, config: Config) -> bool:
+    def _seven_bit_fits(finding: KernelFinding, config: QuantConfig) -> bool:
         """7-bit weights are the remedy for ``finding`` in ``config``: it saturates, its int8 weights are not 7-bit
         yet."""
         return bool(
@@ -1047,7 +1047,8 @@ class _Tuner:
             if plain == config and start.model is not None:
                 model = start.model
             elif (
-                plain == Config.of(config.variant, self.spec.calibration.method) and config.variant in self.naive_models
+                plain == QuantConfig.of(config.variant, self.spec.calibration.method)
+                and config.variant in self.naive_models
             ):
                 model = self.naive_models[config.variant]
             else:

@@ -136,3 +136,15 @@ def test_only_the_backend_imports_the_docker_sdk() -> None:
     files = [path for path in sources(FARM) if not path.is_relative_to(FARM / "backend")]
     found = violations(files, "docker")
     assert not found, "only farm/backend/ talks to Docker; ask a target's backend instead: " + "; ".join(found)
+
+
+def test_no_class_name_is_defined_twice() -> None:
+    # One name, one meaning: a reader (and a grep) must not meet the controller's Target as the job's, or the
+    # report's TargetResult as the job's.
+    defined: dict[str, list[str]] = {}
+    for path in sources(FARM):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                defined.setdefault(node.name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    twice = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not twice, f"give each a name that says what it is: {twice}"
