@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from farm import __version__, doctor, fleet, progress
 from farm.errors import BadInput, FarmError, Interrupted
+from farm.job.spec import DEFAULT_FLOOR
 
 app = typer.Typer(
     add_completion=False,
@@ -280,7 +281,12 @@ def tune(
     budget: Annotated[
         str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); default 20 trials")
     ] = None,
-    floor: Annotated[float, typer.Option(min=1.0, help="the speedup over fp32 a tuned model must keep")] = 1.1,
+    floor: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="the speedup over fp32 a tuned model must keep (below 1: int8 may run slower, e.g. for size)"
+        ),
+    ] = DEFAULT_FLOOR,
     min_cosine: MinCosineOpt = 0.99,
     min_top1: MinTop1Opt = 0.99,
     threads: ThreadsOpt = 1,

@@ -72,7 +72,7 @@ _DEFAULT_KEYS = (
     "namespace",
     "kube_context",
 )
-# `engine = "local"` (or none): the controller's Docker engine; "kubernetes": a cluster (farm/backend/kubernetes.py).
+# `engine = "local"` (or none): the controller's Docker engine; "kubernetes": a cluster (farm/backend/kubernetes/).
 LOCAL_ENGINE = "local"
 KUBERNETES = "kubernetes"
 _TOP_KEYS = ("defaults", "targets")

@@ -27,7 +27,7 @@ from farm.fleet import Fleet, ensure_images
 from farm.job.kernels import KernelFinding
 from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
-from farm.job.spec import TUNE_FILE, TUNED_MODEL
+from farm.job.spec import DEFAULT_FLOOR, TUNE_FILE, TUNED_MODEL
 from farm.job.variants import RECIPES
 from farm.matrix import (
     MatrixInputs,
@@ -45,7 +45,6 @@ from farm.tuned import REPORT_FILE, REPORT_SCHEMA, TUNED_DIR
 
 # Seconds a container gets beyond the search budget: loading, the fp32 reference, the naive variants, the ranking.
 SETUP_ALLOWANCE_S = 900.0
-DEFAULT_FLOOR = 1.1
 _BUDGET_RE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>s|m|h|t|trials?)\s*$")
 
 

@@ -46,7 +46,7 @@ class ModelData:
         """Write ``inputs.npz`` and ``labels.npy`` into ``directory``; returns both paths."""
         directory.mkdir(parents=True, exist_ok=True)
         inputs_path, labels_path = directory / "inputs.npz", directory / "labels.npy"
-        np.savez(inputs_path, **self.inputs)
+        np.savez(inputs_path, **self.inputs)  # type: ignore[arg-type]  # numpy's stub confuses **arrays with allow_pickle
         np.save(labels_path, self.labels)
         return inputs_path, labels_path
 

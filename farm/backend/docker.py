@@ -3,9 +3,9 @@
 On the controller's engine, jobs see the controller's folders through bind mounts, and the host probe reads this
 machine. On a remote engine nothing of the controller is visible: the probe runs *there*, in a container (its CPU,
 flags and cores, as that machine's kernel reports them; the engine's own info for its architecture and GPUs), files
-travel as archives through the API (farm/backend/engine.py, ``remote``), and images are shipped from the controller
-(``docker save``/``load``, streamed) when the controller has the same content, or built there from the same content
-hash otherwise. QEMU is never shipped: on a remote engine a target runs natively, masked, or not at all.
+travel as archives through the API (farm/backend/volumes.py, an engine's ``remote``), and images are shipped from the
+controller (``docker save``/``load``, streamed) when the controller has the same content, or built there from the
+same content hash otherwise. QEMU is never shipped: on a remote engine a target runs natively, masked, or not at all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from farm import bootstrap, images
+from farm.backend import imagebuild
 from farm.backend.base import Reach
 from farm.backend.engine import STAGE_LABEL, Engine, ImageInfo, RunResult, RunSpec
 from farm.config import PLATFORM_ARCH, Config, Target
@@ -92,21 +93,21 @@ class DockerBackend:
 
     def image_ref(self, tag: str) -> str | None:
         """The name under which this engine has the content of ``tag``, or None."""
-        found = images.find_image(self.engine, tag)
+        found = imagebuild.find_image(self.engine, tag)
         return None if found is None else (tag if tag in found.tags else found.tags[0])
 
     def ensure_image(
         self, config: Config, target: Target, *, on_line: LineSink, on_stage: LineSink
     ) -> images.BuiltImage:
         if not self.engine.remote or self._controller is None:
-            return images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
+            return imagebuild.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         started = time.monotonic()
         _, tag = images.ensure_tag(config, target, on_line=on_line, on_stage=on_stage)
-        here = images.find_image(self._controller, tag)
-        if here is None or images.find_image(self.engine, tag) is not None:
+        here = imagebuild.find_image(self._controller, tag)
+        if here is None or imagebuild.find_image(self.engine, tag) is not None:
             # Already there, or the controller lacks it too: build there, from the same content hash.
             self._ship_base(images.base_ref(target))
-            return images.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
+            return imagebuild.ensure_image(self.engine, config, target, on_line=on_line, on_stage=on_stage)
         on_stage(f"ship from the controller to {self.engine.host}")
         self._controller.ship(here.id, self.engine)
         _tag_as(self.engine, here, tag)
@@ -154,7 +155,7 @@ class DockerBackend:
         """The bootstrapped base of the machine's architecture, there: all the probe needs is its Python."""
         ref = bootstrap.base_tag(arch)
         self._ship_base(ref)
-        return images.ensure_base(
+        return imagebuild.ensure_base(
             self.engine, self._cache_dir, Target(name=f"base-{arch}", platform=_ARCH_PLATFORM[arch]), lambda _: None
         )
 

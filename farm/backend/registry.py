@@ -33,7 +33,7 @@ def offline_backend(target: Target, config: Config, local: Engine) -> Backend:
     if target.engine == LOCAL_ENGINE:
         return DockerBackend(local, cache_dir=config.cache_dir)
     if target.engine == KUBERNETES:
-        from farm.backend.kubernetes import KubernetesBackend
+        from farm.backend.kubernetes.backend import KubernetesBackend
 
         assert target.registry is not None  # config requires it for kubernetes targets
         return KubernetesBackend(
@@ -51,7 +51,9 @@ def open_backend(target: Target, config: Config, local: Engine) -> Backend:
     if target.engine == LOCAL_ENGINE:
         return DockerBackend(local, cache_dir=config.cache_dir)
     if target.engine == KUBERNETES:
-        from farm.backend.kubernetes import open_kubernetes  # the kubernetes client loads only when a target needs it
+        from farm.backend.kubernetes.backend import (
+            open_kubernetes,
+        )  # the kubernetes client loads only when a target needs it
 
         return open_kubernetes(target, config, local)
     remote = Engine.connect_to(

@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-
 from farm.backend.engine import Engine
+from farm.errors import EnvironmentProblem
 from tests.conftest import missing
 
 # runc, with every container's /proc/cpuinfo replaced by the file beside this script.
@@ -182,10 +181,9 @@ def second_engine(
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        client = _wait_for(sock, process, root)
         yield SecondEngine(
             address=f"unix://{sock}",
-            engine=Engine(client, host=f"unix://{sock}", remote=True),
+            engine=_wait_for(sock, process, root),
             cpu_model=cpu_model,
             cpu_flags=cpu_flags,
             tls_address=f"tcp://127.0.0.1:{port}",
@@ -201,7 +199,8 @@ def second_engine(
         shutil.rmtree(root / "exec", ignore_errors=True)
 
 
-def _wait_for(sock: Path, process: subprocess.Popen[bytes], root: Path) -> docker.DockerClient:
+def _wait_for(sock: Path, process: subprocess.Popen[bytes], root: Path) -> Engine:
+    """The new engine, as farm reaches a remote one (through farm/backend/, the only code that imports the SDK)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -209,10 +208,8 @@ def _wait_for(sock: Path, process: subprocess.Popen[bytes], root: Path) -> docke
                 f"the second dockerd exited {process.returncode}: {(root / 'dockerd.log').read_text()[-2000:]}"
             )
         if sock.exists():
-            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
-            with contextlib.suppress(Exception):
-                client.ping()
-                return client
+            with contextlib.suppress(EnvironmentProblem):
+                return Engine.connect_to(f"unix://{sock}")
         time.sleep(0.5)
     raise RuntimeError(f"the second dockerd did not answer in 60 s: {(root / 'dockerd.log').read_text()[-2000:]}")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_cli_errors import farm
+from tests.farmcli import farm
 
 
 @pytest.mark.docker

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from farm.backend.engine import OWNER_LABEL, RUN_LABEL, Engine
+from farm.backend.engine import RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
-from farm.owner import this_process
+from farm.owner import OWNER_LABEL, this_process
+from tests.farmcli import farm
 from tests.integration.conftest import image_of, wait_for
-from tests.integration.test_matrix import native_target, start_matrix
-from tests.unit.test_cli_errors import farm
+from tests.integration.farmrun import native_target, start_matrix
 
 pytestmark = pytest.mark.docker
 

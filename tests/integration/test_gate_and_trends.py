@@ -21,9 +21,9 @@ from farm.fleet import BuildResults, Fleet
 from farm.report.schema import validate
 from tests.browser import PageResult, chromium_path, open_page
 from tests.conftest import ROOT, missing
-from tests.integration.test_matrix import farm_matrix, native_target, read_report, target, variant
+from tests.farmcli import farm
+from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant
 from tests.modelgen import make_mlp_classifier
-from tests.unit.test_cli_errors import farm
 
 pytestmark = pytest.mark.docker
 ARTIFACTS = ROOT / "test-artifacts"

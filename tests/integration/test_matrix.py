@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -17,58 +13,14 @@ import pytest
 
 from farm.backend.engine import RUN_LABEL, Engine
 from farm.fleet import BuildResults, Fleet
-from farm.job.recommend import saturation_safe
+from farm.job.variants import saturation_safe
 from farm.models import default_model
 from farm.report.schema import validate
-from tests.conftest import ROOT
 from tests.integration.conftest import runnable, wait_for
+from tests.integration.farmrun import farm_matrix, native_target, read_report, start_matrix, target, variant
 from tests.modelgen import make_saturating_classifier
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation]
-
-
-def farm_matrix(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=ROOT,
-    )
-
-
-def start_matrix(*args: str, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-
-
-def words(text: str) -> str:
-    """Rendered text with its line wraps undone: where a table wraps depends on its widest cell (a target's name)."""
-    return " ".join(text.split())
-
-
-def read_report(out: Path) -> dict[str, Any]:
-    report: dict[str, Any] = json.loads((out / "report.json").read_text())
-    return report
-
-
-def target(report: dict[str, Any], name: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(t for t in report["targets"] if t["name"] == name)
-    return found
-
-
-def variant(entry: dict[str, Any], name: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(v for v in entry["variants"] if v["name"] == name)
-    return found
-
-
-def native_target(fleet: Fleet) -> str:
-    return next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +88,7 @@ def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
     model = make_saturating_classifier(tmp_path / "model.onnx", samples=32)
-    np.savez(tmp_path / "data.npz", **model.inputs)
+    np.savez(tmp_path / "data.npz", **model.inputs)  # type: ignore[arg-type]  # numpy's stub: **arrays vs allow_pickle
     assert model.labels is not None
     np.save(tmp_path / "labels.npy", model.labels)
     # The other side of the comparison: VNNI where this CPU has it, else arm64, whose int8 kernels do not saturate.

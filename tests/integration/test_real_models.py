@@ -24,7 +24,7 @@ from farm.fleet import BuildResults, Fleet
 from farm.matrix import TIMING_ROUNDS
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.test_matrix import farm_matrix, read_report, target, variant, words
+from tests.integration.farmrun import farm_matrix, read_report, target, variant, words
 from tests.modelgen import (
     ModelData,
     make_dynamic_batch_cnn,

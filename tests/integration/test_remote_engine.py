@@ -23,8 +23,8 @@ from farm.fleet import BuildResults, Fleet
 from farm.host import HostInfo, place
 from farm.report.schema import validate
 from tests.conftest import ROOT
+from tests.integration.farmrun import x86_targets
 from tests.integration.second_engine import SecondEngine, second_engine
-from tests.integration.test_unattended import x86_targets
 
 pytestmark = pytest.mark.docker
 

@@ -21,7 +21,7 @@ from farm.masking import CPUID_FAULT, cleared_features, ensure_library, mask_rul
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of
-from tests.integration.test_matrix import farm_matrix, read_report, target, variant, words
+from tests.integration.farmrun import farm_matrix, read_report, target, variant, words
 from tests.modelgen import make_cnn, make_mlp_classifier, make_saturating_classifier, write_job_spec
 
 pytestmark = pytest.mark.docker

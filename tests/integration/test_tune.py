@@ -4,6 +4,7 @@ fp32, or says "keep fp32" with the best trade-off it found."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,12 @@ import onnx
 import pytest
 
 from farm.fleet import BuildResults, Fleet
+from farm.job.recommend import faster
+from farm.job.types import Latency
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.test_matrix import farm_matrix, read_report
+from tests.hostfloor import check_keep_fp32_is_earned, search_floor, timed
+from tests.integration.farmrun import farm_matrix, native_target, read_report
 from tests.modelgen import (
     SATURATING_HEAD,
     SATURATING_WEIGHT,
@@ -28,10 +32,6 @@ from tests.modelgen import (
 )
 
 pytestmark = pytest.mark.docker
-
-
-def native_target(fleet: Fleet) -> str:
-    return next(t.name for t in fleet.config.targets if fleet.placements[t.name].mode == "native")
 
 
 def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
@@ -58,14 +58,33 @@ def tune_generated(
     return target, result, report["targets"][0]
 
 
+def tune_at_host_floor(
+    model: Path, data: Path, out: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], Any, Path]:
+    """`farm tune` at the default floor; where int8 does not pay that much on this host, the "keep fp32" of each timed
+    target is checked against its own timings, and the search runs again at the floor those timings set
+    (tests/hostfloor.py). Returns the run, its tune.json and the folder that holds them."""
+    result, report = farm_tune(model, data, out, *args)
+    assert result.returncode == 0, result.stderr
+    floor = search_floor(report["targets"])
+    if floor is None:
+        return result, report, out
+    for entry in timed(report["targets"]):
+        if entry["verdict"] != "tuned":
+            check_keep_fp32_is_earned(entry, report["floor"])
+    again = out.with_name(f"{out.name}-floor")
+    result, report = farm_tune(model, data, again, *args, "--floor", str(floor))
+    assert result.returncode == 0, result.stderr
+    return result, report, again
+
+
 def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
     data = make_sensitive_cnn(tmp_path / "sensitive.onnx")
     inputs, _ = data.save(tmp_path / "data")
     target = native_target(fleet)
-    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target)
-    assert result.returncode == 0, result.stderr
+    result, report, out = tune_at_host_floor(data.path, inputs, tmp_path / "out", "--target", target)
     assert "Traceback" not in result.stderr
     entry = report["targets"][0]
     assert entry["status"] == "ok" and entry["verdict"] == "tuned", entry.get("reason")
@@ -75,7 +94,7 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     assert set(SENSITIVE_REGION) <= set(best["exclude"]), best
     assert best["within_tolerance"] and best["accuracy"]["cosine"] >= 0.99, best
     assert best["speedup"] >= report["floor"], best  # measured in the target: still faster than fp32 by the floor
-    tuned = onnx.load(str(tmp_path / "out" / "tuned" / f"{target}.onnx"))
+    tuned = onnx.load(str(out / "tuned" / f"{target}.onnx"))
     producers = {output: node for node in tuned.graph.node for output in node.output}
     ops = [n.op_type for n in tuned.graph.node]
     assert "QuantizeLinear" in ops, "the tuned model is still int8 elsewhere"
@@ -97,7 +116,7 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
         "--iterations",
         "50",
         "--tuned",
-        str(tmp_path / "out"),
+        str(out),
         out=tmp_path / "matrix",
     )
     assert matrix.returncode == 0, matrix.stderr
@@ -109,10 +128,17 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     assert carried["quantization"]["nodes_to_exclude"] == best["exclude"]
     assert carried["quantization"]["nodes"]["quantized"] == carried["quantization"]["nodes"]["quantizable"] - 1
     assert not any(v["within_tolerance"] for v in row["variants"] if v["name"] not in ("fp32", "optimized", "tuned"))
-    assert row["recommended"] == "tuned", row["recommendation_reason"]
+    reason = row["recommendation_reason"]
+    if row["recommended"] != "tuned":
+        # Where int8 barely pays on this CPU (the search then ran at a floor below 1.1x), the matrix's own timing
+        # rounds decide, and they do not show the tuned model faster than the baseline beyond noise: it says so.
+        base = next(v for v in row["variants"] if v["name"] == row["recommended"])
+        assert row["recommended"] in ("fp32", "optimized"), reason
+        assert not faster(Latency.from_dict(carried["latency_ms"]), Latency.from_dict(base["latency_ms"])), reason
+        assert "tuned" in reason and ("within noise" in reason or "int8 did not pay" in reason), reason
     # A folder that tuned another model is refused before anything runs.
     other = make_int8_never_pays(tmp_path / "other.onnx")
-    refused = farm_matrix(str(other.path), "--tuned", str(tmp_path / "out"), out=tmp_path / "refused")
+    refused = farm_matrix(str(other.path), "--tuned", str(out), out=tmp_path / "refused")
     assert refused.returncode == 2 and "farm tune tuned another model" in refused.stderr
 
 
@@ -165,10 +191,25 @@ def test_the_tuned_exclusions_follow_each_tier_s_kernels(fleet: Fleet, built: Bu
     # 8 samples: every evaluation under QEMU costs time per sample, and one top-1 flip fails the tolerance anyway.
     data = make_saturating_cnn(tmp_path / "model.onnx", samples=8)
     inputs, labels = data.save(tmp_path / "data")
-    result, report = farm_tune(
-        data.path, inputs, tmp_path / "out", "--labels", str(labels), "--target", "x86-avx2", "--target", contrast
+    # U8S8 alone: its kernels are the ones that differ between the tiers. With every candidate the start would be
+    # whichever beats fp32 by the floor on this CPU, and at the low floor of a CPU where int8 barely pays that can
+    # be U8U8, whose kernels saturate nowhere.
+    targets = tmp_path / "targets.toml"
+    text = (ROOT / "targets.toml").read_text(encoding="utf-8")
+    targets.write_text(re.sub(r"^candidates = .*$", 'candidates = ["u8s8-qdq"]', text, count=1, flags=re.M))
+    result, report, _ = tune_at_host_floor(
+        data.path,
+        inputs,
+        tmp_path / "out",
+        "--labels",
+        str(labels),
+        "--targets",
+        str(targets),
+        "--target",
+        "x86-avx2",
+        "--target",
+        contrast,
     )
-    assert result.returncode == 0, result.stderr
     entries = {e["name"]: e for e in report["targets"]}
     avx2, other = entries["x86-avx2"], entries[contrast]
     assert avx2["status"] == other["status"] == "ok", (avx2.get("reason"), other.get("reason"))
@@ -208,15 +249,14 @@ def test_written_out_hardswish_is_fused_in_the_target_and_the_tuned_model_keeps_
     data = make_hardswish_cnn(tmp_path / "model.onnx")
     inputs, _ = data.save(tmp_path / "data")
     target = native_target(fleet)
-    result, report = farm_tune(data.path, inputs, tmp_path / "out", "--target", target)
-    assert result.returncode == 0, result.stderr
+    _, report, out = tune_at_host_floor(data.path, inputs, tmp_path / "out", "--target", target)
     entry = report["targets"][0]
     assert entry["status"] == "ok" and [f["kind"] for f in entry["fusions"]] == ["HardSwish"] * 4
     fusions = [t for t in entry["trials"] if t["step"] == "fuse"]
     assert fusions and all(t["fused"] and t["accuracy"]["cosine"] > 0.99 for t in fusions), fusions
     # Kept or not (timed, it is kept when it runs faster beyond noise), the tuned model is what the search says.
     assert entry["verdict"] == "tuned", entry["reason"]
-    tuned = onnx.load(str(tmp_path / "out" / "tuned" / f"{target}.onnx"))
+    tuned = onnx.load(str(out / "tuned" / f"{target}.onnx"))
     ops = [n.op_type for n in tuned.graph.node]
     if entry["best"]["fused"]:
         assert ops.count("HardSwish") == 4 and "Clip" not in ops

@@ -25,6 +25,7 @@ from farm.fleet import BuildResults
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of, wait_for
+from tests.integration.farmrun import x86_targets
 from tests.modelgen import make_saturating_classifier
 
 pytestmark = pytest.mark.docker
@@ -42,21 +43,6 @@ def _untag_test_targets(engine: Engine) -> Iterator[None]:
             if tag.split(":")[0] in {f"farm/{name}" for name in TEST_TARGETS}:
                 with contextlib.suppress(Exception):  # another tag of the same image went first with it
                     engine.client.api.remove_image(tag)
-
-
-def x86_targets(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
-    """A targets file with the default file's defaults, of bare linux/amd64 targets (native on every x86 host)
-    unless a table names another platform.
-
-    Their images have the default content, so they are tagged, not built, unless a table changes packages.
-    """
-    defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
-    lines = ["[defaults]", *(f"{key} = {json.dumps(value)}" for key, value in defaults.items())]
-    for name, table in tables.items():
-        table = {"platform": "linux/amd64", **table}
-        lines += ["", f"[targets.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def matrix_command(targets: Path, out: Path, *args: str) -> list[str]:

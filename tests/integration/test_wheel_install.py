@@ -11,7 +11,7 @@ import pytest
 
 from farm.fleet import BuildResults, Fleet
 from tests.conftest import ROOT
-from tests.integration.test_matrix import native_target
+from tests.integration.farmrun import native_target
 
 pytestmark = pytest.mark.docker
 

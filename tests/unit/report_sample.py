@@ -12,7 +12,7 @@ whole gpu-s8s8 target).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 SHA256 = "3f1a9c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf0246a"
 CONVINTEGER_ERROR = (
@@ -28,6 +28,12 @@ ARM64_LOG_TAIL = (
 )
 GPU_REASON = "needs an NVIDIA GPU and container runtime"
 EXPECTED_JUNIT = {"tests": 22, "failures": 4, "errors": 1, "skipped": 2}
+
+
+class Emulated(TypedDict):
+    """The keyword every variant of an emulated target takes (a TypedDict, so ``**emu`` stays type-checked)."""
+
+    timing: str
 
 
 def variant(
@@ -112,7 +118,7 @@ def quantization(name: str, quantized: int, quantizable: int) -> dict[str, Any]:
 
 
 def _x86_avx2() -> dict[str, Any]:
-    emu = {"timing": "emulated"}
+    emu: Emulated = {"timing": "emulated"}
     int8 = 318_976
     return {
         "name": "x86-avx2",
@@ -197,7 +203,7 @@ def _x86_avx512_vnni() -> dict[str, Any]:
 
 
 def _arm64() -> dict[str, Any]:
-    emu = {"timing": "emulated"}
+    emu: Emulated = {"timing": "emulated"}
     return {
         "name": "arm64",
         "platform": "linux/arm64",
@@ -277,7 +283,7 @@ RUN_BLOCK = {
 
 def sample_report_dict(*, synthetic: bool = False, run: bool = False) -> dict[str, Any]:
     """farm.report/1 as first written, or with ``run`` farm.report/2 with its run block (a fresh copy)."""
-    report = {
+    report: dict[str, Any] = {
         "schema": "farm.report/1",
         "farm_version": "0.1.0",
         "created": "2026-11-25T10:00:00Z",

@@ -8,26 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
-
-
-def farm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farm", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-        cwd=cwd or ROOT,
-    )
-
-
-def assert_one_clean_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+from tests.farmcli import assert_one_clean_line, farm
 
 
 def test_misspelt_key(tmp_path: Path) -> None:

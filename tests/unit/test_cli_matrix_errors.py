@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from farm.models import default_model
-from tests.unit.test_cli_errors import assert_one_clean_line, farm
+from tests.farmcli import assert_one_clean_line, farm
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 DIGITS = default_model().model

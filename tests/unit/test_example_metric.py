@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from farm.job import usermetric
+from farm.job.types import MetricScore
 from farm.usermetric import check_metric
 from tests.conftest import ROOT
 
@@ -19,7 +20,7 @@ def detections(scores: list[list[float]], boxes: float = 300.0) -> np.ndarray:
     return np.concatenate([box, classes])[None]
 
 
-def score(reference: np.ndarray, candidate: np.ndarray) -> usermetric.MetricScore:
+def score(reference: np.ndarray, candidate: np.ndarray) -> MetricScore:
     metric = usermetric.load(EXAMPLE, "score_agreement")
     return usermetric.score(metric, "score_agreement", {"output0": reference[None]}, {"output0": candidate[None]}, None)
 

@@ -118,7 +118,7 @@ def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
     assert latency.p50 == pytest.approx(50.5)
     assert latency.p90 == pytest.approx(90.1)
     assert latency.p99 == pytest.approx(99.01)
-    assert latency.rounds == (pytest.approx(25.5), pytest.approx(75.5))
+    assert latency.rounds == pytest.approx((25.5, 75.5))
     assert latency.spread == pytest.approx(50.0)
     assert latency.to_dict() == {
         "p50": latency.p50,

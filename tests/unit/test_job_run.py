@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnxruntime.quantization import quant_pre_process
 
 from farm.job import quantize
 from farm.job.evaluate import run_evaluate
@@ -148,7 +149,7 @@ def test_pre_process_falls_back_to_skipping_symbolic_shapes(tmp_path: Path) -> N
         calls.append(kwargs)
         if not kwargs.get("skip_symbolic_shape"):
             raise AssertionError()  # as _infer_Concat fails on some real models: no message at all
-        quantize.quant_pre_process(source, destination, **kwargs)
+        quant_pre_process(source, destination, **kwargs)
 
     warnings = quantize.pre_process(tmp_path / "model.onnx", tmp_path / "pre.onnx", run=flaky)
     assert calls == [{}, {"skip_symbolic_shape": True}]
@@ -250,11 +251,11 @@ def test_gpu_target_that_falls_back_to_cpu_fails(tmp_path: Path) -> None:
 
 
 def test_a_crash_mid_variant_leaves_a_file_that_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from farm.job import evaluate
+    from farm.job import evaluate, session
 
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
     prepared(tmp_path, candidates=["u8u8-qdq"])
-    real_open = evaluate.open_session
+    real_open = session.open_session
 
     def dies_on_u8u8(path: Path, **kwargs: Any) -> Any:
         if path.name == "u8u8-qdq.onnx":
@@ -296,7 +297,7 @@ def test_cuda_libraries_from_the_nvidia_wheels_are_preloaded_once(monkeypatch: p
 
     calls: list[None] = []
     monkeypatch.setattr(session, "_cuda_preloaded", False)
-    monkeypatch.setattr(session.ort, "preload_dlls", lambda: calls.append(None), raising=False)
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(None), raising=False)
     session.preload_cuda(("CPUExecutionProvider",))
     assert calls == []
     session.preload_cuda(("CUDAExecutionProvider", "CPUExecutionProvider"))

@@ -1,4 +1,4 @@
-"""The Kubernetes backend (farm/backend/kubernetes.py) without a cluster.
+"""The Kubernetes backend (farm/backend/kubernetes/) without a cluster.
 
 The manifests of every target in targets.toml are validated offline against the Kubernetes 1.37 JSON schema
 (kubernetes-validate, strict: an unknown or misspelt field fails), and checked for what a schema cannot say: the
@@ -26,9 +26,13 @@ import yaml
 from kubernetes import client as k8s
 
 from farm import images
-from farm.backend import kubernetes as kube
-from farm.backend import runner
+from farm.backend import imagebuild, runner
 from farm.backend.engine import Mount, RunSpec
+from farm.backend.kubernetes import backend as kbackend
+from farm.backend.kubernetes import client as kclient
+from farm.backend.kubernetes import jobrun, transfer
+from farm.backend.kubernetes import manifests as kmanifests
+from farm.backend.kubernetes import placement as kplace
 from farm.config import Target, load_config
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem
 from farm.host import Placement
@@ -84,10 +88,10 @@ def spec_for(target: Target, inputs: Path, out: Path) -> RunSpec:
 
 def manifests_of(target: Target, tmp_path: Path, *, owner: str | None = None) -> tuple[dict[str, Any], ...]:
     inputs, out = folders(tmp_path)
-    found = kube.job_manifests(
+    found = kmanifests.job_manifests(
         spec_for(target, inputs, out),
         target,
-        name=kube.job_name(target.name, "evaluate"),
+        name=kmanifests.job_name(target.name, "evaluate"),
         namespace="farm",
         image=f"registry.example.com/farm-{target.name}:0123456789abcdef",
         owner=owner,
@@ -161,36 +165,36 @@ def test_each_tier_is_placed_by_arch_and_nfd_labels(tmp_path: Path) -> None:
     assert arm["nodeSelector"] == {ARCH: "arm64"} and "affinity" not in arm
 
     for pod in (avx2, avx512, vnni, arm):
-        assert all(kube.GPU_RESOURCE not in c["resources"]["limits"] for c in all_containers(pod))
+        assert all(kplace.GPU_RESOURCE not in c["resources"]["limits"] for c in all_containers(pod))
         assert "tolerations" not in pod
 
 
 def test_the_gpu_target_asks_for_its_gpu_and_tolerates_gpu_nodes(tmp_path: Path) -> None:
     pod = pod_of(manifests_of(CONFIG.target("gpu-s8s8"), tmp_path))
     job = next(c for c in pod["containers"] if c["name"] == "job")
-    assert job["resources"]["limits"][kube.GPU_RESOURCE] == "1"
-    assert job["resources"]["requests"][kube.GPU_RESOURCE] == "1"
+    assert job["resources"]["limits"][kplace.GPU_RESOURCE] == "1"
+    assert job["resources"]["requests"][kplace.GPU_RESOURCE] == "1"
     assert pod["nodeSelector"] == {ARCH: "amd64"}
-    assert {"key": kube.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": kplace.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     # Only the job container holds the GPU; the helpers that copy files do not.
-    assert all(kube.GPU_RESOURCE not in c["resources"]["limits"] for c in all_containers(pod) if c is not job)
+    assert all(kplace.GPU_RESOURCE not in c["resources"]["limits"] for c in all_containers(pod) if c is not job)
 
 
 def test_arm64_dot_product_and_nfd_attributes_map_to_their_labels() -> None:
     dotprod = Target(name="arm-dotprod", platform="linux/arm64", cpu_features=("asimddp",))
-    assert kube.node_selector(dotprod) == {ARCH: "arm64", NFD + "ASIMDDP": "true"}
+    assert kplace.node_selector(dotprod) == {ARCH: "arm64", NFD + "ASIMDDP": "true"}
     no_avx10 = Target(name="no-avx10", platform="linux/amd64", cpu_features=("avx2",), cpu_excludes=("avx10",))
-    assert kube.node_requirements(no_avx10) == [{"key": NFD + "AVX10_VERSION", "operator": "DoesNotExist"}]
+    assert kplace.node_requirements(no_avx10) == [{"key": NFD + "AVX10_VERSION", "operator": "DoesNotExist"}]
 
 
 def test_a_flag_nfd_does_not_label_is_refused_not_dropped() -> None:
     popcnt = Target(name="needs-popcnt", platform="linux/amd64", cpu_features=("avx2", "popcnt"))
     with pytest.raises(ConfigError, match=r"needs-popcnt: Node Feature Discovery .* 'popcnt' on amd64"):
-        kube.node_selector(popcnt)
+        kplace.node_selector(popcnt)
     wrong_arch = Target(name="arm-avx", platform="linux/arm64", cpu_excludes=("avx512f",))
     with pytest.raises(ConfigError, match=r"avx512f.*arm64"):
-        kube.node_requirements(wrong_arch)
-    placement = kube.place(popcnt, kube.cluster_info([], where="kubernetes: test"))
+        kplace.node_requirements(wrong_arch)
+    placement = kplace.place(popcnt, kplace.cluster_info([], where="kubernetes: test"))
     assert placement.mode == "unavailable" and "popcnt" in (placement.reason or "")
 
 
@@ -225,7 +229,7 @@ def test_every_job_is_hardened_like_a_local_container(target: Target, tmp_path: 
         assert container["imagePullPolicy"] == "IfNotPresent"
         assert container["image"] == f"registry.example.com/farm-{target.name}:0123456789abcdef"
     job_container = next(c for c in pod["containers"] if c["name"] == "job")
-    assert job_container["resources"]["limits"]["memory"] == memory == kube.memory_quantity(target.memory)
+    assert job_container["resources"]["limits"]["memory"] == memory == kmanifests.memory_quantity(target.memory)
     # The job's inputs are read-only; only its own output folder is writable.
     mounts = {m["mountPath"]: m for m in job_container["volumeMounts"]}
     assert mounts["/farm/in"]["readOnly"] is True and not mounts["/farm/out"].get("readOnly")
@@ -259,14 +263,14 @@ def test_everything_carries_farms_labels_as_valid_label_values(tmp_path: Path) -
 
 
 def test_label_values_memory_and_job_names() -> None:
-    assert kube.label_value("x86-avx2") == "x86-avx2"
-    long = kube.label_value("a" * 80)
+    assert kmanifests.label_value("x86-avx2") == "x86-avx2"
+    long = kmanifests.label_value("a" * 80)
     assert len(long) <= 63 and LABEL_VALUE.match(long)
-    assert kube.label_value("a" * 80) != kube.label_value("a" * 81)  # the digest tells them apart
-    odd = kube.label_value(" host name/with:odd chars ")
+    assert kmanifests.label_value("a" * 80) != kmanifests.label_value("a" * 81)  # the digest tells them apart
+    odd = kmanifests.label_value(" host name/with:odd chars ")
     assert LABEL_VALUE.match(odd) and odd.startswith("host-name-with-odd-chars")
-    assert LABEL_VALUE.match(kube.label_value("---")) and kube.label_value("---")
-    assert [kube.memory_quantity(m) for m in ("4g", "512m", "64k", "1000b", "2G")] == [
+    assert LABEL_VALUE.match(kmanifests.label_value("---")) and kmanifests.label_value("---")
+    assert [kmanifests.memory_quantity(m) for m in ("4g", "512m", "64k", "1000b", "2G")] == [
         "4Gi",
         "512Mi",
         "64Ki",
@@ -274,15 +278,15 @@ def test_label_values_memory_and_job_names() -> None:
         "2Gi",
     ]
     with pytest.raises(ValueError):
-        kube.memory_quantity("lots")
-    names = {kube.job_name("x86_avx512.vnni-with-a-very-long-target-name-indeed", "evaluate") for _ in range(20)}
+        kmanifests.memory_quantity("lots")
+    names = {kmanifests.job_name("x86_avx512.vnni-with-a-very-long-target-name-indeed", "evaluate") for _ in range(20)}
     assert len(names) == 20
     assert all(DNS_LABEL.match(n) and len(n) <= 63 for n in names), names
 
 
 def test_dry_run_writes_one_yaml_file_per_job_that_reads_back_as_the_manifests(tmp_path: Path) -> None:
     manifests = manifests_of(CONFIG.target("gpu-s8s8"), tmp_path / "job")
-    path = kube.write_dry_run(manifests, tmp_path / "dry")
+    path = kmanifests.write_dry_run(manifests, tmp_path / "dry")
     assert path.parent == tmp_path / "dry" and path.name == f"{manifests[0]['metadata']['name']}.yaml"
     assert list(yaml.safe_load_all(path.read_text())) == list(manifests)
 
@@ -293,25 +297,6 @@ def test_manifests_survive_the_clients_own_models(tmp_path: Path) -> None:
     api = k8s.ApiClient()
     assert api.sanitize_for_serialization(k8s.V1Job.from_dict(job)) == job
     assert api.sanitize_for_serialization(k8s.V1NetworkPolicy.from_dict(policy)) == policy
-
-
-# --- the budget wrapper ----------------------------------------------------------------------------------------
-
-
-def wrapped(budget: float, *child: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", kube._RUN_WITH_BUDGET, str(budget), sys.executable, "-c", *child],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_the_job_is_stopped_at_its_budget_and_its_status_reads_as_dockers() -> None:
-    late = wrapped(0.5, "import time; time.sleep(30)")
-    assert late.returncode == 124 and "ran past its budget" in late.stderr
-    assert wrapped(30, "import sys; sys.exit(3)").returncode == 3
-    assert wrapped(30, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)").returncode == 137
 
 
 # --- the cluster's nodes -----------------------------------------------------------------------------------------
@@ -339,7 +324,7 @@ def node(
         metadata=k8s.V1ObjectMeta(name=name, labels=labels),
         spec=k8s.V1NodeSpec(unschedulable=unschedulable, taints=list(taints) or None),
         status=k8s.V1NodeStatus(
-            allocatable={"cpu": "16", "memory": "64Gi", **({kube.GPU_RESOURCE: str(gpus)} if gpus else {})},
+            allocatable={"cpu": "16", "memory": "64Gi", **({kplace.GPU_RESOURCE: str(gpus)} if gpus else {})},
             conditions=[k8s.V1NodeCondition(type="Ready", status="True" if ready else "False")],
         ),
     )
@@ -354,7 +339,11 @@ NODES = [
     node("sapphire", "amd64", SAPPHIRE),
     node("graviton", "arm64", ("ASIMD", "ASIMDDP", "ASIMDHP", "I8MM")),
     node(
-        "a100", "amd64", ZEN2, gpus=2, taints=[k8s.V1Taint(key=kube.GPU_RESOURCE, value="present", effect="NoSchedule")]
+        "a100",
+        "amd64",
+        ZEN2,
+        gpus=2,
+        taints=[k8s.V1Taint(key=kplace.GPU_RESOURCE, value="present", effect="NoSchedule")],
     ),
     node("cordoned-zen2", "amd64", ZEN2, unschedulable=True),
     node("down-zen2", "amd64", ZEN2, ready=False),
@@ -370,9 +359,9 @@ class FakeCore:
         return k8s.V1NodeList(items=list(self.nodes))
 
 
-def cluster(nodes: Sequence[Any] = NODES) -> kube.KubernetesBackend:
-    clients = kube.Clients(core=FakeCore(nodes), batch=None, networking=None, where="kubernetes: fake")
-    return kube.KubernetesBackend(
+def cluster(nodes: Sequence[Any] = NODES) -> kbackend.KubernetesBackend:
+    clients = kclient.Clients(core=FakeCore(nodes), batch=None, networking=None, where="kubernetes: fake")
+    return kbackend.KubernetesBackend(
         registry="registry.example.com", namespace="farm", clients=clients, targets=CONFIG.targets
     )
 
@@ -401,7 +390,7 @@ def test_probe_places_each_tier_only_on_nodes_of_that_tier() -> None:
     info = cluster().probe()
 
     def where(name: str) -> str:
-        placement = kube.place(CONFIG.target(name), info)
+        placement = kplace.place(CONFIG.target(name), info)
         return placement.mode if placement.mode == "unavailable" else (placement.reason or "")
 
     assert "zen2" in where("x86-avx2") and "icelake" not in where("x86-avx2")
@@ -409,21 +398,21 @@ def test_probe_places_each_tier_only_on_nodes_of_that_tier() -> None:
     assert "graviton" in where("arm64")
     assert "a100" in where("gpu-s8s8")
     # AVX-512 without VNNI: no such node here, and the reason says what was looked for and what there is.
-    avx512 = kube.place(CONFIG.target("x86-avx512"), info)
+    avx512 = kplace.place(CONFIG.target("x86-avx512"), info)
     assert avx512.mode == "unavailable"
     assert "AVX512F" in (avx512.reason or "") and "no AVX512VNNI" in (avx512.reason or "")
     assert "icelake (amd64:" in (avx512.reason or "")
     # Not the GPU node either: its taint keeps off pods that ask for no GPU.
-    assert [n.name for n in kube.matching_nodes(CONFIG.target("x86-avx2"), info.nodes)] == ["zen2"]
-    vnni_host = kube.host_for(CONFIG.target("x86-avx512-vnni"), info)
+    assert [n.name for n in kplace.matching_nodes(CONFIG.target("x86-avx2"), info.nodes)] == ["zen2"]
+    vnni_host = kplace.host_for(CONFIG.target("x86-avx512-vnni"), info)
     assert vnni_host.arch == "x86_64" and "avx512_vnni" in vnni_host.cpu_flags and not vnni_host.gpu_runtime
 
 
 def test_a_cluster_without_nfd_says_to_install_it() -> None:
     info = cluster([node("plain", "amd64")]).probe()
-    placement = kube.place(CONFIG.target("x86-avx2"), info)
+    placement = kplace.place(CONFIG.target("x86-avx2"), info)
     assert placement.mode == "unavailable" and "install NFD" in (placement.reason or "")
-    assert kube.place(CONFIG.target("x86-ort117"), info).mode == "native"  # no CPU flags asked: any amd64 node
+    assert kplace.place(CONFIG.target("x86-ort117"), info).mode == "native"  # no CPU flags asked: any amd64 node
 
 
 def one_line_problem(exc: pytest.ExceptionInfo[EnvironmentProblem]) -> str:
@@ -433,7 +422,7 @@ def one_line_problem(exc: pytest.ExceptionInfo[EnvironmentProblem]) -> str:
 
 
 def test_probe_without_a_kubeconfig_is_one_clear_line(tmp_path: Path) -> None:
-    backend = kube.KubernetesBackend(registry="r", env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "no")})
+    backend = kbackend.KubernetesBackend(registry="r", env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "no")})
     with pytest.raises(EnvironmentProblem) as raised:
         backend.probe()
     text = one_line_problem(raised)
@@ -462,7 +451,7 @@ def test_probe_of_a_cluster_that_is_down_is_one_clear_line(tmp_path: Path) -> No
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     path = kubeconfig(tmp_path, f"https://127.0.0.1:{port}")
-    backend = kube.KubernetesBackend(registry="r", env={"HOME": str(tmp_path), "KUBECONFIG": str(path)})
+    backend = kbackend.KubernetesBackend(registry="r", env={"HOME": str(tmp_path), "KUBECONFIG": str(path)})
     with pytest.raises(EnvironmentProblem) as raised:
         backend.probe()
     text = one_line_problem(raised)
@@ -471,7 +460,7 @@ def test_probe_of_a_cluster_that_is_down_is_one_clear_line(tmp_path: Path) -> No
 
 def test_a_context_the_kubeconfig_lacks_is_one_clear_line(tmp_path: Path) -> None:
     path = kubeconfig(tmp_path, "https://127.0.0.1:6443")
-    backend = kube.KubernetesBackend(
+    backend = kbackend.KubernetesBackend(
         registry="r", context="no-such-context", env={"HOME": str(tmp_path), "KUBECONFIG": str(path)}
     )
     with pytest.raises(EnvironmentProblem) as raised:
@@ -495,7 +484,7 @@ class FakeSession:
         self.ran = False
 
     def write_stdin(self, data: bytes) -> None:
-        assert isinstance(data, bytes) and len(data) <= kube._CHUNK
+        assert isinstance(data, bytes) and len(data) <= transfer._CHUNK
         self.stdin.write(data)
 
     def is_open(self) -> bool:
@@ -547,7 +536,7 @@ class FakeCluster:
         self.deleted: list[str] = []
         self.polls = 0
         self.ran = False
-        self.clients = kube.Clients(core=self, batch=self, networking=self, stream=self.stream, where="fake")
+        self.clients = kclient.Clients(core=self, batch=self, networking=self, stream=self.stream, where="fake")
 
     # batch/v1
     def create_namespaced_job(self, namespace: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -654,12 +643,12 @@ class FakeCluster:
 
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(kube, "_POLL_S", 0.0)
+    monkeypatch.setattr(jobrun, "_POLL_S", 0.0)
     yield
 
 
-def backend_on(fake: FakeCluster) -> kube.KubernetesBackend:
-    return kube.KubernetesBackend(
+def backend_on(fake: FakeCluster) -> kbackend.KubernetesBackend:
+    return kbackend.KubernetesBackend(
         registry="registry.example.com", namespace="farm", clients=fake.clients, targets=CONFIG.targets
     )
 
@@ -705,7 +694,7 @@ def test_a_job_past_its_budget_reads_as_timed_out(tmp_path: Path, fast: None) ->
 def test_a_job_no_node_can_take_fails_with_the_schedulers_words(
     tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kube, "SCHEDULE_WAIT_S", 0.05)
+    monkeypatch.setattr(jobrun, "SCHEDULE_WAIT_S", 0.05)
     fake = FakeCluster(tmp_path / "node", schedulable=False)
     inputs, out = folders(tmp_path)
     result = backend_on(fake).run(spec_for(CONFIG.target("x86-avx512"), inputs, out))
@@ -735,8 +724,8 @@ def test_sweep_deletes_only_jobs_whose_farm_process_is_gone(tmp_path: Path) -> N
         list_namespaced_job=lambda ns, **kw: SimpleNamespace(items=jobs),
         delete_namespaced_job=lambda name, ns, **kw: deleted.append(name),
     )
-    backend = kube.KubernetesBackend(
-        registry="r", namespace="farm", clients=kube.Clients(core=None, batch=batch, networking=None)
+    backend = kbackend.KubernetesBackend(
+        registry="r", namespace="farm", clients=kclient.Clients(core=None, batch=batch, networking=None)
     )
     assert backend.sweep() == ["Kubernetes Job farm/farm-gone of a farm process that is gone"]
     assert deleted == ["farm-gone"]
@@ -771,10 +760,12 @@ def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, mon
     local = images.BuiltImage(
         target="x86-avx2", tag="farm/x86-avx2:0123456789abcdef", size_bytes=10, built_now=False, seconds=0.1
     )
-    monkeypatch.setattr(images, "ensure_image", lambda *a, **k: local)
+    monkeypatch.setattr(imagebuild, "ensure_image", lambda *a, **k: local)
     api = FakeDockerApi()
     engine: Any = SimpleNamespace(client=SimpleNamespace(api=api))
-    backend = kube.KubernetesBackend(registry="localhost:5001/", engine=engine, clients=FakeCluster(tmp_path).clients)
+    backend = kbackend.KubernetesBackend(
+        registry="localhost:5001/", engine=engine, clients=FakeCluster(tmp_path).clients
+    )
     lines: list[str] = []
     built = backend.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append, on_stage=lambda _: None)
     assert api.tagged == [("farm/x86-avx2:0123456789abcdef", "localhost:5001/farm-x86-avx2", "0123456789abcdef")]
@@ -788,19 +779,17 @@ def test_ensure_image_pushes_the_content_tag_to_the_registry(tmp_path: Path, mon
         == "cached"
     )
     assert len(api.pushed) == 1  # there already: not pushed again
-    refused = kube.KubernetesBackend(
-        registry="localhost:5001",
-        engine=SimpleNamespace(
-            client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))
-        ),
+    denied: Any = SimpleNamespace(
+        client=SimpleNamespace(api=FakeDockerApi(error="denied: requested access to the resource is denied"))
     )
+    refused = kbackend.KubernetesBackend(registry="localhost:5001", engine=denied)
     with pytest.raises(BuildFailed, match=r"pushing localhost:5001/farm-x86-avx2:0123456789abcdef failed.*denied"):
         refused.ensure_image(CONFIG, CONFIG.target("x86-avx2"), on_line=lines.append, on_stage=lambda _: None)
 
 
 def test_the_client_is_not_imported_until_a_cluster_is_needed() -> None:
     code = (
-        "import sys, farm.cli, farm.backend.kubernetes as k; "
+        "import sys, farm.cli, farm.backend.kubernetes.backend as k; "
         "assert 'kubernetes' not in sys.modules and 'kubernetes.client' not in sys.modules, sorted(sys.modules)"
     )
     done = subprocess.run(
