@@ -1,8 +1,8 @@
 """The figures the job measures and the report carries (docs/contracts.md section 2): one definition on both
 sides of the container boundary.
 
-Standard library only: ``farm report`` and ``farm gate`` read these from JSON and must not load numpy's or onnx's
-machinery for it (tests/unit/test_layers.py). The job computes them in farm.job.metrics and farm.job.graph.
+Standard library only: ``farm report`` and ``farm gate`` read these from JSON and must not load onnx for it
+(tests/unit/test_layers.py). The job computes them in farm.job.metrics (numpy) and farm.job.graph (onnx).
 """
 
 from __future__ import annotations
