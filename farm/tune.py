@@ -1,6 +1,6 @@
 """`farm tune`: per target, the fastest mixed-precision model that holds accuracy, or the evidence that none does.
 
-The search runs inside each target's container (farm/job/tune.py), with that target's own runtime and kernels, since
+The search runs inside each target's container (farm/job/tune/), with that target's own runtime and kernels, since
 saturation makes the answer differ by ISA. Native and masked targets go first and search with real timings; the
 first of them ranks the quantization points, and emulated targets reuse that ranking and search on accuracy alone
 (their timings would say nothing). Each target's search log is written as it goes, so an interrupted run keeps what

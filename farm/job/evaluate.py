@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,12 +18,14 @@ import onnxruntime as ort
 from farm.job import cpu, pitfall, usermetric
 from farm.job.data import Dataset, DatasetError
 from farm.job.loadfailure import classify
-from farm.job.metrics import compare, default_counted, latency_from_rounds
+from farm.job.metrics import compare
 from farm.job.optimize import optimize
 from farm.job.recommend import recommend, saturation_findings
+from farm.job.reference import Reference
 from farm.job.result import JobResult, JobRuntime, TimingLabel, VariantResult, error_text, write_json_atomic
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
+from farm.job.timing import run_all, time_rounds
 from farm.job.types import Accuracy, Latency, MetricScore, NodeCount
 from farm.job.variants import FP32, MITIGATION_SUFFIX, OPTIMIZED, SUBGRAPH_VARIANT, TUNED
 
@@ -167,23 +168,22 @@ class _Evaluation:
             return self._fp32_failed(exc, loading=True)
         self.save(runtime=JobRuntime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
         try:
-            names = [i.name for i in session.get_inputs()]
-            self.feeds = [dataset.feed(i, names) for i in range(dataset.samples)]
-            self.reference = _run_all(session, self.feeds)
+            reference = Reference.run(session, dataset)
         except Exception as exc:
             return self._fp32_failed(exc)
+        self.feeds, self.reference = reference.feeds, reference.outputs
         ran = node_providers(session)
         if not self._accelerator_ran(ran):
             return False
-        self.names = [o.name for o in session.get_outputs()]
-        unknown = [n for n in spec.outputs or () if n not in self.names]
+        self.names = reference.names
+        unknown = reference.unknown(spec.outputs)
         if unknown:
             self.fail(
                 f"--output names {', '.join(unknown)}, which the model does not output "
                 f"(its outputs: {', '.join(self.names)})"
             )
             return False
-        self.counted = spec.outputs or default_counted(self.names, self.reference)
+        self.counted = reference.counted(spec.outputs)
         self._export_check()
         for index, name in enumerate(self.names):
             if name not in self.counted and self.reference[0][index].dtype.kind == "f":
@@ -193,7 +193,7 @@ class _Evaluation:
                 )
         self._save_reference(self.names)
         if spec.metric is not None:
-            self.reference_by_name = usermetric.by_name(self.names, self.reference)
+            self.reference_by_name = reference.by_name()
         fp32 = replace(self._measure(FP32, spec.model, session, self.reference), providers=ran)
         self.add(fp32)
         # A failed fp32 that still has figures is one whose --metric raised: its verdict is lost, but the reference
@@ -368,7 +368,7 @@ class _Evaluation:
                 name=name, status="failed", error=error, size_bytes=model_size(path), failure_class=classify(error)
             )
         try:
-            outputs = _run_all(session, self.feeds)
+            outputs = run_all(session, self.feeds)
         except Exception as exc:
             return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
         ran = node_providers(session)
@@ -432,7 +432,7 @@ class _Evaluation:
             return None
         if TIMED_ALONE not in self.result.warnings:
             self.warn(TIMED_ALONE)
-        latency = _latency(
+        latency = time_rounds(
             [session], self.feeds, warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds
         )[0]
         if isinstance(latency, Exception):
@@ -453,7 +453,7 @@ class _Evaluation:
         self.timing_underway = True
         self.save()
         timing = self.spec.timing
-        latencies = _latency(
+        latencies = time_rounds(
             [k.session for k in self.kept],
             self.feeds,
             warmup=timing.warmup,
@@ -485,49 +485,6 @@ class _Evaluation:
         return usermetric.score(
             metric, ref.function, self.reference_by_name, usermetric.by_name(self.names, outputs), self.labels
         )
-
-
-def _run_all(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    return [[np.asarray(o) for o in session.run(None, feed)] for feed in feeds]
-
-
-def _latency(
-    sessions: Sequence[Any], feeds: Sequence[dict[str, np.ndarray]], *, warmup: int, iterations: int, rounds: int
-) -> list[Latency | Exception]:
-    """Each session's ``iterations`` single-sample runs after ``warmup``, in ``rounds`` rounds that alternate
-    between the sessions: round 1 of each, then round 2 of each, and so on. A session that raises is left out of
-    the later rounds, and its entry is the exception."""
-    count = max(1, min(rounds, iterations))
-    per_round = [iterations // count + (1 if r < iterations % count else 0) for r in range(count)]
-    timed: list[list[list[float]]] = [[[] for _ in range(count)] for _ in sessions]
-    errors: dict[int, Exception] = {}
-
-    def run(index: int, feed: dict[str, np.ndarray]) -> float | None:
-        try:
-            start = time.perf_counter()
-            sessions[index].run(None, feed)
-            return time.perf_counter() - start
-        except Exception as exc:  # the runtime's error for this variant alone
-            errors[index] = exc
-            return None
-
-    for index in range(len(sessions)):
-        for i in range(warmup):
-            if index not in errors:
-                run(index, feeds[i % len(feeds)])
-    for r, runs in enumerate(per_round):
-        for index in range(len(sessions)):
-            for i in range(runs):
-                if index in errors:
-                    break
-                seconds = run(index, feeds[i % len(feeds)])
-                if seconds is not None:
-                    timed[index][r].append(seconds)
-    interleaved = len(sessions) > 1
-    return [
-        errors[i] if i in errors else latency_from_rounds(timed[i], interleaved=interleaved)
-        for i in range(len(sessions))
-    ]
 
 
 def model_size(path: Path) -> int | None:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from farm.job.graph import all_graphs, subgraphs
+from farm.job.graph import GraphIndex, all_graphs, subgraphs
 
 # HardSwish is in the default domain from this opset on; below it, x * HardSigmoid(x) stands in for it.
 HARDSWISH_OPSET = 14
@@ -52,15 +52,18 @@ def _read_in_subgraphs(model: onnx.ModelProto) -> set[str]:
 @dataclass(kw_only=True, slots=True)
 class _PatternGraph:
     model: onnx.ModelProto
+    index: GraphIndex
     constants: dict[str, np.ndarray] = field(default_factory=dict)
-    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
-    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     # Graph outputs and the names read inside subgraphs: a pattern's inner tensor may be neither.
     outputs: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> _PatternGraph:
-        graph = cls(model=model, outputs={o.name for o in model.graph.output} | _read_in_subgraphs(model))
+        graph = cls(
+            model=model,
+            index=GraphIndex.of(model.graph),
+            outputs={o.name for o in model.graph.output} | _read_in_subgraphs(model),
+        )
         for tensor in model.graph.initializer:
             if tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.dims) == 0:
                 graph.constants[tensor.name] = numpy_helper.to_array(tensor)
@@ -69,10 +72,6 @@ class _PatternGraph:
                 value = next((a.t for a in node.attribute if a.name == "value"), None)
                 if value is not None and len(value.dims) == 0:
                     graph.constants[node.output[0]] = numpy_helper.to_array(value)
-            for name in node.output:
-                graph.producer[name] = node
-            for name in node.input:
-                graph.consumers.setdefault(name, []).append(node)
         return graph
 
     def scalar(self, name: str, value: float) -> bool:
@@ -81,11 +80,11 @@ class _PatternGraph:
 
     def sole(self, name: str, op: str | tuple[str, ...]) -> onnx.NodeProto | None:
         """The node that makes ``name``, if it is a default-domain ``op`` whose output only one node reads."""
-        node = self.producer.get(name)
+        node = self.index.producer.get(name)
         ops = (op,) if isinstance(op, str) else op
         if node is None or node.op_type not in ops or node.domain not in ("", "ai.onnx"):
             return None
-        if name in self.outputs or len(self.consumers.get(name, [])) != 1:
+        if name in self.outputs or len(self.index.readers(name)) != 1:
             return None
         return node
 

@@ -1,4 +1,5 @@
-"""Walking an ONNX graph with its If/Loop/Scan bodies, and counting the nodes that quantization is about.
+"""Walking an ONNX graph with its If/Loop/Scan bodies, indexing one graph's nodes, and counting the nodes that
+quantization is about.
 
 Read by the job (what a variant actually quantized) and by the controller's inspect (how much of the model sits
 inside subgraphs), so it depends on onnx alone.
@@ -6,7 +7,8 @@ inside subgraphs), so it depends on onnx alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto
@@ -47,6 +49,38 @@ def all_nodes(model: ModelProto) -> Iterator[NodeProto]:
             for sub in subgraphs(node):
                 for graph, _ in all_graphs(sub):
                     yield from graph.node
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GraphIndex:
+    """One graph's nodes indexed the ways the job looks them up: the node that makes each tensor, the nodes that
+    read it, and each node's position by name. The one index the fusion, the kernel check and the ranking share.
+    Empty names (optional inputs and outputs left out) are not indexed: no tensor is called "". A name made twice,
+    or two nodes of one name, keep the last."""
+
+    nodes: tuple[NodeProto, ...]
+    producer: Mapping[str, NodeProto]
+    consumers: Mapping[str, Sequence[NodeProto]]
+    position: Mapping[str, int]
+
+    @classmethod
+    def of(cls, graph: GraphProto) -> GraphIndex:
+        nodes = tuple(graph.node)
+        producer: dict[str, NodeProto] = {}
+        consumers: dict[str, list[NodeProto]] = {}
+        for node in nodes:
+            for name in node.output:
+                if name:
+                    producer[name] = node
+            for name in node.input:
+                if name:
+                    consumers.setdefault(name, []).append(node)
+        position = {node.name: index for index, node in enumerate(nodes)}
+        return cls(nodes=nodes, producer=producer, consumers=consumers, position=position)
+
+    def readers(self, tensor: str) -> Sequence[NodeProto]:
+        """The nodes that read ``tensor``, in graph order."""
+        return self.consumers.get(tensor, ())
 
 
 def count_nodes(model: ModelProto) -> NodeCount:

@@ -24,6 +24,7 @@ import onnx
 from onnx import helper
 
 from farm.job.evaluate import X64_QUANT_PRECISION
+from farm.job.graph import GraphIndex
 from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
 from farm.job.session import open_exact_session, open_session
 from farm.job.spec import SpecTarget
@@ -123,11 +124,8 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
     """Every compute node of ``model``'s main graph whose activation input is quantized, with its group."""
     graph = model.graph
     constants = {t.name for t in graph.initializer}
-    producer = {name: node for node in graph.node for name in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    indexed = GraphIndex.of(graph)
+    producer = indexed.producer
 
     def parameters_constant(node: onnx.NodeProto) -> bool:
         return all(not name or name in constants for name in node.input[1:])
@@ -172,12 +170,12 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
             continue
         nodes.append(node)
         output = node.output[0]
-        requantize = next((c for c in consumers.get(output, []) if c.op_type == "QuantizeLinear"), None)
+        requantize = next((c for c in indexed.readers(output) if c.op_type == "QuantizeLinear"), None)
         if requantize is not None and parameters_constant(requantize):
             back = next(
                 (
                     c
-                    for c in consumers.get(requantize.output[0], [])
+                    for c in indexed.readers(requantize.output[0])
                     if c.op_type == "DequantizeLinear" and parameters_constant(c)
                 ),
                 None,
@@ -243,7 +241,7 @@ def check_kernels(
         return []
     source = onnx.load(str(float_model))
     inputs = {i.name for i in source.graph.input}
-    produced = {name for node in source.graph.node for name in node.output} | inputs
+    produced = set(GraphIndex.of(source.graph).producer) | inputs
 
     def fp32_name(feed: str) -> str:
         # A quantized tensor that is also a graph output is renamed by the quantizer; fp32 has it as it was.

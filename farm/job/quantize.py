@@ -21,7 +21,7 @@ from onnxruntime.quantization import (
 )
 
 from farm.job.data import Dataset
-from farm.job.graph import count_nodes
+from farm.job.graph import GraphIndex, count_nodes
 from farm.job.modelfile import EXTERNAL_DATA_ABOVE, has_external_data, save_model
 from farm.job.spec import Calibration
 from farm.job.variants import RECIPES
@@ -125,16 +125,20 @@ def model_input_names(path: Path) -> list[str]:
 def _channel_axes(source: Path, weights: Sequence[str]) -> dict[str, int]:
     """The channel axis onnxruntime's QDQ quantizer gives each of ``weights`` by its consumer (Conv 0, ConvTranspose
     1, Gemm 0 with transB else 1, MatMul 1)."""
-    model = onnx.load(str(source), load_external_data=False)
-    wanted, axes = set(weights), {}
-    for node in model.graph.node:
-        if len(node.input) < 2 or node.input[1] not in wanted or node.input[1] in axes:
-            continue
-        if node.op_type == "Gemm":
-            transposed = any(a.name == "transB" and a.i for a in node.attribute)
-            axes[node.input[1]] = 0 if transposed else 1
-        elif node.op_type in ("Conv", "ConvTranspose", "MatMul"):
-            axes[node.input[1]] = 0 if node.op_type == "Conv" else 1
+    index = GraphIndex.of(onnx.load(str(source), load_external_data=False).graph)
+    axes = {}
+    for weight in dict.fromkeys(weights):
+        # The first node, in graph order, that reads it as its weight and has a channel axis decides.
+        for node in index.readers(weight):
+            if len(node.input) < 2 or node.input[1] != weight:
+                continue
+            if node.op_type == "Gemm":
+                transposed = any(a.name == "transB" and a.i for a in node.attribute)
+                axes[weight] = 0 if transposed else 1
+                break
+            if node.op_type in ("Conv", "ConvTranspose", "MatMul"):
+                axes[weight] = 0 if node.op_type == "Conv" else 1
+                break
     return axes
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from farm.job.graph import GraphIndex
 from farm.job.session import open_exact_session
 from farm.job.types import QUANTIZABLE_OPS
 
@@ -141,24 +142,16 @@ class _Graph:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
-        self.nodes = list(graph.node)
-        self.position = {node.name: index for index, node in enumerate(self.nodes)}
+        index = GraphIndex.of(graph)
+        self.nodes, self.position, self.producer = index.nodes, index.position, index.producer
+        self.index = index
         self.constants = {t.name for t in graph.initializer}
         self.constants.update(o for n in self.nodes if n.op_type == "Constant" for o in n.output)
         self.inputs = {i.name for i in graph.input} - self.constants
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in self.nodes:
-            for name in node.output:
-                if name:
-                    self.producer[name] = node
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
 
     def adjacent(self, tensor: str) -> list[onnx.NodeProto]:
         producer = self.producer.get(tensor)
-        return ([producer] if producer is not None else []) + self.consumers.get(tensor, [])
+        return ([producer] if producer is not None else []) + list(self.index.readers(tensor))
 
     def activations(self, node: onnx.NodeProto) -> list[str]:
         return [n for n in (*node.input, *node.output) if n and n not in self.constants]

@@ -262,4 +262,7 @@ def test_written_out_hardswish_is_fused_in_the_target_and_the_tuned_model_keeps_
         assert ops.count("HardSwish") == 4 and "Clip" not in ops
         assert len(entry["best"]["quantization"]["fused"]) == 4
     else:
-        assert "HardSwish" not in ops and ops.count("Clip") == 2
+        # Unfused, the pattern stays written out, and the QDQ quantizer folds its Clips into the ranges of the
+        # quantized tensors around them (ORT removes a Clip or Relu whose range the quantization already keeps).
+        assert "HardSwish" not in ops and "Mul" in ops and "Clip" not in ops
+        assert not entry["best"]["quantization"]["fused"]

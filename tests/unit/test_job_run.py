@@ -471,11 +471,11 @@ class _Session:
 
 
 def test_timing_rounds_alternate_and_one_broken_session_keeps_the_others() -> None:
-    from farm.job.evaluate import _latency
+    from farm.job.timing import time_rounds
 
     calls: list[str] = []
     sessions = [_Session("a", calls), _Session("b", calls), _Session("c", calls, fail_after=3)]
-    results = _latency(sessions, [{}], warmup=1, iterations=4, rounds=2)
+    results = time_rounds(sessions, [{}], warmup=1, iterations=4, rounds=2)
     # Warm-up once each, then round 1 (two runs each), then round 2; c broke after its third run.
     assert calls == ["a", "b", "c", "a", "a", "b", "b", "c", "c", "a", "a", "b", "b"]
     assert isinstance(results[2], RuntimeError)

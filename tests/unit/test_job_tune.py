@@ -24,6 +24,7 @@ from farm.job.metrics import cosine
 from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
 from farm.job.spec import DEFAULT_FLOOR, Calibration, Spec, SpecError, Tune
+from farm.job.tune import kernelstep, points, progress, record
 from farm.job.variants import SUBGRAPH_VARIANT
 from tests.hostfloor import best_naive_speedup, check_keep_fp32_is_earned, search_floor
 from tests.modelgen import (
@@ -262,7 +263,7 @@ def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_firs
     saturating = [
         KernelFinding(node=f"conv{i}", op="Conv", weight=f"w{i}", kernel_db=8.0, precise_db=90.0) for i in (0, 1, 3)
     ]
-    monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(saturating))
+    monkeypatch.setattr(kernelstep, "check_kernels", lambda *args, **kwargs: list(saturating))
     state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 8})
     kernel = [t for t in state["trials"] if t["step"] == "kernel"]
     first = kernel[0]
@@ -299,7 +300,7 @@ def test_on_an_accelerator_target_the_kernel_check_does_not_run_and_says_why(
     def no_kernel_check(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the kernel check ran on an accelerator target")
 
-    monkeypatch.setattr(tune, "check_kernels", no_kernel_check)
+    monkeypatch.setattr(kernelstep, "check_kernels", no_kernel_check)
     cuda = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
     state = tuned(tmp_path, timing=UNTIMED, target=cuda, tune={"start": "u8s8-qdq", "budget_trials": 4})
     assert state["status"] == "done", state["error"]
@@ -316,7 +317,7 @@ def test_kernel_remedies_that_do_not_move_the_metric_give_way_to_the_ranking(
     """A dozen lossy nodes whose remedies change nothing (here: nodes the model does not have): after
     MAX_IDLE_TRIALS of them in a row the search goes on to the knobs and the SQNR ranking, which finds the region."""
     lossy = [KernelFinding(node=f"ghost{i}", op="Conv", weight=None, kernel_db=5.0, precise_db=None) for i in range(12)]
-    monkeypatch.setattr(tune, "check_kernels", lambda *args, **kwargs: list(lossy))
+    monkeypatch.setattr(kernelstep, "check_kernels", lambda *args, **kwargs: list(lossy))
     state = tuned(tmp_path, timing=UNTIMED, target=EMULATED, tune={"start": "u8s8-qdq", "budget_trials": 30})
     kernel = [t for t in state["trials"] if t["step"] == "kernel"]
     assert [t["added"] for t in kernel] == [[f"ghost{i}"] for i in range(tune.MAX_IDLE_TRIALS)]
@@ -330,7 +331,7 @@ def test_a_given_ranking_and_start_are_used_without_measuring_again(
     def no_ranking(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the native ranking was given; the emulated target must not rank again")
 
-    monkeypatch.setattr(tune, "rank_points", no_ranking)
+    monkeypatch.setattr(points, "rank_points", no_ranking)
     ranking = [
         {"nodes": ["conv4"], "tensor": "w4", "sqnr_db": 39.0},
         {"nodes": list(SENSITIVE_REGION), "tensor": "amplified", "sqnr_db": 0.0, "tensors": ["amplified", "gain"]},
@@ -376,8 +377,8 @@ def test_tune_json_is_rewritten_after_every_trial_and_survives_an_interruption(
         if text.startswith("trial 3:"):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tune, "write_json_atomic", recording)
-    monkeypatch.setattr(tune, "say", interrupting)
+    monkeypatch.setattr(record, "write_json_atomic", recording)
+    monkeypatch.setattr(progress, "say", interrupting)
     with pytest.raises(KeyboardInterrupt):
         tuned(tmp_path, timing=UNTIMED)
     counts = [len(state["trials"]) for state in written]

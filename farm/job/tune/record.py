@@ -1,0 +1,206 @@
+"""The record of a search: the configs it makes, its trials, and tune.json (``farm.tune/1``) as it stands.
+
+tune.json is rewritten atomically after every trial, so an interrupted search keeps its log (``status`` says
+"running" until the end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from farm.job.kernels import KernelFinding
+from farm.job.result import write_json_atomic
+from farm.job.spec import TUNE_FILE, CalibrationMethod, Spec, Tune
+from farm.job.tune import progress
+from farm.job.types import Accuracy, Latency
+from farm.job.variants import RECIPES
+
+SCHEMA = "farm.tune/1"
+# What a trial does: a lane's start, a change for a node's kernel, the fusion of exporter patterns, a knob, a ranked
+# point, or a change undone.
+Step = Literal["start", "kernel", "fuse", "knob", "point", "return"]
+
+
+class TuneFailed(RuntimeError):
+    """The search cannot run at all (no data, fp32 does not run, no static candidate): tune.json says why."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuantConfig:
+    """One quantized model the search can make: the start's recipe, varied."""
+
+    variant: str
+    method: CalibrationMethod
+    per_channel: bool
+    reduce_range: bool
+    # Nodes left in fp32 (nodes_to_exclude), and weight initializers quantized to 7 bits (the nodes whose kernels
+    # saturate on x86 without VNNI).
+    exclude: tuple[str, ...] = ()
+    seven_bit: tuple[str, ...] = ()
+    # Quantized from the source with its exporter patterns fused (farm.job.fuse).
+    fused: bool = False
+
+    @classmethod
+    def of(cls, variant: str, method: CalibrationMethod) -> QuantConfig:
+        recipe = RECIPES[variant]
+        return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
+        """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
+        return cls(
+            variant=str(data["variant"]),
+            method=data["calibration"],
+            per_channel=bool(data["per_channel"]),
+            reduce_range=bool(data["reduce_range"]),
+            exclude=tuple(data.get("exclude", ())),
+            seven_bit=tuple(data.get("seven_bit", ())),
+            fused=bool(data.get("fused", False)),
+        )
+
+
+@dataclass(kw_only=True, slots=True)
+class Trial:
+    """One model the search made, measured and judged (filled in as the trial runs, then left alone)."""
+
+    index: int
+    # Which lane (a search from one start) it belongs to.
+    lane: int
+    change: str
+    config: QuantConfig
+    step: Step
+    point: int | None = None
+    # What this trial changed against the current model: nodes put in fp32, weights made 7-bit, changes undone.
+    added: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
+    returned: tuple[str, ...] = ()
+    # The kernel finding a "kernel" trial acts on (or a "return" trial cites), and why the change was tried.
+    kernel: KernelFinding | None = None
+    why: str | None = None
+    # How the quantizer made its model (farm.job.quantize's record): the tuned model's, in tune.json's best.
+    record: dict[str, Any] | None = None
+    # What the model quantized (farm.job.types.NodeCount.to_dict()); a model with none left quantized is not int8.
+    nodes: dict[str, int] | None = None
+    accuracy: Accuracy | None = None
+    latency: Latency | None = None
+    speedup: float | None = None
+    within: bool = False
+    kept: bool = False
+    note: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    model: Path | None = None
+
+    @property
+    def int8(self) -> bool:
+        """Something is still quantized (unknown counts as yes: the quantizer said nothing about it)."""
+        return self.nodes is None or self.nodes.get("quantized", 1) > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "change": self.change,
+            "lane": self.lane,
+            "step": self.step,
+            "point": self.point,
+            "added": list(self.added),
+            "added_seven_bit": list(self.weights),
+            "returned": list(self.returned),
+            "exclude": list(self.config.exclude),
+            "seven_bit": list(self.config.seven_bit),
+            "fused": self.config.fused,
+            "variant": self.config.variant,
+            "calibration": self.config.method,
+            "per_channel": self.config.per_channel,
+            "reduce_range": self.config.reduce_range,
+            "nodes": self.nodes,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "within_tolerance": self.within,
+            "kept": self.kept,
+            "note": self.note,
+            "why": self.why,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _initial_state(spec: Spec, settings: Tune, timed: bool) -> dict[str, Any]:
+    """tune.json before the search has done anything: the keys in the order the file lists them."""
+    return {
+        "schema": SCHEMA,
+        "status": "running",
+        "error": None,
+        "target": spec.target.name,
+        "mode": spec.target.mode,
+        "timed": timed,
+        "floor": settings.floor,
+        "tolerance": {"cosine": spec.tolerance.cosine, "top1_agreement": spec.tolerance.top1_agreement},
+        "budget": {"seconds": settings.budget_s, "trials": settings.budget_trials},
+        "start": None,
+        "candidate": None,
+        "fp32": None,
+        "naive": {},
+        "ranking": [],
+        "ranking_source": None,
+        "fusions": [],
+        "kernels": [],
+        "lanes": [],
+        "trials": [],
+        "stopped": None,
+        "verdict": None,
+        "reason": None,
+        "best": None,
+        "excluded": [],
+        "seven_bit": [],
+        "returned": [],
+        "tuned_model": None,
+        "warnings": [],
+        "seconds": 0.0,
+    }
+
+
+class Record:
+    """tune.json as it stands (``state``) and the trials so far, for one target's search; ``save`` rewrites the
+    file. The search steps append to it; nothing else of theirs outlives a step but the lane's current model."""
+
+    def __init__(self, spec: Spec, out: Path, settings: Tune) -> None:
+        self.out, self.settings = out, settings
+        self.began = time.monotonic()
+        self.trials: list[Trial] = []
+        self.state = _initial_state(spec, settings, timed=spec.timing.iterations > 0)
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """The ranked quantization points (tune.json's ``ranking``), empty until the ranking ran."""
+        points: list[dict[str, Any]] = self.state["ranking"]
+        return points
+
+    def lane(self, index: int) -> dict[str, Any]:
+        lane: dict[str, Any] = self.state["lanes"][index]
+        return lane
+
+    def save(self) -> None:
+        self.state["trials"] = [t.to_dict() for t in self.trials]
+        self.state["seconds"] = round(time.monotonic() - self.began, 3)
+        write_json_atomic(self.out / TUNE_FILE, self.state)
+
+    def warn(self, text: str) -> None:
+        progress.log.info("tune: %s", text)
+        if text not in self.state["warnings"]:
+            self.state["warnings"].append(text)
+
+    def budget_spent(self) -> str | None:
+        searched = sum(1 for t in self.trials if t.index > 0)
+        trials = self.settings.budget_trials
+        if trials is not None and searched >= trials:
+            return f"the trial budget ({trials}) is spent"
+        seconds = self.settings.budget_s
+        if seconds is not None and time.monotonic() - self.began >= seconds:
+            return f"the time budget ({seconds:g} s) is spent"
+        return None
