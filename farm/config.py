@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,11 @@ class Target:
             # onnxruntime-gpu loads CUDA and cuDNN from NVIDIA's wheels, so the image needs no CUDA base.
             return (f"{self.runtime_package}[cuda,cudnn]=={self.runtime_version}", *self.packages)
         return (self.runtime, *self.packages)
+
+    def waits_for_request(self, named: Collection[str]) -> bool:
+        """The on-request rule, applied here alone: a target with ``on_request = true`` (a large image, a GPU, an
+        older runtime) is built and run only when ``--target`` names it, so here it sits out unless ``named`` has it."""
+        return self.on_request and self.name not in named
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any], *, source: str) -> Target:

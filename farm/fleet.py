@@ -141,11 +141,12 @@ def build_images(fleet: Fleet, targets: Sequence[Target], *, explicit: bool, qui
     """Named targets are built whenever this host can build them; by default only the ones it can run."""
     results = BuildResults()
     wanted = []
+    named = [t.name for t in targets] if explicit else []
     for target in targets:
         placement = fleet.placements[target.name]
         if not explicit and not placement.runnable:
             results.skipped.append((target.name, placement.reason or "unavailable"))
-        elif not explicit and target.on_request:
+        elif target.waits_for_request(named):
             results.skipped.append((target.name, f"built only on request: farm build --target {target.name}"))
         elif why_not := fleet.buildable(target):
             results.skipped.append((target.name, why_not))

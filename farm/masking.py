@@ -119,12 +119,6 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def library_for(mode: str, cache_dir: Path) -> Path | None:
-    """The preload library a container of a placement in ``mode`` needs: built (``ensure_library``) for a masked
-    one, None for the others."""
-    return ensure_library(cache_dir) if mode == "masked" else None
-
-
 def ensure_library(cache_dir: Path) -> Path:
     """The preload library, compiled from farm's source once per source and compiler, on this host.
 

@@ -7,11 +7,9 @@ result is written as soon as it arrives, and one target's failure never loses an
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,76 +18,47 @@ from typing import Any
 import yaml
 
 import farm
-from farm import clean, compat, crosscheck, images, masking
-from farm.backend import runner
-from farm.backend.engine import ENGINE_ERRORS, STAGE_LABEL, Mount, RunResult, engine_lost
+from farm import compat, crosscheck, images
+from farm.artifacts import make_artifacts
+from farm.backend.engine import ENGINE_ERRORS, RunResult, engine_lost
 from farm.backend.registry import offline_backend
 from farm.config import Target
-from farm.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
-from farm.inspect import ModelInfo, NodeUse, inspect_model, node_uses
+from farm.inspect import NodeUse, node_uses
 from farm.job.result import write_text_atomic
-from farm.job.variants import SUBGRAPH_VARIANT
-from farm.models import default_model
-from farm.progress import Reporter, Step
+from farm.jobs import (
+    INPUT_DIR,
+    TIMING_ROUNDS,
+    JobInputs,
+    JobSettings,
+    candidates_for,
+    container,
+    job_out_dir,
+    job_spec,
+    new_run_folder,
+    read_json,
+    run_job,
+    stage_inputs,
+    stage_lines,
+)
+from farm.progress import Reporter
 from farm.report import REPORT_FILE, Report, render
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 from farm.resume import Earlier, read_earlier, resume_key
-from farm.rewrite import rewrite_model
-from farm.tuned import TunedModels, load_tuned
-from farm.usermetric import MetricFile, check_metric, check_outputs
-
-IN = "/farm/in"
-OUT = "/farm/out"
-METRIC_DIR = "metric"
-MODEL_DIR = "model"
-MODEL_FILE = "model.onnx"
-# Timed runs are split into this many rounds, alternating between variants; a speed claim must hold in every one
-# (with 5, identical graphs were called faster in 1 of 100 runs in scripts/bench-noise; with 10, in none).
-TIMING_ROUNDS = 10
-NATIVE_ITERATIONS = 200
-# With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
-# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone.
-EMULATED_ITERATIONS = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class MatrixOptions:
-    model: Path | None = None
+    settings: JobSettings = field(default_factory=JobSettings)
     targets: Sequence[str] = ()
-    data: Path | None = None
-    labels: Path | None = None
-    shapes: Sequence[str] = ()
-    samples: int | None = None
-    calibration: str = "minmax"
-    optimization_level: str = "all"
-    threads: int = 1
-    iterations: int | None = None
-    cosine: float = 0.99
-    top1_agreement: float = 0.99
-    # The outputs that make the verdict (--output); empty: every float output.
-    outputs: Sequence[str] = ()
-    # --metric FILE.py:FUNCTION, the user's own verdict.
-    metric: str | None = None
-    # Seconds per container; None: each target's budget_s from targets.toml.
-    timeout_s: float | None = None
-    keep_containers: bool = False
     out_dir: Path = Path("farm-report")
     # --label: what this run is (a commit, a release), kept in the report's run block for trends and gates.
     label: str | None = None
     # --resume: reuse each target's result from the report already in out_dir when nothing it depends on changed.
     resume: bool = False
-    # --tuned: a farm tune output folder, whose tuned model of each target is evaluated there as the "tuned" variant.
-    tuned: Path | None = None
-
-    @property
-    def native_iterations(self) -> int:
-        """Timed runs per variant on native and masked targets."""
-        return NATIVE_ITERATIONS if self.iterations is None else self.iterations
 
 
 @dataclass(kw_only=True)
@@ -98,7 +67,7 @@ class _Run:
 
     work: Path
     report: dict[str, Any]
-    given: MatrixInputs
+    given: JobInputs
     expected_outputs: Mapping[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
@@ -115,36 +84,6 @@ class _Run:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
-class MatrixInputs:
-    """The model and its data, read and checked on the host before any engine is involved."""
-
-    model: Path
-    info: ModelInfo
-    data: PreparedData
-    metric: MetricFile | None = None
-    tuned: TunedModels | None = None
-
-
-def load_inputs(options: MatrixOptions) -> MatrixInputs:
-    """Every problem with the model, --data, --labels, --shape, --output or --metric surfaces here, as one BadInput
-    naming the file or flag."""
-    model_path, data_path, labels_path, source = _inputs(options)
-    info = inspect_model(model_path)
-    check_outputs(options.outputs, info)
-    metric = None if options.metric is None else check_metric(options.metric)
-    data = prepare_data(
-        info,
-        data=data_path,
-        labels=labels_path,
-        samples=options.samples,
-        source=source,
-        shapes=parse_shape_overrides(options.shapes, model=info),
-    )
-    tuned = None if options.tuned is None else load_tuned(options.tuned, info)
-    return MatrixInputs(model=model_path, info=info, data=data, metric=metric, tuned=tuned)
-
-
 @dataclass(frozen=True, kw_only=True)
 class MatrixResult:
     report: dict[str, Any]
@@ -153,13 +92,10 @@ class MatrixResult:
     notes: tuple[str, ...] = ()
 
 
-def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, reporter: Reporter) -> MatrixResult:
-    named = set(options.targets)
+def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter: Reporter) -> MatrixResult:
     selected = fleet.config.select(options.targets)
-    work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    inputs = work / "in"
-    inputs.mkdir(parents=True)
-    clean.mark_run_folder(work)
+    work = new_run_folder(fleet.config.cache_dir)
+    inputs = work / INPUT_DIR
     run = _Run(
         work=work, report=_report_head(given, options, fleet), given=given, expected_outputs=given.data.expected_outputs
     )
@@ -175,7 +111,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
             run.targets[target.name] = _target_head(target, placement, fleet)
             if not placement.runnable:
                 _finish(run, target.name, status="skipped", reason=placement.reason)
-            elif target.on_request and target.name not in named:
+            elif target.waits_for_request(options.targets):
                 _finish(
                     run,
                     target.name,
@@ -194,7 +130,16 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
         if reused:
             # The prepare stage of their toolchains may not run this time; its findings came with the earlier report.
             run.report["warnings"].extend(run.earlier.warnings)
-        _prepare(fleet, [t for t in ready if t.name not in reused], tags, inputs, run, options, reporter)
+        run.artifacts = make_artifacts(
+            fleet,
+            [t for t in ready if t.name not in reused],
+            tags,
+            work=work,
+            given=given,
+            settings=options.settings,
+            reporter=reporter,
+            warnings=run.report["warnings"],
+        )
         # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
         # and the first of them is the reference the other targets' fp32 outputs are compared with.
         ordered = sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native")
@@ -210,7 +155,7 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
     finally:
         # Also on Ctrl-C or a lost engine: report.json then holds every result that arrived.
         _write(run, options)
-        if not options.keep_containers:
+        if not options.settings.keep_containers:
             shutil.rmtree(work, ignore_errors=True)
     if options.resume:
         ran = (t.name for t in ordered if t.name not in reused)
@@ -221,13 +166,13 @@ def run_matrix(fleet: Fleet, given: MatrixInputs, options: MatrixOptions, report
 DRY_RUN_DIR = "dry-run"
 
 
-def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[list[Path], list[str]]:
+def dry_run(fleet: Fleet, given: JobInputs, options: MatrixOptions) -> tuple[list[Path], list[str]]:
     """What a run would create on each selected target's backend, written as data (Kubernetes manifests, container
     settings) into ``<out>/dry-run/``; nothing is built and nothing runs. Returns the files and notes for the user."""
     folder = options.out_dir / DRY_RUN_DIR
     inputs, notes, written = fleet.config.cache_dir / "runs" / "(run)" / "in", [], []
     for target in fleet.config.select(options.targets):
-        if target.on_request and target.name not in options.targets:
+        if target.waits_for_request(options.targets):
             continue  # as a run does: only when named
         backend = fleet.backends.get(target.name)
         placement = fleet.placements[target.name]
@@ -240,16 +185,9 @@ def dry_run(fleet: Fleet, given: MatrixInputs, options: MatrixOptions) -> tuple[
             continue
         tag = images.current_tag(fleet.config, target) or f"farm/{target.name}:not-built-yet"
         for stage in ("prepare", "evaluate") if placement.mode in ("native", "masked") else ("evaluate",):
-            spec = runner.run_spec(
-                target,
-                placement,
-                tag,
-                ["-m", "farm.job", f"{IN}/spec-{stage}-{target.name}.json", OUT],
-                mounts=_mounts(inputs, fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"),
-                timeout_s=_budget(target, options),
-                memory=target.memory,
-                labels={STAGE_LABEL: stage},
-                mask_library=Path(masking.LIBRARY_NAME) if placement.mode == "masked" else None,
+            out = fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"
+            spec = container(
+                target, placement, tag, stage, inputs, out, timeout_s=options.settings.budget(target), plan_only=True
             )
             path = folder / f"{target.name}-{stage}.yaml"
             folder.mkdir(parents=True, exist_ok=True)
@@ -279,9 +217,9 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
         target,
         fleet.placements[target.name],
         "evaluate",
-        _candidates(target, run.given.info),
-        options,
-        inputs=run.work / "in",
+        candidates_for(target, run.given.info),
+        options.settings,
+        inputs=run.work / INPUT_DIR,
         host_flags=fleet.hosts[target.name].cpu_flags,
         metric=run.given.metric,
     )
@@ -298,7 +236,7 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
             "metric": None if run.given.metric is None else file_sha256(run.given.metric.path),
             "image": tag,
             "spec": spec,
-            "limits": {"budget_s": _budget(target, options), "memory": target.memory},
+            "limits": {"budget_s": options.settings.budget(target), "memory": target.memory},
             "tuned": None if tuned is None else list(tuned.sha256),
         }
     )
@@ -332,17 +270,7 @@ def _exit_code(failure_codes: Iterable[int]) -> int:
     return 0
 
 
-def _inputs(options: MatrixOptions) -> tuple[Path, Path | None, Path | None, DataSource | None]:
-    """The model, data and labels to use, and the data's source when it is farm's own (else it is inferred)."""
-    if options.model is not None:
-        return options.model, options.data, options.labels, None
-    bundled = default_model()
-    if options.data is not None:
-        return bundled.model, options.data, options.labels, None
-    return bundled.model, bundled.data, options.labels or bundled.labels, "bundled"
-
-
-def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
+def _report_head(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
     info, path, data = given.info, given.model, given.data
     warnings = list(data.warnings)
     summary = data.summary()
@@ -353,9 +281,9 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
         "model": info.report_summary(path),
         "data": summary,
         "tolerance": {
-            "cosine": options.cosine,
-            "top1_agreement": options.top1_agreement,
-            "outputs": list(options.outputs) or None,
+            "cosine": options.settings.cosine,
+            "top1_agreement": options.settings.top1_agreement,
+            "outputs": list(options.settings.outputs) or None,
             "metric": None if given.metric is None else given.metric.label,
         },
         "run": _run_block(given, options, fleet),
@@ -365,7 +293,7 @@ def _report_head(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> d
     }
 
 
-def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
+def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
     return {
         "label": options.label,
@@ -378,44 +306,18 @@ def _run_block(given: MatrixInputs, options: MatrixOptions, fleet: Fleet) -> dic
             "kernel": os.uname().release,
         },
         "settings": {
-            "threads": options.threads,
-            "iterations": options.native_iterations,
+            "threads": options.settings.threads,
+            "iterations": options.settings.native_iterations,
             "timing_rounds": TIMING_ROUNDS,
-            "calibration": options.calibration,
-            "optimization_level": options.optimization_level,
+            "calibration": options.settings.calibration,
+            "optimization_level": options.settings.optimization_level,
             "samples": given.data.samples,
         },
         "data_sha256": given.data.sha256(),
     }
 
 
-def stage_inputs(inputs: Path, given: MatrixInputs, fleet: Fleet) -> list[str]:
-    """The model (with its external data), its rewrite, the data and the metric, in the folder every job reads;
-    returns the rewrite's warnings."""
-    model = given.model
-    # The model gets a folder of its own, so that its external data files keep the relative names the model gives
-    # them without meeting anything farm writes (the rewrite's own "model.onnx.data", torch's default name too).
-    folder = inputs / MODEL_DIR
-    folder.mkdir()
-    # Copies, never hard links: onnx refuses external data with several links (a hard-link attack guard), and a
-    # link would let a write into the run reach the user's own file.
-    shutil.copyfile(model, folder / MODEL_FILE)
-    for location in given.info.external_data:
-        staged = folder / location
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model.parent / location, staged)
-    rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
-    if given.metric is not None:
-        (inputs / METRIC_DIR).mkdir()
-        shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
-    given.data.write(inputs)
-    if given.tuned is not None:
-        given.tuned.stage(inputs)
-    _open_up(inputs)
-    return [w for w in (rewritten.note, rewritten.warning) if w]
-
-
-def _tuned_spec(given: MatrixInputs, target: Target) -> dict[str, Any] | None:
+def _tuned_spec(given: JobInputs, target: Target) -> dict[str, Any] | None:
     return None if given.tuned is None else given.tuned.spec(target.name)
 
 
@@ -478,108 +380,6 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
     return tags
 
 
-def toolchain(target: Target) -> str:
-    """What decides the int8 artifacts: the runtime's quantizer and the onnx beside it, not the CPU."""
-    return " ".join((target.runtime, *target.packages))
-
-
-def _prepare(
-    fleet: Fleet,
-    ready: Sequence[Target],
-    tags: dict[str, str],
-    inputs: Path,
-    run: _Run,
-    options: MatrixOptions,
-    reporter: Reporter,
-) -> None:
-    """Make the int8 artifacts once per toolchain, natively where one can, so emulated targets calibrate nothing.
-
-    An older runtime may not read what a newer quantizer writes (onnxruntime 1.17 reads ai.onnx.ml opset 4, and a
-    1.31 quantizer imports 5), so targets of another runtime get artifacts made by their own.
-    """
-    groups: dict[str, list[Target]] = {}
-    for target in ready:
-        groups.setdefault(toolchain(target), []).append(target)
-    for index, (chain, members) in enumerate(groups.items()):
-        candidates = list(dict.fromkeys(v for t in members for v in _candidates(t, run.given.info)))
-        if not candidates:
-            continue
-        maker = next((t for t in members if fleet.placements[t.name].mode in ("native", "masked")), None)
-        maker = maker or _native_helper(fleet, tags, reporter, run.report["warnings"], chain)
-        if maker is None:
-            maker = members[0]
-            run.report["warnings"].append(
-                f"no native target runs {chain}, so its int8 artifacts were made under QEMU in {maker.name}"
-            )
-        name = "artifacts" if index == 0 else f"artifacts-{index}"
-        if _make_artifacts(fleet, maker, tags, candidates, inputs, name, run, options, reporter):
-            run.artifacts.update({t.name: name for t in members})
-
-
-def _make_artifacts(
-    fleet: Fleet,
-    maker: Target,
-    tags: dict[str, str],
-    candidates: list[str],
-    inputs: Path,
-    name: str,
-    run: _Run,
-    options: MatrixOptions,
-    reporter: Reporter,
-) -> bool:
-    spec = job_spec(
-        maker,
-        fleet.placements[maker.name],
-        "prepare",
-        candidates,
-        options,
-        inputs=inputs,
-        host_flags=fleet.hosts[maker.name].cpu_flags,
-        metric=run.given.metric,
-    )
-    out = job_out_dir(run.work, f"prepare-{name}")
-    with reporter.step(f"prepare int8 artifacts in {maker.name}") as step:
-        step.stage("quantize")
-        result = run_job(
-            fleet,
-            maker,
-            tags[maker.name],
-            spec,
-            inputs,
-            out,
-            timeout_s=_budget(maker, options),
-            keep=options.keep_containers,
-            on_line=step.line,
-        )
-    prepared = _read_json(out / "prepare.json")
-    run.report["warnings"].extend(prepared.get("warnings", []))
-    if result.failure:
-        run.report["warnings"].append(
-            f"making the int8 artifacts in {maker.name} {result.failure}: " + _last_line(result.log_tail)
-        )
-    if not (out / "artifacts").is_dir():
-        return False
-    shutil.move(str(out / "artifacts"), str(inputs / name))
-    _open_up(inputs)
-    return True
-
-
-def _native_helper(
-    fleet: Fleet, tags: dict[str, str], reporter: Reporter, warnings: list[str], chain: str
-) -> Target | None:
-    """A native target of the same toolchain that was not selected can still make the artifacts."""
-    for target in fleet.config.targets:
-        if fleet.placements[target.name].mode != "native" or target.image != "cpu" or toolchain(target) != chain:
-            continue
-        outcome = ensure_images(fleet, [target], reporter)[target.name]
-        if outcome.image is not None:
-            tags[target.name] = outcome.image.tag
-            return target
-        # The artifacts can come from another native target; without any, only fp32 and optimized run.
-        warnings.append(f"{target.name} could not make the int8 artifacts: {outcome.error}")
-    return None
-
-
 def _evaluate(
     fleet: Fleet,
     target: Target,
@@ -596,8 +396,8 @@ def _evaluate(
         target,
         placement,
         "evaluate",
-        _candidates(target, run.given.info),
-        options,
+        candidates_for(target, run.given.info),
+        options.settings,
         inputs=inputs,
         host_flags=fleet.hosts[target.name].cpu_flags,
         metric=run.given.metric,
@@ -617,16 +417,16 @@ def _evaluate(
                 spec,
                 inputs,
                 out,
-                timeout_s=_budget(target, options),
-                keep=options.keep_containers,
+                timeout_s=options.settings.budget(target),
+                keep=options.settings.keep_containers,
                 on_line=stage_lines(step),
             )
             if result.failure:
                 step.stage(f"container {result.failure}")
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
-        _collect(run, target.name, out, result, _budget(target, options))
-    wanted_artifacts = bool(_candidates(target, run.given.info))
+        _collect(run, target.name, out, result, options.settings.budget(target))
+    wanted_artifacts = bool(candidates_for(target, run.given.info))
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
         # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
         # would give the same: --resume may reuse it. Without them (prepare failed) it is a weaker result.
@@ -663,59 +463,9 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
     entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
 
 
-def run_job(
-    fleet: Fleet,
-    target: Target,
-    tag: str,
-    spec: dict[str, Any],
-    inputs: Path,
-    out: Path,
-    *,
-    timeout_s: float,
-    keep: bool,
-    on_line: Callable[[str], None],
-) -> RunResult:
-    """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
-    name = f"spec-{spec['stage']}-{spec['target']['name']}.json"
-    path = inputs / name
-    path.write_text(json.dumps(spec, indent=2))
-    path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
-    placement = fleet.placements[target.name]
-    try:
-        library = masking.library_for(placement.mode, fleet.config.cache_dir)
-    except FarmError as exc:  # this target cannot be masked here; the others still run
-        return RunResult.engine_failure(f"could not be masked: {exc}")
-    backend = fleet.backend(target)
-    try:
-        return backend.run(
-            runner.run_spec(
-                target,
-                placement,
-                tag,
-                ["-m", "farm.job", f"{IN}/{name}", OUT],
-                mounts=_mounts(inputs, out),
-                timeout_s=timeout_s,
-                memory=target.memory,
-                keep=keep,
-                mask_library=library,
-                labels={STAGE_LABEL: str(spec["stage"])},
-            ),
-            on_line=on_line,
-        )
-    except EnvironmentProblem as exc:
-        if not backend.reach.remote:
-            raise  # the controller's own engine: nothing else can run either
-        # A remote engine or cluster that went away fails its own targets; the others go on.
-        return RunResult.engine_failure(f"lost its backend: {exc.message}")
-
-
-def _budget(target: Target, options: MatrixOptions) -> float:
-    return options.timeout_s if options.timeout_s is not None else target.budget_s
-
-
 def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: float) -> None:
     """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
-    written = _read_json(out / "result.json")
+    written = read_json(out / "result.json")
     entry = run.targets[name]
     for key in (
         "status",
@@ -791,119 +541,6 @@ def _compare_targets(run: _Run, order: Sequence[str]) -> None:
         )
         if problem:
             run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
-
-
-def stage_lines(step: Step) -> Callable[[str], None]:
-    """The job announces its stages with lines that start with 'farm:'; everything else is detail."""
-
-    def sink(line: str) -> None:
-        if line.startswith("farm:"):
-            step.stage(line[5:].strip())
-        else:
-            step.line(line)
-
-    return sink
-
-
-def _candidates(target: Target, info: ModelInfo) -> list[str]:
-    """The target's candidates, plus dynamic quantization inside subgraphs where the model keeps compute there."""
-    candidates = list(target.candidates)
-    if info.quantizable_in_subgraphs and "u8s8-dynamic" in candidates and SUBGRAPH_VARIANT not in candidates:
-        candidates.insert(candidates.index("u8s8-dynamic") + 1, SUBGRAPH_VARIANT)
-    return candidates
-
-
-def job_spec(
-    target: Target,
-    placement: Placement,
-    stage: str,
-    candidates: list[str],
-    options: MatrixOptions,
-    *,
-    inputs: Path,
-    host_flags: frozenset[str],
-    metric: MetricFile | None = None,
-    artifacts: str | None = None,
-    tuned: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The job's spec; it names labels and int8 artifacts when the input folder holds them, and the target's tuned
-    model when ``farm matrix --tuned`` gave one."""
-    emulated = placement.mode == "emulated"
-    # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
-    iterations = EMULATED_ITERATIONS if emulated else options.native_iterations
-    x86_vnni: bool | None = None
-    if target.arch == "x86_64":
-        # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.
-        tier = set(target.cpu_features) if target.cpu_features or placement.mode != "native" else set(host_flags)
-        x86_vnni = bool(tier & VNNI_FLAGS)
-    return {
-        "schema": "farm.spec/1",
-        "stage": stage,
-        "target": {
-            "name": target.name,
-            "platform": target.platform,
-            "arch": target.arch,
-            "mode": placement.mode,
-            "cpu_model": placement.cpu_model,
-            "providers": list(target.providers),
-            "x86_vnni": x86_vnni,
-            "cpu_unseen": list(placement.unseen),
-        },
-        "model": f"{MODEL_DIR}/{MODEL_FILE}",
-        "rewritten": "rewritten.onnx",
-        "inputs": "inputs.npz",
-        "labels": "labels.npy" if (inputs / "labels.npy").is_file() else None,
-        "artifacts": artifacts if artifacts and (inputs / artifacts).is_dir() else None,
-        "candidates": candidates,
-        "calibration": {"method": options.calibration, "samples": 64},
-        "optimization_level": options.optimization_level,
-        "threads": options.threads,
-        "timing": {
-            "warmup": 0 if emulated else 10,
-            "iterations": max(0, min(iterations, 100_000)),
-            "rounds": TIMING_ROUNDS,
-        },
-        "tolerance": {"cosine": options.cosine, "top1_agreement": options.top1_agreement},
-        "mitigations": ["x64quantprecision"] if x86_vnni is False else [],
-        "outputs": list(options.outputs) or None,
-        "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}", "function": metric.function},
-        **({"tuned": tuned} if tuned is not None else {}),
-    }
-
-
-def _mounts(inputs: Path, out: Path) -> list[Mount]:
-    return [Mount(source=inputs, target=IN, read_only=True), Mount(source=out, target=OUT, read_only=False)]
-
-
-def job_out_dir(work: Path, name: str) -> Path:
-    out = work / f"out-{name}"
-    out.mkdir()
-    # The container runs as an unprivileged user that must be able to write here.
-    out.chmod(0o777)
-    return out
-
-
-def _open_up(directory: Path) -> None:
-    """Make the input tree readable by the container's unprivileged user."""
-    for root, dirs, files in os.walk(directory):
-        os.chmod(root, 0o755)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no output"
 
 
 def _write(run: _Run, options: MatrixOptions) -> None:

@@ -32,11 +32,15 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def of_process(pid: int) -> str:
+    """The owner label value of the process ``pid`` on this machine."""
+    return f"{socket.gethostname()} {_boot_id()} {pid} {_start_time(pid) or '?'}"
+
+
 @cache
 def this_process() -> str:
     """This process's owner label value."""
-    pid = os.getpid()
-    return f"{socket.gethostname()} {_boot_id()} {pid} {_start_time(pid) or '?'}"
+    return of_process(os.getpid())
 
 
 def is_gone(owner: str) -> bool | None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import farm
-from farm import clean
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
@@ -29,11 +28,13 @@ from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
 from farm.job.spec import DEFAULT_FLOOR, TUNE_FILE, TUNED_MODEL
 from farm.job.variants import RECIPES
-from farm.matrix import (
-    MatrixInputs,
-    MatrixOptions,
+from farm.jobs import (
+    INPUT_DIR,
+    JobInputs,
+    JobSettings,
     job_out_dir,
     job_spec,
+    new_run_folder,
     run_job,
     stage_inputs,
     stage_lines,
@@ -77,7 +78,8 @@ class Budget:
 
 @dataclass(frozen=True, kw_only=True)
 class TuneOptions:
-    evaluation: MatrixOptions
+    settings: JobSettings = field(default_factory=JobSettings)
+    targets: Sequence[str] = ()
     budget: Budget = field(default_factory=Budget)
     floor: float = DEFAULT_FLOOR
     out_dir: Path = Path("farm-tune")
@@ -90,12 +92,10 @@ class TuneResult:
     exit_code: int
 
 
-def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: Reporter) -> TuneResult:
-    selected = fleet.config.select(options.evaluation.targets)
-    work = fleet.config.cache_dir / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-tune-{uuid.uuid4().hex[:6]}"
-    inputs = work / "in"
-    inputs.mkdir(parents=True)
-    clean.mark_run_folder(work)
+def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Reporter) -> TuneResult:
+    selected = fleet.config.select(options.targets)
+    work = new_run_folder(fleet.config.cache_dir, "tune")
+    inputs = work / INPUT_DIR
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -112,7 +112,7 @@ def run_tune(fleet: Fleet, given: MatrixInputs, options: TuneOptions, reporter: 
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
-            if not placement.runnable or (target.on_request and target.name not in options.evaluation.targets):
+            if not placement.runnable or target.waits_for_request(options.targets):
                 report["targets"].append(
                     {
                         "name": target.name,
@@ -245,7 +245,7 @@ def _tune_target(
     tag: str,
     inputs: Path,
     work: Path,
-    given: MatrixInputs,
+    given: JobInputs,
     options: TuneOptions,
     reporter: Reporter,
     *,
@@ -260,7 +260,7 @@ def _tune_target(
         placement,
         "tune",
         _static(target),
-        options.evaluation,
+        options.settings,
         inputs=inputs,
         host_flags=fleet.hosts[target.name].cpu_flags,
         metric=given.metric,
@@ -322,7 +322,7 @@ def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
     return {"target": entry.get("name"), **{name: best[name] for name in fields if name in best}}
 
 
-def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions, handed: dict[str, Any]) -> str:
+def _key(target: Target, tag: str, given: JobInputs, options: TuneOptions, handed: dict[str, Any]) -> str:
     """What a target's search depends on: --resume keeps an earlier search only while this is unchanged."""
     return resume_key(
         {
@@ -333,8 +333,8 @@ def _key(target: Target, tag: str, given: MatrixInputs, options: TuneOptions, ha
             "target": target.name,
             "floor": options.floor,
             "budget": options.budget.to_dict(),
-            "tolerance": [options.evaluation.cosine, options.evaluation.top1_agreement],
-            "timing": [options.evaluation.threads, options.evaluation.native_iterations],
+            "tolerance": [options.settings.cosine, options.settings.top1_agreement],
+            "timing": [options.settings.threads, options.settings.native_iterations],
             "handed": handed,
         }
     )

@@ -2,11 +2,14 @@
 
 - native: the image's Python, directly.
 - masked (an x86 ISA tier on a CPU with more ISA and ``cpuid_fault``): the image's Python with farm's CPUID preload
-  library mounted read-only and LD_PRELOADed, and the tier's mask in FARM_CPUID_MASK (farm/masking.py).
+  library (built here once, in farm's cache) mounted read-only and LD_PRELOADed, and the tier's mask in
+  FARM_CPUID_MASK (farm/masking.py).
 - emulated, same architecture (an x86 ISA tier): the host's static qemu-x86_64 is mounted read-only and is the
   entrypoint, with ``-cpu <model>``, because MLAS picks its kernels from CPUID and nothing else can cap that choice.
 - emulated, foreign architecture: binfmt runs the image's binaries under QEMU; ``QEMU_CPU`` picks the core, and is
   always set because QEMU's default "max" CPU gave wrong int8 results.
+
+Callers give the placement; this module applies it, so no caller assembles a mask library or a QEMU entrypoint.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from farm.backend.engine import Mount, RunSpec
 from farm.config import Target
 from farm.host import Placement
-from farm.masking import MASK_ENV
+from farm.masking import LIBRARY_NAME, MASK_ENV, ensure_library
 
 PYTHON = "/opt/farm/bin/python3"
 # Each in a folder of its own: on a remote engine a file's folder becomes a volume, which must not hold /farm/in.
@@ -37,11 +40,14 @@ def run_spec(
     memory: str = "4g",
     labels: Mapping[str, str] | None = None,
     keep: bool = False,
-    mask_library: Path | None = None,
+    cache_dir: Path | None = None,
+    plan_only: bool = False,
 ) -> RunSpec:
     """A container that runs ``python3 ARGS`` in the target's image the way this host must run it.
 
-    A masked placement needs ``mask_library`` (farm.masking.ensure_library).
+    A masked placement needs ``cache_dir``, farm's cache, where its preload library is built once (an
+    EnvironmentProblem when it cannot be); ``plan_only`` names the library without building it, for a plan that
+    builds nothing (`farm matrix --dry-run`).
     """
     if placement.mode == "unavailable":
         raise ValueError(f"target {target.name} is unavailable here: {placement.reason}")
@@ -58,9 +64,10 @@ def run_spec(
     elif placement.mode == "emulated":
         env["QEMU_CPU"] = str(placement.cpu_model)
     elif placement.mode == "masked":
-        if mask_library is None or placement.mask is None:
-            raise ValueError(f"target {target.name} is masked here but no mask library or rules were given")
-        all_mounts.append(Mount(source=mask_library, target=MASK_LIBRARY_IN_CONTAINER, read_only=True))
+        if placement.mask is None:
+            raise ValueError(f"target {target.name} is masked here but no mask rules were given")
+        library = _mask_library(target, cache_dir, plan_only=plan_only)
+        all_mounts.append(Mount(source=library, target=MASK_LIBRARY_IN_CONTAINER, read_only=True))
         env.update({"LD_PRELOAD": MASK_LIBRARY_IN_CONTAINER, MASK_ENV: placement.mask})
     return RunSpec(
         image=image,
@@ -75,6 +82,14 @@ def run_spec(
         labels={"farm.target": target.name, **(labels or {})},
         keep=keep,
     )
+
+
+def _mask_library(target: Target, cache_dir: Path | None, *, plan_only: bool) -> Path:
+    if plan_only:
+        return Path(LIBRARY_NAME)
+    if cache_dir is None:
+        raise ValueError(f"target {target.name} is masked here but farm's cache folder was not given")
+    return ensure_library(cache_dir)
 
 
 def _path(text: str) -> Path:

@@ -7,6 +7,7 @@ import pytest
 
 from farm.backend.engine import Engine
 from farm.fleet import BuildResults, Fleet, build_images
+from farm.owner import OWNER_LABEL, of_process
 from tests.conftest import missing
 
 # Every host of this kind must run these: arm64 through binfmt QEMU (scripts/setup installs it) and the AVX2 tier,
@@ -42,10 +43,14 @@ def runnable(fleet: Fleet, name: str) -> bool:
 
 
 def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], timeout: float = 600) -> str:
-    """The id of the first running container that carries every label, while ``process`` still runs."""
+    """The id of the first running container of ``process`` that carries every label, while ``process`` still runs.
+
+    Only ``process``'s own: on an engine that other farm runs share, theirs carry the same labels.
+    """
     deadline = time.monotonic() + timeout
+    own = [*labels, f"{OWNER_LABEL}={of_process(process.pid)}"]
     while time.monotonic() < deadline:
-        for container in engine.client.containers.list(filters={"label": labels, "status": "running"}):
+        for container in engine.client.containers.list(filters={"label": own, "status": "running"}):
             return str(container.id)
         if process.poll() is not None:
             pytest.fail(f"farm ended before a container labelled {labels} ran: {process.communicate()}")

@@ -16,7 +16,6 @@ from farm.config import Target
 from farm.fleet import BuildResults, Fleet, build_images
 from farm.host import Placement
 from farm.images import LABEL_HASH, LABEL_TARGET
-from farm.masking import library_for
 from tests.conftest import missing
 from tests.integration.conftest import image_of, runnable
 
@@ -24,11 +23,9 @@ pytestmark = pytest.mark.docker
 
 
 def _spec(fleet: Fleet, target: Target, placement: Placement, image: str, args: list[str], **options: Any) -> RunSpec:
-    """``python3 ARGS`` in ``image`` the way farm runs ``placement``: a masked tier (an x86 CPU with cpuid_fault
-    running a narrower tier natively) gets farm's preload library."""
-    return runner.run_spec(
-        target, placement, image, args, mask_library=library_for(placement.mode, fleet.config.cache_dir), **options
-    )
+    """``python3 ARGS`` in ``image`` the way farm runs ``placement``: the runner gives a masked tier (an x86 CPU with
+    cpuid_fault running a narrower tier natively) farm's preload library, built in the fleet's cache."""
+    return runner.run_spec(target, placement, image, args, cache_dir=fleet.config.cache_dir, **options)
 
 
 def test_every_runnable_target_gets_a_labelled_image(engine: Engine, fleet: Fleet, built: BuildResults) -> None:

@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from farm.fleet import BuildResults, Fleet
-from farm.matrix import TIMING_ROUNDS
+from farm.jobs import TIMING_ROUNDS
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target, variant, words

@@ -17,7 +17,7 @@ from farm.backend import runner
 from farm.backend.engine import Engine, Mount
 from farm.fleet import BuildResults, Fleet
 from farm.host import Placement
-from farm.masking import CPUID_FAULT, cleared_features, ensure_library, mask_rules, unseen
+from farm.masking import CPUID_FAULT, cleared_features, mask_rules, unseen
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of
@@ -56,7 +56,7 @@ def test_a_masked_run_whose_mask_cannot_take_fails_with_the_reason(
                 Mount(source=inputs, target="/farm/in", read_only=True),
                 Mount(source=out, target="/farm/out", read_only=False),
             ],
-            mask_library=ensure_library(fleet.config.cache_dir),
+            cache_dir=fleet.config.cache_dir,
         )
     )
     assert result.exit_code == 0, result.log_tail

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.config import load_config
+from farm.config import Target, load_config
 from farm.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -120,3 +120,12 @@ memory = "512m"
     )
     assert (config.target("a").memory, config.target("b").memory) == ("2g", "512m")
     assert load_config(ROOT / "targets.toml", env={}).target("arm64").memory == "4g"
+
+
+def test_an_on_request_target_waits_until_it_is_named() -> None:
+    # The one place of the rule: build, matrix, tune and optimize all ask it.
+    gpu = Target(name="gpu", platform="linux/amd64", on_request=True)
+    cpu = Target(name="cpu", platform="linux/amd64")
+    assert gpu.waits_for_request(()) and gpu.waits_for_request(["cpu"])
+    assert not gpu.waits_for_request(["gpu"])
+    assert not cpu.waits_for_request(()) and not cpu.waits_for_request(["gpu"])

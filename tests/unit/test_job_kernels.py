@@ -24,7 +24,7 @@ from farm.job.data import Dataset
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelFinding, check_kernels
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration, Spec, SpecError, SpecTarget
-from farm.matrix import VNNI_FLAGS
+from farm.jobs import VNNI_FLAGS
 from tests.modelgen import SATURATING_HEAD, SATURATING_WEIGHT, make_saturating_cnn, write_job_spec
 
 # MLAS picks VPDPBUSD (32-bit sums) for U8S8 where VNNI is present.

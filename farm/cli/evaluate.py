@@ -1,0 +1,314 @@
+"""The commands that run a model in the targets or read it: matrix, tune, inspect, optimize."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farm import progress
+from farm.cli.common import open_fleet
+from farm.cli.options import (
+    DataOpt,
+    LabelsOpt,
+    MinCosineOpt,
+    MinTop1Opt,
+    ModelArg,
+    QuietOpt,
+    SamplesOpt,
+    ShapeOpt,
+    TargetOpt,
+    TargetsOpt,
+    ThreadsOpt,
+)
+from farm.errors import BadInput, Interrupted
+from farm.job.spec import DEFAULT_FLOOR
+
+
+def matrix(
+    model: ModelArg = None,
+    target: TargetOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    shape: ShapeOpt = None,
+    samples: SamplesOpt = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            metavar="<name>",
+            help="only this output makes the verdict (repeatable); default: every float output",
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="your own verdict: FILE.py:FUNCTION(fp32_outputs, outputs, labels) -> {'passed': bool, ...}"),
+    ] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="also write the report JSON to FILE")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", envvar="FARM_FORMAT", help="stdout: table|json|markdown|html|junit")
+    ] = "table",
+    out: Annotated[Path, typer.Option(envvar="FARM_OUT", help="where report.{json,md,html} and junit.xml go")] = Path(
+        "farm-report"
+    ),
+    min_cosine: MinCosineOpt = 0.99,
+    min_top1: MinTop1Opt = 0.99,
+    calibration: Annotated[str, typer.Option(help="static calibration: minmax|entropy|percentile")] = "minmax",
+    opt_level: Annotated[str, typer.Option(help="ORT offline optimization: basic|extended|all")] = "all",
+    threads: ThreadsOpt = 1,
+    iterations: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="timed runs per variant on native and masked targets (default 200); emulated ones are not timed"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; default: each target's budget_s"),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option(envvar="FARM_KEEP", help="keep containers and work files for debugging")
+    ] = False,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FARM_LABEL", help="what this run is (a commit, a release), kept in the report for trends and gates"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="write what each target's backend would create "
+            "(container settings, Kubernetes manifests) into OUT/dry-run/; build and "
+            "run nothing",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_RESUME",
+            help="reuse each target's result from the report "
+            "already in --out when the model, data, image and settings are unchanged; "
+            "run the rest",
+        ),
+    ] = False,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FARM_TUNED",
+            help="a farm tune --out folder: each target "
+            "also evaluates the model its search tuned, as the variant "
+            "'tuned'",
+        ),
+    ] = None,
+    targets_file: TargetsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
+    from farm.backend.engine import ENGINE_ERRORS, engine_lost
+    from farm.errors import EnvironmentProblem
+    from farm.jobs import InputFiles, JobSettings, load_inputs
+    from farm.matrix import MatrixOptions, run_matrix, write_reports
+    from farm.matrix import dry_run as plan_dry_run
+    from farm.report import FORMATS, REPORT_FILE
+
+    if fmt not in FORMATS:
+        raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
+    for name, value, valid in (
+        ("--calibration", calibration, ("minmax", "entropy", "percentile")),
+        ("--opt-level", opt_level, ("basic", "extended", "all")),
+    ):
+        if value not in valid:
+            raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
+    settings = JobSettings(
+        threads=threads,
+        iterations=iterations,
+        calibration=calibration,
+        optimization_level=opt_level,
+        cosine=min_cosine,
+        top1_agreement=min_top1,
+        outputs=output or [],
+        timeout_s=timeout,
+        keep_containers=keep,
+    )
+    files = InputFiles(
+        model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned
+    )
+    options = MatrixOptions(settings=settings, targets=target or [], out_dir=out, label=label, resume=resume)
+    # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
+    given = load_inputs(files, settings)
+    fleet_ = open_fleet(targets_file)
+    if dry_run:
+        written, notes = plan_dry_run(fleet_, given, options)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo("\n".join(f"wrote {path}" for path in written) or "nothing to write: no selected target can run")
+        return
+    partial = f"the partial report is {out / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
+    try:
+        with progress.reporter(quiet) as report:
+            result = run_matrix(fleet_, given, options, report)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; every container farm started was removed; {partial}") from None
+    except (EnvironmentProblem, *ENGINE_ERRORS) as exc:  # e.g. the engine went away mid-run
+        lost = exc if isinstance(exc, EnvironmentProblem) else engine_lost("farm matrix", fleet_.engine.host, exc)
+        raise EnvironmentProblem(f"{lost.message}; {partial}", fix=lost.fix) from None
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
+    sys.stdout.write(text)
+    raise typer.Exit(result.exit_code)
+
+
+def tune(
+    model: ModelArg = None,
+    target: TargetOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    shape: ShapeOpt = None,
+    samples: SamplesOpt = None,
+    budget: Annotated[
+        str | None, typer.Option(help="per target: a time (90s, 10m, 1h) or trials (40t); default 20 trials")
+    ] = None,
+    floor: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="the speedup over fp32 a tuned model must keep (below 1: int8 may run slower, e.g. for size)"
+        ),
+    ] = DEFAULT_FLOOR,
+    min_cosine: MinCosineOpt = 0.99,
+    min_top1: MinTop1Opt = 0.99,
+    threads: ThreadsOpt = 1,
+    iterations: Annotated[
+        int | None, typer.Option(min=0, help="timed runs per trial on native and masked targets (default 200)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where tune.json and tuned/<target>.onnx go")] = Path("farm-tune"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="keep each target whose search in --out finished with the same model, "
+            "data, image and settings; search the others again"
+        ),
+    ] = False,
+    targets_file: TargetsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Per target, search the fastest mixed-precision model that holds the tolerance: rank the quantization points
+    once, return the worst to fp32 one region at a time in the target itself, stop within tolerance, below the
+    speedup floor or at the budget. "keep fp32" with the best trade-off found is a result, not a failure."""
+    from farm.jobs import InputFiles, JobSettings, load_inputs
+    from farm.tune import Budget, TuneOptions, render, run_tune
+
+    settings = JobSettings(threads=threads, iterations=iterations, cosine=min_cosine, top1_agreement=min_top1)
+    options = TuneOptions(
+        settings=settings,
+        targets=target or [],
+        budget=Budget.parse(budget),
+        floor=floor,
+        out_dir=out,
+        resume=resume,
+    )
+    given = load_inputs(
+        InputFiles(model=model, data=data, labels=labels, shapes=shape or [], samples=samples), settings
+    )
+    fleet_ = open_fleet(targets_file)
+    try:
+        with progress.reporter(quiet) as report:
+            result = run_tune(fleet_, given, options, report)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; every container farm started was removed; the search so far is in "
+            f"{out / 'tune.json'}; farm tune --resume (same arguments) goes on from there"
+        ) from None
+    sys.stdout.write(render(result.report))
+    raise typer.Exit(result.exit_code)
+
+
+def inspect(
+    model: Annotated[Path, typer.Argument(help="the ONNX model")],
+    target: TargetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (farm.inspect/1) instead of text")] = False,
+    targets_file: TargetsOpt = None,
+) -> None:
+    """The model's facts, and whether each target's runtime will load it, predicted from the runtime itself.
+
+    Exits 5 when a selected target is predicted to fail, 0 otherwise (a target whose image is not built is unknown).
+    """
+    from farm.inspect import inspect_model
+    from farm.inspection import inspect_for_targets, render
+
+    info = inspect_model(model)
+    fleet_ = open_fleet(targets_file)
+    found = inspect_for_targets(fleet_, fleet_.config.select(target or []), model, info)
+    sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
+    raise typer.Exit(5 if found.predicted_failures else 0)
+
+
+def optimize(
+    model: Annotated[Path | None, typer.Argument(help="the ONNX model")] = None,
+    out: Annotated[Path | None, typer.Argument(help="where to write the optimized model")] = None,
+    passes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--passes",
+            metavar="<pass>",
+            help="onnxoptimizer passes, repeatable or comma-separated; default: its fuse and elimination passes",
+        ),
+    ] = None,
+    no_fold: Annotated[bool, typer.Option("--no-fold", help="rewrite only: no constant folding")] = False,
+    list_passes: Annotated[bool, typer.Option("--list", help="list onnxoptimizer's passes and exit")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="inputs to check the result on: FILE.npz or an ONNX test-data dir; default: synthetic"),
+    ] = None,
+    shape: ShapeOpt = None,
+    samples: Annotated[int, typer.Option(min=1, help="samples to check on")] = 8,
+    target: TargetOpt = None,
+    targets_file: TargetsOpt = None,
+) -> None:
+    """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
+    version the targets read. Exits 5 when the result does not match the input."""
+    from farm import compat
+    from farm.data import parse_shape_overrides, prepare_data
+    from farm.errors import EnvironmentProblem
+    from farm.inspect import inspect_model
+    from farm.optimize import available_passes, check_passes, optimize_model
+    from farm.report.model import SYNTHETIC_WARNING
+    from farm.rewrite import default_passes
+
+    if list_passes:
+        defaults = set(default_passes())
+        typer.echo("\n".join(f"{'*' if p in defaults else ' '} {p}" for p in available_passes()))
+        typer.echo("* in the default set (onnxoptimizer's fuse and elimination passes)")
+        return
+    if model is None or out is None:
+        raise BadInput("farm optimize needs MODEL and OUT", fix="run farm optimize model.onnx model.opt.onnx")
+    chosen = tuple(p.strip() for item in passes or [] for p in item.split(",") if p.strip()) or None
+    if chosen is not None:
+        check_passes(chosen)  # bad input is refused before anything else is asked
+    info = inspect_model(model)
+    prepared = prepare_data(info, data=data, samples=samples, shapes=parse_shape_overrides(shape or [], model=info))
+    max_ir: int | None = None
+    try:
+        fleet_ = open_fleet(targets_file)
+        chosen_targets = [
+            t for t in fleet_.config.select(target or []) if t.image == "cpu" and not t.waits_for_request(target or [])
+        ]
+        max_ir, unknown = compat.highest_ir_read_by_all(fleet_, chosen_targets)
+        if unknown:
+            typer.echo(
+                f"note: the IR version {', '.join(unknown)} read is not known yet (build their images)", err=True
+            )
+    except EnvironmentProblem as exc:
+        typer.echo(
+            f"note: no engine to ask the targets' runtimes ({exc.message}); the model keeps its IR version", err=True
+        )
+    result = optimize_model(model, out, info, prepared, passes=chosen, fold=not no_fold, max_ir=max_ir)
+    if prepared.synthetic:
+        typer.echo(f"note: the check's {SYNTHETIC_WARNING}", err=True)
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.matches else 5)

@@ -1,0 +1,63 @@
+"""The start mode the backend's runner applies from a placement alone: the mask library it builds and mounts for a
+masked tier, nothing for a native one; no caller assembles either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farm.backend import runner
+from farm.config import Target
+from farm.host import Placement
+from farm.masking import LIBRARY_NAME, MASK_ENV
+
+NATIVE = Placement(mode="native")
+TIER = Target(name="x86-avx2", platform="linux/amd64", cpu_features=("avx2",), cpu_excludes=("avx512f",))
+MASKED = Placement(mode="masked", mask="0x7.0.ecx:0x800", unseen=("AVX512VNNI",))
+
+
+def test_a_masked_tier_gets_the_library_the_runner_builds_in_farm_s_cache(tmp_path: Path) -> None:
+    from farm import masking
+
+    if masking.compiler() is None:
+        pytest.skip("no C compiler to build the mask library with (farm doctor --fix installs gcc)")
+    started = runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"], cache_dir=tmp_path)
+    library = next(m for m in started.mounts if m.target == runner.MASK_LIBRARY_IN_CONTAINER)
+    assert library.source.is_file() and library.source.is_relative_to(tmp_path) and library.read_only
+    assert started.environment["LD_PRELOAD"] == runner.MASK_LIBRARY_IN_CONTAINER
+    assert started.environment[MASK_ENV] == MASKED.mask
+    assert started.entrypoint is None and started.command == [runner.PYTHON, "-V"]
+
+
+def test_a_plan_names_the_mask_library_without_building_it() -> None:
+    planned = runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"], plan_only=True)
+    library = next(m for m in planned.mounts if m.target == runner.MASK_LIBRARY_IN_CONTAINER)
+    assert library.source == Path(LIBRARY_NAME) and library.read_only
+    assert planned.environment[MASK_ENV] == MASKED.mask
+    # Neither a plan nor the cache folder: a caller's bug, not a host problem.
+    with pytest.raises(ValueError, match="cache folder"):
+        runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"])
+
+
+def test_native_and_emulated_targets_need_no_library(tmp_path: Path) -> None:
+    native = runner.run_spec(TIER, NATIVE, "farm/x:0", ["-V"], cache_dir=tmp_path)
+    assert native.entrypoint is None and "LD_PRELOAD" not in native.environment and not native.mounts
+    arm = Target(name="arm64", platform="linux/arm64")
+    emulated = runner.run_spec(
+        arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "farm/a:0", ["-V"], cache_dir=tmp_path
+    )
+    assert emulated.environment["QEMU_CPU"] == "neoverse-n1" and "LD_PRELOAD" not in emulated.environment
+    assert not (tmp_path / "cpuid").exists()  # nothing was built for a container that does not mask
+
+
+def test_a_mask_library_that_cannot_be_built_is_an_environment_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm import masking
+    from farm.errors import EnvironmentProblem
+
+    monkeypatch.setattr(masking, "compiler", lambda: None)
+    # The launcher (farm/jobs.py) reports it as this target's failure ("could not be masked"); the others still run.
+    with pytest.raises(EnvironmentProblem, match="C compiler"):
+        runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"], cache_dir=tmp_path)
