@@ -23,15 +23,12 @@ from farm.datafiles import load_labels, load_npz, load_test_data, sample_count
 from farm.datashapes import Array, Shape, check_shape_overrides, numpy_dtype, parse_shape_overrides
 from farm.errors import DataError
 from farm.inspect import ModelInfo
+from farm.report.model import SYNTHETIC_WARNING
 from farm.synthetic import synthesize
 
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 
 DEFAULT_SYNTHETIC_SAMPLES = 32
-SYNTHETIC_WARNING = (
-    "inputs are synthetic (random, from the declared types and shapes): accuracy figures may be meaningless; "
-    "pass --data with real samples"
-)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from farm.errors import DataError
-from farm.inspect import Dim, ModelInfo, TensorInfo, shape_text
+from farm.inspect import ModelInfo, TensorInfo
+from farm.shapes import Dim, shape_text
 
 Shape = tuple[int, ...]
 Array = npt.NDArray[Any]

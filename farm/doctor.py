@@ -27,15 +27,15 @@ FOREIGN = {"x86_64": ("aarch64",), "aarch64": ("x86_64",)}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Check:
+class Diagnosis:
     name: str
     level: Level
     detail: str
     fix: str | None = None
 
 
-def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = None) -> list[Check]:
-    checks: list[Check] = []
+def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = None) -> list[Diagnosis]:
+    checks: list[Diagnosis] = []
     gpu_runtime = False
     engine = None
     try:
@@ -43,7 +43,7 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
         info = engine.info()
         gpu_runtime = info.gpu_runtime
         checks.append(
-            Check(
+            Diagnosis(
                 name="engine",
                 level="ok",
                 detail=f"Docker {info.version} (API {info.api_version}) at {engine.host}, {info.arch}",
@@ -51,15 +51,15 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
         )
         checks.append(_disk(Path(info.docker_root)))
     except FarmError as exc:
-        checks.append(Check(name="engine", level="fail", detail=exc.message, fix=exc.fix))
+        checks.append(Diagnosis(name="engine", level="fail", detail=exc.message, fix=exc.fix))
     host = probe_host(gpu_runtime=gpu_runtime)
     checks.extend(_qemu(host))
     checks.extend(_binfmt(host))
     checks.append(_cpu(host))
     checks.append(
-        Check(name="gpu", level="ok", detail="the engine has the 'nvidia' runtime")
+        Diagnosis(name="gpu", level="ok", detail="the engine has the 'nvidia' runtime")
         if gpu_runtime
-        else Check(
+        else Diagnosis(
             name="gpu",
             level="warn",
             detail="no NVIDIA container runtime: gpu targets are unavailable",
@@ -72,19 +72,19 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
     return checks
 
 
-def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
+def _backends(engine: Engine, targets_file: Path | None) -> list[Diagnosis]:
     """Each place targets.toml sends targets to other than this engine: reachable, and what machine is there."""
     try:
         config = load_config(targets_file)
     except FarmError as exc:
-        return [Check(name="targets", level="fail", detail=exc.message, fix=exc.fix)]
+        return [Diagnosis(name="targets", level="fail", detail=exc.message, fix=exc.fix)]
     checks = []
     for place in open_places(config, engine).values():
         where = f"{place.engine} ({', '.join(place.targets)})"
         if place.host is None:
             problem = place.problem
             checks.append(
-                Check(
+                Diagnosis(
                     name="backend",
                     level="warn",
                     detail=f"{where}: unreachable: {problem.message if problem else 'no answer'}",
@@ -94,7 +94,7 @@ def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
             )
             continue
         checks.append(
-            Check(
+            Diagnosis(
                 name="backend",
                 level="ok",
                 detail=f"{where}: {place.host.arch}, {place.host.cpu_model or 'CPU model unknown'}"
@@ -104,10 +104,10 @@ def _backends(engine: Engine, targets_file: Path | None) -> list[Check]:
     return checks
 
 
-def _bootstrap() -> Check:
+def _bootstrap() -> Diagnosis:
     tool = bootstrap.bootstrapper()
     if tool is None:
-        return Check(
+        return Diagnosis(
             name="bootstrap",
             level="warn",
             detail="neither mmdebstrap nor debootstrap is installed, so base images can only come from a registry",
@@ -115,40 +115,40 @@ def _bootstrap() -> Check:
         )
     missing = bootstrap.missing_packages()
     if tool == "mmdebstrap" and missing:
-        return Check(
+        return Diagnosis(
             name="bootstrap",
             level="warn",
             detail=f"mmdebstrap is installed but not {', '.join(missing)}, so foreign-architecture bases "
             "cannot be bootstrapped",
             fix="run `farm doctor --fix` as root",
         )
-    return Check(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
+    return Diagnosis(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
 
 
-def _disk(root: Path) -> Check:
+def _disk(root: Path) -> Diagnosis:
     try:
         free = shutil.disk_usage(root if root.exists() else Path("/")).free
     except OSError:
-        return Check(name="disk", level="warn", detail=f"cannot read free space of {root}")
+        return Diagnosis(name="disk", level="warn", detail=f"cannot read free space of {root}")
     text = f"{free / 2**30:.1f} GiB free for {root}"
     if free < MIN_FREE_BYTES:
-        return Check(
+        return Diagnosis(
             name="disk",
             level="warn",
             detail=text + "; every target image takes about 0.5 GiB",
             fix="free space, e.g. `docker image prune`",
         )
-    return Check(name="disk", level="ok", detail=text)
+    return Diagnosis(name="disk", level="ok", detail=text)
 
 
-def _qemu(host: HostInfo) -> list[Check]:
+def _qemu(host: HostInfo) -> list[Diagnosis]:
     checks = []
     for arch in sorted({host.arch, *FOREIGN.get(host.arch, ())}):
         qemu = host.qemu.get(arch)
         name = f"qemu-{arch}"
         if qemu is None:
             checks.append(
-                Check(
+                Diagnosis(
                     name=name,
                     level="fail",
                     detail="not installed",
@@ -157,7 +157,7 @@ def _qemu(host: HostInfo) -> list[Check]:
             )
         elif not qemu.recent:
             checks.append(
-                Check(
+                Diagnosis(
                     name=name,
                     level="warn",
                     detail=f"QEMU {qemu.version_text} at {qemu.path}: below {QEMU_MIN_VERSION[0]}, "
@@ -166,14 +166,14 @@ def _qemu(host: HostInfo) -> list[Check]:
                 )
             )
         else:
-            checks.append(Check(name=name, level="ok", detail=f"QEMU {qemu.version_text} at {qemu.path}"))
+            checks.append(Diagnosis(name=name, level="ok", detail=f"QEMU {qemu.version_text} at {qemu.path}"))
     return checks
 
 
-def _binfmt(host: HostInfo) -> list[Check]:
+def _binfmt(host: HostInfo) -> list[Diagnosis]:
     if not host.binfmt_mounted:
         return [
-            Check(
+            Diagnosis(
                 name="binfmt",
                 level="fail",
                 detail=f"binfmt_misc is not mounted at {BINFMT_DIR}",
@@ -186,11 +186,13 @@ def _binfmt(host: HostInfo) -> list[Check]:
         name = f"binfmt-{arch}"
         if entry is None or not entry.enabled:
             checks.append(
-                Check(name=name, level="fail", detail="no enabled qemu handler", fix="run `farm doctor --fix` as root")
+                Diagnosis(
+                    name=name, level="fail", detail="no enabled qemu handler", fix="run `farm doctor --fix` as root"
+                )
             )
         elif not entry.works_in_containers:
             checks.append(
-                Check(
+                Diagnosis(
                     name=name,
                     level="fail",
                     detail=f"{entry.interpreter} registered without the F flag, so containers cannot find it",
@@ -198,30 +200,30 @@ def _binfmt(host: HostInfo) -> list[Check]:
                 )
             )
         else:
-            checks.append(Check(name=name, level="ok", detail=f"{entry.interpreter} (flags {entry.flags})"))
+            checks.append(Diagnosis(name=name, level="ok", detail=f"{entry.interpreter} (flags {entry.flags})"))
     return checks
 
 
-def _cpu(host: HostInfo) -> Check:
+def _cpu(host: HostInfo) -> Diagnosis:
     interesting = sorted(f for f in host.cpu_flags if f.startswith(("avx", "amx", "asimd", "sve", "fma")))
     detail = f"{host.arch}: " + (" ".join(interesting) or "no SIMD flags seen")
     if host.arch != "x86_64":
-        return Check(name="cpu", level="ok", detail=detail)
+        return Diagnosis(name="cpu", level="ok", detail=detail)
     if masking.CPUID_FAULT not in host.cpu_flags:
         detail += (
             "; no cpuid_fault, so x86 tiers narrower than this CPU run under QEMU (AVX2) or are unavailable "
             "(AVX-512), not masked at native speed"
         )
-        return Check(name="cpu", level="ok", detail=detail)
+        return Diagnosis(name="cpu", level="ok", detail=detail)
     detail += "; cpuid_fault: x86 tiers narrower than this CPU run masked at native speed"
     if masking.compiler() is None:
-        return Check(
+        return Diagnosis(
             name="cpu",
             level="warn",
             detail=detail + ", but no C compiler builds the mask library",
             fix="run `farm doctor --fix` as root, or `apt-get install gcc`",
         )
-    return Check(name="cpu", level="ok", detail=detail)
+    return Diagnosis(name="cpu", level="ok", detail=detail)
 
 
 # --- fixing -----------------------------------------------------------------------------------------------------

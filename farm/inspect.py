@@ -7,7 +7,7 @@ so that it is reported once as a ModelError rather than once per target as a fai
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -18,15 +18,7 @@ from onnx import ModelProto, NodeProto, TensorProto, TypeProto
 from farm.errors import ModelError, one_line
 from farm.files import file_sha256
 from farm.job.graph import all_graphs, all_nodes, count_nodes
-
-Dim = int | str | None
-
-
-def shape_text(shape: Iterable[Dim] | None) -> str:
-    """A shape as farm prints it everywhere: ``[?, 3, 224, 224]``, ``?`` for a dimension of no known size, and
-    ``?`` alone for an unknown rank."""
-    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
+from farm.shapes import Dim
 
 _EXPORT_HINT = "pass a .onnx file exported by torch.onnx.export or onnx.save"
 # numpy's names where numpy has the type, so a report reads "float32" and not "FLOAT".
@@ -94,7 +86,7 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     external_data: tuple[str, ...] = ()
-    # Conv, MatMul, Gemm, LSTM, ... (farm.job.graph.QUANTIZABLE_OPS), counted inside If/Loop/Scan bodies too.
+    # Conv, MatMul, Gemm, LSTM, ... (farm.job.types.QUANTIZABLE_OPS), counted inside If/Loop/Scan bodies too.
     quantizable_nodes: int = 0
     quantizable_in_subgraphs: int = 0
 

@@ -17,7 +17,8 @@ from tabulate import tabulate
 from farm.compat import Capabilities, Prediction, capabilities, predict
 from farm.config import Target
 from farm.fleet import Fleet
-from farm.inspect import ModelInfo, NodeUse, node_uses, shape_text
+from farm.inspect import ModelInfo, NodeUse, node_uses
+from farm.shapes import shape_text
 
 SCHEMA = "farm.inspect/1"
 _STANDARD_DOMAINS = ("ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")

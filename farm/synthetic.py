@@ -11,7 +11,8 @@ import numpy as np
 
 from farm.datashapes import Array, Shape, dims_text, dynamic_text, example, numpy_dtype
 from farm.errors import DataError
-from farm.inspect import ModelInfo, TensorInfo, shape_text
+from farm.inspect import ModelInfo, TensorInfo
+from farm.shapes import shape_text
 
 # Synthetic inputs are random numbers written to inputs.npz and read by every target: past this they say nothing
 # more about the model, and making them (numpy's float64 draw first) needs three times as much memory.

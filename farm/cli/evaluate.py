@@ -273,10 +273,11 @@ def optimize(
     """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
     version the targets read. Exits 5 when the result does not match the input."""
     from farm import compat
-    from farm.data import SYNTHETIC_WARNING, parse_shape_overrides, prepare_data
+    from farm.data import parse_shape_overrides, prepare_data
     from farm.errors import EnvironmentProblem
     from farm.inspect import inspect_model
     from farm.optimize import available_passes, check_passes, optimize_model
+    from farm.report.model import SYNTHETIC_WARNING
     from farm.rewrite import default_passes
 
     if list_passes:

@@ -66,7 +66,7 @@ def report_cmd(
     """One report over many runs: the latest matrix, what changed since the run before, and per target and
     variant the trend of accuracy and latency (index.html, self-contained; trend.json; summary.md)."""
     from farm.gate import Policy
-    from farm.report.trend import collect, write_trend
+    from farm.gate.trend import collect, write_trend
 
     rules = Policy.load(policy)
     history = collect(paths)

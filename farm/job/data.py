@@ -10,7 +10,7 @@ from typing import Self
 import numpy as np
 
 
-class DataError(ValueError):
+class DatasetError(ValueError):
     """inputs.npz or labels.npy cannot be used; the message says which file and why."""
 
 
@@ -26,18 +26,20 @@ class Dataset:
             with np.load(inputs_path, allow_pickle=False) as npz:
                 inputs = {name: npz[name] for name in npz.files}
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {inputs_path.name}: {exc}") from exc
+            raise DatasetError(f"cannot read {inputs_path.name}: {exc}") from exc
         if not inputs:
-            raise DataError(f"{inputs_path.name} holds no arrays")
+            raise DatasetError(f"{inputs_path.name} holds no arrays")
         flat = [name for name, array in inputs.items() if array.ndim == 0]
         if flat:
-            raise DataError(f"{inputs_path.name}: {flat} have no sample axis (a scalar input is stored as shape (N,))")
+            raise DatasetError(
+                f"{inputs_path.name}: {flat} have no sample axis (a scalar input is stored as shape (N,))"
+            )
         counts = {name: int(array.shape[0]) for name, array in inputs.items()}
         if len(set(counts.values())) != 1:
-            raise DataError(f"{inputs_path.name}: inputs disagree on the sample count: {counts}")
+            raise DatasetError(f"{inputs_path.name}: inputs disagree on the sample count: {counts}")
         samples = next(iter(counts.values()))
         if samples == 0:
-            raise DataError(f"{inputs_path.name} holds no samples")
+            raise DatasetError(f"{inputs_path.name} holds no samples")
         labels = None if labels_path is None else _load_labels(labels_path, samples)
         return cls(inputs=inputs, labels=labels, samples=samples)
 
@@ -46,7 +48,7 @@ class Dataset:
         feed = {}
         for name in names:
             if name not in self.inputs:
-                raise DataError(f"inputs.npz has no array for model input {name!r} (it has {sorted(self.inputs)})")
+                raise DatasetError(f"inputs.npz has no array for model input {name!r} (it has {sorted(self.inputs)})")
             # array[i] of a 1-d array is a numpy scalar, which ORT and quantize_static reject: keep it an array.
             feed[name] = np.asarray(self.inputs[name][index])
         return feed
@@ -56,9 +58,9 @@ def _load_labels(path: Path, samples: int) -> np.ndarray:
     try:
         labels: np.ndarray = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path.name}: {exc}") from exc
+        raise DatasetError(f"cannot read {path.name}: {exc}") from exc
     if labels.shape != (samples,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
+        raise DatasetError(
             f"{path.name} must be an int array of shape ({samples},), not {labels.dtype} of shape {labels.shape}"
         )
     return labels

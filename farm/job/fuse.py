@@ -50,7 +50,7 @@ def _read_in_subgraphs(model: onnx.ModelProto) -> set[str]:
 
 
 @dataclass(kw_only=True, slots=True)
-class _Graph:
+class _PatternGraph:
     model: onnx.ModelProto
     index: GraphIndex
     constants: dict[str, np.ndarray] = field(default_factory=dict)
@@ -58,7 +58,7 @@ class _Graph:
     outputs: set[str] = field(default_factory=set)
 
     @classmethod
-    def of(cls, model: onnx.ModelProto) -> _Graph:
+    def of(cls, model: onnx.ModelProto) -> _PatternGraph:
         graph = cls(
             model=model,
             index=GraphIndex.of(model.graph),
@@ -101,7 +101,7 @@ def _attribute(node: onnx.NodeProto, name: str) -> float | None:
     return None if found is None else float(helper.get_attribute_value(found))
 
 
-def _relu6_of_plus_3(graph: _Graph, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
+def _relu6_of_plus_3(graph: _PatternGraph, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
     """``name`` = clip(x + 3, 0, 6) (as Clip with inputs or attributes, or Min(Relu(.), 6)): (x, its nodes)."""
     clip = graph.sole(name, "Clip")
     nodes: list[onnx.NodeProto]
@@ -132,7 +132,7 @@ def _relu6_of_plus_3(graph: _Graph, name: str) -> tuple[str, list[onnx.NodeProto
     return x, [add, *nodes]
 
 
-def _over_6(graph: _Graph, node: onnx.NodeProto) -> str | None:
+def _over_6(graph: _PatternGraph, node: onnx.NodeProto) -> str | None:
     """The input ``node`` divides by 6 (Div by 6 or Mul by 1/6), if it does."""
     if node.op_type == "Div" and len(node.input) == 2 and graph.scalar(node.input[1], 6.0):
         return str(node.input[0])
@@ -142,14 +142,14 @@ def _over_6(graph: _Graph, node: onnx.NodeProto) -> str | None:
     return None
 
 
-def _hardsigmoid(graph: _Graph, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
+def _hardsigmoid(graph: _PatternGraph, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
     """``name`` (read by one node) = clip(x + 3, 0, 6) / 6, or HardSigmoid(x) with alpha 1/6 and beta 1/2: (x, its
     nodes)."""
     node = graph.sole(name, ("Div", "Mul", "HardSigmoid"))
     return None if node is None else _hardsigmoid_at(graph, node)
 
 
-def _hardsigmoid_at(graph: _Graph, node: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto]] | None:
+def _hardsigmoid_at(graph: _PatternGraph, node: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto]] | None:
     if node.op_type == "HardSigmoid":
         # alpha 0.2 and beta 0.5 are HardSigmoid's defaults; hardswish's alpha is 1/6.
         alpha, beta = _attribute(node, "alpha"), _attribute(node, "beta")
@@ -164,7 +164,7 @@ def _hardsigmoid_at(graph: _Graph, node: onnx.NodeProto) -> tuple[str, list[onnx
     return found[0], [*found[1], node]
 
 
-def _hardswish(graph: _Graph, node: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto]] | None:
+def _hardswish(graph: _PatternGraph, node: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto]] | None:
     """``node`` ends x * hardsigmoid(x) (Mul(x, hsig(x))) or x * relu6(x + 3) / 6: (x, its nodes)."""
     if node.op_type == "Mul" and len(node.input) == 2:
         for x, gate in (node.input, reversed(node.input)):
@@ -191,7 +191,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
     freed: set[str] = set()
     # Each fusion removes nodes, so there are never more fusions than nodes.
     for _ in range(len(fused_model.graph.node)):
-        graph = _Graph.of(fused_model)
+        graph = _PatternGraph.of(fused_model)
         found = _first(graph, opset)
         if found is None:
             break
@@ -216,7 +216,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
     return fused_model, done
 
 
-def _first(graph: _Graph, opset: int) -> tuple[str, str, list[onnx.NodeProto]] | None:
+def _first(graph: _PatternGraph, opset: int) -> tuple[str, str, list[onnx.NodeProto]] | None:
     for node in graph.model.graph.node:
         swish = _hardswish(graph, node)
         # Below opset 14, x * HardSigmoid(x) is already the fused form.

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto
 
-# The compute whose int8 kernels are the point of quantizing; counted in every subgraph too.
-QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention"})
+from farm.job.types import QUANTIZABLE_OPS, NodeCount
+
 # What a quantizable node becomes in the QOperator format (dynamic quantization writes these).
 QUANTIZED_OPS = frozenset({
     "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QLinearConvTranspose", "QGemm",
@@ -81,47 +81,6 @@ class GraphIndex:
     def readers(self, tensor: str) -> Sequence[NodeProto]:
         """The nodes that read ``tensor``, in graph order."""
         return self.consumers.get(tensor, ())
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NodeCount:
-    """Quantizable nodes of a model, and how many of them run int8, in all and inside subgraphs."""
-
-    quantizable: int
-    quantized: int
-    quantizable_in_subgraphs: int
-    quantized_in_subgraphs: int
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> NodeCount:
-        return cls(
-            quantizable=int(data["quantizable"]),
-            quantized=int(data["quantized"]),
-            quantizable_in_subgraphs=int(data["quantizable_in_subgraphs"]),
-            quantized_in_subgraphs=int(data["quantized_in_subgraphs"]),
-        )
-
-    def not_quantized(self) -> str | None:
-        """Why a variant with this count is an fp32 model under an int8 name, or None when it quantized something."""
-        if self.quantized:
-            return None
-        kinds = ", ".join(sorted(QUANTIZABLE_OPS))
-        if not self.quantizable:
-            return f"not quantized: the model has none of the nodes int8 kernels exist for ({kinds})"
-        if self.quantizable_in_subgraphs == self.quantizable:
-            return (
-                f"not quantized: all {self.quantizable} quantizable nodes sit inside If/Loop/Scan bodies, which "
-                "this quantizer does not enter, so it would run fp32 under an int8 name"
-            )
-        return f"not quantized: none of the model's {self.quantizable} quantizable nodes ({kinds}) was quantized"
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "quantizable": self.quantizable,
-            "quantized": self.quantized,
-            "quantizable_in_subgraphs": self.quantizable_in_subgraphs,
-            "quantized_in_subgraphs": self.quantized_in_subgraphs,
-        }
 
 
 def count_nodes(model: ModelProto) -> NodeCount:

@@ -27,7 +27,7 @@ from farm.job.evaluate.candidates import X64_QUANT_PRECISION
 from farm.job.graph import GraphIndex
 from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
 from farm.job.session import open_exact_session, open_session
-from farm.job.spec import Target
+from farm.job.spec import SpecTarget
 
 # The ops whose QDQ groups onnxruntime runs as one int8 kernel.
 KERNEL_OPS = ("Conv", "MatMul", "Gemm")
@@ -227,7 +227,7 @@ def check_kernels(
     quantized: Path,
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
-    target: Target,
+    target: SpecTarget,
     threads: int,
     work: Path | None = None,
 ) -> list[KernelFinding]:
@@ -267,7 +267,7 @@ def check_kernels(
 
 
 def _measure(
-    qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: Target, threads: int
+    qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: SpecTarget, threads: int
 ) -> KernelFinding | None:
     """One group's kernel, its sessions opened and dropped here, one group at a time."""
     try:

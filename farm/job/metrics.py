@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Collection, Sequence
+from typing import Literal
 
 import numpy as np
+
+from farm.job.types import Accuracy, Latency, OutputAccuracy
 
 # One entry per sample; each entry holds that sample's outputs in the session's output order.
 Outputs = Sequence[Sequence[np.ndarray]]
@@ -21,146 +22,12 @@ class MetricsError(ValueError):
     """A variant's outputs cannot be compared with fp32's (shape, count, or non-finite values)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class OutputAccuracy:
-    """One output against fp32's. ``counted`` outputs make the variant's verdict; the others are shown only."""
-
-    name: str
-    counted: bool
-    cosine: float | None
-    max_abs: float | None
-    top1_agreement: float | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OutputAccuracy:
-        return cls(
-            name=data["name"],
-            counted=data["counted"],
-            cosine=data["cosine"],
-            max_abs=data["max_abs"],
-            top1_agreement=data["top1_agreement"],
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "counted": self.counted,
-            "cosine": self.cosine,
-            "max_abs": self.max_abs,
-            "top1_agreement": self.top1_agreement,
-        }
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MetricScore:
-    """What the user's ``--metric`` function returned for one variant."""
-
-    scores: dict[str, float]
-    passed: bool
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MetricScore:
-        return cls(scores=dict(data["scores"]), passed=data["passed"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scores": dict(self.scores), "passed": self.passed}
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Accuracy:
-    """The variant's verdict figures: the worst counted output's cosine and top-1, the largest max_abs."""
-
-    cosine: float
-    max_abs: float
-    top1_agreement: float | None
-    accuracy: float | None
-    outputs: tuple[OutputAccuracy, ...] = ()
-    worst_output: str | None = None
-    metric: MetricScore | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Accuracy:
-        # Reports from before per-output figures and --metric lack these keys.
-        metric = data.get("metric")
-        return cls(
-            cosine=data["cosine"],
-            max_abs=data["max_abs"],
-            top1_agreement=data["top1_agreement"],
-            accuracy=data["accuracy"],
-            outputs=tuple(OutputAccuracy.from_dict(o) for o in data.get("outputs", ())),
-            worst_output=data.get("worst_output"),
-            metric=None if metric is None else MetricScore.from_dict(metric),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cosine": self.cosine,
-            "max_abs": self.max_abs,
-            "top1_agreement": self.top1_agreement,
-            "accuracy": self.accuracy,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "worst_output": self.worst_output,
-            "metric": None if self.metric is None else self.metric.to_dict(),
-        }
-
-    def within(self, *, cosine: float, top1_agreement: float) -> bool:
-        """The verdict: the user's metric when there is one, else cosine and top-1 against the tolerance; a
-        counted output whose shape changed against fp32 is out of it."""
-        if self.metric is not None:
-            return self.metric.passed
-        if any(o.counted and o.cosine is None for o in self.outputs):
-            return False
-        return self.cosine >= cosine and (self.top1_agreement is None or self.top1_agreement >= top1_agreement)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Latency:
-    """Percentiles over every timed run, and the p50 of each round, whose spread is the run's own noise."""
-
-    p50: float
-    p90: float
-    p99: float
-    rounds: tuple[float, ...] = ()
-    # Round i ran in the same stretch of time as round i of every other interleaved variant of the target.
-    interleaved: bool = False
-
-    @property
-    def spread(self) -> float:
-        return round(max(self.rounds) - min(self.rounds), 4) if self.rounds else 0.0
-
-    @classmethod
-    def from_seconds(
-        cls, seconds: Sequence[float], rounds: Sequence[Sequence[float]] = (), *, interleaved: bool = False
-    ) -> Latency:
-        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-        p50, p90, p99 = (round(float(np.percentile(ms, q)), 4) for q in (50, 90, 99))
-        medians = tuple(round(float(np.median(np.asarray(r, dtype=np.float64)) * 1000.0), 4) for r in rounds if r)
-        return cls(p50=p50, p90=p90, p99=p99, rounds=medians, interleaved=interleaved)
-
-    @classmethod
-    def from_rounds(cls, rounds: Sequence[Sequence[float]], *, interleaved: bool = False) -> Latency:
-        return cls.from_seconds([s for r in rounds for s in r], rounds, interleaved=interleaved)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        # Reports from before timing rounds lack them.
-        return cls(
-            p50=data["p50"],
-            p90=data["p90"],
-            p99=data["p99"],
-            rounds=tuple(data.get("rounds", ())),
-            interleaved=data.get("interleaved", False),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "p50": self.p50,
-            "p90": self.p90,
-            "p99": self.p99,
-            "rounds": list(self.rounds),
-            "spread": self.spread,
-            "interleaved": self.interleaved,
-        }
+def latency_from_rounds(rounds: Sequence[Sequence[float]], *, interleaved: bool = False) -> Latency:
+    """Percentiles in ms over every timed run (seconds) of every round, and each round's p50."""
+    ms = np.asarray([s for r in rounds for s in r], dtype=np.float64) * 1000.0
+    p50, p90, p99 = (round(float(np.percentile(ms, q)), 4) for q in (50, 90, 99))
+    medians = tuple(round(float(np.median(np.asarray(r, dtype=np.float64)) * 1000.0), 4) for r in rounds if r)
+    return Latency(p50=p50, p90=p90, p99=p99, rounds=medians, interleaved=interleaved)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from farm.job.session import open_session
-from farm.job.spec import Level, Target
+from farm.job.spec import Level, SpecTarget
 
 
-def optimize(source: Path, destination: Path, *, level: Level, target: Target, threads: int) -> Path:
+def optimize(source: Path, destination: Path, *, level: Level, target: SpecTarget, threads: int) -> Path:
     """Save ``source`` as ORT optimizes it at ``level`` on ``target.providers``.
 
     At ``all`` ORT may write hardware-specific (NCHWc) layouts; that is the point, since the model is evaluated

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from farm.job.data import DataError, Dataset
+from farm.job.data import Dataset, DatasetError
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.result import error_text, write_json_atomic
 from farm.job.spec import Spec
@@ -30,7 +30,7 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
     save()
     try:
         dataset = Dataset.load(spec.inputs, spec.labels)
-    except DataError as exc:
+    except DatasetError as exc:
         for name in spec.candidates:
             state["variants"][name] = {"status": "failed", "error": str(exc), "quantization": None}
         save()

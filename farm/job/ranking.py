@@ -22,8 +22,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from farm.job.graph import QUANTIZABLE_OPS, GraphIndex
+from farm.job.graph import GraphIndex
 from farm.job.session import open_exact_session
+from farm.job.types import QUANTIZABLE_OPS
 
 # A neighbouring tensor joins a point's region when quantizing it alone keeps less than this SQNR (the typical
 # channel of a well-behaved 8-bit tensor keeps 30 to 45 dB; one rounded away by an outlier keeps about 0).

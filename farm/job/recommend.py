@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from farm.job.metrics import Latency
 from farm.job.result import VariantResult
+from farm.job.types import Latency
 from farm.job.variants import BASELINES, FP32, MITIGATION_SUFFIX, OPTIMIZED, saturation_safe
 
 # Differences below this share of p50 are never claimed, however steady the rounds: clock frequency and memory

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from farm.job.loadfailure import LoadFailure
-from farm.job.metrics import Accuracy, Latency
+from farm.job.types import Accuracy, Latency
 
 Status = Literal["ok", "failed", "skipped"]
 TimingLabel = Literal["measured", "masked", "emulated", "none"]
@@ -55,7 +55,7 @@ class VariantResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Runtime:
+class JobRuntime:
     onnxruntime: str
     providers: tuple[str, ...]
 
@@ -64,14 +64,14 @@ class Runtime:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TargetResult:
+class JobResult:
     name: str
     platform: str
     mode: Literal["native", "masked", "emulated"]
     cpu_model: str | None
     status: Status
     reason: str | None
-    runtime: Runtime | None
+    runtime: JobRuntime | None
     variants: tuple[VariantResult, ...] = ()
     recommended: str | None = None
     recommendation_reason: str | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from farm.job.spec import Level, Target
+from farm.job.spec import Level, SpecTarget
 
 LEVELS: Mapping[Level, Any] = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -44,7 +44,7 @@ def preload_cuda(providers: tuple[str, ...]) -> None:
 def open_session(
     model: Path | bytes,
     *,
-    target: Target,
+    target: SpecTarget,
     threads: int,
     config: Mapping[str, str] | None = None,
     level: Level = "all",

@@ -82,7 +82,7 @@ def _names(data: Mapping[str, Any], key: str, known: tuple[str, ...] | None, whe
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Target:
+class SpecTarget:
     name: str
     platform: str
     arch: str
@@ -152,7 +152,7 @@ class MetricRef:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Tolerance:
+class SpecTolerance:
     cosine: float
     top1_agreement: float
 
@@ -267,7 +267,7 @@ class Spec:
     """Paths are absolute: the spec names them relative to the directory that holds spec.json."""
 
     stage: Stage
-    target: Target
+    target: SpecTarget
     model: Path
     rewritten: Path | None
     inputs: Path
@@ -278,7 +278,7 @@ class Spec:
     optimization_level: Level
     threads: int
     timing: Timing
-    tolerance: Tolerance
+    tolerance: SpecTolerance
     mitigations: tuple[str, ...]
     # The outputs that make a variant's verdict; None: every float output (docs/contracts.md section 2).
     outputs: tuple[str, ...] | None
@@ -316,7 +316,7 @@ class Spec:
         tuned = _get(data, "tuned", (dict, type(None)), "") if "tuned" in data else None
         return cls(
             stage=cast(Stage, _choice(data, "stage", STAGES, "")),
-            target=Target.from_dict(section("target")),
+            target=SpecTarget.from_dict(section("target")),
             model=cast(Path, path("model")),
             rewritten=path("rewritten", optional=True),
             inputs=cast(Path, path("inputs")),
@@ -334,7 +334,7 @@ class Spec:
                 iterations=_positive(timing, "iterations", "timing.", minimum=0),
                 rounds=_positive(timing, "rounds", "timing."),
             ),
-            tolerance=Tolerance(
+            tolerance=SpecTolerance(
                 cosine=_fraction(tolerance, "cosine", "tolerance.", low=-1.0),
                 top1_agreement=_fraction(tolerance, "top1_agreement", "tolerance.", low=0.0),
             ),

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from farm.job.metrics import Latency
+from farm.job.metrics import latency_from_rounds
+from farm.job.types import Latency
 
 
 def run_all(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -54,7 +55,7 @@ def time_rounds(
                     timed[index][r].append(seconds)
     interleaved = len(sessions) > 1
     return [
-        errors[i] if i in errors else Latency.from_rounds(timed[i], interleaved=interleaved)
+        errors[i] if i in errors else latency_from_rounds(timed[i], interleaved=interleaved)
         for i in range(len(sessions))
     ]
 

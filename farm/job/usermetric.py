@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from farm.job.metrics import MetricScore
+from farm.job.types import MetricScore
 
 UserMetric = Callable[[Mapping[str, Any], Mapping[str, Any], "np.ndarray | None"], Any]
 PASSED = "passed"

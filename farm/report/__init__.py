@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from farm.errors import BadInput
-from farm.job.metrics import Accuracy, Latency
+from farm.job.types import Accuracy, Latency
 from farm.report.html import render_html
 from farm.report.junit import render_junit
 from farm.report.markdown import render_markdown

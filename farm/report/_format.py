@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from farm import data
-from farm.report.model import Outcome, Report, TargetResult, Variant
+from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, Variant
 
 NONE = "—"
 EMULATED_MARK = "*"
@@ -18,8 +17,6 @@ MASKED_NOTE = (
 )
 # The timing labels that need a footnote, with their mark.
 TIMING_NOTES = {"emulated": (EMULATED_MARK, EMULATED_NOTE), "masked": (MASKED_MARK, MASKED_NOTE)}
-# One wording, the data module's: the report's warnings carry it, and the renderers show it as a banner instead.
-SYNTHETIC_WARNING = data.SYNTHETIC_WARNING
 OUTCOME_LABEL: dict[Outcome, str] = {
     "ok": "ok",
     "out-of-tolerance": "out-tol",

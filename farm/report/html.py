@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from html import escape
 
-from farm.inspect import shape_text
 from farm.report import _format as fmt
 from farm.report import plots
-from farm.report.model import Outcome, Report, TargetResult, TensorSummary, Variant
+from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, TensorSummary, Variant
 from farm.report.svg import Bar, bar_chart
+from farm.shapes import shape_text
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d232a; max-width: 1200px; }
@@ -54,7 +54,7 @@ def render_html(report: Report) -> str:
     if incomplete:
         body.append(f'<p class="banner">{esc(incomplete)}.</p>')
     if report.data.synthetic:
-        body.append(f'<p class="banner">Warning: {esc(fmt.SYNTHETIC_WARNING)}.</p>')
+        body.append(f'<p class="banner">Warning: {esc(SYNTHETIC_WARNING)}.</p>')
     body += [about(report), "<h2>Compatibility</h2>", matrix_table(report), legend(report)]
     body += ["<h2>Accuracy against speed</h2>", *tradeoff_section(report)]
     body += ["<h2>Latency (p50)</h2>", *_latency_charts(report)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from farm.report import _format as fmt
-from farm.report.model import Report, TargetResult, Variant
+from farm.report.model import SYNTHETIC_WARNING, Report, TargetResult, Variant
 
 _VARIANT_HEADERS = (
     "variant",
@@ -36,7 +36,7 @@ def render_markdown(report: Report) -> str:
     if incomplete:
         blocks.append(f"> [!CAUTION]\n> {_text(incomplete)}.")
     if report.data.synthetic:
-        blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(fmt.SYNTHETIC_WARNING)}.")
+        blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(SYNTHETIC_WARNING)}.")
     blocks += [_about(report), _overview(report)]
     blocks += [_target_section(report, target) for target in report.targets]
     blocks += [f"{_text(mark)} {_text(note)}." for mark, note in fmt.timing_notes(report)]

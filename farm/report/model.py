@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
-from farm.job.graph import NodeCount
-
 # The figures are the job's own value types: one definition on both sides of the container boundary.
-from farm.job.metrics import Accuracy, Latency
+from farm.job.types import Accuracy, Latency, NodeCount
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
+from farm.shapes import Dim
 
 Mode = Literal["native", "masked", "emulated", "unavailable"]
 Status = Literal["ok", "failed", "skipped"]
@@ -23,7 +22,11 @@ Timing = Literal["measured", "masked", "emulated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 # What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
 Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
-Dim = int | str | None
+# One wording: farm.data adds it to a synthetic run's warnings, and the renderers show it as a banner instead.
+SYNTHETIC_WARNING = (
+    "inputs are synthetic (random, from the declared types and shapes): accuracy figures may be meaningless; "
+    "pass --data with real samples"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

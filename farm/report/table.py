@@ -11,7 +11,7 @@ import textwrap
 from tabulate import tabulate
 
 from farm.report import _format as fmt
-from farm.report.model import Report, TargetResult, Variant
+from farm.report.model import SYNTHETIC_WARNING, Report, TargetResult, Variant
 
 WIDTH = 100
 RECOMMENDED_MARK = " ◀"
@@ -126,7 +126,7 @@ def _preamble(report: Report) -> list[str]:
         banner = "!" * WIDTH
         lines += [
             banner,
-            *textwrap.wrap(f"!! WARNING: {fmt.SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),
+            *textwrap.wrap(f"!! WARNING: {SYNTHETIC_WARNING}", WIDTH, subsequent_indent="!! "),
             banner,
             "",
         ]

@@ -122,7 +122,10 @@ def cpuinfo_text(model: str, flags: frozenset[str]) -> str:
 
 
 @contextlib.contextmanager
-def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> Iterator[SecondEngine]:
+def second_engine(
+    root: Path, *, cpu_model: str, cpu_flags: frozenset[str], instance: int = 0
+) -> Iterator[SecondEngine]:
+    """An engine of its own under ``root``; ``instance`` tells apart the bridges of two that run at once."""
     dockerd, runc = shutil.which("dockerd"), shutil.which("runc")
     if os.geteuid() != 0 or dockerd is None or runc is None:
         missing("a second Docker engine needs root, dockerd and runc on this machine")
@@ -134,7 +137,7 @@ def second_engine(root: Path, *, cpu_model: str, cpu_flags: frozenset[str]) -> I
     (root / "daemon.json").write_text(
         json.dumps({"runtimes": {"fakecpu": {"path": str(wrapper)}}, "default-runtime": "fakecpu"})
     )
-    suffix = os.getpid() % 200
+    suffix = (os.getpid() + 100 * instance) % 200
     bridge = f"farmtest{suffix}"
     sock = root / "docker.sock"
     make_certificates(root)

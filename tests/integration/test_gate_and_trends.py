@@ -183,6 +183,7 @@ def browse(html: Path, name: str) -> PageResult:
     result = open_page(html, ARTIFACTS / f"{name}.png")
     problems = [*result.console_errors, *result.exceptions, *result.failed_loads, *result.requests, *result.dialogs]
     assert not problems, problems
+    assert result.svg_count > 0, "no SVG chart rendered on the page"
     assert result.svgs_with_size == result.svg_count, "every plot has a size on the page"
     assert result.screenshot.stat().st_size > 10_000
     return result

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,6 +199,71 @@ def test_an_unreachable_backend_is_unavailable_and_the_others_run(built: BuildRe
     assert gone["reason"].startswith(
         "its backend is unreachable: cannot reach the Docker engine at tcp://127.0.0.1:9"
     ), gone["reason"]
+
+
+def test_a_remote_engine_lost_mid_run_fails_only_its_own_targets(
+    fleet: Fleet, built: BuildResults, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The machine behind a second engine goes away while its first target's job runs there: that target and the
+    next one on it fail, saying so; the target on the controller's engine, which runs between them, is unaffected."""
+    if fleet.host.arch != "x86_64":
+        pytest.skip(f"the second engine's tests fake an x86 CPU; this controller is {fleet.host.arch}")
+    # An engine of its own (the module's one serves the other tests), stopped below; a short folder for its socket.
+    root = Path(tmp_path_factory.mktemp("e3", numbered=True))
+    with second_engine(root, cpu_model="Fake Haswell", cpu_flags=HASWELL, instance=1) as lost:
+        away = {"engine": lost.address}
+        # Native targets run in the file's order: one there, then one here, then the second one there.
+        targets = x86_targets(tmp_path / "targets.toml", {"far-a": away, "here": {}, "far-b": away})
+        out = tmp_path / "out"
+        log = (tmp_path / "matrix.log").open("w+")
+        matrix = subprocess.Popen(
+            [*MATRIX, "--targets", str(targets), "--out", str(out), "--iterations", "400"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            _wait_for_job(lost, "far-a", matrix)
+            # The machine goes down: its engine stops, and with it the job's container.
+            os.kill(int((root / "dockerd.pid").read_text()), signal.SIGTERM)
+            code = matrix.wait(timeout=900)
+        finally:
+            if matrix.poll() is None:
+                matrix.kill()
+                matrix.wait()
+        log.seek(0)
+        output = log.read()
+    assert "Traceback" not in output, output
+    assert code == 5, output  # a target failed; not 3, which says the controller's own engine is gone
+    report = json.loads((out / "report.json").read_text())
+    validate(report)
+    assert report.get("incomplete") is None, report["incomplete"]
+    entries = {t["name"]: t for t in report["targets"]}
+    assert entries["here"]["status"] == "ok", entries["here"]
+    # The job that ran there as the engine stopped failed (its container's end or the engine's, whichever the
+    # client heard first); the next target there finds the engine gone, and says which one.
+    assert entries["far-a"]["status"] == "failed" and entries["far-a"]["reason"], entries["far-a"]
+    far_b = entries["far-b"]
+    assert far_b["status"] == "failed" and "lost its backend: " in far_b["reason"], far_b
+    assert lost.address in far_b["reason"], far_b["reason"]
+
+
+MATRIX = [sys.executable, "-m", "farm", "matrix", "--quiet"]
+
+
+def _wait_for_job(engine: SecondEngine, target: str, matrix: subprocess.Popen[str]) -> None:
+    """Until the target's evaluate job runs on ``engine`` (after its image is shipped there and prepared)."""
+    deadline = time.monotonic() + 600
+    labels = [f"farm.target={target}", "farm.stage=evaluate"]
+    while time.monotonic() < deadline:
+        assert matrix.poll() is None, "farm matrix ended before its job ran on the second engine"
+        running = engine.engine.client.api.containers(filters={"label": labels, "status": "running"})
+        if running:
+            time.sleep(2)  # inside the job now, past the container's start
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{target}'s job did not start on {engine.address} in 600 s")
 
 
 def test_doctor_shows_each_backend_and_whether_it_is_reachable(remote: SecondEngine, tmp_path: Path) -> None:

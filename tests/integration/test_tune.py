@@ -14,8 +14,8 @@ import onnx
 import pytest
 
 from farm.fleet import BuildResults, Fleet
-from farm.job.metrics import Latency
 from farm.job.recommend import faster
+from farm.job.types import Latency
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.hostfloor import check_keep_fp32_is_earned, search_floor, timed

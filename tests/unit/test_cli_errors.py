@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+from tests.conftest import ROOT
 from tests.farmcli import assert_one_clean_line, farm
 
 
@@ -31,10 +35,33 @@ def test_a_failing_check_is_the_exit_status_of_doctor() -> None:
     assert "cannot reach a Docker engine" in result.stdout
 
 
-def test_usage_errors_are_one_clean_message_without_click_installed() -> None:
+# Loaded first by every interpreter started with this folder on PYTHONPATH: any import of click fails there, as on a
+# machine where it is not installed, whether or not this environment happens to have it.
+_NO_CLICK = """import sys
+
+
+class _NoClick:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click" or name.startswith("click."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoClick())
+"""
+
+
+def test_usage_errors_are_one_clean_message_without_click_installed(tmp_path: Path) -> None:
     # typer 0.29 vendors click and no longer installs it: usage errors must not depend on importing click.
+    (tmp_path / "sitecustomize.py").write_text(_NO_CLICK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    blocked = subprocess.run([sys.executable, "-c", "import click"], capture_output=True, text=True, env=env)
+    assert blocked.returncode == 1 and "No module named 'click'" in blocked.stderr, blocked.stderr
+    # The console script that pip installed, as a user runs it.
+    script = Path(sys.executable).with_name("farm")
+    assert script.is_file(), f"{script} is missing: install farm into this environment (pip install -e .)"
     for args, needle in ((("matrx",), "No such command 'matrx'"), (("matrix", "--bogus"), "No such option: --bogus")):
-        result = farm(*args)
+        result = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and needle in result.stderr, result.stderr
 

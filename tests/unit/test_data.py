@@ -22,7 +22,8 @@ from farm.data import (
     write_npz,
 )
 from farm.errors import DataError
-from farm.inspect import Dim, ModelInfo, TensorInfo, inspect_model
+from farm.inspect import ModelInfo, TensorInfo, inspect_model
+from farm.shapes import Dim
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"
 ONNX_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data"

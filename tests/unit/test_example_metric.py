@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from farm.job import usermetric
-from farm.job.metrics import MetricScore
+from farm.job.types import MetricScore
 from farm.usermetric import check_metric
 from tests.conftest import ROOT
 

@@ -23,7 +23,7 @@ from farm.job import tune
 from farm.job.data import Dataset
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelFinding, check_kernels
 from farm.job.quantize import quantize
-from farm.job.spec import Calibration, Spec, SpecError, Target
+from farm.job.spec import Calibration, Spec, SpecError, SpecTarget
 from farm.jobs import VNNI_FLAGS
 from tests.modelgen import SATURATING_HEAD, SATURATING_WEIGHT, make_saturating_cnn, write_job_spec
 
@@ -33,8 +33,8 @@ UNTIMED = {"warmup": 0, "iterations": 0, "rounds": 1}
 TIMING = {"warmup": 3, "iterations": 30, "rounds": 5}
 
 
-def host_target(*, saturation_risk: bool) -> Target:
-    return Target(
+def host_target(*, saturation_risk: bool) -> SpecTarget:
+    return SpecTarget(
         name="host",
         platform="linux/amd64",
         arch="x86_64",

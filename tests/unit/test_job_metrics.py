@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from farm.job.metrics import (
-    Latency,
     MetricsError,
     compare,
     cosine,
     default_counted,
     is_classifier_like,
+    latency_from_rounds,
     top1_kind,
 )
+from farm.job.types import Latency
 
 
 def f32(*values: float) -> np.ndarray:
@@ -113,7 +114,7 @@ def test_mismatches_and_non_finite_values_are_errors() -> None:
 
 def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
     seconds = [i / 1000 for i in range(1, 101)]
-    latency = Latency.from_rounds([seconds[:50], seconds[50:]])
+    latency = latency_from_rounds([seconds[:50], seconds[50:]])
     assert latency.p50 == pytest.approx(50.5)
     assert latency.p90 == pytest.approx(90.1)
     assert latency.p99 == pytest.approx(99.01)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from farm.job.metrics import Accuracy, Latency
 from farm.job.recommend import faster, recommend, saturation_findings
 from farm.job.result import VariantResult
+from farm.job.types import Accuracy, Latency
 
 
 def ok(

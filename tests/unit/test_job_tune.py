@@ -277,6 +277,40 @@ def test_several_saturating_nodes_get_7_bit_weights_everywhere_in_one_trial_firs
         assert kernel[1]["added_seven_bit"] == ["w0"] and kernel[1]["seven_bit"] == ["w0"]
 
 
+class _CpuPosingAsCuda(ort.InferenceSession):  # type: ignore[misc]
+    """A session that runs on the CPU and reports the CUDA provider it was asked for, as on a GPU host."""
+
+    def __init__(self, path_or_bytes: Any, sess_options: Any = None, providers: Any = None, **kwargs: Any) -> None:
+        super().__init__(path_or_bytes, sess_options=sess_options, providers=["CPUExecutionProvider"], **kwargs)
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_on_an_accelerator_target_the_kernel_check_does_not_run_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel check times the CPU's (MLAS's) int8 kernels node by node; a target whose first provider is an
+    accelerator runs its own, so the search skips the check and warns. The spec names CUDAExecutionProvider first,
+    which is what the search decides from; there is no GPU here, so the sessions run on the CPU and report CUDA
+    (else the job would rightly refuse them as a silent fallback). Everything else is the real search."""
+    monkeypatch.setattr(ort, "InferenceSession", _CpuPosingAsCuda)
+    monkeypatch.delattr(ort, "preload_dlls", raising=False)  # it would look for CUDA's libraries
+
+    def no_kernel_check(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the kernel check ran on an accelerator target")
+
+    monkeypatch.setattr(kernelstep, "check_kernels", no_kernel_check)
+    cuda = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    state = tuned(tmp_path, timing=UNTIMED, target=cuda, tune={"start": "u8s8-qdq", "budget_trials": 4})
+    assert state["status"] == "done", state["error"]
+    # The naive start is out of tolerance, so the search reached the step where the kernel check comes first.
+    assert not state["trials"][0]["within_tolerance"], state["trials"][0]
+    assert len(state["trials"]) > 1, state["trials"]
+    assert "the kernel check measures CPU int8 kernels; it does not run on accelerator targets" in state["warnings"]
+    assert state["kernels"] == [] and not [t for t in state["trials"] if t["step"] == "kernel"], state["trials"]
+
+
 def test_kernel_remedies_that_do_not_move_the_metric_give_way_to_the_ranking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

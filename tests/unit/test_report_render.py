@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from farm.data import SYNTHETIC_WARNING
 from farm.errors import BadInput
 from farm.report import FORMATS, Report, render
+from farm.report.model import SYNTHETIC_WARNING
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
 
@@ -183,8 +183,13 @@ def test_html_is_self_contained_with_matrix_and_charts() -> None:
 
 def test_html_charts_are_well_formed_svg() -> None:
     text = render(_report(), "html")
-    for svg in re.findall(r"<svg.*?</svg>", text, flags=re.S):
-        ET.fromstring(svg)
+    charts = re.findall(r"<svg.*?</svg>", text, flags=re.S)
+    # A page whose charts did not render must fail here, not pass over an empty list.
+    assert len(charts) == 6, f"{len(charts)} SVG charts rendered"
+    for svg in charts:
+        root = ET.fromstring(svg)
+        drawn = [e for e in root.iter() if e.tag.rsplit("}", 1)[-1] in ("rect", "path", "line", "polyline", "circle")]
+        assert drawn, f"an SVG chart with nothing drawn in it: {svg[:200]}"
 
 
 def test_html_escapes_every_text_from_the_report() -> None:

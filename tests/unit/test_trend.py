@@ -9,7 +9,7 @@ import pytest
 
 from farm.errors import BadInput
 from farm.gate import Policy
-from farm.report.trend import collect, render_trend_html, render_trend_markdown, trend_data
+from farm.gate.trend import collect, render_trend_html, render_trend_markdown, trend_data
 from tests.unit.report_sample import sample_report_dict
 
 VNNI = "x86-avx512-vnni"

@@ -11,10 +11,10 @@ from typing import Any
 
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
-from farm.job.graph import NodeCount
 from farm.job.modelfile import model_size
 from farm.job.result import VariantResult
 from farm.job.spec import Spec
+from farm.job.types import NodeCount
 from farm.job.variants import MITIGATION_SUFFIX, SUBGRAPH_VARIANT
 
 X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}

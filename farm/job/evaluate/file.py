@@ -9,8 +9,8 @@ from typing import Any
 
 import onnxruntime as ort
 
-from farm.job.result import Runtime, TargetResult, VariantResult, write_json_atomic
-from farm.job.spec import Target
+from farm.job.result import JobResult, JobRuntime, VariantResult, write_json_atomic
+from farm.job.spec import SpecTarget
 
 log = logging.getLogger("farm.job")
 
@@ -19,16 +19,16 @@ class ResultFile:
     """The target's result so far, and what the file says until the run ends: that it did not finish, and the
     variant under way, so if the runtime dies (QEMU segfaults happen) that is the truth the controller finds."""
 
-    def __init__(self, target: Target, out: Path) -> None:
+    def __init__(self, target: SpecTarget, out: Path) -> None:
         self.out = out
-        self.result = TargetResult(
+        self.result = JobResult(
             name=target.name,
             platform=target.platform,
             mode=target.mode,
             cpu_model=target.cpu_model,
             status="ok",
             reason=None,
-            runtime=Runtime(onnxruntime=ort.__version__, providers=()),
+            runtime=JobRuntime(onnxruntime=ort.__version__, providers=()),
         )
         self.finished = False
         self.pending: str | None = None

@@ -20,7 +20,7 @@ from farm.job.evaluate.timed import Timer
 from farm.job.loadfailure import classify
 from farm.job.modelfile import model_size
 from farm.job.reference import Reference
-from farm.job.result import Runtime, VariantResult, error_text
+from farm.job.result import JobRuntime, VariantResult, error_text
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
 from farm.job.variants import FP32
@@ -36,7 +36,7 @@ def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Load
     except Exception as exc:  # the reason is ORT's own message, verbatim
         _failed(spec, file, exc, loading=True)
         return None
-    file.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
+    file.save(runtime=JobRuntime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
     try:
         reference = Reference.run(session, dataset)
     except Exception as exc:

@@ -13,13 +13,14 @@ from farm.job import usermetric
 from farm.job.evaluate.metric import Metric
 from farm.job.evaluate.timed import Timer, timing_label
 from farm.job.loadfailure import classify
-from farm.job.metrics import Accuracy, compare
+from farm.job.metrics import compare
 from farm.job.modelfile import model_size
 from farm.job.reference import Reference
 from farm.job.result import VariantResult, error_text
 from farm.job.session import node_providers, open_session
 from farm.job.spec import Spec
 from farm.job.timing import run_all
+from farm.job.types import Accuracy
 from farm.job.variants import OPTIMIZED
 
 

@@ -9,8 +9,8 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from farm.job import usermetric
-from farm.job.metrics import MetricScore
 from farm.job.spec import MetricRef
+from farm.job.types import MetricScore
 
 Loaded: TypeAlias = usermetric.UserMetric | usermetric.UserMetricError
 

@@ -6,25 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from farm.job import cpu
-from farm.job.data import DataError, Dataset
+from farm.job.data import Dataset, DatasetError
 from farm.job.evaluate import metric
 from farm.job.evaluate.candidates import Candidates, read_prepared
 from farm.job.evaluate.extra import run_optimized, run_tuned
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
 from farm.job.recommend import recommend, saturation_findings
-from farm.job.result import TargetResult
+from farm.job.result import JobResult
 from farm.job.spec import Spec
 
 
-def run_evaluate(spec: Spec, out: Path) -> TargetResult:
+def run_evaluate(spec: Spec, out: Path) -> JobResult:
     """Evaluate every variant of ``spec``'s target, rewriting ``out``/result.json after each; returns the result."""
     file = ResultFile(spec.target, out)
     prepared = read_prepared(spec.artifacts)
     file.save()
     try:
         dataset = Dataset.load(spec.inputs, spec.labels)
-    except DataError as exc:
+    except DatasetError as exc:
         file.fail(str(exc))
         return file.result
     seen = cpu.features_seen() if spec.target.arch == "x86_64" else None

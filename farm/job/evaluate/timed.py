@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from farm.job.evaluate.file import ResultFile
-from farm.job.metrics import Latency
 from farm.job.result import TimingLabel, error_text
-from farm.job.spec import Target, Timing
+from farm.job.spec import SpecTarget, Timing
 from farm.job.timing import time_rounds
+from farm.job.types import Latency
 
 # Sessions are kept open for the alternating timing phase up to this much model on disk; beyond it (a large
 # model times many variants), the rest are timed one after another, as soon as their accuracy is known.
@@ -32,7 +32,7 @@ class _Timed:
     session: Any
 
 
-def timing_label(target: Target, latency: Latency | None) -> TimingLabel:
+def timing_label(target: SpecTarget, latency: Latency | None) -> TimingLabel:
     """What a latency measured on ``target`` stands for (docs/contracts.md section 2)."""
     if latency is None:
         return "none"
@@ -42,7 +42,9 @@ def timing_label(target: Target, latency: Latency | None) -> TimingLabel:
 class Timer:
     """The sessions kept for the timing phase, and the model bytes they hold."""
 
-    def __init__(self, *, timing: Timing, target: Target, feeds: list[dict[str, np.ndarray]], file: ResultFile) -> None:
+    def __init__(
+        self, *, timing: Timing, target: SpecTarget, feeds: list[dict[str, np.ndarray]], file: ResultFile
+    ) -> None:
         self.timing, self.target, self.feeds, self.file = timing, target, feeds, file
         self.kept: list[_Timed] = []
         self.kept_bytes = 0

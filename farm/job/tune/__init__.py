@@ -44,7 +44,7 @@ figures), ``stage`` (the stage that ties them together).
 from farm.job.tune.kernelstep import MAX_IDLE_TRIALS
 from farm.job.tune.lanes import FASTER_BY
 from farm.job.tune.measure import MIN_GAIN
-from farm.job.tune.record import SCHEMA, Config, TuneFailed
+from farm.job.tune.record import SCHEMA, QuantConfig, TuneFailed
 from farm.job.tune.stage import run_tune
 
-__all__ = ["FASTER_BY", "MAX_IDLE_TRIALS", "MIN_GAIN", "SCHEMA", "Config", "TuneFailed", "run_tune"]
+__all__ = ["FASTER_BY", "MAX_IDLE_TRIALS", "MIN_GAIN", "SCHEMA", "QuantConfig", "TuneFailed", "run_tune"]

@@ -14,7 +14,7 @@ from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.result import error_text
 from farm.job.spec import Spec
 from farm.job.tune import progress
-from farm.job.tune.record import Config, Record, Trial
+from farm.job.tune.record import QuantConfig, Record, Trial
 from farm.job.tune.source import Sources
 from farm.job.tune.trials import Lane, Trials
 from farm.job.tune.words import figures
@@ -77,7 +77,7 @@ class KernelCheck:
         plain = replace(config, exclude=(), seven_bit=())
         if plain == config and start.model is not None:
             return start.model
-        if plain == Config.of(config.variant, self._spec.calibration.method) and config.variant in self._naive:
+        if plain == QuantConfig.of(config.variant, self._spec.calibration.method) and config.variant in self._naive:
             return self._naive[config.variant]
         # The start keeps some nodes out of int8; the check needs them in.
         return self._trials.make(plain, self._work / f"plain-{config.variant}.onnx")
@@ -136,7 +136,7 @@ def remedy_kernels(trials: Trials, lane: Lane, lossy: Sequence[KernelFinding]) -
     return None
 
 
-def _seven_bit_fits(finding: KernelFinding, config: Config) -> bool:
+def _seven_bit_fits(finding: KernelFinding, config: QuantConfig) -> bool:
     """7-bit weights are the remedy for ``finding`` in ``config``: it saturates, its int8 weights are not 7-bit
     yet."""
     return bool(

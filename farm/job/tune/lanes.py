@@ -13,7 +13,7 @@ from farm.job.recommend import NOISE_FLOOR
 from farm.job.tune import points, steps
 from farm.job.tune.kernelstep import KernelCheck, remedy_kernels
 from farm.job.tune.lineage import Lineage
-from farm.job.tune.record import Config, Trial
+from farm.job.tune.record import QuantConfig, Trial
 from farm.job.tune.trials import Lane, Trials
 from farm.job.tune.words import kept_text, speed
 from farm.job.variants import RECIPES
@@ -37,16 +37,16 @@ class Lanes:
         method = self.trials.spec.calibration.method
         given = record.settings.candidate
         if given is not None:
-            first = Config.from_dict(given)
+            first = QuantConfig.from_dict(given)
             origin = str(given.get("target") or "the native search")
             label = f"start: {origin}'s tuned model ({first.variant}, {kept_text(first)}), checked on this target"
         else:
-            first, label = Config.of(start, method), f"start: {start}"
+            first, label = QuantConfig.of(start, method), f"start: {start}"
             plain = _without_reduce_range(start)
             if self.trials.spec.target.saturation_risk and plain is not None:
                 # 7-bit weights everywhere is the blanket remedy for saturation; the kernel check finds the nodes
                 # that need it, so the search starts from the family's 8-bit recipe.
-                first = Config.of(plain, method)
+                first = QuantConfig.of(plain, method)
                 label = f"start: {plain} ({start} without reduce_range: the kernel check finds the nodes that saturate)"
         reasons = [self.lane(first, label)]
         while judge.timed:
@@ -61,11 +61,11 @@ class Lanes:
             reasons.append(self.lane(config, label, rival=rival))
         return "; ".join(dict.fromkeys(reasons))
 
-    def _next_start(self, rival: Trial | None, faster: str, speed: float, against: float) -> tuple[Config, str]:
+    def _next_start(self, rival: Trial | None, faster: str, speed: float, against: float) -> tuple[QuantConfig, str]:
         """The config and label of a lane that starts from ``faster``, with the rival's settings when there is one."""
         recipe = RECIPES[faster]
         if rival is None:
-            config = Config.of(faster, self.trials.spec.calibration.method)
+            config = QuantConfig.of(faster, self.trials.spec.calibration.method)
             label = (
                 f"start: {faster} (its kernels ran {speed:.2f}x fp32 naive, against {against:.2f}x for "
                 f"{self.trials.record.state['lanes'][-1]['variant']}, whose lane found nothing within tolerance)"
@@ -113,7 +113,7 @@ class Lanes:
         plain = min(members[family], key=lambda n: (RECIPES[n].reduce_range, RECIPES[n].per_channel, n))
         return plain, speed, speeds[reference]
 
-    def lane(self, config: Config, label: str, *, rival: Trial | None = None) -> str:
+    def lane(self, config: QuantConfig, label: str, *, rival: Trial | None = None) -> str:
         """One lane: its start, then (out of tolerance) the kernels, the knobs and the ranked points, then (within)
         the changes this target does not need returned to int8. Returns why it stopped."""
         record, trials = self.trials.record, self.trials

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from farm.job.tune.record import Config, Record, Trial
+from farm.job.tune.record import QuantConfig, Record, Trial
 from farm.job.tune.source import Sources
 
 
@@ -102,11 +102,11 @@ def given_lineage(record: Record, sources: Sources) -> Lineage:
     if given is None:
         return Lineage(record=record, sources=sources)
     origin = str(given.get("target") or "the native search")
-    changes = covering(Config.from_dict(given), [dict(c) for c in given.get("changes", ())], origin)
+    changes = covering(QuantConfig.from_dict(given), [dict(c) for c in given.get("changes", ())], origin)
     return Lineage(record=record, sources=sources, given=tuple(changes), origin=given.get("target"))
 
 
-def covering(config: Config, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
+def covering(config: QuantConfig, changes: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
     """The given changes, plus one for each node or weight the given config keeps out of int8 that none names."""
     named = {n for c in changes for n in c.get("nodes", ())} | {w for c in changes for w in c.get("seven_bit", ())}
     why = f"{origin}'s tuned model keeps it out of int8"

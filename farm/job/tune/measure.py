@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from farm.job import cpu, usermetric
-from farm.job.data import DataError, Dataset
-from farm.job.metrics import Accuracy, Latency, compare
+from farm.job.data import Dataset, DatasetError
+from farm.job.metrics import compare
 from farm.job.modelfile import model_size
 from farm.job.reference import Reference
 from farm.job.result import error_text
@@ -19,6 +19,7 @@ from farm.job.spec import Spec, Timing
 from farm.job.timing import run_all, speedup, time_rounds
 from farm.job.tune import progress
 from farm.job.tune.record import Record, TuneFailed
+from farm.job.types import Accuracy, Latency
 
 # A change is kept when it closes at least this share of the gap to the tolerance (or, with the tolerance met by
 # cosine and top-1 but not by --metric, raises the cosine at all).
@@ -112,7 +113,7 @@ def load(spec: Spec, record: Record) -> tuple[Dataset, Measure]:
     """The dataset, the --metric, and fp32's reference on this target; writes fp32's accuracy into tune.json."""
     try:
         dataset = Dataset.load(spec.inputs, spec.labels)
-    except DataError as exc:
+    except DatasetError as exc:
         raise TuneFailed(str(exc)) from exc
     if spec.target.masked:
         seen = cpu.features_seen() if spec.target.arch == "x86_64" else None

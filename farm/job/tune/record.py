@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from farm.job.kernels import KernelFinding
-from farm.job.metrics import Accuracy, Latency
 from farm.job.result import write_json_atomic
 from farm.job.spec import TUNE_FILE, CalibrationMethod, Spec, Tune
 from farm.job.tune import progress
+from farm.job.types import Accuracy, Latency
 from farm.job.variants import RECIPES
 
 SCHEMA = "farm.tune/1"
@@ -30,7 +30,7 @@ class TuneFailed(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Config:
+class QuantConfig:
     """One quantized model the search can make: the start's recipe, varied."""
 
     variant: str
@@ -45,12 +45,12 @@ class Config:
     fused: bool = False
 
     @classmethod
-    def of(cls, variant: str, method: CalibrationMethod) -> Config:
+    def of(cls, variant: str, method: CalibrationMethod) -> QuantConfig:
         recipe = RECIPES[variant]
         return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
         """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
         return cls(
             variant=str(data["variant"]),
@@ -71,7 +71,7 @@ class Trial:
     # Which lane (a search from one start) it belongs to.
     lane: int
     change: str
-    config: Config
+    config: QuantConfig
     step: Step
     point: int | None = None
     # What this trial changed against the current model: nodes put in fp32, weights made 7-bit, changes undone.
@@ -83,7 +83,7 @@ class Trial:
     why: str | None = None
     # How the quantizer made its model (farm.job.quantize's record): the tuned model's, in tune.json's best.
     record: dict[str, Any] | None = None
-    # What the model quantized (farm.job.graph.NodeCount.to_dict()); a model with none left quantized is not int8.
+    # What the model quantized (farm.job.types.NodeCount.to_dict()); a model with none left quantized is not int8.
     nodes: dict[str, int] | None = None
     accuracy: Accuracy | None = None
     latency: Latency | None = None

@@ -13,7 +13,7 @@ from farm.job.modelfile import keeps_external_data, save_model
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, raise_opset
 from farm.job.result import error_text
 from farm.job.tune import progress
-from farm.job.tune.record import Config, Record
+from farm.job.tune.record import QuantConfig, Record
 from farm.job.tune.words import fusion_text
 
 
@@ -28,7 +28,7 @@ class Sources:
         self._work, self._warn = work, warn
         self._raised: dict[Path, Path | OpsetRaiseFailed] = {}
 
-    def for_config(self, config: Config) -> Path:
+    def for_config(self, config: QuantConfig) -> Path:
         """The model ``config`` quantizes; raises OpsetRaiseFailed when its per-channel weights need opset 13 and
         the converter cannot raise it."""
         base = self.fused if config.fused and self.fused is not None else self.source

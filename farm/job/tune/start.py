@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from farm.job.metrics import Accuracy, Latency
 from farm.job.quantize import quantize
 from farm.job.result import error_text
 from farm.job.session import open_session
@@ -17,9 +16,10 @@ from farm.job.spec import Spec
 from farm.job.timing import speedup
 from farm.job.tune import progress
 from farm.job.tune.measure import Measure
-from farm.job.tune.record import Config, Record, TuneFailed
+from farm.job.tune.record import QuantConfig, Record, TuneFailed
 from farm.job.tune.trials import Trials
 from farm.job.tune.words import figures
+from farm.job.types import Accuracy, Latency
 from farm.job.variants import RECIPES
 
 
@@ -127,7 +127,7 @@ def _naive_model(trials: Trials, name: str) -> Path:
     if artifacts is not None and (artifacts / f"{name}.onnx").is_file():
         return artifacts / f"{name}.onnx"
     path = trials.work / f"naive-{name}.onnx"
-    config = Config.of(name, spec.calibration.method)
+    config = QuantConfig.of(name, spec.calibration.method)
     quantize(name, trials.sources.for_config(config), path, dataset=trials.dataset, calibration=spec.calibration)
     return path
 

@@ -11,11 +11,11 @@ from typing import Any, cast
 from farm.job.spec import CALIBRATION_METHODS, CalibrationMethod
 from farm.job.tune.kernelstep import KernelCheck
 from farm.job.tune.lineage import Lineage
-from farm.job.tune.record import Config
+from farm.job.tune.record import QuantConfig
 from farm.job.tune.trials import Lane, Trials
 from farm.job.tune.words import fusion_text
 
-Knob = tuple[str, Callable[[Config], Config]]
+Knob = tuple[str, Callable[[QuantConfig], QuantConfig]]
 
 
 def knobs(trials: Trials, lane: Lane, *, checked: bool) -> list[Knob]:
@@ -35,7 +35,7 @@ def knobs(trials: Trials, lane: Lane, *, checked: bool) -> list[Knob]:
     return found
 
 
-def _with_method(config: Config, *, method: str) -> Config:
+def _with_method(config: QuantConfig, *, method: str) -> QuantConfig:
     # CALIBRATION_METHODS holds exactly the CalibrationMethod literals.
     return replace(config, method=cast(CalibrationMethod, method))
 

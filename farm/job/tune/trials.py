@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from farm.job.data import Dataset
-from farm.job.graph import NodeCount
 from farm.job.kernels import KernelFinding
 from farm.job.quantize import quantize
 from farm.job.recommend import NOISE_FLOOR
@@ -19,9 +18,10 @@ from farm.job.spec import Calibration, Spec
 from farm.job.tune import progress
 from farm.job.tune.judge import Judge
 from farm.job.tune.measure import MIN_GAIN, Measure
-from farm.job.tune.record import Config, Record, Step, Trial
+from farm.job.tune.record import QuantConfig, Record, Step, Trial
 from farm.job.tune.source import Sources
 from farm.job.tune.words import figures, speed
+from farm.job.types import NodeCount
 
 
 @dataclass(kw_only=True, slots=True)
@@ -71,7 +71,7 @@ class Trials:
     sources: Sources
     judge: Judge
 
-    def make(self, config: Config, path: Path, trial: Trial | None = None) -> Path:
+    def make(self, config: QuantConfig, path: Path, trial: Trial | None = None) -> Path:
         record = quantize(
             config.variant,
             self.sources.for_config(config),
@@ -95,7 +95,7 @@ class Trials:
         self,
         lane: Lane,
         change: str,
-        config: Config,
+        config: QuantConfig,
         *,
         step: Step,
         point: int | None = None,

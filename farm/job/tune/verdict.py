@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.job.graph import NodeCount
 from farm.job.modelfile import copy_model
 from farm.job.spec import TUNED_MODEL
 from farm.job.tune import progress
@@ -15,6 +14,7 @@ from farm.job.tune.kernelstep import KernelCheck
 from farm.job.tune.lineage import Lineage
 from farm.job.tune.record import Record, Trial, TuneFailed
 from farm.job.tune.words import figures, kept_text, speed
+from farm.job.types import NodeCount
 from farm.job.variants import SUBGRAPH_VARIANT
 
 

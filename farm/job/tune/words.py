@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from farm.job.fuse import Fused, counts
-from farm.job.metrics import Accuracy
-from farm.job.tune.record import Config
+from farm.job.tune.record import QuantConfig
+from farm.job.types import Accuracy
 from farm.job.variants import RECIPES
 
 
@@ -14,7 +14,7 @@ def fusion_text(fusions: Sequence[Fused]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in counts(fusions).items())
 
 
-def kept_text(config: Config) -> str:
+def kept_text(config: QuantConfig) -> str:
     """What a config keeps out of plain int8, in words."""
     parts = []
     if config.exclude:
