@@ -18,7 +18,7 @@ from farm.job.recommend import faster
 from farm.job.types import Latency
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.hostfloor import check_keep_fp32_is_earned, search_floor, timed
+from tests.hostfloor import floor_for_second_search
 from tests.integration.farmrun import farm_matrix, native_target, read_report
 from tests.modelgen import (
     SATURATING_HEAD,
@@ -66,12 +66,9 @@ def tune_at_host_floor(
     (tests/hostfloor.py). Returns the run, its tune.json and the folder that holds them."""
     result, report = farm_tune(model, data, out, *args)
     assert result.returncode == 0, result.stderr
-    floor = search_floor(report["targets"])
+    floor = floor_for_second_search(report["targets"], report["floor"])
     if floor is None:
         return result, report, out
-    for entry in timed(report["targets"]):
-        if entry["verdict"] != "tuned":
-            check_keep_fp32_is_earned(entry, report["floor"])
     again = out.with_name(f"{out.name}-floor")
     result, report = farm_tune(model, data, again, *args, "--floor", str(floor))
     assert result.returncode == 0, result.stderr
@@ -265,4 +262,4 @@ def test_written_out_hardswish_is_fused_in_the_target_and_the_tuned_model_keeps_
         # Unfused, the pattern stays written out, and the QDQ quantizer folds its Clips into the ranges of the
         # quantized tensors around them (ORT removes a Clip or Relu whose range the quantization already keeps).
         assert "HardSwish" not in ops and "Mul" in ops and "Clip" not in ops
-        assert not entry["best"]["quantization"]["fused"]
+        assert "fused" not in entry["best"]["quantization"]  # the record names fusions only where there are some
