@@ -10,7 +10,6 @@ their interrupted search had measured (the ranking is the costly, deterministic 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Sequence
@@ -34,7 +33,9 @@ from farm.jobs import (
     JobSettings,
     job_out_dir,
     job_spec,
+    last_line,
     new_run_folder,
+    read_json,
     run_job,
     stage_inputs,
     stage_lines,
@@ -284,7 +285,7 @@ def _tune_target(
         # Ctrl-C: the search so far (its ranking above all) goes into the report before the run folder goes.
         report["targets"].append(
             {
-                **_read(out / TUNE_FILE),
+                **read_json(out / TUNE_FILE),
                 "name": target.name,
                 "mode": placement.mode,
                 "resume_key": key,
@@ -293,14 +294,13 @@ def _tune_target(
             }
         )
         raise
-    entry = _read(out / TUNE_FILE)
+    entry = read_json(out / TUNE_FILE)
     searched = entry.get("status") == "done" and entry.get("verdict")
     entry.update({"name": target.name, "mode": placement.mode, "resume_key": key})
     if result.failure or not searched:
         # What the search found before it stopped stays in the entry (its ranking serves --resume).
         why = entry.get("error") or (f"its container {result.failure}" if result.failure else "it wrote no verdict")
-        last = (result.log_tail.strip().splitlines()[-1:] or ["no output"])[0][:300]
-        entry.update({"status": "failed", "reason": f"the search did not finish: {why} ({last})"})
+        entry.update({"status": "failed", "reason": f"the search did not finish: {why} ({last_line(result.log_tail)})"})
         return entry
     entry["status"] = "ok"
     if (out / TUNED_MODEL).is_file():
@@ -346,18 +346,10 @@ def _static(target: Target) -> list[str]:
 
 
 def _earlier(options: TuneOptions) -> dict[str, dict[str, Any]]:
-    found = _read(options.out_dir / REPORT_FILE)
+    found = read_json(options.out_dir / REPORT_FILE)
     if found.get("schema") != REPORT_SCHEMA:
         return {}
     return {str(t["name"]): t for t in found.get("targets", []) if t.get("resume_key")}
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def render(report: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ runs still fail when the search is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from farm.job.spec import DEFAULT_FLOOR
@@ -29,20 +29,26 @@ def best_naive_speedup(entry: Mapping[str, Any]) -> float:
     return max((float(s) for s in speeds if s is not None), default=0.0)
 
 
-def timed(entries: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The entries whose target timed its trials: only there does a floor decide anything."""
-    return [e for e in entries if e.get("timed", e.get("mode") != "emulated")]
-
-
 def search_floor(entries: Sequence[Mapping[str, Any]]) -> float | None:
     """None when every timed target found a tuned model at the floor it searched with; otherwise the floor for a
     second search that the tuned models can keep on this host: ``KEPT_SHARE`` of the slowest target's best naive
-    speedup, never above the default floor."""
-    slow = [e for e in timed(entries) if e["verdict"] != "tuned"]
-    if not slow:
+    speedup, never above the default floor. Only timed targets count: only there does a floor decide anything."""
+    timed = [e for e in entries if e["timed"]]
+    if all(e["verdict"] == "tuned" for e in timed):
         return None
-    lowest = min(best_naive_speedup(e) for e in timed(entries))
+    lowest = min(best_naive_speedup(e) for e in timed)
     return round(min(DEFAULT_FLOOR, KEPT_SHARE * lowest), 3)
+
+
+def floor_for_second_search(entries: Sequence[Mapping[str, Any]], floor: float) -> float | None:
+    """After a search at ``floor``: None when it needs no second one, else the floor for it (``search_floor``),
+    once each timed target's "keep fp32" is checked against its own timings."""
+    second = search_floor(entries)
+    if second is not None:
+        for entry in entries:
+            if entry["timed"] and entry["verdict"] != "tuned":
+                check_keep_fp32_is_earned(entry, floor)
+    return second
 
 
 def check_keep_fp32_is_earned(entry: Mapping[str, Any], floor: float) -> None:

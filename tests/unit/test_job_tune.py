@@ -26,7 +26,7 @@ from farm.job.quantize import quantize
 from farm.job.spec import DEFAULT_FLOOR, Calibration, Spec, SpecError, Tune
 from farm.job.tune import kernelstep, points, progress, record
 from farm.job.variants import SUBGRAPH_VARIANT
-from tests.hostfloor import best_naive_speedup, check_keep_fp32_is_earned, search_floor
+from tests.hostfloor import best_naive_speedup, check_keep_fp32_is_earned, floor_for_second_search
 from tests.modelgen import (
     SENSITIVE_REGION,
     make_if_branch_model,
@@ -83,10 +83,9 @@ def searched(tmp_path: Path, **spec: Any) -> tuple[dict[str, Any], Path]:
     checked against its own timings and the search runs again at a floor set from its naive speedups
     (tests/hostfloor.py). Returns tune.json and the folder that holds the model and ``out``."""
     first = tuned(tmp_path / "default", **spec)
-    floor = search_floor([first])
+    floor = floor_for_second_search([first], DEFAULT_FLOOR)
     if floor is None:
         return first, tmp_path / "default"
-    check_keep_fp32_is_earned(first, DEFAULT_FLOOR)
     return tuned(tmp_path / "floor", tune={"floor": floor}, **spec), tmp_path / "floor"
 
 
