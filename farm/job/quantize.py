@@ -20,6 +20,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from farm.job.codec import encode
 from farm.job.data import Dataset
 from farm.job.graph import GraphIndex, count_nodes
 from farm.job.modelfile import EXTERNAL_DATA_ABOVE, has_external_data, save_model
@@ -209,7 +210,7 @@ def quantize(
         )
         if excluded:
             record["nodes_to_exclude"] = excluded
-        record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
+        record["nodes"] = encode(count_nodes(onnx.load(str(destination), load_external_data=False)))
         return record
     samples = min(calibration.samples, dataset.samples)
     # An override without an axis makes the quantizer treat the weight as per-tensor, so per-channel weights name
@@ -237,5 +238,5 @@ def quantize(
         record["nodes_to_exclude"] = excluded
     if overrides:
         record["seven_bit"] = list(overrides)
-    record["nodes"] = count_nodes(onnx.load(str(destination), load_external_data=False)).to_dict()
+    record["nodes"] = encode(count_nodes(onnx.load(str(destination), load_external_data=False)))
     return record

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from farm.job.codec import encode
 from farm.job.loadfailure import LoadFailure
 from farm.job.types import Accuracy, Latency
 
@@ -44,9 +45,9 @@ class VariantResult:
             "status": self.status,
             "error": self.error,
             "size_bytes": self.size_bytes,
-            "latency_ms": None if self.latency_ms is None else self.latency_ms.to_dict(),
+            "latency_ms": None if self.latency_ms is None else encode(self.latency_ms),
             "timing": self.timing,
-            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "accuracy": None if self.accuracy is None else encode(self.accuracy),
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else dict(self.quantization),
             "failure_class": self.failure_class,

@@ -3,13 +3,14 @@ sides of the container boundary.
 
 Standard library only: ``farm report`` and ``farm gate`` read these from JSON and must not load onnx for it
 (tests/unit/test_layers.py). The job computes them in farm.job.metrics (numpy) and farm.job.graph (onnx).
+
+Written and read by farm.job.codec (``encode``/``decode``), like every contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 # The compute whose int8 kernels are the point of quantizing; counted in every subgraph too.
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention"})
@@ -25,39 +26,13 @@ class OutputAccuracy:
     max_abs: float | None
     top1_agreement: float | None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OutputAccuracy:
-        return cls(
-            name=data["name"],
-            counted=data["counted"],
-            cosine=data["cosine"],
-            max_abs=data["max_abs"],
-            top1_agreement=data["top1_agreement"],
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "counted": self.counted,
-            "cosine": self.cosine,
-            "max_abs": self.max_abs,
-            "top1_agreement": self.top1_agreement,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricScore:
     """What the user's ``--metric`` function returned for one variant."""
 
-    scores: dict[str, float]
+    scores: Mapping[str, float]
     passed: bool
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MetricScore:
-        return cls(scores=dict(data["scores"]), passed=data["passed"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scores": dict(self.scores), "passed": self.passed}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,31 +46,6 @@ class Accuracy:
     outputs: tuple[OutputAccuracy, ...] = ()
     worst_output: str | None = None
     metric: MetricScore | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Accuracy:
-        # Reports from before per-output figures and --metric lack these keys.
-        metric = data.get("metric")
-        return cls(
-            cosine=data["cosine"],
-            max_abs=data["max_abs"],
-            top1_agreement=data["top1_agreement"],
-            accuracy=data["accuracy"],
-            outputs=tuple(OutputAccuracy.from_dict(o) for o in data.get("outputs", ())),
-            worst_output=data.get("worst_output"),
-            metric=None if metric is None else MetricScore.from_dict(metric),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cosine": self.cosine,
-            "max_abs": self.max_abs,
-            "top1_agreement": self.top1_agreement,
-            "accuracy": self.accuracy,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "worst_output": self.worst_output,
-            "metric": None if self.metric is None else self.metric.to_dict(),
-        }
 
     def within(self, *, cosine: float, top1_agreement: float) -> bool:
         """The verdict: the user's metric when there is one, else cosine and top-1 against the tolerance; a
@@ -115,33 +65,13 @@ class Latency:
     p90: float
     p99: float
     rounds: tuple[float, ...] = ()
+    # The rounds' range: the run's own noise, which a speed claim must beat. Written, never read (derived).
+    spread: float = field(init=False)
     # Round i ran in the same stretch of time as round i of every other interleaved variant of the target.
     interleaved: bool = False
 
-    @property
-    def spread(self) -> float:
-        return round(max(self.rounds) - min(self.rounds), 4) if self.rounds else 0.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        # Reports from before timing rounds lack them.
-        return cls(
-            p50=data["p50"],
-            p90=data["p90"],
-            p99=data["p99"],
-            rounds=tuple(data.get("rounds", ())),
-            interleaved=data.get("interleaved", False),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "p50": self.p50,
-            "p90": self.p90,
-            "p99": self.p99,
-            "rounds": list(self.rounds),
-            "spread": self.spread,
-            "interleaved": self.interleaved,
-        }
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spread", round(max(self.rounds) - min(self.rounds), 4) if self.rounds else 0.0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,15 +82,6 @@ class NodeCount:
     quantized: int
     quantizable_in_subgraphs: int
     quantized_in_subgraphs: int
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> NodeCount:
-        return cls(
-            quantizable=int(data["quantizable"]),
-            quantized=int(data["quantized"]),
-            quantizable_in_subgraphs=int(data["quantizable_in_subgraphs"]),
-            quantized_in_subgraphs=int(data["quantized_in_subgraphs"]),
-        )
 
     def not_quantized(self) -> str | None:
         """Why a variant with this count is an fp32 model under an int8 name, or None when it quantized something."""
@@ -175,11 +96,3 @@ class NodeCount:
                 "this quantizer does not enter, so it would run fp32 under an int8 name"
             )
         return f"not quantized: none of the model's {self.quantizable} quantizable nodes ({kinds}) was quantized"
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "quantizable": self.quantizable,
-            "quantized": self.quantized,
-            "quantizable_in_subgraphs": self.quantizable_in_subgraphs,
-            "quantized_in_subgraphs": self.quantized_in_subgraphs,
-        }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 # The figures are the job's own value types: one definition on both sides of the container boundary.
+from farm.job.codec import decode, encode
 from farm.job.types import Accuracy, Latency, NodeCount
 from farm.report.schema import SCHEMA_ID, InvalidReport, validate
 from farm.shapes import Dim
@@ -264,7 +265,7 @@ class Quantization:
             subgraphs=data["subgraphs"],
             calibration=None if data["calibration"] is None else dict(data["calibration"]),
             opset=data["opset"],
-            nodes=None if nodes is None else NodeCount.from_dict(nodes),
+            nodes=None if nodes is None else decode(NodeCount, nodes),
             nodes_to_exclude=tuple(data.get("nodes_to_exclude", ())),
             seven_bit=tuple(data.get("seven_bit", ())),
             fused=tuple(data.get("fused", ())),
@@ -290,7 +291,7 @@ class Quantization:
             "subgraphs": self.subgraphs,
             "calibration": None if self.calibration is None else dict(self.calibration),
             "opset": self.opset,
-            "nodes": None if self.nodes is None else self.nodes.to_dict(),
+            "nodes": None if self.nodes is None else encode(self.nodes),
             **changed,
         }
 
@@ -333,9 +334,9 @@ class Variant:
             status=data["status"],
             error=data["error"],
             size_bytes=data["size_bytes"],
-            latency_ms=None if latency is None else Latency.from_dict(latency),
+            latency_ms=None if latency is None else decode(Latency, latency),
             timing=data["timing"],
-            accuracy=None if accuracy is None else Accuracy.from_dict(accuracy),
+            accuracy=None if accuracy is None else decode(Accuracy, accuracy),
             within_tolerance=data["within_tolerance"],
             quantization=None if quantization is None else Quantization.from_dict(quantization),
             failure_class=data.get("failure_class"),
@@ -348,9 +349,9 @@ class Variant:
             "status": self.status,
             "error": self.error,
             "size_bytes": self.size_bytes,
-            "latency_ms": None if self.latency_ms is None else self.latency_ms.to_dict(),
+            "latency_ms": None if self.latency_ms is None else encode(self.latency_ms),
             "timing": self.timing,
-            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "accuracy": None if self.accuracy is None else encode(self.accuracy),
             "within_tolerance": self.within_tolerance,
             "quantization": None if self.quantization is None else self.quantization.to_dict(),
             "failure_class": self.failure_class,

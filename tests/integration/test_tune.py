@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 from farm.fleet import BuildResults, Fleet
+from farm.job.codec import decode
 from farm.job.recommend import faster
 from farm.job.types import Latency
 from farm.report.schema import validate
@@ -131,7 +132,7 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
         # rounds decide, and they do not show the tuned model faster than the baseline beyond noise: it says so.
         base = next(v for v in row["variants"] if v["name"] == row["recommended"])
         assert row["recommended"] in ("fp32", "optimized"), reason
-        assert not faster(Latency.from_dict(carried["latency_ms"]), Latency.from_dict(base["latency_ms"])), reason
+        assert not faster(decode(Latency, carried["latency_ms"]), decode(Latency, base["latency_ms"])), reason
         assert "tuned" in reason and ("within noise" in reason or "int8 did not pay" in reason), reason
     # A folder that tuned another model is refused before anything runs.
     other = make_int8_never_pays(tmp_path / "other.onnx")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from farm.job.codec import decode, encode
 from farm.job.metrics import (
     MetricsError,
     compare,
@@ -120,7 +121,7 @@ def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
     assert latency.p99 == pytest.approx(99.01)
     assert latency.rounds == pytest.approx((25.5, 75.5))
     assert latency.spread == pytest.approx(50.0)
-    assert latency.to_dict() == {
+    assert encode(latency) == {
         "p50": latency.p50,
         "p90": latency.p90,
         "p99": latency.p99,
@@ -128,7 +129,7 @@ def test_latency_percentiles_in_milliseconds_with_the_rounds_spread() -> None:
         "spread": latency.spread,
         "interleaved": False,
     }
-    assert Latency.from_dict(latency.to_dict()) == latency
+    assert decode(Latency, encode(latency)) == latency
 
 
 def test_the_worst_output_is_the_one_outside_tolerance() -> None:
@@ -172,4 +173,4 @@ def test_an_output_empty_in_every_sample_has_no_top1_and_writes_as_json() -> Non
     result = compare(empty, empty, names=["y"])
     assert result.top1_agreement is None and result.outputs[0].top1_agreement is None
     assert result.cosine == 1.0 and result.max_abs == 0.0
-    json.dumps(result.to_dict(), allow_nan=False)  # as the job writes result.json
+    json.dumps(encode(result), allow_nan=False)  # as the job writes result.json

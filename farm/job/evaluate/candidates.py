@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from farm.job.codec import decode
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
 from farm.job.modelfile import model_size
@@ -84,7 +85,7 @@ class Candidates:
     def _not_quantized(self, quantization: dict[str, Any] | None) -> str | None:
         if quantization is None or not isinstance(quantization.get("nodes"), dict):
             return None
-        count = NodeCount.from_dict(quantization["nodes"])
+        count = decode(NodeCount, quantization["nodes"])
         reason = count.not_quantized()
         if reason and count.quantizable_in_subgraphs and SUBGRAPH_VARIANT in self.spec.candidates:
             reason += f"; {SUBGRAPH_VARIANT} quantizes inside them"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from farm.job import cpu, usermetric
+from farm.job.codec import encode
 from farm.job.data import Dataset, DatasetError
 from farm.job.metrics import compare
 from farm.job.modelfile import model_size
@@ -146,6 +147,6 @@ def load(spec: Spec, record: Record) -> tuple[Dataset, Measure]:
         reference_by_name=reference.by_name() if metric is not None else None,
     )
     accuracy = measure.accuracy(reference.outputs)
-    record.state["fp32"] = {"accuracy": accuracy.to_dict(), "latency_ms": None, "size_bytes": model_size(spec.model)}
+    record.state["fp32"] = {"accuracy": encode(accuracy), "latency_ms": None, "size_bytes": model_size(spec.model)}
     record.save()
     return dataset, measure

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from farm.job.codec import encode
 from farm.job.kernels import KernelFinding
 from farm.job.result import write_json_atomic
 from farm.job.spec import TUNE_FILE, CalibrationMethod, Spec, Tune
@@ -118,8 +119,8 @@ class Trial:
             "per_channel": self.config.per_channel,
             "reduce_range": self.config.reduce_range,
             "nodes": self.nodes,
-            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
-            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "accuracy": None if self.accuracy is None else encode(self.accuracy),
+            "latency_ms": None if self.latency is None else encode(self.latency),
             "speedup": None if self.speedup is None else round(self.speedup, 4),
             "within_tolerance": self.within,
             "kept": self.kept,

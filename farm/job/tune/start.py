@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farm.job.codec import encode
 from farm.job.quantize import quantize
 from farm.job.result import error_text
 from farm.job.session import open_session
@@ -37,9 +38,9 @@ class Naive:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "accuracy": None if self.accuracy is None else encode(self.accuracy),
             "within_tolerance": self.within,
-            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "latency_ms": None if self.latency is None else encode(self.latency),
             "speedup": None if self.speedup is None else round(self.speedup, 4),
             "error": self.error,
         }
@@ -112,7 +113,7 @@ def _time(measure: Measure, record: Record, ran: Sequence[Naive]) -> None:
     fp32 = latencies[0]
     if isinstance(fp32, Exception):
         raise TuneFailed(f"fp32 could not be timed: {error_text(fp32)}")
-    record.state["fp32"]["latency_ms"] = fp32.to_dict()
+    record.state["fp32"]["latency_ms"] = encode(fp32)
     for entry, latency in zip(ran, latencies[1:], strict=True):
         if isinstance(latency, Exception):
             entry.error = f"could not be timed: {error_text(latency)}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farm.job.codec import decode
 from farm.job.data import Dataset
 from farm.job.kernels import KernelFinding
 from farm.job.quantize import quantize
@@ -149,7 +150,7 @@ class Trials:
         assert trial.accuracy is not None
         trial.within = self.measure.within(trial.accuracy)
         # A start that quantized nothing says why (every node inside If bodies, none int8 kernels exist for).
-        why = NodeCount.from_dict(trial.nodes).not_quantized() if trial.step == "start" and trial.nodes else None
+        why = decode(NodeCount, trial.nodes).not_quantized() if trial.step == "start" and trial.nodes else None
         trial.note = (
             f"undone: {why}"
             if why

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm.job.codec import decode, encode
 from farm.job.modelfile import copy_model
 from farm.job.spec import TUNED_MODEL
 from farm.job.tune import progress
@@ -49,9 +50,9 @@ class Verdict:
             "calibration": best.config.method,
             "per_channel": best.config.per_channel,
             "reduce_range": best.config.reduce_range,
-            "accuracy": best.accuracy.to_dict(),
+            "accuracy": encode(best.accuracy),
             "within_tolerance": best.within,
-            "latency_ms": None if best.latency is None else best.latency.to_dict(),
+            "latency_ms": None if best.latency is None else encode(best.latency),
             "speedup": None if best.speedup is None else round(best.speedup, 4),
             "changes": changes,
             "quantization": best.record,
@@ -77,7 +78,7 @@ class Verdict:
 
     def _nothing_to_compare(self, stopped: str) -> None:
         reason = f"no trial produced a model to compare ({stopped})"
-        counted = [NodeCount.from_dict(t.nodes) for t in self.record.trials if t.nodes]
+        counted = [decode(NodeCount, t.nodes) for t in self.record.trials if t.nodes]
         if counted and all(c.quantizable and c.quantizable_in_subgraphs == c.quantizable for c in counted):
             reason += (
                 "; this search makes static QDQ models, which leave If/Loop/Scan bodies in fp32: "
