@@ -15,6 +15,7 @@ import pytest
 from onnxruntime.quantization import quant_pre_process
 
 from farm.job import quantize
+from farm.job.codec import encode
 from farm.job.evaluate import run_evaluate
 from farm.job.prepare import run_prepare
 from farm.job.spec import Spec
@@ -405,7 +406,7 @@ def test_a_metric_decides_the_verdict_and_its_failure_stays_with_one_variant(tmp
     assert by_name["fp32"].within_tolerance is True
     assert by_name["u8u8-qdq"].accuracy.cosine > 0.99  # the built-in figures would pass it ...
     assert by_name["u8u8-qdq"].within_tolerance is False  # ... the metric does not
-    assert by_name["u8u8-qdq"].accuracy.metric.to_dict() == {"scores": {"exact": 0.0}, "passed": False}
+    assert encode(by_name["u8u8-qdq"].accuracy.metric) == {"scores": {"exact": 0.0}, "passed": False}
     assert strict.recommended in ("fp32", "optimized")
 
     flaky = run_evaluate(
