@@ -13,25 +13,22 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal, Self, cast
+from typing import Any, Final, Literal, Self, cast, get_args
 
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.variants import CANDIDATES, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
-STAGES = ("prepare", "evaluate", "tune")
-MODES = ("native", "masked", "emulated")
-ARCHES = ("x86_64", "aarch64")
-LEVELS = ("basic", "extended", "all")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
 
+# The codec checks a Literal field's value against these names, and its message lists them.
 Stage = Literal["prepare", "evaluate", "tune"]
 Mode = Literal["native", "masked", "emulated"]
 Arch = Literal["x86_64", "aarch64"]
 Level = Literal["basic", "extended", "all"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 
 
 class SpecError(ContractError):
