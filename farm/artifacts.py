@@ -11,10 +11,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from farm.config import Target
 from farm.fleet import Fleet, ensure_images
+from farm.job.spec import Spec
 from farm.jobs import (
     INPUT_DIR,
     JobInputs,
@@ -79,7 +79,7 @@ def _prepare(
     fleet: Fleet,
     maker: Target,
     tag: str,
-    spec: dict[str, Any],
+    spec: Spec,
     work: Path,
     name: str,
     settings: JobSettings,

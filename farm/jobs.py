@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from farm import clean
 from farm.backend import runner
@@ -28,6 +28,22 @@ from farm.errors import EnvironmentProblem
 from farm.fleet import Fleet
 from farm.host import Placement
 from farm.inspect import ModelInfo, inspect_model
+from farm.job.codec import encode
+from farm.job.spec import (
+    Arch,
+    Calibration,
+    CalibrationMethod,
+    Level,
+    MetricRef,
+    Mode,
+    Spec,
+    SpecTarget,
+    SpecTolerance,
+    Stage,
+    Timing,
+    Tune,
+    TunedModel,
+)
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Step
@@ -186,18 +202,20 @@ def candidates_for(target: Target, info: ModelInfo) -> list[str]:
 def job_spec(
     target: Target,
     placement: Placement,
-    stage: str,
-    candidates: list[str],
+    stage: Stage,
+    candidates: Sequence[str],
     settings: JobSettings,
     *,
     inputs: Path,
     host_flags: frozenset[str],
     metric: MetricFile | None = None,
     artifacts: str | None = None,
-    tuned: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The job's spec; it names labels and int8 artifacts when the input folder holds them, and the target's tuned
-    model when ``farm matrix --tuned`` gave one."""
+    tuned: TunedModel | None = None,
+    tune: Tune | None = None,
+) -> Spec:
+    """The job's spec (docs/contracts.md section 1), paths relative to ``inputs``; it names labels and int8
+    artifacts when the input folder holds them, the target's tuned model when ``farm matrix --tuned`` gave one, and
+    the search's settings for the tune stage. Raises SpecError on what the job would refuse."""
     emulated = placement.mode == "emulated"
     # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
     iterations = EMULATED_ITERATIONS if emulated else settings.native_iterations
@@ -206,39 +224,41 @@ def job_spec(
         # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.
         tier = set(target.cpu_features) if target.cpu_features or placement.mode != "native" else set(host_flags)
         x86_vnni = bool(tier & VNNI_FLAGS)
-    return {
-        "schema": "farm.spec/1",
-        "stage": stage,
-        "target": {
-            "name": target.name,
-            "platform": target.platform,
-            "arch": target.arch,
-            "mode": placement.mode,
-            "cpu_model": placement.cpu_model,
-            "providers": list(target.providers),
-            "x86_vnni": x86_vnni,
-            "cpu_unseen": list(placement.unseen),
-        },
-        "model": f"{MODEL_DIR}/{MODEL_FILE}",
-        "rewritten": "rewritten.onnx",
-        "inputs": "inputs.npz",
-        "labels": "labels.npy" if (inputs / "labels.npy").is_file() else None,
-        "artifacts": artifacts if artifacts and (inputs / artifacts).is_dir() else None,
-        "candidates": candidates,
-        "calibration": {"method": settings.calibration, "samples": 64},
-        "optimization_level": settings.optimization_level,
-        "threads": settings.threads,
-        "timing": {
-            "warmup": 0 if emulated else 10,
-            "iterations": max(0, min(iterations, 100_000)),
-            "rounds": TIMING_ROUNDS,
-        },
-        "tolerance": {"cosine": settings.cosine, "top1_agreement": settings.top1_agreement},
-        "mitigations": ["x64quantprecision"] if x86_vnni is False else [],
-        "outputs": list(settings.outputs) or None,
-        "metric": None if metric is None else {"file": f"{METRIC_DIR}/{metric.path.name}", "function": metric.function},
-        **({"tuned": tuned} if tuned is not None else {}),
-    }
+    return Spec(
+        stage=stage,
+        target=SpecTarget(
+            name=target.name,
+            platform=target.platform,
+            # farm/config.py knows only these platforms' architectures; a placement that is not "unavailable" runs.
+            arch=cast(Arch, target.arch),
+            mode=cast(Mode, placement.mode),
+            cpu_model=placement.cpu_model,
+            providers=tuple(target.providers),
+            x86_vnni=x86_vnni,
+            cpu_unseen=tuple(placement.unseen),
+        ),
+        model=Path(MODEL_DIR, MODEL_FILE),
+        rewritten=Path("rewritten.onnx"),
+        inputs=Path("inputs.npz"),
+        labels=Path("labels.npy") if (inputs / "labels.npy").is_file() else None,
+        artifacts=Path(artifacts) if artifacts and (inputs / artifacts).is_dir() else None,
+        candidates=tuple(candidates),
+        # The command line checked --calibration and --opt-level against the same names (farm/cli/evaluate.py).
+        calibration=Calibration(method=cast(CalibrationMethod, settings.calibration), samples=64),
+        optimization_level=cast(Level, settings.optimization_level),
+        threads=settings.threads,
+        timing=Timing(
+            warmup=0 if emulated else 10,
+            iterations=max(0, min(iterations, 100_000)),
+            rounds=TIMING_ROUNDS,
+        ),
+        tolerance=SpecTolerance(cosine=settings.cosine, top1_agreement=settings.top1_agreement),
+        mitigations=("x64quantprecision",) if x86_vnni is False else (),
+        outputs=tuple(settings.outputs) or None,
+        metric=None if metric is None else MetricRef(file=Path(METRIC_DIR, metric.path.name), function=metric.function),
+        tune=tune,
+        tuned=tuned,
+    )
 
 
 def spec_file(stage: str, target: str) -> str:
@@ -279,7 +299,7 @@ def run_job(
     fleet: Fleet,
     target: Target,
     tag: str,
-    spec: dict[str, Any],
+    spec: Spec,
     inputs: Path,
     out: Path,
     *,
@@ -288,9 +308,9 @@ def run_job(
     on_line: Callable[[str], None],
 ) -> RunResult:
     """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
-    stage = str(spec["stage"])
+    stage = spec.stage
     path = inputs / spec_file(stage, target.name)
-    path.write_text(json.dumps(spec, indent=2))
+    path.write_text(json.dumps(encode(spec), indent=2))
     path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
     try:
         started = container(

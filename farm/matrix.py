@@ -28,7 +28,9 @@ from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import NodeUse, node_uses
+from farm.job.codec import decode, json_object
 from farm.job.result import write_text_atomic
+from farm.job.spec import TunedModel
 from farm.jobs import (
     INPUT_DIR,
     TIMING_ROUNDS,
@@ -213,15 +215,17 @@ def _why_stopped(exc: BaseException, host: str) -> str:
 
 def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: MatrixOptions) -> str:
     """What the target's result depends on (farm/resume.py): a later --resume reuses it while this is unchanged."""
-    spec = job_spec(
-        target,
-        fleet.placements[target.name],
-        "evaluate",
-        candidates_for(target, run.given.info),
-        options.settings,
-        inputs=run.work / INPUT_DIR,
-        host_flags=fleet.hosts[target.name].cpu_flags,
-        metric=run.given.metric,
+    spec = json_object(
+        job_spec(
+            target,
+            fleet.placements[target.name],
+            "evaluate",
+            candidates_for(target, run.given.info),
+            options.settings,
+            inputs=run.work / INPUT_DIR,
+            host_flags=fleet.hosts[target.name].cpu_flags,
+            metric=run.given.metric,
+        )
     )
     model = run.given.model
     tuned = None if run.given.tuned is None else run.given.tuned.models.get(target.name)
@@ -317,8 +321,10 @@ def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[s
     }
 
 
-def _tuned_spec(given: JobInputs, target: Target) -> dict[str, Any] | None:
-    return None if given.tuned is None else given.tuned.spec(target.name)
+def _tuned_spec(given: JobInputs, target: Target) -> TunedModel | None:
+    """The spec's ``tuned`` for ``target``, from what farm/tuned.py staged; None: the target has no tuned model."""
+    found = None if given.tuned is None else given.tuned.spec(target.name)
+    return None if found is None else decode(TunedModel, found, where="tuned.")
 
 
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:

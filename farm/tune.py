@@ -25,7 +25,7 @@ from farm.fleet import Fleet, ensure_images
 from farm.job.kernels import KernelFinding
 from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
-from farm.job.spec import DEFAULT_FLOOR, TUNE_FILE, TUNED_MODEL
+from farm.job.spec import DEFAULT_FLOOR, TUNE_FILE, TUNED_MODEL, Tune
 from farm.job.variants import RECIPES
 from farm.jobs import (
     INPUT_DIR,
@@ -265,14 +265,15 @@ def _tune_target(
         inputs=inputs,
         host_flags=fleet.hosts[target.name].cpu_flags,
         metric=given.metric,
+        tune=Tune(
+            budget_s=options.budget.seconds,
+            budget_trials=options.budget.trials,
+            floor=options.floor,
+            ranking=None if ranking is None else tuple(ranking),
+            start=None,
+            candidate=candidate,
+        ),
     )
-    spec["tune"] = {
-        **options.budget.to_dict(),
-        "floor": options.floor,
-        "start": None,
-        "ranking": ranking,
-        "candidate": candidate,
-    }
     out = job_out_dir(work, f"tune-{target.name}")
     timeout = (options.budget.seconds or target.budget_s) + SETUP_ALLOWANCE_S
     try:

@@ -1,34 +1,61 @@
-"""The job's input, ``farm.spec/1`` (docs/contracts.md section 1), parsed and checked before any work starts."""
+"""The job's input, ``farm.spec/1`` (docs/contracts.md section 1): one set of dataclasses for both sides.
+
+The controller builds a ``Spec`` (farm/jobs.py) and writes ``encode(spec)``; the job reads it back with
+``Spec.from_file``, which decodes it (farm.job.codec checks every key's type), checks what types cannot say
+(ranges, known names, no repeats: each dataclass's ``__post_init__``, so a bad spec fails on either side), and only
+then makes its paths absolute. On the wire, and in a ``Spec`` the controller builds, paths are relative to the
+folder that holds spec.json.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Self, cast
+from typing import Any, Final, Literal, Self, cast, get_args
 
+from farm.job.codec import ContractError, decode, keyed
 from farm.job.variants import CANDIDATES, RECIPES
 
-SCHEMA = "farm.spec/1"
-STAGES = ("prepare", "evaluate", "tune")
-MODES = ("native", "masked", "emulated")
-ARCHES = ("x86_64", "aarch64")
-LEVELS = ("basic", "extended", "all")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+SCHEMA: Final = "farm.spec/1"
 KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
 
+# The codec checks a Literal field's value against these names, and its message lists them.
 Stage = Literal["prepare", "evaluate", "tune"]
 Mode = Literal["native", "masked", "emulated"]
+Arch = Literal["x86_64", "aarch64"]
 Level = Literal["basic", "extended", "all"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 
 
-class SpecError(ValueError):
-    """The spec cannot be used; the message names the key and what was expected."""
+class SpecError(ContractError):
+    """The spec cannot be used; the message names the key and what was expected. The job exits 2 on it."""
 
 
+def _at_least(key: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise SpecError(f"{key} must be at least {minimum}, not {value}")
+
+
+def _within(key: str, value: float, low: float) -> None:
+    if not low <= value <= 1.0:
+        raise SpecError(f"{key} must lie in [{low:g}, 1], not {value}")
+
+
+def _distinct(key: str, values: Sequence[str], known: tuple[str, ...] | None = None) -> None:
+    """Names that must be known (when ``known`` lists them) and listed once."""
+    if known is not None:
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise SpecError(f"{key} holds unknown names {unknown}; known: {', '.join(known)}")
+    if len(set(values)) != len(values):
+        raise SpecError(f"{key} names an entry twice: {list(values)!r}")
+
+
+# What Tune and _candidate below still read their dicts with; they go when those are typed dataclasses too.
 def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise SpecError(f"{where}{key} is missing")
@@ -56,15 +83,7 @@ def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...], where: 
 
 def _positive(data: Mapping[str, Any], key: str, where: str, *, minimum: int = 1) -> int:
     value = cast(int, _get(data, key, int, where))
-    if value < minimum:
-        raise SpecError(f"{where}{key} must be at least {minimum}, not {value}")
-    return value
-
-
-def _fraction(data: Mapping[str, Any], key: str, where: str, *, low: float) -> float:
-    value = float(_get(data, key, (int, float), where))
-    if not low <= value <= 1.0:
-        raise SpecError(f"{where}{key} must lie in [{low:g}, 1], not {value}")
+    _at_least(f"{where}{key}", value, minimum)
     return value
 
 
@@ -72,12 +91,7 @@ def _names(data: Mapping[str, Any], key: str, known: tuple[str, ...] | None, whe
     values = _get(data, key, list, where)
     if not all(isinstance(v, str) for v in values):
         raise SpecError(f"{where}{key} must be a list of strings, not {values!r}")
-    if known is not None:
-        unknown = [v for v in values if v not in known]
-        if unknown:
-            raise SpecError(f"{where}{key} holds unknown names {unknown}; known: {', '.join(known)}")
-    if len(set(values)) != len(values):
-        raise SpecError(f"{where}{key} names an entry twice: {values!r}")
+    _distinct(f"{where}{key}", values, known)
     return tuple(values)
 
 
@@ -85,7 +99,7 @@ def _names(data: Mapping[str, Any], key: str, known: tuple[str, ...] | None, whe
 class SpecTarget:
     name: str
     platform: str
-    arch: str
+    arch: Arch
     mode: Mode
     cpu_model: str | None
     providers: tuple[str, ...]
@@ -93,22 +107,11 @@ class SpecTarget:
     # CPU features (numpy's names) a masked tier's runtime must not see: the proof its mask took.
     cpu_unseen: tuple[str, ...] = ()
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        w = "target."
-        providers = _names(data, "providers", None, w)
-        if not providers:
+    def __post_init__(self) -> None:
+        if not self.providers:
             raise SpecError("target.providers is empty; name at least CPUExecutionProvider")
-        return cls(
-            name=_get(data, "name", str, w),
-            platform=_get(data, "platform", str, w),
-            arch=_choice(data, "arch", ARCHES, w),
-            mode=cast(Mode, _choice(data, "mode", MODES, w)),
-            cpu_model=_get(data, "cpu_model", (str, type(None)), w),
-            providers=providers,
-            x86_vnni=_get(data, "x86_vnni", (bool, type(None)), w),
-            cpu_unseen=_names(data, "cpu_unseen", None, w),
-        )
+        _distinct("target.providers", self.providers)
+        _distinct("target.cpu_unseen", self.cpu_unseen)
 
     @property
     def emulated(self) -> bool:
@@ -134,6 +137,9 @@ class Calibration:
     method: CalibrationMethod
     samples: int
 
+    def __post_init__(self) -> None:
+        _at_least("calibration.samples", self.samples, 1)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Timing:
@@ -142,10 +148,16 @@ class Timing:
     # The iterations are timed in this many rounds; the spread of the rounds' p50 is the noise a speed claim beats.
     rounds: int
 
+    def __post_init__(self) -> None:
+        _at_least("timing.warmup", self.warmup, 0)
+        _at_least("timing.iterations", self.iterations, 0)
+        _at_least("timing.rounds", self.rounds, 1)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricRef:
-    """The user's ``--metric``: a Python file shipped beside the spec, and the function in it to call."""
+    """The user's ``--metric``: a Python file shipped beside the spec (``file``, relative to the spec's folder until
+    the job resolves it), and the function in it to call."""
 
     file: Path
     function: str
@@ -155,6 +167,10 @@ class MetricRef:
 class SpecTolerance:
     cosine: float
     top1_agreement: float
+
+    def __post_init__(self) -> None:
+        _within("tolerance.cosine", self.cosine, -1.0)
+        _within("tolerance.top1_agreement", self.top1_agreement, 0.0)
 
 
 # What the tune stage writes into its output folder (farm.job.tune), and the controller reads (farm/tune.py).
@@ -256,16 +272,20 @@ def _candidate(data: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TunedModel:
-    """The model `farm tune` made for this target, and how (its tune.json's best.quantization)."""
+    """The model `farm tune` made for this target (relative to the spec's folder until the job resolves it), and how
+    (its tune.json's best.quantization, as farm/tuned.py copies it; the report's Quantization)."""
 
     model: Path
-    quantization: Mapping[str, Any]
+    # object, not a record of its own yet: the report's Quantization (docs/contracts.md section 2) is to type it.
+    quantization: Mapping[str, object]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
-    """Paths are absolute: the spec names them relative to the directory that holds spec.json."""
+    """``farm.spec/1`` in the JSON's order. Paths are relative to the folder that holds spec.json, as written;
+    ``Spec.from_file`` (the job) makes them absolute."""
 
+    schema: Literal["farm.spec/1"] = SCHEMA
     stage: Stage
     target: SpecTarget
     model: Path
@@ -284,76 +304,61 @@ class Spec:
     outputs: tuple[str, ...] | None
     metric: MetricRef | None
     # The tune stage's settings (the spec's optional "tune" block); None where the spec has none.
-    tune: Tune | None = None
+    tune: Tune | None = keyed(omit="none", default=None)
     # The evaluate stage's tuned model (`farm matrix --tuned`), evaluated as the variant "tuned"; None: none.
-    tuned: TunedModel | None = None
+    tuned: TunedModel | None = keyed(omit="none", default=None)
+
+    def __post_init__(self) -> None:
+        _distinct("candidates", self.candidates, KNOWN_CANDIDATES)
+        _at_least("threads", self.threads, 1)
+        _distinct("mitigations", self.mitigations, KNOWN_MITIGATIONS)
+        if self.outputs is not None:
+            if not self.outputs:
+                raise SpecError("outputs is empty; give null to count every float output")
+            _distinct("outputs", self.outputs)
 
     @property
     def source_model(self) -> Path:
         """What optimization and quantization start from: the controller's rewrite when there is one."""
         return self.rewritten or self.model
 
+    def resolved(self, base: Path) -> Self:
+        """This spec with its paths made absolute against ``base``, the folder that holds spec.json."""
+
+        def at(path: Path) -> Path:
+            return (base / path).resolve()
+
+        return replace(
+            self,
+            model=at(self.model),
+            rewritten=None if self.rewritten is None else at(self.rewritten),
+            inputs=at(self.inputs),
+            labels=None if self.labels is None else at(self.labels),
+            artifacts=None if self.artifacts is None else at(self.artifacts),
+            metric=None if self.metric is None else replace(self.metric, file=at(self.metric.file)),
+            tuned=None if self.tuned is None else replace(self.tuned, model=at(self.tuned.model)),
+        )
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base: Path) -> Self:
+    def from_dict(cls, data: object, *, base: Path) -> Self:
+        """The spec a JSON object says, checked whole, its paths resolved against ``base``; raises SpecError."""
         if not isinstance(data, Mapping):
             raise SpecError(f"the spec must be a JSON object, not {type(data).__name__}")
         if data.get("schema") != SCHEMA:
             raise SpecError(f"schema is {data.get('schema')!r}; this job reads {SCHEMA!r}")
-
-        def path(key: str, *, optional: bool = False) -> Path | None:
-            value = _get(data, key, (str, type(None)) if optional else str, "")
-            return None if value is None else (base / value).resolve()
-
-        def section(key: str) -> Mapping[str, Any]:
-            return cast(Mapping[str, Any], _get(data, key, dict, ""))
-
-        calibration, timing, tolerance = section("calibration"), section("timing"), section("tolerance")
-        outputs = None if _get(data, "outputs", (list, type(None)), "") is None else _names(data, "outputs", None, "")
-        if outputs is not None and not outputs:
-            raise SpecError("outputs is empty; give null to count every float output")
-        metric = _get(data, "metric", (dict, type(None)), "")
-        tune = _get(data, "tune", (dict, type(None)), "") if "tune" in data else None
-        tuned = _get(data, "tuned", (dict, type(None)), "") if "tuned" in data else None
-        return cls(
-            stage=cast(Stage, _choice(data, "stage", STAGES, "")),
-            target=SpecTarget.from_dict(section("target")),
-            model=cast(Path, path("model")),
-            rewritten=path("rewritten", optional=True),
-            inputs=cast(Path, path("inputs")),
-            labels=path("labels", optional=True),
-            artifacts=path("artifacts", optional=True),
-            candidates=_names(data, "candidates", KNOWN_CANDIDATES, ""),
-            calibration=Calibration(
-                method=cast(CalibrationMethod, _choice(calibration, "method", CALIBRATION_METHODS, "calibration.")),
-                samples=_positive(calibration, "samples", "calibration."),
-            ),
-            optimization_level=cast(Level, _choice(data, "optimization_level", LEVELS, "")),
-            threads=_positive(data, "threads", ""),
-            timing=Timing(
-                warmup=_positive(timing, "warmup", "timing.", minimum=0),
-                iterations=_positive(timing, "iterations", "timing.", minimum=0),
-                rounds=_positive(timing, "rounds", "timing."),
-            ),
-            tolerance=SpecTolerance(
-                cosine=_fraction(tolerance, "cosine", "tolerance.", low=-1.0),
-                top1_agreement=_fraction(tolerance, "top1_agreement", "tolerance.", low=0.0),
-            ),
-            mitigations=_names(data, "mitigations", KNOWN_MITIGATIONS, ""),
-            outputs=outputs,
-            metric=None
-            if metric is None
-            else MetricRef(
-                file=(base / cast(str, _get(metric, "file", str, "metric."))).resolve(),
-                function=_get(metric, "function", str, "metric."),
-            ),
-            tune=None if tune is None else Tune.from_dict(tune),
-            tuned=None
-            if tuned is None
-            else TunedModel(
-                model=(base / cast(str, _get(tuned, "model", str, "tuned."))).resolve(),
-                quantization=dict(_get(tuned, "quantization", dict, "tuned.")),
-            ),
-        )
+        # The tune block is read by Tune.from_dict, which checks its ranking and candidate entries itself.
+        tune = data.get("tune")
+        if tune is not None and not isinstance(tune, Mapping):
+            raise SpecError(f"tune must be an object or null, not {type(tune).__name__}")
+        try:
+            spec = decode(cls, {k: v for k, v in data.items() if k != "tune"}, strict=True)
+        except SpecError:
+            raise
+        except ContractError as exc:  # the codec's type checks: the job's exit status is the same as for any bad spec
+            raise SpecError(str(exc)) from exc
+        if tune is not None:
+            spec = replace(spec, tune=Tune.from_dict(tune))
+        return spec.resolved(base)
 
     @classmethod
     def from_file(cls, path: Path) -> Self:

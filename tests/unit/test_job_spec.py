@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from farm.job.codec import ContractError, encode
 from farm.job.spec import Spec, SpecError
 from tests.modelgen import write_job_spec
 
@@ -33,7 +34,7 @@ def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None
     [
         ({"schema": "farm.spec/2"}, "schema is 'farm.spec/2'"),
         ({"stage": "deploy"}, "stage is 'deploy'; expected one of prepare, evaluate"),
-        ({"model": None}, "model must be str, not NoneType"),
+        ({"model": None}, "model must be str, not null"),
         ({"threads": 0}, "threads must be at least 1"),
         ({"threads": True}, "threads must be int, not bool"),
         ({"candidates": ["u8s8-qdq", "s4s4"]}, "candidates holds unknown names ['s4s4']"),
@@ -42,13 +43,22 @@ def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None
         ({"optimization_level": "max"}, "optimization_level is 'max'"),
         ({"calibration": {"method": "kl", "samples": 8}}, "calibration.method is 'kl'"),
         ({"calibration": {"method": "minmax"}}, "calibration.samples is missing"),
-        ({"timing": {"warmup": -1, "iterations": 5}}, "timing.warmup must be at least 0"),
+        ({"timing": {"warmup": -1, "iterations": 5, "rounds": 5}}, "timing.warmup must be at least 0"),
+        ({"timing": {"warmup": 1, "iterations": 5}}, "timing.rounds is missing"),
         ({"tolerance": {"cosine": 1.5, "top1_agreement": 0.99}}, "tolerance.cosine must lie in [-1, 1]"),
         ({"tolerance": {"cosine": 0.9, "top1_agreement": -0.1}}, "tolerance.top1_agreement must lie in [0, 1]"),
         ({"target": {"arch": "riscv64"}}, "target.arch is 'riscv64'"),
         ({"target": {"mode": "unavailable"}}, "target.mode is 'unavailable'"),
         ({"target": {"providers": []}}, "target.providers is empty"),
-        ({"target": {"x86_vnni": "no"}}, "target.x86_vnni must be bool or null"),
+        ({"target": {"x86_vnni": "no"}}, "target.x86_vnni must be bool, not str 'no'"),
+        ({"target": {"providers": ["CPUExecutionProvider", 3]}}, "target.providers[1] must be str, not int 3"),
+        ({"outputs": []}, "outputs is empty; give null"),
+        ({"outputs": ["probs", "probs"]}, "outputs names an entry twice"),
+        ({"metric": {"file": "m.py"}}, "metric.function is missing"),
+        ({"tune": []}, "tune must be an object or null"),
+        ({"tune": {"start": "u8s8-dynamic"}}, "tune.start is 'u8s8-dynamic'"),
+        ({"tuned": {"model": "t.onnx"}}, "tuned.quantization is missing"),
+        ({"output": ["probs"]}, "holds unknown keys ['output']"),
     ],
 )
 def test_bad_spec_names_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -61,6 +71,29 @@ def test_bad_spec_names_the_key(tmp_path: Path, change: dict[str, Any], message:
     with pytest.raises(SpecError) as info:
         Spec.from_dict(data, base=tmp_path)
     assert message in str(info.value)
+
+
+def test_a_spec_reads_back_what_it_writes(tmp_path: Path) -> None:
+    data = spec_dict(tmp_path, tune={"floor": 1.5}, tuned={"model": "tuned/t.onnx", "quantization": {"n": 1}})
+    spec = Spec.from_dict(data, base=tmp_path)
+    assert spec.tune is not None and spec.tune.floor == 1.5 and spec.tune.budget_trials is None
+    assert spec.tuned is not None and spec.tuned.model == (tmp_path / "tuned" / "t.onnx").resolve()
+    assert spec.inputs == (tmp_path / "inputs.npz").resolve() and spec.labels == (tmp_path / "labels.npy").resolve()
+    # Written as the job read it, then read again: the same spec (the tune block keeps its own order).
+    again = encode(spec)
+    assert {k: v for k, v in again.items() if k != "tune"} == {
+        **{k: v for k, v in data.items() if k not in ("tune", "model", "inputs", "labels", "artifacts", "tuned")},
+        "model": str((tmp_path / "model.onnx").resolve()),
+        "inputs": str((tmp_path / "inputs.npz").resolve()),
+        "labels": str((tmp_path / "labels.npy").resolve()),
+        "artifacts": str((tmp_path / "artifacts").resolve()),
+        "tuned": {"model": str((tmp_path / "tuned" / "t.onnx").resolve()), "quantization": {"n": 1}},
+    }
+    assert Spec.from_dict(json.loads(json.dumps(again)), base=Path("/elsewhere")) == spec
+
+
+def test_a_spec_error_is_the_codec_s_contract_error() -> None:
+    assert issubclass(SpecError, ContractError)
 
 
 def test_missing_key(tmp_path: Path) -> None:

@@ -3,27 +3,30 @@ container of a stage."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from farm.config import Target
 from farm.host import Placement
+from farm.job.codec import encode
+from farm.job.spec import MetricRef, Spec, TunedModel
 from farm.jobs import IN, OUT, JobSettings, container, job_spec, spec_file
+from farm.usermetric import MetricFile
 
 NATIVE = Placement(mode="native")
 VNNI_HOST = frozenset({"avx2", "avx512f", "avx512_vnni"})
 AVX2_HOST = frozenset({"avx2", "fma"})
 
 
-def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> dict[str, object]:
+def spec_for(target: Target, host_flags: frozenset[str], placement: Placement = NATIVE) -> Spec:
     return job_spec(
         target, placement, "evaluate", ["u8s8-qdq"], JobSettings(), inputs=Path("/nonexistent"), host_flags=host_flags
     )
 
 
-def vnni(spec: dict[str, object]) -> object:
-    target = spec["target"]
-    assert isinstance(target, dict)
-    return target["x86_vnni"]
+def vnni(spec: Spec) -> bool | None:
+    return spec.target.x86_vnni
 
 
 def test_a_tier_that_names_its_features_knows_whether_it_has_vnni() -> None:
@@ -38,17 +41,16 @@ def test_a_bare_native_x86_target_has_what_this_cpu_has() -> None:
     assert vnni(spec_for(bare, VNNI_HOST)) is True
     assert vnni(spec_for(bare, AVX2_HOST)) is False
     spec = spec_for(bare, AVX2_HOST)
-    assert spec["mitigations"] == ["x64quantprecision"]
+    assert spec.mitigations == ("x64quantprecision",)
 
 
 def test_arm_targets_have_no_x86_isa() -> None:
     arm = Target(name="arm", platform="linux/arm64")
     spec = spec_for(arm, AVX2_HOST, Placement(mode="emulated", cpu_model="neoverse-n1"))
     assert vnni(spec) is None
-    assert spec["mitigations"] == []
+    assert spec.mitigations == ()
     # Under QEMU timings say nothing: the emulated target spends its budget on accuracy.
-    timing = spec["timing"]
-    assert isinstance(timing, dict) and timing["iterations"] == 0 and timing["warmup"] == 0
+    assert spec.timing.iterations == 0 and spec.timing.warmup == 0
     asked = job_spec(
         arm,
         Placement(mode="emulated", cpu_model="neoverse-n1"),
@@ -58,7 +60,7 @@ def test_arm_targets_have_no_x86_isa() -> None:
         inputs=Path("/nonexistent"),
         host_flags=AVX2_HOST,
     )
-    assert asked["timing"]["iterations"] == 0  # --iterations is for meaningful timings
+    assert asked.timing.iterations == 0  # --iterations is for meaningful timings
 
 
 def test_a_masked_tier_tells_its_job_what_it_must_not_see() -> None:
@@ -67,9 +69,68 @@ def test_a_masked_tier_tells_its_job_what_it_must_not_see() -> None:
     )
     placement = Placement(mode="masked", mask="0x7.0.ecx:0x800", unseen=("AVX512VNNI",))
     spec = spec_for(tier, VNNI_HOST, placement)
-    assert spec["target"]["mode"] == "masked" and spec["target"]["cpu_unseen"] == ["AVX512VNNI"]  # type: ignore[index]
-    assert vnni(spec) is False and spec["mitigations"] == ["x64quantprecision"]
-    assert spec["timing"]["iterations"] == 200  # type: ignore[index]  # masked timings are real executions
+    assert spec.target.mode == "masked" and spec.target.cpu_unseen == ("AVX512VNNI",)
+    assert vnni(spec) is False and spec.mitigations == ("x64quantprecision",)
+    assert spec.timing.iterations == 200  # masked timings are real executions
+
+
+def test_the_spec_on_the_wire_is_the_contract_s_json_and_the_job_reads_it_back(tmp_path: Path) -> None:
+    (tmp_path / "labels.npy").write_bytes(b"")
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "metric.py").write_text("def score(a, b): return 1.0\n")
+    tier = Target(name="x86-avx2", platform="linux/amd64", cpu_features=("avx2", "fma"))
+    spec = job_spec(
+        tier,
+        Placement(mode="masked", mask="m", unseen=("AVX512F",)),
+        "evaluate",
+        ["u8s8-qdq", "u8s8-dynamic"],
+        JobSettings(threads=2, outputs=("probs",)),
+        inputs=tmp_path,
+        host_flags=AVX2_HOST,
+        metric=MetricFile(path=tmp_path / "metric.py", function="score"),
+        artifacts="artifacts",
+        tuned=TunedModel(model=Path("tuned/x86-avx2.onnx"), quantization={"method": "minmax"}),
+    )
+    wire = encode(spec)
+    expected: dict[str, Any] = {
+        "schema": "farm.spec/1",
+        "stage": "evaluate",
+        "target": {
+            "name": "x86-avx2",
+            "platform": "linux/amd64",
+            "arch": "x86_64",
+            "mode": "masked",
+            "cpu_model": None,
+            "providers": ["CPUExecutionProvider"],
+            "x86_vnni": False,
+            "cpu_unseen": ["AVX512F"],
+        },
+        "model": "model/model.onnx",
+        "rewritten": "rewritten.onnx",
+        "inputs": "inputs.npz",
+        "labels": "labels.npy",
+        "artifacts": "artifacts",
+        "candidates": ["u8s8-qdq", "u8s8-dynamic"],
+        "calibration": {"method": "minmax", "samples": 64},
+        "optimization_level": "all",
+        "threads": 2,
+        "timing": {"warmup": 10, "iterations": 200, "rounds": 10},
+        "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
+        "mitigations": ["x64quantprecision"],
+        "outputs": ["probs"],
+        "metric": {"file": "metric/metric.py", "function": "score"},
+        "tuned": {"model": "tuned/x86-avx2.onnx", "quantization": {"method": "minmax"}},
+    }
+    # The same keys and values as the contract lists them, in its order.
+    assert wire == expected and list(wire) == list(expected) and list(wire["target"]) == list(expected["target"])
+    # What the job reads is the same spec, its paths made absolute against the spec's folder.
+    read = Spec.from_dict(json.loads(json.dumps(wire)), base=tmp_path)
+    assert read == spec.resolved(tmp_path)
+    assert read.model == (tmp_path / "model" / "model.onnx").resolve()
+    assert read.metric == MetricRef(file=(tmp_path / "metric" / "metric.py").resolve(), function="score")
+    assert read.tuned is not None and read.tuned.model == (tmp_path / "tuned" / "x86-avx2.onnx").resolve()
+    bare = encode(spec_for(tier, AVX2_HOST))
+    assert bare["labels"] is None and bare["artifacts"] is None and bare["metric"] is None and "tuned" not in bare
 
 
 def test_the_settings_give_each_target_its_budget_unless_timeout_says_otherwise() -> None:
