@@ -28,6 +28,17 @@ from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import NodeUse, node_uses
+from farm.job.codec import decode, json_object
+from farm.job.report import (
+    SCHEMA_ID,
+    HostSummary,
+    LoadRefusal,
+    RunInfo,
+    RunSettings,
+    TargetBackend,
+    TargetResult,
+    Tolerance,
+)
 from farm.job.result import write_text_atomic
 from farm.jobs import (
     INPUT_DIR,
@@ -46,7 +57,7 @@ from farm.jobs import (
 )
 from farm.progress import Reporter
 from farm.report import REPORT_FILE, Report, render
-from farm.report.schema import SCHEMA_ID, InvalidReport, validate
+from farm.report.schema import InvalidReport, validate
 from farm.resume import Earlier, read_earlier, resume_key
 
 
@@ -280,41 +291,43 @@ def _report_head(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": info.report_summary(path),
         "data": summary,
-        "tolerance": {
-            "cosine": options.settings.cosine,
-            "top1_agreement": options.settings.top1_agreement,
-            "outputs": list(options.settings.outputs) or None,
-            "metric": None if given.metric is None else given.metric.label,
-        },
-        "run": _run_block(given, options, fleet),
+        "tolerance": json_object(
+            Tolerance(
+                cosine=options.settings.cosine,
+                top1_agreement=options.settings.top1_agreement,
+                outputs=tuple(options.settings.outputs) or None,
+                metric=None if given.metric is None else given.metric.label,
+            )
+        ),
+        "run": json_object(_run_block(given, options, fleet)),
         "incomplete": None,
         "warnings": warnings,
         "targets": [],
     }
 
 
-def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
+def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInfo:
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
-    return {
-        "label": options.label,
-        "host": {
-            "arch": fleet.host.arch,
-            "cpu_model": fleet.host.cpu_model,
-            "cpu_flags": sorted(fleet.host.cpu_flags),
-            "cores": len(os.sched_getaffinity(0)),
-            "engine": f"Docker {fleet.engine_info.version}",
-            "kernel": os.uname().release,
-        },
-        "settings": {
-            "threads": options.settings.threads,
-            "iterations": options.settings.native_iterations,
-            "timing_rounds": TIMING_ROUNDS,
-            "calibration": options.settings.calibration,
-            "optimization_level": options.settings.optimization_level,
-            "samples": given.data.samples,
-        },
-        "data_sha256": given.data.sha256(),
-    }
+    return RunInfo(
+        label=options.label,
+        host=HostSummary(
+            arch=fleet.host.arch,
+            cpu_model=fleet.host.cpu_model,
+            cpu_flags=tuple(sorted(fleet.host.cpu_flags)),
+            cores=len(os.sched_getaffinity(0)),
+            engine=f"Docker {fleet.engine_info.version}",
+            kernel=os.uname().release,
+        ),
+        settings=RunSettings(
+            threads=options.settings.threads,
+            iterations=options.settings.native_iterations,
+            timing_rounds=TIMING_ROUNDS,
+            calibration=options.settings.calibration,
+            optimization_level=options.settings.optimization_level,
+            samples=given.data.samples,
+        ),
+        data_sha256=given.data.sha256(),
+    )
 
 
 def _tuned_spec(given: JobInputs, target: Target) -> dict[str, Any] | None:
@@ -327,37 +340,24 @@ def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str
     backend = (
         None
         if reach is None
-        else {
-            "kind": reach.kind,
-            "where": reach.where,
-            "cpu_model": None if host is None else host.cpu_model,
-            "image": None,
-        }
+        else TargetBackend(
+            kind=reach.kind, where=reach.where, cpu_model=None if host is None else host.cpu_model, image=None
+        )
     )
-    return {
-        "name": target.name,
-        "platform": target.platform,
-        "mode": placement.mode,
-        "cpu_model": placement.cpu_model,
-        # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
-        "status": "failed",
-        "reason": "not run: farm stopped before it reached this target",
-        "runtime": None,
-        "variants": [],
-        "recommended": None,
-        "recommendation_reason": None,
-        "warnings": [],
-        "exit_code": None,
-        "log_tail": None,
-        "duration_s": None,
-        "image": None,
-        "cpu_seen": None,
-        "load_failure": None,
-        "export_check": None,
-        "resume_key": None,
-        "resumed_from": None,
-        "backend": backend,
-    }
+    # The entry stays a dict while the run fills it in (the job's result.json merged in, then how its container
+    # ended); the report is decoded into typed values when written (_write).
+    return json_object(
+        TargetResult(
+            name=target.name,
+            platform=target.platform,
+            mode=placement.mode,
+            cpu_model=placement.cpu_model,
+            # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
+            status="failed",
+            reason="not run: farm stopped before it reached this target",
+            backend=backend,
+        )
+    )
 
 
 def _finish(run: _Run, name: str, **fields: Any) -> None:
@@ -452,7 +452,7 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         verdict = compat.predict(info.ir_version, info.opsets, run.nodes, found, target.providers)
         predicted = verdict.verdict == "fails" and verdict.failure_class == kind
         prediction = verdict.reason or "the model loads"
-    entry["load_failure"] = {"class": kind, "predicted": predicted, "prediction": prediction}
+    entry["load_failure"] = json_object(LoadRefusal(kind=kind, predicted=predicted, prediction=prediction))
     said = (
         "; farm inspect predicted this"
         if predicted
@@ -550,8 +550,8 @@ def _write(run: _Run, options: MatrixOptions) -> None:
     for entry in run.targets.values():
         entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
     run.report["targets"] = list(run.targets.values())
-    # The one serializer of report.json (Report.to_json), the same that writes the finished report.
-    write_text_atomic(options.out_dir / REPORT_FILE, render(Report.from_dict(run.report), "json"))
+    # The one serializer of report.json (report_json), the same that writes the finished report.
+    write_text_atomic(options.out_dir / REPORT_FILE, render(decode(Report, run.report, where="report."), "json"))
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
@@ -564,7 +564,7 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
             f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
             fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}",
         ) from None
-    parsed = Report.from_dict(report)
+    parsed = decode(Report, report, where="report.")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, kind in (
         (REPORT_FILE, "json"),
