@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import NodeUse, node_uses
-from farm.job.codec import decode, json_object
+from farm.job.codec import ContractError, decode, json_object
 from farm.job.report import (
     SCHEMA_ID,
     HostSummary,
@@ -80,7 +80,8 @@ class _Run:
     report: dict[str, Any]
     given: JobInputs
     expected_outputs: Mapping[str, Any] | None = None
-    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each target's result as it stands, replaced as the run learns more (the job's result.json, how it ended).
+    targets: dict[str, TargetResult] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
     fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # The exit code each failed target calls for (docs/contracts.md section 4).
@@ -258,17 +259,16 @@ def _reuse(run: _Run, name: str, key: str, out_dir: Path, reporter: Reporter) ->
     earlier = run.earlier.reusable(name, key)
     if earlier is None:
         return False
-    entry = dict(earlier)
-    entry["resumed_from"] = earlier.get("resumed_from") or run.earlier.created
+    entry = replace(earlier, resumed_from=earlier.resumed_from or run.earlier.created)
     run.targets[name] = entry
-    if entry["status"] == "failed":
+    if entry.status == "failed":
         run.failure_codes[name] = TargetFailed.exit_code
     kept = out_dir / "outputs" / f"{name}.fp32.npz"
     outputs = crosscheck.load_outputs(kept) if kept.is_file() else None
     if outputs is not None:
         run.fp32_outputs[name] = outputs
     with reporter.step(f"{name} (resumed)") as step:
-        step.stage(f"{entry['status']}, reused from the report of {entry['resumed_from']}")
+        step.stage(f"{entry.status}, reused from the report of {entry.resumed_from}")
     return True
 
 
@@ -334,7 +334,7 @@ def _tuned_spec(given: JobInputs, target: Target) -> dict[str, Any] | None:
     return None if given.tuned is None else given.tuned.spec(target.name)
 
 
-def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
+def _target_head(target: Target, placement: Placement, fleet: Fleet) -> TargetResult:
     reach = fleet.backends[target.name].reach if target.name in fleet.backends else None
     host = fleet.hosts.get(target.name)
     backend = (
@@ -344,24 +344,20 @@ def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str
             kind=reach.kind, where=reach.where, cpu_model=None if host is None else host.cpu_model, image=None
         )
     )
-    # The entry stays a dict while the run fills it in (the job's result.json merged in, then how its container
-    # ended); the report is decoded into typed values when written (_write).
-    return json_object(
-        TargetResult(
-            name=target.name,
-            platform=target.platform,
-            mode=placement.mode,
-            cpu_model=placement.cpu_model,
-            # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
-            status="failed",
-            reason="not run: farm stopped before it reached this target",
-            backend=backend,
-        )
+    return TargetResult(
+        name=target.name,
+        platform=target.platform,
+        mode=placement.mode,
+        cpu_model=placement.cpu_model,
+        # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
+        status="failed",
+        reason="not run: farm stopped before it reached this target",
+        backend=backend,
     )
 
 
 def _finish(run: _Run, name: str, **fields: Any) -> None:
-    run.targets[name].update(fields)
+    run.targets[name] = replace(run.targets[name], **fields)
 
 
 def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporter) -> dict[str, str]:
@@ -369,9 +365,9 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
     for name, outcome in ensure_images(fleet, targets, reporter).items():
         if outcome.image is not None:
             tags[name] = outcome.image.tag
-            _finish(run, name, image=outcome.image.tag)
-            if run.targets[name]["backend"] is not None:
-                run.targets[name]["backend"]["image"] = outcome.image.origin
+            backend = run.targets[name].backend
+            backend = None if backend is None else replace(backend, image=outcome.image.origin)
+            _finish(run, name, image=outcome.image.tag, backend=backend)
         elif outcome.error is not None:
             if outcome.error.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
                 raise outcome.error
@@ -430,7 +426,7 @@ def _evaluate(
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
         # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
         # would give the same: --resume may reuse it. Without them (prepare failed) it is a weaker result.
-        run.targets[target.name]["resume_key"] = key
+        _finish(run, target.name, resume_key=key)
     _explain_load_failure(fleet, target, run)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
 
@@ -438,10 +434,9 @@ def _evaluate(
 def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
     """Say whether the runtime's refusal was what ``farm inspect`` predicts from the model and the runtime."""
     entry = run.targets[target.name]
-    failure = entry.get("load_failure")
-    if not failure:
+    if entry.load_failure is None:
         return
-    kind = failure["class"]
+    kind = entry.load_failure.kind
     found = compat.capabilities(fleet, target)
     if isinstance(found, str):
         predicted, prediction = None, f"unknown: {found}"
@@ -452,7 +447,6 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         verdict = compat.predict(info.ir_version, info.opsets, run.nodes, found, target.providers)
         predicted = verdict.verdict == "fails" and verdict.failure_class == kind
         prediction = verdict.reason or "the model loads"
-    entry["load_failure"] = json_object(LoadRefusal(kind=kind, predicted=predicted, prediction=prediction))
     said = (
         "; farm inspect predicted this"
         if predicted
@@ -460,51 +454,58 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         if predicted is None
         else f"; farm inspect did not predict this ({prediction})"
     )
-    entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
+    _finish(
+        run,
+        target.name,
+        load_failure=LoadRefusal(kind=kind, predicted=predicted, prediction=prediction),
+        reason=f"the runtime refused the model ({kind}): {entry.reason}{said}",
+    )
 
 
 def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: float) -> None:
     """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
-    written = read_json(out / "result.json")
-    entry = run.targets[name]
-    for key in (
-        "status",
-        "reason",
-        "runtime",
-        "variants",
-        "recommended",
-        "recommendation_reason",
-        "warnings",
-        "cpu_seen",
-        "load_failure",
-        "export_check",
-    ):
-        if key in written:
-            entry[key] = written[key]
+    entry, written = run.targets[name], read_json(out / "result.json")
+    if written:
+        try:
+            job = decode(TargetResult, written, where="result.json.")
+        except ContractError as exc:
+            job = replace(entry, status="failed", reason=f"the job wrote a result.json farm cannot read ({exc})")
+        # The job's own findings; the rest (exit code, image, backend, ...) is the controller's.
+        entry = replace(
+            entry,
+            status=job.status,
+            reason=job.reason,
+            runtime=job.runtime,
+            variants=job.variants,
+            recommended=job.recommended,
+            recommendation_reason=job.recommendation_reason,
+            warnings=job.warnings,
+            cpu_seen=job.cpu_seen,
+            load_failure=job.load_failure,
+            export_check=job.export_check,
+        )
     if result is None:
-        entry["status"] = "failed"
-        entry["reason"] = "farm stopped while this target ran; its variants are those it finished"
-        run.failure_codes[name] = TargetFailed.exit_code
-        return
-    entry["exit_code"] = result.exit_code
-    entry["duration_s"] = round(result.duration_s, 2)
-    if result.failure:
-        # The partial variants the job wrote before it died stay in the report.
-        entry["status"] = "failed"
-        entry["reason"] = f"container {result.failure}"
-        if result.out_of_memory:
-            entry["reason"] += " (raise memory for this target in targets.toml)"
-        if result.timed_out:
-            entry["reason"] = (
-                f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
-                "finished are kept (raise budget_s in targets.toml, or pass --timeout)"
-            )
-        entry["log_tail"] = result.log_tail
-    elif not written:
-        entry["status"] = "failed"
-        entry["reason"] = "the job exited 0 but wrote no result.json"
-        entry["log_tail"] = result.log_tail
-    if entry["status"] == "failed":
+        entry = replace(
+            entry, status="failed", reason="farm stopped while this target ran; its variants are those it finished"
+        )
+    else:
+        entry = replace(entry, exit_code=result.exit_code, duration_s=round(result.duration_s, 2))
+        if result.failure:
+            # The partial variants the job wrote before it died stay in the report.
+            reason = f"container {result.failure}"
+            if result.out_of_memory:
+                reason += " (raise memory for this target in targets.toml)"
+            if result.timed_out:
+                reason = (
+                    f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
+                    "finished are kept (raise budget_s in targets.toml, or pass --timeout)"
+                )
+            entry = replace(entry, status="failed", reason=reason, log_tail=result.log_tail)
+        elif not written:
+            reason = "the job exited 0 but wrote no result.json"
+            entry = replace(entry, status="failed", reason=reason, log_tail=result.log_tail)
+    run.targets[name] = entry
+    if entry.status == "failed":
         run.failure_codes[name] = TargetFailed.exit_code
 
 
@@ -523,10 +524,11 @@ def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> No
         return
     problem = crosscheck.disagreement(outputs, run.expected_outputs)
     if problem:
-        run.targets[name]["warnings"].append(
+        warning = (
             f"fp32 disagrees with the expected outputs shipped with --data (rtol {crosscheck.RTOL:g}, "
             f"atol {crosscheck.ATOL:g}): {problem}"
         )
+        _finish(run, name, warnings=(*run.targets[name].warnings, warning))
 
 
 def _compare_targets(run: _Run, order: Sequence[str]) -> None:
@@ -547,9 +549,9 @@ def _write(run: _Run, options: MatrixOptions) -> None:
     """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
     # Each warning once: prepare, the rewrite and the data may report the same finding.
     run.report["warnings"] = list(dict.fromkeys(run.report["warnings"]))
-    for entry in run.targets.values():
-        entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
-    run.report["targets"] = list(run.targets.values())
+    run.report["targets"] = [
+        json_object(replace(entry, warnings=tuple(dict.fromkeys(entry.warnings)))) for entry in run.targets.values()
+    ]
     # The one serializer of report.json (report_json), the same that writes the finished report.
     write_text_atomic(options.out_dir / REPORT_FILE, render(decode(Report, run.report, where="report."), "json"))
 
