@@ -18,23 +18,22 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import farm
 from farm import bootstrap, sitepackages
 from farm.config import BOOTSTRAP, Config, Target
 from farm.errors import BuildFailed
 from farm.files import LineSink, root_readable
+
+# How an engine came by a target's image: built there now, already there, tagged (same content under another
+# target's name), or shipped from the controller's engine (save/load, farm/backend/docker.py). The report says it
+# (a target's backend.image), so it is defined with the report's types.
+from farm.job.report import ImageOrigin as ImageOrigin
 from farm.wheelhouse import PYTHON_VERSION, Wheelhouse, cached_wheelhouse, ensure_wheelhouse
 
 PACKAGE_DIR = Path(farm.__file__).parent
 LABEL_TARGET = "farm.target"
 LABEL_HASH = "farm.hash"
-
-
-# How an engine came by a target's image: built there now, already there, tagged (same content under another
-# target's name), or shipped from the controller's engine (save/load, farm/backend/docker.py).
-ImageOrigin = Literal["built", "cached", "tagged", "shipped"]
 
 
 @dataclass(frozen=True, kw_only=True)

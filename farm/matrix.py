@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,17 @@ from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import NodeUse, node_uses
-from farm.job.codec import decode, json_object
+from farm.job.codec import ContractError, decode, json_object
+from farm.job.report import (
+    SCHEMA_ID,
+    HostSummary,
+    LoadRefusal,
+    RunInfo,
+    RunSettings,
+    TargetBackend,
+    TargetResult,
+    Tolerance,
+)
 from farm.job.result import write_text_atomic
 from farm.job.spec import TunedModel
 from farm.jobs import (
@@ -48,7 +58,7 @@ from farm.jobs import (
 )
 from farm.progress import Reporter
 from farm.report import REPORT_FILE, Report, render
-from farm.report.schema import SCHEMA_ID, InvalidReport, validate
+from farm.report.schema import InvalidReport, validate
 from farm.resume import Earlier, read_earlier, resume_key
 
 
@@ -71,7 +81,8 @@ class _Run:
     report: dict[str, Any]
     given: JobInputs
     expected_outputs: Mapping[str, Any] | None = None
-    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each target's result as it stands, replaced as the run learns more (the job's result.json, how it ended).
+    targets: dict[str, TargetResult] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
     fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # The exit code each failed target calls for (docs/contracts.md section 4).
@@ -251,17 +262,16 @@ def _reuse(run: _Run, name: str, key: str, out_dir: Path, reporter: Reporter) ->
     earlier = run.earlier.reusable(name, key)
     if earlier is None:
         return False
-    entry = dict(earlier)
-    entry["resumed_from"] = earlier.get("resumed_from") or run.earlier.created
+    entry = replace(earlier, resumed_from=earlier.resumed_from or run.earlier.created)
     run.targets[name] = entry
-    if entry["status"] == "failed":
+    if entry.status == "failed":
         run.failure_codes[name] = TargetFailed.exit_code
     kept = out_dir / "outputs" / f"{name}.fp32.npz"
     outputs = crosscheck.load_outputs(kept) if kept.is_file() else None
     if outputs is not None:
         run.fp32_outputs[name] = outputs
     with reporter.step(f"{name} (resumed)") as step:
-        step.stage(f"{entry['status']}, reused from the report of {entry['resumed_from']}")
+        step.stage(f"{entry.status}, reused from the report of {entry.resumed_from}")
     return True
 
 
@@ -284,41 +294,43 @@ def _report_head(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": info.report_summary(path),
         "data": summary,
-        "tolerance": {
-            "cosine": options.settings.cosine,
-            "top1_agreement": options.settings.top1_agreement,
-            "outputs": list(options.settings.outputs) or None,
-            "metric": None if given.metric is None else given.metric.label,
-        },
-        "run": _run_block(given, options, fleet),
+        "tolerance": json_object(
+            Tolerance(
+                cosine=options.settings.cosine,
+                top1_agreement=options.settings.top1_agreement,
+                outputs=tuple(options.settings.outputs) or None,
+                metric=None if given.metric is None else given.metric.label,
+            )
+        ),
+        "run": json_object(_run_block(given, options, fleet)),
         "incomplete": None,
         "warnings": warnings,
         "targets": [],
     }
 
 
-def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
+def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInfo:
     """What farm gate needs to tell whether two runs' timings can be compared (docs/contracts.md section 2)."""
-    return {
-        "label": options.label,
-        "host": {
-            "arch": fleet.host.arch,
-            "cpu_model": fleet.host.cpu_model,
-            "cpu_flags": sorted(fleet.host.cpu_flags),
-            "cores": len(os.sched_getaffinity(0)),
-            "engine": f"Docker {fleet.engine_info.version}",
-            "kernel": os.uname().release,
-        },
-        "settings": {
-            "threads": options.settings.threads,
-            "iterations": options.settings.native_iterations,
-            "timing_rounds": TIMING_ROUNDS,
-            "calibration": options.settings.calibration,
-            "optimization_level": options.settings.optimization_level,
-            "samples": given.data.samples,
-        },
-        "data_sha256": given.data.sha256(),
-    }
+    return RunInfo(
+        label=options.label,
+        host=HostSummary(
+            arch=fleet.host.arch,
+            cpu_model=fleet.host.cpu_model,
+            cpu_flags=tuple(sorted(fleet.host.cpu_flags)),
+            cores=len(os.sched_getaffinity(0)),
+            engine=f"Docker {fleet.engine_info.version}",
+            kernel=os.uname().release,
+        ),
+        settings=RunSettings(
+            threads=options.settings.threads,
+            iterations=options.settings.native_iterations,
+            timing_rounds=TIMING_ROUNDS,
+            calibration=options.settings.calibration,
+            optimization_level=options.settings.optimization_level,
+            samples=given.data.samples,
+        ),
+        data_sha256=given.data.sha256(),
+    )
 
 
 def _tuned_spec(given: JobInputs, target: Target) -> TunedModel | None:
@@ -327,47 +339,30 @@ def _tuned_spec(given: JobInputs, target: Target) -> TunedModel | None:
     return None if found is None else decode(TunedModel, found, where="tuned.")
 
 
-def _target_head(target: Target, placement: Placement, fleet: Fleet) -> dict[str, Any]:
+def _target_head(target: Target, placement: Placement, fleet: Fleet) -> TargetResult:
     reach = fleet.backends[target.name].reach if target.name in fleet.backends else None
     host = fleet.hosts.get(target.name)
     backend = (
         None
         if reach is None
-        else {
-            "kind": reach.kind,
-            "where": reach.where,
-            "cpu_model": None if host is None else host.cpu_model,
-            "image": None,
-        }
+        else TargetBackend(
+            kind=reach.kind, where=reach.where, cpu_model=None if host is None else host.cpu_model, image=None
+        )
     )
-    return {
-        "name": target.name,
-        "platform": target.platform,
-        "mode": placement.mode,
-        "cpu_model": placement.cpu_model,
+    return TargetResult(
+        name=target.name,
+        platform=target.platform,
+        mode=placement.mode,
+        cpu_model=placement.cpu_model,
         # What a partial report.json says of a target that farm never reached (it was interrupted or crashed).
-        "status": "failed",
-        "reason": "not run: farm stopped before it reached this target",
-        "runtime": None,
-        "variants": [],
-        "recommended": None,
-        "recommendation_reason": None,
-        "warnings": [],
-        "exit_code": None,
-        "log_tail": None,
-        "duration_s": None,
-        "image": None,
-        "cpu_seen": None,
-        "load_failure": None,
-        "export_check": None,
-        "resume_key": None,
-        "resumed_from": None,
-        "backend": backend,
-    }
+        status="failed",
+        reason="not run: farm stopped before it reached this target",
+        backend=backend,
+    )
 
 
 def _finish(run: _Run, name: str, **fields: Any) -> None:
-    run.targets[name].update(fields)
+    run.targets[name] = replace(run.targets[name], **fields)
 
 
 def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporter) -> dict[str, str]:
@@ -375,9 +370,9 @@ def _build(fleet: Fleet, targets: Sequence[Target], run: _Run, reporter: Reporte
     for name, outcome in ensure_images(fleet, targets, reporter).items():
         if outcome.image is not None:
             tags[name] = outcome.image.tag
-            _finish(run, name, image=outcome.image.tag)
-            if run.targets[name]["backend"] is not None:
-                run.targets[name]["backend"]["image"] = outcome.image.origin
+            backend = run.targets[name].backend
+            backend = None if backend is None else replace(backend, image=outcome.image.origin)
+            _finish(run, name, image=outcome.image.tag, backend=backend)
         elif outcome.error is not None:
             if outcome.error.exit_code == 2:  # bad input (e.g. a runtime version that does not exist) stops the run
                 raise outcome.error
@@ -436,7 +431,7 @@ def _evaluate(
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
         # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
         # would give the same: --resume may reuse it. Without them (prepare failed) it is a weaker result.
-        run.targets[target.name]["resume_key"] = key
+        _finish(run, target.name, resume_key=key)
     _explain_load_failure(fleet, target, run)
     _keep_fp32_outputs(run, target.name, out / "outputs" / "fp32.npz", options.out_dir)
 
@@ -444,10 +439,9 @@ def _evaluate(
 def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
     """Say whether the runtime's refusal was what ``farm inspect`` predicts from the model and the runtime."""
     entry = run.targets[target.name]
-    failure = entry.get("load_failure")
-    if not failure:
+    if entry.load_failure is None:
         return
-    kind = failure["class"]
+    kind = entry.load_failure.kind
     found = compat.capabilities(fleet, target)
     if isinstance(found, str):
         predicted, prediction = None, f"unknown: {found}"
@@ -458,7 +452,6 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         verdict = compat.predict(info.ir_version, info.opsets, run.nodes, found, target.providers)
         predicted = verdict.verdict == "fails" and verdict.failure_class == kind
         prediction = verdict.reason or "the model loads"
-    entry["load_failure"] = {"class": kind, "predicted": predicted, "prediction": prediction}
     said = (
         "; farm inspect predicted this"
         if predicted
@@ -466,51 +459,58 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         if predicted is None
         else f"; farm inspect did not predict this ({prediction})"
     )
-    entry["reason"] = f"the runtime refused the model ({kind}): {entry['reason']}{said}"
+    _finish(
+        run,
+        target.name,
+        load_failure=LoadRefusal(kind=kind, predicted=predicted, prediction=prediction),
+        reason=f"the runtime refused the model ({kind}): {entry.reason}{said}",
+    )
 
 
 def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: float) -> None:
     """Merge what the job wrote with how its container ended; ``result`` is None when farm itself was stopped."""
-    written = read_json(out / "result.json")
-    entry = run.targets[name]
-    for key in (
-        "status",
-        "reason",
-        "runtime",
-        "variants",
-        "recommended",
-        "recommendation_reason",
-        "warnings",
-        "cpu_seen",
-        "load_failure",
-        "export_check",
-    ):
-        if key in written:
-            entry[key] = written[key]
+    entry, written = run.targets[name], read_json(out / "result.json")
+    if written:
+        try:
+            job = decode(TargetResult, written, where="result.json.")
+        except ContractError as exc:
+            job = replace(entry, status="failed", reason=f"the job wrote a result.json farm cannot read ({exc})")
+        # The job's own findings; the rest (exit code, image, backend, ...) is the controller's.
+        entry = replace(
+            entry,
+            status=job.status,
+            reason=job.reason,
+            runtime=job.runtime,
+            variants=job.variants,
+            recommended=job.recommended,
+            recommendation_reason=job.recommendation_reason,
+            warnings=job.warnings,
+            cpu_seen=job.cpu_seen,
+            load_failure=job.load_failure,
+            export_check=job.export_check,
+        )
     if result is None:
-        entry["status"] = "failed"
-        entry["reason"] = "farm stopped while this target ran; its variants are those it finished"
-        run.failure_codes[name] = TargetFailed.exit_code
-        return
-    entry["exit_code"] = result.exit_code
-    entry["duration_s"] = round(result.duration_s, 2)
-    if result.failure:
-        # The partial variants the job wrote before it died stay in the report.
-        entry["status"] = "failed"
-        entry["reason"] = f"container {result.failure}"
-        if result.out_of_memory:
-            entry["reason"] += " (raise memory for this target in targets.toml)"
-        if result.timed_out:
-            entry["reason"] = (
-                f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
-                "finished are kept (raise budget_s in targets.toml, or pass --timeout)"
-            )
-        entry["log_tail"] = result.log_tail
-    elif not written:
-        entry["status"] = "failed"
-        entry["reason"] = "the job exited 0 but wrote no result.json"
-        entry["log_tail"] = result.log_tail
-    if entry["status"] == "failed":
+        entry = replace(
+            entry, status="failed", reason="farm stopped while this target ran; its variants are those it finished"
+        )
+    else:
+        entry = replace(entry, exit_code=result.exit_code, duration_s=round(result.duration_s, 2))
+        if result.failure:
+            # The partial variants the job wrote before it died stay in the report.
+            reason = f"container {result.failure}"
+            if result.out_of_memory:
+                reason += " (raise memory for this target in targets.toml)"
+            if result.timed_out:
+                reason = (
+                    f"exceeded its wall-clock budget of {budget:.0f} s and was stopped; the variants it "
+                    "finished are kept (raise budget_s in targets.toml, or pass --timeout)"
+                )
+            entry = replace(entry, status="failed", reason=reason, log_tail=result.log_tail)
+        elif not written:
+            reason = "the job exited 0 but wrote no result.json"
+            entry = replace(entry, status="failed", reason=reason, log_tail=result.log_tail)
+    run.targets[name] = entry
+    if entry.status == "failed":
         run.failure_codes[name] = TargetFailed.exit_code
 
 
@@ -529,10 +529,11 @@ def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> No
         return
     problem = crosscheck.disagreement(outputs, run.expected_outputs)
     if problem:
-        run.targets[name]["warnings"].append(
+        warning = (
             f"fp32 disagrees with the expected outputs shipped with --data (rtol {crosscheck.RTOL:g}, "
             f"atol {crosscheck.ATOL:g}): {problem}"
         )
+        _finish(run, name, warnings=(*run.targets[name].warnings, warning))
 
 
 def _compare_targets(run: _Run, order: Sequence[str]) -> None:
@@ -553,11 +554,11 @@ def _write(run: _Run, options: MatrixOptions) -> None:
     """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
     # Each warning once: prepare, the rewrite and the data may report the same finding.
     run.report["warnings"] = list(dict.fromkeys(run.report["warnings"]))
-    for entry in run.targets.values():
-        entry["warnings"] = list(dict.fromkeys(entry["warnings"]))
-    run.report["targets"] = list(run.targets.values())
-    # The one serializer of report.json (Report.to_json), the same that writes the finished report.
-    write_text_atomic(options.out_dir / REPORT_FILE, render(Report.from_dict(run.report), "json"))
+    run.report["targets"] = [
+        json_object(replace(entry, warnings=tuple(dict.fromkeys(entry.warnings)))) for entry in run.targets.values()
+    ]
+    # The one serializer of report.json (report_json), the same that writes the finished report.
+    write_text_atomic(options.out_dir / REPORT_FILE, render(decode(Report, run.report, where="report."), "json"))
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
@@ -570,7 +571,7 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
             f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
             fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}",
         ) from None
-    parsed = Report.from_dict(report)
+    parsed = decode(Report, report, where="report.")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, kind in (
         (REPORT_FILE, "json"),

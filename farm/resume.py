@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.job.codec import ContractError, decode
+from farm.job.report import TargetResult
 from farm.report.schema import InvalidReport, validate
 
 
@@ -25,14 +27,14 @@ class Earlier:
 
     created: str | None = None
     # Target name -> its entry, for the entries that carry a resume key.
-    targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    targets: Mapping[str, TargetResult] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     # Why nothing can be reused, when that is so (no report there, not a farm report).
     note: str | None = None
 
-    def reusable(self, name: str, key: str) -> Mapping[str, Any] | None:
+    def reusable(self, name: str, key: str) -> TargetResult | None:
         entry = self.targets.get(name)
-        return entry if entry is not None and entry.get("resume_key") == key else None
+        return entry if entry is not None and entry.resume_key == key else None
 
 
 def resume_key(material: Mapping[str, Any]) -> str:
@@ -45,9 +47,10 @@ def read_earlier(path: Path) -> Earlier:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         validate(document)
+        found = [decode(TargetResult, t, where="targets[].") for t in document["targets"]]
     except FileNotFoundError:
         return Earlier(note=f"no earlier report at {path}: every target runs")
-    except (OSError, ValueError, InvalidReport) as exc:
+    except (OSError, ValueError, InvalidReport, ContractError) as exc:
         return Earlier(note=f"the earlier report {path} cannot be read ({str(exc)[:200]}): every target runs")
-    targets = {t["name"]: t for t in document["targets"] if t.get("resume_key")}
+    targets = {t.name: t for t in found if t.resume_key}
     return Earlier(created=document.get("created"), targets=targets, warnings=tuple(document.get("warnings", ())))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# A dimension: its size, its symbolic name, or None when it has neither.
-Dim = int | str | None
+# A dimension: its size, its symbolic name, or None when it has neither; defined where the report's types are.
+from farm.job.report import Dim
+
+__all__ = ["Dim", "shape_text"]
 
 
 def shape_text(shape: Iterable[Dim] | None) -> str:

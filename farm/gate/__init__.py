@@ -12,7 +12,7 @@ from farm.errors import BadInput
 from farm.gate.policy import Policy
 from farm.gate.render import render_junit, render_markdown, render_text
 from farm.gate.rules import RULES, Check, GateResult, evaluate
-from farm.report import REPORT_FILE, InvalidReport, Report
+from farm.report import REPORT_FILE, InvalidReport, Report, load_report
 
 
 def read_report(path: Path, what: str = "report") -> Report:
@@ -26,7 +26,7 @@ def read_report(path: Path, what: str = "report") -> Report:
             fix="pass the report.json farm matrix wrote, or the folder that holds it",
         ) from None
     try:
-        return Report.from_json(text)
+        return load_report(text)
     except InvalidReport as exc:
         raise BadInput(f"reading the {what} {file} failed because at {exc.path}: {exc.problem}", fix=exc.fix) from None
 

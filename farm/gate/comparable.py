@@ -88,6 +88,7 @@ def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None
 def _ran_on(target: TargetResult) -> str:
     """The machine a target's timings come from: the controller (its host is the run block's, compared per report)
     or a remote backend's place and CPU."""
-    backend = target.backend or {}
-    where = str(backend.get("where", "local"))
-    return where if where == "local" else f"{where} ({backend.get('cpu_model') or 'CPU unknown'})"
+    backend = target.backend
+    if backend is None or backend.where == "local":
+        return "local"
+    return f"{backend.where} ({backend.cpu_model or 'CPU unknown'})"

@@ -18,7 +18,7 @@ from farm.gate.policy import Policy
 from farm.gate.rules import GateResult, evaluate
 from farm.report import REPORT_FILE, html, plots
 from farm.report import _format as fmt
-from farm.report.model import Outcome, Report, TargetResult
+from farm.report.model import Outcome, Report, TargetResult, load_report
 
 TREND_SCHEMA = "farm.trend/1"
 # Timings that are measurements of the host's CPU; emulated ones (older reports timed under QEMU) are not plotted.
@@ -85,7 +85,7 @@ def collect(paths: Sequence[Path]) -> History:
     runs, unreadable = [], []
     for file in dict.fromkeys(f.resolve() for f in files):
         try:
-            runs.append(Run(source=str(file), report=Report.from_json(file.read_text(encoding="utf-8"))))
+            runs.append(Run(source=str(file), report=load_report(file.read_text(encoding="utf-8"))))
         except (OSError, UnicodeDecodeError, BadInput) as exc:
             unreadable.append((str(file), fmt.one_line(str(exc))))
     if not runs:

@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
+
+from farm.job.report import ExportCheck
 
 # What counts as the same output at batch 1 and batch 2: float kernels may block differently by batch size.
 RTOL, ATOL = 1e-3, 1e-4
 _NODE_NAME = re.compile(r"Name:'([^']*)'")
 
-Status = Literal["passed", "flagged", "not-run"]
 Session = Callable[[bytes | Path], Any]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ExportCheck:
-    status: Status
-    detail: str
-    node: str | None = None
-    op: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "detail": self.detail, "node": self.node, "op": self.op}
 
 
 def check_batch(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from farm.job.result import VariantResult
+from farm.job.report import Variant
 from farm.job.types import Latency
 from farm.job.variants import BASELINES, FP32, MITIGATION_SUFFIX, OPTIMIZED, saturation_safe
 
@@ -37,9 +37,7 @@ def faster(a: Latency, b: Latency) -> bool:
     return max(a.rounds) < min(b.rounds)
 
 
-def recommend(
-    variants: Sequence[VariantResult], *, emulated: bool, saturation_risk: bool
-) -> tuple[str | None, str | None]:
+def recommend(variants: Sequence[Variant], *, emulated: bool, saturation_risk: bool) -> tuple[str | None, str | None]:
     """``(recommended, reason)``: the int8 variant within tolerance that is faster than fp32 and optimized beyond
     noise, or else the better baseline, with the reason.
 
@@ -63,7 +61,7 @@ def recommend(
     return _on_speed(int8, base, base_why, saturation_risk)
 
 
-def _baseline(variants: Sequence[VariantResult], *, timed: bool) -> tuple[VariantResult, str]:
+def _baseline(variants: Sequence[Variant], *, timed: bool) -> tuple[Variant, str]:
     """fp32 or optimized, by the same rule as everything else: faster beyond noise, else accuracy, then size.
 
     The text says why, as a clause to append (empty when there was no choice to make).
@@ -89,9 +87,7 @@ def _baseline(variants: Sequence[VariantResult], *, timed: bool) -> tuple[Varian
     return chosen, f"; {chosen.name} rather than the other baseline on accuracy, then size (no comparable timings)"
 
 
-def _on_speed(
-    int8: Sequence[VariantResult], base: VariantResult, base_why: str, saturation_risk: bool
-) -> tuple[str, str]:
+def _on_speed(int8: Sequence[Variant], base: Variant, base_why: str, saturation_risk: bool) -> tuple[str, str]:
     assert base.latency_ms is not None
     fastest = min(int8, key=_p50)
     assert fastest.latency_ms is not None
@@ -142,7 +138,7 @@ def _on_speed(
     return base.name, reason
 
 
-def saturation_findings(variants: Sequence[VariantResult]) -> list[str]:
+def saturation_findings(variants: Sequence[Variant]) -> list[str]:
     """Variants that fall out of tolerance while their +x64quantprecision twin, the same model file, stays in.
 
     The twin differs only in the kernels' intermediate precision, so the loss is the kernels' (VPMADDUBSW saturating
@@ -164,8 +160,8 @@ def saturation_findings(variants: Sequence[VariantResult]) -> list[str]:
     return findings
 
 
-def _on_accuracy(int8: Sequence[VariantResult], saturation_risk: bool, why: str) -> tuple[str, str]:
-    def key(v: VariantResult) -> tuple[bool, float, float, int]:
+def _on_accuracy(int8: Sequence[Variant], saturation_risk: bool, why: str) -> tuple[str, str]:
+    def key(v: Variant) -> tuple[bool, float, float, int]:
         return (saturation_risk and not saturation_safe(v.name), *_quality(v))
 
     best = min(int8, key=key)
@@ -181,7 +177,7 @@ def _on_accuracy(int8: Sequence[VariantResult], saturation_risk: bool, why: str)
     return best.name, reason
 
 
-def _why_no_int8(variants: Sequence[VariantResult]) -> str:
+def _why_no_int8(variants: Sequence[Variant]) -> str:
     int8 = [v for v in variants if v.name not in BASELINES]
     if not int8:
         return "no int8 variant was requested"
@@ -197,7 +193,7 @@ def _why_no_int8(variants: Sequence[VariantResult]) -> str:
     return f"no int8 variant is within tolerance (best: {best.name}, {figures})"
 
 
-def _quality(v: VariantResult) -> tuple[float, float, int]:
+def _quality(v: Variant) -> tuple[float, float, int]:
     """Sort key, best first: cosine and top-1 as the report shows them (4 and 3 places), then the smaller file."""
     accuracy = v.accuracy
     cosine = round(accuracy.cosine, 4) if accuracy else -2.0
@@ -205,20 +201,20 @@ def _quality(v: VariantResult) -> tuple[float, float, int]:
     return (-cosine, -top1, v.size_bytes if v.size_bytes is not None else 1 << 62)
 
 
-def _latency(v: VariantResult) -> Latency:
+def _latency(v: Variant) -> Latency:
     assert v.latency_ms is not None
     return v.latency_ms
 
 
-def _p50(v: VariantResult) -> float:
+def _p50(v: Variant) -> float:
     return _latency(v).p50
 
 
-def _vs(a: VariantResult, b: VariantResult) -> str:
+def _vs(a: Variant, b: Variant) -> str:
     return f"p50 {_figure(a)} vs {b.name} {_figure(b)}"
 
 
-def _figure(v: VariantResult) -> str:
+def _figure(v: Variant) -> str:
     latency = _latency(v)
     spread = f" ±{_ms(latency.spread / 2)}" if latency.rounds else ""
     return f"{_ms(latency.p50)}{spread} ms"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self, cast, get_args
 
 from farm.job.codec import ContractError, decode, keyed
+from farm.job.report import Quantization
 from farm.job.variants import CANDIDATES, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
@@ -276,8 +277,7 @@ class TunedModel:
     (its tune.json's best.quantization, as farm/tuned.py copies it; the report's Quantization)."""
 
     model: Path
-    # object, not a record of its own yet: the report's Quantization (docs/contracts.md section 2) is to type it.
-    quantization: Mapping[str, object]
+    quantization: Quantization
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

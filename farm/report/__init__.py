@@ -21,21 +21,18 @@ from farm.report.model import (
     TensorSummary,
     Tolerance,
     Variant,
+    load_report,
+    report_json,
 )
 from farm.report.schema import InvalidReport, validate, validate_target
 from farm.report.table import render_table
-
-
-def _render_json(report: Report) -> str:
-    return report.to_json()
-
 
 # The file farm matrix writes the report to, in its --out folder; farm gate and farm report look for it there.
 REPORT_FILE = "report.json"
 
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "table": render_table,
-    "json": _render_json,
+    "json": report_json,
     "markdown": render_markdown,
     "html": render_html,
     "junit": render_junit,
@@ -69,7 +66,9 @@ __all__ = [
     "TensorSummary",
     "Tolerance",
     "Variant",
+    "load_report",
     "render",
+    "report_json",
     "validate",
     "validate_target",
 ]

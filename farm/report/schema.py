@@ -15,8 +15,8 @@ from types import ModuleType
 from typing import Any
 
 from farm.errors import BadInput
+from farm.job.report import SCHEMA_ID
 
-SCHEMA_ID = "farm.report/2"
 # What farm reads: /1 lacks the run block, so its runs are never called comparable.
 READABLE_SCHEMAS = ("farm.report/1", SCHEMA_ID)
 TOP_LEVEL_KEYS = ("schema", "farm_version", "created", "model", "data", "tolerance", "warnings", "targets")

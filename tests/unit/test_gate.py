@@ -12,6 +12,7 @@ from junitparser import Failure, JUnitXml, Skipped
 from farm.errors import ConfigError
 from farm.gate import Policy, evaluate, render_junit, render_markdown, render_text
 from farm.gate.rules import GateResult
+from farm.job.codec import decode
 from farm.report import Report
 from tests.unit.report_sample import sample_report_dict
 
@@ -19,7 +20,7 @@ VNNI = "x86-avx512-vnni"
 
 
 def report(data: dict[str, Any]) -> Report:
-    return Report.from_dict(data)
+    return decode(Report, data)
 
 
 def entry(data: dict[str, Any], target: str, variant: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 
 from farm.job.evaluate import run_evaluate
 from farm.job.prepare import run_prepare
-from farm.job.result import JobResult
+from farm.job.report import TargetResult
 from farm.job.spec import Spec
 from farm.report.schema import validate_target
 from tests.modelgen import make_saturating_classifier, write_job_spec
@@ -42,7 +42,7 @@ def host_has_vnni() -> bool:
     return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def accuracy(result: JobResult) -> dict[str, tuple[float, float | None]]:
+def accuracy(result: TargetResult) -> dict[str, tuple[float, float | None]]:
     return {v.name: (v.accuracy.cosine, v.accuracy.top1_agreement) for v in result.variants if v.accuracy}
 
 

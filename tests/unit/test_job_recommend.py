@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from farm.job.recommend import faster, recommend, saturation_findings
-from farm.job.result import VariantResult
+from farm.job.report import Variant
 from farm.job.types import Accuracy, Latency
 
 
@@ -17,10 +17,10 @@ def ok(
     within: bool = True,
     noise: float = 0.01,
     size: int | None = None,
-) -> VariantResult:
+) -> Variant:
     """A variant that ran; its five timing rounds lie within ``noise`` (a share of p50) around ``p50``."""
     rounds = () if p50 is None else tuple(p50 * (1 + noise * f) for f in (-1.0, -0.5, 0.0, 0.5, 1.0))
-    return VariantResult(
+    return Variant(
         name=name,
         status="ok",
         size_bytes=size,
@@ -31,8 +31,8 @@ def ok(
     )
 
 
-def failed(name: str) -> VariantResult:
-    return VariantResult(name=name, status="failed", error="boom")
+def failed(name: str) -> Variant:
+    return Variant(name=name, status="failed", error="boom")
 
 
 BASE = [ok("fp32", 0.20, 1.0), ok("optimized", 0.18, 1.0)]

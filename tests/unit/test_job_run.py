@@ -40,7 +40,7 @@ VARIANT_KEYS = [
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
     "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen", "load_failure",
-    "export_check",
+    "export_check", "resume_key", "resumed_from", "backend",
 ]  # fmt: skip
 WITH_MITIGATION = [
     "fp32", "optimized", "s8s8-qdq", "u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-qdq-rr",
@@ -191,7 +191,7 @@ def test_one_broken_variant_does_not_stop_the_others(tmp_path: Path) -> None:
     assert status["u8s8-qdq"] == ("failed", "artifacts/u8s8-qdq.onnx is missing (prepare did not make it)")
     assert status["u8s8-qdq+x64quantprecision"][0] == "failed"
     assert result.status == "ok"
-    assert read(tmp_path / "out" / "result.json") == result.to_dict()
+    assert read(tmp_path / "out" / "result.json") == encode(result)
 
 
 def test_a_variant_that_failed_in_prepare_carries_the_quantizer_error(tmp_path: Path) -> None:
@@ -323,12 +323,12 @@ def test_compute_inside_if_branches_is_not_called_quantized(tmp_path: Path) -> N
     by_name = {v.name: v for v in result.variants}
     for name in ("u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-dynamic"):
         variant = by_name[name]
-        assert variant.status == "skipped" and variant.quantization["nodes"]["quantized"] == 0, variant
+        assert variant.status == "skipped" and variant.quantization.nodes.quantized == 0, variant
         assert variant.error.startswith("not quantized: all 4 quantizable nodes sit inside If/Loop/Scan bodies")
         assert "u8s8-dynamic-subgraph quantizes inside them" in variant.error
     subgraph = by_name["u8s8-dynamic-subgraph"]
-    assert subgraph.status == "ok" and subgraph.quantization["subgraphs"] is True
-    assert subgraph.quantization["nodes"] == {
+    assert subgraph.status == "ok" and subgraph.quantization.subgraphs is True
+    assert encode(subgraph.quantization.nodes) == {
         "quantizable": 4,
         "quantized": 4,
         "quantizable_in_subgraphs": 4,
@@ -492,13 +492,14 @@ def test_the_export_check_names_a_reshape_that_baked_in_batch_1(tmp_path: Path) 
     make_traced_batch_model(tmp_path / "model.onnx").save(tmp_path)
     result = evaluated(tmp_path, labels=None, candidates=[])
     check = result.export_check
-    assert check is not None and check["status"] == "flagged", check
-    assert (check["node"], check["op"]) == ("flatten", "Reshape"), check
-    assert "fails at" not in check["detail"] and "the batch of 2 fails" in check["detail"]
+    assert check is not None and check.status == "flagged", check
+    assert (check.node, check.op) == ("flatten", "Reshape"), check
+    assert "fails at" not in check.detail and "the batch of 2 fails" in check.detail
     assert any(w.startswith("export pitfall:") and "'flatten'" in w for w in result.warnings)
     fixed = tmp_path / "fixed"
     make_traced_batch_model(fixed / "model.onnx", baked=False).save(fixed)
-    assert evaluated(fixed, labels=None, candidates=[]).export_check["status"] == "passed"
+    passed = evaluated(fixed, labels=None, candidates=[]).export_check
+    assert passed is not None and passed.status == "passed"
 
 
 def test_each_variant_records_which_provider_ran_its_nodes_and_an_idle_accelerator_fails_the_target(

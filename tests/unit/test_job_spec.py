@@ -11,6 +11,9 @@ import pytest
 from farm.job.codec import ContractError, encode
 from farm.job.spec import Spec, SpecError
 from tests.modelgen import write_job_spec
+from tests.unit.report_sample import quantization
+
+TUNED_RECORD = quantization("u8s8-qdq", 1, 2)  # tune.json's best.quantization
 
 
 def spec_dict(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -74,7 +77,7 @@ def test_bad_spec_names_the_key(tmp_path: Path, change: dict[str, Any], message:
 
 
 def test_a_spec_reads_back_what_it_writes(tmp_path: Path) -> None:
-    data = spec_dict(tmp_path, tune={"floor": 1.5}, tuned={"model": "tuned/t.onnx", "quantization": {"n": 1}})
+    data = spec_dict(tmp_path, tune={"floor": 1.5}, tuned={"model": "tuned/t.onnx", "quantization": TUNED_RECORD})
     spec = Spec.from_dict(data, base=tmp_path)
     assert spec.tune is not None and spec.tune.floor == 1.5 and spec.tune.budget_trials is None
     assert spec.tuned is not None and spec.tuned.model == (tmp_path / "tuned" / "t.onnx").resolve()
@@ -87,7 +90,10 @@ def test_a_spec_reads_back_what_it_writes(tmp_path: Path) -> None:
         "inputs": str((tmp_path / "inputs.npz").resolve()),
         "labels": str((tmp_path / "labels.npy").resolve()),
         "artifacts": str((tmp_path / "artifacts").resolve()),
-        "tuned": {"model": str((tmp_path / "tuned" / "t.onnx").resolve()), "quantization": {"n": 1}},
+        "tuned": {
+            "model": str((tmp_path / "tuned" / "t.onnx").resolve()),
+            "quantization": TUNED_RECORD,
+        },
     }
     assert Spec.from_dict(json.loads(json.dumps(again)), base=Path("/elsewhere")) == spec
 

@@ -9,12 +9,16 @@ from typing import Any
 
 from farm.config import Target
 from farm.host import Placement
-from farm.job.codec import encode
+from farm.job.codec import decode, encode
+from farm.job.report import Quantization
 from farm.job.spec import MetricRef, Spec, TunedModel
 from farm.jobs import IN, OUT, JobSettings, container, job_spec, spec_file
 from farm.usermetric import MetricFile
+from tests.unit.report_sample import quantization
 
 NATIVE = Placement(mode="native")
+# A tuned model's record as tune.json's best.quantization writes it (docs/contracts.md section 2).
+QUANTIZATION = quantization("u8s8-qdq", 1, 2)
 VNNI_HOST = frozenset({"avx2", "avx512f", "avx512_vnni"})
 AVX2_HOST = frozenset({"avx2", "fma"})
 
@@ -89,7 +93,7 @@ def test_the_spec_on_the_wire_is_the_contract_s_json_and_the_job_reads_it_back(t
         host_flags=AVX2_HOST,
         metric=MetricFile(path=tmp_path / "metric.py", function="score"),
         artifacts="artifacts",
-        tuned=TunedModel(model=Path("tuned/x86-avx2.onnx"), quantization={"method": "minmax"}),
+        tuned=TunedModel(model=Path("tuned/x86-avx2.onnx"), quantization=decode(Quantization, QUANTIZATION)),
     )
     wire = encode(spec)
     expected: dict[str, Any] = {
@@ -119,7 +123,7 @@ def test_the_spec_on_the_wire_is_the_contract_s_json_and_the_job_reads_it_back(t
         "mitigations": ["x64quantprecision"],
         "outputs": ["probs"],
         "metric": {"file": "metric/metric.py", "function": "score"},
-        "tuned": {"model": "tuned/x86-avx2.onnx", "quantization": {"method": "minmax"}},
+        "tuned": {"model": "tuned/x86-avx2.onnx", "quantization": QUANTIZATION},
     }
     # The same keys and values as the contract lists them, in its order.
     assert wire == expected and list(wire) == list(expected) and list(wire["target"]) == list(expected["target"])

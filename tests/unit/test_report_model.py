@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from farm.errors import BadInput
-from farm.report import InvalidReport, Report, TargetResult, Variant, validate, validate_target
+from farm.job.codec import decode, encode
+from farm.report import (
+    InvalidReport,
+    Report,
+    TargetResult,
+    Variant,
+    load_report,
+    report_json,
+    validate,
+    validate_target,
+)
 from farm.report import schema as report_schema
 from tests.unit.report_sample import GPU_REASON, sample_report_dict
 
@@ -27,15 +37,15 @@ def test_schema_file_is_a_valid_draft_2020_12_schema() -> None:
 
 def test_round_trip_is_exact() -> None:
     document = sample_report_dict()
-    report = Report.from_dict(document)
-    assert report.to_dict() == document
+    report = decode(Report, document)
+    assert encode(report) == document
     # Key order too, so that a report rewritten by farm diffs cleanly against the original.
-    assert report.to_json() == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    assert Report.from_json(report.to_json()) == report
+    assert report_json(report) == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    assert load_report(report_json(report)) == report
 
 
 def test_model_is_typed_and_frozen() -> None:
-    report = Report.from_dict(sample_report_dict())
+    report = decode(Report, sample_report_dict())
     avx2 = report.targets[0]
     assert isinstance(avx2.variants, tuple)
     assert avx2.runtime is not None and avx2.runtime.providers == ("CPUExecutionProvider",)
@@ -45,7 +55,7 @@ def test_model_is_typed_and_frozen() -> None:
 
 
 def test_variant_outcome() -> None:
-    avx2 = Report.from_dict(sample_report_dict()).targets[0]
+    avx2 = decode(Report, sample_report_dict()).targets[0]
     outcomes = {v.name: v.outcome for v in avx2.variants}
     assert outcomes["u8s8-qdq"] == "out-of-tolerance"
     assert outcomes["u8u8-qdq"] == "ok"
@@ -59,8 +69,8 @@ def test_a_target_with_only_what_it_needs_matches_the_contract() -> None:
     target = TargetResult(
         name="gpu-s8s8", platform="linux/amd64", mode="unavailable", status="skipped", reason=GPU_REASON
     )
-    validate_target(target.to_dict())
-    assert target.to_dict() == sample_report_dict()["targets"][3]
+    validate_target(encode(target))
+    assert encode(target) == sample_report_dict()["targets"][3]
 
 
 def test_a_failed_target_keeps_its_partial_variants() -> None:
@@ -76,9 +86,9 @@ def test_a_failed_target_keeps_its_partial_variants() -> None:
         variants=(fp32,),
         cpu_model="cortex-a72",
     )
-    validate_target(target.to_dict())
+    validate_target(encode(target))
     assert (target.status, target.exit_code, target.variants) == ("failed", 139, (fp32,))
-    assert TargetResult.from_dict(target.to_dict()) == target
+    assert decode(TargetResult, encode(target)) == target
 
 
 def _drop_model_sha(d: dict[str, Any]) -> None:
@@ -157,7 +167,7 @@ def test_nullable_fields_accept_null() -> None:
     document["targets"][1].update(runtime=None, cpu_model=None, exit_code=None, duration_s=None, image=None)
     document["model"]["inputs"][0]["shape"] = None
     validate(document)
-    assert Report.from_dict(document).to_dict() == document
+    assert encode(decode(Report, document)) == document
 
 
 def test_validate_target_checks_one_result_json() -> None:
@@ -184,9 +194,9 @@ def test_without_jsonschema_only_the_top_level_is_checked(monkeypatch: pytest.Mo
         validate([])
 
 
-def test_from_json_refuses_text_that_is_not_json() -> None:
+def test_load_report_refuses_text_that_is_not_json() -> None:
     with pytest.raises(InvalidReport, match="not JSON"):
-        Report.from_json("{not json")
+        load_report("{not json")
 
 
 def test_huge_offending_values_are_shortened_in_the_message() -> None:
@@ -211,7 +221,7 @@ def test_a_report_written_before_per_output_figures_and_masking_still_reads() ->
                 kept = ("cosine", "max_abs", "top1_agreement", "accuracy")
                 found["accuracy"] = {k: found["accuracy"][k] for k in kept}
     validate(document)
-    report = Report.from_dict(document)
+    report = decode(Report, document)
     first = report.targets[0].variants[0]
     assert first.latency_ms is not None and first.latency_ms.rounds == () and first.quantization is None
     assert report.targets[0].cpu_seen is None and report.tolerance.metric is None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from farm.errors import BadInput
+from farm.job.codec import decode
 from farm.report import FORMATS, Report, render
 from farm.report.model import SYNTHETIC_WARNING
 from farm.report.table import WIDTH
@@ -20,7 +21,7 @@ SCRIPT = "<script>alert('x')</script>"
 
 
 def _report(**changes: Any) -> Report:
-    return Report.from_dict(sample_report_dict(**changes))
+    return decode(Report, sample_report_dict(**changes))
 
 
 def _hostile_report() -> Report:
@@ -30,7 +31,7 @@ def _hostile_report() -> Report:
     document["targets"][0]["variants"][6]["error"] = f"ConvInteger {SCRIPT} | bad"
     document["targets"][2]["log_tail"] = "\x1b[31mSegmentation fault\x1b[0m\x00\x07 </pre> ```\r\nend\n"
     document["warnings"].append(SCRIPT)
-    return Report.from_dict(document)
+    return decode(Report, document)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -47,7 +48,7 @@ def test_sparse_results_render_too(fmt: str) -> None:
     bare.update(latency_ms=None, accuracy=None, size_bytes=None, within_tolerance=None, timing="none")
     document["targets"][2].update(reason=None, exit_code=None, log_tail=None, variants=[])
     document["targets"][3]["reason"] = None
-    text = render(Report.from_dict(document), fmt)
+    text = render(decode(Report, document), fmt)
     assert "x86-avx512-vnni" in text
 
 
@@ -61,7 +62,7 @@ def test_unknown_format_is_bad_input_naming_the_valid_ones() -> None:
 
 def test_json_is_the_report_itself() -> None:
     document = sample_report_dict()
-    assert json.loads(render(Report.from_dict(document), "json")) == document
+    assert json.loads(render(decode(Report, document), "json")) == document
 
 
 # --- table -------------------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def test_table_fits_in_100_columns_with_long_reasons_and_names() -> None:
     document["targets"][1]["warnings"] = [long_reason]
     document["targets"][1]["name"] = "x86-avx512-vnni-sapphire-rapids-long-name"
     document["targets"][0]["variants"][6]["error"] = long_reason
-    text = render(Report.from_dict(document), "table")
+    text = render(decode(Report, document), "table")
     widest = max(text.splitlines(), key=len)
     assert len(widest) <= WIDTH, widest
 
@@ -101,7 +102,7 @@ def test_table_rows_marks_and_notes() -> None:
 def test_table_warns_prominently_about_synthetic_inputs() -> None:
     document = sample_report_dict(synthetic=True)
     document["warnings"].append(SYNTHETIC_WARNING)  # as farm.data adds it to a synthetic run's report
-    text = render(Report.from_dict(document), "table")
+    text = render(decode(Report, document), "table")
     lines = text.splitlines()
     assert lines[0] == "!" * WIDTH
     assert lines[1].startswith("!! WARNING: inputs are synthetic")
@@ -112,7 +113,7 @@ def test_table_warns_prominently_about_synthetic_inputs() -> None:
 def test_table_of_an_empty_report() -> None:
     document = sample_report_dict()
     document["targets"] = []
-    assert "Recommendations:" in render(Report.from_dict(document), "table")
+    assert "Recommendations:" in render(decode(Report, document), "table")
 
 
 # --- markdown ----------------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def _real_model_report() -> Report:
                 "quantization": quantization(name, 0, 4),
             }
         )
-    return Report.from_dict(document)
+    return decode(Report, document)
 
 
 def test_every_format_names_the_output_that_drifted_and_what_quantized_nothing() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from farm.job.codec import encode
 from farm.resume import read_earlier, resume_key
 from tests.unit.report_sample import sample_report_dict
 
@@ -24,7 +25,7 @@ def test_only_entries_with_a_matching_key_are_reusable(tmp_path: Path) -> None:
     path.write_text(json.dumps(report))
     earlier = read_earlier(path)
     assert earlier.note is None and earlier.created == report["created"]
-    assert earlier.reusable(report["targets"][0]["name"], "k0") == report["targets"][0]
+    assert encode(earlier.reusable(report["targets"][0]["name"], "k0")) == report["targets"][0]
     assert earlier.reusable(report["targets"][0]["name"], "k1") is None  # another key: something changed
     assert earlier.reusable(report["targets"][2]["name"], "k0") is None  # no key: farm stopped it, or it never ran
     assert earlier.warnings == tuple(report["warnings"])

@@ -13,9 +13,8 @@ from farm.job.codec import decode
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
 from farm.job.modelfile import model_size
-from farm.job.result import VariantResult
+from farm.job.report import Quantization, Variant
 from farm.job.spec import Spec
-from farm.job.types import NodeCount
 from farm.job.variants import MITIGATION_SUFFIX, SUBGRAPH_VARIANT
 
 X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
@@ -57,14 +56,14 @@ class Candidates:
         if artifact is None or not artifact.is_file():
             why = self._missing_artifact(name, artifact)
             for variant, _ in variants:
-                self.file.add(VariantResult(name=variant, status="failed", error=why, quantization=quantization))
+                self.file.add(Variant(name=variant, status="failed", error=why, quantization=quantization))
             return
         unquantized = self._not_quantized(quantization)
         if unquantized is not None:
             # An fp32 model under an int8 name: running it would only measure noise and invite a false pick.
             for variant, _ in variants:
                 self.file.add(
-                    VariantResult(
+                    Variant(
                         name=variant,
                         status="skipped",
                         error=unquantized,
@@ -77,15 +76,18 @@ class Candidates:
             self.file.begin(variant)
             self.file.add(replace(self.measure.variant(variant, artifact, config), quantization=quantization))
 
-    def _quantization(self, name: str) -> dict[str, Any] | None:
+    def _quantization(self, name: str) -> Quantization | None:
         record = self.prepared.get("variants", {}).get(name, {})
         quantization = record.get("quantization") if isinstance(record, dict) else None
-        return quantization if isinstance(quantization, dict) else None
-
-    def _not_quantized(self, quantization: dict[str, Any] | None) -> str | None:
-        if quantization is None or not isinstance(quantization.get("nodes"), dict):
+        if quantization is None:
             return None
-        count = decode(NodeCount, quantization["nodes"])
+        # The same job wrote it (prepare stage), so a record that does not decode is farm's bug: it fails loudly.
+        return decode(Quantization, quantization, where=f"prepare.json variants.{name}.quantization.")
+
+    def _not_quantized(self, quantization: Quantization | None) -> str | None:
+        count = None if quantization is None else quantization.nodes
+        if count is None:
+            return None
         reason = count.not_quantized()
         if reason and count.quantizable_in_subgraphs and SUBGRAPH_VARIANT in self.spec.candidates:
             reason += f"; {SUBGRAPH_VARIANT} quantizes inside them"

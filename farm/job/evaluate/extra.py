@@ -8,7 +8,8 @@ from dataclasses import replace
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
 from farm.job.optimize import optimize
-from farm.job.result import VariantResult, error_text
+from farm.job.report import Variant
+from farm.job.result import error_text
 from farm.job.spec import Spec, TunedModel
 from farm.job.variants import OPTIMIZED, TUNED
 
@@ -24,16 +25,17 @@ def run_optimized(spec: Spec, file: ResultFile, measure: VariantMeasure) -> None
             threads=spec.threads,
         )
     except Exception as exc:
-        file.add(VariantResult(name=OPTIMIZED, status="failed", error=error_text(exc)))
+        file.add(Variant(name=OPTIMIZED, status="failed", error=error_text(exc)))
         return
     file.add(measure.variant(OPTIMIZED, path))
 
 
 def run_tuned(tuned: TunedModel, file: ResultFile, measure: VariantMeasure) -> None:
     file.begin(TUNED)
-    quantization = dict(tuned.quantization)
+    # tune.json's best.quantization: the quantizer's record, as prepare.json holds the candidates'.
+    quantization = tuned.quantization
     if not tuned.model.is_file():
         error = f"{tuned.model.name} is missing from the inputs"
-        file.add(VariantResult(name=TUNED, status="failed", error=error, quantization=quantization))
+        file.add(Variant(name=TUNED, status="failed", error=error, quantization=quantization))
         return
     file.add(replace(measure.variant(TUNED, tuned.model), quantization=quantization))

@@ -9,7 +9,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from farm.job.result import JobResult, JobRuntime, VariantResult, write_json_atomic
+from farm.job.codec import encode
+from farm.job.report import Runtime, TargetResult, Variant
+from farm.job.result import write_json_atomic
 from farm.job.spec import SpecTarget
 
 log = logging.getLogger("farm.job")
@@ -21,14 +23,14 @@ class ResultFile:
 
     def __init__(self, target: SpecTarget, out: Path) -> None:
         self.out = out
-        self.result = JobResult(
+        self.result = TargetResult(
             name=target.name,
             platform=target.platform,
             mode=target.mode,
             cpu_model=target.cpu_model,
             status="ok",
             reason=None,
-            runtime=JobRuntime(onnxruntime=ort.__version__, providers=()),
+            runtime=Runtime(onnxruntime=ort.__version__, providers=()),
         )
         self.finished = False
         self.pending: str | None = None
@@ -41,20 +43,21 @@ class ResultFile:
             reason = "the job ended before it finished"
             if self.pending is not None:
                 error = "the job ended while running this variant (the runtime crashed or was killed)"
-                stopped = VariantResult(name=self.pending, status="failed", error=error)
+                stopped = Variant(name=self.pending, status="failed", error=error)
                 written = replace(written, variants=(*written.variants, stopped))
                 reason += f", while running {self.pending}"
             elif self.timing_underway:
                 reason += ", while timing the variants (their accuracy figures are complete)"
             written = replace(written, status="failed", reason=written.reason or reason)
-        write_json_atomic(self.out / "result.json", written.to_dict())
+        # The controller's fields (exit_code, image, backend, ...) stay None: it fills them in.
+        write_json_atomic(self.out / "result.json", encode(written))
 
     def begin(self, name: str) -> None:
         log.info("evaluate: %s starting", name)
         self.pending = name
         self.save()
 
-    def add(self, variant: VariantResult) -> None:
+    def add(self, variant: Variant) -> None:
         log.info("evaluate: %s %s%s", variant.name, variant.status, f" ({variant.error})" if variant.error else "")
         self.pending = None
         self.save(variants=(*self.result.variants, variant))

@@ -20,7 +20,8 @@ from farm.job.evaluate.timed import Timer
 from farm.job.loadfailure import classify
 from farm.job.modelfile import model_size
 from farm.job.reference import Reference
-from farm.job.result import JobRuntime, VariantResult, error_text
+from farm.job.report import ExportCheck, LoadRefusal, Runtime, Variant
+from farm.job.result import error_text
 from farm.job.session import ProviderFallback, node_providers, open_session, providers_used
 from farm.job.spec import Spec
 from farm.job.variants import FP32
@@ -36,7 +37,7 @@ def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Load
     except Exception as exc:  # the reason is ORT's own message, verbatim
         _failed(spec, file, exc, loading=True)
         return None
-    file.save(runtime=JobRuntime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
+    file.save(runtime=Runtime(onnxruntime=ort.__version__, providers=tuple(providers_used(session))))
     try:
         reference = Reference.run(session, dataset)
     except Exception as exc:
@@ -96,7 +97,7 @@ def _accelerator_ran(spec: Spec, file: ResultFile, ran: dict[str, int]) -> bool:
             f"{accelerator} ran none of the model's {total} nodes ({others}): every node fell back, so "
             "nothing here would measure the accelerator"
         )
-        file.add(VariantResult(name=FP32, status="failed", error=reason, providers=ran))
+        file.add(Variant(name=FP32, status="failed", error=reason, providers=ran))
         file.fail(reason)
         return False
     if ran[accelerator] * 2 < total:
@@ -118,8 +119,8 @@ def _export_check(spec: Spec, file: ResultFile, reference: Reference) -> None:
             lambda model: open_session(model, target=spec.target, threads=spec.threads),
         )
     except Exception as exc:  # the check is a finding about the model, never the end of the target
-        check = pitfall.ExportCheck(status="not-run", detail=f"the check itself failed: {error_text(exc)}")
-    file.save(export_check=check.to_dict())
+        check = ExportCheck(status="not-run", detail=f"the check itself failed: {error_text(exc)}")
+    file.save(export_check=check)
     if check.status == "flagged":
         file.warn(f"export pitfall: {check.detail}")
 
@@ -128,11 +129,10 @@ def _failed(spec: Spec, file: ResultFile, exc: Exception, *, loading: bool = Fal
     """fp32 failed: to load (a class a reader acts on: IR version, opset, missing kernel, ...) or to run."""
     error = error_text(exc)
     failure = classify(error) if loading and not isinstance(exc, ProviderFallback) else None
-    file.add(
-        VariantResult(name=FP32, status="failed", error=error, size_bytes=model_size(spec.model), failure_class=failure)
-    )
+    file.add(Variant(name=FP32, status="failed", error=error, size_bytes=model_size(spec.model), failure_class=failure))
     if failure is not None:
-        file.save(load_failure=failure)
+        # Whether inspect predicted it is the controller's to say.
+        file.save(load_failure=LoadRefusal(kind=failure))
     file.fail(error)
 
 

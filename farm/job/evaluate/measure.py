@@ -16,7 +16,8 @@ from farm.job.loadfailure import classify
 from farm.job.metrics import compare
 from farm.job.modelfile import model_size
 from farm.job.reference import Reference
-from farm.job.result import VariantResult, error_text
+from farm.job.report import Variant
+from farm.job.result import error_text
 from farm.job.session import node_providers, open_session
 from farm.job.spec import Spec
 from farm.job.timing import run_all
@@ -35,7 +36,7 @@ class VariantMeasure:
     metric: Metric | None
     timer: Timer
 
-    def variant(self, name: str, path: Path, config: dict[str, str] | None = None) -> VariantResult:
+    def variant(self, name: str, path: Path, config: dict[str, str] | None = None) -> Variant:
         """Open and run the model at ``path``; its failure to load or run is its result, never the target's end."""
         spec = self.spec
         level = spec.optimization_level if name == OPTIMIZED else "all"
@@ -45,17 +46,17 @@ class VariantMeasure:
             )
         except Exception as exc:  # one variant's failure must not end the others
             error = error_text(exc)
-            return VariantResult(
+            return Variant(
                 name=name, status="failed", error=error, size_bytes=model_size(path), failure_class=classify(error)
             )
         try:
             outputs = run_all(session, self.reference.feeds)
         except Exception as exc:
-            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
+            return Variant(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
         ran = node_providers(session)
         return replace(self.outputs(name, path, session, outputs), providers=ran)
 
-    def outputs(self, name: str, path: Path, session: Any, outputs: list[list[np.ndarray]]) -> VariantResult:
+    def outputs(self, name: str, path: Path, session: Any, outputs: list[list[np.ndarray]]) -> Variant:
         """Accuracy now; latency in the timing phase, for which the session is kept (or timed now, see Timer)."""
         spec = self.spec
         size = model_size(path)
@@ -69,7 +70,7 @@ class VariantMeasure:
                 tolerance=(spec.tolerance.cosine, spec.tolerance.top1_agreement),
             )
         except Exception as exc:
-            return VariantResult(name=name, status="failed", error=error_text(exc), size_bytes=size)
+            return Variant(name=name, status="failed", error=error_text(exc), size_bytes=size)
         latency = self.timer.keep(name, session, size)
         timing = timing_label(spec.target, latency)
         if self.metric is not None:
@@ -77,7 +78,7 @@ class VariantMeasure:
                 accuracy = replace(accuracy, metric=self.metric.score(outputs))
             except usermetric.UserMetricError as exc:
                 # The variant ran and its figures stand; only its verdict is missing, so it cannot be chosen.
-                return VariantResult(
+                return Variant(
                     name=name,
                     status="failed",
                     error=str(exc),
@@ -86,7 +87,7 @@ class VariantMeasure:
                     timing=timing,
                     accuracy=accuracy,
                 )
-        return VariantResult(
+        return Variant(
             name=name,
             status="ok",
             size_bytes=size,

@@ -13,11 +13,11 @@ from farm.job.evaluate.extra import run_optimized, run_tuned
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
 from farm.job.recommend import recommend, saturation_findings
-from farm.job.result import JobResult
+from farm.job.report import TargetResult
 from farm.job.spec import Spec
 
 
-def run_evaluate(spec: Spec, out: Path) -> JobResult:
+def run_evaluate(spec: Spec, out: Path) -> TargetResult:
     """Evaluate every variant of ``spec``'s target, rewriting ``out``/result.json after each; returns the result."""
     file = ResultFile(spec.target, out)
     prepared = read_prepared(spec.artifacts)

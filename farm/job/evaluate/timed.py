@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from farm.job.evaluate.file import ResultFile
-from farm.job.result import TimingLabel, error_text
+from farm.job.report import Timing as TimingLabel
+from farm.job.result import error_text
 from farm.job.spec import SpecTarget, Timing
 from farm.job.timing import time_rounds
 from farm.job.types import Latency

@@ -1,0 +1,271 @@
+"""The report as typed, immutable values (``farm.report/2``, docs/contracts.md section 2): one definition on both
+sides of the container boundary.
+
+The job builds a ``TargetResult`` (its result.json, one ``targets[]`` entry) and the controller reads it back, adds
+what only it knows (exit code, log tail, image, backend, whether inspect predicted a load failure) and writes the
+``Report``. Both write with ``farm.job.codec.encode`` and read with ``decode``: the fields, in order, are the JSON's
+keys, in order. Fields with defaults are the keys older reports lack.
+
+Standard library only: ``farm report`` and ``farm gate`` read these and must not load onnx (tests/unit/test_layers.py).
+The controller's reading of a report file (JSON, then the schema, then ``decode``) is farm.report.model.load_report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from farm.job.codec import keyed
+from farm.job.loadfailure import LoadFailure
+from farm.job.types import Accuracy, Latency, NodeCount
+
+# The schema a report written now follows; farm.report.schema also reads the older ones.
+SCHEMA_ID = "farm.report/2"
+
+# A tensor dimension: its size, its symbolic name, or None when it has neither (farm.shapes prints them).
+Dim = int | str | None
+Mode = Literal["native", "masked", "emulated", "unavailable"]
+Status = Literal["ok", "failed", "skipped"]
+Timing = Literal["measured", "masked", "emulated", "none"]
+DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
+# What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
+Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
+# How a target's image got to where it ran (farm.images).
+ImageOrigin = Literal["built", "cached", "tagged", "shipped"]
+# The export pitfall check's verdict (farm.job.pitfall).
+CheckStatus = Literal["passed", "flagged", "not-run"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TensorSummary:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSummary:
+    path: str
+    sha256: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    inputs: tuple[TensorSummary, ...]
+    outputs: tuple[TensorSummary, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataSummary:
+    source: DataSource
+    samples: int
+    synthetic: bool
+    labels: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tolerance:
+    """What makes a verdict: cosine and top-1 thresholds, the outputs counted (None: every float output), and the
+    user's --metric (``file.py:function``), which decides alone when given."""
+
+    cosine: float
+    top1_agreement: float
+    outputs: tuple[str, ...] | None = None
+    metric: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HostSummary:
+    """The machine the controller ran on: for native and masked targets, the CPU their timings come from."""
+
+    arch: str
+    cpu_model: str | None
+    cpu_flags: tuple[str, ...]
+    cores: int
+    engine: str | None
+    kernel: str
+
+    @property
+    def summary(self) -> str:
+        """How the reports name the machine: its CPU (or architecture) and cores."""
+        return f"{self.cpu_model or self.arch}, {self.cores} cores"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSettings:
+    """The options that change what a timing or an int8 artifact means."""
+
+    threads: int
+    iterations: int
+    timing_rounds: int
+    calibration: str
+    optimization_level: str
+    samples: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunInfo:
+    """Where and how a run ran (farm.report/2). Each target's image tag is in its own entry; the model's hash in
+    ``model.sha256``."""
+
+    label: str | None
+    host: HostSummary
+    settings: RunSettings
+    data_sha256: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Runtime:
+    onnxruntime: str
+    providers: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CalibrationUsed:
+    """How a static int8 variant was calibrated: the method, and the samples it actually saw (the spec's count, or
+    fewer when the data has fewer)."""
+
+    method: str
+    samples: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Quantization:
+    """How an int8 variant was made, and how many of the model's quantizable nodes it actually quantized
+    (farm.job.quantize writes it into prepare.json; the evaluate stage copies it into the variant)."""
+
+    kind: Literal["static", "dynamic"]
+    format: Literal["QDQ", "QOperator"]
+    activation_type: str
+    weight_type: str
+    reduce_range: bool
+    per_channel: bool
+    subgraphs: bool
+    # None for dynamic quantization, which needs no calibration.
+    calibration: CalibrationUsed | None
+    opset: int
+    nodes: NodeCount | None
+    # What `farm tune` changed (the "tuned" variant): nodes left in fp32 and weights quantized to 7 bits, ...
+    nodes_to_exclude: tuple[str, ...] = keyed(omit="empty", default=())
+    seven_bit: tuple[str, ...] = keyed(omit="empty", default=())
+    # ... and the exporter patterns it fused before quantizing ("nodes -> HardSwish node").
+    fused: tuple[str, ...] = keyed(omit="empty", default=())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Variant:
+    name: str
+    status: Status
+    error: str | None = None
+    size_bytes: int | None = None
+    latency_ms: Latency | None = None
+    timing: Timing = "none"
+    accuracy: Accuracy | None = None
+    within_tolerance: bool | None = None
+    # How the int8 model was made and what it quantized; None for fp32 and optimized.
+    quantization: Quantization | None = None
+    # Why the runtime refused to load it, when it did (farm.job.loadfailure).
+    failure_class: LoadFailure | None = None
+    # How many nodes each provider ran (the session's profile), after the runtime's graph optimizations.
+    providers: Mapping[str, int] | None = None
+
+    @property
+    def passes(self) -> bool:
+        """Ran, and within tolerance: a variant the recommendation may pick."""
+        return self.status == "ok" and self.within_tolerance is True
+
+    @property
+    def not_quantized(self) -> bool:
+        """An int8 name on a model in which nothing was quantized (e.g. all compute inside If branches)."""
+        nodes = None if self.quantization is None else self.quantization.nodes
+        return nodes is not None and nodes.quantized == 0
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.status == "ok" and self.within_tolerance is False:
+            return "out-of-tolerance"
+        if self.status == "skipped" and self.not_quantized:
+            return "not-quantized"
+        return self.status
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoadRefusal:
+    """Why the runtime refused the model as given. The job knows the class; the controller adds whether
+    ``farm inspect`` predicted it (None: it could not tell) and what inspect's prediction was."""
+
+    kind: LoadFailure = keyed(key="class")
+    predicted: bool | None = None
+    prediction: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExportCheck:
+    """The export pitfall check at batch 2 (farm.job.pitfall): fp32 on two samples as one batch against each
+    sample at batch 1; ``node`` and ``op`` name the first node that stopped matching, when one was found."""
+
+    status: CheckStatus
+    detail: str
+    node: str | None = None
+    op: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetBackend:
+    """Where a target ran (farm/backend): the backend's kind ("docker", "kubernetes") and place ("local" or an
+    engine's address), the CPU of the machine there, and how its image got there (None until it did)."""
+
+    kind: str
+    where: str
+    cpu_model: str | None
+    image: ImageOrigin | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetResult:
+    """One ``targets[]`` entry. The job writes it as result.json with the controller's fields None; the controller
+    fills those in (exit_code .. image, load_failure.predicted, resume_key, resumed_from, backend)."""
+
+    name: str
+    platform: str
+    mode: Mode
+    cpu_model: str | None = None
+    status: Status
+    reason: str | None = None
+    runtime: Runtime | None = None
+    variants: tuple[Variant, ...] = ()
+    recommended: str | None = None
+    recommendation_reason: str | None = None
+    warnings: tuple[str, ...] = ()
+    exit_code: int | None = None
+    log_tail: str | None = None
+    duration_s: float | None = None
+    image: str | None = None
+    # What the runtime's process saw of the CPU (numpy's CPUID probe), on x86: what a masked tier's proof rests on.
+    cpu_seen: tuple[str, ...] | None = None
+    load_failure: LoadRefusal | None = None
+    export_check: ExportCheck | None = None
+    # What the result depends on, hashed (farm/resume.py); None when the job did not end on its own.
+    resume_key: str | None = None
+    # The created time of the report `farm matrix --resume` took this result from; None when it ran in this run.
+    resumed_from: str | None = None
+    # None in reports written before backends, and for a target whose backend was unreachable.
+    backend: TargetBackend | None = None
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    schema: str = SCHEMA_ID
+    farm_version: str
+    created: str
+    model: ModelSummary
+    data: DataSummary
+    tolerance: Tolerance
+    # None only in farm.report/1 reports, written before farm recorded it; then the key is absent.
+    run: RunInfo | None = keyed(omit="none", default=None)
+    # Why the run stopped before every target finished (Ctrl-C, SIGTERM, a lost engine); None when it finished.
+    incomplete: str | None = None
+    warnings: tuple[str, ...] = ()
+    targets: tuple[TargetResult, ...]
