@@ -35,6 +35,7 @@ from tests.modelgen import (
     make_softmax_map_cnn,
     write_job_spec,
 )
+from tests.tuneschema import check_tune
 
 ROOT = Path(__file__).resolve().parents[2]
 # Enough timed runs that the sensitive CNN's speedups stand clear of the floor its search test sets from them
@@ -55,7 +56,11 @@ STATE_KEYS = [
 
 
 def read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A file the tune stage wrote; a tune.json is checked against farm.tune/1 as it is read."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if path.name == "tune.json":
+        check_tune(document)
+    return document
 
 
 def tuned(tmp_path: Path, make: Any = make_sensitive_cnn, **spec: Any) -> dict[str, Any]:
