@@ -25,6 +25,7 @@ from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
 from farm.job.spec import DEFAULT_FLOOR, Calibration, Spec, SpecError, Tune
 from farm.job.tune import kernelstep, points, progress, record
+from farm.job.tunecontract import Point
 from farm.job.variants import SUBGRAPH_VARIANT
 from tests.hostfloor import best_naive_speedup, check_keep_fp32_is_earned, floor_for_second_search
 from tests.modelgen import (
@@ -443,7 +444,7 @@ def test_the_spec_s_tune_block(tmp_path: Path) -> None:
         budget_trials=0,
         floor=1.2,
         start="u8u8-qdq",
-        ranking=({"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1},),
+        ranking=(Point(nodes=("a",), tensor="t", sqnr_db=None),),
     )
     bad = {
         "tune holds unknown keys ['budget']": {"budget": 3},

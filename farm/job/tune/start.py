@@ -71,7 +71,7 @@ def naive_start(trials: Trials) -> Start:
     if given is not None and not measure.timed:
         # Untimed, the given model's search starts from it: of the naive variants, only its own says anything
         # here (how far its plain int8 falls on this target), and each costs an evaluation under QEMU.
-        static = [str(given["variant"])]
+        static = [given.variant]
     naive: dict[str, Naive] = {}
     models: dict[str, Path] = {}
     for name in static:
