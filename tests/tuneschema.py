@@ -56,3 +56,42 @@ def check_tune(document: object) -> None:
 def check_tune_report(document: object) -> None:
     """Fail naming the first place where ``document`` (a parsed farm tune report) breaks ``farm.tune-report/1``."""
     _check("report", document)
+
+
+# Whole documents for the tests that build entries by hand: the least each contract holds.
+ACCURACY: dict[str, Any] = {"cosine": 0.9999, "max_abs": 0.01, "top1_agreement": 1.0, "accuracy": None}
+MODEL: dict[str, Any] = {
+    "path": "model.onnx", "sha256": "0" * 64, "ir_version": 8, "opsets": {"": 17}, "inputs": [], "outputs": [],
+}  # fmt: skip
+
+
+def trial_entry(index: int, **values: Any) -> dict[str, Any]:
+    """One ``trials[]`` entry of farm.tune/1: a start of u8s8-qdq that kept tolerance, with ``values`` over it."""
+    return {
+        "index": index, "change": "start from u8s8-qdq", "lane": 0, "step": "start", "point": None, "added": [],
+        "added_seven_bit": [], "returned": [], "exclude": [], "seven_bit": [], "fused": False, "variant": "u8s8-qdq",
+        "calibration": "minmax", "per_channel": False, "reduce_range": False, "nodes": None,
+        "accuracy": dict(ACCURACY), "latency_ms": None, "speedup": None, "within_tolerance": True, "kept": True,
+        "note": None, "why": None, "error": None, "seconds": 0.5, **values,
+    }  # fmt: skip
+
+
+def tune_document(**values: Any) -> dict[str, Any]:
+    """A farm.tune/1 document as the job starts it (nothing searched yet), with ``values`` over it."""
+    return {
+        "schema": "farm.tune/1", "status": "running", "error": None, "target": "x86-avx2", "mode": "native",
+        "timed": True, "floor": 1.1, "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
+        "budget": {"seconds": None, "trials": 20}, "start": None, "candidate": None, "fp32": None, "naive": {},
+        "ranking": [], "ranking_source": None, "fusions": [], "kernels": [], "lanes": [], "trials": [],
+        "stopped": None, "verdict": None, "reason": None, "best": None, "excluded": [], "seven_bit": [],
+        "returned": [], "tuned_model": None, "warnings": [], "seconds": 0.0, **values,
+    }  # fmt: skip
+
+
+def tune_report(*targets: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """A farm.tune-report/1 document of ``targets``, with ``values`` over it."""
+    return {
+        "schema": "farm.tune-report/1", "created": "2026-01-01T00:00:00Z", "model": dict(MODEL), "floor": 1.1,
+        "budget": {"budget_s": None, "budget_trials": 20}, "warnings": [], "targets": list(targets),
+        "differences": [], **values,
+    }  # fmt: skip

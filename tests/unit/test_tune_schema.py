@@ -9,35 +9,24 @@ from typing import Any
 
 import pytest
 
-from tests.tuneschema import check_tune, check_tune_report
+from tests.tuneschema import check_tune, check_tune_report, trial_entry, tune_document, tune_report
 
-ACCURACY = {"cosine": 0.9999, "max_abs": 0.01, "top1_agreement": 1.0, "accuracy": None}
-TRIAL = {
-    "index": 0, "change": "start from u8s8-qdq", "lane": 0, "step": "start", "point": None, "added": [],
-    "added_seven_bit": [], "returned": [], "exclude": [], "seven_bit": [], "fused": False, "variant": "u8s8-qdq",
-    "calibration": "minmax", "per_channel": False, "reduce_range": False, "nodes": None, "accuracy": ACCURACY,
-    "latency_ms": None, "speedup": None, "within_tolerance": True, "kept": True, "note": None, "why": None,
-    "error": None, "seconds": 0.5,
-}  # fmt: skip
-TUNE: dict[str, Any] = {
-    "schema": "farm.tune/1", "status": "running", "error": None, "target": "x86-avx2", "mode": "emulated",
-    "timed": False, "floor": 1.1, "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
-    "budget": {"seconds": None, "trials": 20}, "start": "u8s8-qdq", "candidate": None,
-    "fp32": {"accuracy": None, "latency_ms": None, "size_bytes": 1000}, "naive": {},
-    "ranking": [{"nodes": ["head"], "tensor": "logits", "sqnr_db": 12.5}], "ranking_source": "given", "fusions": [],
-    "kernels": [], "lanes": [{"variant": "u8s8-qdq", "start_trial": 0, "from_trial": None, "stopped": None}],
-    "trials": [TRIAL], "stopped": None, "verdict": None, "reason": None, "best": None, "excluded": [],
-    "seven_bit": [], "returned": [], "tuned_model": None, "warnings": [], "seconds": 1.0,
-}  # fmt: skip
-MODEL = {"path": "model.onnx", "sha256": "0" * 64, "ir_version": 8, "opsets": {"": 17}, "inputs": [], "outputs": []}
+TUNE: dict[str, Any] = tune_document(
+    mode="emulated",
+    timed=False,
+    start="u8s8-qdq",
+    fp32={"accuracy": None, "latency_ms": None, "size_bytes": 1000},
+    ranking=[{"nodes": ["head"], "tensor": "logits", "sqnr_db": 12.5}],
+    ranking_source="given",
+    lanes=[{"variant": "u8s8-qdq", "start_trial": 0, "from_trial": None, "stopped": None}],
+    trials=[trial_entry(0)],
+    seconds=1.0,
+)
+DIFFERENCES = [{"node": "head", "targets": {"x86-avx2": {"as": "fp32", "why": "saturates"}}}]
 
 
 def report(*targets: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schema": "farm.tune-report/1", "created": "2026-01-01T00:00:00Z", "model": MODEL, "floor": 1.1,
-        "budget": {"budget_s": None, "budget_trials": 20}, "warnings": [], "targets": list(targets),
-        "differences": [{"node": "head", "targets": {"x86-avx2": {"as": "fp32", "why": "saturates"}}}],
-    }  # fmt: skip
+    return tune_report(*targets, differences=copy.deepcopy(DIFFERENCES))
 
 
 def searched() -> dict[str, Any]:
