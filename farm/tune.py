@@ -22,7 +22,7 @@ import farm
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
-from farm.job.codec import decode, encode
+from farm.job.codec import decode, encode, json_object, keyed
 from farm.job.kernels import KernelFinding
 from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
@@ -52,10 +52,12 @@ SETUP_ALLOWANCE_S = 900.0
 _BUDGET_RE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>s|m|h|t|trials?)\s*$")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Budget:
-    seconds: float | None = None
-    trials: int | None = None
+    """--budget, as the report's ``budget`` and the spec's ``tune`` block name it."""
+
+    seconds: float | None = keyed(key="budget_s", default=None)
+    trials: int | None = keyed(key="budget_trials", default=None)
 
     @classmethod
     def parse(cls, text: str | None) -> Budget:
@@ -74,9 +76,6 @@ class Budget:
                 raise BadInput(f"--budget {text!r}: the number of trials must be a whole number of at least 1")
             return cls(trials=int(number))
         return cls(seconds=number * {"s": 1, "m": 60, "h": 3600}[unit])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"budget_s": self.seconds, "budget_trials": self.trials}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +103,7 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": given.info.report_summary(given.model),
         "floor": options.floor,
-        "budget": options.budget.to_dict(),
+        "budget": json_object(options.budget),
         "warnings": [],
         "targets": [],
     }
@@ -266,7 +265,7 @@ def _tune_target(
         metric=given.metric,
     )
     spec["tune"] = {
-        **options.budget.to_dict(),
+        **json_object(options.budget),
         "floor": options.floor,
         "start": None,
         "ranking": encode(ranking),
@@ -329,7 +328,7 @@ def _key(target: Target, tag: str, given: JobInputs, options: TuneOptions, hande
             "image": tag,
             "target": target.name,
             "floor": options.floor,
-            "budget": options.budget.to_dict(),
+            "budget": json_object(options.budget),
             "tolerance": [options.settings.cosine, options.settings.top1_agreement],
             "timing": [options.settings.threads, options.settings.native_iterations],
             "handed": handed,

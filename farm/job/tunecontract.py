@@ -78,6 +78,17 @@ class Candidate:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NaiveEntry:
+    """One naive variant as tune.json's ``naive`` lists it (under its name): its figures, or why it has none."""
+
+    accuracy: Accuracy | None
+    within_tolerance: bool
+    latency_ms: Latency | None
+    speedup: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TrialEntry:
     """One trial as tune.json's ``trials`` lists it."""
 
