@@ -32,7 +32,6 @@ from farm.job.codec import encode
 from farm.job.spec import (
     Arch,
     Calibration,
-    CalibrationMethod,
     Level,
     MetricRef,
     Mode,
@@ -44,6 +43,7 @@ from farm.job.spec import (
     Tune,
     TunedModel,
 )
+from farm.job.tunecontract import CalibrationMethod
 from farm.job.variants import SUBGRAPH_VARIANT
 from farm.models import default_model
 from farm.progress import Step

@@ -335,8 +335,7 @@ def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInf
 
 def _tuned_spec(given: JobInputs, target: Target) -> TunedModel | None:
     """The spec's ``tuned`` for ``target``, from what farm/tuned.py staged; None: the target has no tuned model."""
-    found = None if given.tuned is None else given.tuned.spec(target.name)
-    return None if found is None else decode(TunedModel, found, where="tuned.")
+    return None if given.tuned is None else given.tuned.spec(target.name)
 
 
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> TargetResult:

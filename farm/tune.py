@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +22,12 @@ import farm
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
+from farm.job.codec import decode, encode, json_object, keyed
 from farm.job.kernels import KernelFinding
 from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
 from farm.job.spec import DEFAULT_FLOOR, TUNE_FILE, TUNED_MODEL, Tune
+from farm.job.tunecontract import Best, Candidate, Difference, Point, Searched, Treated
 from farm.job.variants import RECIPES
 from farm.jobs import (
     INPUT_DIR,
@@ -50,10 +52,12 @@ SETUP_ALLOWANCE_S = 900.0
 _BUDGET_RE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>s|m|h|t|trials?)\s*$")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Budget:
-    seconds: float | None = None
-    trials: int | None = None
+    """--budget, as the report's ``budget`` and the spec's ``tune`` block name it."""
+
+    seconds: float | None = keyed(key="budget_s", default=None)
+    trials: int | None = keyed(key="budget_trials", default=None)
 
     @classmethod
     def parse(cls, text: str | None) -> Budget:
@@ -72,9 +76,6 @@ class Budget:
                 raise BadInput(f"--budget {text!r}: the number of trials must be a whole number of at least 1")
             return cls(trials=int(number))
         return cls(seconds=number * {"s": 1, "m": 60, "h": 3600}[unit])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"budget_s": self.seconds, "budget_trials": self.trials}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +103,7 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": given.info.report_summary(given.model),
         "floor": options.floor,
-        "budget": options.budget.to_dict(),
+        "budget": json_object(options.budget),
         "warnings": [],
         "targets": [],
     }
@@ -127,8 +128,8 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
         outcomes = ensure_images(fleet, runnable, reporter)
         # Per toolchain (runtime and packages: its pre-processing names the nodes), the first native or masked
         # search's ranking and tuned model, for the emulated targets of that toolchain.
-        rankings: dict[str, list[Any]] = {}
-        candidates: dict[str, dict[str, Any]] = {}
+        rankings: dict[str, tuple[Point, ...]] = {}
+        candidates: dict[str, Candidate] = {}
         for target in sorted(runnable, key=lambda t: fleet.placements[t.name].mode == "emulated"):
             outcome = outcomes[target.name]
             if outcome.image is None:
@@ -145,9 +146,8 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
             emulated = fleet.placements[target.name].mode == "emulated"
             chain = toolchain(target)
             # What the native searches gave is part of what an emulated search depends on.
-            handed: dict[str, Any] = (
-                {"ranking": rankings.get(chain), "candidate": candidates.get(chain)} if emulated else {}
-            )
+            ranking, candidate = (rankings.get(chain), candidates.get(chain)) if emulated else (None, None)
+            handed = {"ranking": encode(ranking), "candidate": encode(candidate)} if emulated else {}
             key = _key(target, outcome.image.tag, given, options, handed)
             done = earlier.get(target.name)
             if done is not None and done.get("resume_key") != key:
@@ -157,7 +157,7 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
             else:
                 # An emulated search cannot afford to rank: it takes the native search's ranking and starts from
                 # its tuned model. A resumed native one has its own ranking already.
-                given_ranking = handed.get("ranking") or (done or {}).get("ranking")
+                given_ranking = ranking or (None if done is None else _searched(done).ranking or None)
                 entry = _tune_target(
                     fleet,
                     target,
@@ -168,76 +168,74 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
                     options,
                     reporter,
                     ranking=given_ranking,
-                    candidate=handed.get("candidate"),
+                    candidate=candidate,
                     key=key,
                     report=report,
                 )
             report["targets"].append(entry)
             failed = failed or entry["status"] == "failed"
-            if not emulated and entry.get("ranking"):
-                rankings.setdefault(chain, entry["ranking"])
+            searched = _searched(entry)
+            if not emulated and searched.ranking:
+                rankings.setdefault(chain, searched.ranking)
             if not emulated and (found := tuned_candidate(entry)) is not None:
                 candidates.setdefault(chain, found)
             write_json_atomic(options.out_dir / REPORT_FILE, report)
     finally:
-        report["differences"] = differences(report["targets"])
+        report["differences"] = [encode(d) for d in differences(report["targets"])]
         write_json_atomic(options.out_dir / REPORT_FILE, report)
         shutil.rmtree(work, ignore_errors=True)
     return TuneResult(report=report, exit_code=TargetFailed.exit_code if failed else 0)
 
 
-def differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def differences(entries: list[dict[str, Any]]) -> list[Difference]:
     """Each node that the tuned models treat differently across targets (fp32 on one, 7-bit weights or int8 on
     another), with each target's reason as its search measured it: the change's own reason where the node is kept
     out of int8, and where it is not, the target's kernel check of that node (or why it was returned to int8)."""
-    tuned = [e for e in entries if e.get("status") == "ok" and e.get("verdict") == "tuned" and e.get("best")]
-    where = {str(e["name"]): _treatment(e) for e in tuned}
+    tuned = [(searched, best) for searched in map(_searched, entries) if (best := searched.tuned) is not None]
+    where = {searched.name: _treatment(searched, best) for searched, best in tuned}
     nodes = sorted({node for treated in where.values() for node in treated})
     found = []
     for node in nodes:
-        per_target = {}
-        for entry in tuned:
-            name = str(entry["name"])
-            per_target[name] = where[name].get(node) or ("int8", _int8_why(entry, node))
-        if len({how for how, _ in per_target.values()}) < 2:
-            continue
-        found.append(
-            {"node": node, "targets": {name: {"as": how, "why": why} for name, (how, why) in per_target.items()}}
-        )
+        per_target = {
+            searched.name: where[searched.name].get(node)
+            or Treated(treatment="int8", why=_int8_why(searched, best, node))
+            for searched, best in tuned
+        }
+        if len({treated.treatment for treated in per_target.values()}) >= 2:
+            found.append(Difference(node=node, targets=per_target))
     return found
 
 
-def _treatment(entry: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
-    """What a target's tuned model keeps out of plain int8, by node: ("fp32" | "7-bit weights", why)."""
-    treated: dict[str, tuple[str, str | None]] = {}
-    for change in entry["best"].get("changes") or []:
-        for node in change.get("nodes") or []:
-            treated[str(node)] = ("fp32", change.get("why"))
-        weights = set(change.get("seven_bit") or ())
+def _searched(entry: Mapping[str, Any]) -> Searched:
+    """What the controller reads of a target's entry (the job's tune.json with the controller's keys)."""
+    return decode(Searched, entry, where=f"targets[{entry.get('name')}].")
+
+
+def _treatment(searched: Searched, best: Best) -> dict[str, Treated]:
+    """What a target's tuned model keeps out of plain int8, by node: fp32 or 7-bit weights, and why."""
+    treated: dict[str, Treated] = {}
+    for change in best.changes:
+        for node in change.nodes:
+            treated[node] = Treated(treatment="fp32", why=change.why)
+        weights = set(change.seven_bit)
         if weights:
             # Each weight's node as the kernel check named it (one change may give several nodes 7-bit weights).
-            variant = entry["best"].get("variant")
-            nodes = [
-                k["node"]
-                for k in entry.get("kernels") or []
-                if k.get("weight") in weights and k.get("variant") == variant
-            ]
-            for node in nodes or [change.get("kernel_node") or change["seven_bit"][0]]:
-                treated.setdefault(str(node), ("7-bit weights", change.get("why")))
+            nodes = [k.node for k in searched.kernels if k.weight in weights and k.variant == best.variant]
+            for node in nodes or [change.kernel_node or change.seven_bit[0]]:
+                treated.setdefault(node, Treated(treatment="7-bit weights", why=change.why))
     return treated
 
 
-def _int8_why(entry: dict[str, Any], node: str) -> str:
-    returned = next((r for r in entry.get("returned") or [] if node in (r.get("returned") or [])), None)
-    if returned is not None and returned.get("why"):
-        return str(returned["why"])
-    variant = entry["best"].get("variant")
-    kernel = next(
-        (k for k in entry.get("kernels") or [] if k.get("node") == node and k.get("variant") == variant), None
-    )
+def _int8_why(searched: Searched, best: Best, node: str) -> str:
+    returned = next((r for r in searched.returned if node in r.returned), None)
+    if returned is not None and returned.why:
+        return returned.why
+    kernel = next((k for k in searched.kernels if k.node == node and k.variant == best.variant), None)
     if kernel is None:
         return "in int8 there; its kernel check did not measure this node"
-    return KernelFinding.from_dict(kernel).describe()
+    return KernelFinding(
+        node=kernel.node, op=kernel.op, weight=kernel.weight, kernel_db=kernel.kernel_db, precise_db=kernel.precise_db
+    ).describe()
 
 
 def _tune_target(
@@ -250,8 +248,8 @@ def _tune_target(
     options: TuneOptions,
     reporter: Reporter,
     *,
-    ranking: list[Any] | None,
-    candidate: dict[str, Any] | None,
+    ranking: tuple[Point, ...] | None,
+    candidate: Candidate | None,
     key: str,
     report: dict[str, Any],
 ) -> dict[str, Any]:
@@ -313,14 +311,12 @@ def _tune_target(
     return entry
 
 
-def tuned_candidate(entry: dict[str, Any]) -> dict[str, Any] | None:
+def tuned_candidate(entry: dict[str, Any]) -> Candidate | None:
     """A target's tuned model as the spec's ``tune.candidate`` names it, for the emulated targets to check first; None
     when its search found none."""
-    best = entry.get("best")
-    if entry.get("status") != "ok" or entry.get("verdict") != "tuned" or not isinstance(best, dict):
-        return None
-    fields = ("variant", "calibration", "per_channel", "reduce_range", "exclude", "seven_bit", "fused", "changes")
-    return {"target": entry.get("name"), **{name: best[name] for name in fields if name in best}}
+    searched = _searched(entry)
+    best = searched.tuned
+    return None if best is None else best.candidate(searched.name)
 
 
 def _key(target: Target, tag: str, given: JobInputs, options: TuneOptions, handed: dict[str, Any]) -> str:
@@ -333,7 +329,7 @@ def _key(target: Target, tag: str, given: JobInputs, options: TuneOptions, hande
             "image": tag,
             "target": target.name,
             "floor": options.floor,
-            "budget": options.budget.to_dict(),
+            "budget": json_object(options.budget),
             "tolerance": [options.settings.cosine, options.settings.top1_agreement],
             "timing": [options.settings.threads, options.settings.native_iterations],
             "handed": handed,

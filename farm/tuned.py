@@ -18,7 +18,11 @@ import onnx
 from farm.errors import BadInput
 from farm.files import file_sha256
 from farm.inspect import ModelInfo
+from farm.job.codec import ContractError, decode
 from farm.job.modelfile import copy_model
+from farm.job.report import Quantization
+from farm.job.spec import TunedModel
+from farm.job.tunecontract import Searched
 
 # What `farm tune` writes into its --out folder.
 REPORT_FILE = "tune.json"
@@ -29,8 +33,8 @@ TUNED_DIR = "tuned"
 @dataclass(frozen=True, kw_only=True)
 class TunedFile:
     path: Path
-    # How farm tune made it: its tune.json's best.quantization (the quantizer's record).
-    quantization: Mapping[str, Any]
+    # How farm tune made it: its tune.json's best.quantization (the quantizer's record, farm.report/2's quantization).
+    quantization: Quantization
     # Of the model file and its external data files: what the target's --resume key depends on.
     sha256: tuple[str, ...]
 
@@ -43,12 +47,12 @@ class TunedModels:
     models: Mapping[str, TunedFile] = field(default_factory=dict)
     none: Mapping[str, str] = field(default_factory=dict)
 
-    def spec(self, target: str) -> dict[str, Any] | None:
+    def spec(self, target: str) -> TunedModel | None:
         """The job spec's "tuned" block for ``target`` (paths relative to the input folder), or None."""
         model = self.models.get(target)
         if model is None:
             return None
-        return {"model": f"{TUNED_DIR}/{target}.onnx", "quantization": dict(model.quantization)}
+        return TunedModel(model=Path(f"{TUNED_DIR}/{target}.onnx"), quantization=model.quantization)
 
     def stage(self, inputs: Path) -> None:
         """Each tuned model into ``inputs``/tuned/<target>.onnx, with its external data beside it."""
@@ -89,34 +93,37 @@ def load_tuned(path: Path, info: ModelInfo) -> TunedModels:
     models: dict[str, TunedFile] = {}
     none: dict[str, str] = {}
     entries: list[Any] = report["targets"] if isinstance(report.get("targets"), list) else []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            continue
-        name = entry["name"]
-        found = _tuned_file(report_path.parent, entry)
+    for index, entry in enumerate(entries):
+        try:
+            searched = decode(Searched, entry, where=f"targets[{index}].")
+        except ContractError as error:
+            raise BadInput(
+                f"--tuned {path}: {report_path} is not a whole farm tune report ({error})", fix=fix
+            ) from None
+        found = _tuned_file(report_path.parent, searched)
         if isinstance(found, str):
-            none[name] = found
+            none[searched.name] = found
         else:
-            models[name] = found
+            models[searched.name] = found
     return TunedModels(source=path, models=models, none=none)
 
 
-def _tuned_file(folder: Path, entry: dict[str, Any]) -> TunedFile | str:
+def _tuned_file(folder: Path, searched: Searched) -> TunedFile | str:
     """The target's tuned model beside its tune.json, or why it has none."""
-    if entry.get("status") != "ok" or entry.get("verdict") != "tuned":
-        if entry.get("verdict") == "keep-fp32":
-            return f"farm tune said keep fp32: {entry.get('reason')}"
-        return f"its search {entry.get('status')}: {entry.get('reason')}"
-    best = entry.get("best")
-    quantization = best.get("quantization") if isinstance(best, dict) else None
+    best = searched.tuned
+    if best is None:
+        if searched.verdict == "keep-fp32":
+            return f"farm tune said keep fp32: {searched.reason}"
+        return f"its search {searched.status}: {searched.reason}"
+    quantization = best.quantization
     # The folder as farm tune left it first: the path it recorded may be another machine's, or moved.
-    candidates = [folder / TUNED_DIR / f"{entry['name']}.onnx"]
-    if isinstance(entry.get("model_file"), str):
-        candidates.append(Path(entry["model_file"]))
+    candidates = [folder / TUNED_DIR / f"{searched.name}.onnx"]
+    if searched.model_file is not None:
+        candidates.append(Path(searched.model_file))
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         return f"{candidates[0]} is missing; run farm tune again"
-    if not isinstance(quantization, dict):
+    if quantization is None:
         return f"{folder / REPORT_FILE} does not say how it was quantized (best.quantization); run farm tune again"
     return TunedFile(path=path, quantization=quantization, sha256=_hashes(path))
 

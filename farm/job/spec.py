@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, Self, cast, get_args
 
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.report import Quantization
+from farm.job.tunecontract import CalibrationMethod, Candidate, Point
 from farm.job.variants import CANDIDATES, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
@@ -28,7 +29,6 @@ Stage = Literal["prepare", "evaluate", "tune"]
 Mode = Literal["native", "masked", "emulated"]
 Arch = Literal["x86_64", "aarch64"]
 Level = Literal["basic", "extended", "all"]
-CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 
 
@@ -178,17 +178,6 @@ class SpecTolerance:
 TUNE_FILE = "tune.json"
 TUNED_MODEL = "tuned.onnx"
 TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
-CANDIDATE_KEYS = (
-    "target",
-    "variant",
-    "calibration",
-    "per_channel",
-    "reduce_range",
-    "exclude",
-    "seven_bit",
-    "fused",
-    "changes",
-)
 DEFAULT_FLOOR = 1.1
 
 
@@ -200,13 +189,13 @@ class Tune:
     budget_s: float | None = None
     budget_trials: int | None = None
     floor: float = DEFAULT_FLOOR
-    # Entries as the native search's tune.json lists them: {"nodes": [...], "tensor": str, "sqnr_db": float, ...}.
-    ranking: tuple[Mapping[str, Any], ...] | None = None
+    # The points as the native search's tune.json lists them (its ``ranking``).
+    ranking: tuple[Point, ...] | None = None
     start: str | None = None
-    # For an emulated target: the native search's tuned model, as its tune.json's ``best`` says it (variant,
-    # calibration, per_channel, reduce_range, exclude, seven_bit, fused, changes) plus the ``target`` that found it.
-    # The search checks it here first and returns to int8 what this target does not need kept out.
-    candidate: Mapping[str, Any] | None = None
+    # For an emulated target: the native search's tuned model, as its tune.json's ``best`` says it, plus the
+    # ``target`` that found it. The search checks it here first and returns to int8 what this target does not need
+    # kept out.
+    candidate: Candidate | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -226,49 +215,37 @@ class Tune:
             static = [name for name, recipe in RECIPES.items() if recipe.kind == "static"]
             raise SpecError(f"tune.start is {start!r}; expected one of {', '.join(static)}")
         ranking = _get(data, "ranking", (list, type(None)), w) if "ranking" in data else None
-        if ranking is not None:
-            for index, entry in enumerate(ranking):
-                where = f"tune.ranking[{index}]."
-                if not isinstance(entry, dict):
-                    raise SpecError(f"tune.ranking[{index}] must be an object, not {type(entry).__name__}")
-                if not _names(entry, "nodes", None, where):
-                    raise SpecError(f"{where}nodes is empty; a point names the nodes it keeps in fp32")
-                _get(entry, "tensor", str, where)
-                _get(entry, "sqnr_db", (int, float, type(None)), where)
         candidate = _get(data, "candidate", (dict, type(None)), w) if "candidate" in data else None
-        if candidate is not None:
-            _candidate(candidate)
         return cls(
             budget_s=None if budget_s is None else float(budget_s),
             budget_trials=trials,
             floor=floor,
-            ranking=None if ranking is None else tuple(dict(entry) for entry in ranking),
+            ranking=None if ranking is None else tuple(_point(entry, index) for index, entry in enumerate(ranking)),
             start=start,
-            candidate=candidate,
+            candidate=None if candidate is None else _candidate(candidate),
         )
 
 
-def _candidate(data: Mapping[str, Any]) -> None:
-    where = "tune.candidate."
-    unknown = sorted(set(data) - set(CANDIDATE_KEYS))
-    if unknown:
-        raise SpecError(f"tune.candidate holds unknown keys {unknown}; known: {', '.join(CANDIDATE_KEYS)}")
-    variant = _get(data, "variant", str, where)
-    if variant not in RECIPES or RECIPES[variant].kind != "static":
-        raise SpecError(f"tune.candidate.variant is {variant!r}; expected a static variant")
-    _choice(data, "calibration", CALIBRATION_METHODS, where)
-    _get(data, "per_channel", bool, where)
-    _get(data, "reduce_range", bool, where)
-    _names(data, "exclude", None, where)
-    if "seven_bit" in data:
-        _names(data, "seven_bit", None, where)
-    if "fused" in data:
-        _get(data, "fused", bool, where)
-    if "target" in data:
-        _get(data, "target", (str, type(None)), where)
-    for index, change in enumerate(_get(data, "changes", list, where) if "changes" in data else []):
-        if not isinstance(change, dict):
-            raise SpecError(f"tune.candidate.changes[{index}] must be an object, not {type(change).__name__}")
+def _point(data: object, index: int) -> Point:
+    # Not strict: a newer search may rank with more figures than this one reads.
+    where = f"tune.ranking[{index}]."
+    try:
+        point = decode(Point, data, where=where)
+    except ContractError as error:
+        raise SpecError(str(error)) from None
+    if not point.nodes:
+        raise SpecError(f"{where}nodes is empty; a point names the nodes it keeps in fp32")
+    return point
+
+
+def _candidate(data: Mapping[str, Any]) -> Candidate:
+    try:
+        candidate = decode(Candidate, data, where="tune.candidate.", strict=True)
+    except ContractError as error:
+        raise SpecError(str(error)) from None
+    if candidate.variant not in RECIPES or RECIPES[candidate.variant].kind != "static":
+        raise SpecError(f"tune.candidate.variant is {candidate.variant!r}; expected a static variant")
+    return candidate
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -31,6 +31,7 @@ from tests.modelgen import (
     make_saturating_cnn,
     make_sensitive_cnn,
 )
+from tests.tuneschema import check_tune_report
 
 pytestmark = pytest.mark.docker
 
@@ -44,6 +45,8 @@ def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subproces
         cwd=ROOT,
     )
     report = json.loads((out / "tune.json").read_text()) if (out / "tune.json").is_file() else None
+    if report is not None:
+        check_tune_report(report)
     return result, report
 
 

@@ -20,12 +20,14 @@ from onnx import numpy_helper
 
 from farm.host import read_cpu_flags
 from farm.job import tune
+from farm.job.codec import encode
 from farm.job.data import Dataset
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelFinding, check_kernels
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration, Spec, SpecError, SpecTarget
 from farm.jobs import VNNI_FLAGS
 from tests.modelgen import SATURATING_HEAD, SATURATING_WEIGHT, make_saturating_cnn, write_job_spec
+from tests.tuneschema import check_tune
 
 # MLAS picks VPDPBUSD (32-bit sums) for U8S8 where VNNI is present.
 HOST_SATURATES = platform.machine() == "x86_64" and not (VNNI_FLAGS & read_cpu_flags())
@@ -126,7 +128,9 @@ def tuned(tmp_path: Path, **spec: Any) -> dict[str, Any]:
     spec.setdefault("artifacts", None)
     spec.setdefault("candidates", ["u8s8-qdq"])
     tune.run_tune(Spec.from_file(write_job_spec(tmp_path, stage="tune", **spec)), tmp_path / "out")
-    return dict(json.loads((tmp_path / "out" / "tune.json").read_text()))
+    written = json.loads((tmp_path / "out" / "tune.json").read_text())
+    check_tune(written)
+    return dict(written)
 
 
 def test_a_saturating_head_gets_7_bit_weights_tried_then_fp32_where_this_cpu_saturates(tmp_path: Path) -> None:
@@ -164,6 +168,8 @@ def test_an_emulated_target_checks_the_given_model_and_returns_what_it_does_not_
         "reduce_range": False,
         "exclude": [SATURATING_HEAD],
         "seven_bit": [],
+        "fused": False,
+        # As the native search's best writes a kernel change: it names no ranked point.
         "changes": [
             {
                 "trial": 3,
@@ -172,6 +178,9 @@ def test_an_emulated_target_checks_the_given_model_and_returns_what_it_does_not_
                 "seven_bit": [],
                 "cause": "kernel",
                 "kernel_node": SATURATING_HEAD,
+                "tensor": None,
+                "tensors": [],
+                "sqnr_db": None,
                 "why": "its int8 kernel (Gemm) saturates there",
             }
         ],
@@ -258,12 +267,12 @@ def test_the_spec_s_candidate(tmp_path: Path) -> None:
         "target": "x86-avx2",
     }
     parsed = parse(good).tune
-    assert parsed is not None and parsed.candidate == good
+    assert parsed is not None and parsed.candidate is not None and encode(parsed.candidate) == {**good, "fused": False}
     bad = {
         "tune.candidate holds unknown keys ['excluded']": {**good, "excluded": []},
         "tune.candidate.variant is 'u8s8-dynamic'; expected a static variant": {**good, "variant": "u8s8-dynamic"},
         "tune.candidate.calibration": {**good, "calibration": "max"},
-        "tune.candidate.exclude must be a list of strings": {**good, "exclude": [1]},
+        "tune.candidate.exclude[0] must be str, not int 1": {**good, "exclude": [1]},
         "tune.candidate.changes[0] must be an object": {**good, "changes": ["head"]},
     }
     for message, candidate in bad.items():

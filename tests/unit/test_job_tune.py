@@ -25,6 +25,7 @@ from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
 from farm.job.spec import DEFAULT_FLOOR, Calibration, Spec, SpecError, Tune
 from farm.job.tune import kernelstep, points, progress, record
+from farm.job.tunecontract import Point
 from farm.job.variants import SUBGRAPH_VARIANT
 from tests.hostfloor import best_naive_speedup, check_keep_fp32_is_earned, floor_for_second_search
 from tests.modelgen import (
@@ -35,6 +36,7 @@ from tests.modelgen import (
     make_softmax_map_cnn,
     write_job_spec,
 )
+from tests.tuneschema import check_tune
 
 ROOT = Path(__file__).resolve().parents[2]
 # Enough timed runs that the sensitive CNN's speedups stand clear of the floor its search test sets from them
@@ -55,7 +57,11 @@ STATE_KEYS = [
 
 
 def read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A file the tune stage wrote; a tune.json is checked against farm.tune/1 as it is read."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if path.name == "tune.json":
+        check_tune(document)
+    return document
 
 
 def tuned(tmp_path: Path, make: Any = make_sensitive_cnn, **spec: Any) -> dict[str, Any]:
@@ -438,7 +444,7 @@ def test_the_spec_s_tune_block(tmp_path: Path) -> None:
         budget_trials=0,
         floor=1.2,
         start="u8u8-qdq",
-        ranking=({"nodes": ["a"], "tensor": "t", "sqnr_db": None, "extra": 1},),
+        ranking=(Point(nodes=("a",), tensor="t", sqnr_db=None),),
     )
     bad = {
         "tune holds unknown keys ['budget']": {"budget": 3},

@@ -14,9 +14,11 @@ import pytest
 
 from farm.errors import BadInput
 from farm.inspect import inspect_model
+from farm.job.codec import encode, json_object
 from farm.tune import Budget, differences, render, tuned_candidate
 from farm.tuned import load_tuned
 from tests.modelgen import make_mlp_classifier
+from tests.tuneschema import ACCURACY, MODEL, check_tune_report, trial_entry, tune_document, tune_report
 
 SATURATES = (
     "its int8 kernel (Gemm) loses accuracy on this target: -6.2 dB against the same QDQ computed exactly, "
@@ -34,27 +36,33 @@ def entry(
     returned: list[dict[str, Any]] | None = None,
     verdict: str = "tuned",
 ) -> dict[str, Any]:
-    return {
-        "name": name,
-        "mode": "native",
-        "status": "ok",
-        "verdict": verdict,
-        "reason": "…",
-        "trials": [{}, {}],
-        "best": {
-            "variant": "u8s8-qdq",
-            "calibration": "minmax",
-            "per_channel": False,
-            "reduce_range": False,
-            "exclude": exclude,
-            "seven_bit": [],
-            "changes": changes,
-            "speedup": 1.6,
-            "accuracy": {"cosine": 0.9999},
-        },
-        "kernels": kernels,
-        "returned": returned or [],
-    }
+    """A searched target as farm tune's report lists it: its tune.json (farm.tune/1) with the controller's keys."""
+    best = {
+        "trial": 1, "variant": "u8s8-qdq", "exclude": exclude, "seven_bit": [], "fused": False,
+        "calibration": "minmax", "per_channel": False, "reduce_range": False, "accuracy": dict(ACCURACY),
+        "within_tolerance": True, "latency_ms": None, "speedup": 1.6, "changes": changes, "quantization": None,
+    }  # fmt: skip
+    found = tune_document(
+        target=name,
+        status="ok",
+        verdict=verdict,
+        reason="…",
+        trials=[trial_entry(0), trial_entry(1)],
+        best=best,
+        kernels=kernels,
+        returned=returned or [],
+        name=name,
+        resume_key="key",
+    )
+    check_tune_report(tune_report(found))
+    return found
+
+
+def found_differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``differences`` as farm tune's report writes them; the report they go into is checked against its schema."""
+    written = [json_object(d) for d in differences(entries)]
+    check_tune_report(tune_report(*entries, differences=written))
+    return written
 
 
 def kernel(node: str, db: float, *, precise: float | None = None, variant: str = "u8s8-qdq") -> dict[str, Any]:
@@ -90,7 +98,7 @@ AVX2 = entry(
 
 def test_a_node_kept_in_fp32_on_one_tier_and_int8_on_another_is_a_difference_with_both_reasons() -> None:
     arm = entry("arm64", exclude=[], changes=[], kernels=[kernel("head", 131.6), kernel("conv0", 86.0)])
-    (found,) = differences([AVX2, arm])
+    (found,) = found_differences([AVX2, arm])
     assert found == {
         "node": "head",
         "targets": {
@@ -104,17 +112,17 @@ def test_a_node_kept_in_fp32_on_one_tier_and_int8_on_another_is_a_difference_wit
         exclude=[],
         changes=[],
         kernels=[kernel("head", 131.6)],
-        returned=[{"trial": 1, "returned": ["head"], "why": "within tolerance without it: exact here"}],
+        returned=[{"trial": 1, "returned": ["head"], "kernel": None, "why": "within tolerance without it: exact here"}],
     )
-    assert differences([AVX2, back])[0]["targets"]["arm64"]["why"] == "within tolerance without it: exact here"
+    assert found_differences([AVX2, back])[0]["targets"]["arm64"]["why"] == "within tolerance without it: exact here"
 
 
 def test_targets_that_treat_every_node_alike_or_did_not_tune_have_no_difference() -> None:
     same = entry("x86-avx512", exclude=["head"], kernels=[], changes=AVX2["best"]["changes"])
-    assert differences([AVX2, same]) == []
+    assert found_differences([AVX2, same]) == []
     keep = entry("arm64", exclude=[], changes=[], kernels=[], verdict="keep-fp32")
-    failed = {"name": "gpu", "status": "failed", "reason": "image build failed"}
-    assert differences([AVX2, keep, failed]) == []
+    failed = {"name": "gpu", "mode": "native", "status": "failed", "reason": "image build failed"}
+    assert found_differences([AVX2, keep, failed]) == []
 
 
 def test_7_bit_weights_are_a_treatment_of_their_node() -> None:
@@ -134,7 +142,7 @@ def test_7_bit_weights_are_a_treatment_of_their_node() -> None:
             }
         ],
     )
-    (found,) = differences([AVX2, seven])
+    (found,) = found_differences([AVX2, seven])
     assert found["targets"]["x86-avx512"] == {
         "as": "7-bit weights",
         "why": "saturates; 7-bit weights keep its pair sums within int16",
@@ -150,7 +158,7 @@ def test_the_rendered_report_names_the_tuned_variant_and_the_differences() -> No
         "floor": 1.1,
         "warnings": [],
         "targets": [AVX2, arm],
-        "differences": differences([AVX2, arm]),
+        "differences": found_differences([AVX2, arm]),
     }
     lines = render(report).splitlines()
     assert lines[1].startswith("x86-avx2 (native): u8s8-qdq with 1 node(s) in fp32: head (cosine 0.9999, 1.60x fp32")
@@ -204,7 +212,7 @@ def test_one_change_that_gives_several_nodes_7_bit_weights_treats_each_of_them()
     )
     group["kernels"][0]["weight"] = "w0"
     vnni = entry("x86-avx512-vnni", exclude=[], changes=[], kernels=[kernel("conv0", 70.0), kernel("head", 131.6)])
-    found = {d["node"]: d["targets"] for d in differences([group, vnni])}
+    found = {d["node"]: d["targets"] for d in found_differences([group, vnni])}
     assert set(found) == {"conv0", "head"}
     assert found["conv0"]["x86-avx2"] == {"as": "7-bit weights", "why": "they saturate"}
     assert found["conv0"]["x86-avx512-vnni"]["as"] == "int8"
@@ -212,7 +220,7 @@ def test_one_change_that_gives_several_nodes_7_bit_weights_treats_each_of_them()
 
 def test_only_a_tuned_search_gives_emulated_targets_a_candidate() -> None:
     candidate = tuned_candidate(AVX2)
-    assert candidate == {
+    assert candidate is not None and json_object(candidate) == {
         "target": "x86-avx2",
         "variant": "u8s8-qdq",
         "calibration": "minmax",
@@ -220,7 +228,9 @@ def test_only_a_tuned_search_gives_emulated_targets_a_candidate() -> None:
         "reduce_range": False,
         "exclude": ["head"],
         "seven_bit": [],
-        "changes": AVX2["best"]["changes"],
+        "fused": False,
+        # Every key of a change is written, those its search left out too.
+        "changes": [{**AVX2["best"]["changes"][0], "tensor": None, "tensors": [], "sqnr_db": None}],
     }
     assert tuned_candidate({**AVX2, "verdict": "keep-fp32"}) is None
     assert tuned_candidate({**AVX2, "status": "failed"}) is None
@@ -241,27 +251,24 @@ def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(t
     out = tmp_path / "farm-tune"
     (out / "tuned").mkdir(parents=True)
     shutil.copyfile(data.path, out / "tuned" / "x86-avx2.onnx")
-    quantization = {"kind": "static", "format": "QDQ", "nodes_to_exclude": ["fc2"]}
-    report = {
-        "schema": "farm.tune-report/1",
-        "model": {"path": str(data.path), "sha256": info.sha256},
-        "targets": [
-            {
-                "name": "x86-avx2",
-                "status": "ok",
-                "verdict": "tuned",
-                "best": {"quantization": quantization},
-                "model_file": "/gone/farm-tune/tuned/x86-avx2.onnx",
-            },
-            {"name": "arm64", "status": "ok", "verdict": "keep-fp32", "reason": "int8 did not pay"},
-            {"name": "gpu-s8s8", "status": "skipped", "reason": "needs an NVIDIA GPU"},
-        ],
-    }
+    quantization = {
+        "kind": "static", "format": "QDQ", "activation_type": "uint8", "weight_type": "int8", "reduce_range": False,
+        "per_channel": False, "subgraphs": False, "calibration": {"method": "minmax", "samples": 8}, "opset": 17,
+        "nodes": None, "nodes_to_exclude": ["fc2"],
+    }  # fmt: skip
+    tuned = entry("x86-avx2", exclude=["fc2"], changes=[], kernels=[])
+    tuned["best"]["quantization"] = quantization
+    tuned["model_file"] = "/gone/farm-tune/tuned/x86-avx2.onnx"
+    keep = entry("arm64", exclude=[], changes=[], kernels=[], verdict="keep-fp32")
+    keep["reason"] = "int8 did not pay"
+    skipped = {"name": "gpu-s8s8", "mode": "unavailable", "status": "skipped", "reason": "needs an NVIDIA GPU"}
+    report = tune_report(tuned, keep, skipped, model={**MODEL, "path": str(data.path), "sha256": info.sha256})
+    check_tune_report(report)
     (out / "tune.json").write_text(json.dumps(report))
     found = load_tuned(out, info)
     # The folder moved since farm tune wrote it: the model is found under tuned/ beside tune.json.
-    assert set(found.models) == {"x86-avx2"} and found.models["x86-avx2"].quantization == quantization
-    assert found.spec("x86-avx2") == {"model": "tuned/x86-avx2.onnx", "quantization": quantization}
+    assert set(found.models) == {"x86-avx2"} and encode(found.models["x86-avx2"].quantization) == quantization
+    assert encode(found.spec("x86-avx2")) == {"model": "tuned/x86-avx2.onnx", "quantization": quantization}
     assert found.spec("arm64") is None
     assert found.warnings(["x86-avx2", "arm64", "gpu-s8s8", "x86-avx512"]) == [
         f"--tuned {out}: no tuned model for arm64 (farm tune said keep fp32: int8 did not pay)",
@@ -287,6 +294,9 @@ def test_tuned_models_are_found_per_target_and_a_bad_folder_is_one_clear_error(t
     gone = load_tuned(out / "tune.json", info)
     assert gone.models == {}
     assert gone.none["x86-avx2"] == f"{out / 'tuned' / 'x86-avx2.onnx'} is missing; run farm tune again"
+    (out / "tune.json").write_text(json.dumps({**report, "targets": [{"name": "x86-avx2", "status": "ok"}]}))
+    with pytest.raises(BadInput, match=re.escape("is not a whole farm tune report (targets[0].mode is missing)")):
+        load_tuned(out, info)
     (out / "tune.json").write_text("{")
     with pytest.raises(BadInput, match="cannot be read as JSON"):
         load_tuned(out, info)

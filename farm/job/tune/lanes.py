@@ -37,8 +37,8 @@ class Lanes:
         method = self.trials.spec.calibration.method
         given = record.settings.candidate
         if given is not None:
-            first = QuantConfig.from_dict(given)
-            origin = str(given.get("target") or "the native search")
+            first = QuantConfig.given(given)
+            origin = given.target or "the native search"
             label = f"start: {origin}'s tuned model ({first.variant}, {kept_text(first)}), checked on this target"
         else:
             first, label = QuantConfig.of(start, method), f"start: {start}"

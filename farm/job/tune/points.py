@@ -5,10 +5,10 @@ fp32."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import onnx
 
+from farm.job.codec import decode
 from farm.job.graph import GraphIndex
 from farm.job.quantize import OpsetRaiseFailed
 from farm.job.ranking import rank_points
@@ -16,6 +16,7 @@ from farm.job.result import error_text
 from farm.job.tune import progress
 from farm.job.tune.kernelstep import MAX_IDLE_TRIALS
 from farm.job.tune.trials import Lane, Trials
+from farm.job.tunecontract import Point
 
 
 def rank(trials: Trials, lane: Lane) -> str | None:
@@ -26,7 +27,7 @@ def rank(trials: Trials, lane: Lane) -> str | None:
         return None if record.points else "no quantization point to put back into fp32"
     given = record.settings.ranking
     if given is not None:
-        points = [dict(p) for p in given]
+        points = list(given)
         record.state["ranking_source"] = "given"
         _warn_unknown_nodes(trials, lane, points)
     else:
@@ -44,27 +45,27 @@ def rank(trials: Trials, lane: Lane) -> str | None:
                 if current.model is not None and current.config == plain
                 else trials.make(plain, trials.work / "ranked.onnx")
             )
-            points = rank_points(
+            ranked = rank_points(
                 trials.sources.for_config(plain), model, samples, threads=spec.threads, work=trials.work
             )
+            points = [decode(Point, p, where="ranking.") for p in ranked]
         except Exception as exc:  # a graph the augmented run cannot take: the search ends with what it has
             record.warn(f"ranking the quantization points failed: {error_text(exc)}")
             record.state["ranking_source"] = "failed"
             record.save()
             return f"the quantization points could not be ranked ({error_text(exc)})"
         record.state["ranking_source"] = "measured"
-    record.state["ranking"] = points
+    record.points = points
     record.save()
     if points:
         worst = points[0]
         progress.say(
-            f"{len(points)} points ranked; worst {worst.get('tensor')} "
-            f"({worst.get('sqnr_db')} dB): {', '.join(map(str, worst.get('nodes', ())))}"
+            f"{len(points)} points ranked; worst {worst.tensor} ({worst.sqnr_db} dB): {', '.join(worst.nodes)}"
         )
     return None if points else "no quantization point to put back into fp32"
 
 
-def _warn_unknown_nodes(trials: Trials, lane: Lane, points: list[dict[str, Any]]) -> None:
+def _warn_unknown_nodes(trials: Trials, lane: Lane, points: list[Point]) -> None:
     """A given ranking names nodes of the native search's model; say which this one lacks."""
     sources = trials.sources
     try:
@@ -74,7 +75,7 @@ def _warn_unknown_nodes(trials: Trials, lane: Lane, points: list[dict[str, Any]]
         named = sources.source
     known = set(GraphIndex.of(onnx.load(str(named), load_external_data=False).graph).position)
     known |= {f.node for f in sources.fusions}
-    missing = sorted({str(n) for p in points for n in p.get("nodes", ()) if n not in known})
+    missing = sorted({n for p in points for n in p.nodes if n not in known})
     if missing:
         trials.record.warn(f"the given ranking names nodes this model lacks: {', '.join(missing[:10])}")
 
@@ -88,14 +89,13 @@ def try_points(trials: Trials, lane: Lane) -> str:
             return over
         assert lane.current is not None
         current = lane.current.config
-        nodes = trials.sources.named_in([str(n) for n in point.get("nodes", ())], fused=current.fused)
+        nodes = trials.sources.named_in(list(point.nodes), fused=current.fused)
         added = [n for n in nodes if n not in current.exclude]
         if not added:
             continue
         config = replace(current, exclude=(*current.exclude, *added))
-        tensor = point.get("tensor", "?")
-        sqnr = point.get("sqnr_db")
-        figure = f" ({sqnr:.1f} dB)" if isinstance(sqnr, int | float) else ""
+        tensor, sqnr = point.tensor, point.sqnr_db
+        figure = f" ({sqnr:.1f} dB)" if sqnr is not None else ""
         trial = trials.run(
             lane,
             f"exclude the region of {tensor}{figure}: {', '.join(added)}",

@@ -7,23 +7,20 @@ tune.json is rewritten atomically after every trial, so an interrupted search ke
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from farm.job.codec import encode
 from farm.job.kernels import KernelFinding
 from farm.job.result import write_json_atomic
-from farm.job.spec import TUNE_FILE, CalibrationMethod, Spec, Tune
+from farm.job.spec import TUNE_FILE, Spec, Tune
 from farm.job.tune import progress
+from farm.job.tunecontract import CalibrationMethod, Candidate, Point, Step, TrialEntry
 from farm.job.types import Accuracy, Latency
 from farm.job.variants import RECIPES
 
 SCHEMA = "farm.tune/1"
-# What a trial does: a lane's start, a change for a node's kernel, the fusion of exporter patterns, a knob, a ranked
-# point, or a change undone.
-Step = Literal["start", "kernel", "fuse", "knob", "point", "return"]
 
 
 class TuneFailed(RuntimeError):
@@ -51,16 +48,16 @@ class QuantConfig:
         return cls(variant=variant, method=method, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
-        """A config as tune.json's ``best`` (and the spec's ``tune.candidate``) writes it."""
+    def given(cls, candidate: Candidate) -> QuantConfig:
+        """The config of the spec's ``tune.candidate`` (another search's tune.json ``best``)."""
         return cls(
-            variant=str(data["variant"]),
-            method=data["calibration"],
-            per_channel=bool(data["per_channel"]),
-            reduce_range=bool(data["reduce_range"]),
-            exclude=tuple(data.get("exclude", ())),
-            seven_bit=tuple(data.get("seven_bit", ())),
-            fused=bool(data.get("fused", False)),
+            variant=candidate.variant,
+            method=candidate.calibration,
+            per_channel=candidate.per_channel,
+            reduce_range=candidate.reduce_range,
+            exclude=candidate.exclude,
+            seven_bit=candidate.seven_bit,
+            fused=candidate.fused,
         )
 
 
@@ -84,7 +81,7 @@ class Trial:
     why: str | None = None
     # How the quantizer made its model (farm.job.quantize's record): the tuned model's, in tune.json's best.
     record: dict[str, Any] | None = None
-    # What the model quantized (farm.job.types.NodeCount.to_dict()); a model with none left quantized is not int8.
+    # What the model quantized (farm.job.types.NodeCount, encoded); a model with none left quantized is not int8.
     nodes: dict[str, int] | None = None
     accuracy: Accuracy | None = None
     latency: Latency | None = None
@@ -101,34 +98,36 @@ class Trial:
         """Something is still quantized (unknown counts as yes: the quantizer said nothing about it)."""
         return self.nodes is None or self.nodes.get("quantized", 1) > 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "change": self.change,
-            "lane": self.lane,
-            "step": self.step,
-            "point": self.point,
-            "added": list(self.added),
-            "added_seven_bit": list(self.weights),
-            "returned": list(self.returned),
-            "exclude": list(self.config.exclude),
-            "seven_bit": list(self.config.seven_bit),
-            "fused": self.config.fused,
-            "variant": self.config.variant,
-            "calibration": self.config.method,
-            "per_channel": self.config.per_channel,
-            "reduce_range": self.config.reduce_range,
-            "nodes": self.nodes,
-            "accuracy": None if self.accuracy is None else encode(self.accuracy),
-            "latency_ms": None if self.latency is None else encode(self.latency),
-            "speedup": None if self.speedup is None else round(self.speedup, 4),
-            "within_tolerance": self.within,
-            "kept": self.kept,
-            "note": self.note,
-            "why": self.why,
-            "error": self.error,
-            "seconds": round(self.seconds, 3),
-        }
+    def entry(self) -> TrialEntry:
+        """The trial as tune.json's ``trials`` lists it."""
+        config = self.config
+        return TrialEntry(
+            index=self.index,
+            change=self.change,
+            lane=self.lane,
+            step=self.step,
+            point=self.point,
+            added=self.added,
+            added_seven_bit=self.weights,
+            returned=self.returned,
+            exclude=config.exclude,
+            seven_bit=config.seven_bit,
+            fused=config.fused,
+            variant=config.variant,
+            calibration=config.method,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            nodes=self.nodes,
+            accuracy=self.accuracy,
+            latency_ms=self.latency,
+            speedup=None if self.speedup is None else round(self.speedup, 4),
+            within_tolerance=self.within,
+            kept=self.kept,
+            note=self.note,
+            why=self.why,
+            error=self.error,
+            seconds=round(self.seconds, 3),
+        )
 
 
 def _initial_state(spec: Spec, settings: Tune, timed: bool) -> dict[str, Any]:
@@ -174,20 +173,18 @@ class Record:
         self.out, self.settings = out, settings
         self.began = time.monotonic()
         self.trials: list[Trial] = []
+        # The ranked quantization points (tune.json's ``ranking``), empty until the ranking ran.
+        self.points: list[Point] = []
+        # The rest of tune.json as it stands (checked against farm/job/tune/schema.json by the tests).
         self.state = _initial_state(spec, settings, timed=spec.timing.iterations > 0)
-
-    @property
-    def points(self) -> list[dict[str, Any]]:
-        """The ranked quantization points (tune.json's ``ranking``), empty until the ranking ran."""
-        points: list[dict[str, Any]] = self.state["ranking"]
-        return points
 
     def lane(self, index: int) -> dict[str, Any]:
         lane: dict[str, Any] = self.state["lanes"][index]
         return lane
 
     def save(self) -> None:
-        self.state["trials"] = [t.to_dict() for t in self.trials]
+        self.state["ranking"] = [encode(p) for p in self.points]
+        self.state["trials"] = [encode(t.entry()) for t in self.trials]
         self.state["seconds"] = round(time.monotonic() - self.began, 3)
         write_json_atomic(self.out / TUNE_FILE, self.state)
 

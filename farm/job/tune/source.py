@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from farm.job.codec import encode
 from farm.job.fuse import Fused, fuse
 from farm.job.modelfile import keeps_external_data, save_model
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, raise_opset
@@ -83,7 +84,7 @@ def prepare_sources(source: Path, work: Path, record: Record) -> Sources:
     fused_source = None
     if fusions:
         fused_source = save_model(fused, work / "source-fused.onnx", external=external)
-        record.state["fusions"] = [{"kind": f.kind, "replaced": list(f.replaced), "node": f.node} for f in fusions]
+        record.state["fusions"] = [encode(f) for f in fusions]  # farm.job.fuse.Fused: {kind, replaced, node}
         progress.say(f"exporter patterns to fuse: {fusion_text(fusions)}")
     return Sources(source=source, fused=fused_source, fusions=fusions, work=work, warn=record.warn)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from farm.job.codec import encode
 from farm.job.spec import Spec, Tune
 from farm.job.tune import measure, progress
 from farm.job.tune.judge import Judge
@@ -49,8 +50,8 @@ def _search(spec: Spec, record: Record, out: Path, work: Path) -> None:
     )
     start = naive_start(trials)
     given = record.settings.candidate
-    record.state["start"] = start.variant if given is None else given["variant"]
-    record.state["candidate"] = None if given is None else dict(given)
+    record.state["start"] = start.variant if given is None else given.variant
+    record.state["candidate"] = None if given is None else encode(given)
     kernels = KernelCheck(spec=spec, work=work, record=record, sources=sources, trials=trials, naive=start.models)
     lineage = given_lineage(record, sources)
     stopped = Lanes(trials=trials, kernels=kernels, lineage=lineage).search(start.variant)

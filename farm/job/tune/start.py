@@ -20,6 +20,7 @@ from farm.job.tune.measure import Measure
 from farm.job.tune.record import QuantConfig, Record, TuneFailed
 from farm.job.tune.trials import Trials
 from farm.job.tune.words import figures
+from farm.job.tunecontract import NaiveEntry
 from farm.job.types import Accuracy, Latency
 from farm.job.variants import RECIPES
 
@@ -36,14 +37,15 @@ class Naive:
     error: str | None = None
     session: Any = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": None if self.accuracy is None else encode(self.accuracy),
-            "within_tolerance": self.within,
-            "latency_ms": None if self.latency is None else encode(self.latency),
-            "speedup": None if self.speedup is None else round(self.speedup, 4),
-            "error": self.error,
-        }
+    def entry(self) -> NaiveEntry:
+        """The variant as tune.json's ``naive`` lists it."""
+        return NaiveEntry(
+            accuracy=self.accuracy,
+            within_tolerance=self.within,
+            latency_ms=self.latency,
+            speedup=None if self.speedup is None else round(self.speedup, 4),
+            error=self.error,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,7 +73,7 @@ def naive_start(trials: Trials) -> Start:
     if given is not None and not measure.timed:
         # Untimed, the given model's search starts from it: of the naive variants, only its own says anything
         # here (how far its plain int8 falls on this target), and each costs an evaluation under QEMU.
-        static = [str(given["variant"])]
+        static = [given.variant]
     naive: dict[str, Naive] = {}
     models: dict[str, Path] = {}
     for name in static:
@@ -85,13 +87,13 @@ def naive_start(trials: Trials) -> Start:
             entry.within = measure.within(entry.accuracy)
         except Exception as exc:  # one variant's failure must not end the others
             entry.error, entry.session = error_text(exc), None
-        record.state["naive"][name] = entry.to_dict()
+        record.state["naive"][name] = encode(entry.entry())
         record.save()
     if measure.timed:
         _time(measure, record, [n for n in naive.values() if n.session is not None])
     for entry in naive.values():
         entry.session = None
-        record.state["naive"][entry.name] = entry.to_dict()
+        record.state["naive"][entry.name] = encode(entry.entry())
     record.save()
     if start is None:
         start = _pick(measure, settings.floor, [n for n in naive.values() if n.accuracy is not None])

@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
-from farm.job.spec import CALIBRATION_METHODS, CalibrationMethod
+from farm.job.spec import CALIBRATION_METHODS
 from farm.job.tune.kernelstep import KernelCheck
 from farm.job.tune.lineage import Lineage
 from farm.job.tune.record import QuantConfig
 from farm.job.tune.trials import Lane, Trials
 from farm.job.tune.words import fusion_text
+from farm.job.tunecontract import CalibrationMethod, Change
 
 Knob = tuple[str, Callable[[QuantConfig], QuantConfig]]
 
@@ -78,23 +79,23 @@ def return_to_int8(trials: Trials, lane: Lane, lineage: Lineage, kernels: Kernel
     first: a node kept in fp32 for its kernel where its kernel is exact here, then the rest, latest first."""
     assert lane.current is not None
     changes = lineage.changes(lane.current)
-    if any(c.get("kernel_node") for c in changes):
+    if any(c.kernel_node for c in changes):
         kernels.of(lane.current)  # what this target's kernels do at those nodes decides the order, and why
 
-    def order(change: dict[str, Any]) -> tuple[bool, int]:
-        finding = kernels.finding(lane, change.get("kernel_node"))
-        return (not (finding is not None and not finding.lossy), -int(change.get("trial") or 0))
+    def order(change: Change) -> tuple[bool, int]:
+        finding = kernels.finding(lane, change.kernel_node)
+        return (not (finding is not None and not finding.lossy), -(change.trial or 0))
 
     stopped = None
     for change in sorted(changes, key=order):
         if (spent := trials.record.budget_spent()) is not None:
             return spent
         config = lane.current.config
-        nodes = [n for n in change.get("nodes", ()) if n in config.exclude]
-        weights = [w for w in change.get("seven_bit", ()) if w in config.seven_bit]
+        nodes = [n for n in change.nodes if n in config.exclude]
+        weights = [w for w in change.seven_bit if w in config.seven_bit]
         if not nodes and not weights:
             continue
-        finding = kernels.finding(lane, change.get("kernel_node"))
+        finding = kernels.finding(lane, change.kernel_node)
         here = f" ({finding.brief()})" if finding is not None else ""
         what = (
             ", ".join(nodes)

@@ -19,9 +19,10 @@ from farm.job.spec import Calibration, Spec
 from farm.job.tune import progress
 from farm.job.tune.judge import Judge
 from farm.job.tune.measure import MIN_GAIN, Measure
-from farm.job.tune.record import QuantConfig, Record, Step, Trial
+from farm.job.tune.record import QuantConfig, Record, Trial
 from farm.job.tune.source import Sources
 from farm.job.tune.words import figures, speed
+from farm.job.tunecontract import Step
 from farm.job.types import NodeCount
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from farm.job.codec import decode, encode
 from farm.job.modelfile import copy_model
+from farm.job.report import Quantization
 from farm.job.spec import TUNED_MODEL
 from farm.job.tune import progress
 from farm.job.tune.judge import Judge
@@ -15,6 +16,7 @@ from farm.job.tune.kernelstep import KernelCheck
 from farm.job.tune.lineage import Lineage
 from farm.job.tune.record import Record, Trial, TuneFailed
 from farm.job.tune.words import figures, kept_text, speed
+from farm.job.tunecontract import Best
 from farm.job.types import NodeCount
 from farm.job.variants import SUBGRAPH_VARIANT
 
@@ -41,25 +43,27 @@ class Verdict:
             # this target's kernels do (the differences between targets rest on it).
             self.kernels.of(best)
         changes = self.lineage.changes(best)
-        record.state["best"] = {
-            "trial": best.index,
-            "variant": best.config.variant,
-            "exclude": list(best.config.exclude),
-            "seven_bit": list(best.config.seven_bit),
-            "fused": best.config.fused,
-            "calibration": best.config.method,
-            "per_channel": best.config.per_channel,
-            "reduce_range": best.config.reduce_range,
-            "accuracy": encode(best.accuracy),
-            "within_tolerance": best.within,
-            "latency_ms": None if best.latency is None else encode(best.latency),
-            "speedup": None if best.speedup is None else round(best.speedup, 4),
-            "changes": changes,
-            "quantization": best.record,
-        }
-        record.state["excluded"] = [c for c in changes if c["nodes"]]
-        record.state["seven_bit"] = [c for c in changes if c["seven_bit"]]
-        record.state["returned"] = self.lineage.returned(best)
+        record.state["best"] = encode(
+            Best(
+                trial=best.index,
+                variant=best.config.variant,
+                exclude=best.config.exclude,
+                seven_bit=best.config.seven_bit,
+                fused=best.config.fused,
+                calibration=best.config.method,
+                per_channel=best.config.per_channel,
+                reduce_range=best.config.reduce_range,
+                accuracy=best.accuracy,
+                within_tolerance=best.within,
+                latency_ms=best.latency,
+                speedup=None if best.speedup is None else round(best.speedup, 4),
+                changes=tuple(changes),
+                quantization=None if best.record is None else decode(Quantization, best.record),
+            )
+        )
+        record.state["excluded"] = [encode(c) for c in changes if c.nodes]
+        record.state["seven_bit"] = [encode(c) for c in changes if c.seven_bit]
+        record.state["returned"] = [encode(r) for r in self.lineage.returned(best)]
         if judge.acceptable(best):
             self._tuned(best)
             return
