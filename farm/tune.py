@@ -22,6 +22,7 @@ import farm
 from farm.config import Target
 from farm.errors import BadInput, TargetFailed
 from farm.fleet import Fleet, ensure_images
+from farm.job.codec import encode
 from farm.job.kernels import KernelFinding
 from farm.job.modelfile import copy_model
 from farm.job.result import write_json_atomic
@@ -100,7 +101,7 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": given.info.report_summary(given.model),
+        "model": encode(given.info.model_summary(given.model)),
         "floor": options.floor,
         "budget": options.budget.to_dict(),
         "warnings": [],
