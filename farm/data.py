@@ -15,7 +15,6 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
@@ -23,10 +22,8 @@ from farm.datafiles import load_labels, load_npz, load_test_data, sample_count
 from farm.datashapes import Array, Shape, check_shape_overrides, numpy_dtype, parse_shape_overrides
 from farm.errors import DataError
 from farm.inspect import ModelInfo
-from farm.report.model import SYNTHETIC_WARNING
+from farm.report.model import SYNTHETIC_WARNING, DataSource, DataSummary
 from farm.synthetic import synthesize
-
-DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 
 DEFAULT_SYNTHETIC_SAMPLES = 32
 
@@ -67,14 +64,11 @@ class PreparedData:
             digest.update(b"labels;" + np.ascontiguousarray(self.labels).tobytes())
         return digest.hexdigest()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> DataSummary:
         """The report's "data" block."""
-        return {
-            "source": self.source,
-            "samples": self.samples,
-            "synthetic": self.synthetic,
-            "labels": self.labels is not None,
-        }
+        return DataSummary(
+            source=self.source, samples=self.samples, synthetic=self.synthetic, labels=self.labels is not None
+        )
 
     def write(self, directory: str | os.PathLike[str]) -> DataFiles:
         out = Path(directory)

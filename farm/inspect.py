@@ -17,7 +17,9 @@ from onnx import ModelProto, NodeProto, TensorProto, TypeProto
 
 from farm.errors import ModelError, one_line
 from farm.files import file_sha256
+from farm.job.codec import json_object
 from farm.job.graph import all_graphs, all_nodes, count_nodes
+from farm.job.report import ModelSummary, TensorSummary
 from farm.shapes import Dim
 
 _EXPORT_HINT = "pass a .onnx file exported by torch.onnx.export or onnx.save"
@@ -69,13 +71,15 @@ class TensorInfo:
         shape = data["shape"]
         return cls(name=data["name"], dtype=data["dtype"], shape=None if shape is None else tuple(shape))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
+    def summary(self) -> TensorSummary:
+        """The tensor as the report lists it."""
+        return TensorSummary(name=self.name, dtype=self.dtype, shape=self.shape)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelInfo:
-    """The facts about one model file. ``summary()`` is the report's "model" block; ``to_dict`` holds everything."""
+    """The facts about one model file. ``model_summary()`` is the report's "model" block; ``to_dict`` holds
+    everything."""
 
     path: str
     sha256: str
@@ -100,20 +104,16 @@ class ModelInfo:
                 return tensor
         raise KeyError(name)
 
-    def summary(self) -> dict[str, Any]:
-        """The report's "model" block."""
-        return self.report_summary()
-
-    def report_summary(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    def model_summary(self, path: str | os.PathLike[str] | None = None) -> ModelSummary:
         """The report's "model" block, naming the model as the user gave it (``path``) when that differs."""
-        return {
-            "path": self.path if path is None else str(path),
-            "sha256": self.sha256,
-            "ir_version": self.ir_version,
-            "opsets": dict(self.opsets),
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-        }
+        return ModelSummary(
+            path=self.path if path is None else str(path),
+            sha256=self.sha256,
+            ir_version=self.ir_version,
+            opsets=dict(self.opsets),
+            inputs=tuple(t.summary() for t in self.inputs),
+            outputs=tuple(t.summary() for t in self.outputs),
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -133,7 +133,7 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **self.summary(),
+            **json_object(self.model_summary()),
             "size_bytes": self.size_bytes,
             "op_types": sorted(self.op_types),
             "external_data": list(self.external_data),

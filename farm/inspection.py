@@ -18,6 +18,7 @@ from farm.compat import Capabilities, Prediction, capabilities, predict
 from farm.config import Target
 from farm.fleet import Fleet
 from farm.inspect import ModelInfo, NodeUse, node_uses
+from farm.job.codec import json_object
 from farm.shapes import shape_text
 
 SCHEMA = "farm.inspect/1"
@@ -67,7 +68,7 @@ class Inspection:
         return {
             "schema": SCHEMA,
             "model": {
-                **info.report_summary(self.path),
+                **json_object(info.model_summary(self.path)),
                 "size_bytes": info.size_bytes,
                 "external_data": list(info.external_data),
                 "custom_domains": sorted(d for d in info.opsets if d not in _STANDARD_DOMAINS),

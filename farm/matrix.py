@@ -28,7 +28,7 @@ from farm.files import file_sha256
 from farm.fleet import Fleet, ensure_images
 from farm.host import Placement
 from farm.inspect import NodeUse, node_uses
-from farm.job.codec import ContractError, decode, json_object
+from farm.job.codec import ContractError, decode, encode, json_object
 from farm.job.report import (
     SCHEMA_ID,
     HostSummary,
@@ -75,16 +75,21 @@ class MatrixOptions:
 
 @dataclass(kw_only=True)
 class _Run:
-    """The state of one matrix run: its work directory and the report as it grows."""
+    """The state of one matrix run: its work directory and the report as it grows (``report``)."""
 
     work: Path
-    report: dict[str, Any]
+    # What the report says from the start (model, data, tolerance, run block); ``report`` adds what the run learns.
+    head: Report
     given: JobInputs
-    expected_outputs: Mapping[str, Any] | None = None
+    expected_outputs: Mapping[str, crosscheck.Array] | None = None
+    # The report's warnings as they arrive (make_artifacts appends to it too), the data's first.
+    warnings: list[str] = field(default_factory=list)
+    # Why the run stopped before every target finished (Ctrl-C, SIGTERM, a lost engine); None while it goes on.
+    incomplete: str | None = None
     # Each target's result as it stands, replaced as the run learns more (the job's result.json, how it ended).
     targets: dict[str, TargetResult] = field(default_factory=dict)
     # Each target's fp32 outputs, read once from the report folder, for the cross-target check.
-    fp32_outputs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    fp32_outputs: dict[str, Mapping[str, crosscheck.Array]] = field(default_factory=dict)
     # The exit code each failed target calls for (docs/contracts.md section 4).
     failure_codes: dict[str, int] = field(default_factory=dict)
     # The model's nodes as kernels see them, read once when a load failure needs explaining.
@@ -96,10 +101,21 @@ class _Run:
     # Notes for the user that are not findings about the model (what --resume reused).
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def report(self) -> Report:
+        """The report so far, targets in the order selected. Each warning once: prepare, the rewrite and the data
+        may report the same finding."""
+        return replace(
+            self.head,
+            incomplete=self.incomplete,
+            warnings=tuple(dict.fromkeys(self.warnings)),
+            targets=tuple(replace(e, warnings=tuple(dict.fromkeys(e.warnings))) for e in self.targets.values()),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class MatrixResult:
-    report: dict[str, Any]
+    report: Report
     exit_code: int
     # What the user should know about the run itself (e.g. what --resume reused), for stderr.
     notes: tuple[str, ...] = ()
@@ -109,15 +125,16 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
     selected = fleet.config.select(options.targets)
     work = new_run_folder(fleet.config.cache_dir)
     inputs = work / INPUT_DIR
+    head = _report_head(given, options, fleet)
     run = _Run(
-        work=work, report=_report_head(given, options, fleet), given=given, expected_outputs=given.data.expected_outputs
+        work=work, head=head, given=given, expected_outputs=given.data.expected_outputs, warnings=list(head.warnings)
     )
     if options.resume:
         run.earlier = read_earlier(options.out_dir / REPORT_FILE)
         if run.earlier.note:
             run.notes.append(run.earlier.note)
     try:
-        run.report["warnings"].extend(stage_inputs(inputs, given, fleet))
+        run.warnings.extend(stage_inputs(inputs, given, fleet))
         runnable = []
         for target in selected:
             placement = fleet.placements[target.name]
@@ -134,7 +151,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
             else:
                 runnable.append(target)
         if given.tuned is not None:
-            run.report["warnings"].extend(given.tuned.warnings([t.name for t in runnable]))
+            run.warnings.extend(given.tuned.warnings([t.name for t in runnable]))
         _write(run, options)
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
@@ -142,7 +159,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
         reused = {t.name for t in ready if _reuse(run, t.name, keys[t.name], options.out_dir, reporter)}
         if reused:
             # The prepare stage of their toolchains may not run this time; its findings came with the earlier report.
-            run.report["warnings"].extend(run.earlier.warnings)
+            run.warnings.extend(run.earlier.warnings)
         run.artifacts = make_artifacts(
             fleet,
             [t for t in ready if t.name not in reused],
@@ -151,7 +168,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
             given=given,
             settings=options.settings,
             reporter=reporter,
-            warnings=run.report["warnings"],
+            warnings=run.warnings,
         )
         # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
         # and the first of them is the reference the other targets' fp32 outputs are compared with.
@@ -163,7 +180,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
         _compare_targets(run, [t.name for t in ordered])
     except BaseException as exc:
         # Ctrl-C, SIGTERM or a lost engine: report.json keeps every result that arrived and says it is partial.
-        run.report["incomplete"] = _why_stopped(exc, fleet.engine.host)
+        run.incomplete = _why_stopped(exc, fleet.engine.host)
         raise
     finally:
         # Also on Ctrl-C or a lost engine: report.json then holds every result that arrived.
@@ -247,7 +264,8 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
             "farm": farm.__version__,
             "model": run.given.info.sha256,
             "external_data": {name: file_sha256(model.parent / name) for name in run.given.info.external_data},
-            "data": run.report["run"]["data_sha256"],
+            # _report_head always writes the run block; None only in a farm.report/1 report read back.
+            "data": None if run.head.run is None else run.head.run.data_sha256,
             "metric": None if run.given.metric is None else file_sha256(run.given.metric.path),
             "image": tag,
             "spec": spec,
@@ -284,29 +302,23 @@ def _exit_code(failure_codes: Iterable[int]) -> int:
     return 0
 
 
-def _report_head(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> dict[str, Any]:
-    info, path, data = given.info, given.model, given.data
-    warnings = list(data.warnings)
-    summary = data.summary()
-    return {
-        "schema": SCHEMA_ID,
-        "farm_version": farm.__version__,
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": info.report_summary(path),
-        "data": summary,
-        "tolerance": json_object(
-            Tolerance(
-                cosine=options.settings.cosine,
-                top1_agreement=options.settings.top1_agreement,
-                outputs=tuple(options.settings.outputs) or None,
-                metric=None if given.metric is None else given.metric.label,
-            )
+def _report_head(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> Report:
+    """The report before any target ran: what the run is about, and the data's warnings."""
+    return Report(
+        farm_version=farm.__version__,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=given.info.model_summary(given.model),
+        data=given.data.summary(),
+        tolerance=Tolerance(
+            cosine=options.settings.cosine,
+            top1_agreement=options.settings.top1_agreement,
+            outputs=tuple(options.settings.outputs) or None,
+            metric=None if given.metric is None else given.metric.label,
         ),
-        "run": json_object(_run_block(given, options, fleet)),
-        "incomplete": None,
-        "warnings": warnings,
-        "targets": [],
-    }
+        run=_run_block(given, options, fleet),
+        warnings=given.data.warnings,
+        targets=(),
+    )
 
 
 def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInfo:
@@ -546,31 +558,26 @@ def _compare_targets(run: _Run, order: Sequence[str]) -> None:
             run.fp32_outputs[name], run.fp32_outputs[reference], atol=crosscheck.CROSS_ATOL
         )
         if problem:
-            run.report["warnings"].append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
+            run.warnings.append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
 
 
 def _write(run: _Run, options: MatrixOptions) -> None:
     """The report so far, in target order, written atomically so a crash or Ctrl-C leaves a readable file."""
-    # Each warning once: prepare, the rewrite and the data may report the same finding.
-    run.report["warnings"] = list(dict.fromkeys(run.report["warnings"]))
-    run.report["targets"] = [
-        json_object(replace(entry, warnings=tuple(dict.fromkeys(entry.warnings)))) for entry in run.targets.values()
-    ]
     # The one serializer of report.json (report_json), the same that writes the finished report.
-    write_text_atomic(options.out_dir / REPORT_FILE, render(decode(Report, run.report, where="report."), "json"))
+    write_text_atomic(options.out_dir / REPORT_FILE, render(run.report, "json"))
 
 
-def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
+def write_reports(report: Report, out_dir: Path, *, json_file: Path | None, fmt: str) -> str:
     """Write every format into ``out_dir`` (and JSON to ``json_file``); return the one asked for on stdout."""
     try:
-        validate(report)
+        # The types hold what Python can check; the schema also checks what they cannot (ranges, patterns).
+        validate(encode(report))
     except InvalidReport as exc:
         # The report is farm's own making, so this is farm's bug, not the user's input; report.json is kept.
         raise FarmError(
             f"farm wrote a report that does not follow {SCHEMA_ID} ({exc.path}: {exc.problem})",
             fix=f"this is a bug in farm: report it with {out_dir / REPORT_FILE}",
         ) from None
-    parsed = decode(Report, report, where="report.")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, kind in (
         (REPORT_FILE, "json"),
@@ -578,13 +585,13 @@ def write_reports(report: dict[str, Any], out_dir: Path, *, json_file: Path | No
         ("report.html", "html"),
         ("junit.xml", "junit"),
     ):
-        write_text_atomic(out_dir / name, render(parsed, kind))
+        write_text_atomic(out_dir / name, render(report, kind))
     if json_file is not None:
         try:
-            write_text_atomic(json_file, render(parsed, "json"))
+            write_text_atomic(json_file, render(report, "json"))
         except OSError as exc:
             raise BadInput(
                 f"--json {json_file}: writing it failed because {exc.strerror or exc}",
                 fix=f"pass a path in a writable folder (the report is also in {out_dir / REPORT_FILE})",
             ) from None
-    return render(parsed, fmt)
+    return render(report, fmt)

@@ -101,7 +101,7 @@ def run_tune(fleet: Fleet, given: JobInputs, options: TuneOptions, reporter: Rep
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": given.info.report_summary(given.model),
+        "model": encode(given.info.model_summary(given.model)),
         "floor": options.floor,
         "budget": json_object(options.budget),
         "warnings": [],

@@ -23,6 +23,8 @@ from farm.data import (
 )
 from farm.errors import DataError
 from farm.inspect import ModelInfo, TensorInfo, inspect_model
+from farm.job.codec import encode
+from farm.job.report import DataSummary
 from farm.shapes import Dim
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"
@@ -136,7 +138,7 @@ def test_synthesize_with_override_is_deterministic() -> None:
         np.testing.assert_array_equal(first.inputs[name], again.inputs[name])
     assert abs(float(synthesize(model, samples=200, shapes=shapes)["x"].std()) - 1.0) < 0.05
     assert any("synthetic" in w for w in first.warnings)
-    assert first.summary() == {"source": "synthetic", "samples": 6, "synthetic": True, "labels": False}
+    assert first.summary() == DataSummary(source="synthetic", samples=6, synthetic=True, labels=False)
 
 
 def test_synthesize_default_count_and_seed() -> None:
@@ -329,7 +331,7 @@ def test_object_arrays_are_refused(tmp_path: Path) -> None:
 
 def test_bundled_source(tmp_path: Path) -> None:
     prepared = prepare_data(DIGITS, data=npz(tmp_path, pixels=np.ones((2, 64), np.float32)), source="bundled")
-    assert prepared.summary()["source"] == "bundled"
+    assert prepared.summary().source == "bundled"
     with pytest.raises(ValueError, match="does not fit"):
         prepare_data(DIGITS, source="npz")
 
@@ -351,7 +353,7 @@ def test_labels_and_samples(tmp_path: Path) -> None:
     assert prepared.inputs["pixels"].shape == (4, 1, 64)
     assert prepared.labels is not None and prepared.labels.dtype == np.int64
     np.testing.assert_array_equal(prepared.labels, [0, 1, 2, 3])
-    assert prepared.summary() == {"source": "npz", "samples": 4, "synthetic": False, "labels": True}
+    assert prepared.summary() == DataSummary(source="npz", samples=4, synthetic=False, labels=True)
     more = prepare_data(DIGITS, data=npz(tmp_path, pixels=pixels), samples=50)
     assert more.samples == 10 and any("--samples 50" in w for w in more.warnings)
 
@@ -483,7 +485,7 @@ def test_write_contract_files_even_for_awkward_input_names(tmp_path: Path) -> No
     saved = np.load(files.labels, allow_pickle=False)
     assert saved.dtype == np.int64 and saved.tolist() == [1, 0, 1]
     data_schema = json.loads(SCHEMA.read_text())["$defs"]["data"]
-    assert set(prepared.summary()) == set(data_schema["required"])
+    assert set(encode(prepared.summary())) == set(data_schema["required"])
 
 
 def test_write_without_labels(tmp_path: Path) -> None:

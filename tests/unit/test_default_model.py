@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from farm.data import prepare_data
 from farm.inspect import TensorInfo, inspect_model
+from farm.job.report import DataSummary
 from farm.models import default_model
 from farm.rewrite import rewrite_model
 
@@ -34,7 +35,7 @@ def test_bundled_data_in_contract_form_and_accurate(tmp_path: Path) -> None:
     bundled = default_model()
     info = inspect_model(bundled.model)
     prepared = prepare_data(info, data=bundled.data, labels=bundled.labels, source="bundled")
-    assert prepared.summary() == {"source": "bundled", "samples": 360, "synthetic": False, "labels": True}
+    assert prepared.summary() == DataSummary(source="bundled", samples=360, synthetic=False, labels=True)
     assert prepared.warnings == ()
     files = prepared.write(tmp_path)
     with np.load(files.inputs, allow_pickle=False) as written:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from farm.errors import ModelError
 from farm.inspect import ModelInfo, TensorInfo, inspect_model, node_uses
+from farm.job.codec import encode
+from farm.job.report import TensorSummary
 from tests.fuzzmodels import nested_if
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"
@@ -107,11 +110,11 @@ def test_dict_round_trip_and_report_block(tmp_path: Path) -> None:
     info = inspect_model(save(small_model(), tmp_path / "model.onnx"))
     assert ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
     model_schema = json.loads(SCHEMA.read_text())["$defs"]["model"]
-    summary = info.summary()
-    assert set(summary) == set(model_schema["required"])
-    assert summary["inputs"][0] == {"name": "x", "dtype": "float32", "shape": ["batch", 3]}
-    assert summary["inputs"][2]["shape"] == [None]
-    assert info.report_summary("given/model.onnx") == {**summary, "path": "given/model.onnx"}
+    summary = info.model_summary()
+    assert set(encode(summary)) == set(model_schema["required"])
+    assert summary.inputs[0] == TensorSummary(name="x", dtype="float32", shape=("batch", 3))
+    assert encode(summary.inputs[2])["shape"] == [None]
+    assert info.model_summary("given/model.onnx") == replace(summary, path="given/model.onnx")
 
 
 def test_missing_file(tmp_path: Path) -> None:
