@@ -33,13 +33,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # What the commands import lazily is imported here, once, so that every child starts with it.
 import farm.cli
-import farm.data
-import farm.inspect
-import farm.inspection
-import farm.matrix
-import farm.rewrite
+import farm.controller.inspection
+import farm.controller.matrix
+import farm.inputs.data
+import farm.model.inspect
+import farm.model.rewrite
 
-PRELOADED = (farm.cli, farm.data, farm.inspect, farm.inspection, farm.matrix, farm.rewrite)
+PRELOADED = (
+    farm.cli,
+    farm.inputs.data,
+    farm.model.inspect,
+    farm.controller.inspection,
+    farm.controller.matrix,
+    farm.model.rewrite,
+)
 FARM_MAIN = "farm.cli:main"  # what the console script `farm` calls
 GRACE_S = 15.0
 _POLL_S = 0.02

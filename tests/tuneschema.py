@@ -1,7 +1,7 @@
 """The tune contracts' JSON Schemas, for the tests: every tune.json a test makes is checked against its schema.
 
 ``farm.tune/1`` (farm/job/tune/schema.json, what the job's tune stage writes) and ``farm.tune-report/1``
-(farm/tune-report.schema.json, what `farm tune` writes) take their figures from ``farm.report/2``
+(farm/controller/tune-report.schema.json, what `farm tune` writes) take their figures from ``farm.report/2``
 (farm/report/schema.json), so the three are read from the installed package into one registry.
 """
 
@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from farm.report.schema import json_path
 
 TUNE_SCHEMA = ("farm.job.tune", "schema.json")
-TUNE_REPORT_SCHEMA = ("farm", "tune-report.schema.json")
+TUNE_REPORT_SCHEMA = ("farm.controller", "tune-report.schema.json")
 REPORT_SCHEMA = ("farm.report", "schema.json")
 # By name, as farm/report/schema.py does: mypy has no stubs for jsonschema.
 jsonschema = importlib.import_module("jsonschema")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from farm.backend.engine import RunResult, RunSpec
-from farm.config import Config, Target
-from farm.files import LineSink
-from farm.host import HostInfo, Placement
-from farm.images import BuiltImage
+from farm.host.files import LineSink
+from farm.host.probe import HostInfo, Placement
+from farm.images.content import BuiltImage
+from farm.targets.config import Config, Target
 
 
 @dataclass(frozen=True, kw_only=True)

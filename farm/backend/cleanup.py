@@ -12,7 +12,7 @@ import docker.errors
 import requests
 
 from farm.backend.runspec import RUN_LABEL
-from farm.owner import OWNER_LABEL
+from farm.host.owner import OWNER_LABEL
 
 REMOVE_TRIES = 4
 
@@ -23,7 +23,7 @@ class ContainerInfo:
     name: str
     image: str
     state: str
-    # farm.owner: the controller process that started it (farm/owner.py); None on containers of older farms.
+    # farm.host.owner: the controller process that started it (farm/host/owner.py); None on containers of older farms.
     owner: str | None
 
 

@@ -16,15 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from farm import bootstrap, images
 from farm.backend import imagebuild
 from farm.backend.base import Reach
 from farm.backend.engine import STAGE_LABEL, Engine, ImageInfo, RunResult, RunSpec
-from farm.config import PLATFORM_ARCH, Config, Target
 from farm.errors import EnvironmentProblem
-from farm.files import LineSink
-from farm.host import HostInfo, Placement, cpu_flags_in, cpu_model_in, place, probe_host
-from farm.owner import is_gone
+from farm.host.files import LineSink
+from farm.host.owner import is_gone
+from farm.host.probe import HostInfo, Placement, cpu_flags_in, cpu_model_in, place, probe_host
+from farm.images import bootstrap
+from farm.images import content as images
+from farm.targets.config import PLATFORM_ARCH, Config, Target
 
 # What the remote probe prints, with nothing but the base's Python: the machine as its own kernel describes it.
 _PROBE = (
@@ -129,7 +130,7 @@ class DockerBackend:
 
     def sweep(self) -> list[str]:
         """A remote engine's containers and volumes of farm processes that are gone (the local engine's are swept
-        with the run folders, farm/clean.py)."""
+        with the run folders, farm/controller/clean.py)."""
         if not self.engine.remote:
             return []
         removed = []

@@ -29,8 +29,8 @@ from farm.backend.runspec import LOG_TAIL_LINES, RUN_LABEL, STAGE_LABEL, Mount, 
 from farm.backend.volumes import Volumes
 from farm.backend.watch import LogLines, LogReader, MemoryWatch
 from farm.errors import EnvironmentProblem
-from farm.files import LineSink
-from farm.owner import OWNER_LABEL, this_process
+from farm.host.files import LineSink
+from farm.host.owner import OWNER_LABEL, this_process
 
 # What callers import from here: the engine and what a run is (runspec.py), its images and containers.
 __all__ = [

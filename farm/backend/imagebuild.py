@@ -1,6 +1,6 @@
 """A target's image on an engine: found by its content hash, tagged when another target's has the same content, or
 built (its base bootstrapped or pulled first) and smoke-tested. The content (the tag, the build context, the labels)
-is farm/images.py's; this module is the only image code that asks an engine for anything."""
+is farm/images/content.py's; this module is the only image code that asks an engine for anything."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm import bootstrap, sitepackages
 from farm.backend.engine import Engine, ImageInfo, RunSpec
 from farm.backend.runner import PYTHON
-from farm.config import BOOTSTRAP, Config, Target
 from farm.errors import BuildFailed
-from farm.files import LineSink, exclusive, lock_path
-from farm.host import qemu_cpu
-from farm.images import (
+from farm.host.files import LineSink, exclusive, lock_path
+from farm.host.probe import qemu_cpu
+from farm.images import bootstrap, sitepackages
+from farm.images.content import (
     BOOTSTRAP_PYTHON,
     LABEL_HASH,
     LABEL_TARGET,
@@ -29,7 +28,8 @@ from farm.images import (
     image_labels,
     write_context,
 )
-from farm.wheelhouse import PYTHON_VERSION, Wheelhouse
+from farm.images.wheelhouse import PYTHON_VERSION, Wheelhouse
+from farm.targets.config import BOOTSTRAP, Config, Target
 
 
 def ensure_base(

@@ -13,8 +13,8 @@ import docker.errors
 from farm.backend.cleanup import remove
 from farm.backend.runspec import LOG_TAIL_LINES, RUN_LABEL, first_line
 from farm.errors import BuildFailed
-from farm.files import LineSink
-from farm.owner import OWNER_LABEL, this_process
+from farm.host.files import LineSink
+from farm.host.owner import OWNER_LABEL, this_process
 
 
 @dataclass(frozen=True, kw_only=True)

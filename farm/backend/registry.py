@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from farm.backend.base import Backend
 from farm.backend.docker import DockerBackend
 from farm.backend.engine import Engine
-from farm.config import KUBERNETES, LOCAL_ENGINE, Config, Target
 from farm.errors import FarmError
-from farm.host import HostInfo
+from farm.host.probe import HostInfo
+from farm.targets.config import KUBERNETES, LOCAL_ENGINE, Config, Target
 
 # Seconds to wait for a remote engine's first answer: one that is down must not hold up the targets that can run.
 CONNECT_TIMEOUT_S = 15

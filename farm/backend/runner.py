@@ -3,7 +3,7 @@
 - native: the image's Python, directly.
 - masked (an x86 ISA tier on a CPU with more ISA and ``cpuid_fault``): the image's Python with farm's CPUID preload
   library (built here once, in farm's cache) mounted read-only and LD_PRELOADed, and the tier's mask in
-  FARM_CPUID_MASK (farm/masking.py).
+  FARM_CPUID_MASK (farm/host/masking.py).
 - emulated, same architecture (an x86 ISA tier): the host's static qemu-x86_64 is mounted read-only and is the
   entrypoint, with ``-cpu <model>``, because MLAS picks its kernels from CPUID and nothing else can cap that choice.
 - emulated, foreign architecture: binfmt runs the image's binaries under QEMU; ``QEMU_CPU`` picks the core, and is
@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from farm.backend.engine import Mount, RunSpec
-from farm.config import Target
-from farm.host import Placement
-from farm.masking import LIBRARY_NAME, MASK_ENV, ensure_library
+from farm.host.masking import LIBRARY_NAME, MASK_ENV, ensure_library
+from farm.host.probe import Placement
+from farm.targets.config import Target
 
 PYTHON = "/opt/farm/bin/python3"
 # Each in a folder of its own: on a remote engine a file's folder becomes a volume, which must not hold /farm/in.

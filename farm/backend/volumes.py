@@ -16,8 +16,8 @@ import requests
 from farm.backend.cleanup import remove
 from farm.backend.runspec import RUN_LABEL, Mount, RunSpec, first_line
 from farm.errors import EnvironmentProblem
-from farm.files import root_readable
-from farm.owner import OWNER_LABEL, this_process
+from farm.host.files import root_readable
+from farm.host.owner import OWNER_LABEL, this_process
 
 # Where a stager container mounts the volume it fills: put_archive then extracts the folder's own entry too, which
 # sets the mode of the volume's root (world-writable for outputs, since the job runs as nobody).

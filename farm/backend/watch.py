@@ -9,7 +9,7 @@ from typing import Any
 
 from farm.backend.runspec import LOG_TAIL_LINES
 from farm.backend.thrashing import ThrashWatch, sample_of
-from farm.files import LineSink
+from farm.host.files import LineSink
 
 
 class LogLines:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from farm import fleet
+from farm.controller import fleet
 from farm.errors import BadInput
 
 
 def open_fleet(targets_file: Path | None) -> fleet.Fleet:
     """The fleet, after removing what farm processes that are gone (killed with SIGKILL) left behind."""
-    from farm import clean
+    from farm.controller import clean
     from farm.report._format import size
 
     opened = fleet.Fleet.open(targets_file)

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from farm import progress
 from farm.cli.common import open_fleet
 from farm.cli.options import (
     DataOpt,
@@ -24,6 +23,7 @@ from farm.cli.options import (
     TargetsOpt,
     ThreadsOpt,
 )
+from farm.controller import progress
 from farm.errors import BadInput, Interrupted
 from farm.job.spec import DEFAULT_FLOOR
 
@@ -110,10 +110,10 @@ def matrix(
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
     from farm.backend.engine import ENGINE_ERRORS, engine_lost
+    from farm.controller.jobs import InputFiles, JobSettings, load_inputs
+    from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
+    from farm.controller.matrix import dry_run as plan_dry_run
     from farm.errors import EnvironmentProblem
-    from farm.jobs import InputFiles, JobSettings, load_inputs
-    from farm.matrix import MatrixOptions, run_matrix, write_reports
-    from farm.matrix import dry_run as plan_dry_run
     from farm.report import FORMATS, REPORT_FILE
 
     if fmt not in FORMATS:
@@ -200,8 +200,8 @@ def tune(
     """Per target, search the fastest mixed-precision model that holds the tolerance: rank the quantization points
     once, return the worst to fp32 one region at a time in the target itself, stop within tolerance, below the
     speedup floor or at the budget. "keep fp32" with the best trade-off found is a result, not a failure."""
-    from farm.jobs import InputFiles, JobSettings, load_inputs
-    from farm.tune import Budget, TuneOptions, render, run_tune
+    from farm.controller.jobs import InputFiles, JobSettings, load_inputs
+    from farm.controller.tune import Budget, TuneOptions, render, run_tune
 
     settings = JobSettings(threads=threads, iterations=iterations, cosine=min_cosine, top1_agreement=min_top1)
     options = TuneOptions(
@@ -238,8 +238,8 @@ def inspect(
 
     Exits 5 when a selected target is predicted to fail, 0 otherwise (a target whose image is not built is unknown).
     """
-    from farm.inspect import inspect_model
-    from farm.inspection import inspect_for_targets, render
+    from farm.controller.inspection import inspect_for_targets, render
+    from farm.model.inspect import inspect_model
 
     info = inspect_model(model)
     fleet_ = open_fleet(targets_file)
@@ -272,13 +272,13 @@ def optimize(
 ) -> None:
     """Rewrite MODEL with onnxoptimizer (and fold constants), check it against MODEL, and save it to OUT with an IR
     version the targets read. Exits 5 when the result does not match the input."""
-    from farm import compat
-    from farm.data import parse_shape_overrides, prepare_data
+    from farm.controller import compat
     from farm.errors import EnvironmentProblem
-    from farm.inspect import inspect_model
-    from farm.optimize import available_passes, check_passes, optimize_model
+    from farm.inputs.data import parse_shape_overrides, prepare_data
+    from farm.model.inspect import inspect_model
+    from farm.model.optimize import available_passes, check_passes, optimize_model
+    from farm.model.rewrite import default_passes
     from farm.report.model import SYNTHETIC_WARNING
-    from farm.rewrite import default_passes
 
     if list_passes:
         defaults = set(default_passes())

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from tabulate import tabulate
 
-from farm import __version__, doctor, fleet
+from farm import __version__
 from farm.cli.common import open_fleet
 from farm.cli.options import (
     QuietOpt,
     TargetOpt,
     TargetsOpt,
 )
+from farm.controller import doctor, fleet
 
 
 def version() -> None:
@@ -98,10 +99,10 @@ def clean_cmd(
 ) -> None:
     """Remove what farm left behind: containers and run folders of farm processes that are gone, and with
     --images, --cache or --all, farm's images and caches. What a running farm uses is kept, and said so."""
-    from farm import clean
     from farm.backend.engine import Engine
-    from farm.config import load_config
+    from farm.controller import clean
     from farm.report._format import size
+    from farm.targets.config import load_config
 
     engine = Engine.connect()
     plan = clean.plan(engine, load_config(targets_file), images=images or everything, cache=cache or everything)

@@ -1,6 +1,6 @@
 """What CPU this process sees: the features numpy detected from CPUID, and whether farm's CPUID mask took.
 
-A masked x86 tier (farm/masking.py on the controller) runs with farm's preload library, which reports in
+A masked x86 tier (farm/host/masking.py on the controller) runs with farm's preload library, which reports in
 STATUS_ENV whether it turned CPUID faulting on; numpy's own CPUID probe then says what the runtime saw. Both are the
 proof that a masked run ran the tier's kernels and not this CPU's own.
 """

@@ -22,8 +22,13 @@ from farm.job.types import Accuracy, Latency, NodeCount
 
 # The schema a report written now follows; farm.report.schema also reads the older ones.
 SCHEMA_ID = "farm.report/2"
+# One wording: farm.inputs.data adds it to a synthetic run's warnings, and the renderers show it as a banner instead.
+SYNTHETIC_WARNING = (
+    "inputs are synthetic (random, from the declared types and shapes): accuracy figures may be meaningless; "
+    "pass --data with real samples"
+)
 
-# A tensor dimension: its size, its symbolic name, or None when it has neither (farm.shapes prints them).
+# A tensor dimension: its size, its symbolic name, or None when it has neither (farm.model.shapes prints them).
 Dim = int | str | None
 Mode = Literal["native", "masked", "emulated", "unavailable"]
 Status = Literal["ok", "failed", "skipped"]
@@ -31,7 +36,7 @@ Timing = Literal["measured", "masked", "emulated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 # What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
 Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
-# How a target's image got to where it ran (farm.images).
+# How a target's image got to where it ran (farm.images.content).
 ImageOrigin = Literal["built", "cached", "tagged", "shipped"]
 # The export pitfall check's verdict (farm.job.pitfall).
 CheckStatus = Literal["passed", "flagged", "not-run"]
@@ -244,7 +249,7 @@ class TargetResult:
     cpu_seen: tuple[str, ...] | None = None
     load_failure: LoadRefusal | None = None
     export_check: ExportCheck | None = None
-    # What the result depends on, hashed (farm/resume.py); None when the job did not end on its own.
+    # What the result depends on, hashed (farm/controller/resume.py); None when the job did not end on its own.
     resume_key: str | None = None
     # The created time of the report `farm matrix --resume` took this result from; None when it ran in this run.
     resumed_from: str | None = None

@@ -1,6 +1,6 @@
 """The job's input, ``farm.spec/1`` (docs/contracts.md section 1): one set of dataclasses for both sides.
 
-The controller builds a ``Spec`` (farm/jobs.py) and writes ``encode(spec)``; the job reads it back with
+The controller builds a ``Spec`` (farm/controller/jobs.py) and writes ``encode(spec)``; the job reads it back with
 ``Spec.from_file``, which decodes it (farm.job.codec checks every key's type), checks what types cannot say
 (ranges, known names, no repeats: each dataclass's ``__post_init__``, so a bad spec fails on either side), and only
 then makes its paths absolute. On the wire, and in a ``Spec`` the controller builds, paths are relative to the
@@ -174,7 +174,7 @@ class SpecTolerance:
         _within("tolerance.top1_agreement", self.top1_agreement, 0.0)
 
 
-# What the tune stage writes into its output folder (farm.job.tune), and the controller reads (farm/tune.py).
+# What the tune stage writes into its output folder (farm.job.tune), and the controller reads (farm/controller/tune.py).
 TUNE_FILE = "tune.json"
 TUNED_MODEL = "tuned.onnx"
 TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
@@ -251,7 +251,7 @@ def _candidate(data: Mapping[str, Any]) -> Candidate:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TunedModel:
     """The model `farm tune` made for this target (relative to the spec's folder until the job resolves it), and how
-    (its tune.json's best.quantization, as farm/tuned.py copies it; the report's Quantization)."""
+    (its tune.json's best.quantization, as farm/controller/tuned.py copies it; the report's Quantization)."""
 
     model: Path
     quantization: Quantization

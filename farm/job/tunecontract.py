@@ -1,6 +1,7 @@
 """The tune contracts' records (docs/contracts.md section 6), on both sides: the job's tune stage writes them into
-tune.json (``farm.tune/1``, farm/job/tune/schema.json) and the spec's ``tune`` block; the controller (farm/tune.py,
-farm/tuned.py) reads them back from it and writes ``farm.tune-report/1`` (farm/tune-report.schema.json).
+tune.json (``farm.tune/1``, farm/job/tune/schema.json) and the spec's ``tune`` block; the controller
+(farm/controller/tune.py, farm/controller/tuned.py) reads them back from it and writes ``farm.tune-report/1``
+(farm/controller/tune-report.schema.json).
 
 Standard library and farm.job.codec/types only: the controller reads these without loading onnx, and farm.job.spec
 imports them (so this module is not inside the farm.job.tune package, whose modules import the spec).

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from html import escape
 
+from farm.model.shapes import shape_text
 from farm.report import _format as fmt
 from farm.report import plots
 from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, TensorSummary, Variant
 from farm.report.svg import Bar, bar_chart
-from farm.shapes import shape_text
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d232a; max-width: 1200px; }

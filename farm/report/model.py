@@ -12,6 +12,7 @@ import json
 
 from farm.job.codec import ContractError, decode, encode
 from farm.job.report import (
+    SYNTHETIC_WARNING,
     CalibrationUsed,
     DataSource,
     DataSummary,
@@ -35,12 +36,6 @@ from farm.job.report import (
     Variant,
 )
 from farm.report.schema import InvalidReport, validate
-
-# One wording: farm.data adds it to a synthetic run's warnings, and the renderers show it as a banner instead.
-SYNTHETIC_WARNING = (
-    "inputs are synthetic (random, from the declared types and shapes): accuracy figures may be meaningless; "
-    "pass --data with real samples"
-)
 
 
 def load_report(text: str) -> Report:

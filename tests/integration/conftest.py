@@ -6,8 +6,8 @@ import time
 import pytest
 
 from farm.backend.engine import Engine
-from farm.fleet import BuildResults, Fleet, build_images
-from farm.owner import OWNER_LABEL, of_process
+from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.host.owner import OWNER_LABEL, of_process
 from tests.conftest import missing
 
 # Every host of this kind must run these: arm64 through binfmt QEMU (scripts/setup installs it) and the AVX2 tier,

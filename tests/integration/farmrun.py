@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from farm.fleet import Fleet
+from farm.controller.fleet import Fleet
 from tests.conftest import ROOT
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from farm.backend.engine import RUN_LABEL, Engine
-from farm.fleet import BuildResults, Fleet
-from farm.owner import OWNER_LABEL, this_process
+from farm.controller.fleet import BuildResults, Fleet
+from farm.host.owner import OWNER_LABEL, this_process
 from tests.farmcli import farm
 from tests.integration.conftest import image_of, wait_for
 from tests.integration.farmrun import native_target, start_matrix

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from farm.backend.engine import Engine, RunSpec
-from farm.fleet import BuildResults
+from farm.controller.fleet import BuildResults
 from tests.integration.conftest import image_of
 
 pytestmark = pytest.mark.docker

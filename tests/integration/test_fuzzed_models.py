@@ -28,9 +28,9 @@ from typing import IO, Any
 import pytest
 
 from farm.backend.engine import Engine
-from farm.config import Target
-from farm.fleet import BuildResults, Fleet, build_images
+from farm.controller.fleet import BuildResults, Fleet, build_images
 from farm.report.schema import validate
+from farm.targets.config import Target
 from tests.conftest import ROOT, missing
 from tests.fuzzmodels import Case, build_corpus
 

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
-from farm.fleet import BuildResults, Fleet
+from farm.controller.fleet import BuildResults, Fleet
 from farm.report.schema import validate
 from tests.browser import PageResult, chromium_path, open_page
 from tests.conftest import ROOT, missing

@@ -12,10 +12,10 @@ import pytest
 
 from farm.backend import runner
 from farm.backend.engine import Engine, Mount, RunSpec
-from farm.config import Target
-from farm.fleet import BuildResults, Fleet, build_images
-from farm.host import Placement
-from farm.images import LABEL_HASH, LABEL_TARGET
+from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.host.probe import Placement
+from farm.images.content import LABEL_HASH, LABEL_TARGET
+from farm.targets.config import Target
 from tests.conftest import missing
 from tests.integration.conftest import image_of, runnable
 

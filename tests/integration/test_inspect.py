@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from farm.backend.engine import Engine
-from farm.fleet import BuildResults, Fleet, build_images
+from farm.controller.fleet import BuildResults, Fleet, build_images
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_if_branch_model

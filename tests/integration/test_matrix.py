@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from farm.backend.engine import RUN_LABEL, Engine
-from farm.fleet import BuildResults, Fleet
+from farm.controller.fleet import BuildResults, Fleet
 from farm.job.variants import saturation_safe
 from farm.models import default_model
 from farm.report.schema import validate

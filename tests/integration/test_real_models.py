@@ -20,8 +20,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from farm.fleet import BuildResults, Fleet
-from farm.jobs import TIMING_ROUNDS
+from farm.controller.fleet import BuildResults, Fleet
+from farm.controller.jobs import TIMING_ROUNDS
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target, variant, words

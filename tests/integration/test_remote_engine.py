@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from farm.backend.engine import Engine
-from farm.config import load_config
-from farm.fleet import BuildResults, Fleet
-from farm.host import HostInfo, place
+from farm.controller.fleet import BuildResults, Fleet
+from farm.host.probe import HostInfo, place
 from farm.report.schema import validate
+from farm.targets.config import load_config
 from tests.conftest import ROOT
 from tests.integration.farmrun import x86_targets
 from tests.integration.second_engine import SecondEngine, second_engine

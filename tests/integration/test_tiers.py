@@ -15,10 +15,11 @@ import pytest
 
 from farm.backend import runner
 from farm.backend.engine import Engine, Mount
-from farm.fleet import BuildResults, Fleet
-from farm.host import Placement
-from farm.masking import CPUID_FAULT, cleared_features, mask_rules, unseen
+from farm.controller.fleet import BuildResults, Fleet
+from farm.host.masking import CPUID_FAULT
+from farm.host.probe import Placement
 from farm.report.schema import validate
+from farm.targets.cpuflags import cleared_features, mask_rules, unseen
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of
 from tests.integration.farmrun import farm_matrix, read_report, target, variant, words

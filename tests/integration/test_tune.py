@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 import pytest
 
-from farm.fleet import BuildResults, Fleet
+from farm.controller.fleet import BuildResults, Fleet
 from farm.job.codec import decode
 from farm.job.recommend import faster
 from farm.job.types import Latency

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from farm import bootstrap
 from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
-from farm.fleet import BuildResults
+from farm.controller.fleet import BuildResults
+from farm.images import bootstrap
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of, wait_for

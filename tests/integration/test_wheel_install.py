@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.fleet import BuildResults, Fleet
+from farm.controller.fleet import BuildResults, Fleet
 from tests.conftest import ROOT
 from tests.integration.farmrun import native_target
 

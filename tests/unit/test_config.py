@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.config import Target, load_config
 from farm.errors import ConfigError
+from farm.targets.config import Target, load_config
 from tests.conftest import ROOT
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.crosscheck import CROSS_ATOL, disagreement, load_outputs
+from farm.controller.crosscheck import CROSS_ATOL, disagreement, load_outputs
 
 
 def test_outputs_within_tolerance_agree() -> None:

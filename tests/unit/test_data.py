@@ -1,4 +1,4 @@
-"""farm.data: --data/--labels/--shape/--samples into inputs.npz and labels.npy in contracts.md section 1 form."""
+"""farm.inputs.data: --data/--labels/--shape/--samples into inputs.npz and labels.npy in contracts.md section 1 form."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from farm.data import (
+from farm.errors import DataError
+from farm.inputs.data import (
     DEFAULT_SYNTHETIC_SAMPLES,
     PreparedData,
     parse_shape_overrides,
@@ -21,11 +22,10 @@ from farm.data import (
     synthesize,
     write_npz,
 )
-from farm.errors import DataError
-from farm.inspect import ModelInfo, TensorInfo, inspect_model
 from farm.job.codec import encode
 from farm.job.report import DataSummary
-from farm.shapes import Dim
+from farm.model.inspect import ModelInfo, TensorInfo, inspect_model
+from farm.model.shapes import Dim
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"
 ONNX_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data"

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from farm.data import prepare_data
-from farm.inspect import TensorInfo, inspect_model
+from farm.inputs.data import prepare_data
 from farm.job.report import DataSummary
+from farm.model.inspect import TensorInfo, inspect_model
+from farm.model.rewrite import rewrite_model
 from farm.models import default_model
-from farm.rewrite import rewrite_model
 
 
 def test_files_exist_and_are_small() -> None:

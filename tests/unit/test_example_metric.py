@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from farm.inputs.usermetric import check_metric
 from farm.job import usermetric
 from farm.job.types import MetricScore
-from farm.usermetric import check_metric
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "detection_metric.py"

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from farm.inspect import inspect_model
+from farm.model.inspect import inspect_model
 from tests.fuzzmodels import KINDS, SEEDS, Case, build_corpus, nested_if, nested_loop
 
 # Issue 10 asks for 200 fuzzed or mutated models through inspect and matrix; the seeds themselves are not counted.

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.config import load_config
-from farm.host import Binfmt, HostInfo, Qemu, place, read_binfmt
+from farm.host.probe import Binfmt, HostInfo, Qemu, place, read_binfmt
+from farm.targets.config import load_config
 from tests.conftest import ROOT
 
 TARGETS = load_config(ROOT / "targets.toml", env={})
@@ -151,7 +151,7 @@ def test_a_foreign_target_without_emulate_cpu_never_runs_on_qemus_max_cpu(tmp_pa
 
     from farm.backend import runner
     from farm.errors import ConfigError
-    from farm.host import Placement
+    from farm.host.probe import Placement
 
     bare = tmp_path / "targets.toml"
     bare.write_text('[targets.edge]\nplatform = "linux/arm64"\nruntime = "onnxruntime==1.31.1"\n')

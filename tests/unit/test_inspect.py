@@ -1,4 +1,4 @@
-"""farm.inspect: what is read from a model, and a one-line ModelError for every way the file can be wrong."""
+"""farm.model.inspect: what is read from a model, and a one-line ModelError for every way the file can be wrong."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from farm.errors import ModelError
-from farm.inspect import ModelInfo, TensorInfo, inspect_model, node_uses
 from farm.job.codec import encode
 from farm.job.report import TensorSummary
+from farm.model.inspect import ModelInfo, TensorInfo, inspect_model, node_uses
 from tests.fuzzmodels import nested_if
 
 SCHEMA = Path(__file__).resolve().parents[2] / "farm" / "report" / "schema.json"

@@ -18,14 +18,14 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from farm.host import read_cpu_flags
+from farm.controller.jobs import VNNI_FLAGS
+from farm.host.probe import read_cpu_flags
 from farm.job import tune
 from farm.job.codec import encode
 from farm.job.data import Dataset
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelFinding, check_kernels
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration, Spec, SpecError, SpecTarget
-from farm.jobs import VNNI_FLAGS
 from tests.modelgen import SATURATING_HEAD, SATURATING_WEIGHT, make_saturating_cnn, write_job_spec
 from tests.tuneschema import check_tune
 

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from farm.config import Target
-from farm.host import Placement
+from farm.controller.jobs import IN, OUT, JobSettings, container, job_spec, spec_file
+from farm.host.probe import Placement
+from farm.inputs.usermetric import MetricFile
 from farm.job.codec import decode, encode
 from farm.job.report import Quantization
 from farm.job.spec import MetricRef, Spec, TunedModel
-from farm.jobs import IN, OUT, JobSettings, container, job_spec, spec_file
-from farm.usermetric import MetricFile
+from farm.targets.config import Target
 from tests.unit.report_sample import quantization
 
 NATIVE = Placement(mode="native")

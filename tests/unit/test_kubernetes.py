@@ -25,7 +25,6 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from farm import images
 from farm.backend import imagebuild, runner
 from farm.backend.engine import Mount, RunSpec
 from farm.backend.kubernetes import backend as kbackend
@@ -33,10 +32,11 @@ from farm.backend.kubernetes import client as kclient
 from farm.backend.kubernetes import jobrun, transfer
 from farm.backend.kubernetes import manifests as kmanifests
 from farm.backend.kubernetes import placement as kplace
-from farm.config import Target, load_config
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem
-from farm.host import Placement
-from farm.owner import this_process
+from farm.host.owner import this_process
+from farm.host.probe import Placement
+from farm.images import content as images
+from farm.targets.config import Target, load_config
 from tests.conftest import ROOT
 
 CONFIG = load_config(ROOT / "targets.toml", env={})
@@ -251,15 +251,15 @@ def test_everything_carries_farms_labels_as_valid_label_values(tmp_path: Path) -
     assert DNS_LABEL.match(name) and len(name) <= 63 and name.startswith("farm-x86-avx512-vnni-evaluate-")
     for metadata in (manifests[0]["metadata"], manifests[1]["metadata"], manifests[0]["spec"]["template"]["metadata"]):
         labels = metadata["labels"]
-        assert {"farm.run", "farm.target", "farm.owner", "farm.stage"} <= set(labels)
+        assert {"farm.run", "farm.target", "farm.host.owner", "farm.stage"} <= set(labels)
         assert labels["farm.run"] == name and labels["farm.target"] == "x86-avx512-vnni"
         for key, value in labels.items():
             _, _, key_name = key.rpartition("/")
             assert LABEL_NAME.match(key_name) and len(key_name) <= 63, key
             assert LABEL_VALUE.match(value) and len(value) <= 63, (key, value)
         # The owner (host, boot id, pid, start time) has spaces: the label is a digest, the annotation the owner.
-        assert " " in owner and labels["farm.owner"] != owner
-        assert metadata["annotations"]["farm.owner"] == owner
+        assert " " in owner and labels["farm.host.owner"] != owner
+        assert metadata["annotations"]["farm.host.owner"] == owner
 
 
 def test_label_values_memory_and_job_names() -> None:
@@ -716,7 +716,7 @@ def test_sweep_deletes_only_jobs_whose_farm_process_is_gone(tmp_path: Path) -> N
     gone = " ".join([here[0], here[1], str(2**22 + 7), "1"])  # a pid above pid_max: no such process
     elsewhere = "another-host 00000000-0000-0000-0000-000000000000 1 1"
     jobs = [
-        {"metadata": {"name": n, "annotations": {"farm.owner": o}}}
+        {"metadata": {"name": n, "annotations": {"farm.host.owner": o}}}
         for n, o in (("farm-gone", gone), ("farm-alive", this_process()), ("farm-elsewhere", elsewhere))
     ]
     deleted: list[str] = []

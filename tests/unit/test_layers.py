@@ -6,6 +6,9 @@ which catches one on a path the fresh import does not take.
 - The job runs inside the container, where the controller is not: nothing under ``farm/job/`` imports it.
 - The report is below the gate: ``farm/report/`` imports nothing of ``farm/gate/``.
 - Only ``farm/backend/`` talks to Docker: nothing outside it imports the Docker SDK.
+- The folders follow the data flow (targets -> host -> images -> backend -> model and inputs -> report -> gate ->
+  controller -> cli): a folder imports nothing of a folder after it. ``farm/job/`` and ``farm/errors.py`` sit
+  beside them all (the job imports none of them; all may import the job's standard-library contracts).
 """
 
 from __future__ import annotations
@@ -148,3 +151,50 @@ def test_no_class_name_is_defined_twice() -> None:
                 defined.setdefault(node.name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     twice = {name: where for name, where in defined.items() if len(where) > 1}
     assert not twice, f"give each a name that says what it is: {twice}"
+
+
+# The layers in data-flow order; a layer may import the ones before it (and the job's contracts), never one after.
+LAYERS = ("targets", "host", "images", "backend", "model|inputs", "report", "gate", "controller", "cli")
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != "farm":
+        return None
+    return next((rank for rank, names in enumerate(LAYERS) if parts[1] in names.split("|")), None)
+
+
+def against_the_flow(module: str, source: str, *, package: bool = False) -> list[tuple[int, str]]:
+    """The imports of ``module`` that name a later layer than its own."""
+    own = layer_of(module)
+    if own is None:
+        return []
+    return [(line, name) for line, name in imported(source, module, package=package) if (layer_of(name) or -1) > own]
+
+
+def test_the_folders_follow_the_data_flow() -> None:
+    listed = {name for names in LAYERS for name in names.split("|")}
+    folders = {p.name for p in FARM.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders - listed <= {"job", "models"}, f"place each folder in LAYERS: {sorted(folders - listed)}"
+    loose = sorted(p.name for p in FARM.glob("*.py") if p.name not in {"__init__.py", "__main__.py", "errors.py"})
+    assert not loose, f"a module at farm/'s root belongs to no layer; move it into one: {loose}"
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sources(FARM)
+        for line, name in against_the_flow(
+            module_name(path), path.read_text(encoding="utf-8"), package=path.name == "__init__.py"
+        )
+    ]
+    assert not found, "a layer imports only the layers before it; move the shared part down: " + "; ".join(found)
+
+
+def test_the_flow_rule_sees_a_breach() -> None:
+    source = "from farm.controller.fleet import Fleet\nfrom farm.host import probe\nfrom farm.job.spec import Spec\n"
+    assert against_the_flow("farm.targets.config", source) == [
+        (1, "farm.controller.fleet"),
+        (1, "farm.controller.fleet.Fleet"),
+        (2, "farm.host"),
+        (2, "farm.host.probe"),
+    ]
+    assert against_the_flow("farm.cli.common", source) == []
+    assert against_the_flow("farm.job.spec", source) == []  # the job's own rule covers it

@@ -11,12 +11,12 @@ import threading
 import time
 from pathlib import Path
 
-from farm.files import exclusive, lock_path
+from farm.host.files import exclusive, lock_path
 
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from farm.files import exclusive
+    from farm.host.files import exclusive
     with exclusive(Path(sys.argv[1]), waiting="testing"):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))

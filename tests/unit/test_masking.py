@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from farm import masking
+from farm.host import masking
+from farm.host.masking import ensure_library
 from farm.job import cpu
-from farm.masking import cleared_features, ensure_library, mask_rules
+from farm.targets.cpuflags import cleared_features, mask_rules
 from tests.conftest import missing
 
 HOST_FLAGS = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -87,8 +88,8 @@ def test_the_library_needs_nothing_newer_than_the_images_glibc(library: Path) ->
 
 
 def test_unknown_or_unmaskable_flags_never_make_a_tier_masked() -> None:
-    from farm.config import Target
-    from farm.host import HostInfo, place
+    from farm.host.probe import HostInfo, place
+    from farm.targets.config import Target
 
     avx_tier = Target(name="x86-avx", platform="linux/amd64", cpu_excludes=("avx2",), emulate_cpu="SandyBridge")
     placement = place(avx_tier, HostInfo(arch="x86_64", cpu_flags=frozenset({"avx", "avx2", "cpuid_fault"})))

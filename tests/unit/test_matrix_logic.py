@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from farm.matrix import _exit_code
+from farm.controller.matrix import _exit_code
 
 
 def test_exit_code_prefers_host_problems_then_builds_then_targets() -> None:

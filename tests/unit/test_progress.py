@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from farm.progress import QuietReporter
+from farm.controller.progress import QuietReporter
 
 
 class Writes(io.StringIO):

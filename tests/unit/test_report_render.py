@@ -101,12 +101,12 @@ def test_table_rows_marks_and_notes() -> None:
 
 def test_table_warns_prominently_about_synthetic_inputs() -> None:
     document = sample_report_dict(synthetic=True)
-    document["warnings"].append(SYNTHETIC_WARNING)  # as farm.data adds it to a synthetic run's report
+    document["warnings"].append(SYNTHETIC_WARNING)  # as farm.inputs.data adds it to a synthetic run's report
     text = render(decode(Report, document), "table")
     lines = text.splitlines()
     assert lines[0] == "!" * WIDTH
     assert lines[1].startswith("!! WARNING: inputs are synthetic")
-    # Said once, in the banner, in the one wording farm.data gives it.
+    # Said once, in the banner, in the one wording farm.inputs.data gives it.
     assert " ".join(w for w in text.split() if w != "!!").count("accuracy figures may be meaningless") == 1
 
 

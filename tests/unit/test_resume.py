@@ -1,12 +1,12 @@
-"""What `farm matrix --resume` may reuse from the report already in --out (farm/resume.py)."""
+"""What `farm matrix --resume` may reuse from the report already in --out (farm/controller/resume.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from farm.controller.resume import read_earlier, resume_key
 from farm.job.codec import encode
-from farm.resume import read_earlier, resume_key
 from tests.unit.report_sample import sample_report_dict
 
 

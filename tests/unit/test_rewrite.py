@@ -1,4 +1,4 @@
-"""farm.rewrite: onnxoptimizer on the host, keeping the input's IR and opsets, cached, never fatal."""
+"""farm.model.rewrite: onnxoptimizer on the host, keeping the input's IR and opsets, cached, never fatal."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from farm.files import LOCKS_DIR
-from farm.inspect import inspect_model
-from farm.rewrite import MAX_REWRITE_DEPTH, default_passes, rewrite_model, subgraph_depth
+from farm.host.files import LOCKS_DIR
+from farm.model.inspect import inspect_model
+from farm.model.rewrite import MAX_REWRITE_DEPTH, default_passes, rewrite_model, subgraph_depth
 from tests.fuzzmodels import nested_if
 
 
@@ -178,10 +178,10 @@ def test_a_model_nested_a_few_levels_is_still_rewritten(tmp_path: Path) -> None:
 def test_farm_optimize_on_a_model_onnxoptimizer_cannot_take_is_the_users_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from farm.data import prepare_data
     from farm.errors import ModelError
-    from farm.inspect import inspect_model
-    from farm.optimize import optimize_model
+    from farm.inputs.data import prepare_data
+    from farm.model.inspect import inspect_model
+    from farm.model.optimize import optimize_model
 
     def broken(model: onnx.ModelProto, passes: list[str]) -> onnx.ModelProto:
         raise RuntimeError("pass exploded")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from farm.backend import runner
-from farm.config import Target
-from farm.host import Placement
-from farm.masking import LIBRARY_NAME, MASK_ENV
+from farm.host.masking import LIBRARY_NAME, MASK_ENV
+from farm.host.probe import Placement
+from farm.targets.config import Target
 
 NATIVE = Placement(mode="native")
 TIER = Target(name="x86-avx2", platform="linux/amd64", cpu_features=("avx2",), cpu_excludes=("avx512f",))
@@ -18,7 +18,7 @@ MASKED = Placement(mode="masked", mask="0x7.0.ecx:0x800", unseen=("AVX512VNNI",)
 
 
 def test_a_masked_tier_gets_the_library_the_runner_builds_in_farm_s_cache(tmp_path: Path) -> None:
-    from farm import masking
+    from farm.host import masking
 
     if masking.compiler() is None:
         pytest.skip("no C compiler to build the mask library with (farm doctor --fix installs gcc)")
@@ -54,10 +54,11 @@ def test_native_and_emulated_targets_need_no_library(tmp_path: Path) -> None:
 def test_a_mask_library_that_cannot_be_built_is_an_environment_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from farm import masking
     from farm.errors import EnvironmentProblem
+    from farm.host import masking
 
     monkeypatch.setattr(masking, "compiler", lambda: None)
-    # The launcher (farm/jobs.py) reports it as this target's failure ("could not be masked"); the others still run.
+    # The launcher (farm/controller/jobs.py) reports it as this target's failure ("could not be masked"); the
+    # others still run.
     with pytest.raises(EnvironmentProblem, match="C compiler"):
         runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"], cache_dir=tmp_path)

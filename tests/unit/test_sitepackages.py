@@ -1,4 +1,4 @@
-"""farm.sitepackages: wheels laid out as an installer would, with nothing run, and nothing outside site-packages."""
+"""farm.images.sitepackages: wheels laid out as an installer would, nothing run, and nothing outside site-packages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from farm.errors import BuildFailed
-from farm.sitepackages import unpack_wheel
+from farm.images.sitepackages import unpack_wheel
 
 
 def wheel(path: Path, files: dict[str, str]) -> Path:
@@ -56,7 +56,7 @@ def test_executables_keep_their_bits_and_test_suites_are_left_uncompiled_whereve
 ) -> None:
     import compileall
 
-    from farm.sitepackages import IMAGE_SITE, _TestSuites
+    from farm.images.sitepackages import IMAGE_SITE, _TestSuites
 
     site = tmp_path / "tests" / "site"  # a cache under a folder named tests/ must still be compiled
     site.mkdir(parents=True)

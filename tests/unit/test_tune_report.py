@@ -1,6 +1,7 @@
-"""farm tune's own report (farm/tune.py): the budget flag, the candidate an emulated target checks, and where and why
-the tuned models of two targets differ; and `farm matrix --tuned` finding them (farm/tuned.py). Plain logic on
-hand-written entries; tests/integration/test_tune.py runs both on the real engine."""
+"""farm tune's own report (farm/controller/tune.py): the budget flag, the candidate an emulated target checks, and
+where and why the tuned models of two targets differ; and `farm matrix --tuned` finding them
+(farm/controller/tuned.py). Plain logic on hand-written entries; tests/integration/test_tune.py runs both on the real
+engine."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from farm.controller.tune import Budget, differences, render, tuned_candidate
+from farm.controller.tuned import load_tuned
 from farm.errors import BadInput
-from farm.inspect import inspect_model
 from farm.job.codec import encode, json_object
-from farm.tune import Budget, differences, render, tuned_candidate
-from farm.tuned import load_tuned
+from farm.model.inspect import inspect_model
 from tests.modelgen import make_mlp_classifier
 from tests.tuneschema import ACCURACY, MODEL, check_tune_report, trial_entry, tune_document, tune_report
 

@@ -1,6 +1,6 @@
-"""The tune contracts' schemas (farm/job/tune/schema.json, farm/tune-report.schema.json) catch a broken document:
-the tests that make tune.json files check them against these (tests/tuneschema.py), so the check must be able to
-fail."""
+"""The tune contracts' schemas (farm/job/tune/schema.json, farm/controller/tune-report.schema.json) catch a
+broken document: the tests that make tune.json files check them against these (tests/tuneschema.py), so the check
+must be able to fail."""
 
 from __future__ import annotations
 

@@ -37,8 +37,8 @@ and a NetworkPolicy that denies all ingress and egress of the job's pod (``netwo
 the cluster's network plugin enforces NetworkPolicy). The pod passes the "restricted" Pod Security Standard. What
 Kubernetes cannot set per pod: a pids limit (the kubelet's ``podPidsLimit`` applies).
 
-Everything farm creates carries ``farm.run`` (the Job's name), ``farm.target`` and ``farm.owner`` (a label-safe
-digest; the controller process itself, as farm/owner.py writes it, is the ``farm.owner`` annotation). The
+Everything farm creates carries ``farm.run`` (the Job's name), ``farm.target`` and ``farm.host.owner`` (a label-safe
+digest; the controller process itself, as farm/host/owner.py writes it, is the ``farm.host.owner`` annotation). The
 NetworkPolicy is owned by its Job, so deleting the Job, by farm, by the TTL controller or by hand, removes it too.
 
 The ``kubernetes`` client is imported only inside the functions that talk to a cluster, so that ``farm`` starts as

@@ -6,7 +6,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from farm import images
 from farm.backend import imagebuild
 from farm.backend.base import Reach
 from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, RunResult, RunSpec
@@ -22,11 +21,12 @@ from farm.backend.kubernetes.client import (
 from farm.backend.kubernetes.jobrun import JobRun
 from farm.backend.kubernetes.manifests import DEFAULT_CPUS, job_manifests, job_name
 from farm.backend.kubernetes.placement import TARGET_LABEL, ClusterInfo, cluster_info, host_for, node_facts, place
-from farm.config import PLATFORM_ARCH, Config, Target
 from farm.errors import BuildFailed, ConfigError, EnvironmentProblem, one_line
-from farm.files import LineSink
-from farm.host import HostInfo, Placement
-from farm.owner import OWNER_LABEL, is_gone
+from farm.host.files import LineSink
+from farm.host.owner import OWNER_LABEL, is_gone
+from farm.host.probe import HostInfo, Placement
+from farm.images import content as images
+from farm.targets.config import PLATFORM_ARCH, Config, Target
 
 
 class KubernetesBackend:

@@ -13,7 +13,7 @@ from farm.backend.engine import RUN_LABEL, LogLines, RunResult, RunSpec
 from farm.backend.kubernetes.client import REQUEST_TIMEOUT, Clients, delete_job, plain
 from farm.backend.kubernetes.manifests import RECEIVE_WAIT_S, START_WAIT_S
 from farm.backend.kubernetes.transfer import collect_outputs, send_inputs
-from farm.files import LineSink
+from farm.host.files import LineSink
 from farm.job.pod.budget import TIMED_OUT
 
 # How long a job may wait for a node (unschedulable) before it fails rather than wait for ever; image pulls are

@@ -12,8 +12,8 @@ from typing import Any
 from farm.backend.engine import RUN_LABEL, Mount, RunSpec
 from farm.backend.kubernetes.placement import GPU_RESOURCE, TARGET_LABEL, node_affinity, node_selector
 from farm.backend.runner import PYTHON
-from farm.config import Target
-from farm.owner import OWNER_LABEL, this_process
+from farm.host.owner import OWNER_LABEL, this_process
+from farm.targets.config import Target
 
 # How long the init container waits for the controller's inputs, and the collector for the controller after the
 # job's budget: a controller that died leaves a pod that ends on its own.
@@ -155,7 +155,7 @@ def job_manifests(
 ) -> list[dict[str, Any]]:
     """The objects farm applies for one job, in order: the Job, then the NetworkPolicy that cuts its pod off the
     network (made owned by the Job once the Job exists, see KubernetesBackend). ``image`` is the registry's name of
-    ``spec.image``; ``owner`` the controller process (farm/owner.py), this one by default."""
+    ``spec.image``; ``owner`` the controller process (farm/host/owner.py), this one by default."""
     owner = owner or this_process()
     labels, annotations = _labels(spec, target, name, owner)
     memory = memory_quantity(spec.memory)

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from farm.config import Target
 from farm.errors import ConfigError
-from farm.host import HostInfo, Placement
+from farm.host.probe import HostInfo, Placement
+from farm.targets.config import Target
 
 TARGET_LABEL = "farm.target"
 ARCH_LABEL = "kubernetes.io/arch"

@@ -1,0 +1,381 @@
+"""Running a job in a target: the one launcher `farm matrix`, `farm tune` and the scripts share.
+
+A run stages its inputs once (the model in a folder of its own with its external data, the rewrite, the data and
+labels, the metric, the tuned models) in a folder every job reads, writes each job's spec beside them, runs
+``python -m farm.job`` in the target's container through the target's backend (which applies the start mode:
+native, masked or emulated), and reads what the job wrote. What a spec takes from the command line is one
+``JobSettings``, the same for every target of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from farm.backend import runner
+from farm.backend.engine import STAGE_LABEL, Mount, RunResult, RunSpec
+from farm.controller import clean
+from farm.controller.fleet import Fleet
+from farm.controller.progress import Step
+from farm.controller.tuned import TunedModels, load_tuned
+from farm.errors import EnvironmentProblem
+from farm.host.probe import Placement
+from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
+from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
+from farm.job.codec import encode
+from farm.job.spec import (
+    Arch,
+    Calibration,
+    Level,
+    MetricRef,
+    Mode,
+    Spec,
+    SpecTarget,
+    SpecTolerance,
+    Stage,
+    Timing,
+    Tune,
+    TunedModel,
+)
+from farm.job.tunecontract import CalibrationMethod
+from farm.job.variants import SUBGRAPH_VARIANT
+from farm.model.inspect import ModelInfo, inspect_model
+from farm.model.rewrite import rewrite_model
+from farm.models import default_model
+from farm.targets.config import Target
+
+# The run folder's input folder, which every job of the run reads (mounted read-only at IN).
+INPUT_DIR = "in"
+IN = "/farm/in"
+OUT = "/farm/out"
+METRIC_DIR = "metric"
+MODEL_DIR = "model"
+MODEL_FILE = "model.onnx"
+# Timed runs are split into this many rounds, alternating between variants; a speed claim must hold in every one
+# (with 5, identical graphs were called faster in 1 of 100 runs in scripts/bench-noise; with 10, in none).
+TIMING_ROUNDS = 10
+NATIVE_ITERATIONS = 200
+# With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone.
+EMULATED_ITERATIONS = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSettings:
+    """What a job's spec and container take from the command line, the same for every target of a run."""
+
+    threads: int = 1
+    # Timed runs per variant on native and masked targets; None: NATIVE_ITERATIONS.
+    iterations: int | None = None
+    calibration: str = "minmax"
+    optimization_level: str = "all"
+    cosine: float = 0.99
+    top1_agreement: float = 0.99
+    # The outputs that make the verdict (--output); empty: every float output.
+    outputs: Sequence[str] = ()
+    # Seconds per container; None: each target's budget_s from targets.toml.
+    timeout_s: float | None = None
+    keep_containers: bool = False
+
+    @property
+    def native_iterations(self) -> int:
+        """Timed runs per variant on native and masked targets."""
+        return NATIVE_ITERATIONS if self.iterations is None else self.iterations
+
+    def budget(self, target: Target) -> float:
+        """The seconds a container of ``target`` gets: --timeout, else the target's budget_s."""
+        return self.timeout_s if self.timeout_s is not None else target.budget_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputFiles:
+    """The model and its data as the command line names them; no model: farm's bundled one."""
+
+    model: Path | None = None
+    data: Path | None = None
+    labels: Path | None = None
+    shapes: Sequence[str] = ()
+    samples: int | None = None
+    # --metric FILE.py:FUNCTION, the user's own verdict.
+    metric: str | None = None
+    # --tuned: a farm tune output folder, whose tuned model of each target is evaluated there as the "tuned" variant.
+    tuned: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class JobInputs:
+    """The model and its data, read and checked on the host before any engine is involved."""
+
+    model: Path
+    info: ModelInfo
+    data: PreparedData
+    metric: MetricFile | None = None
+    tuned: TunedModels | None = None
+
+
+def load_inputs(files: InputFiles, settings: JobSettings) -> JobInputs:
+    """Every problem with the model, --data, --labels, --shape, --output, --metric or --tuned surfaces here, as one
+    BadInput naming the file or flag."""
+    model_path, data_path, labels_path, source = _located(files)
+    info = inspect_model(model_path)
+    check_outputs(settings.outputs, info)
+    metric = None if files.metric is None else check_metric(files.metric)
+    data = prepare_data(
+        info,
+        data=data_path,
+        labels=labels_path,
+        samples=files.samples,
+        source=source,
+        shapes=parse_shape_overrides(files.shapes, model=info),
+    )
+    tuned = None if files.tuned is None else load_tuned(files.tuned, info)
+    return JobInputs(model=model_path, info=info, data=data, metric=metric, tuned=tuned)
+
+
+def _located(files: InputFiles) -> tuple[Path, Path | None, Path | None, DataSource | None]:
+    """The model, data and labels to use, and the data's source when it is farm's own (else it is inferred)."""
+    if files.model is not None:
+        return files.model, files.data, files.labels, None
+    bundled = default_model()
+    if files.data is not None:
+        return bundled.model, files.data, files.labels, None
+    return bundled.model, bundled.data, files.labels or bundled.labels, "bundled"
+
+
+def new_run_folder(cache_dir: Path, kind: str | None = None) -> Path:
+    """A run's own work folder in the cache, with the empty input folder (``in``) its jobs read, marked as this
+    process's so that `farm clean` tells it from what a killed run left."""
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    work = cache_dir / clean.RUNS_DIR / "-".join(p for p in (stamp, kind, uuid.uuid4().hex[:6]) if p)
+    (work / INPUT_DIR).mkdir(parents=True)
+    clean.mark_run_folder(work)
+    return work
+
+
+def stage_inputs(inputs: Path, given: JobInputs, fleet: Fleet) -> list[str]:
+    """The model (with its external data), its rewrite, the data and the metric, in the folder every job reads;
+    returns the rewrite's warnings."""
+    model = given.model
+    # The model gets a folder of its own, so that its external data files keep the relative names the model gives
+    # them without meeting anything farm writes (the rewrite's own "model.onnx.data", torch's default name too).
+    folder = inputs / MODEL_DIR
+    folder.mkdir()
+    # Copies, never hard links: onnx refuses external data with several links (a hard-link attack guard), and a
+    # link would let a write into the run reach the user's own file.
+    shutil.copyfile(model, folder / MODEL_FILE)
+    for location in given.info.external_data:
+        staged = folder / location
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model.parent / location, staged)
+    rewritten = rewrite_model(model, inputs / "rewritten.onnx", cache_dir=fleet.config.cache_dir / "rewritten")
+    if given.metric is not None:
+        (inputs / METRIC_DIR).mkdir()
+        shutil.copyfile(given.metric.path, inputs / METRIC_DIR / given.metric.path.name)
+    given.data.write(inputs)
+    if given.tuned is not None:
+        given.tuned.stage(inputs)
+    open_up(inputs)
+    return [w for w in (rewritten.note, rewritten.warning) if w]
+
+
+def toolchain(target: Target) -> str:
+    """What decides the int8 artifacts: the runtime's quantizer and the onnx beside it, not the CPU."""
+    return " ".join((target.runtime, *target.packages))
+
+
+def candidates_for(target: Target, info: ModelInfo) -> list[str]:
+    """The target's candidates, plus dynamic quantization inside subgraphs where the model keeps compute there."""
+    candidates = list(target.candidates)
+    if info.quantizable_in_subgraphs and "u8s8-dynamic" in candidates and SUBGRAPH_VARIANT not in candidates:
+        candidates.insert(candidates.index("u8s8-dynamic") + 1, SUBGRAPH_VARIANT)
+    return candidates
+
+
+def job_spec(
+    target: Target,
+    placement: Placement,
+    stage: Stage,
+    candidates: Sequence[str],
+    settings: JobSettings,
+    *,
+    inputs: Path,
+    host_flags: frozenset[str],
+    metric: MetricFile | None = None,
+    artifacts: str | None = None,
+    tuned: TunedModel | None = None,
+    tune: Tune | None = None,
+) -> Spec:
+    """The job's spec (docs/contracts.md section 1), paths relative to ``inputs``; it names labels and int8
+    artifacts when the input folder holds them, the target's tuned model when ``farm matrix --tuned`` gave one, and
+    the search's settings for the tune stage. Raises SpecError on what the job would refuse."""
+    emulated = placement.mode == "emulated"
+    # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
+    iterations = EMULATED_ITERATIONS if emulated else settings.native_iterations
+    x86_vnni: bool | None = None
+    if target.arch == "x86_64":
+        # A tier that names its features has VNNI or not by definition; a bare native target has what this CPU has.
+        tier = set(target.cpu_features) if target.cpu_features or placement.mode != "native" else set(host_flags)
+        x86_vnni = bool(tier & VNNI_FLAGS)
+    return Spec(
+        stage=stage,
+        target=SpecTarget(
+            name=target.name,
+            platform=target.platform,
+            # farm/targets/config.py knows only these platforms' architectures; a placement not "unavailable" runs.
+            arch=cast(Arch, target.arch),
+            mode=cast(Mode, placement.mode),
+            cpu_model=placement.cpu_model,
+            providers=tuple(target.providers),
+            x86_vnni=x86_vnni,
+            cpu_unseen=tuple(placement.unseen),
+        ),
+        model=Path(MODEL_DIR, MODEL_FILE),
+        rewritten=Path("rewritten.onnx"),
+        inputs=Path("inputs.npz"),
+        labels=Path("labels.npy") if (inputs / "labels.npy").is_file() else None,
+        artifacts=Path(artifacts) if artifacts and (inputs / artifacts).is_dir() else None,
+        candidates=tuple(candidates),
+        # The command line checked --calibration and --opt-level against the same names (farm/cli/evaluate.py).
+        calibration=Calibration(method=cast(CalibrationMethod, settings.calibration), samples=64),
+        optimization_level=cast(Level, settings.optimization_level),
+        threads=settings.threads,
+        timing=Timing(
+            warmup=0 if emulated else 10,
+            iterations=max(0, min(iterations, 100_000)),
+            rounds=TIMING_ROUNDS,
+        ),
+        tolerance=SpecTolerance(cosine=settings.cosine, top1_agreement=settings.top1_agreement),
+        mitigations=("x64quantprecision",) if x86_vnni is False else (),
+        outputs=tuple(settings.outputs) or None,
+        metric=None if metric is None else MetricRef(file=Path(METRIC_DIR, metric.path.name), function=metric.function),
+        tune=tune,
+        tuned=tuned,
+    )
+
+
+def spec_file(stage: str, target: str) -> str:
+    """The name of a stage's spec in the input folder: one per stage and target, so none overwrites another."""
+    return f"spec-{stage}-{target}.json"
+
+
+def container(
+    target: Target,
+    placement: Placement,
+    tag: str,
+    stage: str,
+    inputs: Path,
+    out: Path,
+    *,
+    timeout_s: float,
+    keep: bool = False,
+    cache_dir: Path | None = None,
+    plan_only: bool = False,
+) -> RunSpec:
+    """The container of one stage's job, as the backend starts it in the placement's mode (farm/backend/runner.py)."""
+    return runner.run_spec(
+        target,
+        placement,
+        tag,
+        ["-m", "farm.job", f"{IN}/{spec_file(stage, target.name)}", OUT],
+        mounts=[Mount(source=inputs, target=IN, read_only=True), Mount(source=out, target=OUT, read_only=False)],
+        timeout_s=timeout_s,
+        memory=target.memory,
+        keep=keep,
+        labels={STAGE_LABEL: stage},
+        cache_dir=cache_dir,
+        plan_only=plan_only,
+    )
+
+
+def run_job(
+    fleet: Fleet,
+    target: Target,
+    tag: str,
+    spec: Spec,
+    inputs: Path,
+    out: Path,
+    *,
+    timeout_s: float,
+    keep: bool,
+    on_line: Callable[[str], None],
+) -> RunResult:
+    """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
+    stage = spec.stage
+    path = inputs / spec_file(stage, target.name)
+    path.write_text(json.dumps(encode(spec), indent=2))
+    path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
+    try:
+        started = container(
+            target,
+            fleet.placements[target.name],
+            tag,
+            stage,
+            inputs,
+            out,
+            timeout_s=timeout_s,
+            keep=keep,
+            cache_dir=fleet.config.cache_dir,
+        )
+    except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
+        return RunResult.engine_failure(f"could not be masked: {exc}")
+    backend = fleet.backend(target)
+    try:
+        return backend.run(started, on_line=on_line)
+    except EnvironmentProblem as exc:
+        if not backend.reach.remote:
+            raise  # the controller's own engine: nothing else can run either
+        # A remote engine or cluster that went away fails its own targets; the others go on.
+        return RunResult.engine_failure(f"lost its backend: {exc.message}")
+
+
+def stage_lines(step: Step) -> Callable[[str], None]:
+    """The job announces its stages with lines that start with 'farm:'; everything else is detail."""
+
+    def sink(line: str) -> None:
+        if line.startswith("farm:"):
+            step.stage(line[5:].strip())
+        else:
+            step.line(line)
+
+    return sink
+
+
+def job_out_dir(work: Path, name: str) -> Path:
+    out = work / f"out-{name}"
+    out.mkdir()
+    # The container runs as an unprivileged user that must be able to write here.
+    out.chmod(0o777)
+    return out
+
+
+def open_up(directory: Path) -> None:
+    """Make the input tree readable by the container's unprivileged user."""
+    for root, dirs, files in os.walk(directory):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """What a job wrote, or an empty dict when it wrote nothing readable (it died, or never got that far)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def last_line(text: str) -> str:
+    """A log's last line that says something, for a one-line reason."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
