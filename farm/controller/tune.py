@@ -233,9 +233,7 @@ def _int8_why(searched: Searched, best: Best, node: str) -> str:
     kernel = next((k for k in searched.kernels if k.node == node and k.variant == best.variant), None)
     if kernel is None:
         return "in int8 there; its kernel check did not measure this node"
-    return KernelFinding(
-        node=kernel.node, op=kernel.op, weight=kernel.weight, kernel_db=kernel.kernel_db, precise_db=kernel.precise_db
-    ).describe()
+    return KernelFinding.of(kernel).describe()
 
 
 def _tune_target(

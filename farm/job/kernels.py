@@ -15,9 +15,8 @@ makes MLAS keep 32-bit sums: when that restores a lossy node, its loss is satura
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -28,6 +27,7 @@ from farm.job.graph import GraphIndex
 from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
 from farm.job.session import open_exact_session, open_session
 from farm.job.spec import SpecTarget
+from farm.job.tunecontract import CitedKernel, KernelEntry
 
 # The ops whose QDQ groups onnxruntime runs as one int8 kernel.
 KERNEL_OPS = ("Conv", "MatMul", "Gemm")
@@ -84,26 +84,28 @@ class KernelFinding:
             )
         return text
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "op": self.op,
-            "weight": self.weight,
-            "kernel_db": round(self.kernel_db, 2),
-            "precise_db": None if self.precise_db is None else round(self.precise_db, 2),
-            "lossy": self.lossy,
-            "saturates": self.saturates,
-        }
+    def cited(self) -> CitedKernel:
+        """The finding as tune.json writes it (docs/contracts.md section 6)."""
+        return CitedKernel(
+            node=self.node,
+            op=self.op,
+            weight=self.weight,
+            kernel_db=round(self.kernel_db, 2),
+            precise_db=None if self.precise_db is None else round(self.precise_db, 2),
+            lossy=self.lossy,
+            saturates=self.saturates,
+        )
+
+    def entry(self, variant: str) -> KernelEntry:
+        """The finding as tune.json's ``kernels`` lists it, for ``variant``."""
+        cited = self.cited()
+        return KernelEntry(variant=variant, **{f.name: getattr(cited, f.name) for f in fields(cited)})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> KernelFinding:
-        precise = data.get("precise_db")
+    def of(cls, cited: CitedKernel) -> KernelFinding:
+        """A finding read back from tune.json (``lossy`` and ``saturates`` follow from the figures)."""
         return cls(
-            node=str(data["node"]),
-            op=str(data.get("op", "?")),
-            weight=data.get("weight"),
-            kernel_db=float(data["kernel_db"]),
-            precise_db=None if precise is None else float(precise),
+            node=cited.node, op=cited.op, weight=cited.weight, kernel_db=cited.kernel_db, precise_db=cited.precise_db
         )
 
 

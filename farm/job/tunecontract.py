@@ -161,10 +161,10 @@ class Best:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class KernelEntry:
-    """One node's kernel check (tune.json's ``kernels``): farm.job.kernels.KernelFinding for a variant."""
+class CitedKernel:
+    """A node's kernel check as tune.json writes it (farm.job.kernels.KernelFinding, rounded): a ``returned`` entry
+    cites it, and ``kernels`` lists it with its variant (KernelEntry)."""
 
-    variant: str
     node: str
     op: str
     weight: str | None
@@ -175,16 +175,10 @@ class KernelEntry:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class CitedKernel:
-    """A kernel finding as a ``returned`` entry cites it (KernelEntry without the variant)."""
+class KernelEntry(CitedKernel):
+    """One node's kernel check (tune.json's ``kernels``): the finding, and the variant it was made for."""
 
-    node: str
-    op: str
-    weight: str | None
-    kernel_db: float
-    precise_db: float | None
-    lossy: bool
-    saturates: bool
+    variant: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -21,11 +21,12 @@ from onnx import numpy_helper
 from farm.controller.jobs import VNNI_FLAGS
 from farm.host.probe import read_cpu_flags
 from farm.job import tune
-from farm.job.codec import encode
+from farm.job.codec import decode, encode
 from farm.job.data import Dataset
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelFinding, check_kernels
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration, Spec, SpecError, SpecTarget
+from farm.job.tunecontract import CitedKernel
 from tests.modelgen import SATURATING_HEAD, SATURATING_WEIGHT, make_saturating_cnn, write_job_spec
 from tests.tuneschema import check_tune
 
@@ -96,7 +97,7 @@ def test_u8u8_kernels_do_not_saturate_anywhere(tmp_path: Path) -> None:
 
 def test_a_finding_round_trips_through_tune_json() -> None:
     finding = KernelFinding(node="head", op="Gemm", weight="fc", kernel_db=-6.2, precise_db=131.5)
-    written = json.loads(json.dumps(finding.to_dict()))
+    written = json.loads(json.dumps(encode(finding.cited())))
     assert written == {
         "node": "head",
         "op": "Gemm",
@@ -106,7 +107,8 @@ def test_a_finding_round_trips_through_tune_json() -> None:
         "lossy": True,
         "saturates": True,
     }
-    assert KernelFinding.from_dict(written) == finding
+    assert KernelFinding.of(decode(CitedKernel, written)) == finding
+    assert encode(finding.entry("u8s8-qdq")) == {**written, "variant": "u8s8-qdq"}
     assert finding.brief() == "its Gemm kernel keeps -6.2 dB here, 131.5 dB with 32-bit sums: it saturates"
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from farm.job.codec import encode
 from farm.job.kernels import KernelFinding, check_kernels
 from farm.job.result import error_text
 from farm.job.spec import Spec
@@ -61,7 +62,7 @@ class KernelCheck:
             self._record.warn(f"the kernel check of {config.variant} failed: {error_text(exc)}")
             findings = []
         self.findings[config.variant] = findings
-        self._record.state["kernels"] += [{"variant": config.variant, **f.to_dict()} for f in findings]
+        self._record.state["kernels"] += [encode(f.entry(config.variant)) for f in findings]
         lossy = [f for f in findings if f.lossy]
         if lossy:
             progress.say(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from farm.job.codec import decode
 from farm.job.tune.record import QuantConfig, Record, Trial
 from farm.job.tune.source import Sources
-from farm.job.tunecontract import Candidate, Change, CitedKernel, Returned
+from farm.job.tunecontract import Candidate, Change, Returned
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,7 +83,7 @@ class Lineage:
         for trial in trials[: best.index + 1]:
             returned = [name for name in trial.returned if name not in kept_out]
             if trial.step == "return" and trial.kept and trial.lane in lanes and returned:
-                kernel = None if trial.kernel is None else decode(CitedKernel, trial.kernel.to_dict())
+                kernel = None if trial.kernel is None else trial.kernel.cited()
                 entries.append(Returned(trial=trial.index, returned=tuple(returned), kernel=kernel, why=trial.why))
         return entries
 
