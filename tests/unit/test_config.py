@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from farm.errors import ConfigError
-from farm.targets.config import Target, load_config
+from farm.targets.config import Target, default_targets_file, load_config
 from tests.conftest import ROOT
 
 
@@ -129,3 +129,13 @@ def test_an_on_request_target_waits_until_it_is_named() -> None:
     assert gpu.waits_for_request(()) and gpu.waits_for_request(["cpu"])
     assert not gpu.waits_for_request(["gpu"])
     assert not cpu.waits_for_request(()) and not cpu.waits_for_request(["gpu"])
+
+
+def test_outside_a_checkout_the_shipped_targets_file_is_the_checkout_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package's file is a link to the repository's (one definition); a move of either must keep it resolving.
+    monkeypatch.chdir(tmp_path)
+    shipped = default_targets_file()
+    assert shipped.is_file(), f"{shipped} does not resolve"
+    assert shipped.read_text(encoding="utf-8") == (ROOT / "targets.toml").read_text(encoding="utf-8")
