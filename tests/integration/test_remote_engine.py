@@ -217,7 +217,9 @@ def test_a_remote_engine_lost_mid_run_fails_only_its_own_targets(
         out = tmp_path / "out"
         log = (tmp_path / "matrix.log").open("w+")
         matrix = subprocess.Popen(
-            [*MATRIX, "--targets", str(targets), "--out", str(out), "--iterations", "400"],
+            # Enough timed runs that far-a's job is still running when its machine goes (400 ended within the 2 s
+            # below on a fast Xeon: ~10 variants x 20000 runs of the bundled model take seconds on any CPU).
+            [*MATRIX, "--targets", str(targets), "--out", str(out), "--iterations", "20000"],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -260,7 +262,7 @@ def _wait_for_job(engine: SecondEngine, target: str, matrix: subprocess.Popen[st
         assert matrix.poll() is None, "farm matrix ended before its job ran on the second engine"
         running = engine.engine.client.api.containers(filters={"label": labels, "status": "running"})
         if running:
-            time.sleep(2)  # inside the job now, past the container's start
+            time.sleep(1)  # inside the job now, past the container's start
             return
         time.sleep(0.5)
     raise AssertionError(f"{target}'s job did not start on {engine.address} in 600 s")

@@ -197,9 +197,10 @@ def test_where_int8_does_not_pay_by_the_floor_the_search_keeps_fp32_and_says_why
 def test_int8_that_never_pays_keeps_fp32_with_the_best_trade_off(tmp_path: Path) -> None:
     state = tuned(tmp_path, make=make_int8_never_pays, tune={"budget_trials": 3})
     assert state["status"] == "done" and state["verdict"] == "keep-fp32"
-    # Q/DQ around 16x16 matrices costs more than int8 saves: no naive variant reaches the floor, so the search
-    # stops at its start, since keeping nodes in fp32 only makes a model slower.
-    assert all(n["speedup"] < 1.1 for n in state["naive"].values())
+    # Q/DQ around 16x16 matrices costs more than int8 saves, so the search stops at its start, since keeping nodes
+    # in fp32 only makes a model slower. A naive variant may still time near the floor in one run's noise (1.11x
+    # seen under load), so the verdict is checked against the search's own timings, not against an expected speed.
+    check_keep_fp32_is_earned(state, 1.1)
     assert len(state["trials"]) == 1 and state["trials"][0]["speedup"] < 1.1
     assert "below the floor 1.1x" in state["stopped"]
     assert state["reason"].startswith("nothing within tolerance beats fp32 by 1.1x")
