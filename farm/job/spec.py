@@ -56,7 +56,7 @@ def _distinct(key: str, values: Sequence[str], known: tuple[str, ...] | None = N
         raise SpecError(f"{key} names an entry twice: {list(values)!r}")
 
 
-# What Tune and _candidate below still read their dicts with; they go when those are typed dataclasses too.
+# What Tune.from_dict below still reads its dict with (its keys each have their own rule); the rest is the codec's.
 def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise SpecError(f"{where}{key} is missing")
@@ -75,25 +75,10 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join("null" if k is type(None) else k.__name__ for k in _as_tuple(kind))
 
 
-def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...], where: str) -> str:
-    value = cast(str, _get(data, key, str, where))
-    if value not in choices:
-        raise SpecError(f"{where}{key} is {value!r}; expected one of {', '.join(choices)}")
-    return value
-
-
 def _positive(data: Mapping[str, Any], key: str, where: str, *, minimum: int = 1) -> int:
     value = cast(int, _get(data, key, int, where))
     _at_least(f"{where}{key}", value, minimum)
     return value
-
-
-def _names(data: Mapping[str, Any], key: str, known: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
-    values = _get(data, key, list, where)
-    if not all(isinstance(v, str) for v in values):
-        raise SpecError(f"{where}{key} must be a list of strings, not {values!r}")
-    _distinct(f"{where}{key}", values, known)
-    return tuple(values)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,7 +33,7 @@ def run_optimized(spec: Spec, file: ResultFile, measure: VariantMeasure) -> None
 def run_tuned(tuned: TunedModel, file: ResultFile, measure: VariantMeasure) -> None:
     file.begin(TUNED)
     # tune.json's best.quantization: the quantizer's record, as prepare.json holds the candidates'.
-    quantization = tuned.quantization
+    quantization = tuned.quantization  # also for the failed variant, so the report says what was to be evaluated
     if not tuned.model.is_file():
         error = f"{tuned.model.name} is missing from the inputs"
         file.add(Variant(name=TUNED, status="failed", error=error, quantization=quantization))
