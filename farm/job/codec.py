@@ -26,6 +26,7 @@ JSON = Any
 
 _KEY = "farm.codec.key"
 _OMIT = "farm.codec.omit"
+_LENIENT = "farm.codec.lenient"
 
 
 class ContractError(ValueError):
@@ -36,12 +37,15 @@ def keyed(
     *,
     key: str | None = None,
     omit: Literal["none", "empty"] | None = None,
+    lenient: bool = False,
     default: Any = dataclasses.MISSING,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field written under another ``key``, and/or left out of the document when it is None
-    (``omit="none"``) or empty (``omit="empty"``). Reading accepts the key's absence when the field has a default."""
-    metadata = {_KEY: key, _OMIT: omit}
+    (``omit="none"``) or empty (``omit="empty"``); ``lenient``: its value's unknown keys are read past even in a
+    strict document (records a newer writer may extend). Reading accepts the key's absence when the field has a
+    default."""
+    metadata = {_KEY: key, _OMIT: omit, _LENIENT: lenient}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -83,7 +87,8 @@ def decode(cls: type[T], data: JSON, *, where: str = "", strict: bool = False) -
             if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
                 raise ContractError(f"{where}{key} is missing")
             continue
-        values[item.name] = _value(hints[item.name], data[key], f"{where}{key}", strict)
+        lenient = item.metadata.get(_LENIENT, False)
+        values[item.name] = _value(hints[item.name], data[key], f"{where}{key}", strict and not lenient)
     unknown = sorted(set(data) - known)
     if strict and unknown:
         raise ContractError(

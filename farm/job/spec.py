@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal, Self, cast, get_args
+from typing import Final, Literal, Self, get_args
 
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.report import Quantization
@@ -54,31 +54,6 @@ def _distinct(key: str, values: Sequence[str], known: tuple[str, ...] | None = N
             raise SpecError(f"{key} holds unknown names {unknown}; known: {', '.join(known)}")
     if len(set(values)) != len(values):
         raise SpecError(f"{key} names an entry twice: {list(values)!r}")
-
-
-# What Tune.from_dict below still reads its dict with (its keys each have their own rule); the rest is the codec's.
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise SpecError(f"{where}{key} is missing")
-    value = data[key]
-    # bool is an int subclass, and "threads": true is a mistake, not one thread.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        raise SpecError(f"{where}{key} must be {_kind_name(kind)}, not {type(value).__name__} {value!r}")
-    return value
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return " or ".join("null" if k is type(None) else k.__name__ for k in _as_tuple(kind))
-
-
-def _positive(data: Mapping[str, Any], key: str, where: str, *, minimum: int = 1) -> int:
-    value = cast(int, _get(data, key, int, where))
-    _at_least(f"{where}{key}", value, minimum)
-    return value
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,7 +137,6 @@ class SpecTolerance:
 # What the tune stage writes into its output folder (farm.job.tune), and the controller reads (farm/controller/tune.py).
 TUNE_FILE = "tune.json"
 TUNED_MODEL = "tuned.onnx"
-TUNE_KEYS = ("budget_s", "budget_trials", "floor", "ranking", "start", "candidate")
 DEFAULT_FLOOR = 1.1
 
 
@@ -174,63 +148,34 @@ class Tune:
     budget_s: float | None = None
     budget_trials: int | None = None
     floor: float = DEFAULT_FLOOR
-    # The points as the native search's tune.json lists them (its ``ranking``).
-    ranking: tuple[Point, ...] | None = None
+    # The points as the native search's tune.json lists them (its ``ranking``); a newer search may rank with more
+    # figures than this one reads, so their unknown keys are read past.
+    ranking: tuple[Point, ...] | None = keyed(lenient=True, default=None)
     start: str | None = None
     # For an emulated target: the native search's tuned model, as its tune.json's ``best`` says it, plus the
     # ``target`` that found it. The search checks it here first and returns to int8 what this target does not need
     # kept out.
     candidate: Candidate | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        w = "tune."
-        unknown = sorted(set(data) - set(TUNE_KEYS))
-        if unknown:
-            raise SpecError(f"tune holds unknown keys {unknown}; known: {', '.join(TUNE_KEYS)}")
-        budget_s = _get(data, "budget_s", (int, float, type(None)), w) if "budget_s" in data else None
-        if budget_s is not None and not budget_s > 0:
-            raise SpecError(f"tune.budget_s must be above 0 (seconds), not {budget_s}")
-        trials = _positive(data, "budget_trials", w, minimum=0) if data.get("budget_trials") is not None else None
-        floor = float(_get(data, "floor", (int, float), w)) if "floor" in data else DEFAULT_FLOOR
-        if not floor >= 0:
-            raise SpecError(f"tune.floor must be at least 0 (a speedup over fp32), not {floor}")
-        start = _get(data, "start", (str, type(None)), w) if "start" in data else None
-        if start is not None and (start not in RECIPES or RECIPES[start].kind != "static"):
-            static = [name for name, recipe in RECIPES.items() if recipe.kind == "static"]
-            raise SpecError(f"tune.start is {start!r}; expected one of {', '.join(static)}")
-        ranking = _get(data, "ranking", (list, type(None)), w) if "ranking" in data else None
-        candidate = _get(data, "candidate", (dict, type(None)), w) if "candidate" in data else None
-        return cls(
-            budget_s=None if budget_s is None else float(budget_s),
-            budget_trials=trials,
-            floor=floor,
-            ranking=None if ranking is None else tuple(_point(entry, index) for index, entry in enumerate(ranking)),
-            start=start,
-            candidate=None if candidate is None else _candidate(candidate),
-        )
+    def __post_init__(self) -> None:
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise SpecError(f"tune.budget_s must be above 0 (seconds), not {self.budget_s}")
+        if self.budget_trials is not None:
+            _at_least("tune.budget_trials", self.budget_trials, 0)
+        if not self.floor >= 0:
+            raise SpecError(f"tune.floor must be at least 0 (a speedup over fp32), not {self.floor}")
+        if self.start is not None and not _static(self.start):
+            static = [name for name in RECIPES if _static(name)]
+            raise SpecError(f"tune.start is {self.start!r}; expected one of {', '.join(static)}")
+        for index, point in enumerate(self.ranking or ()):
+            if not point.nodes:
+                raise SpecError(f"tune.ranking[{index}].nodes is empty; a point names the nodes it keeps in fp32")
+        if self.candidate is not None and not _static(self.candidate.variant):
+            raise SpecError(f"tune.candidate.variant is {self.candidate.variant!r}; expected a static variant")
 
 
-def _point(data: object, index: int) -> Point:
-    # Not strict: a newer search may rank with more figures than this one reads.
-    where = f"tune.ranking[{index}]."
-    try:
-        point = decode(Point, data, where=where)
-    except ContractError as error:
-        raise SpecError(str(error)) from None
-    if not point.nodes:
-        raise SpecError(f"{where}nodes is empty; a point names the nodes it keeps in fp32")
-    return point
-
-
-def _candidate(data: Mapping[str, Any]) -> Candidate:
-    try:
-        candidate = decode(Candidate, data, where="tune.candidate.", strict=True)
-    except ContractError as error:
-        raise SpecError(str(error)) from None
-    if candidate.variant not in RECIPES or RECIPES[candidate.variant].kind != "static":
-        raise SpecError(f"tune.candidate.variant is {candidate.variant!r}; expected a static variant")
-    return candidate
+def _static(variant: str) -> bool:
+    return variant in RECIPES and RECIPES[variant].kind == "static"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -308,18 +253,17 @@ class Spec:
             raise SpecError(f"the spec must be a JSON object, not {type(data).__name__}")
         if data.get("schema") != SCHEMA:
             raise SpecError(f"schema is {data.get('schema')!r}; this job reads {SCHEMA!r}")
-        # The tune block is read by Tune.from_dict, which checks its ranking and candidate entries itself.
         tune = data.get("tune")
-        if tune is not None and not isinstance(tune, Mapping):
+        if tune is not None and not isinstance(
+            tune, Mapping
+        ):  # the message says null is allowed, as the codec's would not
             raise SpecError(f"tune must be an object or null, not {type(tune).__name__}")
         try:
-            spec = decode(cls, {k: v for k, v in data.items() if k != "tune"}, strict=True)
+            spec = decode(cls, data, strict=True)
         except SpecError:
             raise
         except ContractError as exc:  # the codec's type checks: the job's exit status is the same as for any bad spec
             raise SpecError(str(exc)) from exc
-        if tune is not None:
-            spec = replace(spec, tune=Tune.from_dict(tune))
         return spec.resolved(base)
 
     @classmethod
