@@ -32,7 +32,11 @@ SYNTHETIC_WARNING = (
 Dim = int | str | None
 Mode = Literal["native", "masked", "emulated", "unavailable"]
 Status = Literal["ok", "failed", "skipped"]
-Timing = Literal["measured", "masked", "emulated", "none"]
+# What a variant's latency rests on: timed natively, timed on a masked tier, QEMU wall time (no speed proxy), an
+# instruction-count estimate (farm.job.estimate), or nothing.
+Timing = Literal["measured", "masked", "emulated", "estimated", "none"]
+# What a target's speed claims rest on (its variants' timing, summed up): "estimated" only for a trusted estimate.
+SpeedEvidence = Literal["measured", "masked", "estimated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
 # What a reader wants to know of a variant: ran fine, ran but drifted from fp32, quantized nothing, or did not run.
 Outcome = Literal["ok", "out-of-tolerance", "not-quantized", "failed", "skipped"]
@@ -157,6 +161,30 @@ class Quantization:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class InstructionCounts:
+    """Guest instructions one run of the variant executed under farm's counting QEMU, by class
+    (farm/host/native/insncount.c names the classes), the mean of ``runs`` marked runs; ``spread`` is the largest
+    relative difference of a run's total from the mean (counts are deterministic, so it stays near 0)."""
+
+    runs: int
+    per_run: Mapping[str, int]
+    spread: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SpeedEstimate:
+    """How a target's estimated latencies were made and whether they may carry a speed claim: the cost model
+    (farm/job/estimate/costs.json), ``trusted`` as scripts/bench-estimate validated it for this architecture and cost
+    model (farm/job/estimate/trust.json), and the estimate's 90th-percentile speedup error there, which a speed claim
+    must beat."""
+
+    cost_model: str
+    trusted: bool
+    error_p90: float | None
+    basis: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Variant:
     name: str
     status: Status
@@ -172,6 +200,8 @@ class Variant:
     failure_class: LoadFailure | None = None
     # How many nodes each provider ran (the session's profile), after the runtime's graph optimizations.
     providers: Mapping[str, int] | None = None
+    # Under farm's counting QEMU: the instructions one run executed, by class (what ``timing: estimated`` rests on).
+    instructions: InstructionCounts | None = keyed(omit="none", default=None)
 
     @property
     def passes(self) -> bool:
@@ -255,6 +285,12 @@ class TargetResult:
     resumed_from: str | None = None
     # None in reports written before backends, and for a target whose backend was unreachable.
     backend: TargetBackend | None = None
+    # What the target's speed claims rest on; None in reports written before farm recorded it.
+    speed_evidence: SpeedEvidence | None = keyed(omit="none", default=None)
+    # The int8 variant to ship if int8 is wanted (for size or power), by farm.job.recommend's stated rule.
+    int8_if_needed: str | None = keyed(omit="none", default=None)
+    # How the estimated latencies were made, when the target ran under farm's counting QEMU.
+    estimate: SpeedEstimate | None = keyed(omit="none", default=None)
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
