@@ -6,6 +6,7 @@ deciding so that ``target_mode`` is a pure function that unit tests can feed any
 
 from __future__ import annotations
 
+import os
 import platform as _platform
 import re
 import shutil
@@ -20,6 +21,10 @@ from farm.targets.config import Target
 from farm.targets.cpuflags import cleared_features, mask_rules, maskable, unseen
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# Test-only: target names (comma-separated) to run under QEMU even where this CPU could run them natively or masked,
+# so that what only emulated targets do (the instruction-count estimate) runs on every CPU, and scripts/bench-estimate
+# can set an estimate beside a timing of the same tier.
+FORCE_EMULATED_ENV = "FARM_FORCE_EMULATED"
 QEMU_MIN_VERSION = (8, 0)
 # Where Debian's qemu-user-static puts its static binaries (older releases add "-static").
 _QEMU_NAMES = {"x86_64": ("qemu-x86_64-static", "qemu-x86_64"), "aarch64": ("qemu-aarch64-static", "qemu-aarch64")}
@@ -65,6 +70,8 @@ class HostInfo:
     cpu_model: str | None = None
     # Where this machine is, as farm reaches it: "local", or a remote engine's address (farm/backend).
     where: str = "local"
+    # Targets to emulate although they could run natively or masked (FORCE_EMULATED_ENV; tests only).
+    force_emulated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +101,7 @@ def probe_host(*, gpu_runtime: bool = False) -> HostInfo:
         binfmt_mounted=(BINFMT_DIR / "register").exists(),
         gpu_runtime=gpu_runtime,
         cpu_model=read_cpu_model(),
+        force_emulated=frozenset(n for n in os.environ.get(FORCE_EMULATED_ENV, "").split(",") if n.strip()),
     )
 
 
@@ -183,6 +191,8 @@ def place(target: Target, host: HostInfo) -> Placement:
         return _place_foreign(target, host)
     missing = [f for f in target.cpu_features if f not in host.cpu_flags]
     surplus = [f for f in target.cpu_excludes if f in host.cpu_flags]
+    if target.name in host.force_emulated:
+        return _emulate(target, host, f"{FORCE_EMULATED_ENV} names {target.name}")
     if not missing and not surplus:
         return Placement(mode="native")
     if not missing and target.arch == "x86_64" and CPUID_FAULT in host.cpu_flags and maskable(surplus):
@@ -203,6 +213,11 @@ def place(target: Target, host: HostInfo) -> Placement:
     why = f"this CPU has {', '.join(surplus)}" if surplus else f"this CPU lacks {', '.join(missing)}"
     if surplus and not missing:
         why += f" and no {CPUID_FAULT} to mask CPUID"
+    return _emulate(target, host, why)
+
+
+def _emulate(target: Target, host: HostInfo, why: str) -> Placement:
+    """An x86 tier this CPU cannot run as itself, under qemu-x86_64 -cpu <emulate_cpu>, or why it cannot."""
     if not target.emulate_cpu:
         qemu_why = (
             "QEMU cannot emulate AVX-512"

@@ -72,7 +72,9 @@ def dockerfile_path(target: Target) -> Path:
 def job_files() -> list[tuple[str, bytes]]:
     """What of farm goes into the image: the import-free package marker and the job, nothing of the controller."""
     files = [("farm/__init__.py", (PACKAGE_DIR / "__init__.py").read_bytes())]
-    for path in sorted((PACKAGE_DIR / "job").rglob("*.py")):
+    # The job's data files (the cost models and trust of farm.job.estimate, the tune schema) travel with its code.
+    job = PACKAGE_DIR / "job"
+    for path in sorted([*job.rglob("*.py"), *job.rglob("*.json")]):
         files.append((f"farm/{path.relative_to(PACKAGE_DIR).as_posix()}", path.read_bytes()))
     return files
 

@@ -164,11 +164,14 @@ class Quantization:
 class InstructionCounts:
     """Guest instructions one run of the variant executed under farm's counting QEMU, by class
     (farm/host/native/insncount.c names the classes), the mean of ``runs`` marked runs; ``spread`` is the largest
-    relative difference of a run's total from the mean (counts are deterministic, so it stays near 0)."""
+    relative difference of a run's total from the mean (counts are deterministic, so it stays near 0).
+    ``qemu_wall_ms`` is the runs' median wall time under QEMU: no speed proxy, kept as the naive predictor
+    scripts/bench-estimate measures the estimate against."""
 
     runs: int
     per_run: Mapping[str, int]
     spread: float
+    qemu_wall_ms: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

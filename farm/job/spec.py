@@ -188,6 +188,22 @@ class TunedModel:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Estimate:
+    """The job runs under farm's counting QEMU (farm.job.estimate): count each variant over ``runs`` marked runs
+    and price them with the cost model ``cost_model`` (farm/job/estimate/costs.json), for at most ``budget_s``
+    seconds in all, after which the rest keep their accuracy and go without an estimate."""
+
+    cost_model: str
+    runs: int
+    budget_s: float
+
+    def __post_init__(self) -> None:
+        _at_least("estimate.runs", self.runs, 1)
+        if self.budget_s <= 0:
+            raise SpecError(f"estimate.budget_s must be positive, not {self.budget_s}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
     """``farm.spec/1`` in the JSON's order. Paths are relative to the folder that holds spec.json, as written;
     ``Spec.from_file`` (the job) makes them absolute."""
@@ -214,6 +230,8 @@ class Spec:
     tune: Tune | None = keyed(omit="none", default=None)
     # The evaluate stage's tuned model (`farm matrix --tuned`), evaluated as the variant "tuned"; None: none.
     tuned: TunedModel | None = keyed(omit="none", default=None)
+    # Count instructions and estimate latencies (an emulated target under farm's counting QEMU); None: do not.
+    estimate: Estimate | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
         _distinct("candidates", self.candidates, KNOWN_CANDIDATES)

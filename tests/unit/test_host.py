@@ -167,3 +167,14 @@ def test_a_foreign_target_without_emulate_cpu_never_runs_on_qemus_max_cpu(tmp_pa
     bare.write_text('[targets.edge]\nplatform = "linux/arm64"\nruntime = "onnxruntime==1.31.1"\nemulate_cpu = "max"\n')
     with pytest.raises(ConfigError, match="emulate_cpu = 'max'"):
         load_config(bare, env={})
+
+
+def test_a_forced_tier_runs_emulated_on_any_cpu_and_one_qemu_cannot_run_stays_unavailable() -> None:
+    # On each CPU kind we see, x86-avx2 is native (Zen 1), masked (cpuid_fault) or emulated; forced, it is emulated.
+    for flags in (frozenset({"avx2", "fma"}), VNNI_CPU | {"cpuid_fault"}, VNNI_CPU):
+        h = host(cpu_flags=flags, force_emulated=frozenset({"x86-avx2", "x86-avx512"}))
+        placement = place(TARGETS.target("x86-avx2"), h)
+        assert (placement.mode, placement.cpu_model) == ("emulated", "Haswell")
+        assert "FARM_FORCE_EMULATED names x86-avx2" in (placement.reason or "")
+        assert place(TARGETS.target("x86-avx512"), h).mode == "unavailable"
+        assert place(TARGETS.target("x86-avx512-vnni"), h).mode != "emulated"

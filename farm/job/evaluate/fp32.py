@@ -71,7 +71,7 @@ def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Load
             names=reference.names,
             labels=reference.labels,
         )
-    timer = Timer(timing=spec.timing, target=spec.target, feeds=reference.feeds, file=file)
+    timer = Timer(timing=spec.timing, target=spec.target, feeds=reference.feeds, file=file, estimate=spec.estimate)
     measure = VariantMeasure(spec=spec, reference=reference, counted=counted, metric=user, timer=timer)
     fp32 = replace(measure.outputs(FP32, spec.model, session, reference.outputs), providers=ran)
     file.add(fp32)

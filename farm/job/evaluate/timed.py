@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from farm.job.evaluate.counted import count_kept
 from farm.job.evaluate.file import ResultFile
 from farm.job.report import Timing as TimingLabel
 from farm.job.result import error_text
-from farm.job.spec import SpecTarget, Timing
+from farm.job.spec import Estimate, SpecTarget, Timing
 from farm.job.timing import time_rounds
 from farm.job.types import Latency
 
@@ -44,15 +45,26 @@ class Timer:
     """The sessions kept for the timing phase, and the model bytes they hold."""
 
     def __init__(
-        self, *, timing: Timing, target: SpecTarget, feeds: list[dict[str, np.ndarray]], file: ResultFile
+        self,
+        *,
+        timing: Timing,
+        target: SpecTarget,
+        feeds: list[dict[str, np.ndarray]],
+        file: ResultFile,
+        estimate: Estimate | None = None,
     ) -> None:
         self.timing, self.target, self.feeds, self.file = timing, target, feeds, file
+        self.estimate = estimate
         self.kept: list[_Timed] = []
         self.kept_bytes = 0
 
     def keep(self, name: str, session: Any, size: int | None) -> Latency | None:
         """Keep the session for the alternating timing phase, or, past the memory budget, time it right away."""
         timing = self.timing
+        if self.estimate is not None:
+            # Counting is cheap in memory next to QEMU itself, and its marks need every session in one place.
+            self.kept.append(_Timed(name=name, session=session))
+            return None
         if timing.iterations == 0:
             return None
         if self.kept_bytes + (size or 0) <= KEEP_SESSIONS_BYTES:
@@ -77,6 +89,12 @@ class Timer:
         change) lands on all of them alike, and comparing round by round cancels it.
         """
         if not self.kept:
+            return
+        if self.estimate is not None:
+            self.file.time_underway(True)
+            count_kept([(k.name, k.session) for k in self.kept], self.feeds, self.estimate, self.file)
+            self.kept = []
+            self.file.time_underway(False)
             return
         file, timing = self.file, self.timing
         log.info("evaluate: timing %d variants in alternating rounds", len(self.kept))

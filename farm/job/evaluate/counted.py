@@ -1,0 +1,77 @@
+"""The estimate phase of an emulated target under farm's counting QEMU: each kept session's instructions counted over
+a few marked runs (farm.job.estimate.marks) and priced by the target's cost model (farm.job.estimate.costs)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from farm.job.estimate.costs import CostModel, cost_models, trust
+from farm.job.estimate.marks import Counted, Marks, NotCounting
+from farm.job.evaluate.file import ResultFile
+from farm.job.report import InstructionCounts, Variant
+from farm.job.result import error_text
+from farm.job.spec import Estimate
+
+log = logging.getLogger("farm.job")
+NO_ESTIMATE = "no speed estimate: {why}; the variants keep their accuracy figures"
+
+
+def count_kept(
+    kept: Sequence[tuple[str, Any]], feeds: Sequence[dict[str, np.ndarray]], estimate: Estimate, file: ResultFile
+) -> None:
+    """Count every kept session and put its estimated latency and counts into its variant's result; what cannot
+    be counted (no plugin, a runtime error, the estimate's budget spent) keeps its accuracy and says why."""
+    model = cost_models().get(estimate.cost_model)
+    if model is None:
+        file.warn(NO_ESTIMATE.format(why=f"farm has no cost model named {estimate.cost_model}"))
+        return
+    file.save(estimate=trust(model))
+    marks = Marks(file.out)
+    started = time.monotonic()
+    for name, session in kept:
+        if time.monotonic() - started > estimate.budget_s:
+            file.warn(
+                NO_ESTIMATE.format(why=f"counting stopped before {name} after {estimate.budget_s:.0f} s, its budget")
+            )
+            return
+        log.info("evaluate: counting %s's instructions (%d runs)", name, estimate.runs)
+        try:
+            counted = _count(session, feeds[0], estimate.runs, marks)
+        except NotCounting as exc:
+            file.warn(NO_ESTIMATE.format(why=str(exc)))
+            return
+        except Exception as exc:  # the runtime's error for this variant alone
+            file.warn(f"{name} could not be counted: {error_text(exc)}")
+            continue
+        _put(file, name, model, counted)
+
+
+def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[Counted]:
+    # The first run allocates and plans; every later run of the same feed executes the same instructions.
+    session.run(None, feed)
+    return [marks.count(lambda: session.run(None, feed)) for _ in range(runs)]
+
+
+def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[Counted]) -> None:
+    totals = [sum(c.counts.values()) for c in counted]
+    mean = sum(totals) / len(totals)
+    classes = sorted({k for c in counted for k in c.counts})
+    per_run = {k: round(sum(c.counts.get(k, 0) for c in counted) / len(counted)) for k in classes}
+    instructions = InstructionCounts(
+        runs=len(counted),
+        per_run=per_run,
+        spread=round(max(abs(t - mean) for t in totals) / mean, 6) if mean else 0.0,
+        qemu_wall_ms=round(float(np.median([c.wall_s for c in counted])) * 1000.0, 4),
+    )
+    latency = model.latency([c.counts for c in counted])
+    variants: tuple[Variant, ...] = tuple(
+        replace(v, latency_ms=latency, timing="estimated", instructions=instructions) if v.name == name else v
+        for v in file.result.variants
+    )
+    file.save(variants=variants)

@@ -1,0 +1,112 @@
+"""farm.job.estimate: the cost models, what trust.json says, and the estimate phase of the job, with the counting
+plugin's side played by a fake system call that writes what the plugin writes (the real plugin's test is
+tests/integration/test_counting.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from farm.job.estimate.costs import CLASSES, CostModel, cost_model_for, cost_models, trust
+from farm.job.estimate.marks import BEGIN, COUNTS_FILE, END, MARK_SYSCALL, Marks, NotCounting
+from farm.job.evaluate import run_evaluate
+from farm.job.spec import Spec
+from tests.modelgen import make_mlp_classifier, write_job_spec
+
+MODEL = CostModel(name="m", arch="x86_64", qemu_cpu="X", ghz=2.0, cycles={"load": 0.5, "fp_simd_fma": 1.0})
+
+
+def test_a_cost_model_prices_each_class_at_its_cycles() -> None:
+    assert MODEL.seconds({"load": 4_000_000_000, "fp_simd_fma": 1_000_000_000}) == pytest.approx(1.5)
+    latency = MODEL.latency([{"load": 4_000_000}, {"load": 8_000_000}])
+    assert latency.rounds == (1.0, 2.0) and latency.p50 == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="prices no instruction class branch"):
+        MODEL.seconds({"branch": 1})
+
+
+def test_every_shipped_cost_model_prices_every_class_with_a_source() -> None:
+    costs = json.loads(Path("farm/job/estimate/costs.json").read_text())["models"]
+    assert set(costs) == {"haswell", "neoverse-n1"}
+    for name, model in costs.items():
+        assert set(model["cycles"]) == set(CLASSES) == set(model["sources"]), name
+        assert all(value > 0 for value in model["cycles"].values()) and model["ghz"] > 0
+    assert cost_model_for("x86_64", "Haswell") == cost_models()["haswell"]
+    assert cost_model_for("aarch64", "neoverse-n1") == cost_models()["neoverse-n1"]
+    assert cost_model_for("aarch64", "cortex-a72") is None and cost_model_for("x86_64", None) is None
+
+
+def test_an_estimate_nobody_validated_is_untrusted(tmp_path: Path) -> None:
+    arm = trust(cost_models()["neoverse-n1"])
+    assert not arm.trusted and "real ARM engine" in arm.basis
+    empty = tmp_path / "trust.json"
+    empty.write_text(json.dumps({"entries": {}}))
+    assert not trust(MODEL, empty).trusted
+
+
+def test_outside_the_counting_qemu_the_mark_finds_no_counts(tmp_path: Path) -> None:
+    with pytest.raises(NotCounting, match="does not run under farm's counting QEMU"):
+        Marks(tmp_path).count(lambda: None)
+
+
+def fake_plugin(out: Path, per_run: dict[str, int]) -> object:
+    """What the plugin does at an end mark: append the counts of that mark to counts.jsonl."""
+
+    def syscall(number: int, what: int, mark: int) -> int:
+        assert number == MARK_SYSCALL and what in (BEGIN, END)
+        if what == END:
+            with (out / COUNTS_FILE).open("a") as f:
+                f.write(json.dumps({"id": mark, "counts": per_run, "total": sum(per_run.values())}) + "\n")
+        return -1
+
+    return syscall
+
+
+def estimate_spec(tmp_path: Path, **estimate: object) -> Spec:
+    make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
+    target = {"mode": "emulated", "cpu_model": "Haswell", "x86_vnni": False}
+    spec = write_job_spec(
+        tmp_path,
+        candidates=[],
+        target=target,
+        timing={"warmup": 0, "iterations": 0, "rounds": 1},
+        estimate={"cost_model": "haswell", "runs": 3, "budget_s": 600.0, **estimate},
+    )
+    (tmp_path / "out").mkdir()
+    return Spec.from_file(spec)
+
+
+def test_counted_runs_become_estimated_latencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    per_run = {"fp_simd_fma": 3_000_000, "load": 1_000_000, "scalar": 2_000_000}
+    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(tmp_path / "out", per_run)))
+    result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
+    assert result.estimate is not None and result.estimate.cost_model == "haswell" and not result.estimate.trusted
+    haswell = cost_models()["haswell"]
+    for variant in result.variants:
+        assert variant.timing == "estimated" and variant.latency_ms is not None
+        assert variant.latency_ms.p50 == pytest.approx(haswell.seconds(per_run) * 1000.0, rel=1e-3)
+        assert variant.instructions is not None and variant.instructions.per_run == per_run
+        assert variant.instructions.runs == 3 and variant.instructions.spread == 0.0
+        assert variant.accuracy is not None
+
+
+def test_without_the_plugin_the_variants_keep_their_accuracy_and_say_why(tmp_path: Path) -> None:
+    result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
+    assert result.status == "ok" and all(v.accuracy is not None and v.timing == "none" for v in result.variants)
+    assert [w for w in result.warnings if w.startswith("no speed estimate: the counting plugin wrote no counts")]
+
+
+def test_an_estimate_past_its_budget_stops_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(tmp_path / "out", {"scalar": 1})))
+    monkeypatch.setattr("farm.job.evaluate.counted.time.monotonic", iter(range(0, 10_000, 1000)).__next__)
+    result = run_evaluate(estimate_spec(tmp_path, budget_s=1500.0), tmp_path / "out")
+    assert [v.timing for v in result.variants] == ["estimated", "none"]
+    assert any("counting stopped before optimized after 1500 s" in w for w in result.warnings)
+
+
+def _marks_with(syscall: object) -> object:
+    def init(self: Marks, out: Path) -> None:
+        self.path, self.next_id, self._syscall = out / COUNTS_FILE, 1, syscall  # type: ignore[assignment]
+
+    return init
