@@ -706,3 +706,67 @@ def make_softmax_map_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: i
     onnx.save(model, str(path))
     x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+def make_attention_block(
+    path: Path, *, samples: int = 4, seed: int = 0, tokens: int = 64, width: int = 128, heads: int = 4
+) -> ModelData:
+    """One transformer encoder block, as exporters write it: Q, K and V projections (MatMul+Add), heads split with
+    Reshape/Transpose, softmax(QK^T / sqrt(d))V, the output projection, a residual Add, then a 4x MLP with Relu and
+    a second residual. Input ``x`` ``[1, tokens, width]``, output ``y`` the same shape. Most of its
+    multiply-accumulates are in MatMul, none in Conv: the other half of the estimate's validation (bench-estimate)."""
+    rng = np.random.default_rng(seed)
+    d = width // heads
+    initializers: list[onnx.TensorProto] = []
+
+    def weight(name: str, rows: int, cols: int) -> str:
+        w = (rng.standard_normal((rows, cols)) / np.sqrt(rows)).astype(np.float32)
+        initializers.extend(
+            [numpy_helper.from_array(w, name), numpy_helper.from_array(np.zeros(cols, np.float32), f"{name}_b")]
+        )
+        return name
+
+    def linear(x: str, name: str, rows: int, cols: int) -> list[onnx.NodeProto]:
+        w = weight(name, rows, cols)
+        return [
+            helper.make_node("MatMul", [x, w], [f"{name}_mm"], name=name),
+            helper.make_node("Add", [f"{name}_mm", f"{w}_b"], [f"{name}_out"], name=f"{name}_bias"),
+        ]
+
+    shapes: dict[str, np.ndarray] = {
+        "split_shape": np.array([1, tokens, heads, d], np.int64),
+        "merge_shape": np.array([1, tokens, width], np.int64),
+        "scale": np.array(1.0 / np.sqrt(d), np.float32),
+    }
+    initializers += [numpy_helper.from_array(v, k) for k, v in shapes.items()]
+    nodes = [*linear("x", "q", width, width), *linear("x", "k", width, width), *linear("x", "v", width, width)]
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [
+            helper.make_node("Reshape", [f"{name}_out", "split_shape"], [f"{name}_split"], name=f"{name}_split"),
+            helper.make_node("Transpose", [f"{name}_split"], [f"{name}_heads"], perm=perm, name=f"{name}_heads"),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["q_heads", "k_heads"], ["scores_raw"], name="scores"),
+        helper.make_node("Mul", ["scores_raw", "scale"], ["scores"], name="scaled"),
+        helper.make_node("Softmax", ["scores"], ["attn"], axis=-1, name="softmax"),
+        helper.make_node("MatMul", ["attn", "v_heads"], ["ctx_heads"], name="context"),
+        helper.make_node("Transpose", ["ctx_heads"], ["ctx_t"], perm=[0, 2, 1, 3], name="ctx_merge_t"),
+        helper.make_node("Reshape", ["ctx_t", "merge_shape"], ["ctx"], name="ctx_merge"),
+        *linear("ctx", "o", width, width),
+        helper.make_node("Add", ["x", "o_out"], ["h"], name="residual1"),
+        *linear("h", "up", width, 4 * width),
+        helper.make_node("Relu", ["up_out"], ["up_relu"], name="mlp_relu"),
+        *linear("up_relu", "down", 4 * width, width),
+        helper.make_node("Add", ["h", "down_out"], ["y"], name="residual2"),
+    ]
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "attention_block",
+        [tensor("x", TensorProto.FLOAT, [1, tokens, width])],
+        [tensor("y", TensorProto.FLOAT, [1, tokens, width])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    x = rng.standard_normal((samples, 1, tokens, width)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
