@@ -255,6 +255,12 @@ def speed_lines(target: TargetResult) -> list[str]:
 def how_to_measure(target: TargetResult) -> str:
     """The one line that says how to get measured timings for ``target``: a machine of its architecture."""
     arch = target.platform.rsplit("/", 1)[-1]
+    if target.mode == "masked":
+        return (
+            f"to measure speed on a CPU of the {target.name} tier (these milliseconds are this host's): add a remote "
+            "engine with such a CPU to targets.toml, with the tier's cpu_features, like avx2-box in the README "
+            "(Targets on other machines)"
+        )
     return (
         f"to measure speed on {arch}: add a remote engine of that architecture to targets.toml, e.g. "
         f'[targets.{arch}-box] platform = "{target.platform}" engine = "ssh://user@{arch}-box" '

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -14,7 +15,7 @@ import pytest
 from farm.errors import BadInput
 from farm.job.codec import decode
 from farm.report import FORMATS, Report, render
-from farm.report._format import milliseconds
+from farm.report._format import milliseconds, speed_lines
 from farm.report.model import SYNTHETIC_WARNING
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
@@ -354,3 +355,12 @@ def test_a_report_before_speed_evidence_renders_as_it_did() -> None:
     for fmt in ("table", "markdown", "html"):
         text = render(_report(), fmt)
         assert "speed evidence" not in text and "int8 if needed" not in text and "≈" not in text, fmt
+
+
+def test_a_masked_target_is_told_to_time_a_cpu_of_its_tier() -> None:
+    masked = dataclasses.replace(_speed_report().targets[0], mode="masked", speed_evidence="masked")
+    lines = speed_lines(masked)
+    assert lines[0] == "speed evidence: masked (timed on this host's CPU, masked to the tier); ≈ estimate by cost " + (
+        "model haswell (not validated on real hardware, so not evidence)"
+    )
+    assert lines[-1].startswith("to measure speed on a CPU of the x86-avx2 tier (these milliseconds are this host's)")
