@@ -496,6 +496,8 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
             variants=job.variants,
             recommended=job.recommended,
             recommendation_reason=job.recommendation_reason,
+            # What its speed claims rest on, and the int8 variant to ship if int8 is needed (docs/contracts.md 2).
+            **{key: getattr(job, key) for key in ("speed_evidence", "int8_if_needed", "estimate")},
             warnings=job.warnings,
             cpu_seen=job.cpu_seen,
             load_failure=job.load_failure,

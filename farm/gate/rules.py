@@ -9,6 +9,7 @@ from typing import Literal
 
 from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
 from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Scope, Severity
+from farm.job.recommend import recommend, speed_evidence
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
@@ -197,6 +198,34 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
             )
 
 
+def _rule_changed(old: TargetResult, new: TargetResult, old_farm: str, new_farm: str) -> str:
+    """The clause that says a changed recommendation is farm's rule changing, not the model or the target: the
+    baseline was written by a farm before speed evidence (issue 19: it recommended int8 on emulated targets on
+    accuracy alone), and today's rule, applied to the baseline's own results, recommends what the new report does.
+
+    Empty otherwise. The report does not keep whether a target risks saturation, which only decides between int8
+    variants tied on speed, so the rule is applied both ways and must agree.
+    """
+    if old.speed_evidence is not None or new.speed_evidence is None:
+        return ""
+    evidence = speed_evidence(old.variants, old.estimate)
+    claim_floor = None if old.estimate is None else old.estimate.error_p90
+    picks = {
+        recommend(
+            old.variants, evidence=evidence, saturation_risk=risk, conv_share=None, claim_floor=claim_floor
+        ).recommended
+        for risk in (False, True)
+    }
+    if picks != {new.recommended}:
+        return ""
+    return (
+        f"; farm's rule changed, not the results: the baseline (farm {old_farm}) predates speed evidence, and by "
+        f"this farm's rule (farm {new_farm}) the baseline's own results recommend {new.recommended} too"
+        + ("" if evidence != "none" else f" (speed unknown on {old.name}, so the baseline)")
+        + "; a baseline written by this farm clears it"
+    )
+
+
 def _floor(limit: float | Literal["tolerance"] | None, tolerance: float, judged_by_metric: bool) -> float | None:
     """A minimum given in the policy, else the report's own tolerance, except when --metric made the verdicts: then
     cosine may be below the tolerance in a variant the metric passed, and only the policy's own numbers apply."""
@@ -230,7 +259,8 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
                 target=old.name,
                 variant=None,
                 status=_SEVERITY[policy.recommendation_change],
-                message=f"{old.name}: recommendation-change: recommends {new.recommended} (baseline {old.recommended})",
+                message=f"{old.name}: recommendation-change: recommends {new.recommended} (baseline {old.recommended})"
+                + _rule_changed(old, new, baseline.farm_version, report.farm_version),
             )
         if new.status != "ok" or old.status != "ok":
             continue

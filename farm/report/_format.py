@@ -15,8 +15,24 @@ MASKED_NOTE = (
     "masked: this host's CPU running the tier's kernels (CPUID masked to the tier), so int8 against fp32 on that "
     "target is a real comparison, but the milliseconds are not those of a CPU of the tier"
 )
-# The timing labels that need a footnote, with their mark.
-TIMING_NOTES = {"emulated": (EMULATED_MARK, EMULATED_NOTE), "masked": (MASKED_MARK, MASKED_NOTE)}
+ESTIMATED_MARK = "≈"
+ESTIMATED_NOTE = (
+    "estimated: instructions counted under QEMU, turned into milliseconds by a per-CPU cost model; a speed claim "
+    "rests on it only where farm validated the estimate against real hardware"
+)
+# The timing labels that need a footnote, with their mark; an estimate's mark goes before the figure, like ~.
+TIMING_NOTES = {
+    "emulated": (EMULATED_MARK, EMULATED_NOTE),
+    "masked": (MASKED_MARK, MASKED_NOTE),
+    "estimated": (ESTIMATED_MARK, ESTIMATED_NOTE),
+}
+# What each target's speed claims rest on (TargetResult.speed_evidence), as the reports say it.
+EVIDENCE_TEXT = {
+    "measured": "measured (timed on the target's own CPU)",
+    "masked": "masked (timed on this host's CPU, masked to the tier)",
+    "estimated": "estimated (instruction counts and a cost model validated against real hardware)",
+    "none": "none (no speed claim is made: the baseline is recommended)",
+}
 OUTCOME_LABEL: dict[Outcome, str] = {
     "ok": "ok",
     "out-of-tolerance": "out-tol",
@@ -85,11 +101,17 @@ def timing_mark(variant: Variant) -> str:
     return TIMING_NOTES[variant.timing][0] if variant.timing in TIMING_NOTES else ""
 
 
+def marked(variant: Variant, value: float) -> str:
+    """``value`` ms of ``variant`` with its timing's mark: ``≈1.23`` estimated, ``1.23*`` emulated, ``1.23†`` masked."""
+    text = milliseconds(value)
+    mark = timing_mark(variant)
+    return mark + text if variant.timing == "estimated" else text + mark
+
+
 def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
     if variant.latency_ms is None:
         return NONE
-    text = milliseconds(variant.latency_ms.p50)
-    return text + timing_mark(variant) if mark_emulated else text
+    return marked(variant, variant.latency_ms.p50) if mark_emulated else milliseconds(variant.latency_ms.p50)
 
 
 def output_names(target: TargetResult) -> list[str]:
@@ -210,6 +232,40 @@ def target_summary(target: TargetResult) -> str:
         return f"no recommendation{because}"
     because = f": {target.recommendation_reason}" if target.recommendation_reason else ""
     return f"recommend {target.recommended}{because}"
+
+
+def speed_lines(target: TargetResult) -> list[str]:
+    """What the target's speed claims rest on, the int8 variant to ship if int8 is needed, and, without measured
+    timings, how to get them: one line each, for a target that recorded them (reports before farm.report/2's
+    ``speed_evidence`` did not)."""
+    if target.status != "ok" or target.speed_evidence is None:
+        return []
+    evidence = EVIDENCE_TEXT[target.speed_evidence]
+    if target.estimate is not None and target.speed_evidence != "estimated":
+        trusted = "trusted" if target.estimate.trusted else "not validated on real hardware, so not evidence"
+        evidence += f"; ≈ estimate by cost model {target.estimate.cost_model} ({trusted})"
+    lines = [f"speed evidence: {evidence}"]
+    if target.int8_if_needed is not None:
+        lines.append(f"int8 if needed (for size or power): {target.int8_if_needed}")
+    if target.speed_evidence != "measured":
+        lines.append(how_to_measure(target))
+    return lines
+
+
+def how_to_measure(target: TargetResult) -> str:
+    """The one line that says how to get measured timings for ``target``: a machine of its architecture."""
+    arch = target.platform.rsplit("/", 1)[-1]
+    if target.mode == "masked":
+        return (
+            f"to measure speed on a CPU of the {target.name} tier (these milliseconds are this host's): add a remote "
+            "engine with such a CPU to targets.toml, with the tier's cpu_features, like avx2-box in the README "
+            "(Targets on other machines)"
+        )
+    return (
+        f"to measure speed on {arch}: add a remote engine of that architecture to targets.toml, e.g. "
+        f'[targets.{arch}-box] platform = "{target.platform}" engine = "ssh://user@{arch}-box" '
+        "(README: Targets on other machines)"
+    )
 
 
 def variant_names(report: Report) -> list[str]:

@@ -256,6 +256,9 @@ def _target_details(target: TargetResult) -> str:
         f"<h3>{esc(fmt.target_heading(target))}</h3>",
         f"<p><strong>{esc(fmt.target_summary(target))}</strong></p>",
     ]
+    speed = fmt.speed_lines(target)
+    if speed:
+        parts.append(f'<p class="speed">{"<br>".join(esc(line) for line in speed)}</p>')
     facts = []
     if target.runtime is not None:
         facts.append(f"onnxruntime {target.runtime.onnxruntime} ({', '.join(target.runtime.providers)})")

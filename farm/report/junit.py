@@ -63,6 +63,8 @@ def _properties(target: TargetResult) -> ET.Element:
         "image": target.image,
         "recommended": target.recommended,
         "recommendation_reason": target.recommendation_reason,
+        "speed_evidence": target.speed_evidence,
+        "int8_if_needed": target.int8_if_needed,
     }
     for name, value in values.items():
         if value is not None:

@@ -72,6 +72,9 @@ def _target_section(report: Report, target: TargetResult) -> str:
         parts.append(f"**Recommended: {_code(target.recommended)}**{because}")
     else:
         parts.append(f"**{_text(fmt.target_summary(target))}**")
+    speed = fmt.speed_lines(target)
+    if speed:
+        parts.append("\n".join(f"- {_text(line)}" for line in speed))
     if target.variants:
         rows = [_variant_row(v, target.recommended) for v in target.variants]
         parts.append(_table(_VARIANT_HEADERS, rows))
@@ -94,15 +97,14 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
     notes = [variant.error, fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)]
     status += "".join(f": {_text(note)}" for note in notes if note)
     latency = variant.latency_ms
-    mark = _text(fmt.timing_mark(variant))
     times = (
         ["", "", "", ""]
         if latency is None
         else [
-            fmt.milliseconds(latency.p50) + mark,
+            _text(fmt.marked(variant, latency.p50)),
             fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
-            fmt.milliseconds(latency.p90) + mark,
-            fmt.milliseconds(latency.p99) + mark,
+            _text(fmt.marked(variant, latency.p90)),
+            _text(fmt.marked(variant, latency.p99)),
         ]
     )
     max_abs = "" if variant.accuracy is None else f"{variant.accuracy.max_abs:.3g}"

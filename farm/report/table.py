@@ -158,6 +158,8 @@ def _closing(report: Report) -> list[str]:
             initial_indent="  ",
             subsequent_indent="      ",
         )
+        for line in fmt.speed_lines(target):
+            lines += textwrap.wrap(line, WIDTH, initial_indent="    ", subsequent_indent="      ")
     warnings = [*fmt.listed_warnings(report), *(f"{t.name}: {w}" for t in report.targets for w in t.warnings)]
     if warnings:
         lines.append("Warnings:")

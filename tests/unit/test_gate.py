@@ -155,6 +155,33 @@ def test_a_new_failure_and_a_changed_recommendation_fail_by_default_and_warn_whe
     assert {c.rule for c in relaxed.having("warned")} == {"new-failure", "recommendation-change"}
 
 
+def test_a_recommendation_changed_by_farms_rule_says_so() -> None:
+    # The baseline's emulated x86-avx2 recommended an int8 variant on accuracy alone, as farm did before speed
+    # evidence; this farm recommends the baseline on the same results.
+    old = sample_report_dict(run=True)
+    assert entry(old, "x86-avx2")["recommended"] == "u8s8-qdq+x64quantprecision"
+    new = copy.deepcopy(old)
+    new["farm_version"] = "0.2.0"
+    entry(new, "x86-avx2").update(recommended="fp32", speed_evidence="none", int8_if_needed="u8u8-qdq")
+    (message,) = failed(gate(new, old), "recommendation-change")
+    assert message.startswith(
+        "x86-avx2: recommendation-change: recommends fp32 (baseline u8s8-qdq+x64quantprecision); "
+    )
+    assert f"farm's rule changed, not the results: the baseline (farm {old['farm_version']}) predates speed" in message
+    assert message.endswith("(speed unknown on x86-avx2, so the baseline); a baseline written by this farm clears it")
+    # A change today's rule does not explain on the baseline's results is the results' own.
+    entry(new, "x86-avx2")["recommended"] = "optimized"
+    assert failed(gate(new, old), "recommendation-change") == [
+        "x86-avx2: recommendation-change: recommends optimized (baseline u8s8-qdq+x64quantprecision)"
+    ]
+    # And a baseline written under today's rule is compared as it always was.
+    entry(new, "x86-avx2")["recommended"] = "fp32"
+    entry(old, "x86-avx2")["speed_evidence"] = "none"
+    assert failed(gate(new, old), "recommendation-change") == [
+        "x86-avx2: recommendation-change: recommends fp32 (baseline u8s8-qdq+x64quantprecision)"
+    ]
+
+
 def test_minimums_apply_to_the_recommended_variant_and_per_target_overrides(tmp_path: Path) -> None:
     data = sample_report_dict(run=True)
     policy_file = tmp_path / "gate.toml"

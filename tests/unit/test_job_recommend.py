@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from farm.job.recommend import faster, recommend, saturation_findings
+from farm.job.recommend import Recommendation, faster, recommend, saturation_findings, speed_evidence
 from farm.job.report import Variant
 from farm.job.types import Accuracy, Latency
 
@@ -38,16 +38,33 @@ def failed(name: str) -> Variant:
 BASE = [ok("fp32", 0.20, 1.0), ok("optimized", 0.18, 1.0)]
 
 
+def advice(
+    variants: list[Variant], *, emulated: bool = False, saturation_risk: bool = False, conv_share: float | None = None
+) -> Recommendation:
+    """What the stage asks for: the evidence from the variants' timing labels, except where QEMU ran them."""
+    evidence = "none" if emulated else speed_evidence(variants, None)
+    return recommend(
+        variants, evidence=evidence, saturation_risk=saturation_risk, conv_share=conv_share, target="arm64"
+    )
+
+
+def advise(
+    variants: list[Variant], *, emulated: bool = False, saturation_risk: bool = False
+) -> tuple[str | None, str | None]:
+    chosen = advice(variants, emulated=emulated, saturation_risk=saturation_risk)
+    return chosen.recommended, chosen.reason
+
+
 def test_fastest_int8_within_tolerance_wins() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.10, within=False), ok("u8u8-qdq", 0.12), ok("s8s8-qdq", 0.15)]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq"
     assert why == "u8u8-qdq: faster than optimized beyond noise (p50 0.12 ±0.0012 ms vs optimized 0.18 ±0.0018 ms)"
 
 
 def test_int8_that_does_not_pay_recommends_the_faster_baseline() -> None:
     variants = [*BASE, ok("u8u8-qdq", 0.30), ok("s8s8-qdq", 0.40)]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "optimized"
     assert why is not None
     assert why.startswith("int8 did not pay: every int8 variant is slower than optimized beyond noise (best 0.60x")
@@ -55,7 +72,7 @@ def test_int8_that_does_not_pay_recommends_the_faster_baseline() -> None:
 
 def test_no_int8_within_tolerance_says_which_came_closest() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.1, 0.95, within=False), ok("u8u8-qdq", 0.1, 0.97, within=False)]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "optimized"
     assert why == (
         "no int8 variant is within tolerance (best: u8u8-qdq, cosine 0.9700, top1 agreement 0.90); "
@@ -65,64 +82,93 @@ def test_no_int8_within_tolerance_says_which_came_closest() -> None:
 
 
 def test_fp32_when_optimized_failed_and_no_int8_ran() -> None:
-    name, why = recommend([BASE[0], failed("optimized"), failed("u8u8-qdq")], emulated=False, saturation_risk=False)
+    name, why = advise([BASE[0], failed("optimized"), failed("u8u8-qdq")], emulated=False, saturation_risk=False)
     assert name == "fp32"
     assert why == "no int8 variant ran (u8u8-qdq: failed); recommending fp32"
 
 
 def test_nothing_when_fp32_failed() -> None:
-    assert recommend([failed("fp32")], emulated=False, saturation_risk=False)[0] is None
-    assert recommend([], emulated=False, saturation_risk=False)[0] is None
+    assert advice([failed("fp32")]) == Recommendation(
+        recommended=None, reason="fp32 did not run, so there is nothing to compare against", int8_if_needed=None
+    )
+    assert advise([], emulated=False, saturation_risk=False)[0] is None
 
 
-def test_emulated_target_chooses_on_accuracy_not_speed() -> None:
+def test_without_speed_evidence_the_baseline_is_recommended_and_int8_named_by_accuracy() -> None:
+    # The int8 variants' (emulated) timings would make u8s8-qdq the fastest: they are not evidence.
     variants = [*BASE, ok("u8s8-qdq", 0.01, 0.999), ok("s8s8-qdq", 5.0, 0.9995)]
-    name, why = recommend(variants, emulated=True, saturation_risk=False)
-    assert name == "s8s8-qdq"
-    assert why is not None and why.startswith("emulated target: timings are not comparable; chose on accuracy")
+    chosen = advice(variants, emulated=True)
+    assert chosen.recommended == "fp32"  # as accurate as optimized, and no size to tell them apart
+    assert chosen.int8_if_needed == "s8s8-qdq"
+    assert chosen.reason is not None and chosen.reason.startswith("speed unknown on arm64 (")
+    assert "so no variant is called faster: recommending the baseline fp32" in chosen.reason
+    assert chosen.reason.endswith(
+        "if int8 is needed here (e.g. for size or power): s8s8-qdq (within tolerance, then the most accurate, "
+        "then the smallest)"
+    )
+    assert "faster beyond" not in chosen.reason
 
 
-def test_emulated_x86_without_vnni_prefers_saturation_safe_variants() -> None:
+def test_without_speed_evidence_the_baseline_is_chosen_on_accuracy_then_size() -> None:
+    variants = [ok("fp32", None, 1.0, size=1000), ok("optimized", None, 1.0, size=900), ok("u8u8-qdq", None)]
+    chosen = advice(variants, emulated=True)
+    assert chosen.recommended == "optimized" and chosen.int8_if_needed == "u8u8-qdq"
+    assert (
+        chosen.reason is not None and "optimized rather than the other baseline on accuracy, then size" in chosen.reason
+    )
+
+
+def test_emulated_x86_without_vnni_names_a_saturation_safe_variant_first() -> None:
     variants = [
         *BASE,
         ok("u8s8-qdq", 1.0, 0.9999),
         ok("u8s8-qdq+x64quantprecision", 1.0, 0.9995),
         ok("u8u8-qdq", 1.0, 0.9990),
     ]
-    name, why = recommend(variants, emulated=True, saturation_risk=True)
-    assert name == "u8s8-qdq+x64quantprecision"
-    assert why is not None
-    assert "emulated target: timings are not comparable" in why
-    assert "on x86 without VNNI U8S8/S8S8 kernels (VPMADDUBSW) may saturate, so preferred" in why
+    chosen = advice(variants, emulated=True, saturation_risk=True)
+    assert chosen.recommended == "fp32"
+    assert chosen.int8_if_needed == "u8s8-qdq+x64quantprecision"
+    assert chosen.reason is not None and "cannot saturate on x86 without VNNI" in chosen.reason
 
 
 def test_saturation_risk_without_a_safe_variant_says_so() -> None:
     variants = [*BASE, ok("u8s8-qdq", 1.0, 0.9999), ok("u8u8-qdq", 1.0, 0.5, within=False)]
-    name, why = recommend(variants, emulated=True, saturation_risk=True)
-    assert name == "u8s8-qdq"
-    assert why is not None and "none of them is within tolerance" in why
+    chosen = advice(variants, emulated=True, saturation_risk=True)
+    assert chosen.recommended == "fp32" and chosen.int8_if_needed == "u8s8-qdq"
+    assert chosen.reason is not None
+    assert chosen.reason.endswith(
+        "none that cannot saturate on x86 without VNNI is within tolerance, so u8s8-qdq may saturate)"
+    )
 
 
-def test_native_without_timings_falls_back_to_accuracy() -> None:
-    variants = [ok("fp32", None, 1.0), ok("u8u8-qdq", None, 0.999)]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
-    assert name == "u8u8-qdq"
-    assert why is not None and why.startswith("no timings were taken")
+def test_a_passing_variant_left_untimed_leaves_the_target_without_evidence() -> None:
+    variants = [ok("fp32", 0.2, 1.0), ok("u8u8-qdq", None, 0.999), ok("s8s8-qdq", 0.1, 0.99)]
+    assert speed_evidence(variants, None) == "none"
+    chosen = advice(variants)
+    assert chosen.recommended == "fp32" and chosen.int8_if_needed == "u8u8-qdq"
+    assert chosen.reason is not None and chosen.reason.startswith("speed unknown on arm64 (no trusted timings")
 
 
 def test_int8_that_does_not_pay_still_names_the_int8_to_ship_for_size() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.25), ok("u8u8-qdq", 0.30), ok("s8s8-qdq", 0.40, within=False)]
-    _, why = recommend(variants, emulated=False, saturation_risk=False)
-    assert why is not None and why.endswith(
-        "; if int8 is needed here (e.g. for size), u8s8-qdq is the fastest within tolerance"
+    chosen = advice(variants)
+    assert chosen.recommended == "optimized" and chosen.int8_if_needed == "u8s8-qdq"
+    assert chosen.reason is not None and chosen.reason.endswith(
+        "; if int8 is needed here (e.g. for size or power): u8s8-qdq (within tolerance, not slower beyond noise "
+        "than another int8 variant)"
     )
-    _, risky = recommend(variants, emulated=False, saturation_risk=True)
-    assert risky is not None and risky.endswith("u8u8-qdq is the fastest within tolerance that cannot saturate")
+    # The one variant that cannot saturate is slower beyond noise than u8s8-qdq: dropped, and the reason says so.
+    risky = advice(variants, saturation_risk=True)
+    assert risky.recommended == "optimized" and risky.int8_if_needed == "u8s8-qdq"
+    assert risky.reason is not None and risky.reason.endswith(
+        "the variants that cannot saturate on x86 without VNNI (u8u8-qdq) are slower beyond noise than another "
+        "int8 variant, so u8s8-qdq may saturate on inputs larger than these samples)"
+    )
 
 
 def test_a_fast_variant_that_may_saturate_comes_with_a_safe_alternative() -> None:
     variants = [*BASE, ok("u8s8-qdq", 0.10), ok("u8u8-qdq", 0.12)]
-    name, why = recommend(variants, emulated=False, saturation_risk=True)
+    name, why = advise(variants, emulated=False, saturation_risk=True)
     assert name == "u8s8-qdq"
     assert why is not None and why.endswith(": u8u8-qdq is within tolerance at p50 0.12 ms")
 
@@ -148,25 +194,25 @@ def test_variants_within_noise_are_never_called_fastest() -> None:
         ok("optimized", 0.098, 1.0, noise=0.05, size=1200),
         ok("u8u8-qdq", 0.097, 0.9995, noise=0.05),
     ]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "fp32"
     assert why is not None and "fastest" not in why
     assert why.startswith("no variant is faster beyond noise: u8u8-qdq within noise of fp32")
     assert "fp32 rather than optimized: within noise" in why and "chose on accuracy, then size" in why
-    assert why.endswith("u8u8-qdq is the most accurate within tolerance")
+    assert why.endswith("; if int8 is needed here (e.g. for size or power): u8u8-qdq (within tolerance)")
 
 
 def test_steady_rounds_make_a_small_difference_real_but_the_floor_still_holds() -> None:
     steady = [ok("fp32", 0.100, 1.0, noise=0.001), ok("u8u8-qdq", 0.095, noise=0.001)]
-    assert recommend(steady, emulated=False, saturation_risk=False)[0] == "u8u8-qdq"
+    assert advise(steady, emulated=False, saturation_risk=False)[0] == "u8u8-qdq"
     # 2% apart with rounds that do not overlap is still below the 3% floor.
     close = [ok("fp32", 0.100, 1.0, noise=0.001), ok("u8u8-qdq", 0.098, noise=0.001)]
-    assert recommend(close, emulated=False, saturation_risk=False)[0] == "fp32"
+    assert advise(close, emulated=False, saturation_risk=False)[0] == "fp32"
 
 
 def test_optimized_slower_than_fp32_is_not_recommended() -> None:
     variants = [ok("fp32", 0.10, 1.0), ok("optimized", 0.13, 1.0), ok("u8u8-qdq", 0.5, within=False)]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "fp32"
     assert why is not None and "optimized is slower beyond noise" in why
 
@@ -178,7 +224,7 @@ def test_int8_tied_with_the_fastest_is_chosen_on_accuracy_then_size() -> None:
         ok("u8u8-qdq", 0.101, 0.9995, noise=0.05, size=600),
         ok("s8s8-qdq", 0.102, 0.9995, noise=0.05, size=400),
     ]
-    name, why = recommend(variants, emulated=False, saturation_risk=False)
+    name, why = advise(variants, emulated=False, saturation_risk=False)
     assert name == "s8s8-qdq"  # the same cosine as u8u8-qdq, and smaller
     assert why is not None and "within noise of u8s8-qdq, u8u8-qdq, so chose on accuracy, then size" in why
 
@@ -208,5 +254,5 @@ def test_a_variant_tied_with_the_fastest_must_itself_beat_the_baseline() -> None
     s8s8 = replace(
         ok("s8s8-qdq", 9.9, 0.9995), latency_ms=Latency(p50=9.9, p90=9.9, p99=9.9, rounds=(7.9, 9.9, 10.5, 9.9, 9.9))
     )
-    name, why = recommend([fp32, u8u8, s8s8], emulated=False, saturation_risk=False)
+    name, why = advise([fp32, u8u8, s8s8], emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq", why

@@ -40,7 +40,7 @@ VARIANT_KEYS = [
 TARGET_KEYS = [
     "name", "platform", "mode", "cpu_model", "status", "reason", "runtime", "variants", "recommended",
     "recommendation_reason", "warnings", "exit_code", "log_tail", "duration_s", "image", "cpu_seen", "load_failure",
-    "export_check", "resume_key", "resumed_from", "backend",
+    "export_check", "resume_key", "resumed_from", "backend", "speed_evidence", "int8_if_needed",
 ]  # fmt: skip
 WITH_MITIGATION = [
     "fp32", "optimized", "s8s8-qdq", "u8s8-qdq", "u8s8-qdq+x64quantprecision", "u8s8-qdq-rr",
@@ -109,6 +109,8 @@ def test_prepare_then_evaluate_through_the_cli(tmp_path: Path) -> None:
             "quantized_in_subgraphs": 0,
         }
     assert result["recommended"] in WITH_MITIGATION and result["recommendation_reason"]
+    # Timed on this machine, every variant within tolerance: an int8 variant to ship if int8 is needed.
+    assert result["speed_evidence"] == "measured" and result["int8_if_needed"] in WITH_MITIGATION[2:]
     assert [result[k] for k in ("exit_code", "log_tail", "duration_s", "image")] == [None] * 4
 
     with np.load(tmp_path / "out" / "outputs" / "fp32.npz") as npz:
@@ -222,7 +224,8 @@ def test_emulated_target_labels_its_timings_and_skips_mitigations_with_vnni(tmp_
     assert [v.name for v in result.variants] == ["fp32", "optimized", "u8s8-qdq", "u8u8-qdq"]
     assert {v.timing for v in result.variants} == {"emulated"}
     assert result.recommendation_reason is not None
-    assert result.recommendation_reason.startswith("emulated target: timings are not comparable")
+    assert result.recommendation_reason.startswith(f"speed unknown on {result.name} (QEMU wall time is no speed")
+    assert result.speed_evidence == "none" and result.recommended in ("fp32", "optimized")
 
 
 def test_no_timing_runs_leave_latency_null(tmp_path: Path) -> None:

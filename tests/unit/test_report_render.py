@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -13,6 +15,7 @@ import pytest
 from farm.errors import BadInput
 from farm.job.codec import decode
 from farm.report import FORMATS, Report, render
+from farm.report._format import milliseconds, speed_lines
 from farm.report.model import SYNTHETIC_WARNING
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
@@ -312,3 +315,52 @@ def test_every_format_names_the_output_that_drifted_and_what_quantized_nothing()
     assert failure is not None and "drifted: probs" in failure.get("message", "")
     skipped = junit.find(".//testsuite[@name='x86-avx512-vnni']/testcase[@name='u8s8-qdq-pc']/skipped")
     assert skipped is not None and skipped.get("message", "").startswith("not quantized")
+
+
+def _speed_report() -> Report:
+    """The sample with farm's speed fields: the emulated x86-avx2 target without evidence, its variants carrying an
+    untrusted estimate, and the native one measured."""
+    document = sample_report_dict()
+    avx2, native = document["targets"][0], document["targets"][1]
+    avx2.update(speed_evidence="none", int8_if_needed="u8u8-qdq")
+    avx2["estimate"] = {"cost_model": "haswell", "trusted": False, "error_p90": None, "basis": "instruction counts"}
+    for entry in avx2["variants"]:
+        if entry["latency_ms"] is not None:
+            entry["timing"] = "estimated"
+            entry["latency_ms"]["rounds"] = []
+    native.update(speed_evidence="measured", int8_if_needed="u8u8-qdq")
+    return decode(Report, document)
+
+
+def test_every_format_shows_speed_evidence_int8_if_needed_and_how_to_measure() -> None:
+    report = _speed_report()
+    avx2 = report.targets[0]
+    assert avx2.platform == "linux/amd64" and avx2.variants[0].latency_ms is not None
+    estimated = "≈" + milliseconds(avx2.variants[0].latency_ms.p50)
+    for fmt in ("table", "markdown", "html"):
+        text = " ".join(html.unescape(render(report, fmt)).split())
+        assert "speed evidence: none (no speed claim is made: the baseline is recommended)" in text, fmt
+        assert "≈ estimate by cost model haswell (not validated on real hardware, so not evidence)" in text, fmt
+        assert "speed evidence: measured (timed on the target's own CPU)" in text, fmt
+        assert text.count("int8 if needed (for size or power): u8u8-qdq") == 2, fmt
+        # Only the target without measured timings says how to get them.
+        assert text.count("to measure speed on amd64: add a remote engine of that architecture") == 1, fmt
+        assert estimated in text, fmt
+    junit = ET.fromstring(render(report, "junit"))
+    properties = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert properties["int8_if_needed"] == "u8u8-qdq"
+
+
+def test_a_report_before_speed_evidence_renders_as_it_did() -> None:
+    for fmt in ("table", "markdown", "html"):
+        text = render(_report(), fmt)
+        assert "speed evidence" not in text and "int8 if needed" not in text and "≈" not in text, fmt
+
+
+def test_a_masked_target_is_told_to_time_a_cpu_of_its_tier() -> None:
+    masked = dataclasses.replace(_speed_report().targets[0], mode="masked", speed_evidence="masked")
+    lines = speed_lines(masked)
+    assert lines[0] == "speed evidence: masked (timed on this host's CPU, masked to the tier); ≈ estimate by cost " + (
+        "model haswell (not validated on real hardware, so not evidence)"
+    )
+    assert lines[-1].startswith("to measure speed on a CPU of the x86-avx2 tier (these milliseconds are this host's)")

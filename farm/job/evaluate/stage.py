@@ -3,7 +3,11 @@ each module does)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from farm.job import cpu
 from farm.job.data import Dataset, DatasetError
@@ -12,9 +16,12 @@ from farm.job.evaluate.candidates import Candidates, read_prepared
 from farm.job.evaluate.extra import run_optimized, run_tuned
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
-from farm.job.recommend import recommend, saturation_findings
+from farm.job.macs import conv_share
+from farm.job.recommend import recommend, saturation_findings, speed_evidence
 from farm.job.report import TargetResult
 from farm.job.spec import Spec
+
+log = logging.getLogger("farm.job")
 
 
 def run_evaluate(spec: Spec, out: Path) -> TargetResult:
@@ -44,7 +51,34 @@ def run_evaluate(spec: Spec, out: Path) -> TargetResult:
         run_tuned(spec.tuned, file, measure)
     measure.timer.time_kept()
     variants = file.result.variants
-    recommended, why = recommend(variants, emulated=spec.target.emulated, saturation_risk=spec.target.saturation_risk)
+    estimate = file.result.estimate
+    evidence = speed_evidence(variants, estimate)
+    chosen = recommend(
+        variants,
+        evidence=evidence,
+        saturation_risk=spec.target.saturation_risk,
+        conv_share=_conv_share(spec, measure.reference.feeds),
+        claim_floor=None if estimate is None else estimate.error_p90,
+        target=spec.target.name,
+    )
     findings = tuple(saturation_findings(variants))
-    file.finish(recommended=recommended, recommendation_reason=why, warnings=(*file.result.warnings, *findings))
+    file.finish(
+        recommended=chosen.recommended,
+        recommendation_reason=chosen.reason,
+        speed_evidence=evidence,
+        int8_if_needed=chosen.int8_if_needed,
+        warnings=(*file.result.warnings, *findings),
+    )
     return file.result
+
+
+def _conv_share(spec: Spec, feeds: Sequence[Mapping[str, np.ndarray]]) -> float | None:
+    """The share of the fp32 model's multiply-accumulates in Conv, at the samples' shapes; None when unknown, which
+    only leaves static QDQ unpreferred in ``int8_if_needed``."""
+    if not feeds:
+        return None
+    try:
+        return conv_share(spec.model, {name: array.shape for name, array in feeds[0].items()})
+    except Exception as exc:  # shape inference's own refusal: the rule goes on without the share
+        log.info("evaluate: the share of multiply-accumulates in Conv is unknown: %s", exc)
+        return None
