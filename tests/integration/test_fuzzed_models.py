@@ -168,12 +168,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
 
 @pytest.fixture(scope="module")
 def native(fleet: Fleet, built: BuildResults) -> Target:
-    """The CPU target this host runs natively (x86-avx512-vnni on a VNNI host, x86-avx2 on an AVX2-only one)."""
+    """The CPU target this host runs natively (x86-avx512-vnni on a VNNI host, x86-avx2 on an AVX2-only one), or
+    masked where none is (on a CPU with AMX every default x86 tier is masked)."""
     images = {b.target for b in built.built}
-    for target in fleet.config.targets:
-        if fleet.placements[target.name].mode == "native" and target.image == "cpu" and target.name in images:
-            return target
-    missing("no native CPU target with an image on this host")
+    for mode in ("native", "masked"):
+        for target in fleet.config.targets:
+            if fleet.placements[target.name].mode == mode and target.image == "cpu" and target.name in images:
+                return target
+    missing("no native or masked CPU target with an image on this host")
     raise AssertionError("unreachable")
 
 

@@ -24,7 +24,7 @@ from farm.controller.fleet import BuildResults, Fleet
 from farm.controller.jobs import TIMING_ROUNDS
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.farmrun import farm_matrix, read_report, target, variant, words
+from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, words
 from tests.modelgen import (
     ModelData,
     make_dynamic_batch_cnn,
@@ -47,10 +47,6 @@ def cpu_targets(fleet: Fleet) -> list[str]:
         for t in fleet.config.targets
         if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request
     ]
-
-
-def native(fleet: Fleet) -> str:
-    return next(name for name in cpu_targets(fleet) if fleet.placements[name].mode == "native")
 
 
 def targets_args(names: list[str]) -> list[str]:
@@ -198,7 +194,7 @@ def sequence_run(
     folder = tmp_path_factory.mktemp("sequence")
     model = make_sequence_and_state_model(folder / "model.onnx")
     report, result = run(
-        model.path, "--data", str(save_data(model, folder)), "--target", native(fleet), out=folder / "out"
+        model.path, "--data", str(save_data(model, folder)), "--target", native_target(fleet), out=folder / "out"
     )
     yield report, result.stdout
 
@@ -207,7 +203,7 @@ def test_the_output_that_drifted_is_named_in_the_report_and_the_table(
     fleet: Fleet, sequence_run: tuple[dict[str, Any], str]
 ) -> None:
     report, table = sequence_run
-    entry = target(report, native(fleet))
+    entry = target(report, native_target(fleet))
     drifted = [v for v in entry["variants"] if v["status"] == "ok" and v["within_tolerance"] is False]
     assert drifted, entry["variants"]
     for found in drifted:
@@ -222,7 +218,7 @@ def test_a_sequence_of_distributions_gets_per_position_top1(
     fleet: Fleet, sequence_run: tuple[dict[str, Any], str]
 ) -> None:
     report, _ = sequence_run
-    entry = target(report, native(fleet))
+    entry = target(report, native_target(fleet))
     probs = [
         next(o for o in v["accuracy"]["outputs"] if o["name"] == "probs")
         for v in entry["variants"]
@@ -270,7 +266,7 @@ def test_a_metric_changes_the_verdict_and_a_raising_metric_fails_that_variant_on
         "--data",
         str(save_data(model, tmp_path)),
         "--target",
-        native(fleet),
+        native_target(fleet),
         "--metric",
         f"{tmp_path / 'metric.py'}:agreement",
         "--min-cosine",
@@ -278,7 +274,7 @@ def test_a_metric_changes_the_verdict_and_a_raising_metric_fails_that_variant_on
         out=tmp_path / "out",
     )
     assert report["tolerance"]["metric"] == "metric.py:agreement"
-    entry = target(report, native(fleet))
+    entry = target(report, native_target(fleet))
     assert entry["status"] == "ok"
     s8s8 = variant(entry, "s8s8-qdq")
     assert s8s8["status"] == "failed" and s8s8["error"] == "metric agreement raised ValueError: third call"
@@ -321,10 +317,10 @@ def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: Build
         "--targets",
         str(tmp_path / "targets.toml"),
         "--target",
-        native(fleet),
+        native_target(fleet),
         out=tmp_path / "out",
     )
-    entry = target(report, native(fleet))
+    entry = target(report, native_target(fleet))
     assert [v["name"] for v in entry["variants"]] == ["fp32", "optimized"]
     for found in entry["variants"]:
         latency = found["latency_ms"]
@@ -357,13 +353,13 @@ def test_an_ir3_model_from_the_onnx_wheel_is_quantized_on_the_native_target(
         "--targets",
         str(tmp_path / "targets.toml"),
         "--target",
-        native(fleet),
+        native_target(fleet),
         "--samples",
         "2",
         out=tmp_path / "out",
     )
     assert any("IR 3, which lists its 269 weights as graph inputs" in w for w in report["warnings"])
-    entry = target(report, native(fleet))
+    entry = target(report, native_target(fleet))
     int8 = variant(entry, "u8u8-qdq")
     assert int8["status"] == "ok" and int8["quantization"]["nodes"]["quantized"] > 50, int8
     assert int8["accuracy"] is not None and int8["latency_ms"]["p50"] > 0
@@ -385,9 +381,9 @@ def test_the_export_check_flags_the_reshape_that_baked_in_batch_1_and_passes_the
         folder.mkdir()
         model = make_traced_batch_model(folder / "model.onnx", baked=baked)
         report, result = run(
-            model.path, "--data", str(save_data(model, folder)), "--target", native(fleet), out=folder / "out"
+            model.path, "--data", str(save_data(model, folder)), "--target", native_target(fleet), out=folder / "out"
         )
-        check = target(report, native(fleet))["export_check"]
+        check = target(report, native_target(fleet))["export_check"]
         assert (check["status"], check["node"], check["op"]) == expected, check
         if baked:
             assert "export pitfall:" in result.stdout and "'flatten'" in result.stdout

@@ -27,7 +27,7 @@ class NotCounting(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Counted:
+class MarkedRun:
     """One marked run: the plugin's instructions by class, and the run's wall time under QEMU (a naive predictor
     scripts/bench-estimate compares the estimate with)."""
 
@@ -45,7 +45,7 @@ class Marks:
         self._syscall.restype = ctypes.c_long
         self._syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
-    def count(self, run: Callable[[], object]) -> Counted:
+    def count(self, run: Callable[[], object]) -> MarkedRun:
         """``run()`` once between marks; raises NotCounting when no plugin answered."""
         mark = self.next_id
         self.next_id += 1
@@ -56,7 +56,7 @@ class Marks:
         finally:
             wall = time.perf_counter() - start
             self._syscall(MARK_SYSCALL, END, mark)
-        return Counted(counts=self._line(mark), wall_s=wall)
+        return MarkedRun(counts=self._line(mark), wall_s=wall)
 
     def _line(self, mark: int) -> dict[str, int]:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from farm.job.estimate.costs import CostModel, cost_models, trust
-from farm.job.estimate.marks import Counted, Marks, NotCounting
+from farm.job.estimate.marks import MarkedRun, Marks, NotCounting
 from farm.job.evaluate.file import ResultFile
 from farm.job.report import InstructionCounts, Variant
 from farm.job.result import error_text
@@ -52,13 +52,13 @@ def count_kept(
         _put(file, name, model, counted)
 
 
-def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[Counted]:
+def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[MarkedRun]:
     # The first run allocates and plans; every later run of the same feed executes the same instructions.
     session.run(None, feed)
     return [marks.count(lambda: session.run(None, feed)) for _ in range(runs)]
 
 
-def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[Counted]) -> None:
+def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[MarkedRun]) -> None:
     totals = [sum(c.counts.values()) for c in counted]
     mean = sum(totals) / len(totals)
     classes = sorted({k for c in counted for k in c.counts})
