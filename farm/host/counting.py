@@ -126,7 +126,9 @@ def host_qemu_version() -> str | None:
         )
     except OSError:
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def find(cache_dir: Path) -> CountingQemu | None:
