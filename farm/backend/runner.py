@@ -8,6 +8,11 @@
   entrypoint, with ``-cpu <model>``, because MLAS picks its kernels from CPUID and nothing else can cap that choice.
 - emulated, foreign architecture: binfmt runs the image's binaries under QEMU; ``QEMU_CPU`` picks the core, and is
   always set because QEMU's default "max" CPU gave wrong int8 results.
+- counting (an emulated placement given the counting QEMU, farm/host/counting.py): instead of the static QEMU or
+  binfmt, the entrypoint is the bundle's loader running its plugin-capable qemu-<arch> with ``-cpu <model>`` and farm's
+  instruction-count plugin, which appends the marked counts to a file inside the container; the bundle is mounted
+  read-only. BLAS threads are pinned to one, since idle worker threads spin and their instructions would make the
+  counts depend on timing, and Python's string hashing is seeded, so that two runs execute the same instructions.
 
 Callers give the placement; this module applies it, so no caller assembles a mask library or a QEMU entrypoint.
 """
@@ -18,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from farm.backend.engine import Mount, RunSpec
+from farm.host.counting import BUNDLE_IN_CONTAINER, CountingQemu
 from farm.host.masking import LIBRARY_NAME, MASK_ENV, ensure_library
 from farm.host.probe import Placement
 from farm.targets.config import Target
@@ -42,12 +48,15 @@ def run_spec(
     keep: bool = False,
     cache_dir: Path | None = None,
     plan_only: bool = False,
+    counting: CountingQemu | None = None,
+    counts_file: str | None = None,
 ) -> RunSpec:
     """A container that runs ``python3 ARGS`` in the target's image the way this host must run it.
 
     A masked placement needs ``cache_dir``, farm's cache, where its preload library is built once (an
     EnvironmentProblem when it cannot be); ``plan_only`` names the library without building it, for a plan that
-    builds nothing (`farm matrix --dry-run`).
+    builds nothing (`farm matrix --dry-run`). ``counting`` runs an emulated placement under the counting QEMU,
+    which writes its counts to ``counts_file`` (a path inside the container, on a writable mount).
     """
     if placement.mode == "unavailable":
         raise ValueError(f"target {target.name} is unavailable here: {placement.reason}")
@@ -58,7 +67,19 @@ def run_spec(
     if placement.mode == "emulated" and not placement.cpu_model:
         # QEMU's default "max" CPU gave wrong int8 results; host.place never emulates without a model.
         raise ValueError(f"target {target.name} is emulated here without a CPU model")
-    if placement.mode == "emulated" and placement.qemu is not None:
+    if counting is not None:
+        if placement.mode != "emulated" or counts_file is None:
+            raise ValueError(
+                f"target {target.name}: the counting QEMU runs emulated placements only, with a counts file"
+                f" (mode {placement.mode}, counts file {counts_file})"
+            )
+        all_mounts.append(Mount(source=counting.bundle, target=BUNDLE_IN_CONTAINER, read_only=True))
+        entrypoint = counting.command(target.arch, str(placement.cpu_model), counts_file, root=BUNDLE_IN_CONTAINER)
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env.setdefault("PYTHONHASHSEED", "0")  # the order of a set of strings is work too
+        if placement.qemu is None:  # the job's own child processes still go through binfmt
+            env["QEMU_CPU"] = str(placement.cpu_model)
+    elif placement.mode == "emulated" and placement.qemu is not None:
         all_mounts.append(Mount(source=_path(placement.qemu.path), target=QEMU_IN_CONTAINER, read_only=True))
         entrypoint = [QEMU_IN_CONTAINER, "-cpu", str(placement.cpu_model)]
     elif placement.mode == "emulated":

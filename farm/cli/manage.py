@@ -16,6 +16,7 @@ from farm.cli.options import (
     TargetsOpt,
 )
 from farm.controller import doctor, fleet
+from farm.errors import BadInput
 
 
 def version() -> None:
@@ -25,11 +26,22 @@ def version() -> None:
 
 def doctor_cmd(
     fix: Annotated[bool, typer.Option("--fix", help="install and register what is missing (run as root)")] = False,
+    estimates: Annotated[
+        bool,
+        typer.Option(
+            "--estimates",
+            help="with --fix: also build the counting QEMU that estimates speed on emulated targets (minutes)",
+        ),
+    ] = False,
     targets_file: TargetsOpt = None,
 ) -> None:
-    """Check the engine, QEMU, binfmt, CPU flags, GPU runtime and disk, and say what to do about each."""
+    """Check the engine, QEMU, binfmt, CPU flags, GPU runtime, disk and speed estimates; say what to do about each."""
+    if estimates and not fix:
+        raise BadInput(
+            "--estimates only says what `farm doctor --fix` builds", fix="run `farm doctor --fix --estimates`"
+        )
     if fix:
-        changes = doctor.fix()
+        changes = doctor.fix(estimates=estimates)
         for change in changes or ["nothing to change: everything farm installs is already here"]:
             typer.echo(f"changed: {change}" if changes else change)
     checks = doctor.diagnose(targets_file=targets_file)

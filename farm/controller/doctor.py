@@ -15,10 +15,10 @@ from typing import Literal
 from farm.backend.engine import Engine
 from farm.backend.registry import open_places
 from farm.errors import EnvironmentProblem, FarmError
-from farm.host import masking
+from farm.host import counting, masking
 from farm.host.probe import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
 from farm.images import bootstrap
-from farm.targets.config import load_config
+from farm.targets.config import cache_dir_of, load_config
 
 Level = Literal["ok", "warn", "fail"]
 BACKPORTS_LIST = Path("/etc/apt/sources.list.d/farm-bookworm-backports.list")
@@ -68,6 +68,7 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
         )
     )
     checks.append(_bootstrap())
+    checks.append(_estimates(cache_dir_of(os.environ if env is None else env)))
     if engine is not None:
         checks.extend(_backends(engine, targets_file))
     return checks
@@ -124,6 +125,22 @@ def _bootstrap() -> Diagnosis:
             fix="run `farm doctor --fix` as root",
         )
     return Diagnosis(name="bootstrap", level="ok", detail=f"{tool} builds base images from Debian packages")
+
+
+def _estimates(cache_dir: Path) -> Diagnosis:
+    found = counting.find(cache_dir)
+    if found is None:
+        return Diagnosis(
+            name="estimates",
+            level="warn",
+            detail="the counting QEMU is not built, so emulated targets get no speed estimate",
+            fix="run `farm doctor --fix --estimates` as root (builds QEMU from Debian's source, a few minutes)",
+        )
+    return Diagnosis(
+        name="estimates",
+        level="ok",
+        detail=f"counting QEMU {found.qemu_version} at {found.bundle} (built in {found.build_seconds:.0f} s)",
+    )
 
 
 def _disk(root: Path) -> Diagnosis:
@@ -230,8 +247,9 @@ def _cpu(host: HostInfo) -> Diagnosis:
 # --- fixing -----------------------------------------------------------------------------------------------------
 
 
-def fix() -> list[str]:
-    """Install and register what is missing. Returns one line per change made."""
+def fix(*, estimates: bool = False, env: dict[str, str] | None = None) -> list[str]:
+    """Install and register what is missing; with ``estimates``, build the counting QEMU too. Returns one line per
+    change made."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("`farm doctor --fix` changes system packages and binfmt", fix="run it as root")
     changes: list[str] = []
@@ -244,6 +262,13 @@ def fix() -> list[str]:
     if need_qemu or need_bootstrap or need_compiler:
         changes.extend(_apt_install(need_qemu=need_qemu, need_bootstrap=need_bootstrap, need_compiler=need_compiler))
     changes.extend(_register_binfmt(FOREIGN.get(host.arch, ())))
+    if estimates:
+        cache_dir = cache_dir_of(os.environ if env is None else env)
+        if counting.find(cache_dir) is None:
+            built = counting.ensure(cache_dir)
+            changes.append(
+                f"built the counting QEMU {built.qemu_version} at {built.bundle} in {built.build_seconds:.0f} s"
+            )
     return changes
 
 

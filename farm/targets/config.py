@@ -336,8 +336,12 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
             raise ConfigError(f"{source}: targets.{name} must be a table")
         merged = {**defaults, **table, **overrides}
         targets.append(Target.from_table(name, merged, source=source))
-    cache = Path(env["FARM_CACHE_DIR"]) if env.get("FARM_CACHE_DIR") else Path.home() / ".cache" / "farm"
-    return Config(source=path, targets=tuple(targets), cache_dir=cache)
+    return Config(source=path, targets=tuple(targets), cache_dir=cache_dir_of(env))
+
+
+def cache_dir_of(env: Mapping[str, str]) -> Path:
+    """farm's cache folder: FARM_CACHE_DIR, else ~/.cache/farm."""
+    return Path(env["FARM_CACHE_DIR"]) if env.get("FARM_CACHE_DIR") else Path.home() / ".cache" / "farm"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
