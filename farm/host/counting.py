@@ -15,8 +15,8 @@ per host from Debian's source of the same QEMU, and keeps them in farm's cache a
 ``<bundle>/<loader> --library-path <bundle>/lib <bundle>/qemu-<arch> -cpu <model> -plugin
 <bundle>/libinsncount.so,out=<file> python3 ...`` with the bundle mounted read-only (farm/backend/runner.py).
 
-Marks: the guest calls system call ``MARK_SYSCALL`` with ``MARK_BEGIN``/``MARK_END`` and an id; at the end the
-plugin appends ``{"id": N, "counts": {...}, "total": n}`` to the counts file (see insncount.c for the classes).
+Marks (farm.job.estimate.marks, one definition): the guest calls its system call with begin or end and an id; at
+the end the plugin appends ``{"id": N, "counts": {...}, "total": n}`` to the counts file (see insncount.c for the classes).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from farm.errors import EnvironmentProblem
 from farm.host import qemubuild, qemusource
 from farm.host.files import LineSink, exclusive, lock_path
+from farm.job.estimate.costs import CLASSES
 
 PLUGIN_SOURCE = Path(__file__).parent / "native" / "insncount.c"
 PLUGIN_NAME = "libinsncount.so"
@@ -42,10 +43,6 @@ MANIFEST = "manifest.json"
 # Bump when the configure flags, the plugin's compile flags or the bundle's layout change: a new folder follows.
 RECIPE = "1"
 EMULATORS = {"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64"}
-MARK_SYSCALL = 17985
-MARK_BEGIN = 1
-MARK_END = 2
-CLASSES = ("branch", "int_simd_mul", "fp_simd_fma", "load", "store", "vector_other", "scalar")
 # Where the runner mounts the bundle in a container.
 BUNDLE_IN_CONTAINER = "/farm-count"
 HOST_QEMU_PACKAGE = "qemu-user-static"
