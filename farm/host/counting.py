@@ -16,7 +16,7 @@ per host from Debian's source of the same QEMU, and keeps them in farm's cache a
 <bundle>/libinsncount.so,out=<file> python3 ...`` with the bundle mounted read-only (farm/backend/runner.py).
 
 Marks (farm.job.estimate.marks, one definition): the guest calls its system call with begin or end and an id; at
-the end the plugin appends ``{"id": N, "counts": {...}, "total": n}`` to the counts file (see insncount.c for the classes).
+the end the plugin appends ``{"id": N, "counts": {...}, "total": n}`` to the counts file (insncount.c: the classes).
 """
 
 from __future__ import annotations
