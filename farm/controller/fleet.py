@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from farm.backend.engine import Engine, EngineInfo
 from farm.backend.registry import open_places, place_key
 from farm.controller import progress
 from farm.errors import BuildFailed, FarmError
+from farm.host import counting
 from farm.host.probe import HostInfo, Placement, binfmt_for, probe_host
 from farm.images import content as images
+from farm.job.estimate.costs import cost_model_for
 from farm.targets.config import LOCAL_ENGINE, Config, Target, load_config
 
 
@@ -41,6 +43,7 @@ class Fleet:
         host = probe_host(gpu_runtime=info.gpu_runtime)
         local = DockerBackend(engine, cache_dir=config.cache_dir)
         places = open_places(config, engine)
+        counter = counting.find(config.cache_dir)
         backends: dict[str, Backend] = {}
         hosts: dict[str, HostInfo] = {}
         placements: dict[str, Placement] = {}
@@ -48,6 +51,7 @@ class Fleet:
             if target.engine == LOCAL_ENGINE:
                 backends[target.name] = local
                 placements[target.name], hosts[target.name] = local.place(target, host)
+                placements[target.name] = with_estimates(target, placements[target.name], counter)
                 continue
             there = places[place_key(target)]
             if there.backend is None or there.host is None:
@@ -199,3 +203,36 @@ def ensure_images(fleet: Fleet, targets: Sequence[Target], reporter: progress.Re
         while thread.is_alive():
             thread.join(timeout=0.5)
     return {t.name: outcomes[t.name] for t in targets}
+
+
+# Where farm says how to get estimates: a target's warnings when it ran under QEMU without them.
+NO_COUNTING = (
+    "no speed estimate: farm's counting QEMU is not built on this host, so {target} was run for accuracy only; "
+    "run `farm doctor --fix --estimates` as root (about 2 minutes) for instruction-count estimates"
+)
+
+
+def with_estimates(target: Target, placement: Placement, counter: counting.CountingQemu | None) -> Placement:
+    """An emulated placement on this engine runs under the counting QEMU when it is built and farm has a cost model
+    for the core QEMU emulates; the bundle lives in this host's cache, so remote engines never get it."""
+    if placement.mode != "emulated" or counter is None:
+        return placement
+    if cost_model_for(target.arch, placement.cpu_model) is None:
+        return placement
+    return replace(placement, counting=counter, reason=f"{placement.reason}; {ESTIMATED_NOTE}")
+
+
+ESTIMATED_NOTE = "its speed is estimated from instruction counts under farm's counting QEMU"
+
+
+def no_estimate(target: Target, placement: Placement) -> str | None:
+    """Why an emulated target of this engine got no speed estimate, with how to get one; None when it got one or
+    is not emulated here."""
+    if placement.mode != "emulated" or placement.counting is not None or target.engine != LOCAL_ENGINE:
+        return None
+    if cost_model_for(target.arch, placement.cpu_model) is None:
+        return (
+            f"no speed estimate: farm has no cost model for {placement.cpu_model} (farm/job/estimate/costs.json), "
+            f"so {target.name} was run for accuracy only"
+        )
+    return NO_COUNTING.format(target=target.name)

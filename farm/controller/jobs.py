@@ -30,9 +30,12 @@ from farm.host.probe import Placement
 from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
 from farm.job.codec import encode
+from farm.job.estimate.costs import cost_model_for
+from farm.job.estimate.marks import COUNTS_FILE
 from farm.job.spec import (
     Arch,
     Calibration,
+    Estimate,
     Level,
     MetricRef,
     Mode,
@@ -64,8 +67,13 @@ TIMING_ROUNDS = 10
 NATIVE_ITERATIONS = 200
 # With either, MLAS's u8s8 kernels use VPDPBUSD, which does not saturate; without, VPMADDUBSW, which can.
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
-# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone.
+# Under QEMU timings say nothing, so an emulated target spends its time on accuracy alone ...
 EMULATED_ITERATIONS = 0
+# ... or, under farm's counting QEMU, on counting each variant's instructions over a few marked runs (counts barely
+# move between runs), stopping at this share of the target's budget, so the job still ends on its own with every
+# accuracy figure.
+ESTIMATE_RUNS = 3
+ESTIMATE_SHARE = 0.8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +225,7 @@ def job_spec(
     artifacts when the input folder holds them, the target's tuned model when ``farm matrix --tuned`` gave one, and
     the search's settings for the tune stage. Raises SpecError on what the job would refuse."""
     emulated = placement.mode == "emulated"
+    cost_model = cost_model_for(target.arch, placement.cpu_model) if placement.counting else None
     # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
     iterations = EMULATED_ITERATIONS if emulated else settings.native_iterations
     x86_vnni: bool | None = None
@@ -258,6 +267,11 @@ def job_spec(
         metric=None if metric is None else MetricRef(file=Path(METRIC_DIR, metric.path.name), function=metric.function),
         tune=tune,
         tuned=tuned,
+        estimate=None
+        if cost_model is None or stage != "evaluate"
+        else Estimate(
+            cost_model=cost_model.name, runs=ESTIMATE_RUNS, budget_s=settings.budget(target) * ESTIMATE_SHARE
+        ),
     )
 
 
@@ -292,6 +306,8 @@ def container(
         labels={STAGE_LABEL: stage},
         cache_dir=cache_dir,
         plan_only=plan_only,
+        counting=placement.counting if stage == "evaluate" else None,
+        counts_file=f"{OUT}/{COUNTS_FILE}",
     )
 
 

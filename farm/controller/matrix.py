@@ -22,7 +22,7 @@ from farm.backend.engine import ENGINE_ERRORS, RunResult, engine_lost
 from farm.backend.registry import offline_backend
 from farm.controller import compat, crosscheck
 from farm.controller.artifacts import make_artifacts
-from farm.controller.fleet import Fleet, ensure_images
+from farm.controller.fleet import Fleet, ensure_images, no_estimate
 from farm.controller.jobs import (
     INPUT_DIR,
     TIMING_ROUNDS,
@@ -439,6 +439,8 @@ def _evaluate(
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result, options.settings.budget(target))
+    if (why := no_estimate(target, placement)) is not None:
+        _finish(run, target.name, warnings=(*run.targets[target.name].warnings, why))
     wanted_artifacts = bool(candidates_for(target, run.given.info))
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
         # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
@@ -464,13 +466,8 @@ def _explain_load_failure(fleet: Fleet, target: Target, run: _Run) -> None:
         verdict = compat.predict(info.ir_version, info.opsets, run.nodes, found, target.providers)
         predicted = verdict.verdict == "fails" and verdict.failure_class == kind
         prediction = verdict.reason or "the model loads"
-    said = (
-        "; farm inspect predicted this"
-        if predicted
-        else ""
-        if predicted is None
-        else f"; farm inspect did not predict this ({prediction})"
-    )
+    said = "" if predicted is None else f"; farm inspect {'predicted this' if predicted else 'did not predict this'}"
+    said += "" if predicted in (None, True) else f" ({prediction})"
     _finish(
         run,
         target.name,
@@ -497,7 +494,9 @@ def _collect(run: _Run, name: str, out: Path, result: RunResult | None, budget: 
             recommended=job.recommended,
             recommendation_reason=job.recommendation_reason,
             # What its speed claims rest on, and the int8 variant to ship if int8 is needed (docs/contracts.md 2).
-            **{key: getattr(job, key) for key in ("speed_evidence", "int8_if_needed", "estimate")},
+            speed_evidence=job.speed_evidence,
+            int8_if_needed=job.int8_if_needed,
+            estimate=job.estimate,
             warnings=job.warnings,
             cpu_seen=job.cpu_seen,
             load_failure=job.load_failure,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from farm.host.counting import CountingQemu
 from farm.host.masking import CPUID_FAULT
 from farm.targets.config import Target
 from farm.targets.cpuflags import cleared_features, mask_rules, maskable, unseen
@@ -85,6 +86,9 @@ class Placement:
     cpu_model: str | None = None
     mask: str | None = None
     unseen: tuple[str, ...] = ()
+    # An emulated placement that runs under farm's counting QEMU, so its variants get estimated latencies
+    # (farm.job.estimate); None: QEMU as installed, accuracy only.
+    counting: CountingQemu | None = None
 
     @property
     def runnable(self) -> bool:

@@ -190,8 +190,8 @@ class TunedModel:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Estimate:
     """The job runs under farm's counting QEMU (farm.job.estimate): count each variant over ``runs`` marked runs
-    and price them with the cost model ``cost_model`` (farm/job/estimate/costs.json), for at most ``budget_s``
-    seconds in all, after which the rest keep their accuracy and go without an estimate."""
+    and price them with the cost model ``cost_model`` (farm/job/estimate/costs.json), until ``budget_s`` seconds
+    after the job began; the variants not counted by then keep their accuracy and go without an estimate."""
 
     cost_model: str
     runs: int

@@ -102,7 +102,7 @@ def test_an_estimate_past_its_budget_stops_and_says_so(tmp_path: Path, monkeypat
     monkeypatch.setattr("farm.job.evaluate.counted.time.monotonic", iter(range(0, 10_000, 1000)).__next__)
     result = run_evaluate(estimate_spec(tmp_path, budget_s=1500.0), tmp_path / "out")
     assert [v.timing for v in result.variants] == ["estimated", "none"]
-    assert any("counting stopped before optimized after 1500 s" in w for w in result.warnings)
+    assert any("counting stopped before optimized: the job ran past 1500 s" in w for w in result.warnings)
 
 
 def _marks_with(syscall: object) -> object:

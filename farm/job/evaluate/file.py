@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ class ResultFile:
 
     def __init__(self, target: SpecTarget, out: Path) -> None:
         self.out = out
+        # When the job began its work: the estimate phase stops at a deadline counted from here.
+        self.started = time.monotonic()
         self.result = TargetResult(
             name=target.name,
             platform=target.platform,
