@@ -105,6 +105,14 @@ def matrix(
             "'tuned'",
         ),
     ] = None,
+    estimates: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_ESTIMATES",
+            help="run emulated targets under farm's counting QEMU, where `farm doctor --fix --estimates` built it, "
+            "for instruction-count speed estimates; --no-estimates: accuracy only, faster",
+        ),
+    ] = True,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -134,6 +142,7 @@ def matrix(
         outputs=output or [],
         timeout_s=timeout,
         keep_containers=keep,
+        estimates=estimates,
     )
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned

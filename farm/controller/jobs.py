@@ -92,6 +92,8 @@ class JobSettings:
     # Seconds per container; None: each target's budget_s from targets.toml.
     timeout_s: float | None = None
     keep_containers: bool = False
+    # Emulated targets run under farm's counting QEMU where it is built (--no-estimates: accuracy only, faster).
+    estimates: bool = True
 
     @property
     def native_iterations(self) -> int:
@@ -225,7 +227,8 @@ def job_spec(
     artifacts when the input folder holds them, the target's tuned model when ``farm matrix --tuned`` gave one, and
     the search's settings for the tune stage. Raises SpecError on what the job would refuse."""
     emulated = placement.mode == "emulated"
-    cost_model = cost_model_for(target.arch, placement.cpu_model) if placement.counting else None
+    counted = placement.counting is not None and settings.estimates and stage == "evaluate"
+    cost_model = cost_model_for(target.arch, placement.cpu_model) if counted else None
     # --iterations is for the targets whose timings mean something; under QEMU it would only eat the budget.
     iterations = EMULATED_ITERATIONS if emulated else settings.native_iterations
     x86_vnni: bool | None = None
@@ -268,7 +271,7 @@ def job_spec(
         tune=tune,
         tuned=tuned,
         estimate=None
-        if cost_model is None or stage != "evaluate"
+        if cost_model is None
         else Estimate(
             cost_model=cost_model.name, runs=ESTIMATE_RUNS, budget_s=settings.budget(target) * ESTIMATE_SHARE
         ),
@@ -292,8 +295,10 @@ def container(
     keep: bool = False,
     cache_dir: Path | None = None,
     plan_only: bool = False,
+    counted: bool = False,
 ) -> RunSpec:
-    """The container of one stage's job, as the backend starts it in the placement's mode (farm/backend/runner.py)."""
+    """The container of one stage's job, as the backend starts it in the placement's mode (farm/backend/runner.py);
+    ``counted``: under the placement's counting QEMU (its spec asks for an estimate)."""
     return runner.run_spec(
         target,
         placement,
@@ -306,7 +311,7 @@ def container(
         labels={STAGE_LABEL: stage},
         cache_dir=cache_dir,
         plan_only=plan_only,
-        counting=placement.counting if stage == "evaluate" else None,
+        counting=placement.counting if counted else None,
         counts_file=f"{OUT}/{COUNTS_FILE}",
     )
 
@@ -339,6 +344,7 @@ def run_job(
             timeout_s=timeout_s,
             keep=keep,
             cache_dir=fleet.config.cache_dir,
+            counted=spec.estimate is not None,
         )
     except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
         return RunResult.engine_failure(f"could not be masked: {exc}")

@@ -439,7 +439,7 @@ def _evaluate(
     finally:
         # Also when Ctrl-C or a lost engine ends the run here: the variants the job wrote so far are kept.
         _collect(run, target.name, out, result, options.settings.budget(target))
-    if (why := no_estimate(target, placement)) is not None:
+    if options.settings.estimates and (why := no_estimate(target, placement)) is not None:
         _finish(run, target.name, warnings=(*run.targets[target.name].warnings, why))
     wanted_artifacts = bool(candidates_for(target, run.given.info))
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):

@@ -163,8 +163,8 @@ class Quantization:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InstructionCounts:
     """Guest instructions one run of the variant executed under farm's counting QEMU, by class
-    (farm/host/native/insncount.c names the classes), the mean of ``runs`` marked runs; ``spread`` is the largest
-    relative difference of a run's total from the mean (counts are deterministic, so it stays near 0).
+    (farm/host/native/insncount.c names the classes): the fewest of ``runs`` marked runs; ``spread`` is how much
+    more the run that executed most did, relative to that (what varies between runs only adds).
     ``qemu_wall_ms`` is the runs' median wall time under QEMU: no speed proxy, kept as the naive predictor
     scripts/bench-estimate measures the estimate against."""
 

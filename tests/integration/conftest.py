@@ -7,6 +7,8 @@ import pytest
 
 from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.errors import EnvironmentProblem
+from farm.host import counting
 from farm.host.owner import OWNER_LABEL, of_process
 from tests.conftest import missing
 
@@ -29,6 +31,17 @@ def built(fleet: Fleet) -> BuildResults:
         if not placement.runnable:
             missing(f"target {name} cannot run here: {placement.reason}")
     return build_images(fleet, fleet.config.targets, explicit=False, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def counting_qemu(fleet: Fleet) -> counting.CountingQemu:
+    if fleet.host.arch != "x86_64":
+        pytest.skip(f"the counting QEMU bundle is built for x86_64 hosts; this one is {fleet.host.arch}")
+    try:
+        return counting.ensure(fleet.config.cache_dir)
+    except EnvironmentProblem as exc:
+        missing(f"the counting QEMU cannot be built here: {exc}")
+        raise
 
 
 def image_of(built: BuildResults, name: str) -> str:

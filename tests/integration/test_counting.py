@@ -17,10 +17,8 @@ import pytest
 from farm.backend import runner
 from farm.backend.engine import Engine, Mount
 from farm.controller.fleet import BuildResults, Fleet
-from farm.errors import EnvironmentProblem
 from farm.host import counting
 from farm.host.probe import Placement
-from tests.conftest import missing
 from tests.integration.conftest import image_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation]
@@ -30,17 +28,6 @@ COUNTS = "/farm/out/counts.jsonl"
 SIZE = "256"  # large enough that the model's work dwarfs Python's per-run overhead
 # (target, the QEMU CPU model it is counted on)
 CASES = [("arm64", "neoverse-n1"), ("x86-avx2", "Haswell")]
-
-
-@pytest.fixture(scope="session")
-def counting_qemu(fleet: Fleet) -> counting.CountingQemu:
-    if fleet.host.arch != "x86_64":
-        pytest.skip(f"the counting QEMU bundle is built for x86_64 hosts; this one is {fleet.host.arch}")
-    try:
-        return counting.ensure(fleet.config.cache_dir)
-    except EnvironmentProblem as exc:
-        missing(f"the counting QEMU cannot be built here: {exc}")
-        raise
 
 
 def count(

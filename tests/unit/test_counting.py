@@ -13,6 +13,7 @@ import pytest
 
 from farm.errors import EnvironmentProblem
 from farm.host import counting, qemubuild, qemusource
+from farm.job.estimate.costs import CLASSES
 
 SOURCES = """\
 Package: qemu
@@ -173,7 +174,7 @@ def test_the_entrypoint_runs_the_bundle_s_qemu_through_its_loader_with_the_plugi
 
 
 def test_the_counts_file_is_read_line_by_line_and_checked(tmp_path: Path) -> None:
-    counts = dict.fromkeys(counting.CLASSES, 2)
+    counts = dict.fromkeys(CLASSES, 2)
     path = tmp_path / "c.jsonl"
     path.write_text(
         json.dumps({"id": 3, "counts": counts, "total": 14})

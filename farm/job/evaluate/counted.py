@@ -65,13 +65,14 @@ def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -
 
 def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[MarkedRun]) -> None:
     totals = [sum(c.counts.values()) for c in counted]
-    mean = sum(totals) / len(totals)
-    classes = sorted({k for c in counted for k in c.counts})
-    per_run = {k: round(sum(c.counts.get(k, 0) for c in counted) / len(counted)) for k in classes}
+    low = min(totals)
+    # The run that executed least: what a run of the variant costs, since what varies between runs (a one-off
+    # allocation, the interpreter's own work) only ever adds; the runs' spread says how much it did.
+    fewest = counted[totals.index(low)]
     instructions = InstructionCounts(
         runs=len(counted),
-        per_run=per_run,
-        spread=round(max(abs(t - mean) for t in totals) / mean, 6) if mean else 0.0,
+        per_run=dict(sorted(fewest.counts.items())),
+        spread=round((max(totals) - low) / low, 6) if low else 0.0,
         qemu_wall_ms=round(float(np.median([c.wall_s for c in counted])) * 1000.0, 4),
     )
     latency = model.latency([c.counts for c in counted])
