@@ -4,13 +4,26 @@ container of a stage."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from farm.controller.jobs import IN, OUT, JobSettings, container, job_spec, spec_file
+from farm.controller.fleet import ESTIMATED_NOTE, NO_COUNTING, no_estimate, with_estimates
+from farm.controller.jobs import (
+    ESTIMATE_RUNS,
+    ESTIMATE_SHARE,
+    IN,
+    OUT,
+    JobSettings,
+    container,
+    job_spec,
+    spec_file,
+)
+from farm.host.counting import CountingQemu
 from farm.host.probe import Placement
 from farm.inputs.usermetric import MetricFile
 from farm.job.codec import decode, encode
+from farm.job.estimate.marks import COUNTS_FILE
 from farm.job.report import Quantization
 from farm.job.spec import MetricRef, Spec, TunedModel
 from farm.targets.config import Target
@@ -153,3 +166,46 @@ def test_a_stage_s_container_reads_its_own_spec_and_writes_to_the_output_folder(
         (tmp_path / "out", OUT, False),
     }
     assert started.labels["farm.stage"] == "prepare" and started.timeout_s == 9.0 and started.memory == tier.memory
+
+
+def test_an_emulated_target_under_the_counting_qemu_asks_for_an_estimate_and_starts_under_it(tmp_path: Path) -> None:
+    arm = Target(name="arm64", platform="linux/arm64", budget_s=100.0)
+    counter = counting_qemu(tmp_path)
+    placement = Placement(mode="emulated", cpu_model="neoverse-n1", counting=counter)
+    spec = spec_for(arm, frozenset(), placement)
+    assert spec.estimate is not None and spec.estimate.cost_model == "neoverse-n1"
+    assert spec.estimate.runs == ESTIMATE_RUNS and spec.estimate.budget_s == 100.0 * ESTIMATE_SHARE
+    started = container(arm, placement, "farm/a:0", "evaluate", tmp_path, tmp_path, timeout_s=9.0, counted=True)
+    assert started.entrypoint is not None and started.entrypoint[-1].endswith(f",out={OUT}/{COUNTS_FILE}")
+    # --no-estimates, a core farm has no cost model for, or no counting QEMU: accuracy only, as before.
+    quiet = job_spec(
+        arm, placement, "evaluate", [], JobSettings(estimates=False), inputs=tmp_path, host_flags=VNNI_HOST
+    )
+    a72 = spec_for(arm, frozenset(), replace(placement, cpu_model="cortex-a72"))
+    plain = spec_for(arm, frozenset(), replace(placement, counting=None))
+    assert quiet.estimate is None and a72.estimate is None and plain.estimate is None
+    assert container(arm, placement, "farm/a:0", "evaluate", tmp_path, tmp_path, timeout_s=9.0).entrypoint is None
+
+
+def test_the_fleet_gives_the_counting_qemu_to_emulated_targets_it_can_price_and_says_why_not_otherwise(
+    tmp_path: Path,
+) -> None:
+    arm, a72 = Target(name="arm64", platform="linux/arm64"), Target(name="a72", platform="linux/arm64")
+    emulated = Placement(mode="emulated", cpu_model="neoverse-n1", reason="binfmt")
+    counter = counting_qemu(tmp_path)
+    given = with_estimates(arm, emulated, counter)
+    assert given.counting == counter and given.reason == f"binfmt; {ESTIMATED_NOTE}" and no_estimate(arm, given) is None
+    assert with_estimates(arm, NATIVE, counter) == NATIVE
+    assert with_estimates(arm, emulated, None) == emulated
+    assert no_estimate(arm, emulated) == NO_COUNTING.format(target="arm64")
+    cortex = replace(emulated, cpu_model="cortex-a72")
+    assert with_estimates(a72, cortex, counter).counting is None
+    assert "no cost model for cortex-a72" in (no_estimate(a72, cortex) or "")
+    remote = Target(name="arm-box", platform="linux/arm64", engine="ssh://ci@arm-box")
+    assert no_estimate(remote, emulated) is None and no_estimate(arm, NATIVE) is None
+
+
+def counting_qemu(bundle: Path) -> CountingQemu:
+    return CountingQemu(
+        bundle=bundle, qemu_version="1", source_sha256="a", plugin_sha256="b", build_seconds=1.0, loader="ld.so"
+    )
