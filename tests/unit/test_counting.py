@@ -14,6 +14,7 @@ import pytest
 from farm.errors import EnvironmentProblem
 from farm.host import counting, qemubuild, qemusource
 from farm.job.estimate.costs import CLASSES
+from tests.countingfake import fake_counting
 
 SOURCES = """\
 Package: qemu
@@ -150,14 +151,7 @@ def test_the_key_changes_with_the_qemu_source_and_with_the_plugin() -> None:
 
 
 def test_the_entrypoint_runs_the_bundle_s_qemu_through_its_loader_with_the_plugin(tmp_path: Path) -> None:
-    qemu = counting.CountingQemu(
-        bundle=tmp_path,
-        qemu_version="1:10.0.2",
-        source_sha256="a" * 64,
-        plugin_sha256="b" * 64,
-        build_seconds=1.0,
-        loader="ld-linux-x86-64.so.2",
-    )
+    qemu = fake_counting(tmp_path)
     assert qemu.command("aarch64", "neoverse-n1", "/farm/out/c.jsonl", root="/farm-count") == [
         "/farm-count/ld-linux-x86-64.so.2",
         "--library-path",

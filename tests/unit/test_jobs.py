@@ -19,7 +19,6 @@ from farm.controller.jobs import (
     job_spec,
     spec_file,
 )
-from farm.host.counting import CountingQemu
 from farm.host.probe import Placement
 from farm.inputs.usermetric import MetricFile
 from farm.job.codec import decode, encode
@@ -27,6 +26,7 @@ from farm.job.estimate.marks import COUNTS_FILE
 from farm.job.report import Quantization
 from farm.job.spec import MetricRef, Spec, TunedModel
 from farm.targets.config import Target
+from tests.countingfake import fake_counting
 from tests.unit.report_sample import quantization
 
 NATIVE = Placement(mode="native")
@@ -170,7 +170,7 @@ def test_a_stage_s_container_reads_its_own_spec_and_writes_to_the_output_folder(
 
 def test_an_emulated_target_under_the_counting_qemu_asks_for_an_estimate_and_starts_under_it(tmp_path: Path) -> None:
     arm = Target(name="arm64", platform="linux/arm64", budget_s=100.0)
-    counter = counting_qemu(tmp_path)
+    counter = fake_counting(tmp_path)
     placement = Placement(mode="emulated", cpu_model="neoverse-n1", counting=counter)
     spec = spec_for(arm, frozenset(), placement)
     assert spec.estimate is not None and spec.estimate.cost_model == "neoverse-n1"
@@ -192,7 +192,7 @@ def test_the_fleet_gives_the_counting_qemu_to_emulated_targets_it_can_price_and_
 ) -> None:
     arm, a72 = Target(name="arm64", platform="linux/arm64"), Target(name="a72", platform="linux/arm64")
     emulated = Placement(mode="emulated", cpu_model="neoverse-n1", reason="binfmt")
-    counter = counting_qemu(tmp_path)
+    counter = fake_counting(tmp_path)
     given = with_estimates(arm, emulated, counter)
     assert given.counting == counter and given.reason == f"binfmt; {ESTIMATED_NOTE}" and no_estimate(arm, given) is None
     assert with_estimates(arm, NATIVE, counter) == NATIVE
@@ -203,9 +203,3 @@ def test_the_fleet_gives_the_counting_qemu_to_emulated_targets_it_can_price_and_
     assert "no cost model for cortex-a72" in (no_estimate(a72, cortex) or "")
     remote = Target(name="arm-box", platform="linux/arm64", engine="ssh://ci@arm-box")
     assert no_estimate(remote, emulated) is None and no_estimate(arm, NATIVE) is None
-
-
-def counting_qemu(bundle: Path) -> CountingQemu:
-    return CountingQemu(
-        bundle=bundle, qemu_version="1", source_sha256="a", plugin_sha256="b", build_seconds=1.0, loader="ld.so"
-    )

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from farm.backend import runner
-from farm.host.counting import BUNDLE_IN_CONTAINER, CountingQemu
+from farm.host.counting import BUNDLE_IN_CONTAINER
 from farm.host.masking import LIBRARY_NAME, MASK_ENV
 from farm.host.probe import Placement
 from farm.targets.config import Target
+from tests.countingfake import fake_counting
 
 NATIVE = Placement(mode="native")
 TIER = Target(name="x86-avx2", platform="linux/amd64", cpu_features=("avx2",), cpu_excludes=("avx512f",))
@@ -65,24 +66,13 @@ def test_a_mask_library_that_cannot_be_built_is_an_environment_problem(
         runner.run_spec(TIER, MASKED, "farm/x:0", ["-V"], cache_dir=tmp_path)
 
 
-def _counting(bundle: Path) -> CountingQemu:
-    return CountingQemu(
-        bundle=bundle,
-        qemu_version="1:10.0.2",
-        source_sha256="a" * 64,
-        plugin_sha256="b" * 64,
-        build_seconds=1.0,
-        loader="ld-linux-x86-64.so.2",
-    )
-
-
 def test_an_emulated_arm_target_under_the_counting_qemu_runs_it_as_entrypoint_with_the_bundle_read_only(
     tmp_path: Path,
 ) -> None:
     arm = Target(name="arm64", platform="linux/arm64")
     placement = Placement(mode="emulated", cpu_model="neoverse-n1")
     spec = runner.run_spec(
-        arm, placement, "farm/a:0", ["job.py"], counting=_counting(tmp_path), counts_file="/farm/out/c.jsonl"
+        arm, placement, "farm/a:0", ["job.py"], counting=fake_counting(tmp_path), counts_file="/farm/out/c.jsonl"
     )
     bundle = next(m for m in spec.mounts if m.target == BUNDLE_IN_CONTAINER)
     assert bundle.source == tmp_path and bundle.read_only
@@ -108,7 +98,7 @@ def test_an_x86_tier_under_the_counting_qemu_replaces_the_static_qemu(tmp_path: 
     from farm.host.probe import Qemu
 
     static = Placement(mode="emulated", cpu_model="Haswell", qemu=Qemu(path="/bin/sh", version=(10, 0, 2)))
-    spec = runner.run_spec(TIER, static, "farm/x:0", ["-V"], counting=_counting(tmp_path), counts_file="/o/c")
+    spec = runner.run_spec(TIER, static, "farm/x:0", ["-V"], counting=fake_counting(tmp_path), counts_file="/o/c")
     assert spec.entrypoint is not None and spec.entrypoint[3:6] == [
         f"{BUNDLE_IN_CONTAINER}/qemu-x86_64",
         "-cpu",
@@ -120,7 +110,9 @@ def test_an_x86_tier_under_the_counting_qemu_replaces_the_static_qemu(tmp_path: 
 
 def test_the_counting_qemu_runs_emulated_placements_with_a_counts_file_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="emulated placements only"):
-        runner.run_spec(TIER, NATIVE, "farm/x:0", ["-V"], counting=_counting(tmp_path), counts_file="/o/c")
+        runner.run_spec(TIER, NATIVE, "farm/x:0", ["-V"], counting=fake_counting(tmp_path), counts_file="/o/c")
     arm = Target(name="arm64", platform="linux/arm64")
     with pytest.raises(ValueError, match="counts file None"):
-        runner.run_spec(arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "a", [], counting=_counting(tmp_path))
+        runner.run_spec(
+            arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "a", [], counting=fake_counting(tmp_path)
+        )
