@@ -14,6 +14,9 @@ from farm.errors import FarmError
 
 REQUIRE = os.environ.get("FARM_REQUIRE_DOCKER") == "1"
 ROOT = Path(__file__).resolve().parent.parent
+# The counting QEMU makes every emulated run 30-75% slower; the tests of estimates (tests/integration/
+# test_estimates.py) turn it on for their own matrices, the others check accuracy and recommendations without it.
+os.environ.setdefault("FARM_ESTIMATES", "0")
 
 
 def missing(reason: str) -> None:

@@ -49,6 +49,7 @@ def test_emulated_targets_estimate_every_variant_deterministically_and_claim_no_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(FORCE_EMULATED_ENV, "x86-avx2")
+    monkeypatch.setenv("FARM_ESTIMATES", "1")
     cnn = make_cnn(tmp_path / "cnn" / "model.onnx", samples=2, size=48)
     data = tmp_path / "data.npz"
     np.savez(data, **cnn.inputs)  # type: ignore[arg-type]
@@ -88,6 +89,7 @@ def test_without_the_counting_qemu_the_matrix_runs_as_before_and_says_how_to_get
         if child.name != counting.CACHE_FOLDER:
             (cache / child.name).symlink_to(child)
     monkeypatch.setenv("FARM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("FARM_ESTIMATES", "1")
     result = farm_matrix("-t", "arm64", "--samples", "4", out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
     entry = target(read_report(tmp_path / "out"), "arm64")
