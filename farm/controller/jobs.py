@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -32,6 +32,7 @@ from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
 from farm.job.codec import encode
 from farm.job.estimate.costs import cost_model_for
 from farm.job.estimate.marks import COUNTS_FILE
+from farm.job.result import write_json_atomic
 from farm.job.spec import (
     Arch,
     Calibration,
@@ -328,7 +329,39 @@ def run_job(
     keep: bool,
     on_line: Callable[[str], None],
 ) -> RunResult:
-    """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names."""
+    """``python -m farm.job`` in the target's container, with ``spec`` beside the inputs it names.
+
+    A job the counting QEMU did not get going (it wrote no result: a broken bundle, a library missing) runs again
+    without it, so the target keeps its accuracy, and its result says why it has no estimate."""
+    result = _run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout_s, keep=keep, on_line=on_line)
+    if spec.estimate is None or (out / "result.json").is_file() or result.timed_out or result.engine_error:
+        return result
+    why = NO_START.format(what=last_line(result.log_tail))
+    plain = replace(spec, estimate=None)
+    result = _run_job(fleet, target, tag, plain, inputs, out, timeout_s=timeout_s, keep=keep, on_line=on_line)
+    written = read_json(out / "result.json")
+    if written:
+        written["warnings"] = [*written.get("warnings", []), why]
+        write_json_atomic(out / "result.json", written)
+    return result
+
+
+# The one line a target's warnings carry when the counting QEMU could not start its job.
+NO_START = "no speed estimate: the counting QEMU did not start the job ({what}), so it ran again without it"
+
+
+def _run_job(
+    fleet: Fleet,
+    target: Target,
+    tag: str,
+    spec: Spec,
+    inputs: Path,
+    out: Path,
+    *,
+    timeout_s: float,
+    keep: bool,
+    on_line: Callable[[str], None],
+) -> RunResult:
     stage = spec.stage
     path = inputs / spec_file(stage, target.name)
     path.write_text(json.dumps(encode(spec), indent=2))

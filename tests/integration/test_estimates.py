@@ -8,6 +8,7 @@ arm64 runs under qemu-aarch64 -cpu neoverse-n1, and x86-avx2 is forced under qem
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,30 @@ def test_without_the_counting_qemu_the_matrix_runs_as_before_and_says_how_to_get
     again = farm_matrix("-t", "arm64", "--samples", "4", "--no-estimates", out=tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert NO_COUNTING.format(target="arm64") not in target(read_report(tmp_path / "again"), "arm64")["warnings"]
+
+
+def test_a_counting_qemu_that_cannot_start_the_job_leaves_the_accuracy_and_says_why(
+    counting_qemu: counting.CountingQemu,
+    built: BuildResults,
+    fleet: Fleet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bundle that lost a library (a half-copied cache): complete by its manifest, yet its QEMU cannot load.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for child in fleet.config.cache_dir.iterdir():
+        if child.name != counting.CACHE_FOLDER:
+            (cache / child.name).symlink_to(child)
+    broken = cache / counting.CACHE_FOLDER / counting_qemu.bundle.name
+    shutil.copytree(counting_qemu.bundle, broken)
+    (broken / "lib" / "libglib-2.0.so.0").unlink()
+    monkeypatch.setenv("FARM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("FARM_ESTIMATES", "1")
+    result = farm_matrix("-t", "arm64", "--samples", "4", out=tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    entry = target(read_report(tmp_path / "out"), "arm64")
+    assert entry["status"] == "ok" and all(v["accuracy"] for v in entry["variants"] if v["status"] == "ok")
+    assert {v["timing"] for v in entry["variants"]} == {"none"}
+    said = [w for w in entry["warnings"] if w.startswith("no speed estimate: the counting QEMU did not start the job")]
+    assert len(said) == 1 and "libglib-2.0.so.0" in said[0], entry["warnings"]
