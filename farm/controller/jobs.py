@@ -333,12 +333,41 @@ def run_job(
 
     A job the counting QEMU did not get going (it wrote no result: a broken bundle, a library missing) runs again
     without it, so the target keeps its accuracy, and its result says why it has no estimate."""
-    result = _run_job(fleet, target, tag, spec, inputs, out, timeout_s=timeout_s, keep=keep, on_line=on_line)
+
+    def start(attempt: Spec) -> RunResult:
+        stage = attempt.stage
+        path = inputs / spec_file(stage, target.name)
+        path.write_text(json.dumps(encode(attempt), indent=2))
+        path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
+        try:
+            started = container(
+                target,
+                fleet.placements[target.name],
+                tag,
+                stage,
+                inputs,
+                out,
+                timeout_s=timeout_s,
+                keep=keep,
+                cache_dir=fleet.config.cache_dir,
+                counted=attempt.estimate is not None,
+            )
+        except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
+            return RunResult.engine_failure(f"could not be masked: {exc}")
+        backend = fleet.backend(target)
+        try:
+            return backend.run(started, on_line=on_line)
+        except EnvironmentProblem as exc:
+            if not backend.reach.remote:
+                raise  # the controller's own engine: nothing else can run either
+            # A remote engine or cluster that went away fails its own targets; the others go on.
+            return RunResult.engine_failure(f"lost its backend: {exc.message}")
+
+    result = start(spec)
     if spec.estimate is None or (out / "result.json").is_file() or result.timed_out or result.engine_error:
         return result
     why = NO_START.format(what=last_line(result.log_tail))
-    plain = replace(spec, estimate=None)
-    result = _run_job(fleet, target, tag, plain, inputs, out, timeout_s=timeout_s, keep=keep, on_line=on_line)
+    result = start(replace(spec, estimate=None))
     written = read_json(out / "result.json")
     if written:
         written["warnings"] = [*written.get("warnings", []), why]
@@ -348,47 +377,6 @@ def run_job(
 
 # The one line a target's warnings carry when the counting QEMU could not start its job.
 NO_START = "no speed estimate: the counting QEMU did not start the job ({what}), so it ran again without it"
-
-
-def _run_job(
-    fleet: Fleet,
-    target: Target,
-    tag: str,
-    spec: Spec,
-    inputs: Path,
-    out: Path,
-    *,
-    timeout_s: float,
-    keep: bool,
-    on_line: Callable[[str], None],
-) -> RunResult:
-    stage = spec.stage
-    path = inputs / spec_file(stage, target.name)
-    path.write_text(json.dumps(encode(spec), indent=2))
-    path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
-    try:
-        started = container(
-            target,
-            fleet.placements[target.name],
-            tag,
-            stage,
-            inputs,
-            out,
-            timeout_s=timeout_s,
-            keep=keep,
-            cache_dir=fleet.config.cache_dir,
-            counted=spec.estimate is not None,
-        )
-    except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
-        return RunResult.engine_failure(f"could not be masked: {exc}")
-    backend = fleet.backend(target)
-    try:
-        return backend.run(started, on_line=on_line)
-    except EnvironmentProblem as exc:
-        if not backend.reach.remote:
-            raise  # the controller's own engine: nothing else can run either
-        # A remote engine or cluster that went away fails its own targets; the others go on.
-        return RunResult.engine_failure(f"lost its backend: {exc.message}")
 
 
 def stage_lines(step: Step) -> Callable[[str], None]:

@@ -38,6 +38,17 @@ def estimated_matrix(model: Path, data: Path, out: Path, *extra: str) -> dict[st
     return read_report(out)
 
 
+def cache_without_bundle(fleet: Fleet, tmp_path: Path) -> Path:
+    """A farm cache that links to everything of this host's (wheels, site-packages, the CPUID library) but the
+    counting QEMU."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for child in fleet.config.cache_dir.iterdir():
+        if child.name != counting.CACHE_FOLDER:
+            (cache / child.name).symlink_to(child)
+    return cache
+
+
 def totals(entry: dict[str, Any]) -> dict[str, int]:
     return {v["name"]: sum(v["instructions"]["per_run"].values()) for v in entry["variants"] if v["instructions"]}
 
@@ -84,12 +95,7 @@ def test_without_the_counting_qemu_the_matrix_runs_as_before_and_says_how_to_get
     built: BuildResults, fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A cache with all of farm's (wheels, site-packages, CPUID library) but the counting QEMU: a host without it.
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for child in fleet.config.cache_dir.iterdir():
-        if child.name != counting.CACHE_FOLDER:
-            (cache / child.name).symlink_to(child)
-    monkeypatch.setenv("FARM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("FARM_CACHE_DIR", str(cache_without_bundle(fleet, tmp_path)))
     monkeypatch.setenv("FARM_ESTIMATES", "1")
     result = farm_matrix("-t", "arm64", "--samples", "4", out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
@@ -112,11 +118,7 @@ def test_a_counting_qemu_that_cannot_start_the_job_leaves_the_accuracy_and_says_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A bundle that lost a library (a half-copied cache): complete by its manifest, yet its QEMU cannot load.
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for child in fleet.config.cache_dir.iterdir():
-        if child.name != counting.CACHE_FOLDER:
-            (cache / child.name).symlink_to(child)
+    cache = cache_without_bundle(fleet, tmp_path)
     broken = cache / counting.CACHE_FOLDER / counting_qemu.bundle.name
     shutil.copytree(counting_qemu.bundle, broken)
     (broken / "lib" / "libglib-2.0.so.0").unlink()
