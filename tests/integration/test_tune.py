@@ -104,7 +104,8 @@ def test_tune_keeps_the_sensitive_region_in_fp32_and_stays_faster_than_fp32(
     assert conv2.input[0] == amplify.output[0], (conv2.input, amplify.output)
     assert not [n.name for n in tuned.graph.node if n.op_type == "QuantizeLinear" and amplify.output[0] in n.input]
     assert producers[conv2.input[0]].op_type == "Mul"
-    assert f"{target} (native): {best['variant']} with {len(best['exclude'])} node(s) in fp32" in result.stdout
+    kept = f"{target} ({fleet.placements[target].mode}): {best['variant']} with {len(best['exclude'])} node(s) in fp32"
+    assert kept in result.stdout
 
     # farm matrix --tuned carries it: the target evaluates its own tuned model beside the naive variants, which all
     # fall out of tolerance, and it is the one to ship.
@@ -151,7 +152,7 @@ def test_tune_says_keep_fp32_when_nothing_beats_fp32_by_the_floor(
     assert entry["best"] is not None and entry["best"]["accuracy"] is not None  # the best trade-off, said
     assert len(entry["trials"]) <= 1 + 8
     assert not (tmp_path / "out" / "tuned" / f"{target}.onnx").exists()
-    assert f"{target} (native): keep fp32" in result.stdout, result.stdout
+    assert f"{target} ({fleet.placements[target].mode}): keep fp32" in result.stdout, result.stdout
 
 
 def test_tune_on_a_model_whose_compute_sits_inside_if_branches_says_keep_fp32_and_why(
@@ -160,7 +161,8 @@ def test_tune_on_a_model_whose_compute_sits_inside_if_branches_says_keep_fp32_an
     target, result, entry = tune_generated(fleet, make_if_branch_model, tmp_path, "--budget", "4t")
     assert entry["status"] == "ok" and entry["verdict"] == "keep-fp32" and entry["best"] is None, entry
     (said,) = [line for line in result.stdout.splitlines() if line.startswith(f"{target} (")]
-    assert said.startswith(f"{target} (native): keep fp32 (no int8 model to compare; 1 trial(s)); "), said
+    mode = fleet.placements[target].mode
+    assert said.startswith(f"{target} ({mode}): keep fp32 (no int8 model to compare; 1 trial(s)); "), said
     assert "all 4 quantizable nodes sit inside If/Loop/Scan bodies" in said and "u8s8-dynamic-subgraph" in said
 
 
@@ -186,7 +188,7 @@ def test_the_tuned_exclusions_follow_each_tier_s_kernels(fleet: Fleet, built: Bu
     """Acceptance 2: a head that saturates only where U8S8 kernels add int16 pair sums (VPMADDUBSW) stays fp32 on
     x86-avx2 and int8 on a tier whose kernels keep 32-bit sums, and the report says why, from each tier's own kernel
     check. The contrast is x86-avx512-vnni where this CPU runs it natively, else arm64 (under QEMU): as everywhere in
-    these tests, the timed (native) target searches first and the emulated one checks its tuned model."""
+    these tests, the timed (native or masked) target searches first and the emulated one checks its tuned model."""
     vnni = fleet.placements["x86-avx512-vnni"].mode == "native"
     contrast = "x86-avx512-vnni" if vnni else "arm64"
     # 8 samples: every evaluation under QEMU costs time per sample, and one top-1 flip fails the tolerance anyway.
