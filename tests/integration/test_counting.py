@@ -67,9 +67,16 @@ def test_marked_runs_are_counted_by_class_deterministically_and_in_proportion_to
 ) -> None:
     first = count(engine, fleet, built, counting_qemu, name, cpu, tmp_path / "a")
     second = count(engine, fleet, built, counting_qemu, name, cpu, tmp_path / "b")
+    # Now and then one run of the x86 fp32 MatMul executes a one-off ~400k more loads, stores and scalar
+    # instructions (5%; not its multiplies). Only ever more, so like the job (farm.job.evaluate.counted) each
+    # process's fewest over the marks of the same work is what must repeat; the multiplies repeat in every mark.
+    for same in ((1, 2), (11, 12)):
+        a, b = (min(marks[m].total for m in same) for marks in (first, second))
+        assert abs(a - b) <= 0.001 * a, (same, a, b)
     for mark, counted in first.items():
-        again = second[mark].total
-        assert abs(again - counted.total) <= 0.001 * counted.total, (mark, counted.total, again)
+        for heavy in ("int_simd_mul", "fp_simd_fma"):
+            again = second[mark].counts[heavy]
+            assert abs(again - counted.counts[heavy]) <= 0.001 * max(1, counted.counts[heavy]), (mark, heavy)
     int8, fp32 = first[1].counts, first[11].counts
     # The int8 MatMul is integer SIMD multiplies (pmaddubsw/pmaddwd on Haswell, sdot on neoverse-n1) and next to no
     # floating-point multiply-add; the fp32 MatMul the other way round.
@@ -78,7 +85,7 @@ def test_marked_runs_are_counted_by_class_deterministically_and_in_proportion_to
     assert all(first[m].counts["load"] > 0 and first[m].counts["branch"] > 0 for m in first)
     # Twice the work (marks 3 and 13) counts twice the instructions, and exactly twice the multiplies.
     for single, double in ((1, 3), (11, 13)):
-        ratio = first[double].total / first[single].total
-        assert 1.95 <= ratio <= 2.05, (single, double, ratio)
+        ratio = first[double].total / min(first[single].total, first[single + 1].total)
+        assert 1.9 <= ratio <= 2.1, (single, double, ratio)
         heavy = "int_simd_mul" if single == 1 else "fp_simd_fma"
         assert first[double].counts[heavy] == 2 * first[single].counts[heavy]
