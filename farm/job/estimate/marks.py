@@ -38,6 +38,9 @@ class MarkedRun:
 class Marks:
     """Marked runs in one process; ids count up so each end finds its own line."""
 
+    # Bytes of the counts file already read.
+    _seen = 0
+
     def __init__(self, out: Path) -> None:
         self.path = out / COUNTS_FILE
         self.next_id = 1
@@ -59,11 +62,15 @@ class Marks:
         return MarkedRun(counts=self._line(mark), wall_s=wall)
 
     def _line(self, mark: int) -> dict[str, int]:
+        # Only what the plugin appended since the last mark: the file grows by a line per mark, every variant's.
         try:
-            lines = self.path.read_text().splitlines()
+            with self.path.open("rb") as f:
+                f.seek(self._seen)
+                tail = f.read()
         except FileNotFoundError:
-            lines = []
-        for line in reversed(lines):
+            tail = b""
+        self._seen += len(tail)
+        for line in reversed(tail.decode().splitlines()):
             entry = json.loads(line)
             if entry.get("id") == mark:
                 return {str(k): int(v) for k, v in entry["counts"].items()}
