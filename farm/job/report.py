@@ -187,6 +187,40 @@ class SpeedEstimate:
     basis: str
 
 
+# What a variant's ``peak_rss_mib`` counts (docs/contracts.md section 2): ``process``, the profile process's own
+# resident growth (its high-water mark less its resident memory once numpy and onnxruntime are imported); under QEMU
+# user mode, where the resident figure is mostly QEMU's own, ``guest-heap``, the guest's malloc heap growth.
+MemoryBasis = Literal["process", "guest-heap"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThreadLatency:
+    """The variant's p50 at one intra-op thread count of the target's ``threads`` list (profile only: the
+    recommendation and the gate's latency rules use ``--threads``); ``oversubscribed``: more threads than the cores the
+    target's process may use, so the figure is measured but says little."""
+
+    threads: int
+    p50_ms: float
+    oversubscribed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Profile:
+    """The variant's deployment profile (farm.job.profile): start-up and memory in a process of its own that opened
+    only this variant, created with the settings used for timing (``session_threads``, the optimization level).
+    ``timing`` says what the start-up times rest on (``none`` under emulation, which has no times); on emulated
+    targets ``rss_upper_bound_mib`` is the QEMU process's resident growth, an upper bound of the guest's."""
+
+    memory: MemoryBasis
+    peak_rss_mib: float | None
+    rss_upper_bound_mib: float | None = keyed(omit="none", default=None)
+    session_threads: int
+    session_create_ms: float | None = keyed(omit="none", default=None)
+    first_run_ms: float | None = keyed(omit="none", default=None)
+    timing: Timing = "none"
+    threads: tuple[ThreadLatency, ...] = keyed(omit="empty", default=())
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Variant:
     name: str
@@ -205,6 +239,9 @@ class Variant:
     providers: Mapping[str, int] | None = None
     # Under farm's counting QEMU: the instructions one run executed, by class (what ``timing: estimated`` rests on).
     instructions: InstructionCounts | None = keyed(omit="none", default=None)
+    # Memory, start-up and latency per thread count (farm.job.profile); None when not profiled (older reports,
+    # --no-profile, a variant that failed).
+    profile: Profile | None = keyed(omit="none", default=None)
 
     @property
     def passes(self) -> bool:

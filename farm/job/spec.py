@@ -204,6 +204,20 @@ class Estimate:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ProfileSpec:
+    """The deployment profile (farm.job.profile, docs/contracts.md): each variant's start-up and memory in a process
+    of its own; ``threads``, the intra-op thread counts whose p50 is timed beside ``Spec.threads`` (profile only)."""
+
+    threads: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.threads:
+            raise SpecError("profile.threads must name at least one thread count")
+        for count in self.threads:
+            _at_least("profile.threads[]", count, 1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
     """``farm.spec/1`` in the JSON's order. Paths are relative to the folder that holds spec.json, as written;
     ``Spec.from_file`` (the job) makes them absolute."""
@@ -232,6 +246,8 @@ class Spec:
     tuned: TunedModel | None = keyed(omit="none", default=None)
     # Count instructions and estimate latencies (an emulated target under farm's counting QEMU); None: do not.
     estimate: Estimate | None = keyed(omit="none", default=None)
+    # None: no deployment profile (--no-profile).
+    profile: ProfileSpec | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
         _distinct("candidates", self.candidates, KNOWN_CANDIDATES)
