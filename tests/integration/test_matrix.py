@@ -72,6 +72,31 @@ def test_default_matrix_covers_every_target_with_labelled_accuracy(fleet: Fleet,
         assert (out / name).stat().st_size > 0
 
 
+def test_every_variant_has_its_profile_and_emulated_ones_memory_only(
+    fleet: Fleet, default_run: tuple[Path, str]
+) -> None:
+    """Issue 20: native and masked targets profile start-up and the process's memory; under QEMU the guest heap
+    and the resident upper bound, labelled, and no times."""
+    out, _ = default_run
+    for entry in read_report(out)["targets"]:
+        if entry["status"] != "ok":
+            continue
+        emulated = entry["mode"] == "emulated"
+        for v in entry["variants"]:
+            if v["status"] != "ok":
+                continue
+            profile = v["profile"]
+            assert profile["peak_rss_mib"] > 0, (entry["name"], v["name"], profile)
+            if emulated:
+                assert profile["memory"] == "guest-heap" and profile["timing"] == "none", profile
+                assert profile["rss_upper_bound_mib"] >= profile["peak_rss_mib"], profile
+                assert not {"session_create_ms", "first_run_ms", "threads"} & set(profile), profile
+            else:
+                assert profile["memory"] == "process" and profile["timing"] == entry["variants"][0]["timing"]
+                assert profile["session_create_ms"] > 0 and profile["first_run_ms"] > 0, profile
+    assert target(read_report(out), "arm64")["mode"] == "emulated"
+
+
 def test_native_fp32_matches_onnxruntime_on_the_host(fleet: Fleet, default_run: tuple[Path, str]) -> None:
     out, _ = default_run
     bundled = default_model()
