@@ -113,6 +113,22 @@ def matrix(
             "for instruction-count speed estimates; --no-estimates: accuracy only, faster",
         ),
     ] = True,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_PROFILE",
+            help="the deployment profile: each variant's peak memory and start-up in a process of its own, and p50 "
+            "at each of the target's threads counts (targets.toml); --no-profile: faster",
+        ),
+    ] = True,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            metavar="<name>",
+            help="evaluate only this variant (repeatable; fp32 always runs): fp32, optimized, an int8 candidate, tuned",
+        ),
+    ] = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -121,6 +137,7 @@ def matrix(
     from farm.controller.jobs import InputFiles, JobSettings, load_inputs
     from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
     from farm.controller.matrix import dry_run as plan_dry_run
+    from farm.controller.variantpick import check_variants
     from farm.errors import EnvironmentProblem
     from farm.report import FORMATS, REPORT_FILE
 
@@ -143,6 +160,8 @@ def matrix(
         timeout_s=timeout,
         keep_containers=keep,
         estimates=estimates,
+        profile=profile,
+        variants=check_variants(variant or [], tuned=tuned is not None),
     )
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned
