@@ -22,6 +22,7 @@ from farm.cli.options import (
     TargetOpt,
     TargetsOpt,
     ThreadsOpt,
+    VariantOpt,
 )
 from farm.controller import progress
 from farm.errors import BadInput, Interrupted
@@ -121,14 +122,7 @@ def matrix(
             "at each of the target's threads counts (targets.toml); --no-profile: faster",
         ),
     ] = True,
-    variant: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--variant",
-            metavar="<name>",
-            help="evaluate only this variant (repeatable; fp32 always runs): fp32, optimized, an int8 candidate, tuned",
-        ),
-    ] = None,
+    variant: VariantOpt = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -142,22 +142,9 @@ def test_outside_a_checkout_the_shipped_targets_file_is_the_checkout_s(
 
 
 def test_threads_are_per_target_with_a_default_and_none_means_the_threads_count_alone(tmp_path: Path) -> None:
-    config = load_config(
-        write(
-            tmp_path,
-            """
-[defaults]
-runtime = "onnxruntime==1.31.1"
-threads = [1, 2]
-[targets.a]
-platform = "linux/amd64"
-[targets.b]
-platform = "linux/amd64"
-threads = [4]
-""",
-        ),
-        env={},
-    )
+    tables = '[targets.a]\nplatform = "linux/amd64"\n[targets.b]\nplatform = "linux/amd64"\nthreads = [4]\n'
+    toml = f'[defaults]\nruntime = "onnxruntime==1.31.1"\nthreads = [1, 2]\n{tables}'
+    config = load_config(write(tmp_path, toml), env={})
     assert (config.target("a").threads, config.target("b").threads) == ((1, 2), (4,))
     assert load_config(ROOT / "targets.toml", env={}).target("arm64").threads == ()
 
