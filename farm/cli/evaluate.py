@@ -22,6 +22,7 @@ from farm.cli.options import (
     TargetOpt,
     TargetsOpt,
     ThreadsOpt,
+    VariantOpt,
 )
 from farm.controller import progress
 from farm.errors import BadInput, Interrupted
@@ -113,6 +114,15 @@ def matrix(
             "for instruction-count speed estimates; --no-estimates: accuracy only, faster",
         ),
     ] = True,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_PROFILE",
+            help="the deployment profile: each variant's peak memory and start-up in a process of its own, and p50 "
+            "at each of the target's threads counts (targets.toml); --no-profile: faster",
+        ),
+    ] = True,
+    variant: VariantOpt = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -121,6 +131,7 @@ def matrix(
     from farm.controller.jobs import InputFiles, JobSettings, load_inputs
     from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
     from farm.controller.matrix import dry_run as plan_dry_run
+    from farm.controller.variantpick import check_variants
     from farm.errors import EnvironmentProblem
     from farm.report import FORMATS, REPORT_FILE
 
@@ -143,6 +154,8 @@ def matrix(
         timeout_s=timeout,
         keep_containers=keep,
         estimates=estimates,
+        profile=profile,
+        variants=check_variants(variant or [], tuned=tuned is not None),
     )
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned

@@ -28,3 +28,12 @@ ThreadsOpt = Annotated[int, typer.Option(min=1, envvar="FARM_THREADS", help="int
 MinTop1Opt = Annotated[
     float, typer.Option(min=0.0, max=1.0, envvar="FARM_MIN_TOP1", help="tolerance: top-1 agreement with fp32")
 ]
+# `farm matrix --variant`: the variants to evaluate (farm/controller/variantpick.py).
+VariantOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant",
+        metavar="<name>",
+        help="evaluate only this variant (repeatable; fp32 always runs): fp32, optimized, an int8 candidate, tuned",
+    ),
+]

@@ -49,7 +49,7 @@ def make_artifacts(
         groups.setdefault(toolchain(target), []).append(target)
     folders: dict[str, str] = {}
     for index, (chain, members) in enumerate(groups.items()):
-        candidates = list(dict.fromkeys(v for t in members for v in candidates_for(t, given.info)))
+        candidates = list(dict.fromkeys(v for t in members for v in candidates_for(t, given.info, settings)))
         if not candidates:
             continue
         maker = next((t for t in members if fleet.placements[t.name].mode in ("native", "masked")), None)

@@ -25,6 +25,7 @@ from farm.controller import clean
 from farm.controller.fleet import Fleet
 from farm.controller.progress import Step
 from farm.controller.tuned import TunedModels, load_tuned
+from farm.controller.variantpick import missing_picks, picked, skipped_baselines
 from farm.errors import EnvironmentProblem
 from farm.host.probe import Placement
 from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
@@ -40,6 +41,7 @@ from farm.job.spec import (
     Level,
     MetricRef,
     Mode,
+    ProfileSpec,
     Spec,
     SpecTarget,
     SpecTolerance,
@@ -95,6 +97,10 @@ class JobSettings:
     keep_containers: bool = False
     # Emulated targets run under farm's counting QEMU where it is built (--no-estimates: accuracy only, faster).
     estimates: bool = True
+    # Every evaluate spec asks for the deployment profile (--no-profile: none, faster).
+    profile: bool = True
+    # --variant: the only variants to evaluate (fp32 always; farm/controller/variantpick.py); empty: every variant.
+    variants: tuple[str, ...] = ()
 
     @property
     def native_iterations(self) -> int:
@@ -202,12 +208,25 @@ def toolchain(target: Target) -> str:
     return " ".join((target.runtime, *target.packages))
 
 
-def candidates_for(target: Target, info: ModelInfo) -> list[str]:
-    """The target's candidates, plus dynamic quantization inside subgraphs where the model keeps compute there."""
+def candidates_for(target: Target, info: ModelInfo, settings: JobSettings) -> list[str]:
+    """The target's candidates, plus dynamic quantization inside subgraphs where the model keeps compute there;
+    with --variant, only the named ones among them."""
     candidates = list(target.candidates)
     if info.quantizable_in_subgraphs and "u8s8-dynamic" in candidates and SUBGRAPH_VARIANT not in candidates:
         candidates.insert(candidates.index("u8s8-dynamic") + 1, SUBGRAPH_VARIANT)
-    return candidates
+    return picked(candidates, settings.variants)
+
+
+def pick_warnings(targets: Sequence[Target], info: ModelInfo, settings: JobSettings) -> list[str]:
+    """What the report says of the int8 variants --variant named that some of ``targets`` do not evaluate."""
+    unpicked = replace(settings, variants=())
+    return missing_picks({t.name: candidates_for(t, info, unpicked) for t in targets}, settings.variants)
+
+
+def profile_threads(target: Target, settings: JobSettings) -> tuple[int, ...]:
+    """The thread counts the profile times: the target's ``threads`` with --threads's count added, so the count the
+    recommendation uses is always measured, ascending."""
+    return tuple(sorted({*target.threads, settings.threads}))
 
 
 def job_spec(
@@ -276,6 +295,10 @@ def job_spec(
         else Estimate(
             cost_model=cost_model.name, runs=ESTIMATE_RUNS, budget_s=settings.budget(target) * ESTIMATE_SHARE
         ),
+        profile=ProfileSpec(threads=profile_threads(target, settings))
+        if settings.profile and stage == "evaluate"
+        else None,
+        skip=skipped_baselines(settings.variants) if stage == "evaluate" else (),
     )
 
 

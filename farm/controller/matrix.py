@@ -33,6 +33,7 @@ from farm.controller.jobs import (
     job_out_dir,
     job_spec,
     new_run_folder,
+    pick_warnings,
     read_json,
     run_job,
     stage_inputs,
@@ -56,7 +57,6 @@ from farm.job.report import (
     Tolerance,
 )
 from farm.job.result import write_text_atomic
-from farm.job.spec import TunedModel
 from farm.model.inspect import NodeUse, node_uses
 from farm.report import REPORT_FILE, Report, render
 from farm.report.schema import InvalidReport, validate
@@ -153,6 +153,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
                 runnable.append(target)
         if given.tuned is not None:
             run.warnings.extend(given.tuned.warnings([t.name for t in runnable]))
+        run.warnings.extend(pick_warnings(runnable, given.info, options.settings))
         _write(run, options)
         tags = _build(fleet, runnable, run, reporter)
         ready = [t for t in runnable if t.name in tags]
@@ -249,7 +250,7 @@ def _resume_key(fleet: Fleet, target: Target, tag: str, run: _Run, options: Matr
             target,
             fleet.placements[target.name],
             "evaluate",
-            candidates_for(target, run.given.info),
+            candidates_for(target, run.given.info, options.settings),
             options.settings,
             inputs=run.work / INPUT_DIR,
             host_flags=fleet.hosts[target.name].cpu_flags,
@@ -341,14 +342,10 @@ def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInf
             calibration=options.settings.calibration,
             optimization_level=options.settings.optimization_level,
             samples=given.data.samples,
+            variants=options.settings.variants or None,
         ),
         data_sha256=given.data.sha256(),
     )
-
-
-def _tuned_spec(given: JobInputs, target: Target) -> TunedModel | None:
-    """The spec's ``tuned`` for ``target``, from what controller/tuned.py staged; None: it has no tuned model."""
-    return None if given.tuned is None else given.tuned.spec(target.name)
 
 
 def _target_head(target: Target, placement: Placement, fleet: Fleet) -> TargetResult:
@@ -409,13 +406,13 @@ def _evaluate(
         target,
         placement,
         "evaluate",
-        candidates_for(target, run.given.info),
+        candidates_for(target, run.given.info, options.settings),
         options.settings,
         inputs=inputs,
         host_flags=fleet.hosts[target.name].cpu_flags,
         metric=run.given.metric,
         artifacts=run.artifacts.get(target.name),
-        tuned=_tuned_spec(run.given, target),
+        tuned=None if run.given.tuned is None else run.given.tuned.spec(target.name),
     )
     out = job_out_dir(run.work, f"target-{target.name}")
     label = f"{target.name} ({placement.mode}{', ' + placement.cpu_model if placement.cpu_model else ''})"
@@ -441,7 +438,7 @@ def _evaluate(
         _collect(run, target.name, out, result, options.settings.budget(target))
     if options.settings.estimates and (why := no_estimate(target, placement)) is not None:
         _finish(run, target.name, warnings=(*run.targets[target.name].warnings, why))
-    wanted_artifacts = bool(candidates_for(target, run.given.info))
+    wanted_artifacts = bool(candidates_for(target, run.given.info, options.settings))
     if result is not None and not result.engine_error and (run.artifacts.get(target.name) or not wanted_artifacts):
         # Its job ended on its own (well or not), with the int8 artifacts it was meant to have, so running it again
         # would give the same: --resume may reuse it. Without them (prepare failed) it is a weaker result.

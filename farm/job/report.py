@@ -109,6 +109,9 @@ class RunSettings:
     calibration: str
     optimization_level: str
     samples: int
+    # `farm matrix --variant`: the only variants evaluated (fp32 among them); None: every variant. A variant such a
+    # run left out is not a failure, and `farm gate` does not call it one.
+    variants: tuple[str, ...] | None = keyed(omit="none", default=None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -18,11 +18,13 @@ from typing import Final, Literal, Self, get_args
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.report import Quantization
 from farm.job.tunecontract import CalibrationMethod, Candidate, Point
-from farm.job.variants import CANDIDATES, RECIPES
+from farm.job.variants import CANDIDATES, OPTIMIZED, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
 KNOWN_CANDIDATES = CANDIDATES
 KNOWN_MITIGATIONS = ("x64quantprecision",)
+# The baselines an evaluate stage may leave out (`farm matrix --variant`); fp32 is every figure's reference.
+SKIPPABLE = (OPTIMIZED,)
 
 # The codec checks a Literal field's value against these names, and its message lists them.
 Stage = Literal["prepare", "evaluate", "tune"]
@@ -248,11 +250,14 @@ class Spec:
     estimate: Estimate | None = keyed(omit="none", default=None)
     # None: no deployment profile (--no-profile).
     profile: ProfileSpec | None = keyed(omit="none", default=None)
+    # Baselines the evaluate stage leaves out (`farm matrix --variant` without "optimized"); empty: none.
+    skip: tuple[str, ...] = keyed(omit="empty", default=())
 
     def __post_init__(self) -> None:
         _distinct("candidates", self.candidates, KNOWN_CANDIDATES)
         _at_least("threads", self.threads, 1)
         _distinct("mitigations", self.mitigations, KNOWN_MITIGATIONS)
+        _distinct("skip", self.skip, SKIPPABLE)
         if self.outputs is not None:
             if not self.outputs:
                 raise SpecError("outputs is empty; give null to count every float output")

@@ -46,6 +46,7 @@ _TARGET_KEYS = (
     "on_request",
     "budget_s",
     "memory",
+    "threads",
     "engine",
     "tls_ca",
     "tls_cert",
@@ -64,6 +65,7 @@ _DEFAULT_KEYS = (
     "image",
     "budget_s",
     "memory",
+    "threads",
     "engine",
     "tls_ca",
     "tls_cert",
@@ -113,6 +115,9 @@ class Target:
     # The container's memory limit (no swap beyond it), as Docker spells it: "512m", "4g". Past it the kernel kills
     # the job and the target fails as out of memory, as on a device with that much memory.
     memory: str = DEFAULT_MEMORY
+    # The intra-op thread counts the deployment profile times p50 at (profile only); the job times them with
+    # --threads's count added, so empty means that count alone (farm/controller/jobs.py profile_threads).
+    threads: tuple[int, ...] = ()
     # Where its jobs run (farm/backend): the local engine, a remote Docker engine ("tcp://host:2376", "ssh://user@host",
     # "unix:///path", or a Docker context's name) or "kubernetes". TLS files (absolute paths) for a tcp:// engine.
     engine: str = LOCAL_ENGINE
@@ -203,6 +208,7 @@ class Target:
             on_request=on_request,
             budget_s=float(budget),
             memory=_memory(table, where),
+            threads=_thread_counts(table, where),
             **_backend(table, where, source),
         )
 
@@ -281,6 +287,24 @@ def _memory(table: Mapping[str, Any], where: str) -> str:
             fix='e.g. memory = "2g"',
         )
     return f"{found['number']}{found['unit']}"
+
+
+def _thread_counts(table: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    """The profile's thread counts: distinct whole numbers of at least 1, at least one of them."""
+    value = table.get("threads", None)
+    if value is None:
+        return ()
+    counts = value if isinstance(value, list) else None
+    if (
+        not counts
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+        or len(set(counts)) != len(counts)
+    ):
+        raise ConfigError(
+            f"{where}: threads must be a non-empty list of distinct whole numbers of at least 1, not {value!r}",
+            fix="e.g. threads = [1, 2, 4] (intra-op thread counts to time in the profile)",
+        )
+    return tuple(counts)
 
 
 def _flags(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:

@@ -139,3 +139,21 @@ def test_outside_a_checkout_the_shipped_targets_file_is_the_checkout_s(
     shipped = default_targets_file()
     assert shipped.is_file(), f"{shipped} does not resolve"
     assert shipped.read_text(encoding="utf-8") == (ROOT / "targets.toml").read_text(encoding="utf-8")
+
+
+def test_threads_are_per_target_with_a_default_and_none_means_the_threads_count_alone(tmp_path: Path) -> None:
+    tables = '[targets.a]\nplatform = "linux/amd64"\n[targets.b]\nplatform = "linux/amd64"\nthreads = [4]\n'
+    toml = f'[defaults]\nruntime = "onnxruntime==1.31.1"\nthreads = [1, 2]\n{tables}'
+    config = load_config(write(tmp_path, toml), env={})
+    assert (config.target("a").threads, config.target("b").threads) == ((1, 2), (4,))
+    assert load_config(ROOT / "targets.toml", env={}).target("arm64").threads == ()
+
+
+@pytest.mark.parametrize("value", ["[]", "[0, 1]", "[1, 1]", "2", '["2"]', "[true]", "[1.5]"])
+def test_a_bad_threads_list_names_the_file_the_target_and_the_key(tmp_path: Path, value: str) -> None:
+    toml = f'[targets.a]\nplatform = "linux/amd64"\nruntime = "onnxruntime==1.31.1"\nthreads = {value}'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, toml), env={})
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'targets.toml'}: [targets.a]: threads must be a non-empty list")
+    assert "e.g. threads = [1, 2, 4]" in message and "\n" not in message

@@ -20,6 +20,7 @@ from farm.job.macs import conv_share
 from farm.job.recommend import recommend, saturation_findings, speed_evidence
 from farm.job.report import TargetResult
 from farm.job.spec import Spec
+from farm.job.variants import OPTIMIZED
 
 log = logging.getLogger("farm.job")
 
@@ -43,7 +44,8 @@ def run_evaluate(spec: Spec, out: Path) -> TargetResult:
     measure = run_fp32(spec, file, dataset, loaded)
     if measure is None:
         return file.result
-    run_optimized(spec, file, measure)
+    if OPTIMIZED not in spec.skip:
+        run_optimized(spec, file, measure)
     candidates = Candidates(spec=spec, prepared=prepared, file=file, measure=measure)
     for name in spec.candidates:
         candidates.run(name)
