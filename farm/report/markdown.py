@@ -29,19 +29,8 @@ _VARIANT_HEADERS = (
 _text = fmt.markdown_text
 # A profiled report's variants also show what a device asks first: memory and start-up (farm/report/_format.py).
 _PROFILE_HEADERS = (fmt.PEAK_HEADER, fmt.SESSION_CREATE, fmt.FIRST_RUN)
-_NUMERIC = {
-    "cosine",
-    "max abs",
-    "top1",
-    "acc",
-    "p50 ms",
-    "±",
-    "p90 ms",
-    "p99 ms",
-    "int8 nodes",
-    "size",
-    *_PROFILE_HEADERS,
-}
+# Every column but the variant and its status holds figures, right-aligned.
+_NUMERIC = {*_VARIANT_HEADERS[2:], *_PROFILE_HEADERS}
 
 
 def render_markdown(report: Report) -> str:
