@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from farm.job.report import MemoryBasis, Profile
+from farm.job.report import MemoryBasis, Profile, Timing
 from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, Variant
 
 NONE = "—"
@@ -104,9 +104,14 @@ def timing_mark(variant: Variant) -> str:
 
 def marked(variant: Variant, value: float) -> str:
     """``value`` ms of ``variant`` with its timing's mark: ``≈1.23`` estimated, ``1.23*`` emulated, ``1.23†`` masked."""
+    return timed(variant.timing, value)
+
+
+def timed(timing: Timing, value: float) -> str:
+    """``value`` ms with the mark of what it rests on (an estimate's mark goes before the figure, like ~)."""
     text = milliseconds(value)
-    mark = timing_mark(variant)
-    return mark + text if variant.timing == "estimated" else text + mark
+    mark = TIMING_NOTES[timing][0] if timing in TIMING_NOTES else ""
+    return mark + text if timing == "estimated" else text + mark
 
 
 def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
@@ -352,10 +357,7 @@ def upper_bound(variant: Variant) -> str:
 
 def profile_ms(profile: Profile | None, value: float | None) -> str:
     """A start-up time with its timing's mark (``12.3†`` masked), or — when not measured (e.g. under QEMU)."""
-    if profile is None or value is None:
-        return NONE
-    mark = TIMING_NOTES[profile.timing][0] if profile.timing in TIMING_NOTES else ""
-    return milliseconds(value) + mark
+    return NONE if profile is None or value is None else timed(profile.timing, value)
 
 
 def session_create(variant: Variant) -> str:
