@@ -98,10 +98,6 @@ def milliseconds(value: float) -> str:
     return f"{value:.0f}"
 
 
-def timing_mark(variant: Variant) -> str:
-    return TIMING_NOTES[variant.timing][0] if variant.timing in TIMING_NOTES else ""
-
-
 def marked(variant: Variant, value: float) -> str:
     """``value`` ms of ``variant`` with its timing's mark: ``≈1.23`` estimated, ``1.23*`` emulated, ``1.23†`` masked."""
     return timed(variant.timing, value)
