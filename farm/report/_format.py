@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from farm.job.report import MemoryBasis, Profile, Timing
 from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, Variant
 
 NONE = "—"
@@ -97,15 +98,16 @@ def milliseconds(value: float) -> str:
     return f"{value:.0f}"
 
 
-def timing_mark(variant: Variant) -> str:
-    return TIMING_NOTES[variant.timing][0] if variant.timing in TIMING_NOTES else ""
-
-
 def marked(variant: Variant, value: float) -> str:
     """``value`` ms of ``variant`` with its timing's mark: ``≈1.23`` estimated, ``1.23*`` emulated, ``1.23†`` masked."""
+    return timed(variant.timing, value)
+
+
+def timed(timing: Timing, value: float) -> str:
+    """``value`` ms with the mark of what it rests on (an estimate's mark goes before the figure, like ~)."""
     text = milliseconds(value)
-    mark = timing_mark(variant)
-    return mark + text if variant.timing == "estimated" else text + mark
+    mark = TIMING_NOTES[timing][0] if timing in TIMING_NOTES else ""
+    return mark + text if timing == "estimated" else text + mark
 
 
 def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
@@ -292,3 +294,110 @@ def tolerance_text(report: Report) -> str:
     if tolerance.outputs is not None:
         text += f"; outputs counted: {', '.join(tolerance.outputs)}"
     return text
+
+
+# --- the deployment profile (Variant.profile): one wording for every renderer ----------------------------------------
+
+# A guest-heap figure is not the resident memory a native figure is: it carries its own mark, next in the footnote
+# sequence after * and †, everywhere a peak figure is shown.
+GUEST_HEAP_MARK = "‡"
+MEMORY_BASIS_TEXT: dict[MemoryBasis, str] = {
+    "process": "peak resident growth of a process that opened only this variant (after importing onnxruntime)",
+    "guest-heap": (
+        "guest heap under QEMU: the emulated process's resident memory is mostly QEMU's own, so the figure is the "
+        "guest's malloc heap growth"
+    ),
+}
+GUEST_HEAP_NOTE = MEMORY_BASIS_TEXT["guest-heap"] + "; the QEMU process's resident growth is its upper bound"
+PEAK_HEADER = "peak MiB"
+SESSION_CREATE = "session create ms"
+FIRST_RUN = "first run ms"
+
+
+def profiled(report: Report) -> bool:
+    """Whether any variant carries a profile: a report without one renders exactly as before profiles existed."""
+    return any(v.profile is not None for t in report.targets for v in t.variants)
+
+
+def memory_notes(report: Report) -> list[tuple[str, str]]:
+    """``(mark, note)`` for the peak memory figures in the report: what an unmarked one counts, and the guest-heap
+    mark where emulated targets have one; none for a report without profiles."""
+    bases = {v.profile.memory for t in report.targets for v in t.variants if v.profile is not None}
+    notes = [(f"{PEAK_HEADER}:", MEMORY_BASIS_TEXT["process"])] if bases else []
+    if "guest-heap" in bases:
+        notes.append((GUEST_HEAP_MARK, GUEST_HEAP_NOTE))
+    return notes
+
+
+def mebibytes(value: float) -> str:
+    # Memory figures move by a few percent between runs: whole MiB above 10 say all there is.
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def peak_memory(variant: Variant) -> str:
+    """``45`` (the variant's own process), ``12‡`` (the guest heap under QEMU), or — when not measured."""
+    profile = variant.profile
+    if profile is None or profile.peak_rss_mib is None:
+        return NONE
+    mark = GUEST_HEAP_MARK if profile.memory == "guest-heap" else ""
+    return mebibytes(profile.peak_rss_mib) + mark
+
+
+def upper_bound(variant: Variant) -> str:
+    """The QEMU process's resident growth of an emulated variant (its guest heap's upper bound), or —."""
+    profile = variant.profile
+    if profile is None or profile.rss_upper_bound_mib is None:
+        return NONE
+    return mebibytes(profile.rss_upper_bound_mib)
+
+
+def profile_ms(profile: Profile | None, value: float | None) -> str:
+    """A start-up time with its timing's mark (``12.3†`` masked), or — when not measured (e.g. under QEMU)."""
+    return NONE if profile is None or value is None else timed(profile.timing, value)
+
+
+def session_create(variant: Variant) -> str:
+    profile = variant.profile
+    return profile_ms(profile, None if profile is None else profile.session_create_ms)
+
+
+def first_run(variant: Variant) -> str:
+    profile = variant.profile
+    return profile_ms(profile, None if profile is None else profile.first_run_ms)
+
+
+def memory_basis_line(target: TargetResult) -> str | None:
+    """One line saying what the target's peak figures count, or None when none of its variants was profiled."""
+    profiles = [v.profile for v in target.variants if v.profile is not None]
+    if not profiles:
+        return None
+    bases = dict.fromkeys(p.memory for p in profiles)
+    line = "memory: " + "; ".join(MEMORY_BASIS_TEXT[basis] for basis in bases)
+    bounds = [p.rss_upper_bound_mib for p in profiles if p.rss_upper_bound_mib is not None]
+    if bounds:
+        line += f"; upper bound (the QEMU process's resident growth) up to {mebibytes(max(bounds))} MiB"
+    return line
+
+
+def thread_counts(target: TargetResult) -> list[tuple[int, bool]]:
+    """``(threads, oversubscribed)`` for each count the target's variants were timed at, in ascending order."""
+    counts: dict[int, bool] = {}
+    for variant in target.variants:
+        for timed in () if variant.profile is None else variant.profile.threads:
+            counts[timed.threads] = counts.get(timed.threads, False) or timed.oversubscribed
+    return sorted(counts.items())
+
+
+def thread_header(threads: int, oversubscribed: bool) -> str:
+    """``2 threads``, or ``4 threads (oversubscribed)`` for more threads than the target's cores."""
+    return f"{threads} thread{'s' if threads != 1 else ''}" + (" (oversubscribed)" if oversubscribed else "")
+
+
+OVERSUBSCRIBED_NOTE = "oversubscribed: more threads than the cores the target's process may use, so the p50 says little"
+
+
+def thread_p50(variant: Variant, threads: int) -> str:
+    """The variant's p50 at ``threads`` (profile only), marked as its start-up times are, or —."""
+    profile = variant.profile
+    timed = None if profile is None else next((t for t in profile.threads if t.threads == threads), None)
+    return NONE if timed is None else profile_ms(profile, timed.p50_ms)

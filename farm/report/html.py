@@ -57,6 +57,8 @@ def render_html(report: Report) -> str:
         body.append(f'<p class="banner">Warning: {esc(SYNTHETIC_WARNING)}.</p>')
     body += [about(report), "<h2>Compatibility</h2>", matrix_table(report), legend(report)]
     body += ["<h2>Accuracy against speed</h2>", *tradeoff_section(report)]
+    if fmt.profiled(report):
+        body += ["<h2>Memory against latency</h2>", *memory_section(report)]
     body += ["<h2>Latency (p50)</h2>", *_latency_charts(report)]
     body += ["<h2>Cosine similarity to fp32</h2>", _cosine_chart(report)]
     body += ["<h2>Targets</h2>", *(_target_details(t) for t in report.targets)]
@@ -103,6 +105,19 @@ def tradeoff_section(report: Report) -> list[str]:
     return parts or [
         "<p>No target timed its variants (emulated targets are not timed), so there is no trade-off to draw.</p>"
     ]
+
+
+def memory_section(report: Report) -> list[str]:
+    """Per profiled target: peak memory against p50 at --threads, or against size where the target has no times a
+    comparison may use (emulated, estimated); the plot's title and axes say which."""
+    parts = []
+    for target in report.targets:
+        scatter = plots.memory(target)
+        if scatter is not None:
+            basis = fmt.memory_basis_line(target)
+            caption = f"<figcaption>{esc(basis)}</figcaption>" if basis else ""
+            parts.append(f'<figure class="plot">{scatter}{caption}</figure>')
+    return parts or ["<p>No target has the peak memory of two variants or more, so there is no plot to draw.</p>"]
 
 
 def about(report: Report) -> str:
@@ -180,7 +195,8 @@ def _matrix_cell(target: TargetResult, name: str) -> str:
 def legend(report: Report) -> str:
     notes = [f'<span class="{outcome}">{esc(text)}</span>' for outcome, text in CELL_TEXT.items()]
     notes.append('<span class="rec">recommended</span>')
-    footnote = "".join(f"<br>{esc(mark)} {esc(note)}." for mark, note in fmt.timing_notes(report))
+    notes_by_mark = [*fmt.timing_notes(report), *fmt.memory_notes(report)]
+    footnote = "".join(f"<br>{esc(mark)} {esc(note)}." for mark, note in notes_by_mark)
     return f'<p class="legend">{"".join(notes)}{footnote}</p>'
 
 
@@ -277,6 +293,7 @@ def _target_details(target: TargetResult) -> str:
     per_output = _per_output(target)
     if per_output:
         parts.append(per_output)
+    parts += _profile(target)
     if target.log_tail:
         parts.append(f"<details open><summary>log tail</summary><pre>{esc(target.log_tail)}</pre></details>")
     return "\n".join(parts)
@@ -295,6 +312,42 @@ def _per_output(target: TargetResult) -> str:
         for variant, cells in rows
     )
     return f'<table class="matrix"><thead><tr><th>per output</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _profile(target: TargetResult) -> list[str]:
+    """The target's deployment profile: what its memory figures count (one line), then per variant its peak memory,
+    start-up times and p50 at each profiled thread count, the oversubscribed counts named in their header."""
+    profiled = [v for v in target.variants if v.profile is not None]
+    basis = fmt.memory_basis_line(target)
+    if not profiled or basis is None:
+        return []
+    counts = fmt.thread_counts(target)
+    bound = any(v.profile.rss_upper_bound_mib is not None for v in profiled if v.profile is not None)
+    headers = [
+        fmt.PEAK_HEADER,
+        *(["upper bound MiB"] if bound else []),
+        fmt.SESSION_CREATE,
+        fmt.FIRST_RUN,
+        *(f"p50 ms, {fmt.thread_header(n, over)}" for n, over in counts),
+    ]
+    rows = []
+    for variant in profiled:
+        cells = [
+            fmt.peak_memory(variant),
+            *([fmt.upper_bound(variant)] if bound else []),
+            fmt.session_create(variant),
+            fmt.first_run(variant),
+            *(fmt.thread_p50(variant, n) for n, _ in counts),
+        ]
+        row = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        rows.append(f'<tr><th class="target">{esc(variant.name)}</th>{row}</tr>')
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    table = (
+        f'<table class="matrix profile"><thead><tr><th>profile</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    notes = [basis, *([fmt.OVERSUBSCRIBED_NOTE] if any(over for _, over in counts) else [])]
+    return [f'<p class="memory">{"<br>".join(esc(n) for n in notes)}</p>', table]
 
 
 def _list(items: list[str] | tuple[str, ...]) -> str:

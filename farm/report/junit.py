@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from farm.job.report import Profile
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Tolerance, Variant
 
@@ -74,6 +75,8 @@ def _properties(target: TargetResult) -> ET.Element:
 
 def _variant_case(variant: Variant, classname: str, tolerance: Tolerance) -> ET.Element:
     case = ET.Element("testcase", classname=classname, name=fmt.clean(variant.name))
+    if variant.profile is not None:
+        case.append(_profile_properties(variant.profile))
     if variant.status == "failed":
         _child(case, "failure", "failed", variant.error or "the variant failed without an error message")
     elif variant.status == "skipped":
@@ -84,6 +87,27 @@ def _variant_case(variant: Variant, classname: str, tolerance: Tolerance) -> ET.
     if out:
         ET.SubElement(case, "system-out").text = out
     return case
+
+
+def _profile_properties(profile: Profile) -> ET.Element:
+    """The variant's deployment profile as properties of its case (as pytest's record_property writes them), named
+    as the report's keys: a CI dashboard can chart memory and start-up per variant without parsing text."""
+    values: dict[str, object] = {
+        "memory": profile.memory,
+        "peak_rss_mib": profile.peak_rss_mib,
+        "rss_upper_bound_mib": profile.rss_upper_bound_mib,
+        "session_threads": profile.session_threads,
+        "session_create_ms": profile.session_create_ms,
+        "first_run_ms": profile.first_run_ms,
+        "profile_timing": profile.timing,
+        **{f"p50_ms_threads_{t.threads}": t.p50_ms for t in profile.threads},
+        **{f"oversubscribed_threads_{t.threads}": "true" for t in profile.threads if t.oversubscribed},
+    }
+    properties = ET.Element("properties")
+    for name, value in values.items():
+        if value is not None:
+            ET.SubElement(properties, "property", name=name, value=str(value))
+    return properties
 
 
 def _target_case(target: TargetResult, classname: str) -> ET.Element:
@@ -139,6 +163,12 @@ def _metrics(variant: Variant) -> str:
         parts.append(f"latency_ms p50={latency.p50} p90={latency.p90} p99={latency.p99} ({variant.timing})")
     if variant.size_bytes is not None:
         parts.append(f"size_bytes={variant.size_bytes}")
+    if variant.profile is not None:
+        profile = variant.profile
+        parts.append(
+            f"peak_rss_mib={profile.peak_rss_mib} ({profile.memory}) session_create_ms={profile.session_create_ms} "
+            f"first_run_ms={profile.first_run_ms} ({profile.timing})"
+        )
     if variant.quantization is not None and variant.quantization.nodes is not None:
         nodes = variant.quantization.nodes
         parts.append(f"quantized_nodes={nodes.quantized}/{nodes.quantizable}")

@@ -27,7 +27,10 @@ _VARIANT_HEADERS = (
 )
 # Free text from a report as inert Markdown (farm/report/_format.py).
 _text = fmt.markdown_text
-_NUMERIC = {"cosine", "max abs", "top1", "acc", "p50 ms", "±", "p90 ms", "p99 ms", "int8 nodes", "size"}
+# A profiled report's variants also show what a device asks first: memory and start-up (farm/report/_format.py).
+_PROFILE_HEADERS = (fmt.PEAK_HEADER, fmt.SESSION_CREATE, fmt.FIRST_RUN)
+# Every column but the variant and its status holds figures, right-aligned.
+_NUMERIC = {*_VARIANT_HEADERS[2:], *_PROFILE_HEADERS}
 
 
 def render_markdown(report: Report) -> str:
@@ -38,8 +41,9 @@ def render_markdown(report: Report) -> str:
     if report.data.synthetic:
         blocks.append(f"> [!WARNING]\n> **Synthetic inputs**: {_text(SYNTHETIC_WARNING)}.")
     blocks += [_about(report), _overview(report)]
-    blocks += [_target_section(report, target) for target in report.targets]
-    blocks += [f"{_text(mark)} {_text(note)}." for mark, note in fmt.timing_notes(report)]
+    profiled = fmt.profiled(report)
+    blocks += [_target_section(target, profiled) for target in report.targets]
+    blocks += [f"{_text(mark)} {_text(note)}." for mark, note in (*fmt.timing_notes(report), *fmt.memory_notes(report))]
     if fmt.listed_warnings(report):
         blocks.append("## Warnings\n\n" + "\n".join(f"- {_text(w)}" for w in fmt.listed_warnings(report)))
     return "\n\n".join(blocks) + "\n"
@@ -65,7 +69,7 @@ def _overview(report: Report) -> str:
     return "## Summary\n\n" + _table(("target", "mode", "platform", "status", "recommended"), rows)
 
 
-def _target_section(report: Report, target: TargetResult) -> str:
+def _target_section(target: TargetResult, profiled: bool) -> str:
     parts = [f"## {_text(fmt.target_heading(target))}"]
     if target.status == "ok" and target.recommended:
         because = f": {_text(target.recommendation_reason)}" if target.recommendation_reason else ""
@@ -76,8 +80,9 @@ def _target_section(report: Report, target: TargetResult) -> str:
     if speed:
         parts.append("\n".join(f"- {_text(line)}" for line in speed))
     if target.variants:
-        rows = [_variant_row(v, target.recommended) for v in target.variants]
-        parts.append(_table(_VARIANT_HEADERS, rows))
+        rows = [_variant_row(v, target.recommended, profiled) for v in target.variants]
+        parts.append(_table(_VARIANT_HEADERS + (_PROFILE_HEADERS if profiled else ()), rows))
+        parts += _profile_parts(target)
         per_output = _per_output(target)
         if per_output:
             parts.append(per_output)
@@ -91,7 +96,7 @@ def _target_section(report: Report, target: TargetResult) -> str:
     return "\n\n".join(parts)
 
 
-def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
+def _variant_row(variant: Variant, recommended: str | None, profiled: bool) -> list[str]:
     name = _code(variant.name) + (" ◀ **recommended**" if variant.name == recommended else "")
     status = fmt.OUTCOME_LABEL[variant.outcome]
     notes = [variant.error, fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)]
@@ -109,6 +114,7 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
     )
     max_abs = "" if variant.accuracy is None else f"{variant.accuracy.max_abs:.3g}"
     cells = [fmt.cosine(variant), max_abs, fmt.top1(variant), fmt.accuracy(variant)]
+    profile = [fmt.peak_memory(variant), fmt.session_create(variant), fmt.first_run(variant)] if profiled else []
     return [
         name,
         status,
@@ -116,7 +122,28 @@ def _variant_row(variant: Variant, recommended: str | None) -> list[str]:
         *times,
         _blank(fmt.quantized_nodes(variant)),
         _blank(fmt.size(variant.size_bytes)),
+        *(_blank(_text(c)) for c in profile),
     ]
+
+
+def _profile_parts(target: TargetResult) -> list[str]:
+    """What the target's peak figures count, and its variants' p50 at each profiled thread count."""
+    parts = []
+    basis = fmt.memory_basis_line(target)
+    if basis:
+        parts.append(_text(basis) + ".")
+    counts = fmt.thread_counts(target)
+    if counts:
+        headers = ("p50 ms by threads", *(_text(fmt.thread_header(n, over)) for n, over in counts))
+        rows = [
+            [_code(v.name), *(_blank(_text(fmt.thread_p50(v, n))) for n, _ in counts)]
+            for v in target.variants
+            if v.profile is not None and v.profile.threads
+        ]
+        parts.append(_table(headers, rows, numeric=len(headers) - 1))
+        if any(over for _, over in counts):
+            parts.append(_text(fmt.OVERSUBSCRIBED_NOTE) + ".")
+    return parts
 
 
 def _per_output(target: TargetResult) -> str:
@@ -137,8 +164,12 @@ def _status(target: TargetResult) -> str:
     return f"{target.status}: {_text(target.reason or 'no reason given')}"
 
 
-def _table(headers: tuple[str, ...], rows: list[list[str]]) -> str:
-    rule = ["---:" if h in _NUMERIC else "---" for h in headers]
+def _table(headers: tuple[str, ...], rows: list[list[str]], numeric: int | None = None) -> str:
+    """A GitHub table; its numeric columns (right-aligned) are those named in _NUMERIC, or the last ``numeric``."""
+    if numeric is None:
+        rule = ["---:" if h in _NUMERIC else "---" for h in headers]
+    else:
+        rule = ["---"] * (len(headers) - numeric) + ["---:"] * numeric
     lines = [_row(list(headers)), _row(rule), *(_row(r) for r in rows)]
     return "\n".join(lines)
 

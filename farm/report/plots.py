@@ -162,3 +162,54 @@ def trend(
         if len(series) > 1:
             axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         return _svg(figure, css_class)
+
+
+# What a memory plot's x axis is, by whether the target's profiled variants have times that a comparison may use.
+_TIMED = ("measured", "masked")
+
+
+def memory_basis(target: TargetResult) -> str:
+    """``latency`` when every profiled variant of ``target`` was timed on a real CPU (native or masked), else ``size``:
+    QEMU wall times are not comparable and an estimate may not be evidence, so such targets plot memory against the
+    model's size on disk (which also answers whether an int8 variant smaller on disk is smaller in memory)."""
+    profiled = [v for v in target.variants if _peak(v) is not None]
+    timed = all(v.latency_ms is not None and v.timing in _TIMED for v in profiled)
+    return "latency" if timed else "size"
+
+
+def memory(target: TargetResult) -> str | None:
+    """Peak memory against p50 at --threads (or against size, see memory_basis), one labelled point per variant;
+    None when fewer than two variants have a peak figure."""
+    basis = memory_basis(target)
+    points = [(v, _memory_x(v, basis), _peak(v)) for v in target.variants]
+    drawn = [(v, x, y) for v, x, y in points if x is not None and y is not None]
+    if len(drawn) < 2:
+        return None
+    guest = any(v.profile is not None and v.profile.memory == "guest-heap" for v, _, _ in drawn)
+    with mpl.rc_context(_RC):
+        figure = Figure(figsize=(6.4, 3.4), layout="constrained")
+        axes = figure.add_subplot()
+        for index, (variant, x, y) in enumerate(drawn):
+            colour = f"C{index % 10}"
+            recommended = variant.name == target.recommended
+            axes.scatter([x], [y], s=44 if recommended else 26, zorder=3, color=colour, marker=_MARKERS[0])
+            label = variant.name + (" (recommended)" if recommended else "")
+            axes.annotate(label, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color=colour)
+        axes.set_xlabel("p50 ms at --threads" + _timing_note(target) if basis == "latency" else "size on disk (MB)")
+        axes.set_ylabel("guest heap MiB (under QEMU)" if guest else "peak MiB")
+        # From zero, so a reader sees ratios; room on the right for the labels of the slowest (or largest) variants.
+        axes.set_ylim(0, max(y for _, _, y in drawn) * 1.1)
+        axes.set_xlim(0, max(x for _, x, _ in drawn) * 1.25)
+        against = "latency" if basis == "latency" else "size (no comparable times)"
+        axes.set_title(f"{fmt.target_heading(target)}: memory against {against}", fontsize=9, loc="left")
+        return _svg(figure, "memory")
+
+
+def _peak(variant: Variant) -> float | None:
+    return None if variant.status != "ok" or variant.profile is None else variant.profile.peak_rss_mib
+
+
+def _memory_x(variant: Variant, basis: str) -> float | None:
+    if basis == "latency":
+        return None if variant.latency_ms is None else variant.latency_ms.p50
+    return None if variant.size_bytes is None else variant.size_bytes / 1e6

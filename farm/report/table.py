@@ -17,6 +17,9 @@ WIDTH = 100
 RECOMMENDED_MARK = " ◀"
 _HEADERS = ("target", "variant", "status", "cosine", "top1", "acc", "p50 ms", "size")
 _ALIGN = ("left", "left", "left", "right", "right", "right", "right", "right")
+# A profiled report's peak memory beside size, its header on two lines (the unit under it): "peak MiB" on one line
+# would cost the variant column, which the names of int8 variants with mitigations already fill.
+_PEAK_HEADER = tuple(fmt.PEAK_HEADER.split())
 _GAP = 2  # tabulate's "plain" format puts two spaces between columns
 _TARGET_MAX = 20
 _VARIANT_MIN = 24
@@ -27,50 +30,61 @@ Row = list[str]
 
 
 def render_table(report: Report) -> str:
+    profiled = fmt.profiled(report)
+    headers = _headers(profiled)
     target_width = min(_TARGET_MAX, max([len("(unavailable)"), *(len(t.name) for t in report.targets)]))
     # The metric columns are as wide as their widest figure; the variant column takes what is left.
     # A target's own row says "FAILED" or "skipped" in the status column, hence the extra row.
-    metrics = [["skipped"], *(_metric_cells(v) for t in report.targets for v in t.variants)]
+    metrics = [["skipped"], *(_metric_cells(v, profiled) for t in report.targets for v in t.variants)]
     fixed = sum(
-        max([len(header), *(len(cells[i]) for cells in metrics if i < len(cells))])
-        for i, header in enumerate(_HEADERS[2:])
+        max([*(len(line) for line in header), *(len(cells[i]) for cells in metrics if i < len(cells))])
+        for i, header in enumerate(headers[2:])
     )
-    room = WIDTH - target_width - fixed - _GAP * (len(_HEADERS) - 1)
+    room = WIDTH - target_width - fixed - _GAP * (len(headers) - 1)
     longest = max([_VARIANT_MIN, *(len(n) + len(RECOMMENDED_MARK) for n in fmt.variant_names(report))])
     variant_width = min(room, longest)
 
     rows: list[Row] = []
     for index, target in enumerate(report.targets):
         if index:
-            rows.append([""] * len(_HEADERS))
-        rows.extend(_target_rows(target, target_width, variant_width))
-    table = _tabulate(rows)
+            rows.append([""] * len(headers))
+        rows.extend(_target_rows(target, target_width, variant_width, profiled))
+    table = _tabulate(headers, rows)
 
     lines = [*_preamble(report), "", *table.splitlines(), "", *_legend(report), "", *_closing(report)]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def _tabulate(rows: list[Row]) -> str:
+def _headers(profiled: bool) -> list[tuple[str, ...]]:
+    """Each column's header lines, bottom-aligned: one line each, unless the peak column's two."""
+    if not profiled:
+        return [(header,) for header in _HEADERS]
+    return [*(("", header) for header in _HEADERS), _PEAK_HEADER]
+
+
+def _tabulate(headers: list[tuple[str, ...]], rows: list[Row]) -> str:
     # The rule under the headers is drawn here, because tabulate's own header handling pads every column by two
     # more characters, which the 100-column budget cannot spare.
+    heads = [list(line) for line in zip(*headers, strict=True)]
     widths = [
         max(len(line) for cell in column for line in cell.splitlines() or [""])
-        for column in zip(_HEADERS, *rows, strict=True)
+        for column in zip(*heads, *rows, strict=True)
     ]
     rule = ["-" * width for width in widths]
-    return tabulate([list(_HEADERS), rule, *rows], tablefmt="plain", disable_numparse=True, colalign=_ALIGN)
+    align = _ALIGN + ("right",) * (len(headers) - len(_ALIGN))
+    return tabulate([*heads, rule, *rows], tablefmt="plain", disable_numparse=True, colalign=align)
 
 
-def _target_rows(target: TargetResult, target_width: int, variant_width: int) -> list[Row]:
+def _target_rows(target: TargetResult, target_width: int, variant_width: int, profiled: bool) -> list[Row]:
     rows = []
     previous = None
     for variant in target.variants:
         # Several variants often fail or skip for one reason (nothing quantized, a missing kernel): say it once.
         repeated = variant.error is not None and variant.error == previous
-        rows.append(_variant_row(variant, target.recommended, variant_width, repeated=repeated))
+        rows.append(_variant_row(variant, target.recommended, variant_width, profiled, repeated=repeated))
         previous = variant.error
     if target.status != "ok" or not rows:
-        rows.append(_target_note_row(target, variant_width))
+        rows.append(_target_note_row(target, variant_width, profiled))
     name = _truncate(target.name, target_width)
     # A result --resume took from an earlier run says so where the reader looks for how it ran.
     mode = f"({target.mode}, reused)" if target.resumed_from else f"({target.mode})"
@@ -81,7 +95,9 @@ def _target_rows(target: TargetResult, target_width: int, variant_width: int) ->
     return rows
 
 
-def _variant_row(variant: Variant, recommended: str | None, width: int, *, repeated: bool = False) -> Row:
+def _variant_row(
+    variant: Variant, recommended: str | None, width: int, profiled: bool, *, repeated: bool = False
+) -> Row:
     mark = RECOMMENDED_MARK if variant.name == recommended else ""
     label = _truncate(variant.name, width - len(mark)) + mark
     if variant.status != "ok" and variant.error:
@@ -91,11 +107,11 @@ def _variant_row(variant: Variant, recommended: str | None, width: int, *, repea
     for note in (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)):
         if note:
             label += "\n" + _wrap(note, width, _ERROR_LINES, indent="  ")
-    return ["", label, *_metric_cells(variant)]
+    return ["", label, *_metric_cells(variant, profiled)]
 
 
-def _metric_cells(variant: Variant) -> Row:
-    return [
+def _metric_cells(variant: Variant, profiled: bool) -> Row:
+    cells = [
         fmt.OUTCOME_LABEL[variant.outcome],
         fmt.cosine(variant),
         fmt.top1(variant),
@@ -103,9 +119,10 @@ def _metric_cells(variant: Variant) -> Row:
         fmt.p50(variant),
         fmt.size(variant.size_bytes),
     ]
+    return [*cells, fmt.peak_memory(variant)] if profiled else cells
 
 
-def _target_note_row(target: TargetResult, width: int) -> Row:
+def _target_note_row(target: TargetResult, width: int, profiled: bool) -> Row:
     if target.status == "failed":
         code = "" if target.exit_code is None else f"exit {target.exit_code}: "
         note = f"target failed, {code}{target.reason or 'no reason given'}"
@@ -114,7 +131,7 @@ def _target_note_row(target: TargetResult, width: int) -> Row:
     else:
         note = target.reason or "no variant results"
     status = "FAILED" if target.status == "failed" else target.status
-    return ["", _wrap(note, width, _REASON_LINES), status, "", "", "", "", ""]
+    return ["", _wrap(note, width, _REASON_LINES), status, *[""] * (len(_HEADERS) - 3 + profiled)]
 
 
 def _preamble(report: Report) -> list[str]:
@@ -143,6 +160,7 @@ def _preamble(report: Report) -> list[str]:
 def _legend(report: Report) -> list[str]:
     lines = []
     lines += [f"{mark} {note}" for mark, note in fmt.timing_notes(report)]
+    lines += [f"{mark} {note}" for mark, note in fmt.memory_notes(report)]
     lines.append(
         f"{RECOMMENDED_MARK.strip()} recommended · out-tol: ran, but outside tolerance ({fmt.tolerance_text(report)})"
     )
