@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from farm.errors import BadInput
+from farm.gate.checks import Check
 from farm.gate.policy import Policy
 from farm.gate.render import render_junit, render_markdown, render_text
-from farm.gate.rules import RULES, Check, GateResult, evaluate
+from farm.gate.rules import RULES, GateResult, evaluate
 from farm.report import REPORT_FILE, InvalidReport, Report, load_report
 
 
