@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from farm.gate.checks import Check, variant_check
+from farm.gate.checks import Check, not_compared, variant_check
 from farm.gate.comparable import memory_difference, target_memory_difference
 from farm.gate.policy import Limits
 from farm.job.report import Profile
@@ -20,8 +20,9 @@ CREATE_RULE = "max-session-create"
 FIRST_RUN_RULE = "max-first-run"
 MEMORY_REGRESSION_RULE = "memory-regression"
 BUDGET_RULES = (PEAK_RULE, CREATE_RULE, FIRST_RUN_RULE)
-# Start-up times that are measurements of the host's CPU (none under emulation, which has no times).
-_TIMED = ("measured", "masked")
+# Timings that are measurements of the host's CPU (none under emulation, which has no times; older reports' QEMU
+# timings are not measurements either).
+TIMED = ("measured", "masked")
 # Growth below this is the allocator's and the page granularity's, not the model's: a small model's few MiB would
 # otherwise cross 10 % on noise.
 MEMORY_NOISE_MIB = 1.0
@@ -52,7 +53,7 @@ def _figure(rule: str, profile: Profile | None) -> _Figure:
         return _Figure(what=what, value=None, unit=unit, missing=_NO_PROFILE)
     if rule == PEAK_RULE:
         return _Figure(what=memory_word(profile), value=profile.peak_rss_mib, unit=unit)
-    if profile.timing not in _TIMED:
+    if profile.timing not in TIMED:
         why = "emulated under QEMU: no times" if profile.memory == "guest-heap" else f"timing {profile.timing}"
         return _Figure(what=what, value=None, unit=unit, missing=f"not measured ({why})")
     value = profile.session_create_ms if rule == CREATE_RULE else profile.first_run_ms
@@ -103,13 +104,7 @@ def memory_regressions(
         where = "in the baseline" if here else "here" if there else "in either run"
         reason = f"not measured {where} (no profile)"
     if reason:
-        yield Check(
-            rule=MEMORY_REGRESSION_RULE,
-            target=new.name,
-            variant=None,
-            status="not-compared",
-            message=f"{new.name}: memory not compared: {reason}",
-        )
+        yield not_compared(MEMORY_REGRESSION_RULE, new.name, "memory", reason)
         return
     for o, n in pairs:
         yield _regression(new, o, n, limit)

@@ -31,6 +31,17 @@ def variant_check(rule: str, target: TargetResult, variant: Variant, status: Che
     )
 
 
+def not_compared(rule: str, target: str, what: str, reason: str) -> Check:
+    """A rule that could not compare a whole target's figures, and why."""
+    return Check(
+        rule=rule,
+        target=target,
+        variant=None,
+        status="not-compared",
+        message=f"{target}: {what} not compared: {reason}",
+    )
+
+
 def in_scope(target: TargetResult, scope: Scope) -> list[Variant]:
     if scope == "recommended":
         return [v for v in target.variants if v.name == target.recommended]

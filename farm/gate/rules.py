@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from farm.gate.budgets import BUDGET_RULES, MEMORY_REGRESSION_RULE, budgets, memory_regressions
-from farm.gate.checks import Check, CheckStatus, in_scope, variant_check
+from farm.gate.checks import Check, CheckStatus, in_scope, not_compared, variant_check
 from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
 from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Severity
 from farm.job.recommend import recommend, speed_evidence
@@ -255,13 +255,7 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         pairs = [(v, new.variant(v.name)) for v in in_scope(old, policy.compare)]
         compared = [(o, n) for o, n in pairs if n is not None and n.status == "ok"]
         if accuracy_reason:
-            yield Check(
-                rule="cosine-drop",
-                target=old.name,
-                variant=None,
-                status="not-compared",
-                message=f"{old.name}: accuracy not compared: {accuracy_reason}",
-            )
+            yield not_compared("cosine-drop", old.name, "accuracy", accuracy_reason)
         else:
             for o, n in compared:
                 yield from _drops(new, o, n, limits)
@@ -271,13 +265,7 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         if limits.max_latency_regression is None:
             continue
         if timing_reason:
-            yield Check(
-                rule="latency-regression",
-                target=old.name,
-                variant=None,
-                status="not-compared",
-                message=f"{old.name}: latency not compared: {timing_reason}",
-            )
+            yield not_compared("latency-regression", old.name, "latency", timing_reason)
             continue
         for o, n in compared:
             check = _latency(new, o, n, limits.max_latency_regression, old.image, new.image)
