@@ -1,7 +1,8 @@
 """``farm gate``: a release gate over a matrix report, alone or against a baseline report, under a policy.
 
-policy.py says what is demanded, comparable.py when two runs may be compared, rules.py checks, render.py writes the
-result for a terminal, for JUnit and for a GitHub step summary.
+policy.py says what is demanded, comparable.py when two runs may be compared, rules.py checks (budgets.py the
+deployment budgets; checks.py what every rule yields), render.py writes the result for a terminal, for JUnit and for a
+GitHub step summary.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from farm.errors import BadInput
+from farm.gate.checks import Check
 from farm.gate.policy import Policy
 from farm.gate.render import render_junit, render_markdown, render_text
-from farm.gate.rules import RULES, Check, GateResult, evaluate
+from farm.gate.rules import RULES, GateResult, evaluate
 from farm.report import REPORT_FILE, InvalidReport, Report, load_report
 
 

@@ -16,23 +16,34 @@ def kernel_flags(run: RunInfo) -> frozenset[str]:
 
 def latency_difference(new: Report, old: Report) -> str | None:
     """Why the two runs' timings must not be compared, or None when they may be."""
+    return _run_difference(new, old, timing=True)
+
+
+def memory_difference(new: Report, old: Report) -> str | None:
+    """Why the two runs' memory figures must not be compared, or None: memory follows the architecture, the kernels
+    the CPU features pick (their prepacked weights) and the graph optimizations, not the CPU model or its speed. The
+    session's threads are compared per variant (its profile's ``session_threads``)."""
+    return _run_difference(new, old, timing=False)
+
+
+def _run_difference(new: Report, old: Report, *, timing: bool) -> str | None:
     if new.run is None or old.run is None:
         which = "the report" if new.run is None else "the baseline"
         return f"{which} is {(new if new.run is None else old).schema}, which does not record its host and settings"
     a, b = new.run, old.run
-    differences = [
-        f"{what} {x!r} vs baseline {y!r}"
-        for what, x, y in (
-            ("host architecture", a.host.arch, b.host.arch),
+    compared: list[tuple[str, object, object]] = [
+        ("host architecture", a.host.arch, b.host.arch),
+        ("optimization level", a.settings.optimization_level, b.settings.optimization_level),
+    ]
+    if timing:
+        compared[1:1] = [
             ("CPU", a.host.cpu_model, b.host.cpu_model),
             ("cores", a.host.cores, b.host.cores),
             ("threads", a.settings.threads, b.settings.threads),
             ("iterations", a.settings.iterations, b.settings.iterations),
             ("timing rounds", a.settings.timing_rounds, b.settings.timing_rounds),
-            ("optimization level", a.settings.optimization_level, b.settings.optimization_level),
-        )
-        if x != y
-    ]
+        ]
+    differences = [f"{what} {x!r} vs baseline {y!r}" for what, x, y in compared if x != y]
     flags_a, flags_b = kernel_flags(a), kernel_flags(b)
     if flags_a != flags_b:
         only_new, only_old = sorted(flags_a - flags_b), sorted(flags_b - flags_a)
@@ -82,6 +93,17 @@ def target_timing_difference(new: TargetResult, old: TargetResult) -> str | None
         return "not timed " + ("here" if not kinds_new else "in the baseline")
     if kinds_new != kinds_old:
         return f"timings are {'/'.join(sorted(kinds_new))} here but {'/'.join(sorted(kinds_old))} in the baseline"
+    return None
+
+
+def target_memory_difference(new: TargetResult, old: TargetResult) -> str | None:
+    """Per target: memory only from the same machine and the same mode (a mask hides the features that pick the
+    kernels; under QEMU the figure is the guest's heap, not a process's)."""
+    here, there = _ran_on(new), _ran_on(old)
+    if here != there:
+        return f"ran on {here} here but on {there} in the baseline"
+    if new.mode != old.mode:
+        return f"ran {new.mode} here but {old.mode} in the baseline"
     return None
 
 

@@ -42,6 +42,15 @@ class Limits:
     # The largest allowed p50 slowdown as a fraction (0.10: 10 % slower), counted only beyond the noise both runs
     # recorded: every timing round of the new run slower than every round of the baseline.
     max_latency_regression: float | None = 0.10
+    # Deployment budgets (farm/gate/budgets.py), on the variants of ``variants``, from each variant's profile: its
+    # peak memory in MiB (the guest's heap on emulated targets) and its start-up times in ms (measured or masked
+    # only). Off by default: a budget is the device's, which farm cannot guess.
+    max_peak_rss_mib: float | None = None
+    max_session_create_ms: float | None = None
+    max_first_run_ms: float | None = None
+    # Against the baseline, on the variants of ``compare``: the largest allowed growth of peak memory, as a fraction
+    # of the baseline's (0.10: 10 % more), like with like only (the same memory basis, session threads and host).
+    max_memory_regression: float | None = 0.10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-from farm.gate.rules import RULE_ORDER, Check, GateResult
+from farm.gate.checks import Check
+from farm.gate.rules import RULE_ORDER, GateResult
 from farm.report import _format as fmt
 from farm.report.junit import count, document
 

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from farm.gate.budgets import BUDGET_RULES, MEMORY_REGRESSION_RULE, budgets, memory_regressions
+from farm.gate.checks import Check, CheckStatus, in_scope, not_compared, variant_check
 from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
-from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Scope, Severity
+from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Severity
 from farm.job.recommend import recommend, speed_evidence
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
-CheckStatus = Literal["passed", "failed", "warned", "not-compared"]
 # The share of pairs of timing rounds (one of each run) in which the new run must be slower to be beyond noise.
 NOISE_PAIRS = 0.9
 # The target name of a check about the report as a whole.
@@ -26,6 +27,7 @@ RULES = (
     "min-top1",
     "min-accuracy",
     "min-metric",
+    *BUDGET_RULES,
     "new-failure",
     "recommendation-change",
     "cosine-drop",
@@ -33,17 +35,9 @@ RULES = (
     "accuracy-drop",
     "metric-drop",
     "latency-regression",
+    MEMORY_REGRESSION_RULE,
 )
 RULE_ORDER = {rule: index for index, rule in enumerate(RULES)}
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Check:
-    rule: str
-    target: str
-    variant: str | None
-    status: CheckStatus
-    message: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,6 +72,7 @@ def evaluate(
     for target in report.targets:
         if target.status == "ok":
             checks += _minimums(report, target, policy)
+            checks += budgets(target, in_scope(target, policy.variants), policy.limits_for(target.name))
     if baseline is not None:
         checks += _against_baseline(report, baseline, policy)
     checks.sort(key=lambda c: (RULE_ORDER[c.rule], c.target, c.variant or ""))
@@ -119,14 +114,6 @@ def _target_runs(report: Report, policy: Policy) -> Iterator[Check]:
         )
 
 
-def _scope(target: TargetResult, scope: Scope) -> list[Variant]:
-    if scope == "recommended":
-        return [v for v in target.variants if v.name == target.recommended]
-    if scope == "usable":
-        return [v for v in target.variants if v.status == "ok" and v.within_tolerance is not False]
-    return [v for v in target.variants if v.status == "ok"]
-
-
 def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[Check]:
     limits = policy.limits_for(target.name)
     if policy.variants == "recommended":
@@ -142,7 +129,7 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
                 else f"no variant recommended ({target.recommendation_reason or 'none held the tolerance'})"
             ),
         )
-    for variant in _scope(target, policy.variants):
+    for variant in in_scope(target, policy.variants):
         accuracy = variant.accuracy
         if accuracy is None:
             continue
@@ -167,10 +154,10 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
                 continue
             if value is None:
                 if rule == "min-accuracy":
-                    yield _check(rule, target, variant, "not-compared", f"{what}: not measured (no --labels)")
+                    yield variant_check(rule, target, variant, "not-compared", f"{what}: not measured (no --labels)")
                 continue
             ok = value >= floor
-            yield _check(
+            yield variant_check(
                 rule,
                 target,
                 variant,
@@ -180,7 +167,7 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
         scores = {} if accuracy.metric is None else accuracy.metric.scores
         for score, floor in limits.min_metric.items():
             if score not in scores:
-                yield _check(
+                yield variant_check(
                     "min-metric",
                     target,
                     variant,
@@ -189,7 +176,7 @@ def _minimums(report: Report, target: TargetResult, policy: Policy) -> Iterator[
                 )
                 continue
             ok = scores[score] >= floor
-            yield _check(
+            yield variant_check(
                 "min-metric",
                 target,
                 variant,
@@ -265,30 +252,20 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         if new.status != "ok" or old.status != "ok":
             continue
         limits = policy.limits_for(old.name)
-        pairs = [(v, new.variant(v.name)) for v in _scope(old, policy.compare)]
+        pairs = [(v, new.variant(v.name)) for v in in_scope(old, policy.compare)]
         compared = [(o, n) for o, n in pairs if n is not None and n.status == "ok"]
         if accuracy_reason:
-            yield Check(
-                rule="cosine-drop",
-                target=old.name,
-                variant=None,
-                status="not-compared",
-                message=f"{old.name}: accuracy not compared: {accuracy_reason}",
-            )
+            yield not_compared("cosine-drop", old.name, "accuracy", accuracy_reason)
         else:
             for o, n in compared:
                 yield from _drops(new, o, n, limits)
+        if limits.max_memory_regression is not None:
+            yield from memory_regressions(report, baseline, new, old, compared, limits.max_memory_regression)
         timing_reason = latency_reason or target_timing_difference(new, old)
         if limits.max_latency_regression is None:
             continue
         if timing_reason:
-            yield Check(
-                rule="latency-regression",
-                target=old.name,
-                variant=None,
-                status="not-compared",
-                message=f"{old.name}: latency not compared: {timing_reason}",
-            )
+            yield not_compared("latency-regression", old.name, "latency", timing_reason)
             continue
         for o, n in compared:
             check = _latency(new, o, n, limits.max_latency_regression, old.image, new.image)
@@ -322,7 +299,7 @@ def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> I
             )
         else:
             why = "failed" if n.status == "failed" else "was skipped"
-            yield _check(
+            yield variant_check(
                 "new-failure",
                 new,
                 n,
@@ -355,7 +332,7 @@ def _drop(
 ) -> Check:
     drop = before - now
     ok = drop <= limit + 1e-12
-    return _check(
+    return variant_check(
         rule,
         target,
         variant,
@@ -385,23 +362,13 @@ def _latency(
     image = f"; image {old_image} → {new_image}" if old_image and new_image and old_image != new_image else ""
     failed = change > limit and beyond
     verdict = ("beyond noise" if beyond else "within noise") if change > limit else "within limit"
-    return _check(
+    return variant_check(
         "latency-regression",
         target,
         new,
         "failed" if failed else "passed",
         f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
         f"+{limit:.0%}, {verdict}: {noise}){image}",
-    )
-
-
-def _check(rule: str, target: TargetResult, variant: Variant, status: CheckStatus, detail: str) -> Check:
-    return Check(
-        rule=rule,
-        target=target.name,
-        variant=variant.name,
-        status=status,
-        message=f"{target.name} / {variant.name}: {rule}: {detail}",
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import BadInput
+from farm.gate.budgets import TIMED
 from farm.gate.policy import Policy
 from farm.gate.rules import GateResult, evaluate
 from farm.report import REPORT_FILE, html, plots
@@ -21,8 +22,9 @@ from farm.report import _format as fmt
 from farm.report.model import Outcome, Report, TargetResult, load_report
 
 TREND_SCHEMA = "farm.trend/1"
-# Timings that are measurements of the host's CPU; emulated ones (older reports timed under QEMU) are not plotted.
-_TIMED = ("measured", "masked")
+MEMORY_NOT_MEASURED = "Peak memory: not measured (no run's report has a profile: an older farm, or --no-profile)."
+# Per variant and run; None where it did not run or was not measured (peak memory: no profile in that report).
+_CELL_KEYS = ("outcome", "cosine", "p50_ms", "timing", "peak_rss_mib", "memory")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,7 +111,7 @@ def trend_data(history: History, changes: GateResult | None) -> dict[str, Any]:
         variants: dict[str, Any] = {}
         for variant in history.variant_names(name):
             cells = [_cell(run.report, name, variant) for run in history.runs]
-            variants[variant] = {key: [c[key] for c in cells] for key in ("outcome", "cosine", "p50_ms", "timing")}
+            variants[variant] = {key: [c[key] for c in cells] for key in _CELL_KEYS}
         statuses = [None if (t := _target(r.report, name)) is None else t.status for r in history.runs]
         recommended = [None if (t := _target(r.report, name)) is None else t.recommended for r in history.runs]
         targets[name] = {"status": statuses, "recommended": recommended, "variants": variants}
@@ -140,12 +142,14 @@ def _cell(report: Report, target: str, variant: str) -> dict[str, Any]:
     found = _target(report, target)
     v = None if found is None else found.variant(variant)
     if v is None:
-        return {"outcome": None, "cosine": None, "p50_ms": None, "timing": None}
+        return dict.fromkeys(_CELL_KEYS)
     return {
         "outcome": v.outcome,
         "cosine": None if v.accuracy is None else v.accuracy.cosine,
-        "p50_ms": v.latency_ms.p50 if v.latency_ms is not None and v.timing in _TIMED else None,
+        "p50_ms": v.latency_ms.p50 if v.latency_ms is not None and v.timing in TIMED else None,
         "timing": v.timing,
+        "peak_rss_mib": None if v.profile is None else v.profile.peak_rss_mib,
+        "memory": None if v.profile is None else v.profile.memory,
     }
 
 
@@ -185,18 +189,23 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
             threshold=latest.tolerance.cosine,
             css_class="trend cosine",
         )
-        latency = plots.trend(
-            title=f"{target}: p50 ms per run (timed runs only)",
-            ylabel="p50 ms",
-            runs=names,
-            series=[plots.Series(name=v, values=tuple(d["p50_ms"])) for v, d in variants.items()],
-            css_class="trend latency",
+        latency = _figure_trend(
+            names, variants, "p50_ms", title=f"{target}: p50 ms per run (timed runs only)", ylabel="p50 ms"
         )
-        for plot in (cosine, latency):
+        memory = _figure_trend(
+            names,
+            variants,
+            "peak_rss_mib",
+            title=f"{target}: peak memory MiB per run (guest heap under emulation)",
+            ylabel="peak MiB",
+        )
+        for plot in (cosine, latency, memory):
             if plot is not None:
                 body.append(f'<figure class="plot">{plot}</figure>')
         if latency is None:
             body.append("<p>No run timed this target (emulated targets are not timed).</p>")
+        if memory is None:
+            body.append(f"<p>{MEMORY_NOT_MEASURED}</p>")
     if history.unreadable:
         body += [
             "<h2>Files left out</h2>",
@@ -205,6 +214,17 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
             + "</ul>",
         ]
     return html.page(title, body)
+
+
+def _figure_trend(names: list[str], variants: dict[str, Any], key: str, *, title: str, ylabel: str) -> str | None:
+    """One line per variant of one figure of trend.json (None where a run did not measure it)."""
+    return plots.trend(
+        title=title,
+        ylabel=ylabel,
+        runs=names,
+        series=[plots.Series(name=v, values=tuple(d[key])) for v, d in variants.items()],
+        css_class="trend " + ("memory" if key == "peak_rss_mib" else "latency"),
+    )
 
 
 def _tail(text: str, chars: int = 16) -> str:

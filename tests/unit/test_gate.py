@@ -206,6 +206,16 @@ def test_minimums_apply_to_the_recommended_variant_and_per_target_overrides(tmp_
         ('compare = "some"\n', "compare = 'some'; use one of: recommended, usable, all"),
         ("max_cosine_drop = -1\n", "max_cosine_drop = -1; give max_cosine_drop a number of 0 or more, or false"),
         ("min_cosine = [\n", "is not TOML"),
+        ("max_peak_rss_mib = -1\n", "max_peak_rss_mib = -1; give max_peak_rss_mib a number of 0 or more, or false"),
+        (
+            'max_first_run_ms = "fast"\n',
+            "max_first_run_ms = 'fast'; give max_first_run_ms a number of 0 or more, or false",
+        ),
+        (
+            '[targets."arm64"]\nmax_memory_regresion = 0.2\n',
+            "unknown key targets.arm64.max_memory_regresion; did you mean targets.arm64.max_memory_regression?",
+        ),
+        ("max_session_create = 10\n", "did you mean max_session_create_ms?"),
     ],
 )
 def test_a_bad_policy_names_the_file_the_key_and_the_fix(tmp_path: Path, text: str, needle: str) -> None:
