@@ -239,7 +239,8 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
                     message=f"{old.name}: new-failure: ran ok in the baseline, {why}",
                 )
             continue
-        yield from _new_failures(new, old, policy.new_failure)
+        picked = None if report.run is None else report.run.settings.variants
+        yield from _new_failures(new, old, policy.new_failure, picked)
         if old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
             yield Check(
                 rule="recommendation-change",
@@ -273,7 +274,11 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
                 yield check
 
 
-def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> Iterator[Check]:
+def _new_failures(
+    new: TargetResult, old: TargetResult, severity: Severity, picked: tuple[str, ...] | None
+) -> Iterator[Check]:
+    """``picked``: the variants `farm matrix --variant` limited this run to (None: all); one it left out is not
+    compared rather than failed, since the run never tried it."""
     if old.status == "ok" and new.status == "failed":
         yield Check(
             rule="new-failure",
@@ -289,7 +294,15 @@ def _new_failures(new: TargetResult, old: TargetResult, severity: Severity) -> I
         n = new.variant(o.name)
         if o.status != "ok" or (n is not None and n.status == "ok"):
             continue
-        if n is None:
+        if n is None and picked is not None and o.name not in picked:
+            yield Check(
+                rule="new-failure",
+                target=new.name,
+                variant=o.name,
+                status="not-compared",
+                message=f"{new.name} / {o.name}: new-failure: not compared: this run's --variant did not name it",
+            )
+        elif n is None:
             yield Check(
                 rule="new-failure",
                 target=new.name,

@@ -155,6 +155,21 @@ def test_a_new_failure_and_a_changed_recommendation_fail_by_default_and_warn_whe
     assert {c.rule for c in relaxed.having("warned")} == {"new-failure", "recommendation-change"}
 
 
+def test_a_variant_that_farm_matrix_variant_left_out_is_not_compared_and_a_lost_one_still_fails() -> None:
+    old = sample_report_dict(run=True)
+    new = copy.deepcopy(old)
+    entry(new, VNNI)["variants"] = [v for v in entry(new, VNNI)["variants"] if v["name"] in ("fp32", "optimized")]
+    lost = {v["name"] for v in entry(old, VNNI)["variants"] if v["status"] == "ok"} - {"fp32", "optimized"}
+    assert lost
+    assert {c.variant for c in gate(new, old).having("failed") if c.rule == "new-failure"} >= lost
+    new["run"]["settings"]["variants"] = ["fp32", "optimized"]
+    result = gate(new, old)
+    assert not failed(result, "new-failure")
+    skipped = [c for c in result.checks if c.rule == "new-failure" and c.status == "not-compared"]
+    assert {c.variant for c in skipped} >= lost
+    assert all("--variant did not name it" in c.message for c in skipped)
+
+
 def test_a_recommendation_changed_by_farms_rule_says_so() -> None:
     # The baseline's emulated x86-avx2 recommended an int8 variant on accuracy alone, as farm did before speed
     # evidence; this farm recommends the baseline on the same results.
