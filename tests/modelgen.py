@@ -400,15 +400,17 @@ def make_sequence_and_state_model(path: Path, *, samples: int = 12, seed: int = 
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
 
 
-def make_cnn(path: Path, *, samples: int = 8, seed: int = 0, size: int = 320) -> ModelData:
+def make_cnn(
+    path: Path, *, samples: int = 8, seed: int = 0, size: int = 320, channels: tuple[int, ...] = (3, 32, 64, 128, 256)
+) -> ModelData:
     """An image CNN heavy enough to time, as a 320x320 detector backbone is (about 2 GFLOP: 10 ms or more of fp32
     on one core).
 
     Conv(3->32, s2)-Relu-Conv(32->64, s2)-Relu-Conv(64->128, s2)-Relu-Conv(128->256)-Relu-GlobalAveragePool-Gemm(10),
-    input ``x`` ``[1, 3, size, size]``, output ``logits`` ``[1, 10]``; inputs are images in [0, 1).
+    input ``x`` ``[1, 3, size, size]``, output ``logits`` ``[1, 10]``; inputs are images in [0, 1). ``channels``
+    widens it: (3, 64, 128, 256, 512) holds 6 MB of weights.
     """
     rng = np.random.default_rng(seed)
-    channels = [3, 32, 64, 128, 256]
     initializers: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
     current = "x"

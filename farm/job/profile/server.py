@@ -46,9 +46,11 @@ class ProfileServer:
         self.ended: str | None = None
 
     @classmethod
-    def start(cls, target: SpecTarget) -> ProfileServer:
-        """Fork the server; call as early as the job can, before any session or dataset exists."""
-        timeout_s = EMULATED_TIMEOUT_S if target.emulated else TIMEOUT_S
+    def start(cls, target: SpecTarget, timeout_s: float | None = None) -> ProfileServer:
+        """Fork the server; call as early as the job can, before any session or dataset exists. ``timeout_s``: how
+        long a variant's child may take (default: TIMEOUT_S, or EMULATED_TIMEOUT_S under emulation)."""
+        if timeout_s is None:
+            timeout_s = EMULATED_TIMEOUT_S if target.emulated else TIMEOUT_S
         to_server, from_job = os.pipe()
         to_job, from_server = os.pipe()
         parent = os.getpid()
