@@ -109,6 +109,34 @@ def test_only_counts_other_than_threads_need_sessions_and_a_lost_count_is_left_o
     assert p50s == (ThreadLatency(threads=2, p50_ms=1.0),)
 
 
+FORKED_FILE_PAGES = """
+import os
+import onnxruntime
+from farm.job.profile import pages
+def file_kib():
+    with open("/proc/self/status") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("RssFile:"))
+runs = pages.resident_file_pages()
+parent = file_kib()
+read, write = os.pipe()
+if os.fork() == 0:
+    before = file_kib()
+    pages.touch(runs)
+    os.write(write, f"{parent} {before} {file_kib()}".encode())
+    os._exit(0)
+print(os.read(read, 100).decode())
+"""
+
+
+def test_a_forked_child_maps_the_jobs_library_pages_again_before_it_starts() -> None:
+    """fork drops most file-backed page-table entries (the control: the child's RssFile falls); touching the job's
+    resident file pages brings the child's start back to the job's."""
+    done = subprocess.run([sys.executable, "-c", FORKED_FILE_PAGES], capture_output=True, text=True, check=True)
+    parent, before, after = (int(word) for word in done.stdout.split())
+    assert before < 0.5 * parent
+    assert after >= 0.95 * parent
+
+
 def test_the_image_ships_the_profile_package() -> None:
     names = {name for name, _ in job_files()}
     assert {"farm/job/profile/server.py", "farm/job/evaluate/profiled.py"} <= names

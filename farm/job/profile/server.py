@@ -20,7 +20,7 @@ import signal
 import time
 from typing import Any, NoReturn
 
-from farm.job.profile import wire
+from farm.job.profile import pages, wire
 from farm.job.profile.child import Request, measure
 from farm.job.result import error_text
 from farm.job.spec import SpecTarget
@@ -51,6 +51,9 @@ class ProfileServer:
         long a variant's child may take (default: TIMEOUT_S, or EMULATED_TIMEOUT_S under emulation)."""
         if timeout_s is None:
             timeout_s = EMULATED_TIMEOUT_S if target.emulated else TIMEOUT_S
+        # Listed here, before the fork drops them (farm.job.profile.pages). Under QEMU the pagemap is the host's,
+        # not the guest's; there the resident figure is only a bound anyway.
+        resident = [] if target.emulated else pages.resident_file_pages()
         to_server, from_job = os.pipe()
         to_job, from_server = os.pipe()
         parent = os.getpid()
@@ -58,7 +61,7 @@ class ProfileServer:
         if pid == 0:
             os.close(from_job)
             os.close(to_job)
-            _serve(parent, to_server, from_server, target, timeout_s)
+            _serve(parent, to_server, from_server, target, resident, timeout_s)
         os.close(to_server)
         os.close(from_server)
         return cls(pid, from_job, to_job, timeout_s)
@@ -98,7 +101,9 @@ class ProfileServer:
         _reap(pid, CLOSE_S)
 
 
-def _serve(parent: int, requests: int, answers: int, target: SpecTarget, timeout_s: float) -> NoReturn:
+def _serve(
+    parent: int, requests: int, answers: int, target: SpecTarget, resident: list[tuple[int, int]], timeout_s: float
+) -> NoReturn:
     """The server's life: answer each request until the job closes the pipe, then exit (never return into the
     job's code: os._exit skips its finally blocks and atexit handlers, which are the job's)."""
     code = 0
@@ -106,20 +111,23 @@ def _serve(parent: int, requests: int, answers: int, target: SpecTarget, timeout
         _die_with(parent)
         while (data := wire.receive(requests)) is not None:
             request = pickle.loads(data)
-            wire.send(answers, json.dumps(_answer(request, target, timeout_s, requests, answers)).encode())
+            answer = _answer(request, target, resident, timeout_s, (requests, answers))
+            wire.send(answers, json.dumps(answer).encode())
     except BaseException:  # whatever it was, the server only ends; the job sees the pipe close
         code = 1
     os._exit(code)
 
 
-def _answer(request: Request, target: SpecTarget, timeout_s: float, *inherited: int) -> dict[str, Any]:
+def _answer(
+    request: Request, target: SpecTarget, resident: list[tuple[int, int]], timeout_s: float, inherited: tuple[int, ...]
+) -> dict[str, Any]:
     """Fork the variant's child, wait for its figures at most ``timeout_s``, and reap it."""
     read, write = os.pipe()
     server = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        _child(server, write, request, target, inherited)
+        _child(server, write, request, target, resident, inherited)
     os.close(write)
     ended = None
     try:
@@ -135,13 +143,21 @@ def _answer(request: Request, target: SpecTarget, timeout_s: float, *inherited: 
     return {"error": ended or _death(status)}
 
 
-def _child(server: int, write: int, request: Request, target: SpecTarget, inherited: tuple[int, ...]) -> NoReturn:
+def _child(
+    server: int,
+    write: int,
+    request: Request,
+    target: SpecTarget,
+    resident: list[tuple[int, int]],
+    inherited: tuple[int, ...],
+) -> NoReturn:
     code = 0
     try:
         for fd in inherited:
             os.close(fd)
         _die_with(server)
         try:
+            pages.touch(resident)  # start from the server's resident set (farm.job.profile.pages)
             answer = measure(request, target)
         except Exception as exc:  # the variant's own failure (its model, its session) is its answer
             answer = {"error": error_text(exc)}
