@@ -16,9 +16,11 @@ from farm.job.data import Dataset
 from farm.job.evaluate import metric
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
+from farm.job.evaluate.profiled import Profiler
 from farm.job.evaluate.timed import Timer
 from farm.job.loadfailure import classify
 from farm.job.modelfile import model_size
+from farm.job.profile.server import ProfileServer
 from farm.job.reference import Reference
 from farm.job.report import ExportCheck, LoadRefusal, Runtime, Variant
 from farm.job.result import error_text
@@ -29,8 +31,11 @@ from farm.job.variants import FP32
 log = logging.getLogger("farm.job")
 
 
-def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Loaded | None) -> VariantMeasure | None:
-    """fp32's result, added to ``file``, and the measure of the other variants; None when the target ends here."""
+def run_fp32(
+    spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Loaded | None, server: ProfileServer | None = None
+) -> VariantMeasure | None:
+    """fp32's result, added to ``file``, and the measure of the other variants; None when the target ends here.
+    ``server``: the profile server (None: no profile)."""
     file.begin(FP32)
     try:
         session = open_session(spec.model, target=spec.target, threads=spec.threads, profile=True)
@@ -71,8 +76,14 @@ def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Load
             names=reference.names,
             labels=reference.labels,
         )
-    timer = Timer(timing=spec.timing, target=spec.target, feeds=reference.feeds, file=file, estimate=spec.estimate)
-    measure = VariantMeasure(spec=spec, reference=reference, counted=counted, metric=user, timer=timer)
+    measure = VariantMeasure(
+        spec=spec,
+        reference=reference,
+        counted=counted,
+        metric=user,
+        timer=_timer(spec, file, reference),
+        profiler=Profiler(spec=spec, server=server, feed=reference.feeds[0] if reference.feeds else {}, file=file),
+    )
     fp32 = replace(measure.outputs(FP32, spec.model, session, reference.outputs), providers=ran)
     file.add(fp32)
     # A failed fp32 that still has figures is one whose --metric raised: its verdict is lost, but the reference
@@ -81,6 +92,20 @@ def run_fp32(spec: Spec, file: ResultFile, dataset: Dataset, loaded: metric.Load
         file.fail(fp32.error or "fp32 failed")
         return None
     return measure
+
+
+def _timer(spec: Spec, file: ResultFile, reference: Reference) -> Timer:
+    """The timer, with the profile's thread counts where they are timed (not under emulation, which has no times)."""
+    counts = () if spec.profile is None or spec.target.emulated else spec.profile.threads
+    return Timer(
+        timing=spec.timing,
+        target=spec.target,
+        feeds=reference.feeds,
+        file=file,
+        estimate=spec.estimate,
+        threads=spec.threads,
+        counts=counts,
+    )
 
 
 def _accelerator_ran(spec: Spec, file: ResultFile, ran: dict[str, int]) -> bool:

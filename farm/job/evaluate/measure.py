@@ -3,6 +3,7 @@ user's --metric), its latency left to the timing phase."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 
 from farm.job import usermetric
 from farm.job.evaluate.metric import Metric
+from farm.job.evaluate.profiled import Profiler
 from farm.job.evaluate.timed import Timer, timing_label
 from farm.job.loadfailure import classify
 from farm.job.metrics import compare
@@ -19,7 +21,7 @@ from farm.job.reference import Reference
 from farm.job.report import Variant
 from farm.job.result import error_text
 from farm.job.session import node_providers, open_session
-from farm.job.spec import Spec
+from farm.job.spec import Level, Spec
 from farm.job.timing import run_all
 from farm.job.types import Accuracy
 from farm.job.variants import OPTIMIZED
@@ -28,13 +30,14 @@ from farm.job.variants import OPTIMIZED
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VariantMeasure:
     """What every variant is measured against: fp32's reference, the outputs its verdict counts, the user's metric
-    (None: none given), and the timer that keeps its session."""
+    (None: none given), the timer that keeps its session, and the profiler that measures its start-up and memory."""
 
     spec: Spec
     reference: Reference
     counted: tuple[str, ...]
     metric: Metric | None
     timer: Timer
+    profiler: Profiler
 
     def variant(self, name: str, path: Path, config: dict[str, str] | None = None) -> Variant:
         """Open and run the model at ``path``; its failure to load or run is its result, never the target's end."""
@@ -54,10 +57,20 @@ class VariantMeasure:
         except Exception as exc:
             return Variant(name=name, status="failed", error=error_text(exc), size_bytes=model_size(path))
         ran = node_providers(session)
-        return replace(self.outputs(name, path, session, outputs), providers=ran)
+        return replace(self.outputs(name, path, session, outputs, config=config, level=level), providers=ran)
 
-    def outputs(self, name: str, path: Path, session: Any, outputs: list[list[np.ndarray]]) -> Variant:
-        """Accuracy now; latency in the timing phase, for which the session is kept (or timed now, see Timer)."""
+    def outputs(
+        self,
+        name: str,
+        path: Path,
+        session: Any,
+        outputs: list[list[np.ndarray]],
+        *,
+        config: dict[str, str] | None = None,
+        level: Level = "all",
+    ) -> Variant:
+        """Accuracy now, then the profile (its own process, opened as ``session`` was: ``config``, ``level``);
+        latency in the timing phase, for which the session is kept (or timed now, see Timer)."""
         spec = self.spec
         size = model_size(path)
         try:
@@ -71,7 +84,9 @@ class VariantMeasure:
             )
         except Exception as exc:
             return Variant(name=name, status="failed", error=error_text(exc), size_bytes=size)
-        latency = self.timer.keep(name, session, size)
+        profile = self.profiler.profile(name, path, config, level)
+        opener = None if profile is None else self._opener(path, config, level)
+        latency = self.timer.keep(name, session, size, opener)
         timing = timing_label(spec.target, latency)
         if self.metric is not None:
             try:
@@ -97,4 +112,10 @@ class VariantMeasure:
             within_tolerance=accuracy.within(
                 cosine=spec.tolerance.cosine, top1_agreement=spec.tolerance.top1_agreement
             ),
+            profile=profile,
         )
+
+    def _opener(self, path: Path, config: dict[str, str] | None, level: Level) -> Callable[[int], Any]:
+        """Opens the variant as the evaluate stage did, at another intra-op thread count (the profile's list)."""
+        target = self.spec.target
+        return lambda count: open_session(path, target=target, threads=count, config=config, level=level)

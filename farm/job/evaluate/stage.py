@@ -16,7 +16,9 @@ from farm.job.evaluate.candidates import Candidates, read_prepared
 from farm.job.evaluate.extra import run_optimized, run_tuned
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
+from farm.job.evaluate.profiled import start_server
 from farm.job.macs import conv_share
+from farm.job.profile.server import ProfileServer
 from farm.job.recommend import recommend, saturation_findings, speed_evidence
 from farm.job.report import TargetResult
 from farm.job.spec import Spec
@@ -28,6 +30,16 @@ log = logging.getLogger("farm.job")
 def run_evaluate(spec: Spec, out: Path) -> TargetResult:
     """Evaluate every variant of ``spec``'s target, rewriting ``out``/result.json after each; returns the result."""
     file = ResultFile(spec.target, out)
+    # First of all, while the process holds no dataset and no session: each profile child starts from this state.
+    server = start_server(spec, file)
+    try:
+        return _evaluate(spec, file, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None) -> TargetResult:
     prepared = read_prepared(spec.artifacts)
     file.save()
     try:
@@ -41,7 +53,7 @@ def run_evaluate(spec: Spec, out: Path) -> TargetResult:
         file.fail(problem)
         return file.result
     loaded = None if spec.metric is None else metric.load(spec.metric)
-    measure = run_fp32(spec, file, dataset, loaded)
+    measure = run_fp32(spec, file, dataset, loaded, server)
     if measure is None:
         return file.result
     if OPTIMIZED not in spec.skip:

@@ -4,6 +4,7 @@ or, past a memory budget, each timed alone as soon as its accuracy is known."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,7 +12,9 @@ import numpy as np
 
 from farm.job.evaluate.counted import count_kept
 from farm.job.evaluate.file import ResultFile
+from farm.job.profile import threads as thread_counts
 from farm.job.report import Timing as TimingLabel
+from farm.job.report import Variant
 from farm.job.result import error_text
 from farm.job.spec import Estimate, SpecTarget, Timing
 from farm.job.timing import time_rounds
@@ -24,6 +27,10 @@ TIMED_ALONE = (
     "some variants were timed one after another rather than in alternating rounds (the models are too large to "
     "keep open together), so a slow stretch of the host may fall on some of them only"
 )
+NO_THREAD_COUNTS = (
+    "{name} has no p50 at some of the profile's thread counts: the models are too large to keep their sessions open "
+    "together"
+)
 
 log = logging.getLogger("farm.job")
 
@@ -32,13 +39,18 @@ log = logging.getLogger("farm.job")
 class _Timed:
     name: str
     session: Any
+    # Its sessions at the profile's other thread counts, timed in the same rounds (profile only).
+    others: tuple[tuple[int, Any], ...] = ()
+
+
+def measured_as(target: SpecTarget) -> TimingLabel:
+    """What a time measured on ``target`` stands for (docs/contracts.md section 2)."""
+    return "emulated" if target.emulated else "masked" if target.masked else "measured"
 
 
 def timing_label(target: SpecTarget, latency: Latency | None) -> TimingLabel:
-    """What a latency measured on ``target`` stands for (docs/contracts.md section 2)."""
-    if latency is None:
-        return "none"
-    return "emulated" if target.emulated else "masked" if target.masked else "measured"
+    """What ``latency`` stands for: ``none`` when there is none."""
+    return "none" if latency is None else measured_as(target)
 
 
 class Timer:
@@ -52,14 +64,21 @@ class Timer:
         feeds: list[dict[str, np.ndarray]],
         file: ResultFile,
         estimate: Estimate | None = None,
+        threads: int = 1,
+        counts: tuple[int, ...] = (),
     ) -> None:
         self.timing, self.target, self.feeds, self.file = timing, target, feeds, file
         self.estimate = estimate
+        # The profile's thread counts (empty: none timed) and --threads, the count of every variant's own session.
+        self.threads, self.counts = threads, counts
         self.kept: list[_Timed] = []
         self.kept_bytes = 0
 
-    def keep(self, name: str, session: Any, size: int | None) -> Latency | None:
-        """Keep the session for the alternating timing phase, or, past the memory budget, time it right away."""
+    def keep(
+        self, name: str, session: Any, size: int | None, opener: Callable[[int], Any] | None = None
+    ) -> Latency | None:
+        """Keep the session for the alternating timing phase, or, past the memory budget, time it right away.
+        ``opener(count)`` opens the variant at another thread count (None: the variant has no profile)."""
         timing = self.timing
         if self.estimate is not None:
             # Counting is cheap in memory next to QEMU itself, and its marks need every session in one place.
@@ -68,11 +87,12 @@ class Timer:
         if timing.iterations == 0:
             return None
         if self.kept_bytes + (size or 0) <= KEEP_SESSIONS_BYTES:
-            self.kept.append(_Timed(name=name, session=session))
             self.kept_bytes += size or 0
+            self.kept.append(_Timed(name=name, session=session, others=self._others(name, size, opener)))
             return None
-        if TIMED_ALONE not in self.file.result.warnings:
-            self.file.warn(TIMED_ALONE)
+        self.file.warn(TIMED_ALONE)
+        if opener is not None and thread_counts.others(self.counts, self.threads):
+            self.file.warn(NO_THREAD_COUNTS.format(name=name))
         latency = time_rounds(
             [session], self.feeds, warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds
         )[0]
@@ -100,26 +120,59 @@ class Timer:
         log.info("evaluate: timing %d variants in alternating rounds", len(self.kept))
         file.time_underway(True)
         file.save()
+        timed: list[tuple[str, int | None, Any]] = [(k.name, None, k.session) for k in self.kept]
+        timed += [(k.name, count, session) for k in self.kept for count, session in k.others]
         latencies = time_rounds(
-            [k.session for k in self.kept],
+            [session for _, _, session in timed],
             self.feeds,
             warmup=timing.warmup,
             iterations=timing.iterations,
             rounds=timing.rounds,
         )
         by_name: dict[str, Latency] = {}
-        for kept, latency in zip(self.kept, latencies, strict=True):
+        at_counts: dict[str, dict[int, float]] = {}
+        for (name, count, _), latency in zip(timed, latencies, strict=True):
+            at = "" if count is None else f" at {count} threads"
             if isinstance(latency, Exception):
                 # One variant's runtime error while timing costs its latency, not the others' nor its accuracy.
-                file.warn(f"{kept.name} could not be timed: {error_text(latency)}")
+                file.warn(f"{name} could not be timed{at}: {error_text(latency)}")
+            elif count is None:
+                by_name[name] = latency
             else:
-                by_name[kept.name] = latency
+                at_counts.setdefault(name, {})[count] = latency.p50
         self.kept = []
         file.time_underway(False)
-        variants = tuple(
-            replace(v, latency_ms=by_name[v.name], timing=timing_label(self.target, by_name[v.name]))
-            if v.name in by_name
-            else v
-            for v in file.result.variants
-        )
+        variants = tuple(self._put(v, by_name.get(v.name), at_counts.get(v.name, {})) for v in file.result.variants)
+        if any(v.profile is not None and v.profile.threads for v in variants):
+            for warning in thread_counts.oversubscribed(self.counts, thread_counts.cores()):
+                file.warn(warning)
         file.save(variants=variants)
+
+    def _others(self, name: str, size: int | None, opener: Callable[[int], Any] | None) -> tuple[tuple[int, Any], ...]:
+        """The variant's sessions at the profile's other thread counts, within the memory budget."""
+        opened: list[tuple[int, Any]] = []
+        if opener is None:
+            return ()
+        for count in thread_counts.others(self.counts, self.threads):
+            if self.kept_bytes + (size or 0) > KEEP_SESSIONS_BYTES:
+                self.file.warn(NO_THREAD_COUNTS.format(name=name))
+                break
+            try:
+                opened.append((count, opener(count)))
+            except Exception as exc:  # that count's p50 is lost, nothing else
+                self.file.warn(f"{name} could not be opened at {count} threads: {error_text(exc)}")
+                continue
+            self.kept_bytes += size or 0
+        return tuple(opened)
+
+    def _put(self, variant: Variant, latency: Latency | None, at_counts: Mapping[int, float]) -> Variant:
+        """``variant`` with its latency and, when it has a profile, its p50 at each of the profile's counts."""
+        if latency is None:
+            return variant
+        variant = replace(variant, latency_ms=latency, timing=timing_label(self.target, latency))
+        if variant.profile is None or not self.counts:
+            return variant
+        p50s = thread_counts.latencies(
+            self.counts, threads=self.threads, own_p50=latency.p50, other_p50=at_counts, cores=thread_counts.cores()
+        )
+        return replace(variant, profile=replace(variant.profile, threads=p50s))

@@ -1,0 +1,197 @@
+"""The profile server: a process forked (never exec'd) at the start of the evaluate stage, which forks a fresh child
+per variant to profile.
+
+Fork, because the job's process is the target's: under a masked tier it carries the mask library (LD_PRELOAD) and
+cpuid faulting, and under emulation it is the QEMU user-mode process the backend's entrypoint started; a child made by
+exec of the interpreter would escape both (through the host's binfmt: another QEMU, another CPU model). The server is
+forked before the dataset is loaded and before any session exists, so each child starts as a fresh process after its
+imports: a small heap and no onnxruntime threads. The job is sequential, so a profile never runs while it times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import pickle
+import signal
+import time
+from typing import Any, NoReturn
+
+from farm.job.profile import pages, wire
+from farm.job.profile.child import Request, measure
+from farm.job.result import error_text
+from farm.job.spec import SpecTarget
+
+log = logging.getLogger("farm.job")
+PR_SET_PDEATHSIG = 1
+# How long one variant's child may take to create its session and run once; under QEMU both are far slower.
+TIMEOUT_S = 300.0
+EMULATED_TIMEOUT_S = 1800.0
+# How long the server has to end after the job closes its pipe, before it is killed.
+CLOSE_S = 5.0
+
+
+class ProfileFailed(RuntimeError):
+    """This variant has no profile: its child failed, crashed or hung, or the server is gone."""
+
+
+class ProfileServer:
+    """The job's end of the server: one request at a time, each answered by a fresh child's figures."""
+
+    def __init__(self, pid: int, requests: int, answers: int, timeout_s: float) -> None:
+        self.pid, self.requests, self.answers, self.timeout_s = pid, requests, answers, timeout_s
+        self.ended: str | None = None
+
+    @classmethod
+    def start(cls, target: SpecTarget, timeout_s: float | None = None) -> ProfileServer:
+        """Fork the server; call as early as the job can, before any session or dataset exists. ``timeout_s``: how
+        long a variant's child may take (default: TIMEOUT_S, or EMULATED_TIMEOUT_S under emulation)."""
+        if timeout_s is None:
+            timeout_s = EMULATED_TIMEOUT_S if target.emulated else TIMEOUT_S
+        # Listed here, before the fork drops them (farm.job.profile.pages). Under QEMU the pagemap is the host's,
+        # not the guest's; there the resident figure is only a bound anyway.
+        resident = [] if target.emulated else pages.resident_file_pages()
+        to_server, from_job = os.pipe()
+        to_job, from_server = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(from_job)
+            os.close(to_job)
+            _serve(parent, to_server, from_server, target, resident, timeout_s)
+        os.close(to_server)
+        os.close(from_server)
+        return cls(pid, from_job, to_job, timeout_s)
+
+    def ask(self, request: Request) -> dict[str, Any]:
+        """The child's figures for ``request``; raises ProfileFailed (the server stays usable unless it is gone)."""
+        if self.ended is not None:
+            raise ProfileFailed(self.ended)
+        try:
+            wire.send(self.requests, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+            data = wire.receive(self.answers, self.timeout_s + 60.0)
+        except (OSError, TimeoutError):
+            data = None
+        if data is None:
+            self.ended = "the profile server ended"
+            self.close()
+            raise ProfileFailed(self.ended)
+        try:
+            answer = json.loads(data)
+        except ValueError as exc:
+            raise ProfileFailed(f"the profile's answer is not JSON: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise ProfileFailed(f"the profile's answer is not an object: {answer!r}")
+        if "error" in answer:
+            raise ProfileFailed(str(answer["error"]))
+        return answer
+
+    def close(self) -> None:
+        """End the server and reap it (closing its pipe asks it to end; past CLOSE_S it is killed)."""
+        for fd in (self.requests, self.answers):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.requests = self.answers = -1
+        if self.pid <= 0:
+            return
+        pid, self.pid = self.pid, 0
+        _reap(pid, CLOSE_S)
+
+
+def _serve(
+    parent: int, requests: int, answers: int, target: SpecTarget, resident: list[tuple[int, int]], timeout_s: float
+) -> NoReturn:
+    """The server's life: answer each request until the job closes the pipe, then exit (never return into the
+    job's code: os._exit skips its finally blocks and atexit handlers, which are the job's)."""
+    code = 0
+    try:
+        _die_with(parent)
+        while (data := wire.receive(requests)) is not None:
+            request = pickle.loads(data)
+            answer = _answer(request, target, resident, timeout_s, (requests, answers))
+            wire.send(answers, json.dumps(answer).encode())
+    except BaseException:  # whatever it was, the server only ends; the job sees the pipe close
+        code = 1
+    os._exit(code)
+
+
+def _answer(
+    request: Request, target: SpecTarget, resident: list[tuple[int, int]], timeout_s: float, inherited: tuple[int, ...]
+) -> dict[str, Any]:
+    """Fork the variant's child, wait for its figures at most ``timeout_s``, and reap it."""
+    read, write = os.pipe()
+    server = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        _child(server, write, request, target, resident, inherited)
+    os.close(write)
+    ended = None
+    try:
+        data = wire.receive(read, timeout_s)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        data, ended = None, f"the profile process took longer than {timeout_s:.0f} s and was stopped"
+    finally:
+        os.close(read)
+    status = _reap(pid, CLOSE_S)
+    if data is not None:
+        return dict(json.loads(data))
+    return {"error": ended or _death(status)}
+
+
+def _child(
+    server: int,
+    write: int,
+    request: Request,
+    target: SpecTarget,
+    resident: list[tuple[int, int]],
+    inherited: tuple[int, ...],
+) -> NoReturn:
+    code = 0
+    try:
+        for fd in inherited:
+            os.close(fd)
+        _die_with(server)
+        try:
+            pages.touch(resident)  # start from the server's resident set (farm.job.profile.pages)
+            answer = measure(request, target)
+        except Exception as exc:  # the variant's own failure (its model, its session) is its answer
+            answer = {"error": error_text(exc)}
+        wire.send(write, json.dumps(answer).encode())
+    except BaseException:  # the server reports a child that ends without an answer
+        code = 1
+    os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when ``parent`` ends (SIGTERM, a crash, SIGKILL): no profile process outlives the job."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the line above
+        os._exit(1)
+
+
+def _reap(pid: int, wait_s: float) -> int:
+    """Wait for ``pid`` (killing it after ``wait_s``); its wait status, or -1 when it was not ours to wait for."""
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return -1
+
+
+def _death(status: int) -> str:
+    if status >= 0 and os.WIFSIGNALED(status):
+        return f"the profile process died of signal {os.WTERMSIG(status)} before it answered"
+    code = os.waitstatus_to_exitcode(status) if status >= 0 else "?"
+    return f"the profile process exited ({code}) before it answered"
