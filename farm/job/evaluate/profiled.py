@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +37,54 @@ def start_server(spec: Spec, file: ResultFile) -> ProfileServer | None:
 
 
 class Profiler:
-    """Profiles each variant in the server's fresh child, on ``feed`` (the first sample's)."""
+    """Profiles each variant in the server's fresh child, on ``feed`` (the first sample's).
+
+    On a timed target each profile runs while the job waits, since start-up times are timings and nothing may run
+    beside them. An emulated target has no times, and its profile children (each translating onnxruntime's session
+    creation anew under QEMU) run on another core while the job goes on; ``collect`` puts their figures in."""
 
     def __init__(
         self, *, spec: Spec, server: ProfileServer | None, feed: Mapping[str, np.ndarray], file: ResultFile
     ) -> None:
         self.spec, self.server, self.feed, self.file = spec, server, feed, file
+        self.sent_feed = False
+        self.pending: list[str] = []
 
     def profile(self, name: str, path: Path, config: Mapping[str, str] | None, level: Level) -> Profile | None:
         """The variant's profile, created with the settings used for timing; None (and a warning) when its child
-        failed, crashed or hung, or when no profile was asked for."""
+        failed, crashed or hung, or when no profile was asked for; None too under emulation, where ``collect``
+        brings it later."""
         if self.server is None:
             return None
         spec = self.spec
         log.info("evaluate: profiling %s", name)
-        request = Request(path=str(path), config=dict(config or {}), level=level, threads=spec.threads, feed=self.feed)
+        feed = None if self.sent_feed else self.feed
+        self.sent_feed = True
+        self.server.submit(
+            Request(path=str(path), config=dict(config or {}), level=level, threads=spec.threads, feed=feed)
+        )
+        if spec.target.emulated:
+            self.pending.append(name)
+            return None
+        return self._answer(name)
+
+    def collect(self) -> None:
+        """Wait for the emulated target's profiles still to come and put each into its ok variant."""
+        pending, self.pending = self.pending, []
+        profiles = {name: self._answer(name) for name in pending}
+        if not profiles:
+            return
+        variants = tuple(
+            replace(v, profile=profiles[v.name]) if v.name in profiles and v.status == "ok" else v
+            for v in self.file.result.variants
+        )
+        self.file.save(variants=variants)
+
+    def _answer(self, name: str) -> Profile | None:
+        assert self.server is not None
+        spec = self.spec
         try:
-            answer = self.server.ask(request)
+            answer = self.server.answer()
             return to_profile(
                 answer, emulated=spec.target.emulated, threads=spec.threads, timing=measured_as(spec.target)
             )

@@ -64,6 +64,7 @@ def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None) -> Tar
     if spec.tuned is not None:
         run_tuned(spec.tuned, file, measure)
     measure.timer.time_kept()
+    measure.profiler.collect()
     variants = file.result.variants
     estimate = file.result.estimate
     evidence = speed_evidence(variants, estimate)

@@ -28,13 +28,14 @@ M_ARENA_MAX = -8
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Request:
     """One variant to profile, as the evaluate stage opens it (path, session config entries, optimization level,
-    intra-op threads) and the first sample's feed."""
+    intra-op threads) and the first sample's feed (None: the feed the server was sent before, so that later requests
+    are small enough to wait in the pipe while the server works)."""
 
     path: str
     config: Mapping[str, str]
     level: Level
     threads: int
-    feed: Mapping[str, np.ndarray]
+    feed: Mapping[str, np.ndarray] | None
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -89,7 +90,7 @@ def measure(request: Request, target: SpecTarget) -> dict[str, Any]:
         Path(request.path), target=target, threads=request.threads, config=request.config, level=request.level
     )
     created = time.perf_counter()
-    session.run(None, dict(request.feed))
+    session.run(None, dict(request.feed or {}))
     ran = time.perf_counter()
     figures["hwm_kib"] = status_kib("VmHWM")
     if target.emulated:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -68,10 +69,23 @@ class ProfileServer:
 
     def ask(self, request: Request) -> dict[str, Any]:
         """The child's figures for ``request``; raises ProfileFailed (the server stays usable unless it is gone)."""
+        self.submit(request)
+        return self.answer()
+
+    def submit(self, request: Request) -> None:
+        """Send ``request`` without waiting: the server answers requests in the order they came (``answer``)."""
+        if self.ended is not None:
+            return
+        try:
+            wire.send(self.requests, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            self.ended = "the profile server ended"
+
+    def answer(self) -> dict[str, Any]:
+        """The figures for the oldest request not yet answered; raises ProfileFailed."""
         if self.ended is not None:
             raise ProfileFailed(self.ended)
         try:
-            wire.send(self.requests, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
             data = wire.receive(self.answers, self.timeout_s + 60.0)
         except (OSError, TimeoutError):
             data = None
@@ -109,8 +123,12 @@ def _serve(
     code = 0
     try:
         _die_with(parent)
+        feed = None
         while (data := wire.receive(requests)) is not None:
             request = pickle.loads(data)
+            # The feed comes with the first request only (Request.feed).
+            feed = request.feed if request.feed is not None else feed
+            request = dataclasses.replace(request, feed=feed)
             answer = _answer(request, target, resident, timeout_s, (requests, answers))
             wire.send(answers, json.dumps(answer).encode())
     except BaseException:  # whatever it was, the server only ends; the job sees the pipe close
