@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 
 from farm.images.content import job_files
+from farm.job.evaluate.file import ResultFile
+from farm.job.evaluate.profiled import Profiler
 from farm.job.profile import threads as thread_counts
 from farm.job.profile.answer import BadAnswer, to_profile
 from farm.job.profile.child import Request
 from farm.job.profile.server import ProfileFailed, ProfileServer
-from farm.job.report import ThreadLatency
-from farm.job.spec import SpecTarget
+from farm.job.report import ThreadLatency, Variant
+from farm.job.spec import Spec, SpecTarget
 from tests.modelgen import ModelData, make_cnn, write_job_spec
 
 NATIVE = SpecTarget(
@@ -342,3 +344,30 @@ def test_the_peak_agrees_with_the_high_water_mark_measured_from_the_parent(
     farm = next(v for v in result["variants"] if v["name"] == "fp32")["profile"]["peak_rss_mib"]
     print(f"fp32 peak: farm {farm} MiB, the parent's own figure {own:.3f} MiB")
     assert abs(farm - own) <= 0.2 * own
+
+
+def test_an_emulated_targets_profiles_are_collected_after_the_job_went_on(cnn: ModelData, tmp_path: Path) -> None:
+    """Under emulation the job sends each request and goes on; ``collect`` puts each answer into its ok variant, in
+    the order sent, and a failed child costs only its own variant's profile."""
+    spec_path = write_job_spec(tmp_path, target={"mode": "emulated", "cpu_model": "Haswell"}, profile={"threads": [1]})
+    spec = Spec.from_file(spec_path)
+    assert spec.target.emulated
+    file = ResultFile(spec.target, tmp_path / "out")
+    server = ProfileServer.start(spec.target, timeout_s=60.0)
+    try:
+        profiler = Profiler(spec=spec, server=server, feed={"x": cnn.inputs["x"][0]}, file=file)
+        for name, path in (("fp32", cnn.path), ("lost", tmp_path / "nothing.onnx"), ("again", cnn.path)):
+            file.add(Variant(name=name, status="ok"))
+            assert profiler.profile(name, path, None, "all") is None  # not waited for
+        assert profiler.pending == ["fp32", "lost", "again"]
+        profiler.collect()
+    finally:
+        server.close()
+    profiles = {v.name: v.profile for v in file.result.variants}
+    assert profiles["lost"] is None
+    assert any(w.startswith("lost has no deployment profile") for w in file.result.warnings)
+    for name in ("fp32", "again"):
+        profile = profiles[name]
+        assert profile is not None and profile.memory == "guest-heap", (name, profile)
+        assert profile.peak_rss_mib is not None and profile.rss_upper_bound_mib is not None
+        assert profile.session_create_ms is None and profile.timing == "none"
