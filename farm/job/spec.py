@@ -217,6 +217,8 @@ class ProfileSpec:
             raise SpecError("profile.threads must name at least one thread count")
         for count in self.threads:
             _at_least("profile.threads[]", count, 1)
+        if len(set(self.threads)) != len(self.threads):
+            raise SpecError(f"profile.threads must not repeat a count: {list(self.threads)}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -103,3 +103,11 @@ def test_the_command_line_refuses_an_unknown_variant_in_one_line_with_exit_2(tmp
         "matrix", "--quiet", "--variant", "nope", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, cwd=tmp_path
     )
     assert_one_clean_line(result, 2, "--variant nope", "valid: ", "u8s8-qdq")
+
+
+@pytest.mark.parametrize(("threads", "why"), [((), "at least one"), ((0,), "at least 1"), ((2, 2), "not repeat")])
+def test_the_spec_refuses_a_profile_without_counts_a_count_below_one_or_a_repeated_one(
+    threads: tuple[int, ...], why: str
+) -> None:
+    with pytest.raises(SpecError, match=why):
+        ProfileSpec(threads=threads)
