@@ -72,7 +72,9 @@ class RunResult:
             return f"timed out after {self.duration_s:.0f} s and was stopped"
         if self.thrashed:
             return f"ran out of memory: {self.thrashed}"
-        if self.oom_killed:
+        # A process of the container killed for memory while its main one went on to exit 0 (a job's profile
+        # process, which offers itself first: farm.job.profile.server) is that process's loss, told by the job.
+        if self.oom_killed and self.exit_code != 0:
             return f"ran out of memory (exit {self.exit_code}): the container hit its memory limit"
         if self.exit_code == 0:
             return None

@@ -74,7 +74,7 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 EMULATED_ITERATIONS = 0
 # ... or, under farm's counting QEMU, on counting each variant's instructions over a few marked runs (counts barely
 # move between runs), stopping at this share of the target's budget, so the job still ends on its own with every
-# accuracy figure.
+# accuracy figure; the deployment profile waits for no profile past the same share.
 ESTIMATE_RUNS = 3
 ESTIMATE_SHARE = 0.8
 
@@ -295,7 +295,9 @@ def job_spec(
         else Estimate(
             cost_model=cost_model.name, runs=ESTIMATE_RUNS, budget_s=settings.budget(target) * ESTIMATE_SHARE
         ),
-        profile=ProfileSpec(threads=profile_threads(target, settings))
+        profile=ProfileSpec(
+            threads=profile_threads(target, settings), budget_s=settings.budget(target) * ESTIMATE_SHARE
+        )
         if settings.profile and stage == "evaluate"
         else None,
         skip=skipped_baselines(settings.variants) if stage == "evaluate" else (),

@@ -26,6 +26,10 @@ TIMED = ("measured", "masked")
 # Growth below this is the allocator's and the page granularity's, not the model's: a small model's few MiB would
 # otherwise cross 10 % on noise.
 MEMORY_NOISE_MIB = 1.0
+_PROFILE_FAILED = (
+    "not measured: this variant's profile failed while the others' were measured (the target's warnings say why, "
+    "e.g. killed at its memory limit); raise the target's memory or budget_s in targets.toml and run again"
+)
 _NO_PROFILE = "not measured (no profile: the report is from an older farm or farm matrix --no-profile)"
 
 
@@ -74,6 +78,10 @@ def budgets(target: TargetResult, variants: Sequence[Variant], limits: Limits) -
 
 
 def _budget(rule: str, key: str, limit: float, target: TargetResult, variant: Variant) -> Check:
+    if variant.profile is None and any(v.profile is not None for v in target.variants):
+        # The run profiled, but this variant's profile process failed (killed for memory, timed out): the worst
+        # case may hide there, so a budget cannot pass on it.
+        return variant_check(rule, target, variant, "failed", _PROFILE_FAILED)
     figure = _figure(rule, variant.profile)
     if figure.value is None:
         return variant_check(rule, target, variant, "not-compared", f"{figure.what}: {figure.missing}")

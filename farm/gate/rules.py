@@ -241,7 +241,14 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
             continue
         picked = None if report.run is None else report.run.settings.variants
         yield from _new_failures(new, old, policy.new_failure, picked)
-        if old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
+        if picked is not None and old.recommended not in (None, *picked) and old.status == "ok":
+            yield not_compared(
+                "recommendation-change",
+                old.name,
+                "recommendation",
+                f"the baseline recommends {old.recommended}, which this run's --variant did not name",
+            )
+        elif old.recommended != new.recommended and old.status == "ok" and new.status == "ok":
             yield Check(
                 rule="recommendation-change",
                 target=old.name,

@@ -212,7 +212,7 @@ class Profile:
     """The variant's deployment profile (farm.job.profile): start-up and memory in a process of its own that opened
     only this variant, created with the settings used for timing (``session_threads``, the optimization level).
     ``timing`` says what the start-up times rest on (``none`` under emulation, which has no times); on emulated
-    targets ``rss_upper_bound_mib`` is the QEMU process's resident growth, an upper bound of the guest's."""
+    targets ``rss_upper_bound_mib`` is the QEMU process's resident growth: the guest's touched pages and QEMU's own."""
 
     memory: MemoryBasis
     peak_rss_mib: float | None

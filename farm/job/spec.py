@@ -211,8 +211,13 @@ class ProfileSpec:
     of its own; ``threads``, the intra-op thread counts whose p50 is timed beside ``Spec.threads`` (profile only)."""
 
     threads: tuple[int, ...]
+    # Seconds from the stage's start after which no profile is waited for (the job must still end on its own within
+    # the container's budget); None: no limit but the profile's own timeouts.
+    budget_s: float | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
+        if self.budget_s is not None and self.budget_s <= 0:
+            raise SpecError(f"profile.budget_s must be positive, not {self.budget_s}")
         if not self.threads:
             raise SpecError("profile.threads must name at least one thread count")
         for count in self.threads:

@@ -94,7 +94,9 @@ def test_every_variant_has_its_profile_and_emulated_ones_memory_only(
             else:
                 assert profile["memory"] == "process" and profile["timing"] == entry["variants"][0]["timing"]
                 assert profile["session_create_ms"] > 0 and profile["first_run_ms"] > 0, profile
-    assert target(read_report(out), "arm64")["mode"] == "emulated"
+    arm64 = target(read_report(out), "arm64")
+    assert (arm64["mode"], arm64["status"]) == ("emulated", "ok"), arm64
+    assert all(v["profile"]["memory"] == "guest-heap" for v in arm64["variants"] if v["status"] == "ok")
 
 
 def test_native_fp32_matches_onnxruntime_on_the_host(fleet: Fleet, default_run: tuple[Path, str]) -> None:

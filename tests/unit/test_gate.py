@@ -168,6 +168,17 @@ def test_a_variant_that_farm_matrix_variant_left_out_is_not_compared_and_a_lost_
     skipped = [c for c in result.checks if c.rule == "new-failure" and c.status == "not-compared"]
     assert {c.variant for c in skipped} >= lost
     assert all("--variant did not name it" in c.message for c in skipped)
+    # The baseline recommends a variant this run never tried: no recommendation change is claimed either way.
+    assert entry(old, VNNI)["recommended"] == "optimized"
+    new["run"]["settings"]["variants"] = ["fp32"]
+    entry(new, VNNI)["variants"] = [v for v in entry(new, VNNI)["variants"] if v["name"] == "fp32"]
+    entry(new, VNNI)["recommended"] = "fp32"
+    result = gate(new, old)
+    assert not failed(result, "recommendation-change")
+    assert [c.message for c in result.checks if c.rule == "recommendation-change" and c.target == VNNI] == [
+        f"{VNNI}: recommendation not compared: the baseline recommends optimized, which this run's --variant did not "
+        "name"
+    ]
 
 
 def test_a_recommendation_changed_by_farms_rule_says_so() -> None:

@@ -134,6 +134,15 @@ def test_a_report_without_profile_gates_and_says_not_measured() -> None:
     assert "memory-regression" in render_junit(result)
 
 
+def test_a_variant_whose_profile_failed_in_a_profiled_run_fails_its_budget() -> None:
+    data = released()
+    profile_all(data, VNNI)
+    del entry(data, VNNI, "optimized")["profile"]  # its profile process was killed, the others measured
+    result = gate(data, policy=budget(max_peak_rss_mib=100))
+    [message] = failed(result, "max-peak-rss")
+    assert message.startswith(f"{VNNI} / optimized: max-peak-rss: not measured: this variant's profile failed")
+
+
 def test_a_memory_regression_beyond_ten_percent_fails_and_within_passes() -> None:
     old = released()
     profile_all(old, VNNI, peak=40.0)

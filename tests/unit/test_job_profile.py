@@ -19,12 +19,13 @@ import pytest
 from farm.images.content import job_files
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.profiled import Profiler
+from farm.job.evaluate.timed import Timer
 from farm.job.profile import threads as thread_counts
 from farm.job.profile.answer import BadAnswer, to_profile
 from farm.job.profile.child import Request
 from farm.job.profile.server import ProfileFailed, ProfileServer
-from farm.job.report import ThreadLatency, Variant
-from farm.job.spec import Spec, SpecTarget
+from farm.job.report import Profile, ThreadLatency, Variant
+from farm.job.spec import Spec, SpecTarget, Timing
 from tests.modelgen import ModelData, make_cnn, write_job_spec
 
 NATIVE = SpecTarget(
@@ -371,3 +372,63 @@ def test_an_emulated_targets_profiles_are_collected_after_the_job_went_on(cnn: M
         assert profile is not None and profile.memory == "guest-heap", (name, profile)
         assert profile.peak_rss_mib is not None and profile.rss_upper_bound_mib is not None
         assert profile.session_create_ms is None and profile.timing == "none"
+
+
+class Sleeps:
+    """A session whose run takes ``seconds``: which session a figure came from shows in the figure."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self, outputs: Any, feed: Any) -> list[Any]:
+        time.sleep(self.seconds)
+        return []
+
+
+def test_the_latency_the_recommendation_uses_is_the_threads_sessions_and_the_others_are_profile_only(
+    tmp_path: Path,
+) -> None:
+    """--threads 2 with threads [1, 2]: latency_ms comes from the variant's own session (2 threads, here 1 ms a run),
+    the p50 at 1 thread from the session opened for the profile (here 10 ms), each in its place."""
+    file = ResultFile(NATIVE, tmp_path)
+    profile = Profile(memory="process", peak_rss_mib=1.0, session_threads=2, timing="measured")
+    file.add(Variant(name="v", status="ok", profile=profile))
+    timer = Timer(
+        timing=Timing(warmup=0, iterations=6, rounds=3), target=NATIVE, feeds=[{}], file=file, threads=2, counts=(1, 2)
+    )
+    opened: list[int] = []
+
+    def opener(count: int) -> Sleeps:
+        opened.append(count)
+        return Sleeps(0.010)
+
+    assert timer.keep("v", Sleeps(0.001), 1, opener) is None
+    assert opened == [1]
+    timer.time_kept()
+    [variant] = file.result.variants
+    assert variant.latency_ms is not None and variant.latency_ms.p50 < 0.005 * 1000
+    assert variant.profile is not None
+    p50 = {t.threads: t.p50_ms for t in variant.profile.threads}
+    assert sorted(p50) == [1, 2]
+    assert p50[2] == pytest.approx(variant.latency_ms.p50)
+    assert p50[1] > 5 * p50[2]
+
+
+class TellsOomScore(Crashes):
+    """A feed whose reading fails with the child's OOM score adjustment as the error."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("oom_score_adj " + Path("/proc/self/oom_score_adj").read_text().strip())
+
+
+def test_a_profile_process_offers_itself_first_to_the_oom_killer(server: ProfileServer, cnn: ModelData) -> None:
+    with pytest.raises(ProfileFailed, match="oom_score_adj 1000"):
+        server.ask(request(cnn.path, TellsOomScore({"x": cnn.inputs["x"][0]})))
+
+
+def test_no_profile_is_waited_for_past_the_deadline(server: ProfileServer, cnn: ModelData) -> None:
+    feed = {"x": cnn.inputs["x"][0]}
+    late = Request(path=str(cnn.path), config={}, level="all", threads=1, feed=feed, deadline=time.monotonic() - 1)
+    with pytest.raises(ProfileFailed, match="share of its time budget"):
+        server.ask(late)
+    assert "rss_start_kib" in server.ask(request(cnn.path, feed))

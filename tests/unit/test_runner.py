@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from farm.backend import runner
+from farm.backend.runspec import RunResult
 from farm.host.counting import BUNDLE_IN_CONTAINER
 from farm.host.masking import LIBRARY_NAME, MASK_ENV
 from farm.host.probe import Placement
@@ -116,3 +117,12 @@ def test_the_counting_qemu_runs_emulated_placements_with_a_counts_file_only(tmp_
         runner.run_spec(
             arm, Placement(mode="emulated", cpu_model="neoverse-n1"), "a", [], counting=fake_counting(tmp_path)
         )
+
+
+def test_an_oom_kill_inside_a_container_whose_main_process_exited_0_is_not_its_failure() -> None:
+    """A profile process killed at the memory limit is its own loss (the job says so); the container's main process
+    killed for memory is the target's."""
+    ended = RunResult(exit_code=0, log_tail="", oom_killed=True, timed_out=False, duration_s=1.0)
+    assert ended.failure is None
+    killed = RunResult(exit_code=137, log_tail="", oom_killed=True, timed_out=False, duration_s=1.0)
+    assert killed.failure is not None and killed.failure.startswith("ran out of memory")

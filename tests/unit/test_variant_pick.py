@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.controller.jobs import JobSettings, candidates_for, job_spec, pick_warnings
+from farm.controller.jobs import ESTIMATE_SHARE, JobSettings, candidates_for, job_spec, pick_warnings
 from farm.controller.variantpick import VARIANT_NAMES, check_variants, picked, skipped_baselines
 from farm.errors import BadInput
 from farm.host.probe import Placement
@@ -30,14 +30,16 @@ def spec(target: Target, settings: JobSettings, stage: Stage = "evaluate", candi
 
 
 def test_every_evaluate_spec_asks_for_the_profile_at_the_targets_threads_and_the_threads_count() -> None:
-    assert spec(X86, JobSettings(threads=2)).profile == ProfileSpec(threads=(2,))
+    share = X86.budget_s * ESTIMATE_SHARE  # no profile is waited for past the estimate's share of the budget
+    assert spec(X86, JobSettings(threads=2)).profile == ProfileSpec(threads=(2,), budget_s=share)
     listed = replace(X86, threads=(4, 1))
-    assert spec(listed, JobSettings(threads=2)).profile == ProfileSpec(threads=(1, 2, 4))
-    assert spec(listed, JobSettings(threads=1)).profile == ProfileSpec(threads=(1, 4))
+    assert spec(listed, JobSettings(threads=2)).profile == ProfileSpec(threads=(1, 2, 4), budget_s=share)
+    assert spec(listed, JobSettings(threads=1)).profile == ProfileSpec(threads=(1, 4), budget_s=share)
+    assert spec(X86, JobSettings(timeout_s=100.0)).profile == ProfileSpec(threads=(1,), budget_s=100.0 * ESTIMATE_SHARE)
     # --no-profile, and the stages that evaluate nothing, ask for none, and the spec then has no profile key.
     for quiet in (spec(listed, JobSettings(profile=False)), spec(listed, JobSettings(), stage="prepare")):
         assert quiet.profile is None and "profile" not in json_object(quiet)
-    assert json_object(spec(X86, JobSettings()))["profile"] == {"threads": [1]}
+    assert json_object(spec(X86, JobSettings()))["profile"] == {"threads": [1], "budget_s": share}
 
 
 def test_the_profile_is_part_of_what_resume_compares() -> None:

@@ -31,7 +31,7 @@ def start_server(spec: Spec, file: ResultFile) -> ProfileServer | None:
         return None
     try:
         return ProfileServer.start(spec.target)
-    except OSError as exc:  # e.g. the container's pid limit
+    except Exception as exc:  # e.g. the container's pid limit: the profile is lost, never the target
         file.warn(NO_SERVER.format(why=error_text(exc)))
         return None
 
@@ -49,6 +49,8 @@ class Profiler:
         self.spec, self.server, self.feed, self.file = spec, server, feed, file
         self.sent_feed = False
         self.pending: list[str] = []
+        budget = None if spec.profile is None else spec.profile.budget_s
+        self.deadline = None if budget is None else file.started + budget
 
     def profile(self, name: str, path: Path, config: Mapping[str, str] | None, level: Level) -> Profile | None:
         """The variant's profile, created with the settings used for timing; None (and a warning) when its child
@@ -60,9 +62,15 @@ class Profiler:
         log.info("evaluate: profiling %s", name)
         feed = None if self.sent_feed else self.feed
         self.sent_feed = True
-        self.server.submit(
-            Request(path=str(path), config=dict(config or {}), level=level, threads=spec.threads, feed=feed)
+        request = Request(
+            path=str(path),
+            config=dict(config or {}),
+            level=level,
+            threads=spec.threads,
+            feed=feed,
+            deadline=self.deadline,
         )
+        self.server.submit(request)
         if spec.target.emulated:
             self.pending.append(name)
             return None
@@ -84,7 +92,7 @@ class Profiler:
         assert self.server is not None
         spec = self.spec
         try:
-            answer = self.server.answer()
+            answer = self.server.answer(self.deadline)
             return to_profile(
                 answer, emulated=spec.target.emulated, threads=spec.threads, timing=measured_as(spec.target)
             )

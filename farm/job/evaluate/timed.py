@@ -23,13 +23,17 @@ from farm.job.types import Latency
 # Sessions are kept open for the alternating timing phase up to this much model on disk; beyond it (a large
 # model times many variants), the rest are timed one after another, as soon as their accuracy is known.
 KEEP_SESSIONS_BYTES = 1 << 30
+# The sessions opened only for the profile's other thread counts: half as much model, and at most this many intra-op
+# threads in all (the container's pids limit is 512).
+EXTRA_SESSIONS_BYTES = KEEP_SESSIONS_BYTES // 2
+EXTRA_THREADS = 256
 TIMED_ALONE = (
     "some variants were timed one after another rather than in alternating rounds (the models are too large to "
     "keep open together), so a slow stretch of the host may fall on some of them only"
 )
 NO_THREAD_COUNTS = (
-    "{name} has no p50 at some of the profile's thread counts: the models are too large to keep their sessions open "
-    "together"
+    "{name} has no p50 at some of the profile's thread counts: the models are too large, or their threads too many, "
+    "to keep their sessions open together"
 )
 
 log = logging.getLogger("farm.job")
@@ -73,6 +77,8 @@ class Timer:
         self.threads, self.counts = threads, counts
         self.kept: list[_Timed] = []
         self.kept_bytes = 0
+        # What the sessions at the profile's other thread counts hold.
+        self.extra_bytes = self.extra_threads = 0
 
     def keep(
         self, name: str, session: Any, size: int | None, opener: Callable[[int], Any] | None = None
@@ -154,7 +160,9 @@ class Timer:
         if opener is None:
             return ()
         for count in thread_counts.others(self.counts, self.threads):
-            if self.kept_bytes + (size or 0) > KEEP_SESSIONS_BYTES:
+            # A budget of their own, so that profile-only sessions never push a later variant's own session out of
+            # the alternating rounds; and a cap on their threads, which count against the container's pids limit.
+            if self.extra_bytes + (size or 0) > EXTRA_SESSIONS_BYTES or self.extra_threads + count > EXTRA_THREADS:
                 self.file.warn(NO_THREAD_COUNTS.format(name=name))
                 break
             try:
@@ -162,7 +170,8 @@ class Timer:
             except Exception as exc:  # that count's p50 is lost, nothing else
                 self.file.warn(f"{name} could not be opened at {count} threads: {error_text(exc)}")
                 continue
-            self.kept_bytes += size or 0
+            self.extra_bytes += size or 0
+            self.extra_threads += count
         return tuple(opened)
 
     def _put(self, variant: Variant, latency: Latency | None, at_counts: Mapping[int, float]) -> Variant:

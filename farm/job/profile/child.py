@@ -36,6 +36,8 @@ class Request:
     level: Level
     threads: int
     feed: Mapping[str, np.ndarray] | None
+    # time.monotonic() (one clock for every process of the container) past which the profile is not waited for.
+    deadline: float | None = None
 
 
 class _Mallinfo2(ctypes.Structure):

@@ -5,7 +5,8 @@ Fork, because the job's process is the target's: under a masked tier it carries 
 cpuid faulting, and under emulation it is the QEMU user-mode process the backend's entrypoint started; a child made by
 exec of the interpreter would escape both (through the host's binfmt: another QEMU, another CPU model). The server is
 forked before the dataset is loaded and before any session exists, so each child starts as a fresh process after its
-imports: a small heap and no onnxruntime threads. The job is sequential, so a profile never runs while it times.
+imports: a small heap and no onnxruntime threads. On a timed target the job waits for each answer, so a profile
+never runs while it times; on an emulated one (no times) the profiles run beside the job (farm.job.evaluate.profiled).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 from farm.job.profile import pages, wire
 from farm.job.profile.child import Request, measure
 from farm.job.result import error_text
+from farm.job.session import preload_cuda
 from farm.job.spec import SpecTarget
 
 log = logging.getLogger("farm.job")
@@ -31,6 +33,7 @@ PR_SET_PDEATHSIG = 1
 # How long one variant's child may take to create its session and run once; under QEMU both are far slower.
 TIMEOUT_S = 300.0
 EMULATED_TIMEOUT_S = 1800.0
+PAST_DEADLINE = "the job reached the profile's share of its time budget before this variant's turn"
 # How long the server has to end after the job closes its pipe, before it is killed.
 CLOSE_S = 5.0
 
@@ -54,11 +57,19 @@ class ProfileServer:
             timeout_s = EMULATED_TIMEOUT_S if target.emulated else TIMEOUT_S
         # Listed here, before the fork drops them (farm.job.profile.pages). Under QEMU the pagemap is the host's,
         # not the guest's; there the resident figure is only a bound anyway.
+        # CUDA's libraries loaded once here, before the fork: what every process of the target loads, not a
+        # variant's own cost (loading libraries is safe to fork; no CUDA context exists yet).
+        preload_cuda(target.providers)
         resident = [] if target.emulated else pages.resident_file_pages()
         to_server, from_job = os.pipe()
         to_job, from_server = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (to_server, from_job, to_job, from_server):
+                os.close(fd)
+            raise
         if pid == 0:
             os.close(from_job)
             os.close(to_job)
@@ -81,12 +92,14 @@ class ProfileServer:
         except OSError:
             self.ended = "the profile server ended"
 
-    def answer(self) -> dict[str, Any]:
-        """The figures for the oldest request not yet answered; raises ProfileFailed."""
+    def answer(self, deadline: float | None = None) -> dict[str, Any]:
+        """The figures for the oldest request not yet answered, waited for at most until ``deadline`` (the server
+        answers each request by then, see _answer) plus a margin; raises ProfileFailed."""
         if self.ended is not None:
             raise ProfileFailed(self.ended)
+        wait_s = self.timeout_s if deadline is None else max(0.0, min(self.timeout_s, deadline - time.monotonic()))
         try:
-            data = wire.receive(self.answers, self.timeout_s + 60.0)
+            data = wire.receive(self.answers, wait_s + 60.0)
         except (OSError, TimeoutError):
             data = None
         if data is None:
@@ -139,10 +152,20 @@ def _serve(
 def _answer(
     request: Request, target: SpecTarget, resident: list[tuple[int, int]], timeout_s: float, inherited: tuple[int, ...]
 ) -> dict[str, Any]:
-    """Fork the variant's child, wait for its figures at most ``timeout_s``, and reap it."""
+    """Fork the variant's child, wait for its figures at most ``timeout_s`` (and not past the request's deadline),
+    and reap it."""
+    if request.deadline is not None:
+        timeout_s = min(timeout_s, request.deadline - time.monotonic())
+        if timeout_s <= 0:
+            return {"error": PAST_DEADLINE}
     read, write = os.pipe()
     server = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:  # e.g. the pids limit: this variant's profile is lost, the server goes on
+        os.close(read)
+        os.close(write)
+        return {"error": f"the profile process could not start: {error_text(exc)}"}
     if pid == 0:
         os.close(read)
         _child(server, write, request, target, resident, inherited)
@@ -174,6 +197,7 @@ def _child(
         for fd in inherited:
             os.close(fd)
         _die_with(server)
+        _offer_to_oom_killer()
         try:
             pages.touch(resident)  # start from the server's resident set (farm.job.profile.pages)
             answer = measure(request, target)
@@ -183,6 +207,13 @@ def _child(
     except BaseException:  # the server reports a child that ends without an answer
         code = 1
     os._exit(code)
+
+
+def _offer_to_oom_killer() -> None:
+    """Be the first process the kernel kills when the container runs out of memory: the profile process holds a
+    second copy of a variant beside the job's sessions, and its loss costs one profile, the job's the target."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w", encoding="ascii") as stream:
+        stream.write("1000")
 
 
 def _die_with(parent: int) -> None:
@@ -210,6 +241,8 @@ def _reap(pid: int, wait_s: float) -> int:
 
 def _death(status: int) -> str:
     if status >= 0 and os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) == signal.SIGKILL:
+            return "the profile process was killed (SIGKILL) before it answered: most likely the target's memory limit"
         return f"the profile process died of signal {os.WTERMSIG(status)} before it answered"
     code = os.waitstatus_to_exitcode(status) if status >= 0 else "?"
     return f"the profile process exited ({code}) before it answered"
