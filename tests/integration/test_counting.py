@@ -74,18 +74,23 @@ def test_marked_runs_are_counted_by_class_deterministically_and_in_proportion_to
         a, b = (min(marks[m].total for m in same) for marks in (first, second))
         assert abs(a - b) <= 0.001 * a, (same, a, b)
     for mark, counted in first.items():
-        for heavy in ("int_simd_mul", "fp_simd_fma"):
-            again = second[mark].counts[heavy]
-            assert abs(again - counted.counts[heavy]) <= 0.001 * max(1, counted.counts[heavy]), (mark, heavy)
+        # The multiplies of the mark's own work: the int8 marks' integer ones, the fp32 marks' FMAs. The other class
+        # is the interpreter's and libm's (tens of instructions, once 10 in one process and 66 in the next).
+        heavy = "int_simd_mul" if mark < 10 else "fp_simd_fma"
+        again = second[mark].counts[heavy]
+        assert abs(again - counted.counts[heavy]) <= 0.001 * max(1, counted.counts[heavy]), (mark, heavy)
     int8, fp32 = first[1].counts, first[11].counts
     # The int8 MatMul is integer SIMD multiplies (pmaddubsw/pmaddwd on Haswell, sdot on neoverse-n1) and next to no
     # floating-point multiply-add; the fp32 MatMul the other way round.
     assert int8["int_simd_mul"] > 100 * max(1, int8["fp_simd_fma"]), int8
     assert fp32["fp_simd_fma"] > 100 * max(1, fp32["int_simd_mul"]), fp32
     assert all(first[m].counts["load"] > 0 and first[m].counts["branch"] > 0 for m in first)
-    # Twice the work (marks 3 and 13) counts twice the instructions, and exactly twice the multiplies.
+    # Twice the work (marks 3 and 13) counts twice the instructions, and twice the multiplies.
     for single, double in ((1, 3), (11, 13)):
         ratio = first[double].total / min(first[single].total, first[single + 1].total)
         assert 1.9 <= ratio <= 2.1, (single, double, ratio)
         heavy = "int_simd_mul" if single == 1 else "fp_simd_fma"
-        assert first[double].counts[heavy] == 2 * first[single].counts[heavy]
+        # Twice the multiplies, give or take the few tens that the interpreter's own code now and then executes
+        # (56 in 8.4 million, seen on x86 Haswell).
+        twice = 2 * first[single].counts[heavy]
+        assert abs(first[double].counts[heavy] - twice) <= 1e-4 * twice, (single, double, heavy)
