@@ -190,7 +190,12 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
             css_class="trend cosine",
         )
         latency = _figure_trend(
-            names, variants, "p50_ms", title=f"{target}: p50 ms per run (timed runs only)", ylabel="p50 ms"
+            names,
+            variants,
+            "p50_ms",
+            title=f"{target}: p50 ms per run (timed runs only)",
+            ylabel="p50 ms",
+            css="latency",
         )
         memory = _figure_trend(
             names,
@@ -198,6 +203,7 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
             "peak_rss_mib",
             title=f"{target}: peak memory MiB per run (guest heap under emulation)",
             ylabel="peak MiB",
+            css="memory",
         )
         for plot in (cosine, latency, memory):
             if plot is not None:
@@ -216,14 +222,16 @@ def render_trend_html(history: History, changes: GateResult | None, data: dict[s
     return html.page(title, body)
 
 
-def _figure_trend(names: list[str], variants: dict[str, Any], key: str, *, title: str, ylabel: str) -> str | None:
+def _figure_trend(
+    names: list[str], variants: dict[str, Any], key: str, *, title: str, ylabel: str, css: str
+) -> str | None:
     """One line per variant of one figure of trend.json (None where a run did not measure it)."""
     return plots.trend(
         title=title,
         ylabel=ylabel,
         runs=names,
         series=[plots.Series(name=v, values=tuple(d[key])) for v, d in variants.items()],
-        css_class="trend " + ("memory" if key == "peak_rss_mib" else "latency"),
+        css_class=f"trend {css}",
     )
 
 

@@ -25,19 +25,11 @@ from farm.job.profile.answer import BadAnswer, to_profile
 from farm.job.profile.child import Request
 from farm.job.profile.server import ProfileFailed, ProfileServer
 from farm.job.report import Profile, ThreadLatency, Variant
-from farm.job.spec import Spec, SpecTarget, Timing
+from farm.job.spec import Spec, Timing
 from tests.modelgen import ModelData, make_cnn, write_job_spec
+from tests.unit.test_job_kernels import host_target
 
-NATIVE = SpecTarget(
-    name="x86-native",
-    platform="linux/amd64",
-    arch="x86_64",
-    mode="native",
-    cpu_model=None,
-    providers=("CPUExecutionProvider",),
-    x86_vnni=None,
-    cpu_unseen=(),
-)
+NATIVE = host_target(saturation_risk=False)
 # The CNN of the acceptance: 6 MB of fp32 weights, on 32x32 images so that it runs in milliseconds.
 WIDE = (64, 128, 256, 512)
 NATIVE_ANSWER = {"rss_start_kib": 100_000, "hwm_kib": 151_200, "create_ms": 12.34567, "first_run_ms": 3.5}

@@ -148,9 +148,12 @@ class Timer:
                 at_counts.setdefault(name, {})[count] = latency.p50
         self.kept = []
         file.time_underway(False)
-        variants = tuple(self._put(v, by_name.get(v.name), at_counts.get(v.name, {})) for v in file.result.variants)
+        cores = thread_counts.cores()
+        variants = tuple(
+            self._put(v, by_name.get(v.name), at_counts.get(v.name, {}), cores) for v in file.result.variants
+        )
         if any(v.profile is not None and v.profile.threads for v in variants):
-            for warning in thread_counts.oversubscribed(self.counts, thread_counts.cores()):
+            for warning in thread_counts.oversubscribed(self.counts, cores):
                 file.warn(warning)
         file.save(variants=variants)
 
@@ -174,7 +177,7 @@ class Timer:
             self.extra_threads += count
         return tuple(opened)
 
-    def _put(self, variant: Variant, latency: Latency | None, at_counts: Mapping[int, float]) -> Variant:
+    def _put(self, variant: Variant, latency: Latency | None, at_counts: Mapping[int, float], cores: int) -> Variant:
         """``variant`` with its latency and, when it has a profile, its p50 at each of the profile's counts."""
         if latency is None:
             return variant
@@ -182,6 +185,6 @@ class Timer:
         if variant.profile is None or not self.counts:
             return variant
         p50s = thread_counts.latencies(
-            self.counts, threads=self.threads, own_p50=latency.p50, other_p50=at_counts, cores=thread_counts.cores()
+            self.counts, threads=self.threads, own_p50=latency.p50, other_p50=at_counts, cores=cores
         )
         return replace(variant, profile=replace(variant.profile, threads=p50s))
