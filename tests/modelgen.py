@@ -434,6 +434,48 @@ def make_cnn(
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
 
 
+def make_detector(path: Path, *, samples: int = 4, seed: int = 0, size: int = 320, anchors: int = 3) -> ModelData:
+    """A single-stage detector as exporters write one: a strided Conv-Relu backbone with about 3 million weights,
+    then two 1x1 heads at 1/32 of the input, reshaped per anchor into ``boxes`` ``[1, cells * anchors, 4]`` and
+    Sigmoid ``scores`` ``[1, cells * anchors, 80]``: two outputs, neither of them classifier-like logits."""
+    rng = np.random.default_rng(seed)
+    layers = ((3, 32, 2), (32, 64, 2), (64, 128, 2), (128, 256, 2), (256, 384, 1), (384, 512, 2))
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current = "x"
+    for index, (cin, cout, stride) in enumerate(layers):
+        w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.01 * rng.standard_normal(cout)).astype(np.float32)
+        current = _conv_relu(index, current, w, b, initializers, nodes, strides=[stride, stride])
+    boxes = anchors * (size // 32) ** 2
+    for head, per_anchor in (("box", 4), ("cls", 80)):
+        w = (rng.standard_normal((per_anchor * anchors, 512, 1, 1)) / np.sqrt(512)).astype(np.float32)
+        shape = np.asarray([1, per_anchor, boxes], dtype=np.int64)
+        initializers += [numpy_helper.from_array(w, f"{head}_w"), numpy_helper.from_array(shape, f"{head}_shape")]
+        nodes += [
+            helper.make_node("Conv", [current, f"{head}_w"], [f"{head}_map"], name=f"{head}_head"),
+            helper.make_node("Reshape", [f"{head}_map", f"{head}_shape"], [f"{head}_flat"], name=f"{head}_reshape"),
+        ]
+    nodes += [
+        helper.make_node("Transpose", ["box_flat"], ["boxes"], perm=[0, 2, 1], name="box_transpose"),
+        helper.make_node("Transpose", ["cls_flat"], ["cls_t"], perm=[0, 2, 1], name="cls_transpose"),
+        helper.make_node("Sigmoid", ["cls_t"], ["scores"], name="cls_sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, boxes, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, boxes, 80]),
+        ],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    x = rng.uniform(0.0, 1.0, (samples, 1, 3, size, size)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
 def make_traced_batch_model(path: Path, *, baked: bool = True, samples: int = 4, seed: int = 0) -> ModelData:
     """A CNN as a tracing exporter writes it when the example input had batch 1: ``x`` declares ``[-1, 3, 8, 8]``,
     but its flatten is a Reshape to the constant ``[1, -1]`` (node ``flatten``), so at batch 2 the two samples become

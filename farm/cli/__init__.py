@@ -53,6 +53,9 @@ def main() -> None:
     from farm.backend.engine import ENGINE_ERRORS, engine_lost
 
     signal.signal(signal.SIGTERM, _terminated)
+    # A background job of a non-interactive shell (a CI step's `farm matrix &`) starts with SIGINT ignored, and
+    # Python then keeps ignoring it: a `kill -INT` would leave the run going instead of cleaning up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting with it, and typer
         # turns Ctrl-C into a returned 130 after the command's context managers have removed its containers.
