@@ -127,12 +127,14 @@ class _Rounds:
         """Up to ``most`` timed runs of one entry, cycling over the feeds; adaptive, also stopping once they took
         ``timing.round_s`` seconds after at least ``least`` runs."""
         times: list[float] = []
+        spent = 0.0
         for i in range(most):
             seconds = self._run(index, self.feeds[i % len(self.feeds)])
             if seconds is None:
                 break
             times.append(seconds)
-            if self.adaptive and len(times) >= least and sum(times) >= self.timing.round_s:
+            spent += seconds
+            if self.adaptive and len(times) >= least and spent >= self.timing.round_s:
                 break
         return times
 
