@@ -395,7 +395,8 @@ def beyond_noise(new: Latency, old: Latency) -> tuple[bool, str]:
     p90.
     """
     if not new.rounds or not old.rounds:
-        return new.p50 > old.p90, f"no timing rounds to pair, so p50 against the baseline p90 {_ms(old.p90)} ms"
+        p90 = fmt.milliseconds(old.p90)
+        return new.p50 > old.p90, f"no timing rounds to pair, so p50 against the baseline p90 {p90} ms"
     if len(new.rounds) >= PAIRED_ROUNDS and len(old.rounds) >= PAIRED_ROUNDS:
         pairs = len(new.rounds) * len(old.rounds)
         slower = sum(1 for x in new.rounds for y in old.rounds if x > y)
@@ -404,7 +405,7 @@ def beyond_noise(new: Latency, old: Latency) -> tuple[bool, str]:
     rounds = f"{_rounds(new)} here, {_rounds(old)} in the baseline"
     return fastest > slowest, (
         f"fewer than {PAIRED_ROUNDS} timing rounds ({rounds}), so every round must be slower: fastest round "
-        f"{_ms(fastest)} ms vs the baseline's slowest {_ms(slowest)} ms"
+        f"{fmt.milliseconds(fastest)} ms vs the baseline's slowest {fmt.milliseconds(slowest)} ms"
     )
 
 
@@ -412,10 +413,6 @@ def _rounds(latency: Latency) -> str:
     count = len(latency.rounds)
     stopped = "" if latency.stopped is None else f", stopped early: {fmt.STOP_TEXT[latency.stopped]}"
     return f"{count} round{'s' if count != 1 else ''}{stopped}"
-
-
-def _ms(value: float) -> str:
-    return fmt.milliseconds(value)
 
 
 def _context(report: Report, baseline: Report, old: TargetResult, new: TargetResult) -> str:
