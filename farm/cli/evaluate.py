@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 
@@ -26,6 +26,7 @@ from farm.cli.options import (
 )
 from farm.controller import progress
 from farm.errors import BadInput, Interrupted
+from farm.job.report import TimingMode
 from farm.job.spec import DEFAULT_FLOOR
 
 
@@ -66,6 +67,14 @@ def matrix(
             min=0, help="timed runs per variant on native and masked targets (default 200); emulated ones are not timed"
         ),
     ] = None,
+    timing: Annotated[
+        str,
+        typer.Option(
+            envvar="FARM_TIMING",
+            help="adaptive: timing rounds bounded by time, decided variants stopped early; fixed: every variant "
+            "200 runs in 10 rounds",
+        ),
+    ] = "adaptive",
     timeout: Annotated[
         float | None,
         typer.Option(min=1.0, envvar="FARM_TIMEOUT", help="seconds per container; default: each target's budget_s"),
@@ -140,6 +149,7 @@ def matrix(
     for name, value, valid in (
         ("--calibration", calibration, ("minmax", "entropy", "percentile")),
         ("--opt-level", opt_level, ("basic", "extended", "all")),
+        ("--timing", timing, get_args(TimingMode)),
     ):
         if value not in valid:
             raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
@@ -156,6 +166,7 @@ def matrix(
         estimates=estimates,
         profile=profile,
         variants=check_variants(variant or [], tuned=tuned is not None),
+        timing=cast(TimingMode, timing),
     )
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned

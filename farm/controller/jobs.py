@@ -33,6 +33,7 @@ from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
 from farm.job.codec import encode
 from farm.job.estimate.costs import cost_model_for
 from farm.job.estimate.marks import COUNTS_FILE
+from farm.job.report import TimingMode
 from farm.job.result import write_json_atomic
 from farm.job.spec import (
     Arch,
@@ -101,6 +102,8 @@ class JobSettings:
     profile: bool = True
     # --variant: the only variants to evaluate (fp32 always; farm/controller/variantpick.py); empty: every variant.
     variants: tuple[str, ...] = ()
+    # --timing: how the evaluate stage's timing rounds end (docs/contracts.md section 2).
+    timing: TimingMode = "adaptive"
 
     @property
     def native_iterations(self) -> int:
@@ -283,6 +286,10 @@ def job_spec(
             warmup=0 if emulated else 10,
             iterations=max(0, min(iterations, 100_000)),
             rounds=TIMING_ROUNDS,
+            # Only a timed evaluate stage times adaptively: the tune search's fixed rounds keep its trials comparable,
+            # and the prepare stage and emulated targets time nothing, so their specs (and --resume's key, and what
+            # else keys on them) do not change with --timing.
+            mode=settings.timing if stage == "evaluate" and iterations > 0 else "fixed",
         ),
         tolerance=SpecTolerance(cosine=settings.cosine, top1_agreement=settings.top1_agreement),
         mitigations=("x64quantprecision",) if x86_vnni is False else (),

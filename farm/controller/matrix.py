@@ -343,6 +343,7 @@ def _run_block(given: JobInputs, options: MatrixOptions, fleet: Fleet) -> RunInf
             optimization_level=options.settings.optimization_level,
             samples=given.data.samples,
             variants=options.settings.variants or None,
+            timing_mode=options.settings.timing,
         ),
         data_sha256=given.data.sha256(),
     )

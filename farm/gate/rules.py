@@ -12,11 +12,15 @@ from farm.gate.checks import Check, CheckStatus, in_scope, not_compared, variant
 from farm.gate.comparable import accuracy_difference, latency_difference, target_timing_difference
 from farm.gate.policy import FROM_TOLERANCE, Limits, Policy, Severity
 from farm.job.recommend import recommend, speed_evidence
+from farm.job.types import Latency
 from farm.report import _format as fmt
 from farm.report.model import Report, TargetResult, Variant
 
-# The share of pairs of timing rounds (one of each run) in which the new run must be slower to be beyond noise.
+# The share of pairs of timing rounds (one of each run) in which the new run must be slower to be beyond noise ...
 NOISE_PAIRS = 0.9
+# ... when both runs have at least this many rounds: the alternating rounds every speed claim needs (farm matrix's
+# timing.rounds). A variant with fewer (adaptive timing stopped it early) must be slower in every pair.
+PAIRED_ROUNDS = 10
 # The target name of a check about the report as a whole.
 ANY_TARGET = "(any target)"
 # Every rule the gate knows, in the order it reports them (docs/contracts.md section 5).
@@ -275,8 +279,9 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
         if timing_reason:
             yield not_compared("latency-regression", old.name, "latency", timing_reason)
             continue
+        context = _context(report, baseline, old, new)
         for o, n in compared:
-            check = _latency(new, o, n, limits.max_latency_regression, old.image, new.image)
+            check = _latency(new, o, n, limits.max_latency_regression, context)
             if check is not None:
                 yield check
 
@@ -361,25 +366,12 @@ def _drop(
     )
 
 
-def _latency(
-    target: TargetResult, old: Variant, new: Variant, limit: float, old_image: str | None, new_image: str | None
-) -> Check | None:
+def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, context: str) -> Check | None:
     a, b = new.latency_ms, old.latency_ms
     if a is None or b is None or b.p50 <= 0:
         return None
     change = a.p50 / b.p50 - 1.0
-    if a.rounds and b.rounds:
-        # Beyond noise: in at least 9 of 10 pairs (a round of this run, a round of the baseline) this run is slower.
-        # Two runs of the same graph land near 1 in 2; one outlying round can move the share by 1 in 10 at most.
-        pairs = len(a.rounds) * len(b.rounds)
-        slower = sum(1 for x in a.rounds for y in b.rounds if x > y)
-        beyond = slower >= NOISE_PAIRS * pairs
-        noise = f"{slower} of {pairs} pairs of timing rounds slower"
-    else:
-        # Reports without rounds: this p50 against the baseline's p90.
-        beyond = a.p50 > b.p90
-        noise = f"baseline p90 {fmt.milliseconds(b.p90)} ms"
-    image = f"; image {old_image} → {new_image}" if old_image and new_image and old_image != new_image else ""
+    beyond, noise = beyond_noise(a, b)
     failed = change > limit and beyond
     verdict = ("beyond noise" if beyond else "within noise") if change > limit else "within limit"
     return variant_check(
@@ -388,8 +380,51 @@ def _latency(
         new,
         "failed" if failed else "passed",
         f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
-        f"+{limit:.0%}, {verdict}: {noise}){image}",
+        f"+{limit:.0%}, {verdict}: {noise}){context}",
     )
+
+
+def beyond_noise(new: Latency, old: Latency) -> tuple[bool, str]:
+    """Whether ``new`` is slower than ``old`` beyond noise, and which rule said so (docs/contracts.md section 5).
+
+    With ``PAIRED_ROUNDS`` rounds or more on both sides, the pairs test: in at least 9 of 10 pairs (a round of this
+    run, a round of the baseline) this run is slower. Two runs of the same graph land near 1 in 2; one outlying round
+    can move the share by 1 in 10 at most. With fewer rounds on either side (adaptive timing stopped the variant
+    early, or a run with fewer iterations), a tenth of the pairs is no longer one round's worth, so every round must be
+    slower: this run's fastest round slower than the baseline's slowest. Without rounds: the p50 above the baseline's
+    p90.
+    """
+    if not new.rounds or not old.rounds:
+        p90 = fmt.milliseconds(old.p90)
+        return new.p50 > old.p90, f"no timing rounds to pair, so p50 against the baseline p90 {p90} ms"
+    if len(new.rounds) >= PAIRED_ROUNDS and len(old.rounds) >= PAIRED_ROUNDS:
+        pairs = len(new.rounds) * len(old.rounds)
+        slower = sum(1 for x in new.rounds for y in old.rounds if x > y)
+        return slower >= NOISE_PAIRS * pairs, f"{slower} of {pairs} pairs of timing rounds slower"
+    fastest, slowest = min(new.rounds), max(old.rounds)
+    rounds = f"{_rounds(new)} here, {_rounds(old)} in the baseline"
+    return fastest > slowest, (
+        f"fewer than {PAIRED_ROUNDS} timing rounds ({rounds}), so every round must be slower: fastest round "
+        f"{fmt.milliseconds(fastest)} ms vs the baseline's slowest {fmt.milliseconds(slowest)} ms"
+    )
+
+
+def _rounds(latency: Latency) -> str:
+    count = len(latency.rounds)
+    stopped = "" if latency.stopped is None else f", stopped early: {fmt.STOP_TEXT[latency.stopped]}"
+    return f"{count} round{'s' if count != 1 else ''}{stopped}"
+
+
+def _context(report: Report, baseline: Report, old: TargetResult, new: TargetResult) -> str:
+    """What differs between the runs without keeping them apart: the image (a runtime upgrade is what a gate is for)
+    and the timing mode (adaptive against fixed rounds: ``beyond_noise`` holds for either)."""
+    parts = []
+    if old.image and new.image and old.image != new.image:
+        parts.append(f"image {old.image} → {new.image}")
+    modes = tuple(None if r.run is None else r.run.settings.timing_mode for r in (report, baseline))
+    if None not in modes and modes[0] != modes[1]:
+        parts.append(f"timing {modes[0]} here, {modes[1]} in the baseline")
+    return "".join(f"; {part}" for part in parts)
 
 
 _SEVERITY: dict[Severity, CheckStatus] = {"fail": "failed", "warn": "warned", "allow": "passed"}

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from farm.job.types import Accuracy, Latency, OutputAccuracy
+from farm.job.types import Accuracy, Latency, OutputAccuracy, StopReason
 
 # One entry per sample; each entry holds that sample's outputs in the session's output order.
 Outputs = Sequence[Sequence[np.ndarray]]
@@ -22,12 +22,19 @@ class MetricsError(ValueError):
     """A variant's outputs cannot be compared with fp32's (shape, count, or non-finite values)."""
 
 
-def latency_from_rounds(rounds: Sequence[Sequence[float]], *, interleaved: bool = False) -> Latency:
+def latency_from_rounds(
+    rounds: Sequence[Sequence[float]], *, interleaved: bool = False, stopped: StopReason | None = None
+) -> Latency:
     """Percentiles in ms over every timed run (seconds) of every round, and each round's p50."""
     ms = np.asarray([s for r in rounds for s in r], dtype=np.float64) * 1000.0
     p50, p90, p99 = (round(float(np.percentile(ms, q)), 4) for q in (50, 90, 99))
-    medians = tuple(round(float(np.median(np.asarray(r, dtype=np.float64)) * 1000.0), 4) for r in rounds if r)
-    return Latency(p50=p50, p90=p90, p99=p99, rounds=medians, interleaved=interleaved)
+    medians = tuple(round_p50(r) for r in rounds if r)
+    return Latency(p50=p50, p90=p90, p99=p99, rounds=medians, interleaved=interleaved, stopped=stopped)
+
+
+def round_p50(seconds: Sequence[float]) -> float:
+    """One round's p50 in ms, as ``Latency.rounds`` holds it (the figure a speed claim compares, round by round)."""
+    return round(float(np.median(np.asarray(seconds, dtype=np.float64)) * 1000.0), 4)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -60,8 +60,11 @@ def faster(a: Latency, b: Latency, *, floor: float = NOISE_FLOOR) -> bool:
 
     Rounds that alternated (``interleaved``) are compared pairwise, round i against round i, since a slow stretch
     of the host fell on both alike; otherwise each of a's rounds must beat each of b's. Estimates have no rounds:
-    ``floor`` (their error) alone decides.
+    ``floor`` (their error) alone decides. A latency whose timing stopped early (``stopped``: adaptive timing) has
+    fewer rounds than the claim needs, so it is never called faster or slower than anything.
     """
+    if a.stopped is not None or b.stopped is not None:
+        return False
     if a.p50 * (1.0 + floor) >= b.p50:
         return False
     if not a.rounds or not b.rounds:
@@ -237,7 +240,8 @@ def _on_speed(
 ) -> tuple[str, str]:
     assert base.latency_ms is not None
     beyond = claims.beyond
-    fastest = min(int8, key=_p50)
+    # A variant stopped early claims nothing, so the one to test is the fastest that still may.
+    fastest = min([v for v in int8 if _latency(v).stopped is None] or int8, key=_p50)
     assert fastest.latency_ms is not None
     if claims.faster(fastest.latency_ms, base.latency_ms):
         # Variants that also beat the baseline and that the fastest does not beat beyond noise are as fast as far

@@ -35,6 +35,9 @@ Status = Literal["ok", "failed", "skipped"]
 # What a variant's latency rests on: timed natively, timed on a masked tier, QEMU wall time (no speed proxy), an
 # instruction-count estimate (farm.job.estimate), or nothing.
 Timing = Literal["measured", "masked", "emulated", "estimated", "none"]
+# How a timed target's rounds end (docs/contracts.md section 2): "fixed", after iterations / rounds runs each;
+# "adaptive", by time as well, with fewer rounds for the variants that can claim nothing more.
+TimingMode = Literal["adaptive", "fixed"]
 # What a target's speed claims rest on (its variants' timing, summed up): "estimated" only for a trusted estimate.
 SpeedEvidence = Literal["measured", "masked", "estimated", "none"]
 DataSource = Literal["bundled", "npz", "onnx-test-data", "synthetic"]
@@ -112,6 +115,8 @@ class RunSettings:
     # `farm matrix --variant`: the only variants evaluated (fp32 among them); None: every variant. A variant such a
     # run left out is not a failure, and `farm gate` does not call it one.
     variants: tuple[str, ...] | None = keyed(omit="none", default=None)
+    # `farm matrix --timing`; reports written before it timed every round in full: "fixed".
+    timing_mode: TimingMode = "fixed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final, Literal, Self, get_args
 
 from farm.job.codec import ContractError, decode, keyed
-from farm.job.report import Quantization
+from farm.job.report import Quantization, TimingMode
 from farm.job.tunecontract import CalibrationMethod, Candidate, Point
 from farm.job.variants import CANDIDATES, OPTIMIZED, RECIPES
 
@@ -104,17 +104,32 @@ class Calibration:
         _at_least("calibration.samples", self.samples, 1)
 
 
+# Adaptive timing (docs/contracts.md section 2): a round of one variant ends once its runs took this long, after at
+# least this many runs; never past the fixed design's count, iterations / rounds.
+ROUND_S = 0.25
+MIN_RUNS = 5
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Timing:
     warmup: int
     iterations: int
     # The iterations are timed in this many rounds; the spread of the rounds' p50 is the noise a speed claim beats.
     rounds: int
+    # How the rounds end (`farm matrix --timing`); a spec written before adaptive timing times every round in full.
+    mode: TimingMode = "fixed"
+    # Adaptive only: a round (and the warmup) of one variant stops once its runs took ``round_s`` seconds, after at
+    # least ``min_runs`` runs (the warmup after one).
+    round_s: float = ROUND_S
+    min_runs: int = MIN_RUNS
 
     def __post_init__(self) -> None:
         _at_least("timing.warmup", self.warmup, 0)
         _at_least("timing.iterations", self.iterations, 0)
         _at_least("timing.rounds", self.rounds, 1)
+        _at_least("timing.min_runs", self.min_runs, 1)
+        if not self.round_s > 0:
+            raise SpecError(f"timing.round_s must be above 0 (seconds), not {self.round_s}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
+from farm.job.codec import keyed
+
+# Why a variant's timing stopped before its target's last round (docs/contracts.md section 2, adaptive timing): it
+# already had a round faster and one slower than every baseline, so no claim could hold any more ("decided"), or it is
+# out of tolerance, so no claim is ever made on it and a few rounds give its p50.
+StopReason = Literal["decided", "out-of-tolerance"]
 # The compute whose int8 kernels are the point of quantizing; counted in every subgraph too.
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention"})
 
@@ -69,6 +76,9 @@ class Latency:
     spread: float = field(init=False)
     # Round i ran in the same stretch of time as round i of every other interleaved variant of the target.
     interleaved: bool = False
+    # Timed in fewer rounds than the target's others, and why (adaptive timing); its rounds are ``rounds``. Such a
+    # latency makes no speed claim either way (farm.job.recommend.faster). None: every round.
+    stopped: StopReason | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spread", round(max(self.rounds) - min(self.rounds), 4) if self.rounds else 0.0)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from farm.job.report import MemoryBasis, Profile, Timing
+from farm.job.types import StopReason
 from farm.report.model import SYNTHETIC_WARNING, Outcome, Report, TargetResult, Variant
 
 NONE = "—"
@@ -26,6 +27,17 @@ TIMING_NOTES = {
     "emulated": (EMULATED_MARK, EMULATED_NOTE),
     "masked": (MASKED_MARK, MASKED_NOTE),
     "estimated": (ESTIMATED_MARK, ESTIMATED_NOTE),
+}
+# A latency whose adaptive timing stopped before the target's last round (Latency.stopped): its own mark, after the
+# figure, and one line of why beside the variant.
+STOPPED_MARK = "§"
+STOPPED_NOTE = (
+    "timing stopped early (farm matrix --timing adaptive): fewer alternating rounds than the target's other variants, "
+    "so it makes no speed claim either way"
+)
+STOP_TEXT: dict[StopReason, str] = {
+    "decided": "a round faster and a round slower than each baseline, so within noise of them whatever came next",
+    "out-of-tolerance": "out of tolerance, so timed only for its p50",
 }
 # What each target's speed claims rest on (TargetResult.speed_evidence), as the reports say it.
 EVIDENCE_TEXT = {
@@ -110,10 +122,21 @@ def timed(timing: Timing, value: float) -> str:
     return mark + text if timing == "estimated" else text + mark
 
 
-def p50(variant: Variant, *, mark_emulated: bool = True) -> str:
-    if variant.latency_ms is None:
+def p50(variant: Variant) -> str:
+    """The variant's p50 with its timing's mark, and ``§`` when its timing stopped early."""
+    latency = variant.latency_ms
+    if latency is None:
         return NONE
-    return marked(variant, variant.latency_ms.p50) if mark_emulated else milliseconds(variant.latency_ms.p50)
+    return marked(variant, latency.p50) + (STOPPED_MARK if latency.stopped is not None else "")
+
+
+def stopped(variant: Variant) -> str | None:
+    """``timing stopped after 3 rounds: out of tolerance, ...``, for a variant whose adaptive timing stopped early."""
+    latency = variant.latency_ms
+    if latency is None or latency.stopped is None:
+        return None
+    count = len(latency.rounds)
+    return f"timing stopped after {count} round{'s' if count != 1 else ''}: {STOP_TEXT[latency.stopped]}"
 
 
 def output_names(target: TargetResult) -> list[str]:
@@ -281,8 +304,12 @@ def variant_names(report: Report) -> list[str]:
 
 def timing_notes(report: Report) -> list[tuple[str, str]]:
     """``(mark, note)`` for each timing label in the report that needs one."""
-    labels = {v.timing for t in report.targets for v in t.variants if v.latency_ms is not None}
-    return [note for label, note in TIMING_NOTES.items() if label in labels]
+    latencies = [(v.timing, v.latency_ms) for t in report.targets for v in t.variants if v.latency_ms is not None]
+    labels = {timing for timing, _ in latencies}
+    notes = [note for label, note in TIMING_NOTES.items() if label in labels]
+    if any(latency.stopped is not None for _, latency in latencies):
+        notes.append((STOPPED_MARK, STOPPED_NOTE))
+    return notes
 
 
 def tolerance_text(report: Report) -> str:

@@ -161,6 +161,9 @@ def _metrics(variant: Variant) -> str:
     if variant.latency_ms is not None:
         latency = variant.latency_ms
         parts.append(f"latency_ms p50={latency.p50} p90={latency.p90} p99={latency.p99} ({variant.timing})")
+        stopped = fmt.stopped(variant)
+        if stopped:
+            parts.append(stopped)
     if variant.size_bytes is not None:
         parts.append(f"size_bytes={variant.size_bytes}")
     if variant.profile is not None:

@@ -99,14 +99,20 @@ def _target_section(target: TargetResult, profiled: bool) -> str:
 def _variant_row(variant: Variant, recommended: str | None, profiled: bool) -> list[str]:
     name = _code(variant.name) + (" ◀ **recommended**" if variant.name == recommended else "")
     status = fmt.OUTCOME_LABEL[variant.outcome]
-    notes = [variant.error, fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)]
+    notes = [
+        variant.error,
+        fmt.worst_output(variant),
+        fmt.partly_quantized(variant),
+        fmt.metric_text(variant),
+        fmt.stopped(variant),
+    ]
     status += "".join(f": {_text(note)}" for note in notes if note)
     latency = variant.latency_ms
     times = (
         ["", "", "", ""]
         if latency is None
         else [
-            _text(fmt.marked(variant, latency.p50)),
+            _text(fmt.p50(variant)),
             fmt.milliseconds(latency.spread / 2) if latency.rounds else "",
             _text(fmt.marked(variant, latency.p90)),
             _text(fmt.marked(variant, latency.p99)),

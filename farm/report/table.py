@@ -104,7 +104,8 @@ def _variant_row(
         label += "\n" + (
             "  (the same reason as above)" if repeated else _wrap(variant.error, width, _ERROR_LINES, indent="  ")
         )
-    for note in (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant)):
+    notes = (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant), fmt.stopped(variant))
+    for note in notes:
         if note:
             label += "\n" + _wrap(note, width, _ERROR_LINES, indent="  ")
     return ["", label, *_metric_cells(variant, profiled)]

@@ -71,6 +71,7 @@ def test_the_report_records_the_run(runs: list[Path], fleet: Fleet) -> None:
         "calibration": "minmax",
         "optimization_level": "all",
         "samples": 360,
+        "timing_mode": "adaptive",
     }
     assert run["data_sha256"] == read_report(runs[1])["run"]["data_sha256"]
     assert all(t["image"] for t in report["targets"] if t["status"] == "ok")

@@ -218,8 +218,9 @@ def test_a_remote_engine_lost_mid_run_fails_only_its_own_targets(
         log = (tmp_path / "matrix.log").open("w+")
         matrix = subprocess.Popen(
             # Enough timed runs that far-a's job is still running when its machine goes (400 ended within the 2 s
-            # below on a fast Xeon: ~10 variants x 20000 runs of the bundled model take seconds on any CPU).
-            [*MATRIX, "--targets", str(targets), "--out", str(out), "--iterations", "20000"],
+            # below on a fast Xeon: ~10 variants x 20000 runs of the bundled model take seconds on any CPU), every
+            # one of them (fixed rounds: adaptive ones would stop at a quarter second each).
+            [*MATRIX, "--targets", str(targets), "--out", str(out), "--iterations", "20000", "--timing", "fixed"],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

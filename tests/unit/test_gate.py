@@ -337,3 +337,84 @@ def test_a_first_version_baseline_on_other_data_is_not_compared_for_accuracy() -
     result = gate(sample_report_dict(run=True), old)
     skipped = [c.message for c in result.having("not-compared") if c.rule == "cosine-drop"]
     assert any("(360 samples from bundled vs baseline 100 from bundled)" in m for m in skipped), skipped
+
+
+def timed(data: dict[str, Any], rounds: list[float], stopped: str | None = None) -> None:
+    """Give the VNNI target's optimized variant these timing rounds (p50 their median), stopped early or not."""
+    latency = entry(data, VNNI, "optimized")["latency_ms"]
+    p50 = sorted(rounds)[len(rounds) // 2]
+    latency.update(p50=p50, p90=max(rounds), p99=max(rounds), rounds=rounds, spread=max(rounds) - min(rounds))
+    latency.pop("stopped", None)
+    if stopped is not None:
+        latency["stopped"] = stopped
+
+
+def latency_check(result: GateResult) -> str:
+    [check] = [
+        c for c in result.checks if c.rule == "latency-regression" and c.target == VNNI and c.variant == "optimized"
+    ]
+    return check.status + ": " + check.message
+
+
+TEN = [1.70, 1.71, 1.72, 1.69, 1.71, 1.73, 1.70, 1.72, 1.71, 1.70]
+
+
+def test_adaptive_reports_with_ten_rounds_each_are_held_to_the_pairs_test() -> None:
+    old = sample_report_dict(run=True)
+    old["run"]["settings"]["timing_mode"] = "adaptive"
+    timed(old, TEN)
+    new = copy.deepcopy(old)
+    # 40 % slower but for one round faster than every baseline round: 9 of 10 pairs still hold.
+    timed(new, [round(r * 1.4, 4) for r in TEN[:-1]] + [1.68])
+    assert latency_check(gate(new, old)).startswith("failed: ")
+    assert "beyond noise: 90 of 100 pairs of timing rounds slower" in latency_check(gate(new, old))
+    assert "timing" not in latency_check(gate(new, old)).split(")")[-1]  # same mode: nothing more to say
+
+
+def test_an_adaptive_run_is_compared_with_a_fixed_baseline_and_the_message_says_so() -> None:
+    old = sample_report_dict(run=True)
+    old["run"]["settings"].pop("timing_mode", None)  # a report from before adaptive timing: fixed
+    timed(old, TEN)
+    new = copy.deepcopy(old)
+    new["run"]["settings"]["timing_mode"] = "adaptive"
+    timed(new, [round(r * 1.4, 4) for r in TEN])
+    message = latency_check(gate(new, old))
+    assert message.startswith("failed: ") and "100 of 100 pairs" in message, message
+    assert message.endswith("; timing adaptive here, fixed in the baseline"), message
+    timed(new, TEN)
+    assert latency_check(gate(new, old)).startswith("passed: ")
+
+
+def test_a_variant_stopped_early_must_be_slower_in_every_round_to_be_beyond_noise() -> None:
+    old = sample_report_dict(run=True)
+    timed(old, TEN)
+    new = copy.deepcopy(old)
+    new["run"]["settings"]["timing_mode"] = "adaptive"
+    # Three rounds, 30 % slower, and the fastest of them above the baseline's slowest: beyond noise.
+    timed(new, [2.21, 2.25, 2.23], stopped="out-of-tolerance")
+    message = latency_check(gate(new, old))
+    assert message.startswith("failed: "), message
+    assert (
+        "beyond noise: fewer than 10 timing rounds (3 rounds, stopped early: out of tolerance, so timed only for its "
+        "p50 here, 10 rounds in the baseline), so every round must be slower: fastest round 2.21 ms vs the "
+        "baseline's slowest 1.73 ms"
+    ) in message, message
+    # One round at the baseline's pace: 2 of 3 rounds slower would pass the pairs test's share in no case, and here
+    # the stricter rule calls it within noise.
+    timed(new, [2.21, 1.72, 2.25], stopped="decided")
+    message = latency_check(gate(new, old))
+    assert message.startswith("passed: ") and "within noise: fewer than 10 timing rounds" in message, message
+    assert "stopped early: a round faster and a round slower" in message
+
+
+def test_fewer_rounds_on_the_baseline_side_and_no_rounds_at_all_each_name_their_rule() -> None:
+    old = sample_report_dict(run=True)
+    timed(old, [1.70, 1.71], stopped="decided")
+    new = copy.deepcopy(old)
+    timed(new, [round(r * 1.4, 4) for r in TEN])
+    message = latency_check(gate(new, old))
+    assert message.startswith("failed: ") and "(10 rounds here, 2 rounds, stopped early" in message, message
+    for data in (old, new):
+        entry(data, VNNI, "optimized")["latency_ms"].update(rounds=[], spread=0.0)
+    message = latency_check(gate(new, old))
+    assert "no timing rounds to pair, so p50 against the baseline p90 1.71 ms" in message, message

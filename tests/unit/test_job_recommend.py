@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from farm.job.recommend import Recommendation, faster, recommend, saturation_findings, speed_evidence
 from farm.job.report import Variant
-from farm.job.types import Accuracy, Latency
+from farm.job.types import Accuracy, Latency, StopReason
 
 
 def ok(
@@ -256,3 +256,33 @@ def test_a_variant_tied_with_the_fastest_must_itself_beat_the_baseline() -> None
     )
     name, why = advise([fp32, u8u8, s8s8], emulated=False, saturation_risk=False)
     assert name == "u8u8-qdq", why
+
+
+def stopped(variant: Variant, why: StopReason, rounds: int = 2) -> Variant:
+    """``variant`` as adaptive timing leaves it when it stops early: its first ``rounds`` rounds, labelled."""
+    latency = variant.latency_ms
+    assert latency is not None
+    return replace(variant, latency_ms=replace(latency, rounds=latency.rounds[:rounds], stopped=why))
+
+
+def test_a_variant_stopped_early_makes_no_speed_claim_either_way() -> None:
+    fast, slow = ok("u8u8-qdq", 0.05), ok("s8s8-qdq", 0.50)
+    fp32 = BASE[0]
+    assert fast.latency_ms and slow.latency_ms and fp32.latency_ms
+    assert faster(fast.latency_ms, fp32.latency_ms) and faster(fp32.latency_ms, slow.latency_ms)
+    reasons: tuple[StopReason, ...] = ("decided", "out-of-tolerance")
+    for reason in reasons:
+        quick, late = stopped(fast, reason), stopped(slow, reason)
+        assert quick.latency_ms and late.latency_ms
+        assert not faster(quick.latency_ms, fp32.latency_ms) and not faster(fp32.latency_ms, quick.latency_ms)
+        assert not faster(late.latency_ms, fp32.latency_ms) and not faster(fp32.latency_ms, late.latency_ms)
+    # Stopped, the fastest int8 variant is no claim: the baseline stays, and the reason says within noise.
+    name, why = advise([*BASE, stopped(fast, "decided")])
+    assert name == "optimized"
+    assert why is not None and why.startswith("no variant is faster beyond noise: u8u8-qdq within noise of optimized")
+    # A stopped variant never hides another that does beat the baseline in every round, whatever their p50s.
+    name, why = advise([*BASE, stopped(ok("u8s8-qdq", 0.04), "decided"), ok("u8u8-qdq", 0.10)])
+    assert name == "u8u8-qdq", why
+    # "int8 did not pay" is a claim against every int8 variant; a stopped one is within noise, so it is not made.
+    name, why = advise([*BASE, stopped(slow, "decided"), ok("u8s8-qdq", 0.40)])
+    assert why is not None and "did not pay" not in why and why.startswith("no variant is faster"), why

@@ -48,6 +48,9 @@ def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None
         ({"calibration": {"method": "minmax"}}, "calibration.samples is missing"),
         ({"timing": {"warmup": -1, "iterations": 5, "rounds": 5}}, "timing.warmup must be at least 0"),
         ({"timing": {"warmup": 1, "iterations": 5}}, "timing.rounds is missing"),
+        ({"timing": {"warmup": 1, "iterations": 5, "rounds": 5, "mode": "quick"}}, "timing.mode is 'quick'"),
+        ({"timing": {"warmup": 1, "iterations": 5, "rounds": 5, "round_s": 0}}, "timing.round_s must be above 0"),
+        ({"timing": {"warmup": 1, "iterations": 5, "rounds": 5, "min_runs": 0}}, "timing.min_runs must be at least 1"),
         ({"tolerance": {"cosine": 1.5, "top1_agreement": 0.99}}, "tolerance.cosine must lie in [-1, 1]"),
         ({"tolerance": {"cosine": 0.9, "top1_agreement": -0.1}}, "tolerance.top1_agreement must lie in [0, 1]"),
         ({"target": {"arch": "riscv64"}}, "target.arch is 'riscv64'"),
@@ -86,6 +89,8 @@ def test_a_spec_reads_back_what_it_writes(tmp_path: Path) -> None:
     again = encode(spec)
     assert {k: v for k, v in again.items() if k != "tune"} == {
         **{k: v for k, v in data.items() if k not in ("tune", "model", "inputs", "labels", "artifacts", "tuned")},
+        # A spec without a timing mode (written before adaptive timing) times fixed rounds, and says so when written.
+        "timing": {**data["timing"], "mode": "fixed", "round_s": 0.25, "min_runs": 5},
         "model": str((tmp_path / "model.onnx").resolve()),
         "inputs": str((tmp_path / "inputs.npz").resolve()),
         "labels": str((tmp_path / "labels.npy").resolve()),

@@ -131,7 +131,7 @@ def test_the_spec_on_the_wire_is_the_contract_s_json_and_the_job_reads_it_back(t
         "calibration": {"method": "minmax", "samples": 64},
         "optimization_level": "all",
         "threads": 2,
-        "timing": {"warmup": 10, "iterations": 200, "rounds": 10},
+        "timing": {"warmup": 10, "iterations": 200, "rounds": 10, "mode": "adaptive", "round_s": 0.25, "min_runs": 5},
         "tolerance": {"cosine": 0.99, "top1_agreement": 0.99},
         "mitigations": ["x64quantprecision"],
         "outputs": ["probs"],
@@ -204,3 +204,36 @@ def test_the_fleet_gives_the_counting_qemu_to_emulated_targets_it_can_price_and_
     assert "no cost model for cortex-a72" in (no_estimate(a72, cortex) or "")
     remote = Target(name="arm-box", platform="linux/arm64", engine="ssh://ci@arm-box")
     assert no_estimate(remote, emulated) is None and no_estimate(arm, NATIVE) is None
+
+
+def test_only_the_evaluate_stage_times_adaptively_and_its_spec_and_resume_key_say_which_mode() -> None:
+    """--timing reaches a timed evaluate spec (and so the --resume key, which hashes it: a resume never reuses a
+    result timed the other way); the tune search always times fixed rounds, and the prepare spec and an emulated
+    target's do not change with it."""
+    from farm.controller.resume import resume_key
+
+    tier = Target(name="x86-avx2", platform="linux/amd64", cpu_features=("avx2", "fma"))
+
+    def spec(stage: Any, timing: Any) -> Spec:
+        settings = JobSettings(timing=timing)
+        return job_spec(tier, NATIVE, stage, ["u8s8-qdq"], settings, inputs=Path("/nonexistent"), host_flags=AVX2_HOST)
+
+    assert JobSettings().timing == "adaptive"
+    adaptive, fixed = spec("evaluate", "adaptive"), spec("evaluate", "fixed")
+    assert (adaptive.timing.mode, fixed.timing.mode) == ("adaptive", "fixed")
+    assert (adaptive.timing.round_s, adaptive.timing.min_runs) == (0.25, 5)
+    assert replace(adaptive, timing=fixed.timing) == fixed  # nothing else differs
+    keys = {resume_key({"spec": encode(s)}) for s in (adaptive, fixed)}
+    assert len(keys) == 2
+    for stage in ("prepare", "tune"):
+        assert spec(stage, "adaptive") == spec(stage, "fixed") and spec(stage, "adaptive").timing.mode == "fixed"
+    # An emulated target times nothing, so a resume with the other mode reuses it.
+    arm = Target(name="arm64", platform="linux/arm64")
+    emulated = Placement(mode="emulated", cpu_model="neoverse-n1")
+    untimed = [
+        job_spec(
+            arm, emulated, "evaluate", [], JobSettings(timing=t), inputs=Path("/nonexistent"), host_flags=AVX2_HOST
+        )
+        for t in ("adaptive", "fixed")
+    ]
+    assert untimed[0] == untimed[1] and untimed[0].timing.mode == "fixed"

@@ -364,3 +364,36 @@ def test_a_masked_target_is_told_to_time_a_cpu_of_its_tier() -> None:
         "model haswell (not validated on real hardware, so not evidence)"
     )
     assert lines[-1].startswith("to measure speed on a CPU of the x86-avx2 tier (these milliseconds are this host's)")
+
+
+def _stopped_report() -> Report:
+    """The sample's native target timed adaptively: s8s8-qdq stopped as decided after 2 rounds, u8u8-qdq out of
+    tolerance after 3."""
+    document = sample_report_dict(run=True)
+    document["run"]["settings"]["timing_mode"] = "adaptive"
+    native = next(t for t in document["targets"] if t["name"] == "x86-avx512-vnni")
+    for entry in native["variants"]:
+        why = {"s8s8-qdq": ("decided", 2), "u8u8-qdq": ("out-of-tolerance", 3)}.get(entry["name"])
+        if why is not None:
+            entry["latency_ms"]["stopped"] = why[0]
+            entry["latency_ms"]["rounds"] = entry["latency_ms"]["rounds"][: why[1]]
+    return decode(Report, document)
+
+
+def test_every_format_marks_a_variant_whose_timing_stopped_early_and_says_why() -> None:
+    report = _stopped_report()
+    assert report.run is not None and report.run.settings.timing_mode == "adaptive"
+    decided = "timing stopped after 2 rounds: a round faster and a round slower than each baseline"
+    drifted = "timing stopped after 3 rounds: out of tolerance, so timed only for its p50"
+    legend = "§ timing stopped early (farm matrix --timing adaptive)"
+    for fmt in ("table", "markdown", "html"):
+        text = " ".join(html.unescape(render(report, fmt)).split())
+        assert "3.12§" in text and "3.84§" in text and "2.91§" not in text and "1.71§" not in text, fmt
+        assert legend in text, fmt
+        assert decided in text and drifted in text, fmt
+    assert max(len(line) for line in render(report, "table").splitlines()) <= WIDTH
+    junit = render(report, "junit")
+    assert decided in junit and drifted in junit
+    # A report without a stopped variant (every fixed one) has neither mark nor legend.
+    for fmt in ("table", "markdown", "html"):
+        assert "§" not in render(_report(), fmt), fmt

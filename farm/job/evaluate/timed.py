@@ -17,8 +17,9 @@ from farm.job.report import Timing as TimingLabel
 from farm.job.report import Variant
 from farm.job.result import error_text
 from farm.job.spec import Estimate, SpecTarget, Timing
-from farm.job.timing import time_rounds
+from farm.job.timing import Role, Timed, time_variants
 from farm.job.types import Latency
+from farm.job.variants import BASELINES
 
 # Sessions are kept open for the alternating timing phase up to this much model on disk; beyond it (a large
 # model times many variants), the rest are timed one after another, as soon as their accuracy is known.
@@ -99,9 +100,7 @@ class Timer:
         self.file.warn(TIMED_ALONE)
         if opener is not None and thread_counts.others(self.counts, self.threads):
             self.file.warn(NO_THREAD_COUNTS.format(name=name))
-        latency = time_rounds(
-            [session], self.feeds, warmup=timing.warmup, iterations=timing.iterations, rounds=timing.rounds
-        )[0]
+        latency = time_variants([Timed(session=session)], self.feeds, timing)[0]
         if isinstance(latency, Exception):
             # Its accuracy stands; a variant that cannot be timed simply has no latency.
             self.file.warn(f"{name} could not be timed: {error_text(latency)}")
@@ -123,18 +122,14 @@ class Timer:
             self.file.time_underway(False)
             return
         file, timing = self.file, self.timing
-        log.info("evaluate: timing %d variants in alternating rounds", len(self.kept))
+        log.info("evaluate: timing %d variants in alternating rounds (%s)", len(self.kept), timing.mode)
         file.time_underway(True)
         file.save()
         timed: list[tuple[str, int | None, Any]] = [(k.name, None, k.session) for k in self.kept]
         timed += [(k.name, count, session) for k in self.kept for count, session in k.others]
-        latencies = time_rounds(
-            [session for _, _, session in timed],
-            self.feeds,
-            warmup=timing.warmup,
-            iterations=timing.iterations,
-            rounds=timing.rounds,
-        )
+        entries = [Timed(session=k.session, role=self._role(k.name)) for k in self.kept]
+        entries += [Timed(session=s, follows=i) for i, k in enumerate(self.kept) for _, s in k.others]
+        latencies = time_variants(entries, self.feeds, timing)
         by_name: dict[str, Latency] = {}
         at_counts: dict[str, dict[int, float]] = {}
         for (name, count, _), latency in zip(timed, latencies, strict=True):
@@ -156,6 +151,13 @@ class Timer:
             for warning in thread_counts.oversubscribed(self.counts, cores):
                 file.warn(warning)
         file.save(variants=variants)
+
+    def _role(self, name: str) -> Role:
+        """What adaptive timing does with the variant: its accuracy is known by now (docs/contracts.md section 2)."""
+        if name in BASELINES:
+            return "baseline"
+        variant = next((v for v in self.file.result.variants if v.name == name), None)
+        return "drifted" if variant is not None and not variant.passes else "candidate"
 
     def _others(self, name: str, size: int | None, opener: Callable[[int], Any] | None) -> tuple[tuple[int, Any], ...]:
         """The variant's sessions at the profile's other thread counts, within the memory budget."""
