@@ -17,6 +17,7 @@ from farm.job.capacity import WORKERS_ENV
 from farm.job.evaluate import run_evaluate
 from farm.job.evaluate.measure import VariantMeasure
 from farm.job.prepare import run_prepare
+from farm.job.quantize import quantize
 from farm.job.report import TargetResult, Variant
 from farm.job.spec import Spec
 from farm.job.variants import MITIGATION_SUFFIX
@@ -104,16 +105,14 @@ def test_prepare_in_workers_writes_what_one_process_writes(tmp_path: Path, monke
 
 
 def test_a_prepare_worker_that_dies_costs_its_variant_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import farm.job.prepare as prepare
-
-    quantize, job = prepare.quantize, os.getpid()
+    job = os.getpid()
 
     def crashes_on_u8s8_qdq(name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if name == "u8s8-qdq" and os.getpid() != job:
             os.kill(os.getpid(), 9)
         return quantize(name, *args, **kwargs)
 
-    monkeypatch.setattr(prepare, "quantize", crashes_on_u8s8_qdq)
+    monkeypatch.setattr("farm.job.prepare.quantize", crashes_on_u8s8_qdq)
     monkeypatch.setenv(WORKERS_ENV, "2")
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
     spec = Spec.from_file(write_job_spec(tmp_path, stage="prepare"))
