@@ -47,19 +47,19 @@ def test_every_task_is_handed_out_in_order_and_answered_by_workers() -> None:
     assert 1 < len(pids) <= 3
 
 
-@pytest.mark.parametrize(
-    ("how", "said"),
-    [
-        (lambda: os._exit(3), "exited (3) before it answered"),
-        (lambda: os.kill(os.getpid(), signal.SIGKILL), "was killed (SIGKILL) before it answered"),
-        (lambda: segfault(), "died of signal 11 (SIGSEGV) before it answered"),
-    ],
-)
 def segfault() -> None:
     faulthandler.disable()  # pytest's would print the worker's stack: the crash is the test's
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        (lambda: os._exit(3), "exited (3) before it answered"),
+        (lambda: os.kill(os.getpid(), signal.SIGKILL), "was killed (SIGKILL) before it answered"),
+        (segfault, "died of signal 11 (SIGSEGV) before it answered"),
+    ],
+)
 def test_a_worker_that_dies_costs_its_task_only(how: Callable[[], None], said: str) -> None:
     tasks = [answer(0), dies(how), answer(2), answer(3), dies(how), answer(5)]
     started, answers = run(2, tasks)
