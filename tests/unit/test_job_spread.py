@@ -66,6 +66,37 @@ def test_workers_give_the_serial_result_in_the_serial_order(prepared: Path, monk
     assert [v["name"] for v in written["variants"]] == names
 
 
+STRICT = """
+import numpy as np
+
+
+def strict(fp32, outputs, labels):
+    exact = all(np.array_equal(fp32[name], outputs[name]) for name in fp32)
+    return {"passed": exact, "exact": float(exact)}
+"""
+
+
+def test_the_metric_and_the_tuned_variant_are_measured_in_workers_as_in_one_process(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (prepared / "metric").mkdir(exist_ok=True)
+    (prepared / "metric" / "check.py").write_text(STRICT)
+    (prepared / "tuned").mkdir(exist_ok=True)
+    shutil.copy(prepared / "artifacts" / "u8s8-qdq.onnx", prepared / "tuned" / "t.onnx")
+    record = json.loads((prepared / "artifacts" / "prepare.json").read_text())["variants"]["u8s8-qdq"]["quantization"]
+    extra: dict[str, Any] = {
+        "metric": {"file": "metric/check.py", "function": "strict"},
+        "tuned": {"model": "tuned/t.onnx", "quantization": record},
+    }
+    serial = evaluate(prepared, "metric-serial", 1, monkeypatch, **extra)
+    spread = evaluate(prepared, "metric-spread", 2, monkeypatch, **extra)
+    assert figures(spread) == figures(serial)
+    assert [v.name for v in spread.variants][-1] == "tuned"
+    tuned = spread.variant("tuned")
+    assert tuned is not None and tuned.accuracy is not None and tuned.accuracy.metric is not None
+    assert tuned.within_tolerance is False  # the metric's verdict, as in one process
+
+
 def test_a_worker_that_dies_costs_its_variant_only(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     measured, job = VariantMeasure.variant, os.getpid()
 
