@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, cast, get_args
@@ -25,6 +26,7 @@ from farm.cli.options import (
     VariantOpt,
 )
 from farm.controller import progress
+from farm.controller.jobs import job_environment
 from farm.errors import BadInput, Interrupted
 from farm.job.report import TimingMode
 from farm.job.spec import DEFAULT_FLOOR
@@ -173,6 +175,7 @@ def matrix(
     )
     options = MatrixOptions(settings=settings, targets=target or [], out_dir=out, label=label, resume=resume)
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
+    job_environment(os.environ)
     given = load_inputs(files, settings)
     fleet_ = open_fleet(targets_file)
     if dry_run:

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +26,11 @@ from farm.controller.fleet import Fleet
 from farm.controller.progress import Step
 from farm.controller.tuned import TunedModels, load_tuned
 from farm.controller.variantpick import missing_picks, picked, skipped_baselines
-from farm.errors import EnvironmentProblem
+from farm.errors import ConfigError, EnvironmentProblem
 from farm.host.probe import Placement
 from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
+from farm.job.capacity import WORKERS_ENV, BadWorkers, workers_override
 from farm.job.codec import encode
 from farm.job.estimate.costs import cost_model_for
 from farm.job.estimate.marks import COUNTS_FILE
@@ -337,6 +338,7 @@ def container(
         placement,
         tag,
         ["-m", "farm.job", f"{IN}/{spec_file(stage, target.name)}", OUT],
+        environment=job_environment(os.environ),
         mounts=[Mount(source=inputs, target=IN, read_only=True), Mount(source=out, target=OUT, read_only=False)],
         timeout_s=timeout_s,
         memory=target.memory,
@@ -347,6 +349,16 @@ def container(
         counting=placement.counting if counted else None,
         counts_file=f"{OUT}/{COUNTS_FILE}",
     )
+
+
+def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the job's container gets from farm's environment: FARM_JOB_WORKERS (farm.job.capacity), checked here,
+    so that a bad value stops farm before any container starts (ConfigError, exit 2)."""
+    try:
+        workers = workers_override(environ)
+    except BadWorkers as exc:
+        raise ConfigError(str(exc), fix=f"e.g. {WORKERS_ENV}=1, or unset it") from exc
+    return {} if workers is None else {WORKERS_ENV: str(workers)}
 
 
 def run_job(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from farm.job.codec import decode
-from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
+from farm.job.evaluate.spread import Slot
 from farm.job.modelfile import model_size
 from farm.job.report import Quantization, Variant
 from farm.job.spec import Spec
@@ -45,36 +46,35 @@ class Candidates:
 
     spec: Spec
     prepared: Mapping[str, Any]
-    file: ResultFile
-    measure: VariantMeasure
 
-    def run(self, name: str) -> None:
-        """Add the results of candidate ``name`` and its mitigated variants to the file."""
+    def slots(self, name: str) -> list[Slot]:
+        """Candidate ``name`` and its mitigated variants, in order: each ready (failed, skipped) or to run."""
         artifact = None if self.spec.artifacts is None else self.spec.artifacts / f"{name}.onnx"
         variants = [(name, {}), *mitigations_for(self.spec, name)]
         quantization = self._quantization(name)
         if artifact is None or not artifact.is_file():
             why = self._missing_artifact(name, artifact)
-            for variant, _ in variants:
-                self.file.add(Variant(name=variant, status="failed", error=why, quantization=quantization))
-            return
+            return [
+                Slot(name=variant, ready=Variant(name=variant, status="failed", error=why, quantization=quantization))
+                for variant, _ in variants
+            ]
         unquantized = self._not_quantized(quantization)
         if unquantized is not None:
             # An fp32 model under an int8 name: running it would only measure noise and invite a false pick.
-            for variant, _ in variants:
-                self.file.add(
-                    Variant(
-                        name=variant,
-                        status="skipped",
-                        error=unquantized,
-                        size_bytes=model_size(artifact),
-                        quantization=quantization,
-                    )
-                )
-            return
-        for variant, config in variants:
-            self.file.begin(variant)
-            self.file.add(replace(self.measure.variant(variant, artifact, config), quantization=quantization))
+            skipped = partial(
+                Variant, status="skipped", error=unquantized, size_bytes=model_size(artifact), quantization=quantization
+            )
+            return [Slot(name=variant, ready=skipped(name=variant)) for variant, _ in variants]
+        return [
+            Slot(
+                name=variant,
+                run=partial(_measure, variant, artifact, config),
+                path=artifact,
+                config=config,
+                quantization=quantization,
+            )
+            for variant, config in variants
+        ]
 
     def _quantization(self, name: str) -> Quantization | None:
         record = self.prepared.get("variants", {}).get(name, {})
@@ -101,3 +101,7 @@ class Candidates:
         if error:
             return f"quantization failed in prepare: {error}"
         return f"artifacts/{artifact.name} is missing (prepare did not make it)"
+
+
+def _measure(name: str, artifact: Path, config: dict[str, str], measure: VariantMeasure) -> Variant:
+    return measure.variant(name, artifact, config)

@@ -3,10 +3,10 @@ model for this target ("tuned"), measured like the naive variants (its kernels, 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from pathlib import Path
 
-from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure
+from farm.job.evaluate.spread import Slot
 from farm.job.optimize import optimize
 from farm.job.report import Variant
 from farm.job.result import error_text
@@ -14,28 +14,32 @@ from farm.job.spec import Spec, TunedModel
 from farm.job.variants import OPTIMIZED, TUNED
 
 
-def run_optimized(spec: Spec, file: ResultFile, measure: VariantMeasure) -> None:
-    file.begin(OPTIMIZED)
-    try:
-        path = optimize(
-            spec.source_model,
-            file.out / "optimized.onnx",
-            level=spec.optimization_level,
-            target=spec.target,
-            threads=spec.threads,
-        )
-    except Exception as exc:
-        file.add(Variant(name=OPTIMIZED, status="failed", error=error_text(exc)))
-        return
-    file.add(measure.variant(OPTIMIZED, path))
+def optimized_slot(spec: Spec, out: Path) -> Slot:
+    """The optimized variant, written to ``out``/optimized.onnx by whichever process runs it."""
+    path = out / "optimized.onnx"
+
+    def run(measure: VariantMeasure) -> Variant:
+        try:
+            made = optimize(
+                spec.source_model, path, level=spec.optimization_level, target=spec.target, threads=spec.threads
+            )
+        except Exception as exc:
+            return Variant(name=OPTIMIZED, status="failed", error=error_text(exc))
+        return measure.variant(OPTIMIZED, made)
+
+    return Slot(name=OPTIMIZED, run=run, path=path)
 
 
-def run_tuned(tuned: TunedModel, file: ResultFile, measure: VariantMeasure) -> None:
-    file.begin(TUNED)
-    # tune.json's best.quantization: the quantizer's record, as prepare.json holds the candidates'.
-    quantization = tuned.quantization  # also for the failed variant, so the report says what was to be evaluated
+def tuned_slot(tuned: TunedModel) -> Slot:
+    # tune.json's best.quantization: the quantizer's record, as prepare.json holds the candidates'; also for the
+    # failed variant, so the report says what was to be evaluated.
+    quantization = tuned.quantization
     if not tuned.model.is_file():
         error = f"{tuned.model.name} is missing from the inputs"
-        file.add(Variant(name=TUNED, status="failed", error=error, quantization=quantization))
-        return
-    file.add(replace(measure.variant(TUNED, tuned.model), quantization=quantization))
+        return Slot(name=TUNED, ready=Variant(name=TUNED, status="failed", error=error, quantization=quantization))
+    return Slot(
+        name=TUNED,
+        run=lambda measure: measure.variant(TUNED, tuned.model),
+        path=tuned.model,
+        quantization=quantization,
+    )

@@ -36,7 +36,8 @@ class ResultFile:
             runtime=Runtime(onnxruntime=ort.__version__, providers=()),
         )
         self.finished = False
-        self.pending: str | None = None
+        # The variants under way: one, or, where workers share them out (farm.job.evaluate.spread), one per worker.
+        self.pending: list[str] = []
         self.timing_underway = False
 
     def save(self, **changes: Any) -> None:
@@ -44,11 +45,11 @@ class ResultFile:
         written = self.result
         if not self.finished:
             reason = "the job ended before it finished"
-            if self.pending is not None:
+            if self.pending:
                 error = "the job ended while running this variant (the runtime crashed or was killed)"
-                stopped = Variant(name=self.pending, status="failed", error=error)
-                written = replace(written, variants=(*written.variants, stopped))
-                reason += f", while running {self.pending}"
+                stopped = tuple(Variant(name=name, status="failed", error=error) for name in self.pending)
+                written = replace(written, variants=(*written.variants, *stopped))
+                reason += f", while running {', '.join(self.pending)}"
             elif self.timing_underway:
                 reason += ", while timing the variants (their accuracy figures are complete)"
             written = replace(written, status="failed", reason=written.reason or reason)
@@ -57,13 +58,18 @@ class ResultFile:
 
     def begin(self, name: str) -> None:
         log.info("evaluate: %s starting", name)
-        self.pending = name
+        self.pending.append(name)
         self.save()
 
-    def add(self, variant: Variant) -> None:
+    def add(self, variant: Variant, at: int | None = None) -> None:
+        """Add ``variant`` last, or at index ``at`` of the variants (one that came before the variants it precedes
+        in the report's order)."""
         log.info("evaluate: %s %s%s", variant.name, variant.status, f" ({variant.error})" if variant.error else "")
-        self.pending = None
-        self.save(variants=(*self.result.variants, variant))
+        if variant.name in self.pending:
+            self.pending.remove(variant.name)
+        variants = list(self.result.variants)
+        variants.insert(len(variants) if at is None else at, variant)
+        self.save(variants=tuple(variants))
 
     def fail(self, reason: str) -> None:
         log.info("evaluate: target failed: %s", reason)

@@ -27,6 +27,11 @@ from farm.job.types import Accuracy
 from farm.job.variants import OPTIMIZED
 
 
+def level_for(spec: Spec, name: str) -> Level:
+    """The graph optimization level variant ``name`` is opened at: the spec's for optimized, all for the others."""
+    return spec.optimization_level if name == OPTIMIZED else "all"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VariantMeasure:
     """What every variant is measured against: fp32's reference, the outputs its verdict counts, the user's metric
@@ -42,7 +47,7 @@ class VariantMeasure:
     def variant(self, name: str, path: Path, config: dict[str, str] | None = None) -> Variant:
         """Open and run the model at ``path``; its failure to load or run is its result, never the target's end."""
         spec = self.spec
-        level = spec.optimization_level if name == OPTIMIZED else "all"
+        level = level_for(spec, name)
         try:
             session = open_session(
                 path, target=spec.target, threads=spec.threads, config=config, level=level, profile=True

@@ -13,11 +13,13 @@ from farm.job import cpu
 from farm.job.data import Dataset, DatasetError
 from farm.job.evaluate import metric
 from farm.job.evaluate.candidates import Candidates, read_prepared
-from farm.job.evaluate.extra import run_optimized, run_tuned
+from farm.job.evaluate.extra import optimized_slot, tuned_slot
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
 from farm.job.evaluate.profiled import start_server
+from farm.job.evaluate.spread import run_slots
 from farm.job.macs import conv_share
+from farm.job.profile.child import status_kib
 from farm.job.profile.server import ProfileServer
 from farm.job.recommend import recommend, saturation_findings, speed_evidence
 from farm.job.report import TargetResult
@@ -30,16 +32,18 @@ log = logging.getLogger("farm.job")
 def run_evaluate(spec: Spec, out: Path) -> TargetResult:
     """Evaluate every variant of ``spec``'s target, rewriting ``out``/result.json after each; returns the result."""
     file = ResultFile(spec.target, out)
+    # What the job holds before its data and sessions: its growth from here is what a worker needs (spread).
+    rss_start_kib = status_kib("VmRSS")
     # First of all, while the process holds no dataset and no session: each profile child starts from this state.
     server = start_server(spec, file)
     try:
-        return _evaluate(spec, file, server)
+        return _evaluate(spec, file, server, rss_start_kib)
     finally:
         if server is not None:
             server.close()
 
 
-def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None) -> TargetResult:
+def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None, rss_start_kib: int) -> TargetResult:
     prepared = read_prepared(spec.artifacts)
     file.save()
     try:
@@ -56,13 +60,13 @@ def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None) -> Tar
     measure = run_fp32(spec, file, dataset, loaded, server)
     if measure is None:
         return file.result
-    if OPTIMIZED not in spec.skip:
-        run_optimized(spec, file, measure)
-    candidates = Candidates(spec=spec, prepared=prepared, file=file, measure=measure)
-    for name in spec.candidates:
-        candidates.run(name)
-    if spec.tuned is not None:
-        run_tuned(spec.tuned, file, measure)
+    candidates = Candidates(spec=spec, prepared=prepared)
+    slots = [
+        *([optimized_slot(spec, file.out)] if OPTIMIZED not in spec.skip else []),
+        *(slot for name in spec.candidates for slot in candidates.slots(name)),
+        *([tuned_slot(spec.tuned)] if spec.tuned is not None else []),
+    ]
+    run_slots(spec, file, measure, slots, rss_start_kib)
     measure.timer.time_kept()
     measure.profiler.collect()
     variants = file.result.variants

@@ -12,7 +12,6 @@ never runs while it times; on an emulated one (no times) the profiles run beside
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import logging
@@ -22,6 +21,7 @@ import signal
 import time
 from typing import Any, NoReturn
 
+from farm.job import forked
 from farm.job.profile import pages, wire
 from farm.job.profile.child import Request, measure
 from farm.job.result import error_text
@@ -29,7 +29,6 @@ from farm.job.session import preload_cuda
 from farm.job.spec import SpecTarget
 
 log = logging.getLogger("farm.job")
-PR_SET_PDEATHSIG = 1
 # How long one variant's child may take to create its session and run once; under QEMU both are far slower.
 TIMEOUT_S = 300.0
 EMULATED_TIMEOUT_S = 1800.0
@@ -125,7 +124,7 @@ class ProfileServer:
         if self.pid <= 0:
             return
         pid, self.pid = self.pid, 0
-        _reap(pid, CLOSE_S)
+        forked.reap(pid, CLOSE_S)
 
 
 def _serve(
@@ -135,7 +134,7 @@ def _serve(
     job's code: os._exit skips its finally blocks and atexit handlers, which are the job's)."""
     code = 0
     try:
-        _die_with(parent)
+        forked.die_with(parent)
         feed = None
         while (data := wire.receive(requests)) is not None:
             request = pickle.loads(data)
@@ -178,10 +177,10 @@ def _answer(
         data, ended = None, f"the profile process took longer than {timeout_s:.0f} s and was stopped"
     finally:
         os.close(read)
-    status = _reap(pid, CLOSE_S)
+    status = forked.reap(pid, CLOSE_S)
     if data is not None:
         return dict(json.loads(data))
-    return {"error": ended or _death(status)}
+    return {"error": ended or forked.death(status, "the profile process")}
 
 
 def _child(
@@ -196,8 +195,10 @@ def _child(
     try:
         for fd in inherited:
             os.close(fd)
-        _die_with(server)
-        _offer_to_oom_killer()
+        forked.die_with(server)
+        # Its loss costs one profile, the job's the target: it holds a second copy of a variant beside the job's
+        # sessions, so it is the first process the kernel kills when the container runs out of memory.
+        forked.offer_to_oom_killer(1000)
         try:
             pages.touch(resident)  # start from the server's resident set (farm.job.profile.pages)
             answer = measure(request, target)
@@ -207,42 +208,3 @@ def _child(
     except BaseException:  # the server reports a child that ends without an answer
         code = 1
     os._exit(code)
-
-
-def _offer_to_oom_killer() -> None:
-    """Be the first process the kernel kills when the container runs out of memory: the profile process holds a
-    second copy of a variant beside the job's sessions, and its loss costs one profile, the job's the target."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w", encoding="ascii") as stream:
-        stream.write("1000")
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when ``parent`` ends (SIGTERM, a crash, SIGKILL): no profile process outlives the job."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it ended before the line above
-        os._exit(1)
-
-
-def _reap(pid: int, wait_s: float) -> int:
-    """Wait for ``pid`` (killing it after ``wait_s``); its wait status, or -1 when it was not ours to wait for."""
-    deadline = time.monotonic() + wait_s
-    try:
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return status
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return -1
-
-
-def _death(status: int) -> str:
-    if status >= 0 and os.WIFSIGNALED(status):
-        if os.WTERMSIG(status) == signal.SIGKILL:
-            return "the profile process was killed (SIGKILL) before it answered: most likely the target's memory limit"
-        return f"the profile process died of signal {os.WTERMSIG(status)} before it answered"
-    code = os.waitstatus_to_exitcode(status) if status >= 0 else "?"
-    return f"the profile process exited ({code}) before it answered"
