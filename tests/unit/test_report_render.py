@@ -17,6 +17,7 @@ from farm.job.codec import decode
 from farm.report import FORMATS, Report, render
 from farm.report._format import milliseconds, speed_lines
 from farm.report.model import SYNTHETIC_WARNING
+from farm.report.schema import validate
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
 
@@ -364,3 +365,37 @@ def test_a_masked_target_is_told_to_time_a_cpu_of_its_tier() -> None:
         "model haswell (not validated on real hardware, so not evidence)"
     )
     assert lines[-1].startswith("to measure speed on a CPU of the x86-avx2 tier (these milliseconds are this host's)")
+
+
+def test_every_format_says_whether_the_int8_artifacts_were_made_or_reused() -> None:
+    document = sample_report_dict(run=True)
+    key = "ab12" * 16
+    document["run"]["prepare"] = [
+        {
+            "toolchain": "onnxruntime==1.31.1 onnx==1.20.1 sympy==1.14.0",
+            "targets": ["x86-avx2", "arm64"],
+            "artifacts": "reused",
+            "maker": "x86-avx2",
+            "key": key,
+            "cached": True,
+        },
+        {
+            "toolchain": "onnxruntime==1.17.3 onnx==1.15.0",
+            "targets": ["x86-ort117"],
+            "artifacts": "made",
+            "maker": "x86-ort117",
+            "key": "cd34" * 16,
+            "cached": True,
+        },
+    ]
+    validate(document)
+    report = decode(Report, document)
+    said = (
+        "int8 artifacts: reused from the artifact cache (made in x86-avx2) for x86-avx2, arm64, key ab12ab12ab12; "
+        "made in x86-ort117 for x86-ort117, key cd34cd34cd34"
+    )
+    for fmt in ("table", "markdown", "html"):
+        assert said in " ".join(html.unescape(render(report, fmt)).split()), fmt
+    # A report from before the cache says nothing of it.
+    for fmt in ("table", "markdown", "html"):
+        assert "int8 artifacts:" not in render(_report(), fmt), fmt
