@@ -149,7 +149,8 @@ def _artifact_cache(root: Path) -> Diagnosis:
     """How much the int8 artifacts of earlier runs take, and whether this run's can be kept."""
     try:
         entries, size = artifact_entries(root), disk_size(root) if root.is_dir() else 0
-        writable = os.access(root if root.is_dir() else _existing_parent(root), os.W_OK)
+        nearest = _existing_parent(root)
+        writable = nearest.is_dir() and os.access(nearest, os.W_OK | os.X_OK)
     except OSError as exc:
         return Diagnosis(name="artifacts", level="warn", detail=f"cannot read the artifact cache {root} ({exc})")
     detail = f"{len(entries)} cached prepare stage(s), {size / 2**20:.1f} MiB in {root}"
@@ -164,6 +165,7 @@ def _artifact_cache(root: Path) -> Diagnosis:
 
 
 def _existing_parent(path: Path) -> Path:
+    """``path``, or the nearest of its parents that exists (where the cache's folder would be made)."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
