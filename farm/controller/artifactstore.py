@@ -1,7 +1,8 @@
 """farm's artifact cache: the prepare stage's output (artifacts/<variant>.onnx and prepare.json), one folder per key
 (farm/controller/artifactkey.py), so a later run on the same model, data, settings and toolchain quantizes nothing.
 
-An entry is written into a hidden sibling and renamed into place, so a killed run never leaves half of one; it holds
+An entry is written into a hidden sibling and renamed into place, so a killed run never leaves half of one (the
+next run that makes the same key removes what it left); it holds
 ``entry.json`` (what made it, and every file with its size) beside ``artifacts/``. An entry that does not read back
 whole (a corrupt prepare.json, a file missing or cut short) is a miss with a warning and is removed, so the run
 makes and stores it again. Nothing here raises for the cache itself: a root that cannot be written or read is a
@@ -83,6 +84,10 @@ class ArtifactCache:
                 held.enter_context(exclusive(lock, waiting=f"making the int8 artifacts {short(key)}", on_wait=on_wait))
             except OSError as exc:
                 problem = self._unwritable(exc)
+            else:
+                # With the lock held, a hidden sibling of this key is what a killed run left: no one writes it now.
+                for leftover in self.root.glob(f".{key}-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             yield problem
 
     def store(

@@ -85,13 +85,18 @@ def test_a_store_cut_off_midway_leaves_no_entry_and_no_half_of_one(
     assert cache.lookup(KEY, CANDIDATES) == (None, None)
 
 
-def test_a_staging_folder_a_killed_run_left_is_no_entry(tmp_path: Path) -> None:
+def test_a_staging_folder_a_killed_run_left_is_no_entry_and_the_next_maker_removes_it(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "cache")
-    (cache.root / f".{KEY}-x1y2z3" / "artifacts").mkdir(parents=True)
+    left = cache.root / f".{KEY}-x1y2z3"
+    (left / "artifacts").mkdir(parents=True)
+    (cache.root / f".{'9' * 64}-a1b2c3").mkdir()  # another key's: its own maker's to remove
     assert cache.lookup(KEY, CANDIDATES) == (None, None)
     record = prepared()
-    assert cache.store(KEY, artifacts(tmp_path / "job", record), record, CANDIDATES, maker="x86-avx2") is None
+    with cache.making(KEY):
+        assert not left.exists()
+        assert cache.store(KEY, artifacts(tmp_path / "job", record), record, CANDIDATES, maker="x86-avx2") is None
     assert cache.lookup(KEY, CANDIDATES)[0] is not None
+    assert sorted(p.name for p in cache.root.iterdir()) == [f".{'9' * 64}-a1b2c3", ".locks", KEY]
 
 
 def garble(path: Path) -> None:
