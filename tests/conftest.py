@@ -17,6 +17,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # The counting QEMU makes every emulated run 30-75% slower; the tests of estimates (tests/integration/
 # test_estimates.py) turn it on for their own matrices, the others check accuracy and recommendations without it.
 os.environ.setdefault("FARM_ESTIMATES", "0")
+ARTIFACT_CACHE_ENV = "FARM_ARTIFACT_CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One artifact cache for the whole session, in its temporary folder (never the user's ~/.cache): tests that
+    run a matrix of the same model, data and settings share its int8 artifacts, and a test about the prepare stage
+    itself gives its farm another (empty) folder or --no-cache. Every farm the tests start inherits it."""
+    root = tmp_path_factory.getbasetemp() / "artifact-cache"
+    before = os.environ.get(ARTIFACT_CACHE_ENV)
+    os.environ[ARTIFACT_CACHE_ENV] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop(ARTIFACT_CACHE_ENV, None)
+    else:
+        os.environ[ARTIFACT_CACHE_ENV] = before
 
 
 def missing(reason: str) -> None:

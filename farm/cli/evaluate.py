@@ -133,6 +133,15 @@ def matrix(
             "at each of the target's threads counts (targets.toml); --no-profile: faster",
         ),
     ] = True,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARM_CACHE",
+            help="reuse the int8 artifacts an earlier run made from the same model, data, settings and toolchain "
+            "(farm's artifact cache, FARM_ARTIFACT_CACHE_DIR), and keep this run's; --no-cache: quantize anew and "
+            "keep nothing",
+        ),
+    ] = True,
     variant: VariantOpt = None,
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
@@ -173,7 +182,9 @@ def matrix(
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned
     )
-    options = MatrixOptions(settings=settings, targets=target or [], out_dir=out, label=label, resume=resume)
+    options = MatrixOptions(
+        settings=settings, targets=target or [], out_dir=out, label=label, resume=resume, cache=cache
+    )
     # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
     job_environment(os.environ)
     given = load_inputs(files, settings)

@@ -102,7 +102,17 @@ def clean_cmd(
     cache: Annotated[
         bool,
         typer.Option(
-            "--cache", help="also farm's caches (wheels, site-packages, capabilities, run folders of unknown owner)"
+            "--cache",
+            help="also farm's caches (wheels, site-packages, capabilities, int8 artifacts, run folders of unknown "
+            "owner)",
+        ),
+    ] = False,
+    artifacts: Annotated[
+        bool,
+        typer.Option(
+            "--artifacts",
+            help="also the artifact cache alone: the int8 artifacts earlier runs made, which later runs reuse "
+            "(FARM_ARTIFACT_CACHE_DIR)",
         ),
     ] = False,
     everything: Annotated[bool, typer.Option("--all", help="containers, run folders, images and caches")] = False,
@@ -110,14 +120,21 @@ def clean_cmd(
     targets_file: TargetsOpt = None,
 ) -> None:
     """Remove what farm left behind: containers and run folders of farm processes that are gone, and with
-    --images, --cache or --all, farm's images and caches. What a running farm uses is kept, and said so."""
+    --images, --cache, --artifacts or --all, farm's images and caches. What a running farm uses is kept, and said
+    so."""
     from farm.backend.engine import Engine
     from farm.controller import clean
     from farm.report._format import size
     from farm.targets.config import load_config
 
     engine = Engine.connect()
-    plan = clean.plan(engine, load_config(targets_file), images=images or everything, cache=cache or everything)
+    plan = clean.plan(
+        engine,
+        load_config(targets_file),
+        images=images or everything,
+        cache=cache or everything,
+        artifacts=artifacts,
+    )
     verb = "would remove" if dry_run else "removing"
     for item in plan.items:
         typer.echo(

@@ -6,6 +6,7 @@ process still uses (its containers, its run folder) is never planned, only repor
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from farm.backend.engine import Engine
+from farm.controller.artifactstore import LOCKS_DIR as ARTIFACT_LOCKS
 from farm.host.files import LOCKS_DIR
 from farm.host.owner import is_gone, this_process
 from farm.targets.config import Config
@@ -49,8 +51,9 @@ def mark_run_folder(folder: Path) -> None:
     (folder / OWNER_FILE).write_text(this_process() + "\n")
 
 
-def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = False) -> Plan:
-    """With no flag: what farm processes that are gone left behind, their containers and run folders."""
+def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = False, artifacts: bool = False) -> Plan:
+    """With no flag: what farm processes that are gone left behind, their containers and run folders. ``cache``:
+    farm's caches too, the artifact cache among them; ``artifacts``: the artifact cache alone."""
     items, kept = _orphans(engine, config, unknown_too=cache)
     if images:
         seen: dict[str, Item] = {}
@@ -70,11 +73,36 @@ def plan(engine: Engine, config: Config, *, images: bool = False, cache: bool = 
         items += sorted(seen.values(), key=lambda i: i.name)
     if cache and config.cache_dir.is_dir():
         for entry in sorted(config.cache_dir.iterdir()):
-            if entry.name not in (RUNS_DIR, LOCKS_DIR):
+            if entry.name not in (RUNS_DIR, LOCKS_DIR) and entry != config.artifact_cache_dir:
                 items.append(
-                    Item(kind="cache", ref=str(entry), name=str(entry), size_bytes=_size(entry), why="farm's cache")
+                    Item(kind="cache", ref=str(entry), name=str(entry), size_bytes=disk_size(entry), why="farm's cache")
                 )
+    if (cache or artifacts) and config.artifact_cache_dir.is_dir():
+        folder = config.artifact_cache_dir
+        if making_artifacts(folder):
+            kept.append(f"cache {folder}: a running farm process is making int8 artifacts into it")
+        else:
+            why = f"farm's cache of int8 artifacts ({len(artifact_entries(folder))} prepare stage(s))"
+            items.append(Item(kind="cache", ref=str(folder), name=str(folder), size_bytes=disk_size(folder), why=why))
     return Plan(items=tuple(items), kept=tuple(kept))
+
+
+def artifact_entries(folder: Path) -> list[Path]:
+    """The artifact cache's entries (farm/controller/artifactstore.py), without what is being written or its locks."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+
+
+def making_artifacts(folder: Path) -> bool:
+    """Whether a farm process holds the lock of an entry it is making (its flock, which dies with the process)."""
+    for lock in (folder / ARTIFACT_LOCKS).glob("*.lock"):
+        try:
+            with lock.open("rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def _orphans(engine: Engine, config: Config, *, unknown_too: bool) -> tuple[list[Item], list[str]]:
@@ -113,7 +141,9 @@ def _orphans(engine: Engine, config: Config, *, unknown_too: bool) -> tuple[list
         state = is_gone(owner.read_text().strip()) if owner.is_file() else None
         if state or (state is None and unknown_too):
             why = "the farm process that made it is gone" if state else "a run folder of unknown owner"
-            items.append(Item(kind="run folder", ref=str(folder), name=str(folder), size_bytes=_size(folder), why=why))
+            items.append(
+                Item(kind="run folder", ref=str(folder), name=str(folder), size_bytes=disk_size(folder), why=why)
+            )
         elif state is False:
             kept.append(f"run folder {folder}: a running farm process uses it")
     return items, kept
@@ -134,7 +164,8 @@ def execute(engine: Engine, items: Iterable[Item]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _size(path: Path) -> int:
+def disk_size(path: Path) -> int:
+    """The bytes of the files under ``path`` (or of ``path``)."""
     if path.is_file() or path.is_symlink():
         return path.lstat().st_size
     total = 0

@@ -14,11 +14,12 @@ from typing import Literal
 
 from farm.backend.engine import Engine
 from farm.backend.registry import open_places
+from farm.controller.clean import artifact_entries, disk_size
 from farm.errors import EnvironmentProblem, FarmError
 from farm.host import counting, masking
 from farm.host.probe import BINFMT_DIR, QEMU_MIN_VERSION, HostInfo, probe_host
 from farm.images import bootstrap
-from farm.targets.config import cache_dir_of, load_config
+from farm.targets.config import artifact_cache_dir_of, cache_dir_of, load_config
 
 Level = Literal["ok", "warn", "fail"]
 BACKPORTS_LIST = Path("/etc/apt/sources.list.d/farm-bookworm-backports.list")
@@ -69,6 +70,7 @@ def diagnose(env: dict[str, str] | None = None, *, targets_file: Path | None = N
     )
     checks.append(_bootstrap())
     checks.append(_estimates(cache_dir_of(os.environ if env is None else env)))
+    checks.append(_artifact_cache(artifact_cache_dir_of(os.environ if env is None else env)))
     if engine is not None:
         checks.extend(_backends(engine, targets_file))
     return checks
@@ -141,6 +143,32 @@ def _estimates(cache_dir: Path) -> Diagnosis:
         level="ok",
         detail=f"counting QEMU {found.qemu_version} at {found.bundle} (built in {found.build_seconds:.0f} s)",
     )
+
+
+def _artifact_cache(root: Path) -> Diagnosis:
+    """How much the int8 artifacts of earlier runs take, and whether this run's can be kept."""
+    try:
+        entries, size = artifact_entries(root), disk_size(root) if root.is_dir() else 0
+        nearest = _existing_parent(root)
+        writable = nearest.is_dir() and os.access(nearest, os.W_OK | os.X_OK)
+    except OSError as exc:
+        return Diagnosis(name="artifacts", level="warn", detail=f"cannot read the artifact cache {root} ({exc})")
+    detail = f"{len(entries)} cached prepare stage(s), {size / 2**20:.1f} MiB in {root}"
+    if not writable:
+        return Diagnosis(
+            name="artifacts",
+            level="warn",
+            detail=detail + ": not writable, so every run quantizes anew",
+            fix="make it writable, or set FARM_ARTIFACT_CACHE_DIR to a folder that is",
+        )
+    return Diagnosis(name="artifacts", level="ok", detail=detail + " (`farm clean --artifacts` empties it)")
+
+
+def _existing_parent(path: Path) -> Path:
+    """``path``, or the nearest of its parents that exists (where the cache's folder would be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _disk(root: Path) -> Diagnosis:

@@ -72,6 +72,8 @@ class MatrixOptions:
     label: str | None = None
     # --resume: reuse each target's result from the report already in out_dir when nothing it depends on changed.
     resume: bool = False
+    # --no-cache (FARM_CACHE=0): make the int8 artifacts even where farm's artifact cache has them, and keep none.
+    cache: bool = True
 
 
 @dataclass(kw_only=True)
@@ -162,16 +164,18 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
         if reused:
             # The prepare stage of their toolchains may not run this time; its findings came with the earlier report.
             run.warnings.extend(run.earlier.warnings)
-        run.artifacts = make_artifacts(
+        prepared = make_artifacts(
             fleet,
             [t for t in ready if t.name not in reused],
             tags,
             work=work,
             given=given,
             settings=options.settings,
+            cache=options.cache,
             reporter=reporter,
             warnings=run.warnings,
         )
+        run.artifacts, run.head = prepared.folders, prepared.recorded(run.head)
         # Native targets first: their timings are the ones that count, so they run before QEMU loads the CPU,
         # and the first of them is the reference the other targets' fp32 outputs are compared with.
         ordered = sorted(ready, key=lambda t: fleet.placements[t.name].mode != "native")

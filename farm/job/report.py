@@ -119,6 +119,35 @@ class RunSettings:
     timing_mode: TimingMode = "fixed"
 
 
+# How many hex digits of an artifact cache key the log and the renderers show.
+SHORT_KEY = 12
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrepareStage:
+    """One toolchain's int8 artifacts in a run: made by a prepare job now, or reused from farm's artifact cache,
+    where an earlier run of the same key stored them (farm/controller/artifactkey.py: the model, data, settings and
+    the maker's image)."""
+
+    # The runtime and packages that quantized them (targets.toml), e.g. "onnxruntime==1.31.1 onnx==1.20.1".
+    toolchain: str
+    # The targets they served in this run.
+    targets: tuple[str, ...]
+    # "failed": the prepare job made none, and the int8 variants of these targets say why.
+    artifacts: Literal["made", "reused", "failed"]
+    # The target whose image made them (for "reused", the one of the run that stored them).
+    maker: str
+    key: str
+    # Whether they are in the cache after this run (not with --no-cache, a cache that cannot be written, or a
+    # prepare that did not finish every candidate).
+    cached: bool
+
+    @property
+    def short_key(self) -> str:
+        """The key as the log and the renderers show it."""
+        return self.key[:SHORT_KEY]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunInfo:
     """Where and how a run ran (farm.report/2). Each target's image tag is in its own entry; the model's hash in
@@ -128,6 +157,9 @@ class RunInfo:
     host: HostSummary
     settings: RunSettings
     data_sha256: str | None
+    # Each toolchain's prepare stage in this run, in the order they ran; absent in reports from before farm cached
+    # them, and empty when no target needed int8 artifacts.
+    prepare: tuple[PrepareStage, ...] | None = keyed(omit="none", default=None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

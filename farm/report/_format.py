@@ -235,6 +235,23 @@ def target_heading(target: TargetResult) -> str:
     return f"{target.name} ({', '.join(details)})"
 
 
+def prepare_text(report: Report) -> str | None:
+    """One line on how each toolchain's int8 artifacts came about: made by a prepare job in this run, or reused
+    from farm's artifact cache; None for a report that does not say."""
+    stages = None if report.run is None else report.run.prepare
+    if not stages:
+        return None
+    parts = []
+    for stage in stages:
+        how = {
+            "made": f"made in {stage.maker}",
+            "reused": f"reused from the artifact cache (made in {stage.maker})",
+            "failed": f"not made (prepare failed in {stage.maker})",
+        }[stage.artifacts]
+        parts.append(f"{how} for {', '.join(stage.targets)}, key {stage.short_key}")
+    return "int8 artifacts: " + "; ".join(parts)
+
+
 def incomplete_text(report: Report) -> str | None:
     """The banner of a report whose run stopped early, or None when it finished."""
     if report.incomplete is None:

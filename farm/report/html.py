@@ -142,10 +142,11 @@ def _run_line(report: Report) -> str:
         return ""
     host = f"{run.host.summary}, {run.host.engine or 'engine unknown'}"
     label = f"run {esc(run.label)} · " if run.label else ""
+    prepared = fmt.prepare_text(report)
     return (
         f"<br>{label}host: {esc(host)} · threads {run.settings.threads} · {run.settings.iterations} timed runs "
         f"in {run.settings.timing_rounds} rounds · calibration {esc(run.settings.calibration)} · "
-        f"optimization {esc(run.settings.optimization_level)}"
+        f"optimization {esc(run.settings.optimization_level)}" + (f"<br>{esc(prepared)}" if prepared else "")
     )
 
 

@@ -53,11 +53,12 @@ def _about(report: Report) -> str:
     model, data = report.model, report.data
     opsets = ", ".join(f"{domain} {version}" for domain, version in model.opsets.items())
     labels = "with labels" if data.labels else "no labels"
+    prepared = fmt.prepare_text(report)
     return (
         f"Model sha256 {_code(model.sha256[:12])} · IR {model.ir_version} · opsets {_text(opsets)} · "
         f"farm {_text(report.farm_version)} · {_text(report.created)}  \n"
         f"Data: {data.samples} samples from {_text(data.source)}, {labels} · "
-        f"Tolerance: {_text(fmt.tolerance_text(report))}"
+        f"Tolerance: {_text(fmt.tolerance_text(report))}" + (f"  \n{_text(prepared)}" if prepared else "")
     )
 
 

@@ -155,7 +155,8 @@ def _preamble(report: Report) -> list[str]:
     lines += textwrap.wrap(
         f"data: {data.samples} samples from {data.source}, {labels}; tolerance: {fmt.tolerance_text(report)}", WIDTH
     )
-    return lines
+    prepared = fmt.prepare_text(report)
+    return lines + textwrap.wrap(prepared, WIDTH, subsequent_indent="  ") if prepared else lines
 
 
 def _legend(report: Report) -> list[str]:

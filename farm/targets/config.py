@@ -213,6 +213,10 @@ class Target:
         )
 
 
+# The artifact cache's folder in farm's cache folder, unless FARM_ARTIFACT_CACHE_DIR names another.
+ARTIFACT_CACHE_FOLDER = "artifacts"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """The targets of one targets.toml, after FARM_* overrides, and where they came from."""
@@ -220,6 +224,14 @@ class Config:
     source: Path
     targets: tuple[Target, ...]
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "farm")
+    # FARM_ARTIFACT_CACHE_DIR: the artifact cache's own folder (farm/controller/artifactstore.py), so that a test
+    # session or a CI job can keep it apart from the wheels and images it shares; None: "artifacts" in cache_dir.
+    artifact_cache: Path | None = None
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """Where the prepare stage's artifacts are cached."""
+        return self.artifact_cache or self.cache_dir / ARTIFACT_CACHE_FOLDER
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -360,12 +372,23 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
             raise ConfigError(f"{source}: targets.{name} must be a table")
         merged = {**defaults, **table, **overrides}
         targets.append(Target.from_table(name, merged, source=source))
-    return Config(source=path, targets=tuple(targets), cache_dir=cache_dir_of(env))
+    artifacts = Path(env["FARM_ARTIFACT_CACHE_DIR"]) if env.get("FARM_ARTIFACT_CACHE_DIR") else None
+    return Config(source=path, targets=tuple(targets), cache_dir=cache_dir_of(env), artifact_cache=artifacts)
+
+
+def artifact_cache_dir_of(env: Mapping[str, str]) -> Path:
+    """The artifact cache's folder: FARM_ARTIFACT_CACHE_DIR, else "artifacts" in farm's cache folder."""
+    chosen = env.get("FARM_ARTIFACT_CACHE_DIR")
+    return Path(chosen) if chosen else cache_dir_of(env) / ARTIFACT_CACHE_FOLDER
 
 
 def cache_dir_of(env: Mapping[str, str]) -> Path:
-    """farm's cache folder: FARM_CACHE_DIR, else ~/.cache/farm."""
-    return Path(env["FARM_CACHE_DIR"]) if env.get("FARM_CACHE_DIR") else Path.home() / ".cache" / "farm"
+    """farm's cache folder: FARM_CACHE_DIR, else farm in $XDG_CACHE_HOME (when it is an absolute path, as the XDG
+    base directory specification requires), else ~/.cache/farm."""
+    if env.get("FARM_CACHE_DIR"):
+        return Path(env["FARM_CACHE_DIR"])
+    xdg = env.get("XDG_CACHE_HOME")
+    return Path(xdg) / "farm" if xdg and Path(xdg).is_absolute() else Path.home() / ".cache" / "farm"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

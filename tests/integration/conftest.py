@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from farm.backend.engine import Engine
+from farm.backend.engine import RUN_LABEL, Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
 from farm.errors import EnvironmentProblem
 from farm.host import counting
@@ -70,3 +73,26 @@ def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], 
         time.sleep(0.2)
     process.kill()
     pytest.fail(f"no container labelled {labels} ran within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
+    """The labels of every farm container created while the block runs, from the engine's event stream."""
+    started: list[dict[str, str]] = []
+    begun = time.time_ns()
+    # The API's "since" has whole seconds; the events' own nanosecond times leave out the second before the block.
+    events = engine.client.events(
+        since=begun // 10**9, decode=True, filters={"type": "container", "event": "create", "label": RUN_LABEL}
+    )
+
+    def read() -> None:
+        started.extend(e["Actor"]["Attributes"] for e in events if int(e.get("timeNano", 0)) >= begun)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield started
+    finally:
+        time.sleep(1)  # the last create event reaches the stream after the run that caused it has returned
+        events.close()
+        reader.join(timeout=5)

@@ -4,6 +4,7 @@ share. Also the targets files they write."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -14,13 +15,15 @@ from farm.controller.fleet import Fleet
 from tests.conftest import ROOT
 
 
-def farm_matrix(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
+def farm_matrix(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``env``: variables to set beside this process's own."""
     return subprocess.run(
         [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
         capture_output=True,
         text=True,
         timeout=1500,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
 
 

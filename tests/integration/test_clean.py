@@ -71,6 +71,10 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_keeps_what_a_running
     (cache / "wheelhouse").mkdir(parents=True)
     (cache / "wheelhouse" / "onnx-1.0-py3-none-any.whl").write_bytes(b"x" * 5000)
     (cache / "capabilities.json").write_text("{}")
+    # The artifact cache in its default place (the session's own, in the environment, is not this test's to remove).
+    entry = cache / "artifacts" / ("ab" * 32)
+    entry.mkdir(parents=True)
+    (entry / "entry.json").write_text("{}")
     dead, alive = cache / "runs" / "20261125T000000-dead00", cache / "runs" / "20261125T000000-alive0"
     for folder, owner in ((dead, gone_owner()), (alive, this_process())):
         (folder / "in").mkdir(parents=True)
@@ -83,7 +87,7 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_keeps_what_a_running
     mine = engine.client.api.create_container(
         image, command=["true"], labels={RUN_LABEL: "1", OWNER_LABEL: this_process()}
     )["Id"]
-    env = {"FARM_CACHE_DIR": str(cache)}
+    env = {"FARM_CACHE_DIR": str(cache), "FARM_ARTIFACT_CACHE_DIR": ""}
     name = engine.client.api.inspect_container(orphan)["Name"].lstrip("/")
     try:
         dry = farm("clean", "--cache", "--dry-run", env=env)
@@ -92,12 +96,15 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_keeps_what_a_running
         done = farm("clean", "--cache", env=env)
         assert done.returncode == 0, done.stderr
         removed = [ln.removeprefix("removing ") for ln in done.stdout.splitlines() if ln.startswith("removing ")]
-        assert planned == removed and len(removed) == 4, (planned, removed)  # container, run folder, 2 cache entries
+        # The container, the run folder, 2 cache entries and the artifact cache.
+        assert planned == removed and len(removed) == 5, (planned, removed)
+        artifacts = f"cache {cache / 'artifacts'} (2 B): farm's cache of int8 artifacts (1 prepare stage(s))"
+        assert artifacts in removed, removed
         assert any(ln.startswith(f"container {name} ") for ln in removed), removed
         assert f"run folder {dead}" in "\n".join(removed) and str(alive) not in "\n".join(removed)
         assert f"kept run folder {alive}: a running farm process uses it" in done.stdout
         assert "kept container " in done.stdout and "a running farm process" in done.stdout
-        assert done.stdout.strip().splitlines()[-1].startswith("freed 8.") and "(4 item(s))" in done.stdout
+        assert done.stdout.strip().splitlines()[-1].startswith("freed 8.") and "(5 item(s))" in done.stdout
         assert not dead.exists() and alive.exists() and not (cache / "wheelhouse").exists()
         ids = {c.id for c in engine.farm_containers()}
         assert orphan not in ids and mine in ids

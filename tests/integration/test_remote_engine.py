@@ -77,6 +77,8 @@ def test_a_target_on_a_second_engine_runs_there_through_the_api_only(
             "--iterations",
             "20",
             "--keep",
+            # The prepare job must run there, not come from the session's artifact cache.
+            "--no-cache",
         ],
         capture_output=True,
         text=True,

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from farm.backend.engine import RUN_LABEL, STAGE_LABEL, Engine, RunSpec
+from farm.backend.engine import STAGE_LABEL, Engine, RunSpec
 from farm.controller.fleet import BuildResults
 from farm.images import bootstrap
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.conftest import image_of, wait_for
+from tests.integration.conftest import image_of, wait_for, watched_containers
 from tests.integration.farmrun import x86_targets
 from tests.modelgen import make_saturating_classifier
 
@@ -224,13 +223,16 @@ def test_ctrl_c_marks_the_report_incomplete_and_resume_runs_only_what_is_missing
     assert second["resumed_from"] is None and second["status"] == "ok"
     assert "(native, reused)" in resumed.stdout
     assert f"reused from the run of {partial['created']}" in (out / "report.md").read_text()
-    # Only the missing target was evaluated again (its int8 artifacts are made again: they lived in the run folder).
+    # Only the missing target was evaluated again, with the int8 artifacts the interrupted run had made and kept in
+    # the artifact cache: no prepare job ran.
     evaluated = {
         labels["farm.target"]
         for labels in started
         if labels.get(STAGE_LABEL) == "evaluate" and labels.get("farm.target") in ("first", "second")
     }
     assert evaluated == {"second"}, started
+    assert not [labels for labels in started if labels.get(STAGE_LABEL) == "prepare"], started
+    assert [s["artifacts"] for s in report["run"]["prepare"]] == ["reused"], report["run"]["prepare"]
     assert not new_containers()
 
     # A changed setting changes the key: nothing is reused.
@@ -239,29 +241,6 @@ def test_ctrl_c_marks_the_report_incomplete_and_resume_runs_only_what_is_missing
     )
     assert again.returncode == 0, again.stderr
     assert "note: --resume reused no target; ran first, second" in again.stderr, again.stderr
-
-
-@contextlib.contextmanager
-def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
-    """The labels of every farm container created while the block runs, from the engine's event stream."""
-    started: list[dict[str, str]] = []
-    begun = time.time_ns()
-    # The API's "since" has whole seconds; the events' own nanosecond times leave out the second before the block.
-    events = engine.client.events(
-        since=begun // 10**9, decode=True, filters={"type": "container", "event": "create", "label": RUN_LABEL}
-    )
-
-    def read() -> None:
-        started.extend(e["Actor"]["Attributes"] for e in events if int(e.get("timeNano", 0)) >= begun)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        yield started
-    finally:
-        time.sleep(1)  # the last create event reaches the stream after the run that caused it has returned
-        events.close()
-        reader.join(timeout=5)
 
 
 class SocketProxy:

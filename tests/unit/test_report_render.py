@@ -17,6 +17,7 @@ from farm.job.codec import decode
 from farm.report import FORMATS, Report, render
 from farm.report._format import milliseconds, speed_lines
 from farm.report.model import SYNTHETIC_WARNING
+from farm.report.schema import validate
 from farm.report.table import WIDTH
 from tests.unit.report_sample import ARM64_LOG_TAIL, EXPECTED_JUNIT, GPU_REASON, sample_report_dict
 
@@ -397,3 +398,37 @@ def test_every_format_marks_a_variant_whose_timing_stopped_early_and_says_why() 
     # A report without a stopped variant (every fixed one) has neither mark nor legend.
     for fmt in ("table", "markdown", "html"):
         assert "§" not in render(_report(), fmt), fmt
+
+
+def test_every_format_says_whether_the_int8_artifacts_were_made_or_reused() -> None:
+    document = sample_report_dict(run=True)
+    key = "ab12" * 16
+    document["run"]["prepare"] = [
+        {
+            "toolchain": "onnxruntime==1.31.1 onnx==1.20.1 sympy==1.14.0",
+            "targets": ["x86-avx2", "arm64"],
+            "artifacts": "reused",
+            "maker": "x86-avx2",
+            "key": key,
+            "cached": True,
+        },
+        {
+            "toolchain": "onnxruntime==1.17.3 onnx==1.15.0",
+            "targets": ["x86-ort117"],
+            "artifacts": "made",
+            "maker": "x86-ort117",
+            "key": "cd34" * 16,
+            "cached": True,
+        },
+    ]
+    validate(document)
+    report = decode(Report, document)
+    said = (
+        "int8 artifacts: reused from the artifact cache (made in x86-avx2) for x86-avx2, arm64, key ab12ab12ab12; "
+        "made in x86-ort117 for x86-ort117, key cd34cd34cd34"
+    )
+    for fmt in ("table", "markdown", "html"):
+        assert said in " ".join(html.unescape(render(report, fmt)).split()), fmt
+    # A report from before the cache says nothing of it.
+    for fmt in ("table", "markdown", "html"):
+        assert "int8 artifacts:" not in render(_report(), fmt), fmt
