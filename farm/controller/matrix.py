@@ -161,8 +161,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
         ready = [t for t in runnable if t.name in tags]
         keys = {t.name: _resume_key(fleet, t, tags[t.name], run, options) for t in ready}
         reused = {t.name for t in ready if _reuse(run, t.name, keys[t.name], options.out_dir, reporter)}
-        if reused:
-            # The prepare stage of their toolchains may not run this time; its findings came with the earlier report.
+        if reused:  # their toolchains' prepare may not run this time; its findings came with the earlier report
             run.warnings.extend(run.earlier.warnings)
         prepared = make_artifacts(
             fleet,
