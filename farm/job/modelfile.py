@@ -20,6 +20,17 @@ def has_external_data(path: Path) -> bool:
     return keeps_external_data(onnx.load(str(path), load_external_data=False))
 
 
+def data_files(model: onnx.ModelProto) -> set[str]:
+    """The files, relative to the model's folder, that its external initializers name (none checked to exist)."""
+    return {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+
+
 def keeps_external_data(model: onnx.ModelProto) -> bool:
     """Whether ``model`` (loaded or not with its data) has initializers stored outside the file."""
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
@@ -58,14 +69,7 @@ def model_size(path: Path) -> int | None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # an unreadable model still has a file size
         return size
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    for location in locations:
+    for location in data_files(model):
         with contextlib.suppress(OSError):
             size += (path.parent / location).stat().st_size
     return size

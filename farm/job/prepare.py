@@ -18,7 +18,7 @@ import onnx
 
 from farm.job import capacity
 from farm.job.data import Dataset, DatasetError
-from farm.job.modelfile import model_size
+from farm.job.modelfile import data_files, model_size
 from farm.job.pool import Answer, Lost, run_pool
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.result import error_text, write_json_atomic
@@ -145,14 +145,7 @@ def _linked(source: Path, folder: Path) -> Path:
     quantized at once from the same file would race on."""
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(source), load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    for name in (source.name, *locations):
+    for name in (source.name, *data_files(model)):
         link = folder / name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to((source.parent / name).resolve())

@@ -4,7 +4,6 @@ fake clock: each run advances the clock by what the session says, so every figur
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,11 @@ import pytest
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.timed import Timer
 from farm.job.report import Variant
-from farm.job.spec import SpecTarget, Timing
+from farm.job.spec import Timing
 from farm.job.timing import OUT_OF_TOLERANCE_ROUNDS, Role, Timed, time_rounds, time_variants
 from farm.job.types import Accuracy, Latency
+from tests.unit.test_job_kernels import host_target
+from tests.unit.test_job_profile import Sleeps
 
 
 class Clock:
@@ -171,24 +172,7 @@ def test_a_session_that_breaks_under_adaptive_timing_costs_only_its_own_latency(
     assert isinstance(found[0], Latency) and len(found[0].rounds) == 10
 
 
-NATIVE = SpecTarget(
-    name="x86-avx2",
-    platform="linux/amd64",
-    arch="x86_64",
-    mode="native",
-    cpu_model=None,
-    providers=("CPUExecutionProvider",),
-    x86_vnni=False,
-)
-
-
-class Sleeps:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def run(self, outputs: Any, feed: Any) -> list[Any]:
-        time.sleep(self.seconds)
-        return []
+NATIVE = host_target(saturation_risk=True)
 
 
 def test_the_evaluate_timer_gives_each_variant_its_role_from_its_verdict(tmp_path: Path) -> None:
