@@ -244,13 +244,17 @@ def _on_speed(
     fastest = min([v for v in int8 if _latency(v).stopped is None] or int8, key=_p50)
     assert fastest.latency_ms is not None
     if claims.faster(fastest.latency_ms, base.latency_ms):
-        # Variants that also beat the baseline and that the fastest does not beat beyond noise are as fast as far
-        # as this run can tell.
+        # Variants that also beat the baseline and that no int8 variant beats beyond noise are as fast as far as
+        # this run can tell. Not only the fastest: "beyond noise" is not transitive, so a variant within noise of
+        # the fastest may still be beaten by a third (round by round).
         tied = [
             v
             for v in int8
             if v is fastest
-            or (claims.faster(_latency(v), base.latency_ms) and not claims.faster(fastest.latency_ms, _latency(v)))
+            or (
+                claims.faster(_latency(v), base.latency_ms)
+                and not any(claims.faster(_latency(w), _latency(v)) for w in int8)
+            )
         ]
         safe_tied = [v for v in tied if saturation_safe(v.name)] if saturation_risk else []
         best = min(safe_tied or tied, key=_quality)

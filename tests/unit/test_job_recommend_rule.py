@@ -152,3 +152,19 @@ def test_no_int8_within_tolerance_names_none() -> None:
     emulated = advice(variants, emulated=True)
     assert emulated.int8_if_needed is None and emulated.recommended == "fp32"
     assert emulated.reason is not None and emulated.reason.startswith("speed unknown on arm64")
+
+
+def interleaved(name: str, rounds: tuple[float, ...], cosine: float) -> Variant:
+    latency = Latency(p50=sorted(rounds)[len(rounds) // 2], p90=max(rounds), p99=max(rounds), rounds=rounds)
+    return replace(ok(name, 1.0, cosine), latency_ms=replace(latency, interleaved=True))
+
+
+def test_a_recommended_int8_variant_is_beaten_by_no_other_even_one_within_noise_of_the_fastest() -> None:
+    # The CI case of issue 21: u8s8-qdq-pc+x64quantprecision was within noise of the fastest (it lost one round
+    # to it) and most accurate, but s8s8-qdq-pc beat it in every round: "beyond noise" is not transitive.
+    fastest = interleaved("u8s8-qdq", (0.50, 0.50, 0.50, 0.50, 0.60), 0.99)
+    beaten = interleaved("u8s8-qdq-pc", (0.55, 0.55, 0.55, 0.55, 0.55), 0.9999)
+    beats_it = interleaved("s8s8-qdq-pc", (0.52, 0.52, 0.52, 0.52, 0.52), 0.999)
+    base = interleaved("fp32", (1.0, 1.0, 1.0, 1.0, 1.0), 1.0)
+    chosen = advice([base, fastest, beaten, beats_it])
+    assert chosen.recommended == "s8s8-qdq-pc" and chosen.int8_if_needed == "s8s8-qdq-pc", chosen.reason
