@@ -157,6 +157,8 @@ def test_the_entrypoint_runs_the_bundle_s_qemu_through_its_loader_with_the_plugi
         "--library-path",
         "/farm-count/lib",
         "/farm-count/qemu-aarch64",
+        "-R",
+        "0x10000000000",
         "-cpu",
         "neoverse-n1",
         "-plugin",
