@@ -43,7 +43,7 @@ MANIFEST = "manifest.json"
 # 1 TiB of guest address space (CountingQemu.reserve): far beyond what a job maps, far below the host's 128 TiB.
 RESERVED_VA = "0x10000000000"
 # Bump when the configure flags, the plugin's compile flags or the bundle's layout change: a new folder follows.
-RECIPE = "1"
+RECIPE = "2"
 EMULATORS = {"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64"}
 # Where the runner mounts the bundle in a container.
 BUNDLE_IN_CONTAINER = "/farm-count"
@@ -60,6 +60,8 @@ class CountingQemu:
     plugin_sha256: str
     build_seconds: float
     loader: str
+    # The guest architectures whose emulator was built to run in a reserved address space (reserve).
+    reserves: tuple[str, ...]
 
     def emulator(self, arch: str) -> str:
         """The emulator's file name in the bundle for a guest architecture (x86_64 or aarch64)."""
@@ -68,15 +70,14 @@ class CountingQemu:
         except KeyError:
             raise ValueError(f"the counting QEMU has no emulator for {arch}; it has {', '.join(EMULATORS)}") from None
 
-    @staticmethod
-    def reserve(arch: str) -> list[str]:
+    def reserve(self, arch: str) -> list[str]:
         """QEMU's options that reserve the guest's address space up front, so that QEMU places every guest mapping
         itself, the same way each run. Without them guest mmaps land wherever the host's randomized layout leaves
         room, and the addresses (pointer-keyed hash tables, buffer alignment) changed an aarch64 guest's counts by up
-        to 0.2% between two runs on an AMD EPYC host. Only address space: nothing is committed. An x86_64 guest
-        cannot have it: QEMU then refuses to map the vsyscall page ("Cannot allocate vsyscall page"), and Docker's
-        seccomp profile refuses the personality that would turn the host's randomization off instead."""
-        return ["-R", RESERVED_VA] if arch == "aarch64" else []
+        to 0.2% between two runs on an AMD EPYC host (an x86_64 guest's by 0.12% on an Intel Xeon). Only address
+        space: nothing is committed. Docker's seccomp profile refuses the personality that would turn the host's
+        randomization off instead. An x86_64 guest needs farm's build of QEMU (qemubuild.reserve_without_vsyscall)."""
+        return ["-R", RESERVED_VA] if arch in self.reserves else []
 
     def command(self, arch: str, cpu_model: str, counts_file: str, *, root: str | None = None) -> list[str]:
         """The entrypoint that runs a guest program under the counting QEMU: paths under ``root`` (the bundle's
@@ -173,6 +174,7 @@ def _load(manifest: Path) -> CountingQemu | None:
             plugin_sha256=str(data["plugin_sha256"]),
             build_seconds=float(data["build_seconds"]),
             loader=str(data["loader"]),
+            reserves=tuple(str(arch) for arch in data["reserves"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -219,6 +221,7 @@ def build(cache_dir: Path, on_line: LineSink) -> CountingQemu:
             "recipe": RECIPE,
             "build_seconds": seconds,
             "loader": loader,
+            "reserves": list(built.reserves),
         }
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         for path in [stage, *stage.rglob("*")]:  # read-only for the container's user, whoever that is

@@ -112,6 +112,7 @@ def _fake_bundle(cache: Path, *, version: str, source: str, plugin: str | None =
         "recipe": recipe or counting.RECIPE,
         "build_seconds": 123.4,
         "loader": "ld-linux-x86-64.so.2",
+        "reserves": ["aarch64", "x86_64"],
     }
     (folder / counting.MANIFEST).write_text(json.dumps(manifest))
     return folder
@@ -165,6 +166,9 @@ def test_the_entrypoint_runs_the_bundle_s_qemu_through_its_loader_with_the_plugi
         "/farm-count/libinsncount.so,out=/farm/out/c.jsonl",
     ]
     assert qemu.command("x86_64", "Haswell", "/o")[0] == f"{tmp_path}/ld-linux-x86-64.so.2"
+    # A bundle whose x86_64 emulator was built without farm's change runs that guest unreserved.
+    assert "-R" in qemu.command("x86_64", "Haswell", "/o")
+    assert "-R" not in fake_counting(tmp_path, reserves=("aarch64",)).command("x86_64", "Haswell", "/o")
     with pytest.raises(ValueError, match="riscv64"):
         qemu.command("riscv64", "rv64", "/o")
 
@@ -226,3 +230,31 @@ def test_doctor_says_whether_the_counting_qemu_is_built_and_how_to_build_it(
     folder = _fake_bundle(tmp_path, version="1:10.0.2", source="e" * 64)
     there = doctor._estimates(tmp_path)
     assert there.level == "ok" and str(folder) in there.detail and "built in 123 s" in there.detail
+
+
+QEMU_10_ELFLOAD = """\
+static bool init_guest_commpage(void)
+{
+    if (reserved_va != 0 &&
+        TARGET_VSYSCALL_PAGE + TARGET_PAGE_SIZE - 1 > reserved_va) {
+        error_report("Cannot allocate vsyscall page");
+        exit(EXIT_FAILURE);
+    }
+    page_set_flags(TARGET_VSYSCALL_PAGE,
+                   TARGET_VSYSCALL_PAGE | ~TARGET_PAGE_MASK,
+                   PAGE_EXEC | PAGE_VALID);
+    return true;
+}
+"""
+
+
+def test_the_x86_64_emulator_is_built_to_run_reserved_without_the_vsyscall_page(tmp_path: Path) -> None:
+    elfload = tmp_path / "linux-user" / "elfload.c"
+    elfload.parent.mkdir()
+    elfload.write_text(QEMU_10_ELFLOAD)
+    assert qemubuild.reserve_without_vsyscall(tmp_path)
+    patched = elfload.read_text()
+    assert "exit(EXIT_FAILURE)" not in patched and "Cannot allocate" not in patched
+    assert qemubuild.VSYSCALL_SKIPPED in patched and "page_set_flags" in patched
+    # A QEMU whose source changed: nothing is touched, and x86_64 guests run unreserved.
+    assert not qemubuild.reserve_without_vsyscall(tmp_path)
