@@ -9,7 +9,7 @@ import pytest
 
 from farm.backend import runner
 from farm.backend.runspec import RunResult
-from farm.host.counting import BUNDLE_IN_CONTAINER
+from farm.host.counting import BUNDLE_IN_CONTAINER, RESERVED_VA
 from farm.host.masking import LIBRARY_NAME, MASK_ENV
 from farm.host.probe import Placement
 from farm.targets.config import Target
@@ -82,6 +82,8 @@ def test_an_emulated_arm_target_under_the_counting_qemu_runs_it_as_entrypoint_wi
         "--library-path",
         f"{BUNDLE_IN_CONTAINER}/lib",
         f"{BUNDLE_IN_CONTAINER}/qemu-aarch64",
+        "-R",
+        RESERVED_VA,
         "-cpu",
         "neoverse-n1",
         "-plugin",
@@ -100,8 +102,10 @@ def test_an_x86_tier_under_the_counting_qemu_replaces_the_static_qemu(tmp_path: 
 
     static = Placement(mode="emulated", cpu_model="Haswell", qemu=Qemu(path="/bin/sh", version=(10, 0, 2)))
     spec = runner.run_spec(TIER, static, "farm/x:0", ["-V"], counting=fake_counting(tmp_path), counts_file="/o/c")
-    assert spec.entrypoint is not None and spec.entrypoint[3:6] == [
+    assert spec.entrypoint is not None and spec.entrypoint[3:8] == [
         f"{BUNDLE_IN_CONTAINER}/qemu-x86_64",
+        "-R",
+        RESERVED_VA,
         "-cpu",
         "Haswell",
     ]
