@@ -153,3 +153,35 @@ def test_a_prepare_worker_that_dies_costs_its_variant_only(tmp_path: Path, monke
     assert lost["status"] == "failed" and "was killed (SIGKILL) before it answered" in lost["error"]
     assert not (tmp_path / "prep" / "artifacts" / "u8s8-qdq.onnx").exists()
     assert all(v["status"] == "ok" for n, v in state["variants"].items() if n != "u8s8-qdq")
+
+
+def test_with_an_estimate_the_job_counts_every_variant_before_its_workers_start(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm.job.estimate.marks import Marks
+    from farm.job.pool import run_pool
+    from tests.unit.test_estimate import _marks_with, fake_plugin
+
+    out = prepared / "estimated"
+    out.mkdir()
+    per_run = {"int_simd_mul": 1000, "load": 500, "scalar": 700}
+    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(out, per_run)))
+    counted_before: list[int] = []
+
+    def pool_after_counting(*args: Any, **kwargs: Any) -> None:
+        # The job's memory is the same in every run only before the workers' answers: counting is done by now.
+        counted_before.append(len((out / "counts.jsonl").read_text().splitlines()))
+        run_pool(*args, **kwargs)
+
+    monkeypatch.setattr("farm.job.evaluate.spread.run_pool", pool_after_counting)
+    result = evaluate(
+        prepared, "estimated", 3, monkeypatch, estimate={"cost_model": "haswell", "runs": 2, "budget_s": 600.0}
+    )
+    assert result.status == "ok", result.warnings
+    ok = [v for v in result.variants if v.status == "ok"]
+    assert len(ok) > 2 and all(v.timing == "estimated" and v.instructions is not None for v in ok), [
+        (v.name, v.timing) for v in ok
+    ]
+    # fp32 counted in the job as always; every other variant that runs in a worker counted before the pool started.
+    assert counted_before == [2 * (len(ok) - 1)], counted_before
+    assert not [w for w in result.warnings if "could not be counted" in w], result.warnings

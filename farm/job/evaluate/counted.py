@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,26 @@ def count_kept(
 ) -> None:
     """Count every kept session and put its estimated latency and counts into its variant's result; what cannot
     be counted (no plugin, a runtime error, the estimate's budget spent) keeps its accuracy and says why."""
+    put_counts(file, count_opened(((name, partial(_same, s)) for name, s in kept), feeds, estimate, file), estimate)
+
+
+def count_opened(
+    sessions: Iterable[tuple[str, Callable[[], Any]]],
+    feeds: Sequence[dict[str, np.ndarray]],
+    estimate: Estimate,
+    file: ResultFile,
+) -> dict[str, list[MarkedRun]]:
+    """Each variant's marked runs, its session opened by its opener only when its turn comes (and dropped after);
+    what cannot be counted says why in ``file``'s warnings and is left out, and so is a variant whose opener gives
+    None (one that does not open, whose failure its evaluation reports)."""
     model = cost_models().get(estimate.cost_model)
     if model is None:
         file.warn(NO_ESTIMATE.format(why=f"farm has no cost model named {estimate.cost_model}"))
-        return
+        return {}
     file.save(estimate=trust(model))
     marks = Marks(file.out)
-    for name, session in kept:
+    counted: dict[str, list[MarkedRun]] = {}
+    for name, opener in sessions:
         if time.monotonic() - file.started > estimate.budget_s:
             file.warn(
                 NO_ESTIMATE.format(
@@ -42,17 +56,32 @@ def count_kept(
                     "share of the target's budget"
                 )
             )
-            return
+            break
+        session = opener()
+        if session is None:
+            continue
         log.info("evaluate: counting %s's instructions (%d runs)", name, estimate.runs)
         try:
-            counted = _count(session, feeds[0], estimate.runs, marks)
+            counted[name] = _count(session, feeds[0], estimate.runs, marks)
         except NotCounting as exc:
             file.warn(NO_ESTIMATE.format(why=str(exc)))
-            return
+            break
         except Exception as exc:  # the runtime's error for this variant alone
             file.warn(f"{name} could not be counted: {error_text(exc)}")
-            continue
-        _put(file, name, model, counted)
+    return counted
+
+
+def put_counts(file: ResultFile, counted: Mapping[str, Sequence[MarkedRun]], estimate: Estimate) -> None:
+    """Each counted variant's estimate into its result, where that variant ran ok."""
+    model = cost_models().get(estimate.cost_model)
+    ok = {v.name for v in file.result.variants if v.status == "ok"}
+    for name, runs in counted.items():
+        if model is not None and name in ok:
+            _put(file, name, model, runs)
+
+
+def _same(session: Any) -> Any:
+    return session
 
 
 def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[MarkedRun]:

@@ -18,16 +18,19 @@ def optimized_slot(spec: Spec, out: Path) -> Slot:
     """The optimized variant, written to ``out``/optimized.onnx by whichever process runs it."""
     path = out / "optimized.onnx"
 
+    def make() -> Path:
+        return optimize(
+            spec.source_model, path, level=spec.optimization_level, target=spec.target, threads=spec.threads
+        )
+
     def run(measure: VariantMeasure) -> Variant:
         try:
-            made = optimize(
-                spec.source_model, path, level=spec.optimization_level, target=spec.target, threads=spec.threads
-            )
+            made = make()
         except Exception as exc:
             return Variant(name=OPTIMIZED, status="failed", error=error_text(exc))
         return measure.variant(OPTIMIZED, made)
 
-    return Slot(name=OPTIMIZED, run=run, path=path)
+    return Slot(name=OPTIMIZED, run=run, path=path, make=make)
 
 
 def tuned_slot(tuned: TunedModel) -> Slot:

@@ -4,10 +4,11 @@ after another in the job's process, or, on a target where nothing is timed, shar
 
 Only an emulated target spreads: its variants report accuracy only, while a timed target's timing must never overlap
 other work (and its sessions stay in the job for the timing phase). With an estimate (the counting QEMU), the workers
-measure accuracy only and the job then opens each ok variant's session again and counts them all, one after another,
-as before (farm.job.evaluate.counted): the marks count the instructions of the process that sets them, their ids are
-the job's, and the estimate's budget is the job's; a second session creation per variant is the price, next to the
-accuracy runs that the workers share (measured in the README).
+measure accuracy only, and the job counts every variant first, one after another, before it starts them
+(farm.job.evaluate.counted): the marks count the instructions of the process that sets them, their ids are the
+job's, the estimate's budget is the job's, and the job's memory is then the same in every run, so the counts repeat;
+a second session creation per variant is the price, next to the accuracy runs that the workers share (measured in
+the README). The estimates go into the variants that ran ok.
 
 Each worker opens and runs a variant with the measure as the job holds it after fp32 (its reference, its metric) and
 answers with the variant's result (farm.job.codec); the job writes each result into result.json as it arrives, at
@@ -23,18 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from farm.job import capacity
 from farm.job.codec import decode, encode
+from farm.job.estimate.marks import MarkedRun
+from farm.job.evaluate.counted import count_opened, put_counts
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure, level_for
 from farm.job.evaluate.profiled import Profiler
 from farm.job.evaluate.timed import Timer
-from farm.job.modelfile import model_size
 from farm.job.pool import Answer, Lost, run_pool
 from farm.job.profile.child import status_kib
 from farm.job.report import Quantization, Variant
-from farm.job.result import error_text
 from farm.job.session import open_session
 from farm.job.spec import Spec
 
@@ -57,6 +61,9 @@ class Slot:
     path: Path | None = None
     config: Mapping[str, str] = field(default_factory=dict)
     quantization: Quantization | None = None
+    # Writes ``path`` where its run writes it (optimized): what the job calls to count the variant before its worker
+    # runs it (the worker makes it again, so it never reads a half-written file).
+    make: Callable[[], Path] | None = None
 
     def measured(self, measure: VariantMeasure) -> Variant:
         assert self.run is not None
@@ -86,9 +93,14 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
             file.begin(slot.name)
             file.add(slot.measured(measure))
         return
+    # Counted before the workers start: the job's memory then holds what fp32 left, the same in every run. After
+    # them it holds what their answers left in the order they came, and the counts of the same variant in the same
+    # image drifted 0.18% between two runs (pointer-keyed tables, alignment).
+    counted = None if spec.estimate is None else _count_first(spec, file, measure.reference.feeds, slots)
     _Spread(file, measure, slots).run(count)
-    if spec.estimate is not None:
-        _keep_for_counting(spec, file, measure, slots)
+    if counted is not None:
+        assert spec.estimate is not None
+        put_counts(file, counted, spec.estimate)
 
 
 def worker_bytes(rss_start_kib: int) -> int:
@@ -155,21 +167,28 @@ class _Spread:
         self.file.add(variant, at=at)
 
 
-def _keep_for_counting(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequence[Slot]) -> None:
-    """Open each ok variant's session again in the job, as its worker did, and keep it for the estimate phase."""
-    ok = {variant.name for variant in file.result.variants if variant.status == "ok"}
-    for slot in slots:
-        if slot.name not in ok or slot.path is None:
-            continue
-        level = level_for(spec, slot.name)
-        try:
-            session = open_session(
-                slot.path, target=spec.target, threads=spec.threads, config=dict(slot.config), level=level
-            )
-        except Exception as exc:  # it opened in its worker: this costs its estimate only
-            file.warn(f"{slot.name} could not be counted: {error_text(exc)}")
-            continue
-        measure.timer.keep(slot.name, session, model_size(slot.path))
+def _count_first(
+    spec: Spec, file: ResultFile, feeds: Sequence[dict[str, np.ndarray]], slots: Sequence[Slot]
+) -> dict[str, list[MarkedRun]]:
+    """Each variant to run, its session opened in the job and counted, one after another (its worker opens its own)."""
+    assert spec.estimate is not None
+
+    def opener(slot: Slot) -> Callable[[], Any]:
+        path, config, level = slot.path, dict(slot.config), level_for(spec, slot.name)
+        assert path is not None
+
+        def opened() -> Any:
+            try:
+                if slot.make is not None:
+                    slot.make()
+                return open_session(path, target=spec.target, threads=spec.threads, config=config, level=level)
+            except Exception:  # its worker fails it and says why: nothing to count, and nothing more to say
+                return None
+
+        return opened
+
+    runs = [(slot.name, opener(slot)) for slot in slots if slot.run is not None and slot.path is not None]
+    return count_opened(runs, feeds, spec.estimate, file)
 
 
 def _answer(slot: Slot, measure: VariantMeasure) -> bytes:
