@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from farm.job.estimate.costs import CLASSES, CostModel, cost_model_for, cost_models, trust
-from farm.job.estimate.marks import BEGIN, COUNTS_FILE, END, MARK_SYSCALL, Marks, NotCounting
+from farm.job.estimate.marks import Marks, NotCounting
 from farm.job.evaluate import run_evaluate
 from farm.job.spec import Spec
+from tests.countingfake import fake_marks
 from tests.modelgen import make_mlp_classifier, write_job_spec
 
 MODEL = CostModel(name="m", arch="x86_64", qemu_cpu="X", ghz=2.0, cycles={"load": 0.5, "fp_simd_fma": 1.0})
@@ -50,19 +51,6 @@ def test_outside_the_counting_qemu_the_mark_finds_no_counts(tmp_path: Path) -> N
         Marks(tmp_path).count(lambda: None)
 
 
-def fake_plugin(out: Path, per_run: dict[str, int]) -> object:
-    """What the plugin does at an end mark: append the counts of that mark to counts.jsonl."""
-
-    def syscall(number: int, what: int, mark: int) -> int:
-        assert number == MARK_SYSCALL and what in (BEGIN, END)
-        if what == END:
-            with (out / COUNTS_FILE).open("a") as f:
-                f.write(json.dumps({"id": mark, "counts": per_run, "total": sum(per_run.values())}) + "\n")
-        return -1
-
-    return syscall
-
-
 def estimate_spec(tmp_path: Path, **estimate: object) -> Spec:
     make_mlp_classifier(tmp_path / "model.onnx").save(tmp_path)
     target = {"mode": "emulated", "cpu_model": "Haswell", "x86_vnni": False}
@@ -79,7 +67,7 @@ def estimate_spec(tmp_path: Path, **estimate: object) -> Spec:
 
 def test_counted_runs_become_estimated_latencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     per_run = {"fp_simd_fma": 3_000_000, "load": 1_000_000, "scalar": 2_000_000}
-    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(tmp_path / "out", per_run)))
+    fake_marks(monkeypatch, tmp_path / "out", per_run)
     result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
     assert result.estimate is not None and result.estimate.cost_model == "haswell" and not result.estimate.trusted
     haswell = cost_models()["haswell"]
@@ -98,15 +86,8 @@ def test_without_the_plugin_the_variants_keep_their_accuracy_and_say_why(tmp_pat
 
 
 def test_an_estimate_past_its_budget_stops_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(tmp_path / "out", {"scalar": 1})))
+    fake_marks(monkeypatch, tmp_path / "out", {"scalar": 1})
     monkeypatch.setattr("farm.job.evaluate.counted.time.monotonic", iter(range(0, 10_000, 1000)).__next__)
     result = run_evaluate(estimate_spec(tmp_path, budget_s=1500.0), tmp_path / "out")
     assert [v.timing for v in result.variants] == ["estimated", "none"]
     assert any("counting stopped before optimized: the job ran past 1500 s" in w for w in result.warnings)
-
-
-def _marks_with(syscall: object) -> object:
-    def init(self: Marks, out: Path) -> None:
-        self.path, self.next_id, self._syscall = out / COUNTS_FILE, 1, syscall  # type: ignore[assignment]
-
-    return init

@@ -16,11 +16,13 @@ import pytest
 from farm.job.capacity import WORKERS_ENV
 from farm.job.evaluate import run_evaluate
 from farm.job.evaluate.measure import VariantMeasure
+from farm.job.pool import run_pool
 from farm.job.prepare import run_prepare
 from farm.job.quantize import quantize
 from farm.job.report import TargetResult, Variant
 from farm.job.spec import Spec
 from farm.job.variants import MITIGATION_SUFFIX
+from tests.countingfake import fake_marks
 from tests.modelgen import make_mlp_classifier, write_job_spec
 
 EMULATED = {"mode": "emulated", "cpu_model": "Haswell"}
@@ -158,14 +160,10 @@ def test_a_prepare_worker_that_dies_costs_its_variant_only(tmp_path: Path, monke
 def test_with_an_estimate_the_job_counts_every_variant_before_its_workers_start(
     prepared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from farm.job.estimate.marks import Marks
-    from farm.job.pool import run_pool
-    from tests.unit.test_estimate import _marks_with, fake_plugin
-
     out = prepared / "estimated"
     out.mkdir()
     per_run = {"int_simd_mul": 1000, "load": 500, "scalar": 700}
-    monkeypatch.setattr(Marks, "__init__", _marks_with(fake_plugin(out, per_run)))
+    fake_marks(monkeypatch, out, per_run)
     counted_before: list[int] = []
 
     def pool_after_counting(*args: Any, **kwargs: Any) -> None:

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,18 +28,20 @@ def count_kept(
 ) -> None:
     """Count every kept session and put its estimated latency and counts into its variant's result; what cannot
     be counted (no plugin, a runtime error, the estimate's budget spent) keeps its accuracy and says why."""
-    put_counts(file, count_opened(((name, partial(_same, s)) for name, s in kept), feeds, estimate, file), estimate)
+    sessions = dict(kept)
+    put_counts(file, count_opened(sessions, sessions.__getitem__, feeds, estimate, file), estimate)
 
 
 def count_opened(
-    sessions: Iterable[tuple[str, Callable[[], Any]]],
+    names: Iterable[str],
+    opened: Callable[[str], Any],
     feeds: Sequence[dict[str, np.ndarray]],
     estimate: Estimate,
     file: ResultFile,
 ) -> dict[str, list[MarkedRun]]:
-    """Each variant's marked runs, its session opened by its opener only when its turn comes (and dropped after);
-    what cannot be counted says why in ``file``'s warnings and is left out, and so is a variant whose opener gives
-    None (one that does not open, whose failure its evaluation reports)."""
+    """Each named variant's marked runs, its session from ``opened`` only when its turn comes (and dropped after);
+    what cannot be counted says why in ``file``'s warnings and is left out, and so is a variant for which ``opened``
+    gives None (one that does not open, whose failure its evaluation reports)."""
     model = cost_models().get(estimate.cost_model)
     if model is None:
         file.warn(NO_ESTIMATE.format(why=f"farm has no cost model named {estimate.cost_model}"))
@@ -48,7 +49,7 @@ def count_opened(
     file.save(estimate=trust(model))
     marks = Marks(file.out)
     counted: dict[str, list[MarkedRun]] = {}
-    for name, opener in sessions:
+    for name in names:
         if time.monotonic() - file.started > estimate.budget_s:
             file.warn(
                 NO_ESTIMATE.format(
@@ -57,7 +58,7 @@ def count_opened(
                 )
             )
             break
-        session = opener()
+        session = opened(name)
         if session is None:
             continue
         log.info("evaluate: counting %s's instructions (%d runs)", name, estimate.runs)
@@ -74,14 +75,12 @@ def count_opened(
 def put_counts(file: ResultFile, counted: Mapping[str, Sequence[MarkedRun]], estimate: Estimate) -> None:
     """Each counted variant's estimate into its result, where that variant ran ok."""
     model = cost_models().get(estimate.cost_model)
+    if model is None:  # count_opened said so
+        return
     ok = {v.name for v in file.result.variants if v.status == "ok"}
     for name, runs in counted.items():
-        if model is not None and name in ok:
+        if name in ok:
             _put(file, name, model, runs)
-
-
-def _same(session: Any) -> Any:
-    return session
 
 
 def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[MarkedRun]:

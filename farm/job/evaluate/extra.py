@@ -3,6 +3,7 @@ model for this target ("tuned"), measured like the naive variants (its kernels, 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from farm.job.evaluate.measure import VariantMeasure
@@ -18,6 +19,7 @@ def optimized_slot(spec: Spec, out: Path) -> Slot:
     """The optimized variant, written to ``out``/optimized.onnx by whichever process runs it."""
     path = out / "optimized.onnx"
 
+    @functools.cache  # a failure is not kept: the next caller (the variant's run) tries again and reports it
     def make() -> Path:
         return optimize(
             spec.source_model, path, level=spec.optimization_level, target=spec.target, threads=spec.threads

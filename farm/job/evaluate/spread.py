@@ -61,8 +61,8 @@ class Slot:
     path: Path | None = None
     config: Mapping[str, str] = field(default_factory=dict)
     quantization: Quantization | None = None
-    # Writes ``path`` where its run writes it (optimized): what the job calls to count the variant before its worker
-    # runs it (the worker makes it again, so it never reads a half-written file).
+    # Writes ``path`` where its run writes it (optimized), once per process that calls it first: the job calls it to
+    # count the variant before the workers start, and the worker, forked after, finds it made.
     make: Callable[[], Path] | None = None
 
     def measured(self, measure: VariantMeasure) -> Variant:
@@ -96,10 +96,9 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
     # Counted before the workers start: the job's memory then holds what fp32 left, the same in every run. After
     # them it holds what their answers left in the order they came, and the counts of the same variant in the same
     # image drifted 0.18% between two runs (pointer-keyed tables, alignment).
-    counted = None if spec.estimate is None else _count_first(spec, file, measure.reference.feeds, slots)
+    counted = _count_first(spec, file, measure.reference.feeds, slots)
     _Spread(file, measure, slots).run(count)
-    if counted is not None:
-        assert spec.estimate is not None
+    if spec.estimate is not None:
         put_counts(file, counted, spec.estimate)
 
 
@@ -170,25 +169,24 @@ class _Spread:
 def _count_first(
     spec: Spec, file: ResultFile, feeds: Sequence[dict[str, np.ndarray]], slots: Sequence[Slot]
 ) -> dict[str, list[MarkedRun]]:
-    """Each variant to run, its session opened in the job and counted, one after another (its worker opens its own)."""
-    assert spec.estimate is not None
+    """Each variant to run, its session opened in the job and counted, one after another (its worker opens its
+    own); nothing without an estimate."""
+    if spec.estimate is None:
+        return {}
+    to_count = {slot.name: slot for slot in slots if slot.run is not None and slot.path is not None}
+    return count_opened(to_count, lambda name: _open_to_count(spec, to_count[name]), feeds, spec.estimate, file)
 
-    def opener(slot: Slot) -> Callable[[], Any]:
-        path, config, level = slot.path, dict(slot.config), level_for(spec, slot.name)
-        assert path is not None
 
-        def opened() -> Any:
-            try:
-                if slot.make is not None:
-                    slot.make()
-                return open_session(path, target=spec.target, threads=spec.threads, config=config, level=level)
-            except Exception:  # its worker fails it and says why: nothing to count, and nothing more to say
-                return None
-
-        return opened
-
-    runs = [(slot.name, opener(slot)) for slot in slots if slot.run is not None and slot.path is not None]
-    return count_opened(runs, feeds, spec.estimate, file)
+def _open_to_count(spec: Spec, slot: Slot) -> Any:
+    """``slot``'s session, or None where it does not open: its worker fails it and says why."""
+    assert slot.path is not None
+    level = level_for(spec, slot.name)
+    try:
+        if slot.make is not None:
+            slot.make()
+        return open_session(slot.path, target=spec.target, threads=spec.threads, config=dict(slot.config), level=level)
+    except Exception:
+        return None
 
 
 def _answer(slot: Slot, measure: VariantMeasure) -> bytes:
