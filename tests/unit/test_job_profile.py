@@ -210,6 +210,45 @@ def test_a_hung_child_is_stopped_at_the_timeout(cnn: ModelData) -> None:
         server.close()
 
 
+class WaitsFor(Crashes):
+    """A feed read only once ``path`` exists."""
+
+    def __init__(self, feed: Mapping[str, Any], path: Path) -> None:
+        super().__init__(feed)
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        while not self.path.exists():
+            time.sleep(0.01)
+        return self.feed[key]
+
+
+class Touches(WaitsFor):
+    """A feed that makes ``path`` when it is read."""
+
+    def __getitem__(self, key: str) -> Any:
+        self.path.touch()
+        return self.feed[key]
+
+
+def test_a_parallel_servers_children_run_side_by_side_and_answer_in_the_order_asked(
+    cnn: ModelData, tmp_path: Path
+) -> None:
+    """The first child can answer only once the third has run: one child at a time, it would hang to the timeout."""
+    server = ProfileServer.start(NATIVE, timeout_s=20.0, parallel=2)
+    feed, third_ran = {"x": cnn.inputs["x"][0]}, tmp_path / "third-ran"
+    try:
+        server.submit(request(cnn.path, WaitsFor(feed, third_ran)))
+        server.submit(request(tmp_path / "nothing.onnx", feed))
+        server.submit(request(cnn.path, Touches(feed, third_ran)))
+        assert "rss_start_kib" in server.answer()
+        with pytest.raises(ProfileFailed, match=r"nothing\.onnx"):
+            server.answer()
+        assert "rss_start_kib" in server.answer()
+    finally:
+        server.close()
+
+
 KILLED_JOB = """
 import sys
 import time

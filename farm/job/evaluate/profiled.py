@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from farm.job import capacity
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.timed import measured_as
 from farm.job.profile.answer import BadAnswer, to_profile
@@ -30,7 +31,9 @@ def start_server(spec: Spec, file: ResultFile) -> ProfileServer | None:
     if spec.profile is None:
         return None
     try:
-        return ProfileServer.start(spec.target)
+        # Under emulation nothing is timed, so profiles may run side by side (see farm.job.profile.server).
+        parallel = capacity.usable_cores() if spec.target.emulated else 1
+        return ProfileServer.start(spec.target, parallel=parallel)
     except Exception as exc:  # e.g. the container's pid limit: the profile is lost, never the target
         file.warn(NO_SERVER.format(why=error_text(exc)))
         return None
@@ -41,7 +44,7 @@ class Profiler:
 
     On a timed target each profile runs while the job waits, since start-up times are timings and nothing may run
     beside them. An emulated target has no times, and its profile children (each translating onnxruntime's session
-    creation anew under QEMU) run on another core while the job goes on; ``collect`` puts their figures in."""
+    creation anew under QEMU) run beside the job, as many at once as it has cores; ``collect`` puts their figures in."""
 
     def __init__(
         self, *, spec: Spec, server: ProfileServer | None, feed: Mapping[str, np.ndarray], file: ResultFile

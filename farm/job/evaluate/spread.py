@@ -82,7 +82,8 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
     count = 1
     if spreads(spec) and runs > 1:
         per_worker = worker_bytes(rss_start_kib)
-        reserve = per_worker if measure.profiler.server is not None else 0
+        server = measure.profiler.server
+        reserve = 0 if server is None else per_worker * server.parallel
         count, rule = capacity.worker_count(runs, per_worker=per_worker, reserve=reserve)
         log.info("evaluate: %d variant(s) in %d worker process(es) (%s)", runs, count, rule)
     if count <= 1:
