@@ -20,7 +20,7 @@ from farm.controller.artifacts import Prepared, make_artifacts
 from farm.controller.fleet import Fleet
 from farm.controller.jobs import INPUT_DIR, InputFiles, JobInputs, JobSettings, load_inputs
 from farm.controller.progress import QuietReporter
-from farm.host.probe import HostInfo, Placement
+from farm.host.probe import HostInfo, Mode, Placement
 from farm.job.spec import Spec
 from farm.targets.config import load_config
 
@@ -62,10 +62,10 @@ def given() -> JobInputs:
     return load_inputs(InputFiles(), JobSettings())
 
 
-def fleet(tmp_path: Path) -> Fleet:
+def fleet(tmp_path: Path, x86: Mode = "native") -> Fleet:
     config = replace(load_config(env={}), cache_dir=tmp_path / "farm-cache", artifact_cache=tmp_path / "artifacts")
     placements = {t.name: Placement(mode="unavailable", reason="not here") for t in config.targets}
-    placements |= {"x86-avx2": Placement(mode="native"), "x86-ort117": Placement(mode="native")}
+    placements |= {"x86-avx2": Placement(mode=x86), "x86-ort117": Placement(mode="native")}
     placements["arm64"] = Placement(mode="emulated", cpu_model="neoverse-n1")
     return Fleet(
         config=config,
@@ -78,13 +78,19 @@ def fleet(tmp_path: Path) -> Fleet:
 
 
 def run(
-    tmp_path: Path, given: JobInputs, names: tuple[str, ...], *, settings: JobSettings | None = None, cache: bool = True
+    tmp_path: Path,
+    given: JobInputs,
+    names: tuple[str, ...],
+    *,
+    settings: JobSettings | None = None,
+    cache: bool = True,
+    x86: Mode = "native",
 ) -> tuple[Prepared, list[str], Path]:
     """One matrix run's prepare stage, in a run folder of its own (the rewrite staged as the real one is)."""
     work = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     (work / INPUT_DIR).mkdir(parents=True)
     (work / INPUT_DIR / "rewritten.onnx").write_bytes(given.model.read_bytes())
-    where = fleet(tmp_path)
+    where = fleet(tmp_path, x86)
     warnings: list[str] = []
     prepared = make_artifacts(
         where,
@@ -130,6 +136,18 @@ def test_an_emulated_target_alone_reuses_what_the_native_maker_of_its_toolchain_
     run(tmp_path, given, ("x86-avx2", "arm64"))
     alone, _, _ = run(tmp_path, given, ("arm64",))
     assert len(job.calls) == 1 and alone.stages[0].artifacts == "reused"
+
+
+def test_an_emulated_target_alone_has_its_artifacts_made_by_a_masked_target_of_its_toolchain(
+    tmp_path: Path, given: JobInputs, job: FakePrepare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a CPU with AMX every x86 tier is masked: one of them still calibrates at the host's speed, not QEMU's.
+    built = {"x86-avx2": SimpleNamespace(image=SimpleNamespace(tag=TAGS["x86-avx2"]), error=None)}
+    monkeypatch.setattr(stage, "ensure_images", lambda fleet, targets, reporter: built)
+    alone, warnings, _ = run(tmp_path, given, ("arm64",), x86="masked")
+    (made,) = alone.stages
+    assert (made.maker, made.targets) == ("x86-avx2", ("arm64",)), made
+    assert not any("under QEMU" in w for w in warnings), warnings
 
 
 def test_another_runtime_or_calibration_or_data_quantizes_again(
