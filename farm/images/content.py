@@ -13,8 +13,11 @@ and smoke-testing an image on an engine is farm/backend/imagebuild.py's.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
+import marshal
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,12 @@ from farm.targets.config import BOOTSTRAP, Config, Target
 PACKAGE_DIR = Path(farm.__file__).parent
 LABEL_TARGET = "farm.target"
 LABEL_HASH = "farm.hash"
+# Where the Dockerfiles copy the job's code (farm/ below it); its bytecode records these paths for tracebacks.
+IMAGE_APP = "/opt/farm/app"
+# Bump when the job's bytecode is made differently, so images get a new tag and are built again.
+BYTECODE = "1"
+# PEP 552: bytecode checked against its source's hash at import, not against its time.
+_CHECKED_HASH = 0b11
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +88,23 @@ def job_files() -> list[tuple[str, bytes]]:
     return files
 
 
+def job_bytecode(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The job's modules compiled here, so that the image's Python imports them without compiling them at every job
+    start (half a second of each arm64 job under QEMU, 0.1 s of a native one). Checked against the source's hash,
+    since the build context gives every file the time 0; none when this Python's bytecode is not the image's."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != PYTHON_VERSION:
+        return []
+    compiled = []
+    for name, data in files:
+        if name.endswith(".py"):
+            code = compile(data, f"{IMAGE_APP}/{name}", "exec", dont_inherit=True)
+            header = (
+                importlib.util.MAGIC_NUMBER + _CHECKED_HASH.to_bytes(4, "little") + importlib.util.source_hash(data)
+            )
+            compiled.append((importlib.util.cache_from_source(name), header + marshal.dumps(code)))
+    return compiled
+
+
 def base_ref(target: Target) -> str:
     return bootstrap.base_tag(target.arch) if target.base == BOOTSTRAP else target.base
 
@@ -95,6 +121,7 @@ def content_hash(target: Target, wheelhouse: Wheelhouse) -> str:
         "platform": target.platform,
         "python": PYTHON_VERSION,
         "site-packages": sitepackages.RECIPE,
+        "bytecode": BYTECODE,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -142,7 +169,8 @@ def write_context(path: Path, target: Target, site: Path, *, python: str) -> Non
         link = tarfile.TarInfo("bin/python3")
         link.type, link.linkname = tarfile.SYMTYPE, python
         tar.addfile(link)
-        for name, data in job_files():
+        files = job_files()
+        for name, data in [*files, *job_bytecode(files)]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644

@@ -95,6 +95,25 @@ def test_image_runs_its_architecture_and_pinned_runtime(
     result = engine.run(spec)
     assert result.exit_code == 0, result.log_tail
     assert result.log_tail.splitlines()[-1] == f"{machine} {target.runtime_version}"
+    # The job's modules come compiled, as this image's Python reads them without compiling (content.job_bytecode).
+    probe = _spec(fleet, target, fleet.placements[name], image_of(built, name), ["-c", BYTECODE_PROBE])
+    checked = engine.run(probe)
+    assert checked.exit_code == 0, checked.log_tail
+    assert checked.log_tail.splitlines()[-1].startswith("stale or missing: [] of "), checked.log_tail
+
+
+BYTECODE_PROBE = textwrap.dedent(
+    """
+    import importlib.util, pathlib
+    sources = sorted(pathlib.Path("/opt/farm/app/farm").rglob("*.py"))
+    def valid(source):
+        cached = pathlib.Path(importlib.util.cache_from_source(str(source)))
+        pyc = cached.read_bytes() if cached.is_file() else b""
+        expected = importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
+        return pyc[:8] == expected and pyc[8:16] == importlib.util.source_hash(source.read_bytes())
+    print("stale or missing:", [str(s) for s in sources if not valid(s)], "of", len(sources))
+    """
+)
 
 
 @pytest.mark.emulation
