@@ -79,7 +79,7 @@ class ProfileServer:
         if pid == 0:
             os.close(from_job)
             os.close(to_job)
-            _serve(parent, to_server, from_server, target, resident, timeout_s, parallel)
+            _serve(parent, _Serving(to_server, from_server, target, resident, timeout_s, parallel))
         os.close(to_server)
         os.close(from_server)
         return cls(pid, from_job, to_job, timeout_s, parallel)
@@ -134,21 +134,13 @@ class ProfileServer:
         forked.reap(pid, CLOSE_S)
 
 
-def _serve(
-    parent: int,
-    requests: int,
-    answers: int,
-    target: SpecTarget,
-    resident: list[tuple[int, int]],
-    timeout_s: float,
-    parallel: int,
-) -> NoReturn:
+def _serve(parent: int, serving: _Serving) -> NoReturn:
     """The server's life: answer each request until the job closes the pipe, then exit (never return into the
     job's code: os._exit skips its finally blocks and atexit handlers, which are the job's)."""
     code = 0
     try:
         forked.die_with(parent)
-        _Serving(requests, answers, target, resident, timeout_s, parallel).run()
+        serving.run()
     except BaseException:  # whatever it was, the server only ends; the job sees the pipe close
         code = 1
     os._exit(code)
