@@ -87,7 +87,7 @@ def make_artifacts(
         candidates = list(dict.fromkeys(v for t in members for v in candidates_for(t, given.info, settings)))
         if not candidates:
             continue
-        maker = next((t for t in members if fleet.placements[t.name].mode in ("native", "masked")), None)
+        maker = next((t for t in members if fleet.placements[t.name].on_this_cpu), None)
         maker = maker or _native_helper(fleet, tags, reporter, warnings, chain)
         if maker is None:
             maker = members[0]
@@ -222,8 +222,7 @@ def _native_helper(
     the artifacts: on a CPU with AMX every x86 tier is masked, and calibrating a real-size CNN's seven candidates under
     QEMU took 77 s where the host takes seconds."""
     for target in fleet.config.targets:
-        runs_here = fleet.placements[target.name].mode in ("native", "masked")
-        if not runs_here or target.image != "cpu" or toolchain(target) != chain:
+        if not fleet.placements[target.name].on_this_cpu or target.image != "cpu" or toolchain(target) != chain:
             continue
         outcome = ensure_images(fleet, [target], reporter)[target.name]
         if outcome.image is not None:

@@ -219,7 +219,7 @@ def dry_run(fleet: Fleet, given: JobInputs, options: MatrixOptions) -> tuple[lis
             notes.append(f"{target.name}: not written, it cannot run ({placement.reason})")
             continue
         tag = images.current_tag(fleet.config, target) or f"farm/{target.name}:not-built-yet"
-        for stage in ("prepare", "evaluate") if placement.mode in ("native", "masked") else ("evaluate",):
+        for stage in ("prepare", "evaluate") if placement.on_this_cpu else ("evaluate",):
             out = fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"
             spec = container(
                 target, placement, tag, stage, inputs, out, timeout_s=options.settings.budget(target), plan_only=True

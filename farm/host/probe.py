@@ -94,6 +94,11 @@ class Placement:
     def runnable(self) -> bool:
         return self.mode != "unavailable"
 
+    @property
+    def on_this_cpu(self) -> bool:
+        """Runs on this host's own CPU (natively, or masked to a tier): at its speed, not QEMU's."""
+        return self.mode in ("native", "masked")
+
 
 def probe_host(*, gpu_runtime: bool = False) -> HostInfo:
     """Read this machine. The engine's view of GPUs comes from the engine module and is passed in."""
