@@ -113,7 +113,7 @@ def test_a_second_run_of_the_same_work_runs_no_prepare_job_and_says_so(
     assert len(job.calls) == 1 and warnings == ["made by farm/x86-avx2:1111"]
     (made,) = first.stages
     assert (made.artifacts, made.maker, made.cached, made.targets) == ("made", "x86-avx2", True, ("x86-avx2", "arm64"))
-    assert made.toolchain == "onnxruntime==1.31.1 onnx==1.20.1 sympy==1.14.0"
+    assert made.toolchain == "onnxruntime==1.31.1 onnx==1.20.1 ml_dtypes==0.6.0 sympy==1.14.0"
 
     second, warnings, inputs = run(tmp_path, given, ("x86-avx2", "arm64"))
     assert len(job.calls) == 1, "the second run quantized again"

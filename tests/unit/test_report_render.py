@@ -405,7 +405,7 @@ def test_every_format_says_whether_the_int8_artifacts_were_made_or_reused() -> N
     key = "ab12" * 16
     document["run"]["prepare"] = [
         {
-            "toolchain": "onnxruntime==1.31.1 onnx==1.20.1 sympy==1.14.0",
+            "toolchain": "onnxruntime==1.31.1 onnx==1.20.1 ml_dtypes==0.6.0 sympy==1.14.0",
             "targets": ["x86-avx2", "arm64"],
             "artifacts": "reused",
             "maker": "x86-avx2",
