@@ -3,6 +3,7 @@ a few marked runs (farm.job.estimate.marks) and priced by the target's cost mode
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,7 +89,16 @@ def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -
     # tests/integration/countjob.py); after them every run of the same feed executes nearly the same instructions.
     for _ in range(WARMUP):
         session.run(None, feed)
-    return [marks.count(lambda: session.run(None, feed)) for _ in range(runs)]
+    # No garbage collection inside a mark: when one falls there depends on what the process allocated before, which
+    # the order of the profile server's answers varies, and it added up to 5% to fp32's runs on x86 Haswell (the
+    # runs' spread 0.017-0.074 in 3 of 4 processes, 0.0001 in the other). The collection before starts each variant
+    # from the same garbage.
+    gc.collect()
+    gc.disable()
+    try:
+        return [marks.count(lambda: session.run(None, feed)) for _ in range(runs)]
+    finally:
+        gc.enable()
 
 
 def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[MarkedRun]) -> None:
