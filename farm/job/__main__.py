@@ -8,9 +8,11 @@ target or of single variants are inside it), 2 when the arguments or the spec ar
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from farm.job.spec import Spec, SpecError
 
@@ -46,5 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def leave(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown. Every file the job writes is whole and closed by the time main
+    returns, and its forked processes die with it; the teardown frees its sessions and modules one by one, which
+    under QEMU took 0.5 s after the imports alone (measured in the arm64 image), a second of an emulated job."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # An exception still ends the job as Python ends it: a traceback and status 1.
+    leave(main())
