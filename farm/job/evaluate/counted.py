@@ -25,12 +25,24 @@ NO_ESTIMATE = "no speed estimate: {why}; the variants keep their accuracy figure
 
 
 def count_kept(
-    kept: Sequence[tuple[str, Any]], feeds: Sequence[dict[str, np.ndarray]], estimate: Estimate, file: ResultFile
+    openers: Sequence[tuple[str, Callable[[], Any]]],
+    feeds: Sequence[dict[str, np.ndarray]],
+    estimate: Estimate,
+    file: ResultFile,
 ) -> None:
-    """Count every kept session and put its estimated latency and counts into its variant's result; what cannot
-    be counted (no plugin, a runtime error, the estimate's budget spent) keeps its accuracy and says why."""
-    sessions = dict(kept)
-    put_counts(file, count_opened(sessions, sessions.__getitem__, feeds, estimate, file), estimate)
+    """Count each variant in a session its opener opens, one at a time, and put its estimated latency and counts into
+    its variant's result; what cannot be counted (no plugin, a runtime error, the estimate's budget spent, a session
+    that does not open) keeps its accuracy and says why."""
+    by_name = dict(openers)
+
+    def opened(name: str) -> Any:
+        try:
+            return by_name[name]()
+        except Exception as exc:  # it opened for its accuracy, so this is rare: its figures stand without a count
+            file.warn(f"{name} could not be counted: {error_text(exc)}")
+            return None
+
+    put_counts(file, count_opened(by_name, opened, feeds, estimate, file), estimate)
 
 
 def count_opened(

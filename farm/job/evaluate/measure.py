@@ -90,8 +90,10 @@ class VariantMeasure:
         except Exception as exc:
             return Variant(name=name, status="failed", error=error_text(exc), size_bytes=size)
         profile = self.profiler.profile(name, path, config, level)
-        opener = None if profile is None else self._opener(path, config, level)
-        latency = self.timer.keep(name, session, size, opener)
+        opener = self._opener(path, config, level)
+        latency = self.timer.keep(
+            name, session, size, None if profile is None else opener, fresh=lambda: opener(spec.threads)
+        )
         timing = timing_label(spec.target, latency)
         if self.metric is not None:
             try:

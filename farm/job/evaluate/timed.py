@@ -77,19 +77,30 @@ class Timer:
         # The profile's thread counts (empty: none timed) and --threads, the count of every variant's own session.
         self.threads, self.counts = threads, counts
         self.kept: list[_Timed] = []
+        # With an estimate: each variant's opener of a fresh session, counted in the timing phase's place.
+        self.to_count: list[tuple[str, Callable[[], Any]]] = []
         self.kept_bytes = 0
         # What the sessions at the profile's other thread counts hold.
         self.extra_bytes = self.extra_threads = 0
 
     def keep(
-        self, name: str, session: Any, size: int | None, opener: Callable[[int], Any] | None = None
+        self,
+        name: str,
+        session: Any,
+        size: int | None,
+        opener: Callable[[int], Any] | None = None,
+        *,
+        fresh: Callable[[], Any] | None = None,
     ) -> Latency | None:
         """Keep the session for the alternating timing phase, or, past the memory budget, time it right away.
-        ``opener(count)`` opens the variant at another thread count (None: the variant has no profile)."""
+        ``opener(count)`` opens the variant at another thread count (None: the variant has no profile); ``fresh()``
+        opens it anew, as it was opened but unprofiled, which is the session an estimate counts."""
         timing = self.timing
         if self.estimate is not None:
-            # Counting is cheap in memory next to QEMU itself, and its marks need every session in one place.
-            self.kept.append(_Timed(name=name, session=session))
+            # Not ``session``: it was opened with onnxruntime's profiler, and on x86 Haswell its counted runs then
+            # varied by 6-9% within a process and fp32's by 0.8% between two matrices; a fresh one repeats.
+            if fresh is not None:
+                self.to_count.append((name, fresh))
             return None
         if timing.iterations == 0:
             return None
@@ -113,13 +124,13 @@ class Timer:
         Round i of every variant runs in the same stretch of time, so a slow stretch (a noisy neighbour, a clock
         change) lands on all of them alike, and comparing round by round cancels it.
         """
-        if not self.kept:
-            return
-        if self.estimate is not None:
+        if self.estimate is not None and self.to_count:
             self.file.time_underway(True)
-            count_kept([(k.name, k.session) for k in self.kept], self.feeds, self.estimate, self.file)
-            self.kept = []
+            count_kept(self.to_count, self.feeds, self.estimate, self.file)
+            self.to_count = []
             self.file.time_underway(False)
+            return
+        if not self.kept:
             return
         file, timing = self.file, self.timing
         log.info("evaluate: timing %d variants in alternating rounds (%s)", len(self.kept), timing.mode)
