@@ -30,9 +30,19 @@ def count_kept(
     estimate: Estimate,
     file: ResultFile,
 ) -> None:
-    """Count each variant in a session its opener opens, one at a time, and put its estimated latency and counts into
-    its variant's result; what cannot be counted (no plugin, a runtime error, the estimate's budget spent, a session
-    that does not open) keeps its accuracy and says why."""
+    """Count each variant in a session its opener opens and put its estimated latency and counts into its variant's
+    result; what cannot be counted keeps its accuracy and says why (count_openers)."""
+    put_counts(file, count_openers(openers, feeds, estimate, file), estimate)
+
+
+def count_openers(
+    openers: Sequence[tuple[str, Callable[[], Any]]],
+    feeds: Sequence[dict[str, np.ndarray]],
+    estimate: Estimate,
+    file: ResultFile,
+) -> dict[str, list[MarkedRun]]:
+    """Each variant's marked runs in a session its opener opens, one at a time; what cannot be counted (no plugin, a
+    runtime error, the estimate's budget spent, a session that does not open) is left out and ``file`` says why."""
     by_name = dict(openers)
 
     def opened(name: str) -> Any:
@@ -42,7 +52,7 @@ def count_kept(
             file.warn(f"{name} could not be counted: {error_text(exc)}")
             return None
 
-    put_counts(file, count_opened(by_name, opened, feeds, estimate, file), estimate)
+    return count_opened(by_name, opened, feeds, estimate, file)
 
 
 def count_opened(

@@ -118,6 +118,11 @@ class Timer:
             return None
         return latency
 
+    def take_to_count(self) -> list[tuple[str, Callable[[], Any]]]:
+        """The variants kept to count so far (fp32's, before the workers), counted by the caller instead."""
+        taken, self.to_count = self.to_count, []
+        return taken
+
     def time_kept(self) -> None:
         """Time every kept session, alternating their rounds, and put each latency into its variant's result.
 
