@@ -78,4 +78,4 @@ def test_a_page_that_never_loads_times_out(tmp_path: Path) -> None:
     html = tmp_path / "hang.html"
     html.write_text("<script>while (true) {}</script>")
     with pytest.raises(RuntimeError, match="timed out waiting for file://"):
-        open_page(html, tmp_path / "hang.png", timeout_s=8)  # startup takes 1-2 s, even on a busy host
+        open_page(html, tmp_path / "hang.png", timeout_s=15)  # startup takes 1-2 s, even on a busy host

@@ -141,3 +141,28 @@ def test_an_estimate_counts_fresh_sessions_never_the_profiled_ones(
     result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
     assert len(seen) == len(result.variants) and all(v.timing == "estimated" for v in result.variants)
     assert profiled and not set(seen) & set(profiled)
+
+
+def test_in_one_process_too_every_variant_is_counted_before_any_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without workers (FARM_JOB_WORKERS=1) the variants run in the job itself; counted after them, their sessions
+    would sit in memory the runs shaped, as fp32's did after the workers (3.2% between two matrices)."""
+    monkeypatch.setenv("FARM_JOB_WORKERS", "1")
+    fake_marks(monkeypatch, tmp_path / "out", {"scalar": 1})
+    events: list[str] = []
+    count, run = counted._count, measure.VariantMeasure.variant
+
+    def counting(session: Any, *rest: Any) -> Any:
+        events.append("count")
+        return count(session, *rest)
+
+    def running(self: measure.VariantMeasure, name: str, *rest: Any, **kwargs: Any) -> Any:
+        events.append("run")
+        return run(self, name, *rest, **kwargs)
+
+    monkeypatch.setattr(counted, "_count", counting)
+    monkeypatch.setattr(measure.VariantMeasure, "variant", running)
+    result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
+    assert all(v.timing == "estimated" for v in result.variants)
+    assert events == ["count"] * len(result.variants) + ["run"] * (len(result.variants) - 1), events

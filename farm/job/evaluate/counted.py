@@ -1,5 +1,6 @@
-"""The estimate phase of an emulated target under farm's counting QEMU: each kept session's instructions counted over
-a few marked runs (farm.job.estimate.marks) and priced by the target's cost model (farm.job.estimate.costs)."""
+"""The estimate phase of an emulated target under farm's counting QEMU: each variant's instructions, in a session opened
+for it, counted over a few marked runs (farm.job.estimate.marks) and priced by the target's cost model
+(farm.job.estimate.costs)."""
 
 from __future__ import annotations
 
@@ -115,12 +116,14 @@ def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -
     # the order of the profile server's answers varies, and it added up to 5% to fp32's runs on x86 Haswell (the
     # runs' spread 0.017-0.074 in 3 of 4 processes, 0.0001 in the other). The collection before starts each variant
     # from the same garbage.
+    collecting = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         return [marks.count(lambda: session.run(None, feed)) for _ in range(runs)]
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 def _put(file: ResultFile, name: str, model: CostModel, counted: Sequence[MarkedRun]) -> None:

@@ -75,7 +75,8 @@ class VariantMeasure:
         level: Level = "all",
     ) -> Variant:
         """Accuracy now, then the profile (its own process, opened as ``session`` was: ``config``, ``level``);
-        latency in the timing phase, for which the session is kept (or timed now, see Timer)."""
+        latency in the timing phase, for which the session is kept (or timed now, see Timer); with an estimate, the
+        variant is counted in a session opened anew (Timer.keep)."""
         spec = self.spec
         size = model_size(path)
         try:

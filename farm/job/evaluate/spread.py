@@ -84,6 +84,10 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
         reserve = 0 if server is None else per_worker * server.parallel
         count, rule = capacity.worker_count(runs, per_worker=per_worker, reserve=reserve)
         log.info("evaluate: %d variant(s) in %d worker process(es) (%s)", runs, count, rule)
+    # Counted before any variant runs, in the job or in workers: the job's memory then holds what fp32 left, the
+    # same in every run. After the workers it holds what their answers left in the order they came, and the counts of
+    # the same variant in the same image drifted 0.18% between two runs (pointer-keyed tables, alignment).
+    counted = _count_first(spec, file, measure, slots)
     if count <= 1:
         for slot in slots:
             if slot.ready is not None:
@@ -91,12 +95,8 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
                 continue
             file.begin(slot.name)
             file.add(slot.measured(measure))
-        return
-    # Counted before the workers start: the job's memory then holds what fp32 left, the same in every run. After
-    # them it holds what their answers left in the order they came, and the counts of the same variant in the same
-    # image drifted 0.18% between two runs (pointer-keyed tables, alignment).
-    counted = _count_first(spec, file, measure, slots)
-    _Spread(file, measure, slots).run(count)
+    else:
+        _Spread(file, measure, slots).run(count)
     if spec.estimate is not None:
         put_counts(file, counted, spec.estimate)
 
@@ -168,9 +168,10 @@ class _Spread:
 def _count_first(
     spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequence[Slot]
 ) -> dict[str, list[MarkedRun]]:
-    """fp32 and each variant to run, a session of each opened in the job and counted, one after another (a worker
-    opens its own); nothing without an estimate. fp32 too, rather than after the workers: a session opened then sits
-    in memory their answers shaped, and x86 Haswell's fp32 counts of two matrices differed by 3.2%."""
+    """fp32 and each variant to run, a session of each opened in the job and counted, one after another, before any
+    of them runs (a worker opens its own); nothing without an estimate. fp32 too, rather than after the variants: a
+    session opened then sits in memory their answers shaped, and x86 Haswell's fp32 counts of two matrices differed by
+    3.2%."""
     if spec.estimate is None:
         return {}
     openers = measure.timer.take_to_count()

@@ -77,8 +77,9 @@ class Timer:
         # The profile's thread counts (empty: none timed) and --threads, the count of every variant's own session.
         self.threads, self.counts = threads, counts
         self.kept: list[_Timed] = []
-        # With an estimate: each variant's opener of a fresh session, counted in the timing phase's place.
+        # With an estimate: each variant's opener of a fresh session, until the variants are counted (take_to_count).
         self.to_count: list[tuple[str, Callable[[], Any]]] = []
+        self.counted = False
         self.kept_bytes = 0
         # What the sessions at the profile's other thread counts hold.
         self.extra_bytes = self.extra_threads = 0
@@ -99,7 +100,11 @@ class Timer:
         if self.estimate is not None:
             # Not ``session``: it was opened with onnxruntime's profiler, and on x86 Haswell its counted runs then
             # varied by 6-9% within a process and fp32's by 0.8% between two matrices; a fresh one repeats.
-            if fresh is not None:
+            if self.counted:  # counted from its slot before it ran
+                return None
+            if fresh is None:
+                self.file.warn(f"{name} could not be counted: farm cannot open it anew")
+            else:
                 self.to_count.append((name, fresh))
             return None
         if timing.iterations == 0:
@@ -119,12 +124,14 @@ class Timer:
         return latency
 
     def take_to_count(self) -> list[tuple[str, Callable[[], Any]]]:
-        """The variants kept to count so far (fp32's, before the workers), counted by the caller instead."""
-        taken, self.to_count = self.to_count, []
+        """The variants kept to count so far (fp32's), counted by the caller with the others before they run; later
+        variants are not kept to count."""
+        taken, self.to_count, self.counted = self.to_count, [], True
         return taken
 
     def time_kept(self) -> None:
-        """Time every kept session, alternating their rounds, and put each latency into its variant's result.
+        """Time every kept session, alternating their rounds, and put each latency into its variant's result (with
+        an estimate: count what is still kept to count, which is nothing once the variants were counted first).
 
         Round i of every variant runs in the same stretch of time, so a slow stretch (a noisy neighbour, a clock
         change) lands on all of them alike, and comparing round by round cancels it.
