@@ -25,37 +25,6 @@ WARMUP = 2
 NO_ESTIMATE = "no speed estimate: {why}; the variants keep their accuracy figures"
 
 
-def count_kept(
-    openers: Sequence[tuple[str, Callable[[], Any]]],
-    feeds: Sequence[dict[str, np.ndarray]],
-    estimate: Estimate,
-    file: ResultFile,
-) -> None:
-    """Count each variant in a session its opener opens and put its estimated latency and counts into its variant's
-    result; what cannot be counted keeps its accuracy and says why (count_openers)."""
-    put_counts(file, count_openers(openers, feeds, estimate, file), estimate)
-
-
-def count_openers(
-    openers: Sequence[tuple[str, Callable[[], Any]]],
-    feeds: Sequence[dict[str, np.ndarray]],
-    estimate: Estimate,
-    file: ResultFile,
-) -> dict[str, list[MarkedRun]]:
-    """Each variant's marked runs in a session its opener opens, one at a time; what cannot be counted (no plugin, a
-    runtime error, the estimate's budget spent, a session that does not open) is left out and ``file`` says why."""
-    by_name = dict(openers)
-
-    def opened(name: str) -> Any:
-        try:
-            return by_name[name]()
-        except Exception as exc:  # it opened for its accuracy, so this is rare: its figures stand without a count
-            file.warn(f"{name} could not be counted: {error_text(exc)}")
-            return None
-
-    return count_opened(by_name, opened, feeds, estimate, file)
-
-
 def count_opened(
     names: Iterable[str],
     opened: Callable[[str], Any],

@@ -75,8 +75,7 @@ class VariantMeasure:
         level: Level = "all",
     ) -> Variant:
         """Accuracy now, then the profile (its own process, opened as ``session`` was: ``config``, ``level``);
-        latency in the timing phase, for which the session is kept (or timed now, see Timer); with an estimate, the
-        variant is counted in a session opened anew (Timer.keep)."""
+        latency in the timing phase, for which the session is kept (or timed now, see Timer)."""
         spec = self.spec
         size = model_size(path)
         try:
@@ -91,10 +90,8 @@ class VariantMeasure:
         except Exception as exc:
             return Variant(name=name, status="failed", error=error_text(exc), size_bytes=size)
         profile = self.profiler.profile(name, path, config, level)
-        opener = self._opener(path, config, level)
-        latency = self.timer.keep(
-            name, session, size, None if profile is None else opener, fresh=lambda: opener(spec.threads)
-        )
+        opener = None if profile is None else self._opener(path, config, level)
+        latency = self.timer.keep(name, session, size, opener)
         timing = timing_label(spec.target, latency)
         if self.metric is not None:
             try:

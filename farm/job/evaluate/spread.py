@@ -26,10 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from farm.job import capacity
 from farm.job.codec import decode, encode
 from farm.job.estimate.marks import MarkedRun
-from farm.job.evaluate.counted import count_openers, put_counts
+from farm.job.evaluate.counted import count_opened, put_counts
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.measure import VariantMeasure, level_for
 from farm.job.evaluate.profiled import Profiler
@@ -39,6 +41,7 @@ from farm.job.profile.child import status_kib
 from farm.job.report import Quantization, Variant
 from farm.job.session import open_session
 from farm.job.spec import Spec
+from farm.job.variants import FP32
 
 log = logging.getLogger("farm.job")
 # What a worker needs at least: under QEMU the process's own growth (the code it translates) comes on top of a
@@ -87,7 +90,7 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
     # Counted before any variant runs, in the job or in workers: the job's memory then holds what fp32 left, the
     # same in every run. After the workers it holds what their answers left in the order they came, and the counts of
     # the same variant in the same image drifted 0.18% between two runs (pointer-keyed tables, alignment).
-    counted = _count_first(spec, file, measure, slots)
+    counted = _count_first(spec, file, measure.reference.feeds, slots)
     if count <= 1:
         for slot in slots:
             if slot.ready is not None:
@@ -166,21 +169,20 @@ class _Spread:
 
 
 def _count_first(
-    spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequence[Slot]
+    spec: Spec, file: ResultFile, feeds: Sequence[dict[str, np.ndarray]], slots: Sequence[Slot]
 ) -> dict[str, list[MarkedRun]]:
     """fp32 and each variant to run, a session of each opened in the job and counted, one after another, before any
-    of them runs (a worker opens its own); nothing without an estimate. fp32 too, rather than after the variants: a
-    session opened then sits in memory their answers shaped, and x86 Haswell's fp32 counts of two matrices differed by
-    3.2%."""
+    of them runs (a worker opens its own); nothing without an estimate. fp32 too, rather than in its accuracy session
+    after the variants: opened with the profiler, in memory their answers shaped, its counts of two matrices differed
+    by 3.2% on x86 Haswell."""
     if spec.estimate is None:
         return {}
-    openers = measure.timer.take_to_count()
-    openers += [
-        (slot.name, partial(_open_to_count, spec, slot))
-        for slot in slots
-        if slot.run is not None and slot.path is not None
-    ]
-    return count_openers(openers, measure.reference.feeds, spec.estimate, file)
+    fp32 = Slot(name=FP32, path=spec.model)
+    to_count = {
+        fp32.name: fp32,
+        **{slot.name: slot for slot in slots if slot.run is not None and slot.path is not None},
+    }
+    return count_opened(to_count, lambda name: _open_to_count(spec, to_count[name]), feeds, spec.estimate, file)
 
 
 def _open_to_count(spec: Spec, slot: Slot) -> Any:

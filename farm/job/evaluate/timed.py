@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from farm.job.evaluate.counted import count_kept
 from farm.job.evaluate.file import ResultFile
 from farm.job.profile import threads as thread_counts
 from farm.job.report import Timing as TimingLabel
@@ -77,35 +76,19 @@ class Timer:
         # The profile's thread counts (empty: none timed) and --threads, the count of every variant's own session.
         self.threads, self.counts = threads, counts
         self.kept: list[_Timed] = []
-        # With an estimate: each variant's opener of a fresh session, until the variants are counted (take_to_count).
-        self.to_count: list[tuple[str, Callable[[], Any]]] = []
-        self.counted = False
         self.kept_bytes = 0
         # What the sessions at the profile's other thread counts hold.
         self.extra_bytes = self.extra_threads = 0
 
     def keep(
-        self,
-        name: str,
-        session: Any,
-        size: int | None,
-        opener: Callable[[int], Any] | None = None,
-        *,
-        fresh: Callable[[], Any] | None = None,
+        self, name: str, session: Any, size: int | None, opener: Callable[[int], Any] | None = None
     ) -> Latency | None:
         """Keep the session for the alternating timing phase, or, past the memory budget, time it right away.
-        ``opener(count)`` opens the variant at another thread count (None: the variant has no profile); ``fresh()``
-        opens it anew, as it was opened but unprofiled, which is the session an estimate counts."""
+        ``opener(count)`` opens the variant at another thread count (None: the variant has no profile)."""
         timing = self.timing
         if self.estimate is not None:
-            # Not ``session``: it was opened with onnxruntime's profiler, and on x86 Haswell its counted runs then
-            # varied by 6-9% within a process and fp32's by 0.8% between two matrices; a fresh one repeats.
-            if self.counted:  # counted from its slot before it ran
-                return None
-            if fresh is None:
-                self.file.warn(f"{name} could not be counted: farm cannot open it anew")
-            else:
-                self.to_count.append((name, fresh))
+            # Counted instead, in a session of its own before any variant ran (spread.run_slots), not in ``session``:
+            # opened with onnxruntime's profiler, fp32's counted runs varied by 6-9% on x86 Haswell.
             return None
         if timing.iterations == 0:
             return None
@@ -123,25 +106,12 @@ class Timer:
             return None
         return latency
 
-    def take_to_count(self) -> list[tuple[str, Callable[[], Any]]]:
-        """The variants kept to count so far (fp32's), counted by the caller with the others before they run; later
-        variants are not kept to count."""
-        taken, self.to_count, self.counted = self.to_count, [], True
-        return taken
-
     def time_kept(self) -> None:
-        """Time every kept session, alternating their rounds, and put each latency into its variant's result (with
-        an estimate: count what is still kept to count, which is nothing once the variants were counted first).
+        """Time every kept session, alternating their rounds, and put each latency into its variant's result.
 
         Round i of every variant runs in the same stretch of time, so a slow stretch (a noisy neighbour, a clock
         change) lands on all of them alike, and comparing round by round cancels it.
         """
-        if self.estimate is not None and self.to_count:
-            self.file.time_underway(True)
-            count_kept(self.to_count, self.feeds, self.estimate, self.file)
-            self.to_count = []
-            self.file.time_underway(False)
-            return
         if not self.kept:
             return
         file, timing = self.file, self.timing
