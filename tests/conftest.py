@@ -1,16 +1,28 @@
 """Test harness: Docker and QEMU tests skip with their reason where the host lacks them, unless
-FARM_REQUIRE_DOCKER=1 (set by CI), which turns every such skip into a failure."""
+FARM_REQUIRE_DOCKER=1 (set by CI), which turns every such skip into a failure.
+
+scripts/test runs the tests in two processes (pytest-xdist). A test runs beside another only where neither can
+disturb the other: unit tests, and integration modules marked ``concurrent``. Every other test runs alone, because
+what it asserts rests on timings (a recommendation, a gate, a "faster") or on what the whole engine holds."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from farm.backend.cleanup import ContainerInfo
 from farm.backend.engine import Engine
 from farm.errors import FarmError
+from farm.host.owner import is_gone
 
 REQUIRE = os.environ.get("FARM_REQUIRE_DOCKER") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +37,7 @@ def session_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """One artifact cache for the whole session, in its temporary folder (never the user's ~/.cache): tests that
     run a matrix of the same model, data and settings share its int8 artifacts, and a test about the prepare stage
     itself gives its farm another (empty) folder or --no-cache. Every farm the tests start inherits it."""
-    root = tmp_path_factory.getbasetemp() / "artifact-cache"
+    root = shared_temp(tmp_path_factory) / "artifact-cache"
     before = os.environ.get(ARTIFACT_CACHE_ENV)
     os.environ[ARTIFACT_CACHE_ENV] = str(root)
     yield root
@@ -33,6 +45,93 @@ def session_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.environ.pop(ARTIFACT_CACHE_ENV, None)
     else:
         os.environ[ARTIFACT_CACHE_ENV] = before
+
+
+def shared_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary folder that every test process shares: the parent of each xdist worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+# Two locks in a folder that the controlling pytest makes for its workers: "turn" is a readers-writer lock (shared by
+# concurrent tests, exclusive for a test that runs alone), "gate" makes it fair: a test waiting to run alone is not
+# overtaken by the other process's next concurrent test.
+LOCKS_ENV = "FARM_TEST_LOCKS"
+CONCURRENT = "concurrent"
+UNIT = ROOT / "tests" / "unit"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{CONCURRENT}: may run beside other tests: it asserts nothing that timings change, and nothing about "
+        "containers, images or events on the engine that are not its own (tests/unit is concurrent by location)",
+    )
+    if not hasattr(config, "workerinput") and LOCKS_ENV not in os.environ:
+        os.environ[LOCKS_ENV] = tempfile.mkdtemp(prefix="farm-test-locks-")  # the workers start after this
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and os.environ.get(LOCKS_ENV, "").startswith(tempfile.gettempdir()):
+        shutil.rmtree(os.environ.pop(LOCKS_ENV), ignore_errors=True)
+
+
+def concurrent(item: pytest.Item) -> bool:
+    return item.get_closest_marker(CONCURRENT) is not None or item.path.is_relative_to(UNIT)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Concurrent integration modules first (the longest work), then the unit tests that fill the gaps between
+    them, then the tests that run alone: the two processes overlap all that may overlap before the rest queues."""
+    items.sort(key=lambda item: 2 if not concurrent(item) else 1 if item.path.is_relative_to(UNIT) else 0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Each test, its fixtures' setup and teardown included (a module's matrix runs in its first test's setup),
+    holds its turn: shared by concurrent tests, exclusive for the others. Without xdist nothing runs beside it."""
+    locks = os.environ.get(LOCKS_ENV) if hasattr(item.config, "workerinput") else None
+    with contextlib.ExitStack() as held:
+        if locks is not None:
+            shared = concurrent(item)
+            gate = held.enter_context(open(Path(locks) / "gate", "a"))
+            turn = held.enter_context(open(Path(locks) / "turn", "a"))
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fcntl.flock(turn, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if shared:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+            held.callback(record, Path(locks) / TURNS, item.nodeid, shared, time.monotonic())
+        return (yield)
+
+
+TURNS = "turns"
+
+
+def record(log: Path, nodeid: str, shared: bool, began: float) -> None:
+    """One line per test, written while it still holds its turn: the controller checks them all at the end."""
+    with log.open("a") as stream:  # one short append per line: the two processes' lines never interleave
+        stream.write(json.dumps([began, time.monotonic(), shared, nodeid]) + "\n")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller fails the run if a test that runs alone overlapped any other (CLOCK_MONOTONIC is the machine's,
+    the same in both processes): the locks above are checked on every run, not trusted."""
+    locks = os.environ.get(LOCKS_ENV)
+    log = Path(locks) / TURNS if locks else None
+    if hasattr(session.config, "workerinput") or log is None or not log.exists():
+        return
+    turns = [json.loads(line) for line in log.read_text().splitlines()]
+    clashes = [
+        f"{a[3].split('[')[0]} ran beside {b[3].split('[')[0]}"
+        for i, a in enumerate(turns)
+        for b in turns[i + 1 :]
+        if not (a[2] and b[2]) and a[0] < b[1] and b[0] < a[1]
+    ]
+    if clashes:
+        reporter = session.config.pluginmanager.getplugin("terminalreporter")
+        assert reporter is not None
+        reporter.write_line("tests that must run alone did not: " + "; ".join(clashes[:10]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def missing(reason: str) -> None:
@@ -49,8 +148,28 @@ def engine() -> Iterator[Engine]:
     except FarmError as exc:
         missing(str(exc))
     yield connected
-    leftovers = [describe(connected, c) for c in (c.id for c in connected.farm_containers())]
+    leftovers = [describe(connected, c.id) for c in own_containers(connected)]
     assert not leftovers, "containers left behind by the tests: " + "; ".join(leftovers)
+
+
+def own_containers(engine: Engine) -> list[ContainerInfo]:
+    """The farm containers this test process is answerable for: started by it or by a process it started, or left
+    by a process that is gone. The other test process's (scripts/test runs two) are alive, and not this one's."""
+    return [c for c in engine.farm_containers() if c.owner is None or is_gone(c.owner) is not False or mine(c.owner)]
+
+
+def mine(owner: str) -> bool:
+    """Whether the live process the owner label names is this one or descends from it."""
+    pid = int(owner.split()[2])
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, the parent; the name (field 2) may hold ")"
+    return False
 
 
 def describe(engine: Engine, container: str) -> str:
@@ -71,5 +190,5 @@ def describe(engine: Engine, container: str) -> str:
 def new_containers(engine: Engine) -> Callable[[], list[str]]:
     """The farm containers that exist now and did not when the test began: a test checks its own leaks, so one
     leak elsewhere fails once (at the session's end, described) rather than in every later test."""
-    before = {c.id for c in engine.farm_containers()}
-    return lambda: [describe(engine, c) for c in (i.id for i in engine.farm_containers()) if c not in before]
+    before = {c.id for c in own_containers(engine)}
+    return lambda: [describe(engine, c.id) for c in own_containers(engine) if c.id not in before]

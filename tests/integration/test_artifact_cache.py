@@ -19,7 +19,8 @@ from tests.integration.conftest import watched_containers
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target
 from tests.modelgen import ModelData, make_mlp_classifier
 
-pytestmark = [pytest.mark.docker]
+# Beside other tests (tests/conftest.py): what it compares leaves latencies out (SAME), and its cache is its own.
+pytestmark = [pytest.mark.docker, pytest.mark.concurrent]
 
 # Figures that do not depend on when the variant ran (its latency does).
 SAME = ("name", "status", "error", "size_bytes", "accuracy", "within_tolerance", "quantization")

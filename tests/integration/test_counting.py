@@ -21,7 +21,8 @@ from farm.host import counting
 from farm.host.probe import Placement
 from tests.integration.conftest import image_of
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Beside other tests (tests/conftest.py): instruction counts, not times, and each run's own.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
 
 JOB = Path(__file__).parent / "countjob.py"
 COUNTS = "/farm/out/counts.jsonl"

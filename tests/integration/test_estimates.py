@@ -23,7 +23,8 @@ from farm.job.variants import BASELINES, FP32
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_cnn
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Beside other tests (tests/conftest.py): estimates rest on instruction counts, which the host's load leaves alone.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
 
 COST_MODELS = {"arm64": "neoverse-n1", "x86-avx2": "haswell"}
 # The bound: the same variant in the same image counts the same within 0.1% in two runs.

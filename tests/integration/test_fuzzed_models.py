@@ -34,7 +34,8 @@ from farm.targets.config import Target
 from tests.conftest import ROOT, missing
 from tests.fuzzmodels import Case, build_corpus
 
-pytestmark = [pytest.mark.docker]
+# Beside other tests (tests/conftest.py): each case must end cleanly; no figure of its runs is compared.
+pytestmark = [pytest.mark.docker, pytest.mark.concurrent]
 
 # One command on one model; a case still running then is a hang. A model that passes the host's checks runs two
 # containers of a few seconds each.

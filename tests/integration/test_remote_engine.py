@@ -22,11 +22,13 @@ from farm.controller.fleet import BuildResults, Fleet
 from farm.host.probe import HostInfo, place
 from farm.report.schema import validate
 from farm.targets.config import load_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, own_containers
 from tests.integration.farmrun import x86_targets
 from tests.integration.second_engine import SecondEngine, second_engine
 
-pytestmark = pytest.mark.docker
+# Beside other tests (tests/conftest.py): where things ran, on its own second engine; this engine's other
+# containers are not its concern (own_containers).
+pytestmark = [pytest.mark.docker, pytest.mark.concurrent]
 
 # The CPU the second engine's machine reports: the other x86 tier than the controller's, so placement must differ.
 HASWELL = frozenset({"fpu", "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"})
@@ -310,7 +312,7 @@ def test_a_dry_run_writes_what_each_backend_would_create_and_runs_nothing(
             },
         },
     )
-    before = {c.id for c in engine.farm_containers()}
+    before = {c.id for c in own_containers(engine)}
     result = subprocess.run(
         [
             sys.executable,
@@ -347,7 +349,7 @@ def test_a_dry_run_writes_what_each_backend_would_create_and_runs_nothing(
                 assert manifest["metadata"]["namespace"] == "farm-ci"
     local = yaml.safe_load((folder / "here-evaluate.yaml").read_text())
     assert (local["network_mode"], local["read_only"], local["cap_drop"]) == ("none", True, ["ALL"]), local
-    assert not {c.id for c in engine.farm_containers()} - before  # nothing ran
+    assert not {c.id for c in own_containers(engine)} - before  # nothing ran
     assert not (tmp_path / "out" / "report.json").exists()
 
 

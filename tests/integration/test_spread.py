@@ -19,7 +19,8 @@ from farm.job.capacity import WORKERS_ENV
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_cnn
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Beside other tests (tests/conftest.py): emulated, so untimed; it compares accuracy only.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
 
 
 def arm64(tmp_path: Path, out: str, monkeypatch: pytest.MonkeyPatch, workers: str | None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Issue 10 on the real engine: a farm that runs with nobody watching keeps working, loses nothing and leaves
-nothing behind: limits, confinement, concurrent runs on cold caches, Ctrl-C and --resume, a lost engine."""
+nothing behind: limits, confinement, Ctrl-C and --resume, a lost engine (concurrent runs on cold caches:
+test_unattended_cold.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,10 @@ import pytest
 
 from farm.backend.engine import STAGE_LABEL, Engine, RunSpec
 from farm.controller.fleet import BuildResults
-from farm.images import bootstrap
 from farm.report.schema import validate
 from tests.conftest import ROOT
 from tests.integration.conftest import image_of, wait_for, watched_containers
 from tests.integration.farmrun import x86_targets
-from tests.modelgen import make_saturating_classifier
 
 pytestmark = pytest.mark.docker
 
@@ -139,56 +137,6 @@ def test_a_probe_job_has_no_network_no_writable_root_no_privilege(engine: Engine
     for capabilities in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(said[capabilities], 16) == 0, (capabilities, said[capabilities])
     assert said["NoNewPrivs"] == "1", said
-
-
-def test_two_concurrent_runs_on_cold_caches_share_one_build_and_both_report(
-    engine: Engine, built: BuildResults, new_containers: Callable[[], list[str]], tmp_path: Path
-) -> None:
-    # An extra package gives the target an image of its own content, so nothing built before serves it; a fresh
-    # cache folder makes the wheelhouse, site-packages, rewrite and capabilities cold; the amd64 base is untagged,
-    # so it is bootstrapped again from Debian.
-    defaults = tomllib.loads((ROOT / "targets.toml").read_text())["defaults"]
-    targets = x86_targets(tmp_path / "targets.toml", {"cold": {"packages": [*defaults["packages"], "six==1.17.0"]}})
-    base = bootstrap.base_tag("x86_64")
-    with contextlib.suppress(Exception):
-        engine.client.api.remove_image(base)  # the tag only: the images built on it keep their layers
-    cache = tmp_path / "cache"
-    env = {**os.environ, "FARM_CACHE_DIR": str(cache)}
-    second_model = tmp_path / "saturating.onnx"
-    make_saturating_classifier(second_model)
-    runs = [(tmp_path / "a", []), (tmp_path / "b", [str(second_model)])]
-    processes = [
-        subprocess.Popen(
-            matrix_command(targets, out, *args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-        for out, args in runs
-    ]
-    try:
-        outputs = [p.communicate(timeout=1200) for p in processes]
-    finally:
-        for process in processes:
-            process.kill()
-        for image in engine.images_labelled("farm.target=cold"):
-            engine.remove_image(image.id)
-    for process, (_, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr
-        assert "Traceback" not in stderr
-    assert any("waiting for another farm process" in stderr for _, stderr in outputs), outputs
-    for out, _ in runs:
-        report = report_of(out)
-        assert report["incomplete"] is None
-        assert entry(report, "cold")["status"] == "ok", entry(report, "cold")
-    assert report_of(runs[1][0])["model"]["path"] == str(second_model)
-    # One download and one unpacking served both, and nothing half-made was left beside them.
-    assert len(list((cache / "wheelhouse").iterdir())) == 1, list((cache / "wheelhouse").iterdir())
-    assert len(list((cache / "site-packages").iterdir())) == 1, list((cache / "site-packages").iterdir())
-    assert engine.image(base) is not None
-    assert not new_containers()
 
 
 def test_ctrl_c_marks_the_report_incomplete_and_resume_runs_only_what_is_missing(

@@ -13,7 +13,8 @@ from farm.controller.fleet import BuildResults, Fleet
 from tests.conftest import ROOT
 from tests.integration.farmrun import native_target
 
-pytestmark = pytest.mark.docker
+# Beside other tests (tests/conftest.py): an install and a run that must succeed; no figure is compared.
+pytestmark = [pytest.mark.docker, pytest.mark.concurrent]
 
 
 @pytest.fixture(scope="module")
