@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,9 +82,10 @@ def concurrent(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Concurrent integration modules first (the longest work), then the unit tests that fill the gaps between
-    them, then the tests that run alone: the two processes overlap all that may overlap before the rest queues."""
-    items.sort(key=lambda item: 2 if not concurrent(item) else 1 if item.path.is_relative_to(UNIT) else 0)
+    """The tests that run alone first, then the concurrent integration modules (the longest work), then the unit
+    tests, many and short, which fill the end evenly. Alone tests last would leave the other process blocked behind
+    each of them while a long concurrent module still ran. xdist hands modules out in this order."""
+    items.sort(key=lambda item: 0 if not concurrent(item) else 2 if item.path.is_relative_to(UNIT) else 1)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -121,6 +123,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput") or log is None or not log.exists():
         return
     turns = [json.loads(line) for line in log.read_text().splitlines()]
+    reporter = session.config.pluginmanager.getplugin("terminalreporter")
+    assert reporter is not None
+    reporter.ensure_newline()
+    reporter.write_line(timeline(turns))
     clashes = [
         f"{a[3].split('[')[0]} ran beside {b[3].split('[')[0]}"
         for i, a in enumerate(turns)
@@ -128,10 +134,26 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if not (a[2] and b[2]) and a[0] < b[1] and b[0] < a[1]
     ]
     if clashes:
-        reporter = session.config.pluginmanager.getplugin("terminalreporter")
-        assert reporter is not None
         reporter.write_line("tests that must run alone did not: " + "; ".join(clashes[:10]), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def timeline(turns: list[list[Any]]) -> str:
+    """Where the session's time went: what the two processes overlapped, what ran alone, and the time no test ran
+    (startup, collection, and a process waiting for the other): the figures to watch when the suite grows."""
+    alone = [end - start for start, end, shared, _ in turns if not shared]
+    edges = sorted(edge for start, end, _, _ in turns for edge in ((start, 1), (end, -1)))
+    running, last, covered, both = 0, edges[0][0], 0.0, 0.0
+    for when, step in edges:
+        covered += (when - last) if running else 0.0
+        both += (when - last) if running > 1 else 0.0
+        running, last = running + step, when
+    span = edges[-1][0] - edges[0][0]
+    return (
+        f"test turns: {len(turns) - len(alone)} beside others, {len(alone)} alone ({sum(alone):.0f} s); "
+        f"{span:.0f} s from the first to the last, {both:.0f} s of it with two tests at once, "
+        f"{span - covered:.0f} s with none"
+    )
 
 
 def missing(reason: str) -> None:

@@ -16,23 +16,28 @@ from onnx import TensorProto, helper
 
 from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.host.owner import OWNER_LABEL
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_if_branch_model
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Beside other tests (tests/conftest.py): verdicts and load failures, and only its own farm's containers.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
 
 
 def farm_inspect(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "farm", "inspect", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    result, report, _ = farm_inspect_pid(*args)
+    return result, report
+
+
+def farm_inspect_pid(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], int]:
+    """Also the process's id: the owner label of every container it started names it."""
+    command = [sys.executable, "-m", "farm", "inspect", "--json", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) as process:
+        stdout, stderr = process.communicate(timeout=900)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     assert "Traceback" not in result.stderr, result.stderr
-    return result, json.loads(result.stdout)
+    return result, json.loads(result.stdout), process.pid
 
 
 def relu_model(path: Path, *, opset: int | None = None, ir_version: int | None = None) -> Path:
@@ -121,12 +126,14 @@ def test_a_second_inspect_asks_no_runtime_again(engine: Engine, built: BuildResu
     farm_inspect(str(model), "--target", "x86-avx2", "--target", "arm64")
     time.sleep(2)  # the engine's event times are whole seconds: nothing from before may fall in the window
     started = int(time.time())
-    result, report = farm_inspect(str(model), "--target", "x86-avx2", "--target", "arm64")
+    result, report, pid = farm_inspect_pid(str(model), "--target", "x86-avx2", "--target", "arm64")
     ended = int(time.time()) + 1
     assert result.returncode == 0 and verdicts(report) == {"x86-avx2": ("loads", None), "arm64": ("loads", None)}
-    created = list(
-        engine.client.events(since=started, until=ended, decode=True, filters={"type": "container", "event": "create"})
+    events = engine.client.events(
+        since=started, until=ended, decode=True, filters={"type": "container", "event": "create"}
     )
+    # Its own: the other test process's farm runs create containers meanwhile (an owner label's third word is a pid).
+    created = [e for e in events if e["Actor"]["Attributes"].get(OWNER_LABEL, "").split()[2:3] == [str(pid)]]
     assert created == [], created
 
 

@@ -25,7 +25,8 @@ from tests.integration.conftest import image_of
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, words
 from tests.modelgen import make_cnn, make_mlp_classifier, make_saturating_classifier, write_job_spec
 
-pytestmark = pytest.mark.docker
+# Beside other tests (tests/conftest.py): kernels, accuracy and labels; no figure that timings change is asserted.
+pytestmark = [pytest.mark.docker, pytest.mark.concurrent]
 
 
 def test_a_masked_run_whose_mask_cannot_take_fails_with_the_reason(

@@ -5,10 +5,13 @@ section 2, "Adaptive timing")."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from farm.controller.fleet import BuildResults, Fleet
 from farm.controller.jobs import TIMING_ROUNDS
@@ -17,6 +20,7 @@ from farm.job.recommend import faster
 from farm.job.timing import OUT_OF_TOLERANCE_ROUNDS
 from farm.job.types import Latency
 from farm.report.schema import validate
+from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant
 from tests.modelgen import make_cnn
 
@@ -85,3 +89,52 @@ def test_the_adaptive_recommendation_is_the_fixed_one_or_within_noise_of_it(
             f"adaptive recommends {chosen}, fixed {before}, which the fixed run called faster beyond noise: "
             f"{fixed['recommendation_reason']}"
         )
+
+
+# Issue 8, line 8: speed claims inside the noise.
+
+
+def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: BuildResults, tmp_path: Path) -> None:
+    # fp32 and optimized of a model that ORT cannot optimize further are the same graph: any difference in their
+    # timings is noise, whatever the host.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "relu.onnx"
+    )
+    targets = (
+        (ROOT / "targets.toml")
+        .read_text()
+        .replace(
+            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
+            '"u8s8-dynamic"]',
+            "\ncandidates = []",
+            1,
+        )
+    )
+    assert "candidates = []" in targets
+    (tmp_path / "targets.toml").write_text(targets)
+    result = farm_matrix(
+        str(tmp_path / "relu.onnx"),
+        "--iterations",
+        "20",
+        "--targets",
+        str(tmp_path / "targets.toml"),
+        "--target",
+        native_target(fleet),
+        out=tmp_path / "out",
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = read_report(tmp_path / "out")
+    entry = target(report, native_target(fleet))
+    assert [v["name"] for v in entry["variants"]] == ["fp32", "optimized"]
+    for found in entry["variants"]:
+        latency = found["latency_ms"]
+        assert len(latency["rounds"]) == TIMING_ROUNDS and latency["interleaved"] is True
+    reason = entry["recommendation_reason"]
+    assert "within noise" in reason and "fastest" not in reason and "faster beyond noise" not in reason, reason
