@@ -23,8 +23,9 @@ from farm.job.variants import BASELINES, FP32
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_cnn
 
-# Beside other tests (tests/conftest.py): estimates rest on instruction counts, which the host's load leaves alone.
-pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
+# Alone (tests/conftest.py), though it times nothing: beside another test process, one arm64 variant's count differed
+# by 0.3% between the two matrices (Intel Xeon, 2 cores; the limit is 0.1%), where on a quiet host they repeat.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation]
 
 COST_MODELS = {"arm64": "neoverse-n1", "x86-avx2": "haswell"}
 # The bound: the same variant in the same image counts the same within 0.1% in two runs.
