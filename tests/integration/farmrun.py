@@ -81,3 +81,13 @@ def x86_targets(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
         lines += ["", f"[targets.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def with_candidates(path: Path, candidates: list[str]) -> Path:
+    """The default targets file with the int8 candidates of its defaults replaced (fewer variants, a cheaper matrix)."""
+    text = (ROOT / "targets.toml").read_text()
+    default = tomllib.loads(text)["defaults"]["candidates"]
+    old = "\ncandidates = " + json.dumps(default)
+    assert old in text, f"targets.toml no longer writes its candidates as {old!r}"
+    path.write_text(text.replace(old, "\ncandidates = " + json.dumps(candidates), 1))
+    return path

@@ -18,7 +18,7 @@ from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
 from farm.host.owner import OWNER_LABEL
 from tests.conftest import ROOT
-from tests.integration.farmrun import farm_matrix, read_report, target
+from tests.integration.farmrun import farm_matrix, read_report, target, with_candidates
 from tests.modelgen import make_if_branch_model
 
 # Beside other tests (tests/conftest.py): verdicts and load failures, and only its own farm's containers.
@@ -179,17 +179,7 @@ def test_farm_optimize_matches_the_input_and_loads_in_every_cpu_target(
         for t in fleet.config.targets
         if t.image == "cpu" and fleet.placements[t.name].runnable and not t.on_request
     ]
-    targets = (
-        (ROOT / "targets.toml")
-        .read_text()
-        .replace(
-            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-            '"u8s8-dynamic"]',
-            "\ncandidates = []",
-            1,
-        )
-    )
-    (tmp_path / "targets.toml").write_text(targets)
+    with_candidates(tmp_path / "targets.toml", [])
     for fold in (True, False):
         out = tmp_path / f"out-{fold}.onnx"
         result = subprocess.run(

@@ -22,7 +22,7 @@ import pytest
 from farm.controller.fleet import BuildResults, Fleet
 from farm.report.schema import validate
 from tests.conftest import ROOT
-from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, words
+from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, with_candidates, words
 from tests.modelgen import (
     ModelData,
     make_dynamic_batch_cnn,
@@ -292,17 +292,7 @@ def test_an_ir3_model_from_the_onnx_wheel_is_quantized_on_the_native_target(
 ) -> None:
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
     assert onnx.load(str(light), load_external_data=False).ir_version == 3
-    targets = (
-        (ROOT / "targets.toml")
-        .read_text()
-        .replace(
-            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-            '"u8s8-dynamic"]',
-            '\ncandidates = ["u8u8-qdq"]',
-            1,
-        )
-    )
-    (tmp_path / "targets.toml").write_text(targets)
+    with_candidates(tmp_path / "targets.toml", ["u8u8-qdq"])
     report, _ = run(
         light,
         "--targets",

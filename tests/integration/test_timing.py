@@ -20,8 +20,7 @@ from farm.job.recommend import faster
 from farm.job.timing import OUT_OF_TOLERANCE_ROUNDS
 from farm.job.types import Latency
 from farm.report.schema import validate
-from tests.conftest import ROOT
-from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant
+from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, with_candidates
 from tests.modelgen import make_cnn
 
 pytestmark = pytest.mark.docker
@@ -107,18 +106,7 @@ def test_variants_within_noise_are_not_called_fastest(fleet: Fleet, built: Build
     onnx.save(
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "relu.onnx"
     )
-    targets = (
-        (ROOT / "targets.toml")
-        .read_text()
-        .replace(
-            '\ncandidates = ["s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-qdq-pc", "u8s8-qdq-pc", '
-            '"u8s8-dynamic"]',
-            "\ncandidates = []",
-            1,
-        )
-    )
-    assert "candidates = []" in targets
-    (tmp_path / "targets.toml").write_text(targets)
+    with_candidates(tmp_path / "targets.toml", [])
     result = farm_matrix(
         str(tmp_path / "relu.onnx"),
         "--iterations",
