@@ -23,7 +23,7 @@ import pytest
 from farm.backend.cleanup import ContainerInfo
 from farm.backend.engine import Engine
 from farm.errors import FarmError
-from farm.host.owner import is_gone
+from farm.host.owner import is_gone, owner_pid, parent_of
 
 REQUIRE = os.environ.get("FARM_REQUIRE_DOCKER") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,15 +182,11 @@ def own_containers(engine: Engine) -> list[ContainerInfo]:
 
 def mine(owner: str) -> bool:
     """Whether the live process the owner label names is this one or descends from it."""
-    pid = int(owner.split()[2])
-    while pid > 1:
+    pid = owner_pid(owner)
+    while pid is not None and pid > 1:
         if pid == os.getpid():
             return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, the parent; the name (field 2) may hold ")"
+        pid = parent_of(pid)
     return False
 
 

@@ -23,13 +23,31 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _start_time(pid: int) -> str | None:
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, from field 3 on (None: no such process). The name
+    (field 2) may hold spaces and parentheses, so they are counted from its end."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22 (starttime); the command name (field 2) may hold spaces and parentheses, so count from its end.
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[19]  # field 22, starttime
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (field 4), or None when it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
+def owner_pid(owner: str) -> int | None:
+    """The PID an owner label names, or None for a label this farm did not write."""
+    parts = owner.split()
+    return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
 
 
 def of_process(pid: int) -> str:
@@ -46,12 +64,12 @@ def this_process() -> str:
 def is_gone(owner: str) -> bool | None:
     """Whether the process named by ``owner`` has ended: True, False, or None when this machine cannot tell (another
     host, as with a remote engine, or a label it cannot read)."""
-    parts = owner.split()
-    if len(parts) != 4 or not parts[2].isdigit():
+    pid = owner_pid(owner)
+    if pid is None:
         return None
-    host, boot, pid, started = parts
+    host, boot, _, started = owner.split()
     if host != socket.gethostname():
         return None
     if boot != _boot_id():
         return True  # rebooted since: every process of that boot is gone
-    return _start_time(int(pid)) != started
+    return _start_time(pid) != started

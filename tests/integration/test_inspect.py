@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
-from farm.host.owner import OWNER_LABEL
+from farm.host.owner import OWNER_LABEL, owner_pid
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target, with_candidates
 from tests.modelgen import make_if_branch_model
@@ -132,8 +132,8 @@ def test_a_second_inspect_asks_no_runtime_again(engine: Engine, built: BuildResu
     events = engine.client.events(
         since=started, until=ended, decode=True, filters={"type": "container", "event": "create"}
     )
-    # Its own: the other test process's farm runs create containers meanwhile (an owner label's third word is a pid).
-    created = [e for e in events if e["Actor"]["Attributes"].get(OWNER_LABEL, "").split()[2:3] == [str(pid)]]
+    # Its own: the other test process's farm runs create containers meanwhile.
+    created = [e for e in events if owner_pid(e["Actor"]["Attributes"].get(OWNER_LABEL, "")) == pid]
     assert created == [], created
 
 
