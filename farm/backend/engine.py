@@ -68,6 +68,11 @@ class EngineInfo:
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
+# How often, and how far apart, a server error's engine is asked whether it still answers (Engine._going).
+GOING_CHECKS = 3
+GOING_CHECK_S = 1.0
+
+
 def engine_lost(doing: str, host: str, exc: BaseException) -> EnvironmentProblem:
     """The one wording of "the engine went away": what farm was doing, where the engine was, and the SDK's words."""
     return EnvironmentProblem(
@@ -174,6 +179,18 @@ class Engine(ImageOps, Housekeeping):
         except ENGINE_ERRORS as exc:
             raise engine_lost(f"running a container of {spec.image}", self.host, exc) from None
 
+    def _going(self) -> bool:
+        """After a server error: whether the engine is stopping. A daemon that shuts down answers 500 for a while
+        ("database not open", seen creating a volume) before its socket closes, so it is asked again for a few
+        seconds; one that keeps answering had an error of this container's own."""
+        for _ in range(GOING_CHECKS):
+            time.sleep(GOING_CHECK_S)
+            try:
+                self.client.ping()
+            except Exception:  # the SDK raises several unrelated types for "nothing there"
+                return True
+        return False
+
     def _run(self, spec: RunSpec, on_line: LineSink | None) -> RunResult:
         with contextlib.ExitStack() as stack:
             try:
@@ -181,6 +198,8 @@ class Engine(ImageOps, Housekeeping):
                 started = time.monotonic()
                 container.start()
             except docker.errors.APIError as exc:
+                if exc.is_server_error() and self._going():
+                    raise  # the engine's own end (run() says so), not this container's
                 # A missing image, or the NVIDIA runtime's "driver/library version mismatch": this target's
                 # failure alone.
                 return RunResult.engine_failure(
