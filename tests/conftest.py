@@ -8,12 +8,10 @@ what it asserts rests on timings (a recommendation, a gate, a "faster") or on wh
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ import pytest
 from farm.backend.cleanup import ContainerInfo
 from farm.backend.engine import Engine
 from farm.errors import FarmError
+from farm.host import turns
 from farm.host.owner import is_gone, owner_pid, parent_of
+from farm.host.turns import OFF, TURNS_ENV
 
 REQUIRE = os.environ.get("FARM_REQUIRE_DOCKER") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +54,15 @@ def shared_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-# Two locks in a folder that the controlling pytest makes for its workers: "turn" is a readers-writer lock (shared by
-# concurrent tests, exclusive for a test that runs alone), "gate" makes it fair: a test waiting to run alone is not
-# overtaken by the other process's next concurrent test.
-LOCKS_ENV = "FARM_TEST_LOCKS"
+# The host's turns (farm.host.turns), in a folder that the controlling pytest makes for its workers and names in
+# FARM_HOST_TURNS, so that every farm a test starts takes its turns there too. A test runs in one of three ways:
+# - concurrent: in a shared turn, beside other shared turns; the farms it starts take none (FARM_HOST_TURNS=off);
+# - farm_turns: in a shared turn, given up while a farm command of its runs (outside_turn), and that farm takes its
+#   own turns, alone for each job that times (the timing of the test's other work would be disturbed by nothing);
+# - alone (every other test): in a turn of its own, and the farms it starts take none.
 CONCURRENT = "concurrent"
+FARM_TURNS = "farm_turns"
+ALONE = "alone"
 UNIT = ROOT / "tests" / "unit"
 
 
@@ -68,69 +72,118 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{CONCURRENT}: may run beside other tests: it asserts nothing that timings change, and nothing about "
         "containers, images or events on the engine that are not its own (tests/unit is concurrent by location)",
     )
-    if not hasattr(config, "workerinput") and LOCKS_ENV not in os.environ:
-        os.environ[LOCKS_ENV] = tempfile.mkdtemp(prefix="farm-test-locks-")  # the workers start after this
+    config.addinivalue_line(
+        "markers",
+        f"{FARM_TURNS}: runs beside other tests except while a job of its farm commands times a target: those farms "
+        "take this host to themselves for each timed job (farm.host.turns); its farm commands run through "
+        "tests.farmcli.farm or tests.integration.farmrun.farm_matrix (outside_turn)",
+    )
+    config.addinivalue_line("markers", f"{ALONE}: runs alone, whatever its module's marks say")
+    if not hasattr(config, "workerinput") and os.environ.get(TURNS_ENV, OFF) == OFF:
+        place = tempfile.mkdtemp(prefix="farm-test-turns-")  # the workers start after this, and inherit it
+        (Path(place) / turns.LOG).touch()
+        os.environ[TURNS_ENV] = place
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and os.environ.get(LOCKS_ENV, "").startswith(tempfile.gettempdir()):
-        shutil.rmtree(os.environ.pop(LOCKS_ENV), ignore_errors=True)
+    place = os.environ.get(TURNS_ENV, "")
+    if not hasattr(config, "workerinput") and Path(place).name.startswith("farm-test-turns-"):
+        shutil.rmtree(os.environ.pop(TURNS_ENV), ignore_errors=True)
 
 
-def concurrent(item: pytest.Item) -> bool:
-    return item.get_closest_marker(CONCURRENT) is not None or item.path.is_relative_to(UNIT)
+def kind(item: pytest.Item) -> str:
+    if item.get_closest_marker(ALONE) is not None:
+        return ALONE
+    if item.get_closest_marker(CONCURRENT) is not None or item.path.is_relative_to(UNIT):
+        return CONCURRENT
+    return FARM_TURNS if item.get_closest_marker(FARM_TURNS) is not None else ALONE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that run alone first, then the concurrent integration modules (the longest work), then the unit
-    tests, many and short, which fill the end evenly. Alone tests last would leave the other process blocked behind
-    each of them while a long concurrent module still ran. xdist hands modules out in this order."""
-    items.sort(key=lambda item: 0 if not concurrent(item) else 2 if item.path.is_relative_to(UNIT) else 1)
+    """The tests that run alone first, then those whose farms take turns, then the concurrent integration modules
+    (the longest work), then the unit tests, many and short, which fill the end evenly. Alone tests last would leave
+    the other process blocked behind each of them while a long concurrent module still ran. xdist hands modules
+    out in this order."""
+    order = {ALONE: 0, FARM_TURNS: 1, CONCURRENT: 2}
+    items.sort(key=lambda item: order[kind(item)] + (1 if item.path.is_relative_to(UNIT) else 0))
+
+
+class _Turn:
+    """The running test's shared turn, which outside_turn gives up around a farm command and takes again."""
+
+    def __init__(self, nodeid: str, place: Path) -> None:
+        self.nodeid, self.place = nodeid, place
+        self.held = contextlib.ExitStack()
+
+    def take(self) -> None:
+        self.held.enter_context(turns.turn(self.nodeid, alone=False, place=self.place))
+
+    def drop(self) -> None:
+        self.held.close()
+
+
+_giving: _Turn | None = None
+
+
+@contextlib.contextmanager
+def outside_turn() -> Iterator[None]:
+    """Around a farm command of a test marked farm_turns: the test gives up its turn and the farm takes its own, in
+    the same folder. Elsewhere the farm runs inside the test's turn and takes none (FARM_HOST_TURNS=off)."""
+    turn = _giving
+    if turn is None:
+        yield
+        return
+    turn.drop()
+    os.environ[TURNS_ENV] = str(turn.place)
+    try:
+        yield
+    finally:
+        os.environ[TURNS_ENV] = OFF
+        turn.take()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Each test, its fixtures' setup and teardown included (a module's matrix runs in its first test's setup),
-    holds its turn: shared by concurrent tests, exclusive for the others. Without xdist nothing runs beside it."""
-    locks = os.environ.get(LOCKS_ENV) if hasattr(item.config, "workerinput") else None
-    with contextlib.ExitStack() as held:
-        if locks is not None:
-            shared = concurrent(item)
-            gate = held.enter_context(open(Path(locks) / "gate", "a"))
-            turn = held.enter_context(open(Path(locks) / "turn", "a"))
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            fcntl.flock(turn, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            if shared:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-            held.callback(record, Path(locks) / TURNS, item.nodeid, shared, time.monotonic())
+    holds its turn. Without xdist nothing runs beside it, and the farms it starts take their turns as anywhere."""
+    global _giving
+    place = turns.folder() if hasattr(item.config, "workerinput") else None
+    if place is None:
         return (yield)
-
-
-TURNS = "turns"
-
-
-def record(log: Path, nodeid: str, shared: bool, began: float) -> None:
-    """One line per test, written while it still holds its turn: the controller checks them all at the end."""
-    with log.open("a") as stream:  # one short append per line: the two processes' lines never interleave
-        stream.write(json.dumps([began, time.monotonic(), shared, nodeid]) + "\n")
+    how = kind(item)
+    with contextlib.ExitStack() as held:
+        if how == FARM_TURNS:
+            _giving = _Turn(item.nodeid, place)
+            _giving.take()
+            held.callback(_giving.drop)
+        else:
+            held.enter_context(turns.turn(item.nodeid, alone=how == ALONE, place=place))
+        os.environ[TURNS_ENV] = OFF
+        try:
+            return (yield)
+        finally:
+            os.environ[TURNS_ENV] = str(place)
+            _giving = None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The controller fails the run if a test that runs alone overlapped any other (CLOCK_MONOTONIC is the machine's,
-    the same in both processes): the locks above are checked on every run, not trusted."""
-    locks = os.environ.get(LOCKS_ENV)
-    log = Path(locks) / TURNS if locks else None
-    if hasattr(session.config, "workerinput") or log is None or not log.exists():
+    """The controller fails the run if a turn taken alone (a test's, or a timed job's of a farm that a farm_turns test
+    started) overlapped any other (CLOCK_MONOTONIC is the machine's, the same in every process): the turns are
+    checked on every run, not trusted."""
+    log = Path(os.environ.get(TURNS_ENV, OFF)) / turns.LOG
+    if hasattr(session.config, "workerinput") or not log.exists():
         return
-    turns = [json.loads(line) for line in log.read_text().splitlines()]
+    taken = [json.loads(line) for line in log.read_text().splitlines()]
+    if not taken:  # one process (-n 0, -p no:xdist), and no farm that timed
+        return
     reporter = session.config.pluginmanager.getplugin("terminalreporter")
     assert reporter is not None
     reporter.ensure_newline()
-    reporter.write_line(timeline(turns))
+    reporter.write_line(timeline(taken))
     clashes = [
         f"{a[3].split('[')[0]} ran beside {b[3].split('[')[0]}"
-        for i, a in enumerate(turns)
-        for b in turns[i + 1 :]
+        for i, a in enumerate(taken)
+        for b in taken[i + 1 :]
         if not (a[2] and b[2]) and a[0] < b[1] and b[0] < a[1]
     ]
     if clashes:
@@ -138,11 +191,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def timeline(turns: list[list[Any]]) -> str:
+def timeline(taken: list[list[Any]]) -> str:
     """Where the session's time went: what the two processes overlapped, what ran alone, and the time no test ran
     (startup, collection, and a process waiting for the other): the figures to watch when the suite grows."""
-    alone = [end - start for start, end, shared, _ in turns if not shared]
-    edges = sorted(edge for start, end, _, _ in turns for edge in ((start, 1), (end, -1)))
+    alone = [end - start for start, end, shared, _ in taken if not shared]
+    edges = sorted(edge for start, end, _, _ in taken for edge in ((start, 1), (end, -1)))
     running, last, covered, both = 0, edges[0][0], 0.0, 0.0
     for when, step in edges:
         covered += (when - last) if running else 0.0
@@ -150,7 +203,8 @@ def timeline(turns: list[list[Any]]) -> str:
         running, last = running + step, when
     span = edges[-1][0] - edges[0][0]
     return (
-        f"test turns: {len(turns) - len(alone)} beside others, {len(alone)} alone ({sum(alone):.0f} s); "
+        f"turns of tests and timed farm jobs: {len(taken) - len(alone)} shared, {len(alone)} alone "
+        f"({sum(alone):.0f} s); "
         f"{span:.0f} s from the first to the last, {both:.0f} s of it with two tests at once, "
         f"{span - covered:.0f} s with none"
     )

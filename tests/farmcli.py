@@ -8,18 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, outside_turn
 
 
 def farm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farm", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-        cwd=cwd or ROOT,
-    )
+    with outside_turn():
+        return subprocess.run(
+            [sys.executable, "-m", "farm", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or ROOT,
+        )
 
 
 def assert_one_clean_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

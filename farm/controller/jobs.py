@@ -27,6 +27,7 @@ from farm.controller.progress import Step
 from farm.controller.tuned import TunedModels, load_tuned
 from farm.controller.variantpick import missing_picks, picked, skipped_baselines
 from farm.errors import ConfigError, EnvironmentProblem
+from farm.host import turns
 from farm.host.probe import Placement
 from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
@@ -399,8 +400,12 @@ def run_job(
         except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
             return RunResult.engine_failure(f"could not be masked: {exc}")
         backend = fleet.backend(target)
+        placement = fleet.placements[target.name]
+        # A job whose figures are this host's timings has the host to itself (farm.host.turns); others share it.
+        alone = stage in TIMED_STAGES and placement.on_this_cpu and not backend.reach.remote
         try:
-            return backend.run(started, on_line=on_line)
+            with turns.turn(f"farm {stage} {target.name}", alone=alone, on_wait=lambda line: on_line(f"farm: {line}")):
+                return backend.run(started, on_line=on_line)
         except EnvironmentProblem as exc:
             if not backend.reach.remote:
                 raise  # the controller's own engine: nothing else can run either
@@ -419,6 +424,8 @@ def run_job(
     return result
 
 
+# The stages whose jobs time their variants (prepare quantizes, and times nothing).
+TIMED_STAGES = frozenset({"evaluate", "tune"})
 # The one line a target's warnings carry when the counting QEMU could not start its job.
 NO_START = "no speed estimate: the counting QEMU did not start the job ({what}), so it ran again without it"
 

@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from farm.controller.fleet import Fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, outside_turn
 
 
 def farm_matrix(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``env``: variables to set beside this process's own."""
-    return subprocess.run(
-        [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=ROOT,
-        env=None if env is None else {**os.environ, **env},
-    )
+    with outside_turn():
+        return subprocess.run(
+            [sys.executable, "-m", "farm", "matrix", "--quiet", "--out", str(out), *args],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
+        )
 
 
 def start_matrix(*args: str, out: Path) -> subprocess.Popen[str]:

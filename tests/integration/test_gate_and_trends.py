@@ -20,12 +20,13 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from farm.controller.fleet import BuildResults, Fleet
 from farm.report.schema import validate
 from tests.browser import PageResult, chromium_path, open_page
-from tests.conftest import ROOT, missing
+from tests.conftest import ROOT, missing, outside_turn
 from tests.farmcli import farm
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant
 from tests.modelgen import make_mlp_classifier
 
-pytestmark = pytest.mark.docker
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.farm_turns]
 ARTIFACTS = ROOT / "test-artifacts"
 HOSTILE = "<script>alert(1)</script>"
 
@@ -270,26 +271,27 @@ def test_nightly_twice_gives_a_trend_with_two_points_per_target_and_variant(
     policy = tmp_path / "gate.toml"
     policy.write_text('max_latency_regression = false\nrecommendation_change = "warn"\n')
     for night in (1, 2):
-        result = subprocess.run(
-            [
-                str(ROOT / "scripts" / "nightly"),
-                "--history",
-                str(history),
-                "--trend",
-                str(trend),
-                "--policy",
-                str(policy),
-                "--",
-                "--target",
-                native_target(fleet),
-                "--target",
-                "arm64",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=tmp_path,
-        )
+        with outside_turn():
+            result = subprocess.run(
+                [
+                    str(ROOT / "scripts" / "nightly"),
+                    "--history",
+                    str(history),
+                    "--trend",
+                    str(trend),
+                    "--policy",
+                    str(policy),
+                    "--",
+                    "--target",
+                    native_target(fleet),
+                    "--target",
+                    "arm64",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=tmp_path,
+            )
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"{night} run(s)" in result.stdout, result.stdout
     data = json.loads((trend / "trend.json").read_text())

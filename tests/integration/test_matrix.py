@@ -20,7 +20,8 @@ from tests.integration.conftest import runnable, wait_for
 from tests.integration.farmrun import farm_matrix, native_target, read_report, start_matrix, target, variant
 from tests.modelgen import make_saturating_classifier
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.farm_turns]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,8 @@ def test_u8s8_saturates_on_avx2_and_the_recommendation_avoids_it(
     assert avx2["recommended"] not in ("u8s8-qdq", "u8s8-dynamic", "s8s8-qdq"), avx2
 
 
+# Alone: it finds its farm's container by label among all the engine's.
+@pytest.mark.alone
 def test_a_target_killed_from_outside_fails_alone(
     engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults, tmp_path: Path
 ) -> None:
@@ -170,6 +173,8 @@ def test_a_target_killed_from_outside_fails_alone(
     assert not new_containers()
 
 
+# Alone: it finds its farm's container by label among all the engine's.
+@pytest.mark.alone
 def test_ctrl_c_leaves_no_container_behind(
     engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults, tmp_path: Path
 ) -> None:

@@ -29,7 +29,8 @@ from tests.integration.conftest import image_of
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant
 from tests.modelgen import make_cnn
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.farm_turns]
 
 THREADS = [1, 2]
 PROFILE_KEYS = {"memory", "peak_rss_mib", "session_threads", "session_create_ms", "first_run_ms", "timing", "threads"}

@@ -24,7 +24,8 @@ from tests.integration.conftest import runnable
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_cnn
 
-pytestmark = [pytest.mark.docker, pytest.mark.emulation]
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.farm_turns]
 
 
 def timed_target(fleet: Fleet) -> str:

@@ -23,7 +23,8 @@ from farm.report.schema import validate
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, variant, with_candidates
 from tests.modelgen import make_cnn
 
-pytestmark = pytest.mark.docker
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.farm_turns]
 
 
 def latency(entry: dict[str, Any], name: str) -> Latency:

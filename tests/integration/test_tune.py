@@ -18,7 +18,7 @@ from farm.job.codec import decode
 from farm.job.recommend import faster
 from farm.job.types import Latency
 from farm.report.schema import validate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, outside_turn
 from tests.hostfloor import floor_for_second_search
 from tests.integration.farmrun import farm_matrix, native_target, read_report
 from tests.modelgen import (
@@ -33,17 +33,31 @@ from tests.modelgen import (
 )
 from tests.tuneschema import check_tune_report
 
-pytestmark = pytest.mark.docker
+# Its farm commands take this host's turns (tests/conftest.py): `farm tune` times on the timed target alone.
+pytestmark = [pytest.mark.docker, pytest.mark.farm_turns]
 
 
 def farm_tune(model: Path, data: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "farm", "tune", str(model), "--data", str(data), "--out", str(out), "--quiet", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    with outside_turn():
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "farm",
+                "tune",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+        )
     report = json.loads((out / "tune.json").read_text()) if (out / "tune.json").is_file() else None
     if report is not None:
         check_tune_report(report)

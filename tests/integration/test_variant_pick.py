@@ -19,7 +19,8 @@ from farm.models import default_model
 from farm.report.schema import validate
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target
 
-pytestmark = [pytest.mark.docker]
+# Its farm commands take this host's turns (tests/conftest.py): each job that times has the host to itself.
+pytestmark = [pytest.mark.docker, pytest.mark.farm_turns]
 
 
 def test_variant_evaluates_only_the_named_variant_beside_fp32(fleet: Fleet, tmp_path: Path) -> None:
