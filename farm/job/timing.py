@@ -109,7 +109,7 @@ class _Rounds:
         for index in range(len(self.entries)):
             self._runs(index, self.timing.warmup, least=1)
         for r, most in enumerate(plan):
-            for index in range(len(self.entries)):
+            for index in rotated(len(self.entries), r):
                 if index not in self.errors and not self._halted(index):
                     self.timed[index][r] = self._runs(index, most, least=self.timing.min_runs)
             if self.adaptive and r + 1 < len(plan):
@@ -170,6 +170,13 @@ class _Rounds:
             if mine and theirs
         ]
         return any(mine >= theirs for mine, theirs in pairs) and any(theirs >= mine for mine, theirs in pairs)
+
+
+def rotated(count: int, round_index: int) -> list[int]:
+    """The order the entries run in a round: each round starts one entry later than the round before, so that no
+    session always runs first, right after another session's runs (whatever that leaves in the caches), and a place
+    in the order cannot win every round for a session: what "faster" needs (farm.job.recommend.faster)."""
+    return [(round_index + i) % count for i in range(count)] if count else []
 
 
 def speedup(fp32: Latency, variant: Latency) -> float | None:

@@ -196,3 +196,23 @@ def test_the_evaluate_timer_gives_each_variant_its_role_from_its_verdict(tmp_pat
         "u8u8-qdq": (10, None),
         "s8s8-qdq": (OUT_OF_TOLERANCE_ROUNDS, "out-of-tolerance"),
     }
+
+
+class Recorder:
+    """A session that notes its name in a shared log at each run."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def run(self, _: Any, feed: Any) -> list[Any]:
+        self.log.append(self.name)
+        return []
+
+
+def test_each_round_starts_one_session_later_than_the_round_before() -> None:
+    log: list[str] = []
+    sessions = [Recorder(name, log) for name in ("fp32", "optimized", "u8s8")]
+    timing = Timing(warmup=0, iterations=3, rounds=3, mode="fixed")
+    time_variants([Timed(session=s, role="baseline") for s in sessions], [{}], timing, clock=Clock())
+    # One run per session per round; the warm-up (none here) keeps the report's order.
+    assert log == ["fp32", "optimized", "u8s8", "optimized", "u8s8", "fp32", "u8s8", "fp32", "optimized"]
