@@ -23,10 +23,10 @@ from farm.job.variants import BASELINES, FP32
 from tests.integration.farmrun import farm_matrix, read_report, target
 from tests.modelgen import make_cnn
 
-# The determinism test runs alone (tests/conftest.py), though it times nothing: beside another test process, one
-# arm64 variant's count differed by 0.3% between the two matrices (Intel Xeon, 2 cores; the limit is 0.1%). Whether
-# load is the cause is not known: alone, two processes' fewest counts of the same x86 MatMul also differed, by a fixed
-# 6295 instructions in two runs of three (0.29% of a 128x128 MatMul, seen while trying a smaller test_counting.py).
+# The determinism test runs alone (tests/conftest.py), though it times nothing: beside another test process one arm64
+# variant's count differed by 0.30% between the two matrices (Intel Xeon, 2 cores; the limit is 0.1%). Load is not
+# the cause, or not the only one: alone, arm64 s8s8-qdq-pc's fewest of 3 runs differed by 6697 instructions (0.34%)
+# while every other arm64 variant counted the same to the instruction (Intel Xeon, 2026-12-05).
 pytestmark = [pytest.mark.docker, pytest.mark.emulation]
 
 COST_MODELS = {"arm64": "neoverse-n1", "x86-avx2": "haswell"}
