@@ -481,8 +481,9 @@ def test_timing_rounds_alternate_and_one_broken_session_keeps_the_others() -> No
     calls: list[str] = []
     sessions = [_Session("a", calls), _Session("b", calls), _Session("c", calls, fail_after=3)]
     results = time_rounds(sessions, [{}], warmup=1, iterations=4, rounds=2)
-    # Warm-up once each, then round 1 (two runs each), then round 2; c broke after its third run.
-    assert calls == ["a", "b", "c", "a", "a", "b", "b", "c", "c", "a", "a", "b", "b"]
+    # Warm-up once each, then round 1 (two runs each), then round 2, which starts one session later (b, c, a); c broke
+    # after its third run.
+    assert calls == ["a", "b", "c", "a", "a", "b", "b", "c", "c", "b", "b", "a", "a"]
     assert isinstance(results[2], RuntimeError)
     for latency in results[:2]:
         assert not isinstance(latency, Exception)
