@@ -384,10 +384,11 @@ def run_job(
         path = inputs / spec_file(stage, target.name)
         path.write_text(json.dumps(encode(attempt), indent=2))
         path.chmod(0o644)  # the container's unprivileged user reads it whatever this process's umask is
+        placement = fleet.placements[target.name]
         try:
             started = container(
                 target,
-                fleet.placements[target.name],
+                placement,
                 tag,
                 stage,
                 inputs,
@@ -400,7 +401,6 @@ def run_job(
         except EnvironmentProblem as exc:  # this target cannot be masked here; the others still run
             return RunResult.engine_failure(f"could not be masked: {exc}")
         backend = fleet.backend(target)
-        placement = fleet.placements[target.name]
         # A job whose figures are this host's timings has the host to itself (farm.host.turns); others share it.
         alone = stage in TIMED_STAGES and placement.on_this_cpu and not backend.reach.remote
         try:

@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -34,10 +34,9 @@ GATE, TURN = "gate", "turn"
 LOG = "turns"
 
 
-def folder(environ: Mapping[str, str] | None = None) -> Path | None:
+def folder() -> Path | None:
     """Where this process takes its turns; None when FARM_HOST_TURNS is ``off``."""
-    env = os.environ if environ is None else environ
-    given = env.get(TURNS_ENV, "")
+    given = os.environ.get(TURNS_ENV, "")
     if given == OFF:
         return None
     return Path(given) if given else Path(tempfile.gettempdir()) / f"farm-turns-{os.getuid()}"
@@ -58,17 +57,19 @@ def turn(
     with contextlib.ExitStack() as held:
         gate = held.enter_context(open(where / GATE, "a"))
         lock = held.enter_context(open(where / TURN, "a"))
-        _take(gate, fcntl.LOCK_EX, on_wait, alone)
-        _take(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH, on_wait, alone)
+        waited = _take(gate, fcntl.LOCK_EX, on_wait, alone)
+        _take(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH, None if waited else on_wait, alone)
         if not alone:
             fcntl.flock(gate, fcntl.LOCK_UN)
         held.callback(record, where / LOG, who, not alone, time.monotonic())
         yield
 
 
-def _take(file: IO[str], how: int, on_wait: Callable[[str], None] | None, alone: bool) -> None:
+def _take(file: IO[str], how: int, on_wait: Callable[[str], None] | None, alone: bool) -> bool:
+    """Lock ``file``; whether it had to wait (``on_wait`` heard why, once for the turn)."""
     try:
         fcntl.flock(file, how | fcntl.LOCK_NB)
+        return False
     except BlockingIOError:
         if on_wait is not None:
             on_wait(
@@ -77,6 +78,7 @@ def _take(file: IO[str], how: int, on_wait: Callable[[str], None] | None, alone:
                 else "waiting for this host to itself: another farm run is working here, and this job times"
             )
         fcntl.flock(file, how)
+        return True
 
 
 def record(log: Path, who: str, shared: bool, began: float) -> None:

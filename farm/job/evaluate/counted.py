@@ -93,7 +93,7 @@ def page_aligned(array: np.ndarray) -> np.ndarray:
 
 
 def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[MarkedRun]:
-    feed = {name: page_aligned(np.require(value, requirements="C")) for name, value in feed.items()}
+    feed = {name: page_aligned(value) for name, value in feed.items()}
     # The first runs allocate and plan (and one later run on Haswell executed a one-off ~5% more, measured in
     # tests/integration/countjob.py); after them every run of the same feed executes nearly the same instructions.
     for _ in range(WARMUP):
