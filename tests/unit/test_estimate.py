@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from farm.job.estimate.costs import CLASSES, CostModel, cost_model_for, cost_models, trust
@@ -167,13 +166,3 @@ def test_in_one_process_too_every_variant_is_counted_before_any_runs(
     result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
     assert all(v.timing == "estimated" for v in result.variants)
     assert events == ["count"] * len(result.variants) + ["run"] * (len(result.variants) - 1), events
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 48, 48), (5,), (0, 3), ()])
-def test_a_counted_input_is_a_page_aligned_copy_of_the_same_values(shape: tuple[int, ...]) -> None:
-    from farm.job.evaluate.counted import PAGE, page_aligned
-
-    given = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
-    copy = page_aligned(given)
-    assert copy.shape == given.shape and copy.dtype == given.dtype and np.array_equal(copy, given)
-    assert copy.nbytes == 0 or copy.ctypes.data % PAGE == 0

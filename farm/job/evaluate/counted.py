@@ -76,24 +76,7 @@ def put_counts(file: ResultFile, counted: Mapping[str, Sequence[MarkedRun]], est
             _put(file, name, model, runs)
 
 
-# Where each input's data starts, modulo a page: the kernels take other paths for the unaligned head of a buffer.
-PAGE = 4096
-
-
-def page_aligned(array: np.ndarray) -> np.ndarray:
-    """A copy of ``array`` whose data starts on a page boundary. onnxruntime reads a CPU input in place, and where
-    numpy put it depends on what the process allocated before (the order of the profile server's answers, say), so
-    its offset could move a count. Not shown to be the cause: in two matrices an arm64 variant's fewest of 3 runs
-    differed by 19151 instructions (0.9%), every other variant's by at most a few hundred (Intel Xeon)."""
-    buffer = np.empty(array.nbytes + PAGE, dtype=np.uint8)
-    start = -buffer.ctypes.data % PAGE
-    aligned = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
-    aligned[...] = array
-    return aligned
-
-
 def _count(session: Any, feed: dict[str, np.ndarray], runs: int, marks: Marks) -> list[MarkedRun]:
-    feed = {name: page_aligned(value) for name, value in feed.items()}
     # The first runs allocate and plan (and one later run on Haswell executed a one-off ~5% more, measured in
     # tests/integration/countjob.py); after them every run of the same feed executes nearly the same instructions.
     for _ in range(WARMUP):
