@@ -64,6 +64,7 @@ CONCURRENT = "concurrent"
 FARM_TURNS = "farm_turns"
 ALONE = "alone"
 UNIT = ROOT / "tests" / "unit"
+TURNS_KEPT = ROOT / "test-artifacts" / "turns.jsonl"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -109,10 +110,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class _Turn:
-    """The running test's shared turn, which outside_turn gives up around a farm command and takes again."""
+    """The running test's shared turn, which outside_turn gives up around a farm command, and let_timed_jobs_in
+    for a timed job that waits, and takes again."""
 
-    def __init__(self, nodeid: str, place: Path) -> None:
-        self.nodeid, self.place = nodeid, place
+    def __init__(self, nodeid: str, place: Path, *, farms_take_turns: bool) -> None:
+        self.nodeid, self.place, self.farms_take_turns = nodeid, place, farms_take_turns
         self.held = contextlib.ExitStack()
 
     def take(self) -> None:
@@ -122,15 +124,17 @@ class _Turn:
         self.held.close()
 
 
-_giving: _Turn | None = None
+_holding: _Turn | None = None
 
 
 @contextlib.contextmanager
 def outside_turn() -> Iterator[None]:
     """Around a farm command of a test marked farm_turns: the test gives up its turn and the farm takes its own, in
-    the same folder. Elsewhere the farm runs inside the test's turn and takes none (FARM_HOST_TURNS=off)."""
-    turn = _giving
-    if turn is None:
+    the same folder. Elsewhere the farm runs inside the test's turn and takes none (FARM_HOST_TURNS=off); a concurrent
+    test lets a waiting timed job in first (let_timed_jobs_in), since nothing of its own runs between two commands."""
+    turn = _holding
+    if turn is None or not turn.farms_take_turns:
+        let_timed_jobs_in()
         yield
         return
     turn.drop()
@@ -142,28 +146,39 @@ def outside_turn() -> Iterator[None]:
         turn.take()
 
 
+def let_timed_jobs_in() -> None:
+    """Where a long test that shares the host has no work running (between its cases or runs): if a timed job of the
+    other process's farm waits for the host, give up this test's turn and take it again behind that job. A test
+    holds one turn from its start to its end, so without this the timed job, and the process that runs it, would
+    idle until the whole test ended (up to a minute and a half, the fuzzed models' matrix)."""
+    turn = _holding
+    if turn is not None and turns.asked_for(turn.place):
+        turn.drop()
+        turn.take()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Each test, its fixtures' setup and teardown included (a module's matrix runs in its first test's setup),
     holds its turn. Without xdist nothing runs beside it, and the farms it starts take their turns as anywhere."""
-    global _giving
+    global _holding
     place = turns.folder() if hasattr(item.config, "workerinput") else None
     if place is None:
         return (yield)
     how = kind(item)
     with contextlib.ExitStack() as held:
-        if how == FARM_TURNS:
-            _giving = _Turn(item.nodeid, place)
-            _giving.take()
-            held.callback(_giving.drop)
+        if how == ALONE:
+            held.enter_context(turns.turn(item.nodeid, alone=True, place=place))
         else:
-            held.enter_context(turns.turn(item.nodeid, alone=how == ALONE, place=place))
+            _holding = _Turn(item.nodeid, place, farms_take_turns=how == FARM_TURNS)
+            _holding.take()
+            held.callback(_holding.drop)
         os.environ[TURNS_ENV] = OFF
         try:
             return (yield)
         finally:
             os.environ[TURNS_ENV] = str(place)
-            _giving = None
+            _holding = None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -180,6 +195,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     assert reporter is not None
     reporter.ensure_newline()
     reporter.write_line(timeline(taken))
+    # Kept for the next change to the order or the turns: which test held the host when, and alone or not.
+    TURNS_KEPT.parent.mkdir(parents=True, exist_ok=True)
+    TURNS_KEPT.write_text(log.read_text())
     clashes = [
         f"{a[3].split('[')[0]} ran beside {b[3].split('[')[0]}"
         for i, a in enumerate(taken)

@@ -65,6 +65,22 @@ def turn(
         yield
 
 
+def asked_for(place: Path | None = None) -> bool:
+    """Whether a turn waits at the gate now (in practice a timed job: a shared one holds the gate only for the moment it
+    takes its turn). Work that holds a shared turn for long can give it up at a point of its choosing and take it
+    again behind the waiting one, so that a timed job does not idle until that work ends (tests/conftest.py)."""
+    where = place if place is not None else folder()
+    if where is None or not (where / GATE).exists():
+        return False
+    with open(where / GATE, "a") as gate:
+        try:
+            fcntl.flock(gate, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    return False
+
+
 def _take(file: IO[str], how: int, on_wait: Callable[[str], None] | None, alone: bool) -> bool:
     """Lock ``file``; whether it had to wait (``on_wait`` heard why, once for the turn)."""
     try:

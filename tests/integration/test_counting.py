@@ -19,6 +19,7 @@ from farm.backend.engine import Engine, Mount
 from farm.controller.fleet import BuildResults, Fleet
 from farm.host import counting
 from farm.host.probe import Placement
+from tests.conftest import let_timed_jobs_in
 from tests.integration.conftest import image_of
 
 # Beside other tests (tests/conftest.py): what moves a count here is not load alone. Alone, four processes counted
@@ -70,6 +71,7 @@ def test_marked_runs_are_counted_by_class_deterministically_and_in_proportion_to
     cpu: str,
 ) -> None:
     first = count(engine, fleet, built, counting_qemu, name, cpu, tmp_path / "a")
+    let_timed_jobs_in()
     second = count(engine, fleet, built, counting_qemu, name, cpu, tmp_path / "b")
     # Now and then one run of the x86 fp32 MatMul executes a one-off ~400k more loads, stores and scalar
     # instructions (5%; not its multiplies). Only ever more, so like the job (farm.job.evaluate.counted) each

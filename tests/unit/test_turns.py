@@ -78,3 +78,15 @@ def test_off_takes_no_turn_and_the_log_records_each_turn_where_it_exists(
     monkeypatch.delenv(turns.TURNS_ENV)
     folder = turns.folder()
     assert folder is not None and folder.name.startswith("farm-turns-")
+
+
+def test_a_waiting_timed_job_is_seen_by_work_that_shares_the_host(tmp_path: Path) -> None:
+    events: list[str] = []
+    assert not turns.asked_for(tmp_path)  # no turn was ever taken here
+    with turns.turn("emulated", alone=False, place=tmp_path):
+        assert not turns.asked_for(tmp_path)
+        timed = take_in_thread(tmp_path, "timed", alone=True, events=events)
+        settle()
+        assert turns.asked_for(tmp_path) and "timed runs" not in events
+    timed.join(timeout=5)
+    assert events[-1] == "timed runs" and not turns.asked_for(tmp_path)
