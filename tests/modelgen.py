@@ -662,6 +662,51 @@ def make_saturating_cnn(
     return _image_samples(path, rng, samples=samples, size=size)
 
 
+# The CNN whose int8 model breaks in the middle: conv{BROKEN_LAYER}'s per-tensor weight scale is set by one huge weight
+# on an input channel that is always zero (the Relu before it cuts channel 0), so every other weight of that layer
+# rounds to zero in int8 and the layer computes its bias alone. Quantization, not a kernel, breaks it: the same on
+# every target.
+BROKEN_LAYER = 2
+
+
+def make_broken_middle_cnn(
+    path: Path, *, samples: int = 8, seed: int = 0, size: int = 16, channels: int = 16, layers: int = 6
+) -> ModelData:
+    """``layers`` Conv(3x3)-Relu blocks (conv{i}, relu{i}, tensors c{i} and r{i}), GlobalAveragePool, Flatten and a
+    Gemm head ``head`` to 10 logits. Layer BROKEN_LAYER - 1's channel 0 has a bias of -100, so r{BROKEN_LAYER - 1}[0]
+    is 0 on every input, and conv{BROKEN_LAYER}'s weights from that channel are 1000 times the others: harmless in
+    fp32, and in a per-tensor int8 model (u8s8-qdq) they leave the layer's other weights at zero. Input ``x``
+    ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``."""
+    rng = np.random.default_rng(seed)
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current, cin = "x", 3
+    for index in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.05 + 0.01 * rng.standard_normal(channels)).astype(np.float32)
+        if index == BROKEN_LAYER - 1:
+            b[0] = -100.0
+        if index == BROKEN_LAYER:
+            w[:, 0] = 1000.0 * np.abs(w).max()
+        current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
+    fc = (rng.standard_normal((channels, 10)) / np.sqrt(channels)).astype(np.float32)
+    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "broken_middle_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    return _image_samples(path, rng, samples=samples, size=size)
+
+
 # The hardswish CNN: ``layers`` Conv-hardswish blocks, hardswish written out as exporters write it. Even blocks:
 # x * clip(x + 3, 0, 6) / 6 (Add, Clip, Mul, Div: paddle2onnx); odd blocks: x * (min(relu(x + 3), 6) * 1/6) (Add,
 # Relu, Min, Mul, Mul: x times a hardsigmoid written out). Each fuses into one HardSwish.

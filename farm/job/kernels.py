@@ -110,7 +110,7 @@ class KernelFinding:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Group:
+class KernelGroup:
     """A compute node with the Q/DQ nodes around it, as a model of its own needs them."""
 
     node: onnx.NodeProto
@@ -122,7 +122,7 @@ class _Group:
     weight: str | None
 
 
-def _groups(model: onnx.ModelProto) -> list[_Group]:
+def kernel_groups(model: onnx.ModelProto) -> list[KernelGroup]:
     """Every compute node of ``model``'s main graph whose activation input is quantized, with its group."""
     graph = model.graph
     constants = {t.name for t in graph.initializer}
@@ -187,7 +187,7 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
                 needed.update([*requantize.input[1:], *back.input[1:]])
                 output = back.output[0]
         groups.append(
-            _Group(
+            KernelGroup(
                 node=node,
                 nodes=tuple(nodes),
                 feeds=tuple(dict.fromkeys(feeds)),
@@ -199,7 +199,7 @@ def _groups(model: onnx.ModelProto) -> list[_Group]:
     return groups
 
 
-def _group_model(model: onnx.ModelProto, group: _Group, sample: Mapping[str, np.ndarray]) -> bytes:
+def group_model(model: onnx.ModelProto, group: KernelGroup, sample: Mapping[str, np.ndarray]) -> bytes:
     initializers = {t.name: t for t in model.graph.initializer}
     # Every dimension dynamic: samples may differ in shape where the model allows it.
     inputs = [
@@ -237,7 +237,7 @@ def check_kernels(
     target on up to KERNEL_SAMPLES of ``feeds``; worst first. A node whose group cannot be cut out or run is left
     out: the check speaks only for the nodes it measured."""
     qdq = onnx.load(str(quantized))
-    groups = [g for g in _groups(qdq) if g.node.name]
+    groups = [g for g in kernel_groups(qdq) if g.node.name]
     samples = list(feeds[:KERNEL_SAMPLES])
     if not groups or not samples:
         return []
@@ -269,11 +269,15 @@ def check_kernels(
 
 
 def _measure(
-    qdq: onnx.ModelProto, group: _Group, samples: Sequence[Mapping[str, np.ndarray]], target: SpecTarget, threads: int
+    qdq: onnx.ModelProto,
+    group: KernelGroup,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    target: SpecTarget,
+    threads: int,
 ) -> KernelFinding | None:
     """One group's kernel, its sessions opened and dropped here, one group at a time."""
     try:
-        model = _group_model(qdq, group, samples[0])
+        model = group_model(qdq, group, samples[0])
         exact = open_exact_session(model, threads=threads)
         fused = open_session(model, target=target, threads=threads)
         precise = (

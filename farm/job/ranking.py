@@ -96,7 +96,7 @@ def sqnr(signal: float, noise: float) -> float:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _QParams:
+class QParams:
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int
@@ -129,12 +129,12 @@ def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == name), default)
 
 
-def _qparams(node: onnx.NodeProto, initializers: Mapping[str, np.ndarray]) -> _QParams | None:
+def qparams(node: onnx.NodeProto, initializers: Mapping[str, np.ndarray]) -> QParams | None:
     scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
     zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
     if scale is None or zero is None or not np.issubdtype(zero.dtype, np.integer) or zero.dtype.itemsize > 2:
         return None  # int32 biases, 4-bit and float8 types: not what the ranking measures
-    return _QParams(scale=scale, zero_point=zero, axis=_attribute(node, "axis", 1))
+    return QParams(scale=scale, zero_point=zero, axis=_attribute(node, "axis", 1))
 
 
 class _Graph:
@@ -227,17 +227,17 @@ def rank_points(
     qdq = onnx.load(str(quantized))
     graph = _Graph(source)
     q_init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
-    activations: dict[str, _QParams] = {}
-    weights: dict[str, tuple[np.ndarray, _QParams]] = {}
+    activations: dict[str, QParams] = {}
+    weights: dict[str, tuple[np.ndarray, QParams]] = {}
     for node in qdq.graph.node:
         if node.op_type == "QuantizeLinear":
             name = node.input[0].removesuffix(QUANTIZE_INPUT_SUFFIX)
-            params = _qparams(node, q_init)
+            params = qparams(node, q_init)
             if params is not None and (name in graph.producer or name in graph.inputs):
                 activations.setdefault(name, params)
         elif node.op_type == "DequantizeLinear" and node.input[0] in q_init:
             name = node.output[0].removesuffix(DEQUANTIZE_OUTPUT_SUFFIX)
-            params = _qparams(node, q_init)
+            params = qparams(node, q_init)
             if params is not None and name in graph.constants and name not in weights:
                 weights[name] = (q_init[node.input[0]], params)
 

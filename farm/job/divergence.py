@@ -1,0 +1,325 @@
+"""Where a variant's tensors leave fp32's, node by node: the comparison `farm bisect` runs in a target (issue 22).
+
+Comparing inside an int8 model must not change what it computes. A float tensor inside a QDQ group marked as a graph
+output keeps onnxruntime from fusing DequantizeLinear -> op -> QuantizeLinear into the target's int8 kernel, and a
+saturation of that kernel would vanish. So the variant is compared at its quantization points, the outputs of its
+QuantizeLinear nodes (which the fused kernels write too; dequantized here with the node's own scale and zero point),
+and at its graph outputs; and each marked run's final outputs must equal the variant's own run's, bit for bit
+(``Divergence.reproduced`` says whether they did).
+
+A point stands for the fp32 tensor that the same consumer reads at the same input: the quantizer folds a Relu after a
+Conv into the Conv's requantization, so the variant's point after conv1 is fp32's relu1 output, not conv1's.
+
+Memory: the tensors marked in one session are chosen so that one sample's marked values, both models' together, stay
+within ``limit_bytes`` (their sizes from shape inference on the sample's shapes; a tensor whose size it cannot tell
+counts as the largest it can); each chunk's sessions and values are dropped before the next chunk's are made.
+
+The local error of a point that a quantized compute node writes (Conv, MatMul, Gemm): that node's QDQ group alone
+(farm.job.kernels), run fused on this target and fed fp32's own inputs, against fp32's tensor, so that the error
+arriving from upstream is not charged to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from farm.job.graph import GraphIndex
+from farm.job.kernels import LOSSY_KERNEL_DB, KernelGroup, group_model, kernel_groups
+from farm.job.ranking import QParams, augmented, qparams, sqnr
+
+# The first node below this is where the variant leaves fp32: the kernel check's bound for a lossy kernel.
+THRESHOLD_DB = LOSSY_KERNEL_DB
+# How many nodes the answer names as the worst by local error.
+WORST = 3
+# Makes an onnxruntime session of a serialized model (onnxruntime has no type stubs).
+Opener = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Point:
+    """An fp32 tensor and the variant's tensor that carries it."""
+
+    node: str  # fp32's node that makes ``tensor``
+    op: str
+    tensor: str
+    fetch: str
+    quantized: QParams | None = None  # ``fetch`` is a QuantizeLinear's output, dequantized with these
+    group: KernelGroup | None = None  # the variant's QDQ group that writes ``fetch``, for the local error
+    group_feeds: Mapping[str, str] = field(default_factory=dict)  # the group's inputs -> fp32's tensors
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeDivergence:
+    """One point's figures over the samples: against fp32's tensor, and the node's own part (``local_db``)."""
+
+    node: str
+    op: str
+    tensor: str
+    sqnr_db: float
+    cosine: float
+    local_db: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Divergence:
+    nodes: tuple[NodeDivergence, ...]  # fp32's topological order
+    threshold_db: float
+    reproduced: bool
+    chunks: int
+    marked_bytes: int  # the most that one sample's marked values took in one chunk
+
+    @property
+    def first(self) -> NodeDivergence | None:
+        return next((n for n in self.nodes if n.sqnr_db < self.threshold_db), None)
+
+    def worst(self, count: int = WORST) -> tuple[NodeDivergence, ...]:
+        measured = [n for n in self.nodes if n.local_db is not None]
+        return tuple(sorted(measured, key=lambda n: (n.local_db, n.node))[:count])
+
+
+def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[Point]:
+    """Every point where ``variant`` can be compared with ``reference`` without changing what it computes, in
+    ``reference``'s order: its quantization points, and the graph outputs both have."""
+    ref, var = GraphIndex.of(reference.graph), GraphIndex.of(variant.graph)
+    ref_nodes = {n.name: n for n in ref.nodes if n.name}
+    constants = {t.name: numpy_helper.to_array(t) for t in variant.graph.initializer}
+    groups = {g.output: g for g in kernel_groups(variant)}
+    found: dict[str, Point] = {}
+    for node in var.nodes:
+        twin = ref_nodes.get(node.name)
+        if twin is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input[: len(twin.input)]):
+            quantize = _quantize_behind(var, name, constants)
+            tensor = twin.input[index]
+            maker = ref.producer.get(tensor)
+            if quantize is None or maker is None or tensor in found:
+                continue
+            params = qparams(quantize, constants)
+            group = groups.get(name)
+            # Named by the compute node whose int8 kernel writes the point where there is one (conv1 for fp32's
+            # relu1 output): the node a user would change.
+            named = maker if group is None else group.node
+            found[tensor] = Point(
+                node=named.name,
+                op=named.op_type,
+                tensor=tensor,
+                fetch=quantize.output[0],
+                quantized=params,
+                group=group,
+                group_feeds=_group_feeds(group, var, ref_nodes),
+            )
+    produced = set(var.producer)
+    for output in reference.graph.output:
+        maker = ref.producer.get(output.name)
+        if maker is not None and output.name in produced and output.name not in found:
+            group = groups.get(output.name)  # a graph output that a quantized node's group writes, dequantized
+            found[output.name] = Point(
+                node=maker.name,
+                op=maker.op_type,
+                tensor=output.name,
+                fetch=output.name,
+                group=group,
+                group_feeds=_group_feeds(group, var, ref_nodes),
+            )
+    order = {name: index for index, node in enumerate(ref.nodes) for name in node.output}
+    return sorted(
+        (p for p in found.values() if p.quantized is not None or p.fetch == p.tensor), key=lambda p: order[p.tensor]
+    )
+
+
+def _quantize_behind(var: GraphIndex, name: str, constants: Mapping[str, np.ndarray]) -> onnx.NodeProto | None:
+    """The QuantizeLinear whose output the DequantizeLinear that makes ``name`` reads, where the activation is
+    quantized (not a constant weight) with constant parameters."""
+    dequantize = var.producer.get(name)
+    if dequantize is None or dequantize.op_type != "DequantizeLinear" or dequantize.input[0] in constants:
+        return None
+    quantize = var.producer.get(dequantize.input[0])
+    if quantize is None or quantize.op_type != "QuantizeLinear" or qparams(quantize, constants) is None:
+        return None
+    return quantize
+
+
+def _group_feeds(group: KernelGroup | None, var: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]) -> dict[str, str]:
+    """The group's float inputs, each named by the fp32 tensor that its compute node reads there."""
+    if group is None or group.node.name not in ref_nodes:
+        return {}
+    twin = ref_nodes[group.node.name]
+    by_quantized = {}
+    for index, name in enumerate(group.node.input[: len(twin.input)]):
+        dequantize = var.producer.get(name)
+        quantize = None if dequantize is None else var.producer.get(dequantize.input[0])
+        if quantize is not None and quantize.op_type == "QuantizeLinear":
+            by_quantized[quantize.input[0]] = twin.input[index]
+        elif name in group.feeds:
+            by_quantized[name] = twin.input[index]
+    return by_quantized if set(by_quantized) == set(group.feeds) else {}
+
+
+def tensor_bytes(model: onnx.ModelProto, sample: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Each tensor's size for ``sample``, where shape inference on the sample's shapes can tell it."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name in sample:
+            shape = value.type.tensor_type.shape.dim
+            del shape[:]
+            for size in np.shape(sample[value.name]):
+                shape.add().dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # a model shape inference cannot follow: every size unknown, chunks of one
+        return {}
+    sizes = {}
+    for value in (*inferred.graph.value_info, *inferred.graph.output):
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        if tensor.HasField("shape") and all(d >= 0 for d in dims) and tensor.elem_type:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+            sizes[value.name] = math.prod(dims) * itemsize
+    return sizes
+
+
+def chunked(found: Sequence[Point], sizes: Mapping[str, int], limit_bytes: int) -> list[list[Point]]:
+    """``found`` in order, cut so that each chunk's marked values (fp32's tensor, the variant's, and the fp32
+    inputs of its groups) stay within ``limit_bytes``; a point alone over it is a chunk of its own."""
+    largest = max(sizes.values(), default=limit_bytes)
+    chunks: list[list[Point]] = []
+    used = limit_bytes + 1
+    for point in found:
+        cost = sum(sizes.get(name, largest) for name in (point.tensor, *point.group_feeds.values())) * 2
+        if used + cost > limit_bytes:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(point)
+        used += cost
+    return chunks
+
+
+@dataclass(kw_only=True, slots=True)
+class _Sums:
+    signal: float = 0.0
+    noise: float = 0.0
+    dot: float = 0.0
+    other: float = 0.0
+    local_signal: float = 0.0
+    local_noise: float = 0.0
+    local: bool = False
+
+    def add(self, reference: np.ndarray, value: np.ndarray) -> None:
+        x, y = reference.astype(np.float64).ravel(), value.astype(np.float64).ravel()
+        self.signal += float(x @ x)
+        self.other += float(y @ y)
+        self.dot += float(x @ y)
+        self.noise += float((x - y) @ (x - y))
+
+    def add_local(self, reference: np.ndarray, value: np.ndarray) -> None:
+        x, y = reference.astype(np.float64).ravel(), value.astype(np.float64).ravel()
+        self.local, self.local_signal, self.local_noise = (
+            True,
+            self.local_signal + float(x @ x),
+            self.local_noise + float((x - y) @ (x - y)),
+        )
+
+    def figures(self, point: Point) -> NodeDivergence:
+        norms = math.sqrt(self.signal * self.other)
+        return NodeDivergence(
+            node=point.node,
+            op=point.op,
+            tensor=point.tensor,
+            sqnr_db=sqnr(self.signal, self.noise),
+            cosine=self.dot / norms if norms else float(self.noise == 0.0),
+            local_db=sqnr(self.local_signal, self.local_noise) if self.local else None,
+        )
+
+
+def compare(
+    reference: onnx.ModelProto,
+    variant: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    open_reference: Opener,
+    open_variant: Opener,
+    open_group: Opener,
+    limit_bytes: int,
+    threshold_db: float = THRESHOLD_DB,
+) -> Divergence:
+    """``variant`` against ``reference`` at every point, over ``feeds``. The openers make a session from a serialized
+    model: fp32's as the target evaluates it, the variant's with its own settings, a QDQ group's fused on the
+    target."""
+    found = points(reference, variant)
+    outputs = [o.name for o in variant.graph.output]
+    plain = open_variant(variant.SerializeToString())
+    own = [_run(plain, outputs, feed) for feed in feeds]
+    del plain
+    sums = {p.tensor: _Sums() for p in found}
+    chunks = chunked(found, tensor_bytes(reference, feeds[0]) if feeds else {}, limit_bytes)
+    reproduced, peak = True, 0
+    for chunk in chunks:
+        marked = list(dict.fromkeys(name for p in chunk for name in (p.tensor, *p.group_feeds.values())))
+        fp32 = open_reference(augmented(reference, marked).SerializeToString())
+        fetched = [p.fetch for p in chunk]
+        quantized = open_variant(augmented(variant, fetched).SerializeToString())
+        groups: dict[str, Any] = {}
+        for feed, ends in zip(feeds, own, strict=True):
+            values = dict(zip(marked, _run(fp32, marked, feed), strict=True))
+            got = _run(quantized, [*outputs, *fetched], feed)
+            reproduced &= all(np.array_equal(a, b) for a, b in zip(got[: len(outputs)], ends, strict=True))
+            peak = max(peak, sum(v.nbytes for v in (*values.values(), *got[len(outputs) :])))
+            for point, value in zip(chunk, got[len(outputs) :], strict=True):
+                carried = value if point.quantized is None else point.quantized.dequantize(value)
+                sums[point.tensor].add(values[point.tensor], carried)
+                local = _local(point, values, groups, variant, open_group)
+                if local is not None:
+                    sums[point.tensor].add_local(values[point.tensor], local)
+        del fp32, quantized, groups
+    return Divergence(
+        nodes=tuple(sums[p.tensor].figures(p) for p in found),
+        threshold_db=threshold_db,
+        reproduced=reproduced,
+        chunks=len(chunks),
+        marked_bytes=peak,
+    )
+
+
+def _run(session: Any, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(v) for v in session.run(list(names), dict(feed))]
+
+
+def _local(
+    point: Point,
+    values: Mapping[str, np.ndarray],
+    groups: dict[str, Any],
+    variant: onnx.ModelProto,
+    open_group: Opener,
+) -> np.ndarray | None:
+    """The point's group run fused on fp32's inputs, or None where it has none or it does not run on its own."""
+    if point.group is None or not point.group_feeds:
+        return None
+    fed = {name: values[tensor] for name, tensor in point.group_feeds.items()}
+    try:
+        if point.tensor not in groups:
+            groups[point.tensor] = open_group(group_model(variant, point.group, fed))
+        return _run(groups[point.tensor], [point.group.output], fed)[0]
+    except Exception:  # a group onnxruntime cannot load or run alone: the point keeps its other figures
+        return None
+
+
+def described(divergence: Divergence) -> str:
+    """The answer in a line: where the variant leaves fp32 first, and the worst nodes by local error."""
+    first = divergence.first
+    head = (
+        f"first below {divergence.threshold_db:.0f} dB: {first.node} ({first.op}, {first.tensor}) at "
+        f"{first.sqnr_db:.1f} dB"
+        if first is not None
+        else f"no node below {divergence.threshold_db:.0f} dB"
+    )
+    worst = ", ".join(f"{n.node} {n.local_db:.1f} dB" for n in divergence.worst())
+    return head + (f"; worst by local error: {worst}" if worst else "")

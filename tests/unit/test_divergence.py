@@ -1,0 +1,87 @@
+"""farm.job.divergence on the host's real onnxruntime: where an int8 model leaves fp32, node by node, without
+changing what the int8 model computes. The model breaks in quantization (tests.modelgen.make_broken_middle_cnn), the
+same on every CPU, so every expectation holds on every host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from farm.job.data import Dataset
+from farm.job.divergence import THRESHOLD_DB, Divergence, compare, points
+from farm.job.quantize import quantize
+from farm.job.spec import Calibration
+from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn
+
+BROKEN = f"conv{BROKEN_LAYER}"
+LAYERS = 6
+
+
+def session(model: bytes, *, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def bisected(tmp_path: Path, *, limit_bytes: int = 1 << 30) -> tuple[Divergence, onnx.ModelProto, onnx.ModelProto]:
+    data = make_broken_middle_cnn(tmp_path / "model.onnx")
+    dataset = Dataset(inputs=data.inputs, labels=None, samples=len(data.labels))
+    quantize(
+        "u8s8-qdq",
+        data.path,
+        tmp_path / "u8s8-qdq.onnx",
+        dataset=dataset,
+        calibration=Calibration(method="minmax", samples=len(data.labels)),
+    )
+    reference, variant = onnx.load(str(data.path)), onnx.load(str(tmp_path / "u8s8-qdq.onnx"))
+    feeds = [{"x": data.inputs["x"][i]} for i in range(4)]
+    found = compare(
+        reference,
+        variant,
+        feeds,
+        open_reference=session,
+        open_variant=session,
+        open_group=session,
+        limit_bytes=limit_bytes,
+    )
+    return found, reference, variant
+
+
+def test_the_layer_that_quantization_breaks_is_the_first_below_threshold_and_the_worst_by_local_error(
+    tmp_path: Path,
+) -> None:
+    found, _, _ = bisected(tmp_path)
+    assert found.reproduced and found.chunks == 1
+    by_node = {n.node: n for n in found.nodes}
+    # A point per quantized layer, in the graph's order, named by the Conv whose int8 kernel writes it, and the logits.
+    assert [n.node for n in found.nodes][:LAYERS] == [f"conv{i}" for i in range(LAYERS)], found.nodes
+    assert found.nodes[-1].tensor == "logits"
+    assert found.first is not None and found.first.node == BROKEN, found.nodes
+    assert all(by_node[f"conv{i}"].sqnr_db >= THRESHOLD_DB for i in range(BROKEN_LAYER)), found.nodes
+    # Upstream error is not charged downstream: the layers after the broken one are far off fp32 in the whole model,
+    # yet each alone, fed fp32's inputs, is fine.
+    worst = found.worst()
+    assert worst[0].node == BROKEN and worst[0].local_db is not None and worst[0].local_db < THRESHOLD_DB, worst
+    for index in range(BROKEN_LAYER + 1, LAYERS):
+        after = by_node[f"conv{index}"]
+        assert after.sqnr_db < THRESHOLD_DB and after.local_db is not None and after.local_db >= THRESHOLD_DB, after
+
+
+def test_marking_only_quantization_points_keeps_the_int8_model_as_it_runs(tmp_path: Path) -> None:
+    found, reference, variant = bisected(tmp_path)
+    marked = {p.fetch for p in points(reference, variant)}
+    quantized = {n.output[0] for n in variant.graph.node if n.op_type == "QuantizeLinear"}
+    assert marked - {o.name for o in variant.graph.output} <= quantized
+    assert found.reproduced
+
+
+def test_a_memory_limit_cuts_the_marked_tensors_into_chunks_with_the_same_answer(tmp_path: Path) -> None:
+    whole, _, _ = bisected(tmp_path / "whole")
+    # One layer's output is 16 x 16 x 16 float32 (16 KiB): a limit of 40 KiB holds one point with its group's input.
+    cut, _, _ = bisected(tmp_path / "cut", limit_bytes=40 << 10)
+    assert cut.chunks > whole.chunks and cut.marked_bytes <= 40 << 10 < whole.marked_bytes
+    assert cut.reproduced and cut.nodes == whole.nodes
