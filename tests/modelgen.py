@@ -707,6 +707,41 @@ def make_broken_middle_cnn(
     return _image_samples(path, rng, samples=samples, size=size)
 
 
+def make_wide_activation_model(
+    path: Path, *, samples: int = 2, seed: int = 0, size: int = 256, channels: int = 8, layers: int = 160
+) -> ModelData:
+    """A model of many large activations and little compute: ``layers`` Conv(1x1, ``channels``)-Relu blocks on
+    ``[1, channels, size, size]`` (2 MiB of float32 each at the defaults, so the Relu outputs marked at once take
+    320 MiB), then GlobalAveragePool and Flatten to ``[1, channels]``. Input ``x`` in [0, 1)."""
+    rng = np.random.default_rng(seed)
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current = "x"
+    for index in range(layers):
+        w = (rng.standard_normal((channels, channels, 1, 1)) * np.sqrt(2.0 / channels)).astype(np.float32)
+        b = (0.05 + 0.01 * rng.standard_normal(channels)).astype(np.float32)
+        initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
+        nodes += [
+            helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], name=f"conv{index}"),
+            helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
+        ]
+        current = f"r{index}"
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["y"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "wide_activations",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    inputs = rng.uniform(0.0, 1.0, (samples, 1, channels, size, size)).astype(np.float32)
+    return ModelData(path=path, inputs={"x": inputs}, labels=np.zeros(samples, np.int64))
+
+
 # The hardswish CNN: ``layers`` Conv-hardswish blocks, hardswish written out as exporters write it. Even blocks:
 # x * clip(x + 3, 0, 6) / 6 (Add, Clip, Mul, Div: paddle2onnx); odd blocks: x * (min(relu(x + 3), 6) * 1/6) (Add,
 # Relu, Min, Mul, Mul: x times a hardsigmoid written out). Each fuses into one HardSwish.

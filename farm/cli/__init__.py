@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from farm.cli import evaluate, manage, release
+from farm.cli import bisect, evaluate, manage, release
 from farm.errors import FarmError, Interrupted
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command()(manage.targets)
 app.command()(manage.build)
 app.command()(evaluate.matrix)
 app.command()(evaluate.tune)
+app.command()(bisect.bisect)
 app.command()(evaluate.inspect)
 app.command()(evaluate.optimize)
 app.command()(release.gate)

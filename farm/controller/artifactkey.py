@@ -40,6 +40,7 @@ NOT_READ_BY_PREPARE = frozenset(
         "estimate",
         "profile",
         "skip",
+        "bisect",
     }
 )
 

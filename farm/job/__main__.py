@@ -1,8 +1,8 @@
 """``python -m farm.job SPEC.json OUTDIR``.
 
-Exit status: 0 when the stage ran to its end and wrote its file (prepare.json, result.json or tune.json; failures of the
-target or of single variants are inside it), 2 when the arguments or the spec are unusable (nothing is written),
-1 on an unexpected crash (traceback on stderr; the file holds what was done before it).
+Exit status: 0 when the stage ran to its end and wrote its file (prepare.json, result.json, tune.json or
+bisect.json; failures of the target or of single variants are inside it), 2 when the arguments or the spec are
+unusable (nothing is written), 1 on an unexpected crash (traceback on stderr; the file holds what was done before it).
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from farm.job.tune import run_tune
 
         run_tune(spec, out)
+    elif spec.stage == "bisect":
+        from farm.job.bisect import run_bisect
+
+        run_bisect(spec, out)
     else:
         from farm.job.evaluate import run_evaluate
 

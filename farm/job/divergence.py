@@ -32,7 +32,7 @@ from onnx import numpy_helper
 
 from farm.job.graph import GraphIndex
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelGroup, group_model, kernel_groups
-from farm.job.ranking import QParams, augmented, qparams, sqnr
+from farm.job.ranking import QUANTIZE_INPUT_SUFFIX, QParams, augmented, qparams, sqnr
 
 # The first node below this is where the variant leaves fp32: the kernel check's bound for a lossy kernel.
 THRESHOLD_DB = LOSSY_KERNEL_DB
@@ -43,7 +43,7 @@ Opener = Callable[[bytes], Any]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Point:
+class MarkedPoint:
     """An fp32 tensor and the variant's tensor that carries it."""
 
     node: str  # fp32's node that makes ``tensor``
@@ -84,16 +84,16 @@ class Divergence:
         return tuple(sorted(measured, key=lambda n: (n.local_db, n.node))[:count])
 
 
-def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[Point]:
+def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedPoint]:
     """Every point where ``variant`` can be compared with ``reference`` without changing what it computes, in
     ``reference``'s order: its quantization points, and the graph outputs both have."""
     ref, var = GraphIndex.of(reference.graph), GraphIndex.of(variant.graph)
     ref_nodes = {n.name: n for n in ref.nodes if n.name}
     constants = {t.name: numpy_helper.to_array(t) for t in variant.graph.initializer}
     groups = {g.output: g for g in kernel_groups(variant)}
-    found: dict[str, Point] = {}
+    found: dict[str, MarkedPoint] = {}
     for node in var.nodes:
-        twin = ref_nodes.get(node.name)
+        twin = _twin(node, ref, ref_nodes)
         if twin is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for index, name in enumerate(node.input[: len(twin.input)]):
@@ -107,32 +107,40 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[Point]:
             # Named by the compute node whose int8 kernel writes the point where there is one (conv1 for fp32's
             # relu1 output): the node a user would change.
             named = maker if group is None else group.node
-            found[tensor] = Point(
+            found[tensor] = MarkedPoint(
                 node=named.name,
                 op=named.op_type,
                 tensor=tensor,
                 fetch=quantize.output[0],
                 quantized=params,
                 group=group,
-                group_feeds=_group_feeds(group, var, ref_nodes),
+                group_feeds=_group_feeds(group, var, ref, ref_nodes),
             )
     produced = set(var.producer)
     for output in reference.graph.output:
         maker = ref.producer.get(output.name)
         if maker is not None and output.name in produced and output.name not in found:
             group = groups.get(output.name)  # a graph output that a quantized node's group writes, dequantized
-            found[output.name] = Point(
+            found[output.name] = MarkedPoint(
                 node=maker.name,
                 op=maker.op_type,
                 tensor=output.name,
                 fetch=output.name,
                 group=group,
-                group_feeds=_group_feeds(group, var, ref_nodes),
+                group_feeds=_group_feeds(group, var, ref, ref_nodes),
             )
     order = {name: index for index, node in enumerate(ref.nodes) for name in node.output}
-    return sorted(
-        (p for p in found.values() if p.quantized is not None or p.fetch == p.tensor), key=lambda p: order[p.tensor]
-    )
+    return sorted(found.values(), key=lambda p: order[p.tensor])
+
+
+def _twin(node: onnx.NodeProto, ref: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+    """fp32's node for the variant's ``node``: the one that makes the same tensor (the quantizer keeps a node's
+    output names, and the pre-processing before it may name nodes that had no name), else the one of its name."""
+    # A graph output that the quantizer quantizes is renamed where it is made (the DequantizeLinear after it makes it).
+    made = ref.producer.get(node.output[0].removesuffix(QUANTIZE_INPUT_SUFFIX)) if node.output else None
+    if made is not None and made.op_type == node.op_type:
+        return made
+    return ref_nodes.get(node.name) if node.name else None
 
 
 def _quantize_behind(var: GraphIndex, name: str, constants: Mapping[str, np.ndarray]) -> onnx.NodeProto | None:
@@ -147,11 +155,13 @@ def _quantize_behind(var: GraphIndex, name: str, constants: Mapping[str, np.ndar
     return quantize
 
 
-def _group_feeds(group: KernelGroup | None, var: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]) -> dict[str, str]:
+def _group_feeds(
+    group: KernelGroup | None, var: GraphIndex, ref: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]
+) -> dict[str, str]:
     """The group's float inputs, each named by the fp32 tensor that its compute node reads there."""
-    if group is None or group.node.name not in ref_nodes:
+    twin = None if group is None else _twin(group.node, ref, ref_nodes)
+    if group is None or twin is None:
         return {}
-    twin = ref_nodes[group.node.name]
     by_quantized = {}
     for index, name in enumerate(group.node.input[: len(twin.input)]):
         dequantize = var.producer.get(name)
@@ -187,11 +197,11 @@ def tensor_bytes(model: onnx.ModelProto, sample: Mapping[str, np.ndarray]) -> di
     return sizes
 
 
-def chunked(found: Sequence[Point], sizes: Mapping[str, int], limit_bytes: int) -> list[list[Point]]:
+def chunked(found: Sequence[MarkedPoint], sizes: Mapping[str, int], limit_bytes: int) -> list[list[MarkedPoint]]:
     """``found`` in order, cut so that each chunk's marked values (fp32's tensor, the variant's, and the fp32
     inputs of its groups) stay within ``limit_bytes``; a point alone over it is a chunk of its own."""
     largest = max(sizes.values(), default=limit_bytes)
-    chunks: list[list[Point]] = []
+    chunks: list[list[MarkedPoint]] = []
     used = limit_bytes + 1
     for point in found:
         cost = sum(sizes.get(name, largest) for name in (point.tensor, *point.group_feeds.values())) * 2
@@ -228,7 +238,7 @@ class _Sums:
             self.local_noise + float((x - y) @ (x - y)),
         )
 
-    def figures(self, point: Point) -> NodeDivergence:
+    def figures(self, point: MarkedPoint) -> NodeDivergence:
         norms = math.sqrt(self.signal * self.other)
         return NodeDivergence(
             node=point.node,
@@ -294,7 +304,7 @@ def _run(session: Any, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> 
 
 
 def _local(
-    point: Point,
+    point: MarkedPoint,
     values: Mapping[str, np.ndarray],
     groups: dict[str, Any],
     variant: onnx.ModelProto,

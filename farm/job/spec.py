@@ -18,7 +18,7 @@ from typing import Final, Literal, Self, get_args
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.report import Quantization, TimingMode
 from farm.job.tunecontract import CalibrationMethod, Candidate, Point
-from farm.job.variants import CANDIDATES, OPTIMIZED, RECIPES
+from farm.job.variants import CANDIDATES, MITIGATION_SUFFIX, OPTIMIZED, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
 KNOWN_CANDIDATES = CANDIDATES
@@ -27,7 +27,7 @@ KNOWN_MITIGATIONS = ("x64quantprecision",)
 SKIPPABLE = (OPTIMIZED,)
 
 # The codec checks a Literal field's value against these names, and its message lists them.
-Stage = Literal["prepare", "evaluate", "tune"]
+Stage = Literal["prepare", "evaluate", "tune", "bisect"]
 Mode = Literal["native", "masked", "emulated"]
 Arch = Literal["x86_64", "aarch64"]
 Level = Literal["basic", "extended", "all"]
@@ -221,6 +221,25 @@ class Estimate:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class BisectSpec:
+    """The bisect stage (farm.job.bisect): where ``variant`` (a prepared candidate, or one with a runtime mitigation)
+    leaves fp32 on this target, over the first ``samples`` samples; a point below ``threshold_db`` diverges; one
+    sample's marked values stay within ``limit_bytes`` (farm.job.divergence)."""
+
+    variant: str
+    threshold_db: float
+    limit_bytes: int
+    samples: int
+
+    def __post_init__(self) -> None:
+        base = self.variant.removesuffix(MITIGATION_SUFFIX)
+        if base not in KNOWN_CANDIDATES:
+            raise SpecError(f"bisect.variant {self.variant!r} is not an int8 candidate; known: {', '.join(CANDIDATES)}")
+        _at_least("bisect.samples", self.samples, 1)
+        _at_least("bisect.limit_bytes", self.limit_bytes, 1 << 20)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProfileSpec:
     """The deployment profile (farm.job.profile, docs/contracts.md): each variant's start-up and memory in a process
     of its own; ``threads``, the intra-op thread counts whose p50 is timed beside ``Spec.threads`` (profile only)."""
@@ -274,6 +293,8 @@ class Spec:
     profile: ProfileSpec | None = keyed(omit="none", default=None)
     # Baselines the evaluate stage leaves out (`farm matrix --variant` without "optimized"); empty: none.
     skip: tuple[str, ...] = keyed(omit="empty", default=())
+    # The bisect stage's settings; None where the spec has none.
+    bisect: BisectSpec | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
         _distinct("candidates", self.candidates, KNOWN_CANDIDATES)

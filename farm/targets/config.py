@@ -138,6 +138,13 @@ class Target:
         return f"{self.runtime_package}=={self.runtime_version}"
 
     @property
+    def memory_bytes(self) -> int:
+        """``memory`` in bytes (it was checked when the file was read)."""
+        found = _MEMORY_RE.match(self.memory)
+        assert found is not None
+        return int(found["number"]) * _MEMORY_UNITS[found["unit"]]
+
+    @property
     def requirements(self) -> tuple[str, ...]:
         """Top-level pip requirements for the image; pip resolves the rest for the target's platform."""
         if self.image == "gpu":

@@ -65,6 +65,25 @@ def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None
         ({"tune": {"start": "u8s8-dynamic"}}, "tune.start is 'u8s8-dynamic'"),
         ({"tuned": {"model": "t.onnx"}}, "tuned.quantization is missing"),
         ({"output": ["probs"]}, "holds unknown keys ['output']"),
+        (
+            {"bisect": {"variant": "fp32", "threshold_db": 30.0, "limit_bytes": 1 << 30, "samples": 8}},
+            "bisect.variant 'fp32' is not an int8 candidate",
+        ),
+        (
+            {
+                "bisect": {
+                    "variant": "u8s8-qdq+x64quantprecision",
+                    "threshold_db": 30,
+                    "limit_bytes": 4096,
+                    "samples": 8,
+                }
+            },
+            "bisect.limit_bytes must be at least 1048576",
+        ),
+        (
+            {"bisect": {"variant": "u8s8-qdq", "threshold_db": 30.0, "limit_bytes": 1 << 30}},
+            "bisect.samples is missing",
+        ),
     ],
 )
 def test_bad_spec_names_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:

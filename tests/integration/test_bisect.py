@@ -1,0 +1,104 @@
+"""Issue 22 on the real engine: `farm bisect` names the layer where an int8 variant leaves fp32, measured in the
+target, on the timed CPU target and on arm64 under QEMU; bad input is one line and exit 2.
+
+The model breaks in quantization (tests.modelgen.make_broken_middle_cnn: conv2's weights round to zero in a
+per-tensor int8 model), the same on every target, so the expectations hold on every host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from farm.controller.fleet import BuildResults, Fleet
+from farm.job.divergence import THRESHOLD_DB, tensor_bytes
+from tests.farmcli import assert_one_clean_line, farm
+from tests.integration.farmrun import native_target, words, x86_targets
+from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn, make_wide_activation_model
+
+# Beside other tests (tests/conftest.py): bisect times nothing, and its figures are accuracy's.
+pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
+
+BROKEN = f"conv{BROKEN_LAYER}"
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("broken")
+    data = make_broken_middle_cnn(folder / "model.onnx", samples=4)
+    np.savez(folder / "data.npz", **data.inputs)  # type: ignore[arg-type]
+    return data.path, folder / "data.npz"
+
+
+def bisect(model: Path, data: Path, target: str, variant: str, out: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    result = farm(
+        "bisect", str(model), "--data", str(data), "--target", target, "--variant", variant, "--json", str(out), *args
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("where", ["timed", "arm64"])
+def test_bisect_names_the_layer_that_quantization_breaks_and_reproduces_the_variant(
+    fleet: Fleet, built: BuildResults, broken: tuple[Path, Path], tmp_path: Path, where: str
+) -> None:
+    name = native_target(fleet) if where == "timed" else "arm64"
+    text, found = bisect(*broken, name, "u8s8-qdq", tmp_path / "bisect.json")
+    assert found["schema"] == "farm.bisect/1" and found["target"] == name and found["status"] == "done", found
+    # Marking only quantization points left the int8 model as it runs: the final outputs are the variant's own.
+    assert found["reproduced"] is True
+    nodes = found["nodes"]
+    assert [n["node"] for n in nodes][: BROKEN_LAYER + 1] == [f"conv{i}" for i in range(BROKEN_LAYER + 1)], nodes
+    assert all(n["sqnr_db"] >= THRESHOLD_DB for n in nodes[:BROKEN_LAYER]), nodes
+    assert found["first"]["node"] == BROKEN and found["worst"][0]["node"] == BROKEN, found
+    # The layers after it are far off fp32 in the whole model, yet fine on fp32's inputs: not charged with conv2's.
+    after = [n for n in nodes if n["node"].startswith("conv") and int(n["node"][4:]) > BROKEN_LAYER]
+    assert after and all(n["sqnr_db"] < THRESHOLD_DB <= n["local_db"] for n in after), after
+    assert f"first below {THRESHOLD_DB:g} dB: {BROKEN} (Conv, r{BROKEN_LAYER})" in words(text)
+
+
+def test_bad_bisect_input_is_one_line_and_exit_2(fleet: Fleet, broken: tuple[Path, Path]) -> None:
+    model, data = broken
+    timed = native_target(fleet)
+    unknown = farm("bisect", str(model), "--data", str(data), "--target", timed, "--variant", "u8s8-qdq-xx")
+    assert_one_clean_line(unknown, 2, "--variant u8s8-qdq-xx", "u8s8-qdq")
+    missing = farm("bisect", str(model), "--target", timed)
+    assert_one_clean_line(missing, 2, "--variant")
+    nowhere = farm("bisect", str(model), "--target", "x86-avx3", "--variant", "u8s8-qdq")
+    assert_one_clean_line(nowhere, 2, "x86-avx3")
+
+
+def test_a_model_too_large_to_mark_at_once_bisects_within_a_256_mb_limit(
+    fleet: Fleet, built: BuildResults, tmp_path: Path
+) -> None:
+    wide = make_wide_activation_model(tmp_path / "wide.onnx")
+    np.savez(tmp_path / "wide.npz", **wide.inputs)  # type: ignore[arg-type]
+    # Each of its 160 quantization points is a 2 MiB float32 tensor in fp32 and a 512 KiB uint8 one in the int8
+    # model: marked at once, one sample's values alone are over the limit.
+    sizes = tensor_bytes(onnx.load(str(wide.path)), {"x": wide.inputs["x"][0]})
+    at_once = sum(sizes[f"r{index}"] * 5 // 4 for index in range(160))
+    assert at_once > 256 << 20, at_once
+    # Two bare targets of this CPU with one candidate: one with the default 4 GiB, which quantizes (its calibration
+    # holds every tensor of both samples) and marks everything at once, and one with 256 MiB, which reuses those
+    # artifacts from farm's artifact cache.
+    one = {"candidates": ["u8s8-qdq"]}
+    targets = x86_targets(tmp_path / "targets.toml", {"roomy": one, "small": {**one, "memory": "256m"}})
+    both = {}
+    for name in ("roomy", "small"):
+        _, both[name] = bisect(
+            wide.path, tmp_path / "wide.npz", name, "u8s8-qdq", tmp_path / f"{name}.json", "--targets", str(targets)
+        )
+    roomy, small = both["roomy"], both["small"]
+    assert roomy["status"] == small["status"] == "done", (roomy.get("error"), small.get("error"))
+    # The roomy one marks many points at once (its limit, a quarter of 4 GiB, holds half of them by the chunks' cost),
+    # and takes more than 256 MiB doing so.
+    assert roomy["chunks"] < small["chunks"] and roomy["marked_bytes"] > 64 << 20, roomy
+    # Within a quarter of 256 MiB (the rest is the sessions' and the interpreter's), and the container was not killed.
+    assert small["limit_bytes"] == 64 << 20 and small["chunks"] > 4 and small["marked_bytes"] <= 64 << 20, small
+    assert small["peak_rss_bytes"] < 256 << 20 < roomy["peak_rss_bytes"], (small, roomy)
+    assert small["reproduced"] and roomy["reproduced"]
+    assert small["nodes"] == roomy["nodes"]
