@@ -82,7 +82,11 @@ def _conv_relu(
     initializers += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
     nodes += [
         helper.make_node(
-            "Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], pads=[1, 1, 1, 1], name=f"conv{index}", **conv
+            "Conv",
+            [current, f"w{index}", f"b{index}"],
+            [f"c{index}"],
+            name=f"conv{index}",
+            **{"pads": [1, 1, 1, 1], **conv},
         ),
         helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"),
     ]
@@ -699,6 +703,60 @@ def make_broken_middle_cnn(
     graph = helper.make_graph(
         nodes,
         "broken_middle_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    return _image_samples(path, rng, samples=samples, size=size)
+
+
+# The CNN whose middle layer saturates where U8S8 kernels add int16 pair sums (x86 without VNNI): conv{MIDDLE_LAYER}
+# is a 1x1 Conv whose input channels 0-7 are constant at the top of their range (uint8 255) and whose weights pair
+# them at +127, so each VPMADDUBSW pair sum (64770) overflows int16; VNNI and arm64 keep 32-bit sums, exact.
+MIDDLE_LAYER = 2
+
+
+def make_midsaturating_cnn(
+    path: Path, *, samples: int = 8, seed: int = 0, size: int = 16, channels: int = 16, layers: int = 6
+) -> ModelData:
+    """Conv-Relu blocks conv{i}/relu{i} (tensors c{i}, r{i}; 3x3 but conv{MIDDLE_LAYER}, 1x1), GlobalAveragePool,
+    Flatten and a Gemm head to 10 logits. Layer MIDDLE_LAYER - 1 makes channels 0-7 constant at 1.0 (weights 0, bias
+    1) and the others a tenth of a He-initialized layer's, below 1.0, so the constant channels quantize to 255.
+    conv{MIDDLE_LAYER} reads channel pair (2k, 2k+1), k = o mod 4, at weight 1.0 (int8 127) with a bias that cancels
+    it in fp32, and the other channels at +-1/127 or +-3/127 (int8 +-1, +-3). Input ``x`` ``[1, 3, size, size]``."""
+    rng = np.random.default_rng(seed)
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    current, cin, constant = "x", 3, SATURATING_CONSTANT
+    for index in range(layers):
+        if index == MIDDLE_LAYER:
+            w = (rng.choice([-3, -1, 1, 3], size=(channels, cin, 1, 1)) / 127).astype(np.float32)
+            w[:, :constant] = 0.0
+            b = np.zeros(channels, np.float32)
+            for out in range(channels):
+                pair = 2 * (out % (constant // 2))
+                w[out, pair : pair + 2] = 1.0
+                b[out] = -2.0 + 0.05
+            current, cin = _conv_relu(index, current, w, b, initializers, nodes, pads=[0, 0, 0, 0]), channels
+            continue
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.05 + 0.01 * rng.standard_normal(channels)).astype(np.float32)
+        if index == MIDDLE_LAYER - 1:
+            w[constant:] *= 0.1
+            b[constant:] *= 0.1
+            w[:constant], b[:constant] = 0.0, 1.0
+        current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
+    fc = (rng.standard_normal((channels, 10)) / np.sqrt(channels)).astype(np.float32)
+    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "midsaturating_cnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
         initializer=initializers,

@@ -23,6 +23,12 @@ def bisect(
         str,
         typer.Option(metavar="<name>", help="the int8 variant to compare with fp32 there, e.g. u8s8-qdq"),
     ] = "",
+    against: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<name>", help="compare with the same variant's tensors on this target instead of fp32 on --target"
+        ),
+    ] = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     shape: ShapeOpt = None,
@@ -37,9 +43,10 @@ def bisect(
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Where --variant's tensors leave fp32's on --target, node by node, measured in the target: each node's SQNR
-    and cosine to fp32, the local error it adds (its int8 group alone, on fp32's inputs), the first node below
-    --threshold and the worst by local error. Exits 5 when the comparison could not run there."""
+    """Where --variant's tensors leave fp32's on --target (or, with --against, the same variant's on another target),
+    node by node, measured in the targets: each node's SQNR and cosine to the reference, the local error it adds (its
+    int8 group alone, on the reference's inputs), the first node below --threshold and the worst by local error.
+    Exits 5 when the comparison could not run."""
     from farm.controller.bisect import BisectOptions, document, render, run_bisect
     from farm.controller.jobs import InputFiles, JobSettings, load_inputs
     from farm.errors import BadInput
@@ -54,7 +61,9 @@ def bisect(
         InputFiles(model=model, data=data, labels=labels, shapes=shape or [], samples=samples), settings
     )
     fleet_ = open_fleet(targets_file)
-    options = BisectOptions(target=target, variant=variant, threshold_db=threshold, settings=settings, cache=cache)
+    options = BisectOptions(
+        target=target, variant=variant, threshold_db=threshold, against=against, settings=settings, cache=cache
+    )
     try:
         with progress.reporter(quiet) as report:
             found = run_bisect(fleet_, given, options, report)

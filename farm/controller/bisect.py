@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from farm.controller.artifacts import make_artifacts
@@ -19,6 +20,7 @@ from farm.controller.jobs import (
     job_spec,
     last_line,
     new_run_folder,
+    open_up,
     read_json,
     run_job,
     stage_inputs,
@@ -26,7 +28,7 @@ from farm.controller.jobs import (
 )
 from farm.controller.progress import Reporter
 from farm.errors import BadInput, BuildFailed
-from farm.job.bisect import BISECT_FILE, BisectResult
+from farm.job.bisect import BISECT_FILE, POINTS_DIR, BisectResult
 from farm.job.codec import decode, encode
 from farm.job.divergence import THRESHOLD_DB, NodeDivergence
 from farm.job.spec import BisectSpec
@@ -34,6 +36,8 @@ from farm.job.variants import MITIGATION_SUFFIX
 from farm.targets.config import Target
 
 SCHEMA = "farm.bisect/1"
+# In the input folder: the --against target's values at the variant's points, for the --target's job.
+AGAINST_DIR = "against"
 # Samples compared when --samples does not say: a divergence shows on a few inputs, and under QEMU each costs.
 DEFAULT_SAMPLES = 8
 # One sample's marked values may take this share of the target's memory limit: the rest holds fp32's session, the
@@ -46,6 +50,7 @@ class BisectOptions:
     target: str
     variant: str
     threshold_db: float = THRESHOLD_DB
+    against: str | None = None
     settings: JobSettings = field(default_factory=JobSettings)
     cache: bool = True
 
@@ -56,6 +61,8 @@ class Bisected:
 
     target: str
     mode: str
+    # The target the variant was compared with there (--against); None: fp32 on the target itself.
+    against: str | None
     result: BisectResult
     warnings: tuple[str, ...]
 
@@ -77,61 +84,108 @@ def check_variant(target: Target, variant: str, given: JobInputs, settings: JobS
     return base
 
 
-def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter: Reporter) -> Bisected:
-    target = fleet.config.target(options.target)
+def runnable(fleet: Fleet, name: str, flag: str) -> Target:
+    """The target ``name``, where this host can run it; else one line naming ``flag``."""
+    target = fleet.config.target(name)
     placement = fleet.placements[target.name]
     if not placement.runnable:
         raise BadInput(
-            f"--target {target.name} cannot run on this host: {placement.reason}",
+            f"{flag} {target.name} cannot run on this host: {placement.reason}",
             fix="pick a target that `farm targets` lists as runnable",
+        )
+    return target
+
+
+def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter: Reporter) -> Bisected:
+    target = runnable(fleet, options.target, "--target")
+    other = None if options.against is None else runnable(fleet, options.against, "--against")
+    if other is not None and other.name == target.name:
+        raise BadInput(
+            f"--against {other.name} is the --target itself", fix="name another target to compare this one with"
         )
     base = check_variant(target, options.variant, given, options.settings)
     work = new_run_folder(fleet.config.cache_dir, "bisect")
-    inputs = work / INPUT_DIR
-    warnings: list[str] = []
+    run = _Run(fleet=fleet, options=options, work=work, reporter=reporter, base=base, samples=given.data.samples)
     try:
-        warnings += stage_inputs(inputs, given, fleet)
-        outcome = ensure_images(fleet, [target], reporter)[target.name]
-        if outcome.image is None:
-            raise BuildFailed(f"the image of {target.name} did not build: {outcome.error}")
-        tags = {target.name: outcome.image.tag}
+        run.warnings += stage_inputs(work / INPUT_DIR, given, fleet)
+        chosen = [target] if other is None else [target, other]
+        outcomes = ensure_images(fleet, chosen, reporter)
+        for name, outcome in outcomes.items():
+            if outcome.image is None:
+                raise BuildFailed(f"the image of {name} did not build: {outcome.error}")
+            run.tags[name] = outcome.image.tag
+        # The variant's files are the --target's toolchain's, and the --against target runs the same files.
         prepared = make_artifacts(
             fleet,
             [target],
-            tags,
+            run.tags,
             work=work,
             given=given,
             settings=options.settings,
             cache=options.cache,
             reporter=reporter,
-            warnings=warnings,
+            warnings=run.warnings,
         )
-        samples = min(DEFAULT_SAMPLES, given.data.samples) if given.data.samples else DEFAULT_SAMPLES
-        spec = replace(
-            job_spec(
-                target,
-                placement,
-                "bisect",
-                [base],
-                options.settings,
-                inputs=inputs,
-                host_flags=fleet.hosts[target.name].cpu_flags,
-                artifacts=prepared.folders.get(target.name),
-            ),
-            bisect=BisectSpec(
-                variant=options.variant,
-                threshold_db=options.threshold_db,
-                limit_bytes=max(1 << 20, target.memory_bytes // MEMORY_SHARE),
-                samples=samples,
-            ),
+        run.artifacts = prepared.folders.get(target.name)
+        if other is not None:
+            saved = run.job(other, save=True)
+            if saved.status != "done":
+                result = replace(saved, error=f"on {other.name}, which --against names: {saved.error}")
+                return run.bisected(target, result)
+            if not saved.reproduced:
+                run.warnings.append(
+                    f"on {other.name} a marked run's final outputs differed from the variant's own: its values "
+                    "may not be the variant's"
+                )
+        return run.bisected(target, run.job(target, save=False, against=other is not None))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """One farm bisect: its run folder, the images, the variant's artifacts, and the jobs it runs."""
+
+    fleet: Fleet
+    options: BisectOptions
+    work: Path
+    reporter: Reporter
+    base: str
+    samples: int
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def job(self, target: Target, *, save: bool, against: bool = False) -> BisectResult:
+        """The bisect stage in ``target``; with ``save``, its values go to the input folder for the next job."""
+        options, inputs = self.options, self.work / INPUT_DIR
+        placement = self.fleet.placements[target.name]
+        settings = BisectSpec(
+            variant=options.variant,
+            threshold_db=options.threshold_db,
+            limit_bytes=max(1 << 20, target.memory_bytes // MEMORY_SHARE),
+            samples=min(DEFAULT_SAMPLES, self.samples),
+            save=save,
+            against=Path(AGAINST_DIR) if against else None,
         )
-        out = job_out_dir(work, f"bisect-{target.name}")
-        with reporter.step(f"bisect {options.variant} on {target.name} ({placement.mode})") as step:
+        spec = job_spec(
+            target,
+            placement,
+            "bisect",
+            [self.base],
+            options.settings,
+            inputs=inputs,
+            host_flags=self.fleet.hosts[target.name].cpu_flags,
+            artifacts=self.artifacts,
+        )
+        out = job_out_dir(self.work, f"bisect-{target.name}")
+        what = "its values at the variant's points" if save else options.variant
+        with self.reporter.step(f"bisect {what} on {target.name} ({placement.mode})") as step:
             ran = run_job(
-                fleet,
+                self.fleet,
                 target,
-                tags[target.name],
-                spec,
+                self.tags[target.name],
+                replace(spec, bisect=settings),
                 inputs,
                 out,
                 timeout_s=options.settings.budget(target),
@@ -139,22 +193,29 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
                 on_line=stage_lines(step),
             )
         written = read_json(out / BISECT_FILE)
-        if written:
-            result = decode(BisectResult, written, where=f"{target.name}'s {BISECT_FILE}")
-        else:
+        if not written:
             why = f"its container {ran.failure}" if ran.failure else "the job wrote no result"
-            assert spec.bisect is not None
-            result = BisectResult(
+            return BisectResult(
                 variant=options.variant,
                 status="failed",
                 error=f"{why} ({last_line(ran.log_tail)})",
                 threshold_db=options.threshold_db,
-                samples=spec.bisect.samples,
-                limit_bytes=spec.bisect.limit_bytes,
+                samples=settings.samples,
+                limit_bytes=settings.limit_bytes,
             )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return Bisected(target=target.name, mode=placement.mode, result=result, warnings=tuple(warnings))
+        if save and (out / POINTS_DIR).is_dir():
+            shutil.move(out / POINTS_DIR, inputs / AGAINST_DIR)
+            open_up(inputs / AGAINST_DIR)
+        return decode(BisectResult, written, where=f"{target.name}'s {BISECT_FILE}")
+
+    def bisected(self, target: Target, result: BisectResult) -> Bisected:
+        return Bisected(
+            target=target.name,
+            mode=self.fleet.placements[target.name].mode,
+            against=self.options.against,
+            result=result,
+            warnings=tuple(self.warnings),
+        )
 
 
 def document(found: Bisected) -> dict[str, Any]:
@@ -163,6 +224,7 @@ def document(found: Bisected) -> dict[str, Any]:
         "schema": SCHEMA,
         "target": found.target,
         "mode": found.mode,
+        "against": found.against,
         "warnings": list(found.warnings),
         **encode(found.result),
     }
@@ -171,7 +233,8 @@ def document(found: Bisected) -> dict[str, Any]:
 def render(found: Bisected) -> str:
     """The answer, then every point in fp32's order."""
     result = found.result
-    lines = [f"farm bisect: {result.variant} against fp32 on {found.target} ({found.mode})"]
+    reference = "fp32" if found.against is None else f"the same variant on {found.against}"
+    lines = [f"farm bisect: {result.variant} on {found.target} ({found.mode}) against {reference}"]
     lines += [f"warning: {w}" for w in found.warnings]
     if result.status != "done":
         return "\n".join([*lines, f"failed: {result.error}"]) + "\n"

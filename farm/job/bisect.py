@@ -17,7 +17,15 @@ import onnx
 
 from farm.job.codec import encode
 from farm.job.data import Dataset
-from farm.job.divergence import NodeDivergence, compare, described
+from farm.job.divergence import (
+    NodeDivergence,
+    compare,
+    described,
+    fp32_reference,
+    points,
+    save_points,
+    saved_reference,
+)
 from farm.job.evaluate.candidates import X64_QUANT_PRECISION
 from farm.job.profile.child import status_kib
 from farm.job.result import error_text, write_json_atomic
@@ -26,6 +34,8 @@ from farm.job.spec import Spec
 from farm.job.variants import MITIGATION_SUFFIX
 
 BISECT_FILE = "bisect.json"
+# Where a job with bisect.save writes the variant's values (<sample>/<point>.npy) in its output folder.
+POINTS_DIR = "points"
 # mallopt(3): the size from which malloc maps an allocation of its own (malloc.h).
 M_MMAP_THRESHOLD = -3
 log = logging.getLogger("farm.job")
@@ -69,14 +79,14 @@ def run_bisect(spec: Spec, out: Path) -> None:
     # 8 MiB activations, 289-372 MiB resident between chunks where 211-278 MiB held the same work).
     ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
     try:
-        result = _bisect(spec, head)
+        result = _bisect(spec, head, out)
     except Exception as exc:  # unreadable data, or onnxruntime's own error: fp32 or the variant does not run here
         result = BisectResult(**head, status="failed", error=error_text(exc))
     result = replace(result, peak_rss_bytes=status_kib("VmHWM") << 10)
     write_json_atomic(out / BISECT_FILE, encode(result))
 
 
-def _bisect(spec: Spec, head: dict[str, Any]) -> BisectResult:
+def _bisect(spec: Spec, head: dict[str, Any], out: Path) -> BisectResult:
     settings = spec.bisect
     assert settings is not None
     base = settings.variant.removesuffix(MITIGATION_SUFFIX)
@@ -95,12 +105,28 @@ def _bisect(spec: Spec, head: dict[str, Any]) -> BisectResult:
     def variant(model: bytes) -> Any:
         return open_session(model, target=spec.target, threads=spec.threads, config=config)
 
-    log.info("bisect: %s against fp32 over %d sample(s)", settings.variant, len(feeds))
+    model = onnx.load(str(artifact))
+    if settings.save:
+        log.info(
+            "bisect: %s's values at its points over %d sample(s), for another target", settings.variant, len(feeds)
+        )
+        saved = save_points(
+            reference, model, feeds, out / POINTS_DIR, open_variant=variant, limit_bytes=settings.limit_bytes
+        )
+        return BisectResult(
+            **head, status="done", chunks=saved.chunks, marked_bytes=saved.marked_bytes, reproduced=saved.reproduced
+        )
+    if settings.against is not None:
+        found_points = points(reference, model)
+        against = saved_reference(settings.against, found_points)
+    else:
+        against = fp32_reference(reference, fp32)
+    log.info("bisect: %s over %d sample(s)", settings.variant, len(feeds))
     found = compare(
         reference,
-        onnx.load(str(artifact)),
+        model,
         feeds,
-        open_reference=fp32,
+        against=against,
         open_variant=variant,
         open_group=variant,
         limit_bytes=settings.limit_bytes,

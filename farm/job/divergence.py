@@ -22,9 +22,10 @@ arriving from upstream is not charged to it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -250,53 +251,166 @@ class _Sums:
         )
 
 
+class ReferenceChunk(Protocol):
+    """The reference's values of one chunk's marked tensors, sample by sample."""
+
+    def values(self, index: int, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+# Opens the reference for a chunk: the fp32 tensors it must give (a name it cannot give is left out).
+Reference = Callable[[Sequence[str]], ReferenceChunk]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Session:
+    session: Any
+    names: tuple[str, ...]
+
+    def values(self, index: int, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, _run(self.session, self.names, feed), strict=True))
+
+
+def fp32_reference(model: onnx.ModelProto, opener: Opener) -> Reference:
+    """fp32 run in this job, the chunk's tensors marked as outputs (fp32 has no int8 kernel to keep)."""
+
+    def chunk(names: Sequence[str]) -> ReferenceChunk:
+        return _Session(session=opener(augmented(model, names).SerializeToString()), names=tuple(names))
+
+    return chunk
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Saved:
+    folder: Path
+    files: Mapping[str, str]
+
+    def values(self, index: int, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        found = {name: np.load(self.folder / str(index) / file) for name, file in self.files.items()}
+        return {**found, **{name: np.asarray(feed[name]) for name in feed}}
+
+
+def saved_reference(folder: Path, found: Sequence[MarkedPoint]) -> Reference:
+    """Another target's values of the same variant, as save_points wrote them into ``folder``; the graph inputs are
+    the feed itself."""
+    files = {point.tensor: f"{position}.npy" for position, point in enumerate(found)}
+
+    def chunk(names: Sequence[str]) -> ReferenceChunk:
+        return _Saved(folder=folder, files={name: files[name] for name in names if name in files})
+
+    return chunk
+
+
 def compare(
     reference: onnx.ModelProto,
     variant: onnx.ModelProto,
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
-    open_reference: Opener,
+    against: Reference,
     open_variant: Opener,
     open_group: Opener,
     limit_bytes: int,
     threshold_db: float = THRESHOLD_DB,
 ) -> Divergence:
-    """``variant`` against ``reference`` at every point, over ``feeds``. The openers make a session from a serialized
-    model: fp32's as the target evaluates it, the variant's with its own settings, a QDQ group's fused on the
-    target."""
-    found = points(reference, variant)
-    outputs = [o.name for o in variant.graph.output]
-    plain = open_variant(variant.SerializeToString())
-    own = [_run(plain, outputs, feed) for feed in feeds]
-    del plain
-    sums = {p.tensor: _Sums() for p in found}
-    chunks = chunked(found, tensor_bytes(reference, feeds[0]) if feeds else {}, limit_bytes)
-    reproduced, peak = True, 0
-    for chunk in chunks:
+    """``variant`` at every point against what ``against`` gives for fp32's tensor there (fp32_reference: fp32 in
+    this job; saved_reference: the same variant on another target), over ``feeds``. ``reference`` is the fp32 model
+    the points are named by. The openers make a session from a serialized model: the variant's with its own
+    settings, a QDQ group's fused as the variant runs."""
+    runs = _Variant(reference, variant, feeds, open_variant, limit_bytes)
+    sums = {p.tensor: _Sums() for p in runs.found}
+    peak = 0
+    for chunk, carried in runs.each():
         marked = list(dict.fromkeys(name for p in chunk for name in (p.tensor, *p.group_feeds.values())))
-        fp32 = open_reference(augmented(reference, marked).SerializeToString())
-        fetched = [p.fetch for p in chunk]
-        quantized = open_variant(augmented(variant, fetched).SerializeToString())
+        given = against(marked)
         groups: dict[str, Any] = {}
-        for feed, ends in zip(feeds, own, strict=True):
-            values = dict(zip(marked, _run(fp32, marked, feed), strict=True))
-            got = _run(quantized, [*outputs, *fetched], feed)
-            reproduced &= all(np.array_equal(a, b) for a, b in zip(got[: len(outputs)], ends, strict=True))
-            peak = max(peak, sum(v.nbytes for v in (*values.values(), *got[len(outputs) :])))
-            for point, value in zip(chunk, got[len(outputs) :], strict=True):
-                carried = value if point.quantized is None else point.quantized.dequantize(value)
-                sums[point.tensor].add(values[point.tensor], carried)
+        for index, feed in enumerate(feeds):
+            values = given.values(index, feed)
+            ran, nbytes = carried(index)
+            peak = max(peak, nbytes + sum(values[n].nbytes for n in marked if n in values))
+            for point, value in zip(chunk, ran, strict=True):
+                sums[point.tensor].add(values[point.tensor], value)
                 local = _local(point, values, groups, variant, open_group)
                 if local is not None:
                     sums[point.tensor].add_local(values[point.tensor], local)
-        del fp32, quantized, groups
+        del given, groups
     return Divergence(
-        nodes=tuple(sums[p.tensor].figures(p) for p in found),
+        nodes=tuple(sums[p.tensor].figures(p) for p in runs.found),
         threshold_db=threshold_db,
-        reproduced=reproduced,
-        chunks=len(chunks),
+        reproduced=runs.reproduced,
+        chunks=len(runs.chunks),
         marked_bytes=peak,
     )
+
+
+def save_points(
+    reference: onnx.ModelProto,
+    variant: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    folder: Path,
+    *,
+    open_variant: Opener,
+    limit_bytes: int,
+) -> Divergence:
+    """Write the variant's values at every point, dequantized, into ``folder`` (``<sample>/<point>.npy``): the
+    reference for the same variant on another target (saved_reference). The answer has no nodes."""
+    runs = _Variant(reference, variant, feeds, open_variant, limit_bytes)
+    position = {point.tensor: index for index, point in enumerate(runs.found)}
+    peak = 0
+    for chunk, carried in runs.each():
+        for index in range(len(feeds)):
+            ran, nbytes = carried(index)
+            (folder / str(index)).mkdir(parents=True, exist_ok=True)
+            for point, value in zip(chunk, ran, strict=True):
+                np.save(folder / str(index) / f"{position[point.tensor]}.npy", value)
+            peak = max(peak, nbytes)
+    return Divergence(
+        nodes=(), threshold_db=THRESHOLD_DB, reproduced=runs.reproduced, chunks=len(runs.chunks), marked_bytes=peak
+    )
+
+
+class _Variant:
+    """The variant run with each chunk's points marked, one chunk's session at a time, one sample at a time; whether
+    every run reproduced the variant's own final outputs."""
+
+    def __init__(
+        self,
+        reference: onnx.ModelProto,
+        variant: onnx.ModelProto,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        open_variant: Opener,
+        limit_bytes: int,
+    ) -> None:
+        self.variant, self.feeds, self.opener = variant, feeds, open_variant
+        self.found = points(reference, variant)
+        self.chunks = chunked(self.found, tensor_bytes(reference, feeds[0]) if feeds else {}, limit_bytes)
+        self.outputs = [o.name for o in variant.graph.output]
+        plain = open_variant(variant.SerializeToString())
+        self.own = [_run(plain, self.outputs, feed) for feed in feeds]
+        self.reproduced = True
+
+    def each(self) -> Iterator[tuple[list[MarkedPoint], Callable[[int], tuple[list[np.ndarray], int]]]]:
+        """Per chunk, its points and a function of a sample's index: their values there, dequantized, and the bytes
+        the marked outputs took. The chunk's session goes when the next chunk comes."""
+        for chunk in self.chunks:
+            fetched = [p.fetch for p in chunk]
+            session = self.opener(augmented(self.variant, fetched).SerializeToString())
+
+            def carried(
+                index: int, chunk: list[MarkedPoint] = chunk, session: Any = session, fetched: list[str] = fetched
+            ) -> tuple[list[np.ndarray], int]:
+                got = _run(session, [*self.outputs, *fetched], self.feeds[index])
+                ends = got[: len(self.outputs)]
+                self.reproduced &= all(np.array_equal(a, b) for a, b in zip(ends, self.own[index], strict=True))
+                marked = got[len(self.outputs) :]
+                # In the scale's type, as DequantizeLinear computes it (the float64 product, rounded once, is the
+                # same): another target's job feeds these values to its groups, whose inputs have that type.
+                values = [
+                    v if p.quantized is None else p.quantized.dequantize(v).astype(p.quantized.scale.dtype)
+                    for p, v in zip(chunk, marked, strict=True)
+                ]
+                return values, sum(v.nbytes for v in marked)
+
+            yield chunk, carried
+            del session, carried
 
 
 def _run(session: Any, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -311,7 +425,7 @@ def _local(
     open_group: Opener,
 ) -> np.ndarray | None:
     """The point's group run fused on fp32's inputs, or None where it has none or it does not run on its own."""
-    if point.group is None or not point.group_feeds:
+    if point.group is None or not point.group_feeds or not set(point.group_feeds.values()) <= set(values):
         return None
     fed = {name: values[tensor] for name, tensor in point.group_feeds.items()}
     try:

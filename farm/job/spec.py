@@ -230,8 +230,14 @@ class BisectSpec:
     threshold_db: float
     limit_bytes: int
     samples: int
+    # Write the variant's values at its points (farm bisect --against's reference target) instead of comparing.
+    save: bool = keyed(omit="empty", default=False)
+    # Compare with those values of another target (a folder relative to the spec's) instead of fp32 here.
+    against: Path | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
+        if self.save and self.against is not None:
+            raise SpecError("bisect.save and bisect.against exclude each other: a job saves or compares")
         base = self.variant.removesuffix(MITIGATION_SUFFIX)
         if base not in KNOWN_CANDIDATES:
             raise SpecError(f"bisect.variant {self.variant!r} is not an int8 candidate; known: {', '.join(CANDIDATES)}")
@@ -326,6 +332,9 @@ class Spec:
             artifacts=None if self.artifacts is None else at(self.artifacts),
             metric=None if self.metric is None else replace(self.metric, file=at(self.metric.file)),
             tuned=None if self.tuned is None else replace(self.tuned, model=at(self.tuned.model)),
+            bisect=self.bisect
+            if self.bisect is None or self.bisect.against is None
+            else replace(self.bisect, against=at(self.bisect.against)),
         )
 
     @classmethod

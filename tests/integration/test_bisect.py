@@ -1,8 +1,11 @@
-"""Issue 22 on the real engine: `farm bisect` names the layer where an int8 variant leaves fp32, measured in the
-target, on the timed CPU target and on arm64 under QEMU; bad input is one line and exit 2.
+"""Issue 22 on the real engine: `farm bisect` names the layer where an int8 variant leaves fp32, or one target's
+int8 model leaves another's, measured in the targets; its memory stays within the target's limit; bad input is one
+line and exit 2.
 
-The model breaks in quantization (tests.modelgen.make_broken_middle_cnn: conv2's weights round to zero in a
-per-tensor int8 model), the same on every target, so the expectations hold on every host."""
+Two models break in the middle: one in quantization (tests.modelgen.make_broken_middle_cnn: conv2's weights round to
+zero in a per-tensor int8 model), the same on every target; one in x86-avx2's kernels
+(tests.modelgen.make_midsaturating_cnn), which x86-avx2 runs wherever this host runs it (natively, masked or under
+QEMU Haswell). So the expectations hold on every host."""
 
 from __future__ import annotations
 
@@ -18,12 +21,19 @@ from farm.controller.fleet import BuildResults, Fleet
 from farm.job.divergence import THRESHOLD_DB, tensor_bytes
 from tests.farmcli import assert_one_clean_line, farm
 from tests.integration.farmrun import native_target, words, x86_targets
-from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn, make_wide_activation_model
+from tests.modelgen import (
+    BROKEN_LAYER,
+    MIDDLE_LAYER,
+    make_broken_middle_cnn,
+    make_midsaturating_cnn,
+    make_wide_activation_model,
+)
 
 # Beside other tests (tests/conftest.py): bisect times nothing, and its figures are accuracy's.
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.concurrent]
 
 BROKEN = f"conv{BROKEN_LAYER}"
+MIDDLE = f"conv{MIDDLE_LAYER}"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +52,10 @@ def bisect(model: Path, data: Path, target: str, variant: str, out: Path, *args:
     return result.stdout, json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("where", ["timed", "arm64"])
 def test_bisect_names_the_layer_that_quantization_breaks_and_reproduces_the_variant(
-    fleet: Fleet, built: BuildResults, broken: tuple[Path, Path], tmp_path: Path, where: str
+    fleet: Fleet, built: BuildResults, broken: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    name = native_target(fleet) if where == "timed" else "arm64"
+    name = native_target(fleet)
     text, found = bisect(*broken, name, "u8s8-qdq", tmp_path / "bisect.json")
     assert found["schema"] == "farm.bisect/1" and found["target"] == name and found["status"] == "done", found
     # Marking only quantization points left the int8 model as it runs: the final outputs are the variant's own.
@@ -61,6 +70,28 @@ def test_bisect_names_the_layer_that_quantization_breaks_and_reproduces_the_vari
     assert f"first below {THRESHOLD_DB:g} dB: {BROKEN} (Conv, r{BROKEN_LAYER})" in words(text)
 
 
+def test_the_layer_that_saturates_on_avx2_is_named_there_and_against_arm64_where_the_variant_holds(
+    built: BuildResults, tmp_path: Path
+) -> None:
+    """The issue's acceptance: x86-avx2's U8S8 kernels saturate in conv2 (VPMADDUBSW), wherever x86-avx2 runs here
+    (natively on an AVX2-only CPU, masked, or under QEMU Haswell): bisect names it against fp32 there, and against
+    the same int8 model on arm64, whose kernels keep 32-bit sums and hold fp32's figures throughout."""
+    data = make_midsaturating_cnn(tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", **data.inputs)  # type: ignore[arg-type]
+    model, inputs = data.path, tmp_path / "data.npz"
+    _, arm64 = bisect(model, inputs, "arm64", "u8s8-qdq", tmp_path / "arm64.json")
+    assert arm64["first"] is None and arm64["reproduced"], arm64
+    assert arm64["nodes"][-1]["tensor"] == "logits" and arm64["nodes"][-1]["cosine"] >= 0.99, arm64["nodes"]
+    _, avx2 = bisect(model, inputs, "x86-avx2", "u8s8-qdq", tmp_path / "avx2.json")
+    _, parted = bisect(model, inputs, "x86-avx2", "u8s8-qdq", tmp_path / "against.json", "--against", "arm64")
+    assert parted["against"] == "arm64"
+    for found in (avx2, parted):
+        assert found["status"] == "done" and found["reproduced"], found
+        assert found["first"]["node"] == MIDDLE and found["worst"][0]["node"] == MIDDLE, found
+        before = [n for n in found["nodes"] if n["node"] in {f"conv{i}" for i in range(MIDDLE_LAYER)}]
+        assert len(before) == MIDDLE_LAYER and all(n["sqnr_db"] >= THRESHOLD_DB for n in before), found["nodes"]
+
+
 def test_bad_bisect_input_is_one_line_and_exit_2(fleet: Fleet, broken: tuple[Path, Path]) -> None:
     model, data = broken
     timed = native_target(fleet)
@@ -70,6 +101,8 @@ def test_bad_bisect_input_is_one_line_and_exit_2(fleet: Fleet, broken: tuple[Pat
     assert_one_clean_line(missing, 2, "--variant")
     nowhere = farm("bisect", str(model), "--target", "x86-avx3", "--variant", "u8s8-qdq")
     assert_one_clean_line(nowhere, 2, "x86-avx3")
+    itself = farm("bisect", str(model), "--target", timed, "--against", timed, "--variant", "u8s8-qdq")
+    assert_one_clean_line(itself, 2, f"--against {timed} is the --target itself")
 
 
 def test_a_model_too_large_to_mark_at_once_bisects_within_a_256_mb_limit(

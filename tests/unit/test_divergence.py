@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from farm.job.data import Dataset
-from farm.job.divergence import THRESHOLD_DB, Divergence, compare, points
+from farm.job.divergence import THRESHOLD_DB, Divergence, compare, fp32_reference, points
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration
 from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn
@@ -43,7 +43,7 @@ def bisected(tmp_path: Path, *, limit_bytes: int = 1 << 30) -> tuple[Divergence,
         reference,
         variant,
         feeds,
-        open_reference=session,
+        against=fp32_reference(reference, session),
         open_variant=session,
         open_group=session,
         limit_bytes=limit_bytes,
