@@ -143,12 +143,21 @@ def matrix(
         ),
     ] = True,
     variant: VariantOpt = None,
+    divergence: Annotated[
+        str,
+        typer.Option(
+            metavar="N|all|none",
+            envvar="FARM_DIVERGENCE",
+            help="per target, the out-of-tolerance int8 variants closest to tolerance that get where they leave fp32 "
+            "(farm bisect's comparison, in the target)",
+        ),
+    ] = "2",
     targets_file: TargetsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
     from farm.backend.engine import ENGINE_ERRORS, engine_lost
-    from farm.controller.jobs import InputFiles, JobSettings, load_inputs
+    from farm.controller.jobs import InputFiles, JobSettings, load_inputs, parse_divergence
     from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
     from farm.controller.matrix import dry_run as plan_dry_run
     from farm.controller.variantpick import check_variants
@@ -178,6 +187,7 @@ def matrix(
         profile=profile,
         variants=check_variants(variant or [], tuned=tuned is not None),
         timing=cast(TimingMode, timing),
+        divergence=parse_divergence(divergence),
     )
     files = InputFiles(
         model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned

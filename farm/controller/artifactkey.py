@@ -41,6 +41,7 @@ NOT_READ_BY_PREPARE = frozenset(
         "profile",
         "skip",
         "bisect",
+        "divergence",
     }
 )
 

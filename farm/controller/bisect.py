@@ -12,6 +12,7 @@ from typing import Any
 from farm.controller.artifacts import make_artifacts
 from farm.controller.fleet import Fleet, ensure_images
 from farm.controller.jobs import (
+    DIVERGENCE_SAMPLES,
     INPUT_DIR,
     JobInputs,
     JobSettings,
@@ -19,6 +20,7 @@ from farm.controller.jobs import (
     job_out_dir,
     job_spec,
     last_line,
+    marked_limit,
     new_run_folder,
     open_up,
     read_json,
@@ -30,7 +32,8 @@ from farm.controller.progress import Reporter
 from farm.errors import BadInput, BuildFailed
 from farm.job.bisect import BISECT_FILE, POINTS_DIR, BisectResult
 from farm.job.codec import decode, encode
-from farm.job.divergence import THRESHOLD_DB, NodeDivergence
+from farm.job.divergence import THRESHOLD_DB
+from farm.job.report import NodeDivergence
 from farm.job.spec import BisectSpec
 from farm.job.variants import MITIGATION_SUFFIX
 from farm.targets.config import Target
@@ -38,11 +41,6 @@ from farm.targets.config import Target
 SCHEMA = "farm.bisect/1"
 # In the input folder: the --against target's values at the variant's points, for the --target's job.
 AGAINST_DIR = "against"
-# Samples compared when --samples does not say: a divergence shows on a few inputs, and under QEMU each costs.
-DEFAULT_SAMPLES = 8
-# One sample's marked values may take this share of the target's memory limit: the rest holds fp32's session, the
-# variant's, one group's and the interpreter, each at most the model's size again (docs/contracts.md).
-MEMORY_SHARE = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,8 +161,8 @@ class _Run:
         settings = BisectSpec(
             variant=options.variant,
             threshold_db=options.threshold_db,
-            limit_bytes=max(1 << 20, target.memory_bytes // MEMORY_SHARE),
-            samples=min(DEFAULT_SAMPLES, self.samples),
+            limit_bytes=marked_limit(target),
+            samples=min(DIVERGENCE_SAMPLES, self.samples),
             save=save,
             against=Path(AGAINST_DIR) if against else None,
         )

@@ -26,13 +26,14 @@ from farm.controller.fleet import Fleet
 from farm.controller.progress import Step
 from farm.controller.tuned import TunedModels, load_tuned
 from farm.controller.variantpick import missing_picks, picked, skipped_baselines
-from farm.errors import ConfigError, EnvironmentProblem
+from farm.errors import BadInput, ConfigError, EnvironmentProblem
 from farm.host import turns
 from farm.host.probe import Placement
 from farm.inputs.data import DataSource, PreparedData, parse_shape_overrides, prepare_data
 from farm.inputs.usermetric import MetricFile, check_metric, check_outputs
 from farm.job.capacity import WORKERS_ENV, BadWorkers, workers_override
 from farm.job.codec import encode
+from farm.job.divergence import THRESHOLD_DB
 from farm.job.estimate.costs import cost_model_for
 from farm.job.estimate.marks import COUNTS_FILE
 from farm.job.report import TimingMode
@@ -40,6 +41,7 @@ from farm.job.result import write_json_atomic
 from farm.job.spec import (
     Arch,
     Calibration,
+    DivergenceSpec,
     Estimate,
     Level,
     MetricRef,
@@ -82,6 +84,31 @@ ESTIMATE_RUNS = 3
 ESTIMATE_SHARE = 0.8
 
 
+# farm bisect's comparison, in farm bisect and in the evaluate stage (--divergence): the samples it compares when the
+# data has more (a divergence shows on a few inputs, and under QEMU each costs), the out-of-tolerance variants per
+# target it looks at by default, and the share of the target's memory one sample's marked values may take (the rest
+# holds fp32's session, the variant's, one group's and the interpreter: docs/contracts.md section 7).
+DIVERGENCE_SAMPLES = 8
+DIVERGENCE_COUNT = 2
+MARKED_MEMORY_SHARE = 4
+
+
+def parse_divergence(text: str) -> int | None:
+    """``--divergence``: a count, ``all`` (None) or ``none`` (0); else one BadInput naming the flag."""
+    if text == "all":
+        return None
+    if text == "none":
+        return 0
+    if text.isdigit():
+        return int(text)
+    raise BadInput(f"--divergence {text} is not a count", fix="give N (e.g. 2), all or none")
+
+
+def marked_limit(target: Target) -> int:
+    """The bytes one sample's marked tensors may take in ``target`` (farm.job.divergence)."""
+    return max(1 << 20, target.memory_bytes // MARKED_MEMORY_SHARE)
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobSettings:
     """What a job's spec and container take from the command line, the same for every target of a run."""
@@ -106,6 +133,9 @@ class JobSettings:
     variants: tuple[str, ...] = ()
     # --timing: how the evaluate stage's timing rounds end (docs/contracts.md section 2).
     timing: TimingMode = "adaptive"
+    # --divergence: how many out-of-tolerance variants per target get where they leave fp32 (None: every one;
+    # 0: none).
+    divergence: int | None = DIVERGENCE_COUNT
 
     @property
     def native_iterations(self) -> int:
@@ -310,6 +340,14 @@ def job_spec(
         if settings.profile and stage == "evaluate"
         else None,
         skip=skipped_baselines(settings.variants) if stage == "evaluate" else (),
+        divergence=DivergenceSpec(
+            count=settings.divergence,
+            threshold_db=THRESHOLD_DB,
+            limit_bytes=marked_limit(target),
+            samples=DIVERGENCE_SAMPLES,
+        )
+        if stage == "evaluate" and settings.divergence != 0
+        else None,
     )
 
 

@@ -18,7 +18,6 @@ import onnx
 from farm.job.codec import encode
 from farm.job.data import Dataset
 from farm.job.divergence import (
-    NodeDivergence,
     compare,
     described,
     fp32_reference,
@@ -26,12 +25,12 @@ from farm.job.divergence import (
     save_points,
     saved_reference,
 )
-from farm.job.evaluate.candidates import X64_QUANT_PRECISION
 from farm.job.profile.child import status_kib
+from farm.job.report import NodeDivergence
 from farm.job.result import error_text, write_json_atomic
 from farm.job.session import open_session
 from farm.job.spec import Spec
-from farm.job.variants import MITIGATION_SUFFIX
+from farm.job.variants import MITIGATION_SUFFIX, X64_QUANT_PRECISION
 
 BISECT_FILE = "bisect.json"
 # Where a job with bisect.save writes the variant's values (<sample>/<point>.npy) in its output folder.
@@ -93,7 +92,7 @@ def _bisect(spec: Spec, head: dict[str, Any], out: Path) -> BisectResult:
     artifact = None if spec.artifacts is None else spec.artifacts / f"{base}.onnx"
     if artifact is None or not artifact.is_file():
         return BisectResult(**head, status="failed", error=f"the prepare stage made no {base} model for this target")
-    config = X64_QUANT_PRECISION if settings.variant.endswith(MITIGATION_SUFFIX) else {}
+    config = dict(X64_QUANT_PRECISION) if settings.variant.endswith(MITIGATION_SUFFIX) else {}
     dataset = Dataset.load(spec.inputs)
     reference = onnx.load(str(spec.source_model))
     names = [i.name for i in reference.graph.input if i.name not in {t.name for t in reference.graph.initializer}]

@@ -34,6 +34,7 @@ from onnx import numpy_helper
 from farm.job.graph import GraphIndex
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelGroup, group_model, kernel_groups
 from farm.job.ranking import QUANTIZE_INPUT_SUFFIX, QParams, augmented, qparams, sqnr
+from farm.job.report import NodeDivergence
 
 # The first node below this is where the variant leaves fp32: the kernel check's bound for a lossy kernel.
 THRESHOLD_DB = LOSSY_KERNEL_DB
@@ -54,18 +55,6 @@ class MarkedPoint:
     quantized: QParams | None = None  # ``fetch`` is a QuantizeLinear's output, dequantized with these
     group: KernelGroup | None = None  # the variant's QDQ group that writes ``fetch``, for the local error
     group_feeds: Mapping[str, str] = field(default_factory=dict)  # the group's inputs -> fp32's tensors
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NodeDivergence:
-    """One point's figures over the samples: against fp32's tensor, and the node's own part (``local_db``)."""
-
-    node: str
-    op: str
-    tensor: str
-    sqnr_db: float
-    cosine: float
-    local_db: float | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

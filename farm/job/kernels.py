@@ -22,12 +22,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from farm.job.evaluate.candidates import X64_QUANT_PRECISION
 from farm.job.graph import GraphIndex
 from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
 from farm.job.session import open_exact_session, open_session
 from farm.job.spec import SpecTarget
 from farm.job.tunecontract import CitedKernel, KernelEntry
+from farm.job.variants import X64_QUANT_PRECISION
 
 # The ops whose QDQ groups onnxruntime runs as one int8 kernel.
 KERNEL_OPS = ("Conv", "MatMul", "Gemm")

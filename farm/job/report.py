@@ -215,6 +215,35 @@ class InstructionCounts:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NodeDivergence:
+    """One point where an int8 variant is compared with its reference (farm.job.divergence), over the samples: the
+    SQNR and cosine of the variant's value there, and ``local_db``, the node's int8 group alone on the reference's
+    inputs (None where the point has no such group)."""
+
+    node: str
+    op: str
+    tensor: str
+    sqnr_db: float
+    cosine: float
+    local_db: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VariantDivergence:
+    """Where an out-of-tolerance variant leaves fp32 on this target (`farm matrix --divergence`, `farm bisect`'s
+    comparison): the first node below ``threshold_db`` (None: none is, the loss is spread out) and the worst nodes
+    by local error; ``reproduced``: every marked run gave the variant's own outputs, bit for bit."""
+
+    first_node: str | None
+    op: str | None
+    sqnr_db: float | None
+    threshold_db: float
+    worst: tuple[NodeDivergence, ...]
+    reproduced: bool
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SpeedEstimate:
     """How a target's estimated latencies were made and whether they may carry a speed claim: the cost model
     (farm/job/estimate/costs.json), ``trusted`` as scripts/bench-estimate validated it for this architecture and cost
@@ -282,6 +311,8 @@ class Variant:
     # Memory, start-up and latency per thread count (farm.job.profile); None when not profiled (older reports,
     # --no-profile, a variant that failed).
     profile: Profile | None = keyed(omit="none", default=None)
+    # Where it leaves fp32, for the out-of-tolerance variants closest to tolerance (`--divergence`); None: not asked.
+    divergence: VariantDivergence | None = keyed(omit="none", default=None)
 
     @property
     def passes(self) -> bool:

@@ -246,6 +246,24 @@ class BisectSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DivergenceSpec:
+    """The evaluate stage's divergence (`farm matrix --divergence`, farm.job.evaluate.drift): where each of the
+    ``count`` out-of-tolerance int8 variants closest to tolerance (None: every one) leaves fp32, over the first
+    ``samples`` samples, as farm bisect compares them (``threshold_db``, ``limit_bytes``)."""
+
+    count: int | None
+    threshold_db: float
+    limit_bytes: int
+    samples: int
+
+    def __post_init__(self) -> None:
+        if self.count is not None:
+            _at_least("divergence.count", self.count, 1)
+        _at_least("divergence.samples", self.samples, 1)
+        _at_least("divergence.limit_bytes", self.limit_bytes, 1 << 20)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProfileSpec:
     """The deployment profile (farm.job.profile, docs/contracts.md): each variant's start-up and memory in a process
     of its own; ``threads``, the intra-op thread counts whose p50 is timed beside ``Spec.threads`` (profile only)."""
@@ -301,6 +319,8 @@ class Spec:
     skip: tuple[str, ...] = keyed(omit="empty", default=())
     # The bisect stage's settings; None where the spec has none.
     bisect: BisectSpec | None = keyed(omit="none", default=None)
+    # The evaluate stage's divergence of out-of-tolerance variants; None: none (--divergence none).
+    divergence: DivergenceSpec | None = keyed(omit="none", default=None)
 
     def __post_init__(self) -> None:
         _distinct("candidates", self.candidates, KNOWN_CANDIDATES)

@@ -49,8 +49,10 @@ DEFAULT_CANDIDATES = ("s8s8-qdq", "u8s8-qdq", "u8s8-qdq-rr", "u8u8-qdq", "s8s8-q
 # Added by the controller, beside u8s8-dynamic, when the model keeps quantizable nodes inside subgraphs.
 SUBGRAPH_VARIANT = "u8s8-dynamic-subgraph"
 
-# A runtime mitigation runs an int8 model again with a session option; its name is the variant's plus this.
+# A runtime mitigation runs an int8 model again with a session option; its name is the variant's plus this, and
+# this is the option (MLAS keeps 32-bit sums in its U8S8 kernels).
 MITIGATION_SUFFIX = "+x64quantprecision"
+X64_QUANT_PRECISION: Mapping[str, str] = {"session.x64quantprecision": "1"}
 # Int8 kernels that cannot saturate on x86 without VNNI: U8U8 (VPMADDWD on 16-bit operands) and 7-bit weights.
 SATURATION_SAFE = ("u8u8-qdq", "u8s8-qdq-rr")
 

@@ -195,6 +195,21 @@ def worst_output(variant: Variant) -> str | None:
     return f"drifted: {output.name} (cosine {output.cosine:.4f}{top1})"
 
 
+def divergence_note(variant: Variant) -> str | None:
+    """``leaves fp32 at conv2 (Conv, 0.0 dB); worst alone: conv2 0.0 dB, conv3 40.4 dB``: where an out-of-tolerance
+    variant drifts (``--divergence``), when it was looked for."""
+    found = variant.divergence
+    if found is None:
+        return None
+    where = (
+        f"leaves fp32 at {found.first_node} ({found.op}, {found.sqnr_db:.1f} dB)"
+        if found.first_node is not None and found.sqnr_db is not None
+        else f"no node below {found.threshold_db:g} dB: the loss builds up"
+    )
+    worst = ", ".join(f"{n.node} {n.local_db:.1f} dB" for n in found.worst if n.local_db is not None)
+    return where + (f"; worst alone: {worst}" if worst else "")
+
+
 def quantized_nodes(variant: Variant) -> str:
     """``3/12``: quantized of quantizable nodes, or — for fp32 and optimized."""
     nodes = None if variant.quantization is None else variant.quantization.nodes

@@ -189,7 +189,7 @@ def _matrix_cell(target: TargetResult, name: str) -> str:
         details.append(f"cos {fmt.cosine(variant)}" + (f" ({worst})" if worst else ""))
     if variant.latency_ms is not None:
         details.append(f"{fmt.p50(variant)} ms")
-    title = "; ".join(text for text in (variant.error, fmt.stopped(variant)) if text)
+    title = "; ".join(text for text in (variant.error, fmt.divergence_note(variant), fmt.stopped(variant)) if text)
     tooltip = f' title="{esc(title)}"' if title else ""
     return f'<td class="{classes}"{tooltip}>{"<br>".join(esc(d) for d in details)}</td>'
 

@@ -103,6 +103,7 @@ def _variant_row(variant: Variant, recommended: str | None, profiled: bool) -> l
     notes = [
         variant.error,
         fmt.worst_output(variant),
+        fmt.divergence_note(variant),
         fmt.partly_quantized(variant),
         fmt.metric_text(variant),
         fmt.stopped(variant),

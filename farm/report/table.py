@@ -104,7 +104,13 @@ def _variant_row(
         label += "\n" + (
             "  (the same reason as above)" if repeated else _wrap(variant.error, width, _ERROR_LINES, indent="  ")
         )
-    notes = (fmt.worst_output(variant), fmt.partly_quantized(variant), fmt.metric_text(variant), fmt.stopped(variant))
+    notes = (
+        fmt.worst_output(variant),
+        fmt.divergence_note(variant),
+        fmt.partly_quantized(variant),
+        fmt.metric_text(variant),
+        fmt.stopped(variant),
+    )
     for note in notes:
         if note:
             label += "\n" + _wrap(note, width, _ERROR_LINES, indent="  ")

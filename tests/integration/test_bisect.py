@@ -19,8 +19,9 @@ import pytest
 
 from farm.controller.fleet import BuildResults, Fleet
 from farm.job.divergence import THRESHOLD_DB, tensor_bytes
+from farm.report.schema import validate
 from tests.farmcli import assert_one_clean_line, farm
-from tests.integration.farmrun import native_target, words, x86_targets
+from tests.integration.farmrun import farm_matrix, native_target, read_report, target, words, x86_targets
 from tests.modelgen import (
     BROKEN_LAYER,
     MIDDLE_LAYER,
@@ -135,3 +136,36 @@ def test_a_model_too_large_to_mark_at_once_bisects_within_a_256_mb_limit(
     assert small["peak_rss_bytes"] < 256 << 20 < roomy["peak_rss_bytes"], (small, roomy)
     assert small["reproduced"] and roomy["reproduced"]
     assert small["nodes"] == roomy["nodes"]
+
+
+def test_the_matrix_names_where_the_variants_closest_to_tolerance_drift(
+    fleet: Fleet, built: BuildResults, broken: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = broken
+    name = native_target(fleet)
+    result = farm_matrix(str(model), "--data", str(data), "-t", name, "--no-profile", out=tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    report = read_report(tmp_path / "out")
+    validate(report)
+    entry = target(report, name)
+    drifted = [v for v in entry["variants"] if v["status"] == "ok" and v["within_tolerance"] is False]
+    assert len(drifted) > 2, [(v["name"], v["within_tolerance"]) for v in entry["variants"]]
+    looked = [v for v in drifted if v.get("divergence")]
+    # The default two, the closest to tolerance by cosine, each leaving fp32 at the broken layer.
+    closest = sorted(drifted, key=lambda v: (-v["accuracy"]["cosine"], v["name"]))[:2]
+    assert [v["name"] for v in looked] == [v["name"] for v in closest] or {v["name"] for v in looked} == {
+        v["name"] for v in closest
+    }, (looked, closest)
+    for variant in looked:
+        found = variant["divergence"]
+        assert found["first_node"] == BROKEN and found["worst"][0]["node"] == BROKEN and found["reproduced"], found
+    # Within a fifth of the target's evaluation.
+    assert sum(v["divergence"]["seconds"] for v in looked) <= 0.2 * entry["duration_s"], entry["duration_s"]
+    assert f"leaves fp32 at {BROKEN} (Conv" in words(result.stdout)
+    none = farm_matrix(
+        str(model), "--data", str(data), "-t", name, "--no-profile", "--divergence", "none", out=tmp_path / "none"
+    )
+    assert none.returncode == 0, none.stderr
+    assert not any(v.get("divergence") for v in target(read_report(tmp_path / "none"), name)["variants"])
+    bad = farm("matrix", str(model), "-t", name, "--divergence", "some")
+    assert_one_clean_line(bad, 2, "--divergence some")

@@ -432,3 +432,29 @@ def test_every_format_says_whether_the_int8_artifacts_were_made_or_reused() -> N
     # A report from before the cache says nothing of it.
     for fmt in ("table", "markdown", "html"):
         assert "int8 artifacts:" not in render(_report(), fmt), fmt
+
+
+def test_a_variant_s_divergence_is_in_the_schema_and_in_the_table_and_markdown() -> None:
+    data = sample_report_dict()
+    avx2 = next(t for t in data["targets"] if t["name"] == "x86-avx2")
+    drifted = next(v for v in avx2["variants"] if v["name"] == "u8s8-qdq")
+    node = {"node": "conv2", "op": "Conv", "tensor": "r2", "sqnr_db": 0.04, "cosine": 0.01, "local_db": 0.04}
+    after = {**node, "node": "conv3", "tensor": "r3", "sqnr_db": 3.4, "cosine": 0.79, "local_db": 40.4}
+    drifted["divergence"] = {
+        "first_node": "conv2",
+        "op": "Conv",
+        "sqnr_db": 0.04,
+        "threshold_db": 30.0,
+        "worst": [node, after],
+        "reproduced": True,
+        "seconds": 0.8,
+    }
+    validate(data)
+    report = decode(Report, data)
+    note = "leaves fp32 at conv2 (Conv, 0.0 dB); worst alone: conv2 0.0 dB, conv3 40.4 dB"
+    for fmt in ("table", "markdown"):
+        assert note in " ".join(render(report, fmt).split()), fmt
+    assert "conv2" in render(report, "html")
+    drifted["divergence"]["worst"] = [{**node, "extra": 1}]
+    with pytest.raises(Exception, match="extra"):
+        validate(data)

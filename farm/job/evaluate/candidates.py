@@ -16,16 +16,14 @@ from farm.job.evaluate.spread import Slot
 from farm.job.modelfile import model_size
 from farm.job.report import Quantization, Variant
 from farm.job.spec import Spec
-from farm.job.variants import MITIGATION_SUFFIX, SUBGRAPH_VARIANT
-
-X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
+from farm.job.variants import MITIGATION_SUFFIX, SUBGRAPH_VARIANT, X64_QUANT_PRECISION
 
 
 def mitigations_for(spec: Spec, variant: str) -> list[tuple[str, dict[str, str]]]:
     """``(name, session config)`` for each runtime mitigation that applies to ``variant`` on this target."""
     target = spec.target
     if "x64quantprecision" in spec.mitigations and target.saturation_risk and variant.startswith("u8s8-"):
-        return [(variant + MITIGATION_SUFFIX, X64_QUANT_PRECISION)]
+        return [(variant + MITIGATION_SUFFIX, dict(X64_QUANT_PRECISION))]
     return []
 
 

@@ -13,6 +13,7 @@ from farm.job import cpu
 from farm.job.data import Dataset, DatasetError
 from farm.job.evaluate import metric
 from farm.job.evaluate.candidates import Candidates, read_prepared
+from farm.job.evaluate.drift import diverge
 from farm.job.evaluate.extra import optimized_slot, tuned_slot
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
@@ -69,6 +70,7 @@ def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None, rss_st
     run_slots(spec, file, measure, slots, rss_start_kib)
     measure.timer.time_kept()
     measure.profiler.collect()
+    diverge(spec, file, slots, measure.reference.feeds)
     variants = file.result.variants
     estimate = file.result.estimate
     evidence = speed_evidence(variants, estimate)

@@ -1,0 +1,102 @@
+"""Where the out-of-tolerance int8 variants closest to tolerance leave fp32 on this target (`farm matrix
+--divergence`): farm bisect's comparison (farm.job.divergence), run in the evaluate stage after every variant is
+measured, so that the report names the node where each drifts.
+
+It may take at most DRIFT_SHARE of the time the stage had taken when it began: a variant whose turn comes later is
+left without, and a warning says so. Closest first: by cosine to fp32, the verdict's own figure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from farm.job.divergence import compare, fp32_reference
+from farm.job.evaluate.file import ResultFile
+from farm.job.evaluate.spread import Slot
+from farm.job.report import Variant, VariantDivergence
+from farm.job.result import error_text
+from farm.job.session import open_session
+from farm.job.spec import Spec
+
+log = logging.getLogger("farm.job")
+DRIFT_SHARE = 0.2
+NO_DIVERGENCE = "{name} has no divergence: {why}; its other figures stand"
+
+
+def closest(variants: Sequence[Variant], count: int | None) -> list[Variant]:
+    """The int8 variants that ran out of tolerance, closest to it first (by cosine), ``count`` of them (None: all)."""
+    drifted = [
+        v
+        for v in variants
+        if v.status == "ok" and v.within_tolerance is False and v.quantization is not None and v.accuracy is not None
+    ]
+    drifted.sort(key=lambda v: (-(v.accuracy.cosine if v.accuracy is not None else 0.0), v.name))
+    return drifted if count is None else drifted[:count]
+
+
+def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Each chosen variant's divergence into its result; one that cannot be compared keeps its figures and a warning
+    says why."""
+    settings = spec.divergence
+    chosen = [] if settings is None else closest(file.result.variants, settings.count)
+    if settings is None or not chosen or not feeds:
+        return
+    began = time.monotonic()
+    budget = DRIFT_SHARE * (began - file.started)
+    reference = onnx.load(str(spec.source_model))
+    by_name = {slot.name: slot for slot in slots}
+
+    def fp32(model: bytes) -> Any:
+        return open_session(model, target=spec.target, threads=spec.threads, level=spec.optimization_level)
+
+    for variant in chosen:
+        if time.monotonic() - began > budget:
+            file.warn(
+                NO_DIVERGENCE.format(
+                    name=variant.name, why=f"the divergences before it took {DRIFT_SHARE:.0%} of the evaluation's time"
+                )
+            )
+            continue
+        slot = by_name.get(variant.name)
+        if slot is None or slot.path is None:
+            continue
+        config = dict(slot.config)
+
+        def opened(model: bytes, config: dict[str, str] = config) -> Any:
+            return open_session(model, target=spec.target, threads=spec.threads, config=config)
+
+        log.info("evaluate: where %s leaves fp32", variant.name)
+        started = time.monotonic()
+        try:
+            found = compare(
+                reference,
+                onnx.load(str(slot.path)),
+                feeds[: settings.samples],
+                against=fp32_reference(reference, fp32),
+                open_variant=opened,
+                open_group=opened,
+                limit_bytes=settings.limit_bytes,
+                threshold_db=settings.threshold_db,
+            )
+        except Exception as exc:  # onnxruntime's own refusal of a marked model: the variant keeps its figures
+            file.warn(NO_DIVERGENCE.format(name=variant.name, why=error_text(exc)))
+            continue
+        first = found.first
+        record = VariantDivergence(
+            first_node=None if first is None else first.node,
+            op=None if first is None else first.op,
+            sqnr_db=None if first is None else round(first.sqnr_db, 2),
+            threshold_db=settings.threshold_db,
+            worst=found.worst(),
+            reproduced=found.reproduced,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        file.save(
+            variants=tuple(replace(v, divergence=record) if v.name == variant.name else v for v in file.result.variants)
+        )
