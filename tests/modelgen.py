@@ -68,6 +68,30 @@ def _add_classifier_head(
     ]
 
 
+def _image_classifier(
+    name: str,
+    path: Path,
+    rng: np.random.Generator,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    *,
+    samples: int,
+    size: int,
+    classes: int = 10,
+) -> ModelData:
+    """Save ``nodes`` as an image classifier (input ``x`` ``[1, 3, size, size]``, output ``logits``) and draw its
+    samples (_image_samples)."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    return _image_samples(path, rng, samples=samples, size=size)
+
+
 def _conv_relu(
     index: int,
     current: str,
@@ -565,15 +589,7 @@ def make_sensitive_cnn(
             nodes.append(helper.make_node("Mul", [current, "gain"], ["amplified"], name="amplify"))
             current = "amplified"
     _add_classifier_head(rng, channels, current, initializers, nodes)
-    graph = helper.make_graph(
-        nodes,
-        "sensitive_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        initializer=initializers,
-    )
-    _save(graph, path)
-    return _image_samples(path, rng, samples=samples, size=size)
+    return _image_classifier("sensitive_cnn", path, rng, nodes, initializers, samples=samples, size=size)
 
 
 # The model int8 never pays on: one hidden unit SMALL_OUTLIER times the others (its weights in fc2 as much smaller),
@@ -655,15 +671,9 @@ def make_saturating_cnn(
         helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", SATURATING_WEIGHT, "fc_b"], ["logits"], name=SATURATING_HEAD),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "saturating_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-        initializer=initializers,
+    return _image_classifier(
+        "saturating_cnn", path, rng, nodes, initializers, samples=samples, size=size, classes=classes
     )
-    _save(graph, path)
-    return _image_samples(path, rng, samples=samples, size=size)
 
 
 # The CNN whose int8 model breaks in the middle: conv{BROKEN_LAYER}'s per-tensor weight scale is set by one huge weight
@@ -676,8 +686,8 @@ BROKEN_LAYER = 2
 def make_broken_middle_cnn(
     path: Path, *, samples: int = 8, seed: int = 0, size: int = 16, channels: int = 16, layers: int = 6
 ) -> ModelData:
-    """``layers`` Conv(3x3)-Relu blocks (conv{i}, relu{i}, tensors c{i} and r{i}), GlobalAveragePool, Flatten and a
-    Gemm head ``head`` to 10 logits. Layer BROKEN_LAYER - 1's channel 0 has a bias of -100, so r{BROKEN_LAYER - 1}[0]
+    """``layers`` Conv(3x3)-Relu blocks (conv{i}, relu{i}, tensors c{i} and r{i}), and the classifier head
+    (_add_classifier_head). Layer BROKEN_LAYER - 1's channel 0 has a bias of -100, so r{BROKEN_LAYER - 1}[0]
     is 0 on every input, and conv{BROKEN_LAYER}'s weights from that channel are 1000 times the others: harmless in
     fp32, and in a per-tensor int8 model (u8s8-qdq) they leave the layer's other weights at zero. Input ``x``
     ``[1, 3, size, size]`` in [0, 1), output ``logits`` ``[1, 10]``."""
@@ -693,22 +703,8 @@ def make_broken_middle_cnn(
         if index == BROKEN_LAYER:
             w[:, 0] = 1000.0 * np.abs(w).max()
         current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
-    fc = (rng.standard_normal((channels, 10)) / np.sqrt(channels)).astype(np.float32)
-    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes += [
-        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], name="head"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "broken_middle_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        initializer=initializers,
-    )
-    _save(graph, path)
-    return _image_samples(path, rng, samples=samples, size=size)
+    _add_classifier_head(rng, channels, current, initializers, nodes)
+    return _image_classifier("broken_middle_cnn", path, rng, nodes, initializers, samples=samples, size=size)
 
 
 # The CNN whose middle layer saturates where U8S8 kernels add int16 pair sums (x86 without VNNI): conv{MIDDLE_LAYER}
@@ -720,8 +716,8 @@ MIDDLE_LAYER = 2
 def make_midsaturating_cnn(
     path: Path, *, samples: int = 8, seed: int = 0, size: int = 16, channels: int = 16, layers: int = 6
 ) -> ModelData:
-    """Conv-Relu blocks conv{i}/relu{i} (tensors c{i}, r{i}; 3x3 but conv{MIDDLE_LAYER}, 1x1), GlobalAveragePool,
-    Flatten and a Gemm head to 10 logits. Layer MIDDLE_LAYER - 1 makes channels 0-7 constant at 1.0 (weights 0, bias
+    """Conv-Relu blocks conv{i}/relu{i} (tensors c{i}, r{i}; 3x3 but conv{MIDDLE_LAYER}, 1x1), and the classifier
+    head (_add_classifier_head). Layer MIDDLE_LAYER - 1 makes channels 0-7 constant at 1.0 (weights 0, bias
     1) and the others a tenth of a He-initialized layer's, below 1.0, so the constant channels quantize to 255.
     conv{MIDDLE_LAYER} reads channel pair (2k, 2k+1), k = o mod 4, at weight 1.0 (int8 127) with a bias that cancels
     it in fp32, and the other channels at +-1/127 or +-3/127 (int8 +-1, +-3). Input ``x`` ``[1, 3, size, size]``."""
@@ -747,22 +743,8 @@ def make_midsaturating_cnn(
             b[constant:] *= 0.1
             w[:constant], b[:constant] = 0.0, 1.0
         current, cin = _conv_relu(index, current, w, b, initializers, nodes), channels
-    fc = (rng.standard_normal((channels, 10)) / np.sqrt(channels)).astype(np.float32)
-    initializers += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes += [
-        helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["logits"], name="head"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "midsaturating_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        initializer=initializers,
-    )
-    _save(graph, path)
-    return _image_samples(path, rng, samples=samples, size=size)
+    _add_classifier_head(rng, channels, current, initializers, nodes)
+    return _image_classifier("midsaturating_cnn", path, rng, nodes, initializers, samples=samples, size=size)
 
 
 def make_wide_activation_model(

@@ -103,7 +103,7 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
         )
     base = check_variant(target, options.variant, given, options.settings)
     work = new_run_folder(fleet.config.cache_dir, "bisect")
-    run = _Run(fleet=fleet, options=options, work=work, reporter=reporter, base=base, samples=given.data.samples)
+    run = _Bisection(fleet=fleet, options=options, work=work, reporter=reporter, base=base, samples=given.data.samples)
     try:
         run.warnings += stage_inputs(work / INPUT_DIR, given, fleet)
         chosen = [target] if other is None else [target, other]
@@ -141,7 +141,7 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
 
 
 @dataclass(kw_only=True)
-class _Run:
+class _Bisection:
     """One farm bisect: its run folder, the images, the variant's artifacts, and the jobs it runs."""
 
     fleet: Fleet

@@ -151,17 +151,19 @@ def test_the_matrix_names_where_the_variants_closest_to_tolerance_drift(
     drifted = [v for v in entry["variants"] if v["status"] == "ok" and v["within_tolerance"] is False]
     assert len(drifted) > 2, [(v["name"], v["within_tolerance"]) for v in entry["variants"]]
     looked = [v for v in drifted if v.get("divergence")]
-    # The default two, the closest to tolerance by cosine, each leaving fp32 at the broken layer.
+    # The default two, the closest to tolerance by cosine, each worst by local error at the broken layer. The closest
+    # are the 7-bit weights' (u8s8-qdq-rr), which also cost every layer before it a few dB: conv1's 29 dB, below the
+    # threshold, may come first.
     closest = sorted(drifted, key=lambda v: (-v["accuracy"]["cosine"], v["name"]))[:2]
-    assert [v["name"] for v in looked] == [v["name"] for v in closest] or {v["name"] for v in looked} == {
-        v["name"] for v in closest
-    }, (looked, closest)
+    assert {v["name"] for v in looked} == {v["name"] for v in closest}, (looked, closest)
     for variant in looked:
         found = variant["divergence"]
-        assert found["first_node"] == BROKEN and found["worst"][0]["node"] == BROKEN and found["reproduced"], found
+        assert found["worst"][0]["node"] == BROKEN and found["reproduced"], found
+        assert found["first_node"] in {f"conv{i}" for i in range(BROKEN_LAYER + 1)}, found
     # Within a fifth of the target's evaluation.
     assert sum(v["divergence"]["seconds"] for v in looked) <= 0.2 * entry["duration_s"], entry["duration_s"]
-    assert f"leaves fp32 at {BROKEN} (Conv" in words(result.stdout)
+    assert f"leaves fp32 at {looked[0]['divergence']['first_node']} (Conv" in words(result.stdout)
+    assert f"worst alone: {BROKEN} " in words(result.stdout)
     none = farm_matrix(
         str(model), "--data", str(data), "-t", name, "--no-profile", "--divergence", "none", out=tmp_path / "none"
     )

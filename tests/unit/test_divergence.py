@@ -4,6 +4,7 @@ same on every CPU, so every expectation holds on every host."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ from farm.job.data import Dataset
 from farm.job.divergence import THRESHOLD_DB, Divergence, compare, fp32_reference, points
 from farm.job.evaluate.drift import closest
 from farm.job.quantize import quantize
-from farm.job.report import Quantization, Status, Variant
 from farm.job.spec import Calibration
-from farm.job.types import Accuracy
 from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn
+from tests.unit.test_job_recommend import ok
+from tests.unit.test_job_recommend_rule import static
 
 BROKEN = f"conv{BROKEN_LAYER}"
 LAYERS = 6
@@ -91,39 +92,14 @@ def test_a_memory_limit_cuts_the_marked_tensors_into_chunks_with_the_same_answer
 
 
 def test_the_matrix_looks_at_the_out_of_tolerance_int8_variants_closest_to_tolerance() -> None:
-    def made(name: str, cosine: float, *, within: bool, int8: bool = True, status: Status = "ok") -> Variant:
-        quantization = (
-            Quantization(
-                kind="static",
-                format="QDQ",
-                activation_type="uint8",
-                weight_type="int8",
-                reduce_range=False,
-                per_channel=False,
-                subgraphs=False,
-                calibration=None,
-                opset=17,
-                nodes=None,
-            )
-            if int8
-            else None
-        )
-        return Variant(
-            name=name,
-            status=status,
-            within_tolerance=within,
-            accuracy=Accuracy(cosine=cosine, max_abs=1.0, top1_agreement=None, accuracy=None),
-            quantization=quantization,
-        )
-
     variants = [
-        made("fp32", 1.0, within=True, int8=False),
-        made("optimized", 0.5, within=False, int8=False),  # not int8: not looked at
-        made("s8s8-qdq", 0.91, within=False),
-        made("u8s8-qdq", 0.98, within=False),
-        made("u8u8-qdq", 0.999, within=True),
-        made("u8s8-qdq-rr", 0.95, within=False),
-        made("u8s8-dynamic", 0.99, within=False, status="failed"),
+        ok("fp32", 1.0),
+        ok("optimized", None, 0.5, within=False),  # not int8: not looked at
+        static(ok("s8s8-qdq", None, 0.91, within=False)),
+        static(ok("u8s8-qdq", None, 0.98, within=False)),
+        static(ok("u8u8-qdq", None, 0.999)),
+        static(ok("u8s8-qdq-rr", None, 0.95, within=False)),
+        replace(static(ok("u8s8-dynamic", None, 0.99, within=False)), status="failed"),
     ]
     assert [v.name for v in closest(variants, 2)] == ["u8s8-qdq", "u8s8-qdq-rr"]
     assert [v.name for v in closest(variants, None)] == ["u8s8-qdq", "u8s8-qdq-rr", "s8s8-qdq"]
