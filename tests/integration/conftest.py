@@ -13,7 +13,7 @@ from farm.controller.fleet import BuildResults, Fleet, build_images
 from farm.errors import EnvironmentProblem
 from farm.host import counting
 from farm.host.owner import OWNER_LABEL, of_process
-from tests.conftest import missing
+from tests.conftest import mine, missing
 
 # Every host of this kind must run these: arm64 through binfmt QEMU (scripts/setup installs it) and the AVX2 tier,
 # natively on an AVX2-only CPU or under qemu-x86_64 -cpu Haswell on one with AVX-512. x86-avx512-vnni needs VNNI
@@ -76,8 +76,10 @@ def wait_for(engine: Engine, labels: list[str], process: subprocess.Popen[str], 
 
 
 @contextlib.contextmanager
-def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
-    """The labels of every farm container created while the block runs, from the engine's event stream."""
+def watched_containers(engine: Engine, *, own: bool = False) -> Iterator[list[dict[str, str]]]:
+    """The labels of every farm container created while the block runs, from the engine's event stream; ``own``:
+    only those of farm processes this test process started (told by the owner label while the farm still runs), so
+    that a test beside others sees none of theirs."""
     started: list[dict[str, str]] = []
     begun = time.time_ns()
     # The API's "since" has whole seconds; the events' own nanosecond times leave out the second before the block.
@@ -86,7 +88,10 @@ def watched_containers(engine: Engine) -> Iterator[list[dict[str, str]]]:
     )
 
     def read() -> None:
-        started.extend(e["Actor"]["Attributes"] for e in events if int(e.get("timeNano", 0)) >= begun)
+        for event in events:
+            labels = event["Actor"]["Attributes"]
+            if int(event.get("timeNano", 0)) >= begun and (not own or mine(labels.get(OWNER_LABEL, ""))):
+                started.append(labels)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

@@ -93,7 +93,7 @@ def test_a_second_matrix_quantizes_nothing_says_so_and_gives_the_same_figures(
     assert f"prepare int8 artifacts in {name}: quantize (key {key[:12]})" in log, log
     assert (runs.cache / key / "entry.json").is_file()
 
-    with watched_containers(engine) as started:
+    with watched_containers(engine, own=True) as started:
         again, log = runs.matrix()
     stages = [labels.get(STAGE_LABEL) for labels in started if labels.get("farm.target") == name]
     assert stages == ["evaluate"], started  # no prepare container

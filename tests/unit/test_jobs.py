@@ -138,6 +138,8 @@ def test_the_spec_on_the_wire_is_the_contract_s_json_and_the_job_reads_it_back(t
         "metric": {"file": "metric/metric.py", "function": "score"},
         "tuned": {"model": "tuned/x86-avx2.onnx", "quantization": QUANTIZATION},
         "profile": {"threads": [2], "budget_s": 1800.0 * ESTIMATE_SHARE},
+        # --divergence's default: the two closest variants out of tolerance, marked within a quarter of 4 GiB.
+        "divergence": {"count": 2, "threshold_db": 30.0, "limit_bytes": 1 << 30, "samples": 8},
     }
     # The same keys and values as the contract lists them, in its order.
     assert wire == expected and list(wire) == list(expected) and list(wire["target"]) == list(expected["target"])
