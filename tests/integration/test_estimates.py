@@ -34,9 +34,14 @@ COST_MODELS = {"arm64": "neoverse-n1", "x86-avx2": "haswell"}
 DETERMINISM = 0.001
 
 
+# What these tests do not look at, and each costs a session per variant under QEMU: the deployment profile and the
+# divergence of variants out of tolerance.
+UNLOOKED = ("--no-profile", "--divergence", "none")
+
+
 def estimated_matrix(model: Path, data: Path, out: Path, *extra: str) -> dict[str, Any]:
     result = farm_matrix(
-        str(model), "--data", str(data), "--samples", "2", "-t", "arm64", "-t", "x86-avx2", *extra, out=out
+        str(model), "--data", str(data), "--samples", "2", "-t", "arm64", "-t", "x86-avx2", *UNLOOKED, *extra, out=out
     )
     assert result.returncode == 0, result.stderr
     return read_report(out)
@@ -119,7 +124,7 @@ def test_without_the_counting_qemu_the_matrix_runs_as_before_and_says_how_to_get
     # A cache with all of farm's (wheels, site-packages, CPUID library) but the counting QEMU: a host without it.
     monkeypatch.setenv("FARM_CACHE_DIR", str(cache_without_bundle(fleet, tmp_path)))
     monkeypatch.setenv("FARM_ESTIMATES", "1")
-    result = farm_matrix("-t", "arm64", "--samples", "4", out=tmp_path / "out")
+    result = farm_matrix("-t", "arm64", "--samples", "4", *UNLOOKED, out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
     entry = target(read_report(tmp_path / "out"), "arm64")
     assert entry["status"] == "ok" and entry.get("estimate") is None
@@ -127,7 +132,7 @@ def test_without_the_counting_qemu_the_matrix_runs_as_before_and_says_how_to_get
     assert entry["speed_evidence"] == "none" and entry["recommended"] in BASELINES
     assert NO_COUNTING.format(target="arm64") in entry["warnings"]
     # --no-estimates asks for accuracy only: the same run, and nothing to say about it.
-    again = farm_matrix("-t", "arm64", "--samples", "4", "--no-estimates", out=tmp_path / "again")
+    again = farm_matrix("-t", "arm64", "--samples", "4", "--no-estimates", *UNLOOKED, out=tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert NO_COUNTING.format(target="arm64") not in target(read_report(tmp_path / "again"), "arm64")["warnings"]
 
@@ -146,7 +151,7 @@ def test_a_counting_qemu_that_cannot_start_the_job_leaves_the_accuracy_and_says_
     (broken / "lib" / "libglib-2.0.so.0").unlink()
     monkeypatch.setenv("FARM_CACHE_DIR", str(cache))
     monkeypatch.setenv("FARM_ESTIMATES", "1")
-    result = farm_matrix("-t", "arm64", "--samples", "4", out=tmp_path / "out")
+    result = farm_matrix("-t", "arm64", "--samples", "4", *UNLOOKED, out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
     entry = target(read_report(tmp_path / "out"), "arm64")
     assert entry["status"] == "ok" and all(v["accuracy"] for v in entry["variants"] if v["status"] == "ok")
