@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from farm.job.divergence import compare, fp32_reference
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.spread import Slot
 from farm.job.report import Variant, VariantDivergence
@@ -47,6 +46,10 @@ def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence
     chosen = [] if settings is None else closest(file.result.variants, settings.count)
     if settings is None or not chosen or not feeds:
         return
+    # Imported only when a variant drifted: the comparison's modules cost every emulated job their translation under
+    # QEMU otherwise.
+    from farm.job.divergence import compare, fp32_reference
+
     began = time.monotonic()
     budget = DRIFT_SHARE * (began - file.started)
     reference = onnx.load(str(spec.source_model))
