@@ -21,7 +21,6 @@ from farm.job.divergence import (
     compare,
     described,
     fp32_reference,
-    points,
     save_points,
     saved_reference,
 )
@@ -115,11 +114,7 @@ def _bisect(spec: Spec, head: dict[str, Any], out: Path) -> BisectResult:
         return BisectResult(
             **head, status="done", chunks=saved.chunks, marked_bytes=saved.marked_bytes, reproduced=saved.reproduced
         )
-    if settings.against is not None:
-        found_points = points(reference, model)
-        against = saved_reference(settings.against, found_points)
-    else:
-        against = fp32_reference(reference, fp32)
+    against = fp32_reference(reference, fp32) if settings.against is None else saved_reference(settings.against)
     log.info("bisect: %s over %d sample(s)", settings.variant, len(feeds))
     found = compare(
         reference,

@@ -104,7 +104,7 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
                 fetch=quantize.output[0],
                 quantized=params,
                 group=group,
-                group_feeds=_group_feeds(group, var, ref, ref_nodes),
+                group_feeds=_group_feeds(group, var, ref, ref_nodes, constants),
             )
     produced = set(var.producer)
     for output in reference.graph.output:
@@ -117,7 +117,7 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
                 tensor=output.name,
                 fetch=output.name,
                 group=group,
-                group_feeds=_group_feeds(group, var, ref, ref_nodes),
+                group_feeds=_group_feeds(group, var, ref, ref_nodes, constants),
             )
     order = {name: index for index, node in enumerate(ref.nodes) for name in node.output}
     return sorted(found.values(), key=lambda p: order[p.tensor])
@@ -146,7 +146,11 @@ def _quantize_behind(var: GraphIndex, name: str, constants: Mapping[str, np.ndar
 
 
 def _group_feeds(
-    group: KernelGroup | None, var: GraphIndex, ref: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]
+    group: KernelGroup | None,
+    var: GraphIndex,
+    ref: GraphIndex,
+    ref_nodes: Mapping[str, onnx.NodeProto],
+    constants: Mapping[str, np.ndarray],
 ) -> dict[str, str]:
     """The group's float inputs, each named by the fp32 tensor that its compute node reads there."""
     twin = None if group is None else _twin(group.node, ref, ref_nodes)
@@ -154,9 +158,8 @@ def _group_feeds(
         return {}
     by_quantized = {}
     for index, name in enumerate(group.node.input[: len(twin.input)]):
-        dequantize = var.producer.get(name)
-        quantize = None if dequantize is None else var.producer.get(dequantize.input[0])
-        if quantize is not None and quantize.op_type == "QuantizeLinear":
+        quantize = _quantize_behind(var, name, constants)
+        if quantize is not None:
             by_quantized[quantize.input[0]] = twin.input[index]
         elif name in group.feeds:
             by_quantized[name] = twin.input[index]
@@ -246,8 +249,9 @@ class ReferenceChunk(Protocol):
     def values(self, index: int, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-# Opens the reference for a chunk: the fp32 tensors it must give (a name it cannot give is left out).
-Reference = Callable[[Sequence[str]], ReferenceChunk]
+# Opens the reference for a chunk: the fp32 tensors it must give (a name it cannot give is left out), and each
+# point's place in the variant's points (where save_points wrote its value).
+Reference = Callable[[Sequence[str], Mapping[str, int]], ReferenceChunk]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -262,7 +266,7 @@ class _Session:
 def fp32_reference(model: onnx.ModelProto, opener: Opener) -> Reference:
     """fp32 run in this job, the chunk's tensors marked as outputs (fp32 has no int8 kernel to keep)."""
 
-    def chunk(names: Sequence[str]) -> ReferenceChunk:
+    def chunk(names: Sequence[str], positions: Mapping[str, int]) -> ReferenceChunk:
         return _Session(session=opener(augmented(model, names).SerializeToString()), names=tuple(names))
 
     return chunk
@@ -278,13 +282,12 @@ class _Saved:
         return {**found, **{name: np.asarray(feed[name]) for name in feed}}
 
 
-def saved_reference(folder: Path, found: Sequence[MarkedPoint]) -> Reference:
+def saved_reference(folder: Path) -> Reference:
     """Another target's values of the same variant, as save_points wrote them into ``folder``; the graph inputs are
     the feed itself."""
-    files = {point.tensor: f"{position}.npy" for position, point in enumerate(found)}
 
-    def chunk(names: Sequence[str]) -> ReferenceChunk:
-        return _Saved(folder=folder, files={name: files[name] for name in names if name in files})
+    def chunk(names: Sequence[str], positions: Mapping[str, int]) -> ReferenceChunk:
+        return _Saved(folder=folder, files={name: f"{positions[name]}.npy" for name in names if name in positions})
 
     return chunk
 
@@ -306,10 +309,11 @@ def compare(
     settings, a QDQ group's fused as the variant runs."""
     runs = _Variant(reference, variant, feeds, open_variant, limit_bytes)
     sums = {p.tensor: _Sums() for p in runs.found}
+    positions = runs.positions()
     peak = 0
     for chunk, carried in runs.each():
         marked = list(dict.fromkeys(name for p in chunk for name in (p.tensor, *p.group_feeds.values())))
-        given = against(marked)
+        given = against(marked, positions)
         groups: dict[str, Any] = {}
         for index, feed in enumerate(feeds):
             values = given.values(index, feed)
@@ -342,7 +346,7 @@ def save_points(
     """Write the variant's values at every point, dequantized, into ``folder`` (``<sample>/<point>.npy``): the
     reference for the same variant on another target (saved_reference). The answer has no nodes."""
     runs = _Variant(reference, variant, feeds, open_variant, limit_bytes)
-    position = {point.tensor: index for index, point in enumerate(runs.found)}
+    position = runs.positions()
     peak = 0
     for chunk, carried in runs.each():
         for index in range(len(feeds)):
@@ -375,6 +379,10 @@ class _Variant:
         plain = open_variant(variant.SerializeToString())
         self.own = [_run(plain, self.outputs, feed) for feed in feeds]
         self.reproduced = True
+
+    def positions(self) -> dict[str, int]:
+        """Each point's fp32 tensor and its place among the points: the file save_points writes its value to."""
+        return {point.tensor: index for index, point in enumerate(self.found)}
 
     def each(self) -> Iterator[tuple[list[MarkedPoint], Callable[[int], tuple[list[np.ndarray], int]]]]:
         """Per chunk, its points and a function of a sample's index: their values there, dequantized, and the bytes
