@@ -936,3 +936,44 @@ def make_attention_block(
     _save(graph, path)
     x = rng.standard_normal((samples, 1, tokens, width)).astype(np.float32)
     return ModelData(path=path, inputs={"x": x}, labels=np.zeros(samples, dtype=np.int64))
+
+
+# The node where make_cancelling_norm's fp32 parts between x86 and arm64: the difference of two equal norms.
+CANCELLING_NODE = "cancel"
+
+
+def make_cancelling_norm(path: Path, *, samples: int = 4, seed: int = 0, width: int = 512) -> ModelData:
+    """A model whose fp32 output differs between x86 and arm64 beyond the cross-check's tolerance: x normalized by
+    LayerNormalization (node ``layernorm``) and again by ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt and Div
+    (``mean``, ``center``, ``square``, ``var``, ``eps``, ``std``, ``alt``); output ``y``, their difference
+    (CANCELLING_NODE) times 10^4. Reductions sum in SIMD lanes, 8 on AVX2 and 4 on NEON, so the two norms' last bits
+    differ between the architectures, and the difference amplifies only that; elementwise nodes round exactly.
+    Input ``x`` ``[1, width]``."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ones"], ["ln"], name="layernorm", axis=-1, epsilon=1e-5),
+        helper.make_node("ReduceMean", ["x"], ["mu"], name="mean", axes=[-1]),
+        helper.make_node("Sub", ["x", "mu"], ["centered"], name="center"),
+        helper.make_node("Mul", ["centered", "centered"], ["squared"], name="square"),
+        helper.make_node("ReduceMean", ["squared"], ["variance"], name="var", axes=[-1]),
+        helper.make_node("Add", ["variance", "epsilon"], ["shifted"], name="eps"),
+        helper.make_node("Sqrt", ["shifted"], ["deviation"], name="std"),
+        helper.make_node("Div", ["centered", "deviation"], ["normed"], name="alt"),
+        helper.make_node("Sub", ["ln", "normed"], ["residue"], name=CANCELLING_NODE),
+        helper.make_node("Mul", ["residue", "gain"], ["y"], name="amplify"),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.ones(width, np.float32), "ones"),
+        numpy_helper.from_array(np.array(1e-5, np.float32), "epsilon"),
+        numpy_helper.from_array(np.array(1e4, np.float32), "gain"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cancelling_norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        initializer=initializers,
+    )
+    _save(graph, path)
+    inputs = {"x": rng.standard_normal((samples, 1, width)).astype(np.float32)}
+    return ModelData(path=path, inputs=inputs, labels=np.zeros(samples, np.int64))

@@ -157,9 +157,9 @@ def matrix(
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
     from farm.backend.engine import ENGINE_ERRORS, engine_lost
+    from farm.controller.dryrun import dry_run as plan_dry_run
     from farm.controller.jobs import InputFiles, JobSettings, load_inputs, parse_divergence
     from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
-    from farm.controller.matrix import dry_run as plan_dry_run
     from farm.controller.variantpick import check_variants
     from farm.errors import EnvironmentProblem
     from farm.report import FORMATS, REPORT_FILE

@@ -1,10 +1,11 @@
-"""`farm bisect`'s core: where one int8 variant leaves fp32 on one target, node by node, measured in the target
-itself (farm.job.bisect). The variant is the model `farm matrix` evaluates there: the prepare stage's, from farm's
-artifact cache when a matrix of the same model, data and settings made it."""
+"""`farm bisect`'s core: where one int8 variant leaves fp32 on one target (or one target's fp32 leaves another's),
+node by node, measured in the targets themselves (farm.job.bisect). The variant is the model `farm matrix` evaluates
+there: the prepare stage's, from farm's artifact cache when a matrix of the same model, data and settings made it."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from farm.job.codec import decode, encode
 from farm.job.divergence import THRESHOLD_DB
 from farm.job.report import NodeDivergence
 from farm.job.spec import BisectSpec
-from farm.job.variants import MITIGATION_SUFFIX
+from farm.job.variants import FP32, MITIGATION_SUFFIX
 from farm.targets.config import Target
 
 SCHEMA = "farm.bisect/1"
@@ -101,7 +102,12 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
         raise BadInput(
             f"--against {other.name} is the --target itself", fix="name another target to compare this one with"
         )
-    base = check_variant(target, options.variant, given, options.settings)
+    if options.variant == FP32 and other is None:
+        raise BadInput(
+            "--variant fp32 needs --against: fp32 on a target is the reference its int8 variants are compared with",
+            fix="name the target to compare this one's fp32 with, e.g. --against arm64",
+        )
+    base = FP32 if options.variant == FP32 else check_variant(target, options.variant, given, options.settings)
     work = new_run_folder(fleet.config.cache_dir, "bisect")
     run = _Bisection(fleet=fleet, options=options, work=work, reporter=reporter, base=base, samples=given.data.samples)
     try:
@@ -112,19 +118,8 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
             if outcome.image is None:
                 raise BuildFailed(f"the image of {name} did not build: {outcome.error}")
             run.tags[name] = outcome.image.tag
-        # The variant's files are the --target's toolchain's, and the --against target runs the same files.
-        prepared = make_artifacts(
-            fleet,
-            [target],
-            run.tags,
-            work=work,
-            given=given,
-            settings=options.settings,
-            cache=options.cache,
-            reporter=reporter,
-            warnings=run.warnings,
-        )
-        run.artifacts = prepared.folders.get(target.name)
+        if base != FP32:
+            run.artifacts = _artifacts(run, target, given)
         if other is not None:
             saved = run.job(other, save=True)
             if saved.status != "done":
@@ -138,6 +133,23 @@ def run_bisect(fleet: Fleet, given: JobInputs, options: BisectOptions, reporter:
         return run.bisected(target, run.job(target, save=False, against=other is not None))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _artifacts(run: _Bisection, target: Target, given: JobInputs) -> str | None:
+    """The int8 artifacts' folder for ``target``. The variant's files are its toolchain's, and an --against target
+    runs the same files."""
+    prepared = make_artifacts(
+        run.fleet,
+        [target],
+        run.tags,
+        work=run.work,
+        given=given,
+        settings=run.options.settings,
+        cache=run.options.cache,
+        reporter=run.reporter,
+        warnings=run.warnings,
+    )
+    return prepared.folders.get(target.name)
 
 
 @dataclass(kw_only=True)
@@ -170,7 +182,7 @@ class _Bisection:
             target,
             placement,
             "bisect",
-            [self.base],
+            [] if self.base == FP32 else [self.base],
             options.settings,
             inputs=inputs,
             host_flags=self.fleet.hosts[target.name].cpu_flags,
@@ -231,7 +243,13 @@ def document(found: Bisected) -> dict[str, Any]:
 def render(found: Bisected) -> str:
     """The answer, then every point in fp32's order."""
     result = found.result
-    reference = "fp32" if found.against is None else f"the same variant on {found.against}"
+    reference = (
+        "fp32"
+        if found.against is None
+        else f"fp32 on {found.against}"
+        if result.variant == FP32
+        else f"the same variant on {found.against}"
+    )
     lines = [f"farm bisect: {result.variant} on {found.target} ({found.mode}) against {reference}"]
     lines += [f"warning: {w}" for w in found.warnings]
     if result.status != "done":
@@ -267,3 +285,41 @@ def render(found: Bisected) -> str:
 
 def _named(node: NodeDivergence) -> str:
     return f"{node.node} ({node.op}, {node.tensor})"
+
+
+def where_fp32_parts(
+    fleet: Fleet,
+    *,
+    work: Path,
+    tags: Mapping[str, str],
+    samples: int,
+    reference: Target,
+    others: Sequence[Target],
+    settings: JobSettings,
+    reporter: Reporter,
+) -> dict[str, BisectResult]:
+    """For `farm matrix`'s cross-check: where each of ``others``' fp32 leaves ``reference``'s, node by node, in a run
+    folder whose input directory is staged. The reference's values are saved once; each comparison that cannot run
+    says why in its result."""
+    options = BisectOptions(target=reference.name, variant=FP32, against=reference.name, settings=settings)
+    run = _Bisection(fleet=fleet, options=options, work=work, reporter=reporter, base=FP32, samples=samples)
+    run.tags.update(tags)
+    saved = run.job(reference, save=True)
+    try:
+        return {
+            other.name: saved if saved.status != "done" else run.job(other, save=False, against=True)
+            for other in others
+        }
+    finally:
+        shutil.rmtree(work / INPUT_DIR / AGAINST_DIR, ignore_errors=True)
+
+
+def parting(result: BisectResult, target: str, reference: str) -> str:
+    """Where ``target``'s fp32 leaves ``reference``'s, for the cross-check's warning."""
+    again = f"farm bisect --target {target} --against {reference} shows every node"
+    if result.status != "done":
+        return f"where they part is not known: {result.error}"
+    first = result.first
+    if first is None:
+        return f"no node is below {result.threshold_db:g} dB between them ({again})"
+    return f"they part first at {_named(first)}, {first.sqnr_db:.1f} dB ({again})"

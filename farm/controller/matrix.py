@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import farm
 from farm.backend.engine import ENGINE_ERRORS, RunResult, engine_lost
-from farm.backend.registry import offline_backend
 from farm.controller import compat, crosscheck
 from farm.controller.artifacts import make_artifacts
+from farm.controller.bisect import parting, where_fp32_parts
 from farm.controller.fleet import Fleet, ensure_images, no_estimate
 from farm.controller.jobs import (
     INPUT_DIR,
@@ -29,7 +27,6 @@ from farm.controller.jobs import (
     JobInputs,
     JobSettings,
     candidates_for,
-    container,
     job_out_dir,
     job_spec,
     new_run_folder,
@@ -44,7 +41,6 @@ from farm.controller.resume import Earlier, read_earlier, resume_key
 from farm.errors import BadInput, BuildFailed, EnvironmentProblem, FarmError, TargetFailed
 from farm.host.files import file_sha256
 from farm.host.probe import Placement
-from farm.images import content as images
 from farm.job.codec import ContractError, decode, encode, json_object
 from farm.job.report import (
     SCHEMA_ID,
@@ -182,7 +178,7 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
             if target.name not in reused:
                 _evaluate(fleet, target, tags[target.name], inputs, run, options, reporter, key=keys[target.name])
                 _write(run, options)
-        _compare_targets(run, [t.name for t in ordered])
+        _compare_targets(fleet, run, ordered, tags, options, reporter)
     except BaseException as exc:
         # Ctrl-C, SIGTERM or a lost engine: report.json keeps every result that arrived and says it is partial.
         run.incomplete = _why_stopped(exc, fleet.engine.host)
@@ -196,39 +192,6 @@ def run_matrix(fleet: Fleet, given: JobInputs, options: MatrixOptions, reporter:
         ran = (t.name for t in ordered if t.name not in reused)
         run.notes.append(f"--resume reused {_names(reused)}; ran {_names(ran)}")
     return MatrixResult(report=run.report, exit_code=_exit_code(run.failure_codes.values()), notes=tuple(run.notes))
-
-
-DRY_RUN_DIR = "dry-run"
-
-
-def dry_run(fleet: Fleet, given: JobInputs, options: MatrixOptions) -> tuple[list[Path], list[str]]:
-    """What a run would create on each selected target's backend, written as data (Kubernetes manifests, container
-    settings) into ``<out>/dry-run/``; nothing is built and nothing runs. Returns the files and notes for the user."""
-    folder = options.out_dir / DRY_RUN_DIR
-    inputs, notes, written = fleet.config.cache_dir / "runs" / "(run)" / "in", [], []
-    for target in fleet.config.select(options.targets):
-        if target.waits_for_request(options.targets):
-            continue  # as a run does: only when named
-        backend = fleet.backends.get(target.name)
-        placement = fleet.placements[target.name]
-        if backend is None:
-            # Unreachable now: its manifests need no answer from it, so they are written as for a native run.
-            backend, placement = offline_backend(target, fleet.config, fleet.engine), Placement(mode="native")
-            notes.append(f"{target.name}: its backend is unreachable now; written as if it ran there natively")
-        elif not placement.runnable:
-            notes.append(f"{target.name}: not written, it cannot run ({placement.reason})")
-            continue
-        tag = images.current_tag(fleet.config, target) or f"farm/{target.name}:not-built-yet"
-        for stage in ("prepare", "evaluate") if placement.on_this_cpu else ("evaluate",):
-            out = fleet.config.cache_dir / "runs" / "(run)" / f"out-{stage}"
-            spec = container(
-                target, placement, tag, stage, inputs, out, timeout_s=options.settings.budget(target), plan_only=True
-            )
-            path = folder / f"{target.name}-{stage}.yaml"
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump_all(backend.manifests(spec), sort_keys=False, width=120))
-            written.append(path)
-    return written, notes
 
 
 def _names(names: Iterable[str]) -> str:
@@ -550,18 +513,46 @@ def _keep_fp32_outputs(run: _Run, name: str, written: Path, out_dir: Path) -> No
         _finish(run, name, warnings=(*run.targets[name].warnings, warning))
 
 
-def _compare_targets(run: _Run, order: Sequence[str]) -> None:
-    """Two targets whose fp32 outputs disagree is a finding: one of them runs the model wrongly."""
-    present = [name for name in order if name in run.fp32_outputs]
+def _compare_targets(
+    fleet: Fleet,
+    run: _Run,
+    ordered: Sequence[Target],
+    tags: Mapping[str, str],
+    options: MatrixOptions,
+    reporter: Reporter,
+) -> None:
+    """Two targets whose fp32 outputs disagree is a finding: one of them runs the model wrongly. farm bisect's
+    comparison of the two (unless --divergence none) says at which node they part."""
+    present = [t for t in ordered if t.name in run.fp32_outputs]
     if len(present) < 2:
         return
-    reference = present[0]
-    for name in present[1:]:
-        problem = crosscheck.disagreement(
-            run.fp32_outputs[name], run.fp32_outputs[reference], atol=crosscheck.CROSS_ATOL
+    reference, *others = present
+    outputs = run.fp32_outputs
+    parted = {
+        t.name: problem
+        for t in others
+        if (problem := crosscheck.disagreement(outputs[t.name], outputs[reference.name], atol=crosscheck.CROSS_ATOL))
+    }
+    found = (
+        where_fp32_parts(
+            fleet,
+            work=run.work,
+            tags=tags,
+            samples=run.given.data.samples,
+            reference=reference,
+            others=[t for t in others if t.name in parted],
+            settings=options.settings,
+            reporter=reporter,
         )
-        if problem:
-            run.warnings.append(f"fp32 on {name} disagrees with fp32 on {reference}: {problem}")
+        if parted and options.settings.divergence != 0
+        else {}
+    )
+    for name, problem in parted.items():
+        where = found.get(name)
+        run.warnings.append(
+            f"fp32 on {name} disagrees with fp32 on {reference.name}: {problem}"
+            + ("" if where is None else f"; {parting(where, name, reference.name)}")
+        )
 
 
 def _write(run: _Run, options: MatrixOptions) -> None:

@@ -1,7 +1,8 @@
-"""Stage ``bisect``: where one int8 variant leaves fp32 on this target, node by node (farm.job.divergence), written to
-bisect.json as a BisectResult.
+"""Stage ``bisect``: where one int8 variant leaves fp32 on this target, or this target's fp32 leaves another's, node by
+node (farm.job.divergence), written to bisect.json as a BisectResult.
 
-fp32 runs as the target evaluates it (graph optimizations at the spec's level); the variant is the prepare stage's
+fp32 is the model the variant was quantized from (the prepare stage's pre-processed one, whose nodes the variant's
+follow), run as the target evaluates fp32 (graph optimizations at the spec's level); the variant is the prepare stage's
 model with its runtime mitigation's session options where its name has one; each quantized node's group runs with
 the same options, fused as the variant runs."""
 
@@ -29,7 +30,7 @@ from farm.job.report import NodeDivergence
 from farm.job.result import error_text, write_json_atomic
 from farm.job.session import open_session
 from farm.job.spec import Spec
-from farm.job.variants import MITIGATION_SUFFIX, X64_QUANT_PRECISION
+from farm.job.variants import FP32, MITIGATION_SUFFIX, X64_QUANT_PRECISION, quantized_from
 
 BISECT_FILE = "bisect.json"
 # Where a job with bisect.save writes the variant's values (<sample>/<point>.npy) in its output folder.
@@ -89,21 +90,23 @@ def _bisect(spec: Spec, head: dict[str, Any], out: Path) -> BisectResult:
     assert settings is not None
     base = settings.variant.removesuffix(MITIGATION_SUFFIX)
     artifact = None if spec.artifacts is None else spec.artifacts / f"{base}.onnx"
-    if artifact is None or not artifact.is_file():
+    if settings.variant != FP32 and (artifact is None or not artifact.is_file()):
         return BisectResult(**head, status="failed", error=f"the prepare stage made no {base} model for this target")
     config = dict(X64_QUANT_PRECISION) if settings.variant.endswith(MITIGATION_SUFFIX) else {}
     dataset = Dataset.load(spec.inputs)
-    reference = onnx.load(str(spec.source_model))
+    reference = onnx.load(str(quantized_from(spec.artifacts, base) or spec.source_model))
     names = [i.name for i in reference.graph.input if i.name not in {t.name for t in reference.graph.initializer}]
     feeds = [dataset.feed(index, names) for index in range(min(settings.samples, dataset.samples))]
 
     def fp32(model: bytes) -> Any:
         return open_session(model, target=spec.target, threads=spec.threads, level=spec.optimization_level)
 
-    def variant(model: bytes) -> Any:
+    def quantized(model: bytes) -> Any:
         return open_session(model, target=spec.target, threads=spec.threads, config=config)
 
-    model = onnx.load(str(artifact))
+    # fp32 against another target's fp32: the model itself at every node, run as the target evaluates it.
+    model = None if settings.variant == FP32 or artifact is None else onnx.load(str(artifact))
+    variant = fp32 if model is None else quantized
     if settings.save:
         log.info(
             "bisect: %s's values at its points over %d sample(s), for another target", settings.variant, len(feeds)

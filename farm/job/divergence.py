@@ -123,6 +123,42 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
     return sorted(found.values(), key=lambda p: order[p.tensor])
 
 
+def node_points(model: onnx.ModelProto) -> list[MarkedPoint]:
+    """Every tensor a node of ``model``'s main graph makes, in its order: where two targets' fp32 runs are compared
+    (fp32 has no int8 kernel that marking could unfuse). A point's group is its node alone, with the Constant nodes it
+    reads, so its local error is what this target's kernel of that node adds on the reference's inputs."""
+    index = GraphIndex.of(model.graph)
+    initializers = {t.name for t in model.graph.initializer}
+    constants = {name: n for n in index.nodes if n.op_type == "Constant" for name in n.output}
+    found = []
+    for node in index.nodes:
+        if node.op_type == "Constant":
+            continue
+        read = [name for name in node.input if name]
+        feeds = tuple(dict.fromkeys(n for n in read if n not in initializers and n not in constants))
+        nodes = (*(constants[n] for n in dict.fromkeys(read) if n in constants), node)
+        for output in (name for name in node.output if name):
+            group = KernelGroup(
+                node=node,
+                nodes=nodes,
+                feeds=feeds,
+                initializers=tuple(dict.fromkeys(n for n in read if n in initializers)),
+                output=output,
+                weight=None,
+            )
+            found.append(
+                MarkedPoint(
+                    node=node.name or output,
+                    op=node.op_type,
+                    tensor=output,
+                    fetch=output,
+                    group=group,
+                    group_feeds={name: name for name in feeds},
+                )
+            )
+    return found
+
+
 def _twin(node: onnx.NodeProto, ref: GraphIndex, ref_nodes: Mapping[str, onnx.NodeProto]) -> onnx.NodeProto | None:
     """fp32's node for the variant's ``node``: the one that makes the same tensor (the quantizer keeps a node's
     output names, and the pre-processing before it may name nodes that had no name), else the one of its name."""
@@ -294,7 +330,7 @@ def saved_reference(folder: Path) -> Reference:
 
 def compare(
     reference: onnx.ModelProto,
-    variant: onnx.ModelProto,
+    variant: onnx.ModelProto | None,
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     against: Reference,
@@ -305,7 +341,8 @@ def compare(
 ) -> Divergence:
     """``variant`` at every point against what ``against`` gives for fp32's tensor there (fp32_reference: fp32 in
     this job; saved_reference: the same variant on another target), over ``feeds``. ``reference`` is the fp32 model
-    the points are named by. The openers make a session from a serialized model: the variant's with its own
+    the points are named by; a ``variant`` of None is ``reference`` itself, compared at every node (node_points)
+    with another target's. The openers make a session from a serialized model: the variant's with its own
     settings, a QDQ group's fused as the variant runs."""
     runs = _Variant(reference, variant, feeds, open_variant, limit_bytes)
     sums = {p.tensor: _Sums() for p in runs.found}
@@ -321,7 +358,7 @@ def compare(
             peak = max(peak, nbytes + sum(values[n].nbytes for n in marked if n in values))
             for point, value in zip(chunk, ran, strict=True):
                 sums[point.tensor].add(values[point.tensor], value)
-                local = _local(point, values, groups, variant, open_group)
+                local = _local(point, values, groups, runs.variant, open_group)
                 if local is not None:
                     sums[point.tensor].add_local(values[point.tensor], local)
         del given, groups
@@ -336,7 +373,7 @@ def compare(
 
 def save_points(
     reference: onnx.ModelProto,
-    variant: onnx.ModelProto,
+    variant: onnx.ModelProto | None,
     feeds: Sequence[Mapping[str, np.ndarray]],
     folder: Path,
     *,
@@ -367,16 +404,17 @@ class _Variant:
     def __init__(
         self,
         reference: onnx.ModelProto,
-        variant: onnx.ModelProto,
+        variant: onnx.ModelProto | None,
         feeds: Sequence[Mapping[str, np.ndarray]],
         open_variant: Opener,
         limit_bytes: int,
     ) -> None:
-        self.variant, self.feeds, self.opener = variant, feeds, open_variant
-        self.found = points(reference, variant)
+        self.variant = reference if variant is None else variant
+        self.feeds, self.opener = feeds, open_variant
+        self.found = node_points(reference) if variant is None else points(reference, variant)
         self.chunks = chunked(self.found, tensor_bytes(reference, feeds[0]) if feeds else {}, limit_bytes)
-        self.outputs = [o.name for o in variant.graph.output]
-        plain = open_variant(variant.SerializeToString())
+        self.outputs = [o.name for o in self.variant.graph.output]
+        plain = open_variant(self.variant.SerializeToString())
         self.own = [_run(plain, self.outputs, feed) for feed in feeds]
         self.reproduced = True
 

@@ -1,4 +1,4 @@
-"""Stage ``prepare``: the target-independent artifacts (pre.onnx, artifacts/<variant>.onnx, prepare.json).
+"""Stage ``prepare``: the target-independent artifacts (artifacts/pre.onnx, artifacts/<variant>.onnx, prepare.json).
 
 It times nothing, so its candidates are quantized in worker processes (farm.job.pool) over the container's cores, as
 many as its memory holds (calibration_bytes says the rule); prepare.json keeps the candidates' order whatever order
@@ -23,7 +23,7 @@ from farm.job.pool import Answer, Lost, run_pool
 from farm.job.quantize import OpsetRaiseFailed, PreProcessFailed, pre_process, quantize, raise_opset
 from farm.job.result import error_text, write_json_atomic
 from farm.job.spec import Spec
-from farm.job.variants import RECIPES
+from farm.job.variants import PRE_PROCESSED, PRE_PROCESSED_OPSET13, RECIPES
 
 SCHEMA = "farm.prepare/1"
 STOPPED = "the job ended while quantizing this variant (it crashed or was killed)"
@@ -72,11 +72,12 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
             state.set(name, "failed", str(exc))
         return state.document()
 
-    source = out / "pre.onnx"
+    source = artifacts / PRE_PROCESSED
     try:
         state.warnings.extend(pre_process(spec.source_model, source))
     except PreProcessFailed as exc:
         state.warnings.append(f"{exc}; quantizing the model without pre-processing")
+        source.unlink(missing_ok=True)  # not what the variants are quantized from (farm.job.variants.quantized_from)
         source = spec.source_model
     state.save()
     sources = _sources(spec, source, out, state)
@@ -111,7 +112,7 @@ def _sources(spec: Spec, source: Path, out: Path, state: _State) -> dict[str, Pa
     per_channel: Path | OpsetRaiseFailed | None = None
     if any(RECIPES[name].per_channel for name in spec.candidates):
         try:
-            per_channel, note = raise_opset(source, out / "pre-opset13.onnx")
+            per_channel, note = raise_opset(source, out / "artifacts" / PRE_PROCESSED_OPSET13)
             if note:
                 state.warnings.append(note)
         except OpsetRaiseFailed as exc:

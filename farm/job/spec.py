@@ -18,7 +18,7 @@ from typing import Final, Literal, Self, get_args
 from farm.job.codec import ContractError, decode, keyed
 from farm.job.report import Quantization, TimingMode
 from farm.job.tunecontract import CalibrationMethod, Candidate, Point
-from farm.job.variants import CANDIDATES, MITIGATION_SUFFIX, OPTIMIZED, RECIPES
+from farm.job.variants import CANDIDATES, FP32, MITIGATION_SUFFIX, OPTIMIZED, RECIPES
 
 SCHEMA: Final = "farm.spec/1"
 KNOWN_CANDIDATES = CANDIDATES
@@ -223,10 +223,11 @@ class Estimate:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BisectSpec:
     """The bisect stage (farm.job.bisect): where ``variant`` (a prepared candidate, or one with a runtime mitigation)
-    leaves fp32 on this target, over the first ``samples`` samples; a point below ``threshold_db`` diverges; one
-    sample's marked values stay within ``limit_bytes`` (farm.job.divergence)."""
+    leaves fp32 on this target (or, for fp32 itself, where this target's fp32 leaves another's), over the first
+    ``samples`` samples; a point below ``threshold_db`` diverges; one sample's marked values stay within
+    ``limit_bytes`` (farm.job.divergence)."""
 
-    variant: str
+    variant: str  # FP32: fp32 itself, compared with another target's (save or against)
     threshold_db: float
     limit_bytes: int
     samples: int
@@ -239,8 +240,15 @@ class BisectSpec:
         if self.save and self.against is not None:
             raise SpecError("bisect.save and bisect.against exclude each other: a job saves or compares")
         base = self.variant.removesuffix(MITIGATION_SUFFIX)
-        if base not in KNOWN_CANDIDATES:
-            raise SpecError(f"bisect.variant {self.variant!r} is not an int8 candidate; known: {', '.join(CANDIDATES)}")
+        if self.variant == FP32:
+            if not self.save and self.against is None:
+                raise SpecError(
+                    "bisect.variant fp32 needs bisect.save or bisect.against: fp32 is compared across targets"
+                )
+        elif base not in KNOWN_CANDIDATES:
+            raise SpecError(
+                f"bisect.variant {self.variant!r} is neither fp32 nor an int8 candidate; known: {', '.join(CANDIDATES)}"
+            )
         _at_least("bisect.samples", self.samples, 1)
         _at_least("bisect.limit_bytes", self.limit_bytes, 1 << 20)
 

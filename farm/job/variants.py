@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 FP32 = "fp32"
@@ -61,3 +62,20 @@ def saturation_safe(name: str) -> bool:
     # The tuned model's search measured this tier's kernels node by node and kept out of int8 (or gave 7-bit
     # weights to) each node whose kernel saturates.
     return name in SATURATION_SAFE or name.endswith(MITIGATION_SUFFIX) or name == TUNED
+
+
+# In the prepare stage's artifacts folder: the fp32 models the variants were quantized from. Their nodes and tensors
+# are the ones each variant's follow (pre-processing fuses MatMul and Add into a Gemm, for one), so a comparison
+# node by node (farm bisect, --divergence) runs fp32 from these.
+PRE_PROCESSED = "pre.onnx"
+PRE_PROCESSED_OPSET13 = "pre-opset13.onnx"
+
+
+def quantized_from(artifacts: Path | None, name: str) -> Path | None:
+    """The fp32 model in ``artifacts`` that variant ``name`` was quantized from; None where it is not there (an
+    artifact cache entry made before farm kept them, a pre-processing that failed, the tuned model)."""
+    recipe = RECIPES.get(name.removesuffix(MITIGATION_SUFFIX))
+    if artifacts is None or recipe is None:
+        return None
+    chosen = [PRE_PROCESSED_OPSET13, PRE_PROCESSED] if recipe.per_channel else [PRE_PROCESSED]
+    return next((artifacts / file for file in chosen if (artifacts / file).is_file()), None)

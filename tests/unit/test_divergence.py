@@ -10,13 +10,22 @@ from typing import Any
 
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from farm.job.data import Dataset
-from farm.job.divergence import THRESHOLD_DB, Divergence, compare, fp32_reference, points
+from farm.job.divergence import (
+    THRESHOLD_DB,
+    Divergence,
+    compare,
+    fp32_reference,
+    points,
+    save_points,
+    saved_reference,
+)
 from farm.job.evaluate.drift import closest
 from farm.job.quantize import quantize
 from farm.job.spec import Calibration
-from tests.modelgen import BROKEN_LAYER, make_broken_middle_cnn
+from tests.modelgen import BROKEN_LAYER, MIDDLE_LAYER, make_broken_middle_cnn, make_midsaturating_cnn
 from tests.unit.test_job_recommend import ok
 from tests.unit.test_job_recommend_rule import static
 
@@ -103,3 +112,35 @@ def test_the_matrix_looks_at_the_out_of_tolerance_int8_variants_closest_to_toler
     ]
     assert [v.name for v in closest(variants, 2)] == ["u8s8-qdq", "u8s8-qdq-rr"]
     assert [v.name for v in closest(variants, None)] == ["u8s8-qdq", "u8s8-qdq-rr", "s8s8-qdq"]
+
+
+def test_fp32_against_another_targets_fp32_names_the_node_whose_kernel_parts_them(tmp_path: Path) -> None:
+    """Another target whose conv2 kernel computes differently (here: its weights scaled by 1.5) saves its fp32 values
+    at every node; fp32 here, compared with them, parts first at conv2, and conv2 alone adds the error: the nodes
+    after it, fed the other target's inputs, agree."""
+    data = make_midsaturating_cnn(tmp_path / "model.onnx")
+    here = onnx.load(str(data.path))
+    there = onnx.load(str(data.path))
+    conv = next(n for n in there.graph.node if n.name == f"conv{MIDDLE_LAYER}")
+    weight = next(t for t in there.graph.initializer if t.name == conv.input[1])
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    feeds = [{"x": data.inputs["x"][i]} for i in range(3)]
+    saved = save_points(there, None, feeds, tmp_path / "saved", open_variant=session, limit_bytes=1 << 30)
+    assert saved.reproduced
+    found = compare(
+        here,
+        None,
+        feeds,
+        against=saved_reference(tmp_path / "saved"),
+        open_variant=session,
+        open_group=session,
+        limit_bytes=1 << 30,
+    )
+    # Every node's output is a point, in the graph's order, named by its node.
+    assert [n.tensor for n in found.nodes] == [o for n in here.graph.node for o in n.output], found.nodes
+    assert found.reproduced
+    assert found.first is not None and found.first.node == f"conv{MIDDLE_LAYER}", found.nodes
+    assert all(n.sqnr_db >= 100 for n in found.nodes[: [n.node for n in found.nodes].index(found.first.node)])
+    worst = found.worst()
+    assert worst[0].node == f"conv{MIDDLE_LAYER}" and worst[0].local_db is not None and worst[0].local_db < 10, worst
+    assert all(n.local_db is None or n.local_db >= 100 for n in found.nodes if n.node != worst[0].node), found.nodes

@@ -66,8 +66,12 @@ def test_valid_spec_resolves_paths_against_its_directory(tmp_path: Path) -> None
         ({"tuned": {"model": "t.onnx"}}, "tuned.quantization is missing"),
         ({"output": ["probs"]}, "holds unknown keys ['output']"),
         (
+            {"bisect": {"variant": "optimized", "threshold_db": 30.0, "limit_bytes": 1 << 30, "samples": 8}},
+            "bisect.variant 'optimized' is neither fp32 nor an int8 candidate",
+        ),
+        (
             {"bisect": {"variant": "fp32", "threshold_db": 30.0, "limit_bytes": 1 << 30, "samples": 8}},
-            "bisect.variant 'fp32' is not an int8 candidate",
+            "bisect.variant fp32 needs bisect.save or bisect.against",
         ),
         (
             {

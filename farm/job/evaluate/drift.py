@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from farm.job.report import Variant, VariantDivergence
 from farm.job.result import error_text
 from farm.job.session import open_session
 from farm.job.spec import Spec
+from farm.job.variants import quantized_from
 
 log = logging.getLogger("farm.job")
 DRIFT_SHARE = 0.2
@@ -52,7 +54,7 @@ def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence
 
     began = time.monotonic()
     budget = DRIFT_SHARE * (began - file.started)
-    reference = onnx.load(str(spec.source_model))
+    references: dict[Path, onnx.ModelProto] = {}
     by_name = {slot.name: slot for slot in slots}
 
     def fp32(model: bytes) -> Any:
@@ -77,6 +79,8 @@ def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence
         log.info("evaluate: where %s leaves fp32", variant.name)
         started = time.monotonic()
         try:
+            source = quantized_from(spec.artifacts, variant.name) or spec.source_model
+            reference = references.get(source) or references.setdefault(source, onnx.load(str(source)))
             found = compare(
                 reference,
                 onnx.load(str(slot.path)),
