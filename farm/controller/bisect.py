@@ -322,4 +322,6 @@ def parting(result: BisectResult, target: str, reference: str) -> str:
     first = result.first
     if first is None:
         return f"no node is below {result.threshold_db:g} dB between them ({again})"
-    return f"they part first at {_named(first)}, {first.sqnr_db:.1f} dB ({again})"
+    worst = "; ".join(f"{_named(n)} {n.local_db:.1f} dB" for n in result.worst if n.local_db is not None)
+    alone = f"; alone, on the same inputs, the nodes that differ most are {worst}" if worst else ""
+    return f"they part first at {_named(first)}, {first.sqnr_db:.1f} dB{alone} ({again})"

@@ -31,9 +31,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from farm.job.comparison import Energy, augmented
 from farm.job.graph import GraphIndex
 from farm.job.kernels import LOSSY_KERNEL_DB, KernelGroup, group_model, kernel_groups
-from farm.job.ranking import QUANTIZE_INPUT_SUFFIX, QParams, augmented, qparams, sqnr
+from farm.job.ranking import QUANTIZE_INPUT_SUFFIX, QParams, qparams
 from farm.job.report import NodeDivergence
 
 # The first node below this is where the variant leaves fp32: the kernel check's bound for a lossy kernel.
@@ -244,38 +245,24 @@ def chunked(found: Sequence[MarkedPoint], sizes: Mapping[str, int], limit_bytes:
 
 @dataclass(kw_only=True, slots=True)
 class _Sums:
-    signal: float = 0.0
-    noise: float = 0.0
-    dot: float = 0.0
-    other: float = 0.0
-    local_signal: float = 0.0
-    local_noise: float = 0.0
-    local: bool = False
+    """A point's tensor against the reference's, in the whole model and, where its group ran alone, locally."""
 
-    def add(self, reference: np.ndarray, value: np.ndarray) -> None:
-        x, y = reference.astype(np.float64).ravel(), value.astype(np.float64).ravel()
-        self.signal += float(x @ x)
-        self.other += float(y @ y)
-        self.dot += float(x @ y)
-        self.noise += float((x - y) @ (x - y))
+    whole: Energy = field(default_factory=Energy)
+    local: Energy | None = None
 
     def add_local(self, reference: np.ndarray, value: np.ndarray) -> None:
-        x, y = reference.astype(np.float64).ravel(), value.astype(np.float64).ravel()
-        self.local, self.local_signal, self.local_noise = (
-            True,
-            self.local_signal + float(x @ x),
-            self.local_noise + float((x - y) @ (x - y)),
-        )
+        if self.local is None:
+            self.local = Energy()
+        self.local.add(reference, value)
 
     def figures(self, point: MarkedPoint) -> NodeDivergence:
-        norms = math.sqrt(self.signal * self.other)
         return NodeDivergence(
             node=point.node,
             op=point.op,
             tensor=point.tensor,
-            sqnr_db=sqnr(self.signal, self.noise),
-            cosine=self.dot / norms if norms else float(self.noise == 0.0),
-            local_db=sqnr(self.local_signal, self.local_noise) if self.local else None,
+            sqnr_db=self.whole.whole_db(),
+            cosine=self.whole.cosine(),
+            local_db=None if self.local is None else self.local.whole_db(),
         )
 
 
@@ -357,7 +344,7 @@ def compare(
             ran, nbytes = carried(index)
             peak = max(peak, nbytes + sum(values[n].nbytes for n in marked if n in values))
             for point, value in zip(chunk, ran, strict=True):
-                sums[point.tensor].add(values[point.tensor], value)
+                sums[point.tensor].whole.add(values[point.tensor], value)
                 local = _local(point, values, groups, runs.variant, open_group)
                 if local is not None:
                     sums[point.tensor].add_local(values[point.tensor], local)

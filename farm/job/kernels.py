@@ -22,8 +22,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from farm.job.comparison import Energy, augmented, serialized
 from farm.job.graph import GraphIndex
-from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX, SQNR_CLIP_DB, augmented, serialized, sqnr
+from farm.job.ranking import DEQUANTIZE_OUTPUT_SUFFIX, QUANTIZE_INPUT_SUFFIX
 from farm.job.session import open_exact_session, open_session
 from farm.job.spec import SpecTarget
 from farm.job.tunecontract import CitedKernel, KernelEntry
@@ -219,11 +220,6 @@ def group_model(model: onnx.ModelProto, group: KernelGroup, sample: Mapping[str,
     return bytes(single.SerializeToString())
 
 
-def _sqnr(signal: float, noise: float) -> float:
-    """The SQNR, and the top of its range where the kernel is exact (an output of zeros included)."""
-    return SQNR_CLIP_DB if noise == 0.0 else sqnr(signal, noise)
-
-
 def check_kernels(
     float_model: Path,
     quantized: Path,
@@ -285,20 +281,19 @@ def _measure(
             if target.saturation_risk
             else None
         )
-        signal = noise = precise_noise = 0.0
+        kernel, precision = Energy(), Energy()
         wanted = [group.output]
         for sample in samples:
-            reference = np.asarray(exact.run(wanted, dict(sample))[0], dtype=np.float64)
-            signal += float((reference * reference).sum())
-            noise += float(((np.asarray(fused.run(wanted, dict(sample))[0]) - reference) ** 2).sum())
+            reference = np.asarray(exact.run(wanted, dict(sample))[0])
+            kernel.add(reference, np.asarray(fused.run(wanted, dict(sample))[0]))
             if precise is not None:
-                precise_noise += float(((np.asarray(precise.run(wanted, dict(sample))[0]) - reference) ** 2).sum())
+                precision.add(reference, np.asarray(precise.run(wanted, dict(sample))[0]))
     except Exception:  # a group onnxruntime cannot load or run on its own is not measured
         return None
     return KernelFinding(
         node=group.node.name,
         op=group.node.op_type,
         weight=group.weight,
-        kernel_db=_sqnr(signal, noise),
-        precise_db=None if precise is None else _sqnr(signal, precise_noise),
+        kernel_db=kernel.whole_db(),
+        precise_db=None if precise is None else precision.whole_db(),
     )

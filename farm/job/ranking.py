@@ -13,7 +13,7 @@ emulated targets reuse it. What a target's own int8 kernels do with the quantize
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from farm.job.comparison import Energy, augmented, serialized
 from farm.job.graph import GraphIndex
 from farm.job.session import open_exact_session
 from farm.job.types import QUANTIZABLE_OPS
@@ -35,64 +36,8 @@ MAX_REGION_NODES = 16
 # quantize at all: the input of a Relu that the quantizer folded into the Conv before it is quantized as soon as the
 # Relu is kept in fp32, and carries the same range as the lossy tensor after it.
 MAX_UNMEASURED_HOPS = 2
-# SQNR figures are clipped to this range: a tensor quantized without error has no finite SQNR.
-SQNR_CLIP_DB = 200.0
-_EPS = float(np.finfo(np.float32).eps)
 QUANTIZE_INPUT_SUFFIX = "_QuantizeLinear_Input"
 DEQUANTIZE_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
-
-
-@dataclass(kw_only=True, slots=True)
-class Energy:
-    """Signal and noise energy of one tensor over the samples, whole and per slice along each axis."""
-
-    signal: float = 0.0
-    noise: float = 0.0
-    # axis -> (signal per slice, noise per slice); dropped when the tensor's shape changes between samples.
-    slices: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
-    shape: tuple[int, ...] | None = None
-
-    def add(self, value: np.ndarray, approximation: np.ndarray) -> None:
-        x = value.astype(np.float64)
-        noise = x - approximation
-        x2, n2 = x * x, noise * noise
-        self.signal += float(x2.sum())
-        self.noise += float(n2.sum())
-        if self.shape is None:
-            self.shape, self.slices = x.shape, {}
-        elif self.shape != x.shape:
-            self.slices = None
-        if self.slices is None:
-            return
-        for axis, size in enumerate(x.shape):
-            if size < 2:
-                continue
-            others = tuple(i for i in range(x.ndim) if i != axis)
-            s, n = x2.sum(axis=others), n2.sum(axis=others)
-            if axis in self.slices:
-                s0, n0 = self.slices[axis]
-                s, n = s0 + s, n0 + n
-            self.slices[axis] = (s, n)
-
-    def whole_db(self) -> float:
-        return sqnr(self.signal, self.noise)
-
-    def robust_db(self) -> float:
-        """The whole-tensor SQNR, or the median slice's along some axis when that is lower."""
-        worst = self.whole_db()
-        for signal, noise in (self.slices or {}).values():
-            live = signal > 0
-            if live.any():
-                worst = min(
-                    worst, float(np.median([sqnr(s, n) for s, n in zip(signal[live], noise[live], strict=True)]))
-                )
-        return worst
-
-
-def sqnr(signal: float, noise: float) -> float:
-    """20 log10(|x| / |x - y|) from the energies, norms floored at float32 eps, as qdq_loss_debug computes it."""
-    ratio = max(math.sqrt(signal), _EPS) / max(math.sqrt(noise), _EPS)
-    return max(-SQNR_CLIP_DB, min(SQNR_CLIP_DB, 20.0 * math.log10(ratio)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -194,25 +139,6 @@ class _Graph:
         return sorted(chosen, key=lambda name: self.position.get(name, 0))
 
 
-def augmented(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    """``model`` that also outputs ``names`` (typed where shape inference knew them)."""
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    graph = augmented.graph
-    present = {o.name for o in graph.output}
-    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
-    for name in names:
-        if name in present:
-            continue
-        elem = types.get(name, 0)
-        graph.output.append(
-            onnx.helper.make_tensor_value_info(name, elem, None)
-            if elem
-            else onnx.helper.make_empty_tensor_value_info(name)
-        )
-    return augmented
-
-
 def rank_points(
     float_model: Path,
     quantized: Path,
@@ -241,7 +167,7 @@ def rank_points(
             if params is not None and name in graph.constants and name not in weights:
                 weights[name] = (q_init[node.input[0]], params)
 
-    energy: dict[str, Energy] = {name: Energy() for name in activations}
+    energy: dict[str, Energy] = {name: Energy(by_slice=True) for name in activations}
     if activations:
         fetch = [n for n in activations if n not in graph.inputs]
         # As qdq_loss_debug runs it: no graph rewrite may fold a tensor away.
@@ -258,7 +184,7 @@ def rank_points(
         original = numpy_helper.to_array(initializers[name]) if name in initializers else None
         if original is None or original.shape != stored.shape or not np.issubdtype(original.dtype, np.floating):
             continue
-        weight = Energy()
+        weight = Energy(by_slice=True)
         weight.add(original, params.dequantize(stored))
         energy[name] = weight
 
@@ -286,12 +212,3 @@ def rank_points(
         by_region[key] = point
         points.append(point)
     return points
-
-
-def serialized(model: onnx.ModelProto, work: Path | None) -> str | bytes:
-    """The model as bytes, or above protobuf's 2 GiB as a file with its weights beside it."""
-    if model.ByteSize() < (1 << 31) - (1 << 20) or work is None:
-        return bytes(model.SerializeToString())
-    path = work / "ranking.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
-    return str(path)

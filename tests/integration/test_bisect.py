@@ -18,14 +18,17 @@ import onnx
 import pytest
 
 from farm.controller.fleet import BuildResults, Fleet
+from farm.job.comparison import SQNR_CLIP_DB
 from farm.job.divergence import THRESHOLD_DB, tensor_bytes
 from farm.report.schema import validate
 from tests.farmcli import assert_one_clean_line, farm
 from tests.integration.farmrun import farm_matrix, native_target, read_report, target, words, x86_targets
 from tests.modelgen import (
     BROKEN_LAYER,
+    CANCELLING_NODE,
     MIDDLE_LAYER,
     make_broken_middle_cnn,
+    make_cancelling_norm,
     make_midsaturating_cnn,
     make_wide_activation_model,
 )
@@ -99,7 +102,9 @@ def test_bad_bisect_input_is_one_line_and_exit_2(fleet: Fleet, broken: tuple[Pat
     unknown = farm("bisect", str(model), "--data", str(data), "--target", timed, "--variant", "u8s8-qdq-xx")
     assert_one_clean_line(unknown, 2, "--variant u8s8-qdq-xx", "u8s8-qdq")
     missing = farm("bisect", str(model), "--target", timed)
-    assert_one_clean_line(missing, 2, "--variant")
+    assert_one_clean_line(missing, 2, "--variant, or --against")
+    alone = farm("bisect", str(model), "--target", timed, "--variant", "fp32")
+    assert_one_clean_line(alone, 2, "--variant fp32 needs --against")
     nowhere = farm("bisect", str(model), "--target", "x86-avx3", "--variant", "u8s8-qdq")
     assert_one_clean_line(nowhere, 2, "x86-avx3")
     itself = farm("bisect", str(model), "--target", timed, "--against", timed, "--variant", "u8s8-qdq")
@@ -171,3 +176,36 @@ def test_the_matrix_names_where_the_variants_closest_to_tolerance_drift(
     assert not any(v.get("divergence") for v in target(read_report(tmp_path / "none"), name)["variants"])
     bad = farm("matrix", str(model), "-t", name, "--divergence", "some")
     assert_one_clean_line(bad, 2, "--divergence some")
+
+
+def test_where_one_targets_fp32_parts_from_anothers_in_bisect_and_in_the_matrix(
+    built: BuildResults, tmp_path: Path
+) -> None:
+    """x86-avx2's reductions sum in 8 SIMD lanes and arm64's in 4, so a model that subtracts two equal norms outputs
+    only their last bits, which differ (tests.modelgen.make_cancelling_norm). The matrix's cross-check warns and
+    names the node where they part; farm bisect --against without --variant shows every node: bit for bit the same
+    before the reductions, and alone, on x86-avx2's inputs, arm64's elementwise nodes compute x86-avx2's values."""
+    data = make_cancelling_norm(tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", **data.inputs)  # type: ignore[arg-type]
+    result = farm_matrix(
+        str(data.path), "--data", str(tmp_path / "data.npz"), "-t", "x86-avx2", "-t", "arm64", out=tmp_path / "out"
+    )
+    assert result.returncode == 0, result.stderr
+    warned = [w for w in read_report(tmp_path / "out")["warnings"] if "fp32 on arm64 disagrees" in w]
+    assert len(warned) == 1 and f"they part first at {CANCELLING_NODE} (Sub, residue)" in warned[0], warned
+    assert "alone, on the same inputs, the nodes that differ most are" in warned[0]
+    parted = farm(
+        "bisect", str(data.path), "--data", str(tmp_path / "data.npz"), "--target", "arm64", "--against", "x86-avx2",
+        "--json", str(tmp_path / "fp32.json"),
+    )  # fmt: skip
+    assert parted.returncode == 0, parted.stderr + parted.stdout
+    assert "fp32 on arm64 (emulated) against fp32 on x86-avx2" in parted.stdout
+    found = json.loads((tmp_path / "fp32.json").read_text())
+    assert found["variant"] == "fp32" and found["status"] == "done" and found["reproduced"], found
+    nodes = {n["node"]: n for n in found["nodes"]}
+    assert list(nodes) == [n.name for n in onnx.load(str(data.path)).graph.node], nodes
+    assert found["first"]["node"] == CANCELLING_NODE, found
+    # The reductions differ; alone, the elementwise nodes compute the other target's values exactly.
+    assert {n["op"] for n in found["worst"]} <= {"LayerNormalization", "ReduceMean"}, found["worst"]
+    elementwise = [n for n in nodes.values() if n["op"] in {"Sub", "Mul", "Add", "Sqrt", "Div"}]
+    assert elementwise and all(n["local_db"] == SQNR_CLIP_DB for n in elementwise), elementwise

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from farm.job.comparison import SQNR_CLIP_DB
 from farm.job.data import Dataset
 from farm.job.divergence import (
     THRESHOLD_DB,
@@ -140,7 +141,10 @@ def test_fp32_against_another_targets_fp32_names_the_node_whose_kernel_parts_the
     assert [n.tensor for n in found.nodes] == [o for n in here.graph.node for o in n.output], found.nodes
     assert found.reproduced
     assert found.first is not None and found.first.node == f"conv{MIDDLE_LAYER}", found.nodes
-    assert all(n.sqnr_db >= 100 for n in found.nodes[: [n.node for n in found.nodes].index(found.first.node)])
+    # Before it the two agree bit for bit; after it, each node alone on the other's inputs computes what it did there,
+    # to the last bits: alone, onnxruntime may lay a node out otherwise (NCHWc) than in the whole graph.
+    before = found.nodes[: [n.node for n in found.nodes].index(found.first.node)]
+    assert before and all(n.sqnr_db == SQNR_CLIP_DB for n in before), found.nodes
     worst = found.worst()
     assert worst[0].node == f"conv{MIDDLE_LAYER}" and worst[0].local_db is not None and worst[0].local_db < 10, worst
-    assert all(n.local_db is None or n.local_db >= 100 for n in found.nodes if n.node != worst[0].node), found.nodes
+    assert all(n.local_db is not None and n.local_db >= 100 for n in found.nodes if n.node != worst[0].node)
