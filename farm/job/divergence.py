@@ -39,6 +39,8 @@ from farm.job.report import NodeDivergence
 
 # The first node below this is where the variant leaves fp32: the kernel check's bound for a lossy kernel.
 THRESHOLD_DB = LOSSY_KERNEL_DB
+# Activations the quantizer folds into the compute node before them (its requantization clips the same way).
+FOLDED = ("Relu", "Clip")
 # How many nodes the answer names as the worst by local error.
 WORST = 3
 # Makes an onnxruntime session of a serialized model (onnxruntime has no type stubs).
@@ -100,7 +102,7 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
             # relu1 output): the node a user would change.
             named = maker if group is None else group.node
             found[tensor] = MarkedPoint(
-                node=named.name,
+                node=label(named),
                 op=named.op_type,
                 tensor=tensor,
                 fetch=quantize.output[0],
@@ -114,7 +116,7 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
         if maker is not None and output.name in produced and output.name not in found:
             group = groups.get(output.name)  # a graph output that a quantized node's group writes, dequantized
             found[output.name] = MarkedPoint(
-                node=maker.name,
+                node=label(maker),
                 op=maker.op_type,
                 tensor=output.name,
                 fetch=output.name,
@@ -123,6 +125,11 @@ def points(reference: onnx.ModelProto, variant: onnx.ModelProto) -> list[MarkedP
             )
     order = {name: index for index, node in enumerate(ref.nodes) for name in node.output}
     return sorted(found.values(), key=lambda p: order[p.tensor])
+
+
+def label(node: onnx.NodeProto) -> str:
+    """A node as the answer names it: by its name, or where the exporter gave it none, by the tensor it makes."""
+    return node.name or next((name for name in node.output if name), node.op_type)
 
 
 def node_points(model: onnx.ModelProto) -> list[MarkedPoint]:
@@ -150,7 +157,7 @@ def node_points(model: onnx.ModelProto) -> list[MarkedPoint]:
             )
             found.append(
                 MarkedPoint(
-                    node=node.name or output,
+                    node=label(node),
                     op=node.op_type,
                     tensor=output,
                     fetch=output,
@@ -166,6 +173,9 @@ def _twin(node: onnx.NodeProto, ref: GraphIndex, ref_nodes: Mapping[str, onnx.No
     output names, and the pre-processing before it may name nodes that had no name), else the one of its name."""
     # A graph output that the quantizer quantizes is renamed where it is made (the DequantizeLinear after it makes it).
     made = ref.producer.get(node.output[0].removesuffix(QUANTIZE_INPUT_SUFFIX)) if node.output else None
+    # The quantizer folds a Relu or Clip into the node before it, which then makes the activation's output.
+    while made is not None and made.op_type != node.op_type and made.op_type in FOLDED and made.input:
+        made = ref.producer.get(made.input[0])
     if made is not None and made.op_type == node.op_type:
         return made
     return ref_nodes.get(node.name) if node.name else None
