@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+import farm.models
 from farm.job.comparison import SQNR_CLIP_DB
 from farm.job.data import Dataset
 from farm.job.divergence import (
@@ -19,13 +20,15 @@ from farm.job.divergence import (
     Divergence,
     compare,
     fp32_reference,
+    label,
     points,
     save_points,
     saved_reference,
 )
 from farm.job.evaluate.drift import closest
-from farm.job.quantize import quantize
+from farm.job.quantize import pre_process, quantize
 from farm.job.spec import Calibration
+from farm.job.variants import PRE_PROCESSED, quantized_from
 from tests.modelgen import BROKEN_LAYER, MIDDLE_LAYER, make_broken_middle_cnn, make_midsaturating_cnn
 from tests.unit.test_job_recommend import ok
 from tests.unit.test_job_recommend_rule import static
@@ -148,3 +151,46 @@ def test_fp32_against_another_targets_fp32_names_the_node_whose_kernel_parts_the
     worst = found.worst()
     assert worst[0].node == f"conv{MIDDLE_LAYER}" and worst[0].local_db is not None and worst[0].local_db < 10, worst
     assert all(n.local_db is not None and n.local_db >= 100 for n in found.nodes if n.node != worst[0].node)
+
+
+def test_a_variant_is_compared_with_the_pre_processed_model_it_was_quantized_from(tmp_path: Path) -> None:
+    """The bundled model's MatMul and Add become one Gemm in pre-processing, and its Relu folds into that Gemm's
+    requantization: against the pre-processed model (what the prepare stage keeps as pre.onnx) both layers are points
+    with a local error; against the user's model only the graph output is."""
+    bundled = Path(farm.models.__file__).parent
+    dataset = Dataset.load(bundled / "digits.npz")
+    pre_process(bundled / "digits.onnx", tmp_path / PRE_PROCESSED)
+    quantize(
+        "u8s8-qdq",
+        tmp_path / PRE_PROCESSED,
+        tmp_path / "u8s8-qdq.onnx",
+        dataset=dataset,
+        calibration=Calibration(method="minmax", samples=dataset.samples),
+    )
+    assert quantized_from(tmp_path, "u8s8-qdq+x64quantprecision") == tmp_path / PRE_PROCESSED
+    variant = onnx.load(str(tmp_path / "u8s8-qdq.onnx"))
+    feeds = [dataset.feed(index, ["pixels"]) for index in range(4)]
+
+    def against(reference: onnx.ModelProto) -> Divergence:
+        return compare(
+            reference,
+            variant,
+            feeds,
+            against=fp32_reference(reference, session),
+            open_variant=session,
+            open_group=session,
+            limit_bytes=1 << 30,
+        )
+
+    pre = against(onnx.load(str(tmp_path / PRE_PROCESSED)))
+    assert [(n.op, n.tensor) for n in pre.nodes] == [("Gemm", "fc1.relu"), ("Gemm", "logits")], pre.nodes
+    assert all(n.node and n.local_db is not None for n in pre.nodes), pre.nodes
+    assert pre.reproduced
+    user = against(onnx.load(str(bundled / "digits.onnx")))
+    assert [n.tensor for n in user.nodes] == ["logits"], user.nodes
+
+
+def test_a_node_without_a_name_is_named_by_the_tensor_it_makes() -> None:
+    # Some onnxruntime versions' pre-processing leaves the Gemm it fuses from MatMul and Add unnamed.
+    assert label(onnx.helper.make_node("Gemm", ["x", "w", "b"], ["fc1.out"])) == "fc1.out"
+    assert label(onnx.helper.make_node("Gemm", ["x", "w", "b"], ["fc1.out"], name="fc1")) == "fc1"
