@@ -59,6 +59,9 @@ def check_keep_fp32_is_earned(entry: Mapping[str, Any], floor: float) -> None:
     assert reason.startswith(f"nothing within tolerance beats fp32 by {floor:g}x"), reason
     reached = [t for t in entry["trials"] if t["kept"] and t["within_tolerance"] and (t["speedup"] or 0.0) >= floor]
     assert not reached, f"trials {[t['index'] for t in reached]} kept the floor {floor:g}x, yet: {reason}"
-    if best_naive_speedup(entry) < floor:
-        # No naive variant beat fp32 by the floor: the search says so of its start rather than searching on.
+    starts = [t for t in entry["trials"] if t["step"] == "start" and t["kept"]]
+    if starts and all((t["speedup"] or 0.0) < floor for t in starts):
+        # No lane's start beat fp32 by the floor: the search says so of its start rather than searching on. The
+        # start's own timing decides, not the naive variant's before it: under load the two differ (0.82x and 1.24x
+        # for the same model on an AMD EPYC beside the integration tests).
         assert "below the floor" in reason, reason
