@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, cast, get_args
+from typing import Annotated
 
 import typer
 
@@ -26,9 +25,7 @@ from farm.cli.options import (
     VariantOpt,
 )
 from farm.controller import progress
-from farm.controller.jobs import job_environment
 from farm.errors import BadInput, Interrupted
-from farm.job.report import TimingMode
 from farm.job.spec import DEFAULT_FLOOR
 
 
@@ -156,68 +153,58 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
-    from farm.backend.engine import ENGINE_ERRORS, engine_lost
-    from farm.controller.dryrun import dry_run as plan_dry_run
-    from farm.controller.jobs import InputFiles, JobSettings, load_inputs, parse_divergence
-    from farm.controller.matrix import MatrixOptions, run_matrix, write_reports
-    from farm.controller.variantpick import check_variants
-    from farm.errors import EnvironmentProblem
-    from farm.report import FORMATS, REPORT_FILE
+    from farm.api import DryRun, matrix_run
+    from farm.report import FORMATS, REPORT_FILE, render
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
-    for name, value, valid in (
-        ("--calibration", calibration, ("minmax", "entropy", "percentile")),
-        ("--opt-level", opt_level, ("basic", "extended", "all")),
-        ("--timing", timing, get_args(TimingMode)),
-    ):
-        if value not in valid:
-            raise BadInput(f"{name} {value} is not valid", fix="use one of " + "|".join(valid))
-    settings = JobSettings(
-        threads=threads,
-        iterations=iterations,
-        calibration=calibration,
-        optimization_level=opt_level,
-        cosine=min_cosine,
-        top1_agreement=min_top1,
-        outputs=output or [],
-        timeout_s=timeout,
-        keep_containers=keep,
-        estimates=estimates,
-        profile=profile,
-        variants=check_variants(variant or [], tuned=tuned is not None),
-        timing=cast(TimingMode, timing),
-        divergence=parse_divergence(divergence),
-    )
-    files = InputFiles(
-        model=model, data=data, labels=labels, shapes=shape or [], samples=samples, metric=metric, tuned=tuned
-    )
-    options = MatrixOptions(
-        settings=settings, targets=target or [], out_dir=out, label=label, resume=resume, cache=cache
-    )
-    # Bad input is found before the engine is asked anything: it is the user's to fix, whatever the host.
-    job_environment(os.environ)
-    given = load_inputs(files, settings)
-    fleet_ = open_fleet(targets_file)
-    if dry_run:
-        written, notes = plan_dry_run(fleet_, given, options)
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
-        typer.echo("\n".join(f"wrote {path}" for path in written) or "nothing to write: no selected target can run")
-        return
     partial = f"the partial report is {out / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
     try:
         with progress.reporter(quiet) as report:
-            result = run_matrix(fleet_, given, options, report)
+            result = matrix_run(
+                model,
+                targets=target or [],
+                data=data,
+                labels=labels,
+                shapes=shape or [],
+                samples=samples,
+                outputs=output or [],
+                metric=metric,
+                min_cosine=min_cosine,
+                min_top1=min_top1,
+                calibration=calibration,
+                opt_level=opt_level,
+                threads=threads,
+                iterations=iterations,
+                timing=timing,
+                timeout=timeout,
+                keep=keep,
+                label=label,
+                resume=resume,
+                tuned=tuned,
+                estimates=estimates,
+                profile=profile,
+                cache=cache,
+                variants=variant or [],
+                divergence=divergence,
+                targets_file=targets_file,
+                out=out,
+                json_file=json_file,
+                progress=report,
+                dry_run=dry_run,
+            )
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; every container farm started was removed; {partial}") from None
-    except (EnvironmentProblem, *ENGINE_ERRORS) as exc:  # e.g. the engine went away mid-run
-        lost = exc if isinstance(exc, EnvironmentProblem) else engine_lost("farm matrix", fleet_.engine.host, exc)
-        raise EnvironmentProblem(f"{lost.message}; {partial}", fix=lost.fix) from None
+    if isinstance(result, DryRun):
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(
+            "\n".join(f"wrote {path}" for path in result.written) or "nothing to write: no selected target can run"
+        )
+        return
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    text = write_reports(result.report, out, json_file=json_file, fmt=fmt)
-    sys.stdout.write(text)
+    sys.stdout.write(render(result.report, fmt))
     raise typer.Exit(result.exit_code)
 
 
@@ -257,25 +244,29 @@ def tune(
     """Per target, search the fastest mixed-precision model that holds the tolerance: rank the quantization points
     once, return the worst to fp32 one region at a time in the target itself, stop within tolerance, below the
     speedup floor or at the budget. "keep fp32" with the best trade-off found is a result, not a failure."""
-    from farm.controller.jobs import InputFiles, JobSettings, load_inputs
-    from farm.controller.tune import Budget, TuneOptions, render, run_tune
+    from farm.api import tune_run
+    from farm.controller.tune import render
 
-    settings = JobSettings(threads=threads, iterations=iterations, cosine=min_cosine, top1_agreement=min_top1)
-    options = TuneOptions(
-        settings=settings,
-        targets=target or [],
-        budget=Budget.parse(budget),
-        floor=floor,
-        out_dir=out,
-        resume=resume,
-    )
-    given = load_inputs(
-        InputFiles(model=model, data=data, labels=labels, shapes=shape or [], samples=samples), settings
-    )
-    fleet_ = open_fleet(targets_file)
     try:
         with progress.reporter(quiet) as report:
-            result = run_tune(fleet_, given, options, report)
+            result = tune_run(
+                model,
+                targets=target or [],
+                data=data,
+                labels=labels,
+                shapes=shape or [],
+                samples=samples,
+                budget=budget,
+                floor=floor,
+                min_cosine=min_cosine,
+                min_top1=min_top1,
+                threads=threads,
+                iterations=iterations,
+                out=out,
+                resume=resume,
+                targets_file=targets_file,
+                progress=report,
+            )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; every container farm started was removed; the search so far is in "
@@ -295,12 +286,10 @@ def inspect(
 
     Exits 5 when a selected target is predicted to fail, 0 otherwise (a target whose image is not built is unknown).
     """
-    from farm.controller.inspection import inspect_for_targets, render
-    from farm.model.inspect import inspect_model
+    from farm.api import inspect as inspect_model
+    from farm.controller.inspection import render
 
-    info = inspect_model(model)
-    fleet_ = open_fleet(targets_file)
-    found = inspect_for_targets(fleet_, fleet_.config.select(target or []), model, info)
+    found = inspect_model(model, targets=target or [], targets_file=targets_file)
     sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
     raise typer.Exit(5 if found.predicted_failures else 0)
 

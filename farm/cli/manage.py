@@ -9,13 +9,12 @@ import typer
 from tabulate import tabulate
 
 from farm import __version__
-from farm.cli.common import open_fleet
 from farm.cli.options import (
     QuietOpt,
     TargetOpt,
     TargetsOpt,
 )
-from farm.controller import doctor, fleet
+from farm.controller import doctor, progress
 from farm.errors import BadInput
 
 
@@ -57,7 +56,9 @@ def targets(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List the targets with their mode on this host, reason, image tag and whether it is built."""
-    rows = fleet.describe(open_fleet(targets_file))
+    from farm.api import targets as target_rows
+
+    rows = target_rows(targets_file=targets_file)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -88,7 +89,10 @@ def build(
     quiet: QuietOpt = False,
 ) -> None:
     """Build (or reuse) the image of every target this host can run; gpu targets only when named."""
-    results = fleet.build(open_fleet(targets_file), target or [], quiet=quiet)
+    from farm.api import build as build_images
+
+    with progress.reporter(quiet) as report:
+        results = build_images(targets=target or [], targets_file=targets_file, progress=report)
     # How each image got where its target runs: built, cached, tagged (same content, another name) or shipped.
     rows = [[b.target, b.tag, f"{b.size_bytes / 2**20:.0f} MiB", b.origin, f"{b.seconds:.1f}"] for b in results.built]
     rows += [[name, "-", "-", f"skipped: {why}", "-"] for name, why in results.skipped]

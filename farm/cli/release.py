@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from farm.cli.common import write_output
 from farm.errors import BadInput
 
 
@@ -34,14 +33,12 @@ def gate(
 
     Exits 0 when every rule holds, 6 when one fails, 2 on bad input.
     """
+    from farm.api import gate as run_gate
     from farm.errors import GateFailed
-    from farm.gate import render_junit, render_markdown, render_text, run_gate
+    from farm.gate import render_markdown, render_text
 
-    result = run_gate(report, baseline=baseline, policy=policy)
+    result = run_gate(report, baseline=baseline, policy=policy, junit=junit, markdown=markdown)
     summary = render_markdown(result)
-    for path, text in ((junit, render_junit(result)), (markdown, summary)):
-        if path is not None:
-            write_output(path, text)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as stream:

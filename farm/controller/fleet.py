@@ -13,6 +13,7 @@ from farm.backend.docker import DockerBackend
 from farm.backend.engine import Engine, EngineInfo
 from farm.backend.registry import open_places, place_key
 from farm.controller import progress
+from farm.controller.progress import Reporter
 from farm.errors import BuildFailed, FarmError
 from farm.host import counting
 from farm.host.probe import HostInfo, Placement, binfmt_for, probe_host
@@ -138,11 +139,13 @@ class BuildOutcome:
     error: FarmError | None = None
 
 
-def build(fleet: Fleet, names: Sequence[str], *, quiet: bool) -> BuildResults:
-    return build_images(fleet, fleet.config.select(names), explicit=bool(names), quiet=quiet)
+def build(fleet: Fleet, names: Sequence[str], *, quiet: bool, reporter: Reporter | None = None) -> BuildResults:
+    return build_images(fleet, fleet.config.select(names), explicit=bool(names), quiet=quiet, reporter=reporter)
 
 
-def build_images(fleet: Fleet, targets: Sequence[Target], *, explicit: bool, quiet: bool) -> BuildResults:
+def build_images(
+    fleet: Fleet, targets: Sequence[Target], *, explicit: bool, quiet: bool, reporter: Reporter | None = None
+) -> BuildResults:
     """Named targets are built whenever this host can build them; by default only the ones it can run."""
     results = BuildResults()
     wanted = []
@@ -157,8 +160,11 @@ def build_images(fleet: Fleet, targets: Sequence[Target], *, explicit: bool, qui
             results.skipped.append((target.name, why_not))
         else:
             wanted.append(target)
-    with progress.reporter(quiet) as reporter:
+    if reporter is not None:
         outcomes = ensure_images(fleet, wanted, reporter)
+    else:
+        with progress.reporter(quiet) as shown:
+            outcomes = ensure_images(fleet, wanted, shown)
     for outcome in outcomes.values():
         if outcome.error is not None:
             # Every other target's image is built before the first failure is raised.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
@@ -89,18 +89,22 @@ def _say(line: str) -> None:
 
 
 class _QuietStep:
-    def __init__(self, label: str) -> None:
-        self._label = label
+    def __init__(self, label: str, say: Callable[[str], None]) -> None:
+        self._label, self._say = label, say
 
     def stage(self, text: str) -> None:
-        _say(f"{self._label}: {text}")
+        self._say(f"{self._label}: {text}")
 
     def line(self, text: str) -> None:
         pass
 
 
 class QuietReporter:
-    """A line when a step starts, changes stage and ends: what a CI log needs, nothing that redraws."""
+    """A line when a step starts, changes stage and ends: what a CI log needs, nothing that redraws. ``say`` takes
+    each line: stderr by default, or a caller's function (farm.api's ``progress=``)."""
+
+    def __init__(self, say: Callable[[str], None] = _say) -> None:
+        self._say = say
 
     def __enter__(self) -> QuietReporter:
         return self
@@ -112,14 +116,14 @@ class QuietReporter:
     def step(self, label: str) -> Iterator[Step]:
         started = time.monotonic()
         try:
-            yield _QuietStep(label)
+            yield _QuietStep(label, self._say)
         except BaseException:
-            _say(f"{label}: failed after {time.monotonic() - started:.1f} s")
+            self._say(f"{label}: failed after {time.monotonic() - started:.1f} s")
             raise
-        _say(f"{label}: done in {time.monotonic() - started:.1f} s")
+        self._say(f"{label}: done in {time.monotonic() - started:.1f} s")
 
     def note(self, text: str) -> None:
-        _say(text)
+        self._say(text)
 
 
 def reporter(quiet: bool) -> RichReporter | QuietReporter:

@@ -9,28 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.errors import BadInput
 from farm.gate.checks import Check
 from farm.gate.policy import Policy
 from farm.gate.render import render_junit, render_markdown, render_text
 from farm.gate.rules import RULES, GateResult, evaluate
-from farm.report import REPORT_FILE, InvalidReport, Report, load_report
-
-
-def read_report(path: Path, what: str = "report") -> Report:
-    """A report from FILE or from DIR/report.json (the folder farm matrix --out wrote)."""
-    file = path / REPORT_FILE if path.is_dir() else path
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(
-            f"reading the {what} {file} failed because {exc.strerror or exc}",
-            fix="pass the report.json farm matrix wrote, or the folder that holds it",
-        ) from None
-    try:
-        return load_report(text)
-    except InvalidReport as exc:
-        raise BadInput(f"reading the {what} {file} failed because at {exc.path}: {exc.problem}", fix=exc.fix) from None
+from farm.report import read_report
 
 
 def run_gate(report: Path, *, baseline: Path | None = None, policy: Path | None = None) -> GateResult:

@@ -13,6 +13,7 @@ from farm.report.html import render_html
 from farm.report.junit import render_junit
 from farm.report.markdown import render_markdown
 from farm.report.model import (
+    REPORT_FILE,
     DataSummary,
     ModelSummary,
     Report,
@@ -22,13 +23,11 @@ from farm.report.model import (
     Tolerance,
     Variant,
     load_report,
+    read_report,
     report_json,
 )
 from farm.report.schema import InvalidReport, validate, validate_target
 from farm.report.table import render_table
-
-# The file farm matrix writes the report to, in its --out folder; farm gate and farm report look for it there.
-REPORT_FILE = "report.json"
 
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "table": render_table,
@@ -67,6 +66,7 @@ __all__ = [
     "Tolerance",
     "Variant",
     "load_report",
+    "read_report",
     "render",
     "report_json",
     "validate",

@@ -9,7 +9,9 @@ types) and writing one, in the contract's key order.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from farm.errors import BadInput
 from farm.job.codec import ContractError, decode, encode
 from farm.job.report import (
     SYNTHETIC_WARNING,
@@ -59,6 +61,7 @@ def report_json(report: Report) -> str:
 
 
 __all__ = [
+    "REPORT_FILE",
     "SYNTHETIC_WARNING",
     "CalibrationUsed",
     "DataSource",
@@ -82,5 +85,26 @@ __all__ = [
     "Tolerance",
     "Variant",
     "load_report",
+    "read_report",
     "report_json",
 ]
+
+
+# The file farm matrix writes the report to, in its --out folder; farm gate, farm report and farm.api look for it there.
+REPORT_FILE = "report.json"
+
+
+def read_report(path: Path, what: str = "report") -> Report:
+    """A report from FILE or from DIR/report.json (the folder farm matrix --out wrote)."""
+    file = path / REPORT_FILE if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(
+            f"reading the {what} {file} failed because {exc.strerror or exc}",
+            fix="pass the report.json farm matrix wrote, or the folder that holds it",
+        ) from None
+    try:
+        return load_report(text)
+    except InvalidReport as exc:
+        raise BadInput(f"reading the {what} {file} failed because at {exc.path}: {exc.problem}", fix=exc.fix) from None

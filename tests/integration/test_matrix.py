@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,4 +187,23 @@ def test_ctrl_c_leaves_no_container_behind(
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not new_containers()
+
+
+# Alone, as the CLI's: it finds its farm's container by label among all the engine's.
+@pytest.mark.alone
+def test_ctrl_c_in_the_python_api_raises_keyboard_interrupt_after_the_same_cleanup(
+    engine: Engine, new_containers: Callable[[], list[str]], built: BuildResults, tmp_path: Path
+) -> None:
+    code = (
+        "import farm.api as f\ntry:\n    f.matrix(targets=['arm64'])\n"
+        "except KeyboardInterrupt:\n    print('KeyboardInterrupt')\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    wait_for(engine, [RUN_LABEL], process)
+    os.kill(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and stdout == "KeyboardInterrupt\n", (stdout, stderr)
     assert not new_containers()
