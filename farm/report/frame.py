@@ -1,4 +1,4 @@
-"""The report as farm.api returns it: the job's Report (one definition on both sides of the container boundary), with
+"""The report as farm.api returns it (MatrixReport): the job's Report (one definition on both sides of the container boundary), with
 a table for pandas (one row per target and variant) and the matrix table for notebooks.
 
 pandas is optional (``pip install 'farm[pandas]'``): only ``to_pandas`` imports it, and says so in one line where it
@@ -18,7 +18,7 @@ from farm.report.model import read_report
 if TYPE_CHECKING:
     import pandas
 
-# The columns of Report.to_pandas, in order (README "Python API"): one row per target and variant.
+# The columns of MatrixReport.to_pandas, in order (README "Python API"): one row per target and variant.
 COLUMNS = (
     "target",
     "mode",
@@ -39,16 +39,17 @@ COLUMNS = (
     "session_create_ms",
     "first_run_ms",
 )
-PANDAS_MISSING = "Report.to_pandas needs pandas, which is not installed"
+PANDAS_MISSING = "MatrixReport.to_pandas needs pandas, which is not installed"
 PANDAS_FIX = "pip install 'farm[pandas]'"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Report(contract.Report):
-    """farm's cross-target report (docs/contracts.md section 2), as farm.api.matrix and load_report return it."""
+class MatrixReport(contract.Report):
+    """farm's cross-target report (docs/contracts.md section 2), as farm.api.matrix and load_report return it: the
+    report itself (farm.report.Report), with a table for pandas and one for notebooks."""
 
     @classmethod
-    def of(cls, report: contract.Report) -> Report:
+    def of(cls, report: contract.Report) -> MatrixReport:
         return cls(**{f.name: getattr(report, f.name) for f in fields(report)})
 
     def rows(self) -> list[dict[str, Any]]:
@@ -68,9 +69,9 @@ class Report(contract.Report):
         return html.matrix_table(self) + "\n" + html.legend(self)
 
 
-def load_report(path: str | Path) -> Report:
+def load_report(path: str | Path) -> MatrixReport:
     """A report farm matrix wrote: report.json, or the folder that holds it."""
-    return Report.of(read_report(Path(path)))
+    return MatrixReport.of(read_report(Path(path)))
 
 
 def _row(target: contract.TargetResult, variant: contract.Variant) -> dict[str, Any]:
@@ -97,4 +98,4 @@ def _row(target: contract.TargetResult, variant: contract.Variant) -> dict[str, 
     }
 
 
-__all__ = ["COLUMNS", "Report", "load_report"]
+__all__ = ["COLUMNS", "MatrixReport", "load_report"]

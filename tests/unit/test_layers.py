@@ -154,7 +154,7 @@ def test_no_class_name_is_defined_twice() -> None:
 
 
 # The layers in data-flow order; a layer may import the ones before it (and the job's contracts), never one after.
-LAYERS = ("targets", "host", "images", "backend", "model|inputs", "report", "gate", "controller", "cli")
+LAYERS = ("targets", "host", "images", "backend", "model|inputs", "report", "gate", "controller", "api", "cli")
 
 
 def layer_of(module: str) -> int | None:

@@ -1,7 +1,7 @@
 """farm as a library: the functions the CLI is a thin layer on, for notebooks, scripts and pipelines.
 
 Each takes the CLI's options as keyword arguments, with the same defaults and the same ``FARM_*`` environment
-(docs/contracts.md section 3), and returns typed values: ``matrix`` a Report, ``gate`` a GateResult, ``build`` the
+(docs/contracts.md section 3), and returns typed values: ``matrix`` a MatrixReport (the report), ``gate`` a GateResult, ``build`` the
 images, ``targets`` their rows. Nothing is printed and nothing is written unless asked: ``out=`` writes the files the
 CLI writes (the CLI passes ``out=farm-report``), and progress goes to ``progress=``, a function that takes each line
 or a reporter (the CLI's rich display). Bad input raises farm's exception classes (farm.errors) with the CLI's
@@ -35,7 +35,7 @@ from farm.gate import GateResult
 from farm.job.report import TimingMode
 from farm.job.spec import DEFAULT_FLOOR
 from farm.report import REPORT_FILE
-from farm.report.frame import Report, load_report
+from farm.report.frame import MatrixReport, load_report
 
 # What progress= takes: a function of each progress line, or a reporter (farm.controller.progress).
 Progress = Callable[[str], None] | Reporter
@@ -47,7 +47,7 @@ _FALSE = ("0", "false", "f", "no", "n", "off")
 __all__ = [
     "DryRun",
     "Progress",
-    "Report",
+    "MatrixReport",
     "build",
     "gate",
     "inspect",
@@ -70,14 +70,14 @@ class DryRun:
     notes: tuple[str, ...]
 
 
-def matrix(model: PathLike | None = None, **options: Any) -> Report:
+def matrix(model: PathLike | None = None, **options: Any) -> MatrixReport:
     """`farm matrix`: optimize, quantize and evaluate ``model`` (default: the bundled digits classifier) in every
     target, or in ``targets=[...]``; the cross-target report. Keyword arguments: matrix_run's."""
     if options.get("dry_run"):
         raise BadInput("matrix() runs the matrix", fix="call matrix_run(..., dry_run=True) for the plan alone")
     result = matrix_run(model, **options)
     assert isinstance(result, MatrixResult)
-    return Report.of(result.report)
+    return MatrixReport.of(result.report)
 
 
 def matrix_run(
