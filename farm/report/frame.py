@@ -1,5 +1,5 @@
-"""The report as farm.api returns it (MatrixReport): the job's Report (one definition on both sides of the container boundary), with
-a table for pandas (one row per target and variant) and the matrix table for notebooks.
+"""The report as farm.api returns it (MatrixReport): the job's Report (one definition on both sides of the container
+boundary), with a table for pandas (one row per target and variant) and the matrix table for notebooks.
 
 pandas is optional (``pip install 'farm[pandas]'``): only ``to_pandas`` imports it, and says so in one line where it
 is missing."""
