@@ -2,10 +2,11 @@
 
 Each takes the CLI's options as keyword arguments, with the same defaults and the same ``FARM_*`` environment
 (docs/contracts.md section 3), and returns typed values: ``matrix`` a MatrixReport (the report), ``gate`` a
-GateResult, ``build`` the images, ``targets`` their rows. Nothing is printed and nothing is written unless asked: ``out=`` writes the files the
-CLI writes (the CLI passes ``out=farm-report``), and progress goes to ``progress=``, a function that takes each line
-or a reporter (the CLI's rich display). Bad input raises farm's exception classes (farm.errors) with the CLI's
-one-line messages, never SystemExit; Ctrl-C raises KeyboardInterrupt after the same cleanup as the CLI.
+GateResult, ``build`` the images, ``targets`` their rows. Nothing is printed and nothing is written unless asked:
+``out=`` writes the files the CLI writes (the CLI passes ``out=farm-report``), and progress goes to ``progress=``, a
+function that takes each line or a reporter (the CLI's rich display). Bad input raises farm's exception classes
+(farm.errors) with the CLI's one-line messages, never SystemExit; Ctrl-C raises KeyboardInterrupt after the same
+cleanup as the CLI.
 
     import farm.api as farm
     report = farm.matrix("model.onnx", targets=["x86-avx2", "arm64"], data="inputs.npz")
