@@ -1,7 +1,7 @@
 """farm as a library: the functions the CLI is a thin layer on, for notebooks, scripts and pipelines.
 
 Each takes the CLI's options as keyword arguments, with the same defaults and the same ``FARM_*`` environment
-(docs/contracts.md section 3), and returns typed values: ``matrix`` a MatrixReport (the report), ``gate`` a
+(README: Commands), and returns typed values: ``matrix`` a MatrixReport (the report), ``gate`` a
 GateResult, ``build`` the images, ``targets`` their rows. Nothing is printed and nothing is written unless asked:
 ``out=`` writes the files the CLI writes (the CLI passes ``out=farm-report``), and progress goes to ``progress=``, a
 function that takes each line or a reporter (the CLI's rich display). Bad input raises farm's exception classes
