@@ -160,7 +160,7 @@ def matrix_run(
     job_environment(os.environ)
     given = load_inputs(files, settings)
     with _reporting(progress) as reporter, _folder(out) as folder:
-        fleet = open_fleet(targets_file, note=reporter.note)
+        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
         options = MatrixOptions(
             settings=settings,
             targets=list(targets),
@@ -223,7 +223,7 @@ def tune_run(
     search = Budget.parse(budget)
     given = load_inputs(files, settings)
     with _reporting(progress) as reporter, _folder(out) as folder:
-        fleet = open_fleet(targets_file, note=reporter.note)
+        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
         options = TuneOptions(
             settings=settings,
             targets=list(targets),
@@ -235,7 +235,13 @@ def tune_run(
         return run_tune(fleet, given, options, reporter)
 
 
-def inspect(model: PathLike, *, targets: Sequence[str] = (), targets_file: PathLike | None = None) -> Inspection:
+def inspect(
+    model: PathLike,
+    *,
+    targets: Sequence[str] = (),
+    targets_file: PathLike | None = None,
+    progress: Progress | None = None,
+) -> Inspection:
     """`farm inspect`: the model's facts, and whether each target's runtime will load it, predicted from the
     runtime itself (``predicted_failures`` names the targets predicted to fail)."""
     from farm.controller.inspection import inspect_for_targets
@@ -243,7 +249,8 @@ def inspect(model: PathLike, *, targets: Sequence[str] = (), targets_file: PathL
 
     path = Path(model)
     info = inspect_model(path)
-    fleet = open_fleet(targets_file)
+    with _reporting(progress) as reporter:
+        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
     return inspect_for_targets(fleet, fleet.config.select(list(targets)), path, info)
 
 
@@ -276,15 +283,16 @@ def build(
     from farm.controller.fleet import build as build_fleet
 
     with _reporting(progress) as reporter:
-        fleet = open_fleet(targets_file, note=reporter.note)
+        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
         return build_fleet(fleet, list(targets), quiet=True, reporter=reporter)
 
 
-def targets(*, targets_file: PathLike | None = None) -> list[TargetRow]:
+def targets(*, targets_file: PathLike | None = None, progress: Progress | None = None) -> list[TargetRow]:
     """`farm targets`: each target with its mode on this host, the reason, its image and whether it is built."""
     from farm.controller.fleet import describe
 
-    return describe(open_fleet(targets_file))
+    with _reporting(progress) as reporter:
+        return describe(open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}")))
 
 
 def open_fleet(targets_file: PathLike | None = None, *, note: Callable[[str], None] | None = None) -> Fleet:

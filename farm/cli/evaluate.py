@@ -289,7 +289,7 @@ def inspect(
     from farm.api import inspect as inspect_model
     from farm.controller.inspection import render
 
-    found = inspect_model(model, targets=target or [], targets_file=targets_file)
+    found = inspect_model(model, targets=target or [], targets_file=targets_file, progress=_stderr)
     sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
     raise typer.Exit(5 if found.predicted_failures else 0)
 
@@ -358,3 +358,7 @@ def optimize(
         typer.echo(f"note: the check's {SYNTHETIC_WARNING}", err=True)
     typer.echo(result.summary())
     raise typer.Exit(0 if result.matches else 5)
+
+
+def _stderr(line: str) -> None:
+    typer.echo(line, err=True)

@@ -58,7 +58,7 @@ def targets(
     """List the targets with their mode on this host, reason, image tag and whether it is built."""
     from farm.api import targets as target_rows
 
-    rows = target_rows(targets_file=targets_file)
+    rows = target_rows(targets_file=targets_file, progress=lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
