@@ -284,7 +284,7 @@ def build(
 
     with _reporting(progress) as reporter:
         fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
-        return build_fleet(fleet, list(targets), quiet=True, reporter=reporter)
+        return build_fleet(fleet, list(targets), reporter)
 
 
 def targets(*, targets_file: PathLike | None = None, progress: Progress | None = None) -> list[TargetRow]:

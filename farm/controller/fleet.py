@@ -13,7 +13,6 @@ from farm.backend.docker import DockerBackend
 from farm.backend.engine import Engine, EngineInfo
 from farm.backend.registry import open_places, place_key
 from farm.controller import progress
-from farm.controller.progress import Reporter
 from farm.errors import BuildFailed, FarmError
 from farm.host import counting
 from farm.host.probe import HostInfo, Placement, binfmt_for, probe_host
@@ -139,12 +138,12 @@ class BuildOutcome:
     error: FarmError | None = None
 
 
-def build(fleet: Fleet, names: Sequence[str], *, quiet: bool, reporter: Reporter | None = None) -> BuildResults:
-    return build_images(fleet, fleet.config.select(names), explicit=bool(names), quiet=quiet, reporter=reporter)
+def build(fleet: Fleet, names: Sequence[str], reporter: progress.Reporter) -> BuildResults:
+    return build_images(fleet, fleet.config.select(names), explicit=bool(names), reporter=reporter)
 
 
 def build_images(
-    fleet: Fleet, targets: Sequence[Target], *, explicit: bool, quiet: bool, reporter: Reporter | None = None
+    fleet: Fleet, targets: Sequence[Target], *, explicit: bool, reporter: progress.Reporter
 ) -> BuildResults:
     """Named targets are built whenever this host can build them; by default only the ones it can run."""
     results = BuildResults()
@@ -160,11 +159,7 @@ def build_images(
             results.skipped.append((target.name, why_not))
         else:
             wanted.append(target)
-    if reporter is not None:
-        outcomes = ensure_images(fleet, wanted, reporter)
-    else:
-        with progress.reporter(quiet) as shown:
-            outcomes = ensure_images(fleet, wanted, shown)
+    outcomes = ensure_images(fleet, wanted, reporter)
     for outcome in outcomes.values():
         if outcome.error is not None:
             # Every other target's image is built before the first failure is raised.

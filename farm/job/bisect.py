@@ -2,7 +2,7 @@
 node (farm.job.divergence), written to bisect.json as a BisectResult.
 
 fp32 is the model the variant was quantized from (the prepare stage's pre-processed one, whose nodes the variant's
-follow), run as the target evaluates fp32 (graph optimizations at the spec's level); the variant is the prepare stage's
+follow), opened as the evaluate stage opens fp32 (farm.job.evaluate.measure.opener); the variant is the prepare stage's
 model with its runtime mitigation's session options where its name has one; each quantized node's group runs with
 the same options, fused as the variant runs."""
 
@@ -25,10 +25,10 @@ from farm.job.divergence import (
     save_points,
     saved_reference,
 )
+from farm.job.evaluate.measure import opener
 from farm.job.profile.child import status_kib
 from farm.job.report import NodeDivergence
 from farm.job.result import error_text, write_json_atomic
-from farm.job.session import open_session
 from farm.job.spec import Spec
 from farm.job.variants import FP32, MITIGATION_SUFFIX, X64_QUANT_PRECISION, quantized_from
 
@@ -98,15 +98,10 @@ def _bisect(spec: Spec, head: dict[str, Any], out: Path) -> BisectResult:
     names = [i.name for i in reference.graph.input if i.name not in {t.name for t in reference.graph.initializer}]
     feeds = [dataset.feed(index, names) for index in range(min(settings.samples, dataset.samples))]
 
-    def fp32(model: bytes) -> Any:
-        return open_session(model, target=spec.target, threads=spec.threads, level=spec.optimization_level)
-
-    def quantized(model: bytes) -> Any:
-        return open_session(model, target=spec.target, threads=spec.threads, config=config)
-
+    fp32 = opener(spec, FP32)
     # fp32 against another target's fp32: the model itself at every node, run as the target evaluates it.
     model = None if settings.variant == FP32 or artifact is None else onnx.load(str(artifact))
-    variant = fp32 if model is None else quantized
+    variant = fp32 if model is None else opener(spec, settings.variant, config)
     if settings.save:
         log.info(
             "bisect: %s's values at its points over %d sample(s), for another target", settings.variant, len(feeds)

@@ -80,7 +80,7 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
         source.unlink(missing_ok=True)  # not what the variants are quantized from (farm.job.variants.quantized_from)
         source = spec.source_model
     state.save()
-    sources = _sources(spec, source, out, state)
+    sources = _sources(spec, source, artifacts, state)
     tasks: list[str] = []
     for name in spec.candidates:
         made = sources[name]
@@ -106,13 +106,13 @@ def run_prepare(spec: Spec, out: Path) -> dict[str, Any]:
     return state.document()
 
 
-def _sources(spec: Spec, source: Path, out: Path, state: _State) -> dict[str, Path | OpsetRaiseFailed]:
+def _sources(spec: Spec, source: Path, artifacts: Path, state: _State) -> dict[str, Path | OpsetRaiseFailed]:
     """Each candidate's source: pre.onnx, or for per-channel variants the model raised to opset 13 or above, made
     once (or the reason it could not be, which fails those variants)."""
     per_channel: Path | OpsetRaiseFailed | None = None
     if any(RECIPES[name].per_channel for name in spec.candidates):
         try:
-            per_channel, note = raise_opset(source, out / "artifacts" / PRE_PROCESSED_OPSET13)
+            per_channel, note = raise_opset(source, artifacts / PRE_PROCESSED_OPSET13)
             if note:
                 state.warnings.append(note)
         except OpsetRaiseFailed as exc:

@@ -10,6 +10,7 @@ import pytest
 
 from farm.backend.engine import RUN_LABEL, Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.controller.progress import QuietReporter
 from farm.errors import EnvironmentProblem
 from farm.host import counting
 from farm.host.owner import OWNER_LABEL, of_process
@@ -33,7 +34,7 @@ def built(fleet: Fleet) -> BuildResults:
         placement = fleet.placements[name]
         if not placement.runnable:
             missing(f"target {name} cannot run here: {placement.reason}")
-    return build_images(fleet, fleet.config.targets, explicit=False, quiet=True)
+    return build_images(fleet, fleet.config.targets, explicit=False, reporter=QuietReporter())
 
 
 @pytest.fixture(scope="session")

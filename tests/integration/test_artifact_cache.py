@@ -13,6 +13,7 @@ import pytest
 
 from farm.backend.engine import STAGE_LABEL, Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.controller.progress import QuietReporter
 from farm.report.schema import validate
 from tests.conftest import missing
 from tests.integration.conftest import watched_containers
@@ -135,7 +136,7 @@ def test_a_target_of_another_runtime_quantizes_with_its_own(
     older = fleet.config.target("x86-ort117")
     if not fleet.placements[older.name].runnable:
         missing(f"target {older.name} cannot run here: {fleet.placements[older.name].reason}")
-    build_images(fleet, [older], explicit=True, quiet=True)
+    build_images(fleet, [older], explicit=True, reporter=QuietReporter())
     report, log = runs.matrix(name=older.name)
     own = stage(report)
     assert own["artifacts"] == "made" and own["maker"] == older.name, own

@@ -29,6 +29,7 @@ import pytest
 
 from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.controller.progress import QuietReporter
 from farm.report.schema import validate
 from farm.targets.config import Target
 from tests.conftest import ROOT, let_timed_jobs_in, missing
@@ -189,7 +190,8 @@ def targets_file(native: Target, engine: Engine, tmp_path_factory: pytest.TempPa
     path = tmp_path_factory.mktemp("targets") / "targets.toml"
     path.write_text(one_target_toml(native, candidates=("u8s8-dynamic",), budget_s=CASE_TIMEOUT_S - 30))
     cheap = Fleet.open(path, engine=engine)
-    build_images(cheap, cheap.config.targets, explicit=True, quiet=True)  # the same content hash: nothing to build
+    # The same content hash: nothing to build.
+    build_images(cheap, cheap.config.targets, explicit=True, reporter=QuietReporter())
     return path
 
 

@@ -13,6 +13,7 @@ import pytest
 from farm.backend import runner
 from farm.backend.engine import Engine, Mount, RunSpec
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.controller.progress import QuietReporter
 from farm.host.probe import Placement
 from farm.images.content import LABEL_HASH, LABEL_TARGET
 from farm.targets.config import Target
@@ -61,7 +62,8 @@ def test_targets_of_the_same_content_share_one_image_and_no_build_leaves_danglin
 ) -> None:
     # x86-avx512-vnni and x86-avx2 differ only in the CPU they need: the same image content. Named, it is built even
     # where this CPU cannot run it, and it reuses x86-avx2's image.
-    vnni = build_images(fleet, [fleet.config.target("x86-avx512-vnni")], explicit=True, quiet=True).built[0]
+    named = [fleet.config.target("x86-avx512-vnni")]
+    vnni = build_images(fleet, named, explicit=True, reporter=QuietReporter()).built[0]
     avx2 = engine.image(image_of(built, "x86-avx2"))
     shared = engine.image(vnni.tag)
     assert avx2 is not None and shared is not None
@@ -72,7 +74,7 @@ def test_targets_of_the_same_content_share_one_image_and_no_build_leaves_danglin
 
 
 def test_warm_build_builds_nothing(fleet: Fleet, built: BuildResults) -> None:
-    again = build_images(fleet, fleet.config.targets, explicit=False, quiet=True)
+    again = build_images(fleet, fleet.config.targets, explicit=False, reporter=QuietReporter())
     assert [b.tag for b in again.built] == [b.tag for b in built.built]
     assert not any(b.built_now for b in again.built)
 

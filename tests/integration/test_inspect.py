@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 from farm.backend.engine import Engine
 from farm.controller.fleet import BuildResults, Fleet, build_images
+from farm.controller.progress import QuietReporter
 from farm.host.owner import OWNER_LABEL, owner_pid
 from tests.conftest import ROOT
 from tests.integration.farmrun import farm_matrix, read_report, target, with_candidates
@@ -89,7 +90,7 @@ def test_inspect_counts_ops_inside_if_branches(built: BuildResults, tmp_path: Pa
 def test_opset_and_missing_kernel_failures_are_predicted_and_confirmed(
     fleet: Fleet, built: BuildResults, tmp_path: Path
 ) -> None:
-    build_images(fleet, [fleet.config.target("x86-ort117")], explicit=True, quiet=True)
+    build_images(fleet, [fleet.config.target("x86-ort117")], explicit=True, reporter=QuietReporter())
     # Opset 21 is newer than onnxruntime 1.17 knows (20), and fine for 1.31 (26).
     opset21 = relu_model(tmp_path / "opset21.onnx", opset=21, ir_version=9)
     result, report = farm_inspect(str(opset21), "--target", "x86-ort117", "--target", "x86-avx2")

@@ -12,18 +12,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
 from farm.job.evaluate.file import ResultFile
+from farm.job.evaluate.measure import opener
 from farm.job.evaluate.spread import Slot
 from farm.job.report import Variant, VariantDivergence
 from farm.job.result import error_text
-from farm.job.session import open_session
 from farm.job.spec import Spec
-from farm.job.variants import quantized_from
+from farm.job.variants import FP32, quantized_from
 
 log = logging.getLogger("farm.job")
 DRIFT_SHARE = 0.2
@@ -56,10 +55,7 @@ def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence
     budget = DRIFT_SHARE * (began - file.started)
     references: dict[Path, onnx.ModelProto] = {}
     by_name = {slot.name: slot for slot in slots}
-
-    def fp32(model: bytes) -> Any:
-        return open_session(model, target=spec.target, threads=spec.threads, level=spec.optimization_level)
-
+    fp32 = opener(spec, FP32)
     for variant in chosen:
         if time.monotonic() - began > budget:
             file.warn(
@@ -71,16 +67,14 @@ def diverge(spec: Spec, file: ResultFile, slots: Sequence[Slot], feeds: Sequence
         slot = by_name.get(variant.name)
         if slot is None or slot.path is None:
             continue
-        config = dict(slot.config)
-
-        def opened(model: bytes, config: dict[str, str] = config) -> Any:
-            return open_session(model, target=spec.target, threads=spec.threads, config=config)
-
+        opened = opener(spec, variant.name, slot.config)
         log.info("evaluate: where %s leaves fp32", variant.name)
         started = time.monotonic()
         try:
             source = quantized_from(spec.artifacts, variant.name) or spec.source_model
-            reference = references.get(source) or references.setdefault(source, onnx.load(str(source)))
+            if source not in references:  # per-channel variants have a model of their own (pre-opset13.onnx)
+                references[source] = onnx.load(str(source))
+            reference = references[source]
             found = compare(
                 reference,
                 onnx.load(str(slot.path)),

@@ -3,7 +3,7 @@ user's --metric), its latency left to the timing phase."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,13 @@ from farm.job.variants import OPTIMIZED
 def level_for(spec: Spec, name: str) -> Level:
     """The graph optimization level variant ``name`` is opened at: the spec's for optimized, all for the others."""
     return spec.optimization_level if name == OPTIMIZED else "all"
+
+
+def opener(spec: Spec, name: str, config: Mapping[str, str] | None = None) -> Callable[[bytes], Any]:
+    """Sessions of serialized models opened as this stage opens variant ``name`` (its level, ``config``'s session
+    options): what farm bisect's comparison runs fp32, a variant and its groups with."""
+    level = level_for(spec, name)
+    return lambda model: open_session(model, target=spec.target, threads=spec.threads, config=config, level=level)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
