@@ -28,13 +28,13 @@ NO_ESTIMATE = "no speed estimate: {why}; the variants keep their accuracy figure
 def count_opened(
     names: Iterable[str],
     opened: Callable[[str], Any],
-    feeds: Sequence[dict[str, np.ndarray]],
+    feed: Callable[[Iterable[str]], dict[str, np.ndarray]],
     estimate: Estimate,
     file: ResultFile,
 ) -> dict[str, list[MarkedRun]]:
-    """Each named variant's marked runs, its session from ``opened`` only when its turn comes (and dropped after);
-    what cannot be counted says why in ``file``'s warnings and is left out, and so is a variant for which ``opened``
-    gives None (one that does not open, whose failure its evaluation reports)."""
+    """Each named variant's marked runs on ``feed(its session's input names)``, its session from ``opened`` only when
+    its turn comes (and dropped after); what cannot be counted says why in ``file``'s warnings and is left out, and
+    so is a variant for which ``opened`` gives None (one that does not open, whose failure its evaluation reports)."""
     model = cost_models().get(estimate.cost_model)
     if model is None:
         file.warn(NO_ESTIMATE.format(why=f"farm has no cost model named {estimate.cost_model}"))
@@ -56,7 +56,8 @@ def count_opened(
             continue
         log.info("evaluate: counting %s's instructions (%d runs)", name, estimate.runs)
         try:
-            counted[name] = _count(session, feeds[0], estimate.runs, marks)
+            with file.underway(name):
+                counted[name] = _count(session, feed(i.name for i in session.get_inputs()), estimate.runs, marks)
         except NotCounting as exc:
             file.warn(NO_ESTIMATE.format(why=str(exc)))
             break

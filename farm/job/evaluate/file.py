@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,17 @@ class ResultFile:
         log.info("evaluate: %s starting", name)
         self.pending.append(name)
         self.save()
+
+    @contextlib.contextmanager
+    def underway(self, name: str) -> Iterator[None]:
+        """``name`` under way without a result of its own to add (its count, before its accuracy): if the runtime
+        dies meanwhile, the file says it died running ``name``."""
+        self.pending.append(name)
+        self.save()
+        try:
+            yield
+        finally:
+            self.pending.remove(name)
 
     def add(self, variant: Variant, at: int | None = None) -> None:
         """Add ``variant`` last, or at index ``at`` of the variants (one that came before the variants it precedes

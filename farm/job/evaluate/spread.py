@@ -4,9 +4,10 @@ after another in the job's process, or, on a target where nothing is timed, shar
 
 Only an emulated target spreads: its variants report accuracy only, while a timed target's timing must never overlap
 other work (and its sessions stay in the job for the timing phase). With an estimate (the counting QEMU), the workers
-measure accuracy only, and the job counts every variant first, one after another, before it starts them
-(farm.job.evaluate.counted): the marks count the instructions of the process that sets them, their ids are the
-job's, the estimate's budget is the job's, and the job's memory is then the same in every run, so the counts repeat;
+measure accuracy only, and the job counts every variant first, one after another, before fp32's accuracy
+(count_first, farm.job.evaluate.counted): the marks count the instructions of the process that sets them, their ids
+are the job's, the estimate's budget is the job's, and the job's memory is then the same in every run, so the counts
+repeat;
 a second session creation per variant is the price, next to the accuracy runs that the workers share (measured in
 the README). The estimates go into the variants that ran ok.
 
@@ -26,10 +27,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from farm.job import capacity
 from farm.job.codec import decode, encode
+from farm.job.data import Dataset
 from farm.job.estimate.marks import MarkedRun
 from farm.job.evaluate.counted import count_opened, put_counts
 from farm.job.evaluate.file import ResultFile
@@ -76,9 +76,17 @@ def spreads(spec: Spec) -> bool:
     return spec.target.emulated and spec.timing.iterations == 0
 
 
-def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequence[Slot], rss_start_kib: int) -> None:
-    """Add every slot's variant to ``file``, in order. ``rss_start_kib``: the job's resident memory when the stage
-    began, from which its growth through fp32 is one worker's need (worker_bytes)."""
+def run_slots(
+    spec: Spec,
+    file: ResultFile,
+    measure: VariantMeasure,
+    slots: Sequence[Slot],
+    rss_start_kib: int,
+    counted: Mapping[str, Sequence[MarkedRun]],
+) -> None:
+    """Add every slot's variant to ``file``, in order, with the estimates of ``counted`` (count_first's).
+    ``rss_start_kib``: the job's resident memory when the stage began, from which its growth through fp32 is one
+    worker's need (worker_bytes)."""
     runs = sum(1 for slot in slots if slot.run is not None)
     count = 1
     if spreads(spec) and runs > 1:
@@ -87,10 +95,6 @@ def run_slots(spec: Spec, file: ResultFile, measure: VariantMeasure, slots: Sequ
         reserve = 0 if server is None else per_worker * server.parallel
         count, rule = capacity.worker_count(runs, per_worker=per_worker, reserve=reserve)
         log.info("evaluate: %d variant(s) in %d worker process(es) (%s)", runs, count, rule)
-    # Counted before any variant runs, in the job or in workers: the job's memory then holds what fp32 left, the
-    # same in every run. After the workers it holds what their answers left in the order they came, and the counts of
-    # the same variant in the same image drifted 0.18% between two runs (pointer-keyed tables, alignment).
-    counted = _count_first(spec, file, measure.reference.feeds, slots)
     if count <= 1:
         for slot in slots:
             if slot.ready is not None:
@@ -168,21 +172,26 @@ class _Spread:
         self.file.add(variant, at=at)
 
 
-def _count_first(
-    spec: Spec, file: ResultFile, feeds: Sequence[dict[str, np.ndarray]], slots: Sequence[Slot]
-) -> dict[str, list[MarkedRun]]:
-    """fp32 and each variant to run, a session of each opened in the job and counted, one after another, before any
-    of them runs (a worker opens its own); nothing without an estimate. fp32 too, rather than in its accuracy session
-    after the variants: opened with the profiler, in memory their answers shaped, its counts of two matrices differed
-    by 3.2% on x86 Haswell."""
-    if spec.estimate is None:
+def count_first(spec: Spec, file: ResultFile, dataset: Dataset, slots: Sequence[Slot]) -> dict[str, list[MarkedRun]]:
+    """fp32 and each variant to run, a session of each opened in the job and counted on the first sample, one after
+    another, before fp32's accuracy (a worker opens its own); nothing without an estimate.
+
+    First, because a count depends on where the process's buffers lie (pointer-keyed tables, the alignment of the
+    copies), and so on everything the process allocated before it. Up to here the job allocated the same every run;
+    fp32's accuracy, the workers' answers and the profile's leave memory shaped by times and the order things
+    finished. Counted after fp32, one int8 variant of the same model in the same image moved 0.3-0.9% between two
+    matrices in 3 of 4 suite runs on an AMD EPYC Zen 3 (after the workers, 0.18%); fp32 counted in its accuracy
+    session, 3.2% on x86 Haswell."""
+    if spec.estimate is None or dataset.samples == 0:
         return {}
     fp32 = Slot(name=FP32, path=spec.model)
     to_count = {
         fp32.name: fp32,
         **{slot.name: slot for slot in slots if slot.run is not None and slot.path is not None},
     }
-    return count_opened(to_count, lambda name: _open_to_count(spec, to_count[name]), feeds, spec.estimate, file)
+    return count_opened(
+        to_count, lambda name: _open_to_count(spec, to_count[name]), partial(dataset.feed, 0), spec.estimate, file
+    )
 
 
 def _open_to_count(spec: Spec, slot: Slot) -> Any:

@@ -18,7 +18,7 @@ from farm.job.evaluate.extra import optimized_slot, tuned_slot
 from farm.job.evaluate.file import ResultFile
 from farm.job.evaluate.fp32 import run_fp32
 from farm.job.evaluate.profiled import start_server
-from farm.job.evaluate.spread import run_slots
+from farm.job.evaluate.spread import count_first, run_slots
 from farm.job.macs import conv_share
 from farm.job.profile.child import status_kib
 from farm.job.profile.server import ProfileServer
@@ -58,16 +58,18 @@ def _evaluate(spec: Spec, file: ResultFile, server: ProfileServer | None, rss_st
         file.fail(problem)
         return file.result
     loaded = None if spec.metric is None else metric.load(spec.metric)
-    measure = run_fp32(spec, file, dataset, loaded, server)
-    if measure is None:
-        return file.result
     candidates = Candidates(spec=spec, prepared=prepared)
     slots = [
         *([optimized_slot(spec, file.out)] if OPTIMIZED not in spec.skip else []),
         *(slot for name in spec.candidates for slot in candidates.slots(name)),
         *([tuned_slot(spec.tuned)] if spec.tuned is not None else []),
     ]
-    run_slots(spec, file, measure, slots, rss_start_kib)
+    # Before fp32's accuracy: what a count finds depends on what the process did before it (count_first).
+    counted = count_first(spec, file, dataset, slots)
+    measure = run_fp32(spec, file, dataset, loaded, server)
+    if measure is None:
+        return file.result
+    run_slots(spec, file, measure, slots, rss_start_kib, counted)
     measure.timer.time_kept()
     measure.profiler.collect()
     diverge(spec, file, slots, measure.reference.feeds)

@@ -87,7 +87,7 @@ class Timer:
         ``opener(count)`` opens the variant at another thread count (None: the variant has no profile)."""
         timing = self.timing
         if self.estimate is not None:
-            # Counted instead, in a session of its own before any variant ran (spread.run_slots), not in ``session``:
+            # Counted instead, in a session of its own before fp32 ran (spread.count_first), not in ``session``:
             # opened with onnxruntime's profiler, fp32's counted runs varied by 6-9% on x86 Haswell.
             return None
         if timing.iterations == 0:
