@@ -15,6 +15,7 @@ from farm.job.estimate.costs import CLASSES, CostModel, cost_model_for, cost_mod
 from farm.job.estimate.marks import Marks, NotCounting
 from farm.job.evaluate import counted, fp32, measure, run_evaluate
 from farm.job.evaluate.counted import WARMUP, _count
+from farm.job.reference import Reference
 from farm.job.session import open_session
 from farm.job.spec import Spec
 from tests.countingfake import fake_marks
@@ -153,7 +154,7 @@ def test_every_variant_is_counted_first_before_fp32s_accuracy_and_in_one_process
     monkeypatch.setenv("FARM_JOB_WORKERS", "1")
     fake_marks(monkeypatch, tmp_path / "out", {"scalar": 1})
     events: list[str] = []
-    count, run, reference = counted._count, measure.VariantMeasure.variant, fp32.Reference.run
+    count, run, reference = counted._count, measure.VariantMeasure.variant, Reference.run
 
     def counting(session: Any, *rest: Any) -> Any:
         written = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -170,7 +171,7 @@ def test_every_variant_is_counted_first_before_fp32s_accuracy_and_in_one_process
 
     monkeypatch.setattr(counted, "_count", counting)
     monkeypatch.setattr(measure.VariantMeasure, "variant", running)
-    monkeypatch.setattr(fp32.Reference, "run", fp32_accuracy)
+    monkeypatch.setattr(Reference, "run", fp32_accuracy)
     result = run_evaluate(estimate_spec(tmp_path), tmp_path / "out")
     assert all(v.timing == "estimated" for v in result.variants)
     names = [v.name for v in result.variants]
