@@ -110,8 +110,9 @@ def run_slots(
 
 def worker_bytes(rss_start_kib: int) -> int:
     """One worker's memory: the job's own growth from the stage's start to its high-water mark (fp32's session, its
-    run, the export check at batch 2, and under QEMU the code translated meanwhile: what opening and running one more
-    variant takes at most; a worker shares the rest with the job until it writes it), at least WORKER_FLOOR."""
+    run, the export check at batch 2, with an estimate the sessions counted one at a time before them, and under QEMU
+    the code translated meanwhile: what opening and running one more variant takes at most; a worker shares the rest
+    with the job until it writes it), at least WORKER_FLOOR."""
     try:
         growth = (status_kib("VmHWM") - rss_start_kib) << 10
     except (OSError, RuntimeError, ValueError):
