@@ -56,6 +56,7 @@ __all__ = [
     "matrix",
     "matrix_run",
     "open_fleet",
+    "resume_hint",
     "targets",
     "tune",
     "tune_run",
@@ -160,7 +161,7 @@ def matrix_run(
     job_environment(os.environ)
     given = load_inputs(files, settings)
     with _reporting(progress) as reporter, _folder(out) as folder:
-        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
+        fleet = _fleet(targets_file, reporter)
         options = MatrixOptions(
             settings=settings,
             targets=list(targets),
@@ -223,7 +224,7 @@ def tune_run(
     search = Budget.parse(budget)
     given = load_inputs(files, settings)
     with _reporting(progress) as reporter, _folder(out) as folder:
-        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
+        fleet = _fleet(targets_file, reporter)
         options = TuneOptions(
             settings=settings,
             targets=list(targets),
@@ -250,7 +251,7 @@ def inspect(
     path = Path(model)
     info = inspect_model(path)
     with _reporting(progress) as reporter:
-        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
+        fleet = _fleet(targets_file, reporter)
     return inspect_for_targets(fleet, fleet.config.select(list(targets)), path, info)
 
 
@@ -283,7 +284,7 @@ def build(
     from farm.controller.fleet import build as build_fleet
 
     with _reporting(progress) as reporter:
-        fleet = open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
+        fleet = _fleet(targets_file, reporter)
         return build_fleet(fleet, list(targets), reporter)
 
 
@@ -292,7 +293,7 @@ def targets(*, targets_file: PathLike | None = None, progress: Progress | None =
     from farm.controller.fleet import describe
 
     with _reporting(progress) as reporter:
-        return describe(open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}")))
+        return describe(_fleet(targets_file, reporter))
 
 
 def open_fleet(targets_file: PathLike | None = None, *, note: Callable[[str], None] | None = None) -> Fleet:
@@ -317,13 +318,20 @@ def open_fleet(targets_file: PathLike | None = None, *, note: Callable[[str], No
     return opened
 
 
+def resume_hint(out: PathLike) -> str:
+    """Where the report of a matrix that stopped is, and how to finish it: for the error that stopped it."""
+    report = Path(out) / REPORT_FILE
+    return f"the partial report is {report}; farm matrix --resume (same arguments) runs what is missing"
+
+
 def _partial(out: PathLike | None) -> str:
-    """Where the report of a run that stopped is, for its error; nothing when it was a temporary folder."""
-    if out is None:
-        return ""
-    return (
-        f"; the partial report is {Path(out) / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
-    )
+    """resume_hint for an error's message; nothing when the report was in a temporary folder."""
+    return "" if out is None else f"; {resume_hint(out)}"
+
+
+def _fleet(targets_file: PathLike | None, reporter: Reporter) -> Fleet:
+    """open_fleet, its notes to ``reporter``."""
+    return open_fleet(targets_file, note=lambda text: reporter.note(f"note: {text}"))
 
 
 def write_output(path: Path, text: str) -> None:
@@ -372,11 +380,10 @@ def _silent(line: str) -> None:
 
 @contextmanager
 def _reporting(progress: Progress | None) -> Iterator[Reporter]:
+    """The reporter for ``progress=``: a reporter as given (its display is the caller's to start and stop, as the
+    CLI does around the call), a function of each line through a QuietReporter, nothing for None."""
     if progress is None:
         yield progress_.QuietReporter(say=_silent)
-    elif isinstance(progress, progress_.RichReporter | progress_.QuietReporter):
-        with progress as entered:
-            yield entered
     elif hasattr(progress, "step"):
         yield cast(Reporter, progress)
     else:

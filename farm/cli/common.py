@@ -15,4 +15,9 @@ def open_fleet(targets_file: Path | None) -> fleet.Fleet:
     stderr."""
     from farm.api import open_fleet as opened
 
-    return opened(targets_file, note=lambda text: typer.echo(f"note: {text}", err=True))
+    return opened(targets_file, note=lambda text: to_stderr(f"note: {text}"))
+
+
+def to_stderr(line: str) -> None:
+    """A line on stderr: where the commands put notes and progress (farm.api's ``progress=``)."""
+    typer.echo(line, err=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from farm.cli.common import open_fleet
+from farm.cli.common import open_fleet, to_stderr
 from farm.cli.options import (
     DataOpt,
     LabelsOpt,
@@ -153,12 +153,11 @@ def matrix(
     quiet: QuietOpt = False,
 ) -> None:
     """Optimize, quantize and evaluate MODEL in every target; print the cross-target matrix."""
-    from farm.api import DryRun, matrix_run
-    from farm.report import FORMATS, REPORT_FILE, render
+    from farm.api import DryRun, matrix_run, resume_hint
+    from farm.report import FORMATS, render
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt} is not a format farm writes", fix="use one of " + "|".join(FORMATS))
-    partial = f"the partial report is {out / REPORT_FILE}; farm matrix --resume (same arguments) runs what is missing"
     try:
         with progress.reporter(quiet) as report:
             result = matrix_run(
@@ -194,7 +193,7 @@ def matrix(
                 dry_run=dry_run,
             )
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; every container farm started was removed; {partial}") from None
+        raise Interrupted(f"interrupted; every container farm started was removed; {resume_hint(out)}") from None
     if isinstance(result, DryRun):
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
@@ -289,7 +288,7 @@ def inspect(
     from farm.api import inspect as inspect_model
     from farm.controller.inspection import render
 
-    found = inspect_model(model, targets=target or [], targets_file=targets_file, progress=_stderr)
+    found = inspect_model(model, targets=target or [], targets_file=targets_file, progress=to_stderr)
     sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n" if as_json else render(found))
     raise typer.Exit(5 if found.predicted_failures else 0)
 
@@ -358,7 +357,3 @@ def optimize(
         typer.echo(f"note: the check's {SYNTHETIC_WARNING}", err=True)
     typer.echo(result.summary())
     raise typer.Exit(0 if result.matches else 5)
-
-
-def _stderr(line: str) -> None:
-    typer.echo(line, err=True)

@@ -9,6 +9,7 @@ import typer
 from tabulate import tabulate
 
 from farm import __version__
+from farm.cli.common import to_stderr
 from farm.cli.options import (
     QuietOpt,
     TargetOpt,
@@ -58,7 +59,7 @@ def targets(
     """List the targets with their mode on this host, reason, image tag and whether it is built."""
     from farm.api import targets as target_rows
 
-    rows = target_rows(targets_file=targets_file, progress=lambda line: typer.echo(line, err=True))
+    rows = target_rows(targets_file=targets_file, progress=to_stderr)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return

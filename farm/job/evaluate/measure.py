@@ -32,9 +32,10 @@ def level_for(spec: Spec, name: str) -> Level:
     return spec.optimization_level if name == OPTIMIZED else "all"
 
 
-def opener(spec: Spec, name: str, config: Mapping[str, str] | None = None) -> Callable[[bytes], Any]:
-    """Sessions of serialized models opened as this stage opens variant ``name`` (its level, ``config``'s session
-    options): what farm bisect's comparison runs fp32, a variant and its groups with."""
+def opener(spec: Spec, name: str, config: Mapping[str, str] | None = None) -> Callable[[Path | bytes], Any]:
+    """Sessions of a model (a path, or serialized) opened as this stage opens variant ``name`` (its level,
+    ``config``'s session options), unprofiled: what the counts run, and farm bisect's comparison runs fp32, a variant
+    and its groups with."""
     level = level_for(spec, name)
     return lambda model: open_session(model, target=spec.target, threads=spec.threads, config=config, level=level)
 

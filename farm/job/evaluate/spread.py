@@ -33,13 +33,12 @@ from farm.job.data import Dataset
 from farm.job.estimate.marks import MarkedRun
 from farm.job.evaluate.counted import count_opened, put_counts
 from farm.job.evaluate.file import ResultFile
-from farm.job.evaluate.measure import VariantMeasure, level_for
+from farm.job.evaluate.measure import VariantMeasure, level_for, opener
 from farm.job.evaluate.profiled import Profiler
 from farm.job.evaluate.timed import Timer
 from farm.job.pool import Answer, Lost, run_pool
 from farm.job.profile.child import status_kib
 from farm.job.report import Quantization, Variant
-from farm.job.session import open_session
 from farm.job.spec import Spec
 from farm.job.variants import FP32
 
@@ -198,11 +197,10 @@ def count_first(spec: Spec, file: ResultFile, dataset: Dataset, slots: Sequence[
 def _open_to_count(spec: Spec, slot: Slot) -> Any:
     """``slot``'s session, or None where it does not open: its worker fails it and says why."""
     assert slot.path is not None
-    level = level_for(spec, slot.name)
     try:
         if slot.make is not None:
             slot.make()
-        return open_session(slot.path, target=spec.target, threads=spec.threads, config=dict(slot.config), level=level)
+        return opener(spec, slot.name, slot.config)(slot.path)
     except Exception:
         return None
 
