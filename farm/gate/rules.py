@@ -281,7 +281,7 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
             continue
         context = _context(report, baseline, old, new)
         for o, n in compared:
-            check = _latency(new, o, n, limits.max_latency_regression, context)
+            check = _latency(new, o, n, limits, context)
             if check is not None:
                 yield check
 
@@ -366,21 +366,29 @@ def _drop(
     )
 
 
-def _latency(target: TargetResult, old: Variant, new: Variant, limit: float, context: str) -> Check | None:
+def _latency(target: TargetResult, old: Variant, new: Variant, limits: Limits, context: str) -> Check | None:
     a, b = new.latency_ms, old.latency_ms
-    if a is None or b is None or b.p50 <= 0:
+    if a is None or b is None or b.p50 <= 0 or limits.max_latency_regression is None:
         return None
+    limit = limits.max_latency_regression
     change = a.p50 / b.p50 - 1.0
     beyond, noise = beyond_noise(a, b)
-    failed = change > limit and beyond
-    verdict = ("beyond noise" if beyond else "within noise") if change > limit else "within limit"
+    floor = limits.latency_noise_ms
+    between_runs = floor is not None and a.p50 - b.p50 <= floor
+    if change <= limit:
+        verdict = f"within limit: {noise}"
+    elif between_runs:
+        slower = (a.p50 - b.p50) * 1000
+        verdict = f"within the noise between runs: {slower:.1f} us slower, not more than latency_noise_ms = {floor:g}"
+    else:
+        verdict = f"{'beyond' if beyond else 'within'} noise: {noise}"
     return variant_check(
         "latency-regression",
         target,
         new,
-        "failed" if failed else "passed",
+        "failed" if change > limit and beyond and not between_runs else "passed",
         f"p50 {fmt.milliseconds(a.p50)} ms vs baseline {fmt.milliseconds(b.p50)} ms ({change:+.1%}, limit "
-        f"+{limit:.0%}, {verdict}: {noise}){context}",
+        f"+{limit:.0%}, {verdict}){context}",
     )
 
 

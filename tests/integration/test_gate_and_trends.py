@@ -18,6 +18,7 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from farm.controller.fleet import BuildResults, Fleet
+from farm.gate.policy import Limits
 from farm.report.schema import validate
 from tests.browser import PageResult, chromium_path, open_page
 from tests.conftest import ROOT, missing, outside_turn
@@ -55,6 +56,23 @@ def edited(source: Path, folder: Path, change: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report))
     return folder
+
+
+def regression(report: dict[str, Any], name: str) -> float:
+    """A factor that makes the target's fp32 a latency regression by the default policy: slower than the run's own
+    spread between rounds (a microsecond model's rounds differ by tens of %) and than the noise between runs."""
+    latency = variant(target(report, name), "fp32")["latency_ms"]
+    floor = Limits().latency_noise_ms
+    assert floor is not None
+    rounds: list[float] = latency["rounds"]
+    return max(1.5, 1.2 * max(rounds) / min(rounds), 1 + 2 * floor / float(latency["p50"]))
+
+
+def slow_down(report: dict[str, Any], name: str, factor: float) -> None:
+    latency = variant(target(report, name), "fp32")["latency_ms"]
+    for key in ("p50", "p90", "p99"):
+        latency[key] = round(latency[key] * factor, 4)
+    latency["rounds"] = [round(r * factor, 4) for r in latency["rounds"]]
 
 
 def test_the_report_records_the_run(runs: list[Path], fleet: Fleet) -> None:
@@ -109,15 +127,10 @@ def test_gate_fails_on_an_injected_latency_regression_beyond_noise(
     runs: list[Path], fleet: Fleet, tmp_path: Path
 ) -> None:
     name = native_target(fleet)
-    rounds = variant(target(read_report(runs[0]), name), "fp32")["latency_ms"]["rounds"]
-    # Slower by more than the run's own spread between rounds (a microsecond model's rounds differ by tens of %).
-    factor = max(1.5, 1.2 * max(rounds) / min(rounds))
+    factor = regression(read_report(runs[0]), name)
 
     def slower(report: dict[str, Any]) -> None:
-        latency = variant(target(report, name), "fp32")["latency_ms"]
-        for key in ("p50", "p90", "p99"):
-            latency[key] = round(latency[key] * factor, 4)
-        latency["rounds"] = [round(r * factor, 4) for r in latency["rounds"]]
+        slow_down(report, name, factor)
 
     result = gate(str(edited(runs[0], tmp_path / "slower", slower)), "--baseline", str(runs[0]))
     assert result.returncode == 6, result.stdout + result.stderr
@@ -214,8 +227,7 @@ def test_both_html_reports_render_offline_with_every_plot(runs: list[Path], flee
 def _five_runs(runs: list[Path], history: Path, native: str) -> list[str]:
     """Runs 1 and 2 as they ran; 3 to 5 derived from run 2 as later nights would differ: 5 is slower (by more than
     the spread of the run's own timing rounds) and its arm64 target broke off."""
-    rounds = variant(target(read_report(runs[1]), native), "fp32")["latency_ms"]["rounds"]
-    factor = max(1.5, 1.2 * max(rounds) / min(rounds))
+    factor = regression(read_report(runs[1]), native)
     labels = []
     for index in range(5):
         label = f"v{index + 1}"
@@ -224,10 +236,7 @@ def _five_runs(runs: list[Path], history: Path, native: str) -> list[str]:
             report["run"]["label"] = label
             report["created"] = f"2026-12-0{index + 1}T02:15:00Z"
             if index == 4:
-                latency = variant(target(report, native), "fp32")["latency_ms"]
-                for key in ("p50", "p90", "p99"):
-                    latency[key] = round(latency[key] * factor, 4)
-                latency["rounds"] = [round(r * factor, 4) for r in latency["rounds"]]
+                slow_down(report, native, factor)
                 arm = target(report, "arm64")
                 arm.update(
                     status="failed",
