@@ -4,15 +4,18 @@ same on every CPU, so every expectation holds on every host."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import numpy_helper
 
 import farm.models
+from farm.job import BEGAN
 from farm.job.comparison import SQNR_CLIP_DB
 from farm.job.data import Dataset
 from farm.job.divergence import (
@@ -25,7 +28,7 @@ from farm.job.divergence import (
     save_points,
     saved_reference,
 )
-from farm.job.evaluate.drift import closest
+from farm.job.evaluate.drift import closest, share
 from farm.job.quantize import pre_process, quantize
 from farm.job.spec import Calibration
 from farm.job.variants import PRE_PROCESSED, quantized_from
@@ -194,3 +197,11 @@ def test_a_node_without_a_name_is_named_by_the_tensor_it_makes() -> None:
     # Some onnxruntime versions' pre-processing leaves the Gemm it fuses from MatMul and Add unnamed.
     assert label(onnx.helper.make_node("Gemm", ["x", "w", "b"], ["fc1.out"])) == "fc1.out"
     assert label(onnx.helper.make_node("Gemm", ["x", "w", "b"], ["fc1.out"], name="fc1")) == "fc1"
+
+
+def test_the_divergences_share_counts_the_whole_job_from_its_process_start() -> None:
+    # A fifth of the time since the job's process began (imports included), not since the evaluate stage began: on a
+    # fast host a small model's stage took so little that the second of the default two divergences was left out.
+    assert share(BEGAN + 1.5) == pytest.approx(0.3)
+    assert share(BEGAN) == 0.0
+    assert time.monotonic() >= BEGAN
