@@ -281,7 +281,7 @@ def _against_baseline(report: Report, baseline: Report, policy: Policy) -> Itera
             continue
         context = _context(report, baseline, old, new)
         for o, n in compared:
-            check = _latency(new, o, n, limits, context)
+            check = _latency(new, o, n, limits.max_latency_regression, limits.latency_noise_ms, context)
             if check is not None:
                 yield check
 
@@ -366,20 +366,23 @@ def _drop(
     )
 
 
-def _latency(target: TargetResult, old: Variant, new: Variant, limits: Limits, context: str) -> Check | None:
+def _latency(
+    target: TargetResult, old: Variant, new: Variant, limit: float, floor: float | None, context: str
+) -> Check | None:
+    """``floor``: latency_noise_ms, the slowdown in ms that is the noise between runs (None: none)."""
     a, b = new.latency_ms, old.latency_ms
-    if a is None or b is None or b.p50 <= 0 or limits.max_latency_regression is None:
+    if a is None or b is None or b.p50 <= 0:
         return None
-    limit = limits.max_latency_regression
     change = a.p50 / b.p50 - 1.0
+    slower = a.p50 - b.p50
     beyond, noise = beyond_noise(a, b)
-    floor = limits.latency_noise_ms
-    between_runs = floor is not None and a.p50 - b.p50 <= floor
+    between_runs = floor is not None and slower <= floor
     if change <= limit:
         verdict = f"within limit: {noise}"
     elif between_runs:
-        slower = (a.p50 - b.p50) * 1000
-        verdict = f"within the noise between runs: {slower:.1f} us slower, not more than latency_noise_ms = {floor:g}"
+        verdict = (
+            f"within the noise between runs: {slower * 1000:.1f} us slower, not more than latency_noise_ms = {floor:g}"
+        )
     else:
         verdict = f"{'beyond' if beyond else 'within'} noise: {noise}"
     return variant_check(

@@ -67,8 +67,7 @@ class ResultFile:
     def underway(self, name: str) -> Iterator[None]:
         """``name`` under way without a result of its own to add (its count, before its accuracy): if the runtime
         dies meanwhile, the file says it died running ``name``."""
-        self.pending.append(name)
-        self.save()
+        self.begin(name)
         try:
             yield
         finally:
